@@ -1,0 +1,77 @@
+"""Where tokenbudget keeps its state and where Claude Code keeps its transcripts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP = "tokenbudget"
+
+
+def home_override() -> Path | None:
+    """`$TOKENBUDGET_HOME`, when set: then data, config and logs all live there."""
+    value = os.environ.get("TOKENBUDGET_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def data_dir() -> Path:
+    """The folder holding the ledger, its lock and the log."""
+    override = home_override()
+    if override is not None:
+        return override
+    import platformdirs  # only paid for when no override is set
+
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+def config_dir() -> Path:
+    """The folder holding config.json (budgets and settings)."""
+    override = home_override()
+    if override is not None:
+        return override
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP, appauthor=False))
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by the user alone; return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError:
+        pass
+    return path
+
+
+def ledger_path() -> Path:
+    return data_dir() / "ledger.json"
+
+
+def config_path() -> Path:
+    return config_dir() / "config.json"
+
+
+def log_path() -> Path:
+    return data_dir() / "tokenbudget.log"
+
+
+def claude_config_dirs() -> list[Path]:
+    """Claude Code's data dirs: `$CLAUDE_CONFIG_DIR` (comma-separated) or the two defaults."""
+    env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
+    if env:
+        dirs = [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
+    else:
+        home = Path.home()
+        dirs = [home / ".claude", home / ".config" / "claude"]
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def claude_settings_dir() -> Path:
+    """The folder holding the user's settings.json (first of `$CLAUDE_CONFIG_DIR`, else ~/.claude)."""
+    return claude_config_dirs()[0] if os.environ.get("CLAUDE_CONFIG_DIR") else Path.home() / ".claude"
