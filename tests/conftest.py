@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = (REPO.parent / "shared" / "fixtures" / "claude-code-2.1.328").resolve()
+FIXTURES = REPO / "tests" / "fixtures" / "claude-code-2.1.328"
 
 
 @pytest.fixture(autouse=True)
