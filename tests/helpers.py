@@ -1,0 +1,49 @@
+"""Shared test helpers: fixtures copied into a Claude Code data dir, truth totals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tokenbudget.usage import Usage
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.328"
+CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+
+
+def install_fixture(case: str, claude_dir: Path, *, unique_ids: bool = False) -> Path:
+    """Copy a fixture's projects/ into `claude_dir`/projects; return that folder.
+
+    The fake API numbered its messages the same way in every case; `unique_ids` renames them
+    per case so that several cases can share one data dir without being one another's copies.
+    """
+    target = claude_dir / "projects"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(FIXTURES / case / "projects", target, dirs_exist_ok=True)
+    if unique_ids:
+        for path in (FIXTURES / case / "projects").rglob("*.jsonl"):
+            copy = target / path.relative_to(FIXTURES / case / "projects")
+            text = path.read_text().replace("msg_fake_", f"msg_{case}_")
+            copy.write_text(text.replace("req_fake_", f"req_{case}_"))
+    return target
+
+
+def truth(case: str) -> list[dict[str, object]]:
+    lines = (FIXTURES / case / "truth.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def truth_usage(case: str, session: str | None = None) -> Usage:
+    total = Usage()
+    for t in truth(case):
+        if session is not None and t.get("session") != session:
+            continue
+        total = total + Usage(
+            int(t["input_tokens"]),  # type: ignore[call-overload]
+            int(t["output_tokens"]),  # type: ignore[call-overload]
+            int(t["cache_creation_input_tokens"]),  # type: ignore[call-overload]
+            0,
+            int(t["cache_read_input_tokens"]),  # type: ignore[call-overload]
+        )
+    return total

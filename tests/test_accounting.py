@@ -1,0 +1,219 @@
+"""The totals equal what the API served, for every real transcript fixture."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CASES, install_fixture, truth_usage
+from tokenbudget import history, query, sync
+from tokenbudget.usage import Usage
+
+
+def ledger_total(store: object) -> Usage:
+    ledger = store.snapshot()  # type: ignore[attr-defined]
+    groups = query.group("model", query.cells(ledger, history.read_records()), UTC)
+    return query.totals(groups).usage
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fixture_totals_equal_truth(case: str, private_home: Path) -> None:
+    install_fixture(case, private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage(case)
+
+
+def session_totals(store: sync.JsonFileStore) -> dict[str, Usage]:
+    ledger = store.snapshot()
+    groups = query.group("session", query.cells(ledger, history.read_records()), UTC)
+    return {g.key: g.usage for g in groups}
+
+
+def test_forked_session_copies_belong_to_the_parent(private_home: Path) -> None:
+    install_fixture("forked", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    parent = "41481808-d348-404b-a183-6d629348bbef"
+    fork = "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    assert per_session[parent] == truth_usage("forked", parent)
+    assert per_session[fork] == truth_usage("forked", fork)
+
+
+def test_subagent_usage_belongs_to_the_parent_session(private_home: Path) -> None:
+    install_fixture("agent", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert list(per_session) == ["8e945286-e779-410e-9516-f3c30e65f9e5"]
+    assert per_session["8e945286-e779-410e-9516-f3c30e65f9e5"] == truth_usage("agent")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cost_equals_claude_codes_own(case: str, private_home: Path) -> None:
+    import json
+
+    from tests.helpers import FIXTURES
+
+    install_fixture(case, private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    ledger = store.snapshot()
+    groups = query.group("session", query.cells(ledger, history.read_records()), UTC)
+    outputs = [
+        json.loads(line)
+        for line in (FIXTURES / case / "claude-output.json").read_text().splitlines()
+        if line.strip()
+    ]
+    # Each process's total_cost_usd is cumulative over its session's life; the largest per
+    # session is that session's cost (a fork's includes its parent's, so sum the differences).
+    expected = max(o["total_cost_usd"] for o in outputs)
+    assert sum(g.cost for g in groups) == pytest.approx(expected, abs=1e-9)
+
+
+def test_slash_command_turns_are_attributed(private_home: Path) -> None:
+    install_fixture("slash", private_home / ".claude", unique_ids=True)
+    install_fixture("compacted", private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    by_cmd = {g.key: g.usage.total for g in groups}
+    assert by_cmd["/test"] == truth_usage("slash").total
+    # The two compaction requests appear in no assistant line: they are /compact's.
+    assert by_cmd["/compact"] == 6223
+
+
+def test_sync_twice_changes_nothing(private_home: Path) -> None:
+    install_fixture("loop", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    first = store.path.read_bytes()
+    report = sync.sync_all(store, now=1795887600.0)
+    assert report.new_requests == 0 and report.files_read == 0
+    assert ledger_total(store) == truth_usage("loop")
+    import json
+
+    a, b = json.loads(first), store.snapshot()
+    a.pop("updated"), b.pop("updated")
+    assert a == b
+
+
+def _transcript(private_home: Path, case: str) -> Path:
+    return next((private_home / ".claude" / "projects").glob("*/*.jsonl"))
+
+
+def test_appending_a_turn_adds_exactly_that_turn(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    path = _transcript(private_home, "plain")
+    lines = path.read_text().splitlines(keepends=True)
+    extra = [
+        line.replace("msg_fake_00001", "msg_fake_00099").replace("req_fake_00001", "req_x")
+        for line in lines
+        if '"type":"assistant"' in line
+    ]
+    with open(path, "a") as f:
+        f.writelines(extra)
+    report = sync.sync_all(store, now=1795887600.0)
+    assert report.new_requests == 1
+    assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")
+
+
+def test_a_partial_last_line_waits_for_its_end(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    data = path.read_bytes()
+    cut = data.index(b'"type":"assistant"') + 40
+    path.write_bytes(data[:cut])
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == Usage()
+    with open(path, "ab") as f:
+        f.write(data[cut:])
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+
+
+def test_a_rewritten_or_replaced_file_is_not_counted_twice(private_home: Path) -> None:
+    install_fixture("loop", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    path = _transcript(private_home, "loop")
+    data = path.read_bytes()
+    # Rewritten shorter (same inode), then replaced by a new file with the full content.
+    path.write_bytes(data[: len(data) // 2])
+    sync.sync_all(store, now=1795887600.0)
+    tmp = path.with_suffix(".new")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    report = sync.sync_all(store, now=1795887600.0)
+    assert report.files_read == 1
+    assert ledger_total(store) == truth_usage("loop")
+
+
+def test_largest_usage_wins_not_the_first(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    lines = path.read_text().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
+    # Older Claude Code wrote a partial output count on the first line of a response.
+    lines[first] = lines[first].replace('"output_tokens":41', '"output_tokens":1', 1)
+    path.write_text("".join(lines[: first + 1]))
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store).output == 1
+    path.write_text("".join(lines))
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+
+
+def test_bad_lines_are_skipped_and_counted(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    with open(path, "ab") as f:
+        f.write(b"not json at all\n\xff\xfe binary junk\n")
+        f.write(b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":-5}}}\n')
+        f.write(b'{"type":"assistant","message":{"id":"n","usage":{"input_tokens":1.5}}}\n')
+    store = sync.open_store()
+    report = sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+    assert report.skipped.get("not JSON") == 2
+    assert report.skipped.get("bad usage") == 2
+
+
+def test_folded_sessions_keep_their_totals(private_home: Path) -> None:
+    for case in CASES:
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    expected = sum((truth_usage(c) for c in CASES), Usage())
+    # A week later every session is idle past retention: they fold into history.
+    report = sync.sync_all(store, now=1795887600.0 + 7 * 86400)
+    assert report.folded == 8
+    ledger = store.snapshot()
+    assert ledger["sessions"] == {} and ledger["keys"] == {} and ledger["files"] == {}
+    assert ledger_total(store) == expected
+    assert sum(p[0] for p in ledger["projects"].values()) == expected.total
+    # Nothing new: a further sync reads nothing and counts nothing twice.
+    report = sync.sync_all(store, now=1795887600.0 + 8 * 86400)
+    assert report.files_read == 0
+    assert ledger_total(store) == expected
+
+
+def test_a_folded_session_resumed_counts_only_what_is_new(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400)
+    path = _transcript(private_home, "plain")
+    extra = [
+        line.replace("msg_fake_00001", "msg_fake_00042").replace("req_fake_00001", "req_y")
+        for line in path.read_text().splitlines(keepends=True)
+        if '"type":"assistant"' in line
+    ]
+    with open(path, "a") as f:
+        f.writelines(extra)
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400)
+    assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")

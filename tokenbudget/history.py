@@ -1,0 +1,194 @@
+"""Folded sessions: the cold part of the ledger, kept out of the hook's way.
+
+A session idle past the retention period leaves the ledger: its totals stay in the ledger's
+rollups (per project, per command, per hour), and its full record is appended to
+`history.jsonl`, which only `report` and a rebuild read. The ledger thus stays small however
+long the history grows.
+
+The history line is written and fsynced before the session leaves the ledger; a crash in
+between leaves the session in both, and readers let the ledger win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tokenbudget import paths
+from tokenbudget.ledger import Ledger
+
+RUNS_KEPT = 50
+
+
+def history_path() -> Path:
+    return paths.data_dir() / "history.jsonl"
+
+
+def _hourly(ledger: Ledger, sid: str, s: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """The session's usage per hour and model: [5 counts, cost]."""
+    out: dict[str, dict[str, list[Any]]] = {}
+
+    def add(hour: int, model: str, counts: list[int], cost: float | None) -> None:
+        row = out.setdefault(str(hour), {}).setdefault(model, [0, 0, 0, 0, 0, 0.0])
+        for i in range(5):
+            row[i] += counts[i]
+        row[5] += cost or 0.0
+
+    for rec in ledger["keys"].values():
+        if rec[0] == sid:
+            add(rec[7], rec[1], rec[2:7], rec[8])
+    for a in s["adj"]:
+        add(a[0], a[1], a[2:7], a[7])
+    return out
+
+
+def fold(ledger: Ledger, cutoff: float) -> int:
+    """Move sessions whose last activity is before `cutoff` out of the ledger; return how many."""
+    idle = [sid for sid, s in ledger["sessions"].items() if s["l"] < cutoff]
+    if not idle:
+        return 0
+    idle_set = set(idle)
+    files_of: dict[str, dict[str, Any]] = {}
+    for path, rec in ledger["files"].items():
+        if rec[3] in idle_set:
+            files_of.setdefault(rec[3], {})[path] = rec
+    lines = []
+    for sid in idle:
+        s = ledger["sessions"][sid]
+        record = {
+            "sid": sid,
+            "p": s["p"],
+            "f": s["f"],
+            "l": s["l"],
+            "m": s["m"],
+            "hours": _hourly(ledger, sid, s),
+            "turns": list(s["t"].values()),
+            "files": files_of.get(sid, {}),
+        }
+        lines.append(json.dumps(record, separators=(",", ":")))
+    _append(lines)
+    for sid in idle:
+        s = ledger["sessions"].pop(sid)
+        for t in s["t"].values():
+            runs = ledger["commands"].setdefault(t[0], [])
+            runs.append([t[1], t[2], t[3]])
+            if len(runs) > RUNS_KEPT:
+                del runs[: len(runs) - RUNS_KEPT]
+        folded = ledger["folded"]
+        folded["sessions"] += 1
+        for m in s["m"].values():
+            folded["tokens"] += sum(m[:5])
+            folded["cost"] += m[5]
+        folded["until"] = max(folded["until"], s["l"])
+        for path in files_of.get(sid, {}):
+            del ledger["files"][path]
+    for key in [k for k, rec in ledger["keys"].items() if rec[0] in idle_set]:
+        del ledger["keys"][key]
+    return len(idle)
+
+
+def _append(lines: list[str]) -> None:
+    path = history_path()
+    paths.ensure_private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records() -> dict[str, dict[str, Any]]:
+    """Every folded session's record by session id (a later line wins); bad lines skipped."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        f = open(history_path(), "rb")
+    except OSError:
+        return out
+    with f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("sid"), str):
+                prev = out.get(rec["sid"])
+                if prev is not None:
+                    rec = _merge(prev, rec)
+                out[rec["sid"]] = rec
+    return out
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A session folded twice (resumed after folding): its two records add up."""
+    merged = dict(new)
+    merged["f"] = min(old["f"], new["f"])
+    merged["l"] = max(old["l"], new["l"])
+    models = {k: list(v) for k, v in old["m"].items()}
+    for model, m in new["m"].items():
+        cur = models.setdefault(model, [0, 0, 0, 0, 0, 0.0, 0, m[7]])
+        for i in range(7):
+            cur[i] += m[i]
+        if m[7] != cur[7]:
+            cur[7] = "m"
+    merged["m"] = models
+    hours = {h: {mo: list(v) for mo, v in hv.items()} for h, hv in old["hours"].items()}
+    for h, hv in new["hours"].items():
+        for mo, v in hv.items():
+            cur = hours.setdefault(h, {}).setdefault(mo, [0, 0, 0, 0, 0, 0.0])
+            for i in range(6):
+                cur[i] += v[i]
+    merged["hours"] = hours
+    merged["turns"] = old["turns"] + new["turns"]
+    merged["files"] = {**old["files"], **new["files"]}
+    return merged
+
+
+def folded_files() -> dict[str, list[Any]]:
+    """Read positions of every folded transcript."""
+    out: dict[str, list[Any]] = {}
+    for rec in read_records().values():
+        out.update(rec.get("files", {}))
+    return out
+
+
+def folded_position(path: str) -> list[Any] | None:
+    return folded_files().get(path)
+
+
+def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None:
+    """A folded session's transcript grew: go on from where folding left it."""
+    ledger["files"][path] = [rec[0], rec[1], rec[2], sid, rec[4] if len(rec) > 4 else None]
+
+
+def restore_into(ledger: Ledger, now: float) -> None:
+    """Refill a rebuilt ledger's rollups from the folded sessions."""
+    from tokenbudget.ingest import HOUR, HOURS_KEPT
+
+    oldest = int(now // HOUR) - HOURS_KEPT
+    for rec in read_records().values():
+        folded = ledger["folded"]
+        tokens = sum(sum(m[:5]) for m in rec["m"].values())
+        cost = sum(m[5] for m in rec["m"].values())
+        folded["sessions"] += 1
+        folded["tokens"] += tokens
+        folded["cost"] += cost
+        folded["until"] = max(folded["until"], rec["l"])
+        p = ledger["projects"].setdefault(rec["p"], [0, 0.0])
+        p[0] += tokens
+        p[1] += cost
+        for t in rec["turns"]:
+            runs = ledger["commands"].setdefault(t[0], [])
+            runs.append([t[1], t[2], t[3]])
+            del runs[: max(0, len(runs) - RUNS_KEPT)]
+        for h, per_model in rec["hours"].items():
+            if int(h) < oldest:
+                continue
+            for v in per_model.values():
+                bucket = ledger["hours"].setdefault(h, {})
+                start = int(h) * HOUR
+                first, last = max(rec["f"], start), min(rec["l"], start + HOUR - 1)
+                b = bucket.setdefault(rec["p"], [0, 0.0, first, last])
+                b[0] += sum(v[:5])
+                b[1] += v[5]

@@ -1,0 +1,292 @@
+"""Recording transcript events in the ledger: the counting rule lives here.
+
+- One API response is counted once per (message.id, requestId), in every file it appears in
+  (a forked session's copies belong to the session that made the request).
+- Where several lines share a key, the line with the largest total wins; the difference is
+  applied, so re-reading never counts twice.
+- Subagent usage belongs to the parent session and to the turn that launched the subagent.
+- Requests that appear in no assistant line (compaction) are recovered from Claude Code's
+  `cost-state` totals: what they hold beyond what the session's lines hold.
+- Where Claude Code's own cost for a session is known and its tokens match ours, it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenbudget import transcripts
+from tokenbudget.ledger import Ledger
+from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
+from tokenbudget.usage import ZERO, Usage
+
+HOUR = 3600
+HOURS_KEPT = 40 * 24  # hour buckets feed the day/week/month/5h windows: 40 days is enough
+NO_TURN = "-"
+
+# Relative weights of the token kinds in every Claude price list (output 5x input, cache
+# writes 1.25x and 2x, cache reads 0.1x): used to spread Claude Code's own cost for a model
+# we have no price for over its requests.
+WEIGHTS = (1.0, 5.0, 1.25, 2.0, 0.1)
+
+# Indexes in a session's per-model record.
+M_COST, M_N, M_SRC = 5, 6, 7
+
+
+def weight(u: Usage) -> float:
+    return sum(w * v for w, v in zip(WEIGHTS, u, strict=True))
+
+
+@dataclass
+class Result:
+    """What one ingest pass did."""
+
+    files: int = 0
+    new_requests: int = 0
+    restarted: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class Ingestor:
+    """Applies transcript events to a ledger held under the lock."""
+
+    def __init__(self, ledger: Ledger, prices: Mapping[str, Mapping[str, float]] | None = None):
+        self.L = ledger
+        self.prices = prices
+        self.result = Result()
+        self._price_cache: dict[str, Any] = {}
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def ingest_file(self, path: Path, session_id: str, is_subagent: bool) -> None:
+        """Read what is new in one transcript and record it."""
+        files = self.L["files"]
+        key = str(path)
+        rec = files.get(key)
+        prev = FilePos(rec[0], rec[1], rec[2]) if rec else None
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            self.result.errors.append(f"{path}: {e.strerror}")
+            return
+        if prev is not None and prev.pos == st.st_size and prev.ident == transcripts._identity(st):
+            return  # nothing new: the common case, answered by one stat
+        try:
+            res = transcripts.read_new(path, prev)
+        except OSError as e:
+            self.result.errors.append(f"{path}: {e.strerror or e}")
+            return
+        self.result.files += 1
+        for reason, n in res.skipped.counts.items():
+            self.result.skipped[reason] = self.result.skipped.get(reason, 0) + n
+            self.L["skipped"][reason] = self.L["skipped"].get(reason, 0) + n
+        if res.restarted:
+            self.result.restarted.append(key)
+        turn = rec[4] if rec and not res.restarted else None
+        if res.restarted and rec:
+            turn = rec[4] if is_subagent else None
+        state = {"turn": turn, "sub": is_subagent, "last_ts": None}
+        for ev in res.events:
+            if isinstance(ev, UsageEvent):
+                self._usage(session_id, ev, state)
+            elif isinstance(ev, PromptEvent):
+                self._prompt(session_id, ev, state)
+            elif isinstance(ev, CostStateEvent) and not is_subagent:
+                self._cost_state(session_id, ev, state)
+        files[key] = [*res.pos.to_json(), session_id, state["turn"]]
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def session(self, sid: str, cwd: str | None = None, ts: float | None = None) -> dict[str, Any]:
+        sessions = self.L["sessions"]
+        s = sessions.get(sid)
+        if s is None:
+            s = sessions[sid] = {
+                "p": cwd or "",
+                "f": ts or 0.0,
+                "l": ts or 0.0,
+                "m": {},
+                "x": {},
+                "s": {},
+                "t": {},
+                "a": {},
+                "adj": [],
+                "fk": [],
+                "cs": {},
+            }
+        if cwd and not s["p"]:
+            s["p"] = cwd
+        if ts:
+            if not s["f"] or ts < s["f"]:
+                s["f"] = ts
+            if ts > s["l"]:
+                s["l"] = ts
+        return s
+
+    def _resolve_turn(self, s: dict[str, Any], pid: str | None) -> str:
+        seen = 0
+        while pid is not None and pid in s["a"] and seen < 8:
+            pid = s["a"][pid]
+            seen += 1
+        return pid if pid is not None and pid in s["t"] else NO_TURN
+
+    def _prompt(self, sid: str, ev: PromptEvent, state: dict[str, Any]) -> None:
+        s = self.session(sid, ev.cwd, ev.ts)
+        if state["sub"]:
+            if state["turn"] is None:
+                state["turn"] = ev.prompt_id  # the turn that launched this subagent
+            return
+        if ev.command is None:
+            # A note from Claude Code (a background task finished): same command goes on.
+            if ev.prompt_id not in s["t"] and state["turn"] is not None:
+                s["a"][ev.prompt_id] = state["turn"]
+            return
+        if ev.prompt_id not in s["t"]:
+            s["t"][ev.prompt_id] = [ev.command, ev.ts, 0, 0.0]
+        state["turn"] = ev.prompt_id
+
+    # --- usage ---------------------------------------------------------------------------------
+
+    def cost_of(self, model: str, u: Usage) -> float | None:
+        """Table price of one request, or Claude Code's implied rate; None when unknown."""
+        from tokenbudget import pricing
+
+        c = pricing.request_cost(model, u, self.prices)
+        if c is not None:
+            return c
+        rate = self.L["rates"].get(model)
+        return rate * weight(u) if isinstance(rate, int | float) else None
+
+    def _usage(self, sid: str, ev: UsageEvent, state: dict[str, Any]) -> None:
+        keys = self.L["keys"]
+        state["last_ts"] = ev.ts
+        s = self.session(sid, ev.cwd, ev.ts)
+        rec = keys.get(ev.key)
+        if rec is None:
+            turn = self._resolve_turn(s, state["turn"])
+            cost = self.cost_of(ev.model, ev.usage)
+            keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // HOUR), cost, turn]
+            self._add_seen(s, ev.model, ev.usage)
+            self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // HOUR), ev.ts, turn, 1)
+            self.result.new_requests += 1
+            return
+        owner, model = rec[0], rec[1]
+        old = Usage(*rec[2:7])
+        if owner != sid and ev.key not in s["fk"]:
+            # A copy of another session's request (a fork): seen here, owned there.
+            s["fk"].append(ev.key)
+            self._add_seen(s, model, old)
+        if ev.usage.total > old.total:
+            delta = ev.usage - old
+            new_cost = self.cost_of(model, ev.usage)
+            old_cost = rec[8]
+            dcost = None if new_cost is None else new_cost - (old_cost or 0.0)
+            rec[2:7] = list(ev.usage)
+            rec[8] = new_cost
+            owner_s = self.L["sessions"].get(owner)
+            if owner_s is not None:
+                self._add_seen(owner_s, model, delta)
+                if owner != sid:
+                    self._add_seen(s, model, delta)
+                self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
+
+    def _add_seen(self, s: dict[str, Any], model: str, u: Usage) -> None:
+        cur = s["s"].get(model)
+        s["s"][model] = list((Usage(*cur) if cur else ZERO) + u)
+
+    def _apply(
+        self,
+        sid: str,
+        model: str,
+        u: Usage,
+        cost: float | None,
+        hour: int,
+        ts: float,
+        turn: str,
+        n: int,
+    ) -> None:
+        """Add usage (or a correction of it) to the session, its turn, its hour and project."""
+        s = self.L["sessions"][sid]
+        m = s["m"].get(model)
+        if m is None:
+            m = s["m"][model] = [0, 0, 0, 0, 0, 0.0, 0, "t"]
+        for i, v in enumerate(u):
+            m[i] += v
+        m[M_N] += n
+        if cost is None:
+            if u.total:
+                m[M_SRC] = "u"
+            cost = 0.0
+        m[M_COST] += cost
+        tokens = u.total
+        t = s["t"].get(turn)
+        if t is not None:
+            t[2] += tokens
+            t[3] += cost
+        project = s["p"]
+        bucket = self.L["hours"].setdefault(str(hour), {})
+        b = bucket.get(project)
+        if b is None:
+            bucket[project] = [tokens, cost, ts, ts]
+        else:
+            b[0] += tokens
+            b[1] += cost
+            b[2] = min(b[2], ts)
+            b[3] = max(b[3], ts)
+        p = self.L["projects"].setdefault(project, [0, 0.0])
+        p[0] += tokens
+        p[1] += cost
+
+    # --- Claude Code's own totals -----------------------------------------------------------------
+
+    def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
+        s = self.session(sid)
+        ts = state["last_ts"] or s["l"] or time.time()
+        hour = int(ts // HOUR)
+        turn = self._resolve_turn(s, state["turn"])
+        inherited = bool(s["fk"])
+        for model, (total, cc_cost) in ev.models.items():
+            seen = Usage(*s["s"].get(model, ZERO))
+            old_extra = Usage(*s["x"].get(model, ZERO))
+            extra = old_extra.fieldwise_max((total - seen).clamp())
+            dx = extra - old_extra
+            if dx.total > 0:
+                # Requests in no assistant line (compaction): only Claude Code's total knows them.
+                s["x"][model] = list(extra)
+                self._add_seen(s, model, dx)
+                cost = self.cost_of(model, dx)
+                s["adj"].append([hour, model, *dx, cost, turn])
+                self._apply(sid, model, dx, cost, hour, ts, turn, 0)
+            if cc_cost is None or inherited:
+                continue  # a fork's total includes its parent's: our own prices apply
+            m = s["m"].get(model)
+            if m is None or Usage(*m[:5]) != total:
+                continue  # Claude Code's figure does not cover exactly what we counted
+            w = weight(total)
+            from tokenbudget import pricing
+
+            if w > 0 and pricing.price_for(model, self.prices) is None:
+                self.L["rates"][model] = cc_cost / w
+            diff = cc_cost - m[M_COST]
+            if abs(diff) > 1e-12:
+                s["adj"].append([hour, model, 0, 0, 0, 0, 0, diff, turn])
+                self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
+            m[M_SRC] = "c"
+            s["cs"][model] = [*total, cc_cost]
+
+
+def prune_hours(ledger: Ledger, now: float) -> None:
+    """Drop hour buckets older than any window needs."""
+    oldest = int(now // HOUR) - HOURS_KEPT
+    for h in [h for h in ledger["hours"] if int(h) < oldest]:
+        del ledger["hours"][h]
+
+
+def session_paths(transcript: Path, session_id: str) -> Iterable[tuple[Path, str, bool]]:
+    """A session's transcripts, subagents first (see transcripts.session_files)."""
+    return transcripts.session_files(transcript, session_id)

@@ -1,0 +1,187 @@
+"""The ledger: one versioned JSON file, changed only under a lock and replaced atomically.
+
+Every change takes the lock, re-reads the file, changes it, writes a temp file in the same folder,
+fsyncs it and renames it over the old one, so readers see either the old or the new ledger, and
+read positions and totals are always committed together. Nothing is ever silently reset: a file
+we cannot read is moved aside and the caller rebuilds from the transcripts.
+
+Reads and writes go through the small `Store` interface so another backend can follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from tokenbudget.errors import LedgerError, LockTimeout
+
+SCHEMA = 1
+
+Ledger = dict[str, Any]
+
+
+class CorruptLedger(LedgerError):
+    """The ledger file exists but cannot be used as it is."""
+
+
+def new_ledger() -> Ledger:
+    """An empty ledger of the current schema."""
+    now = time.time()
+    return {
+        "schema": SCHEMA,
+        "app": "tokenbudget",
+        "created": now,
+        "updated": now,
+        "files": {},  # path -> [identity, head digest, offset, session id, turn]
+        "sessions": {},  # session id -> session record (see ingest)
+        "keys": {},  # usage key -> [session id, model, 5 counts, hour, cost, turn]
+        "hours": {},  # "hour" -> project -> [tokens, cost, first ts, last ts]
+        "projects": {},  # project -> [tokens, cost] all time, folded sessions included
+        "folded": {"sessions": 0, "tokens": 0, "cost": 0.0, "until": 0.0},
+        "commands": {},  # command -> recent finished runs [[start, tokens, cost], ...]
+        "rates": {},  # model -> implied $/input-token weight from Claude Code's own cost
+        "warned": {},
+        "skipped": {},
+        "notices": [],  # one-line messages for the user, shown once by the next command
+        "rebuild": False,  # set when a corrupt ledger was replaced: a full sync is owed
+    }
+
+
+def validate(data: Any) -> Ledger:
+    """The parsed file as a ledger, upgraded to this schema; CorruptLedger if it cannot be."""
+    if not isinstance(data, dict):
+        raise CorruptLedger("the ledger is not a JSON object")
+    schema = data.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise CorruptLedger("the ledger has no schema version")
+    if schema > SCHEMA:
+        raise CorruptLedger(
+            f"the ledger has schema {schema}, newer than this tokenbudget understands ({SCHEMA})"
+        )
+    if schema < 1:
+        raise CorruptLedger(f"the ledger has an unknown schema {schema}")
+    fresh = new_ledger()
+    for key, default in fresh.items():
+        if key not in data:
+            data[key] = default
+        elif type(data[key]) is not type(default):
+            raise CorruptLedger(f"the ledger's {key!r} is a {type(data[key]).__name__}")
+    return data
+
+
+class Store(Protocol):
+    """Where the ledger lives."""
+
+    def transaction(self) -> Any:
+        """Context manager: lock, yield the current ledger, commit it on a clean exit."""
+        ...
+
+    def snapshot(self) -> Ledger:
+        """The ledger as last committed, read without the lock."""
+        ...
+
+
+class JsonFileStore:
+    """The ledger as `ledger.json` beside `ledger.json.lock`."""
+
+    def __init__(self, path: Path, lock_timeout: float = 2.0) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _ensure_dir(self) -> None:
+        from tokenbudget.paths import ensure_private_dir
+
+        ensure_private_dir(self.path.parent)
+
+    def load(self) -> Ledger:
+        """The ledger on disk (a new one if there is none); CorruptLedger if unusable."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return new_ledger()
+        except OSError as e:
+            raise LedgerError(f"cannot read the ledger {self.path}: {e.strerror}") from None
+        if not raw.strip():
+            raise CorruptLedger("the ledger file is empty")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise CorruptLedger("the ledger is not valid JSON") from None
+        return validate(data)
+
+    def snapshot(self) -> Ledger:
+        return self.load()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Ledger]:
+        self._ensure_dir()
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout, mode=0o600)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LockTimeout(
+                f"the ledger lock {self.lock_path} was not obtained within {self.lock_timeout:g} s"
+            ) from None
+        try:
+            try:
+                data = self.load()
+            except CorruptLedger as e:
+                data = self._recover(str(e))
+            yield data
+            data["updated"] = time.time()
+            self.write(data)
+        finally:
+            lock.release()
+
+    def write(self, data: Ledger) -> None:
+        """Replace the ledger atomically (call with the lock held)."""
+        self._ensure_dir()
+        payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+        fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def _recover(self, reason: str) -> Ledger:
+        """Keep the unusable file, start a new ledger owed a rebuild from the transcripts."""
+        kept = self.move_aside()
+        data = new_ledger()
+        data["rebuild"] = True
+        data["notices"].append(
+            f"tokenbudget: {reason}; kept it as {kept.name} and rebuilt the totals from the"
+            " transcripts"
+        )
+        return data
+
+    def move_aside(self) -> Path:
+        """Keep an unusable ledger as `ledger.json.corrupt-<time>`; return where it went."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        os.replace(self.path, target)
+        return target

@@ -1,0 +1,248 @@
+"""Report data: the ledger and the folded history, grouped the way a report asks.
+
+Everything is built from hour-by-model cells (live sessions from the ledger's request records,
+folded ones from history), so every grouping adds up to the same totals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+from tokenbudget.ingest import HOUR
+from tokenbudget.ledger import Ledger
+from tokenbudget.usage import ZERO, Usage
+
+BY_CHOICES = ("day", "week", "month", "session", "project", "command", "model", "block")
+BLOCK_HOURS = 5
+
+
+@dataclass
+class Cell:
+    """Usage of one session, in one hour, with one model."""
+
+    sid: str
+    project: str
+    hour: int
+    model: str
+    usage: Usage
+    cost: float
+    command: str
+
+
+@dataclass
+class Group:
+    key: str
+    usage: Usage = ZERO
+    cost: float = 0.0
+    models: dict[str, list[Any]] = field(default_factory=dict)
+    sources: set[str] = field(default_factory=set)
+    first: int | None = None
+    last: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, c: Cell, source: str) -> None:
+        self.usage = self.usage + c.usage
+        self.cost += c.cost
+        m = self.models.setdefault(c.model, [ZERO, 0.0])
+        m[0] = m[0] + c.usage
+        m[1] += c.cost
+        self.sources.add(source)
+        self.first = c.hour if self.first is None else min(self.first, c.hour)
+        self.last = c.hour if self.last is None else max(self.last, c.hour)
+
+
+def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[Cell, str]]:
+    """Every hour-by-model cell, with where its cost came from ("table", "claude-code", ...)."""
+    sessions = ledger["sessions"]
+    for sid, s in sessions.items():
+        turns = s["t"]
+        src = {model: m[7] for model, m in s["m"].items()}
+        for rec in _session_keys(ledger, sid):
+            cmd = turns[rec[9]][0] if rec[9] in turns else "prompt"
+            yield Cell(sid, s["p"], rec[7], rec[1], Usage(*rec[2:7]), rec[8] or 0.0, cmd), src.get(
+                rec[1], "t"
+            )
+        for a in s["adj"]:
+            cmd = turns[a[8]][0] if a[8] in turns else "prompt"
+            yield Cell(sid, s["p"], a[0], a[1], Usage(*a[2:7]), a[7] or 0.0, cmd), src.get(
+                a[1], "t"
+            )
+    for sid, rec in records.items():
+        if sid in sessions:
+            continue  # folded, then resumed: the live record holds what came after
+        src = {model: m[7] for model, m in rec["m"].items()}
+        for h, per_model in rec["hours"].items():
+            for model, v in per_model.items():
+                yield Cell(sid, rec["p"], int(h), model, Usage(*v[:5]), v[5], "?"), src.get(
+                    model, "t"
+                )
+
+
+_key_index: dict[int, dict[str, list[list[Any]]]] = {}
+
+
+def _session_keys(ledger: Ledger, sid: str) -> list[list[Any]]:
+    idx = _key_index.get(id(ledger))
+    if idx is None:
+        idx = {}
+        for rec in ledger["keys"].values():
+            idx.setdefault(rec[0], []).append(rec)
+        _key_index.clear()
+        _key_index[id(ledger)] = idx
+    return idx.get(sid, [])
+
+
+SOURCE_NAMES = {"t": "table", "c": "claude-code", "u": "unpriced", "m": "mixed"}
+
+
+def _source(sources: set[str]) -> str:
+    names = {SOURCE_NAMES.get(s, "table") for s in sources}
+    if len(names) == 1:
+        return names.pop()
+    return "mixed" if names else "table"
+
+
+def _local_date(hour: int, tz: tzinfo) -> date:
+    return datetime.fromtimestamp(hour * HOUR, tz).date()
+
+
+def group_key(by: str, c: Cell, tz: tzinfo, week_start: int) -> str:
+    if by == "day":
+        return _local_date(c.hour, tz).isoformat()
+    if by == "week":
+        d = _local_date(c.hour, tz)
+        return (d - timedelta(days=(d.weekday() - week_start) % 7)).isoformat()
+    if by == "month":
+        return _local_date(c.hour, tz).strftime("%Y-%m")
+    if by == "session":
+        return c.sid
+    if by == "project":
+        return c.project
+    if by == "command":
+        return c.command
+    if by == "model":
+        return c.model
+    raise ValueError(by)
+
+
+@dataclass
+class Filter:
+    since: date | None = None
+    until: date | None = None
+    project: str | None = None
+
+    def keep(self, c: Cell, tz: tzinfo) -> bool:
+        if self.project is not None and c.project != self.project:
+            return False
+        if self.since is not None or self.until is not None:
+            d = _local_date(c.hour, tz)
+            if self.since is not None and d < self.since:
+                return False
+            if self.until is not None and d > self.until:
+                return False
+        return True
+
+
+def group(
+    by: str,
+    all_cells: Iterable[tuple[Cell, str]],
+    tz: tzinfo,
+    *,
+    week_start: int = 0,
+    filt: Filter | None = None,
+) -> list[Group]:
+    """Cells grouped and sorted for a report (`block` groups into 5-hour blocks)."""
+    kept = [(c, s) for c, s in all_cells if filt is None or filt.keep(c, tz)]
+    if by == "block":
+        return _blocks(kept)
+    groups: dict[str, Group] = {}
+    for c, s in kept:
+        k = group_key(by, c, tz, week_start)
+        g = groups.get(k)
+        if g is None:
+            g = groups[k] = Group(k)
+        g.add(c, s)
+        if by == "session":
+            g.extra["project"] = c.project
+    out = list(groups.values())
+    if by in ("day", "week", "month"):
+        out.sort(key=lambda g: g.key)
+    elif by == "session":
+        out.sort(key=lambda g: (g.last or 0, g.key))
+    else:
+        out.sort(key=lambda g: (-g.usage.total, g.key))
+    return out
+
+
+def _blocks(kept: list[tuple[Cell, str]]) -> list[Group]:
+    """ccusage's 5-hour blocks: a block starts at the hour of the first activity after the
+    last block ended. Hour buckets are exact here: a gap of more than 5 hours since the last
+    activity always also lies past the block's end."""
+    by_hour: dict[int, list[tuple[Cell, str]]] = {}
+    for c, s in kept:
+        by_hour.setdefault(c.hour, []).append((c, s))
+    out: list[Group] = []
+    current: Group | None = None
+    start = 0
+    for hour in sorted(by_hour):
+        if current is None or hour - start >= BLOCK_HOURS:
+            start = hour
+            current = Group(datetime.fromtimestamp(hour * HOUR).astimezone().isoformat())
+            current.extra["startTime"] = hour * HOUR
+            current.extra["endTime"] = (hour + BLOCK_HOURS) * HOUR
+            out.append(current)
+        for c, s in by_hour[hour]:
+            current.add(c, s)
+    return out
+
+
+def totals(groups: Iterable[Group]) -> Group:
+    t = Group("Total")
+    for g in groups:
+        t.usage = t.usage + g.usage
+        t.cost += g.cost
+        t.sources |= g.sources
+        for model, (u, cost) in g.models.items():
+            m = t.models.setdefault(model, [ZERO, 0.0])
+            m[0] = m[0] + u
+            m[1] += cost
+    return t
+
+
+def unpriced(g: Group) -> bool:
+    return "u" in g.sources
+
+
+def row(g: Group) -> dict[str, Any]:
+    """A group in ccusage's JSON field names."""
+    u = g.usage
+    out: dict[str, Any] = {
+        "key": g.key,
+        "inputTokens": u.input,
+        "outputTokens": u.output,
+        "cacheCreationTokens": u.cache_write,
+        "cacheCreation5mTokens": u.cache_write_5m,
+        "cacheCreation1hTokens": u.cache_write_1h,
+        "cacheReadTokens": u.cache_read,
+        "totalTokens": u.total,
+        "totalCost": None if unpriced(g) else round(g.cost, 6),
+        "costSource": _source(g.sources),
+        "modelsUsed": sorted(g.models),
+        "modelBreakdowns": [
+            {
+                "modelName": model,
+                "inputTokens": mu.input,
+                "outputTokens": mu.output,
+                "cacheCreationTokens": mu.cache_write,
+                "cacheReadTokens": mu.cache_read,
+                "totalTokens": mu.total,
+                "cost": round(cost, 6),
+            }
+            for model, (mu, cost) in sorted(g.models.items())
+        ],
+    }
+    out.update(g.extra)
+    return out

@@ -1,0 +1,198 @@
+"""Bringing the ledger up to date with the transcripts: all of them, or one session's.
+
+Work is committed in batches, each under the lock, so a crash loses at most the batch in hand
+(its read positions are committed with its totals, so nothing is lost or counted twice) and
+hooks of running sessions get the lock between batches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenbudget import history, paths, transcripts
+from tokenbudget.ingest import Ingestor, Result, prune_hours
+from tokenbudget.ledger import JsonFileStore, Ledger, new_ledger
+
+BATCH_BYTES = 32 * 1024 * 1024
+BATCH_FILES = 200
+DEFAULT_RETENTION_DAYS = 2.0
+
+
+@dataclass
+class SyncReport:
+    files_read: int = 0
+    new_requests: int = 0
+    folded: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    complete: bool = True
+
+    def add(self, r: Result) -> None:
+        self.files_read += r.files
+        self.new_requests += r.new_requests
+        for k, v in r.skipped.items():
+            self.skipped[k] = self.skipped.get(k, 0) + v
+        self.errors.extend(r.errors)
+
+
+def open_store(lock_timeout: float = 2.0) -> JsonFileStore:
+    return JsonFileStore(paths.ledger_path(), lock_timeout=lock_timeout)
+
+
+def _take_notices(ledger: Ledger, report: SyncReport) -> None:
+    if ledger["notices"]:
+        report.notices.extend(ledger["notices"])
+        ledger["notices"] = []
+
+
+def _needs_read(ledger: Ledger, path: Path, size: int, ident: str) -> bool:
+    rec = ledger["files"].get(str(path))
+    return rec is None or rec[2] != size or rec[0] != ident
+
+
+def sync_all(
+    store: JsonFileStore,
+    *,
+    config_dirs: list[Path] | None = None,
+    prices: Mapping[str, Mapping[str, float]] | None = None,
+    retention_days: float = DEFAULT_RETENTION_DAYS,
+    deadline: float | None = None,
+    now: float | None = None,
+) -> SyncReport:
+    """Ingest everything new in every transcript, then fold sessions idle past retention."""
+    report = SyncReport()
+    dirs = config_dirs if config_dirs is not None else paths.claude_config_dirs()
+    folded_files: dict[str, list[Any]] | None = None
+    t_now = now if now is not None else time.time()
+    with store.transaction() as ledger:
+        _take_notices(ledger, report)
+        if ledger["rebuild"] and not ledger["files"] and not ledger["folded"]["sessions"]:
+            history.restore_into(ledger, t_now)
+        known = {p: (r[0], r[2]) for p, r in ledger["files"].items()}
+    # Decide what to read without the lock; the reads themselves happen under it.
+    todo: list[tuple[Path, str, bool, int]] = []
+    for path, sid, sub in transcripts.discover(dirs):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        prev = known.get(str(path))
+        if prev is not None and prev[1] == st.st_size and prev[0] == transcripts._identity(st):
+            continue
+        if prev is None and folded_files is None:
+            folded_files = history.folded_files()
+        todo.append((path, sid, sub, st.st_size))
+    batch: list[tuple[Path, str, bool, int]] = []
+    size = 0
+    for item in todo:
+        batch.append(item)
+        size += item[3]
+        if size >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+            _ingest_batch(store, batch, prices, report, folded_files)
+            batch, size = [], 0
+            if deadline is not None and time.monotonic() > deadline:
+                report.complete = False
+                return report
+    if batch:
+        _ingest_batch(store, batch, prices, report, folded_files)
+    with store.transaction() as ledger:
+        _take_notices(ledger, report)
+        ledger["rebuild"] = False
+        prune_hours(ledger, t_now)
+        report.folded = history.fold(ledger, t_now - retention_days * 86400)
+    return report
+
+
+def _ingest_batch(
+    store: JsonFileStore,
+    batch: list[tuple[Path, str, bool, int]],
+    prices: Mapping[str, Mapping[str, float]] | None,
+    report: SyncReport,
+    folded_files: dict[str, list[Any]] | None,
+) -> None:
+    with store.transaction() as ledger:
+        _take_notices(ledger, report)
+        ing = Ingestor(ledger, prices)
+        for path, sid, sub, _size in batch:
+            key = str(path)
+            if folded_files and key in folded_files and key not in ledger["files"]:
+                history.resume_position(ledger, key, folded_files[key], sid)
+            ing.ingest_file(path, sid, sub)
+        report.add(ing.result)
+
+
+def sync_session(
+    store: JsonFileStore,
+    transcript: Path,
+    session_id: str,
+    *,
+    prices: Mapping[str, Mapping[str, float]] | None = None,
+    ledger: Ledger | None = None,
+) -> Result:
+    """Ingest what is new in one session's transcripts (its subagents included).
+
+    With `ledger` given, the caller holds the lock and commits; else a transaction is used.
+    """
+    if ledger is not None:
+        return _ingest_session(ledger, transcript, session_id, prices)
+    with store.transaction() as held:
+        return _ingest_session(held, transcript, session_id, prices)
+
+
+def _ingest_session(
+    ledger: Ledger,
+    transcript: Path,
+    session_id: str,
+    prices: Mapping[str, Mapping[str, float]] | None,
+) -> Result:
+    ing = Ingestor(ledger, prices)
+    for path, sid, sub in transcripts.session_files(transcript, session_id):
+        key = str(path)
+        if (
+            key not in ledger["files"]
+            and ledger["folded"]["sessions"]
+            and _may_be_folded(path, ledger["folded"]["until"])
+        ):
+            old = history.folded_position(key)
+            if old is not None:
+                history.resume_position(ledger, key, old, sid)
+        ing.ingest_file(path, sid, sub)
+    return ing.result
+
+
+def rebuild(
+    store: JsonFileStore,
+    *,
+    config_dirs: list[Path] | None = None,
+    prices: Mapping[str, Mapping[str, float]] | None = None,
+    retention_days: float = DEFAULT_RETENTION_DAYS,
+    now: float | None = None,
+) -> tuple[Path | None, SyncReport]:
+    """Set the ledger aside and count everything again from the transcripts.
+
+    Folded sessions stay in history (their transcripts may be gone: Claude Code deletes old
+    ones); their transcripts are read on from where folding left them.
+    """
+    kept: Path | None = None
+    with store.transaction() as ledger:
+        if store.path.exists():
+            kept = store.move_aside()
+        ledger.clear()
+        ledger.update(new_ledger())
+        history.restore_into(ledger, now if now is not None else time.time())
+    report = sync_all(
+        store, config_dirs=config_dirs, prices=prices, retention_days=retention_days, now=now
+    )
+    return kept, report
+
+
+def _may_be_folded(path: Path, folded_until: float) -> bool:
+    """Only a transcript that began before the last folded activity can be a folded one."""
+    first = transcripts.first_timestamp(path)
+    return first is None or first <= folded_until

@@ -1,0 +1,449 @@
+"""Finding Claude Code's transcripts and reading what is new in them.
+
+A transcript is JSON lines, appended to while Claude Code runs. We remember, per file, the byte
+offset after the last complete line and the file's identity, so a second read costs only what was
+appended. Anything we cannot read is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tokenbudget.usage import Usage
+
+# A line longer than this is not a transcript entry we can use (tool output is the usual
+# culprit); it is skipped without ever being held in memory whole.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+CHUNK = 1024 * 1024
+HEAD_BYTES = 256
+
+# Entry types we act on; everything else is skipped before paying for json.loads.
+_WANTED = (b'"assistant"', b'"user"', b'"cost-state"')
+_COMMAND_NAME = re.compile(r"<command-name>\s*(/?[^<\s]+)\s*</command-name>")
+
+
+@dataclass
+class FilePos:
+    """Where we stopped in one transcript, and how to recognise the same file again."""
+
+    ident: str
+    head: str
+    pos: int
+
+    def to_json(self) -> list[Any]:
+        return [self.ident, self.head, self.pos]
+
+    @classmethod
+    def from_json(cls, value: Any) -> FilePos:
+        ident, head, pos = value
+        return cls(str(ident), str(head), int(pos))
+
+
+@dataclass
+class Skipped:
+    """Lines passed over, by reason."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str, n: int = 1) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + n
+
+
+@dataclass
+class UsageEvent:
+    key: str
+    model: str
+    usage: Usage
+    ts: float
+    session_id: str
+    cwd: str | None
+
+
+@dataclass
+class PromptEvent:
+    prompt_id: str
+    command: str | None  # None: not a new command (e.g. a background task's notification)
+    ts: float
+    session_id: str
+    cwd: str | None
+
+
+@dataclass
+class CostStateEvent:
+    session_id: str
+    ts: float | None
+    models: dict[str, tuple[Usage, float | None]]
+
+
+Event = UsageEvent | PromptEvent | CostStateEvent
+
+
+@dataclass
+class ReadResult:
+    events: list[Event]
+    pos: FilePos
+    restarted: bool
+    skipped: Skipped
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+
+def projects_dirs(config_dirs: list[Path]) -> list[Path]:
+    return [d / "projects" for d in config_dirs if (d / "projects").is_dir()]
+
+
+def discover(config_dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
+    """Every transcript: (path, session id, is a subagent's), subagents before their session."""
+    for projects in projects_dirs(config_dirs):
+        try:
+            project_dirs = sorted(p for p in projects.iterdir() if p.is_dir())
+        except OSError:
+            continue
+        for pdir in project_dirs:
+            try:
+                names = sorted(os.listdir(pdir))
+            except OSError:
+                continue
+            for name in names:
+                if not name.endswith(".jsonl"):
+                    continue
+                sid = name[: -len(".jsonl")]
+                yield from session_files(pdir / name, sid)
+
+
+def session_files(transcript: Path, session_id: str) -> Iterator[tuple[Path, str, bool]]:
+    """The subagent transcripts of a session, then the session's own transcript.
+
+    Subagents come first: a `cost-state` line in the main transcript is compared with all the
+    session's usage, and the subagents' usage is part of it.
+    """
+    sub = transcript.parent / session_id / "subagents"
+    try:
+        agents = sorted(n for n in os.listdir(sub) if n.startswith("agent-") and n.endswith(".jsonl"))
+    except OSError:
+        agents = []
+    for name in agents:
+        yield sub / name, session_id, True
+    if transcript.is_file():
+        yield transcript, session_id, False
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _identity(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _head_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def read_new(path: Path, prev: FilePos | None) -> ReadResult:
+    """Read the complete lines appended to `path` since `prev` and turn them into events.
+
+    A file that shrank, was replaced, or no longer starts as it did is read from the start; the
+    caller deduplicates, so nothing counts twice. A partial last line waits for the next read.
+    """
+    skipped = Skipped()
+    # O_NONBLOCK: a FIFO planted where a transcript should be must not hang us.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        import stat as _stat
+
+        if not _stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        head_len = min(HEAD_BYTES, st.st_size)
+        head = _head_digest(os.pread(fd, head_len, 0)) if head_len else ""
+        ident = _identity(st)
+        start = 0
+        restarted = False
+        if prev is not None:
+            same = prev.ident == ident and st.st_size >= prev.pos
+            # The head hash covers the first HEAD_BYTES; compare only what both have seen.
+            if same and prev.pos >= HEAD_BYTES:
+                same = prev.head == head
+            if same:
+                start = prev.pos
+            else:
+                restarted = True
+        events: list[Event] = []
+        end = start
+        f.seek(start)
+        for line, line_end in _complete_lines(f, start, st.st_size, skipped):
+            end = line_end
+            if line is None:
+                continue
+            _parse_line(line, events, skipped)
+        if end < HEAD_BYTES:
+            # Remember the head only once it is final, else a growing file looks replaced.
+            head = _head_digest(os.pread(fd, min(end, HEAD_BYTES), 0)) if end else ""
+        return ReadResult(events, FilePos(ident, head, end), restarted, skipped)
+
+
+def _complete_lines(
+    f: Any, start: int, size: int, skipped: Skipped
+) -> Iterator[tuple[bytes | None, int]]:
+    """Yield (line, offset after it) for each complete line up to `size`; None for a skipped one."""
+    pos = start
+    buf = b""
+    too_long = False
+    remaining = size - start
+    while remaining > 0:
+        chunk = f.read(min(CHUNK, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line = buf[:nl]
+            buf = buf[nl + 1 :]
+            pos += nl + 1
+            if too_long:
+                too_long = False
+                yield None, pos
+                continue
+            if len(line) > MAX_LINE_BYTES:
+                skipped.add("too long")
+                yield None, pos
+                continue
+            yield line, pos
+        if len(buf) > MAX_LINE_BYTES:
+            # Drop the rest of an absurd line as it streams by; count it once.
+            if not too_long:
+                skipped.add("too long")
+            too_long = True
+            pos += len(buf)
+            buf = b""
+    # Bytes after the last newline are a line still being written: not consumed.
+    if too_long:
+        # Its start was consumed; resume right after the bytes already dropped.
+        yield None, pos
+
+
+def _parse_line(line: bytes, events: list[Event], skipped: Skipped) -> None:
+    stripped = line.strip()
+    if not stripped:
+        return
+    if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+        skipped.add("not JSON")  # checked without parsing: the hot path parses few lines
+        return
+    if not any(w in line for w in _WANTED):
+        return
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        skipped.add("not JSON")
+        return
+    if not isinstance(entry, dict):
+        skipped.add("not an object")
+        return
+    kind = entry.get("type")
+    try:
+        if kind == "assistant":
+            ev: Event | None = _usage_event(entry, skipped)
+        elif kind == "user":
+            ev = _prompt_event(entry)
+        elif kind == "cost-state":
+            ev = _cost_state_event(entry, skipped)
+        else:
+            return
+    except (TypeError, ValueError, AttributeError, KeyError):
+        skipped.add("malformed")
+        return
+    if ev is not None:
+        events.append(ev)
+
+
+def parse_ts(value: Any) -> float | None:
+    """An ISO timestamp (as Claude Code writes them) to epoch seconds; None if unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _count(value: Any) -> int:
+    """A token count: a non-negative integer (0 when absent), else ValueError."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("token count is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("token count is not an integer")
+        value = int(value)
+    if value < 0:
+        raise ValueError("token count is negative")
+    return int(value)
+
+
+def parse_usage(raw: Any) -> Usage:
+    """Claude Code's `message.usage` to a Usage; ValueError for negative or non-integer counts."""
+    if not isinstance(raw, dict):
+        raise ValueError("usage is not an object")
+    cache_write = _count(raw.get("cache_creation_input_tokens"))
+    split = raw.get("cache_creation")
+    w5 = w1 = 0
+    if isinstance(split, dict):
+        w5 = _count(split.get("ephemeral_5m_input_tokens"))
+        w1 = _count(split.get("ephemeral_1h_input_tokens"))
+    if w5 + w1 == 0:
+        w5, w1 = cache_write, 0  # no split given: Claude Code's default cache is 5-minute
+    elif w5 + w1 != cache_write and cache_write:
+        w1 = min(w1, cache_write)
+        w5 = cache_write - w1
+    return Usage(
+        _count(raw.get("input_tokens")),
+        _count(raw.get("output_tokens")),
+        w5,
+        w1,
+        _count(raw.get("cache_read_input_tokens")),
+    )
+
+
+def usage_key(entry: dict[str, Any]) -> str | None:
+    """The identity of one API response: (message.id, requestId), else the entry's uuid."""
+    message = entry.get("message") or {}
+    mid = message.get("id") if isinstance(message, dict) else None
+    rid = entry.get("requestId")
+    if isinstance(mid, str) and mid:
+        raw = f"{mid}\x00{rid if isinstance(rid, str) else ''}"
+    elif isinstance(entry.get("uuid"), str) and entry["uuid"]:
+        raw = f"uuid\x00{entry['uuid']}"
+    else:
+        return None
+    return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+
+
+def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
+    message = entry.get("message")
+    if not isinstance(message, dict) or "usage" not in message:
+        return None
+    model = message.get("model")
+    if not isinstance(model, str) or not model:
+        model = "unknown"
+    if model == "<synthetic>":
+        return None  # Claude Code's own placeholder messages: no API request behind them
+    try:
+        usage = parse_usage(message.get("usage"))
+    except ValueError:
+        skipped.add("bad usage")
+        return None
+    key = usage_key(entry)
+    ts = parse_ts(entry.get("timestamp"))
+    sid = entry.get("sessionId")
+    if key is None or ts is None or not isinstance(sid, str):
+        skipped.add("malformed")
+        return None
+    cwd = entry.get("cwd")
+    return UsageEvent(key, model, usage, ts, sid, cwd if isinstance(cwd, str) else None)
+
+
+def command_of(text: str) -> str | None:
+    """The command a typed prompt starts: `/name` for a slash command, else `prompt`.
+
+    None means the text is not a new command at all: Claude Code's own notes (a background
+    task finishing, a local command's output) continue the command that was running.
+    """
+    stripped = text.lstrip()
+    if stripped.startswith("<command-name>") or stripped.startswith("<command-message>"):
+        m = _COMMAND_NAME.search(stripped)
+        if m:
+            name = m.group(1)
+            return name if name.startswith("/") else "/" + name
+    if stripped.startswith(("<task-notification>", "<local-command-", "<bash-")):
+        return None
+    if stripped.startswith("/"):
+        word = stripped.split(maxsplit=1)[0]
+        return word if len(word) > 1 else "prompt"
+    return "prompt"
+
+
+def _prompt_event(entry: dict[str, Any]) -> PromptEvent | None:
+    if entry.get("isMeta") or entry.get("isCompactSummary"):
+        return None
+    message = entry.get("message")
+    if not isinstance(message, dict):
+        return None
+    content = message.get("content")
+    if isinstance(content, list):
+        texts = [c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "text"]
+        if not texts or any(isinstance(c, dict) and c.get("type") == "tool_result" for c in content):
+            return None
+        content = texts[0]
+    if not isinstance(content, str):
+        return None
+    pid = entry.get("promptId")
+    ts = parse_ts(entry.get("timestamp"))
+    sid = entry.get("sessionId")
+    if not isinstance(pid, str) or ts is None or not isinstance(sid, str):
+        return None
+    cwd = entry.get("cwd")
+    # A subagent's prompt is not the user's: it only tells which turn launched the subagent.
+    command = None if entry.get("isSidechain") else command_of(content)
+    return PromptEvent(pid, command, ts, sid, cwd if isinstance(cwd, str) else None)
+
+
+def _cost_state_event(entry: dict[str, Any], skipped: Skipped) -> CostStateEvent | None:
+    sid = entry.get("sessionId")
+    models = entry.get("modelUsage")
+    if not isinstance(sid, str) or not isinstance(models, dict):
+        return None
+    out: dict[str, tuple[Usage, float | None]] = {}
+    for model, mu in models.items():
+        if not isinstance(mu, dict):
+            continue
+        try:
+            w5 = _count(mu.get("cacheCreationEphemeral5mInputTokens"))
+            w1 = _count(mu.get("cacheCreationEphemeral1hInputTokens"))
+            cw = _count(mu.get("cacheCreationInputTokens"))
+            if w5 + w1 != cw:
+                w1 = min(w1, cw)
+                w5 = cw - w1
+            usage = Usage(
+                _count(mu.get("inputTokens")),
+                _count(mu.get("outputTokens")),
+                w5,
+                w1,
+                _count(mu.get("cacheReadInputTokens")),
+            )
+        except ValueError:
+            skipped.add("bad usage")
+            continue
+        cost = mu.get("costUSD")
+        ok_cost = isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0
+        out[str(model)] = (usage, float(cost) if ok_cost else None)
+    return CostStateEvent(sid, parse_ts(entry.get("timestamp")), out)
+
+
+_TS = re.compile(rb'"timestamp"\s*:\s*"([^"]+)"')
+
+
+def first_timestamp(path: Path) -> float | None:
+    """The first timestamp in a transcript's first 64 KiB; None if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            data = os.pread(fd, 65536, 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    m = _TS.search(data)
+    return parse_ts(m.group(1).decode("ascii", "replace")) if m else None
