@@ -1,0 +1,745 @@
+"""Installing into Claude Code settings files: real files in a temp dir, never the real home."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tokenbudget import claude_settings as cs
+from tokenbudget.claude_settings import (
+    OUR_EVENTS,
+    InstallResult,
+    Registration,
+    desired_hooks,
+    find_registrations,
+    hook_command,
+    install,
+    interpreter_of,
+    is_our_command,
+    is_our_statusline,
+    read_settings,
+    remove_statusline,
+    set_statusline,
+    settings_path,
+    uninstall,
+)
+from tokenbudget.errors import SettingsError
+
+PY = "/usr/bin/python3"
+NEW_PY = "/opt/venvs/tokenbudget 2/bin/python3"
+STATUS = "tokenbudget statusline"
+
+FOREIGN: dict[str, Any] = {
+    "model": "opus",
+    "permissions": {"allow": ["Bash(git status)"], "deny": []},
+    "hooks": {
+        "PreToolUse": [
+            {
+                "matcher": "Bash",
+                "hooks": [{"type": "command", "command": "guard.sh", "timeout": 5}],
+            },
+            {"matcher": "*", "hooks": [{"type": "command", "command": "log-all.sh"}]},
+        ],
+        "Stop": [{"hooks": [{"type": "command", "command": "notify-send done"}]}],
+        "Notification": [{"matcher": "", "hooks": [{"type": "command", "command": "beep"}]}],
+    },
+    "env": {"FOO": "bar"},
+}
+
+
+def write_json(path: Path, doc: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=4) + "\n")
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def ours(doc: dict[str, Any], event: str) -> list[dict[str, Any]]:
+    return [
+        h
+        for g in doc.get("hooks", {}).get(event, [])
+        for h in g.get("hooks", [])
+        if is_our_command(h.get("command"))
+    ]
+
+
+def commands(doc: dict[str, Any], event: str) -> list[str]:
+    return [h["command"] for g in doc["hooks"][event] for h in g["hooks"]]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def settings_file(tmp_path: Path) -> Path:
+    return tmp_path / "claude" / "settings.json"
+
+
+# --- commands and recognition ------------------------------------------------------------
+
+
+def test_hook_command_is_recognised_and_parses_back() -> None:
+    cmd = hook_command(PY, "PreToolUse")
+    assert cmd == "/usr/bin/python3 -m tokenbudget.hook PreToolUse"
+    assert is_our_command(cmd)
+    assert is_our_command("/x/hooks/tokenbudget-hook Stop")
+    assert not is_our_command("tokenbudget report")
+    assert not is_our_command(None)
+    assert interpreter_of(cmd) == PY
+    assert interpreter_of("'unterminated") is None
+    assert interpreter_of("") is None
+
+
+@pytest.mark.parametrize(
+    "python",
+    [
+        "/opt/my tools/bin/python3",
+        '/tmp/it\'s a "quoted" dir/python3',
+        "/tmp/$HOME `x` ;|&/python3",
+    ],
+)
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_quoted_command_runs_the_exact_interpreter(tmp_path: Path, python: str, shell: str) -> None:
+    # A fake interpreter at an awkward path prints how it was called: the shell must hand it
+    # exactly our arguments, and find it at exactly that path.
+    fake = tmp_path / python.lstrip("/")
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$0" "$@"\n')
+    fake.chmod(0o755)
+    cmd = hook_command(str(fake), "SessionEnd")
+    assert shlex.split(cmd) == [str(fake), "-m", "tokenbudget.hook", "SessionEnd"]
+    assert interpreter_of(cmd) == str(fake)
+    out = subprocess.run([shell, "-c", cmd], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [str(fake), "-m", "tokenbudget.hook", "SessionEnd"]
+
+
+def test_desired_hooks_shape() -> None:
+    hooks = desired_hooks(PY)
+    assert list(hooks) == list(OUR_EVENTS)
+    assert set(OUR_EVENTS) == {
+        "SessionStart",
+        "UserPromptSubmit",
+        "PreToolUse",
+        "PostToolUse",
+        "Stop",
+        "SubagentStop",
+        "SessionEnd",
+    }
+    for event, groups in hooks.items():
+        assert len(groups) == 1
+        (entry,) = groups[0]["hooks"]
+        assert entry == {
+            "type": "command",
+            "command": hook_command(PY, event),
+            "timeout": OUR_EVENTS[event].timeout,
+        }
+        assert groups[0].get("matcher") in (None, "", "*")
+    assert hooks["SessionEnd"][0]["hooks"][0]["timeout"] == 2  # they share ~1.5 s in all
+    assert hooks["PreToolUse"][0]["matcher"] == "*"
+    assert "matcher" not in hooks["UserPromptSubmit"][0]
+    assert all(spec.timeout == 10 for e, spec in OUR_EVENTS.items() if e != "SessionEnd")
+
+
+def test_statusline_recognition() -> None:
+    assert is_our_statusline("tokenbudget statusline")
+    assert is_our_statusline("'/usr/bin/python3' -m tokenbudget.statusline")
+    assert is_our_statusline("'/opt/my tools/tokenbudget' statusline --compact")
+    assert not is_our_statusline("ccusage statusline")
+    assert not is_our_statusline(None)
+
+
+# --- paths -------------------------------------------------------------------------------
+
+
+def test_settings_path_scopes(tmp_path: Path, private_home: Path) -> None:
+    assert settings_path("user") == private_home / ".claude" / "settings.json"
+    assert settings_path("project", tmp_path) == tmp_path / ".claude" / "settings.json"
+    assert settings_path("local", tmp_path) == tmp_path / ".claude" / "settings.local.json"
+    with pytest.raises(SettingsError, match="unknown settings scope"):
+        settings_path("global", tmp_path)
+
+
+def test_settings_path_honours_claude_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "alt config"))
+    path = settings_path("user")
+    assert path == tmp_path / "alt config" / "settings.json"
+    install(path, PY)
+    assert ours(load(path), "Stop")
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def test_read_missing_empty_and_blank(tmp_path: Path) -> None:
+    assert read_settings(tmp_path / "nope.json") == {}
+    (tmp_path / "empty.json").write_text("")
+    assert read_settings(tmp_path / "empty.json") == {}
+    (tmp_path / "blank.json").write_text(" \n\t\n")
+    assert read_settings(tmp_path / "blank.json") == {}
+    (tmp_path / "obj.json").write_text("{}")
+    assert read_settings(tmp_path / "obj.json") == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"hooks": {', "invalid JSON at line 1"),
+        ("[1, 2]", "expected a JSON object at the top, found an array"),
+        ('"text"', "found a string"),
+        ("null", "found null"),
+        (b"\xff\xfe{}", "not UTF-8"),
+    ],
+)
+def test_unreadable_settings_are_refused_and_left_untouched(
+    settings_file: Path, content: str | bytes, message: str
+) -> None:
+    settings_file.parent.mkdir()
+    raw = content if isinstance(content, bytes) else content.encode()
+    settings_file.write_bytes(raw)
+    for action in (
+        lambda: read_settings(settings_file),
+        lambda: install(settings_file, PY),
+        lambda: uninstall(settings_file),
+        lambda: set_statusline(settings_file, STATUS),
+        lambda: find_registrations(settings_file),
+    ):
+        with pytest.raises(SettingsError) as info:
+            action()
+        text = str(info.value)
+        assert message in text
+        assert str(settings_file) in text
+        assert "\n" not in text
+    assert settings_file.read_bytes() == raw
+    assert sorted(p.name for p in settings_file.parent.iterdir()) == ["settings.json"]
+
+
+def test_malformed_hooks_section_is_not_rewritten(settings_file: Path) -> None:
+    write_json(settings_file, {"hooks": ["not", "an", "object"]})
+    before = settings_file.read_bytes()
+    with pytest.raises(SettingsError, match='"hooks" is an array'):
+        install(settings_file, PY)
+    assert uninstall(settings_file).changed is False
+    assert settings_file.read_bytes() == before
+    assert find_registrations(settings_file) == []
+    write_json(settings_file, {"hooks": {"Stop": {"oops": 1}}})
+    before = settings_file.read_bytes()
+    with pytest.raises(SettingsError, match=r"hooks\.Stop is an object, expected an array"):
+        install(settings_file, PY)
+    assert settings_file.read_bytes() == before
+
+
+# --- installing --------------------------------------------------------------------------
+
+
+def test_install_into_missing_file_and_folder(settings_file: Path) -> None:
+    old_umask = os.umask(0)  # even a permissive umask must not widen our modes
+    try:
+        result = install(settings_file, PY)
+    finally:
+        os.umask(old_umask)
+    assert result == InstallResult(settings_file, changed=True, backup=None)
+    assert load(settings_file) == {"hooks": desired_hooks(PY)}
+    assert stat.S_IMODE(settings_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(settings_file.parent.stat().st_mode) == 0o700
+    assert leftovers(settings_file.parent) == []
+
+
+@pytest.mark.parametrize("content", ["", "  \n", "{}"])
+def test_install_into_empty_file(settings_file: Path, content: str) -> None:
+    settings_file.parent.mkdir()
+    settings_file.write_text(content)
+    result = install(settings_file, PY)
+    assert result.changed
+    assert load(settings_file) == {"hooks": desired_hooks(PY)}
+    assert result.backup == settings_file.with_name("settings.json.tokenbudget-bak")
+    assert result.backup.read_text() == content
+    assert stat.S_IMODE(result.backup.stat().st_mode) == 0o600
+
+
+def test_install_keeps_foreign_hooks_and_keys_in_place(settings_file: Path) -> None:
+    write_json(settings_file, FOREIGN)
+    install(settings_file, PY)
+    doc = load(settings_file)
+    assert list(doc) == list(FOREIGN)  # "hooks" keeps its place among the keys
+    for key in ("model", "permissions", "env"):
+        assert doc[key] == FOREIGN[key]
+    hooks = doc["hooks"]
+    # Existing events first, in their order; ours that were missing follow.
+    assert list(hooks)[:3] == ["PreToolUse", "Stop", "Notification"]
+    assert set(hooks) == set(FOREIGN["hooks"]) | set(OUR_EVENTS)
+    assert hooks["PreToolUse"][:2] == FOREIGN["hooks"]["PreToolUse"]
+    assert hooks["Stop"][:1] == FOREIGN["hooks"]["Stop"]
+    assert hooks["Notification"] == FOREIGN["hooks"]["Notification"]
+    for event in OUR_EVENTS:
+        assert [h["command"] for h in ours(doc, event)] == [hook_command(PY, event)]
+
+
+def test_second_install_is_byte_identical_and_makes_no_backup(settings_file: Path) -> None:
+    write_json(settings_file, FOREIGN)
+    first = install(settings_file, PY)
+    assert first.changed and first.backup is not None
+    first.backup.unlink()
+    before = settings_file.read_bytes()
+    mtime = settings_file.stat().st_mtime_ns
+    second = install(settings_file, PY)
+    assert second == InstallResult(settings_file, changed=False, backup=None)
+    assert settings_file.read_bytes() == before
+    assert settings_file.stat().st_mtime_ns == mtime
+    assert not first.backup.exists()
+
+
+def test_install_then_uninstall_restores_an_equal_document(settings_file: Path) -> None:
+    write_json(settings_file, FOREIGN)
+    install(settings_file, PY)
+    result = uninstall(settings_file)
+    assert result.changed and result.backup is not None
+    doc = load(settings_file)
+    assert doc == FOREIGN
+    assert list(doc) == list(FOREIGN)
+    assert list(doc["hooks"]) == list(FOREIGN["hooks"])
+    assert ours(json.loads(result.backup.read_text()), "Stop")
+
+
+def test_install_then_uninstall_without_hooks_key(settings_file: Path) -> None:
+    original = {"model": "sonnet", "statusLine": {"type": "command", "command": "mine.sh"}}
+    write_json(settings_file, original)
+    install(settings_file, PY)
+    uninstall(settings_file)
+    assert load(settings_file) == original
+
+
+def test_uninstall_of_a_file_we_created_keeps_an_empty_object(settings_file: Path) -> None:
+    install(settings_file, PY)
+    assert uninstall(settings_file).changed
+    assert settings_file.exists()
+    assert load(settings_file) == {}
+    assert uninstall(settings_file).changed is False
+
+
+def test_uninstall_without_anything_of_ours_changes_nothing(settings_file: Path) -> None:
+    assert uninstall(settings_file) == InstallResult(settings_file, changed=False)
+    assert not settings_file.exists()
+    write_json(settings_file, FOREIGN)
+    before = settings_file.read_bytes()
+    assert uninstall(settings_file) == InstallResult(settings_file, changed=False)
+    assert settings_file.read_bytes() == before
+    assert not cs.backup_path(settings_file).exists()
+
+
+def test_shared_matcher_group_keeps_its_foreign_hooks(settings_file: Path) -> None:
+    # The user moved our hook into their own match-all group, between two of their hooks.
+    shared: dict[str, Any] = {
+        "hooks": {
+            "PreToolUse": [
+                {
+                    "matcher": "*",
+                    "hooks": [
+                        {"type": "command", "command": "before.sh"},
+                        {"type": "command", "command": hook_command("/old/python", "PreToolUse")},
+                        {"type": "command", "command": "after.sh"},
+                    ],
+                }
+            ],
+            "Stop": [{"hooks": [{"type": "command", "command": "only-foreign.sh"}]}],
+            "SessionEnd": [{"matcher": "", "hooks": []}],  # someone's empty group: not ours
+        }
+    }
+    write_json(settings_file, shared)
+    install(settings_file, NEW_PY)
+    doc = load(settings_file)
+    assert commands(doc, "PreToolUse") == [
+        "before.sh",
+        hook_command(NEW_PY, "PreToolUse"),  # upgraded in place, not moved
+        "after.sh",
+    ]
+    assert len(doc["hooks"]["PreToolUse"]) == 1
+    assert doc["hooks"]["Stop"][0] == shared["hooks"]["Stop"][0]
+    assert doc["hooks"]["SessionEnd"][0] == {"matcher": "", "hooks": []}
+    uninstall(settings_file)
+    doc = load(settings_file)
+    assert commands(doc, "PreToolUse") == ["before.sh", "after.sh"]  # group kept: not ours
+    assert doc["hooks"]["Stop"] == shared["hooks"]["Stop"]
+    assert doc["hooks"]["SessionEnd"] == [{"matcher": "", "hooks": []}]
+
+
+def test_upgrade_replaces_old_interpreter_without_duplicates(settings_file: Path) -> None:
+    write_json(settings_file, FOREIGN)
+    install(settings_file, "/old/venv/bin/python3")
+    old = load(settings_file)
+    result = install(settings_file, NEW_PY)
+    assert result.changed
+    doc = load(settings_file)
+    for event in OUR_EVENTS:
+        assert [h["command"] for h in ours(doc, event)] == [hook_command(NEW_PY, event)]
+        # Same place as before: only the command changed.
+        assert len(doc["hooks"][event]) == len(old["hooks"][event])
+    assert {r.command for r in find_registrations(settings_file)} == {
+        hook_command(NEW_PY, e) for e in OUR_EVENTS
+    }
+
+
+def test_upgrade_cleans_duplicates_stray_events_and_narrow_matchers(settings_file: Path) -> None:
+    stale = {
+        "hooks": {
+            # Ours under a narrow matcher would miss most tools: replaced by a match-all group.
+            "PreToolUse": [
+                {"matcher": "Bash", "hooks": [{"type": "command", "command": "guard.sh"}]},
+                {
+                    "matcher": "Bash",
+                    "hooks": [{"type": "command", "command": "/x/tokenbudget-hook PreToolUse"}],
+                },
+            ],
+            "Stop": [
+                {"hooks": [{"type": "command", "command": hook_command("/a", "Stop")}]},
+                {"hooks": [{"type": "command", "command": hook_command("/b", "Stop")}]},
+            ],
+            # An event an older version used and this one does not.
+            "Notification": [
+                {"hooks": [{"type": "command", "command": hook_command("/a", "Notification")}]}
+            ],
+        }
+    }
+    write_json(settings_file, stale)
+    install(settings_file, PY)
+    doc = load(settings_file)
+    assert doc["hooks"]["PreToolUse"] == [
+        {"matcher": "Bash", "hooks": [{"type": "command", "command": "guard.sh"}]},
+        desired_hooks(PY)["PreToolUse"][0],
+    ]
+    assert doc["hooks"]["Stop"] == desired_hooks(PY)["Stop"]
+    assert "Notification" not in doc["hooks"]
+
+
+def test_upgrade_keeps_keys_the_user_added_to_our_entry(settings_file: Path) -> None:
+    install(settings_file, "/old/python")
+    doc = load(settings_file)
+    doc["hooks"]["PreToolUse"][0]["hooks"][0]["onFailure"] = "block"
+    write_json(settings_file, doc)
+    install(settings_file, PY)
+    (entry,) = ours(load(settings_file), "PreToolUse")
+    assert entry == {
+        "type": "command",
+        "command": hook_command(PY, "PreToolUse"),
+        "timeout": 10,
+        "onFailure": "block",
+    }
+
+
+def test_find_registrations(settings_file: Path) -> None:
+    assert find_registrations(settings_file) == []
+    write_json(settings_file, FOREIGN)
+    install(settings_file, NEW_PY)
+    regs = find_registrations(settings_file)
+    assert sorted(r.event for r in regs) == sorted(OUR_EVENTS)
+    pre = next(r for r in regs if r.event == "PreToolUse")
+    assert pre == Registration("PreToolUse", "*", hook_command(NEW_PY, "PreToolUse"), 10)
+    end = next(r for r in regs if r.event == "SessionEnd")
+    assert end.timeout == 2
+    assert {interpreter_of(r.command) for r in regs} == {NEW_PY}
+
+
+# --- files: links, modes, permissions, failures ------------------------------------------
+
+
+def test_symlinked_settings_write_the_target_and_keep_the_link(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "claude-settings.json"
+    write_json(real, FOREIGN)
+    real.chmod(0o640)
+    link = tmp_path / "claude" / "settings.json"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    result = install(link, PY)
+    assert link.is_symlink()
+    assert link.resolve() == real.resolve()
+    assert ours(load(real), "Stop")
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert result.backup == link.with_name("settings.json.tokenbudget-bak")
+    assert json.loads(result.backup.read_text()) == FOREIGN
+    assert leftovers(real.parent) == [] and leftovers(link.parent) == []
+    uninstall(link)
+    assert link.is_symlink()
+    assert load(real) == FOREIGN
+
+
+def test_existing_mode_is_kept_and_backup_is_private(settings_file: Path) -> None:
+    write_json(settings_file, FOREIGN)
+    settings_file.chmod(0o644)
+    result = install(settings_file, PY)
+    assert stat.S_IMODE(settings_file.stat().st_mode) == 0o644
+    assert result.backup is not None
+    assert stat.S_IMODE(result.backup.stat().st_mode) == 0o600
+
+
+def test_read_only_file_is_refused_even_for_root(settings_file: Path) -> None:
+    # Root passes every access check and a rename replaces a file whatever its mode, so the
+    # module treats "no write bit at all" as the owner's wish. That makes this hold as root too.
+    write_json(settings_file, FOREIGN)
+    settings_file.chmod(0o444)
+    before = settings_file.read_bytes()
+    with pytest.raises(SettingsError) as info:
+        install(settings_file, PY)
+    assert "read-only" in str(info.value) and str(settings_file) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert settings_file.read_bytes() == before
+    assert sorted(p.name for p in settings_file.parent.iterdir()) == ["settings.json"]
+    # Nothing to change is not an error, even on a read-only file.
+    assert uninstall(settings_file).changed is False
+
+
+def test_read_only_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(SettingsError, match="not a writable folder"):
+            install(folder / ".claude" / "settings.json", PY)
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+
+
+def test_os_write_failure_is_one_line_and_changes_nothing(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a read-only filesystem (a Nix store, a bind mount) does, which no mode check sees.
+    write_json(settings_file, FOREIGN)
+    before = settings_file.read_bytes()
+    real_replace = os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if Path(dst) == settings_file:
+            raise OSError(30, "Read-only file system")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(SettingsError, match=r"cannot write .*Read-only file system") as info:
+        install(settings_file, PY)
+    assert "\n" not in str(info.value)
+    assert settings_file.read_bytes() == before
+    assert leftovers(settings_file.parent) == []
+
+
+def test_parent_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "claude").write_text("not a folder")
+    with pytest.raises(SettingsError, match="not a writable folder"):
+        install(tmp_path / "claude" / "settings.json", PY)
+
+
+def test_directory_in_place_of_settings_is_refused(settings_file: Path) -> None:
+    settings_file.mkdir(parents=True)
+    with pytest.raises(SettingsError, match="is a directory"):
+        install(settings_file, PY)
+
+
+# --- concurrent editors ------------------------------------------------------------------
+
+
+def test_concurrent_edit_between_read_and_write_survives(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_json(settings_file, FOREIGN)
+    edited = copy.deepcopy(FOREIGN)
+    edited["model"] = "haiku"
+    edited["hooks"]["Stop"].append({"hooks": [{"type": "command", "command": "late.sh"}]})
+    real_write_temp = cs._write_temp
+    calls = {"n": 0}
+
+    def racing_write_temp(*args: Any, **kwargs: Any) -> Path:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            # Another process (here a thread) saves the file after we read it, before we
+            # replace it, the way Claude Code saves settings when the user runs /config.
+            editor = threading.Thread(target=write_json, args=(settings_file, edited))
+            editor.start()
+            editor.join()
+        return real_write_temp(*args, **kwargs)
+
+    monkeypatch.setattr(cs, "_write_temp", racing_write_temp)
+    result = install(settings_file, PY)
+    assert result.changed
+    doc = load(settings_file)
+    assert doc["model"] == "haiku"
+    assert "late.sh" in commands(doc, "Stop")
+    for event in OUR_EVENTS:
+        assert len(ours(doc, event)) == 1
+    # The backup is the content we actually replaced: the other process's version.
+    assert result.backup is not None
+    assert json.loads(result.backup.read_text()) == edited
+    assert leftovers(settings_file.parent) == []
+
+
+def test_a_file_that_never_settles_is_left_to_the_other_writer(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_json(settings_file, FOREIGN)
+    real_write_temp = cs._write_temp
+    counter = {"n": 0}
+
+    def always_racing(folder: Path, name: str, data: bytes, like: Any) -> Path:
+        if name == settings_file.name:
+            counter["n"] += 1
+            write_json(settings_file, {**FOREIGN, "n": counter["n"]})
+        return real_write_temp(folder, name, data, like)
+
+    monkeypatch.setattr(cs, "_write_temp", always_racing)
+    with pytest.raises(SettingsError, match="kept changing"):
+        install(settings_file, PY)
+    assert load(settings_file) == {**FOREIGN, "n": counter["n"]}
+    assert leftovers(settings_file.parent) == []
+
+
+def test_concurrent_process_never_sees_a_half_written_file(settings_file: Path) -> None:
+    # A real second process keeps parsing and rewriting the file while we install and
+    # uninstall: with atomic replaces neither side ever reads a torn document.
+    write_json(settings_file, {"n0": 0})
+    script = (
+        "import json, os, sys, time\n"
+        "p = sys.argv[1]\n"
+        "for i in range(1, 60):\n"
+        "    d = json.load(open(p))\n"
+        "    d[f'n{i}'] = i\n"
+        "    t = p + '.other'\n"
+        "    open(t, 'w').write(json.dumps(d))\n"
+        "    os.replace(t, p)\n"
+        "    time.sleep(0.002)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(settings_file)])
+    rounds = 0
+    try:
+        while proc.poll() is None:
+            try:
+                install(settings_file, PY)
+                uninstall(settings_file)
+            except SettingsError as exc:
+                assert "kept changing" in str(exc)  # the only failure allowed under churn
+            rounds += 1
+    finally:
+        proc.wait()
+    assert proc.returncode == 0
+    assert rounds > 0
+    # Keys the other process lost in the churn are its own doing (it merges blindly); what is
+    # there now must all survive our next install.
+    before = load(settings_file)
+    install(settings_file, PY)
+    doc = load(settings_file)
+    assert {k: v for k, v in doc.items() if k != "hooks"} == {
+        k: v for k, v in before.items() if k != "hooks"
+    }
+    for event in OUR_EVENTS:
+        assert len(ours(doc, event)) == 1
+    assert leftovers(settings_file.parent) == []
+
+
+# --- statusLine --------------------------------------------------------------------------
+
+
+def test_statusline_set_update_and_remove(settings_file: Path) -> None:
+    write_json(settings_file, {"model": "opus"})
+    assert set_statusline(settings_file, STATUS).changed
+    assert load(settings_file)["statusLine"] == {"type": "command", "command": STATUS}
+    assert set_statusline(settings_file, STATUS).changed is False
+    doc = load(settings_file)
+    doc["statusLine"]["padding"] = 1
+    write_json(settings_file, doc)
+    newer = "'/opt/my tools/bin/python3' -m tokenbudget.statusline"
+    assert set_statusline(settings_file, newer).changed
+    assert load(settings_file)["statusLine"] == {"type": "command", "command": newer, "padding": 1}
+    assert remove_statusline(settings_file).changed
+    assert load(settings_file) == {"model": "opus"}
+    assert remove_statusline(settings_file).changed is False
+
+
+def test_foreign_statusline_needs_force(settings_file: Path) -> None:
+    foreign = {"type": "command", "command": "~/.claude/my-status.sh"}
+    write_json(settings_file, {"statusLine": foreign})
+    before = settings_file.read_bytes()
+    with pytest.raises(SettingsError, match="use --force") as info:
+        set_statusline(settings_file, STATUS)
+    assert "my-status.sh" in str(info.value) and "\n" not in str(info.value)
+    assert settings_file.read_bytes() == before
+    assert remove_statusline(settings_file).changed is False
+    assert settings_file.read_bytes() == before
+    result = set_statusline(settings_file, STATUS, force=True)
+    assert load(settings_file)["statusLine"] == {"type": "command", "command": STATUS}
+    assert result.backup is not None
+    assert json.loads(result.backup.read_text()) == {"statusLine": foreign}
+
+
+def test_statusline_and_hooks_coexist(settings_file: Path) -> None:
+    install(settings_file, PY)
+    set_statusline(settings_file, STATUS)
+    uninstall(settings_file)
+    assert load(settings_file) == {"statusLine": {"type": "command", "command": STATUS}}
+    remove_statusline(settings_file)
+    assert load(settings_file) == {}
+
+
+# --- the merge as a property -------------------------------------------------------------
+
+_names = st.sampled_from([*OUR_EVENTS, "Notification", "PreCompact"])
+_foreign_hook = st.fixed_dictionaries(
+    {
+        "type": st.just("command"),
+        "command": st.sampled_from(["a.sh", "b --x", "tokenbudget report"]),
+    },
+    optional={"timeout": st.integers(1, 60)},
+)
+_our_hook = st.builds(
+    lambda py, ev: {"type": "command", "command": hook_command(py, ev), "timeout": 10},
+    st.sampled_from(["/old/py", PY, "/p q/py"]),
+    _names,
+)
+_group = st.builds(
+    lambda matcher, hooks: ({} if matcher is None else {"matcher": matcher}) | {"hooks": hooks},
+    st.sampled_from([None, "", "*", "Bash"]),
+    st.lists(st.one_of(_foreign_hook, _our_hook), max_size=4),
+)
+_docs = st.fixed_dictionaries(
+    {"hooks": st.dictionaries(_names, st.lists(_group, min_size=1, max_size=3), min_size=1)},
+    optional={"model": st.just("opus")},
+)
+
+
+def _without_ours(doc: dict[str, Any]) -> dict[str, Any]:
+    return cs._merge_uninstall(copy.deepcopy(doc))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_docs)
+def test_merge_properties(doc: dict[str, Any]) -> None:
+    path = Path("settings.json")
+    once = cs._merge_install(copy.deepcopy(doc), PY, path)
+    # Idempotent, and exactly one hook of ours per event, in a match-all group.
+    assert cs._merge_install(copy.deepcopy(once), PY, path) == once
+    for event in OUR_EVENTS:
+        found = [
+            (g.get("matcher"), h["command"])
+            for g in once["hooks"][event]
+            for h in g["hooks"]
+            if is_our_command(h["command"])
+        ]
+        assert len(found) == 1
+        assert found[0][0] in (None, "", "*")
+        assert found[0][1] == hook_command(PY, event)
+    # Uninstall after install gives what uninstall alone would: foreign entries never move.
+    assert cs._merge_uninstall(copy.deepcopy(once)) == _without_ours(doc)
+    # A document with nothing of ours comes back equal.
+    clean = _without_ours(doc)
+    assert cs._merge_uninstall(cs._merge_install(copy.deepcopy(clean), PY, path)) == clean
