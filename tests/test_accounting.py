@@ -217,3 +217,43 @@ def test_a_folded_session_resumed_counts_only_what_is_new(private_home: Path) ->
         f.writelines(extra)
     sync.sync_all(store, now=1795887600.0 + 7 * 86400)
     assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")
+
+
+RACER = """
+import sys
+from pathlib import Path
+from tokenbudget import sync
+store = sync.open_store(lock_timeout=60)
+transcript, sid, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+for _ in range(15):
+    if mode == "hook":
+        sync.sync_session(store, transcript, sid)
+    else:
+        sync.sync_all(store, now=1795887600.0)
+"""
+
+
+def test_hooks_and_syncs_racing_count_each_request_once(private_home: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    install_fixture("agent", private_home / ".claude")
+    path = _transcript(private_home, "agent")
+    sid = path.stem
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 3]))
+    env = dict(os.environ)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(path), sid, mode], env=env)
+        for mode in ("hook", "hook", "sync", "sync")
+    ]
+    # The session goes on while they race: its remaining lines arrive in small appends.
+    rest = lines[len(lines) // 3 :]
+    for i in range(0, len(rest), 3):
+        with open(path, "a") as f:
+            f.writelines(rest[i : i + 3])
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("agent")

@@ -27,20 +27,22 @@ def history_path() -> Path:
 
 
 def _hourly(ledger: Ledger, sid: str, s: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
-    """The session's usage per hour and model: [5 counts, cost]."""
+    """The session's usage per hour, model and command: [5 counts, cost]."""
     out: dict[str, dict[str, list[Any]]] = {}
+    turns = s["t"]
 
-    def add(hour: int, model: str, counts: list[int], cost: float | None) -> None:
-        row = out.setdefault(str(hour), {}).setdefault(model, [0, 0, 0, 0, 0, 0.0])
+    def add(hour: int, model: str, counts: list[int], cost: float | None, turn: str) -> None:
+        cmd = turns[turn][0] if turn in turns else "prompt"
+        row = out.setdefault(str(hour), {}).setdefault(f"{model}\t{cmd}", [0, 0, 0, 0, 0, 0.0])
         for i in range(5):
             row[i] += counts[i]
         row[5] += cost or 0.0
 
     for rec in ledger["keys"].values():
         if rec[0] == sid:
-            add(rec[7], rec[1], rec[2:7], rec[8])
+            add(rec[7], rec[1], rec[2:7], rec[8], rec[9])
     for a in s["adj"]:
-        add(a[0], a[1], a[2:7], a[7])
+        add(a[0], a[1], a[2:7], a[7], a[8])
     return out
 
 

@@ -75,9 +75,10 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
             continue  # folded, then resumed: the live record holds what came after
         src = {model: m[7] for model, m in rec["m"].items()}
         for h, per_model in rec["hours"].items():
-            for model, v in per_model.items():
-                yield Cell(sid, rec["p"], int(h), model, Usage(*v[:5]), v[5], "?"), src.get(
-                    model, "t"
+            for model_cmd, v in per_model.items():
+                model, _, cmd = model_cmd.partition("\t")
+                yield Cell(sid, rec["p"], int(h), model, Usage(*v[:5]), v[5], cmd or "prompt"), (
+                    src.get(model, "t")
                 )
 
 

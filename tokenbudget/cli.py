@@ -1,0 +1,167 @@
+"""The `tokenbudget` command: translates arguments and calls the package, nothing more.
+
+Every expected failure reaches the user as one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import date
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tokenbudget import __version__
+from tokenbudget.errors import TokenbudgetError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn our expected failures into `tokenbudget: <message>` and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TokenbudgetError as e:
+            click.echo(f"tokenbudget: {e}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config() -> Any:
+    from tokenbudget import config
+
+    return config.load_config()
+
+
+def _notices(notices: list[str]) -> None:
+    for n in notices:
+        click.echo(n, err=True)
+
+
+def _sync(cfg: Any, quiet: bool = True) -> Any:
+    from tokenbudget import sync
+
+    store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 30.0))
+    report = sync.sync_all(store, prices=cfg.prices, retention_days=cfg.retention_days)
+    _notices(report.notices)
+    if not quiet:
+        for err in report.errors[:5]:
+            click.echo(f"tokenbudget: skipped {err}", err=True)
+    return store, report
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tokenbudget")
+def main() -> None:
+    """Exact token and dollar budgets for Claude Code, enforced through its hooks."""
+
+
+@main.command("sync")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@one_line_errors
+def sync_cmd(as_json: bool) -> None:
+    """Record everything new in Claude Code's transcripts (backfills on first run)."""
+    cfg = _config()
+    _, report = _sync(cfg, quiet=as_json)
+    data = {
+        "filesRead": report.files_read,
+        "newRequests": report.new_requests,
+        "foldedSessions": report.folded,
+        "skippedLines": report.skipped,
+        "errors": report.errors,
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        skipped = sum(report.skipped.values())
+        line = f"Read {report.files_read} transcript(s): {report.new_requests} new request(s)"
+        if skipped:
+            line += f", {skipped} line(s) skipped"
+        click.echo(line + ".")
+
+
+@main.command()
+@one_line_errors
+def rebuild() -> None:
+    """Set the ledger aside and count everything again from the transcripts."""
+    from tokenbudget import sync
+
+    cfg = _config()
+    store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 30.0))
+    kept, report = sync.rebuild(store, prices=cfg.prices, retention_days=cfg.retention_days)
+    _notices(report.notices)
+    where = f" (the old one is kept as {kept.name})" if kept else ""
+    click.echo(f"Rebuilt the ledger from {report.files_read} transcript(s){where}.")
+
+
+def _parse_date(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            from datetime import datetime
+
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    raise click.BadParameter(f"{value!r} is not a date like 2026-11-28", param_hint=name)
+
+
+@main.command()
+@click.option(
+    "--by",
+    type=click.Choice(["day", "week", "month", "session", "project", "command", "model", "block"]),
+    default="day",
+    show_default=True,
+    help="How to group the usage.",
+)
+@click.option("--since", help="First day to include (YYYY-MM-DD, local time).")
+@click.option("--until", help="Last day to include (YYYY-MM-DD, local time).")
+@click.option("--project", help="Only this project folder.")
+@click.option("--json", "as_json", is_flag=True, help="JSON with ccusage's field names.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with whole numbers.")
+@one_line_errors
+def report(
+    by: str,
+    since: str | None,
+    until: str | None,
+    project: str | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Usage and cost, grouped by day, week, month, session, project, command, model or block."""
+    from tokenbudget import history, query, render
+    from tokenbudget import report as rep
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    cfg = _config()
+    store, _ = _sync(cfg)
+    filt = query.Filter(
+        since=_parse_date(since, "--since"),
+        until=_parse_date(until, "--until"),
+        project=str(Path(project).expanduser().resolve()) if project else None,
+    )
+    ledger = store.snapshot()
+    rows, totals = rep.build(
+        by, ledger, history.read_records(), cfg.tz(), week_start=cfg.week_start, filt=filt
+    )
+    if as_json:
+        click.echo(json.dumps(rep.to_json(by, rows, totals), indent=2))
+    elif as_csv:
+        click.echo(rep.to_csv(by, rows), nl=False)
+    else:
+        color = render.use_color(sys.stdout)
+        click.echo(rep.to_table(by, rows, totals, color=color), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
