@@ -63,7 +63,9 @@ class Ingestor:
 
     # --- files ---------------------------------------------------------------------------------
 
-    def ingest_file(self, path: Path, session_id: str, is_subagent: bool) -> None:
+    def ingest_file(
+        self, path: Path, session_id: str, is_subagent: bool, max_bytes: int | None = None
+    ) -> None:
         """Read what is new in one transcript and record it."""
         files = self.L["files"]
         key = str(path)
@@ -77,7 +79,7 @@ class Ingestor:
         if prev is not None and prev.pos == st.st_size and prev.ident == transcripts._identity(st):
             return  # nothing new: the common case, answered by one stat
         try:
-            res = transcripts.read_new(path, prev)
+            res = transcripts.read_new(path, prev, max_bytes)
         except OSError as e:
             self.result.errors.append(f"{path}: {e.strerror or e}")
             return

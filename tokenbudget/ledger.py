@@ -48,6 +48,8 @@ def new_ledger() -> Ledger:
         "rates": {},  # model -> implied $/input-token weight from Claude Code's own cost
         "warned": {},
         "skipped": {},
+        "events": {},  # fingerprints of recent hook events, to answer a double registration once
+        "allow": {},  # `tokenbudget allow`: one prompt passes whatever the budgets
         "notices": [],  # one-line messages for the user, shown once by the next command
         "rebuild": False,  # set when a corrupt ledger was replaced: a full sync is owed
     }

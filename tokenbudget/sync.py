@@ -134,15 +134,16 @@ def sync_session(
     *,
     prices: Mapping[str, Mapping[str, float]] | None = None,
     ledger: Ledger | None = None,
+    max_bytes: int | None = None,
 ) -> Result:
     """Ingest what is new in one session's transcripts (its subagents included).
 
     With `ledger` given, the caller holds the lock and commits; else a transaction is used.
     """
     if ledger is not None:
-        return _ingest_session(ledger, transcript, session_id, prices)
+        return _ingest_session(ledger, transcript, session_id, prices, max_bytes)
     with store.transaction() as held:
-        return _ingest_session(held, transcript, session_id, prices)
+        return _ingest_session(held, transcript, session_id, prices, max_bytes)
 
 
 def _ingest_session(
@@ -150,6 +151,7 @@ def _ingest_session(
     transcript: Path,
     session_id: str,
     prices: Mapping[str, Mapping[str, float]] | None,
+    max_bytes: int | None = None,
 ) -> Result:
     ing = Ingestor(ledger, prices)
     for path, sid, sub in transcripts.session_files(transcript, session_id):
@@ -162,7 +164,7 @@ def _ingest_session(
             old = history.folded_position(key)
             if old is not None:
                 history.resume_position(ledger, key, old, sid)
-        ing.ingest_file(path, sid, sub)
+        ing.ingest_file(path, sid, sub, max_bytes)
     return ing.result
 
 

@@ -148,11 +148,12 @@ def _head_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def read_new(path: Path, prev: FilePos | None) -> ReadResult:
+def read_new(path: Path, prev: FilePos | None, max_bytes: int | None = None) -> ReadResult:
     """Read the complete lines appended to `path` since `prev` and turn them into events.
 
     A file that shrank, was replaced, or no longer starts as it did is read from the start; the
     caller deduplicates, so nothing counts twice. A partial last line waits for the next read.
+    With `max_bytes`, reading stops near that many bytes; the rest waits for the next read.
     """
     skipped = Skipped()
     # O_NONBLOCK: a FIFO planted where a transcript should be must not hang us.
@@ -180,7 +181,8 @@ def read_new(path: Path, prev: FilePos | None) -> ReadResult:
         events: list[Event] = []
         end = start
         f.seek(start)
-        for line, line_end in _complete_lines(f, start, st.st_size, skipped):
+        stop = st.st_size if max_bytes is None else min(st.st_size, start + max_bytes)
+        for line, line_end in _complete_lines(f, start, stop, skipped):
             end = line_end
             if line is None:
                 continue

@@ -23,7 +23,7 @@ class Usage(NamedTuple):
         """All four kinds: what ccusage calls totalTokens."""
         return self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
 
-    def __add__(self, other: object) -> Usage:  # type: ignore[override]
+    def __add__(self, other: object) -> Usage:  # type: ignore[override,unused-ignore]
         if not isinstance(other, Usage):
             return NotImplemented
         return Usage(*(a + b for a, b in zip(self, other, strict=True)))

@@ -1,0 +1,307 @@
+"""Report text: numbers, dollars, tables, CSV and progress bars. Data in, string out."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+BOLD = "\x1b[1m"
+RESET = "\x1b[0m"
+GREEN = "\x1b[32m"
+YELLOW = "\x1b[33m"
+RED = "\x1b[31m"
+
+ELLIPSIS = "…"
+UNPRICED = "unpriced"
+
+# (row field, header) of the number columns, in ccusage's JSON field names.
+_TOKEN_COLUMNS = (
+    ("inputTokens", "Input"),
+    ("outputTokens", "Output"),
+    ("cacheCreationTokens", "Cache write"),
+    ("cacheReadTokens", "Cache read"),
+    ("totalTokens", "Total"),
+)
+_COST_HEADER = "Cost"
+_GAP = "  "
+_MIN_KEY_WIDTH = 10
+_MAX_EXTRA_WIDTH = 24
+
+# A cost we worked out from our price table is marked; Claude Code's own figure is not.
+_MARKERS = {"table": "*", "mixed": "+"}
+_LEGEND = {
+    "*": "* estimated from tokenbudget's price table",
+    "+": "+ partly estimated from the price table",
+}
+_CLAUDE_CODE_LEGEND = "unmarked: Claude Code's own figure"
+
+_UNITS = ("k", "M", "B", "T")
+
+
+def humanize(n: int | float) -> str:
+    """A count in at most 5 characters (plus sign): 950, 12.3k, 123k, 4.5M, 1.2B."""
+    if isinstance(n, float) and not math.isfinite(n):
+        return str(n)
+    sign = "-" if n < 0 else ""
+    value = abs(n)
+    if _round_half_up(value) < 1000:
+        return f"{sign}{_round_half_up(value)}"
+    scale = 1
+    for unit in _UNITS:
+        scale *= 1000
+        tenths = _round_half_up(value * 10 / scale)
+        if tenths < 1000:  # below 100.0: one decimal
+            return f"{sign}{tenths // 10}.{tenths % 10}{unit}"
+        whole = _round_half_up(value / scale)
+        # Rounding can carry into the next unit (999_950 is 1.0M, not 1000k).
+        if whole < 1000 or unit == _UNITS[-1]:
+            return f"{sign}{whole}{unit}"
+    raise AssertionError("unreachable: the last unit always returns")
+
+
+def _round_half_up(x: float) -> int:
+    # round() rounds halves to even (round(0.5) == 0), which reads as a bug in a report.
+    return math.floor(x + 0.5)
+
+
+def format_cost(x: float | None) -> str:
+    """Dollars: $0.53, $12.40, $1,234.00; under a cent $0.0053; below $0.0001 <$0.0001."""
+    if x is None:
+        return UNPRICED
+    if not math.isfinite(x):
+        return f"${x}"
+    sign = "-" if x < 0 else ""
+    value = abs(x)
+    if value == 0:
+        return "$0.00"
+    if value >= 0.00995:  # anything that rounds to at least a cent
+        return f"{sign}${value:,.2f}"
+    if value >= 0.00005:  # a request's cost: keep what a cent would hide
+        return f"{sign}${value:.4f}"
+    return f"{sign}<$0.0001"
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """`text` cut in the middle with "…" so it fits `width` characters."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    keep = width - 1
+    head = (keep + 1) // 2
+    tail = keep - head
+    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
+
+
+class _Names(str):
+    """A cell listing names: cut between names with "+N", never in the middle of one."""
+
+    names: tuple[str, ...]
+
+    def __new__(cls, names: Sequence[str]) -> _Names:
+        cell = super().__new__(cls, ", ".join(names))
+        cell.names = tuple(names)
+        return cell
+
+
+def _fit(text: str, width: int) -> str:
+    if len(text) > width and isinstance(text, _Names):
+        names = text.names
+        for shown in range(len(names) - 1, 0, -1):
+            candidate = f"{', '.join(names[:shown])} +{len(names) - shown}"
+            if len(candidate) <= width:
+                return candidate
+    return shorten_middle(text, width)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return humanize(value)
+    if isinstance(value, list | tuple):
+        return _Names([_short_model(str(v)) for v in value])
+    return str(value)
+
+
+def _short_model(name: str) -> str:
+    # "claude-opus-5-5" says nothing more than "opus-5-5" in a column that is all Claude.
+    return name.removeprefix("claude-")
+
+
+def _cost_cell(row: Mapping[str, Any]) -> tuple[str, str]:
+    """The cost text and its footnote marker ("" when none)."""
+    cost = row.get("totalCost")
+    if cost is None:
+        return UNPRICED, ""
+    return format_cost(float(cost)), _MARKERS.get(str(row.get("costSource", "")), "")
+
+
+def render_table(
+    title: str,
+    key_header: str,
+    rows: list[dict[str, Any]],
+    totals: dict[str, Any],
+    *,
+    color: bool,
+    width: int = 80,
+    extra_columns: Sequence[tuple[str, str]] = (),
+) -> str:
+    """A usage report table fitting `width` columns; extra_columns are (row field, header)."""
+    title_line = _bold(title, color)
+    if not rows:
+        return f"{title_line}\nNo usage found.\n"
+
+    lines_cells: list[list[str]] = []
+    markers: list[str] = []
+    for row in [*rows, totals]:
+        cost, marker = _cost_cell(row)
+        markers.append(marker)
+        lines_cells.append(
+            [str(row.get("key", ""))]
+            + [_cell(row.get(field)) for field, _ in extra_columns]
+            + [_cell(row.get(field)) for field, _ in _TOKEN_COLUMNS]
+            + [cost]
+        )
+    lines_cells[-1][0] = str(totals.get("key") or "Total")
+
+    headers = [key_header, *(h for _, h in extra_columns), *(h for _, h in _TOKEN_COLUMNS)]
+    headers.append(_COST_HEADER)
+    has_marker = any(markers)
+    n_extra = len(extra_columns)
+
+    widths = [max(len(h), *(len(c[i]) for c in lines_cells)) for i, h in enumerate(headers)]
+    if has_marker:  # a slot after every cost keeps the digits lined up
+        widths[-1] = max(len(_COST_HEADER), *(len(c[-1]) + 1 for c in lines_cells))
+    for i in range(1, 1 + n_extra):
+        widths[i] = min(widths[i], max(len(headers[i]), _MAX_EXTRA_WIDTH))
+    fixed = sum(widths[1:]) + len(_GAP) * (len(widths) - 1)
+    widths[0] = min(widths[0], max(width - fixed, _MIN_KEY_WIDTH, len(key_header)))
+    # If even the shortest key leaves the line too long, take it from the extra columns.
+    overflow = sum(widths) + len(_GAP) * (len(widths) - 1) - width
+    for i in range(1, 1 + n_extra):
+        if overflow <= 0:
+            break
+        cut = min(overflow, widths[i] - len(headers[i]))
+        widths[i] -= cut
+        overflow -= cut
+
+    def line(cells: list[str], marker: str | None) -> str:
+        parts = []
+        for i, (text, w) in enumerate(zip(cells, widths, strict=True)):
+            if i == len(cells) - 1 and marker is not None:
+                parts.append((text + (marker or " ")).rjust(w))
+            elif i <= n_extra:
+                parts.append(_fit(text, w).ljust(w))
+            else:
+                parts.append(text.rjust(w))
+        return _GAP.join(parts).rstrip()
+
+    table_width = sum(widths) + len(_GAP) * (len(widths) - 1)
+    rule = "─" * table_width
+    header_cells = [*headers[:-1], _COST_HEADER + (" " if has_marker else "")]
+    out = [title_line, _bold(line(header_cells, None), color), rule]
+    for cells, marker in zip(lines_cells[:-1], markers[:-1], strict=True):
+        out.append(line(cells, marker if has_marker else None))
+    out.append(rule)
+    out.append(_bold(line(lines_cells[-1], markers[-1] if has_marker else None), color))
+    out.extend(_legend([*rows, totals], markers, width))
+    return "\n".join(out) + "\n"
+
+
+def _legend(rows: list[dict[str, Any]], markers: list[str], width: int) -> list[str]:
+    """What the cost markers mean: one line if it fits, else one line per note."""
+    parts = [_LEGEND[m] for m in _LEGEND if m in markers]
+    if not parts:
+        return []
+    if any(r.get("costSource") == "claude-code" and r.get("totalCost") is not None for r in rows):
+        parts.append(_CLAUDE_CODE_LEGEND)
+    joined = "; ".join(parts)
+    return [joined] if len(joined) <= width else parts
+
+
+def _bold(text: str, color: bool) -> str:
+    return f"{BOLD}{text}{RESET}" if color and text else text
+
+
+_CSV_FIELDS = (
+    "inputTokens",
+    "outputTokens",
+    "cacheCreationTokens",
+    "cacheReadTokens",
+    "totalTokens",
+    "totalCost",
+    "costSource",
+    "modelsUsed",
+)
+
+
+def render_csv(key_header: str, rows: list[dict[str, Any]]) -> str:
+    """CSV with a header row, whole token counts and costs to 6 decimals (empty if unpriced)."""
+    import csv  # only reports pay for it, never a hook
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([key_header, *_CSV_FIELDS])
+    for row in rows:
+        cost = row.get("totalCost")
+        models = row.get("modelsUsed") or []
+        writer.writerow(
+            [
+                row.get("key", ""),
+                *(int(row.get(field) or 0) for field in _CSV_FIELDS[:5]),
+                "" if cost is None else f"{float(cost):.6f}",
+                row.get("costSource") or "",
+                " ".join(str(m) for m in models),
+            ]
+        )
+    return buffer.getvalue()
+
+
+def bar(fraction: float, width: int, *, color: bool) -> str:
+    """`[█████░░░] 62%`: `width` cells, clamped to full; the percent is the real one."""
+    if math.isnan(fraction):
+        fraction = 0.0
+    clamped = min(max(fraction, 0.0), 1.0)
+    filled = _round_half_up(clamped * width)
+    if clamped < 1.0:
+        filled = min(filled, width - 1)  # a full bar must mean the budget is spent
+    filled = max(filled, 0)
+    full, empty = "█" * filled, "░" * (max(width, 0) - filled)
+    if color and full:
+        full = f"{_bar_color(fraction)}{full}{RESET}"
+    return f"[{full}{empty}] {_percent(fraction)}"
+
+
+def _percent(fraction: float) -> str:
+    scaled = fraction * 100  # may overflow to inf for absurd fractions
+    if not math.isfinite(scaled) or abs(scaled) >= 10_000:
+        return ">9999%" if scaled > 0 else "<-9999%"
+    # round() first: 0.29 * 100 is 28.999999999999996 and must read 29%, not 28%.
+    return f"{math.floor(round(scaled, 6))}%"
+
+
+def _bar_color(fraction: float) -> str:
+    if fraction > 0.90:
+        return RED
+    if fraction >= 0.70:
+        return YELLOW
+    return GREEN
+
+
+def use_color(stream: TextIO) -> bool:
+    """True only for a terminal, with NO_COLOR unset and TERM not "dumb"."""
+    if "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    if isatty is None:
+        return False
+    try:
+        return bool(isatty())
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
