@@ -1,0 +1,377 @@
+"""The user's config file (budgets and settings) and a project's checked-in budgets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import paths
+from .budgets import Budget, Source, applies_to, merge, normalize_command, normalize_project
+from .errors import ConfigError
+from .usage import Usage
+
+VERSION = 1
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# Where a project keeps budgets its team shares, relative to the project folder.
+PROJECT_FILE = Path(".claude") / "tokenbudget.json"
+# Price rates are named after the Usage fields they multiply.
+RATE_NAMES = frozenset(Usage._fields)
+
+_SETTINGS = frozenset({
+    "version", "budgets", "timezone", "week_start", "fail_closed", "lock_timeout_seconds",
+    "context_hint", "retention_days", "prices",
+})
+
+
+def _q(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything in config.json; the defaults are what a missing file means."""
+
+    budgets: tuple[Budget, ...] = ()
+    timezone: str | None = None  # an IANA name; None follows the system (and $TZ)
+    week_start: int = 0  # 0 = Monday ... 6 = Sunday
+    fail_closed: bool = False
+    lock_timeout_seconds: float = 2.0
+    context_hint: bool = False
+    retention_days: int = 14
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def tz(self) -> tzinfo:
+        """The zone calendar budgets follow: the configured one, else the system's."""
+        if self.timezone is None:
+            return local_zone()
+        return _zone(self.timezone)
+
+    def to_json(self) -> dict[str, object]:
+        """The config as written to config.json."""
+        return {
+            "version": VERSION,
+            "budgets": [b.to_json() for b in self.budgets],
+            "timezone": self.timezone,
+            "week_start": WEEKDAYS[self.week_start],
+            "fail_closed": self.fail_closed,
+            "lock_timeout_seconds": self.lock_timeout_seconds,
+            "context_hint": self.context_hint,
+            "retention_days": self.retention_days,
+            "prices": {model: dict(rates) for model, rates in self.prices.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Config:
+        """Read a parsed config.json; a ConfigError says which setting is wrong and why."""
+        if not isinstance(data, dict):
+            raise ConfigError("must hold a JSON object")
+        _check_version(data)
+        for key in data:
+            if key not in _SETTINGS:
+                raise ConfigError(f"unknown setting {_q(key)}")
+        defaults = cls()
+        timezone = data.get("timezone")
+        if timezone is not None:
+            if not isinstance(timezone, str):
+                raise ConfigError(f"timezone: must be a zone name or null, not {_q(timezone)}")
+            _zone(timezone)
+        return cls(
+            budgets=_budgets(data.get("budgets", []), source="user"),
+            timezone=timezone,
+            week_start=_week_start(data.get("week_start", WEEKDAYS[defaults.week_start])),
+            fail_closed=_bool(data, "fail_closed", defaults.fail_closed),
+            lock_timeout_seconds=_number(data, "lock_timeout_seconds",
+                                         defaults.lock_timeout_seconds),
+            context_hint=_bool(data, "context_hint", defaults.context_hint),
+            retention_days=int(_number(data, "retention_days", defaults.retention_days,
+                                       whole=True)),
+            prices=_prices(data.get("prices", {})),
+        )
+
+
+def _check_version(data: Mapping[str, object]) -> None:
+    version = data.get("version", VERSION)  # hand-written files may leave it out
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"version: must be a whole number, not {_q(version)}")
+    if version > VERSION:
+        raise ConfigError(f"version {version} is newer than this tokenbudget reads "
+                          f"({VERSION}); upgrade tokenbudget")
+    # Older versions would be upgraded here; version 1 is the first.
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(f"timezone: unknown time zone {_q(name)}") from None
+
+
+def local_zone() -> tzinfo:
+    """The system's zone with its DST rules: $TZ if it names one, else /etc/localtime."""
+    env = os.environ.get("TZ")
+    if env is not None:
+        name = env.removeprefix(":")
+        if not name:
+            return UTC  # POSIX: an empty TZ means UTC
+        try:
+            if os.path.isabs(name):
+                with open(name, "rb") as f:
+                    return ZoneInfo.from_file(f, key=name)
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # A POSIX rule string ("CET-1CEST,M3.5.0,M10.5.0/3") is no zone name: the C
+            # library understands it, so fall through to its view below.
+            return _libc_zone()
+    try:
+        target = os.readlink("/etc/localtime")
+        _, found, name = target.rpartition("zoneinfo/")
+        if found:
+            return ZoneInfo(name)
+    except (OSError, ZoneInfoNotFoundError, ValueError):
+        pass
+    try:
+        with open("/etc/localtime", "rb") as f:
+            return ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ValueError):
+        return _libc_zone()
+
+
+def _libc_zone() -> tzinfo:
+    # Last resort (e.g. Windows without tzdata): a fixed offset, right until the next DST change.
+    zone = datetime.now().astimezone().tzinfo
+    return zone if zone is not None else UTC
+
+
+def _budgets(
+    items: object, *, source: Source, project_dir: str | None = None
+) -> tuple[Budget, ...]:
+    if not isinstance(items, list):
+        raise ConfigError(f"budgets: must be a list, not {_q(items)}")
+    found: dict[tuple[str, str | None, str | None, str], int] = {}
+    budgets: list[Budget] = []
+    for i, item in enumerate(items):
+        where = f"budgets[{i}]"
+        if isinstance(item, dict):
+            item = _prepare(item, where, project_dir)
+        budget = Budget.from_json(item, where=where, source=source)
+        if budget.key in found:
+            raise ConfigError(f"{where}: the same budget as budgets[{found[budget.key]}] "
+                              f"({budget.id}, {budget.unit})")
+        found[budget.key] = i
+        budgets.append(budget)
+    return tuple(budgets)
+
+
+def _prepare(item: dict[str, object], where: str, project_dir: str | None) -> dict[str, object]:
+    item = dict(item)
+    kind = item.get("kind")
+    kind = kind.strip().lower() if isinstance(kind, str) else kind
+    if project_dir is None:
+        # The user's file may say ~/code/x; the pure budget rules never read $HOME.
+        for key in ("project", "name") if kind == "project" else ("project",):
+            value = item.get(key)
+            if isinstance(value, str):
+                item[key] = os.path.expanduser(value)
+        return item
+    # A checked-in file is shared between machines, so it cannot name absolute folders:
+    # its budgets always apply to the project it lives in.
+    for key in ("project", "name") if kind == "project" else ("project",):
+        if key in item:
+            raise ConfigError(f"{where}.{key}: not allowed in a project's file; "
+                              "its budgets apply to that project")
+    if kind == "project":
+        item["name"] = project_dir
+    elif kind in ("total", "daily", "weekly", "monthly", "5h"):
+        item["project"] = project_dir
+    return item
+
+
+def _week_start(value: object) -> int:
+    if isinstance(value, str):
+        name = value.strip().lower()
+        for i, day in enumerate(WEEKDAYS):
+            if name in (day, day[:3]):
+                return i
+    raise ConfigError(f"week_start: must be a day name like \"monday\", not {_q(value)}")
+
+
+def _bool(data: Mapping[str, object], key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, not {_q(value)}")
+    return value
+
+
+def _number(data: Mapping[str, object], key: str, default: float, *, whole: bool = False) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{key}: must be a number above 0, not {_q(value)}")
+    if whole and value != int(value):
+        raise ConfigError(f"{key}: must be a whole number, not {_q(value)}")
+    return float(value)
+
+
+def _prices(value: object) -> dict[str, dict[str, float]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"prices: must be an object of models, not {_q(value)}")
+    prices: dict[str, dict[str, float]] = {}
+    for model, rates in value.items():
+        where = f"prices.{model}"
+        if not isinstance(rates, dict):
+            raise ConfigError(f"{where}: must be an object of rates, not {_q(rates)}")
+        prices[model] = {}
+        for rate, price in rates.items():
+            if rate not in RATE_NAMES:
+                raise ConfigError(f"{where}: unknown rate {_q(rate)}; use one of "
+                                  f"{', '.join(Usage._fields)}")
+            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+                raise ConfigError(f"{where}.{rate}: must be a number of at least 0, "
+                                  f"not {_q(price)}")
+            prices[model][rate] = float(price)
+    return prices
+
+
+def _read_json(path: Path) -> object | None:
+    """The parsed file, or None when it does not exist; a ConfigError names the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data: object = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} "
+                          f"column {e.colno}") from None
+    return data
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read config.json; a missing file gives the defaults, a broken one a ConfigError."""
+    path = path or paths.config_path()
+    data = _read_json(path)
+    if data is None:
+        return Config()
+    try:
+        return Config.from_json(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def save_config(config: Config, path: Path | None = None) -> Path:
+    """Write config.json atomically, readable by the user alone; return its path."""
+    import tempfile  # only the CLI writes the config: keep it off the hook's import path
+
+    path = path or paths.config_path()
+    text = json.dumps(config.to_json(), indent=2, ensure_ascii=False) + "\n"
+    tmp: str | None = None
+    try:
+        paths.ensure_private_dir(path.parent)
+        # mkstemp creates the file 0600, and os.replace keeps that mode.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a folder (Windows).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def project_file(project_dir: Path) -> Path:
+    """Where a project keeps its shared budgets."""
+    return project_dir / PROJECT_FILE
+
+
+def load_project_budgets(project_dir: Path) -> list[Budget]:
+    """The budgets in `<project>/.claude/tokenbudget.json`, scoped to that project."""
+    path = project_file(project_dir)
+    data = _read_json(path)
+    if data is None:
+        return []
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError('must hold a JSON object like {"budgets": [...]}')
+        _check_version(data)
+        for key in data:
+            if key not in ("version", "budgets"):
+                raise ConfigError(f"unknown setting {_q(key)}; a project's file holds budgets")
+        folder = normalize_project(os.path.abspath(project_dir))
+        budgets = _budgets(data.get("budgets", []), source="project", project_dir=folder)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return list(budgets)
+
+
+def effective_budgets(config: Config, project_dir: Path | None) -> list[Budget]:
+    """The budgets that apply to work in `project_dir`: the user's and the project's, merged."""
+    folder = normalize_project(os.path.abspath(project_dir)) if project_dir else None
+    project = load_project_budgets(project_dir) if project_dir else []
+    return [b for b in merge(config.budgets, project) if applies_to(b, folder)]
+
+
+def set_budget(config: Config, budget: Budget) -> Config:
+    """The config with `budget` added, or replacing the budget with the same key."""
+    budget = replace(budget, source="user")
+    budgets = list(config.budgets)
+    for i, old in enumerate(budgets):
+        if old.key == budget.key:
+            budgets[i] = budget
+            break
+    else:
+        budgets.append(budget)
+    return replace(config, budgets=tuple(budgets))
+
+
+def remove_budget(
+    config: Config,
+    kind: str,
+    name: str | None = None,
+    project: str | None = None,
+    unit: str | None = None,
+) -> Config:
+    """The config without the matching budget(s) (either unit unless `unit` is given)."""
+    if kind == "command" and name is not None:
+        name = normalize_command(name)
+    elif kind == "project" and name is not None:
+        name = normalize_project(os.path.expanduser(name))
+    if project is not None:
+        project = normalize_project(os.path.expanduser(project))
+    kept = tuple(
+        b for b in config.budgets
+        if not (b.kind == kind and b.name == name and b.project == project
+                and unit in (None, b.unit))
+    )
+    if len(kept) == len(config.budgets):
+        label = kind if name is None else f"{kind} {name}"
+        label = label if project is None else f"{label}@{project}"
+        raise ConfigError(f"no {label} budget{'' if unit is None else f' in {unit}'} to remove")
+    return replace(config, budgets=kept)
