@@ -163,5 +163,140 @@ def report(
         click.echo(rep.to_table(by, rows, totals, color=color), nl=False)
 
 
+# --- budgets ------------------------------------------------------------------------------------
+
+KIND_CHOICES = ["total", "daily", "weekly", "monthly", "5h", "session", "command", "project"]
+
+
+@main.group()
+def budget() -> None:
+    """Set, list and remove budgets."""
+
+
+def _name_and_limit(kind: str, args: tuple[str, ...]) -> tuple[str | None, str]:
+    needs_name = kind in ("command", "project")
+    if len(args) != (2 if needs_name else 1):
+        what = "NAME LIMIT" if needs_name else "LIMIT"
+        example = {"command": "/test 50k", "project": ". 2M"}.get(kind, "200k")
+        raise click.UsageError(f"{kind} budgets take {what}, e.g. `budget set {kind} {example}`")
+    if not needs_name:
+        return None, args[0]
+    name = args[0]
+    if kind == "project":
+        name = str(Path(name).expanduser().resolve())
+    return name, args[1]
+
+
+@budget.command("set")
+@click.argument("kind", type=click.Choice(KIND_CHOICES))
+@click.argument("args", nargs=-1, required=True)
+@click.option("--mode", type=click.Choice(["block", "warn"]), default="block", show_default=True,
+              help="block: refuse and stop; warn: only tell.")
+@click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%.")
+@click.option("--project", "project", help="Limit a day/week/month/5h/total budget to a folder.")
+@one_line_errors
+def budget_set(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
+               project: str | None) -> None:
+    """Set a budget: KIND [NAME] LIMIT, e.g. `daily 200k`, `command /test 50k`, `total $20`."""
+    from tokenbudget import budgets, config
+
+    name, limit_text = _name_and_limit(kind, args)
+    limit, unit = budgets.parse_limit(limit_text)
+    b = budgets.Budget(
+        kind,  # type: ignore[arg-type]
+        limit,
+        unit,
+        name=name,
+        mode=mode,  # type: ignore[arg-type]
+        warn_at=budgets.parse_warn_at(warn_at),
+        project=str(Path(project).expanduser().resolve()) if project else None,
+    )
+    cfg = config.load_config()
+    config.save_config(config.set_budget(cfg, b))
+    click.echo(f"Set {b.id}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")
+
+
+@budget.command("rm")
+@click.argument("kind", type=click.Choice(KIND_CHOICES))
+@click.argument("name", required=False)
+@click.option("--project", "project", help="The folder the budget is limited to.")
+@one_line_errors
+def budget_rm(kind: str, name: str | None, project: str | None) -> None:
+    """Remove a budget: KIND [NAME]."""
+    from tokenbudget import config
+
+    if kind == "project" and name:
+        name = str(Path(name).expanduser().resolve())
+    proj = str(Path(project).expanduser().resolve()) if project else None
+    cfg = config.load_config()
+    config.save_config(config.remove_budget(cfg, kind, name, proj))
+    click.echo(f"Removed the {kind}{' ' + name if name else ''} budget.")
+
+
+@budget.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON.")
+@one_line_errors
+def budget_list(as_json: bool) -> None:
+    """List the budgets that apply here (yours and this project's)."""
+    from tokenbudget import budgets, config
+
+    cfg = config.load_config()
+    found = config.effective_budgets(cfg, Path.cwd())
+    if as_json:
+        click.echo(json.dumps([{**b.to_json(), "id": b.id, "source": b.source} for b in found],
+                              indent=2))
+        return
+    if not found:
+        click.echo("No budgets. Set one with e.g. `tokenbudget budget set daily 500k`.")
+        return
+    for b in found:
+        extra = f", warn at {b.warn_at:.0%}" if b.mode == "block" else ""
+        src = " (project file)" if b.source == "project" else ""
+        click.echo(f"{b.id:<30} {budgets.format_limit(b.limit, b.unit):>14}  {b.mode}{extra}{src}")
+
+
+@main.command()
+@one_line_errors
+def allow() -> None:
+    """Let the next prompt through once, whatever the budgets."""
+    import time
+
+    from tokenbudget import sync
+
+    cfg = _config()
+    store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 10.0))
+    with store.transaction() as ledger:
+        ledger["allow"] = {"pending": True, "at": time.time()}
+    click.echo("The next prompt will pass once, whatever the budgets.")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the budgets' state as JSON.")
+@click.option("--session", "session_id", help="Measure session budgets for this session.")
+@one_line_errors
+def status(as_json: bool, session_id: str | None) -> None:
+    """Every budget with used, remaining, when it resets and whether it blocks now."""
+    from datetime import datetime
+
+    from tokenbudget import config, enforce, render, status_view
+
+    cfg = _config()
+    store, _ = _sync(cfg)
+    ledger = store.snapshot()
+    tz = cfg.tz()
+    found = config.effective_budgets(cfg, Path.cwd())
+    if session_id is None:
+        session_id = status_view.latest_session(ledger, str(Path.cwd()))
+    ctx = enforce.Context(session_id=session_id, project=str(Path.cwd()),
+                          now=datetime.now(tz), tz=tz, week_start=cfg.week_start, listing=True)
+    # Command budgets are per run: they are shown against the last run of their command.
+    checks = enforce.check_all(found, ledger, ctx)
+    if as_json:
+        click.echo(json.dumps({"budgets": enforce.summary(ledger, checks),
+                               "session": session_id}, indent=2))
+        return
+    click.echo(status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

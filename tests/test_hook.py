@@ -1,0 +1,210 @@
+"""The hooks/ script, run as Claude Code runs it: JSON on stdin, JSON on stdout, exit 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import install_fixture, truth_usage
+
+REPO = Path(__file__).resolve().parent.parent
+SHIM = REPO / "hooks" / "tokenbudget-hook"
+EVENTS = ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop",
+          "SubagentStop", "SessionEnd"]
+
+
+def run_hook(event: str, payload: Any, *, env: dict[str, str] | None = None,
+             timeout: float = 20) -> tuple[int, dict[str, Any], str]:
+    full_env = dict(os.environ, TOKENBUDGET_PYTHON=sys.executable)
+    full_env.update(env or {})
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    proc = subprocess.run([str(SHIM), event], input=raw, capture_output=True,
+                          env=full_env, timeout=timeout, check=False)
+    out = proc.stdout.decode()
+    return proc.returncode, json.loads(out) if out.strip() else {}, proc.stderr.decode()
+
+
+def session(private_home: Path, case: str = "loop") -> dict[str, str]:
+    install_fixture(case, private_home / ".claude")
+    transcript = next((private_home / ".claude" / "projects").glob("*/*.jsonl"))
+    return {
+        "session_id": transcript.stem,
+        "transcript_path": str(transcript),
+        "cwd": "/home/dev/project",
+        "prompt_id": "p-1",
+    }
+
+
+def set_budgets(private_home: Path, *budgets: dict[str, Any], **extra: Any) -> None:
+    cfg = private_home / "tb state" / "config.json"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(json.dumps({"version": 1, "budgets": list(budgets), **extra}))
+
+
+def ledger(private_home: Path) -> dict[str, Any]:
+    return json.loads((private_home / "tb state" / "ledger.json").read_text())
+
+
+def session_tokens(private_home: Path, sid: str) -> int:
+    s = ledger(private_home)["sessions"][sid]
+    return sum(sum(m[:5]) for m in s["m"].values())
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_each_event_records_the_session_and_allows(private_home: Path, event: str) -> None:
+    base = session(private_home)
+    rc, out, _ = run_hook(event, {**base, "hook_event_name": event, "prompt": "hi"})
+    assert rc == 0
+    assert out == {}
+    assert session_tokens(private_home, base["session_id"]) == truth_usage("loop").total
+
+
+def test_prompt_refused_when_session_budget_is_used_up(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "go on"})
+    assert rc == 0
+    assert out["decision"] == "block"
+    reason = out["reason"]
+    assert "session budget" in reason and "18.5k" in reason and "10k" in reason
+    assert "tokenbudget budget set session" in reason and "tokenbudget allow" in reason
+
+
+def test_tool_call_stops_the_turn_once_over(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    rc, out, _ = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_input": {}})
+    assert rc == 0
+    assert out["continue"] is False and "session budget" in out["stopReason"]
+    assert out["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+def test_under_budget_passes(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "1M"}, {"kind": "daily", "limit": "$50"})
+    for event in ("UserPromptSubmit", "PreToolUse"):
+        rc, out, _ = run_hook(event, {**base, "prompt": "x", "tool_name": "Bash"})
+        assert rc == 0 and out == {}
+
+
+def test_warn_mode_never_blocks_and_says_so_once(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k", "mode": "warn"})
+    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "go"})
+    assert rc == 0 and "decision" not in out
+    assert "session budget is used up" in out["systemMessage"]
+    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "again", "prompt_id": "p-2"})
+    assert rc == 0 and out == {}  # told once per budget and window
+
+
+def test_command_budget_uses_past_runs(private_home: Path) -> None:
+    base = session(private_home, "slash")
+    set_budgets(private_home, {"kind": "command", "name": "/test", "limit": "5k"})
+    # /test ran once for 9.2k tokens: its next run is expected to take as much.
+    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "/test --fast", "prompt_id": "n"})
+    assert out["decision"] == "block"
+    assert "/test budget would be exceeded" in out["reason"] and "9.2k" in out["reason"]
+    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "plain words", "prompt_id": "m"})
+    assert out == {}
+
+
+def test_allow_lets_one_prompt_through(private_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from tokenbudget.cli import main
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    assert run_hook("UserPromptSubmit", {**base, "prompt": "a"})[1]["decision"] == "block"
+    assert CliRunner().invoke(main, ["allow"]).exit_code == 0
+    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "b", "prompt_id": "p-9"})
+    assert "decision" not in out and "once" in out.get("systemMessage", "")
+    # That turn's tool calls go on; the next prompt is refused again.
+    rc, out, _ = run_hook("PreToolUse", {**base, "prompt_id": "p-9", "tool_name": "Bash"})
+    assert out.get("continue") is not False
+    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "c", "prompt_id": "p-10"})
+    assert out["decision"] == "block"
+
+
+def test_a_second_registration_answers_once(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    payload = {**base, "prompt": "a", "hook_event_name": "UserPromptSubmit"}
+    first = run_hook("UserPromptSubmit", payload)[1]
+    second = run_hook("UserPromptSubmit", payload)[1]
+    assert first["decision"] == "block" and second == {}
+
+
+def test_broken_config_allows_and_says_why(private_home: Path) -> None:
+    base = session(private_home)
+    cfg = private_home / "tb state" / "config.json"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("{oops")
+    rc, out, err = run_hook("UserPromptSubmit", {**base, "prompt": "x"})
+    assert rc == 0 and "decision" not in out
+    assert "config is broken" in out["systemMessage"] and "config is broken" in err
+    assert "config is broken" in (private_home / "tb state" / "tokenbudget.log").read_text()
+
+
+def test_held_lock_allows_within_bound(private_home: Path) -> None:
+    from filelock import FileLock
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"}, lock_timeout_seconds=0.5)
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(state / "ledger.json.lock")):
+        start = time.monotonic()
+        rc, out, err = run_hook("UserPromptSubmit", {**base, "prompt": "x"})
+        elapsed = time.monotonic() - start
+    assert rc == 0 and "decision" not in out and "lock" in err
+    assert elapsed < 5
+
+
+def test_fail_closed_blocks_on_our_failure(private_home: Path) -> None:
+    from filelock import FileLock
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "1M"}, lock_timeout_seconds=0.3,
+                fail_closed=True)
+    state = private_home / "tb state"
+    with FileLock(str(state / "ledger.json.lock")):
+        rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "x"})
+    assert rc == 0 and out["decision"] == "block" and "fail_closed" in out["reason"]
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b"[]", b'{"session_id": 5}',
+                                     b'{"session_id": "../../etc", "transcript_path": "/etc/passwd"}'])
+def test_odd_input_allows(private_home: Path, payload: bytes) -> None:
+    rc, out, _ = run_hook("UserPromptSubmit", payload)
+    assert rc == 0 and "decision" not in out
+
+
+def test_transcript_outside_claude_dirs_is_not_read(private_home: Path, tmp_path: Path) -> None:
+    base = session(private_home)
+    outside = tmp_path / f"{base['session_id']}.jsonl"
+    outside.write_bytes(Path(base["transcript_path"]).read_bytes())
+    rc, out, _ = run_hook("Stop", {**base, "transcript_path": str(outside)})
+    assert rc == 0
+    assert ledger(private_home)["files"] == {}
+
+
+def test_unknown_event_is_ignored(private_home: Path) -> None:
+    rc, out, _ = run_hook("SomeFutureEvent", {"session_id": "x"})
+    assert rc == 0 and out == {}
+
+
+def test_session_start_can_tell_the_model_its_budget(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "daily", "limit": "1M"}, context_hint=True)
+    rc, out, _ = run_hook("SessionStart", {**base, "source": "startup"})
+    ctx = out["hookSpecificOutput"]["additionalContext"]
+    assert out["hookSpecificOutput"]["hookEventName"] == "SessionStart"
+    assert "daily budget" in ctx and "left" in ctx

@@ -1,0 +1,182 @@
+"""Measuring each budget against the ledger: what is used now, and what a command will need."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from tokenbudget import budgets as rules
+from tokenbudget.budgets import Budget, Check
+from tokenbudget.ingest import HOUR
+from tokenbudget.ledger import Ledger
+
+TOKENS, COST = 0, 1
+
+
+@dataclass
+class Context:
+    """Where and when a budget is measured."""
+
+    session_id: str | None
+    project: str | None
+    now: datetime
+    tz: tzinfo
+    week_start: int = 0
+    command: str | None = None  # the command about to run (a prompt) or running (a tool call)
+    prompt_id: str | None = None  # the turn running, for a tool call
+    starting: bool = False  # True for a prompt not yet sent: expected costs apply
+    listing: bool = False  # True for `status`: every budget, command budgets by their last run
+
+
+def _idx(b: Budget) -> int:
+    return COST if b.unit == "usd" else TOKENS
+
+
+def _in_scope(b: Budget, project: str) -> bool:
+    scope = b.name if b.kind == "project" else b.project
+    return scope is None or rules.project_matches(scope, project)
+
+
+def _hours_between(
+    ledger: Ledger, b: Budget, start: datetime | None, end: datetime | None
+) -> float:
+    lo = start.timestamp() if start else float("-inf")
+    hi = end.timestamp() if end else float("inf")
+    total = 0.0
+    for h, per_project in ledger["hours"].items():
+        t = int(h) * HOUR
+        if t + HOUR <= lo or t >= hi:
+            continue
+        for project, cell in per_project.items():
+            if _in_scope(b, project):
+                total += cell[_idx(b)]
+    return total
+
+
+def _activity(ledger: Ledger, b: Budget) -> list[datetime]:
+    out = []
+    for per_project in ledger["hours"].values():
+        for project, cell in per_project.items():
+            if _in_scope(b, project) and cell[0]:
+                out.append(datetime.fromtimestamp(cell[2], UTC))
+                out.append(datetime.fromtimestamp(cell[3], UTC))
+    return out
+
+
+def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
+    s = ledger["sessions"].get(session_id or "")
+    if s is None:
+        return 0.0, 0.0
+    tokens = sum(sum(m[:5]) for m in s["m"].values())
+    cost = sum(m[5] for m in s["m"].values())
+    return float(tokens), cost
+
+
+def turn_used(ledger: Ledger, session_id: str | None, prompt_id: str | None) -> tuple[str, float, float] | None:
+    """The command and usage of the turn `prompt_id` (aliases followed), if recorded."""
+    s = ledger["sessions"].get(session_id or "")
+    if s is None or prompt_id is None:
+        return None
+    for _ in range(8):
+        if prompt_id in s["a"]:
+            prompt_id = s["a"][prompt_id]
+    t = s["t"].get(prompt_id)
+    return None if t is None else (t[0], float(t[2]), float(t[3]))
+
+
+def command_runs(ledger: Ledger, command: str, exclude: str | None = None) -> list[list[float]]:
+    """[start, tokens, cost] of the command's past runs, oldest first."""
+    runs = [list(r) for r in ledger["commands"].get(command, [])]
+    for s in ledger["sessions"].values():
+        for pid, t in s["t"].items():
+            if t[0] == command and pid != exclude:
+                runs.append([t[1], t[2], t[3]])
+    runs.sort(key=lambda r: r[0])
+    return runs
+
+
+def expected(ledger: Ledger, command: str | None, exclude: str | None = None) -> tuple[float, float]:
+    """The 90th percentile of a slash command's recent runs (tokens, dollars); 0 if unknown."""
+    if not command or not command.startswith("/"):
+        return 0.0, 0.0
+    runs = command_runs(ledger, command, exclude)
+    return (
+        rules.expected_cost([r[1] for r in runs]),
+        rules.expected_cost([r[2] for r in runs]),
+    )
+
+
+def measure(b: Budget, ledger: Ledger, ctx: Context) -> tuple[float, datetime | None, str | None]:
+    """(used, resets at, window id) of one budget."""
+    i = _idx(b)
+    if b.kind == "session":
+        return session_used(ledger, ctx.session_id)[i], None, ctx.session_id
+    if b.kind == "command":
+        if ctx.starting:
+            return 0.0, None, ctx.prompt_id  # each run starts from zero
+        if ctx.listing:
+            runs = command_runs(ledger, b.name or "")
+            return (runs[-1][1 + i] if runs else 0.0), None, None
+        t = turn_used(ledger, ctx.session_id, ctx.prompt_id)
+        if t is None or t[0] != b.name:
+            return 0.0, None, ctx.prompt_id
+        return t[1 + i], None, ctx.prompt_id
+    if b.kind in ("total", "project"):
+        used = sum(v[i] for p, v in ledger["projects"].items() if _in_scope(b, p))
+        return float(used), None, None
+    activity: Iterable[datetime] = _activity(ledger, b) if b.kind == "5h" else ()
+    start, end = rules.window(b.kind, ctx.now, ctx.tz, ctx.week_start, activity=activity)
+    return _hours_between(ledger, b, start, end), end, start.isoformat() if start else None
+
+
+def applies(b: Budget, ctx: Context) -> bool:
+    """Does this budget concern the prompt or tool call in `ctx`?"""
+    if b.kind == "command" and b.name != ctx.command and not ctx.listing:
+        return False
+    if b.kind == "session" and not ctx.session_id:
+        return False
+    scope = b.name if b.kind == "project" else b.project
+    if scope is not None:
+        return ctx.project is not None and rules.project_matches(scope, ctx.project)
+    return True
+
+
+def check_all(budget_list: Iterable[Budget], ledger: Ledger, ctx: Context) -> list[tuple[Check, str | None]]:
+    """Every applicable budget measured: (check, window id for warn-once keys)."""
+    exp = (
+        expected(ledger, ctx.command, exclude=ctx.prompt_id) if ctx.starting else (0.0, 0.0)
+    )
+    out = []
+    for b in budget_list:
+        if not applies(b, ctx):
+            continue
+        used, resets, window_id = measure(b, ledger, ctx)
+        out.append((rules.evaluate(b, used, exp[_idx(b)], ctx.now, resets), window_id))
+    return out
+
+
+def summary(ledger: Ledger, checks: list[tuple[Check, Any]]) -> list[dict[str, Any]]:
+    """Checks as plain data, for `status --json`."""
+    rows = []
+    for c, _ in checks:
+        rows.append(
+            {
+                "budget": c.budget.id,
+                "kind": c.budget.kind,
+                "name": c.budget.name,
+                "project": c.budget.project,
+                "unit": c.budget.unit,
+                "mode": c.budget.mode,
+                "limit": c.limit,
+                "used": c.used,
+                "remaining": max(0.0, c.limit - c.used),
+                "fraction": c.fraction,
+                "resetsAt": c.resets_at.isoformat() if c.resets_at else None,
+                "state": c.state,
+                "blocksNow": c.blocks,
+                "source": c.budget.source,
+            }
+        )
+    return rows

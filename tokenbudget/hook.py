@@ -1,0 +1,393 @@
+"""The hook protocol: Claude Code's event JSON in, our answer JSON out.
+
+Run as `python -m tokenbudget.hook EVENT` with the event on stdin. A hook never breaks Claude
+Code: on its own failure it allows and says why (on stderr and in the log), unless the user
+chose `fail_closed`. Claude Code reads exit code 2 as "block", so we always exit 0 and say
+everything in the JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenbudget import paths
+from tokenbudget.errors import ConfigError, LockTimeout, TokenbudgetError
+
+MAX_STDIN = 8 * 1024 * 1024
+MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
+EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_EVENTS = (
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "PostToolBatch",
+    "Stop",
+    "SubagentStop",
+    "SessionEnd",
+)
+RAISE_HINTS = {
+    "session": "tokenbudget budget set session {limit}",
+    "command": "tokenbudget budget set command {name} {limit}",
+    "project": "tokenbudget budget set project {name} {limit}",
+}
+
+
+@dataclass
+class Event:
+    name: str
+    session_id: str | None
+    transcript: Path | None
+    cwd: str | None
+    prompt: str | None
+    prompt_id: str | None
+    raw: bytes
+
+
+def log(message: str) -> None:
+    """One line in the log file (never the prompt text); logging must never fail a hook."""
+    try:
+        path = paths.log_path()
+        paths.ensure_private_dir(path.parent)
+        try:
+            if path.stat().st_size > 1024 * 1024:
+                path.replace(path.with_name(path.name + ".1"))
+        except OSError:
+            pass
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+    except Exception:
+        pass
+
+
+def read_stdin() -> bytes:
+    """The event JSON; empty if stdin is a terminal or absent."""
+    try:
+        if sys.stdin is None or sys.stdin.isatty():
+            return b""
+        return sys.stdin.buffer.read(MAX_STDIN)
+    except (OSError, ValueError):
+        return b""
+
+
+def _str(data: dict[str, Any], key: str, limit: int = 4096) -> str | None:
+    v = data.get(key)
+    return v if isinstance(v, str) and 0 < len(v) <= limit else None
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    for root in roots:
+        try:
+            path.relative_to(root)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+def parse_event(name: str, raw: bytes) -> Event:
+    """The fields we use, each checked; anything odd becomes None, never an exception."""
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    sid = _str(data, "session_id", 128)
+    if sid is not None and not _SAFE_ID.match(sid):
+        sid = None
+    transcript = None
+    tp = _str(data, "transcript_path")
+    if tp and sid and "\x00" not in tp:
+        p = Path(tp)
+        # Only read transcripts inside Claude Code's own data dirs, named after the session.
+        roots = []
+        for d in paths.claude_config_dirs():
+            try:
+                roots.append((d / "projects").resolve())
+            except OSError:
+                continue
+        try:
+            resolved = p.resolve()
+        except (OSError, RuntimeError):
+            resolved = None
+        if resolved is not None and resolved.name == f"{sid}.jsonl" and _inside(resolved, roots):
+            transcript = resolved
+    prompt = data.get("prompt")
+    return Event(
+        name=name,
+        session_id=sid,
+        transcript=transcript,
+        cwd=_str(data, "cwd"),
+        prompt=prompt if isinstance(prompt, str) else None,
+        prompt_id=_str(data, "prompt_id", 256),
+        raw=raw,
+    )
+
+
+def command_of_prompt(prompt: str | None) -> str:
+    """`/test --fast` is `/test`; anything else is `prompt`."""
+    if prompt:
+        word = prompt.lstrip().split(maxsplit=1)[0] if prompt.strip() else ""
+        if word.startswith("/") and len(word) > 1 and "/" not in word[1:].split(":")[0]:
+            return word
+    return "prompt"
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+
+def block_prompt(reason: str) -> dict[str, Any]:
+    return {"decision": "block", "reason": reason}
+
+
+def stop_turn(reason: str) -> dict[str, Any]:
+    # continue:false ends the turn; the deny keeps this tool from running as well.
+    return {
+        "continue": False,
+        "stopReason": reason,
+        "hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": "deny",
+            "permissionDecisionReason": reason,
+        },
+    }
+
+
+def _with_message(answer: dict[str, Any], message: str | None) -> dict[str, Any]:
+    if message:
+        answer["systemMessage"] = (
+            answer["systemMessage"] + "\n" + message if "systemMessage" in answer else message
+        )
+    return answer
+
+
+def fail(event: str, why: str, fail_closed: bool) -> dict[str, Any]:
+    """Our own failure: allow and say why, or block if the user chose fail-closed."""
+    line = f"tokenbudget: {why}"
+    log(f"{event}: {why}")
+    print(line, file=sys.stderr)
+    if fail_closed and event == "UserPromptSubmit":
+        return block_prompt(f"{line} (fail_closed is on, so this prompt is refused)")
+    if fail_closed and event == "PreToolUse":
+        return stop_turn(f"{line} (fail_closed is on, so the turn stops)")
+    return {"systemMessage": f"{line}; allowing."}
+
+
+# --- the work ----------------------------------------------------------------------------------
+
+
+def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
+    """Answer one event (exceptions are the caller's to turn into a fail-open answer)."""
+    from tokenbudget import config as config_mod
+
+    ev = parse_event(name, raw)
+    try:
+        cfg = config_mod.load_config()
+    except ConfigError as e:
+        # A budget must never vanish silently: say the config is broken, every time.
+        return fail(name, f"the config is broken ({e}); budgets are not enforced", False)
+    try:
+        # The project's own budget file sits at its root, which a subfolder's cwd would miss.
+        root = os.environ.get("CLAUDE_PROJECT_DIR") or ev.cwd
+        budget_list = config_mod.effective_budgets(cfg, Path(root) if root else None)
+    except ConfigError as e:
+        return fail(name, f"a budget file is broken ({e}); budgets are not enforced", False)
+    try:
+        return _handle(ev, cfg, budget_list, now if now is not None else time.time())
+    except LockTimeout as e:
+        return fail(name, f"{e}; not checked this time", cfg.fail_closed)
+    except (TokenbudgetError, OSError) as e:
+        return fail(name, f"{e}", cfg.fail_closed)
+
+
+def _fingerprint(ev: Event) -> str:
+    import hashlib
+
+    return hashlib.blake2b(ev.name.encode() + b"\0" + ev.raw, digest_size=10).hexdigest()
+
+
+def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
+    from datetime import datetime
+
+    from tokenbudget import enforce, sync
+    from tokenbudget.budgets import decide, reason_text, warn_key, warning_text
+
+    store = sync.open_store(lock_timeout=cfg.lock_timeout_seconds)
+    tz = cfg.tz()
+    answer: dict[str, Any] = {}
+    messages: list[str] = []
+    rebuild_owed = False
+    with store.transaction() as ledger:
+        events = ledger.setdefault("events", {})
+        fp = _fingerprint(ev)
+        if fp in events:
+            return {}  # registered twice (plugin and settings, or two scopes): answer once
+        events[fp] = now
+        for k in [k for k, t in events.items() if now - t > EVENT_MEMORY]:
+            del events[k]
+        messages.extend(ledger["notices"])
+        ledger["notices"] = []
+        rebuild_owed = bool(ledger["rebuild"])
+        if ev.transcript is not None and ev.session_id is not None:
+            try:
+                sync.sync_session(
+                    store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
+                    max_bytes=MAX_READ_PER_CALL,
+                )
+            except OSError as e:
+                messages.append(f"tokenbudget: could not read the transcript ({e.strerror})")
+        if ev.session_id is not None and ev.name == "SessionStart":
+            from tokenbudget.ingest import Ingestor
+
+            Ingestor(ledger).session(ev.session_id, ev.cwd, now)
+        if rebuild_owed:
+            messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
+            answer = {}
+        else:
+            answer = _decide(ev, cfg, budget_list, ledger, now, tz, messages,
+                             enforce=enforce, decide=decide, reason_text=reason_text,
+                             warn_key=warn_key, warning_text=warning_text, datetime=datetime)
+    if rebuild_owed:
+        sync.sync_all(store, prices=cfg.prices, retention_days=cfg.retention_days,
+                      deadline=time.monotonic() + 4.0)
+    return _with_message(answer, "\n".join(messages) if messages else None)
+
+
+def _raise_hint(check: Any) -> str:
+    from tokenbudget.budgets import limit_arg, suggest_limit
+
+    b = check.budget
+    limit = limit_arg(suggest_limit(check), b.unit)
+    if b.source == "project":
+        return f"edit .claude/tokenbudget.json in the project (limit {limit})"
+    template = RAISE_HINTS.get(b.kind, "tokenbudget budget set {kind} {limit}")
+    hint = template.format(kind=b.kind, name=b.name, limit=limit)
+    if b.project and b.kind != "project":
+        hint += f" --project {_quote(b.project)}"
+    return hint
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float, tz: Any,
+            messages: list[str], **m: Any) -> dict[str, Any]:
+    enforce, datetime = m["enforce"], m["datetime"]
+    if not budget_list or ev.name not in _EVENTS or ev.name == "SessionEnd" and False:
+        return {}
+    session = ledger["sessions"].get(ev.session_id or "")
+    project = ev.cwd or (session["p"] if session else None)
+    starting = ev.name == "UserPromptSubmit"
+    command = command_of_prompt(ev.prompt) if starting else None
+    turn = enforce.turn_used(ledger, ev.session_id, ev.prompt_id) if not starting else None
+    if turn is not None:
+        command = turn[0]
+    ctx = enforce.Context(
+        session_id=ev.session_id, project=project, now=datetime.fromtimestamp(now, tz), tz=tz,
+        week_start=cfg.week_start, command=command, prompt_id=ev.prompt_id, starting=starting,
+    )
+    checks = enforce.check_all(budget_list, ledger, ctx)
+    allow = ledger.setdefault("allow", {})
+    allowed = False
+    if starting and allow.get("pending"):
+        allowed = True
+        ledger["allow"] = {"session": ev.session_id, "prompt_id": ev.prompt_id, "at": now}
+    elif allow.get("session") == ev.session_id and allow.get("prompt_id") == ev.prompt_id and ev.prompt_id:
+        allowed = True
+    decision = m["decide"](c for c, _ in checks)
+    tz_ = tz
+    if decision.action == "block" and not allowed:
+        primary = decision.primary
+        reason = m["reason_text"](primary, raise_hint=_raise_hint(primary),
+                                  allow_hint="tokenbudget allow", tz=tz_)
+        if ev.name == "UserPromptSubmit":
+            return block_prompt(reason)
+        if ev.name == "PreToolUse" and primary.state == "over":
+            return stop_turn(reason)
+    # Warnings: once per budget and window, at the threshold and again when over.
+    warned = ledger["warned"]
+    notes = []
+    for c, window_id in checks:
+        if c.state == "ok":
+            continue
+        key = m["warn_key"](c.budget, window_id, "over" if c.state == "over" else "warn")
+        if key in warned:
+            continue
+        warned[key] = now
+        text = m["warning_text"](c, tz=tz_)
+        if c.state == "over" and c.budget.mode == "warn":
+            text += f" To raise it: {_raise_hint(c)}"
+        notes.append(text)
+    if len(warned) > 500:
+        for k in sorted(warned, key=warned.get)[: len(warned) - 500]:
+            del warned[k]
+    if allowed and decision.action == "block" and starting:
+        notes.append("tokenbudget: letting this prompt through once (tokenbudget allow).")
+    answer: dict[str, Any] = {}
+    if ev.name == "SessionStart" and cfg.context_hint:
+        left = _left_text(checks)
+        if left:
+            answer["hookSpecificOutput"] = {
+                "hookEventName": "SessionStart",
+                "additionalContext": left,
+            }
+    return _with_message(answer, "\n".join(notes) if notes else None)
+
+
+def _left_text(checks: list[Any]) -> str:
+    from tokenbudget.budgets import format_amount, label
+
+    parts = []
+    for c, _ in checks:
+        left = max(0.0, c.limit - c.used)
+        parts.append(f"{label(c.budget)}: {format_amount(left, c.budget.unit)} left")
+    return ("Token budget (tokenbudget): " + "; ".join(parts) + ".") if parts else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: always prints one JSON object and exits 0."""
+    args = sys.argv[1:] if argv is None else argv
+    name = args[0] if args else ""
+    raw = read_stdin()
+    if not name:
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+            name = data.get("hook_event_name", "") if isinstance(data, dict) else ""
+        except ValueError:
+            name = ""
+    if not isinstance(name, str) or name not in _EVENTS:
+        print("{}")  # an event we do not know: nothing to do
+        return
+    if os.environ.get("TOKENBUDGET_DISABLE") == "1":
+        print("{}")
+        return
+    try:
+        answer = handle(name, raw)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: never break Claude Code
+        fail_closed = False
+        try:
+            from tokenbudget import config as config_mod
+
+            fail_closed = config_mod.load_config().fail_closed
+        except Exception:
+            pass
+        answer = fail(name, f"internal error: {type(e).__name__}: {e}", fail_closed)
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""`tokenbudget status`: each budget as a bar with used, limit and reset (pure rendering)."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any
+
+from tokenbudget import render
+from tokenbudget.budgets import Check, format_amount, format_limit, resets_text
+from tokenbudget.ledger import Ledger
+
+BAR_WIDTH = 16
+
+
+def latest_session(ledger: Ledger, project: str) -> str | None:
+    """The most recently active session in `project` (else anywhere), for session budgets."""
+    sessions = ledger["sessions"]
+    here = [(s["l"], sid) for sid, s in sessions.items() if s["p"] == project]
+    pool = here or [(s["l"], sid) for sid, s in sessions.items()]
+    return max(pool)[1] if pool else None
+
+
+def line(check: Check, *, color: bool, tz: tzinfo | None = None) -> str:
+    b = check.budget
+    label = b.id if len(b.id) <= 24 else "…" + b.id[-23:]
+    used = f"{format_amount(check.used, b.unit)} of {format_limit(check.limit, b.unit)}"
+    state = ""
+    if check.blocks:
+        state = "  BLOCKS NOW"
+    elif b.mode == "warn":
+        state = "  (warn only)"
+    return (f"{label:<24} {render.bar(check.fraction, BAR_WIDTH, color=color)}  {used}; "
+            f"{resets_text(check, tz)}{state}")
+
+
+def render_status(checks: list[tuple[Check, Any]], *, color: bool, tz: tzinfo | None = None) -> str:
+    if not checks:
+        return "No budgets. Set one with e.g. `tokenbudget budget set daily 500k`.\n"
+    return "".join(line(c, color=color, tz=tz) + "\n" for c, _ in checks)
