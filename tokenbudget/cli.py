@@ -298,5 +298,81 @@ def status(as_json: bool, session_id: str | None) -> None:
     click.echo(status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz), nl=False)
 
 
+# --- installing into Claude Code -----------------------------------------------------------------
+
+
+def _settings_file(scope: str, settings: str | None) -> Path:
+    from tokenbudget import claude_settings
+
+    if settings:
+        return Path(settings).expanduser()
+    return claude_settings.settings_path(scope, Path.cwd())
+
+
+SCOPE_OPTION = click.option(
+    "--scope", type=click.Choice(["user", "project", "local"]), default="user", show_default=True,
+    help="user: ~/.claude/settings.json; project: .claude/settings.json; "
+    "local: .claude/settings.local.json.",
+)
+SETTINGS_OPTION = click.option("--settings", help="Use this settings file instead of --scope.")
+
+
+@main.command()
+@SCOPE_OPTION
+@SETTINGS_OPTION
+@click.option("--statusline", is_flag=True, help="Also show tokenbudget in the status line.")
+@click.option("--force", is_flag=True, help="With --statusline: replace another status line.")
+@click.option("--no-sync", is_flag=True, help="Do not backfill the ledger from past sessions.")
+@one_line_errors
+def install(scope: str, settings: str | None, statusline: bool, force: bool, no_sync: bool) -> None:
+    """Register tokenbudget's hooks in Claude Code's settings (run again to upgrade)."""
+    import shlex
+
+    from tokenbudget import claude_settings
+
+    path = _settings_file(scope, settings)
+    python = sys.executable
+    result = claude_settings.install(path, python)
+    click.echo(f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"
+               + (f" (backup: {result.backup.name})" if result.backup else "") + ".")
+    if statusline:
+        command = f"{shlex.quote(python)} -m tokenbudget.statusline"
+        sl = claude_settings.set_statusline(path, command, force=force)
+        click.echo("Status line set." if sl.changed else "Status line already set.")
+    if not no_sync:
+        cfg = _config()
+        _, report = _sync(cfg)
+        click.echo(f"Recorded {report.new_requests} past request(s) from "
+                   f"{report.files_read} transcript(s).")
+
+
+@main.command()
+@SCOPE_OPTION
+@SETTINGS_OPTION
+@one_line_errors
+def uninstall(scope: str, settings: str | None) -> None:
+    """Remove tokenbudget's hooks (and status line) from Claude Code's settings; keep the ledger."""
+    from tokenbudget import claude_settings
+
+    path = _settings_file(scope, settings)
+    result = claude_settings.uninstall(path)
+    sl = claude_settings.remove_statusline(path)
+    changed = result.changed or sl.changed
+    click.echo(f"Removed tokenbudget from {path}." if changed else f"Nothing of tokenbudget in {path}.")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@one_line_errors
+def doctor(as_json: bool) -> None:
+    """Check where the hooks are registered and that everything works; exits 1 if not."""
+    from tokenbudget import doctor as doc
+
+    report = doc.run(Path.cwd())
+    click.echo(doc.to_json(report) if as_json else doc.render(report), nl=not as_json and False)
+    if not report.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,242 @@
+"""`tokenbudget doctor`: what is installed where, and whether it works; each problem with a fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenbudget import claude_settings, paths
+from tokenbudget.errors import TokenbudgetError
+
+
+@dataclass
+class Finding:
+    ok: bool
+    title: str
+    detail: str = ""
+    fix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "title": self.title, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, ok: bool, title: str, detail: str = "", fix: str = "") -> None:
+        self.findings.append(Finding(ok, title, detail, fix))
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+
+def _interpreter_runs(python: str) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(
+            [python, "-c", "import tokenbudget.hook, sys; print(sys.version.split()[0])"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, str(e)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["it exited with an error"])[-1]
+        return False, last
+    return True, f"Python {proc.stdout.strip()}"
+
+
+def plugin_registrations() -> list[str]:
+    """Where Claude Code has tokenbudget enabled as a plugin (settings' enabledPlugins)."""
+    found = []
+    for scope in claude_settings.SCOPES:
+        try:
+            path = claude_settings.settings_path(scope, Path.cwd())
+            data = claude_settings.read_settings(path)
+        except TokenbudgetError:
+            continue
+        enabled = data.get("enabledPlugins")
+        if isinstance(enabled, dict):
+            for key, on in enabled.items():
+                if isinstance(key, str) and key.split("@")[0] == "tokenbudget" and on:
+                    found.append(f"{scope} settings ({path}): plugin {key}")
+    return found
+
+
+def check_hooks(report: Report, project_dir: Path) -> None:
+    registered = 0
+    for scope in claude_settings.SCOPES:
+        try:
+            path = claude_settings.settings_path(scope, project_dir)
+        except TokenbudgetError:
+            continue
+        if not path.exists():
+            continue
+        try:
+            regs = claude_settings.find_registrations(path)
+        except TokenbudgetError as e:
+            report.add(False, f"{scope} settings cannot be read", str(e),
+                       f"fix the JSON in {path}; tokenbudget never rewrites a file it cannot parse")
+            continue
+        if not regs:
+            continue
+        registered += 1
+        events = sorted({r.event for r in regs})
+        missing = sorted(set(claude_settings.OUR_EVENTS) - set(events))
+        report.add(not missing, f"hooks registered in {scope} settings", f"{path}: {', '.join(events)}",
+                   "" if not missing else f"run `tokenbudget install --scope {scope}` (missing {', '.join(missing)})")
+        pythons = sorted({claude_settings.interpreter_of(r.command) or "" for r in regs})
+        for py in pythons:
+            runs, detail = _interpreter_runs(py) if py else (False, "no interpreter in the command")
+            report.add(runs, f"hook interpreter runs ({scope})", f"{py}: {detail}",
+                       "" if runs else f"reinstall: `tokenbudget install --scope {scope}` from a working tokenbudget")
+    plugins = plugin_registrations()
+    for p in plugins:
+        report.add(True, "registered as a plugin", p)
+    if not registered and not plugins:
+        report.add(False, "hooks are not registered anywhere", "no settings file or plugin has them",
+                   "run `tokenbudget install` (or ./install.sh)")
+    elif registered and plugins:
+        report.add(True, "registered both in settings and as a plugin",
+                   "each event is answered once either way")
+
+
+def check_ledger(report: Report) -> None:
+    from tokenbudget.ledger import CorruptLedger, JsonFileStore
+
+    path = paths.ledger_path()
+    if not path.exists():
+        report.add(True, "ledger", f"{path}: not created yet (the first hook or `tokenbudget sync` creates it)")
+    else:
+        store = JsonFileStore(path)
+        try:
+            ledger = store.load()
+        except CorruptLedger as e:
+            report.add(False, "ledger is corrupt", f"{path}: {e}",
+                       "run `tokenbudget rebuild` (the bad file is kept aside)")
+            ledger = None
+        except TokenbudgetError as e:
+            report.add(False, "ledger cannot be read", str(e), "check the file's owner and mode")
+            ledger = None
+        if ledger is not None:
+            size = path.stat().st_size
+            report.add(size <= 4 * 1024 * 1024, "ledger",
+                       f"{path}: {size / 1024:.0f} KiB, {len(ledger['sessions'])} live session(s), "
+                       f"{ledger['folded']['sessions']} folded, {len(ledger['files'])} transcript(s) tracked",
+                       "" if size <= 4 * 1024 * 1024 else "lower retention_days in the config, then `tokenbudget sync`")
+        mode = path.stat().st_mode & 0o777
+        report.add(mode & 0o077 == 0, "ledger is private", f"mode {mode:o}",
+                   "" if mode & 0o077 == 0 else f"chmod 600 {path}")
+    lock = path.with_name(path.name + ".lock")
+    holder = _lock_holder(lock)
+    report.add(holder is None, "ledger lock is free" if holder is None else "ledger lock is held",
+               "" if holder is None else f"held by {holder}",
+               "" if holder is None else "if that process is stuck, end it; hooks allow meanwhile")
+
+
+def _lock_holder(lock: Path) -> str | None:
+    if not lock.exists():
+        return None
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                from tokenbudget import lockinfo
+
+                return lockinfo.holder(lock) or "another process"
+            except Exception:
+                return "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def check_claude_dirs(report: Report) -> None:
+    found = []
+    for d in paths.claude_config_dirs():
+        projects = d / "projects"
+        if projects.is_dir():
+            n = sum(1 for _ in projects.glob("*/*.jsonl"))
+            found.append(f"{projects} ({n} session transcript(s))")
+    report.add(bool(found), "Claude Code data dirs",
+               "; ".join(found) if found else "none found: " + ", ".join(str(d) for d in paths.claude_config_dirs()),
+               "" if found else "run Claude Code once, or set CLAUDE_CONFIG_DIR to where it keeps its data")
+
+
+def check_config(report: Report, project_dir: Path) -> Any:
+    from tokenbudget import config
+
+    try:
+        cfg = config.load_config()
+    except TokenbudgetError as e:
+        report.add(False, "config is broken", str(e), f"fix or remove {paths.config_path()}")
+        return None
+    try:
+        budgets = config.effective_budgets(cfg, project_dir)
+    except TokenbudgetError as e:
+        report.add(False, "project budget file is broken", str(e), "fix .claude/tokenbudget.json")
+        return None
+    report.add(True, "config", f"{paths.config_path()}: {len(budgets)} budget(s) apply here"
+               + (", fail_closed" if cfg.fail_closed else ""))
+    return cfg, budgets
+
+
+def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path) -> None:
+    from datetime import datetime
+
+    from tokenbudget import enforce, sync
+    from tokenbudget.budgets import decide
+
+    try:
+        ledger = sync.open_store().snapshot()
+    except TokenbudgetError:
+        return
+    tz = cfg.tz()
+    ctx = enforce.Context(session_id=None, project=str(project_dir), now=datetime.now(tz), tz=tz,
+                          week_start=cfg.week_start, command="prompt", starting=True)
+    decision = decide(c for c, _ in enforce.check_all(budgets, ledger, ctx))
+    detail = decision.action
+    if decision.primary is not None:
+        c = decision.primary
+        detail += f" ({c.budget.id}: {c.fraction:.0%} used)"
+    report.add(True, "a prompt here now would meet", detail)
+
+
+def run(project_dir: Path) -> Report:
+    report = Report()
+    check_hooks(report, project_dir)
+    check_claude_dirs(report)
+    loaded = check_config(report, project_dir)
+    check_ledger(report)
+    if loaded is not None:
+        check_prompt(report, loaded[0], loaded[1], project_dir)
+    return report
+
+
+def render(report: Report) -> str:
+    lines = []
+    for f in report.findings:
+        mark = "ok " if f.ok else "!! "
+        lines.append(f"{mark} {f.title}" + (f": {f.detail}" if f.detail else ""))
+        if f.fix and not f.ok:
+            lines.append(f"    fix: {f.fix}")
+    lines.append("All good." if report.ok else "Something needs attention (see the lines marked !!).")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: Report) -> str:
+    return json.dumps({"ok": report.ok, "findings": [f.to_json() for f in report.findings]}, indent=2)
