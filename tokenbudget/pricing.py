@@ -125,7 +125,7 @@ def normalize_model(model: str) -> str:
     key = key.split("@", 1)[0]  # Vertex "claude-3-5-sonnet-v2@20241022"
     key = _VERSION_SUFFIX.sub("", key)
     key = _DATE_SUFFIX.sub("", key)
-    key = _DOTTED_VERSION.sub("-", key)
+    key = _DOTTED_VERSION.sub("-", key).strip()  # a path's last part may bring its own spaces
     return _ALIASES.get(key, key)
 
 
