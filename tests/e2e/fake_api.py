@@ -1,0 +1,495 @@
+"""A fake Anthropic Messages API on 127.0.0.1 that real Claude Code can talk to.
+
+What it answers is chosen from the prompt text of each request:
+
+- ``LOOP N`` (e.g. "please LOOP 3"): a Bash ``echo step k`` tool call until N tool results have
+  come back, then a text answer. ``LOOP forever`` or ``LOOP 0`` never stops asking for Bash.
+- ``AGENT``: the main agent calls the ``Agent`` tool once; the subagent answers with text.
+- a compaction request (``/compact`` or automatic): an ``<analysis>``/``<summary>`` text, the
+  shape Claude Code accepts at the first try (without the tags it asks a second time).
+- anything else: one text answer.
+
+Every streamed answer carries usage no other request shares (input 900+n, cache creation
+100+n, cache read 2000+10n, output 40+n for the n-th request), so a test can tell exactly which
+requests a transcript or ledger counted. Ids are ``msg_fake_NNNNN`` and the ``request-id``
+header ``req_fake_NNNNN``, as in the recorded fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+USAGE_FIELDS = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
+
+_LOOP = re.compile(r"\bLOOP\s+(forever|\d+)\b")
+_AGENT = re.compile(r"\bAGENT\b")
+# Claude Code's compaction prompt (2.1.328) forbids tools and asks for a <summary> block; it
+# arrives as the last text of the last user message, with the full tool list still attached.
+_COMPACT = re.compile(r"Do NOT call any tools.*<summary>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """One Messages API answer the fake served, with the exact usage it reported."""
+
+    n: int
+    id: str
+    request_id: str
+    sub: bool
+    model: str
+    input_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    output_tokens: int
+    prompt: str
+    kind: str  # "text", "bash", "agent" or "compact"
+    session_id: str | None = None  # from the request's metadata.user_id
+    streamed: bool = True
+
+    def usage(self) -> dict[str, int]:
+        """The four token counts served, keyed like the API's usage object."""
+        return {name: getattr(self, name) for name in USAGE_FIELDS}
+
+    def total_tokens(self) -> int:
+        """All four token counts added up."""
+        return sum(self.usage().values())
+
+    def truth(self) -> dict[str, Any]:
+        """One line of truth.jsonl, in the fixtures' format."""
+        line: dict[str, Any] = {"id": self.id, "sub": self.sub, "model": self.model}
+        line.update(self.usage())
+        if self.session_id is not None:
+            line["session"] = self.session_id
+        return line
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """Any HTTP request the fake received, answered or not, for debugging and assertions."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class _Plan:
+    """What to put in one answer: its kind and at most one tool call."""
+
+    kind: str
+    tool: tuple[str, dict[str, Any]] | None
+    prompt: str
+    sub: bool
+
+
+def usage_for(n: int) -> dict[str, int]:
+    """The usage served for the n-th request (1-based), distinct for every n."""
+    return {
+        "input_tokens": 900 + n,
+        "cache_creation_input_tokens": 100 + n,
+        "cache_read_input_tokens": 2000 + 10 * n,
+        "output_tokens": 40 + n,
+    }
+
+
+def _text_blocks(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        return []
+    return [
+        b.get("text", "")
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    ]
+
+
+def prompt_of(messages: list[dict[str, Any]]) -> tuple[str, int]:
+    """The last prompt text in a request and how many tool results came back after it.
+
+    Claude Code sends ``<system-reminder>`` text blocks (and background-task notifications
+    wrapped in one) next to the prompt, tool results as user messages, and merges consecutive
+    user entries into one message; so the prompt is the last text block that is not a reminder.
+    """
+    tool_results = 0
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        texts = [t for t in _text_blocks(content) if not _is_reminder(t)]
+        if texts:
+            # A compaction request puts its instructions after the pending tool result.
+            return texts[-1], tool_results
+        if isinstance(content, list):
+            tool_results += sum(
+                1 for b in content if isinstance(b, dict) and b.get("type") == "tool_result"
+            )
+    return "", tool_results
+
+
+def _is_reminder(text: str) -> bool:
+    return text.lstrip().startswith("<system-reminder>")
+
+
+class FakeAnthropic:
+    """A threaded fake of the Messages API; use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        bash_command: str = "echo step {step}",
+        delay: float = 0.0,
+        max_requests: int = 200,
+    ) -> None:
+        #: The Bash command a LOOP asks for; ``{step}`` becomes 1, 2, ... Change it before the
+        #: run to make the tool leave a trace (e.g. ``"echo step {step} >> ran.txt"``).
+        self.bash_command = bash_command
+        #: Seconds to wait before answering each request.
+        self.delay = delay
+        #: From this many served requests on, every answer is plain text, so that a LOOP that
+        #: enforcement failed to stop ends soon and the test fails fast instead of timing out.
+        self.max_requests = max_requests
+        self._lock = threading.Lock()
+        self._served: list[ServedRequest] = []
+        self._calls: list[HttpCall] = []
+        self._max_tools = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> FakeAnthropic:
+        """Listen on a free port of 127.0.0.1 and serve in a background thread."""
+        fake = self
+
+        class Handler(_Handler):
+            owner = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-anthropic", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The port the fake listens on."""
+        assert self._server is not None, "fake API not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The value for ANTHROPIC_BASE_URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- what was served --------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[ServedRequest]:
+        """Every Messages answer served so far, in order (a copy)."""
+        with self._lock:
+            return list(self._served)
+
+    @property
+    def calls(self) -> list[HttpCall]:
+        """Every HTTP request received so far, in order (a copy)."""
+        with self._lock:
+            return list(self._calls)
+
+    def total_usage(self) -> dict[str, int]:
+        """Each usage field summed over every request served."""
+        served = self.requests
+        return {name: sum(getattr(r, name) for r in served) for name in USAGE_FIELDS}
+
+    def total_tokens(self) -> int:
+        """All tokens served: the four usage fields summed over every request."""
+        return sum(self.total_usage().values())
+
+    def write_truth(self, path: Path) -> Path:
+        """Write truth.jsonl: one served request a line, as in the fixtures."""
+        lines = [json.dumps(r.truth()) for r in self.requests]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return path
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[ServedRequest]:
+        """Wait until at least `count` requests were served (background subagents lag)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            served = self.requests
+            if len(served) >= count:
+                return served
+            time.sleep(0.05)
+        raise TimeoutError(f"only {len(self.requests)} of {count} requests arrived")
+
+    # -- deciding an answer -----------------------------------------------------------------------
+
+    def _record_call(self, call: HttpCall) -> None:
+        with self._lock:
+            self._calls.append(call)
+
+    def _is_subagent(self, body: dict[str, Any]) -> bool:
+        # A subagent gets a shorter tool list than the main agent (8 vs 12 in 2.1.328); the
+        # main agent's first request always comes first, so the longest list seen is the main's.
+        count = len(body.get("tools") or [])
+        with self._lock:
+            self._max_tools = max(self._max_tools, count)
+            return 0 < count < self._max_tools
+
+    def _plan(self, body: dict[str, Any]) -> _Plan:
+        messages = body.get("messages") or []
+        prompt, tool_results = prompt_of(messages)
+        sub = self._is_subagent(body)
+        with self._lock:
+            exhausted = len(self._served) >= self.max_requests
+        if exhausted:
+            return _Plan("text", None, prompt, sub)
+        if _COMPACT.search(prompt):
+            return _Plan("compact", None, prompt, sub)
+        loop = _LOOP.search(prompt)
+        if loop and not sub:
+            wanted = loop.group(1)
+            forever = wanted == "forever" or int(wanted) == 0
+            if forever or tool_results < int(wanted):
+                step = tool_results + 1
+                command = self.bash_command.format(step=step)
+                tool = ("Bash", {"command": command, "description": "step"})
+                return _Plan("bash", tool, prompt, sub)
+        if _AGENT.search(prompt) and not sub and tool_results == 0:
+            tool = (
+                "Agent",
+                {
+                    "description": "helper",
+                    "prompt": "Answer briefly.",
+                    "subagent_type": "general-purpose",
+                },
+            )
+            return _Plan("agent", tool, prompt, sub)
+        return _Plan("text", None, prompt, sub)
+
+    def _serve(self, body: dict[str, Any]) -> tuple[ServedRequest, _Plan]:
+        plan = self._plan(body)
+        with self._lock:
+            n = len(self._served) + 1
+            usage = usage_for(n)
+            session = (body.get("metadata") or {}).get("user_id")
+            served = ServedRequest(
+                n=n,
+                id=f"msg_fake_{n:05d}",
+                request_id=f"req_fake_{n:05d}",
+                sub=plan.sub,
+                model=str(body.get("model") or "claude-fake"),
+                prompt=plan.prompt,
+                kind=plan.kind,
+                session_id=_session_from_metadata(session),
+                streamed=bool(body.get("stream")),
+                **usage,
+            )
+            self._served.append(served)
+        return served, plan
+
+
+def _session_from_metadata(user_id: Any) -> str | None:
+    # Claude Code puts the session id into metadata.user_id (a JSON string in 2.1.x).
+    if not isinstance(user_id, str):
+        return None
+    try:
+        data = json.loads(user_id)
+    except ValueError:
+        match = re.search(r"session_([0-9a-f-]{36})", user_id)
+        return match.group(1) if match else None
+    value = data.get("session_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _blocks(served: ServedRequest, plan: _Plan) -> list[dict[str, Any]]:
+    """The content blocks of one answer, as the fixtures' fake wrote them."""
+    if plan.kind == "compact":
+        # No LOOP/AGENT words here: the summary is sent back in later requests.
+        text = (
+            f"<analysis>Fake analysis {served.n}.</analysis>\n"
+            f"<summary>Fake summary {served.n}: earlier fake steps ran.</summary>"
+        )
+        return [{"type": "text", "text": text}]
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": f"Step {served.n}."}]
+    if plan.tool is None:
+        blocks.append({"type": "text", "text": f"Answer {served.n}."})
+    else:
+        name, tool_input = plan.tool
+        blocks.append(
+            {"type": "tool_use", "id": f"toolu_{served.n:05d}", "name": name, "input": tool_input}
+        )
+    return blocks
+
+
+def _message(served: ServedRequest, plan: _Plan) -> dict[str, Any]:
+    """The whole answer as one Messages API object (the non-streaming form)."""
+    return {
+        "id": served.id,
+        "type": "message",
+        "role": "assistant",
+        "model": served.model,
+        "content": _blocks(served, plan),
+        "stop_reason": "tool_use" if plan.tool else "end_turn",
+        "stop_sequence": None,
+        "usage": served.usage(),
+    }
+
+
+def _events(served: ServedRequest, plan: _Plan) -> list[dict[str, Any]]:
+    """The server-sent events of one streamed answer."""
+    message = _message(served, plan)
+    # The real API reports input and cache counts at the start but output only at the end.
+    start = dict(message, content=[], stop_reason=None, usage=dict(served.usage(), output_tokens=1))
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
+    for index, block in enumerate(message["content"]):
+        first: dict[str, Any]
+        deltas: list[dict[str, Any]]
+        if block["type"] == "text":
+            first = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": block["text"]}]
+        else:
+            first = dict(block, input={})
+            raw = json.dumps(block["input"])
+            half = len(raw) // 2
+            # Tool input arrives as pieces of JSON text, as the real API streams it.
+            deltas = [
+                {"type": "input_json_delta", "partial_json": part}
+                for part in (raw[:half], raw[half:])
+            ]
+        events.append({"type": "content_block_start", "index": index, "content_block": first})
+        events += [
+            {"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas
+        ]
+        events.append({"type": "content_block_stop", "index": index})
+    events += [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": served.usage(),
+        },
+        {"type": "message_stop"},
+    ]
+    return events
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeAnthropic
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep pytest output clean
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+
+    def _send_json(self, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self, body: Any) -> None:
+        self.owner._record_call(HttpCall(self.command, self.path, dict(self.headers), body))
+
+    def do_GET(self) -> None:
+        self._record(None)
+        self._send_json({})
+
+    def do_HEAD(self) -> None:
+        self._record(None)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        body = self._body()
+        self._record(body)
+        path = urlsplit(self.path).path
+        if path == "/v1/messages/count_tokens":
+            self._send_json({"input_tokens": 1000})
+            return
+        if path != "/v1/messages" or not isinstance(body, dict):
+            self._send_json({})
+            return
+        served, plan = self.owner._serve(body)
+        if self.owner.delay:
+            time.sleep(self.owner.delay)
+        if not served.streamed:
+            # Not seen from 2.1.328, but a non-streaming call costs tokens too: answer and count it.
+            self._send_json(_message(served, plan), headers={"request-id": served.request_id})
+            return
+        events = _events(served, plan)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("request-id", served.request_id)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for event in events:
+            chunk = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+            self.wfile.write(chunk.encode())
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def iter_truth(path: Path) -> Iterator[dict[str, Any]]:
+    """Read a truth.jsonl back."""
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+__all__ = [
+    "USAGE_FIELDS",
+    "FakeAnthropic",
+    "HttpCall",
+    "ServedRequest",
+    "iter_truth",
+    "prompt_of",
+    "usage_for",
+]
