@@ -78,7 +78,9 @@ def test_report_csv_and_table(private_home: Path) -> None:
     runner = CliRunner()
     csv = runner.invoke(main, ["report", "--by", "command", "--csv"])
     assert csv.exit_code == 0, csv.output
-    assert csv.output.splitlines()[1].startswith(f"/test,2706,126,306,6060,{truth_usage('slash').total},")
+    assert csv.output.splitlines()[1].startswith(
+        f"/test,2706,126,306,6060,{truth_usage('slash').total},"
+    )
     table = runner.invoke(main, ["report", "--by", "command"])
     assert table.exit_code == 0
     assert "/test" in table.output and "\x1b[" not in table.output

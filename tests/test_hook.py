@@ -16,17 +16,31 @@ from tests.helpers import install_fixture, truth_usage
 
 REPO = Path(__file__).resolve().parent.parent
 SHIM = REPO / "hooks" / "tokenbudget-hook"
-EVENTS = ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop",
-          "SubagentStop", "SessionEnd"]
+EVENTS = [
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "Stop",
+    "SubagentStop",
+    "SessionEnd",
+]
 
 
-def run_hook(event: str, payload: Any, *, env: dict[str, str] | None = None,
-             timeout: float = 20) -> tuple[int, dict[str, Any], str]:
+def run_hook(
+    event: str, payload: Any, *, env: dict[str, str] | None = None, timeout: float = 20
+) -> tuple[int, dict[str, Any], str]:
     full_env = dict(os.environ, TOKENBUDGET_PYTHON=sys.executable)
     full_env.update(env or {})
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    proc = subprocess.run([str(SHIM), event], input=raw, capture_output=True,
-                          env=full_env, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [str(SHIM), event],
+        input=raw,
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
     out = proc.stdout.decode()
     return proc.returncode, json.loads(out) if out.strip() else {}, proc.stderr.decode()
 
@@ -108,10 +122,10 @@ def test_command_budget_uses_past_runs(private_home: Path) -> None:
     base = session(private_home, "slash")
     set_budgets(private_home, {"kind": "command", "name": "/test", "limit": "5k"})
     # /test ran once for 9.2k tokens: its next run is expected to take as much.
-    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "/test --fast", "prompt_id": "n"})
+    _, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "/test --fast", "prompt_id": "n"})
     assert out["decision"] == "block"
     assert "/test budget would be exceeded" in out["reason"] and "9.2k" in out["reason"]
-    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "plain words", "prompt_id": "m"})
+    _rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "plain words", "prompt_id": "m"})
     assert out == {}
 
 
@@ -127,9 +141,9 @@ def test_allow_lets_one_prompt_through(private_home: Path) -> None:
     rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "b", "prompt_id": "p-9"})
     assert "decision" not in out and "once" in out.get("systemMessage", "")
     # That turn's tool calls go on; the next prompt is refused again.
-    rc, out, _ = run_hook("PreToolUse", {**base, "prompt_id": "p-9", "tool_name": "Bash"})
+    _, out, _ = run_hook("PreToolUse", {**base, "prompt_id": "p-9", "tool_name": "Bash"})
     assert out.get("continue") is not False
-    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "c", "prompt_id": "p-10"})
+    _rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "c", "prompt_id": "p-10"})
     assert out["decision"] == "block"
 
 
@@ -172,16 +186,25 @@ def test_fail_closed_blocks_on_our_failure(private_home: Path) -> None:
     from filelock import FileLock
 
     base = session(private_home)
-    set_budgets(private_home, {"kind": "session", "limit": "1M"}, lock_timeout_seconds=0.3,
-                fail_closed=True)
+    set_budgets(
+        private_home, {"kind": "session", "limit": "1M"}, lock_timeout_seconds=0.3, fail_closed=True
+    )
     state = private_home / "tb state"
     with FileLock(str(state / "ledger.json.lock")):
         rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "x"})
     assert rc == 0 and out["decision"] == "block" and "fail_closed" in out["reason"]
 
 
-@pytest.mark.parametrize("payload", [b"", b"not json", b"[]", b'{"session_id": 5}',
-                                     b'{"session_id": "../../etc", "transcript_path": "/etc/passwd"}'])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"session_id": 5}',
+        b'{"session_id": "../../etc", "transcript_path": "/etc/passwd"}',
+    ],
+)
 def test_odd_input_allows(private_home: Path, payload: bytes) -> None:
     rc, out, _ = run_hook("UserPromptSubmit", payload)
     assert rc == 0 and "decision" not in out
@@ -191,7 +214,7 @@ def test_transcript_outside_claude_dirs_is_not_read(private_home: Path, tmp_path
     base = session(private_home)
     outside = tmp_path / f"{base['session_id']}.jsonl"
     outside.write_bytes(Path(base["transcript_path"]).read_bytes())
-    rc, out, _ = run_hook("Stop", {**base, "transcript_path": str(outside)})
+    rc, _out, _ = run_hook("Stop", {**base, "transcript_path": str(outside)})
     assert rc == 0
     assert ledger(private_home)["files"] == {}
 
@@ -204,7 +227,7 @@ def test_unknown_event_is_ignored(private_home: Path) -> None:
 def test_session_start_can_tell_the_model_its_budget(private_home: Path) -> None:
     base = session(private_home)
     set_budgets(private_home, {"kind": "daily", "limit": "1M"}, context_hint=True)
-    rc, out, _ = run_hook("SessionStart", {**base, "source": "startup"})
+    _rc, out, _ = run_hook("SessionStart", {**base, "source": "startup"})
     ctx = out["hookSpecificOutput"]["additionalContext"]
     assert out["hookSpecificOutput"]["hookEventName"] == "SessionStart"
     assert "daily budget" in ctx and "left" in ctx

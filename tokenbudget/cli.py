@@ -190,13 +190,19 @@ def _name_and_limit(kind: str, args: tuple[str, ...]) -> tuple[str | None, str]:
 @budget.command("set")
 @click.argument("kind", type=click.Choice(KIND_CHOICES))
 @click.argument("args", nargs=-1, required=True)
-@click.option("--mode", type=click.Choice(["block", "warn"]), default="block", show_default=True,
-              help="block: refuse and stop; warn: only tell.")
+@click.option(
+    "--mode",
+    type=click.Choice(["block", "warn"]),
+    default="block",
+    show_default=True,
+    help="block: refuse and stop; warn: only tell.",
+)
 @click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%.")
 @click.option("--project", "project", help="Limit a day/week/month/5h/total budget to a folder.")
 @one_line_errors
-def budget_set(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
-               project: str | None) -> None:
+def budget_set(
+    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None
+) -> None:
     """Set a budget: KIND [NAME] LIMIT, e.g. `daily 200k`, `command /test 50k`, `total $20`."""
     from tokenbudget import budgets, config
 
@@ -243,8 +249,9 @@ def budget_list(as_json: bool) -> None:
     cfg = config.load_config()
     found = config.effective_budgets(cfg, Path.cwd())
     if as_json:
-        click.echo(json.dumps([{**b.to_json(), "id": b.id, "source": b.source} for b in found],
-                              indent=2))
+        click.echo(
+            json.dumps([{**b.to_json(), "id": b.id, "source": b.source} for b in found], indent=2)
+        )
         return
     if not found:
         click.echo("No budgets. Set one with e.g. `tokenbudget budget set daily 500k`.")
@@ -287,15 +294,26 @@ def status(as_json: bool, session_id: str | None) -> None:
     found = config.effective_budgets(cfg, Path.cwd())
     if session_id is None:
         session_id = status_view.latest_session(ledger, str(Path.cwd()))
-    ctx = enforce.Context(session_id=session_id, project=str(Path.cwd()),
-                          now=datetime.now(tz), tz=tz, week_start=cfg.week_start, listing=True)
+    ctx = enforce.Context(
+        session_id=session_id,
+        project=str(Path.cwd()),
+        now=datetime.now(tz),
+        tz=tz,
+        week_start=cfg.week_start,
+        listing=True,
+    )
     # Command budgets are per run: they are shown against the last run of their command.
     checks = enforce.check_all(found, ledger, ctx)
     if as_json:
-        click.echo(json.dumps({"budgets": enforce.summary(ledger, checks),
-                               "session": session_id}, indent=2))
+        click.echo(
+            json.dumps(
+                {"budgets": enforce.summary(ledger, checks), "session": session_id}, indent=2
+            )
+        )
         return
-    click.echo(status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz), nl=False)
+    click.echo(
+        status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz), nl=False
+    )
 
 
 # --- installing into Claude Code -----------------------------------------------------------------
@@ -310,7 +328,10 @@ def _settings_file(scope: str, settings: str | None) -> Path:
 
 
 SCOPE_OPTION = click.option(
-    "--scope", type=click.Choice(["user", "project", "local"]), default="user", show_default=True,
+    "--scope",
+    type=click.Choice(["user", "project", "local"]),
+    default="user",
+    show_default=True,
     help="user: ~/.claude/settings.json; project: .claude/settings.json; "
     "local: .claude/settings.local.json.",
 )
@@ -333,8 +354,11 @@ def install(scope: str, settings: str | None, statusline: bool, force: bool, no_
     path = _settings_file(scope, settings)
     python = sys.executable
     result = claude_settings.install(path, python)
-    click.echo(f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"
-               + (f" (backup: {result.backup.name})" if result.backup else "") + ".")
+    click.echo(
+        f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"
+        + (f" (backup: {result.backup.name})" if result.backup else "")
+        + "."
+    )
     if statusline:
         command = f"{shlex.quote(python)} -m tokenbudget.statusline"
         sl = claude_settings.set_statusline(path, command, force=force)
@@ -342,8 +366,10 @@ def install(scope: str, settings: str | None, statusline: bool, force: bool, no_
     if not no_sync:
         cfg = _config()
         _, report = _sync(cfg)
-        click.echo(f"Recorded {report.new_requests} past request(s) from "
-                   f"{report.files_read} transcript(s).")
+        click.echo(
+            f"Recorded {report.new_requests} past request(s) from "
+            f"{report.files_read} transcript(s)."
+        )
 
 
 @main.command()
@@ -358,7 +384,9 @@ def uninstall(scope: str, settings: str | None) -> None:
     result = claude_settings.uninstall(path)
     sl = claude_settings.remove_statusline(path)
     changed = result.changed or sl.changed
-    click.echo(f"Removed tokenbudget from {path}." if changed else f"Nothing of tokenbudget in {path}.")
+    click.echo(
+        f"Removed tokenbudget from {path}." if changed else f"Nothing of tokenbudget in {path}."
+    )
 
 
 @main.command()
@@ -369,7 +397,7 @@ def doctor(as_json: bool) -> None:
     from tokenbudget import doctor as doc
 
     report = doc.run(Path.cwd())
-    click.echo(doc.to_json(report) if as_json else doc.render(report), nl=not as_json and False)
+    click.echo(doc.to_json(report) if as_json else doc.render(report), nl=as_json)
     if not report.ok:
         sys.exit(1)
 

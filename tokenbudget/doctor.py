@@ -40,7 +40,10 @@ def _interpreter_runs(python: str) -> tuple[bool, str]:
     try:
         proc = subprocess.run(
             [python, "-c", "import tokenbudget.hook, sys; print(sys.version.split()[0])"],
-            capture_output=True, text=True, timeout=20, check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         return False, str(e)
@@ -79,30 +82,53 @@ def check_hooks(report: Report, project_dir: Path) -> None:
         try:
             regs = claude_settings.find_registrations(path)
         except TokenbudgetError as e:
-            report.add(False, f"{scope} settings cannot be read", str(e),
-                       f"fix the JSON in {path}; tokenbudget never rewrites a file it cannot parse")
+            report.add(
+                False,
+                f"{scope} settings cannot be read",
+                str(e),
+                f"fix the JSON in {path}; tokenbudget never rewrites a file it cannot parse",
+            )
             continue
         if not regs:
             continue
         registered += 1
         events = sorted({r.event for r in regs})
         missing = sorted(set(claude_settings.OUR_EVENTS) - set(events))
-        report.add(not missing, f"hooks registered in {scope} settings", f"{path}: {', '.join(events)}",
-                   "" if not missing else f"run `tokenbudget install --scope {scope}` (missing {', '.join(missing)})")
+        report.add(
+            not missing,
+            f"hooks registered in {scope} settings",
+            f"{path}: {', '.join(events)}",
+            ""
+            if not missing
+            else f"run `tokenbudget install --scope {scope}` (missing {', '.join(missing)})",
+        )
         pythons = sorted({claude_settings.interpreter_of(r.command) or "" for r in regs})
         for py in pythons:
             runs, detail = _interpreter_runs(py) if py else (False, "no interpreter in the command")
-            report.add(runs, f"hook interpreter runs ({scope})", f"{py}: {detail}",
-                       "" if runs else f"reinstall: `tokenbudget install --scope {scope}` from a working tokenbudget")
+            report.add(
+                runs,
+                f"hook interpreter runs ({scope})",
+                f"{py}: {detail}",
+                ""
+                if runs
+                else f"reinstall: `tokenbudget install --scope {scope}` from a working tokenbudget",
+            )
     plugins = plugin_registrations()
     for p in plugins:
         report.add(True, "registered as a plugin", p)
     if not registered and not plugins:
-        report.add(False, "hooks are not registered anywhere", "no settings file or plugin has them",
-                   "run `tokenbudget install` (or ./install.sh)")
+        report.add(
+            False,
+            "hooks are not registered anywhere",
+            "no settings file or plugin has them",
+            "run `tokenbudget install` (or ./install.sh)",
+        )
     elif registered and plugins:
-        report.add(True, "registered both in settings and as a plugin",
-                   "each event is answered once either way")
+        report.add(
+            True,
+            "registered both in settings and as a plugin",
+            "each event is answered once either way",
+        )
 
 
 def check_ledger(report: Report) -> None:
@@ -110,32 +136,53 @@ def check_ledger(report: Report) -> None:
 
     path = paths.ledger_path()
     if not path.exists():
-        report.add(True, "ledger", f"{path}: not created yet (the first hook or `tokenbudget sync` creates it)")
+        report.add(
+            True,
+            "ledger",
+            f"{path}: not created yet (the first hook or `tokenbudget sync` creates it)",
+        )
     else:
         store = JsonFileStore(path)
         try:
             ledger = store.load()
         except CorruptLedger as e:
-            report.add(False, "ledger is corrupt", f"{path}: {e}",
-                       "run `tokenbudget rebuild` (the bad file is kept aside)")
+            report.add(
+                False,
+                "ledger is corrupt",
+                f"{path}: {e}",
+                "run `tokenbudget rebuild` (the bad file is kept aside)",
+            )
             ledger = None
         except TokenbudgetError as e:
             report.add(False, "ledger cannot be read", str(e), "check the file's owner and mode")
             ledger = None
         if ledger is not None:
             size = path.stat().st_size
-            report.add(size <= 4 * 1024 * 1024, "ledger",
-                       f"{path}: {size / 1024:.0f} KiB, {len(ledger['sessions'])} live session(s), "
-                       f"{ledger['folded']['sessions']} folded, {len(ledger['files'])} transcript(s) tracked",
-                       "" if size <= 4 * 1024 * 1024 else "lower retention_days in the config, then `tokenbudget sync`")
+            report.add(
+                size <= 4 * 1024 * 1024,
+                "ledger",
+                f"{path}: {size / 1024:.0f} KiB, {len(ledger['sessions'])} live session(s), "
+                f"{ledger['folded']['sessions']} folded, "
+                f"{len(ledger['files'])} transcript(s) tracked",
+                ""
+                if size <= 4 * 1024 * 1024
+                else "lower retention_days in the config, then `tokenbudget sync`",
+            )
         mode = path.stat().st_mode & 0o777
-        report.add(mode & 0o077 == 0, "ledger is private", f"mode {mode:o}",
-                   "" if mode & 0o077 == 0 else f"chmod 600 {path}")
+        report.add(
+            mode & 0o077 == 0,
+            "ledger is private",
+            f"mode {mode:o}",
+            "" if mode & 0o077 == 0 else f"chmod 600 {path}",
+        )
     lock = path.with_name(path.name + ".lock")
     holder = _lock_holder(lock)
-    report.add(holder is None, "ledger lock is free" if holder is None else "ledger lock is held",
-               "" if holder is None else f"held by {holder}",
-               "" if holder is None else "if that process is stuck, end it; hooks allow meanwhile")
+    report.add(
+        holder is None,
+        "ledger lock is free" if holder is None else "ledger lock is held",
+        "" if holder is None else f"held by {holder}",
+        "" if holder is None else "if that process is stuck, end it; hooks allow meanwhile",
+    )
 
 
 def _lock_holder(lock: Path) -> str | None:
@@ -154,9 +201,10 @@ def _lock_holder(lock: Path) -> str | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             try:
-                from tokenbudget import lockinfo
+                import importlib
 
-                return lockinfo.holder(lock) or "another process"
+                lockinfo = importlib.import_module("tokenbudget.lockinfo")
+                return str(lockinfo.holder(lock) or "another process")
             except Exception:
                 return "another process"
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -172,9 +220,16 @@ def check_claude_dirs(report: Report) -> None:
         if projects.is_dir():
             n = sum(1 for _ in projects.glob("*/*.jsonl"))
             found.append(f"{projects} ({n} session transcript(s))")
-    report.add(bool(found), "Claude Code data dirs",
-               "; ".join(found) if found else "none found: " + ", ".join(str(d) for d in paths.claude_config_dirs()),
-               "" if found else "run Claude Code once, or set CLAUDE_CONFIG_DIR to where it keeps its data")
+    report.add(
+        bool(found),
+        "Claude Code data dirs",
+        "; ".join(found)
+        if found
+        else "none found: " + ", ".join(str(d) for d in paths.claude_config_dirs()),
+        ""
+        if found
+        else "run Claude Code once, or set CLAUDE_CONFIG_DIR to where it keeps its data",
+    )
 
 
 def check_config(report: Report, project_dir: Path) -> Any:
@@ -190,8 +245,12 @@ def check_config(report: Report, project_dir: Path) -> Any:
     except TokenbudgetError as e:
         report.add(False, "project budget file is broken", str(e), "fix .claude/tokenbudget.json")
         return None
-    report.add(True, "config", f"{paths.config_path()}: {len(budgets)} budget(s) apply here"
-               + (", fail_closed" if cfg.fail_closed else ""))
+    report.add(
+        True,
+        "config",
+        f"{paths.config_path()}: {len(budgets)} budget(s) apply here"
+        + (", fail_closed" if cfg.fail_closed else ""),
+    )
     return cfg, budgets
 
 
@@ -206,10 +265,17 @@ def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path
     except TokenbudgetError:
         return
     tz = cfg.tz()
-    ctx = enforce.Context(session_id=None, project=str(project_dir), now=datetime.now(tz), tz=tz,
-                          week_start=cfg.week_start, command="prompt", starting=True)
+    ctx = enforce.Context(
+        session_id=None,
+        project=str(project_dir),
+        now=datetime.now(tz),
+        tz=tz,
+        week_start=cfg.week_start,
+        command="prompt",
+        starting=True,
+    )
     decision = decide(c for c, _ in enforce.check_all(budgets, ledger, ctx))
-    detail = decision.action
+    detail: str = decision.action
     if decision.primary is not None:
         c = decision.primary
         detail += f" ({c.budget.id}: {c.fraction:.0%} used)"
@@ -234,9 +300,13 @@ def render(report: Report) -> str:
         lines.append(f"{mark} {f.title}" + (f": {f.detail}" if f.detail else ""))
         if f.fix and not f.ok:
             lines.append(f"    fix: {f.fix}")
-    lines.append("All good." if report.ok else "Something needs attention (see the lines marked !!).")
+    lines.append(
+        "All good." if report.ok else "Something needs attention (see the lines marked !!)."
+    )
     return "\n".join(lines) + "\n"
 
 
 def to_json(report: Report) -> str:
-    return json.dumps({"ok": report.ok, "findings": [f.to_json() for f in report.findings]}, indent=2)
+    return json.dumps(
+        {"ok": report.ok, "findings": [f.to_json() for f in report.findings]}, indent=2
+    )

@@ -74,7 +74,9 @@ def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
     return float(tokens), cost
 
 
-def turn_used(ledger: Ledger, session_id: str | None, prompt_id: str | None) -> tuple[str, float, float] | None:
+def turn_used(
+    ledger: Ledger, session_id: str | None, prompt_id: str | None
+) -> tuple[str, float, float] | None:
     """The command and usage of the turn `prompt_id` (aliases followed), if recorded."""
     s = ledger["sessions"].get(session_id or "")
     if s is None or prompt_id is None:
@@ -97,7 +99,9 @@ def command_runs(ledger: Ledger, command: str, exclude: str | None = None) -> li
     return runs
 
 
-def expected(ledger: Ledger, command: str | None, exclude: str | None = None) -> tuple[float, float]:
+def expected(
+    ledger: Ledger, command: str | None, exclude: str | None = None
+) -> tuple[float, float]:
     """The 90th percentile of a slash command's recent runs (tokens, dollars); 0 if unknown."""
     if not command or not command.startswith("/"):
         return 0.0, 0.0
@@ -118,11 +122,11 @@ def measure(b: Budget, ledger: Ledger, ctx: Context) -> tuple[float, datetime | 
             return 0.0, None, ctx.prompt_id  # each run starts from zero
         if ctx.listing:
             runs = command_runs(ledger, b.name or "")
-            return (runs[-1][1 + i] if runs else 0.0), None, None
+            return (float(runs[-1][1 + i]) if runs else 0.0), None, None
         t = turn_used(ledger, ctx.session_id, ctx.prompt_id)
         if t is None or t[0] != b.name:
             return 0.0, None, ctx.prompt_id
-        return t[1 + i], None, ctx.prompt_id
+        return (t[1] if i == TOKENS else t[2]), None, ctx.prompt_id
     if b.kind in ("total", "project"):
         used = sum(v[i] for p, v in ledger["projects"].items() if _in_scope(b, p))
         return float(used), None, None
@@ -143,11 +147,11 @@ def applies(b: Budget, ctx: Context) -> bool:
     return True
 
 
-def check_all(budget_list: Iterable[Budget], ledger: Ledger, ctx: Context) -> list[tuple[Check, str | None]]:
+def check_all(
+    budget_list: Iterable[Budget], ledger: Ledger, ctx: Context
+) -> list[tuple[Check, str | None]]:
     """Every applicable budget measured: (check, window id for warn-once keys)."""
-    exp = (
-        expected(ledger, ctx.command, exclude=ctx.prompt_id) if ctx.starting else (0.0, 0.0)
-    )
+    exp = expected(ledger, ctx.command, exclude=ctx.prompt_id) if ctx.starting else (0.0, 0.0)
     out = []
     for b in budget_list:
         if not applies(b, ctx):

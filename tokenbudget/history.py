@@ -105,20 +105,19 @@ def read_records() -> dict[str, dict[str, Any]]:
     """Every folded session's record by session id (a later line wins); bad lines skipped."""
     out: dict[str, dict[str, Any]] = {}
     try:
-        f = open(history_path(), "rb")
+        lines = history_path().read_bytes().splitlines()
     except OSError:
         return out
-    with f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("sid"), str):
-                prev = out.get(rec["sid"])
-                if prev is not None:
-                    rec = _merge(prev, rec)
-                out[rec["sid"]] = rec
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("sid"), str):
+            prev = out.get(rec["sid"])
+            if prev is not None:
+                rec = _merge(prev, rec)
+            out[rec["sid"]] = rec
     return out
 
 

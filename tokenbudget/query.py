@@ -62,23 +62,26 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
         src = {model: m[7] for model, m in s["m"].items()}
         for rec in _session_keys(ledger, sid):
             cmd = turns[rec[9]][0] if rec[9] in turns else "prompt"
-            yield Cell(sid, s["p"], rec[7], rec[1], Usage(*rec[2:7]), rec[8] or 0.0, cmd), src.get(
-                rec[1], "t"
+            yield (
+                Cell(sid, s["p"], rec[7], rec[1], Usage(*rec[2:7]), rec[8] or 0.0, cmd),
+                src.get(rec[1], "t"),
             )
         for a in s["adj"]:
             cmd = turns[a[8]][0] if a[8] in turns else "prompt"
-            yield Cell(sid, s["p"], a[0], a[1], Usage(*a[2:7]), a[7] or 0.0, cmd), src.get(
-                a[1], "t"
+            yield (
+                Cell(sid, s["p"], a[0], a[1], Usage(*a[2:7]), a[7] or 0.0, cmd),
+                src.get(a[1], "t"),
             )
-    for sid, rec in records.items():
+    for sid, folded in records.items():
         if sid in sessions:
             continue  # folded, then resumed: the live record holds what came after
-        src = {model: m[7] for model, m in rec["m"].items()}
-        for h, per_model in rec["hours"].items():
+        src = {model: m[7] for model, m in folded["m"].items()}
+        for h, per_model in folded["hours"].items():
             for model_cmd, v in per_model.items():
                 model, _, cmd = model_cmd.partition("\t")
-                yield Cell(sid, rec["p"], int(h), model, Usage(*v[:5]), v[5], cmd or "prompt"), (
-                    src.get(model, "t")
+                yield (
+                    Cell(sid, folded["p"], int(h), model, Usage(*v[:5]), v[5], cmd or "prompt"),
+                    (src.get(model, "t")),
                 )
 
 

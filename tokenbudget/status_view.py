@@ -29,8 +29,10 @@ def line(check: Check, *, color: bool, tz: tzinfo | None = None) -> str:
         state = "  BLOCKS NOW"
     elif b.mode == "warn":
         state = "  (warn only)"
-    return (f"{label:<24} {render.bar(check.fraction, BAR_WIDTH, color=color)}  {used}; "
-            f"{resets_text(check, tz)}{state}")
+    return (
+        f"{label:<24} {render.bar(check.fraction, BAR_WIDTH, color=color)}  {used}; "
+        f"{resets_text(check, tz)}{state}"
+    )
 
 
 def render_status(checks: list[tuple[Check, Any]], *, color: bool, tz: tzinfo | None = None) -> str:

@@ -115,8 +115,9 @@ def test_two_sessions_at_once_share_a_daily_budget_exactly(
         t.join(timeout=300)
     assert len(runs) == 2 and all(r.proc.returncode == 0 for r in runs)
     led = ledger(private_home)
-    per_session = {sid: sum(sum(m[:5]) for m in s["m"].values())
-                   for sid, s in led["sessions"].items()}
+    per_session = {
+        sid: sum(sum(m[:5]) for m in s["m"].values()) for sid, s in led["sessions"].items()
+    }
     assert set(per_session) == {r.session_id for r in runs}
     assert sum(per_session.values()) == fake_api.total_tokens()
     assert sum(cell[0] for hour in led["hours"].values() for cell in hour.values()) == (
@@ -128,7 +129,7 @@ def test_warn_mode_blocks_nothing_and_warns(
     run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path
 ) -> None:
     set_budgets(private_home, {"kind": "session", "limit": "2k", "mode": "warn"})
-    first = run_claude("Say hello.", settings=settings())
+    run_claude("Say hello.", settings=settings())
     second = run_claude("And again.", settings=settings(), args=["-c"])
     assert second.proc.returncode == 0
     assert len(fake_api.requests) == 2, "warn mode must not block"

@@ -25,15 +25,19 @@ def ledger(home: Path) -> dict[str, Any]:
 
 
 def total_tokens(home: Path) -> int:
-    return sum(
-        sum(m[:5]) for s in ledger(home)["sessions"].values() for m in s["m"].values()
-    )
+    return sum(sum(m[:5]) for s in ledger(home)["sessions"].values() for m in s["m"].values())
 
 
 def install_sh(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, HOME=str(home))
-    return subprocess.run(["sh", str(REPO / "install.sh"), *args], env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        ["sh", str(REPO / "install.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_install_sh_then_claude_counts_exactly_and_uninstall_restores(
