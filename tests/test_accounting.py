@@ -257,3 +257,19 @@ def test_hooks_and_syncs_racing_count_each_request_once(private_home: Path) -> N
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("agent")
+
+
+def test_rollups_by_project_and_model_survive_rebuild(private_home: Path) -> None:
+    for case in ("plain", "agent"):
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    expected = truth_usage("plain").total + truth_usage("agent").total
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400)  # both fold into history
+    ledger = store.snapshot()
+    assert ledger["models"] == {"claude-opus-5-5": [expected, pytest.approx(0.026841)]}
+    assert ledger["projects"]["/home/dev/project"][0] == expected
+    sync.rebuild(store, now=1795887600.0 + 7 * 86400)
+    rebuilt = store.snapshot()
+    assert rebuilt["models"]["claude-opus-5-5"][0] == expected
+    assert rebuilt["projects"]["/home/dev/project"][0] == expected
+    assert ledger_total(store).total == expected

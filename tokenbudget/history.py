@@ -179,6 +179,10 @@ def restore_into(ledger: Ledger, now: float) -> None:
         p = ledger["projects"].setdefault(rec["p"], [0, 0.0])
         p[0] += tokens
         p[1] += cost
+        for model, m in rec["m"].items():
+            mr = ledger["models"].setdefault(model, [0, 0.0])
+            mr[0] += sum(m[:5])
+            mr[1] += m[5]
         for t in rec["turns"]:
             runs = ledger["commands"].setdefault(t[0], [])
             runs.append([t[1], t[2], t[3]])

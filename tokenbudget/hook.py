@@ -286,7 +286,7 @@ def _quote(text: str) -> str:
 def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float, tz: Any,
             messages: list[str], **m: Any) -> dict[str, Any]:
     enforce, datetime = m["enforce"], m["datetime"]
-    if not budget_list or ev.name not in _EVENTS or ev.name == "SessionEnd" and False:
+    if not budget_list:
         return {}
     session = ledger["sessions"].get(ev.session_id or "")
     project = ev.cwd or (session["p"] if session else None)

@@ -243,6 +243,9 @@ class Ingestor:
         p = self.L["projects"].setdefault(project, [0, 0.0])
         p[0] += tokens
         p[1] += cost
+        mr = self.L["models"].setdefault(model, [0, 0.0])
+        mr[0] += tokens
+        mr[1] += cost
 
     # --- Claude Code's own totals -----------------------------------------------------------------
 

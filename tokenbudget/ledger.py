@@ -43,6 +43,7 @@ def new_ledger() -> Ledger:
         "keys": {},  # usage key -> [session id, model, 5 counts, hour, cost, turn]
         "hours": {},  # "hour" -> project -> [tokens, cost, first ts, last ts]
         "projects": {},  # project -> [tokens, cost] all time, folded sessions included
+        "models": {},  # model -> [tokens, cost] all time, folded sessions included
         "folded": {"sessions": 0, "tokens": 0, "cost": 0.0, "until": 0.0},
         "commands": {},  # command -> recent finished runs [[start, tokens, cost], ...]
         "rates": {},  # model -> implied $/input-token weight from Claude Code's own cost
