@@ -38,7 +38,7 @@ def test_missing_file_gives_defaults() -> None:
     assert (config.budgets, config.timezone, config.week_start, config.fail_closed) == (
         (), None, 0, False)
     assert (config.lock_timeout_seconds, config.context_hint, config.retention_days) == (
-        2.0, False, 14)
+        2.0, False, 2)
     assert not paths.config_path().exists()  # reading never creates it
 
 

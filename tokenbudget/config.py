@@ -43,7 +43,9 @@ class Config:
     fail_closed: bool = False
     lock_timeout_seconds: float = 2.0
     context_hint: bool = False
-    retention_days: int = 14
+    # Days a session may stay idle before it folds out of the ledger into history: the
+    # ledger keeps one record per API request of the sessions it holds, so this bounds its size.
+    retention_days: int = 2
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def tz(self) -> tzinfo:
