@@ -273,3 +273,34 @@ def test_rollups_by_project_and_model_survive_rebuild(private_home: Path) -> Non
     assert rebuilt["models"]["claude-opus-5-5"][0] == expected
     assert rebuilt["projects"]["/home/dev/project"][0] == expected
     assert ledger_total(store).total == expected
+
+
+def test_claude_config_dir_may_list_several_dirs(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = private_home / "one, dir", private_home / "two"
+    install_fixture("plain", first, unique_ids=True)
+    install_fixture("loop", second, unique_ids=True)
+    install_fixture("slash", private_home / ".claude", unique_ids=True)  # not listed: not read
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", f"{second},{first}")
+    # A comma inside a folder name cannot be told from a separator: that folder is not found.
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("loop")
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", f" {second} , {private_home / '.claude'} ")
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("loop") + truth_usage("slash")
+
+
+def test_an_absurdly_long_line_is_skipped_not_fatal(private_home: Path) -> None:
+    from tokenbudget import transcripts
+
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    data = path.read_bytes()
+    long_line = b'{"type":"user","x":"' + b"a" * (transcripts.MAX_LINE_BYTES + 10) + b'"}\n'
+    path.write_bytes(long_line + data)
+    store = sync.open_store()
+    report = sync.sync_all(store, now=1795887600.0)
+    assert report.skipped.get("too long") == 1
+    assert ledger_total(store) == truth_usage("plain")
