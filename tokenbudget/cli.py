@@ -128,6 +128,12 @@ def _parse_date(value: str | None, name: str) -> date | None:
 @click.option("--project", help="Only this project folder.")
 @click.option("--json", "as_json", is_flag=True, help="JSON with ccusage's field names.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with whole numbers.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one self-contained HTML page (charts, top sessions and commands) to FILE.",
+)
 @one_line_errors
 def report(
     by: str,
@@ -136,13 +142,14 @@ def report(
     project: str | None,
     as_json: bool,
     as_csv: bool,
+    html_file: Path | None,
 ) -> None:
     """Usage and cost, grouped by day, week, month, session, project, command, model or block."""
-    from tokenbudget import history, query, render
+    from tokenbudget import charts, config, history, query, render
     from tokenbudget import report as rep
 
-    if as_json and as_csv:
-        raise click.UsageError("choose one of --json and --csv")
+    if sum((as_json, as_csv, html_file is not None)) > 1:
+        raise click.UsageError("choose one of --json, --csv and --html")
     cfg = _config()
     store, _ = _sync(cfg)
     filt = query.Filter(
@@ -151,16 +158,61 @@ def report(
         project=str(Path(project).expanduser().resolve()) if project else None,
     )
     ledger = store.snapshot()
-    rows, totals = rep.build(
-        by, ledger, history.read_records(), cfg.tz(), week_start=cfg.week_start, filt=filt
-    )
+    records = history.read_records()
+    tz = cfg.tz()
+    budgets_here = config.effective_budgets(cfg, Path.cwd())
+    if html_file is not None:
+        from tokenbudget import html_report, status_view
+
+        here = str(Path.cwd())
+        checks = html_report.budget_checks(
+            ledger,
+            budgets_here,
+            tz,
+            project=here,
+            week_start=cfg.week_start,
+            session_id=status_view.latest_session(ledger, here),
+        )
+        page = html_report.build_page(
+            ledger,
+            records,
+            budgets_here,
+            tz,
+            checks=checks,
+            week_start=cfg.week_start,
+            filt=filt,
+            scope=filt.project or "all projects",
+        )
+        html_report.write_page(html_file, page)
+        click.echo(f"Wrote {html_file}.")
+        return
+    rows, totals = rep.build(by, ledger, records, tz, week_start=cfg.week_start, filt=filt)
+    stats = charts.ledger_run_stats(ledger, records) if by == "command" else []
     if as_json:
-        click.echo(json.dumps(rep.to_json(by, rows, totals), indent=2))
+        doc = rep.to_json(by, rows, totals)
+        if by == "command":
+            extra = charts.stats_json(stats)  # mean, p90 and largest run of each command
+            for row in doc["commands"]:
+                row.update(extra.get(row["command"], {}))
+        click.echo(json.dumps(doc, indent=2))
     elif as_csv:
         click.echo(rep.to_csv(by, rows), nl=False)
     else:
         color = render.use_color(sys.stdout)
         click.echo(rep.to_table(by, rows, totals, color=color), nl=False)
+        chart = charts.for_report(
+            by, rows, budgets=budgets_here, stats=stats, project=filt.project, color=color
+        )
+        if chart:
+            click.echo("\n" + chart, nl=False)
+
+
+@main.command()
+def statusline() -> None:
+    """One line for Claude Code's statusLine: this session and the tightest budget."""
+    from tokenbudget import statusline as line
+
+    line.main()  # prints a quiet line on any failure and exits 0: never one_line_errors
 
 
 # --- budgets ------------------------------------------------------------------------------------

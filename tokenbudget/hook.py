@@ -240,12 +240,18 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         rebuild_owed = bool(ledger["rebuild"])
         if ev.transcript is not None and ev.session_id is not None:
             try:
-                sync.sync_session(
+                read = sync.sync_session(
                     store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
                     max_bytes=MAX_READ_PER_CALL,
                 )
             except OSError as e:
                 messages.append(f"tokenbudget: could not read the transcript ({e.strerror})")
+            else:
+                # Unreadable files are skipped, not fatal; but this session's budgets then
+                # miss their usage, and the user must hear why.
+                if read.errors:
+                    messages.append(f"tokenbudget: could not read the transcript "
+                                    f"({read.errors[0]}); its usage is not counted")
         if ev.session_id is not None and ev.name == "SessionStart":
             from tokenbudget.ingest import Ingestor
 
@@ -285,6 +291,8 @@ def _quote(text: str) -> str:
 
 def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float, tz: Any,
             messages: list[str], **m: Any) -> dict[str, Any]:
+    from tokenbudget import burn
+
     enforce, datetime = m["enforce"], m["datetime"]
     if not budget_list:
         return {}
@@ -311,8 +319,8 @@ def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
     tz_ = tz
     if decision.action == "block" and not allowed:
         primary = decision.primary
-        reason = m["reason_text"](primary, raise_hint=_raise_hint(primary),
-                                  allow_hint="tokenbudget allow", tz=tz_)
+        rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
+        reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz_)
         if ev.name == "UserPromptSubmit":
             return block_prompt(reason)
         if ev.name == "PreToolUse" and primary.state == "over":
@@ -327,10 +335,8 @@ def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
         if key in warned:
             continue
         warned[key] = now
-        text = m["warning_text"](c, tz=tz_)
-        if c.state == "over" and c.budget.mode == "warn":
-            text += f" To raise it: {_raise_hint(c)}"
-        notes.append(text)
+        rate = burn.last_hour(ledger, c.budget, now, ev.session_id)
+        notes.append(burn.warning_message(c, rate=rate, raise_hint=_raise_hint(c), tz=tz_))
     if len(warned) > 500:
         for k in sorted(warned, key=warned.get)[: len(warned) - 500]:
             del warned[k]
