@@ -393,9 +393,10 @@ def _dump(doc: JSONDict) -> bytes:
 
 def _update(path: Path, change: Callable[[JSONDict], JSONDict]) -> InstallResult:
     """Apply `change` to the settings in `path`; write only if the document differs."""
-    # Dotfile managers symlink settings.json: write the target and keep the link.
-    target = Path(os.path.realpath(path))
     for _attempt in range(_CAS_ATTEMPTS):
+        # Dotfile managers symlink settings.json: write the target and keep the link. Resolved
+        # on every attempt: an editor saving through the link may have replaced it by a file.
+        target = Path(os.path.realpath(path))
         snap = _snapshot(target)
         old = _parse(snap.content, path)
         new = change(copy.deepcopy(old))
@@ -424,7 +425,7 @@ def _update(path: Path, change: Callable[[JSONDict], JSONDict]) -> InstallResult
             # Compare and swap: Claude Code or an editor may have saved the file while we merged.
             # Claude Code takes no lock we could share, so re-read as late as possible and, if
             # anything moved, merge again onto the new content instead of overwriting it.
-            if _snapshot(target) != snap:
+            if _snapshot(target) != snap or Path(os.path.realpath(path)) != target:
                 tmp.unlink()
                 time.sleep(0.01)
                 continue

@@ -239,14 +239,42 @@ def _prices(value: object) -> dict[str, dict[str, float]]:
     return prices
 
 
+MAX_FILE_BYTES = 1024 * 1024  # a budget file is a few hundred bytes; more is not one
+
+
 def _read_json(path: Path) -> object | None:
     """The parsed file, or None when it does not exist; a ConfigError names the file."""
+    import stat
+
     try:
-        text = path.read_text(encoding="utf-8")
+        # The project's file comes with whatever repository was cloned: a FIFO there would
+        # hang every hook, a link to /dev/zero would read until memory runs out.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise ConfigError(f"{path}: cannot read: {kind}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_BYTES and (chunk := os.read(fd, 65536)):
+            chunks.append(chunk)
+            size += len(chunk)
+        raw = b"".join(chunks)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: cannot read: larger than {MAX_FILE_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
     try:
         data: object = json.loads(text)
     except json.JSONDecodeError as e:

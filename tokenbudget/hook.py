@@ -211,9 +211,9 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
 
 
 def _fingerprint(ev: Event) -> str:
-    import hashlib
+    from tokenbudget.transcripts import blake2b
 
-    return hashlib.blake2b(ev.name.encode() + b"\0" + ev.raw, digest_size=10).hexdigest()
+    return blake2b(ev.name.encode() + b"\0" + ev.raw, digest_size=10).hexdigest()
 
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             data = json.loads(raw) if raw.strip() else {}
             name = data.get("hook_event_name", "") if isinstance(data, dict) else ""
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested input must not escape as a traceback
             name = ""
     if not isinstance(name, str) or name not in _EVENTS:
         print("{}")  # an event we do not know: nothing to do

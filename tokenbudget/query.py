@@ -57,10 +57,11 @@ class Group:
 def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[Cell, str]]:
     """Every hour-by-model cell, with where its cost came from ("table", "claude-code", ...)."""
     sessions = ledger["sessions"]
+    by_session = _keys_by_session(ledger)
     for sid, s in sessions.items():
         turns = s["t"]
         src = {model: m[7] for model, m in s["m"].items()}
-        for rec in _session_keys(ledger, sid):
+        for rec in by_session.get(sid, []):
             cmd = turns[rec[9]][0] if rec[9] in turns else "prompt"
             yield (
                 Cell(sid, s["p"], rec[7], rec[1], Usage(*rec[2:7]), rec[8] or 0.0, cmd),
@@ -85,18 +86,13 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
                 )
 
 
-_key_index: dict[int, dict[str, list[list[Any]]]] = {}
-
-
-def _session_keys(ledger: Ledger, sid: str) -> list[list[Any]]:
-    idx = _key_index.get(id(ledger))
-    if idx is None:
-        idx = {}
-        for rec in ledger["keys"].values():
-            idx.setdefault(rec[0], []).append(rec)
-        _key_index.clear()
-        _key_index[id(ledger)] = idx
-    return idx.get(sid, [])
+def _keys_by_session(ledger: Ledger) -> dict[str, list[list[Any]]]:
+    # Built afresh for every call: a cache keyed by id(ledger) handed a new ledger the index of
+    # an old one that had been freed at the same address, and missed changes to the same one.
+    idx: dict[str, list[list[Any]]] = {}
+    for rec in ledger["keys"].values():
+        idx.setdefault(rec[0], []).append(rec)
+    return idx
 
 
 SOURCE_NAMES = {"t": "table", "c": "claude-code", "u": "unpriced", "m": "mixed"}

@@ -188,6 +188,8 @@ def rebuild(
         ledger.clear()
         ledger.update(new_ledger())
         history.restore_into(ledger, now if now is not None else time.time())
+        # Until sync_all below finishes, hooks must know these totals are not whole yet.
+        ledger["rebuild"] = True
     report = sync_all(
         store, config_dirs=config_dirs, prices=prices, retention_days=retention_days, now=now
     )

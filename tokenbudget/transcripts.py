@@ -7,7 +7,6 @@ appended. Anything we cannot read is skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -18,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from tokenbudget.usage import Usage
+
+try:  # `import hashlib` loads OpenSSL, 3 ms of every hook call; blake2b is built in without it
+    from _blake2 import blake2b as blake2b
+except ImportError:  # pragma: no cover - not CPython
+    from hashlib import blake2b as blake2b
 
 # A line longer than this is not a transcript entry we can use (tool output is the usual
 # culprit); it is skipped without ever being held in memory whole.
@@ -145,7 +149,7 @@ def _identity(st: os.stat_result) -> str:
 
 
 def _head_digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    return blake2b(data, digest_size=8).hexdigest()
 
 
 def read_new(path: Path, prev: FilePos | None, max_bytes: int | None = None) -> ReadResult:
@@ -280,7 +284,15 @@ def parse_ts(value: Any) -> float | None:
         return None
 
 
-def _count(value: Any) -> int:
+# No request uses a billion tokens (context windows hold about a million) and no session's
+# cumulative cost-state a trillion: larger numbers are garbage. Counted, they would hold every
+# budget over; one past 1e308 would not even convert to a float when priced.
+MAX_REQUEST_TOKENS = 10**9
+MAX_SESSION_TOKENS = 10**12
+MAX_COST_USD = 1e9
+
+
+def _count(value: Any, limit: int = MAX_REQUEST_TOKENS) -> int:
     """A token count: a non-negative integer (0 when absent), else ValueError."""
     if value is None:
         return 0
@@ -292,6 +304,8 @@ def _count(value: Any) -> int:
         value = int(value)
     if value < 0:
         raise ValueError("token count is negative")
+    if value > limit:
+        raise ValueError("token count is implausibly large")
     return int(value)
 
 
@@ -330,7 +344,7 @@ def usage_key(entry: dict[str, Any]) -> str | None:
         raw = f"uuid\x00{entry['uuid']}"
     else:
         return None
-    return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+    return blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
 def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
@@ -412,25 +426,31 @@ def _cost_state_event(entry: dict[str, Any], skipped: Skipped) -> CostStateEvent
         if not isinstance(mu, dict):
             continue
         try:
-            w5 = _count(mu.get("cacheCreationEphemeral5mInputTokens"))
-            w1 = _count(mu.get("cacheCreationEphemeral1hInputTokens"))
-            cw = _count(mu.get("cacheCreationInputTokens"))
+            cap = MAX_SESSION_TOKENS
+            w5 = _count(mu.get("cacheCreationEphemeral5mInputTokens"), cap)
+            w1 = _count(mu.get("cacheCreationEphemeral1hInputTokens"), cap)
+            cw = _count(mu.get("cacheCreationInputTokens"), cap)
             if w5 + w1 != cw:
                 w1 = min(w1, cw)
                 w5 = cw - w1
             usage = Usage(
-                _count(mu.get("inputTokens")),
-                _count(mu.get("outputTokens")),
+                _count(mu.get("inputTokens"), cap),
+                _count(mu.get("outputTokens"), cap),
                 w5,
                 w1,
-                _count(mu.get("cacheReadInputTokens")),
+                _count(mu.get("cacheReadInputTokens"), cap),
             )
         except ValueError:
             skipped.add("bad usage")
             continue
         cost = mu.get("costUSD")
-        ok_cost = isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0
-        out[str(model)] = (usage, float(cost) if ok_cost else None)
+        # Infinity (which Python's JSON reader accepts) would make every later ledger write
+        # fail: the ledger refuses non-finite numbers, and nothing would be committed again.
+        if isinstance(cost, bool) or not isinstance(cost, int | float):
+            cost = None
+        elif not 0 <= cost < MAX_COST_USD:
+            cost = None
+        out[str(model)] = (usage, None if cost is None else float(cost))
     return CostStateEvent(sid, parse_ts(entry.get("timestamp")), out)
 
 

@@ -1,0 +1,321 @@
+"""Hostile transcripts: counted correctly, or skipped and reported; never counted twice.
+
+tests/test_accounting.py already covers one 16 MB line at the start of a file read at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.reliability_fixtures import REPO
+from tests.reliability_workers import MODEL, T0, assistant_line, ledger_usage, prompt_line
+from tokenbudget import hook, sync
+from tokenbudget.usage import Usage
+
+SID = "s-hostile"
+CWD = "/home/dev/hostile"
+
+
+def transcript(home: Path, sid: str = SID) -> Path:
+    path = home / ".claude" / "projects" / "-home-dev-hostile" / f"{sid}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def requests(first: int, n: int, sid: str = SID, seed: int = 0) -> tuple[bytes, Usage]:
+    """`n` responses numbered from `first`, each as Claude Code writes it, and their sum."""
+    rng = random.Random(seed * 7919 + first)
+    data = b""
+    total = Usage()
+    for i in range(first, first + n):
+        u = Usage(rng.randint(1, 999), rng.randint(1, 999), rng.randint(0, 999), 0,
+                  rng.randint(0, 999))
+        data += assistant_line(sid, CWD, f"{sid}-{i}", u, T0 + i)
+        total = total + u
+    return data, total
+
+
+def hook_call(path: Path, sid: str = SID) -> dict[str, object]:
+    return hook.handle("PostToolUse", json.dumps({
+        "session_id": sid, "transcript_path": str(path), "tool_name": "Bash",
+        "prompt_id": f"p{random.random()}"}).encode())
+
+
+def skipped() -> dict[str, int]:
+    return dict(sync.open_store().snapshot()["skipped"])
+
+
+# --- a 50 MB line ---------------------------------------------------------------------------------
+
+BIG = 50 * 1024 * 1024
+
+
+def big_line(kind: bytes = b"user") -> bytes:
+    # A tool's output: the usual reason for a giant line. It even mentions "assistant" and
+    # usage, so only its length can tell it apart.
+    head = b'{"type":"' + kind + b'","sessionId":"' + SID.encode() + b'","toolUseResult":"'
+    tail = b'","note":"\\"type\\":\\"assistant\\",\\"usage\\""}\n'
+    return head + b"a" * (BIG - len(head) - len(tail)) + tail
+
+
+def test_a_50_mb_line_written_in_pieces_between_reads(private_home: Path) -> None:
+    path = transcript(private_home)
+    before, want_before = requests(0, 20)
+    after, want_after = requests(100, 20)
+    path.write_bytes(before)
+    hook_call(path)
+    line = big_line()
+    # Claude Code appends the giant line while hooks keep reading: 7 MB at a time.
+    for start in range(0, len(line), 7 * 1024 * 1024):
+        with open(path, "ab") as f:
+            f.write(line[start:start + 7 * 1024 * 1024])
+        hook_call(path)
+    with open(path, "ab") as f:
+        f.write(after)
+    hook_call(path)
+    assert ledger_usage() == want_before + want_after
+    assert skipped().get("too long", 0) >= 1
+    # A full sync afterwards finds nothing new, and a rebuild reads it all again the same.
+    report = sync.sync_all(sync.open_store())
+    assert report.new_requests == 0
+    sync.rebuild(sync.open_store())
+    assert ledger_usage() == want_before + want_after
+
+
+def test_a_50_mb_line_is_never_held_whole(private_home: Path) -> None:
+    path = transcript(private_home)
+    head, want = requests(0, 5)
+    tail, want_tail = requests(50, 5)
+    path.write_bytes(head + big_line(b"assistant") + tail)
+    code = ("import tracemalloc\n"
+            "tracemalloc.start()\n"
+            "from tokenbudget import sync\n"
+            "r = sync.sync_all(sync.open_store())\n"
+            "print(r.new_requests, r.skipped.get('too long'),"
+            " tracemalloc.get_traced_memory()[1] // 2**20)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=True)
+    new, too_long, peak_mb = (int(x) for x in proc.stdout.split())
+    assert (new, too_long) == (10, 1)
+    # Python's own allocations: the 16 MB the reader allows a line, and a chunk or two more.
+    # Holding the 50 MB line whole (and json.loads' copies of it) would show here.
+    assert peak_mb < 45, f"peak {peak_mb} MiB"
+    assert ledger_usage() == want + want_tail
+
+
+# --- junk, partial lines, random cut points: a property -----------------------------------------
+
+JUNK = [b"", b"   ", b"\x00\x00\x00", b"\xff\xfe\xfd garbage", b"{", b"}", b"{}", b"[1,2]",
+        b"null", b'"text"', b"{not json}", b'{"type":"assistant"}',
+        b'{"type":"assistant","message":"no"}', b'{"type":"assistant","message":{"usage":5}}',
+        b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":"12"}}}',
+        b'{"type":"user","message":{"content":[{"type":"text","text":"\xff"}]}}',
+        b'{"type":"cost-state","sessionId":"' + SID.encode() + b'","modelUsage":[]}',
+        b"\r", b"\t{\"type\":\"assistant\"}\t", b'{"a":' * 2000 + b"1" + b"}" * 2000,
+        b'{"type":"assistant","message":{"id":"\xc3\x28","usage":{}}}']
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    layout=st.lists(st.one_of(st.integers(1, 4).map(lambda n: ("req", n)),
+                              st.sampled_from(range(len(JUNK))).map(lambda j: ("junk", j))),
+                    min_size=1, max_size=25),
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+    reader=st.sampled_from(["hook", "sync_all", "sync_session"]),
+)
+def test_junk_and_any_cut_points_count_exactly(
+    private_home: Path, layout: list[tuple[str, int]], cuts: list[int], reader: str
+) -> None:
+    state = Path(os.environ["TOKENBUDGET_HOME"])
+    for p in state.glob("*"):
+        p.unlink()
+    path = transcript(private_home)
+    path.unlink(missing_ok=True)
+    data = b""
+    want = Usage()
+    n = 0
+    for kind, value in layout:
+        if kind == "req":
+            chunk, total = requests(n, value)
+            n += value
+            data += chunk
+            want = want + total
+        else:
+            data += JUNK[value] + b"\n"
+    # Written in pieces cut anywhere (mid-line, mid-UTF-8 character), read after each piece.
+    points = sorted({min(c, len(data)) for c in cuts} | {len(data)})
+    path.touch()
+    written = 0
+    store = sync.open_store()
+    for point in points:
+        with open(path, "ab") as f:
+            f.write(data[written:point])
+        written = point
+        if reader == "hook":
+            hook_call(path)
+        elif reader == "sync_all":
+            sync.sync_all(store)
+        else:
+            sync.sync_session(store, path, SID)
+    sync.sync_all(store)
+    assert ledger_usage() == want
+
+
+def test_junk_is_reported(private_home: Path) -> None:
+    path = transcript(private_home)
+    good, want = requests(0, 3)
+    path.write_bytes(b"\xff\xfe junk\n" + good + b"{not json}\n[1]\n" + good)
+    report = sync.sync_all(sync.open_store())
+    assert ledger_usage() == want  # the same three responses twice count once
+    # Binary junk and a JSON array are reported; an object of no type we read is passed over
+    # without parsing (most lines of a transcript are such), as by design.
+    assert report.skipped == {"not JSON": 2}, report.skipped
+
+
+# --- partial lines, rewritten and replaced files -----------------------------------------------
+
+
+def test_partial_last_line_completed_later(private_home: Path) -> None:
+    path = transcript(private_home)
+    data, want = requests(0, 3)
+    path.write_bytes(data[:-40])  # the third line is cut short
+    hook_call(path)
+    assert ledger_usage() == requests(0, 2)[1]  # the cut line waits, uncounted
+    with open(path, "ab") as f:
+        f.write(data[-40:])
+    hook_call(path)
+    assert ledger_usage() == want
+
+
+def test_file_rewritten_shorter(private_home: Path) -> None:
+    path = transcript(private_home)
+    data, want = requests(0, 10)
+    path.write_bytes(data)
+    sync.sync_all(sync.open_store())
+    # Rewritten in place: the first three responses kept, two new ones; shorter than before.
+    keep, _ = requests(0, 3)
+    new, want_new = requests(500, 2)
+    assert len(keep + new) < len(data)
+    with open(path, "r+b") as f:
+        f.write(keep + new)
+        f.truncate()
+    report = sync.sync_all(sync.open_store())
+    assert report.new_requests == 2
+    # Every response that ever appeared counts once: the ten, and the two new ones.
+    assert ledger_usage() == want + want_new
+
+
+@pytest.mark.parametrize("how", ["replace", "delete and recreate"])
+@pytest.mark.parametrize("content", ["another session's", "the same with more"])
+def test_file_replaced_by_another_of_the_same_name(private_home: Path, how: str,
+                                                   content: str) -> None:
+    path = transcript(private_home)
+    data, want = requests(0, 10)
+    path.write_bytes(data)
+    hook_call(path)
+    if content == "another session's":
+        other, want_other = requests(0, 12, sid="s-other")
+        expected = want + want_other  # both happened: the first file's were counted already
+    else:
+        extra, want_extra = requests(10, 5)
+        other = data + extra
+        expected = want + want_extra
+    if how == "replace":
+        tmp = path.with_name("new.tmp")
+        tmp.write_bytes(other)
+        os.replace(tmp, path)
+    else:
+        path.unlink()  # the freed inode number may well be reused by the new file
+        path.write_bytes(other)
+    hook_call(path)
+    sync.sync_all(sync.open_store())
+    assert ledger_usage() == expected
+
+
+# --- bad numbers --------------------------------------------------------------------------------
+
+
+def usage_line(key: str, usage: dict[str, object]) -> bytes:
+    entry = {"type": "assistant", "message": {"id": f"msg_{key}", "model": MODEL,
+                                              "usage": usage},
+             "requestId": f"req_{key}", "timestamp": "2026-11-27T15:20:00.000Z",
+             "sessionId": SID, "cwd": CWD}
+    return json.dumps(entry).encode() + b"\n"
+
+
+BAD_NUMBERS: dict[str, object] = {
+    "negative": -5,
+    "fraction": 1.5,
+    "string": "100",
+    "boolean": True,
+    "list": [1],
+    "NaN": float("nan"),
+    "Infinity": float("inf"),
+    "absurdly large": 10**400,
+    "a trillion": 10**12,
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_NUMBERS))
+def test_bad_token_counts_are_skipped_and_reported(private_home: Path, name: str) -> None:
+    path = transcript(private_home)
+    good, want = requests(0, 2)
+    bad = usage_line("bad", {"input_tokens": BAD_NUMBERS[name], "output_tokens": 7})
+    path.write_bytes(good + bad)
+    report = sync.sync_all(sync.open_store())
+    assert report.skipped.get("bad usage") == 1, report.skipped
+    assert ledger_usage() == want
+    # And the hook carries on with the session afterwards.
+    more, want_more = requests(10, 1)
+    with open(path, "ab") as f:
+        f.write(more)
+    hook_call(path)
+    assert ledger_usage() == want + want_more
+
+
+def test_whole_numbers_written_as_floats_count(private_home: Path) -> None:
+    path = transcript(private_home)
+    path.write_bytes(usage_line("f", {"input_tokens": 1e3, "output_tokens": 2.0,
+                                      "cache_read_input_tokens": None}))
+    sync.sync_all(sync.open_store())
+    assert ledger_usage() == Usage(1000, 2, 0, 0, 0)
+
+
+@pytest.mark.parametrize("cost", [float("inf"), float("nan"), -1.0, 1e308, "3"])
+def test_a_bad_cost_in_a_cost_state_cannot_wedge_the_ledger(private_home: Path,
+                                                            cost: object) -> None:
+    path = transcript(private_home)
+    good, want = requests(0, 1)
+    u = want
+    state = {"type": "cost-state", "sessionId": SID, "timestamp": "2026-11-27T16:00:00.000Z",
+             "modelUsage": {MODEL: {"inputTokens": u.input, "outputTokens": u.output,
+                                    "cacheCreationInputTokens": u.cache_write_5m,
+                                    "cacheReadInputTokens": u.cache_read, "costUSD": cost}}}
+    path.write_bytes(good + json.dumps(state).encode() + b"\n")
+    sync.sync_all(sync.open_store())
+    assert ledger_usage() == want
+    more, want_more = requests(10, 1)
+    with open(path, "ab") as f:
+        f.write(more)
+    sync.sync_all(sync.open_store())  # a wedged ledger would fail here, and forever after
+    assert ledger_usage() == want + want_more
+    ledger = json.loads((Path(os.environ["TOKENBUDGET_HOME"]) / "ledger.json").read_bytes())
+    assert ledger["sessions"][SID]["m"][MODEL][5] < 1e6  # Claude Code's absurd cost not taken
+
+
+def test_prompt_lines_in_junk_do_not_break_turns(private_home: Path) -> None:
+    path = transcript(private_home)
+    data, want = requests(0, 2)
+    path.write_bytes(prompt_line(SID, CWD, "p1", "/test go", T0) + b"\x00\n" + data)
+    sync.sync_all(sync.open_store())
+    assert ledger_usage() == want
