@@ -26,7 +26,7 @@ def history_path() -> Path:
     return paths.data_dir() / "history.jsonl"
 
 
-def _hourly(ledger: Ledger, sid: str, s: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+def _hourly(s: dict[str, Any], key_records: list[list[Any]]) -> dict[str, dict[str, list[Any]]]:
     """The session's usage per hour, model and command: [5 counts, cost]."""
     out: dict[str, dict[str, list[Any]]] = {}
     turns = s["t"]
@@ -38,9 +38,8 @@ def _hourly(ledger: Ledger, sid: str, s: dict[str, Any]) -> dict[str, dict[str, 
             row[i] += counts[i]
         row[5] += cost or 0.0
 
-    for rec in ledger["keys"].values():
-        if rec[0] == sid:
-            add(rec[7], rec[1], rec[2:7], rec[8], rec[9])
+    for rec in key_records:
+        add(rec[7], rec[1], rec[2:7], rec[8], rec[9])
     for a in s["adj"]:
         add(a[0], a[1], a[2:7], a[7], a[8])
     return out
@@ -52,6 +51,11 @@ def fold(ledger: Ledger, cutoff: float) -> int:
     if not idle:
         return 0
     idle_set = set(idle)
+    # One pass over the request records, not one per session (that was quadratic).
+    keys_of: dict[str, list[list[Any]]] = {}
+    for rec in ledger["keys"].values():
+        if rec[0] in idle_set:
+            keys_of.setdefault(rec[0], []).append(rec)
     files_of: dict[str, dict[str, Any]] = {}
     for path, rec in ledger["files"].items():
         if rec[3] in idle_set:
@@ -65,7 +69,7 @@ def fold(ledger: Ledger, cutoff: float) -> int:
             "f": s["f"],
             "l": s["l"],
             "m": s["m"],
-            "hours": _hourly(ledger, sid, s),
+            "hours": _hourly(s, keys_of.get(sid, [])),
             "turns": list(s["t"].values()),
             "files": files_of.get(sid, {}),
         }

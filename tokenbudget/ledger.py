@@ -10,11 +10,12 @@ Reads and writes go through the small `Store` interface so another backend can f
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,6 +91,70 @@ class Store(Protocol):
         ...
 
 
+def _flock(path: Path, timeout: float) -> Callable[[], None] | None:
+    """Lock `path` with flock(2); return the release, or None where flock is unavailable.
+
+    The same lock as filelock's UnixFileLock (flock on the same file, which stays in place), so
+    the two exclude each other; taken directly because importing filelock costs a hook call
+    about 20 ms. TimeoutError after `timeout` seconds.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None  # not POSIX: filelock knows the platform's own locks
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)  # another user's lock file: flock needs no write access
+    delay = 0.001
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
+                    os.close(fd)
+                    return None  # a filesystem without flock: filelock falls back to a marker
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(str(path))
+            # Short waits first: a hook holds the lock for milliseconds.
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.025)
+    except BaseException:
+        os.close(fd)
+        raise
+    return lambda: os.close(fd)  # closing the only descriptor releases the lock
+
+
+def _new_temp(folder: Path, prefix: str) -> tuple[int, str]:
+    """Create a new private `<prefix>...tmp` file in `folder`: mkstemp without the tempfile
+    import (3 ms a hook call). O_EXCL makes a name collision a retry, never a shared file."""
+    for n in range(100):
+        path = os.path.join(folder, f"{prefix}{os.getpid()}-{time.monotonic_ns()}-{n}.tmp")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
+def _filelock(path: Path, timeout: float) -> Callable[[], None]:
+    """Lock `path` with filelock (Windows, or no flock here); TimeoutError after `timeout`."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path), timeout=timeout, mode=0o600)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(str(path)) from None
+    return lambda: lock.release()
+
+
 class JsonFileStore:
     """The ledger as `ledger.json` beside `ledger.json.lock`."""
 
@@ -129,16 +194,20 @@ class JsonFileStore:
     @contextmanager
     def transaction(self) -> Iterator[Ledger]:
         self._ensure_dir()
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout, mode=0o600)
         try:
-            lock.acquire()
-        except Timeout:
+            release = _flock(self.lock_path, self.lock_timeout) or _filelock(
+                self.lock_path, self.lock_timeout
+            )
+        except TimeoutError:
+            from tokenbudget.lockinfo import holder
+
+            who = holder(self.lock_path)  # a stuck process the user can find and stop
             raise LockTimeout(
                 f"the ledger lock {self.lock_path} was not obtained within {self.lock_timeout:g} s"
+                + (f" (held by {who})" if who else "")
             ) from None
         try:
+            self._sweep_temps()
             try:
                 data = self.load()
             except CorruptLedger as e:
@@ -147,13 +216,13 @@ class JsonFileStore:
             data["updated"] = time.time()
             self.write(data)
         finally:
-            lock.release()
+            release()
 
     def write(self, data: Ledger) -> None:
         """Replace the ledger atomically (call with the lock held)."""
         self._ensure_dir()
         payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = _new_temp(self.path.parent, self._temp_prefix)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
@@ -167,6 +236,26 @@ class JsonFileStore:
                 pass
             raise
 
+    @property
+    def _temp_prefix(self) -> str:
+        return f".{self.path.name}."
+
+    def _sweep_temps(self) -> None:
+        """Remove temp files of writers killed mid-write (call with the lock held).
+
+        Only the lock holder writes one, so any found now belongs to a dead process; a hook
+        killed by Claude Code's timeout would otherwise leave a ledger-sized file each time.
+        """
+        try:
+            with os.scandir(self.path.parent) as entries:
+                stale = [e.path for e in entries
+                         if e.name.startswith(self._temp_prefix) and e.name.endswith(".tmp")]
+        except OSError:
+            return
+        for path in stale:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
     def _recover(self, reason: str) -> Ledger:
         """Keep the unusable file, start a new ledger owed a rebuild from the transcripts."""
         kept = self.move_aside()
@@ -179,12 +268,25 @@ class JsonFileStore:
         return data
 
     def move_aside(self) -> Path:
-        """Keep an unusable ledger as `ledger.json.corrupt-<time>`; return where it went."""
+        """Keep a copy of an unusable ledger as `ledger.json.corrupt-<time>`; return where.
+
+        A copy, not a move: the ledger stays in place until the caller's commit replaces it, so
+        a crash in between leaves the old file (found again next time), never no ledger at all,
+        which would read as a fresh one with every total at zero and no rebuild owed.
+        """
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         n = 1
         while target.exists():
             n += 1
             target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        os.replace(self.path, target)
+        try:
+            os.link(self.path, target)
+        except OSError:
+            # No hard links here (some network and FUSE filesystems): copy, privately.
+            with open(self.path, "rb") as src:
+                data = src.read()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as dst:
+                dst.write(data)
         return target
