@@ -24,13 +24,16 @@ if [ "$purge" = 1 ] && [ "$action" != uninstall ]; then
     exit 2
 fi
 
-# Where platformdirs puts tokenbudget's data (and $TOKENBUDGET_HOME overrides it).
+# Where platformdirs puts tokenbudget's data and config ($TOKENBUDGET_HOME overrides both).
 if [ -n "${TOKENBUDGET_HOME:-}" ]; then
     data="$TOKENBUDGET_HOME"
+    config_dir="$TOKENBUDGET_HOME"
 elif [ "$(uname -s)" = Darwin ]; then
     data="$HOME/Library/Application Support/tokenbudget"
+    config_dir="$data"
 else
     data="${XDG_DATA_HOME:-$HOME/.local/share}/tokenbudget"
+    config_dir="${XDG_CONFIG_HOME:-$HOME/.config}/tokenbudget"
 fi
 venv="$data/venv"
 bindir="$HOME/.local/bin"
@@ -39,18 +42,25 @@ link="$bindir/tokenbudget"
 if [ "$action" = uninstall ]; then
     if [ -x "$venv/bin/tokenbudget" ]; then
         "$venv/bin/tokenbudget" uninstall
-        config_dir="$("$venv/bin/python" -c 'from tokenbudget import paths; print(paths.config_dir())')"
     else
         echo "install.sh: no tokenbudget environment at $venv; nothing to unregister" >&2
-        config_dir=""
     fi
     if [ -L "$link" ] && [ "$(readlink "$link")" = "$venv/bin/tokenbudget" ]; then
         rm -f "$link"
     fi
     rm -rf "$venv"
     if [ "$purge" = 1 ]; then
-        rm -rf "$data"
-        [ -n "$config_dir" ] && rm -rf "$config_dir"
+        # Only tokenbudget's own files: $TOKENBUDGET_HOME may be a folder that holds others.
+        for dir in "$data" "$config_dir"; do
+            [ -d "$dir" ] || continue
+            (
+                cd "$dir" &&
+                    rm -rf ledger.json ledger.json.lock ledger.json.corrupt-* \
+                        ledger.json.before-rebuild-* .ledger.json.*.tmp history.jsonl \
+                        config.json tokenbudget.log tokenbudget.log.1 plugin
+            )
+            rmdir "$dir" 2>/dev/null || true
+        done
         echo "tokenbudget is uninstalled; its ledger, history and config are deleted."
     else
         echo "tokenbudget is uninstalled; the ledger is kept in $data (--purge deletes it)."
