@@ -231,3 +231,68 @@ def test_session_start_can_tell_the_model_its_budget(private_home: Path) -> None
     ctx = out["hookSpecificOutput"]["additionalContext"]
     assert out["hookSpecificOutput"]["hookEventName"] == "SessionStart"
     assert "daily budget" in ctx and "left" in ctx
+
+
+def _append_request(transcript: str, n: int, tokens: int) -> None:
+    """One more API response of `tokens` input tokens in the session's transcript."""
+    lines = Path(transcript).read_text().splitlines()
+    template = next(json.loads(line) for line in lines if '"type":"assistant"' in line)
+    template["message"]["id"] = f"msg_extra_{n}"
+    template["requestId"] = f"req_extra_{n}"
+    template["uuid"] = f"uuid-extra-{n}"
+    template["message"]["usage"] = {"input_tokens": tokens, "output_tokens": 0}
+    with open(transcript, "a") as f:
+        f.write(json.dumps(template, separators=(",", ":")) + "\n")
+
+
+def test_a_broken_project_file_keeps_the_users_budgets(private_home: Path, tmp_path: Path) -> None:
+    base = session(private_home)
+    project = tmp_path / "their repo"
+    (project / ".claude").mkdir(parents=True)
+    (project / ".claude" / "tokenbudget.json").write_text("not json")
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    payload = {**base, "cwd": str(project), "prompt": "go"}
+    rc, out, _ = run_hook("UserPromptSubmit", payload)
+    assert rc == 0 and out["decision"] == "block"
+    assert "tokenbudget.json" in out["systemMessage"] and "yours are" in out["systemMessage"]
+    set_budgets(private_home, fail_closed=True)
+    rc, out, _ = run_hook("UserPromptSubmit", {**payload, "prompt_id": "p-2"})
+    assert out["decision"] == "block" and "fail_closed" in out["reason"]
+
+
+def test_the_turn_let_through_is_bounded_too(private_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from tokenbudget.cli import main
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    assert CliRunner().invoke(main, ["allow"]).exit_code == 0
+    allowed = {**base, "prompt_id": "p-ok"}
+    assert "decision" not in run_hook("UserPromptSubmit", {**allowed, "prompt": "go"})[1]
+    _append_request(base["transcript_path"], 1, 9_000)  # less than one more budget's worth
+    assert run_hook("PreToolUse", {**allowed, "tool_use_id": "t1"})[1].get("continue") is not False
+    _append_request(base["transcript_path"], 2, 2_000)  # now past it: a runaway is stopped
+    out = run_hook("PreToolUse", {**allowed, "tool_use_id": "t2"})[1]
+    assert out["continue"] is False and "session budget" in out["stopReason"]
+
+
+def test_allow_is_spent_only_on_a_prompt_it_lets_through(private_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from tokenbudget.cli import main
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "1M"})
+    assert CliRunner().invoke(main, ["allow"]).exit_code == 0
+    assert run_hook("UserPromptSubmit", {**base, "prompt": "fine", "prompt_id": "a"})[1] == {}
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    out = run_hook("UserPromptSubmit", {**base, "prompt": "blocked?", "prompt_id": "b"})[1]
+    assert "decision" not in out, "the allow was spent on a prompt that needed none"
+
+
+def test_the_raise_hint_keeps_warn_mode(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k", "mode": "warn", "warn_at": 0.5})
+    out = run_hook("UserPromptSubmit", {**base, "prompt": "go"})[1]
+    assert "tokenbudget budget set session 20k --mode warn --warn-at 50%" in out["systemMessage"]

@@ -23,6 +23,7 @@ from tokenbudget.errors import ConfigError, LockTimeout, TokenbudgetError
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
+ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _EVENTS = (
     "SessionStart",
@@ -81,7 +82,8 @@ def read_stdin() -> bytes:
 
 def _str(data: dict[str, Any], key: str, limit: int = 4096) -> str | None:
     v = data.get(key)
-    return v if isinstance(v, str) and 0 < len(v) <= limit else None
+    # A NUL cannot be in a real path or id, and os functions refuse it.
+    return v if isinstance(v, str) and 0 < len(v) <= limit and "\x00" not in v else None
 
 
 def _inside(path: Path, roots: list[Path]) -> bool:
@@ -196,14 +198,27 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
     except ConfigError as e:
         # A budget must never vanish silently: say the config is broken, every time.
         return fail(name, f"the config is broken ({e}); budgets are not enforced", False)
+    # The project's own budget file sits at its root, which a subfolder's cwd would miss.
+    root = os.environ.get("CLAUDE_PROJECT_DIR") or ev.cwd
+    if root and "\x00" in root:
+        root = None
+    broken = None
     try:
-        # The project's own budget file sits at its root, which a subfolder's cwd would miss.
-        root = os.environ.get("CLAUDE_PROJECT_DIR") or ev.cwd
         budget_list = config_mod.effective_budgets(cfg, Path(root) if root else None)
     except ConfigError as e:
-        return fail(name, f"a budget file is broken ({e}); budgets are not enforced", False)
+        # A broken project file (anyone's checkout may hold one) must not switch off the
+        # user's own budgets: those still apply; the project's are reported, every time.
+        if cfg.fail_closed:
+            return fail(name, f"a project budget file is broken ({e})", True)
+        from tokenbudget.budgets import applies_to, normalize_project
+
+        folder = normalize_project(os.path.abspath(root)) if root else None
+        budget_list = [b for b in cfg.budgets if applies_to(b, folder)]
+        broken = f"tokenbudget: {e}; this project's budgets are not enforced (yours are)"
+        log(f"{name}: {e}")
     try:
-        return _handle(ev, cfg, budget_list, now if now is not None else time.time())
+        answer = _handle(ev, cfg, budget_list, now if now is not None else time.time())
+        return _with_message(answer, broken)
     except LockTimeout as e:
         return fail(name, f"{e}; not checked this time", cfg.fail_closed)
     except (TokenbudgetError, OSError) as e:
@@ -280,6 +295,11 @@ def _raise_hint(check: Any) -> str:
     hint = template.format(kind=b.kind, name=b.name, limit=limit)
     if b.project and b.kind != "project":
         hint += f" --project {_quote(b.project)}"
+    # Raising a limit must not quietly change how the budget behaves.
+    if b.mode != "block":
+        hint += f" --mode {b.mode}"
+    if abs(b.warn_at - 0.8) > 1e-9:
+        hint += f" --warn-at {round(b.warn_at * 100, 2):g}%"
     return hint
 
 
@@ -308,14 +328,34 @@ def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
         week_start=cfg.week_start, command=command, prompt_id=ev.prompt_id, starting=starting,
     )
     checks = enforce.check_all(budget_list, ledger, ctx)
+    decision = m["decide"](c for c, _ in checks)
     allow = ledger.setdefault("allow", {})
     allowed = False
-    if starting and allow.get("pending"):
-        allowed = True
-        ledger["allow"] = {"session": ev.session_id, "prompt_id": ev.prompt_id, "at": now}
-    elif allow.get("session") == ev.session_id and allow.get("prompt_id") == ev.prompt_id and ev.prompt_id:
-        allowed = True
-    decision = m["decide"](c for c, _ in checks)
+    if decision.action == "block":
+        if starting and allow.get("pending") and now - float(allow.get("at", 0)) < ALLOW_TTL:
+            # `tokenbudget allow` is spent only on a prompt it actually lets through. What
+            # each budget had used is remembered: the turn it lets through is itself bounded.
+            allowed = True
+            ledger["allow"] = {
+                "session": ev.session_id,
+                "prompt_id": ev.prompt_id,
+                "at": now,
+                "base": {_check_key(c): c.used for c, _ in checks},
+            }
+        elif (
+            not starting
+            and ev.prompt_id
+            and allow.get("session") == ev.session_id
+            and allow.get("prompt_id") == ev.prompt_id
+        ):
+            # The turn let through may use one more budget's worth, then it is stopped too.
+            base = allow.get("base", {})
+            again = [
+                c for c, _ in checks if c.blocks and c.used - base.get(_check_key(c), 0.0) >= c.limit
+            ]
+            allowed = not again
+            if again:
+                decision = m["decide"](again)
     tz_ = tz
     if decision.action == "block" and not allowed:
         primary = decision.primary
@@ -351,6 +391,10 @@ def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
                 "additionalContext": left,
             }
     return _with_message(answer, "\n".join(notes) if notes else None)
+
+
+def _check_key(check: Any) -> str:
+    return f"{check.budget.id}|{check.budget.unit}"
 
 
 def _left_text(checks: list[Any]) -> str:
