@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from pathlib import Path
 
@@ -304,3 +305,43 @@ def test_an_absurdly_long_line_is_skipped_not_fatal(private_home: Path) -> None:
     report = sync.sync_all(store, now=1795887600.0)
     assert report.skipped.get("too long") == 1
     assert ledger_total(store) == truth_usage("plain")
+
+
+def test_a_subagent_line_written_after_the_session_total_counts_once(private_home: Path) -> None:
+    install_fixture("agent", private_home / ".claude")
+    agent = next((private_home / ".claude" / "projects").rglob("agent-*.jsonl"))
+    full = agent.read_bytes()
+    lines = full.splitlines(keepends=True)
+    cut = max(i for i, line in enumerate(lines) if b'"type":"assistant"' in line)
+    agent.write_bytes(b"".join(lines[: cut - 1]))  # the subagent's response not on disk yet
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    # Claude Code's session total already covers it, as usage in no line.
+    assert ledger_total(store) == truth_usage("agent")
+    agent.write_bytes(full)
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("agent")
+    assert session_totals(store)[agent.parent.parent.name] == truth_usage("agent")
+
+
+def test_a_second_compaction_in_a_session_is_counted_too(private_home: Path) -> None:
+    install_fixture("compacted", private_home / ".claude")
+    path = _transcript(private_home, "compacted")
+    lines = path.read_text().splitlines(keepends=True)
+    states = [i for i, line in enumerate(lines) if '"type":"cost-state"' in line]
+    store = sync.open_store()
+    # Read the session one process at a time, each ending with its cost-state.
+    for end in states:
+        path.write_text("".join(lines[: end + 1]))
+        sync.sync_all(store, now=1795887600.0)
+    path.write_text("".join(lines))
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("compacted")
+    # A later process compacts again: 3,000 tokens in no assistant line.
+    last = json.loads(lines[states[-1]])
+    usage = last["modelUsage"]["claude-opus-5-5"]
+    usage["inputTokens"] += 3000
+    with open(path, "a") as f:
+        f.write(json.dumps(last) + "\n")
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store).total == truth_usage("compacted").total + 3000

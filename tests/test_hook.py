@@ -296,3 +296,16 @@ def test_the_raise_hint_keeps_warn_mode(private_home: Path) -> None:
     set_budgets(private_home, {"kind": "session", "limit": "10k", "mode": "warn", "warn_at": 0.5})
     out = run_hook("UserPromptSubmit", {**base, "prompt": "go"})[1]
     assert "tokenbudget budget set session 20k --mode warn --warn-at 50%" in out["systemMessage"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "command"),
+    [("/test --fast", "/test"), ("/plug:run x", "/plug:run"), ("/etc/passwd what is it", "prompt"),
+     ("/", "prompt"), ("  /deploy", "/deploy"), ("hello /test", "prompt")],
+)
+def test_what_counts_as_a_slash_command(prompt: str, command: str) -> None:
+    from tokenbudget.hook import command_of_prompt
+    from tokenbudget.transcripts import command_of
+
+    assert command_of_prompt(prompt) == command
+    assert command_of(prompt) == command  # the ledger names the turn the same way

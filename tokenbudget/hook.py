@@ -137,12 +137,10 @@ def parse_event(name: str, raw: bytes) -> Event:
 
 
 def command_of_prompt(prompt: str | None) -> str:
-    """`/test --fast` is `/test`; anything else is `prompt`."""
-    if prompt:
-        word = prompt.lstrip().split(maxsplit=1)[0] if prompt.strip() else ""
-        if word.startswith("/") and len(word) > 1 and "/" not in word[1:].split(":")[0]:
-            return word
-    return "prompt"
+    """`/test --fast` is `/test`; anything else is `prompt` (the same rule as the ledger's)."""
+    from tokenbudget.transcripts import slash_command
+
+    return (slash_command(prompt) if prompt else None) or "prompt"
 
 
 # --- answers -----------------------------------------------------------------------------------

@@ -176,6 +176,8 @@ class Ingestor:
             self._add_seen(s, ev.model, ev.usage)
             self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // HOUR), ev.ts, turn, 1)
             self.result.new_requests += 1
+            if state["sub"]:
+                self._settle_extra(sid, s, ev, turn)
             return
         owner, model = rec[0], rec[1]
         old = Usage(*rec[2:7])
@@ -196,6 +198,24 @@ class Ingestor:
                 if owner != sid:
                     self._add_seen(s, model, delta)
                 self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
+
+    def _settle_extra(self, sid: str, s: dict[str, Any], ev: UsageEvent, turn: str) -> None:
+        """A subagent request that reached its file only after Claude Code's session total was
+        read: that total already counted it, as usage in no line. Count it once, here."""
+        cst = s.get("cst")
+        extra = s["x"].get(ev.model)
+        if cst is None or not extra or ev.ts > cst:
+            return  # after the total was written: a new request, not part of it
+        overlap = Usage(*(min(a, b) for a, b in zip(extra, ev.usage, strict=True)))
+        if not overlap.total:
+            return
+        s["x"][ev.model] = list(Usage(*extra) - overlap)
+        self._add_seen(s, ev.model, ZERO - overlap)
+        cost = self.cost_of(ev.model, overlap)
+        neg_cost = None if cost is None else -cost
+        hour = int(ev.ts // HOUR)
+        s["adj"].append([hour, ev.model, *(ZERO - overlap), neg_cost, turn])
+        self._apply(sid, ev.model, ZERO - overlap, neg_cost, hour, ev.ts, turn, 0)
 
     def _add_seen(self, s: dict[str, Any], model: str, u: Usage) -> None:
         cur = s["s"].get(model)
@@ -221,7 +241,7 @@ class Ingestor:
             m[i] += v
         m[M_N] += n
         if cost is None:
-            if u.total:
+            if u.total > 0:
                 m[M_SRC] = "u"
             cost = 0.0
         m[M_COST] += cost
@@ -255,11 +275,13 @@ class Ingestor:
         hour = int(ts // HOUR)
         turn = self._resolve_turn(s, state["turn"])
         inherited = bool(s["fk"])
+        s["cst"] = max(s.get("cst") or 0.0, ts)
         for model, (total, cc_cost) in ev.models.items():
+            # `seen` holds every line seen and every earlier extra: what is left is new.
             seen = Usage(*s["s"].get(model, ZERO))
             old_extra = Usage(*s["x"].get(model, ZERO))
-            extra = old_extra.fieldwise_max((total - seen).clamp())
-            dx = extra - old_extra
+            dx = (total - seen).clamp()
+            extra = old_extra + dx
             if dx.total > 0:
                 # Requests in no assistant line (compaction): only Claude Code's total knows them.
                 s["x"][model] = list(extra)

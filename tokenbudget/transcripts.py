@@ -371,6 +371,17 @@ def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
     return UsageEvent(key, model, usage, ts, sid, cwd if isinstance(cwd, str) else None)
 
 
+# A slash command's name: letters, digits, `_`, `-`, `.`, and `:` for a plugin's namespace.
+# `/etc/passwd what is this` is a prompt that starts with a path, not a command.
+_SLASH = re.compile(r"/[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+
+
+def slash_command(text: str) -> str | None:
+    """`/test` for a prompt typed as `/test --fast`; None if it is not a slash command."""
+    words = text.split(maxsplit=1)
+    return words[0] if words and _SLASH.fullmatch(words[0]) else None
+
+
 def command_of(text: str) -> str | None:
     """The command a typed prompt starts: `/name` for a slash command, else `prompt`.
 
@@ -385,10 +396,7 @@ def command_of(text: str) -> str | None:
             return name if name.startswith("/") else "/" + name
     if stripped.startswith(("<task-notification>", "<local-command-", "<bash-")):
         return None
-    if stripped.startswith("/"):
-        word = stripped.split(maxsplit=1)[0]
-        return word if len(word) > 1 else "prompt"
-    return "prompt"
+    return slash_command(stripped) or "prompt"
 
 
 def _prompt_event(entry: dict[str, Any]) -> PromptEvent | None:
