@@ -16,7 +16,14 @@ from tokenbudget.ledger import new_ledger
 
 NOW_DT = datetime(2026, 11, 28, 17, 30, tzinfo=UTC)
 NOW = NOW_DT.timestamp()
-H = int(NOW // 3600)  # the bucket of 17:00-18:00
+# The usage buckets are 15 minutes long; these tests look back one hour from 17:37:30.
+NOW_B = NOW + 450
+B = 900
+
+
+def bucket(hh: int, mm: int) -> int:
+    return int(at(hh, mm) // B)
+
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
 
 
@@ -27,13 +34,13 @@ def at(hh: int, mm: int) -> float:
 def ledger_with_hours() -> dict[str, Any]:
     ledger = new_ledger()
     ledger["hours"] = {
-        # 16:00-17:00, spread over the whole hour: half of it lies in the last hour.
-        str(H - 1): {"/p": [120_000, 1.20, at(16, 0), at(17, 0)]},
-        str(H): {
-            "/p": [60_000, 0.60, at(17, 0), at(17, 25)],
+        # 16:30-16:45, spread evenly: half of it lies after 16:37:30.
+        str(bucket(16, 30)): {"/p": [120_000, 1.20, at(16, 30), at(16, 45)]},
+        str(bucket(17, 0)): {
+            "/p": [60_000, 0.60, at(17, 0), at(17, 14)],
             "/q": [1_000_000, 10.0, at(17, 10), at(17, 10)],
         },
-        str(H - 2): {"/p": [999_999, 9.0, at(15, 0), at(15, 59)]},  # too old to count
+        str(bucket(16, 15)): {"/p": [999_999, 9.0, at(16, 15), at(16, 29)]},  # too old
     }
     return ledger
 
@@ -63,30 +70,30 @@ def test_spread(first: float, last: float, lo: float, hi: float, part: float) ->
 def test_last_hour_takes_the_current_bucket_and_part_of_the_previous() -> None:
     ledger = ledger_with_hours()
     mine = Budget("daily", 500_000, project="/p")
-    assert burn.last_hour(ledger, mine, NOW) == pytest.approx(120_000)
-    assert burn.last_hour(ledger, Budget("daily", 5, "usd", project="/p"), NOW) == (
+    assert burn.last_hour(ledger, mine, NOW_B) == pytest.approx(120_000)
+    assert burn.last_hour(ledger, Budget("daily", 5, "usd", project="/p"), NOW_B) == (
         pytest.approx(1.20)
     )
-    assert burn.last_hour(ledger, Budget("daily", 500_000), NOW) == pytest.approx(1_120_000)
-    assert burn.last_hour(ledger, Budget("project", 1, name="/q"), NOW) == pytest.approx(1e6)
-    assert burn.last_hour(ledger, Budget("command", 1, name="/t"), NOW) is None
-    assert burn.last_hour(new_ledger(), mine, NOW) == 0
+    assert burn.last_hour(ledger, Budget("daily", 500_000), NOW_B) == pytest.approx(1_120_000)
+    assert burn.last_hour(ledger, Budget("project", 1, name="/q"), NOW_B) == pytest.approx(1e6)
+    assert burn.last_hour(ledger, Budget("command", 1, name="/t"), NOW_B) is None
+    assert burn.last_hour(new_ledger(), mine, NOW_B) == 0
 
 
 def test_last_hour_of_a_session_counts_only_its_requests() -> None:
     ledger = ledger_with_hours()
-    ledger["sessions"]["s1"] = {"p": "/p", "adj": [[H, "m", 100, 0, 0, 0, 0, 0.001, "-"]]}
+    ledger["sessions"]["s1"] = {"p": "/p", "adj": [[bucket(17, 0), "m", 100, 0, 0, 0, 0, 0.001, "-"]]}
     ledger["keys"] = {
-        "a": ["s1", "m", 1000, 200, 0, 0, 800, H, 0.01, "-"],
-        "b": ["s1", "m", 4000, 0, 0, 0, 0, H - 1, 0.04, "-"],  # half of it in the last hour
-        "c": ["s2", "m", 9999, 0, 0, 0, 0, H, 0.5, "-"],
+        "a": ["s1", "m", 1000, 200, 0, 0, 800, bucket(17, 0), 0.01, "-"],
+        "b": ["s1", "m", 4000, 0, 0, 0, 0, bucket(16, 30), 0.04, "-"],  # half of it in the last hour
+        "c": ["s2", "m", 9999, 0, 0, 0, 0, bucket(17, 0), 0.5, "-"],
     }
     session = Budget("session", 10_000)
-    assert burn.last_hour(ledger, session, NOW, "s1") == pytest.approx(2100 + 2000)
-    assert burn.last_hour(ledger, Budget("session", 1, "usd"), NOW, "s1") == (
+    assert burn.last_hour(ledger, session, NOW_B, "s1") == pytest.approx(2100 + 2000)
+    assert burn.last_hour(ledger, Budget("session", 1, "usd"), NOW_B, "s1") == (
         pytest.approx(0.011 + 0.02)
     )
-    assert burn.last_hour(ledger, session, NOW, "nobody") == 0
+    assert burn.last_hour(ledger, session, NOW_B, "nobody") == 0
 
 
 def test_runs_out_in() -> None:
@@ -235,7 +242,7 @@ def test_hook_warning_shows_rate_projection_and_commands(private_home: Path) -> 
             "tokenbudget: the session budget is used up (18.5k of 15k tokens); resets when a new"
             " session starts.\n"
             "Burn rate: 18.5k tokens/h over the last hour.\n"
-            "To raise it: tokenbudget budget set session 30k"
+            "To raise it: tokenbudget budget set session 30k --mode warn"
         )
     }
     # Two hours later the same session has burned nothing in the last hour.

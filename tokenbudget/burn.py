@@ -19,6 +19,7 @@ from tokenbudget.budgets import (
     reason_text,
     warning_text,
 )
+from tokenbudget.ingest import BUCKET
 from tokenbudget.ledger import Ledger
 
 HOUR = 3600
@@ -34,9 +35,8 @@ def spread(amount: float, first: float, last: float, lo: float, hi: float) -> fl
 
 
 def _recent_hours(now: float) -> range:
-    # The buckets that can overlap [now - 1h, now]: this hour and the one before.
-    current = int(now // HOUR)
-    return range(current - 1, current + 1)
+    # The buckets that can overlap [now - 1h, now].
+    return range(int((now - HOUR) // BUCKET), int(now // BUCKET) + 1)
 
 
 def _project_cells(
@@ -74,7 +74,7 @@ def _session_cells(
             cell[1] += adj[7] or 0.0
     for hour, (tokens, cost) in sums.items():
         bucket = ledger["hours"].get(str(hour), {}).get(s["p"])
-        first, last = (bucket[2], bucket[3]) if bucket else (hour * HOUR, hour * HOUR + HOUR)
+        first, last = (bucket[2], bucket[3]) if bucket else (hour * BUCKET, hour * BUCKET + BUCKET)
         yield tokens, cost, float(first), float(last)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from tokenbudget import budgets as rules
 from tokenbudget.budgets import Budget, Check
-from tokenbudget.ingest import HOUR
+from tokenbudget.ingest import BUCKET
 from tokenbudget.ledger import Ledger
 
 TOKENS, COST = 0, 1
@@ -46,8 +46,8 @@ def _hours_between(
     hi = end.timestamp() if end else float("inf")
     total = 0.0
     for h, per_project in ledger["hours"].items():
-        t = int(h) * HOUR
-        if t + HOUR <= lo or t >= hi:
+        t = int(h) * BUCKET
+        if t + BUCKET <= lo or t >= hi:
             continue
         for project, cell in per_project.items():
             if _in_scope(b, project):

@@ -169,9 +169,9 @@ def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None
 
 def restore_into(ledger: Ledger, now: float) -> None:
     """Refill a rebuilt ledger's rollups from the folded sessions."""
-    from tokenbudget.ingest import HOUR, HOURS_KEPT
+    from tokenbudget.ingest import BUCKET, BUCKETS_KEPT
 
-    oldest = int(now // HOUR) - HOURS_KEPT
+    oldest = int(now // BUCKET) - BUCKETS_KEPT
     for rec in read_records().values():
         folded = ledger["folded"]
         tokens = sum(sum(m[:5]) for m in rec["m"].values())
@@ -196,8 +196,8 @@ def restore_into(ledger: Ledger, now: float) -> None:
                 continue
             for v in per_model.values():
                 bucket = ledger["hours"].setdefault(h, {})
-                start = int(h) * HOUR
-                first, last = max(rec["f"], start), min(rec["l"], start + HOUR - 1)
+                start = int(h) * BUCKET
+                first, last = max(rec["f"], start), min(rec["l"], start + BUCKET - 1)
                 b = bucket.setdefault(rec["p"], [0, 0.0, first, last])
                 b[0] += sum(v[:5])
                 b[1] += v[5]

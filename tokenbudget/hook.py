@@ -212,7 +212,10 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
 
         folder = normalize_project(os.path.abspath(root)) if root else None
         budget_list = [b for b in cfg.budgets if applies_to(b, folder)]
-        broken = f"tokenbudget: {e}; this project's budgets are not enforced (yours are)"
+        broken = (
+            f"tokenbudget: the project's budget file is broken ({e}); its budgets are not"
+            " enforced (yours are)"
+        )
         log(f"{name}: {e}")
     try:
         answer = _handle(ev, cfg, budget_list, now if now is not None else time.time())

@@ -24,8 +24,10 @@ from tokenbudget.ledger import Ledger
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
 from tokenbudget.usage import ZERO, Usage
 
-HOUR = 3600
-HOURS_KEPT = 40 * 24  # hour buckets feed the day/week/month/5h windows: 40 days is enough
+# Usage is kept in 15-minute buckets: every time zone's offset from UTC is a multiple of 15
+# minutes, so a local day, week or month is always a whole number of buckets.
+BUCKET = 900
+BUCKETS_KEPT = 40 * 96  # the buckets feed the day/week/month/5h windows: 40 days is enough
 NO_TURN = "-"
 
 # Relative weights of the token kinds in every Claude price list (output 5x input, cache
@@ -172,9 +174,9 @@ class Ingestor:
         if rec is None:
             turn = self._resolve_turn(s, state["turn"])
             cost = self.cost_of(ev.model, ev.usage)
-            keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // HOUR), cost, turn]
+            keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // BUCKET), cost, turn]
             self._add_seen(s, ev.model, ev.usage)
-            self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // HOUR), ev.ts, turn, 1)
+            self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // BUCKET), ev.ts, turn, 1)
             self.result.new_requests += 1
             if state["sub"]:
                 self._settle_extra(sid, s, ev, turn)
@@ -213,7 +215,7 @@ class Ingestor:
         self._add_seen(s, ev.model, ZERO - overlap)
         cost = self.cost_of(ev.model, overlap)
         neg_cost = None if cost is None else -cost
-        hour = int(ev.ts // HOUR)
+        hour = int(ev.ts // BUCKET)
         s["adj"].append([hour, ev.model, *(ZERO - overlap), neg_cost, turn])
         self._apply(sid, ev.model, ZERO - overlap, neg_cost, hour, ev.ts, turn, 0)
 
@@ -272,7 +274,7 @@ class Ingestor:
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
         ts = state["last_ts"] or s["l"] or time.time()
-        hour = int(ts // HOUR)
+        hour = int(ts // BUCKET)
         turn = self._resolve_turn(s, state["turn"])
         inherited = bool(s["fk"])
         s["cst"] = max(s.get("cst") or 0.0, ts)
@@ -308,8 +310,8 @@ class Ingestor:
 
 
 def prune_hours(ledger: Ledger, now: float) -> None:
-    """Drop hour buckets older than any window needs."""
-    oldest = int(now // HOUR) - HOURS_KEPT
+    """Drop buckets older than any window needs."""
+    oldest = int(now // BUCKET) - BUCKETS_KEPT
     for h in [h for h in ledger["hours"] if int(h) < oldest]:
         del ledger["hours"][h]
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from tokenbudget.ingest import HOUR
+from tokenbudget.budgets import project_matches
+from tokenbudget.ingest import BUCKET
 from tokenbudget.ledger import Ledger
 from tokenbudget.usage import ZERO, Usage
 
@@ -106,7 +107,7 @@ def _source(sources: set[str]) -> str:
 
 
 def _local_date(hour: int, tz: tzinfo) -> date:
-    return datetime.fromtimestamp(hour * HOUR, tz).date()
+    return datetime.fromtimestamp(hour * BUCKET, tz).date()
 
 
 def group_key(by: str, c: Cell, tz: tzinfo, week_start: int) -> str:
@@ -135,7 +136,11 @@ class Filter:
     project: str | None = None
 
     def keep(self, c: Cell, tz: tzinfo) -> bool:
-        if self.project is not None and c.project != self.project:
+        # A folder's subfolders count as that project, as they do for a budget limited to it;
+        # a session with no known folder belongs to no project.
+        if self.project is not None and not (
+            c.project and project_matches(self.project, c.project)
+        ):
             return False
         if self.since is not None or self.until is not None:
             d = _local_date(c.hour, tz)
@@ -178,23 +183,25 @@ def group(
 
 
 def _blocks(kept: list[tuple[Cell, str]]) -> list[Group]:
-    """ccusage's 5-hour blocks: a block starts at the hour of the first activity after the
-    last block ended. Hour buckets are exact here: a gap of more than 5 hours since the last
-    activity always also lies past the block's end."""
-    by_hour: dict[int, list[tuple[Cell, str]]] = {}
+    """ccusage's 5-hour blocks: a block starts at the UTC hour of the first activity after the
+    last block ended. Buckets are exact here: they never straddle an hour, and a gap of more
+    than 5 hours since the last activity always also lies past the block's end."""
+    by_bucket: dict[int, list[tuple[Cell, str]]] = {}
     for c, s in kept:
-        by_hour.setdefault(c.hour, []).append((c, s))
+        by_bucket.setdefault(c.hour, []).append((c, s))
     out: list[Group] = []
     current: Group | None = None
-    start = 0
-    for hour in sorted(by_hour):
-        if current is None or hour - start >= BLOCK_HOURS:
-            start = hour
-            current = Group(datetime.fromtimestamp(hour * HOUR).astimezone().isoformat())
-            current.extra["startTime"] = hour * HOUR
-            current.extra["endTime"] = (hour + BLOCK_HOURS) * HOUR
+    end = 0
+    for bucket in sorted(by_bucket):
+        t = bucket * BUCKET
+        if current is None or t >= end:
+            start = t - t % 3600
+            end = start + BLOCK_HOURS * 3600
+            current = Group(datetime.fromtimestamp(start).astimezone().isoformat())
+            current.extra["startTime"] = start
+            current.extra["endTime"] = end
             out.append(current)
-        for c, s in by_hour[hour]:
+        for c, s in by_bucket[bucket]:
             current.add(c, s)
     return out
 

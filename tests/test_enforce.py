@@ -1,0 +1,55 @@
+"""Budgets measured against the ledger: windows in time zones whose offset is not whole hours."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.helpers import install_fixture, truth_usage
+from tokenbudget import enforce, history, query, sync
+from tokenbudget.budgets import Budget
+
+
+def _plain_at(private_home: Path, iso_minute: str) -> None:
+    """The `plain` fixture, its request made at `iso_minute` (UTC, e.g. 2026-11-28T18:05)."""
+    install_fixture("plain", private_home / ".claude")
+    path = next((private_home / ".claude" / "projects").glob("*/*.jsonl"))
+    text = path.read_text()
+    import re
+
+    path.write_text(re.sub(r"2026-11-28T17:\d\d", iso_minute, text))
+
+
+@pytest.mark.parametrize(
+    ("zone", "utc", "local_day"),
+    [
+        ("Asia/Kolkata", "2026-11-28T18:05", "2026-11-28"),  # 23:35 IST
+        ("Asia/Kolkata", "2026-11-28T18:35", "2026-11-29"),  # 00:05 IST
+        ("Asia/Kathmandu", "2026-11-28T18:10", "2026-11-28"),  # 23:55 NPT (+5:45)
+        ("Asia/Kathmandu", "2026-11-28T18:20", "2026-11-29"),  # 00:05 NPT
+        ("America/St_Johns", "2026-11-29T03:25", "2026-11-28"),  # 23:55 NST (-3:30)
+    ],
+)
+def test_a_local_day_is_exact_whatever_the_offset(
+    private_home: Path, zone: str, utc: str, local_day: str
+) -> None:
+    _plain_at(private_home, utc)
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    ledger = store.snapshot()
+    tz = ZoneInfo(zone)
+    days = query.group("day", query.cells(ledger, history.read_records()), tz)
+    assert [(g.key, g.usage.total) for g in days] == [(local_day, truth_usage("plain").total)]
+    # The daily budget of that day counts it; the day before or after does not.
+    budget = Budget("daily", 1_000_000)
+    for day, expected in ((local_day, truth_usage("plain").total), ("2026-11-27", 0)):
+        noon = datetime.fromisoformat(day).replace(hour=12, tzinfo=tz)
+        ctx = enforce.Context(session_id=None, project="/home/dev/project", now=noon, tz=tz)
+        used, _, _ = enforce.measure(budget, ledger, ctx)
+        if day != local_day:
+            assert used == 0
+        else:
+            assert used == expected
