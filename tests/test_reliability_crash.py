@@ -141,12 +141,6 @@ def test_killed_between_history_and_ledger_when_folding(private_home: Path) -> N
     assert ledger_usage() == truth_usage("loop")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "history.fold appends the session to history.jsonl before the ledger commit that removes "
-    "it; killed in between, the next sync folds the same session again and read_records() "
-    "adds the two records up: the session counts twice in reports and in a rebuild. A fold "
-    "needs an id (e.g. a random epoch set when the ledger's session record is created) so "
-    "that a repeated fold replaces its earlier record instead of adding to it."))
 def test_killed_between_history_and_ledger_then_folded_again(private_home: Path) -> None:
     fold_killed_midway(private_home)
     sync.sync_all(sync.open_store(), now=LATER + 60, retention_days=2)
@@ -169,21 +163,11 @@ def resumed_after_folding(home: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "query.cells (and report.command_runs) skip a folded session's history record whenever "
-    "the session is live in the ledger again ('readers let the ledger win', meant for a crash "
-    "between history and ledger): a session resumed after folding is then reported with only "
-    "the usage since it was resumed. Needs the fold id above, to skip only the record of the "
-    "very same live session."))
 def test_a_session_resumed_after_folding_is_reported_whole(private_home: Path) -> None:
     resumed_after_folding(private_home)
     assert ledger_usage() == truth_usage("plain") + truth_usage("plain")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "enforce.session_used sums the live ledger record only: a session resumed after it was "
-    "folded (idle past retention_days, 14 by default) starts its session budget from zero. "
-    "Resuming should carry the folded totals into the live record."))
 def test_a_session_resumed_after_folding_keeps_its_session_budget(private_home: Path) -> None:
     path = resumed_after_folding(private_home)
     write_config(Path(os.environ["TOKENBUDGET_HOME"]),

@@ -69,8 +69,9 @@ def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
     s = ledger["sessions"].get(session_id or "")
     if s is None:
         return 0.0, 0.0
-    tokens = sum(sum(m[:5]) for m in s["m"].values())
-    cost = sum(m[5] for m in s["m"].values())
+    pre = s.get("pre") or (0, 0.0)  # what a resumed session used before it was folded
+    tokens = sum(sum(m[:5]) for m in s["m"].values()) + pre[0]
+    cost = sum(m[5] for m in s["m"].values()) + pre[1]
     return float(tokens), cost
 
 

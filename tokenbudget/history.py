@@ -65,6 +65,7 @@ def fold(ledger: Ledger, cutoff: float) -> int:
         s = ledger["sessions"][sid]
         record = {
             "sid": sid,
+            "e": s.get("e", ""),
             "p": s["p"],
             "f": s["f"],
             "l": s["l"],
@@ -105,23 +106,39 @@ def _append(lines: list[str]) -> None:
         os.fsync(f.fileno())
 
 
-def read_records() -> dict[str, dict[str, Any]]:
-    """Every folded session's record by session id (a later line wins); bad lines skipped."""
-    out: dict[str, dict[str, Any]] = {}
+def read_records(ledger: Ledger | None = None) -> dict[str, dict[str, Any]]:
+    """Every folded session's record by session id; bad lines skipped.
+
+    A session folded several times (resumed after folding) has one record per live period,
+    added up here. The same period written twice (a crash between history and ledger) counts
+    once: its later line wins. With `ledger`, a period still live there is left out: the
+    ledger holds it.
+    """
+    periods: dict[str, dict[str, dict[str, Any]]] = {}
     try:
         lines = history_path().read_bytes().splitlines()
     except OSError:
-        return out
-    for line in lines:
+        return {}
+    for n, line in enumerate(lines):
         try:
             rec = json.loads(line)
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("sid"), str):
-            prev = out.get(rec["sid"])
-            if prev is not None:
-                rec = _merge(prev, rec)
-            out[rec["sid"]] = rec
+            period = rec.get("e") or f"line {n}"
+            periods.setdefault(rec["sid"], {})[str(period)] = rec
+    live = {sid: s.get("e") for sid, s in ledger["sessions"].items()} if ledger else {}
+    out: dict[str, dict[str, Any]] = {}
+    for sid, by_period in periods.items():
+        merged: dict[str, Any] | None = None
+        for period, rec in by_period.items():
+            if live.get(sid) == period:
+                continue
+            merged = rec if merged is None else _merge(merged, rec)
+        if merged is not None:
+            merged = dict(merged)
+            merged["periods"] = [p for p in by_period if live.get(sid) != p]
+            out[sid] = merged
     return out
 
 
@@ -163,8 +180,20 @@ def folded_position(path: str) -> list[Any] | None:
 
 
 def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None:
-    """A folded session's transcript grew: go on from where folding left it."""
+    """A folded session's transcript grew: go on from where folding left it.
+
+    The live record carries what the session used before it was folded, so that its session
+    budget goes on from there rather than from zero.
+    """
     ledger["files"][path] = [rec[0], rec[1], rec[2], sid, rec[4] if len(rec) > 4 else None]
+    from tokenbudget.ingest import Ingestor
+
+    s = Ingestor(ledger).session(sid)
+    if "pre" not in s:
+        folded = read_records(ledger).get(sid)
+        tokens = sum(sum(m[:5]) for m in folded["m"].values()) if folded else 0
+        cost = sum(m[5] for m in folded["m"].values()) if folded else 0.0
+        s["pre"] = [tokens, cost]
 
 
 def restore_into(ledger: Ledger, now: float) -> None:

@@ -254,7 +254,9 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         messages.extend(ledger["notices"])
         ledger["notices"] = []
         rebuild_owed = bool(ledger["rebuild"])
-        if ev.transcript is not None and ev.session_id is not None:
+        # While a rebuild is owed the whole history is read again from where folding left it;
+        # reading this session on its own first would count its folded part twice.
+        if ev.transcript is not None and ev.session_id is not None and not rebuild_owed:
             try:
                 read = sync.sync_session(
                     store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,

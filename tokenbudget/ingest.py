@@ -122,6 +122,9 @@ class Ingestor:
                 "adj": [],
                 "fk": [],
                 "cs": {},
+                # This record's identity in history: folding it twice (a crash between history
+                # and ledger) replaces its history record; a resumed session gets a new one.
+                "e": os.urandom(4).hex(),
             }
         if cwd and not s["p"]:
             s["p"] = cwd

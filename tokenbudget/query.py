@@ -75,8 +75,9 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
                 src.get(a[1], "t"),
             )
     for sid, folded in records.items():
-        if sid in sessions:
-            continue  # folded, then resumed: the live record holds what came after
+        live = sessions.get(sid)
+        if live is not None and live.get("e") in folded.get("periods", ()):
+            continue  # the same live period, written to history by a fold cut short
         src = {model: m[7] for model, m in folded["m"].items()}
         for h, per_model in folded["hours"].items():
             for model_cmd, v in per_model.items():

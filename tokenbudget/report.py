@@ -29,8 +29,9 @@ def command_runs(ledger: Ledger, records: dict[str, dict[str, Any]]) -> dict[str
     """Tokens of every run (turn) of every command, oldest first."""
     runs: dict[str, list[tuple[float, int]]] = {}
     for sid, rec in records.items():
-        if sid in ledger["sessions"]:
-            continue
+        live = ledger["sessions"].get(sid)
+        if live is not None and live.get("e") in rec.get("periods", ()):
+            continue  # the same live period, written to history by a fold cut short
         for t in rec["turns"]:
             runs.setdefault(t[0], []).append((t[1], t[2]))
     for s in ledger["sessions"].values():
