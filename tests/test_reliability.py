@@ -206,11 +206,6 @@ WRONG_INSIDE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ledger.validate checks only the top-level keys' types: a wrong-shaped record inside "
-    "(a session, an hour bucket, folded, a notice) passes, then the CLI dies with a "
-    "traceback and every hook call fails open as 'internal error' until the file is fixed "
-    "by hand, so budgets stop being enforced. Needs a per-record check in validate()."))
 @pytest.mark.parametrize("name", list(WRONG_INSIDE))
 def test_wrong_shape_inside_the_ledger_is_kept_and_rebuilt(name: str, private_home: Path) -> None:
     synced_ledger(private_home)

@@ -76,7 +76,67 @@ def validate(data: Any) -> Ledger:
             data[key] = default
         elif type(data[key]) is not type(default):
             raise CorruptLedger(f"the ledger's {key!r} is a {type(data[key]).__name__}")
+    _check_records(data)
     return data
+
+
+_NUM = (int, float)
+_SESSION = {"p": str, "f": _NUM, "l": _NUM, "m": dict, "x": dict, "s": dict, "t": dict,
+            "a": dict, "adj": list, "fk": list, "cs": dict}
+
+
+def _check_records(data: Ledger) -> None:
+    """Every record inside has the shape the code expects, or CorruptLedger names the part.
+
+    A ledger we wrote always passes; this catches hand edits and foreign writers, which would
+    otherwise fail every hook and command later with a TypeError. Shapes only, kept cheap: it
+    runs on every hook call.
+    """
+    part = "files"
+    try:
+        if not all(type(v) is list and len(v) == 5 for v in data["files"].values()):
+            raise TypeError
+        part = "request records"
+        if not all(type(v) is list and len(v) == 10 for v in data["keys"].values()):
+            raise TypeError
+        part = "usage buckets"
+        for h, cells in data["hours"].items():
+            int(h)
+            if type(cells) is not dict or not all(
+                type(c) is list and len(c) == 4 for c in cells.values()
+            ):
+                raise TypeError
+        part = "sessions"
+        for s in data["sessions"].values():
+            if type(s) is not dict:
+                raise TypeError
+            for key, kind in _SESSION.items():
+                if not isinstance(s[key], kind) or isinstance(s[key], bool):
+                    raise TypeError
+            if not all(type(m) is list and len(m) == 8 for m in s["m"].values()):
+                raise TypeError
+            if not all(type(t) is list and len(t) == 4 for t in s["t"].values()):
+                raise TypeError
+            if not all(type(a) is list and len(a) == 9 for a in s["adj"]):
+                raise TypeError
+        part = "totals"
+        for key in ("sessions", "tokens", "cost", "until"):
+            if not isinstance(data["folded"][key], _NUM):
+                raise TypeError
+        for rollup in ("projects", "models"):
+            if not all(type(v) is list and len(v) == 2 for v in data[rollup].values()):
+                raise TypeError
+        part = "command runs"
+        if not all(type(v) is list for v in data["commands"].values()):
+            raise TypeError
+        part = "notes"
+        if not all(isinstance(n, str) for n in data["notices"]):
+            raise TypeError
+        for table in ("events", "warned", "rates", "skipped"):
+            if not all(isinstance(v, _NUM) for v in data[table].values()):
+                raise TypeError
+    except (TypeError, KeyError, ValueError):
+        raise CorruptLedger(f"the ledger's {part} have the wrong shape") from None
 
 
 class Store(Protocol):
@@ -193,8 +253,8 @@ class JsonFileStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Ledger]:
-        self._ensure_dir()
         try:
+            self._ensure_dir()
             release = _flock(self.lock_path, self.lock_timeout) or _filelock(
                 self.lock_path, self.lock_timeout
             )
@@ -206,6 +266,10 @@ class JsonFileStore:
                 f"the ledger lock {self.lock_path} was not obtained within {self.lock_timeout:g} s"
                 + (f" (held by {who})" if who else "")
             ) from None
+        except OSError as e:
+            raise LedgerError(
+                f"cannot lock the ledger {self.lock_path}: {e.strerror or e}"
+            ) from None
         try:
             self._sweep_temps()
             try:
@@ -214,7 +278,10 @@ class JsonFileStore:
                 data = self._recover(str(e))
             yield data
             data["updated"] = time.time()
-            self.write(data)
+            try:
+                self.write(data)
+            except OSError as e:
+                raise LedgerError(f"cannot write the ledger {self.path}: {e.strerror or e}") from None
         finally:
             release()
 
@@ -267,7 +334,7 @@ class JsonFileStore:
         )
         return data
 
-    def move_aside(self) -> Path:
+    def move_aside(self, label: str = "corrupt") -> Path:
         """Keep a copy of an unusable ledger as `ledger.json.corrupt-<time>`; return where.
 
         A copy, not a move: the ledger stays in place until the caller's commit replaces it, so
@@ -275,11 +342,11 @@ class JsonFileStore:
         which would read as a fresh one with every total at zero and no rebuild owed.
         """
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        target = self.path.with_name(f"{self.path.name}.{label}-{stamp}")
         n = 1
         while target.exists():
             n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            target = self.path.with_name(f"{self.path.name}.{label}-{stamp}-{n}")
         try:
             os.link(self.path, target)
         except OSError:

@@ -83,10 +83,17 @@ def sync_all(
         except OSError:
             continue
         prev = known.get(str(path))
+        if prev is None:
+            if folded_files is None:
+                folded_files = history.folded_files()
+            old = folded_files.get(str(path))
+            # A folded session's transcript, unchanged since: its usage is in history. Resuming
+            # it anyway would put its read position back in the ledger, where nothing removes
+            # it again (its session is no longer there to fold): the ledger would keep a record
+            # for every transcript ever seen.
+            prev = (old[0], old[2]) if old is not None else None
         if prev is not None and prev[1] == st.st_size and prev[0] == transcripts._identity(st):
             continue
-        if prev is None and folded_files is None:
-            folded_files = history.folded_files()
         todo.append((path, sid, sub, st.st_size))
     batch: list[tuple[Path, str, bool, int]] = []
     size = 0
@@ -183,8 +190,10 @@ def rebuild(
     """
     kept: Path | None = None
     with store.transaction() as ledger:
-        if store.path.exists():
-            kept = store.move_aside()
+        # A ledger just found corrupt was kept already, and a half-done rebuild is not worth
+        # keeping; any other is the user's previous ledger.
+        if store.path.exists() and not ledger["rebuild"]:
+            kept = store.move_aside("before-rebuild")
         ledger.clear()
         ledger.update(new_ledger())
         history.restore_into(ledger, now if now is not None else time.time())
