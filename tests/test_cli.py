@@ -18,12 +18,30 @@ from tokenbudget.usage import Usage
 BIN = Path(sys.executable).parent / "tokenbudget"
 
 
-def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE")}
-    env.update(HOME=str(home), TOKENBUDGET_HOME=str(home / "tb state"), NO_COLOR="1")
+def run(
+    *args: str, home: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE")}
+    full.update(HOME=str(home), TOKENBUDGET_HOME=str(home / "tb state"), NO_COLOR="1")
+    full.update(env or {})
     return subprocess.run(
-        [str(BIN), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [str(BIN), *args],
+        env=full,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single `tokenbudget: ...` line a failure must print, checked to be just that."""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tokenbudget: "), proc.stderr
+    assert "Traceback" not in proc.stderr and "Usage:" not in proc.stderr
+    return lines[0]
 
 
 def test_console_script_reports_exact_totals(private_home: Path) -> None:
@@ -117,3 +135,283 @@ def test_every_command_has_help(command: tuple[str, ...]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.output and len(result.output.splitlines()) > 2
+
+
+# --- every failure is one line -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("budget", "set", "daily", "500k", "extra"), "tokenbudget budget set --help"),
+        (("report", "--by", "foo"), "'foo' is not one of"),
+        (("report", "--json", "--csv"), "choose one of --json, --csv and --html"),
+        (("budget", "set", "daily", "-5"), "a limit must be more than 0, not -5"),
+        (("nosuch",), "no such command 'nosuch'"),
+        (("budget", "set"), "missing argument"),
+        (("budget", "rm", "daily", "--unit", "eur"), "'eur' is not one of"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(
+    private_home: Path, args: tuple[str, ...], says: str
+) -> None:
+    proc = run(*args, home=private_home)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc)
+    assert says in line and "--help`" in line, line
+    assert proc.stdout == ""
+
+
+def test_usage_error_inside_the_process_is_one_line_too() -> None:
+    result = CliRunner().invoke(main, ["report", "--by", "foo"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and result.output.startswith("tokenbudget: ")
+
+
+def test_help_and_version_still_work(private_home: Path) -> None:
+    version = run("--version", home=private_home)
+    assert version.returncode == 0 and "tokenbudget, version" in version.stdout
+    helped = run("--help", home=private_home)
+    assert helped.returncode == 0 and "Usage: tokenbudget" in helped.stdout
+    # A bare group still shows what it holds.
+    bare = run("budget", home=private_home)
+    assert "Usage: tokenbudget budget" in bare.stdout + bare.stderr
+
+
+def test_a_broken_data_folder_is_one_line(private_home: Path) -> None:
+    state = private_home / "tb state"
+    # A folder where the lock file should be: opening it fails with an OSError.
+    (state / "ledger.json.lock").mkdir(parents=True)
+    proc = run("sync", home=private_home)
+    assert proc.returncode == 1
+    line = one_line(proc)
+    assert "ledger.json.lock" in line, line
+
+
+def test_unexpected_os_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenbudget import sync
+
+    # An OSError no module turned into a TokenbudgetError still leaves as one line, exit 1.
+    def denied(*_: object, **__: object) -> None:
+        raise PermissionError(13, "Permission denied", "/proc/x")
+
+    monkeypatch.setattr(sync, "open_store", denied)
+    result = CliRunner().invoke(main, ["sync"])
+    assert result.exit_code == 1
+    assert result.output == "tokenbudget: /proc/x: Permission denied\n"
+
+
+def test_unexpected_bug_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenbudget import sync
+
+    def broken(*_: object, **__: object) -> None:
+        raise KeyError("sessions")
+
+    monkeypatch.setattr(sync, "open_store", broken)
+    result = CliRunner().invoke(main, ["sync"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "tokenbudget: unexpected error: KeyError: 'sessions' "
+        "(TOKENBUDGET_DEBUG=1 shows the traceback; please report it)"
+    ]
+
+
+def test_error_line_is_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from tokenbudget import cli
+
+    with pytest.raises(SystemExit):
+        cli._fail("bad\nthing in /p/\x1b]0;x\x07", 1)
+    assert capsys.readouterr().err == "tokenbudget: bad thing in /p/\\x1b]0;x\\x07\n"
+
+
+# --- install --settings --------------------------------------------------------------------------
+
+
+def test_install_settings_in_a_missing_folder_is_refused(private_home: Path) -> None:
+    target = private_home / "nonexistent" / "dir" / "s.json"
+    proc = run("install", "--settings", str(target), "--no-sync", home=private_home)
+    assert proc.returncode == 1
+    assert "does not exist" in one_line(proc)
+    assert not (private_home / "nonexistent").exists()
+    # An existing folder is fine, and --scope still creates ~/.claude when it is missing.
+    (private_home / "elsewhere").mkdir()
+    ok = run(
+        "install",
+        "--settings",
+        str(private_home / "elsewhere" / "s.json"),
+        "--no-sync",
+        home=private_home,
+    )
+    assert ok.returncode == 0 and "Registered" in ok.stdout, ok.stderr
+    scoped = run("install", "--no-sync", home=private_home)
+    assert scoped.returncode == 0 and (private_home / ".claude" / "settings.json").exists()
+
+
+# --- the project root ----------------------------------------------------------------------------
+
+
+def _project_with_budget(home: Path) -> Path:
+    project = home / "code" / "app"
+    (project / ".claude").mkdir(parents=True)
+    (project / ".claude" / "tokenbudget.json").write_text(
+        json.dumps({"budgets": [{"kind": "daily", "limit": "2M"}]})
+    )
+    return project
+
+
+def test_find_project_root(private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenbudget.config import find_project_root
+
+    project = _project_with_budget(private_home)
+    deep = project / "src" / "pkg"
+    deep.mkdir(parents=True)
+    assert find_project_root(deep) == project
+    assert find_project_root(project) == project
+    # The budgets file wins over a nearer folder that only has Claude Code settings.
+    (project / "src" / ".claude").mkdir()
+    assert find_project_root(deep) == project
+    # Without any budgets file, the nearest .claude/ folder marks the project.
+    other = private_home / "other"
+    (other / ".claude").mkdir(parents=True)
+    (other / "a" / "b").mkdir(parents=True)
+    assert find_project_root(other / "a" / "b") == other
+    # ~/.claude is Claude Code's own folder: home is no project, and the walk stops there.
+    (private_home / ".claude").mkdir()
+    loose = private_home / "loose" / "x"
+    loose.mkdir(parents=True)
+    assert find_project_root(loose) == loose
+    # Nor does a budgets file above home count.
+    above = private_home.parent / ".claude"
+    above.mkdir()
+    (above / "tokenbudget.json").write_text("{}")
+    assert find_project_root(loose) == loose
+    # Claude Code's own idea of the project wins.
+    monkeypatch.setenv("CLAUDE_PROJECT_DIR", str(other))
+    assert find_project_root(deep) == other
+
+
+def test_commands_in_a_subfolder_see_the_projects_budgets(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    project = _project_with_budget(private_home)
+    sub = project / "src" / "pkg"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["budget", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(b["id"], b["source"]) for b in json.loads(listed.output)] == [
+        (f"daily@{project}", "project")
+    ]
+    status = runner.invoke(main, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    assert len(json.loads(status.output)["budgets"]) == 1
+    doctor = runner.invoke(main, ["doctor", "--json"])
+    config_finding = [f for f in json.loads(doctor.output)["findings"] if f["title"] == "config"]
+    assert "1 budget(s) apply here" in config_finding[0]["detail"]
+    page = tmp_path / "usage.html"
+    html = runner.invoke(main, ["report", "--html", str(page)])
+    assert html.exit_code == 0, html.output
+    assert f"daily@{project}" in page.read_text()
+
+
+# --- report --project ----------------------------------------------------------------------------
+
+
+def test_report_project_includes_subfolders(private_home: Path) -> None:
+    install_fixture("loop", private_home / ".claude")  # its session ran in /home/dev/project
+    runner = CliRunner()
+    parent = runner.invoke(main, ["report", "--project", "/home/dev", "--json"])
+    assert parent.exit_code == 0, parent.output
+    assert json.loads(parent.output)["totals"]["totalTokens"] == truth_usage("loop").total
+    exact = runner.invoke(main, ["report", "--project", "/home/dev/project", "--json"])
+    assert json.loads(exact.output)["totals"]["totalTokens"] == truth_usage("loop").total
+    # A folder whose name only starts the same is another folder.
+    prefix = runner.invoke(main, ["report", "--project", "/home/dev/proj", "--json"])
+    assert json.loads(prefix.output)["totals"]["totalTokens"] == 0
+
+
+# --- budget rm -----------------------------------------------------------------------------------
+
+
+def test_budget_rm_says_which_budgets_it_removed(private_home: Path) -> None:
+    runner = CliRunner()
+    for args in (["daily", "500k"], ["daily", "$2"], ["weekly", "1M"], ["weekly", "$9"]):
+        assert runner.invoke(main, ["budget", "set", *args]).exit_code == 0
+    both = runner.invoke(main, ["budget", "rm", "daily"])
+    assert both.exit_code == 0, both.output
+    assert both.output.splitlines() == ["Removed daily: 500k tokens.", "Removed daily: $2.00."]
+    one = runner.invoke(main, ["budget", "rm", "weekly", "--unit", "usd"])
+    assert one.output.splitlines() == ["Removed weekly: $9.00."]
+    listed = json.loads(runner.invoke(main, ["budget", "list", "--json"]).output)
+    assert [(b["id"], b["unit"]) for b in listed] == [("weekly", "tokens")]
+
+
+def test_budget_rm_names_the_budgets_there_are(private_home: Path) -> None:
+    runner = CliRunner()
+    project = private_home / "p"
+    runner.invoke(main, ["budget", "set", "monthly", "$100", "--project", str(project)])
+    result = runner.invoke(main, ["budget", "rm", "monthly"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"tokenbudget: no monthly budget without --project; there is monthly@{project} "
+        f"($100.00): use `tokenbudget budget rm monthly --project '{project}'`\n"
+    )
+    wrong_unit = runner.invoke(
+        main, ["budget", "rm", "monthly", "--project", str(project), "--unit", "tokens"]
+    )
+    assert "there is monthly@" in wrong_unit.output and "--unit usd" in wrong_unit.output
+    none = runner.invoke(main, ["budget", "rm", "daily"])
+    assert none.output == "tokenbudget: no daily budget to remove\n"
+
+
+# --- rebuild -------------------------------------------------------------------------------------
+
+
+def test_rebuild_says_the_previous_ledger_is_kept(private_home: Path) -> None:
+    install_fixture("loop", private_home / ".claude")
+    runner = CliRunner()
+    assert runner.invoke(main, ["sync"]).exit_code == 0
+    result = runner.invoke(main, ["rebuild"])
+    assert result.exit_code == 0, result.output
+    # Whatever name the ledger gave the file it set aside, the CLI calls it the previous one.
+    prefix = "Rebuilt the ledger from 1 transcript(s); the previous ledger is kept as "
+    line = result.output.strip()
+    assert line.startswith(prefix) and line.endswith("."), line
+    kept = line.removeprefix(prefix).removesuffix(".")
+    assert (private_home / "tb state" / kept).exists()
+
+
+# --- control characters from transcripts ---------------------------------------------------------
+
+# As JSON writes it in a transcript line: ESC ] (a window title), BEL, ESC [ 2J (clear the
+# screen) and the one-byte C1 CSI.
+HOSTILE_CWD = r"/home/dev/\u001b]0;pwned\u0007\u001b[2J\u009b31mx"
+
+
+def test_control_characters_in_transcripts_never_reach_the_terminal(private_home: Path) -> None:
+    projects = install_fixture("loop", private_home / ".claude")
+    for path in projects.rglob("*.jsonl"):
+        path.write_text(path.read_text().replace('"/home/dev/project"', f'"{HOSTILE_CWD}"'))
+    runner = CliRunner()
+    table = runner.invoke(main, ["report", "--by", "project"])
+    csv = runner.invoke(main, ["report", "--by", "project", "--csv"])
+    for result in (table, csv):
+        assert result.exit_code == 0, result.output
+        assert not any(ch in result.output for ch in "\x1b\x07\x9b"), repr(result.output)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x9b31mx" in csv.output
+    assert "/home/dev/\\x1" in table.output and "\\x9b31mx" in table.output  # cut in the middle
+    # JSON escapes them by itself, and keeps the real folder name.
+    data = json.loads(runner.invoke(main, ["report", "--by", "project", "--json"]).output)
+    assert data["projects"][0]["project"] == json.loads(f'"{HOSTILE_CWD}"')
+
+
+def test_control_characters_in_command_names_never_reach_the_terminal(private_home: Path) -> None:
+    projects = install_fixture("slash", private_home / ".claude")
+    for path in projects.rglob("*.jsonl"):
+        path.write_text(path.read_text().replace("/test", r"/te\u001b[2Jst"))
+    result = CliRunner().invoke(main, ["report", "--by", "command"])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    # Both the table and the runs chart under it name the command, escaped.
+    assert result.output.count("/te\\x1b[2Jst") >= 2, result.output

@@ -602,3 +602,62 @@ def test_render_module_does_not_import_csv_up_front() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo
     )
     assert out.stdout.strip() == "False"
+
+
+# --- control characters ---------------------------------------------------------------------
+
+
+def test_escape_controls_writes_every_control_character_visibly() -> None:
+    from tokenbudget.render import escape_controls
+
+    assert escape_controls("a\x00b\tc\nd\x1b[2Je\x7ff\x9bg\x85h") == (
+        "a\\x00b\\x09c\\x0ad\\x1b[2Je\\x7ff\\x9bg\\x85h"
+    )
+    # Printable text, however far from ASCII, is left alone.
+    assert escape_controls("/home/dév/プロジェクト ✓ \\x1b") == "/home/dév/プロジェクト ✓ \\x1b"
+
+
+HOSTILE = "/p/\x1b]0;pwned\x07\x1b[2J\x9b31m"
+
+
+def test_table_escapes_control_characters_in_keys_and_names() -> None:
+    rows = [
+        row(HOSTILE, 1, 1, 1, 1, totalCost=0.25, modelsUsed=["opus\x1b[8m"], runs=2),
+        row("/ok", 1, 1, 1, 1, totalCost=0.25, note="a\rb"),
+    ]
+    totals = row("Tot\x1bal", 2, 2, 2, 2, totalCost=0.5)
+    text = render_table(
+        "T",
+        "Key",
+        rows,
+        totals,
+        color=False,
+        width=120,
+        extra_columns=[("modelsUsed", "Models"), ("note", "Note")],
+    )
+    assert not any((ord(ch) < 0x20 and ch != "\n") or 0x7F <= ord(ch) < 0xA0 for ch in text)
+    assert "/p/\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m" in text
+    assert "opus\\x1b[8m" in text and "a\\x0db" in text and "Tot\\x1bal" in text
+
+
+def test_csv_escapes_control_characters_visibly() -> None:
+    rows = [row(HOSTILE, 1, 2, 3, 4, totalCost=0.5, costSource="table", modelsUsed=["m\x1b"])]
+    text = render_csv("project", rows)
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert text.splitlines()[1] == (
+        "/p/\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m,1,2,3,4,10,0.500000,table,m\\x1b"
+    )
+
+
+def test_status_line_escapes_a_budget_name() -> None:
+    from datetime import UTC, datetime
+
+    from tokenbudget.budgets import Budget, evaluate
+    from tokenbudget.status_view import render_status
+
+    budget = Budget("command", 1000, name="/x\x1b[2J")
+    check = evaluate(budget, 500, 0, datetime(2026, 11, 28, tzinfo=UTC), None)
+    text = render_status([(check, None)], color=False, tz=UTC)
+    assert "\x1b" not in text
+    assert text.startswith("command /x\\x1b[2J ")
+    assert "counts each run of /x\\x1b[2J on its own" in text

@@ -1,38 +1,100 @@
 """The `tokenbudget` command: translates arguments and calls the package, nothing more.
 
-Every expected failure reaches the user as one line on stderr and a non-zero exit.
+Every failure reaches the user as one line on stderr and a non-zero exit (2 for a wrong
+command line): OneLineGroup translates them all in one place.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import sys
-from collections.abc import Callable
 from datetime import date
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import click
 
 from tokenbudget import __version__
-from tokenbudget.errors import TokenbudgetError
-
-F = TypeVar("F", bound=Callable[..., Any])
+from tokenbudget.errors import ConfigError, SettingsError, TokenbudgetError
 
 
-def one_line_errors(fn: F) -> F:
-    """Turn our expected failures into `tokenbudget: <message>` and exit status 1."""
+def _fail(message: str, code: int) -> NoReturn:
+    """Print `tokenbudget: <message>` as exactly one line on stderr and exit with `code`."""
+    from tokenbudget.render import escape_controls
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    # Messages quote paths and names from transcripts and settings: a newline or an escape in
+    # one must neither break the single line nor reach the terminal.
+    text = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    click.echo(f"tokenbudget: {escape_controls(text)}", err=True)
+    sys.exit(code)
+
+
+def _usage_message(e: click.UsageError) -> str:
+    """click's usage error as a clause of our one line, pointing at the command's --help."""
+    # click lists choices one per line, indented with tabs: fold them into the one line.
+    lines = (part.strip() for part in e.format_message().splitlines())
+    text = " ".join(part for part in lines if part).removesuffix(".")
+    if text[:1].isupper() and text[1:2].islower():  # "No such option" -> "no such option"
+        text = text[0].lower() + text[1:]
+    if e.ctx is None:
+        return text
+    see = f"`{e.ctx.command_path} --help`"
+    # After "Did you mean '--mode'?" a new sentence starts.
+    return f"{text} See {see}" if text.endswith("?") else f"{text}; see {see}"
+
+
+def _os_message(e: OSError) -> str:
+    if e.filename is not None and e.strerror:
+        where = str(e.filename) + (f" -> {e.filename2}" if e.filename2 is not None else "")
+        return f"{where}: {e.strerror}"
+    return str(e) or type(e).__name__
+
+
+class OneLineGroup(click.Group):
+    """The top-level group: every failure leaves as one `tokenbudget: <message>` line.
+
+    click's standalone mode prints a Usage/Try/Error block and lets anything else out as a
+    traceback; run without it and translate here, once, for every command.
+    """
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:  # a caller that wants click's exceptions gets them unchanged
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            return fn(*args, **kwargs)
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            if e.ctx is not None and type(e).__name__ == "NoArgsIsHelpError":
+                e.show()  # a bare `tokenbudget` or `tokenbudget budget` asks for the help
+                sys.exit(e.exit_code)
+            _fail(_usage_message(e), e.exit_code)  # exit 2: the command line was wrong
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:  # Ctrl-C, or end of input at a prompt
+            _fail("aborted", 1)
         except TokenbudgetError as e:
-            click.echo(f"tokenbudget: {e}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
+            _fail(str(e), 1)
+        except OSError as e:  # e.g. a data folder that cannot be created or read
+            _fail(_os_message(e), 1)
+        except Exception as e:
+            if os.environ.get("TOKENBUDGET_DEBUG"):
+                raise
+            _fail(
+                f"unexpected error: {type(e).__name__}: {e} "
+                "(TOKENBUDGET_DEBUG=1 shows the traceback; please report it)",
+                1,
+            )
+        # --help and --version come back as their exit code; a command returns None.
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
 
 
 def _config() -> Any:
@@ -41,9 +103,23 @@ def _config() -> Any:
     return config.load_config()
 
 
+def _shown(text: str) -> str:
+    """Text naming transcripts, folders or commands, safe to print on a terminal."""
+    from tokenbudget.render import escape_controls
+
+    return escape_controls(text)
+
+
 def _notices(notices: list[str]) -> None:
     for n in notices:
-        click.echo(n, err=True)
+        click.echo(_shown(n), err=True)
+
+
+def _project_root() -> Path:
+    """The project the current folder is in: where its budgets file is, as the hook finds it."""
+    from tokenbudget import config
+
+    return config.find_project_root(Path.cwd())
 
 
 def _sync(cfg: Any, quiet: bool = True) -> Any:
@@ -54,11 +130,11 @@ def _sync(cfg: Any, quiet: bool = True) -> Any:
     _notices(report.notices)
     if not quiet:
         for err in report.errors[:5]:
-            click.echo(f"tokenbudget: skipped {err}", err=True)
+            click.echo(f"tokenbudget: skipped {_shown(str(err))}", err=True)
     return store, report
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tokenbudget")
 def main() -> None:
     """Exact token and dollar budgets for Claude Code, enforced through its hooks."""
@@ -66,7 +142,6 @@ def main() -> None:
 
 @main.command("sync")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
-@one_line_errors
 def sync_cmd(as_json: bool) -> None:
     """Record everything new in Claude Code's transcripts (backfills on first run)."""
     cfg = _config()
@@ -89,7 +164,6 @@ def sync_cmd(as_json: bool) -> None:
 
 
 @main.command()
-@one_line_errors
 def rebuild() -> None:
     """Set the ledger aside and count everything again from the transcripts."""
     from tokenbudget import sync
@@ -98,7 +172,8 @@ def rebuild() -> None:
     store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 30.0))
     kept, report = sync.rebuild(store, prices=cfg.prices, retention_days=cfg.retention_days)
     _notices(report.notices)
-    where = f" (the old one is kept as {kept.name})" if kept else ""
+    # Whatever sync.rebuild named the file it set aside: a healthy ledger is not a corrupt one.
+    where = f"; the previous ledger is kept as {kept.name}" if kept else ""
     click.echo(f"Rebuilt the ledger from {report.files_read} transcript(s){where}.")
 
 
@@ -134,7 +209,6 @@ def _parse_date(value: str | None, name: str) -> date | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write one self-contained HTML page (charts, top sessions and commands) to FILE.",
 )
-@one_line_errors
 def report(
     by: str,
     since: str | None,
@@ -145,6 +219,8 @@ def report(
     html_file: Path | None,
 ) -> None:
     """Usage and cost, grouped by day, week, month, session, project, command, model or block."""
+    from dataclasses import replace
+
     from tokenbudget import charts, config, history, query, render
     from tokenbudget import report as rep
 
@@ -160,11 +236,12 @@ def report(
     ledger = store.snapshot()
     records = history.read_records()
     tz = cfg.tz()
-    budgets_here = config.effective_budgets(cfg, Path.cwd())
+    root = _project_root()
+    budgets_here = config.effective_budgets(cfg, root)
     if html_file is not None:
         from tokenbudget import html_report, status_view
 
-        here = str(Path.cwd())
+        here = str(root)
         checks = html_report.budget_checks(
             ledger,
             budgets_here,
@@ -200,8 +277,15 @@ def report(
     else:
         color = render.use_color(sys.stdout)
         click.echo(rep.to_table(by, rows, totals, color=color), nl=False)
+        # The chart prints command names as they came from transcripts and budget files;
+        # escaped on both sides, a command still finds its budget's limit.
+        stats = [replace(s, command=render.escape_controls(s.command)) for s in stats]
+        shown = [
+            replace(b, name=render.escape_controls(b.name)) if b.kind == "command" and b.name else b
+            for b in budgets_here
+        ]
         chart = charts.for_report(
-            by, rows, budgets=budgets_here, stats=stats, project=filt.project, color=color
+            by, rows, budgets=shown, stats=stats, project=filt.project, color=color
         )
         if chart:
             click.echo("\n" + chart, nl=False)
@@ -212,7 +296,7 @@ def statusline() -> None:
     """One line for Claude Code's statusLine: this session and the tightest budget."""
     from tokenbudget import statusline as line
 
-    line.main()  # prints a quiet line on any failure and exits 0: never one_line_errors
+    line.main()  # prints a quiet line on any failure and exits 0: never an error line
 
 
 # --- budgets ------------------------------------------------------------------------------------
@@ -239,7 +323,21 @@ def _name_and_limit(kind: str, args: tuple[str, ...]) -> tuple[str | None, str]:
     return name, args[1]
 
 
-@budget.command("set")
+class _LimitCommand(click.Command):
+    """`budget set`: `-5` is a limit to refuse, where click would call it an unknown option."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            if re.match(r"-[\d.$]", e.option_name):
+                raise click.UsageError(
+                    f"a limit must be more than 0, not {e.option_name}", ctx
+                ) from None
+            raise
+
+
+@budget.command("set", cls=_LimitCommand)
 @click.argument("kind", type=click.Choice(KIND_CHOICES))
 @click.argument("args", nargs=-1, required=True)
 @click.option(
@@ -251,7 +349,6 @@ def _name_and_limit(kind: str, args: tuple[str, ...]) -> tuple[str | None, str]:
 )
 @click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%.")
 @click.option("--project", "project", help="Limit a day/week/month/5h/total budget to a folder.")
-@one_line_errors
 def budget_set(
     kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None
 ) -> None:
@@ -271,35 +368,74 @@ def budget_set(
     )
     cfg = config.load_config()
     config.save_config(config.set_budget(cfg, b))
-    click.echo(f"Set {b.id}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")
+    click.echo(f"Set {_shown(b.id)}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")
 
 
 @budget.command("rm")
 @click.argument("kind", type=click.Choice(KIND_CHOICES))
 @click.argument("name", required=False)
 @click.option("--project", "project", help="The folder the budget is limited to.")
-@one_line_errors
-def budget_rm(kind: str, name: str | None, project: str | None) -> None:
-    """Remove a budget: KIND [NAME]."""
-    from tokenbudget import config
+@click.option(
+    "--unit",
+    type=click.Choice(["tokens", "usd"]),
+    help="Remove only the budget in tokens or only the one in dollars (default: both).",
+)
+def budget_rm(kind: str, name: str | None, project: str | None, unit: str | None) -> None:
+    """Remove a budget: KIND [NAME]; says exactly which budgets it removed."""
+    from tokenbudget import budgets, config
 
     if kind == "project" and name:
         name = str(Path(name).expanduser().resolve())
     proj = str(Path(project).expanduser().resolve()) if project else None
     cfg = config.load_config()
-    config.save_config(config.remove_budget(cfg, kind, name, proj))
-    click.echo(f"Removed the {kind}{' ' + name if name else ''} budget.")
+    try:
+        new = config.remove_budget(cfg, kind, name, proj, unit)
+    except ConfigError:
+        raise ConfigError(_no_such_budget(cfg.budgets, kind, name, proj, unit)) from None
+    config.save_config(new)
+    left = {b.key for b in new.budgets}
+    for b in cfg.budgets:
+        if b.key not in left:
+            click.echo(f"Removed {_shown(b.id)}: {budgets.format_limit(b.limit, b.unit)}.")
+
+
+def _no_such_budget(
+    have: tuple[Any, ...], kind: str, name: str | None, project: str | None, unit: str | None
+) -> str:
+    """Why nothing matched, and the exact command for each budget of that kind there is."""
+    from tokenbudget import budgets
+
+    same_kind = [b for b in have if b.kind == kind]
+    asked = kind if name is None else f"{kind} {name}"
+    asked += " budget" + (f" in {unit}" if unit else "")
+    if project:
+        asked += f" for --project {project}"
+    elif any(b.project is not None for b in same_kind):
+        asked += " without --project"
+    if not same_kind:
+        return f"no {asked} to remove"
+    found = ", ".join(f"{b.id} ({budgets.format_limit(b.limit, b.unit)})" for b in same_kind)
+    commands: list[str] = []
+    for b in same_kind:
+        words = ["tokenbudget", "budget", "rm", kind]
+        words += [b.name] if b.name is not None else []
+        words += ["--project", b.project] if b.project is not None else []
+        words += ["--unit", b.unit] if unit else []
+        command = f"`{shlex.join(words)}`"
+        if command not in commands:  # a tokens and a usd budget share one without --unit
+            commands.append(command)
+    there = "there is" if len(same_kind) == 1 else "there are"
+    return f"no {asked}; {there} {found}: use {' or '.join(commands)}"
 
 
 @budget.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON.")
-@one_line_errors
 def budget_list(as_json: bool) -> None:
     """List the budgets that apply here (yours and this project's)."""
     from tokenbudget import budgets, config
 
     cfg = config.load_config()
-    found = config.effective_budgets(cfg, Path.cwd())
+    found = config.effective_budgets(cfg, _project_root())
     if as_json:
         click.echo(
             json.dumps([{**b.to_json(), "id": b.id, "source": b.source} for b in found], indent=2)
@@ -311,11 +447,11 @@ def budget_list(as_json: bool) -> None:
     for b in found:
         extra = f", warn at {b.warn_at:.0%}" if b.mode == "block" else ""
         src = " (project file)" if b.source == "project" else ""
-        click.echo(f"{b.id:<30} {budgets.format_limit(b.limit, b.unit):>14}  {b.mode}{extra}{src}")
+        limit = budgets.format_limit(b.limit, b.unit)
+        click.echo(f"{_shown(b.id):<30} {limit:>14}  {b.mode}{extra}{src}")
 
 
 @main.command()
-@one_line_errors
 def allow() -> None:
     """Let the next prompt through once, whatever the budgets."""
     import time
@@ -332,7 +468,6 @@ def allow() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets' state as JSON.")
 @click.option("--session", "session_id", help="Measure session budgets for this session.")
-@one_line_errors
 def status(as_json: bool, session_id: str | None) -> None:
     """Every budget with used, remaining, when it resets and whether it blocks now."""
     from datetime import datetime
@@ -343,12 +478,13 @@ def status(as_json: bool, session_id: str | None) -> None:
     store, _ = _sync(cfg)
     ledger = store.snapshot()
     tz = cfg.tz()
-    found = config.effective_budgets(cfg, Path.cwd())
+    root = _project_root()
+    found = config.effective_budgets(cfg, root)
     if session_id is None:
-        session_id = status_view.latest_session(ledger, str(Path.cwd()))
+        session_id = status_view.latest_session(ledger, str(root))
     ctx = enforce.Context(
         session_id=session_id,
-        project=str(Path.cwd()),
+        project=str(root),
         now=datetime.now(tz),
         tz=tz,
         week_start=cfg.week_start,
@@ -376,7 +512,7 @@ def _settings_file(scope: str, settings: str | None) -> Path:
 
     if settings:
         return Path(settings).expanduser()
-    return claude_settings.settings_path(scope, Path.cwd())
+    return claude_settings.settings_path(scope, _project_root())
 
 
 SCOPE_OPTION = click.option(
@@ -396,14 +532,18 @@ SETTINGS_OPTION = click.option("--settings", help="Use this settings file instea
 @click.option("--statusline", is_flag=True, help="Also show tokenbudget in the status line.")
 @click.option("--force", is_flag=True, help="With --statusline: replace another status line.")
 @click.option("--no-sync", is_flag=True, help="Do not backfill the ledger from past sessions.")
-@one_line_errors
 def install(scope: str, settings: str | None, statusline: bool, force: bool, no_sync: bool) -> None:
     """Register tokenbudget's hooks in Claude Code's settings (run again to upgrade)."""
-    import shlex
-
     from tokenbudget import claude_settings
 
     path = _settings_file(scope, settings)
+    # A --scope file lives where Claude Code looks, so its folders may be made; an explicit
+    # path in a folder that does not exist is far more likely a typo than a wish.
+    if settings and not os.path.isdir(path.parent):
+        raise SettingsError(
+            f"cannot use --settings {path}: the folder {path.parent} does not exist "
+            "(create it first, or use --scope)"
+        )
     python = sys.executable
     result = claude_settings.install(path, python)
     click.echo(
@@ -427,7 +567,6 @@ def install(scope: str, settings: str | None, statusline: bool, force: bool, no_
 @main.command()
 @SCOPE_OPTION
 @SETTINGS_OPTION
-@one_line_errors
 def uninstall(scope: str, settings: str | None) -> None:
     """Remove tokenbudget's hooks (and status line) from Claude Code's settings; keep the ledger."""
     from tokenbudget import claude_settings
@@ -443,12 +582,11 @@ def uninstall(scope: str, settings: str | None) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@one_line_errors
 def doctor(as_json: bool) -> None:
     """Check where the hooks are registered and that everything works; exits 1 if not."""
     from tokenbudget import doctor as doc
 
-    report = doc.run(Path.cwd())
+    report = doc.run(_project_root())
     click.echo(doc.to_json(report) if as_json else doc.render(report), nl=as_json)
     if not report.ok:
         sys.exit(1)

@@ -405,3 +405,34 @@ def remove_budget(
         label = label if project is None else f"{label}@{project}"
         raise ConfigError(f"no {label} budget{'' if unit is None else f' in {unit}'} to remove")
     return replace(config, budgets=kept)
+
+
+def find_project_root(start: Path) -> Path:
+    """The project folder `start` is in, as the hook sees it; `start` itself if none is found.
+
+    $CLAUDE_PROJECT_DIR wins (the hook reads budgets there); else the nearest folder up from
+    `start` holding `.claude/tokenbudget.json`, else the nearest holding a `.claude/` folder.
+    """
+    env = os.environ.get("CLAUDE_PROJECT_DIR")
+    if env:
+        return Path(env)
+    start = Path(os.path.abspath(start))
+    # The home folder's .claude/ is Claude Code's own, not a project's, and nothing above home
+    # is the user's project: the walk stops below home (or below the filesystem root).
+    stops: set[Path] = set()
+    with contextlib.suppress(RuntimeError):  # no home folder can be determined
+        home = Path.home()
+        stops = {home, Path(os.path.realpath(home))}
+    below: list[Path] = []
+    for folder in (start, *start.parents):
+        if folder in stops or folder.parent == folder:
+            break
+        below.append(folder)
+    # os.path's checks answer False on any OSError: an unreadable folder is not a project.
+    for folder in below:
+        if os.path.exists(folder / PROJECT_FILE):
+            return folder
+    for folder in below:
+        if os.path.isdir(folder / PROJECT_FILE.parent):
+            return folder
+    return start

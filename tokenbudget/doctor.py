@@ -53,12 +53,12 @@ def _interpreter_runs(python: str) -> tuple[bool, str]:
     return True, f"Python {proc.stdout.strip()}"
 
 
-def plugin_registrations() -> list[str]:
+def plugin_registrations(project_dir: Path | None = None) -> list[str]:
     """Where Claude Code has tokenbudget enabled as a plugin (settings' enabledPlugins)."""
     found = []
     for scope in claude_settings.SCOPES:
         try:
-            path = claude_settings.settings_path(scope, Path.cwd())
+            path = claude_settings.settings_path(scope, project_dir or Path.cwd())
             data = claude_settings.read_settings(path)
         except TokenbudgetError:
             continue
@@ -113,7 +113,7 @@ def check_hooks(report: Report, project_dir: Path) -> None:
                 if runs
                 else f"reinstall: `tokenbudget install --scope {scope}` from a working tokenbudget",
             )
-    plugins = plugin_registrations()
+    plugins = plugin_registrations(project_dir)
     for p in plugins:
         report.add(True, "registered as a plugin", p)
     if not registered and not plugins:
@@ -214,21 +214,38 @@ def _lock_holder(lock: Path) -> str | None:
 
 
 def check_claude_dirs(report: Report) -> None:
-    found = []
+    """Where Claude Code keeps its transcripts; none yet only means it has not run yet."""
+    parts: list[str] = []
+    transcripts = 0
+    unreadable = False
     for d in paths.claude_config_dirs():
         projects = d / "projects"
-        if projects.is_dir():
-            n = sum(1 for _ in projects.glob("*/*.jsonl"))
-            found.append(f"{projects} ({n} session transcript(s))")
+        # os.path answers False on any OSError, where Path.is_dir raises on EACCES.
+        if os.path.isdir(projects):
+            try:
+                n = sum(1 for _ in projects.glob("*/*.jsonl"))
+            except OSError as e:
+                unreadable = True
+                parts.append(f"{projects} cannot be read ({e.strerror or e})")
+                continue
+            transcripts += n
+            parts.append(f"{projects}: {n} session transcript(s)")
+        elif os.path.isdir(d):
+            parts.append(f"{d} exists, with no projects/ in it")
+        else:
+            parts.append(f"{d} does not exist")
+    detail = "; ".join(parts)
+    if not transcripts and not unreadable:
+        # A fresh install before Claude Code's first session: nothing is wrong, nothing to count.
+        detail = (
+            "no transcripts yet (Claude Code writes them once it runs; if it keeps its data "
+            f"elsewhere, set CLAUDE_CONFIG_DIR): {detail}"
+        )
     report.add(
-        bool(found),
+        not unreadable,
         "Claude Code data dirs",
-        "; ".join(found)
-        if found
-        else "none found: " + ", ".join(str(d) for d in paths.claude_config_dirs()),
-        ""
-        if found
-        else "run Claude Code once, or set CLAUDE_CONFIG_DIR to where it keeps its data",
+        detail,
+        "" if not unreadable else "give your user read access to Claude Code's projects/ folder",
     )
 
 
@@ -294,12 +311,16 @@ def run(project_dir: Path) -> Report:
 
 
 def render(report: Report) -> str:
+    """The findings as text; paths and error messages in them have their controls escaped."""
+    from tokenbudget.render import escape_controls
+
     lines = []
     for f in report.findings:
         mark = "ok " if f.ok else "!! "
-        lines.append(f"{mark} {f.title}" + (f": {f.detail}" if f.detail else ""))
+        detail = escape_controls(f.detail)
+        lines.append(f"{mark} {f.title}" + (f": {detail}" if detail else ""))
         if f.fix and not f.ok:
-            lines.append(f"    fix: {f.fix}")
+            lines.append(f"    fix: {escape_controls(f.fix)}")
     lines.append(
         "All good." if report.ok else "Something needs attention (see the lines marked !!)."
     )

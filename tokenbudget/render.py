@@ -39,6 +39,16 @@ _CLAUDE_CODE_LEGEND = "unmarked: Claude Code's own figure"
 
 _UNITS = ("k", "M", "B", "T")
 
+# C0, DEL and C1 controls, each shown as visible text such as `\x1b`: a transcript's cwd or a
+# command name is data from whatever ran in the session, and an ESC or CSI in it would drive the
+# terminal (move the cursor, retitle the window, hide lines) when a report prints it.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character (C0, DEL, C1) written as a visible `\\xNN`."""
+    return text.translate(_CONTROLS)
+
 
 def humanize(n: int | float) -> str:
     """A count in at most 5 characters (plus sign): 950, 12.3k, 123k, 4.5M, 1.2B."""
@@ -124,8 +134,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, int | float):
         return humanize(value)
     if isinstance(value, list | tuple):
-        return _Names([_short_model(str(v)) for v in value])
-    return str(value)
+        return _Names([escape_controls(_short_model(str(v))) for v in value])
+    return escape_controls(str(value))
 
 
 def _short_model(name: str) -> str:
@@ -162,12 +172,12 @@ def render_table(
         cost, marker = _cost_cell(row)
         markers.append(marker)
         lines_cells.append(
-            [str(row.get("key", ""))]
+            [escape_controls(str(row.get("key", "")))]
             + [_cell(row.get(field)) for field, _ in extra_columns]
             + [_cell(row.get(field)) for field, _ in _TOKEN_COLUMNS]
             + [cost]
         )
-    lines_cells[-1][0] = str(totals.get("key") or "Total")
+    lines_cells[-1][0] = escape_controls(str(totals.get("key") or "Total"))
 
     headers = [key_header, *(h for _, h in extra_columns), *(h for _, h in _TOKEN_COLUMNS)]
     headers.append(_COST_HEADER)
@@ -241,7 +251,10 @@ _CSV_FIELDS = (
 
 
 def render_csv(key_header: str, rows: list[dict[str, Any]]) -> str:
-    """CSV with a header row, whole token counts and costs to 6 decimals (empty if unpriced)."""
+    """CSV with a header row, whole token counts and costs to 6 decimals (empty if unpriced).
+
+    Control characters are escaped here too: a CSV file is often printed with `cat`.
+    """
     import csv  # only reports pay for it, never a hook
     import io
 
@@ -253,11 +266,11 @@ def render_csv(key_header: str, rows: list[dict[str, Any]]) -> str:
         models = row.get("modelsUsed") or []
         writer.writerow(
             [
-                row.get("key", ""),
+                escape_controls(str(row.get("key", ""))),
                 *(int(row.get(field) or 0) for field in _CSV_FIELDS[:5]),
                 "" if cost is None else f"{float(cost):.6f}",
-                row.get("costSource") or "",
-                " ".join(str(m) for m in models),
+                escape_controls(str(row.get("costSource") or "")),
+                " ".join(escape_controls(str(m)) for m in models),
             ]
         )
     return buffer.getvalue()

@@ -6,23 +6,28 @@ from datetime import tzinfo
 from typing import Any
 
 from tokenbudget import render
-from tokenbudget.budgets import Check, format_amount, format_limit, resets_text
+from tokenbudget.budgets import Check, format_amount, format_limit, project_matches, resets_text
 from tokenbudget.ledger import Ledger
 
 BAR_WIDTH = 16
 
 
 def latest_session(ledger: Ledger, project: str) -> str | None:
-    """The most recently active session in `project` (else anywhere), for session budgets."""
+    """The most recently active session in `project` or a subfolder (else anywhere)."""
     sessions = ledger["sessions"]
-    here = [(s["l"], sid) for sid, s in sessions.items() if s["p"] == project]
+    # Claude Code may have been started in a subfolder of the project the CLI found.
+    here = [
+        (s["l"], sid) for sid, s in sessions.items() if s["p"] and project_matches(project, s["p"])
+    ]
     pool = here or [(s["l"], sid) for sid, s in sessions.items()]
     return max(pool)[1] if pool else None
 
 
 def line(check: Check, *, color: bool, tz: tzinfo | None = None) -> str:
     b = check.budget
-    label = b.id if len(b.id) <= 24 else "…" + b.id[-23:]
+    # A budget's id holds a command name or folder, possibly from a cloned project's file.
+    name = render.escape_controls(b.id)
+    label = name if len(name) <= 24 else "…" + name[-23:]
     used = f"{format_amount(check.used, b.unit)} of {format_limit(check.limit, b.unit)}"
     state = ""
     if check.blocks:
@@ -31,7 +36,7 @@ def line(check: Check, *, color: bool, tz: tzinfo | None = None) -> str:
         state = "  (warn only)"
     return (
         f"{label:<24} {render.bar(check.fraction, BAR_WIDTH, color=color)}  {used}; "
-        f"{resets_text(check, tz)}{state}"
+        f"{render.escape_controls(resets_text(check, tz))}{state}"
     )
 
 
