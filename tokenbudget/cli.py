@@ -453,7 +453,7 @@ def budget_list(as_json: bool) -> None:
 
 @main.command()
 def allow() -> None:
-    """Let the next prompt through once, whatever the budgets."""
+    """Let the next refused prompt through once (its turn may use one more budget's worth)."""
     import time
 
     from tokenbudget import sync
@@ -462,7 +462,10 @@ def allow() -> None:
     store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 10.0))
     with store.transaction() as ledger:
         ledger["allow"] = {"pending": True, "at": time.time()}
-    click.echo("The next prompt will pass once, whatever the budgets.")
+    click.echo(
+        "The next prompt that a budget would refuse (within the hour) passes once; its turn may"
+        " use one more budget's worth."
+    )
 
 
 @main.command()
