@@ -38,6 +38,8 @@ fi
 venv="$data/venv"
 bindir="$HOME/.local/bin"
 link="$bindir/tokenbudget"
+# What the hooks in a project's shared .claude/settings.json run, found on PATH.
+hook_link="$bindir/tokenbudget-hook"
 
 if [ "$action" = uninstall ]; then
     if [ -x "$venv/bin/tokenbudget" ]; then
@@ -47,6 +49,9 @@ if [ "$action" = uninstall ]; then
     fi
     if [ -L "$link" ] && [ "$(readlink "$link")" = "$venv/bin/tokenbudget" ]; then
         rm -f "$link"
+    fi
+    if [ -L "$hook_link" ] && [ "$(readlink "$hook_link")" = "$venv/bin/tokenbudget-hook" ]; then
+        rm -f "$hook_link"
     fi
     rm -rf "$venv"
     if [ "$purge" = 1 ]; then
@@ -94,6 +99,7 @@ fi
 
 mkdir -p "$bindir"
 ln -sf "$venv/bin/tokenbudget" "$link"
+ln -sf "$venv/bin/tokenbudget-hook" "$hook_link"
 case ":$PATH:" in
     *":$bindir:"*) ;;
     *) echo "note: $bindir is not on your PATH; add it to use the tokenbudget command." ;;

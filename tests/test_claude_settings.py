@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from tokenbudget.claude_settings import (
     remove_statusline,
     set_statusline,
     settings_path,
+    statusline_command,
     uninstall,
 )
 from tokenbudget.errors import SettingsError
@@ -40,6 +42,7 @@ from tokenbudget.errors import SettingsError
 PY = "/usr/bin/python3"
 NEW_PY = "/opt/venvs/tokenbudget 2/bin/python3"
 STATUS = "tokenbudget statusline"
+PLUGIN_CMD = '"${{CLAUDE_PLUGIN_ROOT}}/hooks/tokenbudget-hook" {}'
 
 FOREIGN: dict[str, Any] = {
     "model": "opus",
@@ -97,7 +100,8 @@ def test_hook_command_is_recognised_and_parses_back() -> None:
     cmd = hook_command(PY, "PreToolUse")
     assert cmd == "/usr/bin/python3 -m tokenbudget.hook PreToolUse"
     assert is_our_command(cmd)
-    assert is_our_command("/x/hooks/tokenbudget-hook Stop")
+    assert is_our_command('"${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook" Stop')
+    assert not is_our_command("/x/hooks/tokenbudget-hook Stop")  # not a shape we write
     assert not is_our_command("tokenbudget report")
     assert not is_our_command(None)
     assert interpreter_of(cmd) == PY
@@ -158,7 +162,10 @@ def test_desired_hooks_shape() -> None:
 def test_statusline_recognition() -> None:
     assert is_our_statusline("tokenbudget statusline")
     assert is_our_statusline("'/usr/bin/python3' -m tokenbudget.statusline")
-    assert is_our_statusline("'/opt/my tools/tokenbudget' statusline --compact")
+    assert is_our_statusline(statusline_command(None))
+    assert is_our_statusline(statusline_command("/opt/my tools/bin/python3"))
+    # Someone's own wrapper around our command is theirs: we never write these shapes.
+    assert not is_our_statusline("'/opt/my tools/tokenbudget' statusline --compact")
     assert not is_our_statusline("ccusage statusline")
     assert not is_our_statusline(None)
 
@@ -309,12 +316,15 @@ def test_install_then_uninstall_restores_an_equal_document(settings_file: Path) 
     write_json(settings_file, FOREIGN)
     install(settings_file, PY)
     result = uninstall(settings_file)
-    assert result.changed and result.backup is not None
+    assert result.changed
     doc = load(settings_file)
     assert doc == FOREIGN
     assert list(doc) == list(FOREIGN)
     assert list(doc["hooks"]) == list(FOREIGN["hooks"])
-    assert ours(json.loads(result.backup.read_text()), "Stop")
+    # Nothing of ours is left to undo, so the backup is not left behind either.
+    assert result.backup is None
+    assert result.backup_removed == cs.backup_path(settings_file)
+    assert not cs.backup_path(settings_file).exists()
 
 
 def test_install_then_uninstall_without_hooks_key(settings_file: Path) -> None:
@@ -403,7 +413,7 @@ def test_upgrade_cleans_duplicates_stray_events_and_narrow_matchers(settings_fil
                 {"matcher": "Bash", "hooks": [{"type": "command", "command": "guard.sh"}]},
                 {
                     "matcher": "Bash",
-                    "hooks": [{"type": "command", "command": "/x/tokenbudget-hook PreToolUse"}],
+                    "hooks": [{"type": "command", "command": PLUGIN_CMD.format("PreToolUse")}],
                 },
             ],
             "Stop": [
@@ -697,13 +707,19 @@ _names = st.sampled_from([*OUR_EVENTS, "Notification", "PreCompact"])
 _foreign_hook = st.fixed_dictionaries(
     {
         "type": st.just("command"),
-        "command": st.sampled_from(["a.sh", "b --x", "tokenbudget report"]),
+        "command": st.sampled_from(
+            ["a.sh", "b --x", "tokenbudget report", "~/bin/audit-tokenbudget.hook.sh"]
+        ),
     },
     optional={"timeout": st.integers(1, 60)},
 )
 _our_hook = st.builds(
-    lambda py, ev: {"type": "command", "command": hook_command(py, ev), "timeout": 10},
-    st.sampled_from(["/old/py", PY, "/p q/py"]),
+    lambda py, ev: {
+        "type": "command",
+        "command": cs.portable_hook_command(ev) if py is None else hook_command(py, ev),
+        "timeout": 10,
+    },
+    st.sampled_from(["/old/py", PY, "/p q/py", None]),
     _names,
 )
 _group = st.builds(
@@ -743,3 +759,345 @@ def test_merge_properties(doc: dict[str, Any]) -> None:
     # A document with nothing of ours comes back equal.
     clean = _without_ours(doc)
     assert cs._merge_uninstall(cs._merge_install(copy.deepcopy(clean), PY, path)) == clean
+
+
+# --- only what we write is ours -----------------------------------------------------------
+
+LOOKALIKES = [
+    "~/bin/audit-tokenbudget.hook.sh",
+    "notify-send tokenbudget-hooked",
+    "echo tokenbudget.hook >> ~/hooks.log",
+    "/usr/bin/python3 -m tokenbudget.hook",  # no event
+    "/usr/bin/python3 -m tokenbudget.hook NotAnEvent",
+    "/usr/bin/python3 -m tokenbudget.hook Stop && notify-send done",
+    "/usr/bin/python3 -m tokenbudget.hooks Stop",
+    "/x/hooks/tokenbudget-hook Stop",
+    "tokenbudget-hook Stop; curl example.invalid",
+    "tokenbudget-hook Stop || my-fallback.sh",
+    "'${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook Stop'",  # one word, not shim + event
+]
+
+
+@pytest.mark.parametrize("command", LOOKALIKES)
+def test_a_command_that_mentions_us_is_not_ours(command: str) -> None:
+    assert not is_our_command(command)
+    assert cs.parse_hook_command(command) is None
+    assert interpreter_of(command) is None
+
+
+@pytest.mark.parametrize("event", sorted(OUR_EVENTS))
+def test_every_shape_we_write_is_ours(event: str) -> None:
+    assert cs.parse_hook_command(hook_command(NEW_PY, event)) == (
+        cs.ParsedHook("module", event, NEW_PY)
+    )
+    for portable in (cs.portable_hook_command(event), f"tokenbudget-hook {event}"):
+        assert cs.parse_hook_command(portable) == cs.ParsedHook("portable", event, None)
+        assert interpreter_of(portable) is None
+    assert cs.hook_form(PLUGIN_CMD.format(event)) == "plugin"
+    assert interpreter_of(PLUGIN_CMD.format(event)) is None
+
+
+def test_install_and_uninstall_leave_lookalike_hooks_alone(settings_file: Path) -> None:
+    # Each lookalike sits first in a match-all group of an event we register: exactly where
+    # install looks for an entry of ours to update in place.
+    original: dict[str, Any] = {
+        "hooks": {
+            event: [{"matcher": "*", "hooks": [{"type": "command", "command": cmd}]}]
+            for event, cmd in zip(OUR_EVENTS, LOOKALIKES, strict=False)
+        }
+    }
+    original["hooks"]["Stop"][0]["hooks"] += [
+        {"type": "command", "command": cmd} for cmd in LOOKALIKES
+    ]
+    write_json(settings_file, original)
+    install(settings_file, PY)
+    doc = load(settings_file)
+    for event, groups in original["hooks"].items():
+        assert doc["hooks"][event][: len(groups)] == groups  # untouched, in place
+        assert [h["command"] for h in ours(doc, event)] == [hook_command(PY, event)]
+    assert uninstall(settings_file).changed
+    assert load(settings_file) == original
+
+
+@pytest.mark.parametrize(
+    "command", ["~/bin/tokenbudget statusline-wrapper.sh", "my-tokenbudget.statusline.sh"]
+)
+def test_a_statusline_that_mentions_us_is_not_ours(settings_file: Path, command: str) -> None:
+    write_json(settings_file, {"statusLine": {"type": "command", "command": command}})
+    before = settings_file.read_bytes()
+    assert not is_our_statusline(command)
+    with pytest.raises(SettingsError, match="use --force"):
+        set_statusline(settings_file, STATUS)
+    assert remove_statusline(settings_file).changed is False
+    assert settings_file.read_bytes() == before
+
+
+# --- the portable form for shared (project) settings ---------------------------------------
+
+
+def test_desired_hooks_portable_form_names_no_interpreter() -> None:
+    hooks = desired_hooks(None)
+    assert list(hooks) == list(OUR_EVENTS)
+    for event, groups in hooks.items():
+        (entry,) = groups[0]["hooks"]
+        assert entry == {
+            "type": "command",
+            "command": cs.portable_hook_command(event),
+            "timeout": OUR_EVENTS[event].timeout,
+        }
+        assert groups[0].get("matcher") == desired_hooks(PY)[event][0].get("matcher")
+    assert sys.executable not in json.dumps(hooks)
+    assert statusline_command(None) == "tokenbudget statusline"
+
+
+def _shell(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"no {name} here")
+    return found
+
+
+def _run_portable(
+    shell: str, event: str, path_dirs: list[Path], stdin: str = "{}"
+) -> subprocess.CompletedProcess[str]:
+    # Claude Code runs a hook command through a shell; only PATH decides what it finds.
+    env = {"PATH": os.pathsep.join(str(d) for d in path_dirs)}
+    env.update({k: v for k, v in os.environ.items() if k in ("HOME", "TOKENBUDGET_HOME")})
+    return subprocess.run(
+        [shell, "-c", cs.portable_hook_command(event)],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+@pytest.mark.parametrize("setup", ["not installed", "interpreter gone", "exits 1"])
+def test_portable_command_fails_open_visibly(tmp_path: Path, shell: str, setup: str) -> None:
+    shell_path = _shell(shell)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    if setup != "not installed":
+        script = bindir / "tokenbudget-hook"
+        first = "#!/nonexistent/venv/bin/python3" if setup == "interpreter gone" else "#!/bin/sh"
+        script.write_text(f"{first}\nexit 1\n")
+        script.chmod(0o755)
+    for event in OUR_EVENTS:
+        proc = _run_portable(shell_path, event, [bindir])
+        assert proc.returncode == 0, proc.stderr  # non-zero would only be a hidden hook error
+        answer = json.loads(proc.stdout)  # exactly one JSON object, apostrophe and all
+        if event in ("SessionStart", "UserPromptSubmit"):
+            message = answer["systemMessage"]
+            assert "not installed" in message and "project's token budgets are not enforced" in (
+                message
+            )
+        else:
+            assert answer == {}
+        if setup == "not installed":
+            assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_portable_command_hands_event_and_stdin_to_tokenbudget_hook(
+    tmp_path: Path, shell: str
+) -> None:
+    bindir = tmp_path / "bin dir"
+    bindir.mkdir()
+    script = bindir / "tokenbudget-hook"
+    script.write_text('#!/bin/sh\nprintf \'{"argv": "%s", "stdin": %s}\\n\' "$*" "$(cat)"\n')
+    script.chmod(0o755)
+    payload = json.dumps({"hook_event_name": "Stop", "note": 'it\'s "quoted" $HOME `x`'})
+    # The system folders too: the fake script needs cat.
+    proc = _run_portable(_shell(shell), "Stop", [bindir, Path("/usr/bin"), Path("/bin")], payload)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"argv": "Stop", "stdin": json.loads(payload)}
+
+
+def test_the_console_script_answers_through_the_portable_command(private_home: Path) -> None:
+    # The real `tokenbudget-hook` console script (pyproject [project.scripts]) reads the event
+    # from argv[1] like `python -m tokenbudget.hook EVENT`.
+    script = Path(sys.executable).parent / "tokenbudget-hook"
+    assert script.exists(), "run `pip install -e .`: the tokenbudget-hook script is missing"
+    event = {
+        "session_id": "portable-test",
+        "transcript_path": str(private_home / "none.jsonl"),
+        "cwd": str(private_home),
+        "hook_event_name": "UserPromptSubmit",
+        "prompt": "hello",
+    }
+    proc = _run_portable(
+        _shell("sh"),
+        "UserPromptSubmit",
+        [script.parent, Path("/usr/bin"), Path("/bin")],
+        stdin=json.dumps(event),
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert "not installed" not in answer.get("systemMessage", "")
+    assert (private_home / "tb state" / "ledger.json").exists()  # the hook itself ran
+    direct = subprocess.run(
+        [str(script)], input="", capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (direct.returncode, direct.stdout) == (0, "{}\n")  # no event: nothing to do
+
+
+def test_install_switches_between_portable_and_module_forms_in_place(settings_file: Path) -> None:
+    write_json(settings_file, FOREIGN)
+    install(settings_file, None)
+    doc = load(settings_file)
+    for event in OUR_EVENTS:
+        assert [h["command"] for h in ours(doc, event)] == [cs.portable_hook_command(event)]
+    regs = find_registrations(settings_file)
+    assert sorted(r.event for r in regs) == sorted(OUR_EVENTS)
+    assert {interpreter_of(r.command) for r in regs} == {None}
+    assert {cs.hook_form(r.command) for r in regs} == {"portable"}
+    assert install(settings_file, None).changed is False
+    install(settings_file, PY)
+    moved = load(settings_file)
+    for event in OUR_EVENTS:
+        assert [h["command"] for h in ours(moved, event)] == [hook_command(PY, event)]
+        assert len(moved["hooks"][event]) == len(doc["hooks"][event])  # updated, not added
+    install(settings_file, None)
+    uninstall(settings_file)
+    assert load(settings_file) == FOREIGN
+
+
+# --- a statusLine we replace comes back ---------------------------------------------------
+
+MINE = {"type": "command", "command": "~/.claude/my-status.sh", "padding": 2}
+
+
+def previous(settings: Path) -> Any:
+    record = load(cs.previous_statusline_path())
+    return record["statusLines"].get(os.path.realpath(settings))
+
+
+def test_forced_statusline_comes_back_on_uninstall(settings_file: Path) -> None:
+    write_json(settings_file, {**FOREIGN, "statusLine": MINE})
+    install(settings_file, PY)
+    set_statusline(settings_file, STATUS, force=True)
+    # Later writes overwrite the settings backup; what we replaced must not depend on it.
+    install(settings_file, NEW_PY)
+    set_statusline(settings_file, "'/opt/py' -m tokenbudget.statusline")
+    backed_up = json.loads(cs.backup_path(settings_file).read_text())
+    assert backed_up["statusLine"]["command"] != MINE["command"]
+    uninstall(settings_file)
+    result = remove_statusline(settings_file)
+    assert load(settings_file) == {**FOREIGN, "statusLine": MINE}
+    assert result.changed and result.restored == MINE
+    assert previous(settings_file) is None
+    assert remove_statusline(settings_file).changed is False
+
+
+def test_the_record_is_private_and_keyed_by_resolved_path(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "settings.json"
+    write_json(real, {"statusLine": MINE})
+    link = tmp_path / "claude" / "settings.json"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    set_statusline(link, STATUS, force=True)
+    record = cs.previous_statusline_path()
+    assert record == cs.paths.data_dir() / "statusline-previous.json"
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert load(record) == {
+        "version": 1,
+        "statusLines": {os.path.realpath(real): {"statusLine": MINE}},
+    }
+
+
+def test_replaced_statuslines_are_remembered_per_file(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "settings.json"
+    write_json(real, {"statusLine": MINE})
+    link = tmp_path / "claude" / "settings.json"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    other = tmp_path / "project" / ".claude" / "settings.json"
+    theirs = {"type": "command", "command": "starship statusline"}
+    write_json(other, {"statusLine": theirs})
+    set_statusline(link, STATUS, force=True)
+    set_statusline(other, STATUS, force=True)
+    assert previous(real) == {"statusLine": MINE}  # one file, whichever name it is given
+    assert remove_statusline(real).restored == MINE
+    assert link.is_symlink() and load(real) == {"statusLine": MINE}
+    assert previous(other) == {"statusLine": theirs}
+    assert remove_statusline(other).restored == theirs
+
+
+def test_a_statusline_the_user_changed_since_is_not_overwritten(settings_file: Path) -> None:
+    write_json(settings_file, {"statusLine": MINE})
+    set_statusline(settings_file, STATUS, force=True)
+    newer = {"type": "command", "command": "ccusage statusline"}
+    write_json(settings_file, {"statusLine": newer})  # the user replaced ours by hand
+    assert remove_statusline(settings_file).changed is False
+    assert load(settings_file) == {"statusLine": newer}
+    assert previous(settings_file) is None  # done with: it must not come back later
+    set_statusline(settings_file, STATUS, force=True)
+    assert remove_statusline(settings_file).restored == newer
+
+
+def test_a_statusline_the_user_removed_since_does_not_come_back(settings_file: Path) -> None:
+    write_json(settings_file, {"statusLine": MINE})
+    set_statusline(settings_file, STATUS, force=True)
+    write_json(settings_file, {})  # the user dropped the status line altogether
+    set_statusline(settings_file, STATUS)
+    result = remove_statusline(settings_file)
+    assert result.changed and result.restored is None
+    assert load(settings_file) == {}
+
+
+def test_a_statusline_we_cannot_remember_is_not_replaced(settings_file: Path) -> None:
+    write_json(settings_file, {"statusLine": MINE})
+    before = settings_file.read_bytes()
+    record = cs.previous_statusline_path()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text('{"version": 99, "statusLines": {}}')
+    with pytest.raises(SettingsError, match="newer tokenbudget"):
+        set_statusline(settings_file, STATUS, force=True)
+    record.write_text('{"statusLines": []}')
+    with pytest.raises(SettingsError, match="fix or delete") as info:
+        set_statusline(settings_file, STATUS, force=True)
+    assert str(record) in str(info.value) and "\n" not in str(info.value)
+    assert settings_file.read_bytes() == before
+    assert record.read_text() == '{"statusLines": []}'  # never silently reset
+
+
+# --- the backup does not outlive us -------------------------------------------------------
+
+
+def test_uninstall_deletes_the_backup_once_nothing_of_ours_is_left(tmp_path: Path) -> None:
+    path = settings_path("project", tmp_path)
+    write_json(path, FOREIGN)
+    assert install(path, None).backup == cs.backup_path(path)
+    set_statusline(path, statusline_command(None))
+    assert cs.backup_path(path).exists()  # after install the backup is the way back
+    hooks_gone = uninstall(path)
+    # Our statusLine is still there: the backup still undoes something of ours.
+    assert hooks_gone.backup == cs.backup_path(path) and hooks_gone.backup_removed is None
+    assert cs.backup_path(path).exists()
+    line_gone = remove_statusline(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["settings.json"]
+    assert load(path) == FOREIGN
+    assert line_gone.changed and line_gone.backup is None
+    assert line_gone.backup_removed == cs.backup_path(path)
+
+
+def test_a_failed_uninstall_keeps_the_backup(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_json(settings_file, FOREIGN)
+    install(settings_file, PY)
+    real_replace = os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if Path(dst) == settings_file:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(SettingsError, match="No space left"):
+        uninstall(settings_file)
+    assert cs.backup_path(settings_file).exists()
+    assert ours(load(settings_file), "Stop")

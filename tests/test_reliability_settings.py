@@ -278,3 +278,52 @@ def test_a_folder_the_kernel_will_not_write_is_one_clear_line(
         message = str(info.value)
         assert message.startswith("cannot ") and str(path) in message and "\n" not in message
         assert not path.exists()
+
+
+# --- the statusLine we replace, while the user changes it ---------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES[:2])
+def test_the_statusline_remembered_is_the_one_actually_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    # The user switches their own status line while we force ours in: the merge is redone on
+    # the new content, so the one to give back on uninstall is the newer, not the one first read.
+    path = tmp_path / "claude" / "settings.json"
+    path.parent.mkdir()
+    old_line = {"type": "command", "command": "old-status.sh"}
+    new_line = {"type": "command", "command": "new-status.sh", "padding": 1}
+    path.write_text(json.dumps({"model": "opus", "statusLine": old_line}))
+    edits = {"n": 0}
+
+    def switch_once(p: Path) -> None:
+        if edits["n"] == 0 and p == path:
+            edits["n"] += 1
+            doc = load(path)
+            doc["statusLine"] = new_line
+            path.write_text(json.dumps(doc))
+
+    real_snapshot, real_write_temp = cs._snapshot, cs._write_temp
+
+    def snapshot(p: Path) -> Any:
+        snap = real_snapshot(p)
+        if stage == STAGES[0]:
+            switch_once(p)
+        return snap
+
+    def write_temp(folder: Path, name: str, data: bytes, like: Any) -> Path:
+        if stage == STAGES[1] and name == path.name:
+            switch_once(path)
+        return real_write_temp(folder, name, data, like)
+
+    monkeypatch.setattr(cs, "_snapshot", snapshot)
+    monkeypatch.setattr(cs, "_write_temp", write_temp)
+    cs.set_statusline(path, STATUS, force=True)
+    # Not monkeypatch.undo(): that would also undo the private HOME of conftest.
+    monkeypatch.setattr(cs, "_snapshot", real_snapshot)
+    monkeypatch.setattr(cs, "_write_temp", real_write_temp)
+    assert edits["n"] == 1
+    assert load(path)["statusLine"]["command"] == STATUS
+    result = cs.remove_statusline(path)
+    assert result.restored == new_line
+    assert load(path) == {"model": "opus", "statusLine": new_line}

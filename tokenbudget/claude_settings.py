@@ -1,16 +1,18 @@
 """Claude Code settings files: add, find and remove tokenbudget's hooks and statusLine.
 
 The settings file belongs to the user and to Claude Code, not to us. So we only ever touch
-entries we can recognise as ours, a second install changes nothing, and uninstall removes our
-part alone. Every write is atomic, keeps the file's mode, leaves a backup of the previous
-content and does not clobber an edit another process made while we were merging.
+entries we can recognise as ours (exactly the commands we write, never a command that merely
+mentions us), a second install changes nothing, and uninstall removes our part alone. Every
+write is atomic, keeps the file's mode, leaves a backup of the previous content and does not
+clobber an edit another process made while we were merging. A statusLine we replace is
+remembered, and uninstall puts it back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
+import dataclasses
 import json
 import os
 import shlex
@@ -18,18 +20,46 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeGuard
 
+from tokenbudget import paths
 from tokenbudget.errors import SettingsError
-from tokenbudget.paths import claude_settings_dir
 
-# Substrings that make a hook command ours: the module form and a console-script/shim form.
-HOOK_MARKERS = ("tokenbudget.hook", "tokenbudget-hook")
-STATUSLINE_MARKERS = ("tokenbudget statusline", "tokenbudget.statusline")
+HOOK_MODULE = "tokenbudget.hook"
+STATUSLINE_MODULE = "tokenbudget.statusline"
+# The console script (pyproject [project.scripts]) a portable registration finds on PATH.
+PORTABLE_HOOK = "tokenbudget-hook"
+# The plugin's shim as its hooks.json names it (Claude Code expands the variable, shlex does not).
+PLUGIN_HOOK = "${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook"
 BACKUP_SUFFIX = ".tokenbudget-bak"
+PREVIOUS_STATUSLINE_FILE = "statusline-previous.json"
 SCOPES = ("user", "project", "local")
+
+# Claude Code's hook event names (reported for 2.1.x). A command of ours names one of them; any
+# of them, not only OUR_EVENTS, so that an upgrade still finds what an older version registered.
+KNOWN_EVENTS = frozenset(
+    {
+        "SessionStart", "Setup", "UserPromptSubmit", "UserPromptExpansion", "PreToolUse",
+        "PermissionRequest", "PermissionDenied", "PostToolUse", "PostToolUseFailure",
+        "PostToolBatch", "Notification", "Stop", "StopFailure", "SubagentStart", "SubagentStop",
+        "PreCompact", "PostCompact", "Elicitation", "ElicitationResult", "TeammateIdle",
+        "TaskCreated", "TaskCompleted", "InstructionsLoaded", "CwdChanged", "FileChanged",
+        "ConfigChange", "WorktreeCreate", "WorktreeRemove", "SessionEnd",
+    }
+)  # fmt: skip
+
+_PORTABLE_GUARD = "command -v tokenbudget-hook >/dev/null 2>&1"
+_PORTABLE_GUARD_WORDS = shlex.split(_PORTABLE_GUARD)
+# Without tokenbudget-hook on PATH, these events tell the user, once a session and once a
+# prompt; the others answer "{}" quietly rather than a line on every tool call.
+_ANNOUNCED_EVENTS = frozenset({"SessionStart", "UserPromptSubmit"})
+_NOT_RUNNING = (
+    "tokenbudget is not installed here (or its tokenbudget-hook command does not run): this "
+    "project's token budgets are not enforced. Install tokenbudget, then run `tokenbudget doctor`."
+)
+
+HookForm = Literal["module", "portable", "plugin"]
 
 # How often we redo the merge when another process keeps rewriting the file under us.
 _CAS_ATTEMPTS = 10
@@ -60,16 +90,31 @@ _MATCH_ALL = (None, "", "*")
 JSONDict = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class InstallResult:
-    """What a change to a settings file did."""
+    """What a change to a settings file did.
+
+    `backup` holds the previous content when it is kept; `backup_removed` names the backup
+    deleted because nothing of ours is left to undo; `restored` is the user's own statusLine
+    put back in place of ours.
+    """
 
     path: Path
     changed: bool
     backup: Path | None = None
+    backup_removed: Path | None = None
+    restored: Any = None
 
 
-@dataclass(frozen=True)
+class ParsedHook(NamedTuple):
+    """One of our hook commands taken apart: its form, its event and (module form) interpreter."""
+
+    form: HookForm
+    event: str
+    python: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Registration:
     """One of our hook commands as found in a settings file."""
 
@@ -91,42 +136,105 @@ class _Snapshot(NamedTuple):
 
 def hook_command(python: str, event: str) -> str:
     """The shell command that runs our hook for `event` with interpreter `python`."""
-    return f"{shlex.quote(python)} -m tokenbudget.hook {shlex.quote(event)}"
+    return f"{shlex.quote(python)} -m {HOOK_MODULE} {shlex.quote(event)}"
 
 
-def is_our_command(command: object) -> bool:
-    """Whether a hook command string is one of ours."""
-    return isinstance(command, str) and any(m in command for m in HOOK_MARKERS)
+def portable_hook_command(event: str) -> str:
+    """The command for settings shared with others: tokenbudget-hook from PATH, or a note.
 
-
-def is_our_statusline(command: object) -> bool:
-    """Whether a statusLine command string is ours."""
-    if not isinstance(command, str):
-        return False
-    if any(m in command for m in STATUSLINE_MARKERS):
-        return True
-    # A quoted absolute path ('/opt/my tools/tokenbudget' statusline) hides the plain marker.
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return False
-    return any(
-        Path(a).name == "tokenbudget" and b == "statusline" for a, b in itertools.pairwise(words)
+    A checked-in settings file cannot name the installer's interpreter: on a teammate's machine
+    that path does not exist, the hook exits 127 and Claude Code silently enforces nothing. So
+    the console script is looked up on PATH, and when it is missing or cannot run, the shell
+    prints valid hook JSON saying so and exits 0 (Claude Code would hide a bare non-zero exit).
+    `command -v` keeps a "not found" line off stderr. No `exec`: a console script whose
+    interpreter has gone (a pipx venv after a Python upgrade) must reach the fallback too, and
+    tokenbudget-hook itself always exits 0, so `||` only ever sees a failure to run.
+    """
+    note: JSONDict = {"systemMessage": _NOT_RUNNING} if event in _ANNOUNCED_EVENTS else {}
+    fallback = json.dumps(note, ensure_ascii=False)
+    return (
+        f"{_PORTABLE_GUARD} && {PORTABLE_HOOK} {shlex.quote(event)} || echo {shlex.quote(fallback)}"
     )
 
 
-def interpreter_of(command: str) -> str | None:
-    """The interpreter path at the start of one of our hook commands, or None if unparsable."""
+def parse_hook_command(command: object) -> ParsedHook | None:
+    """`command` taken apart if it is exactly one of the shapes we write, else None.
+
+    Ours: `<python> -m tokenbudget.hook EVENT`; the portable `tokenbudget-hook EVENT`, bare or
+    guarded as portable_hook_command writes it (whatever its fallback text); and the plugin's
+    `"${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook" EVENT`; EVENT being a Claude Code event.
+    A command that merely mentions us (`~/bin/audit-tokenbudget.hook.sh`, `notify-send
+    tokenbudget-hooked`) is the user's: install must not overwrite it, nor uninstall delete it.
+    """
+    if not isinstance(command, str):
+        return None
     try:
         words = shlex.split(command)
     except ValueError:
         return None
-    return words[0] if words else None
+    parsed: ParsedHook | None = None
+    match words:
+        case [python, "-m", module, event] if module == HOOK_MODULE and python:
+            parsed = ParsedHook("module", event, python)
+        case [hook, event] if hook == PORTABLE_HOOK:
+            parsed = ParsedHook("portable", event, None)
+        case [*guard, "&&", hook, event, "||", "echo", _] if (
+            guard == _PORTABLE_GUARD_WORDS and hook == PORTABLE_HOOK
+        ):
+            parsed = ParsedHook("portable", event, None)
+        case [hook, event] if hook == PLUGIN_HOOK:
+            parsed = ParsedHook("plugin", event, None)
+    return parsed if parsed is not None and parsed.event in KNOWN_EVENTS else None
 
 
-def _hook_entry(python: str, event: str) -> JSONDict:
+def is_our_command(command: object) -> bool:
+    """Whether a hook command string is one of ours."""
+    return parse_hook_command(command) is not None
+
+
+def hook_form(command: object) -> HookForm | None:
+    """How one of our hook commands finds tokenbudget; None when the command is not ours."""
+    parsed = parse_hook_command(command)
+    return parsed.form if parsed is not None else None
+
+
+def interpreter_of(command: str) -> str | None:
+    """The interpreter a module-form hook command of ours runs; None for any other command."""
+    parsed = parse_hook_command(command)
+    return parsed.python if parsed is not None else None
+
+
+def statusline_command(python: str | None) -> str:
+    """Our statusLine command: run by `python`, or (None) the `tokenbudget` found on PATH."""
+    if python is None:
+        return "tokenbudget statusline"
+    return f"{shlex.quote(python)} -m {STATUSLINE_MODULE}"
+
+
+def is_our_statusline(command: object) -> bool:
+    """Whether a statusLine command string is exactly one of the two shapes we write."""
+    if not isinstance(command, str):
+        return False
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    match words:
+        case ["tokenbudget", "statusline"]:
+            return True
+        case [python, "-m", module] if module == STATUSLINE_MODULE and python:
+            return True
+    return False
+
+
+def _is_our_statusline_value(value: object) -> TypeGuard[JSONDict]:
+    return isinstance(value, dict) and is_our_statusline(value.get("command"))
+
+
+def _hook_entry(python: str | None, event: str) -> JSONDict:
     timeout = OUR_EVENTS[event].timeout
-    return {"type": "command", "command": hook_command(python, event), "timeout": timeout}
+    command = portable_hook_command(event) if python is None else hook_command(python, event)
+    return {"type": "command", "command": command, "timeout": timeout}
 
 
 def _group(matcher: str | None, hooks: list[JSONDict]) -> JSONDict:
@@ -135,8 +243,12 @@ def _group(matcher: str | None, hooks: list[JSONDict]) -> JSONDict:
     return group
 
 
-def desired_hooks(python: str) -> dict[str, list[JSONDict]]:
-    """Our entries for the `hooks` key of a settings file, one matcher group per event."""
+def desired_hooks(python: str | None) -> dict[str, list[JSONDict]]:
+    """Our entries for the `hooks` key of a settings file, one matcher group per event.
+
+    `python` None gives the portable form, for settings shared with people whose
+    interpreter is elsewhere (a project's checked-in .claude/settings.json).
+    """
     return {
         event: [_group(spec.matcher, [_hook_entry(python, event)])]
         for event, spec in OUR_EVENTS.items()
@@ -145,6 +257,24 @@ def desired_hooks(python: str) -> dict[str, list[JSONDict]]:
 
 def _is_our_hook(hook: object) -> bool:
     return isinstance(hook, dict) and is_our_command(hook.get("command"))
+
+
+def _our_hooks(doc: JSONDict) -> list[tuple[str, JSONDict, JSONDict]]:
+    """(event, matcher group, hook) for each hook of ours in `doc`, in file order."""
+    hooks = doc.get("hooks")
+    found: list[tuple[str, JSONDict, JSONDict]] = []
+    if not isinstance(hooks, dict):
+        return found
+    for event, groups in hooks.items():
+        if not isinstance(groups, list):
+            continue
+        for group in groups:
+            found.extend((event, group, h) for h in _hook_list(group) or [] if _is_our_hook(h))
+    return found
+
+
+def _nothing_of_ours(doc: JSONDict) -> bool:
+    return not _our_hooks(doc) and not _is_our_statusline_value(doc.get("statusLine"))
 
 
 def _hook_list(group: object) -> list[Any] | None:
@@ -162,7 +292,7 @@ def _hook_list(group: object) -> list[Any] | None:
 def settings_path(scope: str, project_dir: Path | None = None) -> Path:
     """The settings file for `scope`: user, project or local."""
     if scope == "user":
-        return claude_settings_dir() / "settings.json"
+        return paths.claude_settings_dir() / "settings.json"
     if scope not in SCOPES:
         raise SettingsError(f"unknown settings scope {scope!r} (use one of: {', '.join(SCOPES)})")
     base = (project_dir if project_dir is not None else Path.cwd()) / ".claude"
@@ -269,7 +399,7 @@ def _strip_ours(hooks: JSONDict, keep: Callable[[str, int, int], bool]) -> None:
                 del hooks[event]
 
 
-def _merge_install(doc: JSONDict, python: str, path: Path) -> JSONDict:
+def _merge_install(doc: JSONDict, python: str | None, path: Path) -> JSONDict:
     hooks = _hooks_section(doc, path)
     # For each of our events, the first of our entries that already sits in a match-all group is
     # updated in place, so a re-install or an upgrade does not move it among the user's hooks.
@@ -391,8 +521,21 @@ def _dump(doc: JSONDict) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _update(path: Path, change: Callable[[JSONDict], JSONDict]) -> InstallResult:
-    """Apply `change` to the settings in `path`; write only if the document differs."""
+def _update(
+    path: Path,
+    change: Callable[[JSONDict], JSONDict],
+    *,
+    backup: bool = True,
+    before_write: Callable[[JSONDict, JSONDict], None] | None = None,
+    drop_backup_if: Callable[[JSONDict], bool] | None = None,
+) -> InstallResult:
+    """Apply `change` to the JSON object in `path`; write only if the document differs.
+
+    `before_write(old, new)` runs on every attempt that is about to write, so it sees exactly
+    the content this attempt replaces; raising there leaves the file alone. `backup=False`
+    writes no backup (for our own state files); `drop_backup_if(new)` deletes the backup once
+    `new` is safely in place, when it says there is nothing left to undo.
+    """
     for _attempt in range(_CAS_ATTEMPTS):
         # Dotfile managers symlink settings.json: write the target and keep the link. Resolved
         # on every attempt: an editor saving through the link may have replaced it by a file.
@@ -403,6 +546,8 @@ def _update(path: Path, change: Callable[[JSONDict], JSONDict]) -> InstallResult
         if new == old:
             return InstallResult(path, changed=False)
         _check_writable(path, target, snap.content is not None)
+        if before_write is not None:
+            before_write(old, new)
         try:
             _make_dirs(target.parent)
             like = target.stat() if snap.content is not None else None
@@ -412,12 +557,12 @@ def _update(path: Path, change: Callable[[JSONDict], JSONDict]) -> InstallResult
         except OSError as exc:
             raise SettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
         try:
-            backup: Path | None = None
-            if snap.content is not None:
-                backup = backup_path(path)
-                bak = _write_temp(backup.parent, backup.name, snap.content, None)
+            kept: Path | None = None
+            if snap.content is not None and backup:
+                kept = backup_path(path)
+                bak = _write_temp(kept.parent, kept.name, snap.content, None)
                 try:
-                    os.replace(bak, backup)
+                    os.replace(bak, kept)
                 except OSError:
                     with contextlib.suppress(OSError):
                         bak.unlink()
@@ -439,29 +584,46 @@ def _update(path: Path, change: Callable[[JSONDict], JSONDict]) -> InstallResult
                 tmp.unlink()
             raise
         _fsync_dir(target.parent)
-        return InstallResult(path, changed=True, backup=backup)
+        if kept is not None and drop_backup_if is not None and drop_backup_if(new):
+            # Only now that the file is safely replaced: a failure before this keeps the way back.
+            with contextlib.suppress(FileNotFoundError):
+                kept.unlink()
+            return InstallResult(path, changed=True, backup_removed=kept)
+        return InstallResult(path, changed=True, backup=kept)
     raise SettingsError(f"{path} kept changing while we updated it; left as is, try again")
 
 
 # --- public operations -------------------------------------------------------------------
 
 
-def install(path: Path, python: str) -> InstallResult:
-    """Register our hooks (run by `python`) in `path`, replacing older registrations of ours."""
+def install(path: Path, python: str | None) -> InstallResult:
+    """Register our hooks in `path`, replacing older registrations of ours.
+
+    They run with interpreter `python`, or (None) find tokenbudget-hook on PATH: the form
+    for settings that other people check out. The backup is kept: it is the way back.
+    """
     return _update(path, lambda doc: _merge_install(doc, python, path))
 
 
 def uninstall(path: Path) -> InstallResult:
-    """Remove our hooks from `path`, leaving every other entry as it was."""
-    return _update(path, _merge_uninstall)
+    """Remove our hooks from `path`, leaving every other entry as it was.
+
+    The backup goes too once nothing of ours is left (in a project it would be clutter in the
+    repository); while our statusLine remains, it stays.
+    """
+    return _update(path, _merge_uninstall, drop_backup_if=_nothing_of_ours)
 
 
 def set_statusline(path: Path, command: str, *, force: bool = False) -> InstallResult:
-    """Point Claude Code's statusLine at `command`; a foreign statusLine needs `force`."""
+    """Point Claude Code's statusLine at `command`; a foreign statusLine needs `force`.
+
+    A foreign statusLine replaced with `force` is remembered (see previous_statusline_path),
+    and remove_statusline puts it back.
+    """
 
     def change(doc: JSONDict) -> JSONDict:
         current = doc.get("statusLine")
-        if isinstance(current, dict) and is_our_statusline(current.get("command")):
+        if _is_our_statusline_value(current):
             # Ours already: update in place, keeping keys such as "padding" the user set.
             current.update({"type": "command", "command": command})
             return doc
@@ -473,44 +635,132 @@ def set_statusline(path: Path, command: str, *, force: bool = False) -> InstallR
         doc["statusLine"] = {"type": "command", "command": command}
         return doc
 
-    return _update(path, change)
+    def remember(old: JSONDict, new: JSONDict) -> None:
+        # Before the settings are written: were the write to land and the record not, the
+        # user's command would be lost; a record of a write that then failed is harmless, as
+        # it is only ever restored over a statusLine of ours.
+        current = old.get("statusLine")
+        if current is None:
+            _forget_statusline(path)  # nothing replaced: an older record must not come back
+        elif not _is_our_statusline_value(current):
+            _remember_statusline(path, current)
+
+    return _update(path, change, before_write=remember)
 
 
 def remove_statusline(path: Path) -> InstallResult:
-    """Remove the statusLine from `path` if it is ours; a foreign one is left alone."""
+    """Remove our statusLine from `path`, putting back the one we replaced, if any.
+
+    A foreign statusLine is left alone (the user replaced ours since: our record is dropped).
+    The backup goes once nothing of ours is left.
+    """
+    saved = _recall_statusline(path)
+    restored: list[Any] = []
 
     def change(doc: JSONDict) -> JSONDict:
-        current = doc.get("statusLine")
-        if isinstance(current, dict) and is_our_statusline(current.get("command")):
-            del doc["statusLine"]
+        restored.clear()  # a retried attempt starts over
+        if _is_our_statusline_value(doc.get("statusLine")):
+            if saved is None:
+                del doc["statusLine"]
+            else:
+                doc["statusLine"] = copy.deepcopy(saved.value)
+                restored.append(saved.value)
         return doc
 
-    return _update(path, change)
+    result = _update(path, change, drop_backup_if=_nothing_of_ours)
+    if saved is not None:
+        # Restored now, or the statusLine is no longer ours to replace: either way it is done.
+        _forget_statusline(path)
+    return dataclasses.replace(result, restored=restored[0]) if restored else result
 
 
 def find_registrations(path: Path) -> list[Registration]:
     """Our hook commands registered in `path`, in file order."""
-    hooks = read_settings(path).get("hooks")
     found: list[Registration] = []
-    if not isinstance(hooks, dict):
-        return found
-    for event, groups in hooks.items():
-        if not isinstance(groups, list):
-            continue
-        for group in groups:
-            for hook in _hook_list(group) or []:
-                if not _is_our_hook(hook):
-                    continue
-                timeout = hook.get("timeout")
-                if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-                    timeout = None
-                matcher = group.get("matcher")
-                found.append(
-                    Registration(
-                        event=event,
-                        matcher=matcher if isinstance(matcher, str) else None,
-                        command=hook["command"],
-                        timeout=timeout,
-                    )
-                )
+    for event, group, hook in _our_hooks(read_settings(path)):
+        timeout = hook.get("timeout")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            timeout = None
+        matcher = group.get("matcher")
+        found.append(
+            Registration(
+                event=event,
+                matcher=matcher if isinstance(matcher, str) else None,
+                command=hook["command"],
+                timeout=timeout,
+            )
+        )
     return found
+
+
+# --- the statusLine we replaced ----------------------------------------------------------
+#
+# The settings backup cannot keep it: every later write overwrites the backup. So it lives in
+# tokenbudget's own data folder, one entry per settings file (by resolved path, so a symlinked
+# settings.json is one file however it is named), private like the rest of our state.
+
+_RECORD_VERSION = 1
+
+
+class _Saved(NamedTuple):
+    value: Any
+
+
+def previous_statusline_path() -> Path:
+    """Where the statusLines we replaced are remembered, per settings file."""
+    return paths.data_dir() / PREVIOUS_STATUSLINE_FILE
+
+
+def _record_key(settings: Path) -> str:
+    return os.path.realpath(settings)
+
+
+def _record_entries(doc: JSONDict, record: Path) -> JSONDict:
+    """The record's per-file entries; SettingsError for a record we cannot read safely."""
+    version = doc.get("version", _RECORD_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SettingsError(f'{record}: "version" is not a number; fix or delete the file')
+    if version > _RECORD_VERSION:
+        # Rewriting it would drop what the newer version keeps there.
+        raise SettingsError(f"{record}: written by a newer tokenbudget (version {version})")
+    entries = doc.setdefault("statusLines", {})
+    if not isinstance(entries, dict):
+        raise SettingsError(
+            f'{record}: "statusLines" is {_json_type(entries)}, expected an object; '
+            "fix or delete the file"
+        )
+    return entries
+
+
+def _remember_statusline(settings: Path, value: Any) -> None:
+    record = previous_statusline_path()
+    key = _record_key(settings)
+
+    def change(doc: JSONDict) -> JSONDict:
+        _record_entries(doc, record)[key] = {"statusLine": value}
+        doc["version"] = _RECORD_VERSION
+        return doc
+
+    _update(record, change, backup=False)
+
+
+def _forget_statusline(settings: Path) -> None:
+    record = previous_statusline_path()
+    if not record.exists():
+        return
+    key = _record_key(settings)
+
+    def change(doc: JSONDict) -> JSONDict:
+        _record_entries(doc, record).pop(key, None)
+        return doc
+
+    _update(record, change, backup=False)
+
+
+def _recall_statusline(settings: Path) -> _Saved | None:
+    record = previous_statusline_path()
+    doc = read_settings(record)  # same rules: a JSON object, or nothing yet
+    entry = _record_entries(doc, record).get(_record_key(settings))
+    if not isinstance(entry, dict) or "statusLine" not in entry:
+        return None
+    return _Saved(entry["statusLine"])

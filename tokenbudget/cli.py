@@ -535,8 +535,23 @@ SETTINGS_OPTION = click.option("--settings", help="Use this settings file instea
 @click.option("--statusline", is_flag=True, help="Also show tokenbudget in the status line.")
 @click.option("--force", is_flag=True, help="With --statusline: replace another status line.")
 @click.option("--no-sync", is_flag=True, help="Do not backfill the ledger from past sessions.")
-def install(scope: str, settings: str | None, statusline: bool, force: bool, no_sync: bool) -> None:
+@click.option(
+    "--python",
+    metavar="PATH",
+    help="Run the hooks with this Python (it must have tokenbudget). Default: this "
+    "tokenbudget's own; with --scope project, `tokenbudget-hook` found on each user's PATH.",
+)
+def install(
+    scope: str,
+    settings: str | None,
+    statusline: bool,
+    force: bool,
+    no_sync: bool,
+    python: str | None,
+) -> None:
     """Register tokenbudget's hooks in Claude Code's settings (run again to upgrade)."""
+    import shutil
+
     from tokenbudget import claude_settings
 
     path = _settings_file(scope, settings)
@@ -547,15 +562,30 @@ def install(scope: str, settings: str | None, statusline: bool, force: bool, no_
             f"cannot use --settings {path}: the folder {path.parent} does not exist "
             "(create it first, or use --scope)"
         )
-    python = sys.executable
-    result = claude_settings.install(path, python)
+    # A project's settings.json is checked in and runs on teammates' machines, where this
+    # interpreter's path does not exist (the hook would exit 127 and enforce nothing): there
+    # the hooks find `tokenbudget-hook` on PATH, and say so when it is missing.
+    portable = python is None and scope == "project" and not settings
+    hook_python = None if portable else (python or sys.executable)
+    result = claude_settings.install(path, hook_python)
     click.echo(
         f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"
         + (f" (backup: {result.backup.name})" if result.backup else "")
         + "."
     )
+    if portable:
+        click.echo(
+            "They run `tokenbudget-hook` from PATH: whoever uses this project needs tokenbudget "
+            "installed; without it, Claude Code tells them budgets are not enforced."
+        )
+        if shutil.which(claude_settings.PORTABLE_HOOK) is None:
+            click.echo(
+                "warning: `tokenbudget-hook` is not on your PATH, so the hooks will not run "
+                "for you either (see `tokenbudget doctor`).",
+                err=True,
+            )
     if statusline:
-        command = f"{shlex.quote(python)} -m tokenbudget.statusline"
+        command = claude_settings.statusline_command(hook_python)
         sl = claude_settings.set_statusline(path, command, force=force)
         click.echo("Status line set." if sl.changed else "Status line already set.")
     if not no_sync:
@@ -581,6 +611,12 @@ def uninstall(scope: str, settings: str | None) -> None:
     click.echo(
         f"Removed tokenbudget from {path}." if changed else f"Nothing of tokenbudget in {path}."
     )
+    if sl.restored is not None:
+        shown = sl.restored.get("command") if isinstance(sl.restored, dict) else sl.restored
+        click.echo(f"Restored the status line it had replaced: {shown}")
+    removed = sl.backup_removed or result.backup_removed
+    if removed is not None:
+        click.echo(f"Deleted {removed.name}: nothing of tokenbudget is left to undo.")
 
 
 @main.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,29 @@ def _interpreter_runs(python: str) -> tuple[bool, str]:
         last = (proc.stderr.strip().splitlines() or ["it exited with an error"])[-1]
         return False, last
     return True, f"Python {proc.stdout.strip()}"
+
+
+def _portable_hook_runs() -> tuple[bool, str]:
+    """Whether `tokenbudget-hook`, which a project's shared settings run, is on PATH and runs."""
+    found = shutil.which(claude_settings.PORTABLE_HOOK)
+    if found is None:
+        return False, f"{claude_settings.PORTABLE_HOOK} is not on PATH"
+    try:
+        # No event and no input: the hook answers "{}" and touches nothing, proving it starts.
+        proc = subprocess.run(
+            [found],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"{found}: {e}"
+    if proc.returncode != 0 or proc.stdout.strip() != "{}":
+        last = (proc.stderr.strip().splitlines() or [f"it exited {proc.returncode}"])[-1]
+        return False, f"{found}: {last}"
+    return True, found
 
 
 def plugin_registrations(project_dir: Path | None = None) -> list[str]:
@@ -102,9 +126,10 @@ def check_hooks(report: Report, project_dir: Path) -> None:
             if not missing
             else f"run `tokenbudget install --scope {scope}` (missing {', '.join(missing)})",
         )
-        pythons = sorted({claude_settings.interpreter_of(r.command) or "" for r in regs})
+        forms = {claude_settings.hook_form(r.command) for r in regs}
+        pythons = sorted({py for r in regs if (py := claude_settings.interpreter_of(r.command))})
         for py in pythons:
-            runs, detail = _interpreter_runs(py) if py else (False, "no interpreter in the command")
+            runs, detail = _interpreter_runs(py)
             report.add(
                 runs,
                 f"hook interpreter runs ({scope})",
@@ -112,6 +137,26 @@ def check_hooks(report: Report, project_dir: Path) -> None:
                 ""
                 if runs
                 else f"reinstall: `tokenbudget install --scope {scope}` from a working tokenbudget",
+            )
+        if "portable" in forms:
+            runs, detail = _portable_hook_runs()
+            report.add(
+                runs,
+                f"tokenbudget-hook runs ({scope}: found on PATH)",
+                detail,
+                ""
+                if runs
+                else "install tokenbudget so that `tokenbudget-hook` is on the PATH Claude Code "
+                f"gets (pipx install, or ./install.sh), or `tokenbudget install --scope {scope} "
+                "--python PATH`",
+            )
+        if "plugin" in forms:
+            # ${CLAUDE_PLUGIN_ROOT} is only set for a plugin's own hooks: here it is empty.
+            report.add(
+                False,
+                f"plugin hook command in {scope} settings",
+                f"{path}: it only works from the plugin's hooks.json",
+                f"run `tokenbudget install --scope {scope}` to replace it",
             )
     plugins = plugin_registrations(project_dir)
     for p in plugins:
