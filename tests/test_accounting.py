@@ -345,3 +345,58 @@ def test_a_second_compaction_in_a_session_is_counted_too(private_home: Path) -> 
         f.write(json.dumps(last) + "\n")
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store).total == truth_usage("compacted").total + 3000
+
+
+def test_compacted_requests_still_count_once(private_home: Path) -> None:
+    from tokenbudget import ingest
+
+    for case in ("agent", "forked", "compacted"):
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    expected = sum((truth_usage(c) for c in ("agent", "forked", "compacted")), Usage())
+    sync.sync_all(store, now=1795887600.0)
+    before = store.snapshot()
+    by = {k: query.group(k, query.cells(before, {}), UTC) for k in query.BY_CHOICES}
+    assert before["keys"]
+    # Two hours later every session is idle: their request records are compacted.
+    sync.sync_all(store, now=1795887600.0 + 2 * 3600)
+    after = store.snapshot()
+    assert after["keys"] == {} and all(s.get("k") for s in after["sessions"].values())
+    assert len(store.path.read_bytes()) < len(json.dumps(before))
+    for k, groups in by.items():
+        again = query.group(k, query.cells(after, {}), UTC)
+        assert [(g.key, g.usage, round(g.cost, 9)) for g in again] == [
+            (g.key, g.usage, round(g.cost, 9)) for g in groups
+        ], k
+    # Read again from the start (a transcript rewritten), and a new fork of a compacted
+    # session: nothing counts twice.
+    fork = next(p for p in (private_home / ".claude" / "projects").glob("*/*.jsonl")
+                if "fd4b2298" in p.name)
+    data = fork.read_bytes()
+    fork.write_bytes(data[: len(data) // 3])
+    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
+    fork.write_bytes(data)
+    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
+    copy = fork.with_name("0f0f0f0f-0000-4000-8000-000000000000.jsonl")
+    copy.write_bytes(data.replace(b"fd4b2298-2ab6-44e1-8473-ac50d60f614d",
+                                  b"0f0f0f0f-0000-4000-8000-000000000000"))
+    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
+    assert ledger_total(store) == expected
+    assert ingest.compact(store.snapshot(), 1795887600.0 + 3 * 3600) >= 0
+
+
+def test_a_session_start_folds_and_compacts_without_the_cli(private_home: Path) -> None:
+    import json as _json
+
+    from tokenbudget import hook
+
+    install_fixture("plain", private_home / ".claude", unique_ids=True)
+    install_fixture("loop", private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert len(store.snapshot()["sessions"]) == 2
+    raw = _json.dumps({"session_id": "new-session", "cwd": "/p", "source": "startup"}).encode()
+    hook.handle("SessionStart", raw, now=1795887600.0 + 3 * 86400)
+    ledger = store.snapshot()
+    assert list(ledger["sessions"]) == ["new-session"]  # the two idle ones are in history now
+    assert ledger_total(store) == truth_usage("plain") + truth_usage("loop")

@@ -67,6 +67,13 @@ def _session_cells(
             cell = sums.setdefault(rec[7], [0.0, 0.0])
             cell[0] += sum(rec[2:7])
             cell[1] += rec[8] or 0.0
+    from tokenbudget.ingest import compacted_cells
+
+    for bucket, _model, _turn, c in compacted_cells(s):  # requests settled long enough ago
+        if bucket in hours:
+            cell = sums.setdefault(bucket, [0.0, 0.0])
+            cell[0] += sum(c[:5])
+            cell[1] += c[5]
     for adj in s["adj"]:  # usage only Claude Code's own totals knew of (compaction)
         if adj[0] in hours:
             cell = sums.setdefault(adj[0], [0.0, 0.0])

@@ -42,6 +42,10 @@ def _hourly(s: dict[str, Any], key_records: list[list[Any]]) -> dict[str, dict[s
         add(rec[7], rec[1], rec[2:7], rec[8], rec[9])
     for a in s["adj"]:
         add(a[0], a[1], a[2:7], a[7], a[8])
+    from tokenbudget.ingest import compacted_cells
+
+    for bucket, model, turn, c in compacted_cells(s):
+        add(bucket, model, c[:5], c[5], turn)
     return out
 
 

@@ -274,6 +274,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             from tokenbudget.ingest import Ingestor
 
             Ingestor(ledger).session(ev.session_id, ev.cwd, now)
+        _keep_small(ledger, ev, cfg, now, rebuild_owed)
         if rebuild_owed:
             messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
             answer = {}
@@ -285,6 +286,23 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         sync.sync_all(store, prices=cfg.prices, retention_days=cfg.retention_days,
                       deadline=time.monotonic() + 4.0)
     return _with_message(answer, "\n".join(messages) if messages else None)
+
+
+def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool) -> None:
+    """Hooks keep the ledger small on their own, for users who never run the CLI: a new
+    session folds idle ones into history; many request records are compacted."""
+    from tokenbudget import ingest
+
+    if rebuild_owed:
+        return
+    if ev.name == "SessionStart":
+        from tokenbudget import history
+
+        ingest.prune_hours(ledger, now)
+        history.fold(ledger, now - cfg.retention_days * 86400)
+        ingest.compact(ledger, now)
+    elif len(ledger["keys"]) > ingest.COMPACT_WHEN:
+        ingest.compact(ledger, now)
 
 
 def _raise_hint(check: Any) -> str:

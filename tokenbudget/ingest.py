@@ -62,6 +62,7 @@ class Ingestor:
         self.prices = prices
         self.result = Result()
         self._price_cache: dict[str, Any] = {}
+        self._compacted: dict[str, str] | None = None
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -108,7 +109,7 @@ class Ingestor:
 
     def session(self, sid: str, cwd: str | None = None, ts: float | None = None) -> dict[str, Any]:
         sessions = self.L["sessions"]
-        s = sessions.get(sid)
+        s: dict[str, Any] | None = sessions.get(sid)
         if s is None:
             s = sessions[sid] = {
                 "p": cwd or "",
@@ -175,6 +176,13 @@ class Ingestor:
         s = self.session(sid, ev.cwd, ev.ts)
         rec = keys.get(ev.key)
         if rec is None:
+            owner = self._compacted_owner(ev.key)
+            if owner is not None:
+                # Counted long ago (the record was compacted): a re-read or a fork's copy.
+                if owner != sid and ev.key not in s["fk"]:
+                    s["fk"].append(ev.key)
+                    self._add_seen(s, ev.model, ev.usage)  # a copy carries the same usage
+                return
             turn = self._resolve_turn(s, state["turn"])
             cost = self.cost_of(ev.model, ev.usage)
             keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // BUCKET), cost, turn]
@@ -203,6 +211,17 @@ class Ingestor:
                 if owner != sid:
                     self._add_seen(s, model, delta)
                 self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
+
+    def _compacted_owner(self, key: str) -> str | None:
+        """The session whose compacted requests include `key`, if any."""
+        if self._compacted is None:
+            index: dict[str, str] = {}
+            for sid, s in self.L["sessions"].items():
+                k = s.get("k", "")
+                for i in range(0, len(k), KEY_LEN):
+                    index[k[i : i + KEY_LEN]] = sid
+            self._compacted = index
+        return self._compacted.get(key)
 
     def _settle_extra(self, sid: str, s: dict[str, Any], ev: UsageEvent, turn: str) -> None:
         """A subagent request that reached its file only after Claude Code's session total was
@@ -310,6 +329,58 @@ class Ingestor:
                 self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
             m[M_SRC] = "c"
             s["cs"][model] = [*total, cc_cost]
+
+
+KEY_LEN = 16  # a usage key: 8 bytes of blake2b in hex
+COMPACT_AFTER = 3600.0
+COMPACT_WHEN = 5000  # hooks compact once the ledger holds this many request records
+
+
+def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
+    """Turn the request records of sessions idle for `idle` seconds into per-session cells.
+
+    A request record (about 110 bytes) is only needed while its response may still be
+    rewritten with a larger usage; after that the session keeps, per bucket, model and turn,
+    the sums (`c`), and the request's key alone (`k`, 16 characters) so that a re-read or a
+    fork's copy is still recognised. This keeps the ledger, which every hook reads and writes,
+    small for a busy user.
+    """
+    sessions = ledger["sessions"]
+    idle_ids = {sid for sid, s in sessions.items() if s["l"] < now - idle}
+    if not idle_ids:
+        return 0
+    # Only sessions whose transcripts are read to their end: a line still to come may be a
+    # later, larger copy of a response already counted, and must find its record.
+    for path, frec in ledger["files"].items():
+        if frec[3] in idle_ids:
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                continue  # gone: it will not grow
+            if size != frec[2]:
+                idle_ids.discard(frec[3])
+    if not idle_ids:
+        return 0
+    moved = 0
+    keys = ledger["keys"]
+    for key in [k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN]:
+        rec = keys.pop(key)
+        s = sessions[rec[0]]
+        cells = s.setdefault("c", {})
+        cell = cells.setdefault(f"{rec[7]}\t{rec[1]}\t{rec[9]}", [0, 0, 0, 0, 0, 0.0])
+        for i in range(5):
+            cell[i] += rec[2 + i]
+        cell[5] += rec[8] or 0.0
+        s["k"] = s.get("k", "") + key
+        moved += 1
+    return moved
+
+
+def compacted_cells(s: dict[str, Any]) -> Iterable[tuple[int, str, str, list[Any]]]:
+    """A session's compacted usage: (bucket, model, turn, [5 counts, cost])."""
+    for key, cell in s.get("c", {}).items():
+        bucket, model, turn = key.split("\t", 2)
+        yield int(bucket), model, turn, cell
 
 
 def prune_hours(ledger: Ledger, now: float) -> None:

@@ -81,7 +81,7 @@ def validate(data: Any) -> Ledger:
 
 
 _NUM = (int, float)
-_SESSION = {"p": str, "f": _NUM, "l": _NUM, "m": dict, "x": dict, "s": dict, "t": dict,
+_SESSION: dict[str, type | tuple[type, ...]] = {"p": str, "f": _NUM, "l": _NUM, "m": dict, "x": dict, "s": dict, "t": dict,
             "a": dict, "adj": list, "fk": list, "cs": dict}
 
 
@@ -118,6 +118,12 @@ def _check_records(data: Ledger) -> None:
             if not all(type(t) is list and len(t) == 4 for t in s["t"].values()):
                 raise TypeError
             if not all(type(a) is list and len(a) == 9 for a in s["adj"]):
+                raise TypeError
+            if "c" in s and (
+                type(s["c"]) is not dict
+                or not all(type(c) is list and len(c) == 6 for c in s["c"].values())
+                or not isinstance(s.get("k", ""), str)
+            ):
                 raise TypeError
         part = "totals"
         for key in ("sessions", "tokens", "cost", "until"):

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from tokenbudget.budgets import project_matches
-from tokenbudget.ingest import BUCKET
+from tokenbudget.ingest import BUCKET, compacted_cells
 from tokenbudget.ledger import Ledger
 from tokenbudget.usage import ZERO, Usage
 
@@ -74,6 +74,9 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
                 Cell(sid, s["p"], a[0], a[1], Usage(*a[2:7]), a[7] or 0.0, cmd),
                 src.get(a[1], "t"),
             )
+        for bucket, model, turn, c in compacted_cells(s):
+            cmd = turns[turn][0] if turn in turns else "prompt"
+            yield Cell(sid, s["p"], bucket, model, Usage(*c[:5]), c[5], cmd), src.get(model, "t")
     for sid, folded in records.items():
         live = sessions.get(sid)
         if live is not None and live.get("e") in folded.get("periods", ()):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenbudget import history, paths, transcripts
-from tokenbudget.ingest import Ingestor, Result, prune_hours
+from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
 from tokenbudget.ledger import JsonFileStore, Ledger, new_ledger
 
 BATCH_BYTES = 32 * 1024 * 1024
@@ -113,6 +113,7 @@ def sync_all(
         ledger["rebuild"] = False
         prune_hours(ledger, t_now)
         report.folded = history.fold(ledger, t_now - retention_days * 86400)
+        compact(ledger, t_now)
     return report
 
 
