@@ -111,7 +111,7 @@ class Ingestor:
         sessions = self.L["sessions"]
         s: dict[str, Any] | None = sessions.get(sid)
         if s is None:
-            s = sessions[sid] = {
+            new_session: dict[str, Any] = {
                 "p": cwd or "",
                 "f": ts or 0.0,
                 "l": ts or 0.0,
@@ -127,6 +127,7 @@ class Ingestor:
                 # and ledger) replaces its history record; a resumed session gets a new one.
                 "e": os.urandom(4).hex(),
             }
+            s = sessions[sid] = new_session
         if cwd and not s["p"]:
             s["p"] = cwd
         if ts:
