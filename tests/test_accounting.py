@@ -284,7 +284,7 @@ def test_claude_config_dir_may_list_several_dirs(
     install_fixture("loop", second, unique_ids=True)
     install_fixture("slash", private_home / ".claude", unique_ids=True)  # not listed: not read
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", f"{second},{first}")
-    # A comma inside a folder name cannot be told from a separator: that folder is not found.
+    # A list whose parts exist is a list: a folder with a comma in its name is then not found.
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("loop")
@@ -400,3 +400,17 @@ def test_a_session_start_folds_and_compacts_without_the_cli(private_home: Path) 
     ledger = store.snapshot()
     assert list(ledger["sessions"]) == ["new-session"]  # the two idle ones are in history now
     assert ledger_total(store) == truth_usage("plain") + truth_usage("loop")
+
+
+def test_claude_config_dir_naming_a_folder_with_a_comma(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget import paths
+
+    odd = private_home / "conf,v2"
+    install_fixture("plain", odd)
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(odd))  # Claude Code reads it as one folder
+    assert paths.claude_config_dirs() == [odd] and paths.claude_settings_dir() == odd
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")

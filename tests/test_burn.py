@@ -24,6 +24,7 @@ B = 900
 def bucket(hh: int, mm: int) -> int:
     return int(at(hh, mm) // B)
 
+
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
 
 
@@ -82,10 +83,24 @@ def test_last_hour_takes_the_current_bucket_and_part_of_the_previous() -> None:
 
 def test_last_hour_of_a_session_counts_only_its_requests() -> None:
     ledger = ledger_with_hours()
-    ledger["sessions"]["s1"] = {"p": "/p", "adj": [[bucket(17, 0), "m", 100, 0, 0, 0, 0, 0.001, "-"]]}
+    ledger["sessions"]["s1"] = {
+        "p": "/p",
+        "adj": [[bucket(17, 0), "m", 100, 0, 0, 0, 0, 0.001, "-"]],
+    }
     ledger["keys"] = {
         "a": ["s1", "m", 1000, 200, 0, 0, 800, bucket(17, 0), 0.01, "-"],
-        "b": ["s1", "m", 4000, 0, 0, 0, 0, bucket(16, 30), 0.04, "-"],  # half of it in the last hour
+        "b": [
+            "s1",
+            "m",
+            4000,
+            0,
+            0,
+            0,
+            0,
+            bucket(16, 30),
+            0.04,
+            "-",
+        ],  # half of it in the last hour
         "c": ["s2", "m", 9999, 0, 0, 0, 0, bucket(17, 0), 0.5, "-"],
     }
     session = Budget("session", 10_000)

@@ -138,7 +138,7 @@ def test_allow_lets_one_prompt_through(private_home: Path) -> None:
     set_budgets(private_home, {"kind": "session", "limit": "10k"})
     assert run_hook("UserPromptSubmit", {**base, "prompt": "a"})[1]["decision"] == "block"
     assert CliRunner().invoke(main, ["allow"]).exit_code == 0
-    rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "b", "prompt_id": "p-9"})
+    _, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "b", "prompt_id": "p-9"})
     assert "decision" not in out and "once" in out.get("systemMessage", "")
     # That turn's tool calls go on; the next prompt is refused again.
     _, out, _ = run_hook("PreToolUse", {**base, "prompt_id": "p-9", "tool_name": "Bash"})
@@ -300,8 +300,14 @@ def test_the_raise_hint_keeps_warn_mode(private_home: Path) -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "command"),
-    [("/test --fast", "/test"), ("/plug:run x", "/plug:run"), ("/etc/passwd what is it", "prompt"),
-     ("/", "prompt"), ("  /deploy", "/deploy"), ("hello /test", "prompt")],
+    [
+        ("/test --fast", "/test"),
+        ("/plug:run x", "/plug:run"),
+        ("/etc/passwd what is it", "prompt"),
+        ("/", "prompt"),
+        ("  /deploy", "/deploy"),
+        ("hello /test", "prompt"),
+    ],
 )
 def test_what_counts_as_a_slash_command(prompt: str, command: str) -> None:
     from tokenbudget.hook import command_of_prompt

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests import reliability_fixtures
 from tests.helpers import install_fixture, truth_usage
 from tests.reliability_fixtures import REPO, write_config
@@ -30,8 +28,13 @@ PLAIN_SID = "1c990dcd-31c2-4790-9439-44f4a5ce8413"
 
 
 def crash_run(*args: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "tests.reliability_workers", "crash", *args],
-                          cwd=REPO, capture_output=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.reliability_workers", "crash", *args],
+        cwd=REPO,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
     return result
@@ -64,8 +67,9 @@ def die_at(target: str, body: str) -> None:
         f"real_target = getattr(o, {attr!r})\n"
         f"setattr(o, {attr!r}, die)\n" + body
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60, check=False
+    )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
 
 
@@ -76,8 +80,14 @@ def two_sessions(home: Path) -> None:
 
 def plain_event(home: Path, prompt_id: str) -> bytes:
     path = next((home / ".claude" / "projects").glob(f"*/{PLAIN_SID}.jsonl"))
-    return json.dumps({"session_id": PLAIN_SID, "transcript_path": str(path),
-                       "prompt": "go", "prompt_id": prompt_id}).encode()
+    return json.dumps(
+        {
+            "session_id": PLAIN_SID,
+            "transcript_path": str(path),
+            "prompt": "go",
+            "prompt_id": prompt_id,
+        }
+    ).encode()
 
 
 def assert_budget_still_seen(home: Path) -> None:
@@ -98,8 +108,10 @@ def test_killed_while_replacing_a_corrupt_ledger(private_home: Path) -> None:
     (state / "ledger.json").write_bytes(b'{"schema": 1, "sessions": "oops"}')
     write_config(state, {"kind": "total", "limit": "10k"})
     # Killed after the bad file was set aside, before the rebuilt ledger was written.
-    die_at("tokenbudget.ledger:JsonFileStore.write",
-           "from tokenbudget import sync\nsync.sync_all(sync.open_store())\n")
+    die_at(
+        "tokenbudget.ledger:JsonFileStore.write",
+        "from tokenbudget import sync\nsync.sync_all(sync.open_store())\n",
+    )
     kept = list(state.glob("ledger.json.corrupt-*"))
     assert kept and kept[0].read_bytes() == b'{"schema": 1, "sessions": "oops"}'
     assert_budget_still_seen(private_home)
@@ -110,8 +122,10 @@ def test_killed_in_the_middle_of_a_rebuild(private_home: Path) -> None:
     sync.sync_all(sync.open_store(), now=NOW)
     write_config(Path(os.environ["TOKENBUDGET_HOME"]), {"kind": "total", "limit": "10k"})
     # `tokenbudget rebuild` killed after it emptied the ledger, before it read a transcript.
-    die_at("tokenbudget.sync:_ingest_batch",
-           "from tokenbudget import sync\nsync.rebuild(sync.open_store())\n")
+    die_at(
+        "tokenbudget.sync:_ingest_batch",
+        "from tokenbudget import sync\nsync.rebuild(sync.open_store())\n",
+    )
     assert_budget_still_seen(private_home)
 
 
@@ -123,16 +137,19 @@ def fold_killed_midway(home: Path) -> None:
     later = LATER
     # Folding writes the session to history.jsonl, then removes it from the ledger. Killed in
     # between, the session is in both; the next sync folds it again.
-    die_at("tokenbudget.history:_append", (
-        "import tokenbudget.history as h\n"
-        "from tokenbudget import sync\n"
-        "real = real_target\n"
-        "def append_then_die(lines):\n"
-        "    real(lines)\n"
-        "    die()\n"
-        "h._append = append_then_die\n"
-        f"sync.sync_all(sync.open_store(), now={later}, retention_days=2)\n"
-    ))
+    die_at(
+        "tokenbudget.history:_append",
+        (
+            "import tokenbudget.history as h\n"
+            "from tokenbudget import sync\n"
+            "real = real_target\n"
+            "def append_then_die(lines):\n"
+            "    real(lines)\n"
+            "    die()\n"
+            "h._append = append_then_die\n"
+            f"sync.sync_all(sync.open_store(), now={later}, retention_days=2)\n"
+        ),
+    )
 
 
 def test_killed_between_history_and_ledger_when_folding(private_home: Path) -> None:
@@ -153,10 +170,13 @@ def resumed_after_folding(home: Path) -> Path:
     later = NOW + 10 * 86400
     sync.sync_all(sync.open_store(), now=later, retention_days=2)
     path = next((home / ".claude" / "projects").glob("*/*.jsonl"))
-    more = [line.replace("msg_fake_", "msg_more_").replace("req_fake_", "req_more_")
-            .replace("2026-11-28", "2026-12-08")
-            for line in path.read_text().splitlines(keepends=True)
-            if '"type":"assistant"' in line]
+    more = [
+        line.replace("msg_fake_", "msg_more_")
+        .replace("req_fake_", "req_more_")
+        .replace("2026-11-28", "2026-12-08")
+        for line in path.read_text().splitlines(keepends=True)
+        if '"type":"assistant"' in line
+    ]
     with open(path, "a") as f:
         f.writelines(more)
     sync.sync_all(sync.open_store(), now=later + 3600, retention_days=2)
@@ -170,9 +190,20 @@ def test_a_session_resumed_after_folding_is_reported_whole(private_home: Path) -
 
 def test_a_session_resumed_after_folding_keeps_its_session_budget(private_home: Path) -> None:
     path = resumed_after_folding(private_home)
-    write_config(Path(os.environ["TOKENBUDGET_HOME"]),
-                 {"kind": "session", "limit": str(truth_usage("plain").total + 100)})
-    answer = hook.handle("UserPromptSubmit", json.dumps({
-        "session_id": PLAIN_SID, "transcript_path": str(path), "prompt": "more",
-        "prompt_id": "x"}).encode(), now=NOW + 10 * 86400 + 3600)
+    write_config(
+        Path(os.environ["TOKENBUDGET_HOME"]),
+        {"kind": "session", "limit": str(truth_usage("plain").total + 100)},
+    )
+    answer = hook.handle(
+        "UserPromptSubmit",
+        json.dumps(
+            {
+                "session_id": PLAIN_SID,
+                "transcript_path": str(path),
+                "prompt": "more",
+                "prompt_id": "x",
+            }
+        ).encode(),
+        now=NOW + 10 * 86400 + 3600,
+    )
     assert answer.get("decision") == "block", answer

@@ -259,7 +259,11 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         if ev.transcript is not None and ev.session_id is not None and not rebuild_owed:
             try:
                 read = sync.sync_session(
-                    store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
+                    store,
+                    ev.transcript,
+                    ev.session_id,
+                    prices=cfg.prices,
+                    ledger=ledger,
                     max_bytes=MAX_READ_PER_CALL,
                 )
             except OSError as e:
@@ -268,8 +272,10 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
                 # Unreadable files are skipped, not fatal; but this session's budgets then
                 # miss their usage, and the user must hear why.
                 if read.errors:
-                    messages.append(f"tokenbudget: could not read the transcript "
-                                    f"({read.errors[0]}); its usage is not counted")
+                    messages.append(
+                        f"tokenbudget: could not read the transcript "
+                        f"({read.errors[0]}); its usage is not counted"
+                    )
         if ev.session_id is not None and ev.name == "SessionStart":
             from tokenbudget.ingest import Ingestor
 
@@ -279,12 +285,28 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
             answer = {}
         else:
-            answer = _decide(ev, cfg, budget_list, ledger, now, tz, messages,
-                             enforce=enforce, decide=decide, reason_text=reason_text,
-                             warn_key=warn_key, warning_text=warning_text, datetime=datetime)
+            answer = _decide(
+                ev,
+                cfg,
+                budget_list,
+                ledger,
+                now,
+                tz,
+                messages,
+                enforce=enforce,
+                decide=decide,
+                reason_text=reason_text,
+                warn_key=warn_key,
+                warning_text=warning_text,
+                datetime=datetime,
+            )
     if rebuild_owed:
-        sync.sync_all(store, prices=cfg.prices, retention_days=cfg.retention_days,
-                      deadline=time.monotonic() + 4.0)
+        sync.sync_all(
+            store,
+            prices=cfg.prices,
+            retention_days=cfg.retention_days,
+            deadline=time.monotonic() + 4.0,
+        )
     return _with_message(answer, "\n".join(messages) if messages else None)
 
 
@@ -330,8 +352,16 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
-def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float, tz: Any,
-            messages: list[str], **m: Any) -> dict[str, Any]:
+def _decide(
+    ev: Event,
+    cfg: Any,
+    budget_list: list[Any],
+    ledger: Any,
+    now: float,
+    tz: Any,
+    messages: list[str],
+    **m: Any,
+) -> dict[str, Any]:
     from tokenbudget import burn
 
     enforce, datetime = m["enforce"], m["datetime"]
@@ -345,8 +375,14 @@ def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
     if turn is not None:
         command = turn[0]
     ctx = enforce.Context(
-        session_id=ev.session_id, project=project, now=datetime.fromtimestamp(now, tz), tz=tz,
-        week_start=cfg.week_start, command=command, prompt_id=ev.prompt_id, starting=starting,
+        session_id=ev.session_id,
+        project=project,
+        now=datetime.fromtimestamp(now, tz),
+        tz=tz,
+        week_start=cfg.week_start,
+        command=command,
+        prompt_id=ev.prompt_id,
+        starting=starting,
     )
     checks = enforce.check_all(budget_list, ledger, ctx)
     decision = m["decide"](c for c, _ in checks)
@@ -372,7 +408,9 @@ def _decide(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
             # The turn let through may use one more budget's worth, then it is stopped too.
             base = allow.get("base", {})
             again = [
-                c for c, _ in checks if c.blocks and c.used - base.get(_check_key(c), 0.0) >= c.limit
+                c
+                for c, _ in checks
+                if c.blocks and c.used - base.get(_check_key(c), 0.0) >= c.limit
             ]
             allowed = not again
             if again:
@@ -447,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         answer = handle(name, raw)
-    except Exception as e:  # noqa: BLE001 - the last line of defence: never break Claude Code
+    except Exception as e:
         fail_closed = False
         try:
             from tokenbudget import config as config_mod

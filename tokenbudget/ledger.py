@@ -81,8 +81,19 @@ def validate(data: Any) -> Ledger:
 
 
 _NUM = (int, float)
-_SESSION: dict[str, type | tuple[type, ...]] = {"p": str, "f": _NUM, "l": _NUM, "m": dict, "x": dict, "s": dict, "t": dict,
-            "a": dict, "adj": list, "fk": list, "cs": dict}
+_SESSION: dict[str, type | tuple[type, ...]] = {
+    "p": str,
+    "f": _NUM,
+    "l": _NUM,
+    "m": dict,
+    "x": dict,
+    "s": dict,
+    "t": dict,
+    "a": dict,
+    "adj": list,
+    "fk": list,
+    "cs": dict,
+}
 
 
 def _check_records(data: Ledger) -> None:
@@ -287,7 +298,9 @@ class JsonFileStore:
             try:
                 self.write(data)
             except OSError as e:
-                raise LedgerError(f"cannot write the ledger {self.path}: {e.strerror or e}") from None
+                raise LedgerError(
+                    f"cannot write the ledger {self.path}: {e.strerror or e}"
+                ) from None
         finally:
             release()
 
@@ -303,10 +316,8 @@ class JsonFileStore:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
 
     @property
@@ -321,8 +332,11 @@ class JsonFileStore:
         """
         try:
             with os.scandir(self.path.parent) as entries:
-                stale = [e.path for e in entries
-                         if e.name.startswith(self._temp_prefix) and e.name.endswith(".tmp")]
+                stale = [
+                    e.path
+                    for e in entries
+                    if e.name.startswith(self._temp_prefix) and e.name.endswith(".tmp")
+                ]
         except OSError:
             return
         for path in stale:

@@ -58,9 +58,15 @@ def log_path() -> Path:
 
 
 def claude_config_dirs() -> list[Path]:
-    """Claude Code's data dirs: `$CLAUDE_CONFIG_DIR` (comma-separated) or the two defaults."""
+    """Claude Code's data dirs: `$CLAUDE_CONFIG_DIR` (comma-separated) or the two defaults.
+
+    Claude Code itself takes the variable as one folder; peers read it as a list. A value
+    that names an existing folder is that folder, commas and all; else it is a list.
+    """
     env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
-    if env:
+    if env and Path(env).expanduser().is_dir():
+        dirs = [Path(env).expanduser()]
+    elif env:
         dirs = [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
     else:
         home = Path.home()
@@ -73,5 +79,11 @@ def claude_config_dirs() -> list[Path]:
 
 
 def claude_settings_dir() -> Path:
-    """The folder holding the user's settings.json (first of `$CLAUDE_CONFIG_DIR`, else ~/.claude)."""
-    return claude_config_dirs()[0] if os.environ.get("CLAUDE_CONFIG_DIR") else Path.home() / ".claude"
+    """The folder of the user's settings.json: `$CLAUDE_CONFIG_DIR` as Claude Code reads it."""
+    env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
+    if not env:
+        return Path.home() / ".claude"
+    literal = Path(env).expanduser()
+    if literal.is_dir() or "," not in env:
+        return literal
+    return claude_config_dirs()[0]

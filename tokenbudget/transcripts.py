@@ -132,7 +132,9 @@ def session_files(transcript: Path, session_id: str) -> Iterator[tuple[Path, str
     """
     sub = transcript.parent / session_id / "subagents"
     try:
-        agents = sorted(n for n in os.listdir(sub) if n.startswith("agent-") and n.endswith(".jsonl"))
+        agents = sorted(
+            n for n in os.listdir(sub) if n.startswith("agent-") and n.endswith(".jsonl")
+        )
     except OSError:
         agents = []
     for name in agents:
@@ -408,7 +410,9 @@ def _prompt_event(entry: dict[str, Any]) -> PromptEvent | None:
     content = message.get("content")
     if isinstance(content, list):
         texts = [c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "text"]
-        if not texts or any(isinstance(c, dict) and c.get("type") == "tool_result" for c in content):
+        if not texts or any(
+            isinstance(c, dict) and c.get("type") == "tool_result" for c in content
+        ):
             return None
         content = texts[0]
     if not isinstance(content, str):
@@ -454,9 +458,11 @@ def _cost_state_event(entry: dict[str, Any], skipped: Skipped) -> CostStateEvent
         cost = mu.get("costUSD")
         # Infinity (which Python's JSON reader accepts) would make every later ledger write
         # fail: the ledger refuses non-finite numbers, and nothing would be committed again.
-        if isinstance(cost, bool) or not isinstance(cost, int | float):
-            cost = None
-        elif not 0 <= cost < MAX_COST_USD:
+        if (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not 0 <= cost < MAX_COST_USD
+        ):
             cost = None
         out[str(model)] = (usage, None if cost is None else float(cost))
     return CostStateEvent(sid, parse_ts(entry.get("timestamp")), out)

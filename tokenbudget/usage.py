@@ -21,7 +21,9 @@ class Usage(NamedTuple):
     @property
     def total(self) -> int:
         """All four kinds: what ccusage calls totalTokens."""
-        return self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
+        return (
+            self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
+        )
 
     def __add__(self, other: object) -> Usage:  # type: ignore[override,unused-ignore]
         if not isinstance(other, Usage):
