@@ -72,6 +72,11 @@ def test_install_sh_then_claude_counts_exactly_and_uninstall_restores(
     assert (private_home / "tb state" / "ledger.json").exists()  # kept without --purge
     assert not (private_home / "tb state" / "venv").exists()
     assert not (private_home / ".local" / "bin" / "tokenbudget").exists()
+    # --purge deletes tokenbudget's own files only: TOKENBUDGET_HOME may hold others.
+    (private_home / "tb state" / "notes.txt").write_text("mine")
+    proc = install_sh(private_home, "--uninstall", "--purge")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (private_home / "tb state").iterdir()) == ["notes.txt"]
 
 
 def _plugin_ready(data: Path) -> bool:
