@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 APP = "tokenbudget"
@@ -14,12 +15,33 @@ def home_override() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _xdg(variable: str, default: str) -> Path | None:
+    """The XDG base dir platformdirs gives on Linux and the BSDs; None elsewhere.
+
+    Importing platformdirs costs a hook call about 7 ms (it pulls in tempfile and shutil);
+    on these systems its answer is this simple rule, which a test keeps equal to it.
+    """
+    if sys.platform == "darwin" or sys.platform.startswith(("win", "cygwin", "msys")):
+        return None
+    if "ANDROID_DATA" in os.environ:  # platformdirs has its own rules there
+        return None
+    base = os.environ.get(variable, "")
+    home = os.environ.get("HOME", "")
+    if not os.path.isabs(base) and not os.path.isabs(home):
+        return None  # no usable folder either way: platformdirs knows the fallbacks
+    # The XDG spec ignores a relative value, and so does platformdirs.
+    return Path(base if os.path.isabs(base) else os.path.expanduser(default)) / APP
+
+
 def data_dir() -> Path:
     """The folder holding the ledger, its lock and the log."""
     override = home_override()
     if override is not None:
         return override
-    import platformdirs  # only paid for when no override is set
+    fast = _xdg("XDG_DATA_HOME", "~/.local/share")
+    if fast is not None:
+        return fast
+    import platformdirs
 
     return Path(platformdirs.user_data_dir(APP, appauthor=False))
 
@@ -29,6 +51,9 @@ def config_dir() -> Path:
     override = home_override()
     if override is not None:
         return override
+    fast = _xdg("XDG_CONFIG_HOME", "~/.config")
+    if fast is not None:
+        return fast
     import platformdirs
 
     return Path(platformdirs.user_config_dir(APP, appauthor=False))
