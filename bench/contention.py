@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Contention: 16 processes making 200 hook calls each against one ledger.
+
+    python bench/contention.py [--procs 16] [--calls 200]
+
+Each process plays one Claude Code session: it appends one API request to its transcript (as
+Claude Code writes it), then runs the PostToolUse hook, 200 times. All start together against
+the ledger of bench/hook_overhead.py's realistic case (5,000 sessions seen, five budgets).
+
+Lost updates are looked for three ways, with no sync afterwards:
+- every call leaves its event fingerprint in the ledger (kept 600 s): all must be there, less
+  the calls that answered "lock not obtained" (those wrote nothing, by design);
+- each session's tokens and request count in the ledger equal what its process had appended
+  when its last call that got the lock ran (later calls timed out and read nothing);
+- no call failed otherwise.
+Latency is wall time per hook process (spawn to exit) under that load; the same machine's
+uncontended median and `python -c "import json"` under the same load are measured alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+import synth
+
+
+def worker(args: list[str]) -> None:
+    """`contention.py --worker PY DATA IDX CALLS START OUT`: one session's calls."""
+    py, data, idx, calls, start, out = args
+    i, n = int(idx), int(calls)
+    env = {k: v for k, v in os.environ.items()}
+    g = synth.Synth(1000 + i)
+    sid = f"{i:08d}-0000-4000-8000-{i:012d}"
+    cwd = f"/home/dev/load-{i:02d}"
+    c = synth.Ctx(sid, cwd, f"load-{i}", "claude-sonnet-4-5-20250929")
+    pdir = Path(data) / ".claude" / "projects" / synth.project_dirname(cwd)
+    pdir.mkdir(parents=True, exist_ok=True)
+    path = pdir / f"{sid}.jsonl"
+    ts = time.time() - 3600
+    pid = g.prompt(c, ts, "prompt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(c.lines) + "\n")
+    c.lines.clear()
+    while time.time() < float(start):
+        time.sleep(0.001)
+    rows = []
+    for k in range(n):
+        ts, _ = g.request(c, c.lines, ts + 1, pid, "prompt", last=False)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n".join(c.lines) + "\n")
+        c.lines.clear()
+        ev = common.hook_event("PostToolUse", sid, str(path), cwd, i * 100_000 + k, pid)
+        t0 = time.perf_counter()
+        p = subprocess.run([py, "-m", "tokenbudget.hook", "PostToolUse"], input=ev, env=env,
+                           capture_output=True, cwd=str(common.WORK))
+        t = time.perf_counter() - t0
+        rows.append([time.time(), t, p.returncode, p.stdout.decode(errors="replace").strip(),
+                     g.truth.totals.to_json()["totalTokens"], g.truth.totals.requests])
+    Path(out).write_text(json.dumps({
+        "sid": sid, "rows": rows, "tokens": g.truth.totals.to_json()["totalTokens"],
+        "requests": g.truth.totals.requests}))
+
+
+def prober(args: list[str]) -> None:
+    """`contention.py --prober PY STOPFILE OUT`: `python -c "import json"` until told to stop."""
+    py, stop, out = args
+    times = []
+    while not os.path.exists(stop):
+        t0 = time.perf_counter()
+        subprocess.run([py, "-c", "import json"], cwd=str(common.WORK))
+        times.append(time.perf_counter() - t0)
+        time.sleep(0.05)
+    Path(out).write_text(json.dumps(times))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        return worker(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--prober":
+        return prober(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--procs", type=int, default=16)
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--sessions", type=int, default=5000, help="size of the starting ledger")
+    ap.add_argument("--name", default="contention")
+    a = ap.parse_args()
+    py = common.bench_python()
+    import hook_overhead
+
+    base = hook_overhead.prepare(py, a.sessions, "realistic", False)
+    data = common.WORK / "hist-contention"
+    state = common.WORK / "state-contention"
+    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(state, ignore_errors=True)
+    common.write_config(state)
+    tb = common.data_dir(state)
+    tb.mkdir(parents=True)
+    shutil.copyfile(base["pristine"], tb / "ledger.json")
+    env = common.state_env(data, state)
+    outs = common.WORK / "contention-out"
+    shutil.rmtree(outs, ignore_errors=True)
+    outs.mkdir()
+    me = str(Path(__file__).resolve())
+
+    # Uncontended, same machine, same ledger: one session alone, then the baseline.
+    subprocess.run([sys.executable, me, "--worker", str(py), str(data), "99", "30",
+                    str(time.time()), str(outs / "alone.json")], env=env, check=True)
+    alone = [r[1] for r in json.loads((outs / "alone.json").read_text())["rows"]]
+    base_alone = [common.run([str(py), "-c", "import json"], env=env).seconds for _ in range(30)]
+    shutil.copyfile(base["pristine"], tb / "ledger.json")  # start the load from the same ledger
+
+    start = time.time() + 3.0
+    stop = outs / "stop"
+    probe = subprocess.Popen([sys.executable, me, "--prober", str(py), str(stop),
+                              str(outs / "probe.json")], env=env)
+    procs = [subprocess.Popen([sys.executable, me, "--worker", str(py), str(data), str(i),
+                               str(a.calls), str(start), str(outs / f"w{i}.json")], env=env)
+             for i in range(a.procs)]
+    for p in procs:
+        p.wait()
+    wall = time.time() - start
+    stop.write_text("")
+    probe.wait()
+
+    ledger = json.loads((tb / "ledger.json").read_text())
+    results = [json.loads((outs / f"w{i}.json").read_text()) for i in range(a.procs)]
+    rows = [r for w in results for r in w["rows"]]
+    lat = [r[1] for r in rows]
+    def timed_out(r: list[Any]) -> bool:
+        return "not obtained" in r[3] or "not checked" in r[3]
+
+    timeouts = sum(1 for r in rows if timed_out(r))
+    other_errors = [r[3] for r in rows if r[2] != 0 or (r[3] not in ("{}", "")
+                    and not timed_out(r))]
+    fingerprints = len(ledger["events"])
+    wrong = {}
+    unread_tail = 0
+    for w in results:
+        s = ledger["sessions"].get(w["sid"])
+        tokens = sum(sum(m[:5]) for m in s["m"].values()) if s else 0
+        requests = sum(m[6] for m in s["m"].values()) if s else 0
+        # What the session's last call that got the lock had appended: calls after it timed
+        # out and wrote nothing, so their requests wait, unread, for the session's next call.
+        done = [r for r in w["rows"] if not timed_out(r)]
+        expected = (done[-1][4], done[-1][5]) if done else (0, 0)
+        unread_tail += w["requests"] - expected[1]
+        if (tokens, requests) != expected:
+            wrong[w["sid"]] = {"ledger": [tokens, requests], "expected": list(expected),
+                               "appended": [w["tokens"], w["requests"]]}
+    probe_times = json.loads((outs / "probe.json").read_text())
+    st = common.stats(lat)
+    st_alone = common.stats(alone)
+    out: dict[str, Any] = {
+        "procs": a.procs, "calls_each": a.calls, "calls": len(rows), "wall_seconds": wall,
+        "starting_ledger_bytes": base["pristine"].stat().st_size,
+        "final_ledger_bytes": (tb / "ledger.json").stat().st_size,
+        "latency": st, "latency_alone": st_alone,
+        "baseline_alone": common.stats(base_alone),
+        "baseline_under_load": common.stats(probe_times) if probe_times else None,
+        "p95_over_alone_median": st["p95"] / st_alone["median"],
+        "lock_timeouts": timeouts, "other_errors": other_errors[:5],
+        "fingerprints": fingerprints, "fingerprints_expected": len(rows) - timeouts,
+        "lost_updates": (len(rows) - timeouts) - fingerprints,
+        "sessions_wrong": wrong, "requests_unread_after_trailing_timeouts": unread_tail,
+        "raw_latency": lat,
+    }
+    common.save(a.name, out)
+    print(f"{len(rows)} calls by {a.procs} processes in {wall:.0f} s")
+    print(f"latency under load: median {common.ms(st['median'])}, p95 {common.ms(st['p95'])}, "
+          f"max {common.ms(st['max'])}; alone: median {common.ms(st_alone['median'])}")
+    if probe_times:
+        print(f"python -c 'import json' under the same load: median "
+              f"{common.ms(common.stats(probe_times)['median'])}, p95 "
+              f"{common.ms(common.stats(probe_times)['p95'])}")
+    print(f"lock timeouts (fail open, nothing written): {timeouts}; other errors: "
+          f"{len(other_errors)}")
+    print(f"fingerprints {fingerprints} of {len(rows) - timeouts} expected -> lost updates: "
+          f"{out['lost_updates']}; sessions with wrong totals: {len(wrong)}")
+    shutil.rmtree(data)
+
+
+if __name__ == "__main__":
+    main()
