@@ -76,7 +76,7 @@ def breakdown(ledger: dict[str, Any]) -> dict[str, Any]:
 def hook_cost(py: Path, env: dict[str, str], tb: Path, latest: dict[str, Any], runs: int
               ) -> dict[str, Any]:
     """Peak RSS and median wall time of one PreToolUse call (ledger put back every time)."""
-    pristine = tb / "ledger.pristine.json"
+    pristine = tb / "ledger.size-bench.json"  # not hook_overhead's ledger.pristine.json
     shutil.copyfile(tb / "ledger.json", pristine)
     walls, base, rss = [], [], []
     for i in range(runs):
