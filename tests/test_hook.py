@@ -214,8 +214,9 @@ def test_transcript_outside_claude_dirs_is_not_read(private_home: Path, tmp_path
     base = session(private_home)
     outside = tmp_path / f"{base['session_id']}.jsonl"
     outside.write_bytes(Path(base["transcript_path"]).read_bytes())
-    rc, _out, _ = run_hook("Stop", {**base, "transcript_path": str(outside)})
-    assert rc == 0
+    for event in ("SessionStart", "Stop"):  # the first always writes the ledger
+        rc, _out, _ = run_hook(event, {**base, "transcript_path": str(outside)})
+        assert rc == 0
     assert ledger(private_home)["files"] == {}
 
 
@@ -315,3 +316,80 @@ def test_what_counts_as_a_slash_command(prompt: str, command: str) -> None:
 
     assert command_of_prompt(prompt) == command
     assert command_of(prompt) == command  # the ledger names the turn the same way
+
+
+def _ledger_stamp(private_home: Path) -> tuple[int, int, bytes]:
+    path = private_home / "tb state" / "ledger.json"
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, path.read_bytes()
+
+
+def test_a_call_with_nothing_new_neither_locks_nor_writes(private_home: Path) -> None:
+    from filelock import FileLock
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10M"}, lock_timeout_seconds=0.3)
+    assert run_hook("SessionStart", base)[1] == {}
+    assert run_hook("Stop", base)[1] == {}  # reads the whole transcript
+    before = _ledger_stamp(private_home)
+    with FileLock(str(private_home / "tb state" / "ledger.json.lock")):
+        for event in ("PreToolUse", "PostToolUse", "Stop", "SubagentStop", "SessionEnd"):
+            rc, out, err = run_hook(event, {**base, "tool_use_id": event})
+            assert (rc, out, err) == (0, {}, ""), event  # answered, not failed open
+    assert _ledger_stamp(private_home) == before
+
+
+def test_anything_new_takes_the_locked_way(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10M"})
+    run_hook("Stop", base)
+    total = session_tokens(private_home, base["session_id"])
+    # A new line in the session's transcript: counted by the next call.
+    _append_request(base["transcript_path"], 1, 1000)
+    assert run_hook("PreToolUse", {**base, "tool_use_id": "a"})[1] == {}
+    assert session_tokens(private_home, base["session_id"]) == total + 1000
+    # A new subagent transcript is new too, though the session's own file did not change.
+    sub = Path(base["transcript_path"]).with_suffix("") / "subagents"
+    sub.mkdir(parents=True, exist_ok=True)
+    agent = sub / "agent-extra.jsonl"
+    _append_request(base["transcript_path"], 2, 500)  # made there, moved to the subagent
+    lines = Path(base["transcript_path"]).read_text().splitlines(keepends=True)
+    Path(base["transcript_path"]).write_text("".join(lines[:-1]))
+    agent.write_text(lines[-1].replace('"isSidechain":false', '"isSidechain":true'))
+    assert run_hook("PreToolUse", {**base, "tool_use_id": "b"})[1] == {}
+    assert session_tokens(private_home, base["session_id"]) == total + 1500
+
+
+def test_a_warning_or_block_found_without_news_is_still_given_and_kept(
+    private_home: Path,
+) -> None:
+    base = session(private_home)
+    run_hook("Stop", base)  # everything read, no budget yet
+    used = session_tokens(private_home, base["session_id"])
+    set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9)), "mode": "warn"})
+    first = run_hook("PreToolUse", {**base, "tool_use_id": "a"})[1]
+    assert "session budget" in first["systemMessage"]
+    assert ledger(private_home)["warned"]  # remembered: said once
+    assert run_hook("PreToolUse", {**base, "tool_use_id": "b"})[1] == {}
+    set_budgets(private_home, {"kind": "session", "limit": str(used // 2)})
+    out = run_hook("PreToolUse", {**base, "tool_use_id": "c"})[1]
+    assert out["continue"] is False and "session budget" in out["stopReason"]
+
+
+def test_a_tokenbudget_folder_in_the_project_does_not_shadow_the_package(
+    private_home: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    (project / "tokenbudget").mkdir(parents=True)
+    (project / "tokenbudget" / "__init__.py").write_text("")
+    (project / "tokenbudget" / "hook.py").write_text("def main():\n    print('{\"shadow\": 1}')\n")
+    proc = subprocess.run(
+        [str(SHIM), "SessionEnd"],
+        input=b"{}",
+        capture_output=True,
+        cwd=project,  # Claude Code runs hooks in the project's folder
+        env=dict(os.environ, TOKENBUDGET_PYTHON=sys.executable),
+        timeout=20,
+        check=False,
+    )
+    assert (proc.returncode, json.loads(proc.stdout)) == (0, {})

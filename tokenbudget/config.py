@@ -361,8 +361,9 @@ def load_project_budgets(project_dir: Path) -> list[Budget]:
     return list(budgets)
 
 
-def effective_budgets(config: Config, project_dir: Path | None) -> list[Budget]:
+def effective_budgets(config: Config, project_dir: str | Path | None) -> list[Budget]:
     """The budgets that apply to work in `project_dir`: the user's and the project's, merged."""
+    project_dir = Path(project_dir) if project_dir else None
     folder = normalize_project(os.path.abspath(project_dir)) if project_dir else None
     project = load_project_budgets(project_dir) if project_dir else []
     return [b for b in merge(config.budgets, project) if applies_to(b, folder)]

@@ -13,12 +13,14 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from tokenbudget import paths
 from tokenbudget.errors import ConfigError, LockTimeout, TokenbudgetError
+
+# Every module a call imports costs it time: dataclasses, typing and pathlib stay off this path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
@@ -42,25 +44,38 @@ RAISE_HINTS = {
 }
 
 
-@dataclass
 class Event:
-    name: str
-    session_id: str | None
-    transcript: Path | None
-    cwd: str | None
-    prompt: str | None
-    prompt_id: str | None
-    raw: bytes
+    """The fields of a hook event we use, each checked."""
+
+    __slots__ = ("cwd", "name", "prompt", "prompt_id", "raw", "session_id", "transcript")
+
+    def __init__(
+        self,
+        name: str,
+        session_id: str | None,
+        transcript: str | None,
+        cwd: str | None,
+        prompt: str | None,
+        prompt_id: str | None,
+        raw: bytes,
+    ) -> None:
+        self.name = name
+        self.session_id = session_id
+        self.transcript = transcript  # resolved, inside Claude Code's projects folders
+        self.cwd = cwd
+        self.prompt = prompt
+        self.prompt_id = prompt_id
+        self.raw = raw
 
 
 def log(message: str) -> None:
     """One line in the log file (never the prompt text); logging must never fail a hook."""
     try:
-        path = paths.log_path()
-        paths.ensure_private_dir(path.parent)
+        path = paths.log_file()
+        paths.ensure_private_dir(os.path.dirname(path))
         try:
-            if path.stat().st_size > 1024 * 1024:
-                path.replace(path.with_name(path.name + ".1"))
+            if os.stat(path).st_size > 1024 * 1024:
+                os.replace(path, path + ".1")
         except OSError:
             pass
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -86,14 +101,8 @@ def _str(data: dict[str, Any], key: str, limit: int = 4096) -> str | None:
     return v if isinstance(v, str) and 0 < len(v) <= limit and "\x00" not in v else None
 
 
-def _inside(path: Path, roots: list[Path]) -> bool:
-    for root in roots:
-        try:
-            path.relative_to(root)
-            return True
-        except ValueError:
-            continue
-    return False
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path.startswith(os.path.join(root, "")) for root in roots)
 
 
 def parse_event(name: str, raw: bytes) -> Event:
@@ -109,20 +118,23 @@ def parse_event(name: str, raw: bytes) -> Event:
         sid = None
     transcript = None
     tp = _str(data, "transcript_path")
-    if tp and sid and "\x00" not in tp:
-        p = Path(tp)
+    if tp and sid:
         # Only read transcripts inside Claude Code's own data dirs, named after the session.
         roots = []
-        for d in paths.claude_config_dirs():
+        for d in paths.claude_config_folders():
             try:
-                roots.append((d / "projects").resolve())
-            except OSError:
+                roots.append(os.path.realpath(os.path.join(d, "projects")))
+            except (OSError, ValueError):
                 continue
         try:
-            resolved = p.resolve()
-        except (OSError, RuntimeError):
+            resolved: str | None = os.path.realpath(tp)
+        except (OSError, ValueError):
             resolved = None
-        if resolved is not None and resolved.name == f"{sid}.jsonl" and _inside(resolved, roots):
+        if (
+            resolved is not None
+            and os.path.basename(resolved) == f"{sid}.jsonl"
+            and _inside(resolved, roots)
+        ):
             transcript = resolved
     prompt = data.get("prompt")
     return Event(
@@ -202,7 +214,7 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
         root = None
     broken = None
     try:
-        budget_list = config_mod.effective_budgets(cfg, Path(root) if root else None)
+        budget_list = config_mod.effective_budgets(cfg, root or None)
     except ConfigError as e:
         # A broken project file (anyone's checkout may hold one) must not switch off the
         # user's own budgets: those still apply; the project's are reported, every time.
@@ -233,10 +245,10 @@ def _fingerprint(ev: Event) -> str:
 
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
-    from datetime import datetime
-
-    from tokenbudget import enforce, sync
-    from tokenbudget.budgets import decide, reason_text, warn_key, warning_text
+    quick = _quick(ev, cfg, budget_list, now)
+    if quick is not None:
+        return quick
+    from tokenbudget import sync
 
     store = sync.open_store(lock_timeout=cfg.lock_timeout_seconds)
     tz = cfg.tz()
@@ -285,21 +297,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
             answer = {}
         else:
-            answer = _decide(
-                ev,
-                cfg,
-                budget_list,
-                ledger,
-                now,
-                tz,
-                messages,
-                enforce=enforce,
-                decide=decide,
-                reason_text=reason_text,
-                warn_key=warn_key,
-                warning_text=warning_text,
-                datetime=datetime,
-            )
+            answer = _decide(ev, cfg, budget_list, ledger, now, tz)
     if rebuild_owed:
         sync.sync_all(
             store,
@@ -352,6 +350,58 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
+def _quick(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any] | None:
+    """The answer when the call needs no lock: nothing new to read, nothing to say or record.
+
+    Most tool calls are like this. The ledger is read as last committed (it is replaced
+    atomically, so this sees a whole one) and never written. Anything else returns None and
+    goes the locked way: a session starting, something new in its transcripts, a warning or a
+    block to give (and remember), a note waiting, a ledger to rebuild or recover.
+    """
+    if ev.name == "SessionStart":
+        return None
+    from tokenbudget.ledger import JsonFileStore
+
+    try:
+        ledger = JsonFileStore(paths.ledger_file()).load()
+        if ledger["rebuild"] or ledger["notices"]:
+            return None
+        if (
+            ev.transcript is not None
+            and ev.session_id is not None
+            and _unread(ledger["files"], ev.transcript, ev.session_id)
+        ):
+            return None
+        warned, allow = len(ledger["warned"]), dict(ledger["allow"])
+        answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz())
+    except Exception:
+        return None  # whatever went wrong, the locked way meets it again and says so
+    if answer or len(ledger["warned"]) != warned or ledger["allow"] != allow:
+        return None
+    return answer
+
+
+def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
+    """Whether any of the session's transcripts (its subagents' too) differs from what the
+    ledger has read: a stat each, no reading. Keep in step with transcripts.session_files."""
+    from tokenbudget.ledger import file_identity
+
+    sub = os.path.join(os.path.dirname(transcript), session_id, "subagents")
+    try:
+        names = [n for n in os.listdir(sub) if n.startswith("agent-") and n.endswith(".jsonl")]
+    except OSError:
+        names = []
+    for path in [transcript, *(os.path.join(sub, n) for n in names)]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # gone: nothing to read there either way
+        rec = files.get(path)
+        if rec is None or rec[2] != st.st_size or rec[0] != file_identity(st):
+            return True
+    return False
+
+
 def _decide(
     ev: Event,
     cfg: Any,
@@ -359,14 +409,15 @@ def _decide(
     ledger: Any,
     now: float,
     tz: Any,
-    messages: list[str],
-    **m: Any,
 ) -> dict[str, Any]:
-    from tokenbudget import burn
-
-    enforce, datetime = m["enforce"], m["datetime"]
+    """The answer to the event from the ledger; records warnings given and `allow` spent."""
     if not budget_list:
         return {}
+    from datetime import datetime
+
+    from tokenbudget import enforce
+    from tokenbudget.budgets import decide
+
     session = ledger["sessions"].get(ev.session_id or "")
     project = ev.cwd or (session["p"] if session else None)
     starting = ev.name == "UserPromptSubmit"
@@ -385,7 +436,7 @@ def _decide(
         starting=starting,
     )
     checks = enforce.check_all(budget_list, ledger, ctx)
-    decision = m["decide"](c for c, _ in checks)
+    decision = decide(c for c, _ in checks)
     allow = ledger.setdefault("allow", {})
     allowed = False
     if decision.action == "block":
@@ -414,12 +465,13 @@ def _decide(
             ]
             allowed = not again
             if again:
-                decision = m["decide"](again)
-    tz_ = tz
-    if decision.action == "block" and not allowed:
-        primary = decision.primary
+                decision = decide(again)
+    primary = decision.primary
+    if decision.action == "block" and not allowed and primary is not None:
+        from tokenbudget import burn
+
         rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
-        reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz_)
+        reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz)
         if ev.name == "UserPromptSubmit":
             return block_prompt(reason)
         if ev.name == "PreToolUse" and primary.state == "over":
@@ -430,12 +482,15 @@ def _decide(
     for c, window_id in checks:
         if c.state == "ok":
             continue
-        key = m["warn_key"](c.budget, window_id, "over" if c.state == "over" else "warn")
+        from tokenbudget import burn
+        from tokenbudget.budgets import warn_key
+
+        key = warn_key(c.budget, window_id, "over" if c.state == "over" else "warn")
         if key in warned:
             continue
         warned[key] = now
         rate = burn.last_hour(ledger, c.budget, now, ev.session_id)
-        notes.append(burn.warning_message(c, rate=rate, raise_hint=_raise_hint(c), tz=tz_))
+        notes.append(burn.warning_message(c, rate=rate, raise_hint=_raise_hint(c), tz=tz))
     if len(warned) > 500:
         for k in sorted(warned, key=warned.get)[: len(warned) - 500]:
             del warned[k]

@@ -17,14 +17,31 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Protocol
 
 from tokenbudget.errors import LedgerError, LockTimeout
 
-SCHEMA = 1
+TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Protocol, TypeAlias
 
-Ledger = dict[str, Any]
+    Ledger: TypeAlias = dict[str, Any]
+
+    class Store(Protocol):
+        """Where the ledger lives."""
+
+        def transaction(self) -> Any:
+            """Context manager: lock, yield the current ledger, commit it on a clean exit."""
+            ...
+
+        def snapshot(self) -> Ledger:
+            """The ledger as last committed, read without the lock."""
+            ...
+else:
+    Ledger = dict
+
+SCHEMA = 1
+BUCKET = 900  # seconds in one usage bucket of `hours` (15 minutes: every UTC offset divides it)
 
 
 class CorruptLedger(LedgerError):
@@ -55,6 +72,11 @@ def new_ledger() -> Ledger:
         "notices": [],  # one-line messages for the user, shown once by the next command
         "rebuild": False,  # set when a corrupt ledger was replaced: a full sync is owed
     }
+
+
+def file_identity(st: os.stat_result) -> str:
+    """How a `files` record recognises the same file: device and inode."""
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def validate(data: Any) -> Ledger:
@@ -156,19 +178,7 @@ def _check_records(data: Ledger) -> None:
         raise CorruptLedger(f"the ledger's {part} have the wrong shape") from None
 
 
-class Store(Protocol):
-    """Where the ledger lives."""
-
-    def transaction(self) -> Any:
-        """Context manager: lock, yield the current ledger, commit it on a clean exit."""
-        ...
-
-    def snapshot(self) -> Ledger:
-        """The ledger as last committed, read without the lock."""
-        ...
-
-
-def _flock(path: Path, timeout: float) -> Callable[[], None] | None:
+def _flock(path: str, timeout: float) -> Callable[[], None] | None:
     """Lock `path` with flock(2); return the release, or None where flock is unavailable.
 
     The same lock as filelock's UnixFileLock (flock on the same file, which stays in place), so
@@ -208,7 +218,7 @@ def _flock(path: Path, timeout: float) -> Callable[[], None] | None:
     return lambda: os.close(fd)  # closing the only descriptor releases the lock
 
 
-def _new_temp(folder: Path, prefix: str) -> tuple[int, str]:
+def _new_temp(folder: str, prefix: str) -> tuple[int, str]:
     """Create a new private `<prefix>...tmp` file in `folder`: mkstemp without the tempfile
     import (3 ms a hook call). O_EXCL makes a name collision a retry, never a shared file."""
     for n in range(100):
@@ -220,11 +230,11 @@ def _new_temp(folder: Path, prefix: str) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name in {folder}")
 
 
-def _filelock(path: Path, timeout: float) -> Callable[[], None]:
+def _filelock(path: str, timeout: float) -> Callable[[], None]:
     """Lock `path` with filelock (Windows, or no flock here); TimeoutError after `timeout`."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(path), timeout=timeout, mode=0o600)
+    lock = FileLock(path, timeout=timeout, mode=0o600)
     try:
         lock.acquire()
     except Timeout:
@@ -235,28 +245,27 @@ def _filelock(path: Path, timeout: float) -> Callable[[], None]:
 class JsonFileStore:
     """The ledger as `ledger.json` beside `ledger.json.lock`."""
 
-    def __init__(self, path: Path, lock_timeout: float = 2.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], lock_timeout: float = 2.0) -> None:
         self.path = path
+        self.file = os.fspath(path)
+        self.folder, self.name = os.path.split(self.file)
+        self.lock_path = self.file + ".lock"
         self.lock_timeout = lock_timeout
-
-    @property
-    def lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
 
     def _ensure_dir(self) -> None:
         from tokenbudget.paths import ensure_private_dir
 
-        ensure_private_dir(self.path.parent)
+        ensure_private_dir(self.folder or ".")
 
     def load(self) -> Ledger:
         """The ledger on disk (a new one if there is none); CorruptLedger if unusable."""
         try:
-            with open(self.path, "rb") as f:
+            with open(self.file, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
             return new_ledger()
         except OSError as e:
-            raise LedgerError(f"cannot read the ledger {self.path}: {e.strerror}") from None
+            raise LedgerError(f"cannot read the ledger {self.file}: {e.strerror}") from None
         if not raw.strip():
             raise CorruptLedger("the ledger file is empty")
         try:
@@ -299,7 +308,7 @@ class JsonFileStore:
                 self.write(data)
             except OSError as e:
                 raise LedgerError(
-                    f"cannot write the ledger {self.path}: {e.strerror or e}"
+                    f"cannot write the ledger {self.file}: {e.strerror or e}"
                 ) from None
         finally:
             release()
@@ -308,13 +317,13 @@ class JsonFileStore:
         """Replace the ledger atomically (call with the lock held)."""
         self._ensure_dir()
         payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
-        fd, tmp = _new_temp(self.path.parent, self._temp_prefix)
+        fd, tmp = _new_temp(self.folder or ".", self._temp_prefix)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, self.file)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -322,7 +331,7 @@ class JsonFileStore:
 
     @property
     def _temp_prefix(self) -> str:
-        return f".{self.path.name}."
+        return f".{self.name}."
 
     def _sweep_temps(self) -> None:
         """Remove temp files of writers killed mid-write (call with the lock held).
@@ -331,7 +340,7 @@ class JsonFileStore:
         killed by Claude Code's timeout would otherwise leave a ledger-sized file each time.
         """
         try:
-            with os.scandir(self.path.parent) as entries:
+            with os.scandir(self.folder or ".") as entries:
                 stale = [
                     e.path
                     for e in entries
@@ -361,17 +370,19 @@ class JsonFileStore:
         a crash in between leaves the old file (found again next time), never no ledger at all,
         which would read as a fresh one with every total at zero and no rebuild owed.
         """
+        from pathlib import Path
+
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        target = self.path.with_name(f"{self.path.name}.{label}-{stamp}")
+        target = Path(f"{self.file}.{label}-{stamp}")
         n = 1
         while target.exists():
             n += 1
-            target = self.path.with_name(f"{self.path.name}.{label}-{stamp}-{n}")
+            target = Path(f"{self.file}.{label}-{stamp}-{n}")
         try:
-            os.link(self.path, target)
+            os.link(self.file, target)
         except OSError:
             # No hard links here (some network and FUSE filesystems): copy, privately.
-            with open(self.path, "rb") as src:
+            with open(self.file, "rb") as src:
                 data = src.read()
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as dst:

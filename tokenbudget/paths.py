@@ -1,21 +1,39 @@
-"""Where tokenbudget keeps its state and where Claude Code keeps its transcripts."""
+"""Where tokenbudget keeps its state and where Claude Code keeps its transcripts.
+
+Each place has a `str` form (`*_file`, `*_folder`), used by the hook, and a `Path` form for
+everything else: importing pathlib costs a hook call about 5 ms.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 APP = "tokenbudget"
 
 
-def home_override() -> Path | None:
+def _path(value: str) -> Path:
+    from pathlib import Path
+
+    return Path(value)
+
+
+def home_override_folder() -> str | None:
     """`$TOKENBUDGET_HOME`, when set: then data, config and logs all live there."""
     value = os.environ.get("TOKENBUDGET_HOME")
-    return Path(value).expanduser() if value else None
+    return os.path.expanduser(value) if value else None
 
 
-def _xdg(variable: str, default: str) -> Path | None:
+def home_override() -> Path | None:
+    folder = home_override_folder()
+    return _path(folder) if folder is not None else None
+
+
+def _xdg(variable: str, default: str) -> str | None:
     """The XDG base dir platformdirs gives on Linux and the BSDs; None elsewhere.
 
     Importing platformdirs costs a hook call about 7 ms (it pulls in tempfile and shutil);
@@ -30,85 +48,105 @@ def _xdg(variable: str, default: str) -> Path | None:
     if not os.path.isabs(base) and not os.path.isabs(home):
         return None  # no usable folder either way: platformdirs knows the fallbacks
     # The XDG spec ignores a relative value, and so does platformdirs.
-    return Path(base if os.path.isabs(base) else os.path.expanduser(default)) / APP
+    return os.path.join(base if os.path.isabs(base) else os.path.expanduser(default), APP)
+
+
+def data_folder() -> str:
+    """The folder holding the ledger, its lock and the log."""
+    found = home_override_folder() or _xdg("XDG_DATA_HOME", "~/.local/share")
+    if found is not None:
+        return found
+    import platformdirs
+
+    return str(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+def config_folder() -> str:
+    """The folder holding config.json (budgets and settings)."""
+    found = home_override_folder() or _xdg("XDG_CONFIG_HOME", "~/.config")
+    if found is not None:
+        return found
+    import platformdirs
+
+    return str(platformdirs.user_config_dir(APP, appauthor=False))
+
+
+def ledger_file() -> str:
+    return os.path.join(data_folder(), "ledger.json")
+
+
+def config_file() -> str:
+    return os.path.join(config_folder(), "config.json")
+
+
+def log_file() -> str:
+    return os.path.join(data_folder(), "tokenbudget.log")
 
 
 def data_dir() -> Path:
-    """The folder holding the ledger, its lock and the log."""
-    override = home_override()
-    if override is not None:
-        return override
-    fast = _xdg("XDG_DATA_HOME", "~/.local/share")
-    if fast is not None:
-        return fast
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+    return _path(data_folder())
 
 
 def config_dir() -> Path:
-    """The folder holding config.json (budgets and settings)."""
-    override = home_override()
-    if override is not None:
-        return override
-    fast = _xdg("XDG_CONFIG_HOME", "~/.config")
-    if fast is not None:
-        return fast
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir(APP, appauthor=False))
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) readable by the user alone; return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o700)
-    except OSError:
-        pass
-    return path
+    return _path(config_folder())
 
 
 def ledger_path() -> Path:
-    return data_dir() / "ledger.json"
+    return _path(ledger_file())
 
 
 def config_path() -> Path:
-    return config_dir() / "config.json"
+    return _path(config_file())
 
 
 def log_path() -> Path:
-    return data_dir() / "tokenbudget.log"
+    return _path(log_file())
 
 
-def claude_config_dirs() -> list[Path]:
+def ensure_private_dir(path: str | os.PathLike[str]) -> str:
+    """Create `path` (and parents) readable by the user alone; return it as a string."""
+    folder = os.fspath(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        if os.stat(folder).st_mode & 0o077:
+            os.chmod(folder, 0o700)
+    except OSError:
+        pass
+    return folder
+
+
+def claude_config_folders() -> list[str]:
     """Claude Code's data dirs: `$CLAUDE_CONFIG_DIR` (comma-separated) or the two defaults.
 
     Claude Code itself takes the variable as one folder; peers read it as a list. A value
     that names an existing folder is that folder, commas and all; else it is a list.
     """
     env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
-    if env and Path(env).expanduser().is_dir():
-        dirs = [Path(env).expanduser()]
+    if env and os.path.isdir(os.path.expanduser(env)):
+        dirs = [os.path.expanduser(env)]
     elif env:
-        dirs = [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
+        dirs = [os.path.expanduser(p.strip()) for p in env.split(",") if p.strip()]
     else:
-        home = Path.home()
-        dirs = [home / ".claude", home / ".config" / "claude"]
-    seen: list[Path] = []
+        home = os.path.expanduser("~")
+        dirs = [os.path.join(home, ".claude"), os.path.join(home, ".config", "claude")]
+    seen: list[str] = []
     for d in dirs:
+        d = os.path.normpath(d)
         if d not in seen:
             seen.append(d)
     return seen
+
+
+def claude_config_dirs() -> list[Path]:
+    return [_path(d) for d in claude_config_folders()]
 
 
 def claude_settings_dir() -> Path:
     """The folder of the user's settings.json: `$CLAUDE_CONFIG_DIR` as Claude Code reads it."""
     env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
     if not env:
-        return Path.home() / ".claude"
-    literal = Path(env).expanduser()
+        return _path(os.path.expanduser("~")) / ".claude"
+    literal = _path(env).expanduser()
     if literal.is_dir() or "," not in env:
         return literal
     return claude_config_dirs()[0]

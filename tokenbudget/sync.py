@@ -137,7 +137,7 @@ def _ingest_batch(
 
 def sync_session(
     store: JsonFileStore,
-    transcript: Path,
+    transcript: str | Path,
     session_id: str,
     *,
     prices: Mapping[str, Mapping[str, float]] | None = None,
@@ -156,13 +156,13 @@ def sync_session(
 
 def _ingest_session(
     ledger: Ledger,
-    transcript: Path,
+    transcript: str | Path,
     session_id: str,
     prices: Mapping[str, Mapping[str, float]] | None,
     max_bytes: int | None = None,
 ) -> Result:
     ing = Ingestor(ledger, prices)
-    for path, sid, sub in transcripts.session_files(transcript, session_id):
+    for path, sid, sub in transcripts.session_files(Path(transcript), session_id):
         key = str(path)
         if (
             key not in ledger["files"]
@@ -193,7 +193,7 @@ def rebuild(
     with store.transaction() as ledger:
         # A ledger just found corrupt was kept already, and a half-done rebuild is not worth
         # keeping; any other is the user's previous ledger.
-        if store.path.exists() and not ledger["rebuild"]:
+        if os.path.exists(store.file) and not ledger["rebuild"]:
             kept = store.move_aside("before-rebuild")
         ledger.clear()
         ledger.update(new_ledger())

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tokenbudget.ledger import file_identity
 from tokenbudget.usage import Usage
 
 try:  # `import hashlib` loads OpenSSL, 3 ms of every hook call; blake2b is built in without it
@@ -146,8 +147,7 @@ def session_files(transcript: Path, session_id: str) -> Iterator[tuple[Path, str
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _identity(st: os.stat_result) -> str:
-    return f"{st.st_dev}:{st.st_ino}"
+_identity = file_identity
 
 
 def _head_digest(data: bytes) -> str:
