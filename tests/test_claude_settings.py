@@ -98,8 +98,12 @@ def settings_file(tmp_path: Path) -> Path:
 
 def test_hook_command_is_recognised_and_parses_back() -> None:
     cmd = hook_command(PY, "PreToolUse")
-    assert cmd == "/usr/bin/python3 -m tokenbudget.hook PreToolUse"
+    assert cmd == (
+        "/usr/bin/python3 -P -c 'from tokenbudget.hook import main; main()' PreToolUse"
+    )
     assert is_our_command(cmd)
+    assert is_our_command("/usr/bin/python3 -m tokenbudget.hook PreToolUse")  # as written before
+    assert not is_our_command("/usr/bin/python3 -P -c 'import os; main()' PreToolUse")
     assert is_our_command('"${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook" Stop')
     assert not is_our_command("/x/hooks/tokenbudget-hook Stop")  # not a shape we write
     assert not is_our_command("tokenbudget report")
@@ -126,10 +130,11 @@ def test_quoted_command_runs_the_exact_interpreter(tmp_path: Path, python: str, 
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$0" "$@"\n')
     fake.chmod(0o755)
     cmd = hook_command(str(fake), "SessionEnd")
-    assert shlex.split(cmd) == [str(fake), "-m", "tokenbudget.hook", "SessionEnd"]
+    words = [str(fake), "-P", "-c", "from tokenbudget.hook import main; main()", "SessionEnd"]
+    assert shlex.split(cmd) == words
     assert interpreter_of(cmd) == str(fake)
     out = subprocess.run([shell, "-c", cmd], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == [str(fake), "-m", "tokenbudget.hook", "SessionEnd"]
+    assert out.stdout.splitlines() == words
 
 
 def test_desired_hooks_shape() -> None:
@@ -189,6 +194,20 @@ def test_settings_path_honours_claude_config_dir(
     assert path == tmp_path / "alt config" / "settings.json"
     install(path, PY)
     assert ours(load(path), "Stop")
+
+
+def test_install_replaces_the_form_written_before(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    old = f"{PY} -m tokenbudget.hook Stop"
+    path.write_text(json.dumps({"hooks": {"Stop": [{"hooks": [
+        {"type": "command", "command": old, "timeout": 10},
+        {"type": "command", "command": "notify-send done"},
+    ]}]}}))
+    install(path, PY)
+    commands = [h["command"] for g in load(path)["hooks"]["Stop"] for h in g["hooks"]]
+    assert sorted(commands) == sorted([hook_command(PY, "Stop"), "notify-send done"])
+    uninstall(path)
+    assert "tokenbudget" not in json.dumps(load(path))
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -925,12 +944,11 @@ def test_the_console_script_answers_through_the_portable_command(private_home: P
         "session_id": "portable-test",
         "transcript_path": str(private_home / "none.jsonl"),
         "cwd": str(private_home),
-        "hook_event_name": "UserPromptSubmit",
-        "prompt": "hello",
+        "hook_event_name": "SessionStart",
     }
     proc = _run_portable(
         _shell("sh"),
-        "UserPromptSubmit",
+        "SessionStart",  # a session start is always recorded: the ledger shows the hook ran
         [script.parent, Path("/usr/bin"), Path("/bin")],
         stdin=json.dumps(event),
     )

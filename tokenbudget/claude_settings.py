@@ -26,7 +26,8 @@ from typing import Any, Literal, NamedTuple, TypeGuard
 from tokenbudget import paths
 from tokenbudget.errors import SettingsError
 
-HOOK_MODULE = "tokenbudget.hook"
+HOOK_MODULE = "tokenbudget.hook"  # the form written before HOOK_CODE
+HOOK_CODE = "from tokenbudget.hook import main; main()"
 STATUSLINE_MODULE = "tokenbudget.statusline"
 # The console script (pyproject [project.scripts]) a portable registration finds on PATH.
 PORTABLE_HOOK = "tokenbudget-hook"
@@ -135,8 +136,13 @@ class _Snapshot(NamedTuple):
 
 
 def hook_command(python: str, event: str) -> str:
-    """The shell command that runs our hook for `event` with interpreter `python`."""
-    return f"{shlex.quote(python)} -m {HOOK_MODULE} {shlex.quote(event)}"
+    """The shell command that runs our hook for `event` with interpreter `python`.
+
+    Not `python -m tokenbudget.hook`: that puts the working directory (the project's folder)
+    first on sys.path, where a folder named tokenbudget would be imported instead of us, and
+    runpy costs every call ~2 ms. `-P` keeps the folder off sys.path (Python 3.11+).
+    """
+    return f"{shlex.quote(python)} -P -c {shlex.quote(HOOK_CODE)} {shlex.quote(event)}"
 
 
 def portable_hook_command(event: str) -> str:
@@ -160,8 +166,10 @@ def portable_hook_command(event: str) -> str:
 def parse_hook_command(command: object) -> ParsedHook | None:
     """`command` taken apart if it is exactly one of the shapes we write, else None.
 
-    Ours: `<python> -m tokenbudget.hook EVENT`; the portable `tokenbudget-hook EVENT`, bare or
-    guarded as portable_hook_command writes it (whatever its fallback text); and the plugin's
+    Ours: `<python> -P -c '<HOOK_CODE>' EVENT` (earlier `<python> -m tokenbudget.hook EVENT`,
+    still recognised so that install replaces it and uninstall removes it); the portable
+    `tokenbudget-hook EVENT`, bare or guarded as portable_hook_command writes it (whatever its
+    fallback text); and the plugin's
     `"${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook" EVENT`; EVENT being a Claude Code event.
     A command that merely mentions us (`~/bin/audit-tokenbudget.hook.sh`, `notify-send
     tokenbudget-hooked`) is the user's: install must not overwrite it, nor uninstall delete it.
@@ -174,6 +182,8 @@ def parse_hook_command(command: object) -> ParsedHook | None:
         return None
     parsed: ParsedHook | None = None
     match words:
+        case [python, "-P", "-c", code, event] if code == HOOK_CODE and python:
+            parsed = ParsedHook("module", event, python)
         case [python, "-m", module, event] if module == HOOK_MODULE and python:
             parsed = ParsedHook("module", event, python)
         case [hook, event] if hook == PORTABLE_HOOK:
