@@ -271,6 +271,32 @@ def test_lock_file_with_junk_in_it(private_home: Path) -> None:
     assert sync.open_store().snapshot()["notices"] == ["still works"]
 
 
+def test_a_waiter_gets_the_lock_when_it_is_released_and_gives_up_at_its_bound(
+    private_home: Path,
+) -> None:
+    synced_ledger(private_home)
+    lock = state_dir() / "ledger.json.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability_workers", "hold", str(lock)], cwd=REPO,
+        stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    mine = signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    try:
+        with pytest.raises(hook.LockTimeout), sync.open_store(lock_timeout=0.3).transaction():
+            pass
+        assert signal.getsignal(signal.SIGALRM) is signal.SIG_IGN  # ours put back
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        threading.Timer(0.5, holder.kill).start()  # released while we wait in the kernel
+        with sync.open_store(lock_timeout=20).transaction() as ledger:
+            ledger["notices"].append("got it")
+    finally:
+        signal.signal(signal.SIGALRM, mine)
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert sync.open_store().snapshot()["notices"] == ["got it"]
+
+
 # --- 7. permissions and secrets ------------------------------------------------------------------
 
 BIN = Path(sys.executable).parent / "tokenbudget"

@@ -209,6 +209,8 @@ def _flock(path: str, timeout: float) -> Callable[[], None] | None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(str(path))
+            if _wait_in_kernel(fcntl, fd, left):
+                break
             # Short waits first: a hook holds the lock for milliseconds.
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.025)
@@ -216,6 +218,43 @@ def _flock(path: str, timeout: float) -> Callable[[], None] | None:
         os.close(fd)
         raise
     return lambda: os.close(fd)  # closing the only descriptor releases the lock
+
+
+class _Expired(Exception):
+    pass
+
+
+def _expire(signum: int, frame: object) -> None:
+    raise _Expired
+
+
+def _wait_in_kernel(fcntl: Any, fd: int, seconds: float) -> bool:
+    """Wait for the lock in a blocking flock, bounded by a timer; TimeoutError when it runs out.
+
+    A waiter then gets the lock the moment it is released, where polling sleeps through the
+    gaps and loses to newcomers: under many writers that starved some hooks past their bound.
+    False (poll instead) where a timer cannot be used: outside the main thread, or when the
+    process already runs a timer of its own.
+    """
+    import signal
+
+    if not hasattr(signal, "setitimer") or signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0):
+        return False
+    try:
+        previous = signal.signal(signal.SIGALRM, _expire)
+    except ValueError:
+        return False  # not the main thread
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Expired:
+        raise TimeoutError("lock wait expired") from None
+    finally:
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+    return True
 
 
 def _new_temp(folder: str, prefix: str) -> tuple[int, str]:
