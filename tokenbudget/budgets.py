@@ -7,11 +7,11 @@ import math
 import os.path
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal, cast
 
 from .errors import ConfigError
+from .record import Frozen
 
 Kind = Literal["total", "daily", "weekly", "monthly", "5h", "session", "command", "project"]
 Unit = Literal["tokens", "usd"]
@@ -202,64 +202,59 @@ def project_matches(project: str, path: str) -> bool:
     return path.startswith(project if project.endswith(os.sep) else project + os.sep)
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(Frozen):
     """One limit: what it counts (kind, name, project), how much, and what happens at it."""
 
+    _fields = ("kind", "limit", "unit", "name", "mode", "warn_at", "project", "source")
+    __slots__ = _fields
     kind: Kind
     limit: float
-    unit: Unit = "tokens"
-    _: KW_ONLY
-    name: str | None = None  # the slash command for `command`, the folder for `project`
-    mode: Mode = "block"
-    warn_at: float = DEFAULT_WARN_AT
-    project: str | None = None  # limits a window kind to one folder
-    source: Source = "user"
+    unit: Unit
+    name: str | None  # the slash command for `command`, the folder for `project`
+    mode: Mode
+    warn_at: float
+    project: str | None  # limits a window kind to one folder
+    source: Source
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+    def __init__(
+        self,
+        kind: Kind,
+        limit: float,
+        unit: Unit = "tokens",
+        *,
+        name: str | None = None,
+        mode: Mode = "block",
+        warn_at: float = DEFAULT_WARN_AT,
+        project: str | None = None,
+        source: Source = "user",
+    ) -> None:
+        if kind not in KINDS:
             kinds = ", ".join(KINDS)
-            raise _FieldError("kind", f"unknown kind {_q(self.kind)}; use one of {kinds}")
-        if self.unit not in UNITS:
-            raise _FieldError("unit", f"unknown unit {_q(self.unit)}; use tokens or usd")
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int | float):
-            raise _FieldError("limit", f"must be a number, not {_q(self.limit)}")
+            raise _FieldError("kind", f"unknown kind {_q(kind)}; use one of {kinds}")
+        if unit not in UNITS:
+            raise _FieldError("unit", f"unknown unit {_q(unit)}; use tokens or usd")
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            raise _FieldError("limit", f"must be a number, not {_q(limit)}")
         try:
-            _checked_limit(float(self.limit), self.unit, self.limit)
+            _checked_limit(float(limit), unit, limit)
         except ConfigError as e:
             raise _FieldError("limit", str(e)) from None
-        object.__setattr__(self, "limit", float(self.limit))
-        if self.mode not in MODES:
-            raise _FieldError("mode", f"unknown mode {_q(self.mode)}; use block or warn")
-        if isinstance(self.warn_at, bool) or not isinstance(self.warn_at, int | float):
-            raise _FieldError("warn_at", f"must be a number, not {_q(self.warn_at)}")
-        if not 0 < self.warn_at <= 1:
-            raise _FieldError("warn_at", f"must be above 0 and at most 1, not {self.warn_at}")
-        object.__setattr__(self, "warn_at", float(self.warn_at))
-        object.__setattr__(self, "name", self._checked_name())
-        if self.project is not None:
-            if self.kind not in WINDOW_KINDS:
+        if mode not in MODES:
+            raise _FieldError("mode", f"unknown mode {_q(mode)}; use block or warn")
+        if isinstance(warn_at, bool) or not isinstance(warn_at, int | float):
+            raise _FieldError("warn_at", f"must be a number, not {_q(warn_at)}")
+        if not 0 < warn_at <= 1:
+            raise _FieldError("warn_at", f"must be above 0 and at most 1, not {warn_at}")
+        name = _checked_name(kind, name)
+        if project is not None:
+            if kind not in WINDOW_KINDS:
                 raise _FieldError("project", f"only {', '.join(sorted(WINDOW_KINDS))} budgets "
                                   "can be limited to a project")
-            object.__setattr__(self, "project", _checked_path("project", self.project))
-        if self.source not in ("user", "project"):
-            raise _FieldError("source", f"unknown source {_q(self.source)}")
-
-    def _checked_name(self) -> str | None:
-        if self.kind == "command":
-            if not isinstance(self.name, str) or not self.name.strip("/ "):
-                raise _FieldError("name", "a command budget needs a slash command, like /test")
-            name = normalize_command(self.name)
-            if any(c.isspace() for c in name):
-                raise _FieldError("name", f"{_q(self.name)} is not one slash command, like /test")
-            return name
-        if self.kind == "project":
-            if not isinstance(self.name, str) or not self.name.strip():
-                raise _FieldError("name", "a project budget needs the project's folder")
-            return _checked_path("name", self.name)
-        if self.name is not None:
-            raise _FieldError("name", f"a {self.kind} budget takes no name")
-        return None
+            project = _checked_path("project", project)
+        if source not in ("user", "project"):
+            raise _FieldError("source", f"unknown source {_q(source)}")
+        self._set(kind=kind, limit=float(limit), unit=unit, name=name, mode=mode,
+                  warn_at=float(warn_at), project=project, source=source)
 
     @property
     def id(self) -> str:
@@ -324,6 +319,23 @@ class Budget:
             raise ConfigError(f"{where}.{e.field}: {e.problem}") from None
 
 
+def _checked_name(kind: str, name: str | None) -> str | None:
+    if kind == "command":
+        if not isinstance(name, str) or not name.strip("/ "):
+            raise _FieldError("name", "a command budget needs a slash command, like /test")
+        command = normalize_command(name)
+        if any(c.isspace() for c in command):
+            raise _FieldError("name", f"{_q(name)} is not one slash command, like /test")
+        return command
+    if kind == "project":
+        if not isinstance(name, str) or not name.strip():
+            raise _FieldError("name", "a project budget needs the project's folder")
+        return _checked_path("name", name)
+    if name is not None:
+        raise _FieldError("name", f"a {kind} budget takes no name")
+    return None
+
+
 def _limit_from_json(limit: object, unit: object) -> tuple[float, Unit]:
     if unit is not None and unit not in UNITS:
         raise _FieldError("unit", f"unknown unit {_q(unit)}; use tokens or usd")
@@ -370,8 +382,7 @@ def _stricter(a: Budget, b: Budget) -> Budget:
         source = a.source if a.limit < b.limit else b.source
     else:
         source = "project" if "project" in (a.source, b.source) else a.source
-    return replace(
-        a,
+    return a.replace(
         limit=min(a.limit, b.limit),
         mode="block" if "block" in (a.mode, b.mode) else "warn",
         warn_at=min(a.warn_at, b.warn_at),
@@ -432,14 +443,18 @@ def window(
     return _local_midnight(first, tz), _local_midnight(after, tz)
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(Frozen):
     """One 5-hour block: [start, end), with its first and last activity."""
 
+    _fields = ("start", "end", "first", "last")
+    __slots__ = _fields
     start: datetime
     end: datetime
     first: datetime
     last: datetime
+
+    def __init__(self, start: datetime, end: datetime, first: datetime, last: datetime) -> None:
+        self._set(start=start, end=end, first=first, last=last)
 
 
 def _hour_floor(moment: datetime) -> datetime:
@@ -453,7 +468,7 @@ def blocks(timestamps: Iterable[datetime]) -> list[Block]:
         # A gap of more than 5h since the last activity always lands past the block's end,
         # so the end is the only test needed. The end itself is already outside (half-open).
         if found and moment < found[-1].end:
-            found[-1] = replace(found[-1], last=moment)
+            found[-1] = found[-1].replace(last=moment)
         else:
             start = _hour_floor(moment)
             found.append(Block(start, start + BLOCK_LENGTH, moment, moment))
@@ -486,10 +501,12 @@ def expected_cost(runs: Sequence[float], *, recent: int = 20, percentile: float 
     return float(latest[rank - 1])
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(Frozen):
     """One budget measured at one moment."""
 
+    _fields = ("budget", "used", "expected", "limit", "fraction", "resets_at", "state",
+                 "would_exceed", "blocks", "now")
+    __slots__ = _fields
     budget: Budget
     used: float
     expected: float
@@ -500,6 +517,23 @@ class Check:
     would_exceed: bool  # used + expected > limit
     blocks: bool  # block mode, and over or would exceed
     now: datetime  # messages show clock times in this datetime's zone unless given another
+
+    def __init__(
+        self,
+        budget: Budget,
+        used: float,
+        expected: float,
+        limit: float,
+        fraction: float,
+        resets_at: datetime | None,
+        state: State,
+        would_exceed: bool,
+        blocks: bool,
+        now: datetime,
+    ) -> None:
+        self._set(budget=budget, used=used, expected=expected, limit=limit, fraction=fraction,
+                  resets_at=resets_at, state=state, would_exceed=would_exceed, blocks=blocks,
+                  now=now)
 
 
 def evaluate(
@@ -522,12 +556,16 @@ def evaluate(
                  would_exceed, blocks, now)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Frozen):
     """What to do with the next prompt or tool call, and the checks that made it so."""
 
+    _fields = ("action", "checks")
+    __slots__ = _fields
     action: Action
-    checks: tuple[Check, ...] = ()  # the budgets responsible, the most over first
+    checks: tuple[Check, ...]  # the budgets responsible, the most over first
+
+    def __init__(self, action: Action, checks: tuple[Check, ...] = ()) -> None:
+        self._set(action=action, checks=checks)
 
     @property
     def primary(self) -> Check | None:

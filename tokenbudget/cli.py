@@ -281,7 +281,7 @@ def report(
         # escaped on both sides, a command still finds its budget's limit.
         stats = [replace(s, command=render.escape_controls(s.command)) for s in stats]
         shown = [
-            replace(b, name=render.escape_controls(b.name)) if b.kind == "command" and b.name else b
+            b.replace(name=render.escape_controls(b.name)) if b.kind == "command" and b.name else b
             for b in budgets_here
         ]
         chart = charts.for_report(

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from . import paths
 from .budgets import Budget, Source, applies_to, merge, normalize_command, normalize_project
 from .errors import ConfigError
+from .record import Frozen
 from .usage import Usage
 
 VERSION = 1
@@ -33,20 +33,38 @@ def _q(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Frozen):
     """Everything in config.json; the defaults are what a missing file means."""
 
-    budgets: tuple[Budget, ...] = ()
-    timezone: str | None = None  # an IANA name; None follows the system (and $TZ)
-    week_start: int = 0  # 0 = Monday ... 6 = Sunday
-    fail_closed: bool = False
-    lock_timeout_seconds: float = 2.0
-    context_hint: bool = False
+    _fields = ("budgets", "timezone", "week_start", "fail_closed", "lock_timeout_seconds",
+                 "context_hint", "retention_days", "prices")
+    __slots__ = _fields
+    budgets: tuple[Budget, ...]
+    timezone: str | None  # an IANA name; None follows the system (and $TZ)
+    week_start: int  # 0 = Monday ... 6 = Sunday
+    fail_closed: bool
+    lock_timeout_seconds: float
+    context_hint: bool
     # Days a session may stay idle before it folds out of the ledger into history: the
     # ledger keeps one record per API request of the sessions it holds, so this bounds its size.
-    retention_days: int = 2
-    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    retention_days: int
+    prices: Mapping[str, Mapping[str, float]]
+
+    def __init__(
+        self,
+        budgets: tuple[Budget, ...] = (),
+        timezone: str | None = None,
+        week_start: int = 0,
+        fail_closed: bool = False,
+        lock_timeout_seconds: float = 2.0,
+        context_hint: bool = False,
+        retention_days: int = 2,
+        prices: Mapping[str, Mapping[str, float]] | None = None,  # None: a new empty dict
+    ) -> None:
+        self._set(budgets=budgets, timezone=timezone, week_start=week_start,
+                  fail_closed=fail_closed, lock_timeout_seconds=lock_timeout_seconds,
+                  context_hint=context_hint, retention_days=retention_days,
+                  prices={} if prices is None else prices)
 
     def tz(self) -> tzinfo:
         """The zone calendar budgets follow: the configured one, else the system's."""
@@ -370,7 +388,7 @@ def effective_budgets(config: Config, project_dir: Path | None) -> list[Budget]:
 
 def set_budget(config: Config, budget: Budget) -> Config:
     """The config with `budget` added, or replacing the budget with the same key."""
-    budget = replace(budget, source="user")
+    budget = budget.replace(source="user")
     budgets = list(config.budgets)
     for i, old in enumerate(budgets):
         if old.key == budget.key:
@@ -378,7 +396,7 @@ def set_budget(config: Config, budget: Budget) -> Config:
             break
     else:
         budgets.append(budget)
-    return replace(config, budgets=tuple(budgets))
+    return config.replace(budgets=tuple(budgets))
 
 
 def remove_budget(
@@ -404,7 +422,7 @@ def remove_budget(
         label = kind if name is None else f"{kind} {name}"
         label = label if project is None else f"{label}@{project}"
         raise ConfigError(f"no {label} budget{'' if unit is None else f' in {unit}'} to remove")
-    return replace(config, budgets=kept)
+    return config.replace(budgets=kept)
 
 
 def find_project_root(start: Path) -> Path:

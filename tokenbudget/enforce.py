@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -11,23 +10,48 @@ from tokenbudget import budgets as rules
 from tokenbudget.budgets import Budget, Check
 from tokenbudget.ingest import BUCKET
 from tokenbudget.ledger import Ledger
+from tokenbudget.record import Record
 
 TOKENS, COST = 0, 1
 
 
-@dataclass
-class Context:
+class Context(Record):
     """Where and when a budget is measured."""
 
+    _fields = ("session_id", "project", "now", "tz", "week_start", "command", "prompt_id",
+                 "starting", "listing")
+    __slots__ = _fields
     session_id: str | None
     project: str | None
     now: datetime
     tz: tzinfo
-    week_start: int = 0
-    command: str | None = None  # the command about to run (a prompt) or running (a tool call)
-    prompt_id: str | None = None  # the turn running, for a tool call
-    starting: bool = False  # True for a prompt not yet sent: expected costs apply
-    listing: bool = False  # True for `status`: every budget, command budgets by their last run
+    week_start: int
+    command: str | None  # the command about to run (a prompt) or running (a tool call)
+    prompt_id: str | None  # the turn running, for a tool call
+    starting: bool  # True for a prompt not yet sent: expected costs apply
+    listing: bool  # True for `status`: every budget, command budgets by their last run
+
+    def __init__(
+        self,
+        session_id: str | None,
+        project: str | None,
+        now: datetime,
+        tz: tzinfo,
+        week_start: int = 0,
+        command: str | None = None,
+        prompt_id: str | None = None,
+        starting: bool = False,
+        listing: bool = False,
+    ) -> None:
+        self.session_id = session_id
+        self.project = project
+        self.now = now
+        self.tz = tz
+        self.week_start = week_start
+        self.command = command
+        self.prompt_id = prompt_id
+        self.starting = starting
+        self.listing = listing
 
 
 def _idx(b: Budget) -> int:
