@@ -6,19 +6,27 @@ import json
 import math
 import os.path
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Literal, cast
 
 from .errors import ConfigError
 from .record import Frozen
 
-Kind = Literal["total", "daily", "weekly", "monthly", "5h", "session", "command", "project"]
-Unit = Literal["tokens", "usd"]
-Mode = Literal["block", "warn"]
-Source = Literal["user", "project"]
-State = Literal["ok", "warn", "over"]
-Action = Literal["allow", "warn", "block"]
+# Importing typing costs a hook call about 5 ms: these names exist for the type checker only
+# (mypy reads any name TYPE_CHECKING as true), so other modules import them the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Literal, TypeAlias
+
+    Kind: TypeAlias = Literal[
+        "total", "daily", "weekly", "monthly", "5h", "session", "command", "project"
+    ]
+    Unit: TypeAlias = Literal["tokens", "usd"]
+    Mode: TypeAlias = Literal["block", "warn"]
+    Source: TypeAlias = Literal["user", "project"]
+    State: TypeAlias = Literal["ok", "warn", "over"]
+    Action: TypeAlias = Literal["allow", "warn", "block"]
 
 KINDS: tuple[Kind, ...] = (
     "total", "daily", "weekly", "monthly", "5h", "session", "command", "project"
@@ -228,9 +236,7 @@ class Budget(Frozen):
         project: str | None = None,
         source: Source = "user",
     ) -> None:
-        if kind not in KINDS:
-            kinds = ", ".join(KINDS)
-            raise _FieldError("kind", f"unknown kind {_q(kind)}; use one of {kinds}")
+        kind = _checked_kind(kind)
         if unit not in UNITS:
             raise _FieldError("unit", f"unknown unit {_q(unit)}; use tokens or usd")
         if isinstance(limit, bool) or not isinstance(limit, int | float):
@@ -305,18 +311,26 @@ class Budget(Frozen):
             for key in ("name", "project", "mode"):
                 if data.get(key) is not None and not isinstance(data[key], str):
                     raise _FieldError(key, f"must be a string, not {_q(data[key])}")
+            # Only known to be strings (or absent) here: the constructor checks them.
             return cls(
-                cast(Kind, kind.strip().lower()),
+                _checked_kind(kind.strip().lower()),
                 limit,
                 unit,
-                name=cast("str | None", data.get("name")),
-                mode=cast(Mode, data.get("mode", "block")),
+                name=data.get("name"),
+                mode=data.get("mode", "block"),
                 warn_at=warn_at,
-                project=cast("str | None", data.get("project")),
+                project=data.get("project"),
                 source=source,
             )
         except _FieldError as e:
             raise ConfigError(f"{where}.{e.field}: {e.problem}") from None
+
+
+def _checked_kind(value: object) -> Kind:
+    for kind in KINDS:
+        if value == kind:
+            return kind
+    raise _FieldError("kind", f"unknown kind {_q(value)}; use one of {', '.join(KINDS)}")
 
 
 def _checked_name(kind: str, name: str | None) -> str | None:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import paths
-from .budgets import Budget, Source, applies_to, merge, normalize_command, normalize_project
+from .budgets import Budget, applies_to, merge, normalize_command, normalize_project
 from .errors import ConfigError
 from .record import Frozen
 from .usage import Usage
+
+TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .budgets import Source
 
 VERSION = 1
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime, tzinfo
-from typing import Any
+from datetime import UTC, datetime
 
 from tokenbudget import budgets as rules
-from tokenbudget.budgets import Budget, Check
 from tokenbudget.ingest import BUCKET
-from tokenbudget.ledger import Ledger
 from tokenbudget.record import Record
+
+TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import tzinfo
+    from typing import Any
+
+    from tokenbudget.budgets import Budget, Check
+    from tokenbudget.ledger import Ledger
 
 TOKENS, COST = 0, 1
 
