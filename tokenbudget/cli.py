@@ -119,7 +119,7 @@ def _project_root() -> Path:
     """The project the current folder is in: where its budgets file is, as the hook finds it."""
     from tokenbudget import config
 
-    return config.find_project_root(Path.cwd())
+    return Path(config.find_project_root(os.getcwd()))
 
 
 def _sync(cfg: Any, quiet: bool = True) -> Any:
