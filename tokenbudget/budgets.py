@@ -428,7 +428,10 @@ def window(
     *,
     activity: Iterable[datetime] = (),
 ) -> tuple[datetime | None, datetime | None]:
-    """The [start, end) window of `kind` holding `now`, in UTC; (None, None) when unbounded."""
+    """The [start, end) window of `kind` holding `now`, in UTC; (None, None) when unbounded.
+
+    A 5h window needs the `activity`: all of it, or all since a moment that `starts_anew`.
+    """
     # Results are in UTC on purpose: datetimes sharing one ZoneInfo subtract and compare
     # by wall clock, which would make a 23-hour DST day look like 24 hours.
     _aware(now, "now")
@@ -477,16 +480,28 @@ def _hour_floor(moment: datetime) -> datetime:
 
 def blocks(timestamps: Iterable[datetime]) -> list[Block]:
     """Group activity into 5-hour blocks the way ccusage does (blocks start on a UTC hour)."""
-    found: list[Block] = []
+    found: list[list[datetime]] = []  # start, end, first, last
     for moment in sorted(_aware(t, "timestamp").astimezone(UTC) for t in timestamps):
         # A gap of more than 5h since the last activity always lands past the block's end,
         # so the end is the only test needed. The end itself is already outside (half-open).
-        if found and moment < found[-1].end:
-            found[-1] = found[-1].replace(last=moment)
+        if found and moment < found[-1][1]:
+            found[-1][3] = moment
         else:
             start = _hour_floor(moment)
-            found.append(Block(start, start + BLOCK_LENGTH, moment, moment))
-    return found
+            found.append([start, start + BLOCK_LENGTH, moment, moment])
+    return [Block(*block) for block in found]
+
+
+def starts_anew(moment: datetime, previous: datetime) -> bool:
+    """Does activity at `moment` open a new block whatever came before, if the activity just
+    before it was at `previous` (or at any time up to `previous`)?
+
+    Then the blocks from `moment` on depend on nothing earlier: `blocks` and `current_block`
+    give the same blocks from there given only the activity since `moment`.
+    """
+    # The block holding `previous` began on its UTC hour or earlier: it ends 5 hours after
+    # that hour at the latest.
+    return moment >= _hour_floor(previous) + BLOCK_LENGTH
 
 
 def current_block(timestamps: Iterable[datetime], now: datetime) -> Block | None:
