@@ -534,7 +534,7 @@ class Check(Frozen):
     """One budget measured at one moment."""
 
     _fields = ("budget", "used", "expected", "limit", "fraction", "resets_at", "state",
-                 "would_exceed", "blocks", "now")
+               "would_exceed", "blocks", "now")
     __slots__ = _fields
     budget: Budget
     used: float

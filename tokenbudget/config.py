@@ -43,7 +43,7 @@ class Config(Frozen):
     """Everything in config.json; the defaults are what a missing file means."""
 
     _fields = ("budgets", "timezone", "week_start", "fail_closed", "lock_timeout_seconds",
-                 "context_hint", "retention_days", "prices")
+               "context_hint", "retention_days", "prices")
     __slots__ = _fields
     budgets: tuple[Budget, ...]
     timezone: str | None  # an IANA name; None follows the system (and $TZ)

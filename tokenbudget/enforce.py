@@ -29,7 +29,7 @@ class Context(Record):
     """Where and when a budget is measured."""
 
     _fields = ("session_id", "project", "now", "tz", "week_start", "command", "prompt_id",
-                 "starting", "listing")
+               "starting", "listing")
     __slots__ = _fields
     session_id: str | None
     project: str | None
