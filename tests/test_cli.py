@@ -265,29 +265,31 @@ def test_find_project_root(private_home: Path, monkeypatch: pytest.MonkeyPatch) 
     project = _project_with_budget(private_home)
     deep = project / "src" / "pkg"
     deep.mkdir(parents=True)
-    assert find_project_root(deep) == project
-    assert find_project_root(project) == project
+    assert find_project_root(deep) == str(project)
+    assert find_project_root(project) == str(project)
     # The budgets file wins over a nearer folder that only has Claude Code settings.
     (project / "src" / ".claude").mkdir()
-    assert find_project_root(deep) == project
+    assert find_project_root(deep) == str(project)
     # Without any budgets file, the nearest .claude/ folder marks the project.
     other = private_home / "other"
     (other / ".claude").mkdir(parents=True)
     (other / "a" / "b").mkdir(parents=True)
-    assert find_project_root(other / "a" / "b") == other
+    assert find_project_root(other / "a" / "b") == str(other)
     # ~/.claude is Claude Code's own folder: home is no project, and the walk stops there.
     (private_home / ".claude").mkdir()
     loose = private_home / "loose" / "x"
     loose.mkdir(parents=True)
-    assert find_project_root(loose) == loose
+    assert find_project_root(str(loose)) == str(loose)
     # Nor does a budgets file above home count.
     above = private_home.parent / ".claude"
     above.mkdir()
     (above / "tokenbudget.json").write_text("{}")
-    assert find_project_root(loose) == loose
+    assert find_project_root(str(loose)) == str(loose)
+    monkeypatch.setenv("HOME", f"{private_home}/")  # home spelled with a trailing slash
+    assert find_project_root(str(loose)) == str(loose)
     # Claude Code's own idea of the project wins.
     monkeypatch.setenv("CLAUDE_PROJECT_DIR", str(other))
-    assert find_project_root(deep) == other
+    assert find_project_root(deep) == str(other)
 
 
 def test_commands_in_a_subfolder_see_the_projects_budgets(

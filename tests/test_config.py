@@ -59,9 +59,9 @@ def test_round_trip() -> None:
         prices={"claude-x": {"input": 3.0, "output": 15.0}},
     )
     path = save_config(config)
-    assert path == paths.config_path()
+    assert path == os.fspath(paths.config_path())
     assert load_config() == config
-    data = json.loads(path.read_text())
+    data = json.loads(Path(path).read_text())
     assert data["version"] == 1
     assert data["week_start"] == "sunday"
     assert data["budgets"][0] == {"kind": "daily", "limit": 200000, "unit": "tokens",
@@ -258,6 +258,9 @@ def test_effective_budgets_merge_and_scope(tmp_path: Path) -> None:
     ]
     # Outside the project neither its file nor its scoped budgets apply.
     assert effective_budgets(config, None) == [config.budgets[0], config.budgets[1]]
+    # The hook hands over the folder as a string, the CLI as a Path: the same folder either way.
+    assert effective_budgets(config, str(project)) == effective_budgets(config, project)
+    assert effective_budgets(config, f"{project}/") == effective_budgets(config, project)
 
 
 # ---------------------------------------------------------------- CLI helpers

@@ -6,19 +6,27 @@ import json
 import math
 import os.path
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, replace
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Literal, cast
 
 from .errors import ConfigError
+from .record import Frozen
 
-Kind = Literal["total", "daily", "weekly", "monthly", "5h", "session", "command", "project"]
-Unit = Literal["tokens", "usd"]
-Mode = Literal["block", "warn"]
-Source = Literal["user", "project"]
-State = Literal["ok", "warn", "over"]
-Action = Literal["allow", "warn", "block"]
+# Importing typing costs a hook call about 5 ms: these names exist for the type checker only
+# (mypy reads any name TYPE_CHECKING as true), so other modules import them the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Literal, TypeAlias
+
+    Kind: TypeAlias = Literal[
+        "total", "daily", "weekly", "monthly", "5h", "session", "command", "project"
+    ]
+    Unit: TypeAlias = Literal["tokens", "usd"]
+    Mode: TypeAlias = Literal["block", "warn"]
+    Source: TypeAlias = Literal["user", "project"]
+    State: TypeAlias = Literal["ok", "warn", "over"]
+    Action: TypeAlias = Literal["allow", "warn", "block"]
 
 KINDS: tuple[Kind, ...] = (
     "total", "daily", "weekly", "monthly", "5h", "session", "command", "project"
@@ -202,64 +210,57 @@ def project_matches(project: str, path: str) -> bool:
     return path.startswith(project if project.endswith(os.sep) else project + os.sep)
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(Frozen):
     """One limit: what it counts (kind, name, project), how much, and what happens at it."""
 
+    _fields = ("kind", "limit", "unit", "name", "mode", "warn_at", "project", "source")
+    __slots__ = _fields
     kind: Kind
     limit: float
-    unit: Unit = "tokens"
-    _: KW_ONLY
-    name: str | None = None  # the slash command for `command`, the folder for `project`
-    mode: Mode = "block"
-    warn_at: float = DEFAULT_WARN_AT
-    project: str | None = None  # limits a window kind to one folder
-    source: Source = "user"
+    unit: Unit
+    name: str | None  # the slash command for `command`, the folder for `project`
+    mode: Mode
+    warn_at: float
+    project: str | None  # limits a window kind to one folder
+    source: Source
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            kinds = ", ".join(KINDS)
-            raise _FieldError("kind", f"unknown kind {_q(self.kind)}; use one of {kinds}")
-        if self.unit not in UNITS:
-            raise _FieldError("unit", f"unknown unit {_q(self.unit)}; use tokens or usd")
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int | float):
-            raise _FieldError("limit", f"must be a number, not {_q(self.limit)}")
+    def __init__(
+        self,
+        kind: Kind,
+        limit: float,
+        unit: Unit = "tokens",
+        *,
+        name: str | None = None,
+        mode: Mode = "block",
+        warn_at: float = DEFAULT_WARN_AT,
+        project: str | None = None,
+        source: Source = "user",
+    ) -> None:
+        kind = _checked_kind(kind)
+        if unit not in UNITS:
+            raise _FieldError("unit", f"unknown unit {_q(unit)}; use tokens or usd")
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            raise _FieldError("limit", f"must be a number, not {_q(limit)}")
         try:
-            _checked_limit(float(self.limit), self.unit, self.limit)
+            _checked_limit(float(limit), unit, limit)
         except ConfigError as e:
             raise _FieldError("limit", str(e)) from None
-        object.__setattr__(self, "limit", float(self.limit))
-        if self.mode not in MODES:
-            raise _FieldError("mode", f"unknown mode {_q(self.mode)}; use block or warn")
-        if isinstance(self.warn_at, bool) or not isinstance(self.warn_at, int | float):
-            raise _FieldError("warn_at", f"must be a number, not {_q(self.warn_at)}")
-        if not 0 < self.warn_at <= 1:
-            raise _FieldError("warn_at", f"must be above 0 and at most 1, not {self.warn_at}")
-        object.__setattr__(self, "warn_at", float(self.warn_at))
-        object.__setattr__(self, "name", self._checked_name())
-        if self.project is not None:
-            if self.kind not in WINDOW_KINDS:
+        if mode not in MODES:
+            raise _FieldError("mode", f"unknown mode {_q(mode)}; use block or warn")
+        if isinstance(warn_at, bool) or not isinstance(warn_at, int | float):
+            raise _FieldError("warn_at", f"must be a number, not {_q(warn_at)}")
+        if not 0 < warn_at <= 1:
+            raise _FieldError("warn_at", f"must be above 0 and at most 1, not {warn_at}")
+        name = _checked_name(kind, name)
+        if project is not None:
+            if kind not in WINDOW_KINDS:
                 raise _FieldError("project", f"only {', '.join(sorted(WINDOW_KINDS))} budgets "
                                   "can be limited to a project")
-            object.__setattr__(self, "project", _checked_path("project", self.project))
-        if self.source not in ("user", "project"):
-            raise _FieldError("source", f"unknown source {_q(self.source)}")
-
-    def _checked_name(self) -> str | None:
-        if self.kind == "command":
-            if not isinstance(self.name, str) or not self.name.strip("/ "):
-                raise _FieldError("name", "a command budget needs a slash command, like /test")
-            name = normalize_command(self.name)
-            if any(c.isspace() for c in name):
-                raise _FieldError("name", f"{_q(self.name)} is not one slash command, like /test")
-            return name
-        if self.kind == "project":
-            if not isinstance(self.name, str) or not self.name.strip():
-                raise _FieldError("name", "a project budget needs the project's folder")
-            return _checked_path("name", self.name)
-        if self.name is not None:
-            raise _FieldError("name", f"a {self.kind} budget takes no name")
-        return None
+            project = _checked_path("project", project)
+        if source not in ("user", "project"):
+            raise _FieldError("source", f"unknown source {_q(source)}")
+        self._set(kind=kind, limit=float(limit), unit=unit, name=name, mode=mode,
+                  warn_at=float(warn_at), project=project, source=source)
 
     @property
     def id(self) -> str:
@@ -310,18 +311,43 @@ class Budget:
             for key in ("name", "project", "mode"):
                 if data.get(key) is not None and not isinstance(data[key], str):
                     raise _FieldError(key, f"must be a string, not {_q(data[key])}")
+            # Only known to be strings (or absent) here: the constructor checks them.
             return cls(
-                cast(Kind, kind.strip().lower()),
+                _checked_kind(kind.strip().lower()),
                 limit,
                 unit,
-                name=cast("str | None", data.get("name")),
-                mode=cast(Mode, data.get("mode", "block")),
+                name=data.get("name"),
+                mode=data.get("mode", "block"),
                 warn_at=warn_at,
-                project=cast("str | None", data.get("project")),
+                project=data.get("project"),
                 source=source,
             )
         except _FieldError as e:
             raise ConfigError(f"{where}.{e.field}: {e.problem}") from None
+
+
+def _checked_kind(value: object) -> Kind:
+    for kind in KINDS:
+        if value == kind:
+            return kind
+    raise _FieldError("kind", f"unknown kind {_q(value)}; use one of {', '.join(KINDS)}")
+
+
+def _checked_name(kind: str, name: str | None) -> str | None:
+    if kind == "command":
+        if not isinstance(name, str) or not name.strip("/ "):
+            raise _FieldError("name", "a command budget needs a slash command, like /test")
+        command = normalize_command(name)
+        if any(c.isspace() for c in command):
+            raise _FieldError("name", f"{_q(name)} is not one slash command, like /test")
+        return command
+    if kind == "project":
+        if not isinstance(name, str) or not name.strip():
+            raise _FieldError("name", "a project budget needs the project's folder")
+        return _checked_path("name", name)
+    if name is not None:
+        raise _FieldError("name", f"a {kind} budget takes no name")
+    return None
 
 
 def _limit_from_json(limit: object, unit: object) -> tuple[float, Unit]:
@@ -370,8 +396,7 @@ def _stricter(a: Budget, b: Budget) -> Budget:
         source = a.source if a.limit < b.limit else b.source
     else:
         source = "project" if "project" in (a.source, b.source) else a.source
-    return replace(
-        a,
+    return a.replace(
         limit=min(a.limit, b.limit),
         mode="block" if "block" in (a.mode, b.mode) else "warn",
         warn_at=min(a.warn_at, b.warn_at),
@@ -403,7 +428,10 @@ def window(
     *,
     activity: Iterable[datetime] = (),
 ) -> tuple[datetime | None, datetime | None]:
-    """The [start, end) window of `kind` holding `now`, in UTC; (None, None) when unbounded."""
+    """The [start, end) window of `kind` holding `now`, in UTC; (None, None) when unbounded.
+
+    A 5h window needs the `activity`: all of it, or all since a moment that `starts_anew`.
+    """
     # Results are in UTC on purpose: datetimes sharing one ZoneInfo subtract and compare
     # by wall clock, which would make a 23-hour DST day look like 24 hours.
     _aware(now, "now")
@@ -432,14 +460,18 @@ def window(
     return _local_midnight(first, tz), _local_midnight(after, tz)
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(Frozen):
     """One 5-hour block: [start, end), with its first and last activity."""
 
+    _fields = ("start", "end", "first", "last")
+    __slots__ = _fields
     start: datetime
     end: datetime
     first: datetime
     last: datetime
+
+    def __init__(self, start: datetime, end: datetime, first: datetime, last: datetime) -> None:
+        self._set(start=start, end=end, first=first, last=last)
 
 
 def _hour_floor(moment: datetime) -> datetime:
@@ -448,16 +480,28 @@ def _hour_floor(moment: datetime) -> datetime:
 
 def blocks(timestamps: Iterable[datetime]) -> list[Block]:
     """Group activity into 5-hour blocks the way ccusage does (blocks start on a UTC hour)."""
-    found: list[Block] = []
+    found: list[list[datetime]] = []  # start, end, first, last
     for moment in sorted(_aware(t, "timestamp").astimezone(UTC) for t in timestamps):
         # A gap of more than 5h since the last activity always lands past the block's end,
         # so the end is the only test needed. The end itself is already outside (half-open).
-        if found and moment < found[-1].end:
-            found[-1] = replace(found[-1], last=moment)
+        if found and moment < found[-1][1]:
+            found[-1][3] = moment
         else:
             start = _hour_floor(moment)
-            found.append(Block(start, start + BLOCK_LENGTH, moment, moment))
-    return found
+            found.append([start, start + BLOCK_LENGTH, moment, moment])
+    return [Block(*block) for block in found]
+
+
+def starts_anew(moment: datetime, previous: datetime) -> bool:
+    """Does activity at `moment` open a new block whatever came before, if the activity just
+    before it was at `previous` (or at any time up to `previous`)?
+
+    Then the blocks from `moment` on depend on nothing earlier: `blocks` and `current_block`
+    give the same blocks from there given only the activity since `moment`.
+    """
+    # The block holding `previous` began on its UTC hour or earlier: it ends 5 hours after
+    # that hour at the latest.
+    return moment >= _hour_floor(previous) + BLOCK_LENGTH
 
 
 def current_block(timestamps: Iterable[datetime], now: datetime) -> Block | None:
@@ -486,10 +530,12 @@ def expected_cost(runs: Sequence[float], *, recent: int = 20, percentile: float 
     return float(latest[rank - 1])
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(Frozen):
     """One budget measured at one moment."""
 
+    _fields = ("budget", "used", "expected", "limit", "fraction", "resets_at", "state",
+               "would_exceed", "blocks", "now")
+    __slots__ = _fields
     budget: Budget
     used: float
     expected: float
@@ -500,6 +546,23 @@ class Check:
     would_exceed: bool  # used + expected > limit
     blocks: bool  # block mode, and over or would exceed
     now: datetime  # messages show clock times in this datetime's zone unless given another
+
+    def __init__(
+        self,
+        budget: Budget,
+        used: float,
+        expected: float,
+        limit: float,
+        fraction: float,
+        resets_at: datetime | None,
+        state: State,
+        would_exceed: bool,
+        blocks: bool,
+        now: datetime,
+    ) -> None:
+        self._set(budget=budget, used=used, expected=expected, limit=limit, fraction=fraction,
+                  resets_at=resets_at, state=state, would_exceed=would_exceed, blocks=blocks,
+                  now=now)
 
 
 def evaluate(
@@ -522,12 +585,16 @@ def evaluate(
                  would_exceed, blocks, now)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Frozen):
     """What to do with the next prompt or tool call, and the checks that made it so."""
 
+    _fields = ("action", "checks")
+    __slots__ = _fields
     action: Action
-    checks: tuple[Check, ...] = ()  # the budgets responsible, the most over first
+    checks: tuple[Check, ...]  # the budgets responsible, the most over first
+
+    def __init__(self, action: Action, checks: tuple[Check, ...] = ()) -> None:
+        self._set(action=action, checks=checks)
 
     @property
     def primary(self) -> Check | None:

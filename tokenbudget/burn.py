@@ -7,20 +7,24 @@ part of the previous one inside the hour, as if its usage were spread evenly ove
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import timedelta, tzinfo
+from datetime import timedelta
 
 from tokenbudget.budgets import (
-    Budget,
-    Check,
     applies_to,
     format_amount,
     format_duration,
     reason_text,
     warning_text,
 )
-from tokenbudget.ingest import BUCKET
-from tokenbudget.ledger import Ledger
+from tokenbudget.ledger import BUCKET
+
+TYPE_CHECKING = False  # mypy reads it as true: these names are for the type checker only
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import tzinfo
+
+    from tokenbudget.budgets import Budget, Check
+    from tokenbudget.ledger import Ledger
 
 HOUR = 3600
 ALLOW_COMMAND = "tokenbudget allow"

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenbudget import render
-from tokenbudget.budgets import Budget, Unit, expected_cost, format_amount, format_limit
+from tokenbudget.budgets import Budget, expected_cost, format_amount, format_limit
 from tokenbudget.ledger import Ledger
+
+if TYPE_CHECKING:
+    from tokenbudget.budgets import Unit
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 FULL = "█"

@@ -119,7 +119,7 @@ def _project_root() -> Path:
     """The project the current folder is in: where its budgets file is, as the hook finds it."""
     from tokenbudget import config
 
-    return config.find_project_root(Path.cwd())
+    return Path(config.find_project_root(os.getcwd()))
 
 
 def _sync(cfg: Any, quiet: bool = True) -> Any:
@@ -281,7 +281,7 @@ def report(
         # escaped on both sides, a command still finds its budget's limit.
         stats = [replace(s, command=render.escape_controls(s.command)) for s in stats]
         shown = [
-            replace(b, name=render.escape_controls(b.name)) if b.kind == "command" and b.name else b
+            b.replace(name=render.escape_controls(b.name)) if b.kind == "command" and b.name else b
             for b in budgets_here
         ]
         chart = charts.for_report(

@@ -5,21 +5,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import paths
-from .budgets import Budget, Source, applies_to, merge, normalize_command, normalize_project
+from .budgets import Budget, applies_to, merge, normalize_command, normalize_project
 from .errors import ConfigError
+from .record import Frozen
 from .usage import Usage
+
+TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .budgets import Source
 
 VERSION = 1
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-# Where a project keeps budgets its team shares, relative to the project folder.
-PROJECT_FILE = Path(".claude") / "tokenbudget.json"
+# Where a project keeps budgets its team shares, relative to the project folder. Paths are
+# strings, not pathlib's: importing it costs a hook call about 5 ms.
+PROJECT_FOLDER = ".claude"
+PROJECT_FILE = os.path.join(PROJECT_FOLDER, "tokenbudget.json")
 # Price rates are named after the Usage fields they multiply.
 RATE_NAMES = frozenset(Usage._fields)
 
@@ -33,20 +39,38 @@ def _q(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Frozen):
     """Everything in config.json; the defaults are what a missing file means."""
 
-    budgets: tuple[Budget, ...] = ()
-    timezone: str | None = None  # an IANA name; None follows the system (and $TZ)
-    week_start: int = 0  # 0 = Monday ... 6 = Sunday
-    fail_closed: bool = False
-    lock_timeout_seconds: float = 2.0
-    context_hint: bool = False
+    _fields = ("budgets", "timezone", "week_start", "fail_closed", "lock_timeout_seconds",
+               "context_hint", "retention_days", "prices")
+    __slots__ = _fields
+    budgets: tuple[Budget, ...]
+    timezone: str | None  # an IANA name; None follows the system (and $TZ)
+    week_start: int  # 0 = Monday ... 6 = Sunday
+    fail_closed: bool
+    lock_timeout_seconds: float
+    context_hint: bool
     # Days a session may stay idle before it folds out of the ledger into history: the
     # ledger keeps one record per API request of the sessions it holds, so this bounds its size.
-    retention_days: int = 2
-    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    retention_days: int
+    prices: Mapping[str, Mapping[str, float]]
+
+    def __init__(
+        self,
+        budgets: tuple[Budget, ...] = (),
+        timezone: str | None = None,
+        week_start: int = 0,
+        fail_closed: bool = False,
+        lock_timeout_seconds: float = 2.0,
+        context_hint: bool = False,
+        retention_days: int = 2,
+        prices: Mapping[str, Mapping[str, float]] | None = None,  # None: a new empty dict
+    ) -> None:
+        self._set(budgets=budgets, timezone=timezone, week_start=week_start,
+                  fail_closed=fail_closed, lock_timeout_seconds=lock_timeout_seconds,
+                  context_hint=context_hint, retention_days=retention_days,
+                  prices={} if prices is None else prices)
 
     def tz(self) -> tzinfo:
         """The zone calendar budgets follow: the configured one, else the system's."""
@@ -242,7 +266,7 @@ def _prices(value: object) -> dict[str, dict[str, float]]:
 MAX_FILE_BYTES = 1024 * 1024  # a budget file is a few hundred bytes; more is not one
 
 
-def _read_json(path: Path) -> object | None:
+def _read_json(path: str) -> object | None:
     """The parsed file, or None when it does not exist; a ConfigError names the file."""
     import stat
 
@@ -283,9 +307,9 @@ def _read_json(path: Path) -> object | None:
     return data
 
 
-def load_config(path: Path | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read config.json; a missing file gives the defaults, a broken one a ConfigError."""
-    path = path or paths.config_path()
+    path = os.fspath(path if path is not None else paths.config_file())
     data = _read_json(path)
     if data is None:
         return Config()
@@ -295,24 +319,27 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def save_config(config: Config, path: Path | None = None) -> Path:
+def save_config(config: Config, path: str | os.PathLike[str] | None = None) -> str:
     """Write config.json atomically, readable by the user alone; return its path."""
-    import tempfile  # only the CLI writes the config: keep it off the hook's import path
+    # Only the CLI writes the config: keep these off the hook's import path.
+    import tempfile
 
-    path = path or paths.config_path()
+    path = os.fspath(path if path is not None else paths.config_file())
+    folder, name = os.path.split(path)
+    folder = folder or os.curdir
     text = json.dumps(config.to_json(), indent=2, ensure_ascii=False) + "\n"
     tmp: str | None = None
     try:
-        paths.ensure_private_dir(path.parent)
+        paths.ensure_private_dir(folder)
         # mkstemp creates the file 0600, and os.replace keeps that mode.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(path.parent)
+        _fsync_dir(folder)
     except OSError as e:
         raise ConfigError(f"{path}: cannot write: {e.strerror or e}") from None
     finally:
@@ -322,7 +349,7 @@ def save_config(config: Config, path: Path | None = None) -> Path:
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str) -> None:
     # Makes the rename itself durable; not every platform can open a folder (Windows).
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -336,12 +363,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def project_file(project_dir: Path) -> Path:
+def project_file(project_dir: str | os.PathLike[str]) -> str:
     """Where a project keeps its shared budgets."""
-    return project_dir / PROJECT_FILE
+    return os.path.join(project_dir, PROJECT_FILE)
 
 
-def load_project_budgets(project_dir: Path) -> list[Budget]:
+def load_project_budgets(project_dir: str | os.PathLike[str]) -> list[Budget]:
     """The budgets in `<project>/.claude/tokenbudget.json`, scoped to that project."""
     path = project_file(project_dir)
     data = _read_json(path)
@@ -361,9 +388,10 @@ def load_project_budgets(project_dir: Path) -> list[Budget]:
     return list(budgets)
 
 
-def effective_budgets(config: Config, project_dir: str | Path | None) -> list[Budget]:
+def effective_budgets(
+    config: Config, project_dir: str | os.PathLike[str] | None
+) -> list[Budget]:
     """The budgets that apply to work in `project_dir`: the user's and the project's, merged."""
-    project_dir = Path(project_dir) if project_dir else None
     folder = normalize_project(os.path.abspath(project_dir)) if project_dir else None
     project = load_project_budgets(project_dir) if project_dir else []
     return [b for b in merge(config.budgets, project) if applies_to(b, folder)]
@@ -371,7 +399,7 @@ def effective_budgets(config: Config, project_dir: str | Path | None) -> list[Bu
 
 def set_budget(config: Config, budget: Budget) -> Config:
     """The config with `budget` added, or replacing the budget with the same key."""
-    budget = replace(budget, source="user")
+    budget = budget.replace(source="user")
     budgets = list(config.budgets)
     for i, old in enumerate(budgets):
         if old.key == budget.key:
@@ -379,7 +407,7 @@ def set_budget(config: Config, budget: Budget) -> Config:
             break
     else:
         budgets.append(budget)
-    return replace(config, budgets=tuple(budgets))
+    return config.replace(budgets=tuple(budgets))
 
 
 def remove_budget(
@@ -405,10 +433,10 @@ def remove_budget(
         label = kind if name is None else f"{kind} {name}"
         label = label if project is None else f"{label}@{project}"
         raise ConfigError(f"no {label} budget{'' if unit is None else f' in {unit}'} to remove")
-    return replace(config, budgets=kept)
+    return config.replace(budgets=kept)
 
 
-def find_project_root(start: Path) -> Path:
+def find_project_root(start: str | os.PathLike[str]) -> str:
     """The project folder `start` is in, as the hook sees it; `start` itself if none is found.
 
     $CLAUDE_PROJECT_DIR wins (the hook reads budgets there); else the nearest folder up from
@@ -416,24 +444,27 @@ def find_project_root(start: Path) -> Path:
     """
     env = os.environ.get("CLAUDE_PROJECT_DIR")
     if env:
-        return Path(env)
-    start = Path(os.path.abspath(start))
+        return env
+    start = os.path.abspath(start)
     # The home folder's .claude/ is Claude Code's own, not a project's, and nothing above home
     # is the user's project: the walk stops below home (or below the filesystem root).
-    stops: set[Path] = set()
-    with contextlib.suppress(RuntimeError):  # no home folder can be determined
-        home = Path.home()
-        stops = {home, Path(os.path.realpath(home))}
-    below: list[Path] = []
-    for folder in (start, *start.parents):
-        if folder in stops or folder.parent == folder:
+    stops: set[str] = set()
+    home = os.path.expanduser("~")
+    if not home.startswith("~"):  # else no home folder can be determined
+        stops = {os.path.normcase(os.path.normpath(home)), os.path.normcase(os.path.realpath(home))}
+    below: list[str] = []
+    folder = start
+    while os.path.normcase(folder) not in stops:
+        parent = os.path.dirname(folder)
+        if parent == folder:
             break
         below.append(folder)
+        folder = parent
     # os.path's checks answer False on any OSError: an unreadable folder is not a project.
     for folder in below:
-        if os.path.exists(folder / PROJECT_FILE):
+        if os.path.exists(os.path.join(folder, PROJECT_FILE)):
             return folder
     for folder in below:
-        if os.path.isdir(folder / PROJECT_FILE.parent):
+        if os.path.isdir(os.path.join(folder, PROJECT_FOLDER)):
             return folder
     return start

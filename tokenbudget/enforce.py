@@ -2,32 +2,66 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from typing import Any
+from datetime import UTC, datetime
 
 from tokenbudget import budgets as rules
-from tokenbudget.budgets import Budget, Check
-from tokenbudget.ingest import BUCKET
-from tokenbudget.ledger import Ledger
+from tokenbudget.ledger import BUCKET
+from tokenbudget.record import Record
+
+TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import tzinfo
+    from typing import Any
+
+    from tokenbudget.budgets import Budget, Check
+    from tokenbudget.ledger import Ledger
 
 TOKENS, COST = 0, 1
+HOUR = 3600
+# A bucket's activity lies within this long of the bucket's own start: a 15-minute bucket, or
+# the buckets of one local day merged into the bucket of its midnight (26 hours at most). Twice
+# a day leaves room for a day merged again after the time zone changed.
+BUCKET_SPAN = 2 * 86400
 
 
-@dataclass
-class Context:
+class Context(Record):
     """Where and when a budget is measured."""
 
+    _fields = ("session_id", "project", "now", "tz", "week_start", "command", "prompt_id",
+               "starting", "listing")
+    __slots__ = _fields
     session_id: str | None
     project: str | None
     now: datetime
     tz: tzinfo
-    week_start: int = 0
-    command: str | None = None  # the command about to run (a prompt) or running (a tool call)
-    prompt_id: str | None = None  # the turn running, for a tool call
-    starting: bool = False  # True for a prompt not yet sent: expected costs apply
-    listing: bool = False  # True for `status`: every budget, command budgets by their last run
+    week_start: int
+    command: str | None  # the command about to run (a prompt) or running (a tool call)
+    prompt_id: str | None  # the turn running, for a tool call
+    starting: bool  # True for a prompt not yet sent: expected costs apply
+    listing: bool  # True for `status`: every budget, command budgets by their last run
+
+    def __init__(
+        self,
+        session_id: str | None,
+        project: str | None,
+        now: datetime,
+        tz: tzinfo,
+        week_start: int = 0,
+        command: str | None = None,
+        prompt_id: str | None = None,
+        starting: bool = False,
+        listing: bool = False,
+    ) -> None:
+        self.session_id = session_id
+        self.project = project
+        self.now = now
+        self.tz = tz
+        self.week_start = week_start
+        self.command = command
+        self.prompt_id = prompt_id
+        self.starting = starting
+        self.listing = listing
 
 
 def _idx(b: Budget) -> int:
@@ -55,14 +89,56 @@ def _hours_between(
     return total
 
 
-def _activity(ledger: Ledger, b: Budget) -> list[datetime]:
-    out = []
-    for per_project in ledger["hours"].values():
-        for project, cell in per_project.items():
-            if _in_scope(b, project) and cell[0]:
-                out.append(datetime.fromtimestamp(cell[2], UTC))
-                out.append(datetime.fromtimestamp(cell[3], UTC))
-    return out
+def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
+    """The activity that decides the 5-hour block holding `now`, oldest first: all of it since
+    the last moment that starts a new block whatever came before (budgets.starts_anew).
+
+    The buckets are walked back from `now` only until such a moment, so this costs what the
+    recent activity holds, not the 40 days of buckets kept.
+    """
+    hours = ledger["hours"]
+    scoped: dict[str, bool] = {}
+    # Activity from the next UTC hour on cannot open a block holding `now`.
+    cutoff = (now.timestamp() // HOUR + 1) * HOUR
+    end = datetime.fromtimestamp(cutoff, UTC)
+    # Timestamps read, filed under the step of the walk after which no bucket left to walk can
+    # hold a later one: from then on they are taken newest first.
+    seen: dict[int, list[float]] = {}
+    since: list[datetime] = []  # newest first
+    oldest = cutoff  # the timestamp of since[-1]
+    k = int(cutoff // BUCKET)
+    while True:
+        k -= 1
+        lo, hi = k * BUCKET, (k + 1) * BUCKET
+        for project, cell in hours.get(str(k), {}).items():
+            inside = scoped.get(project)
+            if inside is None:
+                inside = scoped[project] = _in_scope(b, project)
+            if not (inside and cell[0]):
+                continue
+            for ts in (cell[2], cell[3]):
+                if lo <= ts < hi:  # a 15-minute bucket
+                    step = k - BUCKET_SPAN // BUCKET
+                elif ts < cutoff:
+                    step = min(k, int((ts - BUCKET_SPAN) // BUCKET))
+                else:
+                    continue
+                seen.setdefault(step, []).append(ts)
+        # The buckets below k hold activity before this bound only.
+        bound = k * BUCKET + BUCKET_SPAN
+        for ts in sorted(seen.pop(k, ()), reverse=True):
+            moment = datetime.fromtimestamp(ts, UTC)
+            if moment >= end:
+                continue  # rounded to the microsecond, it is the next hour's
+            # Starting anew takes a pause of over 4 hours (the second allows for rounding).
+            if oldest - ts > 4 * HOUR - 1 and since and rules.starts_anew(since[-1], moment):
+                return since[::-1]
+            since.append(moment)
+            oldest = ts
+        # Either the oldest activity seen starts anew whatever came before the bound, or none
+        # was seen and every block of what came before it has ended by `now`.
+        if rules.starts_anew(since[-1] if since else now, datetime.fromtimestamp(bound, UTC)):
+            return since[::-1]
 
 
 def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
@@ -131,7 +207,7 @@ def measure(b: Budget, ledger: Ledger, ctx: Context) -> tuple[float, datetime | 
     if b.kind in ("total", "project"):
         used = sum(v[i] for p, v in ledger["projects"].items() if _in_scope(b, p))
         return float(used), None, None
-    activity: Iterable[datetime] = _activity(ledger, b) if b.kind == "5h" else ()
+    activity: Iterable[datetime] = _block_activity(ledger, b, ctx.now) if b.kind == "5h" else ()
     start, end = rules.window(b.kind, ctx.now, ctx.tz, ctx.week_start, activity=activity)
     return _hours_between(ledger, b, start, end), end, start.isoformat() if start else None
 

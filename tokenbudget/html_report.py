@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenbudget import charts, render
-from tokenbudget.budgets import Budget, Check, Unit, format_amount, format_limit, resets_text
+from tokenbudget.budgets import Budget, Check, format_amount, format_limit, resets_text
 from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import Ledger
+
+if TYPE_CHECKING:
+    from tokenbudget.budgets import Unit
 
 TOP_SESSIONS = 10
 TOP_COMMANDS = 15

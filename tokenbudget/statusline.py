@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tokenbudget.budgets import Check
+    from tokenbudget.budgets import Check, Unit
 
 NEUTRAL = "tokenbudget: –"
 DISABLED = "tokenbudget: off"
@@ -49,7 +49,7 @@ def _colored(text: str, fraction: float, color: bool) -> str:
 
 def session_part(tokens: float, cost: float, checks: Sequence[Check], *, color: bool) -> str:
     """`session 18.5k/400k · $0.12`: the session's usage, against its budget when it has one."""
-    from tokenbudget.budgets import Unit, format_amount
+    from tokenbudget.budgets import format_amount
 
     parts = []
     amounts: tuple[tuple[Unit, float], ...] = (("tokens", tokens), ("usd", cost))
