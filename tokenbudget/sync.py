@@ -10,28 +10,33 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokenbudget import history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
 from tokenbudget.ledger import JsonFileStore, Ledger, new_ledger
+from tokenbudget.record import Record
 
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 200
 DEFAULT_RETENTION_DAYS = 2.0
 
 
-@dataclass
-class SyncReport:
-    files_read: int = 0
-    new_requests: int = 0
-    folded: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    complete: bool = True
+class SyncReport(Record):
+    """What a sync did."""
+
+    _fields = ("files_read", "new_requests", "folded", "skipped", "errors", "notices", "complete")
+    __slots__ = _fields
+
+    def __init__(self) -> None:
+        self.files_read = 0
+        self.new_requests = 0
+        self.folded = 0
+        self.skipped: dict[str, int] = {}
+        self.errors: list[str] = []
+        self.notices: list[str] = []
+        self.complete = True
 
     def add(self, r: Result) -> None:
         self.files_read += r.files

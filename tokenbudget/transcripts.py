@@ -11,12 +11,12 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tokenbudget.ledger import file_identity
+from tokenbudget.record import Record
 from tokenbudget.usage import Usage
 
 try:  # `import hashlib` loads OpenSSL, 3 ms of every hook call; blake2b is built in without it
@@ -35,13 +35,16 @@ _WANTED = (b'"assistant"', b'"user"', b'"cost-state"')
 _COMMAND_NAME = re.compile(r"<command-name>\s*(/?[^<\s]+)\s*</command-name>")
 
 
-@dataclass
-class FilePos:
+class FilePos(Record):
     """Where we stopped in one transcript, and how to recognise the same file again."""
 
-    ident: str
-    head: str
-    pos: int
+    _fields = ("ident", "head", "pos")
+    __slots__ = _fields
+
+    def __init__(self, ident: str, head: str, pos: int) -> None:
+        self.ident = ident
+        self.head = head
+        self.pos = pos
 
     def to_json(self) -> list[Any]:
         return [self.ident, self.head, self.pos]
@@ -52,51 +55,74 @@ class FilePos:
         return cls(str(ident), str(head), int(pos))
 
 
-@dataclass
-class Skipped:
+class Skipped(Record):
     """Lines passed over, by reason."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    _fields = ("counts",)
+    __slots__ = _fields
+
+    def __init__(self, counts: dict[str, int] | None = None) -> None:
+        self.counts = {} if counts is None else counts
 
     def add(self, reason: str, n: int = 1) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + n
 
 
-@dataclass
-class UsageEvent:
-    key: str
-    model: str
-    usage: Usage
-    ts: float
-    session_id: str
-    cwd: str | None
+class UsageEvent(Record):
+    _fields = ("key", "model", "usage", "ts", "session_id", "cwd")
+    __slots__ = _fields
+
+    def __init__(
+        self, key: str, model: str, usage: Usage, ts: float, session_id: str, cwd: str | None
+    ) -> None:
+        self.key = key
+        self.model = model
+        self.usage = usage
+        self.ts = ts
+        self.session_id = session_id
+        self.cwd = cwd
 
 
-@dataclass
-class PromptEvent:
-    prompt_id: str
-    command: str | None  # None: not a new command (e.g. a background task's notification)
-    ts: float
-    session_id: str
-    cwd: str | None
+class PromptEvent(Record):
+    _fields = ("prompt_id", "command", "ts", "session_id", "cwd")
+    __slots__ = _fields
+
+    def __init__(
+        self, prompt_id: str, command: str | None, ts: float, session_id: str, cwd: str | None
+    ) -> None:
+        self.prompt_id = prompt_id
+        self.command = command  # None: not a new command (e.g. a background task's notification)
+        self.ts = ts
+        self.session_id = session_id
+        self.cwd = cwd
 
 
-@dataclass
-class CostStateEvent:
-    session_id: str
-    ts: float | None
-    models: dict[str, tuple[Usage, float | None]]
+class CostStateEvent(Record):
+    _fields = ("session_id", "ts", "models")
+    __slots__ = _fields
+
+    def __init__(
+        self, session_id: str, ts: float | None, models: dict[str, tuple[Usage, float | None]]
+    ) -> None:
+        self.session_id = session_id
+        self.ts = ts
+        self.models = models
 
 
 Event = UsageEvent | PromptEvent | CostStateEvent
 
 
-@dataclass
-class ReadResult:
-    events: list[Event]
-    pos: FilePos
-    restarted: bool
-    skipped: Skipped
+class ReadResult(Record):
+    _fields = ("events", "pos", "restarted", "skipped")
+    __slots__ = _fields
+
+    def __init__(
+        self, events: list[Event], pos: FilePos, restarted: bool, skipped: Skipped
+    ) -> None:
+        self.events = events
+        self.pos = pos
+        self.restarted = restarted
+        self.skipped = skipped
 
 
 # --- discovery ---------------------------------------------------------------------------------
