@@ -227,10 +227,13 @@ def restore_into(ledger: Ledger, now: float) -> None:
         for h, per_model in rec["hours"].items():
             if int(h) < oldest:
                 continue
+            start = int(h) * BUCKET
+            # Only the session's own first and last moments are known: the bucket's edges
+            # stand in for the rest.
+            first, last = int(max(rec["f"], start)), int(min(rec["l"], start + BUCKET - 1))
             for v in per_model.values():
                 bucket = ledger["hours"].setdefault(h, {})
-                start = int(h) * BUCKET
-                first, last = max(rec["f"], start), min(rec["l"], start + BUCKET - 1)
                 b = bucket.setdefault(rec["p"], [0, 0.0, first, last])
                 b[0] += sum(v[:5])
                 b[1] += v[5]
+                b[2], b[3] = min(b[2], first), max(b[3], last)
