@@ -346,10 +346,11 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     """Turn the request records of sessions idle for `idle` seconds into per-session cells.
 
     A request record (about 110 bytes) is only needed while its response may still be
-    rewritten with a larger usage; after that the session keeps, per bucket, model and turn,
-    the sums (`c`), and the request's key alone (`k`, 16 characters) so that a re-read or a
-    fork's copy is still recognised. This keeps the ledger, which every hook reads and writes,
-    small for a busy user.
+    rewritten with a larger usage; after that the session keeps, per bucket, model and
+    command, the sums (`c`), and the request's key alone (`k`, 16 characters) so that a
+    re-read or a fork's copy is still recognised. This keeps the ledger, which every hook
+    reads and writes, small for a busy user. (The turn's own totals are in `t` already; what
+    reads compacted usage wants only its command.)
     """
     sessions = ledger["sessions"]
     idle_ids = {sid for sid, s in sessions.items() if s["l"] < now - idle}
@@ -372,8 +373,10 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     for key in [k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN]:
         rec = keys.pop(key)
         s = sessions[rec[0]]
+        turn = s["t"].get(rec[9])
+        command = turn[0] if turn is not None else "prompt"
         cells = s.setdefault("c", {})
-        cell = cells.setdefault(f"{rec[7]}\t{rec[1]}\t{rec[9]}", [0, 0, 0, 0, 0, 0.0])
+        cell = cells.setdefault(f"{rec[7]}\t{rec[1]}\t{command}", [0, 0, 0, 0, 0, 0.0])
         for i in range(5):
             cell[i] += rec[2 + i]
         cell[5] += rec[8] or 0.0
@@ -383,10 +386,17 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
 
 
 def compacted_cells(s: dict[str, Any]) -> Iterable[tuple[int, str, str, list[Any]]]:
-    """A session's compacted usage: (bucket, model, turn, [5 counts, cost])."""
+    """A session's compacted usage: (bucket, model, command, [5 counts, cost])."""
+    turns = s.get("t", {})
     for key, cell in s.get("c", {}).items():
-        bucket, model, turn = key.split("\t", 2)
-        yield int(bucket), model, turn, cell
+        bucket, model, command = key.split("\t", 2)
+        # Cells compacted by earlier versions name the turn (a prompt id, or "-" for none):
+        # never "prompt" or a "/command".
+        if command in turns:
+            command = turns[command][0]
+        elif not command.startswith("/"):
+            command = "prompt"
+        yield int(bucket), model, command, cell
 
 
 def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
