@@ -2,7 +2,7 @@
 """How big the ledger gets, what fills it, and the hook's peak RSS, from 5,000 to 50,000 sessions.
 
     python bench/ledger_size.py [--chunks 10] [--chunk-sessions 5000] [--days 365]
-                                [--retention-days 14] [--name ledger_size]
+                                [--retention-days 14] [--ref REF | --reinstall] [--name NAME]
 
 History is added in chunks of 5,000 sessions (each spread over the same `--days` before today,
 so after k chunks the user has had k*5,000 sessions that year), with `tokenbudget sync` after
@@ -123,8 +123,10 @@ def main() -> None:
     ap.add_argument("--name", default="ledger_size")
     ap.add_argument("--retention-days", type=int, default=None,
                     help="retention_days in config.json (default: left out, so tokenbudget's)")
+    ap.add_argument("--ref", help="measure the package as committed at REF (e.g. before a change)")
+    ap.add_argument("--reinstall", action="store_true", help="reinstall the working tree first")
     a = ap.parse_args()
-    py = common.bench_python()
+    py = common.bench_python_at(a.ref) if a.ref else common.bench_python(reinstall=a.reinstall)
     root = common.WORK / f"hist-chunks-{a.chunk_sessions}-{a.days:g}"
     state = common.WORK / "state-chunks"
     shutil.rmtree(state, ignore_errors=True)
@@ -170,6 +172,7 @@ def main() -> None:
         worst["hook"] = hook_cost(py, wenv, common.data_dir(worst_state), wt["latest"], 3)
     common.save(a.name, {"chunk_sessions": a.chunk_sessions, "days": a.days,
                          "retention_days": a.retention_days or "tokenbudget's default",
+                         "measured": common.installed(py.parent.parent),
                          "steps": steps,
                          "worst_5000_all_live": worst})
     print("\nsessions  ledger MB  live  records  hook RSS MB  hook/baseline")
