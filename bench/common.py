@@ -267,14 +267,18 @@ def data_dir(state: Path) -> Path:
     return state / "data" / "tokenbudget"
 
 
-def write_config(state: Path, *, retention_days: int = 14,
+def write_config(state: Path, *, retention_days: int | None = 14,
                  budgets: list[dict[str, Any]] | None = None,
                  lock_timeout: float | None = None) -> None:
-    """config.json with five budgets that no synthetic history reaches (the allow path)."""
+    """config.json with five budgets that no synthetic history reaches (the allow path).
+
+    `retention_days=None` leaves the setting out: tokenbudget's own default applies.
+    """
     state = state / "config" / "tokenbudget"
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cfg: dict[str, Any] = {"version": 1, "budgets": BUDGETS if budgets is None else budgets,
-                           "retention_days": retention_days}
+    cfg: dict[str, Any] = {"version": 1, "budgets": BUDGETS if budgets is None else budgets}
+    if retention_days is not None:
+        cfg["retention_days"] = retention_days
     if lock_timeout is not None:
         cfg["lock_timeout_seconds"] = lock_timeout
     (state / "config.json").write_text(json.dumps(cfg, indent=1))

@@ -2,13 +2,15 @@
 """How big the ledger gets, what fills it, and the hook's peak RSS, from 5,000 to 50,000 sessions.
 
     python bench/ledger_size.py [--chunks 10] [--chunk-sessions 5000] [--days 365]
+                                [--retention-days 14] [--ref REF | --reinstall] [--name NAME]
 
 History is added in chunks of 5,000 sessions (each spread over the same `--days` before today,
 so after k chunks the user has had k*5,000 sessions that year), with `tokenbudget sync` after
-each (retention 14 days: older sessions fold into history.jsonl). After each sync: ledger.json's
-size and what fills it, and one PreToolUse call's peak RSS (/usr/bin/time) and wall time against
-`python -c "import json"`. The all-live worst case comes from bench/hook_overhead.py's state
-(5,000 sessions within 10 days), if it exists.
+each (retention: tokenbudget's default, 2 days, unless `--retention-days`; older sessions fold
+into history.jsonl). After each sync: ledger.json's size and what fills it, and one PreToolUse
+call's peak RSS (/usr/bin/time) and wall time against `python -c "import json"`. The all-live
+worst case comes from bench/hook_overhead.py's state (5,000 sessions within 10 days), if it
+exists.
 Targets: ledger <= 1 MB, hook <= 50 MB peak RSS.
 """
 
@@ -57,6 +59,19 @@ def breakdown(ledger: dict[str, Any]) -> dict[str, Any]:
         }
         key_parts = {k: round(v, 1) for k, v in key_parts.items()}
     cells = sum(len(v) for v in ledger["hours"].values())
+    # Buckets before the last 2 days hold a whole local day each (see ingest.prune_hours).
+    recent = ledger["updated"] - 3 * 86400
+    merged = {h: v for h, v in ledger["hours"].items() if int(h) * 900 < recent}
+    detail = {
+        "hours: merged days": _size(merged),
+        "hours: 15-minute buckets": parts["hours"] - _size(merged),
+        "files: paths": sum(_size(p) + 1 for p in ledger["files"]),
+        "files: positions": parts["files"] - sum(_size(p) + 1 for p in ledger["files"]),
+        "sessions c: keys (bucket, model, turn)": sum(
+            _size(k) + 1 for s in ledger["sessions"].values() for k in s.get("c", {})),
+        "sessions t: keys (prompt ids)": sum(
+            _size(k) + 1 for s in ledger["sessions"].values() for k in s["t"]),
+    }
     return {
         "bytes": total, "parts": parts,
         "share": {k: round(v / total, 3) for k, v in parts.items() if v / total >= 0.005},
@@ -69,6 +84,7 @@ def breakdown(ledger: dict[str, Any]) -> dict[str, Any]:
         "files": len(ledger["files"]),
         "bytes_per_file_record": round(parts["files"] / max(1, len(ledger["files"])), 1),
         "hour_buckets": len(ledger["hours"]), "hour_cells": cells,
+        "merged_day_buckets": len(merged), "detail": detail,
         "bytes_per_hour_cell": round(parts["hours"] / max(1, cells), 1),
     }
 
@@ -105,12 +121,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--name", default="ledger_size")
+    ap.add_argument("--retention-days", type=int, default=None,
+                    help="retention_days in config.json (default: left out, so tokenbudget's)")
+    ap.add_argument("--ref", help="measure the package as committed at REF (e.g. before a change)")
+    ap.add_argument("--reinstall", action="store_true", help="reinstall the working tree first")
     a = ap.parse_args()
-    py = common.bench_python()
+    py = common.bench_python_at(a.ref) if a.ref else common.bench_python(reinstall=a.reinstall)
     root = common.WORK / f"hist-chunks-{a.chunk_sessions}-{a.days:g}"
     state = common.WORK / "state-chunks"
     shutil.rmtree(state, ignore_errors=True)
-    common.write_config(state)
+    common.write_config(state, retention_days=a.retention_days)
     tb = common.data_dir(state)
     steps = []
     dirs: list[Path] = []
@@ -150,7 +170,10 @@ def main() -> None:
         wenv = common.state_env(common.WORK / "hist-5000-worst", worst_state)
         shutil.copyfile(worst_ledger, common.data_dir(worst_state) / "ledger.json")
         worst["hook"] = hook_cost(py, wenv, common.data_dir(worst_state), wt["latest"], 3)
-    common.save(a.name, {"chunk_sessions": a.chunk_sessions, "days": a.days, "steps": steps,
+    common.save(a.name, {"chunk_sessions": a.chunk_sessions, "days": a.days,
+                         "retention_days": a.retention_days or "tokenbudget's default",
+                         "measured": common.installed(py.parent.parent),
+                         "steps": steps,
                          "worst_5000_all_live": worst})
     print("\nsessions  ledger MB  live  records  hook RSS MB  hook/baseline")
     for s in steps + ([worst] if worst else []):
@@ -158,6 +181,13 @@ def main() -> None:
         print(f"{s['sessions']:8d} {b['bytes'] / 1e6:9.2f} {b['live_sessions']:5d} "
               f"{b['request_records']:8d} " + (f"{h['peak_rss_kb'] / 1024:11.1f} "
                                                 f"{h['ratio']:13.2f}" if h else ""))
+    last = steps[-1]["ledger"]
+    print(f"\nwhat fills it at {steps[-1]['sessions']} sessions ({last['bytes']} bytes):")
+    fills = {f"sessions {k}": v for k, v in last["session_fields"].items()}
+    fills.update({k: v for k, v in last["parts"].items() if k != "sessions"})
+    fills.update(last["detail"])
+    for k, v in sorted(fills.items(), key=lambda kv: -kv[1])[:16]:
+        print(f"  {v / last['bytes']:6.1%} {v:9d}  {k}")
     if not a.keep:
         shutil.rmtree(root)
 

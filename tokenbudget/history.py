@@ -31,21 +31,23 @@ def _hourly(s: dict[str, Any], key_records: list[list[Any]]) -> dict[str, dict[s
     out: dict[str, dict[str, list[Any]]] = {}
     turns = s["t"]
 
-    def add(hour: int, model: str, counts: list[int], cost: float | None, turn: str) -> None:
-        cmd = turns[turn][0] if turn in turns else "prompt"
+    def add(hour: int, model: str, counts: list[int], cost: float | None, cmd: str) -> None:
         row = out.setdefault(str(hour), {}).setdefault(f"{model}\t{cmd}", [0, 0, 0, 0, 0, 0.0])
         for i in range(5):
             row[i] += counts[i]
         row[5] += cost or 0.0
 
+    def command(turn: str) -> str:
+        return str(turns[turn][0]) if turn in turns else "prompt"
+
     for rec in key_records:
-        add(rec[7], rec[1], rec[2:7], rec[8], rec[9])
+        add(rec[7], rec[1], rec[2:7], rec[8], command(rec[9]))
     for a in s["adj"]:
-        add(a[0], a[1], a[2:7], a[7], a[8])
+        add(a[0], a[1], a[2:7], a[7], command(a[8]))
     from tokenbudget.ingest import compacted_cells
 
-    for bucket, model, turn, c in compacted_cells(s):
-        add(bucket, model, c[:5], c[5], turn)
+    for bucket, model, cmd, c in compacted_cells(s):
+        add(bucket, model, c[:5], c[5], cmd)
     return out
 
 
@@ -227,10 +229,13 @@ def restore_into(ledger: Ledger, now: float) -> None:
         for h, per_model in rec["hours"].items():
             if int(h) < oldest:
                 continue
+            start = int(h) * BUCKET
+            # Only the session's own first and last moments are known: the bucket's edges
+            # stand in for the rest.
+            first, last = int(max(rec["f"], start)), int(min(rec["l"], start + BUCKET - 1))
             for v in per_model.values():
                 bucket = ledger["hours"].setdefault(h, {})
-                start = int(h) * BUCKET
-                first, last = max(rec["f"], start), min(rec["l"], start + BUCKET - 1)
                 b = bucket.setdefault(rec["p"], [0, 0.0, first, last])
                 b[0] += sum(v[:5])
                 b[1] += v[5]
+                b[2], b[3] = min(b[2], first), max(b[3], last)

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tokenbudget.usage import ZERO, Usage
 # minutes, so a local day, week or month is always a whole number of buckets.
 BUCKET = 900
 BUCKETS_KEPT = 40 * 96  # the buckets feed the day/week/month/5h windows: 40 days is enough
+RECENT = 2 * 86400  # 15-minute buckets kept this long; older ones are merged per local day
 NO_TURN = "-"
 
 # Relative weights of the token kinds in every Claude price list (output 5x input, cache
@@ -278,13 +280,16 @@ class Ingestor:
         project = s["p"]
         bucket = self.L["hours"].setdefault(str(hour), {})
         b = bucket.get(project)
+        # Whole seconds: blocks and windows begin on whole seconds, and flooring keeps every
+        # moment on the same side of them.
+        second = int(ts)
         if b is None:
-            bucket[project] = [tokens, cost, ts, ts]
+            bucket[project] = [tokens, cost, second, second]
         else:
             b[0] += tokens
             b[1] += cost
-            b[2] = min(b[2], ts)
-            b[3] = max(b[3], ts)
+            b[2] = min(b[2], second)
+            b[3] = max(b[3], second)
         p = self.L["projects"].setdefault(project, [0, 0.0])
         p[0] += tokens
         p[1] += cost
@@ -341,10 +346,11 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     """Turn the request records of sessions idle for `idle` seconds into per-session cells.
 
     A request record (about 110 bytes) is only needed while its response may still be
-    rewritten with a larger usage; after that the session keeps, per bucket, model and turn,
-    the sums (`c`), and the request's key alone (`k`, 16 characters) so that a re-read or a
-    fork's copy is still recognised. This keeps the ledger, which every hook reads and writes,
-    small for a busy user.
+    rewritten with a larger usage; after that the session keeps, per bucket, model and
+    command, the sums (`c`), and the request's key alone (`k`, 16 characters) so that a
+    re-read or a fork's copy is still recognised. This keeps the ledger, which every hook
+    reads and writes, small for a busy user. (The turn's own totals are in `t` already; what
+    reads compacted usage wants only its command.)
     """
     sessions = ledger["sessions"]
     idle_ids = {sid for sid, s in sessions.items() if s["l"] < now - idle}
@@ -367,8 +373,10 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     for key in [k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN]:
         rec = keys.pop(key)
         s = sessions[rec[0]]
+        turn = s["t"].get(rec[9])
+        command = turn[0] if turn is not None else "prompt"
         cells = s.setdefault("c", {})
-        cell = cells.setdefault(f"{rec[7]}\t{rec[1]}\t{rec[9]}", [0, 0, 0, 0, 0, 0.0])
+        cell = cells.setdefault(f"{rec[7]}\t{rec[1]}\t{command}", [0, 0, 0, 0, 0, 0.0])
         for i in range(5):
             cell[i] += rec[2 + i]
         cell[5] += rec[8] or 0.0
@@ -378,17 +386,72 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
 
 
 def compacted_cells(s: dict[str, Any]) -> Iterable[tuple[int, str, str, list[Any]]]:
-    """A session's compacted usage: (bucket, model, turn, [5 counts, cost])."""
+    """A session's compacted usage: (bucket, model, command, [5 counts, cost])."""
+    turns = s.get("t", {})
     for key, cell in s.get("c", {}).items():
-        bucket, model, turn = key.split("\t", 2)
-        yield int(bucket), model, turn, cell
+        bucket, model, command = key.split("\t", 2)
+        # Cells compacted by earlier versions name the turn (a prompt id, or "-" for none):
+        # never "prompt" or a "/command".
+        if command in turns:
+            command = turns[command][0]
+        elif not command.startswith("/"):
+            command = "prompt"
+        yield int(bucket), model, command, cell
 
 
-def prune_hours(ledger: Ledger, now: float) -> None:
-    """Drop buckets older than any window needs."""
-    oldest = int(now // BUCKET) - BUCKETS_KEPT
-    for h in [h for h in ledger["hours"] if int(h) < oldest]:
-        del ledger["hours"][h]
+def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
+    """Drop buckets older than any window needs; before the last 2 days, keep one per day.
+
+    Day, week and month windows begin at a local midnight of `tz` (None: UTC), so the
+    buckets of one local day summed into one, keyed by the bucket of that day's midnight,
+    count in a window exactly when the day does; its first and last span the day's activity.
+    The last 2 days keep 15-minute buckets for the last hour's burn rate and the 5-hour
+    blocks. A block chains from the one before while activity goes on, so blocks are exact
+    when activity paused for 5 hours within those 2 days; without a pause they depend on how
+    far back the buckets reach, as they did when that was only the 40-day cut.
+
+    The one inexactness: a merged day keeps the midnights of the zone it was merged in. If
+    the user's zone changes, it counts wholly in the window holding its old midnight.
+    """
+    from tokenbudget.budgets import window
+
+    zone = tz or UTC
+
+    def day_of(t: float) -> tuple[float, float]:
+        start, end = window("daily", datetime.fromtimestamp(t, UTC), zone)
+        assert start is not None and end is not None  # a day always has both ends
+        return start.timestamp(), end.timestamp()
+
+    hours = ledger["hours"]
+    # Whole days go: a merged day keyed before the cut must not go while part of it is kept.
+    cut = day_of((now // BUCKET - BUCKETS_KEPT) * BUCKET)[0]
+    for h in [h for h in hours if int(h) * BUCKET < cut]:
+        del hours[h]
+    recent = day_of(now - RECENT)[0]
+    old = sorted((int(h), h) for h in hours if int(h) * BUCKET < recent)
+    i = 0
+    while i < len(old):
+        lo, hi = day_of(old[i][0] * BUCKET)
+        j = i
+        while j < len(old) and old[j][0] * BUCKET < hi:
+            j += 1
+        day, i = old[i:j], j
+        # A midnight off the 15-minute grid (no zone has one today) would not be counted right.
+        if lo % BUCKET or hi % BUCKET or [b for b, _ in day] == [int(lo // BUCKET)]:
+            continue
+        merged: dict[str, list[Any]] = {}
+        for _, h in day:
+            for project, c in hours.pop(h).items():
+                m = merged.setdefault(project, [0, 0.0, c[2], c[3]])
+                m[0] += c[0]
+                m[1] += c[1]
+                m[2] = min(m[2], c[2])
+                m[3] = max(m[3], c[3])
+        for m in merged.values():
+            # Whole seconds keep each moment on the same side of every window's and block's
+            # edge; a nanodollar is less than any one token costs.
+            m[1], m[2], m[3] = round(m[1], 9), int(m[2]), int(m[3])
+        hours[str(int(lo // BUCKET))] = merged
 
 
 def session_paths(transcript: Path, session_id: str) -> Iterable[tuple[Path, str, bool]]:

@@ -74,8 +74,7 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
                 Cell(sid, s["p"], a[0], a[1], Usage(*a[2:7]), a[7] or 0.0, cmd),
                 src.get(a[1], "t"),
             )
-        for bucket, model, turn, c in compacted_cells(s):
-            cmd = turns[turn][0] if turn in turns else "prompt"
+        for bucket, model, cmd, c in compacted_cells(s):
             yield Cell(sid, s["p"], bucket, model, Usage(*c[:5]), c[5], cmd), src.get(model, "t")
     for sid, folded in records.items():
         live = sessions.get(sid)
