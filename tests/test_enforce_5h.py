@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tokenbudget import budgets as rules
 from tokenbudget import enforce
 from tokenbudget.budgets import Budget
-from tokenbudget.ingest import BUCKET
+from tokenbudget.ledger import BUCKET
 
 HOUR = 3600.0
 BASE = 1_780_002_000.0 - 1_780_002_000.0 % HOUR  # a UTC hour

@@ -6,14 +6,14 @@ import copy
 import json
 import random
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from tokenbudget import burn, enforce, ingest
 from tokenbudget.budgets import Budget
-from tokenbudget.ingest import BUCKET
-from tokenbudget.ledger import Ledger, new_ledger, validate
+from tokenbudget.ledger import BUCKET, Ledger, new_ledger, validate
 
 PROJECTS = ("/home/dev/app", "/home/dev/app/web", "/home/dev/lib", "")
 HOUR = 3600.0
@@ -208,3 +208,22 @@ def test_a_day_merged_in_another_zone_counts_by_its_old_midnight() -> None:
     budget = Budget("daily", 1e12)
     assert enforce.measure(budget, ledger, day_in_new)[0] == 0
     assert enforce.measure(budget, ledger, day_before_in_new)[0] == 100
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/New_York"])
+def test_sync_merges_by_the_users_midnights(private_home: Path, zone: str) -> None:
+    from tests.helpers import install_fixture
+    from tokenbudget import sync
+
+    install_fixture("loop", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=_at("2026-11-28T18:00:00"), tz=ZoneInfo(zone))
+    fresh = copy.deepcopy(store.snapshot()["hours"])
+    assert fresh and all(int(h) * BUCKET > _at("2026-11-28T00:00:00") for h in fresh)
+    sync.sync_all(store, now=_at("2026-12-03T18:00:00"), tz=ZoneInfo(zone))
+    hours = store.snapshot()["hours"]
+    (key,) = hours  # the session's buckets, merged into its day
+    midnight = datetime.fromtimestamp(int(key) * BUCKET, ZoneInfo(zone))
+    assert (midnight.hour, midnight.minute) == (0, 0) and midnight.day in (28, 29)
+    for project, cell in hours[key].items():
+        assert cell[0] == sum(c[project][0] for c in fresh.values() if project in c)

@@ -126,7 +126,9 @@ def _sync(cfg: Any, quiet: bool = True) -> Any:
     from tokenbudget import sync
 
     store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 30.0))
-    report = sync.sync_all(store, prices=cfg.prices, retention_days=cfg.retention_days)
+    report = sync.sync_all(
+        store, prices=cfg.prices, retention_days=cfg.retention_days, tz=cfg.tz()
+    )
     _notices(report.notices)
     if not quiet:
         for err in report.errors[:5]:
@@ -170,7 +172,9 @@ def rebuild() -> None:
 
     cfg = _config()
     store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 30.0))
-    kept, report = sync.rebuild(store, prices=cfg.prices, retention_days=cfg.retention_days)
+    kept, report = sync.rebuild(
+        store, prices=cfg.prices, retention_days=cfg.retention_days, tz=cfg.tz()
+    )
     _notices(report.notices)
     # Whatever sync.rebuild named the file it set aside: a healthy ledger is not a corrupt one.
     where = f"; the previous ledger is kept as {kept.name}" if kept else ""

@@ -204,7 +204,8 @@ def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None
 
 def restore_into(ledger: Ledger, now: float) -> None:
     """Refill a rebuilt ledger's rollups from the folded sessions."""
-    from tokenbudget.ingest import BUCKET, BUCKETS_KEPT
+    from tokenbudget.ingest import BUCKETS_KEPT
+    from tokenbudget.ledger import BUCKET
 
     oldest = int(now // BUCKET) - BUCKETS_KEPT
     for rec in read_records().values():

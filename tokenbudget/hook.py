@@ -304,6 +304,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             prices=cfg.prices,
             retention_days=cfg.retention_days,
             deadline=time.monotonic() + 4.0,
+            tz=cfg.tz(),
         )
     return _with_message(answer, "\n".join(messages) if messages else None)
 
@@ -318,7 +319,7 @@ def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool
     if ev.name == "SessionStart":
         from tokenbudget import history
 
-        ingest.prune_hours(ledger, now)
+        ingest.prune_hours(ledger, now, cfg.tz())
         history.fold(ledger, now - cfg.retention_days * 86400)
         ingest.compact(ledger, now)
     elif len(ledger["keys"]) > ingest.COMPACT_WHEN:

@@ -15,19 +15,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from tokenbudget import transcripts
-from tokenbudget.ledger import Ledger
+from tokenbudget.ledger import BUCKET, Ledger, file_identity
+from tokenbudget.record import Record
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
 from tokenbudget.usage import ZERO, Usage
 
 # Usage is kept in 15-minute buckets: every time zone's offset from UTC is a multiple of 15
 # minutes, so a local day, week or month is always a whole number of buckets.
-BUCKET = 900
 BUCKETS_KEPT = 40 * 96  # the buckets feed the day/week/month/5h windows: 40 days is enough
 RECENT = 2 * 86400  # 15-minute buckets kept this long; older ones are merged per local day
 NO_TURN = "-"
@@ -45,15 +44,18 @@ def weight(u: Usage) -> float:
     return sum(w * v for w, v in zip(WEIGHTS, u, strict=True))
 
 
-@dataclass
-class Result:
+class Result(Record):
     """What one ingest pass did."""
 
-    files: int = 0
-    new_requests: int = 0
-    restarted: list[str] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    _fields = ("files", "new_requests", "restarted", "skipped", "errors")
+    __slots__ = _fields
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.new_requests = 0
+        self.restarted: list[str] = []
+        self.skipped: dict[str, int] = {}
+        self.errors: list[str] = []
 
 
 class Ingestor:
@@ -81,7 +83,7 @@ class Ingestor:
         except OSError as e:
             self.result.errors.append(f"{path}: {e.strerror}")
             return
-        if prev is not None and prev.pos == st.st_size and prev.ident == transcripts._identity(st):
+        if prev is not None and prev.pos == st.st_size and prev.ident == file_identity(st):
             return  # nothing new: the common case, answered by one stat
         try:
             res = transcripts.read_new(path, prev, max_bytes)

@@ -12,8 +12,8 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from tokenbudget.budgets import project_matches
-from tokenbudget.ingest import BUCKET, compacted_cells
-from tokenbudget.ledger import Ledger
+from tokenbudget.ingest import compacted_cells
+from tokenbudget.ledger import BUCKET, Ledger
 from tokenbudget.usage import ZERO, Usage
 
 BY_CHOICES = ("day", "week", "month", "session", "project", "command", "model", "block")

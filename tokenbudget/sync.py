@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
 from tokenbudget import history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
-from tokenbudget.ledger import JsonFileStore, Ledger, new_ledger
+from tokenbudget.ledger import JsonFileStore, Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
 
 BATCH_BYTES = 32 * 1024 * 1024
@@ -69,6 +70,7 @@ def sync_all(
     retention_days: float = DEFAULT_RETENTION_DAYS,
     deadline: float | None = None,
     now: float | None = None,
+    tz: tzinfo | None = None,
 ) -> SyncReport:
     """Ingest everything new in every transcript, then fold sessions idle past retention."""
     report = SyncReport()
@@ -97,7 +99,7 @@ def sync_all(
             # it again (its session is no longer there to fold): the ledger would keep a record
             # for every transcript ever seen.
             prev = (old[0], old[2]) if old is not None else None
-        if prev is not None and prev[1] == st.st_size and prev[0] == transcripts._identity(st):
+        if prev is not None and prev[1] == st.st_size and prev[0] == file_identity(st):
             continue
         todo.append((path, sid, sub, st.st_size))
     batch: list[tuple[Path, str, bool, int]] = []
@@ -116,7 +118,7 @@ def sync_all(
     with store.transaction() as ledger:
         _take_notices(ledger, report)
         ledger["rebuild"] = False
-        prune_hours(ledger, t_now)
+        prune_hours(ledger, t_now, tz)
         report.folded = history.fold(ledger, t_now - retention_days * 86400)
         compact(ledger, t_now)
     return report
@@ -188,6 +190,7 @@ def rebuild(
     prices: Mapping[str, Mapping[str, float]] | None = None,
     retention_days: float = DEFAULT_RETENTION_DAYS,
     now: float | None = None,
+    tz: tzinfo | None = None,
 ) -> tuple[Path | None, SyncReport]:
     """Set the ledger aside and count everything again from the transcripts.
 
@@ -206,7 +209,12 @@ def rebuild(
         # Until sync_all below finishes, hooks must know these totals are not whole yet.
         ledger["rebuild"] = True
     report = sync_all(
-        store, config_dirs=config_dirs, prices=prices, retention_days=retention_days, now=now
+        store,
+        config_dirs=config_dirs,
+        prices=prices,
+        retention_days=retention_days,
+        now=now,
+        tz=tz,
     )
     return kept, report
 

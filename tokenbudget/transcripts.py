@@ -173,7 +173,6 @@ def session_files(transcript: Path, session_id: str) -> Iterator[tuple[Path, str
 # --- reading -----------------------------------------------------------------------------------
 
 
-_identity = file_identity
 
 
 def _head_digest(data: bytes) -> str:
@@ -198,7 +197,7 @@ def read_new(path: Path, prev: FilePos | None, max_bytes: int | None = None) -> 
             raise OSError(f"{path} is not a regular file")
         head_len = min(HEAD_BYTES, st.st_size)
         head = _head_digest(os.pread(fd, head_len, 0)) if head_len else ""
-        ident = _identity(st)
+        ident = file_identity(st)
         start = 0
         restarted = False
         if prev is not None:
