@@ -166,7 +166,9 @@ def test_desired_hooks_shape() -> None:
 
 def test_statusline_recognition() -> None:
     assert is_our_statusline("tokenbudget statusline")
-    assert is_our_statusline("'/usr/bin/python3' -m tokenbudget.statusline")
+    assert is_our_statusline("'/usr/bin/python3' -m tokenbudget.statusline")  # written before
+    assert is_our_statusline("'/usr/bin/python3' -P -m tokenbudget.statusline")
+    assert statusline_command("/usr/bin/python3") == "/usr/bin/python3 -P -m tokenbudget.statusline"
     assert is_our_statusline(statusline_command(None))
     assert is_our_statusline(statusline_command("/opt/my tools/bin/python3"))
     # Someone's own wrapper around our command is theirs: we never write these shapes.

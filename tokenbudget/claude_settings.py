@@ -218,11 +218,12 @@ def statusline_command(python: str | None) -> str:
     """Our statusLine command: run by `python`, or (None) the `tokenbudget` found on PATH."""
     if python is None:
         return "tokenbudget statusline"
-    return f"{shlex.quote(python)} -m {STATUSLINE_MODULE}"
+    # -P: the project's folder (the working directory) stays off sys.path, see hook_command.
+    return f"{shlex.quote(python)} -P -m {STATUSLINE_MODULE}"
 
 
 def is_our_statusline(command: object) -> bool:
-    """Whether a statusLine command string is exactly one of the two shapes we write."""
+    """Whether a statusLine command string is exactly one of the shapes we write (or wrote)."""
     if not isinstance(command, str):
         return False
     try:
@@ -232,8 +233,10 @@ def is_our_statusline(command: object) -> bool:
     match words:
         case ["tokenbudget", "statusline"]:
             return True
-        case [python, "-m", module] if module == STATUSLINE_MODULE and python:
+        case [python, "-P", "-m", module] if module == STATUSLINE_MODULE and python:
             return True
+        case [python, "-m", module] if module == STATUSLINE_MODULE and python:
+            return True  # the form written before -P
     return False
 
 
