@@ -9,6 +9,7 @@ Setup (cached under $TB_BENCH_DIR, default /tmp/tb-bench): synthetic history of 
 installed non-editable and compiled to bytecode.
 
 - realistic: sessions spread over a year, retention 14 days: most are folded into history.
+- default: the same history with tokenbudget's default retention (2 days).
 - worst: every session in the last 10 days: none is folded, all hour buckets are kept.
 
 The measured session is the latest one, fully ingested: PreToolUse has nothing new to read.
@@ -32,13 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import synth
 
-CASES = {"realistic": ["--days", "365"], "worst": ["--days", "10"]}
+# case -> (history spread, retention_days in the config; None: tokenbudget's default)
+CASES: dict[str, tuple[list[str], int | None]] = {
+    "realistic": (["--days", "365"], 14),
+    "default": (["--days", "365"], None),
+    "worst": (["--days", "10"], 14),
+}
+HOOK_CODE = "from tokenbudget.hook import main; main()"  # as installed hooks run it
 
 
 def prepare(py: Path, n: int, case: str, resync: bool) -> dict[str, Any]:
     """History, synced state and the pristine ledger for one case."""
-    data = common.WORK / f"hist-{n}-{case}"
-    truth = common.synth(data, "--sessions", str(n), "--seed", "11", "--lean", *CASES[case])
+    spread, retention = CASES[case]
+    data = common.WORK / f"hist-{n}-{'worst' if case == 'worst' else 'realistic'}"
+    truth = common.synth(data, "--sessions", str(n), "--seed", "11", "--lean", *spread)
     state = common.WORK / f"state-{n}-{case}"
     env = common.state_env(data, state)
     tb = common.data_dir(state)
@@ -46,7 +54,7 @@ def prepare(py: Path, n: int, case: str, resync: bool) -> dict[str, Any]:
     if resync or not pristine.exists():
         if state.exists():
             shutil.rmtree(state)
-        common.write_config(state)
+        common.write_config(state, retention_days=retention)
         r = common.run([str(py.parent / "tokenbudget"), "sync", "--json"], env=env)
         common.log(f"sync {case}: {r.seconds:.1f} s")
         shutil.copyfile(tb / "ledger.json", pristine)
@@ -99,7 +107,7 @@ def nokeys_state(s: dict[str, Any]) -> dict[str, Any]:
 def measure(py: Path, s: dict[str, Any], rounds: int, before: Path | None = None,
             whatif: bool = False) -> dict[str, Any]:
     env = s["env"]
-    hook = [str(py), "-m", "tokenbudget.hook"]
+    hook = [str(py), "-P", "-c", HOOK_CODE]
     counter = [0]
     size = s["transcript"].stat().st_size
     turn, turn_tokens = a_turn(s)

@@ -28,18 +28,18 @@ import json, os, sys, time
 t = [time.perf_counter()]
 import tokenbudget.hook
 t.append(time.perf_counter())
-from tokenbudget import config, enforce, sync, ledger, paths
+from tokenbudget import config, enforce, ledger, paths
 t.append(time.perf_counter())
 cfg = config.load_config()
 budgets = [b for b in cfg.budgets]
 t.append(time.perf_counter())
-raw = open(paths.ledger_path(), "rb").read()
+raw = open(paths.ledger_file(), "rb").read()
 t.append(time.perf_counter())
-data = json.loads(raw)
+data = ledger.validate(json.loads(raw))
 t.append(time.perf_counter())
 payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
 t.append(time.perf_counter())
-tmp = str(paths.ledger_path()) + ".phases"
+tmp = paths.ledger_file() + ".phases"
 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 os.write(fd, payload)
 os.fsync(fd)
@@ -57,7 +57,8 @@ for b in budgets:
     enforce.measure(b, data, ctx)
     per[b.kind] = time.perf_counter() - a
 names = ["import tokenbudget.hook", "other modules a call imports", "config", "read ledger",
-         "json.loads ledger", "json.dumps ledger", "write + fsync a copy", "time zone, context"]
+         "json.loads + validate ledger", "json.dumps ledger (locked calls only)",
+         "write + fsync a copy (locked calls only)", "time zone, context"]
 out = {n: t[i + 1] - t[i] for i, n in enumerate(names)}
 out.update({f"budget {k}": v for k, v in per.items()})
 print(json.dumps(out))
