@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CASES, install_fixture, truth_usage
+from tests.helpers import CASES, install_fixture, truth, truth_usage
 from tokenbudget import history, query, sync
 from tokenbudget.usage import Usage
 
@@ -414,3 +414,34 @@ def test_claude_config_dir_naming_a_folder_with_a_comma(
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("plain")
+
+
+def test_a_fork_read_before_its_parent_credits_the_copies_to_the_parent(
+    private_home: Path,
+) -> None:
+    # The first hook of a new install may come from the fork: its copies of the parent's
+    # requests must still be the parent's, whatever reads the parent's transcript later.
+    projects = install_fixture("forked", private_home / ".claude")
+    parent = "41481808-d348-404b-a183-6d629348bbef"
+    fork = "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    store = sync.open_store()
+    sync.sync_session(store, projects / "-home-dev-project" / f"{fork}.jsonl", fork)
+    assert session_totals(store) == {fork: truth_usage("forked", fork)}
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session[parent] == truth_usage("forked", parent)
+    assert per_session[fork] == truth_usage("forked", fork)
+
+
+def test_a_first_sync_puts_subagent_usage_in_the_launching_turn(private_home: Path) -> None:
+    install_fixture("agent", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)  # subagent transcripts are read before the main one
+    s = store.snapshot()["sessions"]["8e945286-e779-410e-9516-f3c30e65f9e5"]
+    turn = s["t"]["e1fb9928-8dba-4eae-9c5a-27858b8eb42a"]  # "please AGENT", which launched it
+    # Every request of the session is this turn's: its own, the subagent's, and the answer to
+    # the subagent's notification (which carries the same turn on).
+    fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+              "cache_read_input_tokens")
+    assert turn[0] == "prompt" and turn[1] > 0
+    assert turn[2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)

@@ -99,7 +99,13 @@ class Ingestor:
         turn = rec[4] if rec and not res.restarted else None
         if res.restarted and rec:
             turn = rec[4] if is_subagent else None
-        state = {"turn": turn, "sub": is_subagent, "last_ts": None}
+        state: dict[str, Any] = {
+            "turn": turn,
+            "sub": is_subagent,
+            "last_ts": None,
+            "dir": None if is_subagent else os.path.dirname(path),
+            "beside": {},
+        }
         for ev in res.events:
             if isinstance(ev, UsageEvent):
                 self._usage(session_id, ev, state)
@@ -159,8 +165,11 @@ class Ingestor:
             if ev.prompt_id not in s["t"] and state["turn"] is not None:
                 s["a"][ev.prompt_id] = state["turn"]
             return
-        if ev.prompt_id not in s["t"]:
+        t = s["t"].get(ev.prompt_id)
+        if t is None:
             s["t"][ev.prompt_id] = [ev.command, ev.ts, 0, 0.0]
+        elif not t[1]:
+            t[0], t[1] = ev.command, ev.ts  # kept for a subagent read first: now it is known
         state["turn"] = ev.prompt_id
 
     # --- usage ---------------------------------------------------------------------------------
@@ -188,7 +197,17 @@ class Ingestor:
                     s["fk"].append(ev.key)
                     self._add_seen(s, ev.model, ev.usage)  # a copy carries the same usage
                 return
+            if self._counted_beside(ev, sid, state):
+                if ev.key not in s["fk"]:
+                    s["fk"].append(ev.key)
+                    self._add_seen(s, ev.model, ev.usage)
+                return
             turn = self._resolve_turn(s, state["turn"])
+            if turn == NO_TURN and state["sub"] and state["turn"] is not None:
+                # The launching prompt is in the main transcript, not read yet (a first sync
+                # reads subagents first): hold its turn, filled in when the prompt is read.
+                s["t"][state["turn"]] = ["prompt", 0.0, 0, 0.0]
+                turn = state["turn"]
             cost = self.cost_of(ev.model, ev.usage)
             keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // BUCKET), cost, turn]
             self._add_seen(s, ev.model, ev.usage)
@@ -216,6 +235,17 @@ class Ingestor:
                 if owner != sid:
                     self._add_seen(s, model, delta)
                 self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
+
+    def _counted_beside(self, ev: UsageEvent, sid: str, state: dict[str, Any]) -> bool:
+        """A fork's copy of a request made by a session whose transcript lies beside this one:
+        that transcript counts it, whether it was read before, is read later, or was folded
+        into history already. Counting it here would depend on which file is read first."""
+        if ev.origin is None or ev.origin == sid or state["dir"] is None:
+            return False
+        beside: dict[str, bool] = state["beside"]
+        if ev.origin not in beside:
+            beside[ev.origin] = os.path.isfile(os.path.join(state["dir"], ev.origin + ".jsonl"))
+        return beside[ev.origin]
 
     def _compacted_owner(self, key: str) -> str | None:
         """The session whose compacted requests include `key`, if any."""

@@ -32,6 +32,7 @@ HEAD_BYTES = 256
 
 # Entry types we act on; everything else is skipped before paying for json.loads.
 _WANTED = (b'"assistant"', b'"user"', b'"cost-state"')
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # safe as a file name
 _COMMAND_NAME = re.compile(r"<command-name>\s*(/?[^<\s]+)\s*</command-name>")
 
 
@@ -69,11 +70,18 @@ class Skipped(Record):
 
 
 class UsageEvent(Record):
-    _fields = ("key", "model", "usage", "ts", "session_id", "cwd")
+    _fields = ("key", "model", "usage", "ts", "session_id", "cwd", "origin")
     __slots__ = _fields
 
     def __init__(
-        self, key: str, model: str, usage: Usage, ts: float, session_id: str, cwd: str | None
+        self,
+        key: str,
+        model: str,
+        usage: Usage,
+        ts: float,
+        session_id: str,
+        cwd: str | None,
+        origin: str | None = None,
     ) -> None:
         self.key = key
         self.model = model
@@ -81,6 +89,8 @@ class UsageEvent(Record):
         self.ts = ts
         self.session_id = session_id
         self.cwd = cwd
+        # A fork's copy names the session that made the request (`requestSessionId`).
+        self.origin = origin
 
 
 class PromptEvent(Record):
@@ -395,7 +405,16 @@ def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
         skipped.add("malformed")
         return None
     cwd = entry.get("cwd")
-    return UsageEvent(key, model, usage, ts, sid, cwd if isinstance(cwd, str) else None)
+    origin = entry.get("requestSessionId")
+    return UsageEvent(
+        key,
+        model,
+        usage,
+        ts,
+        sid,
+        cwd if isinstance(cwd, str) else None,
+        origin if isinstance(origin, str) and origin != sid and _SESSION_ID.match(origin) else None,
+    )
 
 
 # A slash command's name: letters, digits, `_`, `-`, `.`, and `:` for a plugin's namespace.
