@@ -445,3 +445,20 @@ def test_a_first_sync_puts_subagent_usage_in_the_launching_turn(private_home: Pa
               "cache_read_input_tokens")
     assert turn[0] == "prompt" and turn[1] > 0
     assert turn[2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)
+
+
+def test_a_fork_of_a_folded_session_does_not_count_the_copies_again(private_home: Path) -> None:
+    projects = install_fixture("forked", private_home / ".claude") / "-home-dev-project"
+    parent = "41481808-d348-404b-a183-6d629348bbef"
+    fork = "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    moved = private_home / "not yet forked"
+    moved.mkdir()
+    (projects / f"{fork}.jsonl").rename(moved / f"{fork}.jsonl")  # not forked yet
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0, retention_days=0)  # the parent is folded
+    assert parent not in store.snapshot()["sessions"]
+    (moved / f"{fork}.jsonl").rename(projects / f"{fork}.jsonl")
+    sync.sync_session(store, projects / f"{fork}.jsonl", fork)
+    per_session = session_totals(store)
+    assert per_session[parent] == truth_usage("forked", parent)
+    assert per_session[fork] == truth_usage("forked", fork)
