@@ -393,3 +393,36 @@ def test_a_tokenbudget_folder_in_the_project_does_not_shadow_the_package(
         check=False,
     )
     assert (proc.returncode, json.loads(proc.stdout)) == (0, {})
+
+
+def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget import hook
+    from tokenbudget.ledger import JsonFileStore
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10M"})
+    raw = json.dumps(base).encode()
+    hook.handle("Stop", raw)
+    loads: list[str] = []
+    real_load = JsonFileStore.load
+    monkeypatch.setattr(JsonFileStore, "load", lambda self: loads.append("x") or real_load(self))
+    _append_request(base["transcript_path"], 1, 1000)
+    total = session_tokens(private_home, base["session_id"])
+    hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "a"}).encode())
+    assert loads == []  # read once (without the lock), used under the lock as read
+    assert session_tokens(private_home, base["session_id"]) == total + 1000
+    # Another process commits between that read and the lock: its commit is read, not lost.
+    real_unread = hook._unread
+
+    def unread_while_another_commits(*args: Any) -> bool:
+        with JsonFileStore(private_home / "tb state" / "ledger.json").transaction() as other:
+            other["notices"].append("from another process")
+        return real_unread(*args)
+
+    monkeypatch.setattr(hook, "_unread", unread_while_another_commits)
+    _append_request(base["transcript_path"], 2, 500)
+    out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "b"}).encode())
+    assert loads and "from another process" in out["systemMessage"]
+    assert session_tokens(private_home, base["session_id"]) == total + 1500

@@ -245,7 +245,7 @@ def _fingerprint(ev: Event) -> str:
 
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
-    quick = _quick(ev, cfg, budget_list, now)
+    quick, known = _quick(ev, cfg, budget_list, now)
     if quick is not None:
         return quick
     from tokenbudget import sync
@@ -255,7 +255,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
     answer: dict[str, Any] = {}
     messages: list[str] = []
     rebuild_owed = False
-    with store.transaction() as ledger:
+    with store.transaction(known) as ledger:
         events = ledger.setdefault("events", {})
         fp = _fingerprint(ev)
         if fp in events:
@@ -351,35 +351,40 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
-def _quick(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any] | None:
+def _quick(
+    ev: Event, cfg: Any, budget_list: list[Any], now: float
+) -> tuple[dict[str, Any] | None, Any]:
     """The answer when the call needs no lock: nothing new to read, nothing to say or record.
 
     Most tool calls are like this. The ledger is read as last committed (it is replaced
-    atomically, so this sees a whole one) and never written. Anything else returns None and
+    atomically, so this sees a whole one) and never written. Anything else answers None and
     goes the locked way: a session starting, something new in its transcripts, a warning or a
-    block to give (and remember), a note waiting, a ledger to rebuild or recover.
+    block to give (and remember), a note waiting, a ledger to rebuild or recover. The ledger
+    read here comes along (with its file's stamp) while it is unchanged, so that the locked
+    way need not read it again.
     """
     if ev.name == "SessionStart":
-        return None
+        return None, None
     from tokenbudget.ledger import JsonFileStore
 
     try:
-        ledger = JsonFileStore(paths.ledger_file()).load()
+        ledger, stamp = JsonFileStore(paths.ledger_file()).read()
+        known = (stamp, ledger) if stamp is not None else None
         if ledger["rebuild"] or ledger["notices"]:
-            return None
+            return None, known
         if (
             ev.transcript is not None
             and ev.session_id is not None
             and _unread(ledger["files"], ev.transcript, ev.session_id)
         ):
-            return None
+            return None, known
         warned, allow = len(ledger["warned"]), dict(ledger["allow"])
         answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz())
     except Exception:
-        return None  # whatever went wrong, the locked way meets it again and says so
+        return None, None  # whatever went wrong, the locked way meets it again and says so
     if answer or len(ledger["warned"]) != warned or ledger["allow"] != allow:
-        return None
-    return answer
+        return None, None  # deciding changed it: the locked way decides again from the file
+    return answer, None
 
 
 def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:

@@ -257,6 +257,10 @@ def _wait_in_kernel(fcntl: Any, fd: int, seconds: float) -> bool:
     return True
 
 
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _new_temp(folder: str, prefix: str) -> tuple[int, str]:
     """Create a new private `<prefix>...tmp` file in `folder`: mkstemp without the tempfile
     import (3 ms a hook call). O_EXCL makes a name collision a retry, never a shared file."""
@@ -298,11 +302,16 @@ class JsonFileStore:
 
     def load(self) -> Ledger:
         """The ledger on disk (a new one if there is none); CorruptLedger if unusable."""
+        return self.read()[0]
+
+    def read(self) -> tuple[Ledger, tuple[int, ...] | None]:
+        """The ledger on disk and the stamp of the file it came from (None: no file)."""
         try:
             with open(self.file, "rb") as f:
+                stamp = _stamp(os.fstat(f.fileno()))
                 raw = f.read()
         except FileNotFoundError:
-            return new_ledger()
+            return new_ledger(), None
         except OSError as e:
             raise LedgerError(f"cannot read the ledger {self.file}: {e.strerror}") from None
         if not raw.strip():
@@ -311,13 +320,20 @@ class JsonFileStore:
             data = json.loads(raw)
         except (ValueError, RecursionError):
             raise CorruptLedger("the ledger is not valid JSON") from None
-        return validate(data)
+        return validate(data), stamp
 
     def snapshot(self) -> Ledger:
         return self.load()
 
     @contextmanager
-    def transaction(self) -> Iterator[Ledger]:
+    def transaction(
+        self, known: tuple[tuple[int, ...], Ledger] | None = None
+    ) -> Iterator[Ledger]:
+        """Lock, yield the ledger, commit it on a clean exit.
+
+        `known`: a ledger the caller read (with its stamp, see `read`) and left unchanged; used
+        instead of reading the file again when no commit has replaced the file since.
+        """
         try:
             self._ensure_dir()
             release = _flock(self.lock_path, self.lock_timeout) or _filelock(
@@ -338,9 +354,16 @@ class JsonFileStore:
         try:
             self._sweep_temps()
             try:
-                data = self.load()
-            except CorruptLedger as e:
-                data = self._recover(str(e))
+                st: os.stat_result | None = os.stat(self.file)
+            except OSError:
+                st = None
+            if known is not None and st is not None and _stamp(st) == known[0]:
+                data = known[1]  # every commit replaces the file: this is still the ledger
+            else:
+                try:
+                    data = self.load()
+                except CorruptLedger as e:
+                    data = self._recover(str(e))
             yield data
             data["updated"] = time.time()
             try:
