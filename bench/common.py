@@ -28,6 +28,8 @@ RESULTS = BENCH / "results"
 WORK = Path(os.environ.get("TB_BENCH_DIR", "/tmp/tb-bench"))
 VENV = WORK / "venv"
 HOOK_SCRIPT = REPO / "hooks" / "tokenbudget-hook"
+# How installed hooks run the package (claude_settings.hook_command): `python -P -c ... EVENT`.
+HOOK_ARGS = ["-P", "-c", "from tokenbudget.hook import main; main()"]
 
 
 def log(*args: Any) -> None:

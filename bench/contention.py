@@ -61,7 +61,7 @@ def worker(args: list[str]) -> None:
         c.lines.clear()
         ev = common.hook_event("PostToolUse", sid, str(path), cwd, i * 100_000 + k, pid)
         t0 = time.perf_counter()
-        p = subprocess.run([py, "-m", "tokenbudget.hook", "PostToolUse"], input=ev, env=env,
+        p = subprocess.run([py, *common.HOOK_ARGS, "PostToolUse"], input=ev, env=env,
                            capture_output=True, cwd=str(common.WORK))
         t = time.perf_counter() - t0
         rows.append([time.time(), t, p.returncode, p.stdout.decode(errors="replace").strip(),

@@ -39,7 +39,6 @@ CASES: dict[str, tuple[list[str], int | None]] = {
     "default": (["--days", "365"], None),
     "worst": (["--days", "10"], 14),
 }
-HOOK_CODE = "from tokenbudget.hook import main; main()"  # as installed hooks run it
 
 
 def prepare(py: Path, n: int, case: str, resync: bool) -> dict[str, Any]:
@@ -107,7 +106,7 @@ def nokeys_state(s: dict[str, Any]) -> dict[str, Any]:
 def measure(py: Path, s: dict[str, Any], rounds: int, before: Path | None = None,
             whatif: bool = False) -> dict[str, Any]:
     env = s["env"]
-    hook = [str(py), "-P", "-c", HOOK_CODE]
+    hook = [str(py), *common.HOOK_ARGS]
     counter = [0]
     size = s["transcript"].stat().st_size
     turn, turn_tokens = a_turn(s)
@@ -216,7 +215,7 @@ def profile(py: Path, s: dict[str, Any]) -> dict[str, str]:
     ev = common.hook_event("PreToolUse", s["session"], str(s["transcript"]), s["cwd"], 10**7,
                            s["prompt_id"])
     restore(s)
-    p = subprocess.run([str(py), "-X", "importtime", "-m", "tokenbudget.hook", "PreToolUse"],
+    p = subprocess.run([str(py), "-X", "importtime", *common.HOOK_ARGS, "PreToolUse"],
                        input=ev, env=env, capture_output=True, cwd=common.WORK)
     rows = []
     for line in p.stderr.decode().splitlines():
@@ -230,9 +229,8 @@ def profile(py: Path, s: dict[str, Any]) -> dict[str, str]:
     (common.RESULTS / f"importtime-{s['case']}.txt").write_text(p.stderr.decode())
     restore(s)
     prof = common.WORK / "hook.prof"
-    code = ("import cProfile, runpy, sys; sys.argv = ['hook', 'PreToolUse']; "
-            f"cProfile.run('runpy.run_module(\"tokenbudget.hook\", run_name=\"__main__\")', "
-            f"{str(prof)!r})")
+    code = ("import cProfile, sys; sys.argv = ['hook', 'PreToolUse']; "
+            f"cProfile.run('from tokenbudget.hook import main; main()', {str(prof)!r})")
     subprocess.run([str(py), "-c", code], input=ev, env=env, capture_output=True, check=True,
                    cwd=common.WORK)
     st = subprocess.run([str(py), "-c", f"import pstats; pstats.Stats({str(prof)!r})"

@@ -55,7 +55,7 @@ def main() -> None:
         hook_overhead.restore(s)
         ev = common.hook_event(a.event, s["session"], str(s["transcript"]), s["cwd"], 10**6 + i,
                                s["prompt_id"])
-        rows = importtime([str(py), "-X", "importtime", "-m", "tokenbudget.hook", a.event], ev, env)
+        rows = importtime([str(py), "-X", "importtime", *common.HOOK_ARGS, a.event], ev, env)
         # importtime prints children before their parent; the parent is the next line with less
         # indentation. Attribute each module to its outermost (top-level) importer.
         pending: list[str] = []

@@ -110,7 +110,7 @@ def main() -> None:
             f.write(turns[key][0])
         counter[0] += 1
         ev = common.hook_event("Stop", s["sid"], str(s["path"]), s["cwd"], counter[0])
-        r = common.run([str(py), "-m", "tokenbudget.hook", "Stop"], stdin=ev, env=env)
+        r = common.run([str(py), *common.HOOK_ARGS, "Stop"], stdin=ev, env=env)
         return r.seconds
 
     def baseline() -> float:

@@ -99,10 +99,10 @@ def hook_cost(py: Path, env: dict[str, str], tb: Path, latest: dict[str, Any], r
         shutil.copyfile(pristine, tb / "ledger.json")
         ev = common.hook_event("PreToolUse", latest["session"], latest["transcript"],
                                latest["cwd"], 10 + i)
-        rss.append(common.peak_rss_kb([str(py), "-m", "tokenbudget.hook", "PreToolUse"],
+        rss.append(common.peak_rss_kb([str(py), *common.HOOK_ARGS, "PreToolUse"],
                                       stdin=ev, env=env))
         shutil.copyfile(pristine, tb / "ledger.json")
-        walls.append(common.run([str(py), "-m", "tokenbudget.hook", "PreToolUse"],
+        walls.append(common.run([str(py), *common.HOOK_ARGS, "PreToolUse"],
                                 stdin=ev, env=env).seconds)
         base.append(common.run([str(py), "-c", "import json"], env=env).seconds)
     shutil.copyfile(pristine, tb / "ledger.json")

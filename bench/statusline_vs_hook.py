@@ -113,7 +113,7 @@ def main() -> None:
         )
         commands = {
             "python": [PY, "-c", "pass"],
-            "hook": [PY, "-m", "tokenbudget.hook", "PreToolUse"],
+            "hook": [PY, "-P", "-c", "from tokenbudget.hook import main; main()", "PreToolUse"],
             "statusline": [PY, "-m", "tokenbudget.statusline"],
             "snapshot": [PY, "-c", SNAPSHOT_ONLY],
             "cli": [PY, "-c", VIA_CLI],
