@@ -247,6 +247,32 @@ def test_install_settings_in_a_missing_folder_is_refused(private_home: Path) -> 
     assert scoped.returncode == 0 and (private_home / ".claude" / "settings.json").exists()
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        'echo "Unknown option: -P" >&2; exit 2',  # a Python before 3.11
+        'echo "ModuleNotFoundError: No module named \'tokenbudget\'" >&2; exit 1',
+    ],
+)
+def test_install_refuses_an_interpreter_that_cannot_run_the_hooks(
+    private_home: Path, script: str
+) -> None:
+    python = private_home / "old python" / "python3"
+    python.parent.mkdir()
+    python.write_text(f"#!/bin/sh\n{script}\n")
+    python.chmod(0o755)
+    settings = private_home / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    settings.write_text('{"model": "opus"}')
+    proc = run("install", "--python", str(python), "--no-sync", home=private_home)
+    assert proc.returncode == 1
+    line = one_line(proc)
+    assert "cannot run the hooks" in line and "3.11" in line, line
+    assert settings.read_text() == '{"model": "opus"}'
+    ok = run("install", "--python", sys.executable, "--no-sync", home=private_home)
+    assert ok.returncode == 0, ok.stderr
+
+
 # --- the project root ----------------------------------------------------------------------------
 
 

@@ -571,6 +571,17 @@ def install(
     # the hooks find `tokenbudget-hook` on PATH, and say so when it is missing.
     portable = python is None and scope == "project" and not settings
     hook_python = None if portable else (python or sys.executable)
+    if hook_python is not None:
+        from tokenbudget.doctor import interpreter_runs
+
+        # Hooks that cannot start would exit 2 ("Unknown option: -P" before Python 3.11),
+        # which Claude Code reads as "block": refuse, change nothing.
+        runs, detail = interpreter_runs(hook_python)
+        if not runs:
+            raise SettingsError(
+                f"cannot run the hooks with {hook_python}: {detail} (it needs Python 3.11+ "
+                "with tokenbudget installed)"
+            )
     result = claude_settings.install(path, hook_python)
     click.echo(
         f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"

@@ -37,10 +37,12 @@ class Report:
         return all(f.ok for f in self.findings)
 
 
-def _interpreter_runs(python: str) -> tuple[bool, str]:
+def interpreter_runs(python: str) -> tuple[bool, str]:
+    """Whether `python` can run our hooks as they are registered (with -P, Python 3.11+, which
+    keeps the working directory off sys.path: a tokenbudget folder there proves nothing)."""
     try:
         proc = subprocess.run(
-            [python, "-c", "import tokenbudget.hook, sys; print(sys.version.split()[0])"],
+            [python, "-P", "-c", "import tokenbudget.hook, sys; print(sys.version.split()[0])"],
             capture_output=True,
             text=True,
             timeout=20,
@@ -129,7 +131,7 @@ def check_hooks(report: Report, project_dir: Path) -> None:
         forms = {claude_settings.hook_form(r.command) for r in regs}
         pythons = sorted({py for r in regs if (py := claude_settings.interpreter_of(r.command))})
         for py in pythons:
-            runs, detail = _interpreter_runs(py)
+            runs, detail = interpreter_runs(py)
             report.add(
                 runs,
                 f"hook interpreter runs ({scope})",
