@@ -246,10 +246,7 @@ def test_rebuild_after_corruption_keeps_folded_sessions(private_home: Path) -> N
 def test_lock_file_left_by_a_dead_process(private_home: Path) -> None:
     synced_ledger(private_home)
     lock = state_dir() / "ledger.json.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability_workers", "hold", str(lock)], cwd=REPO,
-        stdout=subprocess.PIPE)
-    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    holder = _hold_lock(lock)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     holder.stdout.close()
@@ -271,30 +268,63 @@ def test_lock_file_with_junk_in_it(private_home: Path) -> None:
     assert sync.open_store().snapshot()["notices"] == ["still works"]
 
 
-def test_a_waiter_gets_the_lock_when_it_is_released_and_gives_up_at_its_bound(
-    private_home: Path,
-) -> None:
-    synced_ledger(private_home)
-    lock = state_dir() / "ledger.json.lock"
+def _hold_lock(lock: Path) -> subprocess.Popen[bytes]:
+    """Another process holding the ledger's lock until killed."""
     holder = subprocess.Popen(
         [sys.executable, "-m", "tests.reliability_workers", "hold", str(lock)], cwd=REPO,
         stdout=subprocess.PIPE)
     assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    return holder
+
+
+def test_a_waiter_gets_the_lock_when_it_is_released_and_gives_up_at_its_bound(
+    private_home: Path,
+) -> None:
+    import fcntl
+
+    from tokenbudget import ledger as ledger_mod
+
+    synced_ledger(private_home)
+    lock = state_dir() / "ledger.json.lock"
+    holder = _hold_lock(lock)
     mine = signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    fd = os.open(lock, os.O_RDWR)
     try:
-        with pytest.raises(hook.LockTimeout), sync.open_store(lock_timeout=0.3).transaction():
-            pass
+        # Waiting in the kernel: the timer ends a wait that gets nothing...
+        assert ledger_mod._wait_in_kernel(fcntl, fd, 0.2) is None
         assert signal.getsignal(signal.SIGALRM) is signal.SIG_IGN  # ours put back
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-        threading.Timer(0.5, holder.kill).start()  # released while we wait in the kernel
-        with sync.open_store(lock_timeout=20).transaction() as ledger:
-            ledger["notices"].append("got it")
+        # ...and, however long the bound (time_t cannot hold this one), the lock is ours the
+        # moment it is released.
+        threading.Timer(0.5, holder.kill).start()
+        assert ledger_mod._wait_in_kernel(fcntl, fd, 1e12) is True
     finally:
+        os.close(fd)
         signal.signal(signal.SIGALRM, mine)
         holder.kill()
         holder.wait()
+        assert holder.stdout is not None
         holder.stdout.close()
+    with sync.open_store(lock_timeout=20).transaction() as ledger:
+        ledger["notices"].append("got it")
     assert sync.open_store().snapshot()["notices"] == ["got it"]
+
+
+def test_with_sigalrm_blocked_the_lock_wait_polls_and_keeps_its_bound(private_home: Path) -> None:
+    synced_ledger(private_home)
+    holder = _hold_lock(state_dir() / "ledger.json.lock")
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+    try:
+        start = time.monotonic()
+        with pytest.raises(hook.LockTimeout), sync.open_store(lock_timeout=0.3).transaction():
+            pass
+        assert time.monotonic() - start < 5  # not until the holder lets go
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
 
 
 # --- 7. permissions and secrets ------------------------------------------------------------------

@@ -209,8 +209,11 @@ def _flock(path: str, timeout: float) -> Callable[[], None] | None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(str(path))
-            if _wait_in_kernel(fcntl, fd, left):
+            waited = _wait_in_kernel(fcntl, fd, left)
+            if waited:
                 break
+            if waited is None:
+                continue  # the timer ran out: the deadline decides
             # Short waits first: a hook holds the lock for milliseconds.
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.025)
@@ -228,30 +231,37 @@ def _expire(signum: int, frame: object) -> None:
     raise _Expired
 
 
-def _wait_in_kernel(fcntl: Any, fd: int, seconds: float) -> bool:
-    """Wait for the lock in a blocking flock, bounded by a timer; TimeoutError when it runs out.
+def _wait_in_kernel(fcntl: Any, fd: int, seconds: float) -> bool | None:
+    """Wait for the lock in a blocking flock, bounded by a timer: True once it is ours, None
+    when the timer ran out first (the caller checks its deadline and may wait again).
 
     A waiter then gets the lock the moment it is released, where polling sleeps through the
     gaps and loses to newcomers: under many writers that starved some hooks past their bound.
-    False (poll instead) where a timer cannot be used: outside the main thread, or when the
-    process already runs a timer of its own.
+    False (poll instead) where a timer cannot be used: outside the main thread, when the
+    process already runs a timer of its own, or when SIGALRM is blocked (the wait would
+    have no bound).
     """
     import signal
 
-    if not hasattr(signal, "setitimer") or signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0):
+    if (
+        not hasattr(signal, "setitimer")
+        or signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0)
+        or signal.SIGALRM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    ):
         return False
     try:
         previous = signal.signal(signal.SIGALRM, _expire)
     except ValueError:
         return False  # not the main thread
     try:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        # An hour at most per wait: setitimer refuses what time_t cannot hold.
+        signal.setitimer(signal.ITIMER_REAL, min(max(seconds, 1e-6), 3600.0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Expired:
-        raise TimeoutError("lock wait expired") from None
+        return None
     finally:
         signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
     return True
