@@ -227,3 +227,13 @@ def test_sync_merges_by_the_users_midnights(private_home: Path, zone: str) -> No
     assert (midnight.hour, midnight.minute) == (0, 0) and midnight.day in (28, 29)
     for project, cell in hours[key].items():
         assert cell[0] == sum(c[project][0] for c in fresh.values() if project in c)
+
+
+def test_a_fixed_offset_standing_in_for_a_zone_is_not_merged() -> None:
+    from datetime import timezone
+
+    now = _at("2026-11-28T12:00:00")
+    ledger = _history(now, seed=5)
+    before = copy.deepcopy(ledger["hours"])
+    ingest.prune_hours(ledger, now, timezone(timedelta(hours=1)))  # e.g. from TZ=CET-1CEST,...
+    assert len(before) > 1000 and ledger["hours"] == before  # 38 days: none too old to keep

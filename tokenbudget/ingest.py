@@ -443,11 +443,18 @@ def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
     far back the buckets reach, as they did when that was only the 40-day cut.
 
     The one inexactness: a merged day keeps the midnights of the zone it was merged in. If
-    the user's zone changes, it counts wholly in the window holding its old midnight.
+    the user's zone changes, it counts wholly in the window holding its old midnight. (A
+    zone known only as a fixed offset is not merged: its midnights move with DST.)
     """
+    from zoneinfo import ZoneInfo
+
     from tokenbudget.budgets import window
 
     zone = tz or UTC
+    # A fixed offset standing in for a zone whose rules we could not read (a POSIX TZ rule,
+    # no tzdata) moves at the next DST change: days merged at its midnights would then fall
+    # in the wrong window. Those buckets stay 15 minutes wide.
+    mergeable = zone is UTC or isinstance(zone, ZoneInfo)
 
     def day_of(t: float) -> tuple[float, float]:
         start, end = window("daily", datetime.fromtimestamp(t, UTC), zone)
@@ -459,7 +466,7 @@ def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
     cut = day_of((now // BUCKET - BUCKETS_KEPT) * BUCKET)[0]
     for h in [h for h in hours if int(h) * BUCKET < cut]:
         del hours[h]
-    recent = day_of(now - RECENT)[0]
+    recent = day_of(now - RECENT)[0] if mergeable else float("-inf")
     old = sorted((int(h), h) for h in hours if int(h) * BUCKET < recent)
     i = 0
     while i < len(old):
