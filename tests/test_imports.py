@@ -33,3 +33,25 @@ def test_no_slow_imports(module: str) -> None:
 def test_config_imports_no_dataclasses_or_typing() -> None:
     # pathlib comes in through paths.py, which config only hands its paths to.
     assert _imported("tokenbudget.config") in ([], ["pathlib"])
+
+
+def test_a_hook_call_with_nothing_new_imports_none_of_them(private_home: Path) -> None:
+    import json
+
+    from tests.helpers import install_fixture
+    from tokenbudget import hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    kinds = ("daily", "weekly", "monthly", "5h", "session")
+    budgets = [{"kind": kind, "limit": "900M"} for kind in kinds]
+    (state / "config.json").write_text(json.dumps({"budgets": budgets}))
+    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                        "cwd": "/home/dev/project", "prompt_id": "p-1"}).encode()
+    assert hook.handle("Stop", event) == {}  # everything read: the next call has nothing new
+    code = ("import sys; from tokenbudget.hook import main; main(); "
+            f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-S", "-c", code, "PreToolUse"], input=event,
+                         capture_output=True, check=True, cwd=REPO)
+    assert (out.stdout, out.stderr) == (b"{}\n", b"\n")

@@ -66,3 +66,18 @@ def test_each_config_gets_its_own_prices() -> None:
     a, b = Config(), Config()
     assert a.prices == {} and a.prices is not b.prices
     assert a.replace(week_start=6) == Config(week_start=6)
+
+
+def test_records_copy_and_pickle_like_the_dataclasses_did() -> None:
+    import copy
+    import pickle
+
+    from tokenbudget.budgets import Budget
+    from tokenbudget.config import Config
+
+    for value in (Budget("daily", 1000, mode="warn"), Config(budgets=(Budget("5h", 5),))):
+        for twin in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+            assert twin == value and twin is not value
+            with pytest.raises(AttributeError):
+                twin.limit = 1  # type: ignore[misc]  # still frozen
+    assert hash(copy.deepcopy(Budget("daily", 1000))) == hash(Budget("daily", 1000))

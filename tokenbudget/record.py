@@ -31,6 +31,10 @@ class Record:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{self.__class__.__qualname__}({fields})"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # copy, deepcopy and pickle: the fields as they are (a Frozen refuses setattr).
+        return _rebuild, (self.__class__, self._values())
+
     def replace(self, **changes: object) -> Self:
         """A copy with some fields changed, made (and checked) by `__init__` like the original."""
         values = {name: getattr(self, name) for name in self._fields}
@@ -56,3 +60,10 @@ class Frozen(Record):
 
     def __hash__(self) -> int:
         return hash(self._values())
+
+
+def _rebuild(cls: type[Record], values: tuple[object, ...]) -> Record:
+    obj = object.__new__(cls)
+    for name, value in zip(cls._fields, values, strict=True):
+        object.__setattr__(obj, name, value)
+    return obj
