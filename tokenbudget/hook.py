@@ -26,6 +26,7 @@ MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
 ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
+SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _EVENTS = (
     "SessionStart",
@@ -250,7 +251,12 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         return quick
     from tokenbudget import sync
 
-    store = sync.open_store(lock_timeout=cfg.lock_timeout_seconds)
+    bound = cfg.lock_timeout_seconds
+    if ev.name == "SessionEnd":
+        # Claude Code gives all SessionEnd hooks about 1.5 s before it exits; whatever is not
+        # recorded now is read by the next hook or sync (read positions only move on commit).
+        bound = min(bound, SESSION_END_LOCK_WAIT)
+    store = sync.open_store(lock_timeout=bound)
     tz = cfg.tz()
     answer: dict[str, Any] = {}
     messages: list[str] = []
