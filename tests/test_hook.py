@@ -436,7 +436,7 @@ def test_session_end_gives_up_on_the_lock_well_inside_its_timeout(private_home: 
     run_hook("SessionStart", base)
     _append_request(base["transcript_path"], 1, 1000)  # news: the locked way
     with FileLock(str(private_home / "tb state" / "ledger.json.lock")):
-        rc, out, err = run_hook("SessionEnd", {**base, "reason": "exit"})
+        rc, _out, err = run_hook("SessionEnd", {**base, "reason": "exit"})
     # Not the 5 s configured, which would overrun Claude Code's 2 s for SessionEnd hooks.
     assert rc == 0 and "not obtained within 0.5 s" in err, err
     run_hook("Stop", base)  # the next call records what SessionEnd could not
