@@ -462,3 +462,24 @@ def test_a_fork_of_a_folded_session_does_not_count_the_copies_again(private_home
     per_session = session_totals(store)
     assert per_session[parent] == truth_usage("forked", parent)
     assert per_session[fork] == truth_usage("forked", fork)
+
+
+def test_a_folded_session_resumed_with_a_cost_state_counts_only_what_is_new(
+    private_home: Path,
+) -> None:
+    # `claude -c` days later: the new process's cost-state covers the session's whole life.
+    install_fixture("continued", private_home / ".claude")
+    path = _transcript(private_home, "continued")
+    lines = path.read_text().splitlines(keepends=True)
+    first_exit = next(i for i, line in enumerate(lines) if '"cost-state"' in line)
+    path.write_text("".join(lines[: first_exit + 1]))  # the first process only
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400)  # folded: idle for days
+    assert not store.snapshot()["sessions"]
+    first = ledger_total(store)
+    path.write_text("".join(lines))  # the second process, with its own cost-state
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400, retention_days=30)
+    assert ledger_total(store) == truth_usage("continued")
+    live = next(iter(store.snapshot()["sessions"].values()))
+    assert live["x"] == {}  # nothing taken for usage in no line
+    assert first.total < truth_usage("continued").total

@@ -76,6 +76,7 @@ def fold(ledger: Ledger, cutoff: float) -> int:
             "f": s["f"],
             "l": s["l"],
             "m": s["m"],
+            "s": s["s"],  # usage seen per model: a resumed session's cost-state counts on it
             "hours": _hourly(s, keys_of.get(sid, [])),
             "turns": list(s["t"].values()),
             "files": files_of.get(sid, {}),
@@ -200,6 +201,13 @@ def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None
         tokens = sum(sum(m[:5]) for m in folded["m"].values()) if folded else 0
         cost = sum(m[5] for m in folded["m"].values()) if folded else 0.0
         s["pre"] = [tokens, cost]
+        # The resumed process's cost-state covers the session's whole life: what was seen
+        # before the fold is not new (records folded before "s" was kept: their usage).
+        if folded:
+            before = folded.get("s") or {m: v[:5] for m, v in folded["m"].items()}
+            for model, seen in before.items():
+                cur = s["s"].get(model, [0, 0, 0, 0, 0])
+                s["s"][model] = [a + b for a, b in zip(cur, seen[:5], strict=True)]
 
 
 def restore_into(ledger: Ledger, now: float) -> None:
