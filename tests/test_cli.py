@@ -250,7 +250,8 @@ def test_install_settings_in_a_missing_folder_is_refused(private_home: Path) -> 
 @pytest.mark.parametrize(
     "script",
     [
-        'echo "Unknown option: -P" >&2; exit 2',  # a Python before 3.11
+        # A Python before 3.11, word for word:
+        'printf "Unknown option: -P\\nusage: python3 ...\\nTry python -h for more.\\n" >&2; exit 2',
         'echo "ModuleNotFoundError: No module named \'tokenbudget\'" >&2; exit 1',
     ],
 )
@@ -268,6 +269,7 @@ def test_install_refuses_an_interpreter_that_cannot_run_the_hooks(
     assert proc.returncode == 1
     line = one_line(proc)
     assert "cannot run the hooks" in line and "3.11" in line, line
+    assert "Unknown option: -P" in line or "No module named" in line, line
     assert settings.read_text() == '{"model": "opus"}'
     ok = run("install", "--python", sys.executable, "--no-sync", home=private_home)
     assert ok.returncode == 0, ok.stderr

@@ -70,3 +70,21 @@ def test_render_escapes_control_characters() -> None:
         "!!  ledger cannot be read: /p/\\x1b]0;title\\x07\\x9b2J",
         "    fix: chmod 600 /p/\\x1b[2J",
     ]
+
+
+def test_a_tokenbudget_folder_where_doctor_runs_proves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    bare = tmp_path / "bare venv"  # a Python 3.11+ without tokenbudget
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    fake = tmp_path / "work" / "tokenbudget"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "hook.py").write_text("")
+    monkeypatch.chdir(fake.parent)
+    runs, detail = doctor.interpreter_runs(python)
+    assert not runs and "No module named 'tokenbudget'" in detail, detail
+    assert doctor.interpreter_runs(sys.executable)[0]

@@ -313,6 +313,7 @@ def test_a_waiter_gets_the_lock_when_it_is_released_and_gives_up_at_its_bound(
 def test_with_sigalrm_blocked_the_lock_wait_polls_and_keeps_its_bound(private_home: Path) -> None:
     synced_ledger(private_home)
     holder = _hold_lock(state_dir() / "ledger.json.lock")
+    threading.Timer(10, holder.kill).start()  # a wait without its bound fails, never hangs
     old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
     try:
         start = time.monotonic()

@@ -51,8 +51,10 @@ def interpreter_runs(python: str) -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as e:
         return False, str(e)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["it exited with an error"])[-1]
-        return False, last
+        lines = proc.stderr.strip().splitlines()
+        # A traceback ends with the error; a usage error ("Unknown option: -P") comes first.
+        said = (lines[-1] if lines[0].startswith("Traceback") else lines[0]) if lines else ""
+        return False, said or "it exited with an error"
     return True, f"Python {proc.stdout.strip()}"
 
 
