@@ -483,3 +483,20 @@ def test_a_folded_session_resumed_with_a_cost_state_counts_only_what_is_new(
     live = next(iter(store.snapshot()["sessions"].values()))
     assert live["x"] == {}  # nothing taken for usage in no line
     assert first.total < truth_usage("continued").total
+
+
+def test_a_subagent_launched_from_a_notification_joins_the_turn_it_continues(
+    private_home: Path,
+) -> None:
+    projects = install_fixture("agent", private_home / ".claude")
+    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
+    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
+    (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
+    agent.write_text(agent.read_text().replace(launching, note))  # launched by the note's turn
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)  # the subagent is read first
+    s = store.snapshot()["sessions"][sid]
+    assert set(s["t"]) == {launching} and s["a"] == {note: launching}
+    fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+              "cache_read_input_tokens")
+    assert s["t"][launching][2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)

@@ -162,7 +162,10 @@ class Ingestor:
             return
         if ev.command is None:
             # A note from Claude Code (a background task finished): same command goes on.
-            if ev.prompt_id not in s["t"] and state["turn"] is not None:
+            held = s["t"].get(ev.prompt_id)
+            if held is not None and not held[1] and state["turn"] not in (None, ev.prompt_id):
+                self._join_turn(sid, s, ev.prompt_id, state["turn"])
+            elif ev.prompt_id not in s["t"] and state["turn"] is not None:
                 s["a"][ev.prompt_id] = state["turn"]
             return
         t = s["t"].get(ev.prompt_id)
@@ -171,6 +174,20 @@ class Ingestor:
         elif not t[1]:
             t[0], t[1] = ev.command, ev.ts  # kept for a subagent read first: now it is known
         state["turn"] = ev.prompt_id
+
+    def _join_turn(self, sid: str, s: dict[str, Any], held: str, into: str) -> None:
+        """A turn held for subagents read first turned out to be a note in turn `into`: its
+        usage and requests go there, and the note becomes an alias of it."""
+        t, target = s["t"].pop(held), s["t"][into]
+        target[2] += t[2]
+        target[3] += t[3]
+        s["a"][held] = into
+        for rec in self.L["keys"].values():
+            if rec[0] == sid and rec[9] == held:
+                rec[9] = into
+        for adj in s["adj"]:
+            if adj[8] == held:
+                adj[8] = into
 
     # --- usage ---------------------------------------------------------------------------------
 
