@@ -426,6 +426,15 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "b"}).encode())
     assert loads and "from another process" in out["systemMessage"]
     assert session_tokens(private_home, base["session_id"]) == total + 1500
+    # Even where a file's stamp cannot tell (coarse mtimes, an inode used again), the commit
+    # time at the head of the file does.
+    from tokenbudget import ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "_stamp", lambda st: (0,))
+    _append_request(base["transcript_path"], 3, 250)
+    out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "c"}).encode())
+    assert "from another process" in out["systemMessage"]
+    assert session_tokens(private_home, base["session_id"]) == total + 1750
 
 
 def test_session_end_gives_up_on_the_lock_well_inside_its_timeout(private_home: Path) -> None:

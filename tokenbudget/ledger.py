@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,10 @@ else:
     Ledger = dict
 
 SCHEMA = 1
+# How every ledger we write begins (key order is new_ledger's): its commit time, "updated".
+_UPDATED = re.compile(
+    rb'^\{"schema":\d+,"app":"tokenbudget","created":[-0-9.eE+]+,"updated":([-0-9.eE+]+)[,}]'
+)
 BUCKET = 900  # seconds in one usage bucket of `hours` (15 minutes: every UTC offset divides it)
 
 
@@ -332,6 +337,16 @@ class JsonFileStore:
             raise CorruptLedger("the ledger is not valid JSON") from None
         return validate(data), stamp
 
+    def _committed_at(self) -> float | None:
+        """The "updated" time at the head of the file, without parsing the rest."""
+        try:
+            with open(self.file, "rb") as f:
+                head = f.read(256)
+        except OSError:
+            return None
+        found = _UPDATED.search(head)
+        return float(found.group(1)) if found else None
+
     def snapshot(self) -> Ledger:
         return self.load()
 
@@ -367,8 +382,16 @@ class JsonFileStore:
                 st: os.stat_result | None = os.stat(self.file)
             except OSError:
                 st = None
-            if known is not None and st is not None and _stamp(st) == known[0]:
-                data = known[1]  # every commit replaces the file: this is still the ledger
+            if (
+                known is not None
+                and st is not None
+                and _stamp(st) == known[0]
+                and self._committed_at() == known[1].get("updated")
+            ):
+                # Every commit replaces the file and stamps "updated" first thing in it: the
+                # same inode, size and mtime (which coarse clocks and inode reuse could fool)
+                # and the same commit time say this is still the ledger read.
+                data = known[1]
             else:
                 try:
                     data = self.load()
