@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -236,6 +237,9 @@ def profile(py: Path, s: dict[str, Any]) -> dict[str, str]:
     st = subprocess.run([str(py), "-c", f"import pstats; pstats.Stats({str(prof)!r})"
                          ".sort_stats('cumulative').print_stats(35)"],
                         capture_output=True, text=True, env=env).stdout
+    # Folders of this machine say nothing about the code: name them by what they are.
+    st = re.sub(r"/\S*/lib/python3\.\d+/site-packages/", "<site-packages>/", st)
+    st = re.sub(r"/\S*/lib/python3\.\d+/", "<stdlib>/", st)
     (common.RESULTS / f"cprofile-{s['case']}.txt").write_text(st)
     restore(s)
     return {"importtime_top": imp, "cprofile": st}
