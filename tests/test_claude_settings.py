@@ -67,6 +67,18 @@ def write_json(path: Path, doc: object) -> None:
     path.write_text(json.dumps(doc, indent=4) + "\n")
 
 
+def _fail_replacing(monkeypatch: pytest.MonkeyPatch, target: Path, error: OSError) -> None:
+    """Renaming a file over `target` fails with `error`; every other rename works."""
+    real_replace = os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if Path(dst) == target:
+            raise error
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+
+
 def load(path: Path) -> Any:
     return json.loads(path.read_text())
 
@@ -552,14 +564,7 @@ def test_os_write_failure_is_one_line_and_changes_nothing(
     # What a read-only filesystem (a Nix store, a bind mount) does, which no mode check sees.
     write_json(settings_file, FOREIGN)
     before = settings_file.read_bytes()
-    real_replace = os.replace
-
-    def failing_replace(src: Any, dst: Any) -> None:
-        if Path(dst) == settings_file:
-            raise OSError(30, "Read-only file system")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", failing_replace)
+    _fail_replacing(monkeypatch, settings_file, OSError(30, "Read-only file system"))
     with pytest.raises(SettingsError, match=r"cannot write .*Read-only file system") as info:
         install(settings_file, PY)
     assert "\n" not in str(info.value)
@@ -1109,14 +1114,7 @@ def test_a_failed_uninstall_keeps_the_backup(
 ) -> None:
     write_json(settings_file, FOREIGN)
     install(settings_file, PY)
-    real_replace = os.replace
-
-    def failing_replace(src: Any, dst: Any) -> None:
-        if Path(dst) == settings_file:
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", failing_replace)
+    _fail_replacing(monkeypatch, settings_file, OSError(28, "No space left on device"))
     with pytest.raises(SettingsError, match="No space left"):
         uninstall(settings_file)
     assert cs.backup_path(settings_file).exists()
