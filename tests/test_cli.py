@@ -248,15 +248,22 @@ def test_install_settings_in_a_missing_folder_is_refused(private_home: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "script",
+    ("script", "said"),
     [
         # A Python before 3.11, word for word:
-        'printf "Unknown option: -P\\nusage: python3 ...\\nTry python -h for more.\\n" >&2; exit 2',
-        'echo "ModuleNotFoundError: No module named \'tokenbudget\'" >&2; exit 1',
+        (
+            'printf "Unknown option: -P\\nusage: python3 ...\\nTry python -h for more.\\n" >&2;'
+            " exit 2",
+            "Unknown option: -P",
+        ),
+        (
+            'echo "ModuleNotFoundError: No module named \'tokenbudget\'" >&2; exit 1',
+            "No module named 'tokenbudget'",
+        ),
     ],
 )
 def test_install_refuses_an_interpreter_that_cannot_run_the_hooks(
-    private_home: Path, script: str
+    private_home: Path, script: str, said: str
 ) -> None:
     python = private_home / "old python" / "python3"
     python.parent.mkdir()
@@ -269,7 +276,7 @@ def test_install_refuses_an_interpreter_that_cannot_run_the_hooks(
     assert proc.returncode == 1
     line = one_line(proc)
     assert "cannot run the hooks" in line and "3.11" in line, line
-    assert "Unknown option: -P" in line or "No module named" in line, line
+    assert said in line, line
     assert settings.read_text() == '{"model": "opus"}'
     ok = run("install", "--python", sys.executable, "--no-sync", home=private_home)
     assert ok.returncode == 0, ok.stderr

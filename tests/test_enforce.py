@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -45,7 +45,9 @@ def test_a_local_day_is_exact_whatever_the_offset(
     assert [(g.key, g.usage.total) for g in days] == [(local_day, truth_usage("plain").total)]
     # The daily budget of that day counts it; the day before or after does not.
     budget = Budget("daily", 1_000_000)
-    for day, expected in ((local_day, truth_usage("plain").total), ("2026-11-27", 0)):
+    the_day = date.fromisoformat(local_day)
+    before, after = (str(the_day + timedelta(days=d)) for d in (-1, 1))
+    for day, expected in ((local_day, truth_usage("plain").total), (before, 0), (after, 0)):
         noon = datetime.fromisoformat(day).replace(hour=12, tzinfo=tz)
         ctx = enforce.Context(session_id=None, project="/home/dev/project", now=noon, tz=tz)
         used, _, _ = enforce.measure(budget, ledger, ctx)

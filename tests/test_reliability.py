@@ -316,10 +316,10 @@ def test_with_sigalrm_blocked_the_lock_wait_polls_and_keeps_its_bound(private_ho
     threading.Timer(10, holder.kill).start()  # a wait without its bound fails, never hangs
     old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
     try:
-        start = time.monotonic()
+        # Gives up at its bound: the holder's watchdog would end the wait only after 10 s,
+        # which would let the transaction through instead of raising.
         with pytest.raises(hook.LockTimeout), sync.open_store(lock_timeout=0.3).transaction():
             pass
-        assert time.monotonic() - start < 5  # not until the holder lets go
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         holder.kill()

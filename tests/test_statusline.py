@@ -308,8 +308,6 @@ def test_cli_command_prints_the_same_line(private_home: Path) -> None:
 
     from tokenbudget.cli import main
 
-    if "statusline" not in main.commands:  # type: ignore[attr-defined]
-        pytest.skip("cli.py does not wire `tokenbudget statusline` yet")
     set_budgets(private_home, {"kind": "total", "limit": "1M"})
     payload = json.dumps(claude_code_payload(private_home))
     result = CliRunner().invoke(main, ["statusline"], input=payload)
