@@ -35,7 +35,8 @@ def test_config_imports_no_dataclasses_or_typing() -> None:
     assert _imported("tokenbudget.config") in ([], ["pathlib"])
 
 
-def test_a_hook_call_with_nothing_new_imports_none_of_them(private_home: Path) -> None:
+@pytest.mark.parametrize("name", ["PreToolUse", "UserPromptSubmit"])
+def test_a_hook_call_with_nothing_new_imports_none_of_them(private_home: Path, name: str) -> None:
     import json
 
     from tests.helpers import install_fixture
@@ -48,10 +49,11 @@ def test_a_hook_call_with_nothing_new_imports_none_of_them(private_home: Path) -
     (state / "config.json").write_text(json.dumps({"budgets": budgets}))
     transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
     event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
-                        "cwd": "/home/dev/project", "prompt_id": "p-1"}).encode()
+                        "cwd": "/home/dev/project", "prompt_id": "p-1",
+                        "prompt": "/test --fast"}).encode()
     assert hook.handle("Stop", event) == {}  # everything read: the next call has nothing new
     code = ("import sys; from tokenbudget.hook import main; main(); "
             f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr)")
-    out = subprocess.run([sys.executable, "-S", "-c", code, "PreToolUse"], input=event,
+    out = subprocess.run([sys.executable, "-S", "-c", code, name], input=event,
                          capture_output=True, check=True, cwd=REPO)
     assert (out.stdout, out.stderr) == (b"{}\n", b"\n")

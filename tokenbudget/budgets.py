@@ -191,6 +191,17 @@ def suggest_limit(check: Check) -> float:
 # ---------------------------------------------------------------- budgets
 
 
+# A slash command's name: letters, digits, `_`, `-`, `.`, and `:` for a plugin's namespace.
+# `/etc/passwd what is this` is a prompt that starts with a path, not a command.
+_SLASH = re.compile(r"/[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+
+
+def slash_command(text: str) -> str | None:
+    """`/test` for a prompt typed as `/test --fast`; None if it is not a slash command."""
+    words = text.split(maxsplit=1)
+    return words[0] if words and _SLASH.fullmatch(words[0]) else None
+
+
 def normalize_command(name: str) -> str:
     """`test` and `/test` both name the slash command `/test`."""
     name = name.strip()

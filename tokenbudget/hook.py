@@ -151,7 +151,7 @@ def parse_event(name: str, raw: bytes) -> Event:
 
 def command_of_prompt(prompt: str | None) -> str:
     """`/test --fast` is `/test`; anything else is `prompt` (the same rule as the ledger's)."""
-    from tokenbudget.transcripts import slash_command
+    from tokenbudget.budgets import slash_command
 
     return (slash_command(prompt) if prompt else None) or "prompt"
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tokenbudget.budgets import slash_command
 from tokenbudget.ledger import file_identity
 from tokenbudget.record import Record
 from tokenbudget.usage import Usage
@@ -416,16 +417,6 @@ def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
         origin if isinstance(origin, str) and origin != sid and _SESSION_ID.match(origin) else None,
     )
 
-
-# A slash command's name: letters, digits, `_`, `-`, `.`, and `:` for a plugin's namespace.
-# `/etc/passwd what is this` is a prompt that starts with a path, not a command.
-_SLASH = re.compile(r"/[A-Za-z0-9_][A-Za-z0-9_.:-]*")
-
-
-def slash_command(text: str) -> str | None:
-    """`/test` for a prompt typed as `/test --fast`; None if it is not a slash command."""
-    words = text.split(maxsplit=1)
-    return words[0] if words and _SLASH.fullmatch(words[0]) else None
 
 
 def command_of(text: str) -> str | None:
