@@ -501,3 +501,26 @@ def test_a_subagent_launched_from_a_notification_joins_the_turn_it_continues(
     fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
               "cache_read_input_tokens")
     assert s["t"][launching][2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)
+
+
+def test_a_held_turn_in_a_resumed_session_whose_running_turn_was_folded(
+    private_home: Path,
+) -> None:
+    # The running turn lived before the fold; the note continuing it comes after the resume.
+    projects = install_fixture("agent", private_home / ".claude")
+    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
+    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
+    main = next(projects.glob(f"*/{sid}.jsonl"))
+    (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
+    lines = main.read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines) if "<task-notification>" in line)
+    agent_text = agent.read_text().replace(launching, note)
+    agent.unlink()
+    main.write_text("".join(lines[:cut]))
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0 + 10 * 86400)  # folded
+    assert not store.snapshot()["sessions"]
+    main.write_text("".join(lines))
+    agent.write_text(agent_text)
+    sync.sync_all(store, now=1795887600.0 + 10 * 86400 + 60)
+    assert ledger_total(store) == truth_usage("agent")

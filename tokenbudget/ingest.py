@@ -163,8 +163,9 @@ class Ingestor:
         if ev.command is None:
             # A note from Claude Code (a background task finished): same command goes on.
             held = s["t"].get(ev.prompt_id)
-            if held is not None and not held[1] and state["turn"] not in (None, ev.prompt_id):
-                self._join_turn(sid, s, ev.prompt_id, state["turn"])
+            into = self._resolve_turn(s, state["turn"])
+            if held is not None and not held[1] and into not in (NO_TURN, ev.prompt_id):
+                self._join_turn(sid, s, ev.prompt_id, into)
             elif ev.prompt_id not in s["t"] and state["turn"] is not None:
                 s["a"][ev.prompt_id] = state["turn"]
             return
@@ -178,7 +179,8 @@ class Ingestor:
     def _join_turn(self, sid: str, s: dict[str, Any], held: str, into: str) -> None:
         """A turn held for subagents read first turned out to be a note in turn `into`: its
         usage and requests go there, and the note becomes an alias of it."""
-        t, target = s["t"].pop(held), s["t"][into]
+        target = s["t"][into]
+        t = s["t"].pop(held)
         target[2] += t[2]
         target[3] += t[3]
         s["a"][held] = into
@@ -419,6 +421,7 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
         return 0
     moved = 0
     keys = ledger["keys"]
+    new_keys: dict[str, list[str]] = {}
     for key in [k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN]:
         rec = keys.pop(key)
         s = sessions[rec[0]]
@@ -429,8 +432,10 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
         for i in range(5):
             cell[i] += rec[2 + i]
         cell[5] += rec[8] or 0.0
-        s["k"] = s.get("k", "") + key
+        new_keys.setdefault(rec[0], []).append(key)  # joined once: += per key is quadratic
         moved += 1
+    for sid, added in new_keys.items():
+        sessions[sid]["k"] = sessions[sid].get("k", "") + "".join(added)
     return moved
 
 
