@@ -412,6 +412,9 @@ def test_claude_config_dir_naming_a_folder_with_a_comma(
     install_fixture("plain", odd)
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(odd))  # Claude Code reads it as one folder
     assert paths.claude_config_dirs() == [odd] and paths.claude_settings_dir() == odd
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", ",")  # names no folder at all: the default
+    assert paths.claude_settings_dir() == private_home / ".claude"
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(odd))
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("plain")

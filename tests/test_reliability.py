@@ -203,6 +203,8 @@ WRONG_INSIDE = {
     "an event time is a string": lambda d: d["events"].update({"a": "b"}),
     "a request record is short": lambda d: d["keys"].update(
         {k: v[:3] for k, v in list(d["keys"].items())[:1]}),
+    "a resumed session's earlier use is text": lambda d: d["sessions"][LOOP_SID].update(
+        {"pre": "xx"}),
 }
 
 
@@ -510,6 +512,19 @@ def test_lockinfo_names_the_holder(private_home: Path,
     assert named.startswith(f"pid {lock_holder.pid}: ")
     assert "tests.reliability_workers hold" in named
     lock_holder.kill()
+    lock_holder.wait()
+    script = "import sys, time\nsys.stdout.write('held\\n')\nsys.stdout.flush()\ntime.sleep(60)"
+    multi = subprocess.Popen([sys.executable, "-c", f"import fcntl; f = open({str(lock)!r}, 'a');"
+                              f" fcntl.flock(f, fcntl.LOCK_EX)\n{script}"], stdout=subprocess.PIPE)
+    try:
+        assert multi.stdout is not None and multi.stdout.readline() == b"held\n"
+        named = lockinfo.holder(lock)
+        assert named is not None and "\n" not in named and "fcntl.flock" in named  # one line
+    finally:
+        multi.kill()
+        multi.wait()
+        assert multi.stdout is not None
+        multi.stdout.close()
     lock_holder.wait()
     assert lockinfo.holder(lock) is None
 

@@ -157,6 +157,11 @@ def _check_records(data: Ledger) -> None:
                 raise TypeError
             if not all(type(a) is list and len(a) == 9 for a in s["adj"]):
                 raise TypeError
+            pre = s.get("pre", [0, 0.0])  # what a resumed session used before its fold
+            if type(pre) is not list or len(pre) != 2 or not all(
+                isinstance(v, _NUM) and not isinstance(v, bool) for v in pre
+            ):
+                raise TypeError
             if "c" in s and (
                 type(s["c"]) is not dict
                 or not all(type(c) is list and len(c) == 6 for c in s["c"].values())

@@ -14,7 +14,7 @@ MAX_CMDLINE = 200
 
 
 def holder(lock_path: Path | str) -> str | None:
-    """Name the process holding `lock_path`, e.g. "pid 4242: python -m tokenbudget.hook Stop"."""
+    """Name the process holding `lock_path`, e.g. "pid 4242: python -P -c ... Stop"."""
     try:
         st = os.stat(lock_path)
     except OSError:
@@ -114,7 +114,8 @@ def _describe(pid: int) -> str | None:
         return f"pid {pid}"
     # The program's own name is enough; its full path only makes the line long.
     args[0] = os.path.basename(args[0])
-    command = " ".join(args)
+    # One line whatever the command line holds: it ends up in a hook's message and the log.
+    command = " ".join(" ".join(a.split()) for a in args)
     if len(command) > MAX_CMDLINE:
         command = command[: MAX_CMDLINE - 3] + "..."
     return f"pid {pid}: {command}"

@@ -144,9 +144,6 @@ def claude_config_dirs() -> list[Path]:
 def claude_settings_dir() -> Path:
     """The folder of the user's settings.json: `$CLAUDE_CONFIG_DIR` as Claude Code reads it."""
     env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
-    if not env:
-        return _path(os.path.expanduser("~")) / ".claude"
-    literal = _path(env).expanduser()
-    if literal.is_dir() or "," not in env:
-        return literal
-    return claude_config_dirs()[0]
+    folders = claude_config_folders() if env else []
+    # The folder itself, or the first of a list (the rule of claude_config_folders).
+    return _path(folders[0]) if folders else _path(os.path.expanduser("~")) / ".claude"
