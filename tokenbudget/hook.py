@@ -1,6 +1,7 @@
 """The hook protocol: Claude Code's event JSON in, our answer JSON out.
 
-Run as `python -m tokenbudget.hook EVENT` with the event on stdin. A hook never breaks Claude
+Run as `python -P -c 'from tokenbudget.hook import main; main()' EVENT` (or the
+`tokenbudget-hook EVENT` console script) with the event on stdin. A hook never breaks Claude
 Code: on its own failure it allows and says why (on stderr and in the log), unless the user
 chose `fail_closed`. Claude Code reads exit code 2 as "block", so we always exit 0 and say
 everything in the JSON on stdout.
@@ -309,7 +310,8 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             store,
             prices=cfg.prices,
             retention_days=cfg.retention_days,
-            deadline=time.monotonic() + 4.0,
+            # SessionEnd has ~1.5 s in all; the rest of the rebuild waits for the next call.
+            deadline=time.monotonic() + (0.5 if ev.name == "SessionEnd" else 4.0),
             tz=cfg.tz(),
         )
     return _with_message(answer, "\n".join(messages) if messages else None)
@@ -479,15 +481,15 @@ def _decide(
             if again:
                 decision = decide(again)
     primary = decision.primary
-    if decision.action == "block" and not allowed and primary is not None:
+    refusing = ev.name == "UserPromptSubmit" or (
+        ev.name == "PreToolUse" and primary is not None and primary.state == "over"
+    )
+    if decision.action == "block" and not allowed and primary is not None and refusing:
         from tokenbudget import burn
 
         rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
         reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz)
-        if ev.name == "UserPromptSubmit":
-            return block_prompt(reason)
-        if ev.name == "PreToolUse" and primary.state == "over":
-            return stop_turn(reason)
+        return block_prompt(reason) if ev.name == "UserPromptSubmit" else stop_turn(reason)
     # Warnings: once per budget and window, at the threshold and again when over.
     warned = ledger["warned"]
     notes = []
