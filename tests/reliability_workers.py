@@ -209,7 +209,7 @@ def ledger_usage(ledger: dict[str, Any] | None = None) -> Usage:
     if ledger is None:
         ledger = sync.open_store().snapshot()
     total = Usage()
-    for cell, _ in query.cells(ledger, history.read_records()):
+    for cell, _ in query.cells(ledger, history.read_records(ledger)):
         total = total + cell.usage
     return total
 
@@ -220,7 +220,7 @@ def session_usage(ledger: dict[str, Any] | None = None) -> dict[str, Usage]:
     if ledger is None:
         ledger = sync.open_store().snapshot()
     out: dict[str, Usage] = {}
-    for cell, _ in query.cells(ledger, history.read_records()):
+    for cell, _ in query.cells(ledger, history.read_records(ledger)):
         out[cell.sid] = out.get(cell.sid, Usage()) + cell.usage
     return out
 

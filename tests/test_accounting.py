@@ -15,7 +15,7 @@ from tokenbudget.usage import Usage
 
 def ledger_total(store: object) -> Usage:
     ledger = store.snapshot()  # type: ignore[attr-defined]
-    groups = query.group("model", query.cells(ledger, history.read_records()), UTC)
+    groups = query.group("model", query.cells(ledger, history.read_records(ledger)), UTC)
     return query.totals(groups).usage
 
 
@@ -29,7 +29,7 @@ def test_fixture_totals_equal_truth(case: str, private_home: Path) -> None:
 
 def session_totals(store: sync.JsonFileStore) -> dict[str, Usage]:
     ledger = store.snapshot()
-    groups = query.group("session", query.cells(ledger, history.read_records()), UTC)
+    groups = query.group("session", query.cells(ledger, history.read_records(ledger)), UTC)
     return {g.key: g.usage for g in groups}
 
 
@@ -63,7 +63,7 @@ def test_cost_equals_claude_codes_own(case: str, private_home: Path) -> None:
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     ledger = store.snapshot()
-    groups = query.group("session", query.cells(ledger, history.read_records()), UTC)
+    groups = query.group("session", query.cells(ledger, history.read_records(ledger)), UTC)
     outputs = [
         json.loads(line)
         for line in (FIXTURES / case / "claude-output.json").read_text().splitlines()
@@ -527,3 +527,32 @@ def test_a_held_turn_in_a_resumed_session_whose_running_turn_was_folded(
     agent.write_text(agent_text)
     sync.sync_all(store, now=1795887600.0 + 10 * 86400 + 60)
     assert ledger_total(store) == truth_usage("agent")
+
+
+def test_a_fold_cut_short_after_a_resume_keeps_the_earlier_period(private_home: Path) -> None:
+    import copy
+
+    install_fixture("plain", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400)  # folded: the first period
+    path = _transcript(private_home, "plain")
+    extra = [
+        line.replace("msg_fake_00001", "msg_fake_00042").replace("req_fake_00001", "req_y")
+        for line in path.read_text().splitlines(keepends=True)
+        if '"type":"assistant"' in line
+    ]
+    with open(path, "a") as f:
+        f.writelines(extra)
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400, retention_days=30)  # resumed: live
+    # A fold killed between writing history and committing the ledger: the live period is
+    # in both. It counts once, and the period folded before still counts.
+    history.fold(copy.deepcopy(store.snapshot()), float("inf"))
+    assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")
+    from click.testing import CliRunner
+
+    from tokenbudget.cli import main
+
+    result = CliRunner().invoke(main, ["report", "--json"])
+    assert result.exit_code == 0, result.output
+    total = json.loads(result.stdout)["totals"]["totalTokens"]
+    assert total == (truth_usage("plain") + truth_usage("plain")).total

@@ -182,7 +182,8 @@ def fixture_ledger(private_home: Path) -> tuple[dict[str, object], dict[str, dic
         install_fixture(case, private_home / ".claude", unique_ids=True)
     store = sync.open_store()
     sync.sync_all(store)
-    return store.snapshot(), history.read_records()
+    ledger = store.snapshot()
+    return ledger, history.read_records(ledger)
 
 
 def test_p90_is_what_a_refusal_expects(private_home: Path) -> None:

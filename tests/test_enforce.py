@@ -41,7 +41,7 @@ def test_a_local_day_is_exact_whatever_the_offset(
     sync.sync_all(store, now=1795887600.0)
     ledger = store.snapshot()
     tz = ZoneInfo(zone)
-    days = query.group("day", query.cells(ledger, history.read_records()), tz)
+    days = query.group("day", query.cells(ledger, history.read_records(ledger)), tz)
     assert [(g.key, g.usage.total) for g in days] == [(local_day, truth_usage("plain").total)]
     # The daily budget of that day counts it; the day before or after does not.
     budget = Budget("daily", 1_000_000)

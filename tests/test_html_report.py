@@ -164,7 +164,7 @@ def test_built_from_the_ledger(private_home: Path) -> None:
         ledger, budgets, UTC, project="/home/dev/project", session_id=None, now=NOW.timestamp()
     )
     page = html_report.build_page(
-        ledger, history.read_records(), budgets, UTC, checks=checks, now=NOW.timestamp()
+        ledger, history.read_records(ledger), budgets, UTC, checks=checks, now=NOW.timestamp()
     )
     assert "Generated 2026-11-28 18:00 UTC" in page
     assert "<td>2026-11-28</td>" in page and "daily budget 100k tokens" in page

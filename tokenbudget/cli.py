@@ -238,7 +238,7 @@ def report(
         project=str(Path(project).expanduser().resolve()) if project else None,
     )
     ledger = store.snapshot()
-    records = history.read_records()
+    records = history.read_records(ledger)  # a period still live is the ledger's
     tz = cfg.tz()
     root = _project_root()
     budgets_here = config.effective_budgets(cfg, root)

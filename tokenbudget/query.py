@@ -56,7 +56,10 @@ class Group:
 
 
 def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[Cell, str]]:
-    """Every hour-by-model cell, with where its cost came from ("table", "claude-code", ...)."""
+    """Every hour-by-model cell, with where its cost came from ("table", "claude-code", ...).
+
+    `records` as `history.read_records(ledger)` gives them: a period still live is the ledger's.
+    """
     sessions = ledger["sessions"]
     by_session = _keys_by_session(ledger)
     for sid, s in sessions.items():
@@ -77,9 +80,6 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
         for bucket, model, cmd, c in compacted_cells(s):
             yield Cell(sid, s["p"], bucket, model, Usage(*c[:5]), c[5], cmd), src.get(model, "t")
     for sid, folded in records.items():
-        live = sessions.get(sid)
-        if live is not None and live.get("e") in folded.get("periods", ()):
-            continue  # the same live period, written to history by a fold cut short
         src = {model: m[7] for model, m in folded["m"].items()}
         for h, per_model in folded["hours"].items():
             for model_cmd, v in per_model.items():

@@ -28,10 +28,7 @@ def _iso(ts: float | int | None, tz: tzinfo) -> str | None:
 def command_runs(ledger: Ledger, records: dict[str, dict[str, Any]]) -> dict[str, list[int]]:
     """Tokens of every run (turn) of every command, oldest first."""
     runs: dict[str, list[tuple[float, int]]] = {}
-    for sid, rec in records.items():
-        live = ledger["sessions"].get(sid)
-        if live is not None and live.get("e") in rec.get("periods", ()):
-            continue  # the same live period, written to history by a fold cut short
+    for rec in records.values():
         for t in rec["turns"]:
             runs.setdefault(t[0], []).append((t[1], t[2]))
     for s in ledger["sessions"].values():
