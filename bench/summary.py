@@ -37,7 +37,7 @@ def hook() -> None:
         return
     print("## Hook overhead\n")
     print(where(d) + "\n")
-    for case in ("realistic", "worst"):
+    for case in ("realistic", "default", "worst"):
         if case not in d:
             continue
         r = d[case]
@@ -104,7 +104,7 @@ def backfill() -> None:
 
 
 def ledger() -> None:
-    d = load("ledger_size")
+    d = load("ledger_size_after")  # the default retention; ledger_size.json is the round before
     if not d:
         return
     print("## Ledger size\n")
