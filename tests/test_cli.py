@@ -452,3 +452,19 @@ def test_control_characters_in_command_names_never_reach_the_terminal(private_ho
     assert "\x1b" not in result.output
     # Both the table and the runs chart under it name the command, escaped.
     assert result.output.count("/te\\x1b[2Jst") >= 2, result.output
+
+
+def test_uninstall_with_an_unreadable_status_line_record_changes_nothing(
+    private_home: Path,
+) -> None:
+    settings = private_home / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    settings.write_text(json.dumps({"statusLine": {"type": "command", "command": "my-line.sh"}}))
+    ok = run("install", "--statusline", "--force", "--no-sync", home=private_home)
+    assert ok.returncode == 0, ok.stderr
+    (private_home / "tb state" / "statusline-previous.json").write_text("{not json")
+    before = settings.read_bytes()
+    proc = run("uninstall", home=private_home)
+    assert proc.returncode == 1
+    assert one_line(proc)
+    assert settings.read_bytes() == before  # neither the hooks nor the status line went

@@ -620,15 +620,17 @@ def uninstall(scope: str, settings: str | None) -> None:
     from tokenbudget import claude_settings
 
     path = _settings_file(scope, settings)
-    result = claude_settings.uninstall(path)
+    # The status line first: its record of what it replaced may be unreadable, and failing
+    # then must leave everything as it was, not the hooks gone and the status line there.
     sl = claude_settings.remove_statusline(path)
+    result = claude_settings.uninstall(path)
     changed = result.changed or sl.changed
     click.echo(
         f"Removed tokenbudget from {path}." if changed else f"Nothing of tokenbudget in {path}."
     )
     if sl.restored is not None:
         shown = sl.restored.get("command") if isinstance(sl.restored, dict) else sl.restored
-        click.echo(f"Restored the status line it had replaced: {shown}")
+        click.echo(f"Restored the status line it had replaced: {_shown(str(shown))}")
     removed = sl.backup_removed or result.backup_removed
     if removed is not None:
         click.echo(f"Deleted {removed.name}: nothing of tokenbudget is left to undo.")

@@ -513,8 +513,3 @@ def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
             # edge; a nanodollar is less than any one token costs.
             m[1], m[2], m[3] = round(m[1], 9), int(m[2]), int(m[3])
         hours[str(int(lo // BUCKET))] = merged
-
-
-def session_paths(transcript: Path, session_id: str) -> Iterable[tuple[Path, str, bool]]:
-    """A session's transcripts, subagents first (see transcripts.session_files)."""
-    return transcripts.session_files(transcript, session_id)

@@ -28,11 +28,6 @@ def home_override_folder() -> str | None:
     return os.path.expanduser(value) if value else None
 
 
-def home_override() -> Path | None:
-    folder = home_override_folder()
-    return _path(folder) if folder is not None else None
-
-
 def _xdg(variable: str, default: str) -> str | None:
     """The XDG base dir platformdirs gives on Linux and the BSDs; None elsewhere.
 

@@ -57,11 +57,6 @@ def _take_notices(ledger: Ledger, report: SyncReport) -> None:
         ledger["notices"] = []
 
 
-def _needs_read(ledger: Ledger, path: Path, size: int, ident: str) -> bool:
-    rec = ledger["files"].get(str(path))
-    return rec is None or rec[2] != size or rec[0] != ident
-
-
 def sync_all(
     store: JsonFileStore,
     *,

@@ -184,8 +184,6 @@ def session_files(transcript: Path, session_id: str) -> Iterator[tuple[Path, str
 # --- reading -----------------------------------------------------------------------------------
 
 
-
-
 def _head_digest(data: bytes) -> str:
     return blake2b(data, digest_size=8).hexdigest()
 
@@ -416,7 +414,6 @@ def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
         cwd if isinstance(cwd, str) else None,
         origin if isinstance(origin, str) and origin != sid and _SESSION_ID.match(origin) else None,
     )
-
 
 
 def command_of(text: str) -> str | None:
