@@ -404,7 +404,9 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     reads compacted usage wants only its command.)
     """
     sessions = ledger["sessions"]
-    idle_ids = {sid for sid, s in sessions.items() if s["l"] < now - idle}
+    keys = ledger["keys"]
+    owners = {rec[0] for rec in keys.values()}  # sessions compacted already have nothing to move
+    idle_ids = {sid for sid in owners if sid in sessions and sessions[sid]["l"] < now - idle}
     if not idle_ids:
         return 0
     # Only sessions whose transcripts are read to their end: a line still to come may be a
@@ -420,7 +422,6 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     if not idle_ids:
         return 0
     moved = 0
-    keys = ledger["keys"]
     new_keys: dict[str, list[str]] = {}
     for key in [k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN]:
         rec = keys.pop(key)
