@@ -390,8 +390,10 @@ def _quick(
         answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz())
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
-    if answer or len(ledger["warned"]) != warned or ledger["allow"] != allow:
+    if len(ledger["warned"]) != warned or ledger["allow"] != allow:
         return None, None  # deciding changed it: the locked way decides again from the file
+    if answer:
+        return None, known  # an answer to give and remember: the locked way gives it
     return answer, None
 
 
