@@ -1,8 +1,9 @@
 """How fast a budget is being used: its rate over the last hour, and when that rate runs it out.
 
-Pure: the ledger and `now` in, numbers and text out. The ledger keeps usage in UTC-hour buckets
-with the first and last activity of each, so "the last hour" takes the current bucket and the
-part of the previous one inside the hour, as if its usage were spread evenly over its activity.
+Pure: the ledger and `now` in, numbers and text out. The ledger keeps recent usage in 15-minute
+buckets with the first and last activity of each, so "the last hour" takes the buckets inside
+it and the part of an older one inside the hour, as if its usage were spread evenly over its
+activity.
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ def _project_cells(
 def _session_cells(
     ledger: Ledger, session_id: str | None, now: float
 ) -> Iterable[tuple[float, float, float, float]]:
-    """(tokens, cost, first, last) of the session's usage in each recent hour.
+    """(tokens, cost, first, last) of the session's usage in each recent bucket.
 
-    Requests are kept per hour, not per second: the session's project bucket bounds when in
-    that hour they can have happened.
+    Requests are kept per 15-minute bucket, not per second: the session's project bucket bounds
+    when in that bucket they can have happened.
     """
     s = ledger["sessions"].get(session_id or "")
     if s is None:

@@ -1,7 +1,7 @@
 """Folded sessions: the cold part of the ledger, kept out of the hook's way.
 
 A session idle past the retention period leaves the ledger: its totals stay in the ledger's
-rollups (per project, per command, per hour), and its full record is appended to
+rollups (per project, per command, per bucket), and its full record is appended to
 `history.jsonl`, which only `report` and a rebuild read. The ledger thus stays small however
 long the history grows.
 
@@ -27,7 +27,7 @@ def history_path() -> Path:
 
 
 def _hourly(s: dict[str, Any], key_records: list[list[Any]]) -> dict[str, dict[str, list[Any]]]:
-    """The session's usage per hour, model and command: [5 counts, cost]."""
+    """The session's usage per 15-minute bucket, model and command: [5 counts, cost]."""
     out: dict[str, dict[str, list[Any]]] = {}
     turns = s["t"]
 

@@ -64,7 +64,9 @@ def new_ledger() -> Ledger:
         "files": {},  # path -> [identity, head digest, offset, session id, turn]
         "sessions": {},  # session id -> session record (see ingest)
         "keys": {},  # usage key -> [session id, model, 5 counts, hour, cost, turn]
-        "hours": {},  # "hour" -> project -> [tokens, cost, first ts, last ts]
+        # bucket (ts // BUCKET; older days merged at local midnight) -> project ->
+        # [tokens, cost, first ts, last ts]
+        "hours": {},
         "projects": {},  # project -> [tokens, cost] all time, folded sessions included
         "models": {},  # model -> [tokens, cost] all time, folded sessions included
         "folded": {"sessions": 0, "tokens": 0, "cost": 0.0, "until": 0.0},
