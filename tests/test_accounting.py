@@ -204,10 +204,8 @@ def test_folded_sessions_keep_their_totals(private_home: Path) -> None:
     assert ledger_total(store) == expected
 
 
-def test_a_folded_session_resumed_counts_only_what_is_new(private_home: Path) -> None:
-    install_fixture("plain", private_home / ".claude")
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400)
+def _plain_asks_again(private_home: Path) -> None:
+    """The `plain` session, resumed: one more request, the same usage as its first."""
     path = _transcript(private_home, "plain")
     extra = [
         line.replace("msg_fake_00001", "msg_fake_00042").replace("req_fake_00001", "req_y")
@@ -216,6 +214,13 @@ def test_a_folded_session_resumed_counts_only_what_is_new(private_home: Path) ->
     ]
     with open(path, "a") as f:
         f.writelines(extra)
+
+
+def test_a_folded_session_resumed_counts_only_what_is_new(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0 + 7 * 86400)
+    _plain_asks_again(private_home)
     sync.sync_all(store, now=1795887600.0 + 7 * 86400)
     assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")
 
@@ -535,14 +540,7 @@ def test_a_fold_cut_short_after_a_resume_keeps_the_earlier_period(private_home: 
     install_fixture("plain", private_home / ".claude")
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0 + 7 * 86400)  # folded: the first period
-    path = _transcript(private_home, "plain")
-    extra = [
-        line.replace("msg_fake_00001", "msg_fake_00042").replace("req_fake_00001", "req_y")
-        for line in path.read_text().splitlines(keepends=True)
-        if '"type":"assistant"' in line
-    ]
-    with open(path, "a") as f:
-        f.writelines(extra)
+    _plain_asks_again(private_home)
     sync.sync_all(store, now=1795887600.0 + 7 * 86400, retention_days=30)  # resumed: live
     # A fold killed between writing history and committing the ledger: the live period is
     # in both. It counts once, and the period folded before still counts.
