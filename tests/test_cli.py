@@ -405,7 +405,7 @@ def test_budget_rm_names_the_budgets_there_are(private_home: Path) -> None:
 # --- rebuild -------------------------------------------------------------------------------------
 
 
-def test_rebuild_says_the_previous_ledger_is_kept(private_home: Path) -> None:
+def test_rebuild_says_the_previous_ledger_is_kept(private_home: Path, recorded_day: float) -> None:
     install_fixture("loop", private_home / ".claude")
     runner = CliRunner()
     assert runner.invoke(main, ["sync"]).exit_code == 0

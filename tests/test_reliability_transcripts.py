@@ -21,6 +21,9 @@ from tests.reliability_workers import MODEL, T0, assistant_line, ledger_usage, p
 from tokenbudget import hook, sync
 from tokenbudget.usage import Usage
 
+# The synthetic responses are dated from T0: now is the day after, whatever day the suite runs.
+pytestmark = pytest.mark.usefixtures("recorded_day")
+
 SID = "s-hostile"
 CWD = "/home/dev/hostile"
 

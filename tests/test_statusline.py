@@ -275,7 +275,9 @@ def test_the_tightest_window_and_when_it_resets(private_home: Path) -> None:
     assert colored == ("session 18.5k · $0.03 │ daily \x1b[33m74%\x1b[0m of 25k · resets in 6h 30m")
 
 
-def test_the_session_is_not_read_twice_once_recorded(private_home: Path) -> None:
+def test_the_session_is_not_read_twice_once_recorded(
+    private_home: Path, recorded_day: float
+) -> None:
     from tokenbudget import sync
 
     payload = claude_code_payload(private_home)

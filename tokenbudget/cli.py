@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from tokenbudget import __version__
+from tokenbudget import __version__, clock
 from tokenbudget.errors import ConfigError, SettingsError, TokenbudgetError
 
 
@@ -458,14 +458,13 @@ def budget_list(as_json: bool) -> None:
 @main.command()
 def allow() -> None:
     """Let the next refused prompt through once (its turn may use one more budget's worth)."""
-    import time
 
     from tokenbudget import sync
 
     cfg = _config()
     store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 10.0))
     with store.transaction() as ledger:
-        ledger["allow"] = {"pending": True, "at": time.time()}
+        ledger["allow"] = {"pending": True, "at": clock.now()}
     click.echo(
         "The next prompt that a budget would refuse (within the hour) passes once; its turn may"
         " use one more budget's worth."
@@ -492,7 +491,7 @@ def status(as_json: bool, session_id: str | None) -> None:
     ctx = enforce.Context(
         session_id=session_id,
         project=str(root),
-        now=datetime.now(tz),
+        now=datetime.fromtimestamp(clock.now(), tz),
         tz=tz,
         week_start=cfg.week_start,
         listing=True,

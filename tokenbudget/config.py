@@ -8,7 +8,7 @@ import os
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import paths
+from . import clock, paths
 from .budgets import Budget, applies_to, merge, normalize_command, normalize_project
 from .errors import ConfigError
 from .record import Frozen
@@ -170,7 +170,7 @@ def local_zone() -> tzinfo:
 
 def _libc_zone() -> tzinfo:
     # Last resort (e.g. Windows without tzdata): a fixed offset, right until the next DST change.
-    zone = datetime.now().astimezone().tzinfo
+    zone = datetime.fromtimestamp(clock.now()).astimezone().tzinfo
     return zone if zone is not None else UTC
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenbudget import claude_settings, paths
+from tokenbudget import claude_settings, clock, paths
 from tokenbudget.errors import TokenbudgetError
 
 
@@ -334,7 +334,7 @@ def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path
     ctx = enforce.Context(
         session_id=None,
         project=str(project_dir),
-        now=datetime.now(tz),
+        now=datetime.fromtimestamp(clock.now(), tz),
         tz=tz,
         week_start=cfg.week_start,
         command="prompt",

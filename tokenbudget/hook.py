@@ -15,7 +15,7 @@ import re
 import sys
 import time
 
-from tokenbudget import paths
+from tokenbudget import clock, paths
 from tokenbudget.errors import ConfigError, LockTimeout, TokenbudgetError
 
 # Every module a call imports costs it time: dataclasses, typing and pathlib stay off this path.
@@ -82,7 +82,8 @@ def log(message: str) -> None:
             pass
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(clock.now()))
+            f.write(f"{stamp} {message}\n")
     except Exception:
         pass
 
@@ -232,7 +233,7 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
         )
         log(f"{name}: {e}")
     try:
-        answer = _handle(ev, cfg, budget_list, now if now is not None else time.time())
+        answer = _handle(ev, cfg, budget_list, now if now is not None else clock.now())
         return _with_message(answer, broken)
     except LockTimeout as e:
         return fail(name, f"{e}; not checked this time", cfg.fail_closed)

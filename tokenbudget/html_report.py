@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokenbudget import charts, render
+from tokenbudget import charts, clock, render
 from tokenbudget.budgets import Budget, Check, format_amount, format_limit, resets_text
 from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import Ledger
@@ -464,7 +464,7 @@ def build_page(
     """The page for the ledger and folded history, as `report --html` writes it."""
     from tokenbudget import report
 
-    t = now if now is not None else datetime.now(UTC).timestamp()
+    t = now if now is not None else clock.now()
     day_rows, totals = report.build(
         "day", ledger, records, tz, week_start=week_start, filt=filt, now=t
     )
@@ -561,7 +561,7 @@ def budget_checks(
     """Each budget measured now, as `status` measures it (command budgets by their last run)."""
     from tokenbudget import enforce
 
-    t = now if now is not None else datetime.now(UTC).timestamp()
+    t = now if now is not None else clock.now()
     ctx = enforce.Context(
         session_id=session_id,
         project=project,

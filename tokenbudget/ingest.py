@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from tokenbudget import transcripts
+from tokenbudget import clock, transcripts
 from tokenbudget.ledger import BUCKET, Ledger, file_identity
 from tokenbudget.record import Record
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
@@ -352,7 +351,7 @@ class Ingestor:
 
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
-        ts = state["last_ts"] or s["l"] or time.time()
+        ts = state["last_ts"] or s["l"] or clock.now()
         hour = int(ts // BUCKET)
         turn = self._resolve_turn(s, state["turn"])
         inherited = bool(s["fk"])

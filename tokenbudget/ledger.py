@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from tokenbudget import clock
 from tokenbudget.errors import LedgerError, LockTimeout
 
 TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
@@ -55,7 +56,7 @@ class CorruptLedger(LedgerError):
 
 def new_ledger() -> Ledger:
     """An empty ledger of the current schema."""
-    now = time.time()
+    now = clock.now()
     return {
         "schema": SCHEMA,
         "app": "tokenbudget",
@@ -405,7 +406,8 @@ class JsonFileStore:
                 except CorruptLedger as e:
                     data = self._recover(str(e))
             yield data
-            data["updated"] = time.time()
+            # This stamp tells one commit from another, so never a pinned clock.
+            data["updated"] = time.time()  # the real clock
             try:
                 self.write(data)
             except OSError as e:
@@ -474,7 +476,7 @@ class JsonFileStore:
         """
         from pathlib import Path
 
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(clock.now()))
         target = Path(f"{self.file}.{label}-{stamp}")
         n = 1
         while target.exists():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
-from tokenbudget import query, render
+from tokenbudget import clock, query, render
 from tokenbudget.ledger import Ledger
 
 # --by value -> (JSON list name, JSON key field, table header, title)
@@ -56,7 +56,7 @@ def build(
             r["projectPath"] = r.pop("project", s.get("p"))
             r["lastActivity"] = _iso(s.get("l"), tz)
     elif by == "block":
-        t = now if now is not None else datetime.now(UTC).timestamp()
+        t = now if now is not None else clock.now()
         for r in rows:
             start, end = r.pop("startTime"), r.pop("endTime")
             r["startTime"] = _iso(start, tz)

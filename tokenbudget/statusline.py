@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +156,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 def main() -> None:
     """Entry point: print one line and exit 0, whatever happens."""
     try:
+        from tokenbudget import clock
         from tokenbudget.hook import read_stdin
 
         if os.environ.get("TOKENBUDGET_DISABLE") == "1":  # the hooks enforce nothing either
@@ -164,7 +164,7 @@ def main() -> None:
             sys.stdout.write(DISABLED + "\n")
             return
         color = "NO_COLOR" not in os.environ  # Claude Code renders ANSI: on unless refused
-        line = status_line(read_stdin(), time.time(), color=color)
+        line = status_line(read_stdin(), clock.now(), color=color)
     except Exception as e:  # a status line must never break Claude Code's screen
         try:
             from tokenbudget.hook import log

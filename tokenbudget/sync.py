@@ -14,7 +14,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from tokenbudget import history, paths, transcripts
+from tokenbudget import clock, history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
 from tokenbudget.ledger import JsonFileStore, Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
@@ -71,7 +71,7 @@ def sync_all(
     report = SyncReport()
     dirs = config_dirs if config_dirs is not None else paths.claude_config_dirs()
     folded_files: dict[str, list[Any]] | None = None
-    t_now = now if now is not None else time.time()
+    t_now = now if now is not None else clock.now()
     with store.transaction() as ledger:
         _take_notices(ledger, report)
         if ledger["rebuild"] and not ledger["files"] and not ledger["folded"]["sessions"]:
@@ -200,7 +200,7 @@ def rebuild(
             kept = store.move_aside("before-rebuild")
         ledger.clear()
         ledger.update(new_ledger())
-        history.restore_into(ledger, now if now is not None else time.time())
+        history.restore_into(ledger, now if now is not None else clock.now())
         # Until sync_all below finishes, hooks must know these totals are not whole yet.
         ledger["rebuild"] = True
     report = sync_all(
