@@ -463,12 +463,30 @@ def test_decide_priorities() -> None:
 
 def test_warn_key_once_per_window() -> None:
     daily = Budget("daily", 100)
-    assert warn_key(daily, utc(2024, 6, 10, 22)) == "daily|tokens|2024-06-10T22:00:00+00:00|warn"
+    assert warn_key(daily, utc(2024, 6, 10, 22)) == (
+        "daily|tokens|2024-06-10T22:00:00+00:00|warn|100"
+    )
     same_instant = datetime(2024, 6, 11, 0, tzinfo=PARIS)
     assert warn_key(daily, same_instant) == warn_key(daily, utc(2024, 6, 10, 22))
     assert warn_key(daily, utc(2024, 6, 11, 22)) != warn_key(daily, utc(2024, 6, 10, 22))
-    assert warn_key(daily, None, "over") == "daily|tokens|all|over"
-    assert warn_key(Budget("session", 5, "usd"), "abc") == "session|usd|abc|warn"
+    assert warn_key(daily, None, "over") == "daily|tokens|all|over|100"
+    assert warn_key(Budget("session", 5, "usd"), "abc") == "session|usd|abc|warn|5"
+    # A new limit is a new threshold: crossing it is news again.
+    assert warn_key(Budget("daily", 200), utc(2024, 6, 10, 22)) != warn_key(
+        daily, utc(2024, 6, 10, 22)
+    )
+
+
+def test_a_command_that_never_fits_its_budget_says_so_plainly() -> None:
+    c = check(Budget("command", 20_000, name="/test"), 0, expected=24_310)
+    assert reason_text(c, raise_hint="", allow_hint="") == (
+        "tokenbudget: /test usually takes 24.3k, more than its 20k budget: raise it to at least"
+        " 25k, or `tokenbudget allow`."
+    )
+    fits = check(Budget("command", 30_000, name="/test"), 0, expected=24_310)
+    assert reason_text(fits, raise_hint="", allow_hint="").startswith(
+        "tokenbudget: the /test budget"
+    )
 
 
 # ---------------------------------------------------------------- messages

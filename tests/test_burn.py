@@ -196,9 +196,8 @@ def test_block_message_of_a_command_has_no_rate() -> None:
     hint = "tokenbudget budget set command /test 10k"
     text = burn.block_message(check, rate=None, raise_hint=hint)
     assert text == (
-        "tokenbudget: the /test budget would be exceeded.\n"
-        "Used 0 of 5k tokens; this command is expected to take about 9.2k more.\n"
-        "Counts each run of /test on its own.\n"
+        "tokenbudget: /test usually takes 9.2k, more than its 5k budget: raise it to at least"
+        " 9.2k, or `tokenbudget allow`.\n"
         "To raise it: tokenbudget budget set command /test 10k\n"
         "To let one prompt through: tokenbudget allow"
     )

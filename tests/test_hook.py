@@ -124,7 +124,9 @@ def test_command_budget_uses_past_runs(private_home: Path) -> None:
     # /test ran once for 9.2k tokens: its next run is expected to take as much.
     _, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "/test --fast", "prompt_id": "n"})
     assert out["decision"] == "block"
-    assert "/test budget would be exceeded" in out["reason"] and "9.2k" in out["reason"]
+    assert out["reason"].startswith(
+        "tokenbudget: /test usually takes 9.2k, more than its 5k budget: raise it to at least 9.2k"
+    )
     _rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "plain words", "prompt_id": "m"})
     assert out == {}
 
@@ -450,3 +452,52 @@ def test_session_end_gives_up_on_the_lock_well_inside_its_timeout(private_home: 
     assert rc == 0 and "not obtained within 0.5 s" in err, err
     run_hook("Stop", base)  # the next call records what SessionEnd could not
     assert session_tokens(private_home, base["session_id"]) == truth_usage("loop").total + 1000
+
+
+# --- the first hook that knows stops the turn; what was stopped is kept -------------------------
+
+
+def test_post_tool_use_stops_the_turn_once_over(private_home: Path) -> None:
+    base = session(private_home)
+    run_hook("Stop", base)  # everything read: 18.5k
+    used = session_tokens(private_home, base["session_id"])
+    set_budgets(private_home, {"kind": "session", "limit": str(2 * used)})
+    event = {**base, "tool_name": "Bash", "tool_input": {}, "tool_response": {}}
+    assert run_hook("PostToolUse", {**event, "tool_use_id": "a"})[1] == {}
+    # The response that crosses the limit is in the transcript when its tool has run: the turn
+    # ends there, before its next request, with nothing to deny (the tool ran already).
+    _append_request(base["transcript_path"], 1, used)
+    rc, out, _ = run_hook("PostToolUse", {**event, "tool_use_id": "b"})
+    assert rc == 0
+    assert set(out) == {"continue", "stopReason"} and out["continue"] is False
+    assert "session budget is used up" in out["stopReason"]
+
+
+def test_every_refusal_and_stop_is_kept_in_the_ledger(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    run_hook("UserPromptSubmit", {**base, "prompt": "go on", "prompt_id": "p-2"})
+    run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "t"})
+    kept = ledger(private_home)["blocks"]
+    assert [(b["what"], b["event"], b["prompt_id"]) for b in kept] == [
+        ("refused", "UserPromptSubmit", "p-2"),
+        ("stopped", "PreToolUse", "p-1"),
+    ]
+    for b in kept:
+        assert b["session"] == base["session_id"] and b["budget"] == "session"
+        assert (b["used"], b["limit"], b["unit"]) == (truth_usage("loop").total, 10_000, "tokens")
+        assert "session budget is used up" in b["reason"]
+
+
+def test_a_new_limit_warns_again_when_its_threshold_is_crossed(private_home: Path) -> None:
+    base = session(private_home)
+    run_hook("Stop", base)
+    used = session_tokens(private_home, base["session_id"])
+    event = {**base, "tool_name": "Bash"}
+    set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9))})
+    assert "is at 90%" in run_hook("PreToolUse", {**event, "tool_use_id": "a"})[1]["systemMessage"]
+    assert run_hook("PreToolUse", {**event, "tool_use_id": "b"})[1] == {}  # said once
+    # Raised, and crossed again in the same session: the user hears of it again.
+    set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.85))})
+    assert "is at 85%" in run_hook("PreToolUse", {**event, "tool_use_id": "c"})[1]["systemMessage"]
+    assert run_hook("PreToolUse", {**event, "tool_use_id": "d"})[1] == {}

@@ -181,11 +181,14 @@ def limit_arg(value: float, unit: Unit) -> str:
 
 def suggest_limit(check: Check) -> float:
     """A round limit to offer when a budget is hit: double it, or enough for this command."""
-    target = max(check.limit * 2, check.used + check.expected)
+    return _round_up(max(check.limit * 2, check.used + check.expected), check.budget.unit)
+
+
+def _round_up(target: float, unit: Unit) -> float:
     digits = math.floor(math.log10(target)) - 1  # round up to two significant figures
     step = 10.0**digits
     value = math.ceil(target / step - 1e-9) * step
-    return float(round(value)) if check.budget.unit == "tokens" else round(value, 2)
+    return float(round(value)) if unit == "tokens" else round(value, 2)
 
 
 # ---------------------------------------------------------------- budgets
@@ -637,13 +640,15 @@ def warn_key(
         where = _aware(window_start, "window_start").astimezone(UTC).isoformat()
     else:
         where = window_start or "all"  # a session or run id, or all time
-    return f"{budget.id}|{budget.unit}|{where}|{level}"
+    # The limit too: after it changes, crossing the threshold again is news again.
+    return f"{budget.id}|{budget.unit}|{where}|{level}|{budget.limit:g}"
 
 
 # ---------------------------------------------------------------- messages
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+ALLOW_COMMAND = "tokenbudget allow"
 _KIND_WORDS = {"total": "all-time", "5h": "5-hour"}
 
 
@@ -708,8 +713,19 @@ def reason_text(
 ) -> str:
     """The message for a refusal: which budget, how far, when it resets, how to go on."""
     name = label(check.budget)
-    head = f"{name} is used up" if check.used >= check.limit else f"{name} would be exceeded"
-    lines = [f"tokenbudget: {head}.", _used_line(check), _capital(resets_text(check, tz)) + "."]
+    b = check.budget
+    if b.kind == "command" and check.used < check.limit < check.expected:
+        # No run of it fits: waiting for a reset would not help, only a higher limit.
+        usual = format_amount(check.expected, b.unit)
+        least = format_amount(_round_up(check.expected, b.unit), b.unit)
+        lines = [
+            f"tokenbudget: {b.name} usually takes {usual}, more than its "
+            f"{format_amount(check.limit, b.unit)} budget: raise it to at least {least}, or "
+            f"`{ALLOW_COMMAND}`."
+        ]
+    else:
+        head = f"{name} is used up" if check.used >= check.limit else f"{name} would be exceeded"
+        lines = [f"tokenbudget: {head}.", _used_line(check), _capital(resets_text(check, tz)) + "."]
     if raise_hint:
         lines.append(f"To raise it: {raise_hint}")
     if allow_hint:

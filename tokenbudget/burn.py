@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tokenbudget.budgets import (
+    ALLOW_COMMAND,
     applies_to,
     format_amount,
     format_duration,
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from tokenbudget.ledger import Ledger
 
 HOUR = 3600
-ALLOW_COMMAND = "tokenbudget allow"
 
 
 def spread(amount: float, first: float, last: float, lo: float, hi: float) -> float:

@@ -474,7 +474,13 @@ def allow() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets' state as JSON.")
 @click.option("--session", "session_id", help="Measure session budgets for this session.")
-def status(as_json: bool, session_id: str | None) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1, saying why on stderr, if a blocking budget here is used up or (with "
+    "--session) that session was refused or stopped by a budget; else exit 0.",
+)
+def status(as_json: bool, session_id: str | None, check: bool) -> None:
     """Every budget with used, remaining, when it resets and whether it blocks now."""
     from datetime import datetime
 
@@ -486,6 +492,9 @@ def status(as_json: bool, session_id: str | None) -> None:
     tz = cfg.tz()
     root = _project_root()
     found = config.effective_budgets(cfg, root)
+    if check:
+        _check(ledger, found, session_id, str(root), cfg, as_json=as_json)
+        return
     if session_id is None:
         session_id = status_view.latest_session(ledger, str(root))
     ctx = enforce.Context(
@@ -507,6 +516,68 @@ def status(as_json: bool, session_id: str | None) -> None:
         return
     click.echo(
         status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz), nl=False
+    )
+
+
+def _check(
+    ledger: Any, found: Any, session_id: str | None, project: str, cfg: Any, *, as_json: bool
+) -> None:
+    """`status --check`: what a script runs after `claude -p`, which shows it no stop reason."""
+    from datetime import datetime
+
+    from tokenbudget import burn, enforce
+    from tokenbudget.hook import _raise_hint
+
+    now = clock.now()
+    tz = cfg.tz()
+    ctx = enforce.Context(
+        session_id=session_id,
+        project=project,
+        now=datetime.fromtimestamp(now, tz),
+        tz=tz,
+        week_start=cfg.week_start,
+    )
+    # Without --session the next prompt starts a new session, and every command run starts
+    # from zero: what is used up for it is a window, project or total budget.
+    over = [
+        c
+        for c, _ in enforce.check_all(found, ledger, ctx)
+        if c.blocks and c.state == "over" and c.budget.kind != "command"
+    ]
+    stops = [b for b in ledger["blocks"] if session_id is not None and b["session"] == session_id]
+    reasons = [_stop_line(b, tz) for b in stops] + [
+        burn.block_message(c, rate=None, raise_hint=_raise_hint(c), tz=tz) for c in over
+    ]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": not reasons,
+                    "session": session_id,
+                    "usedUp": enforce.summary(ledger, [(c, None) for c in over]),
+                    "stops": stops,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for reason in reasons:
+            click.echo(reason, err=True)
+    if reasons:
+        sys.exit(1)
+
+
+def _stop_line(block: dict[str, Any], tz: Any) -> str:
+    from datetime import datetime
+
+    from tokenbudget import render
+
+    when = datetime.fromtimestamp(float(block["at"]), tz).strftime("%Y-%m-%d %H:%M")
+    what = "refused a prompt of" if block["what"] == "refused" else "stopped a turn of"
+    first = str(block["reason"]).split("\n", 1)[0].removeprefix("tokenbudget: ")
+    return render.escape_controls(
+        f"tokenbudget: at {when} the {block['budget']} budget {what} session "
+        f"{block['session']}: {first}"
     )
 
 

@@ -39,6 +39,8 @@ _EVENTS = (
     "SubagentStop",
     "SessionEnd",
 )
+STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer can end a turn
+BLOCKS_KEPT = 200  # refusals and stops remembered in the ledger, for `status --check`
 RAISE_HINTS = {
     "session": "tokenbudget budget set session {limit}",
     "command": "tokenbudget budget set command {name} {limit}",
@@ -165,17 +167,17 @@ def block_prompt(reason: str) -> dict[str, Any]:
     return {"decision": "block", "reason": reason}
 
 
-def stop_turn(reason: str) -> dict[str, Any]:
-    # continue:false ends the turn; the deny keeps this tool from running as well.
-    return {
-        "continue": False,
-        "stopReason": reason,
-        "hookSpecificOutput": {
+def stop_turn(reason: str, event: str = "PreToolUse") -> dict[str, Any]:
+    # continue:false ends the turn before its next API request; before a tool runs, the deny
+    # keeps that tool from running as well (after it, there is nothing left to deny).
+    answer: dict[str, Any] = {"continue": False, "stopReason": reason}
+    if event == "PreToolUse":
+        answer["hookSpecificOutput"] = {
             "hookEventName": "PreToolUse",
             "permissionDecision": "deny",
             "permissionDecisionReason": reason,
-        },
-    }
+        }
+    return answer
 
 
 def _with_message(answer: dict[str, Any], message: str | None) -> dict[str, Any]:
@@ -387,15 +389,23 @@ def _quick(
             and _unread(ledger["files"], ev.transcript, ev.session_id)
         ):
             return None, known
-        warned, allow = len(ledger["warned"]), dict(ledger["allow"])
+        warned, allow, last = len(ledger["warned"]), dict(ledger["allow"]), _last(ledger["blocks"])
         answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz())
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
-    if len(ledger["warned"]) != warned or ledger["allow"] != allow:
+    if (
+        len(ledger["warned"]) != warned
+        or ledger["allow"] != allow
+        or _last(ledger["blocks"]) is not last
+    ):
         return None, None  # deciding changed it: the locked way decides again from the file
     if answer:
         return None, known  # an answer to give and remember: the locked way gives it
     return answer, None
+
+
+def _last(items: list[Any]) -> Any:
+    return items[-1] if items else None
 
 
 def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
@@ -484,15 +494,20 @@ def _decide(
             if again:
                 decision = decide(again)
     primary = decision.primary
+    # A turn is stopped at the first hook that sees a blocking budget used up: after the tool
+    # that followed the crossing response (PostToolUse), else before the next one.
     refusing = ev.name == "UserPromptSubmit" or (
-        ev.name == "PreToolUse" and primary is not None and primary.state == "over"
+        ev.name in STOPPING and primary is not None and primary.state == "over"
     )
     if decision.action == "block" and not allowed and primary is not None and refusing:
         from tokenbudget import burn
 
         rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
         reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz)
-        return block_prompt(reason) if ev.name == "UserPromptSubmit" else stop_turn(reason)
+        _remember_block(ledger, ev, primary, reason, now)
+        if ev.name == "UserPromptSubmit":
+            return block_prompt(reason)
+        return stop_turn(reason, ev.name)
     # Warnings: once per budget and window, at the threshold and again when over.
     warned = ledger["warned"]
     notes = []
@@ -522,6 +537,27 @@ def _decide(
                 "additionalContext": left,
             }
     return _with_message(answer, "\n".join(notes) if notes else None)
+
+
+def _remember_block(ledger: Any, ev: Event, check: Any, reason: str, now: float) -> None:
+    """Keep what was refused or stopped: `claude -p` shows its user neither (`status --check`)."""
+    kept = ledger["blocks"]
+    b = check.budget
+    kept.append({
+        "at": now,
+        "session": ev.session_id,
+        "prompt_id": ev.prompt_id,
+        "what": "refused" if ev.name == "UserPromptSubmit" else "stopped",
+        "event": ev.name,
+        "budget": b.id,
+        "kind": b.kind,
+        "unit": b.unit,
+        "used": check.used,
+        "expected": check.expected,
+        "limit": check.limit,
+        "reason": reason,
+    })
+    del kept[:-BLOCKS_KEPT]
 
 
 def _check_key(check: Any) -> str:

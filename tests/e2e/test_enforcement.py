@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from tests.e2e.conftest import ClaudeRun, RunClaude
 from tests.e2e.fake_api import FakeAnthropic
 from tokenbudget import claude_settings
+from tokenbudget.budgets import format_amount
 
 pytestmark = pytest.mark.e2e
 
@@ -70,13 +73,60 @@ def test_runaway_loop_is_stopped_at_the_tool_call(
     assert run.output["terminal_reason"] == "hook_stopped"
     served = fake_api.requests
     totals = [sum(r.total_tokens() for r in served[: i + 1]) for i in range(len(served))]
-    crossed = next(i for i, t in enumerate(totals) if t > limit)
-    # At most one request past the limit: the one that crossed it ends the turn.
-    assert len(served) - 1 <= crossed + 1, totals
-    # The tool of the stopping call did not run: one echo per earlier tool call only.
+    crossed = next(i for i, t in enumerate(totals) if t >= limit)
+    # No request after the one whose response used the budget up: PostToolUse of its tool call
+    # stopped the turn.
+    assert len(served) == crossed + 1, totals
+    # Whichever hook saw the response first stopped the turn: PreToolUse when Claude Code had
+    # written it to the transcript before asking for its tool (which then did not run), else
+    # PostToolUse after that tool.
+    stops = ledger(private_home)["blocks"]
+    assert [b["session"] for b in stops] == [run.session_id]
     ran = (tmp_path / "ran.txt").read_text().splitlines() if (tmp_path / "ran.txt").exists() else []
-    assert len(ran) == len(served) - 1
+    tools = {"PreToolUse": len(served) - 1, "PostToolUse": len(served)}
+    assert len(ran) == tools[stops[0]["event"]]
     assert session_tokens(private_home, run.session_id) == fake_api.total_tokens()
+
+
+def test_a_stopped_print_mode_turn_is_told_by_status_check(
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path
+) -> None:
+    # Per session: the second run, a new session, is stopped in its turn too, not refused.
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    sid = str(uuid.uuid4())  # as README's script pattern names the session
+    run = run_claude("please LOOP 30", settings=settings(), args=["--session-id", sid])
+    assert run.output is not None, run.proc.stderr[-2000:]
+    assert run.proc.returncode == 0 and run.output["terminal_reason"] == "hook_stopped"
+    assert run.session_id == sid
+    # What `claude -p` shows of the stop, in JSON and in stream-json: nothing. The day this
+    # fails, Claude Code shows the reason itself: say so in README ("In scripts").
+    stream = run_claude(
+        "please LOOP 30", settings=settings(), args=["--output-format", "stream-json", "--verbose"]
+    )
+    assert '"terminal_reason":"hook_stopped"' in stream.proc.stdout.replace(" ", "")
+    assert "used up" not in run.proc.stdout + run.proc.stderr + stream.proc.stderr
+    # stream-json shows a PreToolUse stop's deny reason as the tool's result, and nothing else.
+    for line in stream.proc.stdout.splitlines():
+        if "used up" in line:
+            event = json.loads(line)
+            result = event["message"]["content"][0]
+            assert (event["type"], result["type"]) == ("user", "tool_result"), line
+            assert result["content"].startswith("PreToolUse:Bash hook error: "), line
+    assert run.output["result"] == ""
+    # The pattern README gives scripts.
+    check = subprocess.run(
+        [sys.executable, "-m", "tokenbudget.cli", "status", "--check", "--session", sid],
+        capture_output=True, text=True, check=False, env=_cli_env(private_home),
+    )
+    assert check.returncode == 1, check.stderr
+    assert f"the session budget stopped a turn of session {sid}" in check.stderr
+    assert "tokenbudget: the session budget is used up." in check.stderr
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "HOME": str(home), "TOKENBUDGET_HOME": str(home / "tb state")}
 
 
 def test_slash_command_budget_refuses_that_command_only(
@@ -93,7 +143,8 @@ def test_slash_command_budget_refuses_that_command_only(
     before = len(fake_api.requests)
     refused = run_claude("/test --fast", settings=settings(), cwd=project)
     assert len(fake_api.requests) == before
-    assert "/test budget would be exceeded" in result_text(refused)
+    usual = format_amount(one_run, "tokens")
+    assert f"/test usually takes {usual}, more than its 5k budget" in result_text(refused)
     plain = run_claude("Say hello.", settings=settings(), cwd=project)
     assert plain.proc.returncode == 0 and len(fake_api.requests) == before + 1
     assert "blocked" not in result_text(plain)

@@ -1,0 +1,66 @@
+"""`tokenbudget status --check`: how a script learns that `claude -p` was refused or stopped.
+
+In print mode Claude Code shows its user no hook's stop reason (claude-code-facts.md), so the
+hooks keep every refusal and stop in the ledger and this command reports them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import run
+from tests.test_hook import run_hook, session, set_budgets
+
+# The loop fixture's session, read on the day it was recorded (not folded yet).
+pytestmark = pytest.mark.usefixtures("recorded_day")
+
+
+def test_nothing_to_report_exits_0_and_says_nothing(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "1M"})
+    run_hook("Stop", base)
+    proc = run("status", "--check", "--session", base["session_id"], home=private_home)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_a_stopped_session_exits_1_and_says_why(private_home: Path) -> None:
+    base = session(private_home)
+    sid = base["session_id"]
+    set_budgets(private_home, {"kind": "session", "limit": "10k"})
+    out = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "t"})[1]
+    assert out["continue"] is False
+    proc = run("status", "--check", "--session", sid, home=private_home)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "tokenbudget: the session budget is used up.\nUsed 18.5k of 10k tokens." in proc.stderr
+    assert f"the session budget stopped a turn of session {sid}: " in proc.stderr
+    # Another session is a new start for a session budget, and was never stopped.
+    other = run("status", "--check", "--session", "another", home=private_home)
+    assert (other.returncode, other.stderr) == (0, "")
+    as_json = run("status", "--check", "--session", sid, "--json", home=private_home)
+    assert as_json.returncode == 1
+    data = json.loads(as_json.stdout)
+    assert data["ok"] is False and data["session"] == sid
+    assert [(b["budget"], b["used"], b["limit"]) for b in data["usedUp"]] == [
+        ("session", 18_513.0, 10_000.0)
+    ]
+    assert [(s["what"], s["event"], s["used"]) for s in data["stops"]] == [
+        ("stopped", "PreToolUse", 18_513.0)
+    ]
+
+
+def test_a_used_up_window_exits_1_without_a_session(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(
+        private_home, {"kind": "daily", "limit": "10k"}, {"kind": "weekly", "limit": "5k",
+                                                          "mode": "warn"}
+    )
+    run_hook("Stop", base)
+    proc = run("status", "--check", home=private_home)
+    assert proc.returncode == 1
+    assert "tokenbudget: the daily budget is used up.\nUsed 18.5k of 10k tokens." in proc.stderr
+    assert "weekly" not in proc.stderr  # a warn-only budget never blocks
+    set_budgets(private_home, {"kind": "daily", "limit": "10k", "mode": "warn"})
+    assert run("status", "--check", home=private_home).returncode == 0
