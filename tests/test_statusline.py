@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -101,7 +103,7 @@ def ledger_file(private_home: Path) -> Path:
 # --- through the real entry point -------------------------------------------------------
 
 
-def test_what_claude_code_sends(private_home: Path) -> None:
+def test_what_claude_code_sends(private_home: Path, recorded_day: float) -> None:
     set_budgets(
         private_home,
         {"kind": "session", "limit": "400k"},
@@ -110,10 +112,11 @@ def test_what_claude_code_sends(private_home: Path) -> None:
     )
     rc, out, err = run(claude_code_payload(private_home))
     assert (rc, err) == (0, "")
-    assert out == "session 18.5k/400k · $0.03 │ all-time 92% of 20k\n"
+    # The fullest budget first; its burn rate and the model gave way to fit 80 columns.
+    assert out == "all-time 92% of 20k │ session 18.5k/400k · $0.03 │ all-time 3% of $1.00\n"
 
 
-def test_color_is_on_unless_no_color(private_home: Path) -> None:
+def test_color_is_on_unless_no_color(private_home: Path, recorded_day: float) -> None:
     set_budgets(private_home, {"kind": "session", "limit": "20k"}, {"kind": "total", "limit": "$1"})
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     raw = json.dumps(claude_code_payload(private_home)).encode()
@@ -126,14 +129,17 @@ def test_color_is_on_unless_no_color(private_home: Path) -> None:
         check=True,
     )
     assert proc.stdout.decode() == (
-        "session \x1b[31m18.5k/20k\x1b[0m · $0.03 │ all-time \x1b[32m3%\x1b[0m of $1.00\n"
+        "session \x1b[31m18.5k/20k\x1b[0m · $0.03 · 18.5k/h │ all-time \x1b[32m3%\x1b[0m of $1.00"
+        " │ Opus 5.5 · ctx \x1b[32m2%\x1b[0m\n"
     )
-    assert run(json.loads(raw))[1] == "session 18.5k/20k · $0.03 │ all-time 3% of $1.00\n"
+    assert run(json.loads(raw))[1] == (
+        "session 18.5k/20k · $0.03 · 18.5k/h │ all-time 3% of $1.00 │ Opus 5.5 · ctx 2%\n"
+    )
 
 
 def test_without_budgets_it_shows_tokens_and_cost(private_home: Path) -> None:
     rc, out, _ = run(claude_code_payload(private_home))
-    assert (rc, out) == (0, "session 18.5k · $0.03\n")
+    assert (rc, out) == (0, "session 18.5k · $0.03 │ Opus 5.5 · ctx 2%\n")
 
 
 def test_unknown_and_oddly_typed_fields_are_ignored(private_home: Path) -> None:
@@ -148,7 +154,7 @@ def test_unknown_and_oddly_typed_fields_are_ignored(private_home: Path) -> None:
     )
     set_budgets(private_home, {"kind": "total", "limit": "1M"})
     rc, out, err = run(payload)
-    assert (rc, out, err) == (0, "session 18.5k · $0.03 │ all-time 1% of 1M\n", "")
+    assert (rc, out, err) == (0, "all-time 1% of 1M │ session 18.5k · $0.03\n", "")
 
 
 @pytest.mark.parametrize("missing", ["transcript_path", "cwd", "workspace", "prompt_id"])
@@ -158,8 +164,8 @@ def test_missing_fields_are_tolerated(private_home: Path, missing: str) -> None:
     rc, out, err = run(payload)
     assert rc == 0 and err == ""
     # Without the transcript there is nothing recorded yet for this session: it reads zero.
-    expected = "session 0 · $0.00\n" if missing == "transcript_path" else "session 18.5k · $0.03\n"
-    assert out == expected
+    used = "0 · $0.00" if missing == "transcript_path" else "18.5k · $0.03"
+    assert out == f"session {used} │ Opus 5.5 · ctx 2%\n"
 
 
 def test_disabled_says_off(private_home: Path) -> None:
@@ -197,13 +203,14 @@ def test_a_transcript_outside_claude_code_is_not_read(private_home: Path, tmp_pa
     outside = tmp_path / f"{payload['session_id']}.jsonl"
     outside.write_bytes(Path(payload["transcript_path"]).read_bytes())
     payload["transcript_path"] = str(outside)
-    assert run(payload)[1] == "session 0 · $0.00\n"
+    assert run(payload)[1] == "session 0 · $0.00 │ Opus 5.5 · ctx 2%\n"
 
 
 def test_broken_config_says_so_briefly(private_home: Path) -> None:
     set_config(private_home, "{oops")
     rc, out, err = run(claude_code_payload(private_home))
     assert (rc, err) == (0, "")
+    # What is wrong stays; the model gives way to it.
     assert out == "session 18.5k · $0.03 │ tokenbudget: config broken, budgets not enforced\n"
 
 
@@ -217,10 +224,10 @@ def test_broken_project_budget_file_says_so_briefly(private_home: Path, tmp_path
     assert rc == 0 and out.endswith("│ tokenbudget: config broken, budgets not enforced\n")
 
 
-def test_no_ledger_yet_and_nothing_written(private_home: Path) -> None:
+def test_no_ledger_yet_and_nothing_written(private_home: Path, recorded_day: float) -> None:
     set_budgets(private_home, {"kind": "session", "limit": "400k"})
     rc, out, _ = run(claude_code_payload(private_home))
-    assert (rc, out) == (0, "session 18.5k/400k · $0.03\n")
+    assert (rc, out) == (0, "session 18.5k/400k · $0.03 · 18.5k/h │ Opus 5.5 · ctx 2%\n")
     assert not ledger_file(private_home).exists()  # the hooks record it, under the lock
     assert sorted(p.name for p in (private_home / "tb state").iterdir()) == ["config.json"]
 
@@ -232,7 +239,7 @@ def test_reads_the_ledger_without_changing_it(private_home: Path) -> None:
     with sync.open_store().transaction():
         pass  # an empty committed ledger: the session is not recorded yet
     before = ledger_file(private_home).read_bytes()
-    assert run(payload)[1] == "session 9.2k · $0.02\n"
+    assert run(payload)[1] == "session 9.2k · $0.02 │ Opus 5.5 · ctx 2%\n"
     assert ledger_file(private_home).read_bytes() == before
 
 
@@ -243,7 +250,7 @@ def test_held_lock_does_not_slow_it(private_home: Path) -> None:
     state = private_home / "tb state"
     state.mkdir(parents=True, exist_ok=True)
     with FileLock(str(state / "ledger.json.lock")):
-        assert run(payload)[1] == "session 18.5k · $0.03\n"
+        assert run(payload)[1] == "session 18.5k · $0.03 │ Opus 5.5 · ctx 2%\n"
 
 
 def test_corrupt_ledger_gives_the_quiet_line_and_is_left_alone(private_home: Path) -> None:
@@ -270,9 +277,26 @@ def test_the_tightest_window_and_when_it_resets(private_home: Path) -> None:
     )
     raw = json.dumps(claude_code_payload(private_home)).encode()
     line = statusline.status_line(raw, AT_17_30, color=False)
-    assert line == "session 18.5k · $0.03 │ daily 74% of 25k · resets in 6h 30m"
+    # Too long with the session's usage and the model (89 columns): they give way.
+    assert line == "daily 74% of 25k · resets 6h30m · 18.5k/h │ weekly 1% of 1M"
     colored = statusline.status_line(raw, AT_17_30, color=True)
-    assert colored == ("session 18.5k · $0.03 │ daily \x1b[33m74%\x1b[0m of 25k · resets in 6h 30m")
+    assert colored == (
+        "daily \x1b[33m74%\x1b[0m of 25k · resets 6h30m · 18.5k/h │ weekly \x1b[32m1%\x1b[0m of 1M"
+    )
+
+
+def test_the_budget_that_blocks_comes_before_a_fuller_warn_only_one(private_home: Path) -> None:
+    # Issue 11: a daily budget at 102% (blocking) was hidden behind a warn-only weekly at 162%.
+    set_budgets(
+        private_home,
+        {"kind": "session", "limit": "$2"},
+        {"kind": "weekly", "limit": "11.4k", "mode": "warn"},
+        {"kind": "daily", "limit": "18k"},
+    )
+    raw = json.dumps(claude_code_payload(private_home)).encode()
+    assert statusline.status_line(raw, AT_17_30, color=False) == (
+        "daily 102% of 18k BLOCKS · resets 6h30m │ session 18.5k · $0.03/$2.00 │ +1 more"
+    )
 
 
 def test_the_session_is_not_read_twice_once_recorded(
@@ -283,10 +307,9 @@ def test_the_session_is_not_read_twice_once_recorded(
     payload = claude_code_payload(private_home)
     sync.sync_all(sync.open_store())
     raw = json.dumps(payload).encode()
-    assert statusline.status_line(raw, AT_17_30, color=False) == "session 18.5k · $0.03"
-    assert statusline.status_line(raw, AT_17_30, color=False, ingest=False) == (
-        "session 18.5k · $0.03"
-    )
+    line = "session 18.5k · $0.03 │ Opus 5.5 · ctx 2%"
+    assert statusline.status_line(raw, AT_17_30, color=False) == line
+    assert statusline.status_line(raw, AT_17_30, color=False, ingest=False) == line
 
 
 def test_any_error_becomes_the_quiet_line(
@@ -305,7 +328,7 @@ def test_any_error_becomes_the_quiet_line(
     )
 
 
-def test_cli_command_prints_the_same_line(private_home: Path) -> None:
+def test_cli_command_prints_the_same_line(private_home: Path, recorded_day: float) -> None:
     from click.testing import CliRunner
 
     from tokenbudget.cli import main
@@ -313,50 +336,194 @@ def test_cli_command_prints_the_same_line(private_home: Path) -> None:
     set_budgets(private_home, {"kind": "total", "limit": "1M"})
     payload = json.dumps(claude_code_payload(private_home))
     result = CliRunner().invoke(main, ["statusline"], input=payload)
-    assert (result.exit_code, result.output) == (0, "session 18.5k · $0.03 │ all-time 1% of 1M\n")
+    assert (result.exit_code, result.output) == (
+        0,
+        "all-time 1% of 1M · 18.5k/h │ session 18.5k · $0.03 │ Opus 5.5 · ctx 2%\n",
+    )
 
 
 # --- the pure parts ---------------------------------------------------------------------
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+RESETS = {
+    "daily": datetime(2026, 11, 29, tzinfo=UTC),
+    "weekly": datetime(2026, 11, 30, 0, 0, tzinfo=UTC),
+    "5h": datetime(2026, 11, 28, 16, 12, tzinfo=UTC),
+}
+MODEL = "Opus 5.5 · ctx 2%"
 
 
-def check(kind: str, limit: float, used: float, unit: str = "tokens") -> Any:
-    resets = datetime(2026, 11, 29, tzinfo=UTC) if kind == "daily" else None
+def check(kind: str, limit: float, used: float, unit: str = "tokens", mode: str = "block") -> Any:
     name = "/t" if kind == "command" else None
-    return evaluate(Budget(kind, limit, unit, name=name), used, 0, NOW, resets)  # type: ignore[arg-type]
+    budget = Budget(kind, limit, unit, name=name, mode=mode)  # type: ignore[arg-type]
+    return evaluate(budget, used, 0, NOW, RESETS.get(kind))
+
+
+def plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 @pytest.mark.parametrize(
-    ("used", "color"),
+    ("used", "color", "state"),
     [
-        (69, "\x1b[32m"),
-        (70, "\x1b[33m"),
-        (90, "\x1b[33m"),
-        (91, "\x1b[31m"),
-        (150, "\x1b[31m"),
+        (69, "\x1b[32m", ""),
+        (70, "\x1b[33m", ""),
+        (90, "\x1b[33m", ""),
+        (91, "\x1b[31m", ""),
+        (150, "\x1b[31m", " \x1b[31mBLOCKS\x1b[0m"),
     ],
 )
-def test_colors_follow_the_thresholds(used: int, color: str) -> None:
+def test_colors_follow_the_thresholds(used: int, color: str, state: str) -> None:
     text = statusline.budget_part(check("daily", 100, used), color=True)
-    assert text == f"daily {color}{used}%\x1b[0m of 100 · resets in 12h"
+    assert text == f"daily {color}{used}%\x1b[0m of 100{state} · resets 12h"
 
 
-def test_the_tightest_of_several_is_shown() -> None:
+def the_issue_case() -> list[Any]:
+    return [
+        check("session", 2, 0.04, "usd"),
+        check("weekly", 120_000, 194_400, mode="warn"),
+        check("daily", 100_000, 102_000),
+    ]
+
+
+def test_the_budget_that_blocks_now_comes_first() -> None:
+    line = statusline.compose((22_500, 0.04), the_issue_case(), color=False, rate=18_000)
+    assert line == "daily 102% of 100k BLOCKS · resets 12h │ session 22.5k · $0.04/$2.00 │ +1 more"
+    wide = statusline.compose((22_500, 0.04), the_issue_case(), color=False, rate=18_000, width=200)
+    assert wide == (
+        "daily 102% of 100k BLOCKS · resets 12h · 18k/h │ session 22.5k · $0.04/$2.00"
+        " │ weekly 162% of 120k (warn)"
+    )
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_warn_only_budgets_come_after_every_blocking_one(order: tuple[int, ...]) -> None:
     checks = [
-        check("weekly", 1000, 500),
-        check("daily", 100, 80, "usd"),
-        check("monthly", 100, 10),
-        check("session", 100, 99),
+        check("weekly", 1000, 1620, mode="warn"),
+        check("monthly", 1000, 100),
+        check("daily", 100, 50),
+        check("total", 1000, 990, mode="warn"),
+    ]
+    line = statusline.compose(None, [checks[i] for i in order], color=False, width=200)
+    assert line == (
+        "daily 50% of 100 · resets 12h │ monthly 10% of 1k"
+        " │ weekly 162% of 1k (warn) │ all-time 99% of 1k (warn)"
+    )
+
+
+def test_what_gives_way_when_space_is_short() -> None:
+    checks = [check("weekly", 1000, 100), check("daily", 100_000, 74_000), check("5h", 100, 5)]
+    seen: list[str] = []
+    for width in range(120, 20, -1):
+        line = statusline.compose(
+            (1234, 0.5), checks, color=False, rate=9000, model=MODEL, width=width
+        )
+        assert statusline.visible_width(line) <= width or line == "daily 74% of 100k │ +2 more"
+        if line not in seen:
+            seen.append(line)
+    assert seen == [
+        "daily 74% of 100k · resets 12h · 9k/h │ weekly 10% of 1k │ 5h 5% of 100"
+        " │ session 1.2k · $0.50 │ Opus 5.5 · ctx 2%",
+        "daily 74% of 100k · resets 12h · 9k/h │ weekly 10% of 1k │ 5h 5% of 100"
+        " │ session 1.2k · $0.50",
+        "daily 74% of 100k · resets 12h · 9k/h │ weekly 10% of 1k │ 5h 5% of 100",
+        "daily 74% of 100k · resets 12h │ weekly 10% of 1k │ 5h 5% of 100",
+        "daily 74% of 100k · resets 12h │ weekly 10% of 1k │ +1 more",
+        "daily 74% of 100k · resets 12h │ +2 more",
+        "daily 74% of 100k │ +2 more",
+    ]
+
+
+def test_several_budgets_fit_in_80_columns() -> None:
+    checks = [
+        check("total", 10_000_000, 2_500_000),
+        check("session", 500_000, 182_300),
+        check("session", 5, 4.12, "usd"),
+        check("monthly", 100, 31.5, "usd"),
+        check("weekly", 2_000_000, 1_500_000, mode="warn"),
+        check("5h", 200_000, 150_000),
+        check("daily", 500_000, 310_000),
         check("command", 10, 9),
     ]
-    line = statusline.compose((1234, 5.5), checks, color=False)
-    assert line == "session 1.2k/100 · $5.50 │ daily 80% of $100.00 · resets in 12h"
+    for color in (False, True):
+        line = statusline.compose((182_300, 4.12), checks, color=color, rate=0.9, model=MODEL)
+        assert plain(line) == (
+            "session 182.3k/500k · $4.12/$5.00 │ 5h 75% of 200k │ daily 62% of 500k │ +3 more"
+        )
+        assert statusline.visible_width(line) <= 80
+    assert plain(line) == statusline.compose(
+        (182_300, 4.12), checks, color=False, rate=0.9, model=MODEL
+    )
+
+
+def test_budgets_that_block_are_never_given_up() -> None:
+    checks = [
+        check("weekly", 1000, 1200),
+        check("total", 10, 5),
+        check("monthly", 1000, 1100),
+        check("daily", 100, 150),
+        check("5h", 100, 104),
+        check("weekly", 10, 50, mode="warn"),
+    ]
+    line = statusline.compose((1234, 5.5), checks, color=False, rate=50, model=MODEL)
+    # Too long even bare: the reset time goes, but no budget that blocks now.
+    assert line == (
+        "daily 150% of 100 BLOCKS │ weekly 120% of 1k BLOCKS │ monthly 110% of 1k BLOCKS"
+        " │ 5h 104% of 100 BLOCKS │ +2 more"
+    )
+
+
+@pytest.mark.parametrize(
+    "checks",
+    [
+        [],
+        the_issue_case(),
+        [check("daily", 100, 95), check("5h", 100, 40, mode="warn")],
+        [check("session", 100, 99), check("session", 5, 6, "usd"), check("monthly", 10, 8, "usd")],
+    ],
+)
+def test_colour_changes_no_visible_text(checks: list[Any]) -> None:
+    for rate in (None, 12_345.0):
+        model = statusline.model_part("Opus 5.5", 75, color=True)
+        colored = statusline.compose((9000, 6.0), checks, color=True, rate=rate, model=model)
+        model = statusline.model_part("Opus 5.5", 75, color=False)
+        uncolored = statusline.compose((9000, 6.0), checks, color=False, rate=rate, model=model)
+        assert "\x1b[" in colored and "\x1b[" not in uncolored
+        assert plain(colored) == uncolored
+
+
+def test_the_session_budget_takes_its_place_among_the_budgets() -> None:
+    checks = [check("daily", 100_000, 50_000), check("session", 5, 6, "usd")]
+    line = statusline.compose((250_000, 6.0), checks, color=False, rate=1.5)
+    assert line == "session 250k · $6.00/$5.00 BLOCKS · $1.50/h │ daily 50% of 100k"
 
 
 def test_a_dollar_session_budget_is_shown_against_the_cost() -> None:
     line = statusline.compose((250_000, 4.125), [check("session", 5, 4.125, "usd")], color=False)
     assert line == "session 250k · $4.12/$5.00"
+
+
+def test_a_burn_rate_is_shown_in_the_first_budget_s_unit() -> None:
+    daily = [check("daily", 100, 80, "usd")]
+    assert statusline.compose(None, daily, color=False, rate=0.004) == (
+        "daily 80% of $100.00 · resets 12h · $0.0040/h"
+    )
+    no_rate = statusline.compose(None, daily, color=False, rate=0)
+    assert no_rate == "daily 80% of $100.00 · resets 12h"
+
+
+def test_visible_width_counts_columns() -> None:
+    assert statusline.visible_width("\x1b[31mdaily\x1b[0m │ …") == 9
+    assert statusline.visible_width("Opus 漢字") == 9
+    assert statusline.visible_width("e\u0301") == 1
+
+
+def test_the_model_part_is_short_and_harmless() -> None:
+    assert statusline.model_part("Opus 5.5", 12.7, color=False) == "Opus 5.5 · ctx 12%"
+    assert statusline.model_part(None, 0, color=False) == "ctx 0%"
+    assert statusline.model_part("x\x1b[2Jy", None, color=False) == "x\\x1b[2Jy"
+    assert statusline.model_part("A" * 40, None, color=False) == "A" * 10 + "…" + "A" * 9
+    assert statusline.model_part(None, None, color=False) == ""
 
 
 def test_nothing_to_show_is_the_quiet_line() -> None:

@@ -1,8 +1,14 @@
-"""Claude Code's status line: this session's usage and the tightest budget, in one short line.
+"""Claude Code's status line: the budgets that matter now and this session's usage, in one line.
 
 Claude Code runs the statusLine command after every turn, with JSON about the session on stdin,
 and shows the first line it prints. So this is as hot as a hook, and it must never fail loudly:
 on any error it prints a neutral line and exits 0.
+
+The line can never hide the budget that stops you: a budget that blocks now comes first, then
+the blocking budgets closest to their limits, then warn-only ones, then the session's usage and
+the model. It stays within MAX_WIDTH visible columns by giving up, in this order: the model, the
+session's usage, the first budget's burn rate, the last budgets (counted as `+N more`), the first
+budget's reset time; a budget that blocks now is never given up. README.md documents the format.
 
 It takes no lock and writes nothing. The ledger is replaced atomically, so a lock-free read sees
 a whole committed ledger; what the hooks have not recorded yet of this session's transcript is
@@ -14,9 +20,11 @@ runs before the Stop hook has recorded the turn (bench/statusline_vs_hook.py mea
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +34,15 @@ if TYPE_CHECKING:
 NEUTRAL = "tokenbudget: –"
 DISABLED = "tokenbudget: off"
 SEP = " │ "
+# Claude Code cuts a status line at the terminal's edge; 80 columns fit a default terminal
+# beside nothing else, so what matters most must come first and the rest must fit in 80.
+MAX_WIDTH = 80
+MODEL_WIDTH = 20
 # A status line must come back quickly: read at most this much new transcript per call; a
 # session far behind (the first turn after installing) is caught up by the hooks instead.
 MAX_READ = 4 * 1024 * 1024
 _KIND_WORDS = {"total": "all-time", "project": "project"}
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _field(data: object, *keys: str) -> str | None:
@@ -40,13 +53,69 @@ def _field(data: object, *keys: str) -> str | None:
     return data if isinstance(data, str) and data and "\x00" not in data else None
 
 
+def _number(data: object, *keys: str) -> float | None:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        return None
+    return float(data) if math.isfinite(data) and data >= 0 else None
+
+
+def visible_width(text: str) -> int:
+    """Columns `text` takes on a terminal: colour codes take none, wide characters two."""
+    import unicodedata
+
+    width = 0
+    for ch in _SGR.sub("", text):
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+    return width
+
+
 def _colored(text: str, fraction: float, color: bool) -> str:
     from tokenbudget.render import RESET, _bar_color
 
     return f"{_bar_color(fraction)}{text}{RESET}" if color else text
 
 
-def session_part(tokens: float, cost: float, checks: Sequence[Check], *, color: bool) -> str:
+def rank(check: Check) -> tuple[int, float]:
+    """Blocks now, then blocking budgets, then warn-only; closest to its limit first in each."""
+    tier = 0 if check.blocks else 1 if check.budget.mode == "block" else 2
+    return tier, -check.fraction
+
+
+def ordered(checks: Sequence[Check]) -> list[Check]:
+    """The budgets the line shows, in the order it shows them (a stable sort by `rank`)."""
+    # Command budgets count one run each: between turns there is no run to show.
+    return sorted((c for c in checks if c.budget.kind != "command"), key=rank)
+
+
+def _state(checks: Sequence[Check], color: bool) -> str:
+    if any(c.blocks for c in checks):
+        return " " + _colored("BLOCKS", 1.0, color)
+    if all(c.budget.mode == "warn" for c in checks):
+        return " (warn)"
+    return ""
+
+
+def _per_hour(rate: float | None, unit: Unit) -> str:
+    if rate is None or rate <= 0:
+        return ""
+    if unit == "usd":
+        from tokenbudget.render import format_cost
+
+        return f" · {format_cost(rate)}/h"
+    from tokenbudget.budgets import format_amount
+
+    return f" · {format_amount(rate, 'tokens')}/h"
+
+
+def session_part(
+    tokens: float, cost: float, checks: Sequence[Check], *, color: bool, rate: float | None = None
+) -> str:
     """`session 18.5k/400k · $0.12`: the session's usage, against its budget when it has one."""
     from tokenbudget.budgets import format_amount
 
@@ -60,21 +129,88 @@ def session_part(tokens: float, cost: float, checks: Sequence[Check], *, color: 
                 text = _colored(f"{text}/{limit}", c.fraction, color)
                 break
         parts.append(text)
-    return "session " + " · ".join(parts)
+    text = "session " + " · ".join(parts)
+    if checks:
+        text += _state(checks, color) + _per_hour(rate, checks[0].budget.unit)
+    return text
 
 
-def budget_part(check: Check, *, color: bool) -> str:
-    """`daily 62% of 500k · resets in 3h 12m`: one budget, colored by how full it is."""
+def budget_part(
+    check: Check, *, color: bool, resets: bool = True, rate: float | None = None
+) -> str:
+    """`daily 102% of 100k BLOCKS · resets 4h12m · 18k/h`: one budget, colored by how full."""
     from tokenbudget.budgets import format_amount, format_duration
     from tokenbudget.render import _percent
 
     b = check.budget
     word = _KIND_WORDS.get(b.kind, b.kind)
     text = f"{word} {_colored(_percent(check.fraction), check.fraction, color)}"
-    text += f" of {format_amount(check.limit, b.unit)}"
-    if check.resets_at is not None:
-        text += f" · resets in {format_duration(check.resets_at - check.now)}"
-    return text
+    text += f" of {format_amount(check.limit, b.unit)}" + _state([check], color)
+    if resets and check.resets_at is not None:
+        text += f" · resets {format_duration(check.resets_at - check.now).replace(' ', '')}"
+    return text + _per_hour(rate, b.unit)
+
+
+def model_part(model: str | None, context: float | None, *, color: bool) -> str:
+    """`Opus 5.5 · ctx 12%`: the model Claude Code names and how full its context window is."""
+    from tokenbudget.render import _percent, escape_controls, shorten_middle
+
+    parts = []
+    if model:
+        parts.append(shorten_middle(escape_controls(model), MODEL_WIDTH))
+    if context is not None:
+        parts.append("ctx " + _colored(_percent(context / 100), context / 100, color))
+    return " · ".join(parts)
+
+
+def _lines(
+    session: tuple[float, float] | None,
+    checks: Sequence[Check],
+    *,
+    color: bool,
+    problem: str | None,
+    rate: float | None,
+    model: str,
+) -> Iterator[str]:
+    """Every candidate line, from the fullest to the barest, in the order parts are given up."""
+    shown = ordered(checks)
+    own = [c for c in shown if c.budget.kind == "session"]
+    # One part per budget, the session's budgets sharing the session's part.
+    units: list[list[Check]] = []
+    for c in shown:
+        if c.budget.kind != "session":
+            units.append([c])
+        elif c is own[0]:
+            units.append(own)
+    keep = sum(1 for i, u in enumerate(units) if i == 0 or any(c.blocks for c in u))
+    tokens, cost = session or (0.0, 0.0)
+
+    def line(n: int, *, usage: bool, burn: bool, resets: bool, with_model: bool) -> str:
+        parts = []
+        for i, unit in enumerate(units[:n]):
+            r = rate if i == 0 and burn else None
+            if unit[0].budget.kind == "session":
+                parts.append(session_part(tokens, cost, unit, color=color, rate=r))
+            else:
+                first = i == 0 and resets  # the first budget's reset is the one to wait for
+                parts.append(budget_part(unit[0], color=color, resets=first, rate=r))
+        if n < len(units):
+            parts.append(f"+{len(units) - n} more")
+        if usage and session is not None and not own:
+            parts.append(session_part(tokens, cost, (), color=color))
+        if problem:
+            parts.append(f"tokenbudget: {problem}")
+        if with_model and model:
+            parts.append(model)
+        return SEP.join(parts) if parts else NEUTRAL
+
+    yield line(len(units), usage=True, burn=True, resets=True, with_model=True)
+    yield line(len(units), usage=True, burn=True, resets=True, with_model=False)
+    yield line(len(units), usage=False, burn=True, resets=True, with_model=False)
+    # Blocking budgets after the first keep their place: only the ones behind them go.
+    for n in range(len(units), keep - 1, -1):
+        yield line(n, usage=False, burn=False, resets=True, with_model=False)
+    yield line(keep, usage=False, burn=False, resets=False, with_model=False)
 
 
 def compose(
@@ -83,26 +219,23 @@ def compose(
     *,
     color: bool,
     problem: str | None = None,
+    rate: float | None = None,
+    model: str = "",
+    width: int = MAX_WIDTH,
 ) -> str:
-    """The whole line from the session's (tokens, cost) and every budget that applies here."""
-    parts = []
-    if session is not None:
-        own = [c for c in checks if c.budget.kind == "session"]
-        parts.append(session_part(*session, own, color=color))
-    # Command budgets count one run each: between turns there is no run to show.
-    others = [c for c in checks if c.budget.kind not in ("session", "command")]
-    if others:
-        parts.append(budget_part(max(others, key=lambda c: c.fraction), color=color))
-    if problem:
-        parts.append(f"tokenbudget: {problem}")
-    return SEP.join(parts) if parts else NEUTRAL
+    """The line within `width` columns: budgets by `rank`, the session's usage, the model."""
+    last = NEUTRAL
+    for last in _lines(session, checks, color=color, problem=problem, rate=rate, model=model):
+        if visible_width(last) <= width:
+            return last
+    return last  # only budgets that block now (and a broken config) are left: they all stay
 
 
 def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> str:
     """Read the settings and the ledger for the statusLine JSON in `raw`; return the line."""
     from datetime import datetime
 
-    from tokenbudget import config, enforce, sync
+    from tokenbudget import burn, config, enforce, sync
     from tokenbudget.errors import ConfigError
     from tokenbudget.hook import parse_event
 
@@ -140,7 +273,14 @@ def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> 
     )
     checks = [c for c, _ in enforce.check_all(budgets, ledger, ctx)]
     session = enforce.session_used(ledger, ev.session_id) if ev.session_id else None
-    return compose(session, checks, color=color, problem=problem)
+    shown = ordered(checks)
+    rate = burn.last_hour(ledger, shown[0].budget, now, ev.session_id) if shown else None
+    model = model_part(
+        _field(data, "model", "display_name"),
+        _number(data, "context_window", "used_percentage"),
+        color=color,
+    )
+    return compose(session, checks, color=color, problem=problem, rate=rate, model=model)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
