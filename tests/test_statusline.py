@@ -356,7 +356,7 @@ def test_the_tightest_of_several_is_shown() -> None:
 
 def test_a_dollar_session_budget_is_shown_against_the_cost() -> None:
     line = statusline.compose((250_000, 4.125), [check("session", 5, 4.125, "usd")], color=False)
-    assert line == "session 250k · $4.12/$5.00"
+    assert line == "session 250k · $4.13/$5.00"  # half a cent rounds up
 
 
 def test_nothing_to_show_is_the_quiet_line() -> None:
