@@ -20,7 +20,6 @@ from tokenbudget.budgets import (
     expected_cost,
     format_duration,
     format_limit,
-    format_tokens,
     label,
     limit_arg,
     merge,
@@ -126,12 +125,6 @@ def test_parse_warn_at_refuses(text: str) -> None:
 )
 def test_format_limit(value: float, unit: str, text: str) -> None:
     assert format_limit(value, unit) == text  # type: ignore[arg-type]
-
-
-def test_format_tokens_rounds_for_reading() -> None:
-    assert [format_tokens(n) for n in (0, 999, 1000, 182_345, 999_960, 1_500_000, 2e9)] == [
-        "0", "999", "1k", "182.3k", "1M", "1.5M", "2B"
-    ]
 
 
 @given(st.integers(min_value=1, max_value=10**12))

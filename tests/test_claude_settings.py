@@ -360,6 +360,51 @@ def test_install_then_uninstall_restores_an_equal_document(settings_file: Path) 
     assert not cs.backup_path(settings_file).exists()
 
 
+def _styled(doc: dict[str, Any], style: str) -> bytes:
+    text = {
+        "2 spaces": json.dumps(doc, indent=2) + "\n",
+        "4 spaces": json.dumps(doc, indent=4) + "\n",
+        "tabs": json.dumps(doc, indent="\t") + "\n",
+        "no final newline": json.dumps(doc, indent=2),
+        "one line": json.dumps(doc),
+        "one line, no spaces": json.dumps(doc, separators=(",", ":")) + "\n",
+        "crlf": (json.dumps(doc, indent=2) + "\n").replace("\n", "\r\n"),
+        "non-ascii kept": json.dumps({**doc, "note": "café ☕"}, indent=2, ensure_ascii=False),
+        "non-ascii escaped": json.dumps({**doc, "note": "café ☕"}, indent=2) + "\n",
+        "empty": "{}\n",
+    }[style]
+    return ("\ufeff" + text if style == "crlf" else text).encode("utf-8")
+
+
+STYLES = ["2 spaces", "4 spaces", "tabs", "no final newline", "one line", "one line, no spaces",
+          "crlf", "non-ascii kept", "non-ascii escaped", "empty"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_install_then_uninstall_gives_back_the_same_bytes(settings_file: Path, style: str) -> None:
+    original = _styled(FOREIGN, style)
+    settings_file.parent.mkdir(parents=True)
+    settings_file.write_bytes(original)
+    assert install(settings_file, PY).changed
+    assert settings_file.read_bytes() != original
+    assert uninstall(settings_file).changed
+    assert settings_file.read_bytes() == original
+
+
+@pytest.mark.parametrize("style", ["2 spaces", "4 spaces", "tabs", "no final newline"])
+def test_a_change_made_in_between_is_kept_in_the_file_s_style(
+    settings_file: Path, style: str
+) -> None:
+    settings_file.parent.mkdir(parents=True)
+    settings_file.write_bytes(_styled(FOREIGN, style))
+    install(settings_file, PY)
+    # The user changes a setting while our hooks are in: that survives uninstall, in their style.
+    changed = {**load(settings_file), "model": "haiku"}
+    settings_file.write_bytes(_styled(changed, style))
+    uninstall(settings_file)
+    assert settings_file.read_bytes() == _styled({**FOREIGN, "model": "haiku"}, style)
+
+
 def test_install_then_uninstall_without_hooks_key(settings_file: Path) -> None:
     original = {"model": "sonnet", "statusLine": {"type": "command", "command": "mine.sh"}}
     write_json(settings_file, original)

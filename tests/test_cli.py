@@ -97,7 +97,7 @@ def test_report_csv_and_table(private_home: Path) -> None:
     csv = runner.invoke(main, ["report", "--by", "command", "--csv"])
     assert csv.exit_code == 0, csv.output
     assert csv.output.splitlines()[1].startswith(
-        f"/test,2706,126,306,6060,{truth_usage('slash').total},"
+        f"/test,1,2706,126,306,6060,{truth_usage('slash').total},"
     )
     table = runner.invoke(main, ["report", "--by", "command"])
     assert table.exit_code == 0
@@ -112,7 +112,7 @@ def test_bad_input_is_one_line(private_home: Path) -> None:
     config = private_home / "tb state" / "config.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("{broken")
-    proc = run("report", home=private_home)
+    proc = run("budget", "list", home=private_home)  # budgets it cannot read: an error
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokenbudget: ") and "config.json" in lines[0]
@@ -147,6 +147,11 @@ def test_every_command_has_help(command: tuple[str, ...]) -> None:
         (("report", "--by", "foo"), "'foo' is not one of"),
         (("report", "--json", "--csv"), "choose one of --json, --csv and --html"),
         (("budget", "set", "daily", "-5"), "a limit must be more than 0, not -5"),
+        (("budget", "set", "daily", "0"), 'a limit must be more than 0, not "0"'),
+        (("budget", "set", "daily", "lots"), 'cannot read "lots" as tokens or dollars'),
+        (("budget", "set", "daily", "5k", "--warn-at", "300%"), "warn_at must be above 0%"),
+        (("budget", "set", "daily", "5k", "--project", "/no/such/dir"), "/no/such/dir does not"),
+        (("budget", "set", "project", "/no/such/dir", "5k"), "/no/such/dir does not exist"),
         (("nosuch",), "no such command 'nosuch'"),
         (("budget", "set"), "missing argument"),
         (("budget", "rm", "daily", "--unit", "eur"), "'eur' is not one of"),
@@ -363,9 +368,11 @@ def test_report_project_includes_subfolders(private_home: Path) -> None:
     assert json.loads(parent.output)["totals"]["totalTokens"] == truth_usage("loop").total
     exact = runner.invoke(main, ["report", "--project", "/home/dev/project", "--json"])
     assert json.loads(exact.output)["totals"]["totalTokens"] == truth_usage("loop").total
-    # A folder whose name only starts the same is another folder.
+    # A folder whose name only starts the same is another folder: none of the usage is its,
+    # and as it does not exist either, it is taken for a typo.
     prefix = runner.invoke(main, ["report", "--project", "/home/dev/proj", "--json"])
-    assert json.loads(prefix.output)["totals"]["totalTokens"] == 0
+    assert prefix.exit_code == 2, prefix.output
+    assert "no usage was recorded in it" in prefix.output
 
 
 # --- budget rm -----------------------------------------------------------------------------------
@@ -387,6 +394,7 @@ def test_budget_rm_says_which_budgets_it_removed(private_home: Path) -> None:
 def test_budget_rm_names_the_budgets_there_are(private_home: Path) -> None:
     runner = CliRunner()
     project = private_home / "p"
+    project.mkdir()
     runner.invoke(main, ["budget", "set", "monthly", "$100", "--project", str(project)])
     result = runner.invoke(main, ["budget", "rm", "monthly"])
     assert result.exit_code == 1

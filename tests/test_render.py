@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 
 from tokenbudget.render import (
     bar,
-    format_cost,
-    humanize,
     render_csv,
     render_table,
     shorten_middle,
@@ -38,93 +36,6 @@ def row(key: str, i: int, o: int, cw: int, cr: int, **extra: Any) -> dict[str, A
         "totalTokens": i + o + cw + cr,
         **extra,
     }
-
-
-# --- humanize -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [
-        (0, "0"),
-        (7, "7"),
-        (950, "950"),
-        (999, "999"),
-        (999.4, "999"),
-        (999.5, "1.0k"),  # rounds up into the next unit, never "1000"
-        (1_000, "1.0k"),
-        (1_049, "1.0k"),
-        (1_050, "1.1k"),  # halves round up
-        (12_345, "12.3k"),
-        (12_345.6, "12.3k"),
-        (99_949, "99.9k"),
-        (99_950, "100k"),  # from 100 up, no decimal
-        (123_456, "123k"),
-        (999_499, "999k"),
-        (999_500, "1.0M"),  # not "1000k"
-        (999_950, "1.0M"),
-        (1_000_000, "1.0M"),
-        (4_500_000, "4.5M"),
-        (45_649_999, "45.6M"),
-        (987_654_321, "988M"),
-        (1_234_567_890, "1.2B"),
-        (999_999_999_999, "1.0T"),
-        (12_000_000_000_000, "12.0T"),
-        (10**15, "1000T"),  # the last unit keeps counting
-        (-12_345, "-12.3k"),
-        (-5, "-5"),
-    ],
-)
-def test_humanize(n: int | float, text: str) -> None:
-    assert humanize(n) == text
-
-
-@given(st.integers(min_value=0, max_value=10**15 - 1))
-def test_humanize_is_short_and_close(n: int) -> None:
-    text = humanize(n)
-    assert len(text) <= 5
-    match = re.fullmatch(r"(\d+(?:\.\d)?)([kMBT]?)", text)
-    assert match, text
-    scale = {"": 1, "k": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[match[2]]
-    shown = float(match[1]) * scale
-    assert abs(shown - n) <= max(0.5, 0.05 * n)
-
-
-@given(st.integers(min_value=0, max_value=10**14), st.integers(min_value=0, max_value=10**14))
-def test_humanize_keeps_order(a: int, b: int) -> None:
-    def value(text: str) -> float:
-        units = {"k": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-
-    if a <= b:
-        assert value(humanize(a)) <= value(humanize(b))
-
-
-# --- format_cost ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("x", "text"),
-    [
-        (None, "unpriced"),
-        (0, "$0.00"),
-        (0.0, "$0.00"),
-        (0.53, "$0.53"),
-        (12.4, "$12.40"),
-        (1234, "$1,234.00"),
-        (1_234_567.891, "$1,234,567.89"),
-        (0.01, "$0.01"),
-        (0.00995, "$0.01"),  # would print as a cent anyway
-        (0.009949, "$0.0099"),
-        (0.0053, "$0.0053"),
-        (0.005331, "$0.0053"),
-        (0.0001, "$0.0001"),
-        (0.00004, "<$0.0001"),
-        (-2.5, "-$2.50"),
-    ],
-)
-def test_format_cost(x: float | None, text: str) -> None:
-    assert format_cost(x) == text
 
 
 # --- shorten_middle -------------------------------------------------------------------------
@@ -187,7 +98,7 @@ Daily usage
 Date        Input  Output  Cache write  Cache read  Total      Cost
 ────────────────────────────────────────────────────────────────────
 2026-11-01  12.3k    4.5k         1.2M       45.6M  46.8M    $12.40
-2026-11-02    901      41          101        2.0k   3.1k   $0.0053*
+2026-11-02    901      41          101          2k   3.1k   $0.0053*
 2026-11-03      5       5            0           0     10  unpriced
 ────────────────────────────────────────────────────────────────────
 Total       13.3k    4.5k         1.2M       45.6M  46.8M    $12.41+
@@ -227,23 +138,23 @@ PROJECT_TOTALS = row(
 
 PROJECTS = """\
 Projects
-Project                 Input  Output  Cache write  Cache read  Total       Cost
+Project                Input  Output  Cache write  Cache read   Total       Cost
 ────────────────────────────────────────────────────────────────────────────────
-/home/dev/p…illing-api   1.2M   98.8k         3.5M        988M   992M  $1,234.50
-8e945286-e7…c30e65f9e5   1.0M     999            0           0   1.0M      $3.00
+/home/dev/…illing-api   1.2M   98.8k         3.5M      987.7M  992.4M  $1,234.50
+8e945286-e…c30e65f9e5     1M     999            0           0      1M      $3.00
 ────────────────────────────────────────────────────────────────────────────────
-Total                    2.2M   99.8k         3.5M        988M   993M  $1,237.50
+Total                   2.2M   99.8k         3.5M      987.7M  993.4M  $1,237.50
 """
 
 B, R = "\x1b[1m", "\x1b[0m"
 PROJECTS_COLOR = f"""\
 {B}Projects{R}
-{B}Project                 Input  Output  Cache write  Cache read  Total       Cost{R}
+{B}Project                Input  Output  Cache write  Cache read   Total       Cost{R}
 ────────────────────────────────────────────────────────────────────────────────
-/home/dev/p…illing-api   1.2M   98.8k         3.5M        988M   992M  $1,234.50
-8e945286-e7…c30e65f9e5   1.0M     999            0           0   1.0M      $3.00
+/home/dev/…illing-api   1.2M   98.8k         3.5M      987.7M  992.4M  $1,234.50
+8e945286-e…c30e65f9e5     1M     999            0           0      1M      $3.00
 ────────────────────────────────────────────────────────────────────────────────
-{B}Total                    2.2M   99.8k         3.5M        988M   993M  $1,237.50{R}
+{B}Total                   2.2M   99.8k         3.5M      987.7M  993.4M  $1,237.50{R}
 """
 
 
@@ -335,10 +246,10 @@ def test_extra_columns_come_after_the_key_at_100() -> None:
         "Session                  Models               Input  Output  Cache write  Cache read"
         "  Total     Cost\n"
         f"{rule}\n"
-        "8e945286-e7…3c30e65f9e5  opus-5-5, haiku-5-5    901      41          101        2.0k"
+        "8e945286-e7…3c30e65f9e5  opus-5-5, haiku-5-5    901      41          101          2k"
         "   3.1k  $0.0053\n"
         f"{rule}\n"
-        "Total                                           901      41          101        2.0k"
+        "Total                                           901      41          101          2k"
         "   3.1k  $0.0053\n"
     )
 
@@ -358,9 +269,9 @@ def test_a_list_is_cut_between_names_at_80() -> None:
 Sessions
 Session     Models        Input  Output  Cache write  Cache read  Total     Cost
 ────────────────────────────────────────────────────────────────────────────────
-8e945…f9e5  opus-5-5 +1     901      41          101        2.0k   3.1k  $0.0053
+8e945…f9e5  opus-5-5 +1     901      41          101          2k   3.1k  $0.0053
 ────────────────────────────────────────────────────────────────────────────────
-Total                       901      41          101        2.0k   3.1k  $0.0053
+Total                       901      41          101          2k   3.1k  $0.0053
 """
     )
 
@@ -386,9 +297,9 @@ def test_extra_columns_golden_at_80() -> None:
         "Daily usage\n"
         "Date        Models    Input  Output  Cache write  Cache read  Total     Cost\n"
         "─────────────────────────────────────────────────────────────────────────────\n"
-        "2026-11-02  opus-5-5    901      41          101        2.0k   3.1k  $0.0053*\n"
+        "2026-11-02  opus-5-5    901      41          101          2k   3.1k  $0.0053*\n"
         "─────────────────────────────────────────────────────────────────────────────\n"
-        "Total                   901      41          101        2.0k   3.1k  $0.0053*\n"
+        "Total                   901      41          101          2k   3.1k  $0.0053*\n"
         "* estimated from tokenbudget's price table\n"
     )
 
@@ -416,9 +327,9 @@ def test_long_extra_column_is_cut_to_fit_80() -> None:
 Daily usage
 Date        Models   Input  Output  Cache write  Cache read  Total         Cost
 ────────────────────────────────────────────────────────────────────────────────
-2026-11-02  mod…r-5   1.0T    1.0T         1.0T        1.0T   4.0T  $123,456.78+
+2026-11-02  mod…r-5     1T      1T           1T          1T     4T  $123,456.78+
 ────────────────────────────────────────────────────────────────────────────────
-2026-11-02  mod…r-5   1.0T    1.0T         1.0T        1.0T   4.0T  $123,456.78+
+2026-11-02  mod…r-5     1T      1T           1T          1T     4T  $123,456.78+
 + partly estimated from the price table
 """
     )
@@ -427,7 +338,7 @@ Date        Models   Input  Output  Cache write  Cache read  Total         Cost
 def test_wider_terminal_shows_more_of_the_key() -> None:
     text = render_table("Projects", "Project", PROJECT_ROWS, PROJECT_TOTALS, color=False, width=120)
     lines = text.splitlines()
-    assert lines[3].startswith("/home/dev/projects/a-rather-lon…ient-name/services/billing-api  ")
+    assert lines[3].startswith("/home/dev/projects/a-rather-lo…ient-name/services/billing-api  ")
     assert lines[4].startswith("8e945286-e779-410e-9516-f3c30e65f9e5  ")  # whole: it fits
     assert max(len(line) for line in lines) == 120
 

@@ -500,7 +500,7 @@ def test_the_session_budget_takes_its_place_among_the_budgets() -> None:
 
 def test_a_dollar_session_budget_is_shown_against_the_cost() -> None:
     line = statusline.compose((250_000, 4.125), [check("session", 5, 4.125, "usd")], color=False)
-    assert line == "session 250k · $4.12/$5.00"
+    assert line == "session 250k · $4.13/$5.00"  # half a cent rounds up
 
 
 def test_a_burn_rate_is_shown_in_the_first_budget_s_unit() -> None:

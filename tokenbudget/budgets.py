@@ -10,6 +10,9 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from .errors import ConfigError
+from .numfmt import exact_tokens
+from .numfmt import format_amount as format_amount  # messages here; callers still import it here
+from .numfmt import format_limit as format_limit
 from .record import Frozen
 
 # Importing typing costs a hook call about 5 ms: these names exist for the type checker only
@@ -58,9 +61,9 @@ class _FieldError(ConfigError):
 # ---------------------------------------------------------------- limits and thresholds
 
 _NUMBER = re.compile(
-    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+(?:_\d+)*)?(?:\.(?P<frac>\d+))?\s*(?P<suffix>[kmb])?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+(?:_\d+)*)?(?:\.(?P<frac>\d+))?\s*(?P<suffix>[kmbt])?"
 )
-_SCALE = {"": 0, "k": 3, "m": 6, "b": 9}
+_SCALE = {"": 0, "k": 3, "m": 6, "b": 9, "t": 12}
 _MARKERS: tuple[tuple[str, Unit], ...] = (
     ("usd", "usd"), ("dollars", "usd"), ("dollar", "usd"), ("$", "usd"),
     ("tokens", "tokens"), ("token", "tokens"),
@@ -128,55 +131,11 @@ def parse_warn_at(text: str | int | float) -> float:
     return value
 
 
-def _trim(number: str) -> str:
-    return number.rstrip("0").rstrip(".") if "." in number else number
-
-
-def format_tokens(count: float) -> str:
-    """Round a token count for reading: `950`, `182.3k`, `1.5M`, `2B`."""
-    n = round(count)
-    if abs(n) < 1000:
-        return str(n)
-    for scale, suffix in ((10**3, "k"), (10**6, "M"), (10**9, "B")):
-        shown = round(n / scale, 1)
-        # 999,960 would read "1000k": step up to the next suffix instead.
-        if abs(shown) < 1000 or suffix == "B":
-            return _trim(f"{shown:.1f}") + suffix
-    raise AssertionError("unreachable")
-
-
-def _format_usd(value: float) -> str:
-    text = f"{value:,.6f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
-
-
-def format_amount(value: float, unit: Unit) -> str:
-    """An amount used, rounded for reading: `182.3k` or `$4.12`."""
-    return format_tokens(value) if unit == "tokens" else f"${value:,.2f}"
-
-
-def _exact_tokens(count: int) -> str:
-    for scale, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
-        # A suffix only when it stays exact to two decimals: a limit must read as what it is.
-        if count >= scale and count % (scale // 100) == 0:
-            return _trim(f"{count / scale:.2f}") + suffix
-    return f"{count:,}"
-
-
-def format_limit(value: float, unit: Unit) -> str:
-    """A limit, exactly and readably: `200k tokens`, `1,234,567 tokens`, `$5.00`."""
-    if unit == "usd":
-        return _format_usd(value)
-    count = int(value)
-    return f"{_exact_tokens(count)} {'token' if count == 1 else 'tokens'}"
-
-
 def limit_arg(value: float, unit: Unit) -> str:
     """A limit as a shell-safe argument `parse_limit` reads back: `400k`, `10usd`."""
     if unit == "usd":
-        return _trim(f"{value:.6f}") + "usd"  # not "$10": a shell would expand $1
-    return _exact_tokens(int(value)).replace(",", "_")
+        return f"{value:.6f}".rstrip("0").rstrip(".") + "usd"  # not "$10": a shell would expand $1
+    return exact_tokens(int(value)).replace(",", "_")
 
 
 def suggest_limit(check: Check) -> float:

@@ -13,12 +13,12 @@ from datetime import timedelta
 from tokenbudget.budgets import (
     ALLOW_COMMAND,
     applies_to,
-    format_amount,
     format_duration,
     reason_text,
     warning_text,
 )
 from tokenbudget.ledger import BUCKET
+from tokenbudget.numfmt import format_amount
 
 TYPE_CHECKING = False  # mypy reads it as true: these names are for the type checker only
 if TYPE_CHECKING:
@@ -106,11 +106,8 @@ def last_hour(
 
 def per_hour(amount: float, budget: Budget) -> str:
     """`120k tokens/h` or `$1.20/h` (sub-cent rates keep their digits)."""
-    if budget.unit == "usd":
-        from tokenbudget.render import format_cost
-
-        return f"{format_cost(amount)}/h"
-    return f"{format_amount(amount, 'tokens')} tokens/h"
+    text = format_amount(amount, budget.unit)
+    return f"{text}/h" if budget.unit == "usd" else f"{text} tokens/h"
 
 
 def runs_out_in(check: Check, rate: float) -> timedelta | None:

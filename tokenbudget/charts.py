@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tokenbudget import render
-from tokenbudget.budgets import Budget, expected_cost, format_amount, format_limit
+from tokenbudget.budgets import Budget, expected_cost
 from tokenbudget.ledger import Ledger
+from tokenbudget.numfmt import UNPRICED, format_amount, format_limit
 
 if TYPE_CHECKING:
     from tokenbudget.budgets import Unit
@@ -78,8 +79,8 @@ def _title(text: str, color: bool) -> str:
 
 def _amount(value: float | None, unit: Unit) -> str:
     if value is None:
-        return render.UNPRICED
-    return render.format_cost(value) if unit == "usd" else format_amount(value, unit)
+        return UNPRICED
+    return format_amount(value, unit)
 
 
 # --- usage by day ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import shlex
 import stat
 import tempfile
@@ -530,8 +531,34 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _dump(doc: JSONDict) -> bytes:
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+_INDENT = re.compile(r"\n([ \t]+)\S")
+
+
+def _dump(doc: JSONDict, like: bytes | None = None) -> bytes:
+    """`doc` written the way `like` (the file's current content) is: its indentation, line
+    ends, final newline, byte order mark and escapes, so that taking out what we put in gives
+    back the same bytes. Keys keep their order (json keeps it both ways)."""
+    if not like or not like.strip():
+        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    bom = b"\xef\xbb\xbf" if like.startswith(b"\xef\xbb\xbf") else b""
+    text = like.decode("utf-8-sig", errors="replace")
+    found = _INDENT.search(text)
+    indent = found[1] if found else None
+    if found is None and text.strip() == "{}":
+        indent = "  "  # nothing to learn from: json.dumps writes an empty object as {} anyway
+    # One line: keep its spacing after commas and colons ({"a":1} or {"a": 1}).
+    compact = indent is None and '": ' not in text and '", ' not in text
+    out = json.dumps(
+        doc,
+        indent=indent,
+        separators=(",", ":") if compact else None,
+        ensure_ascii=not any(ord(c) > 127 for c in text) and "\\u" in text,
+    )
+    if text.rstrip(" \t").endswith("\n"):
+        out += "\n"
+    if "\r\n" in text:
+        out = out.replace("\n", "\r\n")
+    return bom + out.encode("utf-8")
 
 
 def _update(
@@ -564,7 +591,7 @@ def _update(
         try:
             _make_dirs(target.parent)
             like = target.stat() if snap.content is not None else None
-            tmp = _write_temp(target.parent, target.name, _dump(new), like)
+            tmp = _write_temp(target.parent, target.name, _dump(new, snap.content), like)
         except FileNotFoundError:
             continue  # the file vanished between our read and stat: start over
         except OSError as exc:

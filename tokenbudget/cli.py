@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import sys
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -103,6 +103,33 @@ def _config() -> Any:
     return config.load_config()
 
 
+def _config_for_reading() -> Any:
+    """The config, or the defaults with one warning line when it is broken.
+
+    `report` and `sync` need no budgets: a typo in config.json must not hide the usage.
+    """
+    from tokenbudget import config
+
+    try:
+        return config.load_config()
+    except ConfigError as e:
+        click.echo(
+            f"tokenbudget: warning: the config is broken ({_shown(str(e))}); "
+            "using the default settings",
+            err=True,
+        )
+        return config.Config()
+
+
+def _existing_folder(path: str, option: str) -> str:
+    """`path` resolved, or a usage error (exit 2) when no such folder exists."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_dir():
+        what = "is not a folder" if resolved.exists() else "does not exist"
+        raise click.BadParameter(f"{resolved} {what}", param_hint=option)
+    return str(resolved)
+
+
 def _shown(text: str) -> str:
     """Text naming transcripts, folders or commands, safe to print on a terminal."""
     from tokenbudget.render import escape_controls
@@ -146,7 +173,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 def sync_cmd(as_json: bool) -> None:
     """Record everything new in Claude Code's transcripts (backfills on first run)."""
-    cfg = _config()
+    cfg = _config_for_reading()
     _, report = _sync(cfg, quiet=as_json)
     data = {
         "filesRead": report.files_read,
@@ -208,6 +235,9 @@ def _parse_date(value: str | None, name: str) -> date | None:
 @click.option("--json", "as_json", is_flag=True, help="JSON with ccusage's field names.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with whole numbers.")
 @click.option(
+    "--exact", is_flag=True, help="Whole numbers with separators (1,234,567), not 1.2M."
+)
+@click.option(
     "--html",
     "html_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -220,6 +250,7 @@ def report(
     project: str | None,
     as_json: bool,
     as_csv: bool,
+    exact: bool,
     html_file: Path | None,
 ) -> None:
     """Usage and cost, grouped by day, week, month, session, project, command, model or block."""
@@ -230,18 +261,33 @@ def report(
 
     if sum((as_json, as_csv, html_file is not None)) > 1:
         raise click.UsageError("choose one of --json, --csv and --html")
-    cfg = _config()
-    store, _ = _sync(cfg)
+    if exact and (as_json or as_csv or html_file is not None):
+        raise click.UsageError("--exact is for the table: --json and --csv are exact already")
     filt = query.Filter(
         since=_parse_date(since, "--since"),
         until=_parse_date(until, "--until"),
         project=str(Path(project).expanduser().resolve()) if project else None,
     )
+    cfg = _config_for_reading()
+    store, _ = _sync(cfg)
     ledger = store.snapshot()
     records = history.read_records(ledger)  # a period still live is the ledger's
+    if filt.project is not None and not os.path.isdir(filt.project):
+        # A deleted project's usage is still worth a report; a typo's is not.
+        only = query.Filter(project=filt.project)
+        seen = any(only.keep(c, UTC) for c, _ in query.cells(ledger, records))
+        if not seen:
+            raise click.BadParameter(
+                f"{filt.project} does not exist and no usage was recorded in it",
+                param_hint="--project",
+            )
     tz = cfg.tz()
     root = _project_root()
-    budgets_here = config.effective_budgets(cfg, root)
+    try:
+        budgets_here = config.effective_budgets(cfg, root)
+    except ConfigError as e:  # the project's budget file: the report needs no budgets either
+        click.echo(f"tokenbudget: warning: {_shown(str(e))}; its budgets are not shown", err=True)
+        budgets_here = list(cfg.budgets)
     if html_file is not None:
         from tokenbudget import html_report, status_view
 
@@ -267,7 +313,9 @@ def report(
         html_report.write_page(html_file, page)
         click.echo(f"Wrote {html_file}.")
         return
-    rows, totals = rep.build(by, ledger, records, tz, week_start=cfg.week_start, filt=filt)
+    rows, totals = rep.build(
+        by, ledger, records, tz, week_start=cfg.week_start, filt=filt, now=clock.now()
+    )
     stats = charts.ledger_run_stats(ledger, records) if by == "command" else []
     if as_json:
         doc = rep.to_json(by, rows, totals)
@@ -280,7 +328,7 @@ def report(
         click.echo(rep.to_csv(by, rows), nl=False)
     else:
         color = render.use_color(sys.stdout)
-        click.echo(rep.to_table(by, rows, totals, color=color), nl=False)
+        click.echo(rep.to_table(by, rows, totals, color=color, exact=exact, tz=tz), nl=False)
         # The chart prints command names as they came from transcripts and budget files;
         # escaped on both sides, a command still finds its budget's limit.
         stats = [replace(s, command=render.escape_controls(s.command)) for s in stats]
@@ -323,7 +371,7 @@ def _name_and_limit(kind: str, args: tuple[str, ...]) -> tuple[str | None, str]:
         return None, args[0]
     name = args[0]
     if kind == "project":
-        name = str(Path(name).expanduser().resolve())
+        name = _existing_folder(name, "NAME")
     return name, args[1]
 
 
@@ -360,16 +408,21 @@ def budget_set(
     from tokenbudget import budgets, config
 
     name, limit_text = _name_and_limit(kind, args)
-    limit, unit = budgets.parse_limit(limit_text)
-    b = budgets.Budget(
-        kind,  # type: ignore[arg-type]
-        limit,
-        unit,
-        name=name,
-        mode=mode,  # type: ignore[arg-type]
-        warn_at=budgets.parse_warn_at(warn_at),
-        project=str(Path(project).expanduser().resolve()) if project else None,
-    )
+    # A bad limit is a wrong command line, as `-5` is (exit 2), not a failure of the config.
+    folder = _existing_folder(project, "--project") if project else None
+    try:
+        limit, unit = budgets.parse_limit(limit_text)
+        b = budgets.Budget(
+            kind,  # type: ignore[arg-type]
+            limit,
+            unit,
+            name=name,
+            mode=mode,  # type: ignore[arg-type]
+            warn_at=budgets.parse_warn_at(warn_at),
+            project=folder,
+        )
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
     cfg = config.load_config()
     config.save_config(config.set_budget(cfg, b))
     click.echo(f"Set {_shown(b.id)}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokenbudget import charts, clock, render
-from tokenbudget.budgets import Budget, Check, format_amount, format_limit, resets_text
+from tokenbudget.budgets import Budget, Check, resets_text
 from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import Ledger
+from tokenbudget.numfmt import format_amount, format_cost, format_limit
 
 if TYPE_CHECKING:
     from tokenbudget.budgets import Unit
@@ -80,7 +81,7 @@ def _e(value: object) -> str:
 
 
 def _cost(value: float | None) -> str:
-    return render.format_cost(value)
+    return format_cost(value)
 
 
 def _tokens(value: float) -> str:

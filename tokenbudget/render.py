@@ -1,4 +1,5 @@
-"""Report text: numbers, dollars, tables, CSV and progress bars. Data in, string out."""
+"""Report text: tables, CSV and progress bars (numbers read as numfmt writes them). Data in,
+string out."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+from tokenbudget.numfmt import UNPRICED, format_cost, format_exact, format_tokens, round_half_up
+
 BOLD = "\x1b[1m"
 RESET = "\x1b[0m"
 GREEN = "\x1b[32m"
@@ -14,10 +17,9 @@ YELLOW = "\x1b[33m"
 RED = "\x1b[31m"
 
 ELLIPSIS = "…"
-UNPRICED = "unpriced"
 
 # (row field, header) of the number columns, in ccusage's JSON field names.
-_TOKEN_COLUMNS = (
+TOKEN_COLUMNS = (
     ("inputTokens", "Input"),
     ("outputTokens", "Output"),
     ("cacheCreationTokens", "Cache write"),
@@ -37,8 +39,6 @@ _LEGEND = {
 }
 _CLAUDE_CODE_LEGEND = "unmarked: Claude Code's own figure"
 
-_UNITS = ("k", "M", "B", "T")
-
 # C0, DEL and C1 controls, each shown as visible text such as `\x1b`: a transcript's cwd or a
 # command name is data from whatever ran in the session, and an ESC or CSI in it would drive the
 # terminal (move the cursor, retitle the window, hide lines) when a report prints it.
@@ -48,49 +48,6 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 def escape_controls(text: str) -> str:
     """`text` with every control character (C0, DEL, C1) written as a visible `\\xNN`."""
     return text.translate(_CONTROLS)
-
-
-def humanize(n: int | float) -> str:
-    """A count in at most 5 characters (plus sign): 950, 12.3k, 123k, 4.5M, 1.2B."""
-    if isinstance(n, float) and not math.isfinite(n):
-        return str(n)
-    sign = "-" if n < 0 else ""
-    value = abs(n)
-    if _round_half_up(value) < 1000:
-        return f"{sign}{_round_half_up(value)}"
-    scale = 1
-    for unit in _UNITS:
-        scale *= 1000
-        tenths = _round_half_up(value * 10 / scale)
-        if tenths < 1000:  # below 100.0: one decimal
-            return f"{sign}{tenths // 10}.{tenths % 10}{unit}"
-        whole = _round_half_up(value / scale)
-        # Rounding can carry into the next unit (999_950 is 1.0M, not 1000k).
-        if whole < 1000 or unit == _UNITS[-1]:
-            return f"{sign}{whole}{unit}"
-    raise AssertionError("unreachable: the last unit always returns")
-
-
-def _round_half_up(x: float) -> int:
-    # round() rounds halves to even (round(0.5) == 0), which reads as a bug in a report.
-    return math.floor(x + 0.5)
-
-
-def format_cost(x: float | None) -> str:
-    """Dollars: $0.53, $12.40, $1,234.00; under a cent $0.0053; below $0.0001 <$0.0001."""
-    if x is None:
-        return UNPRICED
-    if not math.isfinite(x):
-        return f"${x}"
-    sign = "-" if x < 0 else ""
-    value = abs(x)
-    if value == 0:
-        return "$0.00"
-    if value >= 0.00995:  # anything that rounds to at least a cent
-        return f"{sign}${value:,.2f}"
-    if value >= 0.00005:  # a request's cost: keep what a cent would hide
-        return f"{sign}${value:.4f}"
-    return f"{sign}<$0.0001"
 
 
 def shorten_middle(text: str, width: int) -> str:
@@ -126,13 +83,13 @@ def _fit(text: str, width: int) -> str:
     return shorten_middle(text, width)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, exact: bool = False) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
-        return humanize(value)
+        return format_exact(value) if exact else format_tokens(value)
     if isinstance(value, list | tuple):
         return _Names([escape_controls(_short_model(str(v))) for v in value])
     return escape_controls(str(value))
@@ -160,8 +117,13 @@ def render_table(
     color: bool,
     width: int = 80,
     extra_columns: Sequence[tuple[str, str]] = (),
+    token_columns: Sequence[tuple[str, str]] = TOKEN_COLUMNS,
+    exact: bool = False,
 ) -> str:
-    """A usage report table fitting `width` columns; extra_columns are (row field, header)."""
+    """A usage report table fitting `width` columns; extra_columns are (row field, header).
+
+    Counts read as `numfmt.format_tokens` rounds them, or in full (`1,234,567`) when `exact`.
+    """
     title_line = _bold(title, color)
     if not rows:
         return f"{title_line}\nNo usage found.\n"
@@ -174,12 +136,12 @@ def render_table(
         lines_cells.append(
             [escape_controls(str(row.get("key", "")))]
             + [_cell(row.get(field)) for field, _ in extra_columns]
-            + [_cell(row.get(field)) for field, _ in _TOKEN_COLUMNS]
+            + [_cell(row.get(field), exact) for field, _ in token_columns]
             + [cost]
         )
     lines_cells[-1][0] = escape_controls(str(totals.get("key") or "Total"))
 
-    headers = [key_header, *(h for _, h in extra_columns), *(h for _, h in _TOKEN_COLUMNS)]
+    headers = [key_header, *(h for _, h in extra_columns), *(h for _, h in token_columns)]
     headers.append(_COST_HEADER)
     has_marker = any(markers)
     n_extra = len(extra_columns)
@@ -250,23 +212,27 @@ _CSV_FIELDS = (
 )
 
 
-def render_csv(key_header: str, rows: list[dict[str, Any]]) -> str:
+def render_csv(
+    key_header: str, rows: list[dict[str, Any]], *, extra_fields: Sequence[str] = ()
+) -> str:
     """CSV with a header row, whole token counts and costs to 6 decimals (empty if unpriced).
 
-    Control characters are escaped here too: a CSV file is often printed with `cat`.
+    `extra_fields` come after the key, as the table shows them after it. Control characters
+    are escaped here too: a CSV file is often printed with `cat`.
     """
     import csv  # only reports pay for it, never a hook
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([key_header, *_CSV_FIELDS])
+    writer.writerow([key_header, *extra_fields, *_CSV_FIELDS])
     for row in rows:
         cost = row.get("totalCost")
         models = row.get("modelsUsed") or []
         writer.writerow(
             [
                 escape_controls(str(row.get("key", ""))),
+                *(_csv_value(row.get(field)) for field in extra_fields),
                 *(int(row.get(field) or 0) for field in _CSV_FIELDS[:5]),
                 "" if cost is None else f"{float(cost):.6f}",
                 escape_controls(str(row.get("costSource") or "")),
@@ -276,12 +242,42 @@ def render_csv(key_header: str, rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return escape_controls(str(value))
+
+
+def active_block(row: Mapping[str, Any], *, exact: bool = False) -> str:
+    """The active 5-hour block's pace, as a line under the blocks table."""
+    from datetime import datetime, timedelta
+
+    from tokenbudget.budgets import format_duration
+
+    count = format_exact if exact else format_tokens
+    projection, rate = row["projection"], row["burnRate"]
+    ends = datetime.fromisoformat(row["endTime"]).strftime("%H:%M")
+    elapsed = format_duration(timedelta(minutes=row["elapsedMinutes"]))
+    left = format_duration(timedelta(minutes=projection["remainingMinutes"]))
+    per_hour = f"{count(rate['tokensPerMinute'] * 60)} tokens/h"
+    total = f"{count(projection['totalTokens'])} tokens"
+    if rate["costPerHour"] is not None:
+        per_hour += f" ({format_cost(rate['costPerHour'])}/h)"
+        total += f" ({format_cost(projection['totalCost'])})"
+    return (
+        f"Active block: {elapsed} elapsed, {left} left (ends {ends}); "
+        f"at {per_hour} it ends near {total}.\n"
+    )
+
+
 def bar(fraction: float, width: int, *, color: bool) -> str:
     """`[█████░░░] 62%`: `width` cells, clamped to full; the percent is the real one."""
     if math.isnan(fraction):
         fraction = 0.0
     clamped = min(max(fraction, 0.0), 1.0)
-    filled = _round_half_up(clamped * width)
+    filled = round_half_up(clamped * width)
     if clamped < 1.0:
         filled = min(filled, width - 1)  # a full bar must mean the budget is spent
     filled = max(filled, 0)

@@ -105,7 +105,7 @@ def _per_hour(rate: float | None, unit: Unit) -> str:
     if rate is None or rate <= 0:
         return ""
     if unit == "usd":
-        from tokenbudget.render import format_cost
+        from tokenbudget.numfmt import format_cost
 
         return f" · {format_cost(rate)}/h"
     from tokenbudget.budgets import format_amount
