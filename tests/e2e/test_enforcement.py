@@ -194,3 +194,25 @@ def test_warn_mode_blocks_nothing_and_warns(
     ]
     assert any("session budget is used up" in m for m in shown), shown
     assert sum("session budget is used up" in m for m in shown) == 1, "warned more than once"
+
+
+def test_the_first_warning_comes_at_the_first_hook_past_the_threshold(
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path
+) -> None:
+    limit = 40_000
+    set_budgets(private_home, {"kind": "daily", "limit": limit})
+    run = run_claude("please LOOP 30", settings=settings())
+    assert run.output is not None and run.output["terminal_reason"] == "hook_stopped"
+    served = fake_api.requests
+    totals = [sum(r.total_tokens() for r in served[: i + 1]) for i in range(len(served))]
+    crossed = next(i for i, t in enumerate(totals) if t >= 0.8 * limit)
+    shown = [
+        line["attachment"]["content"]
+        for line in run.transcript()
+        if line.get("type") == "attachment"
+        and line["attachment"].get("type") == "hook_system_message"
+        and "daily budget is at" in line["attachment"]["content"]
+    ]
+    # Said once, and with the usage of the response that crossed 80%: no later.
+    assert len(shown) == 1, shown
+    assert f"daily budget is at {100 * totals[crossed] // limit}%" in shown[0], (totals, shown)
