@@ -145,6 +145,13 @@ def test_plugin_hooks_seen_running_are_registered_and_checked(
     script = str(data / "venv" / "bin" / "tokenbudget")
     assert findings[2] == (True, "plugin's tokenbudget command runs", script)
     assert len(findings) == 3 and report.ok
+    # The time is in the zone the budgets follow.
+    config = private_home / "tb state" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('{"version": 1, "budgets": [], "timezone": "Europe/Berlin"}')
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home)
+    assert report.findings[0].detail == f"{root}: last session start 2026-11-28 17:40"
 
 
 def test_a_plugin_command_that_cannot_start_is_a_problem(

@@ -126,7 +126,13 @@ def check_plugin_run(report: Report, root: str, run: dict[str, Any]) -> None:
     """A plugin our hooks ran from: when, and whether its interpreter and command work."""
     from datetime import datetime
 
-    when = datetime.fromtimestamp(float(run["at"])).strftime("%Y-%m-%d %H:%M")
+    from tokenbudget import config
+
+    try:
+        tz = config.load_config().tz()
+    except TokenbudgetError:
+        tz = config.local_zone()  # check_config says what is wrong with the config
+    when = datetime.fromtimestamp(float(run["at"]), tz).strftime("%Y-%m-%d %H:%M")
     report.add(True, "hooks ran as a plugin", f"{root}: last session start {when}")
     python = run.get("python")
     if isinstance(python, str):
