@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import install_fixture
-from tokenbudget import claude_settings, doctor
+from tokenbudget import claude_settings, doctor, plugin
 from tokenbudget.cli import main
 
 
@@ -88,3 +88,95 @@ def test_a_tokenbudget_folder_where_doctor_runs_proves_nothing(
     runs, detail = doctor.interpreter_runs(python)
     assert not runs and "No module named 'tokenbudget'" in detail, detail
     assert doctor.interpreter_runs(sys.executable)[0]
+
+
+def _hook_findings(report: doctor.Report) -> list[tuple[bool, str, str]]:
+    return [(f.ok, f.title, f.detail) for f in report.findings]
+
+
+def test_no_registration_anywhere_is_a_problem(private_home: Path) -> None:
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home)
+    assert [(f.ok, f.title) for f in report.findings] == [
+        (False, "hooks are not registered anywhere")
+    ]
+
+
+def test_a_plugin_enabled_in_settings_is_registered(private_home: Path) -> None:
+    settings = private_home / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"enabledPlugins": {"tokenbudget@tokenbudget": true, "x@y": true}}')
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home / "project")
+    assert _hook_findings(report) == [
+        (
+            True,
+            "registered as a plugin",
+            f"user settings ({settings}): plugin tokenbudget@tokenbudget",
+        )
+    ]
+
+
+def _plugin_data(tmp_path: Path, cli: str) -> Path:
+    """A plugin data folder whose environment's `tokenbudget` is the shell script `cli`."""
+    data = tmp_path / "plugin data"
+    script = data / "venv" / "bin" / "tokenbudget"
+    script.parent.mkdir(parents=True)
+    script.write_text(cli)
+    script.chmod(0o700)
+    return data
+
+
+def test_plugin_hooks_seen_running_are_registered_and_checked(
+    private_home: Path, tmp_path: Path, recorded_day: float
+) -> None:
+    # `claude --plugin-dir` is in no settings file: the hooks' own note is what doctor sees.
+    root = tmp_path / "the plugin"
+    root.mkdir()
+    data = _plugin_data(tmp_path, "#!/bin/sh\necho 'tokenbudget, version 0.1.0'\n")
+    plugin.note_run(str(root), str(data), sys.executable, recorded_day - 3600)
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home)
+    findings = _hook_findings(report)
+    seen = f"{root}: last session start 2026-11-28 16:40"
+    assert findings[0] == (True, "hooks ran as a plugin", seen)
+    assert findings[1][:2] == (True, "plugin hook interpreter runs")
+    assert findings[1][2].startswith(f"{sys.executable}: Python 3.")
+    script = str(data / "venv" / "bin" / "tokenbudget")
+    assert findings[2] == (True, "plugin's tokenbudget command runs", script)
+    assert len(findings) == 3 and report.ok
+    # The time is in the zone the budgets follow.
+    config = private_home / "tb state" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('{"version": 1, "budgets": [], "timezone": "Europe/Berlin"}')
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home)
+    assert report.findings[0].detail == f"{root}: last session start 2026-11-28 17:40"
+
+
+def test_a_plugin_command_that_cannot_start_is_a_problem(
+    private_home: Path, tmp_path: Path, recorded_day: float
+) -> None:
+    root = tmp_path / "the plugin"
+    root.mkdir()
+    # What the first setup-env built: a script whose interpreter is where the build was made.
+    data = _plugin_data(tmp_path, f"#!{tmp_path}/venv.partial/bin/python\n")
+    plugin.note_run(str(root), str(data), sys.executable, recorded_day)
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home)
+    [bad] = [f for f in report.findings if not f.ok]
+    assert bad.title == "plugin's tokenbudget command runs"
+    assert bad.detail.startswith(f"{data / 'venv' / 'bin' / 'tokenbudget'}: ")
+    assert "rebuild" in bad.fix
+
+
+def test_a_plugin_folder_gone_or_seen_long_ago_does_not_count(
+    private_home: Path, tmp_path: Path, recorded_day: float
+) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    plugin.note_run(str(tmp_path / "gone"), None, sys.executable, recorded_day)
+    plugin.note_run(str(kept), None, sys.executable, recorded_day - 31 * 86400)
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home)
+    assert [f.title for f in report.findings] == ["hooks are not registered anywhere"]

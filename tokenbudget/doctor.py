@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenbudget import claude_settings, clock, paths
+from tokenbudget import claude_settings, clock, paths, plugin
 from tokenbudget.errors import TokenbudgetError
 
 
@@ -98,6 +98,66 @@ def plugin_registrations(project_dir: Path | None = None) -> list[str]:
     return found
 
 
+def plugin_runs() -> dict[str, dict[str, Any]]:
+    """The plugin folders our hooks ran from lately (`claude --plugin-dir` too) that still exist."""
+    return {r: v for r, v in plugin.recent_runs(clock.now()).items() if os.path.isdir(r)}
+
+
+def _plugin_cli_runs(script: Path) -> tuple[bool, str]:
+    """Whether the plugin environment's `tokenbudget` command starts (its shebang is right)."""
+    try:
+        proc = subprocess.run(
+            [str(script), "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"{script}: {e}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"it exited {proc.returncode}"])[-1]
+        return False, f"{script}: {last}"
+    return True, str(script)
+
+
+def check_plugin_run(report: Report, root: str, run: dict[str, Any]) -> None:
+    """A plugin our hooks ran from: when, and whether its interpreter and command work."""
+    from datetime import datetime
+
+    from tokenbudget import config
+
+    try:
+        tz = config.load_config().tz()
+    except TokenbudgetError:
+        tz = config.local_zone()  # check_config says what is wrong with the config
+    when = datetime.fromtimestamp(float(run["at"]), tz).strftime("%Y-%m-%d %H:%M")
+    report.add(True, "hooks ran as a plugin", f"{root}: last session start {when}")
+    python = run.get("python")
+    if isinstance(python, str):
+        runs, detail = interpreter_runs(python)
+        report.add(
+            runs,
+            "plugin hook interpreter runs",
+            f"{python}: {detail}",
+            "" if runs else "start a Claude Code session with the plugin: it sets up again",
+        )
+    data = run.get("data")
+    script = Path(data) / "venv" / "bin" / "tokenbudget" if isinstance(data, str) else None
+    if script is not None and script.parent.parent.exists():
+        runs, detail = _plugin_cli_runs(script)
+        report.add(
+            runs,
+            "plugin's tokenbudget command runs",
+            detail,
+            ""
+            if runs
+            else "start a Claude Code session with the plugin: its hooks rebuild the "
+            "environment in the background",
+        )
+
+
 def check_hooks(report: Report, project_dir: Path) -> None:
     registered = 0
     for scope in claude_settings.SCOPES:
@@ -165,14 +225,18 @@ def check_hooks(report: Report, project_dir: Path) -> None:
     plugins = plugin_registrations(project_dir)
     for p in plugins:
         report.add(True, "registered as a plugin", p)
-    if not registered and not plugins:
+    ran = plugin_runs()
+    for root, run in ran.items():
+        check_plugin_run(report, root, run)
+    if not registered and not plugins and not ran:
         report.add(
             False,
             "hooks are not registered anywhere",
-            "no settings file or plugin has them",
-            "run `tokenbudget install` (or ./install.sh)",
+            "no settings file or plugin has them, and no plugin's hooks ran in the last "
+            f"{plugin.KEEP_DAYS} days",
+            "run `tokenbudget install` (or ./install.sh), or use the plugin",
         )
-    elif registered and plugins:
+    elif registered and (plugins or ran):
         report.add(
             True,
             "registered both in settings and as a plugin",

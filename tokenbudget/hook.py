@@ -41,6 +41,9 @@ _EVENTS = (
 )
 STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer can end a turn
 BLOCKS_KEPT = 200  # refusals and stops remembered in the ledger, for `status --check`
+# The plugin's /tokenbudget skill (typed bare or namespaced): it runs the CLI, so refusing it
+# would leave no way to raise a used-up budget from inside Claude Code.
+OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")
 RAISE_HINTS = {
     "session": "tokenbudget budget set session {limit}",
     "command": "tokenbudget budget set command {name} {limit}",
@@ -266,6 +269,17 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
     messages: list[str] = []
     rebuild_owed = False
     with store.transaction(known) as ledger:
+        plugin_root = os.environ.get("CLAUDE_PLUGIN_ROOT")
+        if ev.name == "SessionStart" and plugin_root:
+            # For doctor (a --plugin-dir plugin is in no settings file); before the double-
+            # registration check, which may skip the plugin's copy. Unwritten, it is a lost hint.
+            import contextlib
+
+            from tokenbudget import plugin
+
+            data = os.environ.get("CLAUDE_PLUGIN_DATA")
+            with contextlib.suppress(OSError):
+                plugin.note_run(plugin_root, data, sys.executable, now)
         events = ledger.setdefault("events", {})
         fp = _fingerprint(ev)
         if fp in events:
@@ -438,7 +452,9 @@ def _decide(
     tz: Any,
 ) -> dict[str, Any]:
     """The answer to the event from the ledger; records warnings given and `allow` spent."""
-    if not budget_list:
+    if not budget_list or (
+        ev.name == "UserPromptSubmit" and command_of_prompt(ev.prompt) in OWN_COMMANDS
+    ):
         return {}
     from datetime import datetime
 

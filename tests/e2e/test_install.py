@@ -104,13 +104,33 @@ def test_plugin_route_first_run_then_enforces(
     logs = "\n".join(p.read_text() for p in data.rglob("setup.log"))
     assert _plugin_ready(data), f"the plugin's environment was not set up: {logs[-3000:]}"
 
-    cfg = private_home / "tb state" / "config.json"
-    cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(json.dumps({"version": 1, "budgets": [{"kind": "session", "limit": "2k"}]}))
+    # The budget is set the way README tells a plugin user: the plugin's /tokenbudget, with
+    # no --allowedTools (the skill carries its own permission). Claude Code runs the CLI
+    # before it asks the model, and sends it what the CLI printed.
+    command = "/tokenbudget budget set session 2k"
+    done = run_claude(command, plugin_dir=REPO, env=env, args=["-c"], allowed_tools=())
+    assert done.proc.returncode == 0, done.proc.stderr[-2000:]
+    assert "Set session: 2k tokens (block)." in fake_api.requests[-1].prompt
+    cfg = json.loads((private_home / "tb state" / "config.json").read_text())
+    assert [(b["kind"], b["limit"]) for b in cfg["budgets"]] == [("session", 2000)]
+
+    asked = len(fake_api.requests)
     second = run_claude("Say hello again.", plugin_dir=REPO, env=env, args=["-c"])
-    # The hooks now run: the first session's usage is recorded and its budget refuses.
-    assert len(fake_api.requests) == 1
+    # The hooks now run: the session's usage is recorded and its budget refuses.
+    assert len(fake_api.requests) == asked
     assert "session budget is used up" in str(second.output.get("result") if second.output else "")
+
+    # doctor is green for a plugin user, in the session (the skill is never refused, or a
+    # used-up budget could not be raised) and from the environment's own tokenbudget.
+    run_claude("/tokenbudget doctor", plugin_dir=REPO, env=env, args=["-c"], allowed_tools=())
+    assert len(fake_api.requests) == asked + 1
+    report = fake_api.requests[-1].prompt
+    assert "ok  hooks ran as a plugin: " + str(REPO) in report, report
+    assert "\nAll good.\n" in report and "!!" not in report, report
+    [cli] = data.glob("*/venv/bin/tokenbudget")
+    direct = subprocess.run([str(cli), "doctor"], capture_output=True, text=True, check=False)
+    assert direct.returncode == 0 and direct.stdout.endswith("All good.\n"), direct.stdout
+    assert "hooks are not registered anywhere" not in direct.stdout
 
 
 def test_plugin_and_settings_together_count_and_block_once(

@@ -1,0 +1,69 @@
+"""Where tokenbudget's hooks ran as a Claude Code plugin, for `doctor`.
+
+A plugin loaded with `claude --plugin-dir` appears in no settings file, so nothing else could
+tell doctor that its hooks run. A hook answering SessionStart as a plugin (Claude Code sets
+CLAUDE_PLUGIN_ROOT for a plugin's hooks) notes the plugin's folder, its data folder, the
+Python it runs with and the time, in one small private file beside the ledger; notes older
+than KEEP_DAYS are dropped. The hook writes it under the ledger's lock, so writers take turns;
+a file we cannot read is only a lost hint, never an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from tokenbudget import paths
+
+TYPE_CHECKING = False  # typing stays off a hook call's imports
+if TYPE_CHECKING:
+    from typing import Any
+
+RUNS_FILE = "plugin-runs.json"
+KEEP_DAYS = 30
+
+
+def runs_file() -> str:
+    """The file holding the notes."""
+    return os.path.join(paths.data_folder(), RUNS_FILE)
+
+
+def read_runs() -> dict[str, dict[str, Any]]:
+    """Plugin folder -> {"data", "python", "at"}; empty when there is no readable file."""
+    try:
+        with open(runs_file(), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if not isinstance(runs, dict):
+        return {}
+    return {
+        root: run
+        for root, run in runs.items()
+        if isinstance(run, dict) and isinstance(run.get("at"), int | float)
+    }
+
+
+def recent_runs(now: float) -> dict[str, dict[str, Any]]:
+    """The notes of the last KEEP_DAYS, newest first."""
+    runs = {r: v for r, v in read_runs().items() if now - float(v["at"]) < KEEP_DAYS * 86400}
+    return dict(sorted(runs.items(), key=lambda kv: -float(kv[1]["at"])))
+
+
+def note_run(root: str, data: str | None, python: str, now: float) -> None:
+    """Remember that the hooks ran from plugin folder `root` at `now` (atomically, 0600)."""
+    runs = recent_runs(now)
+    runs[root] = {"data": data, "python": python, "at": now}
+    folder = paths.ensure_private_dir(paths.data_folder())
+    tmp = os.path.join(folder, f".{RUNS_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "runs": runs}, f)
+        os.replace(tmp, runs_file())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
