@@ -179,8 +179,10 @@ def test_two_sessions_at_once_share_a_daily_budget_exactly(
 def test_warn_mode_blocks_nothing_and_warns(
     run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path
 ) -> None:
-    set_budgets(private_home, {"kind": "session", "limit": "2k", "mode": "warn"})
     run_claude("Say hello.", settings=settings())
+    # Set once the first turn is over, so that the warning comes with the next prompt: given
+    # at a -p run's Stop, Claude Code may exit before it writes the message anywhere.
+    set_budgets(private_home, {"kind": "session", "limit": "2k", "mode": "warn"})
     second = run_claude("And again.", settings=settings(), args=["-c"])
     assert second.proc.returncode == 0
     assert len(fake_api.requests) == 2, "warn mode must not block"
