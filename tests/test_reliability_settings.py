@@ -83,6 +83,9 @@ def test_an_edit_at_any_step_survives(tmp_path: Path, monkeypatch: pytest.Monkey
                                       op: str, stage: str, atomic: bool) -> None:
     path = tmp_path / "claude" / "settings.json"
     prepare(path, op)
+    if stage == STAGES[2]:
+        # A backup is written only where none is kept from before our install.
+        cs.backup_path(path).unlink(missing_ok=True)
     edits = {"n": 0}
 
     def edit_once() -> None:

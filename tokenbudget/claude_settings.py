@@ -568,13 +568,15 @@ def _update(
     backup: bool = True,
     before_write: Callable[[JSONDict, JSONDict], None] | None = None,
     drop_backup_if: Callable[[JSONDict], bool] | None = None,
+    original: bytes | None = None,
 ) -> InstallResult:
     """Apply `change` to the JSON object in `path`; write only if the document differs.
 
     `before_write(old, new)` runs on every attempt that is about to write, so it sees exactly
     the content this attempt replaces; raising there leaves the file alone. `backup=False`
     writes no backup (for our own state files); `drop_backup_if(new)` deletes the backup once
-    `new` is safely in place, when it says there is nothing left to undo.
+    `new` is safely in place, when it says there is nothing left to undo. `original` (the
+    content before our install) is written back byte for byte when `new` is that document.
     """
     for _attempt in range(_CAS_ATTEMPTS):
         # Dotfile managers symlink settings.json: write the target and keep the link. Resolved
@@ -591,22 +593,28 @@ def _update(
         try:
             _make_dirs(target.parent)
             like = target.stat() if snap.content is not None else None
-            tmp = _write_temp(target.parent, target.name, _dump(new, snap.content), like)
+            data = original if _same_document(original, new, path) else None
+            if data is None:
+                data = _dump(new, snap.content)
+            tmp = _write_temp(target.parent, target.name, data, like)
         except FileNotFoundError:
             continue  # the file vanished between our read and stat: start over
         except OSError as exc:
             raise SettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
         try:
             kept: Path | None = None
+            # The backup keeps the content from before any of ours: a change on top of our own
+            # (the status line after the hooks) leaves the first one, the way all the way back.
             if snap.content is not None and backup:
                 kept = backup_path(path)
-                bak = _write_temp(kept.parent, kept.name, snap.content, None)
-                try:
-                    os.replace(bak, kept)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        bak.unlink()
-                    raise
+                if _nothing_of_ours(old) or not kept.exists():
+                    bak = _write_temp(kept.parent, kept.name, snap.content, None)
+                    try:
+                        os.replace(bak, kept)
+                    except OSError:
+                        with contextlib.suppress(OSError):
+                            bak.unlink()
+                        raise
             # Compare and swap: Claude Code or an editor may have saved the file while we merged.
             # Claude Code takes no lock we could share, so re-read as late as possible and, if
             # anything moved, merge again onto the new content instead of overwriting it.
@@ -633,6 +641,26 @@ def _update(
     raise SettingsError(f"{path} kept changing while we updated it; left as is, try again")
 
 
+def _same_document(content: bytes | None, doc: JSONDict, path: Path) -> bool:
+    """Whether `content` holds `doc` (an empty `hooks` aside, which uninstall leaves out)."""
+    if content is None:
+        return False
+    try:
+        was = _parse(content, path)
+    except SettingsError:
+        return False
+    if was.get("hooks") == {} and "hooks" not in doc:
+        was = {k: v for k, v in was.items() if k != "hooks"}
+    return was == doc
+
+
+def _read_original(path: Path) -> bytes | None:
+    try:
+        return backup_path(path).read_bytes()
+    except OSError:
+        return None
+
+
 # --- public operations -------------------------------------------------------------------
 
 
@@ -651,7 +679,11 @@ def uninstall(path: Path) -> InstallResult:
     The backup goes too once nothing of ours is left (in a project it would be clutter in the
     repository); while our statusLine remains, it stays.
     """
-    return _update(path, _merge_uninstall, drop_backup_if=_nothing_of_ours)
+    # What install kept aside: when taking ours out leaves that document, its very bytes go
+    # back (spacing, number spellings and escapes that no JSON writer could reproduce).
+    return _update(
+        path, _merge_uninstall, drop_backup_if=_nothing_of_ours, original=_read_original(path)
+    )
 
 
 def set_statusline(path: Path, command: str, *, force: bool = False) -> InstallResult:
