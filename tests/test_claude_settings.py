@@ -157,6 +157,7 @@ def test_desired_hooks_shape() -> None:
         "UserPromptSubmit",
         "PreToolUse",
         "PostToolUse",
+        "PostToolBatch",
         "Stop",
         "SubagentStop",
         "SessionEnd",

@@ -473,12 +473,14 @@ def test_post_tool_use_stops_the_turn_once_over(private_home: Path) -> None:
     assert "session budget is used up" in out["stopReason"]
 
 
-def test_every_refusal_and_stop_is_kept_in_the_ledger(private_home: Path) -> None:
+def test_every_refusal_and_stop_is_kept(private_home: Path) -> None:
+    from tokenbudget import stops
+
     base = session(private_home)
     set_budgets(private_home, {"kind": "session", "limit": "10k"})
     run_hook("UserPromptSubmit", {**base, "prompt": "go on", "prompt_id": "p-2"})
     run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "t"})
-    kept = ledger(private_home)["blocks"]
+    kept = stops.read()
     assert [(b["what"], b["event"], b["prompt_id"]) for b in kept] == [
         ("refused", "UserPromptSubmit", "p-2"),
         ("stopped", "PreToolUse", "p-1"),
@@ -501,3 +503,39 @@ def test_a_new_limit_warns_again_when_its_threshold_is_crossed(private_home: Pat
     set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.85))})
     assert "is at 85%" in run_hook("PreToolUse", {**event, "tool_use_id": "c"})[1]["systemMessage"]
     assert run_hook("PreToolUse", {**event, "tool_use_id": "d"})[1] == {}
+
+
+def test_a_fail_closed_refusal_is_kept_too(private_home: Path) -> None:
+    from tokenbudget import stops
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "1M"}, fail_closed=True,
+                lock_timeout_seconds=0.2)
+    lock = private_home / "tb state" / "ledger.json.lock"
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability_workers", "hold", str(lock)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline()  # it holds the lock
+            _, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "go", "prompt_id": "p-9"})
+        finally:
+            holder.kill()
+    assert out["decision"] == "block" and "fail_closed is on" in out["reason"]
+    (kept,) = stops.read(base["session_id"])
+    assert (kept["what"], kept["prompt_id"], kept["budget"]) == ("refused", "p-9", None)
+    assert kept["reason"] == out["reason"]
+
+
+def test_a_warning_is_given_when_the_warned_table_is_full(private_home: Path) -> None:
+    from tokenbudget import sync
+
+    base = session(private_home)
+    run_hook("Stop", base)
+    used = session_tokens(private_home, base["session_id"])
+    with sync.open_store().transaction() as led:
+        led["warned"] = {f"old|{i}": float(i) for i in range(500)}
+    set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9))})
+    # Nothing new to read: the quick path decides, and adding a key drops the oldest.
+    out = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "w"})[1]
+    assert "session budget is at 90%" in out.get("systemMessage", ""), out

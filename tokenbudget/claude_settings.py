@@ -82,6 +82,9 @@ OUR_EVENTS: Mapping[str, HookSpec] = {
     "UserPromptSubmit": HookSpec(10, None),
     "PreToolUse": HookSpec(10, "*"),
     "PostToolUse": HookSpec(10, "*"),
+    # After each batch of tool calls, before the next request, failed tools included (which
+    # fire PostToolUseFailure, whose continue:false Claude Code 2.1.328 ignores).
+    "PostToolBatch": HookSpec(10, None),
     "Stop": HookSpec(10, None),
     "SubagentStop": HookSpec(10, ""),
     "SessionEnd": HookSpec(2, ""),

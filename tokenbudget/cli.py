@@ -579,6 +579,7 @@ def _check(
     from datetime import datetime
 
     from tokenbudget import burn, enforce
+    from tokenbudget import stops as kept
     from tokenbudget.hook import _raise_hint
 
     now = clock.now()
@@ -597,7 +598,7 @@ def _check(
         for c, _ in enforce.check_all(found, ledger, ctx)
         if c.blocks and c.state == "over" and c.budget.kind != "command"
     ]
-    stops = [b for b in ledger["blocks"] if session_id is not None and b["session"] == session_id]
+    stops = kept.read(session_id) if session_id is not None else []
     reasons = [_stop_line(b, tz) for b in stops] + [
         burn.block_message(c, rate=None, raise_hint=_raise_hint(c), tz=tz) for c in over
     ]
@@ -625,12 +626,12 @@ def _stop_line(block: dict[str, Any], tz: Any) -> str:
 
     from tokenbudget import render
 
-    when = datetime.fromtimestamp(float(block["at"]), tz).strftime("%Y-%m-%d %H:%M")
-    what = "refused a prompt of" if block["what"] == "refused" else "stopped a turn of"
-    first = str(block["reason"]).split("\n", 1)[0].removeprefix("tokenbudget: ")
+    when = datetime.fromtimestamp(float(block.get("at") or 0), tz).strftime("%Y-%m-%d %H:%M")
+    what = "refused a prompt of" if block.get("what") == "refused" else "stopped a turn of"
+    first = str(block.get("reason", "")).split("\n", 1)[0].removeprefix("tokenbudget: ")
+    who = f"the {block['budget']} budget" if block.get("budget") else "tokenbudget"
     return render.escape_controls(
-        f"tokenbudget: at {when} the {block['budget']} budget {what} session "
-        f"{block['session']}: {first}"
+        f"tokenbudget: at {when} {who} {what} session {block.get('session')}: {first}"
     )
 
 

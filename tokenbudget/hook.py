@@ -40,7 +40,6 @@ _EVENTS = (
     "SessionEnd",
 )
 STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer can end a turn
-BLOCKS_KEPT = 200  # refusals and stops remembered in the ledger, for `status --check`
 # The plugin's /tokenbudget skill (typed bare or namespaced): it runs the CLI, so refusing it
 # would leave no way to raise a used-up budget from inside Claude Code.
 OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")
@@ -191,15 +190,21 @@ def _with_message(answer: dict[str, Any], message: str | None) -> dict[str, Any]
     return answer
 
 
-def fail(event: str, why: str, fail_closed: bool) -> dict[str, Any]:
+def fail(
+    event: str, why: str, fail_closed: bool, ev: Event | None = None
+) -> dict[str, Any]:
     """Our own failure: allow and say why, or block if the user chose fail-closed."""
     line = f"tokenbudget: {why}"
     log(f"{event}: {why}")
     print(line, file=sys.stderr)
     if fail_closed and event == "UserPromptSubmit":
-        return block_prompt(f"{line} (fail_closed is on, so this prompt is refused)")
+        reason = f"{line} (fail_closed is on, so this prompt is refused)"
+        _keep_stop(ev, event, None, reason)
+        return block_prompt(reason)
     if fail_closed and event == "PreToolUse":
-        return stop_turn(f"{line} (fail_closed is on, so the turn stops)")
+        reason = f"{line} (fail_closed is on, so the turn stops)"
+        _keep_stop(ev, event, None, reason)
+        return stop_turn(reason)
     return {"systemMessage": f"{line}; allowing."}
 
 
@@ -227,7 +232,7 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
         # A broken project file (anyone's checkout may hold one) must not switch off the
         # user's own budgets: those still apply; the project's are reported, every time.
         if cfg.fail_closed:
-            return fail(name, f"a project budget file is broken ({e})", True)
+            return fail(name, f"a project budget file is broken ({e})", True, ev)
         from tokenbudget.budgets import applies_to, normalize_project
 
         folder = normalize_project(os.path.abspath(root)) if root else None
@@ -241,9 +246,9 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
         answer = _handle(ev, cfg, budget_list, now if now is not None else clock.now())
         return _with_message(answer, broken)
     except LockTimeout as e:
-        return fail(name, f"{e}; not checked this time", cfg.fail_closed)
+        return fail(name, f"{e}; not checked this time", cfg.fail_closed, ev)
     except (TokenbudgetError, OSError) as e:
-        return fail(name, f"{e}", cfg.fail_closed)
+        return fail(name, f"{e}", cfg.fail_closed, ev)
 
 
 def _fingerprint(ev: Event) -> str:
@@ -403,23 +408,20 @@ def _quick(
             and _unread(ledger["files"], ev.transcript, ev.session_id)
         ):
             return None, known
-        warned, allow, last = len(ledger["warned"]), dict(ledger["allow"]), _last(ledger["blocks"])
-        answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz())
+        warned, allow = _marks(ledger["warned"]), dict(ledger["allow"])
+        answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz(), keep=False)
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
-    if (
-        len(ledger["warned"]) != warned
-        or ledger["allow"] != allow
-        or _last(ledger["blocks"]) is not last
-    ):
+    if _marks(ledger["warned"]) != warned or ledger["allow"] != allow:
         return None, None  # deciding changed it: the locked way decides again from the file
     if answer:
         return None, known  # an answer to give and remember: the locked way gives it
     return answer, None
 
 
-def _last(items: list[Any]) -> Any:
-    return items[-1] if items else None
+def _marks(warned: dict[str, Any]) -> tuple[int, str | None]:
+    # Keys go in at the end and the oldest go at 500: the size alone may not change.
+    return len(warned), next(reversed(warned), None)
 
 
 def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
@@ -450,8 +452,10 @@ def _decide(
     ledger: Any,
     now: float,
     tz: Any,
+    keep: bool = True,
 ) -> dict[str, Any]:
-    """The answer to the event from the ledger; records warnings given and `allow` spent."""
+    """The answer to the event from the ledger; records warnings given and `allow` spent, and
+    (with `keep`, when the answer is given) keeps a refusal or stop for `status --check`."""
     if not budget_list or (
         ev.name == "UserPromptSubmit" and command_of_prompt(ev.prompt) in OWN_COMMANDS
     ):
@@ -520,7 +524,8 @@ def _decide(
 
         rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
         reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz)
-        _remember_block(ledger, ev, primary, reason, now)
+        if keep:
+            _keep_stop(ev, ev.name, primary, reason, now)
         if ev.name == "UserPromptSubmit":
             return block_prompt(reason)
         return stop_turn(reason, ev.name)
@@ -555,25 +560,31 @@ def _decide(
     return _with_message(answer, "\n".join(notes) if notes else None)
 
 
-def _remember_block(ledger: Any, ev: Event, check: Any, reason: str, now: float) -> None:
-    """Keep what was refused or stopped: `claude -p` shows its user neither (`status --check`)."""
-    kept = ledger["blocks"]
-    b = check.budget
-    kept.append({
-        "at": now,
-        "session": ev.session_id,
-        "prompt_id": ev.prompt_id,
-        "what": "refused" if ev.name == "UserPromptSubmit" else "stopped",
-        "event": ev.name,
-        "budget": b.id,
-        "kind": b.kind,
-        "unit": b.unit,
-        "used": check.used,
-        "expected": check.expected,
-        "limit": check.limit,
+def _keep_stop(
+    ev: Event | None, event: str, check: Any, reason: str, now: float | None = None
+) -> None:
+    """Keep a refusal or stop: `claude -p` shows its user neither (`status --check`)."""
+    b = check.budget if check is not None else None
+    entry = {
+        "at": now if now is not None else clock.now(),
+        "session": ev.session_id if ev is not None else None,
+        "prompt_id": ev.prompt_id if ev is not None else None,
+        "what": "refused" if event == "UserPromptSubmit" else "stopped",
+        "event": event,
+        "budget": b.id if b is not None else None,
+        "kind": b.kind if b is not None else None,
+        "unit": b.unit if b is not None else None,
+        "used": check.used if check is not None else None,
+        "expected": check.expected if check is not None else None,
+        "limit": check.limit if check is not None else None,
         "reason": reason,
-    })
-    del kept[:-BLOCKS_KEPT]
+    }
+    try:
+        from tokenbudget import stops
+
+        stops.record(entry)
+    except OSError as e:
+        log(f"{event}: could not keep the stop for `status --check` ({e})")
 
 
 def _check_key(check: Any) -> str:

@@ -78,7 +78,6 @@ def new_ledger() -> Ledger:
         "events": {},  # fingerprints of recent hook events, to answer a double registration once
         "allow": {},  # `tokenbudget allow`: one prompt passes whatever the budgets
         "notices": [],  # one-line messages for the user, shown once by the next command
-        "blocks": [],  # the latest prompts refused and turns stopped (hook._remember_block)
         "rebuild": False,  # set when a corrupt ledger was replaced: a full sync is owed
     }
 
@@ -184,8 +183,6 @@ def _check_records(data: Ledger) -> None:
             raise TypeError
         part = "notes"
         if not all(isinstance(n, str) for n in data["notices"]):
-            raise TypeError
-        if not all(type(b) is dict for b in data["blocks"]):
             raise TypeError
         for table in ("events", "warned", "rates", "skipped"):
             if not all(isinstance(v, _NUM) for v in data[table].values()):

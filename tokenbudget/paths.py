@@ -78,6 +78,10 @@ def log_file() -> str:
     return os.path.join(data_folder(), "tokenbudget.log")
 
 
+def stops_file() -> str:
+    return os.path.join(data_folder(), "stops.jsonl")
+
+
 def data_dir() -> Path:
     return _path(data_folder())
 

@@ -40,6 +40,12 @@ def session_tokens(home: Path, sid: str) -> int:
     return sum(sum(m[:5]) for m in s["m"].values())
 
 
+def kept_stops() -> list[dict[str, Any]]:
+    from tokenbudget import stops
+
+    return stops.read()
+
+
 def result_text(run: ClaudeRun) -> str:
     assert run.output is not None, run.proc.stderr[-2000:]
     return str(run.output.get("result", ""))
@@ -62,12 +68,15 @@ def test_session_budget_refuses_the_next_prompt(
     assert "tokenbudget allow" in text
 
 
+@pytest.mark.parametrize("tool", ["succeeds", "fails"])
 def test_runaway_loop_is_stopped_at_the_tool_call(
-    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, tmp_path: Path
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, tmp_path: Path, tool: str
 ) -> None:
     limit = 10_000
     set_budgets(private_home, {"kind": "session", "limit": limit})
-    fake_api.bash_command = f"echo step {{step}} >> {tmp_path / 'ran.txt'}"
+    # A failing tool fires PostToolUseFailure instead of PostToolUse: PostToolBatch stops it.
+    fails = "; exit 1" if tool == "fails" else ""
+    fake_api.bash_command = f"echo step {{step}} >> {tmp_path / 'ran.txt'}{fails}"
     run = run_claude("please LOOP forever", settings=settings())
     assert run.output is not None, run.proc.stderr[-2000:]
     assert run.output["terminal_reason"] == "hook_stopped"
@@ -80,10 +89,11 @@ def test_runaway_loop_is_stopped_at_the_tool_call(
     # Whichever hook saw the response first stopped the turn: PreToolUse when Claude Code had
     # written it to the transcript before asking for its tool (which then did not run), else
     # PostToolUse after that tool.
-    stops = ledger(private_home)["blocks"]
+    stops = kept_stops()
     assert [b["session"] for b in stops] == [run.session_id]
     ran = (tmp_path / "ran.txt").read_text().splitlines() if (tmp_path / "ran.txt").exists() else []
-    tools = {"PreToolUse": len(served) - 1, "PostToolUse": len(served)}
+    tools = {"PreToolUse": len(served) - 1, "PostToolUse": len(served),
+             "PostToolBatch": len(served)}
     assert len(ran) == tools[stops[0]["event"]]
     assert session_tokens(private_home, run.session_id) == fake_api.total_tokens()
 
