@@ -12,9 +12,11 @@ from tokenbudget import clock
 from tokenbudget.errors import ConfigError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tokenbudget"
-# Calls that read the system's wall clock or calendar.
+# Calls that read the system's wall clock or calendar, and those that do when given no time.
 READS = {("time", "time"), ("datetime", "now"), ("datetime", "today"), ("date", "today"),
          ("datetime", "utcnow"), ("time", "time_ns")}
+READS_UNLESS_GIVEN = {("time", "localtime"): 0, ("time", "gmtime"): 0, ("time", "ctime"): 0,
+                      ("time", "asctime"): 0, ("time", "strftime"): 1}
 
 
 def test_unpinned_it_is_the_system_clock(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,19 +38,48 @@ def test_a_bad_pin_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, value: st
     assert str(e.value) == f"TOKENBUDGET_NOW={value!r} is not a time in seconds since the epoch"
 
 
-def test_no_module_reads_the_system_clock_but_the_clock() -> None:
+def _clock_reads(source: str) -> list[int]:
+    """Lines of `source` that read the system clock (a line may say `# the real clock`)."""
+    lines = source.splitlines()
     found = []
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.name == "clock.py":
+    for node in ast.walk(ast.parse(source)):
+        # `from time import time` would hide the calls from the check below.
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "time"
+            and any(a.name in ("time", "time_ns", "localtime", "gmtime") for a in node.names)
+        ):
+            found.append(node.lineno)
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+        ):
             continue
-        lines = path.read_text().splitlines()
-        for node in ast.walk(ast.parse("\n".join(lines))):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name)
-                and (node.func.value.id, node.func.attr) in READS
-                and not lines[node.lineno - 1].endswith("# the real clock")
-            ):
-                found.append(f"{path.name}:{node.lineno}")
+        name = (node.func.value.id, node.func.attr)
+        reads = name in READS or (
+            name in READS_UNLESS_GIVEN and len(node.args) <= READS_UNLESS_GIVEN[name]
+        )
+        if reads and not lines[node.lineno - 1].endswith("# the real clock"):
+            found.append(node.lineno)
+    return found
+
+
+def test_no_module_reads_the_system_clock_but_the_clock() -> None:
+    found = [
+        f"{path.name}:{line}"
+        for path in sorted(PACKAGE.glob("*.py"))
+        if path.name != "clock.py"
+        for line in _clock_reads(path.read_text())
+    ]
     assert found == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["time.time()", "datetime.now(tz)", "time.localtime()", "time.strftime('%H')",
+     "from time import time", "date.today()"],
+)
+def test_the_check_sees_each_way_to_read_the_clock(code: str) -> None:
+    assert _clock_reads(code) == [1]
+    assert _clock_reads("time.localtime(t); time.strftime('%H', t); x.now()") == []

@@ -108,13 +108,24 @@ def test_a_plugin_enabled_in_settings_is_registered(private_home: Path) -> None:
     settings.write_text('{"enabledPlugins": {"tokenbudget@tokenbudget": true, "x@y": true}}')
     report = doctor.Report()
     doctor.check_hooks(report, private_home / "project")
+    registered = (
+        True,
+        "registered as a plugin",
+        f"user settings ({settings}): plugin tokenbudget@tokenbudget",
+    )
+    # Enabled, but never run: nothing is enforced yet, and doctor must not say all is well.
     assert _hook_findings(report) == [
-        (
-            True,
-            "registered as a plugin",
-            f"user settings ({settings}): plugin tokenbudget@tokenbudget",
-        )
+        registered,
+        (False, "the plugin's hooks have not run yet",
+         "no session start from it in the last 30 days"),
     ]
+    from tokenbudget import clock
+
+    plugin.note_run(str(private_home), None, sys.executable, clock.now())
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home / "project")
+    assert registered in _hook_findings(report)
+    assert not [f for f in _hook_findings(report) if not f[0]]
 
 
 def _plugin_data(tmp_path: Path, cli: str) -> Path:

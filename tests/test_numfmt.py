@@ -159,3 +159,11 @@ def test_numfmt_imports_only_math() -> None:
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO)
     assert out.stdout.strip() == "['tokenbudget', 'tokenbudget.numfmt']"
+
+
+def test_a_short_limit_keeps_dollars_as_set() -> None:
+    from tokenbudget.numfmt import format_limit, short_limit
+
+    assert short_limit(0.125, "usd") == "$0.125" == format_limit(0.125, "usd")
+    assert short_limit(2, "usd") == "$2.00"
+    assert short_limit(18_000, "tokens") == "18k"

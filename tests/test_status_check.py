@@ -38,7 +38,11 @@ def test_a_stopped_session_exits_1_and_says_why(private_home: Path) -> None:
     assert f"the session budget stopped a turn of session {sid}: " in proc.stderr
     # Another session is a new start for a session budget, and was never stopped.
     other = run("status", "--check", "--session", "another", home=private_home)
-    assert (other.returncode, other.stderr) == (0, "")
+    assert other.returncode == 0
+    assert other.stderr == (
+        "tokenbudget: no session another in the ledger (a typo, not started yet, or idle for"
+        " over 2 days); only the budgets were checked\n"
+    )
     as_json = run("status", "--check", "--session", sid, "--json", home=private_home)
     assert as_json.returncode == 1
     data = json.loads(as_json.stdout)
@@ -64,3 +68,15 @@ def test_a_used_up_window_exits_1_without_a_session(private_home: Path) -> None:
     assert "weekly" not in proc.stderr  # a warn-only budget never blocks
     set_budgets(private_home, {"kind": "daily", "limit": "10k", "mode": "warn"})
     assert run("status", "--check", home=private_home).returncode == 0
+
+
+def test_a_broken_config_is_not_ok_and_says_so_in_json(private_home: Path) -> None:
+    cfg = private_home / "tb state" / "config.json"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("{ not json")
+    proc = run("status", "--check", "--json", home=private_home)
+    assert proc.returncode == 1
+    data = json.loads(proc.stdout)
+    assert data["ok"] is False and "config" in data["error"]
+    plain = run("status", "--check", home=private_home)
+    assert plain.returncode == 1 and plain.stderr.startswith("tokenbudget: ")

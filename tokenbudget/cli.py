@@ -539,7 +539,13 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
 
     from tokenbudget import config, enforce, render, status_view
 
-    cfg = _config()
+    try:
+        cfg = _config()
+    except ConfigError as e:
+        if check and as_json:  # a script reading the JSON gets JSON, and the exit code
+            click.echo(json.dumps({"ok": False, "error": str(e)}, indent=2))
+            sys.exit(1)
+        raise
     store, _ = _sync(cfg)
     ledger = store.snapshot()
     tz = cfg.tz()
@@ -602,12 +608,14 @@ def _check(
     reasons = [_stop_line(b, tz) for b in stops] + [
         burn.block_message(c, rate=None, raise_hint=_raise_hint(c), tz=tz) for c in over
     ]
+    known = session_id is None or session_id in ledger["sessions"] or bool(stops)
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "ok": not reasons,
                     "session": session_id,
+                    "sessionKnown": known,
                     "usedUp": enforce.summary(ledger, [(c, None) for c in over]),
                     "stops": stops,
                 },
@@ -617,6 +625,13 @@ def _check(
     else:
         for reason in reasons:
             click.echo(reason, err=True)
+        if not known:
+            click.echo(
+                f"tokenbudget: no session {_shown(str(session_id))} in the ledger (a typo, not"
+                f" started yet, or idle for over {cfg.retention_days:g} days); only the"
+                " budgets were checked",
+                err=True,
+            )
     if reasons:
         sys.exit(1)
 

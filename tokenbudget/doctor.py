@@ -58,15 +58,11 @@ def interpreter_runs(python: str) -> tuple[bool, str]:
     return True, f"Python {proc.stdout.strip()}"
 
 
-def _portable_hook_runs() -> tuple[bool, str]:
-    """Whether `tokenbudget-hook`, which a project's shared settings run, is on PATH and runs."""
-    found = shutil.which(claude_settings.PORTABLE_HOOK)
-    if found is None:
-        return False, f"{claude_settings.PORTABLE_HOOK} is not on PATH"
+def _starts(command: list[str], expect: str | None = None) -> tuple[bool, str]:
+    """Whether `command` runs (exit 0, and prints `expect` if given): (ok, its path or why)."""
     try:
-        # No event and no input: the hook answers "{}" and touches nothing, proving it starts.
         proc = subprocess.run(
-            [found],
+            command,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -74,11 +70,20 @@ def _portable_hook_runs() -> tuple[bool, str]:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        return False, f"{found}: {e}"
-    if proc.returncode != 0 or proc.stdout.strip() != "{}":
+        return False, f"{command[0]}: {e}"
+    if proc.returncode != 0 or (expect is not None and proc.stdout.strip() != expect):
         last = (proc.stderr.strip().splitlines() or [f"it exited {proc.returncode}"])[-1]
-        return False, f"{found}: {last}"
-    return True, found
+        return False, f"{command[0]}: {last}"
+    return True, command[0]
+
+
+def _portable_hook_runs() -> tuple[bool, str]:
+    """Whether `tokenbudget-hook`, which a project's shared settings run, is on PATH and runs."""
+    found = shutil.which(claude_settings.PORTABLE_HOOK)
+    if found is None:
+        return False, f"{claude_settings.PORTABLE_HOOK} is not on PATH"
+    # No event and no input: the hook answers "{}" and touches nothing, proving it starts.
+    return _starts([found], expect="{}")
 
 
 def plugin_registrations(project_dir: Path | None = None) -> list[str]:
@@ -105,21 +110,7 @@ def plugin_runs() -> dict[str, dict[str, Any]]:
 
 def _plugin_cli_runs(script: Path) -> tuple[bool, str]:
     """Whether the plugin environment's `tokenbudget` command starts (its shebang is right)."""
-    try:
-        proc = subprocess.run(
-            [str(script), "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return False, f"{script}: {e}"
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"it exited {proc.returncode}"])[-1]
-        return False, f"{script}: {last}"
-    return True, str(script)
+    return _starts([str(script), "--version"])
 
 
 def check_plugin_run(report: Report, root: str, run: dict[str, Any]) -> None:
@@ -235,6 +226,15 @@ def check_hooks(report: Report, project_dir: Path) -> None:
             "no settings file or plugin has them, and no plugin's hooks ran in the last "
             f"{plugin.KEEP_DAYS} days",
             "run `tokenbudget install` (or ./install.sh), or use the plugin",
+        )
+    elif plugins and not ran and not registered:
+        # Enabled, but its hooks have not set up their environment yet: nothing is enforced.
+        report.add(
+            False,
+            "the plugin's hooks have not run yet",
+            f"no session start from it in the last {plugin.KEEP_DAYS} days",
+            "start a Claude Code session: the plugin sets up its Python environment on first"
+            " use (about a minute; it allows everything until then), then run doctor again",
         )
     elif registered and (plugins or ran):
         report.add(

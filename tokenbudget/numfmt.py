@@ -97,6 +97,11 @@ def _format_usd(value: float) -> str:
     return f"${whole}.{cents.ljust(2, '0')}"
 
 
+def short_limit(value: float, unit: str) -> str:
+    """A limit where space is short: `18k`, but dollars exactly as set (`$0.125`, not $0.13)."""
+    return format_tokens(value) if unit == "tokens" else _format_usd(value)
+
+
 def format_limit(value: float, unit: str) -> str:
     """A limit, exactly and readably: `200k tokens`, `1,234,567 tokens`, `$5.00`."""
     if unit == "usd":

@@ -118,6 +118,7 @@ def session_part(
 ) -> str:
     """`session 18.5k/400k · $0.12`: the session's usage, against its budget when it has one."""
     from tokenbudget.budgets import format_amount
+    from tokenbudget.numfmt import short_limit
 
     parts = []
     amounts: tuple[tuple[Unit, float], ...] = (("tokens", tokens), ("usd", cost))
@@ -125,7 +126,7 @@ def session_part(
         text = format_amount(used, unit)
         for c in checks:
             if c.budget.unit == unit:
-                limit = format_amount(c.limit, c.budget.unit)
+                limit = short_limit(c.limit, c.budget.unit)
                 text = _colored(f"{text}/{limit}", c.fraction, color)
                 break
         parts.append(text)
@@ -139,13 +140,14 @@ def budget_part(
     check: Check, *, color: bool, resets: bool = True, rate: float | None = None
 ) -> str:
     """`daily 102% of 100k BLOCKS · resets 4h12m · 18k/h`: one budget, colored by how full."""
-    from tokenbudget.budgets import format_amount, format_duration
+    from tokenbudget.budgets import format_duration
+    from tokenbudget.numfmt import short_limit
     from tokenbudget.render import _percent
 
     b = check.budget
     word = _KIND_WORDS.get(b.kind, b.kind)
     text = f"{word} {_colored(_percent(check.fraction), check.fraction, color)}"
-    text += f" of {format_amount(check.limit, b.unit)}" + _state([check], color)
+    text += f" of {short_limit(check.limit, b.unit)}" + _state([check], color)
     if resets and check.resets_at is not None:
         text += f" · resets {format_duration(check.resets_at - check.now).replace(' ', '')}"
     return text + _per_hour(rate, b.unit)
