@@ -34,14 +34,19 @@ SUGGEST_WINDOWS = 30  # suggestions are the 90th percentile of this many latest 
 class Turn:
     """One prompt and what it led to; a session's usage in no turn is a turn without prompt."""
 
-    __slots__ = ("command", "project", "prompted", "refused", "run", "sid", "start", "stopped")
+    __slots__ = ("command", "made", "project", "prompted", "refused", "run", "sid", "start",
+                 "stopped")
 
-    def __init__(self, sid: str, project: str, start: float, command: str, prompted: bool):
+    def __init__(
+        self, sid: str, project: str, start: float, command: str, prompted: bool,
+        made: bool = True,
+    ):
         self.sid = sid
         self.project = project
         self.start = start
         self.command = command
         self.prompted = prompted
+        self.made = made  # False: a prompt refused when it was typed, which left no turn
         self.refused = False
         self.stopped = False
         self.run = [0.0, 0.0]  # tokens and dollars spent so far in the replay
@@ -135,7 +140,9 @@ def history_of(ledger: Ledger, records: dict[str, dict[str, Any]]) -> History:
             place(of(a[8], a[0]), a[0], sum(a[2:7]), a[7])
         for bucket, _model, command, c in compacted_cells(s):
             place(b.owner(bucket, command), bucket, sum(c[:5]), c[5])
+    projects = {sid: s["p"] for sid, s in ledger["sessions"].items()}
     for sid, rec in records.items():
+        projects.setdefault(sid, rec["p"])
         b = _Session(sid, rec["p"], rec["f"], turns)
         for t in rec["turns"]:
             b.turn(t[0], t[1])
@@ -144,6 +151,14 @@ def history_of(ledger: Ledger, records: dict[str, dict[str, Any]]) -> History:
             for model_cmd, v in per_model.items():
                 command = model_cmd.partition("\t")[2] or "prompt"
                 place(b.owner(bucket, command), bucket, sum(v[:5]), v[5])
+    # A prompt refused at the time is in no transcript: the ledger keeps the latest refusals.
+    for block in ledger["blocks"]:
+        sid, at = block.get("session"), block.get("at")
+        if block.get("what") == "refused" and isinstance(sid, str) and isinstance(at, int | float):
+            command = "prompt"
+            if block.get("kind") == "command":
+                command = str(block.get("budget", "")).partition(" ")[2] or command
+            turns.append(Turn(sid, projects.get(sid, ""), float(at), command, True, made=False))
     return History(turns, steps)
 
 
@@ -315,7 +330,8 @@ def simulate(
                     continue
                 if decision.action == "warn" and w.warned_at is None:
                     w.warned_at = t
-            runs.setdefault(turn.command, []).append(turn.run)
+            if turn.made:
+                runs.setdefault(turn.command, []).append(turn.run)
             continue
         step = item
         assert isinstance(step, Step)
