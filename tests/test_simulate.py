@@ -93,6 +93,14 @@ def test_a_day_is_blocked_at_the_request_that_crosses_and_what_follows_is_saved(
     assert (next_day.used_tokens, next_day.blocked_at, next_day.refused) == (70_000, None, 0)
 
 
+def test_a_dollar_budget_replays_the_costs() -> None:
+    ledger = new_ledger()
+    live(ledger, "s1", DAY)  # a dollar a million tokens: $0.35 by 15:16, $0.41 at 15:47
+    (day,) = replay(Budget("daily", 0.4, "usd"), ledger).windows
+    assert (at(day.blocked_at), day.refused, day.saved_tokens) == ("11-02 15:45", 2, 120_000)
+    assert round(day.used("usd"), 6) == 0.53
+
+
 def test_folded_history_replays_to_the_bucket_with_the_same_answer() -> None:
     records = {"s1": folded("s1", DAY)}
     result = replay(Budget("daily", 400_000), new_ledger(), records)

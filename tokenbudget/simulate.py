@@ -169,7 +169,7 @@ class Window:
     """One window of a budget (a day, a block, a session, a run) and what the replay saw in it."""
 
     __slots__ = ("blocked_at", "end", "key", "over_at", "refused", "saved_cost", "saved_tokens",
-                 "spent", "start", "used_cost", "used_tokens", "warned_at")
+                 "spent", "start", "used_cost", "used_tokens", "used_up", "warned_at")
 
     def __init__(self, key: object, start: float | None, end: float | None):
         self.key = key
@@ -184,6 +184,7 @@ class Window:
         self.blocked_at: float | None = None  # the first refusal or stop
         self.warned_at: float | None = None  # the first warning (warn mode, or at warn_at)
         self.over_at: float | None = None  # when the spent usage reached the limit
+        self.used_up = False  # a blocking budget used up: it stays so for the window
 
     def used(self, unit: str) -> float:
         """What was recorded in the window, in `unit`."""
@@ -258,6 +259,22 @@ def _in_scope(budget: rules.Budget) -> Callable[[Turn], bool]:
 # ---------------------------------------------------------------- the replay
 
 
+def _quiet_up_to(budget: rules.Budget) -> float:
+    """The most a window may use and the rules still have nothing to say (no warning, no
+    block), found by asking `budgets.evaluate` itself: its answer only grows with use."""
+    epoch = datetime.fromtimestamp(0, UTC)
+    lo, hi = 0.0, budget.limit
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        if rules.evaluate(budget, mid, 0.0, epoch, None).state == "ok":
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 class Result:
     """The replay of one budget: its windows, oldest first."""
 
@@ -276,11 +293,13 @@ def simulate(
     *,
     since: float | None = None,
     until: float | None = None,
+    measure_only: bool = False,
 ) -> Result:
     """Replay every prompt and every step of usage through `budget`, oldest first.
 
     Windows starting before `since` or at or after `until` (timestamps) are replayed, so that
-    expectations and blocks come out as they would have, but not returned.
+    expectations and blocks come out as they would have, but not returned. `measure_only`
+    only sums each window's usage: nothing is decided.
     """
     kind, unit = budget.kind, budget.unit
     scope = _in_scope(budget)
@@ -300,35 +319,38 @@ def simulate(
     usd = unit == "usd"
     runs: dict[str, list[list[float]]] = {}  # each command's runs let through, oldest first
     windows: dict[int, Window] = {}
+    quiet = _quiet_up_to(budget)  # below this, a request changes nothing: not asked each time
 
-    def check(w: Window, t: float, expected: float) -> rules.Decision:
+    def check(w: Window, t: float, expected: float) -> tuple[rules.Decision, rules.Check]:
         now = datetime.fromtimestamp(t, tz)
         resets = (
             datetime.fromtimestamp(w.end, UTC)
             if kind in ("daily", "weekly", "monthly", "5h") and w.end is not None
             else None
         )
-        return rules.decide([rules.evaluate(budget, w.spent, expected, now, resets)])
+        measured = rules.evaluate(budget, w.spent, expected, now, resets)
+        return rules.decide([measured]), measured
 
     for t, what, _, item in history.events:
         if what == PROMPT:
             turn = item
             assert isinstance(turn, Turn)
-            if scope(turn) and turn.command not in OWN_COMMANDS:
+            if scope(turn) and turn.command not in OWN_COMMANDS and not measure_only:
                 w = window_of(t, turn)
                 windows.setdefault(id(w), w)
                 expected = 0.0
                 if turn.command.startswith("/"):
                     past = runs.get(turn.command, [])
                     expected = rules.expected_cost([r[1 if usd else 0] for r in past])
-                decision = check(w, t, expected)
-                if decision.action == "block":
+                # With nothing expected and little used, the rules have nothing to say.
+                decision = check(w, t, expected)[0] if expected or w.spent > quiet else None
+                if decision is not None and decision.action == "block":
                     turn.refused = True
                     w.refused += 1
                     if w.blocked_at is None:
                         w.blocked_at = t
                     continue
-                if decision.action == "warn" and w.warned_at is None:
+                if decision is not None and decision.action == "warn" and w.warned_at is None:
                     w.warned_at = t
             if turn.made:
                 runs.setdefault(turn.command, []).append(turn.run)
@@ -341,22 +363,27 @@ def simulate(
             windows.setdefault(id(w), w)
             w.used_tokens += step.tokens
             w.used_cost += step.cost
-            if not (turn.refused or turn.stopped) and check(w, t, 0.0).action == "block":
+            if w.used_up and not turn.refused:
                 turn.stopped = True  # used up before this request: the hooks stopped it
             if turn.refused or turn.stopped:
                 w.saved_tokens += step.tokens
                 w.saved_cost += step.cost
                 continue
             w.spent += step.cost if usd else step.tokens
-            decision = check(w, t, 0.0)
-            if w.spent >= budget.limit and w.over_at is None:
-                w.over_at = t
-            if decision.action == "block":
-                turn.stopped = True  # this request used it up: the next hook stops the turn
-                if w.blocked_at is None:
-                    w.blocked_at = t
-            elif decision.action == "warn" and w.warned_at is None:
-                w.warned_at = t
+            # Spending only grows within a window: once used up, or warned and over, the
+            # answer cannot change.
+            settled = w.warned_at is not None and w.over_at is not None
+            if not (measure_only or settled) and w.spent > quiet:
+                decision, measured = check(w, t, 0.0)
+                if measured.state == "over" and w.over_at is None:
+                    w.over_at = t
+                if decision.action == "block":
+                    w.used_up = True
+                    turn.stopped = True  # this request used it up: the next hook stops the turn
+                    if w.blocked_at is None:
+                        w.blocked_at = t
+                elif decision.action == "warn" and w.warned_at is None:
+                    w.warned_at = t
         elif turn.refused or turn.stopped:
             continue
         turn.run[0] += step.tokens
@@ -481,7 +508,8 @@ def suggest(
 ) -> tuple[Result, Result | None]:
     """The budget's windows as recorded, and the replay at its suggested limit (None when no
     usage was recorded); the limit is the p90 of the last `SUGGEST_WINDOWS` windows."""
-    measured = simulate(budget.replace(limit=NO_LIMIT), fresh(history), tz, week_start)
+    measured = simulate(budget.replace(limit=NO_LIMIT), fresh(history), tz, week_start,
+                        measure_only=True)
     limit = suggested_limit(measured)
     if limit is None:
         return measured, None
