@@ -242,9 +242,14 @@ def test_a_suggestion_is_the_p90_of_the_last_30_windows_rounded_up() -> None:
     assert replayed is not None
     # Nearest-rank p90 of 100k..390k is the 27th: 360k; a window at the limit is over it.
     assert replayed.budget.limit == 370_000
-    # It stops the 10 huge days and the three of 370k to 390k, and no other.
-    assert sum(w.blocked_at is not None for w in replayed.windows) == 13
-    assert len(measured.windows) == 40
+    # Of those 30 days it stops the three of 370k to 390k (the whole history is replayed).
+    assert len(measured.windows) == 40 and len(replayed.windows) == 30
+    assert sum(w.blocked_at is not None for w in replayed.windows) == 3
+    assert simulate_view.render_suggestions([(measured, replayed)], UTC_ZONE) == (
+        "daily 370k: the p90 of your last 30 days; would have blocked on 3 of 30 days, first at"
+        " 09:00 on average; your median day is 240k, p90 360k\n"
+        "  tokenbudget budget set daily 370k\n"
+    )
 
 
 def test_simulate_from_the_command_line_replays_the_recorded_requests(

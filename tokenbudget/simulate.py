@@ -507,13 +507,15 @@ def suggest(
     budget: rules.Budget, history: History, tz: tzinfo, week_start: int = 0
 ) -> tuple[Result, Result | None]:
     """The budget's windows as recorded, and the replay at its suggested limit (None when no
-    usage was recorded); the limit is the p90 of the last `SUGGEST_WINDOWS` windows."""
+    usage was recorded): the p90 of the last `SUGGEST_WINDOWS` windows, and what it would have
+    done in those windows (the whole history is replayed, for the commands' expectations)."""
     measured = simulate(budget.replace(limit=NO_LIMIT), fresh(history), tz, week_start,
                         measure_only=True)
     limit = suggested_limit(measured)
     if limit is None:
         return measured, None
-    return measured, simulate(budget.replace(limit=limit), fresh(history), tz, week_start)
+    replayed = simulate(budget.replace(limit=limit), fresh(history), tz, week_start)
+    return measured, Result(replayed.budget, replayed.windows[-SUGGEST_WINDOWS:])
 
 
 def commands_of(history: History) -> list[str]:
