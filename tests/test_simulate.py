@@ -201,6 +201,21 @@ def test_a_day_is_the_local_day() -> None:
     assert rows == [("11-01 13:00", 200_000, None), ("11-02 13:00", 330_000, None)]
 
 
+def test_since_and_until_choose_the_windows_shown_not_the_history_replayed() -> None:
+    ledger = new_ledger()
+    # The 2nd: /test runs 50k (then the day is used up); the 3rd: 0 + p90 50k > 40k, refused.
+    live(ledger, "s1", [("a", "/test", "09:00:00", [("09:01:00", 50_000)]),
+                        ("b", "/test", "10:00:00", [("10:01:00", 20_000)])])
+    live(ledger, "s2", [("c", "/test", "2026-11-03 09:00:00", [("2026-11-03 09:01:00", 1_000)])])
+    history = simulate.history_of(ledger, {})
+    third = ts("00:00:00", "2026-11-03")
+    result = simulate.simulate(Budget("daily", 40_000), history, UTC_ZONE, since=third)
+    assert [(at(w.start), w.refused) for w in result.windows] == [("11-03 00:00", 1)]
+    result = simulate.simulate(Budget("total", 40_000), simulate.fresh(history), UTC_ZONE,
+                               until=third)
+    assert [w.used_tokens for w in result.windows] == [71_000]
+
+
 def test_the_summary_line_and_the_table() -> None:
     ledger = new_ledger()
     live(ledger, "s1", DAY)

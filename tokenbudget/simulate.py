@@ -298,7 +298,8 @@ def simulate(
     """Replay every prompt and every step of usage through `budget`, oldest first.
 
     Windows starting before `since` or at or after `until` (timestamps) are replayed, so that
-    expectations and blocks come out as they would have, but not returned. `measure_only`
+    expectations and blocks come out as they would have, but not returned (an all-time
+    budget's one window always is). `measure_only`
     only sums each window's usage: nothing is decided.
     """
     kind, unit = budget.kind, budget.unit
@@ -388,11 +389,12 @@ def simulate(
             continue
         turn.run[0] += step.tokens
         turn.run[1] += step.cost
+    everything = kind in ("total", "project")  # one window: the dates do not cut it
     kept = [
         w for w in windows.values()
         if w.start is not None
-        and (since is None or w.start >= since)
-        and (until is None or w.start < until)
+        and (everything or since is None or w.start >= since)
+        and (everything or until is None or w.start < until)
     ]
     kept.sort(key=lambda w: (w.start or 0.0, str(w.key)))
     return Result(budget, kept)
