@@ -332,7 +332,8 @@ def simulate(
         measured = rules.evaluate(budget, w.spent, expected, now, resets)
         return rules.decide([measured]), measured
 
-    for t, what, _, item in history.events:
+    events = [e for e in history.events if e[1] == USAGE] if measure_only else history.events
+    for t, what, _, item in events:
         if what == PROMPT:
             turn = item
             assert isinstance(turn, Turn)
