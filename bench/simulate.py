@@ -66,7 +66,9 @@ def main() -> None:
         runs[name].append((t, rss))
         return t
 
-    common.interleave({n: (lambda n=n: case(n)) for n in cases}, a.rounds, warmup=1)
+    for name in cases:  # warm-up, not counted
+        timed(cases[name], env)
+    common.interleave({n: (lambda n=n: case(n)) for n in cases}, a.rounds, warmup=0)
     out = {}
     base = common.stats([t for t, _ in runs["report"]])["median"]
     for name, rs in runs.items():

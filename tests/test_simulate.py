@@ -231,7 +231,7 @@ def test_the_summary_line_and_the_table() -> None:
         "Would have blocked on 1 of 2 days, first at 15:45 on average; your median day is 70k,"
         " p90 530k.\n"
         "It would have refused 2 prompts and saved 120k tokens ($0.12).\n"
-        "Stops are known to the 15-minute bucket of usage; refusals to the second.\n"
+        "Usage times are known to the 15-minute bucket, prompt times to the second.\n"
     )
     doc = simulate.to_json(result, UTC_ZONE)
     assert doc["windows"][0] == {

@@ -21,7 +21,7 @@ NOUNS = {
     "total": ("all-time total", "all-time totals"),
     "project": ("all-time total", "all-time totals"),
 }
-GRANULARITY = "Stops are known to the 15-minute bucket of usage; refusals to the second."
+GRANULARITY = "Usage times are known to the 15-minute bucket, prompt times to the second."
 NONE = "–"
 
 
