@@ -108,16 +108,17 @@ def test_folded_history_replays_to_the_bucket_with_the_same_answer() -> None:
     assert (at(day.blocked_at), day.refused, day.saved_tokens) == ("11-02 15:45", 2, 120_000)
 
 
-def test_a_prompt_refused_at_the_time_is_replayed_from_the_ledgers_refusals() -> None:
+def test_a_prompt_refused_at_the_time_is_replayed_from_the_kept_stops() -> None:
     ledger = new_ledger()
     live(ledger, "s1", DAY[:2])
-    # Refused by the budget in force then: no transcript line, only the ledger's record of it.
-    ledger["blocks"] = [{"at": ts("16:30:00"), "session": "s1", "what": "refused",
-                         "kind": "daily", "budget": "daily"},
-                        {"at": ts("16:40:00"), "session": "s1", "what": "stopped"}]
-    (day,) = replay(Budget("daily", 400_000), ledger).windows
+    # Refused by the budget in force then: no transcript line, only the kept stops say so.
+    kept = [{"at": ts("16:30:00"), "session": "s1", "what": "refused", "kind": "daily",
+             "budget": "daily"}, {"at": ts("16:40:00"), "session": "s1", "what": "stopped"}]
+    history = simulate.history_of(ledger, {}, kept)
+    (day,) = simulate.simulate(Budget("daily", 400_000), history, UTC_ZONE).windows
     assert (day.refused, day.saved_tokens) == (1, 40_000)
-    (day,) = replay(Budget("daily", 900_000), ledger).windows
+    history = simulate.fresh(history)
+    (day,) = simulate.simulate(Budget("daily", 900_000), history, UTC_ZONE).windows
     assert (day.refused, day.blocked_at) == (0, None)
 
 

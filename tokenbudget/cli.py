@@ -444,12 +444,12 @@ def _budget_from_args(
 
 def _recorded_history() -> tuple[Any, Any]:
     """The config and every recorded turn and request, brought up to date first."""
-    from tokenbudget import history, simulate
+    from tokenbudget import history, simulate, stops
 
     cfg = _config_for_reading()
     store, _ = _sync(cfg)
     ledger = store.snapshot()
-    return cfg, simulate.history_of(ledger, history.read_records(ledger))
+    return cfg, simulate.history_of(ledger, history.read_records(ledger), stops.read())
 
 
 def _day_start(day: date | None, tz: Any, after: bool = False) -> float | None:

@@ -113,10 +113,14 @@ class _Session:
         return self.loose
 
 
-def history_of(ledger: Ledger, records: dict[str, dict[str, Any]]) -> History:
+def history_of(
+    ledger: Ledger, records: dict[str, dict[str, Any]], refusals: Iterable[dict[str, Any]] = ()
+) -> History:
     """The recorded turns and usage: live sessions from the ledger, folded ones from history.
 
-    `records` as `history.read_records(ledger)` gives them (a period still live is the ledger's).
+    `records` as `history.read_records(ledger)` gives them (a period still live is the
+    ledger's); `refusals` as `stops.read()` does: a prompt refused at the time is in no
+    transcript, only there.
     """
     turns: list[Turn] = []
     steps: list[Step] = []
@@ -151,8 +155,7 @@ def history_of(ledger: Ledger, records: dict[str, dict[str, Any]]) -> History:
             for model_cmd, v in per_model.items():
                 command = model_cmd.partition("\t")[2] or "prompt"
                 place(b.owner(bucket, command), bucket, sum(v[:5]), v[5])
-    # A prompt refused at the time is in no transcript: the ledger keeps the latest refusals.
-    for block in ledger["blocks"]:
+    for block in refusals:
         sid, at = block.get("session"), block.get("at")
         if block.get("what") == "refused" and isinstance(sid, str) and isinstance(at, int | float):
             command = "prompt"

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import RunClaude
 from tests.e2e.fake_api import FakeAnthropic
-from tests.e2e.test_enforcement import ledger, set_budgets, settings
+from tests.e2e.test_enforcement import kept_stops, set_budgets, settings
 
 pytestmark = pytest.mark.e2e
 LIMIT = 10_000  # the 4th request of a loop crosses it, in either run (each is ~3k tokens)
@@ -52,7 +52,7 @@ def test_the_replay_predicts_the_stop_and_the_refusal_the_hooks_then_make(
     # The replay let through exactly as many requests as the hooks did, and refused the prompt
     # they refused.
     assert spent == sum(sizes[:served])
-    stops = [(b["what"], b["session"]) for b in ledger(private_home)["blocks"]]
+    stops = [(b["what"], b["session"]) for b in kept_stops()]
     assert stops == [("stopped", bound.session_id), ("refused", refused.session_id)]
 
     # Replayed over the budgeted session itself: nothing left to save, the same refusal.
