@@ -305,3 +305,19 @@ def test_suggest_from_the_command_line(private_home: Path, recorded_day: float) 
 def test_a_bad_limit_is_a_usage_error(private_home: Path) -> None:
     result = CliRunner().invoke(main, ["budget", "simulate", "daily", "lots"])
     assert result.exit_code == 2
+
+
+def test_since_and_until_from_the_command_line(private_home: Path, recorded_day: float) -> None:
+    install_fixture("loop", private_home / ".claude")  # one turn on 2026-11-28
+    shown = {}
+    for option, day in (("--since", "2026-11-28"), ("--since", "2026-11-29"),
+                        ("--until", "2026-11-27"), ("--until", "2026-11-28")):
+        result = CliRunner().invoke(
+            main, ["budget", "simulate", "daily", "10k", option, day, "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        shown[option, day] = len(json.loads(result.output)["windows"])
+    assert shown == {("--since", "2026-11-28"): 1, ("--since", "2026-11-29"): 0,
+                     ("--until", "2026-11-27"): 0, ("--until", "2026-11-28"): 1}
+    result = CliRunner().invoke(main, ["budget", "simulate", "daily", "10k", "--until", "28/11"])
+    assert result.exit_code == 2

@@ -453,13 +453,17 @@ def _recorded_history() -> tuple[Any, Any]:
 
 
 def _day_start(day: date | None, tz: Any, after: bool = False) -> float | None:
+    """Where the local `day` begins (or ends, `after`), as a daily budget's window does."""
     if day is None:
         return None
-    from datetime import datetime, time, timedelta
+    from datetime import datetime, time
 
-    if after:
-        day += timedelta(days=1)
-    return datetime.combine(day, time(0), tzinfo=tz).timestamp()
+    from tokenbudget import budgets
+
+    noon = datetime.combine(day, time(12), tzinfo=tz)
+    start, end = budgets.window("daily", noon, tz)
+    edge = end if after else start
+    return edge.timestamp() if edge is not None else None
 
 
 def _replay(b: Any, since: date | None, until: date | None, *, as_json: bool) -> None:
