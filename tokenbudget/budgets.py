@@ -143,6 +143,12 @@ def suggest_limit(check: Check) -> float:
     return _round_up(max(check.limit * 2, check.used + check.expected), check.budget.unit)
 
 
+def round_limit(target: float, unit: Unit) -> float:
+    """A readable limit at least `target`: two significant figures, rounded up (whole cents)."""
+    value = _round_up(target, unit)
+    return math.ceil(target * 100 - 1e-9) / 100 if unit == "usd" and value < target else value
+
+
 def _round_up(target: float, unit: Unit) -> float:
     digits = math.floor(math.log10(target)) - 1  # round up to two significant figures
     step = 10.0**digits

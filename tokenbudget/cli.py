@@ -401,18 +401,35 @@ class _LimitCommand(click.Command):
 )
 @click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%.")
 @click.option("--project", "project", help="Limit a day/week/month/5h/total budget to a folder.")
+@click.option(
+    "--dry-run", is_flag=True, help="Do not set it: replay your history through it instead."
+)
 def budget_set(
-    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None
+    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None, dry_run: bool
 ) -> None:
     """Set a budget: KIND [NAME] LIMIT, e.g. `daily 200k`, `command /test 50k`, `total $20`."""
     from tokenbudget import budgets, config
+
+    b = _budget_from_args(kind, args, mode, warn_at, project)
+    if dry_run:
+        _replay(b, None, None, as_json=False)
+        return
+    cfg = config.load_config()
+    config.save_config(config.set_budget(cfg, b))
+    click.echo(f"Set {_shown(b.id)}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")
+
+
+def _budget_from_args(
+    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None
+) -> Any:
+    from tokenbudget import budgets
 
     name, limit_text = _name_and_limit(kind, args)
     # A bad limit is a wrong command line, as `-5` is (exit 2), not a failure of the config.
     folder = _existing_folder(project, "--project") if project else None
     try:
         limit, unit = budgets.parse_limit(limit_text)
-        b = budgets.Budget(
+        return budgets.Budget(
             kind,  # type: ignore[arg-type]
             limit,
             unit,
@@ -423,9 +440,108 @@ def budget_set(
         )
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    cfg = config.load_config()
-    config.save_config(config.set_budget(cfg, b))
-    click.echo(f"Set {_shown(b.id)}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")
+
+
+def _recorded_history() -> tuple[Any, Any]:
+    """The config and every recorded turn and request, brought up to date first."""
+    from tokenbudget import history, simulate, stops
+
+    cfg = _config_for_reading()
+    store, _ = _sync(cfg)
+    ledger = store.snapshot()
+    return cfg, simulate.history_of(ledger, history.read_records(ledger), stops.read())
+
+
+def _day_start(day: date | None, tz: Any, after: bool = False) -> float | None:
+    """Where the local `day` begins (or ends, `after`), as a daily budget's window does."""
+    if day is None:
+        return None
+    from datetime import datetime, time
+
+    from tokenbudget import budgets
+
+    noon = datetime.combine(day, time(12), tzinfo=tz)
+    start, end = budgets.window("daily", noon, tz)
+    edge = end if after else start
+    return edge.timestamp() if edge is not None else None
+
+
+def _replay(b: Any, since: date | None, until: date | None, *, as_json: bool) -> None:
+    from tokenbudget import simulate, simulate_view
+
+    cfg, recorded = _recorded_history()
+    tz = cfg.tz()
+    result = simulate.simulate(
+        b,
+        recorded,
+        tz,
+        cfg.week_start,
+        since=_day_start(since, tz),
+        until=_day_start(until, tz, after=True),
+    )
+    if as_json:
+        click.echo(json.dumps(simulate.to_json(result, tz), indent=2))
+    else:
+        click.echo(simulate_view.render(result, tz), nl=False)
+
+
+@budget.command("simulate", cls=_LimitCommand)
+@click.argument("kind", type=click.Choice(KIND_CHOICES))
+@click.argument("args", nargs=-1, required=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["block", "warn"]),
+    default="block",
+    show_default=True,
+    help="block: refuse and stop; warn: only tell.",
+)
+@click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%.")
+@click.option("--project", "project", help="Limit a day/week/month/5h/total budget to a folder.")
+@click.option("--since", help="First day to show (YYYY-MM-DD, local time).")
+@click.option("--until", help="Last day to show (YYYY-MM-DD, local time).")
+@click.option("--json", "as_json", is_flag=True, help="Every window and the summary as JSON.")
+def budget_simulate(
+    kind: str,
+    args: tuple[str, ...],
+    mode: str,
+    warn_at: str,
+    project: str | None,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+) -> None:
+    """What a budget would have done over your recorded history, without setting it."""
+    b = _budget_from_args(kind, args, mode, warn_at, project)
+    first, last = _parse_date(since, "--since"), _parse_date(until, "--until")
+    _replay(b, first, last, as_json=as_json)
+
+
+SUGGEST_KINDS = ["daily", "weekly", "monthly", "5h", "session", "command"]
+
+
+@budget.command("suggest")
+@click.argument("kind", required=False, type=click.Choice(SUGGEST_KINDS))
+@click.option("--json", "as_json", is_flag=True, help="The suggestions as JSON.")
+def budget_suggest(kind: str | None, as_json: bool) -> None:
+    """Limits from your own history (the p90 of your last 30 windows) and what each would do."""
+    from tokenbudget import budgets, simulate, simulate_view
+
+    cfg, recorded = _recorded_history()
+    tz = cfg.tz()
+    wanted: list[Any] = []
+    for k in [kind] if kind else SUGGEST_KINDS[:-1]:
+        if k == "command":
+            for name in simulate.commands_of(recorded):
+                wanted.append(budgets.Budget("command", 1, name=name))
+        else:
+            wanted.append(budgets.Budget(k, 1))  # type: ignore[arg-type]
+    found = [simulate.suggest(b, recorded, tz, cfg.week_start) for b in wanted]
+    if as_json:
+        click.echo(json.dumps(simulate_view.suggestions_json(found, tz), indent=2))
+    elif not found:
+        click.echo("No slash commands recorded yet.")
+    else:
+        click.echo(simulate_view.render_suggestions(found, tz), nl=False)
 
 
 @budget.command("rm")
