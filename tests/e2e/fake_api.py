@@ -57,7 +57,9 @@ class ServedRequest:
     output_tokens: int
     prompt: str
     kind: str  # "text", "bash", "agent" or "compact"
-    session_id: str | None = None  # from the request's metadata.user_id
+    # The session that sent the request: its X-Claude-Code-Session-Id header (a subagent's
+    # requests carry their parent's), else the request's metadata.user_id.
+    session_id: str | None = None
     streamed: bool = True
 
     def usage(self) -> dict[str, int]:
@@ -299,7 +301,9 @@ class FakeAnthropic:
             return _Plan("agent", tool, prompt, sub)
         return _Plan("text", None, prompt, sub)
 
-    def _serve(self, body: dict[str, Any]) -> tuple[ServedRequest, _Plan]:
+    def _serve(
+        self, body: dict[str, Any], header_session: str | None = None
+    ) -> tuple[ServedRequest, _Plan]:
         plan = self._plan(body)
         with self._lock:
             n = len(self._served) + 1
@@ -313,7 +317,7 @@ class FakeAnthropic:
                 model=str(body.get("model") or "claude-fake"),
                 prompt=plan.prompt,
                 kind=plan.kind,
-                session_id=_session_from_metadata(session),
+                session_id=header_session or _session_from_metadata(session),
                 streamed=bool(body.get("stream")),
                 **usage,
             )
@@ -455,7 +459,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/v1/messages" or not isinstance(body, dict):
             self._send_json({})
             return
-        served, plan = self.owner._serve(body)
+        served, plan = self.owner._serve(body, self.headers.get("X-Claude-Code-Session-Id"))
         if self.owner.delay:
             time.sleep(self.owner.delay)
         if not served.streamed:
