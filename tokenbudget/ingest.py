@@ -1,12 +1,23 @@
 """Recording transcript events in the ledger: the counting rule lives here.
 
 - One API response is counted once per (message.id, requestId), in every file it appears in
-  (a forked session's copies belong to the session that made the request).
+  (a forked session's copies belong to the session that made the request, which counts them
+  from its own transcript wherever that is).
 - Where several lines share a key, the line with the largest total wins; the difference is
   applied, so re-reading never counts twice.
 - Subagent usage belongs to the parent session and to the turn that launched the subagent.
-- Requests that appear in no assistant line (compaction) are recovered from Claude Code's
-  `cost-state` totals: what they hold beyond what the session's lines hold.
+- Requests that appear in no assistant line (compaction, an interactive session's side
+  requests) are recovered from Claude Code's `cost-state` totals: what they hold beyond what
+  the session's own lines and subagents hold.
+- A fork's `cost-state` starts from its parent's running total, which holds what the parent
+  made that the fork never copies (its subagents, its compactions, the history before a
+  `compact_boundary`; copies after one have their usage zeroed). So a fork's hidden usage is
+  its `cost-state` minus the parent's total at the fork point minus its own lines, and never
+  its copies' usage. The parent is the session the fork's last copied line names
+  (`requestSessionId`); the fork point is the parent's last line the fork copied (same uuid),
+  whose total is the parent's next `cost-state` (its process ended there) unless the parent
+  sent a request first (it was still running: then the one before). The parent's transcript
+  is found in any project folder, so the split is the same whichever file is read first.
 - Where Claude Code's own cost for a session is known and its tokens match ours, it is used.
 """
 
@@ -66,6 +77,7 @@ class Ingestor:
         self.result = Result()
         self._price_cache: dict[str, Any] = {}
         self._compacted: dict[str, str] | None = None
+        self._transcripts: dict[str, str | None] = {}
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -103,7 +115,7 @@ class Ingestor:
             "sub": is_subagent,
             "last_ts": None,
             "dir": None if is_subagent else os.path.dirname(path),
-            "beside": {},
+            "path": None if is_subagent else str(path),
         }
         for ev in res.events:
             if isinstance(ev, UsageEvent):
@@ -132,6 +144,9 @@ class Ingestor:
                 "adj": [],
                 "fk": [],
                 "cs": {},
+                # Usage per model in the copies of other sessions' requests (a fork's); its
+                # presence marks a session counted by the fork rule below (older ones: in "s").
+                "cp": {},
                 # This record's identity in history: folding it twice (a crash between history
                 # and ledger) replaces its history record; a resumed session gets a new one.
                 "e": os.urandom(4).hex(),
@@ -207,18 +222,20 @@ class Ingestor:
         state["last_ts"] = ev.ts
         s = self.session(sid, ev.cwd, ev.ts)
         rec = keys.get(ev.key)
+        if ev.origin is not None and not state["sub"]:
+            s["po"] = ev.origin  # the last copy names the session this one was forked from
         if rec is None:
             owner = self._compacted_owner(ev.key)
             if owner is not None:
                 # Counted long ago (the record was compacted): a re-read or a fork's copy.
                 if owner != sid and ev.key not in s["fk"]:
                     s["fk"].append(ev.key)
-                    self._add_seen(s, ev.model, ev.usage)  # a copy carries the same usage
+                    self._add_copy(s, ev.model, ev.usage)  # a copy carries the same usage
                 return
-            if self._counted_beside(ev, sid, state):
+            if self._counted_elsewhere(ev, sid, state):
                 if ev.key not in s["fk"]:
                     s["fk"].append(ev.key)
-                    self._add_seen(s, ev.model, ev.usage)
+                    self._add_copy(s, ev.model, ev.usage)
                 return
             turn = self._resolve_turn(s, state["turn"])
             if turn == NO_TURN and state["sub"] and state["turn"] is not None:
@@ -239,7 +256,7 @@ class Ingestor:
         if owner != sid and ev.key not in s["fk"]:
             # A copy of another session's request (a fork): seen here, owned there.
             s["fk"].append(ev.key)
-            self._add_seen(s, model, old)
+            self._add_copy(s, model, old)
         if ev.usage.total > old.total:
             delta = ev.usage - old
             new_cost = self.cost_of(model, ev.usage)
@@ -251,19 +268,40 @@ class Ingestor:
             if owner_s is not None:
                 self._add_seen(owner_s, model, delta)
                 if owner != sid:
-                    self._add_seen(s, model, delta)
+                    self._add_copy(s, model, delta)
                 self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
 
-    def _counted_beside(self, ev: UsageEvent, sid: str, state: dict[str, Any]) -> bool:
-        """A fork's copy of a request made by a session whose transcript lies beside this one:
-        that transcript counts it, whether it was read before, is read later, or was folded
-        into history already. Counting it here would depend on which file is read first."""
+    def _counted_elsewhere(self, ev: UsageEvent, sid: str, state: dict[str, Any]) -> bool:
+        """A fork's copy of a request made by a session whose transcript is still there (in this
+        project folder or another): that transcript counts it, whether it was read before, is
+        read later, or was folded into history already. Counting it here would depend on which
+        file is read first."""
         if ev.origin is None or ev.origin == sid or state["dir"] is None:
             return False
-        beside: dict[str, bool] = state["beside"]
-        if ev.origin not in beside:
-            beside[ev.origin] = os.path.isfile(os.path.join(state["dir"], ev.origin + ".jsonl"))
-        return beside[ev.origin]
+        return self._transcript_of(ev.origin, state["dir"]) is not None
+
+    def _transcript_of(self, sid: str, folder: str) -> str | None:
+        """The main transcript of session `sid`: beside `folder`'s, else in any project folder
+        next to it (a fork made from another directory). Looked up once per pass."""
+        if sid in self._transcripts:
+            return self._transcripts[sid]
+        name = sid + ".jsonl"
+        found: str | None = None
+        if os.path.isfile(os.path.join(folder, name)):
+            found = os.path.join(folder, name)
+        else:
+            projects = os.path.dirname(folder)
+            try:
+                folders = sorted(os.listdir(projects))
+            except OSError:
+                folders = []
+            for other in folders:
+                candidate = os.path.join(projects, other, name)
+                if os.path.isfile(candidate):
+                    found = candidate
+                    break
+        self._transcripts[sid] = found
+        return found
 
     def _compacted_owner(self, key: str) -> str | None:
         """The session whose compacted requests include `key`, if any."""
@@ -293,6 +331,14 @@ class Ingestor:
         hour = int(ev.ts // BUCKET)
         s["adj"].append([hour, ev.model, *(ZERO - overlap), neg_cost, turn])
         self._apply(sid, ev.model, ZERO - overlap, neg_cost, hour, ev.ts, turn, 0)
+
+    def _add_copy(self, s: dict[str, Any], model: str, u: Usage) -> None:
+        """Usage in a copy of another session's request, seen in this session's transcript."""
+        if "cp" not in s:
+            self._add_seen(s, model, u)  # a session counted before the fork rule: as it was
+            return
+        cur = s["cp"].get(model)
+        s["cp"][model] = list((Usage(*cur) if cur else ZERO) + u)
 
     def _add_seen(self, s: dict[str, Any], model: str, u: Usage) -> None:
         cur = s["s"].get(model)
@@ -349,12 +395,38 @@ class Ingestor:
 
     # --- Claude Code's own totals -----------------------------------------------------------------
 
+    def _inherit(self, s: dict[str, Any], state: dict[str, Any]) -> None:
+        """A fork's cost-state starts from its parent's total at the fork point: count that as
+        seen, once, so that only what the fork's own process sent is left over."""
+        if "cp" not in s or "ih" in s:
+            return
+        parent = s.get("po")
+        base: dict[str, Usage] | None = None
+        if parent is not None and state["path"] is not None:
+            found = self._transcript_of(parent, state["dir"])
+            if found is not None:
+                try:
+                    base = transcripts.inherited_totals(Path(state["path"]), Path(found))
+                except OSError:
+                    base = None
+        # The parent's total covers at least the copies of its requests (all of them when its
+        # transcript is gone or never got a cost-state: a kill -9).
+        base = dict(base or {})
+        for model, u in s["cp"].items():
+            had = base.get(model, ZERO)
+            base[model] = Usage(*(max(a, b) for a, b in zip(had, u, strict=True)))
+        for model, u in base.items():
+            self._add_seen(s, model, u)
+        s["ih"] = parent or ""
+
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
         ts = state["last_ts"] or s["l"] or clock.now()
         hour = int(ts // BUCKET)
         turn = self._resolve_turn(s, state["turn"])
-        inherited = bool(s["fk"])
+        inherited = bool(s["fk"]) or "po" in s
+        if inherited:
+            self._inherit(s, state)
         s["cst"] = max(s.get("cst") or 0.0, ts)
         for model, (total, cc_cost) in ev.models.items():
             # `seen` holds every line seen and every earlier extra: what is left is new.

@@ -20,8 +20,6 @@ from .conftest import ClaudeRun, RunClaude
 from .fake_api import FakeAnthropic
 
 pytestmark = pytest.mark.e2e
-# Known wrong until the counting rule separates a fork's inherited cost-state from its own.
-charged_the_parent = pytest.mark.xfail(strict=True, reason="a fork is charged its parent's usage")
 
 ORDERS = ("sorted", "reversed", "shuffled")
 
@@ -94,7 +92,6 @@ def fork(run_claude: RunClaude, prompt: str, parent: str, cwd: Path | None = Non
     return ok(run_claude(prompt, cwd=cwd, args=["--resume", parent, "--fork-session"]))
 
 
-@charged_the_parent
 def test_forks_of_compacted_sessions_are_charged_only_their_own_requests(
     run_claude: RunClaude, fake_api: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,7 +107,6 @@ def test_forks_of_compacted_sessions_are_charged_only_their_own_requests(
     assert_exact(fake_api, monkeypatch)
 
 
-@charged_the_parent
 def test_forks_of_sessions_with_subagents_are_charged_only_their_own_requests(
     run_claude: RunClaude, fake_api: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,7 +125,6 @@ def test_forks_of_sessions_with_subagents_are_charged_only_their_own_requests(
     assert_exact(fake_api, monkeypatch)
 
 
-@charged_the_parent
 def test_a_fork_made_from_another_folder_leaves_its_parent_its_requests(
     run_claude: RunClaude,
     fake_api: FakeAnthropic,
