@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CASES, install_fixture, truth, truth_usage
-from tokenbudget import history, query, sync
+from tests.helpers import (
+    CASES,
+    ORDERS,
+    discover_in,
+    install_fixture,
+    truth,
+    truth_per_session,
+    truth_usage,
+)
+from tokenbudget import history, query, sync, transcripts
 from tokenbudget.usage import Usage
 
 
@@ -42,6 +50,26 @@ def test_forked_session_copies_belong_to_the_parent(private_home: Path) -> None:
     fork = "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
     assert per_session[parent] == truth_usage("forked", parent)
     assert per_session[fork] == truth_usage("forked", fork)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("case", CASES)
+def test_each_session_is_charged_exactly_its_own_requests_in_any_order(
+    case: str, order: str, private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Forks of compacted sessions and of sessions with subagents, a fork in another folder:
+    # a fork is charged only what its own process sent, whichever transcript is read first.
+    install_fixture(case, private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    by_command = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    Path(store.file).unlink()
+    monkeypatch.setattr(transcripts, "discover", lambda dirs: discover_in(order, dirs))
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session(case, list(per_session))
+    again = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    assert [(g.key, g.usage) for g in again] == [(g.key, g.usage) for g in by_command]
 
 
 def test_subagent_usage_belongs_to_the_parent_session(private_home: Path) -> None:
@@ -193,7 +221,7 @@ def test_folded_sessions_keep_their_totals(private_home: Path) -> None:
     expected = sum((truth_usage(c) for c in CASES), Usage())
     # A week later every session is idle past retention: they fold into history.
     report = sync.sync_all(store, now=1795887600.0 + 7 * 86400)
-    assert report.folded == 8
+    assert report.folded == len(list(private_home.glob(".claude/projects/*/*.jsonl")))
     ledger = store.snapshot()
     assert ledger["sessions"] == {} and ledger["keys"] == {} and ledger["files"] == {}
     assert ledger_total(store) == expected

@@ -6,13 +6,12 @@ per session. The ledger, built from the transcripts in any order, must equal it.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import ORDERS, discover_in
 from tokenbudget import history, query, sync, transcripts
 from tokenbudget.usage import Usage
 
@@ -21,7 +20,6 @@ from .fake_api import FakeAnthropic
 
 pytestmark = pytest.mark.e2e
 
-ORDERS = ("sorted", "reversed", "shuffled")
 
 
 def truth_per_session(fake: FakeAnthropic) -> dict[str, Usage]:
@@ -46,27 +44,9 @@ def truth_per_session(fake: FakeAnthropic) -> dict[str, Usage]:
     return out
 
 
-def _in_order(dirs: list[Path], order: str) -> Iterator[tuple[Path, str, bool]]:
-    """discover() with its sessions (each one's subagents still first) in another order."""
-    groups: dict[tuple[Path, str], list[tuple[Path, str, bool]]] = {}
-    for path, sid, sub in ORIGINAL_DISCOVER(dirs):
-        folder = path.parents[2] if sub else path.parent
-        groups.setdefault((folder, sid), []).append((path, sid, sub))
-    keys = list(groups)
-    if order == "reversed":
-        keys.reverse()
-    elif order == "shuffled":
-        random.Random(12).shuffle(keys)
-    for key in keys:
-        yield from groups[key]
-
-
-ORIGINAL_DISCOVER = transcripts.discover
-
-
 def ledger_per_session(monkeypatch: pytest.MonkeyPatch, order: str) -> dict[str, Usage]:
     """A fresh backfill of every transcript, the sessions read in `order`."""
-    monkeypatch.setattr(transcripts, "discover", lambda dirs: _in_order(dirs, order))
+    monkeypatch.setattr(transcripts, "discover", lambda dirs: discover_in(order, dirs))
     store = sync.open_store()
     Path(store.file).unlink(missing_ok=True)
     history.history_path().unlink(missing_ok=True)
