@@ -582,3 +582,47 @@ def test_a_fold_cut_short_after_a_resume_keeps_the_earlier_period(private_home: 
     assert result.exit_code == 0, result.output
     total = json.loads(result.stdout)["totals"]["totalTokens"]
     assert total == (truth_usage("plain") + truth_usage("plain")).total
+
+
+def _replay(case: str) -> list[tuple[Path, str, str, bytes]]:
+    """Every line of a fixture as Claude Code wrote it, in a plausible live order: by each
+    file's running latest timestamp (a fork's copies take the time the fork wrote them).
+    Items: (path under projects/, session id, main transcript path, line)."""
+    from tests.helpers import FIXTURES
+
+    root = FIXTURES / case / "projects"
+    steps: list[tuple[float, int, int, tuple[Path, str, str, bytes]]] = []
+    for n, path in enumerate(sorted(root.rglob("*.jsonl"))):
+        rel = path.relative_to(root)
+        sub = rel.parent.name == "subagents"
+        sid = rel.parts[1] if sub else path.stem
+        main = str(Path(rel.parts[0]) / f"{sid}.jsonl")
+        latest = 0.0
+        for i, line in enumerate(path.read_bytes().splitlines(keepends=True)):
+            ts = transcripts.parse_ts(json.loads(line).get("timestamp"))
+            latest = max(latest, ts or 0.0)
+            steps.append((latest, n, i, (rel, sid, main, line)))
+    steps.sort(key=lambda s: s[:3])
+    return [s[3] for s in steps]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.startswith("fork")])
+def test_hooks_reading_as_lines_are_written_agree_with_a_backfill(
+    case: str, private_home: Path, tmp_path: Path
+) -> None:
+    # A hook reads its session's files whenever a line is written; a backfill of the same
+    # files at that moment must give every session the same total.
+    projects = private_home / ".claude" / "projects"
+    store = sync.open_store()
+    for n, (rel, sid, main, line) in enumerate(_replay(case)):
+        (projects / rel).parent.mkdir(parents=True, exist_ok=True)
+        with open(projects / rel, "ab") as f:
+            f.write(line)
+        if b'"cost-state"' not in line and b'"assistant"' not in line:
+            continue
+        sync.sync_session(store, projects / main, sid)
+        fresh = sync.JsonFileStore(tmp_path / f"backfill-{n}.json")
+        sync.sync_all(fresh, now=1795887600.0)
+        assert session_totals(store) == session_totals(fresh), (n, rel)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session(case, list(per_session))
