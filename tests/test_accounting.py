@@ -626,3 +626,25 @@ def test_hooks_reading_as_lines_are_written_agree_with_a_backfill(
         assert session_totals(store) == session_totals(fresh), (n, rel)
     per_session = session_totals(store)
     assert per_session == truth_per_session(case, list(per_session))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_fork_that_writes_its_total_before_its_copies_is_charged_its_own(
+    split: bool, private_home: Path
+) -> None:
+    # An interactive fork may write its cost-state ahead of the lines it covers, its copies
+    # included: read first, that total looks like the fork's own, until the copies say whose.
+    projects = install_fixture("fork-elsewhere", private_home / ".claude")
+    [fork] = projects.glob("-home-dev-a-elsewhere/*.jsonl")
+    lines = fork.read_bytes().splitlines(keepends=True)
+    [total] = [line for line in lines if b'"cost-state"' in line]
+    rest = [line for line in lines if line is not total]
+    store = sync.open_store()
+    if split:
+        fork.write_bytes(total)
+        sync.sync_session(store, fork, fork.stem)
+    fork.write_bytes(total + b"".join(rest))
+    sync.sync_session(store, fork, fork.stem)
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session("fork-elsewhere", list(per_session))

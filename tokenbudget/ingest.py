@@ -124,6 +124,10 @@ class Ingestor:
                 self._prompt(session_id, ev, state)
             elif isinstance(ev, CostStateEvent) and not is_subagent:
                 self._cost_state(session_id, ev, state)
+        s = self.L["sessions"].get(session_id)
+        if not is_subagent and s is not None and s.get("cst") and ("po" in s or s["fk"]):
+            # Known as a fork only after its total was read (written before its copies).
+            self._inherit(session_id, s, state)
         files[key] = [*res.pos.to_json(), session_id, state["turn"]]
 
     # --- sessions ------------------------------------------------------------------------------
@@ -248,8 +252,7 @@ class Ingestor:
             self._add_seen(s, ev.model, ev.usage)
             self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // BUCKET), ev.ts, turn, 1)
             self.result.new_requests += 1
-            if state["sub"]:
-                self._settle_extra(sid, s, ev, turn)
+            self._settle_extra(sid, s, ev, turn)
             return
         owner, model = rec[0], rec[1]
         old = Usage(*rec[2:7])
@@ -315,8 +318,9 @@ class Ingestor:
         return self._compacted.get(key)
 
     def _settle_extra(self, sid: str, s: dict[str, Any], ev: UsageEvent, turn: str) -> None:
-        """A subagent request that reached its file only after Claude Code's session total was
-        read: that total already counted it, as usage in no line. Count it once, here."""
+        """A request that reached its file only after Claude Code's session total was read (a
+        subagent's; an interactive fork may write its total before the lines it covers): that
+        total already counted it, as usage in no line. Count it once, here."""
         cst = s.get("cst")
         extra = s["x"].get(ev.model)
         if cst is None or not extra or ev.ts > cst:
@@ -395,9 +399,11 @@ class Ingestor:
 
     # --- Claude Code's own totals -----------------------------------------------------------------
 
-    def _inherit(self, s: dict[str, Any], state: dict[str, Any]) -> None:
+    def _inherit(self, sid: str, s: dict[str, Any], state: dict[str, Any]) -> None:
         """A fork's cost-state starts from its parent's total at the fork point: count that as
-        seen, once, so that only what the fork's own process sent is left over."""
+        seen, once, so that only what the fork's own process sent is left over. A total read
+        before the session was known as a fork counted the inherited part as its own: that
+        comes off again."""
         if "cp" not in s or "ih" in s:
             return
         parent = s.get("po")
@@ -413,11 +419,21 @@ class Ingestor:
         # transcript is gone or never got a cost-state: a kill -9).
         base = dict(base or {})
         for model, u in s["cp"].items():
-            had = base.get(model, ZERO)
-            base[model] = Usage(*(max(a, b) for a, b in zip(had, u, strict=True)))
-        for model, u in base.items():
-            self._add_seen(s, model, u)
+            base[model] = base.get(model, ZERO).fieldwise_max(Usage(*u))
         s["ih"] = parent or ""
+        ts = state["last_ts"] or s["l"] or clock.now()
+        hour = int(ts // BUCKET)
+        turn = self._resolve_turn(s, state["turn"])
+        for model, u in base.items():
+            extra = Usage(*s["x"].get(model, ZERO))
+            taken = Usage(*(min(a, b) for a, b in zip(extra, u, strict=True)))
+            self._add_seen(s, model, u - taken)
+            if taken.total:
+                s["x"][model] = list(extra - taken)
+                cost = self.cost_of(model, taken)
+                neg_cost = None if cost is None else -cost
+                s["adj"].append([hour, model, *(ZERO - taken), neg_cost, turn])
+                self._apply(sid, model, ZERO - taken, neg_cost, hour, ts, turn, 0)
 
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
@@ -426,7 +442,7 @@ class Ingestor:
         turn = self._resolve_turn(s, state["turn"])
         inherited = bool(s["fk"]) or "po" in s
         if inherited:
-            self._inherit(s, state)
+            self._inherit(sid, s, state)
         s["cst"] = max(s.get("cst") or 0.0, ts)
         for model, (total, cc_cost) in ev.models.items():
             # `seen` holds every line seen and every earlier extra: what is left is new.

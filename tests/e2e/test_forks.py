@@ -6,6 +6,12 @@ per session. The ledger, built from the transcripts in any order, must equal it.
 
 from __future__ import annotations
 
+import json
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
@@ -15,11 +21,11 @@ from tests.helpers import ORDERS, discover_in
 from tokenbudget import history, query, sync, transcripts
 from tokenbudget.usage import Usage
 
-from .conftest import ClaudeRun, RunClaude
+from .conftest import ClaudeRun, RunClaude, claude_env, project_dir_name
 from .fake_api import FakeAnthropic
+from .test_statusline_tty import Screen
 
 pytestmark = pytest.mark.e2e
-
 
 
 def truth_per_session(fake: FakeAnthropic) -> dict[str, Usage]:
@@ -116,4 +122,90 @@ def test_a_fork_made_from_another_folder_leaves_its_parent_its_requests(
     fork(run_claude, "hello from elsewhere", parent, cwd=tmp_path / "a elsewhere")
     folders = sorted(p.name for p in (tmp_path / "home dir/.claude/projects").iterdir())
     assert len(folders) == 2
+    assert_exact(fake_api, monkeypatch)
+
+
+class Interactive:
+    """Claude Code run interactively in tmux, one prompt a run, then /exit."""
+
+    def __init__(self, claude_bin: Path, home: Path, fake: FakeAnthropic, tmp_path: Path) -> None:
+        self.claude_bin, self.home, self.fake = claude_bin, home, fake
+        self.screens: list[Screen] = []
+        self.cwd = tmp_path / "project"
+        self.cwd.mkdir(exist_ok=True)
+        self.tmp_path = tmp_path
+        claude_json = home / ".claude.json"
+        state = json.loads(claude_json.read_text()) if claude_json.exists() else {}
+        # Answered in advance: onboarding done, the API key from the environment, this folder
+        # trusted.
+        state["hasCompletedOnboarding"] = True
+        state["customApiKeyResponses"] = {"approved": ["test"], "rejected": []}
+        state["projects"] = {str(self.cwd): {"hasTrustDialogAccepted": True}}
+        claude_json.write_text(json.dumps(state))
+        self.runs = 0
+
+    def run(self, prompt: str, *args: str) -> str:
+        """Start Claude Code with `args`, send `prompt`, wait for the answer, exit; the session
+        id of the transcript written (its last cost-state is there)."""
+        env = claude_env(self.home, self.fake.base_url)
+        # What an interactive session sends besides the conversation is part of the point.
+        env.pop("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
+        exports = "".join(
+            f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if k.isidentifier()
+        )
+        self.runs += 1
+        script = self.tmp_path / f"interactive-{self.runs}.sh"
+        command = shlex.join([str(self.claude_bin), *args])
+        script.write_text(f"#!/bin/sh\n{exports}exec {command}\n")
+        script.chmod(0o700)
+        folder = self.home / ".claude" / "projects" / project_dir_name(self.cwd)
+        before = {p: p.stat().st_size for p in folder.glob("*.jsonl")} if folder.exists() else {}
+        served = len(self.fake.requests)
+        # A tmux server of its own for each run: one just left may still be shutting down.
+        screen = Screen(self.tmp_path / f"tmux-{self.runs}.sock")
+        self.screens.append(screen)
+        screen.start(script, self.cwd)
+        screen.wait_for(r"^❯")
+        screen.tmux("send-keys", "-t", "0", prompt, "Enter")
+        self.fake.wait_for(served + 1, timeout=60)
+        screen.wait_for(r"Answer [0-9]+\.")
+        screen.tmux("send-keys", "-t", "0", "/exit", "Enter")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            grown = [
+                p
+                for p in folder.glob("*.jsonl")
+                if p.stat().st_size != before.get(p)
+                and b'"cost-state"' in p.read_bytes()[before.get(p, 0) :]
+            ]
+            if grown:
+                return grown[0].stem
+            time.sleep(0.5)
+        pytest.fail(f"no transcript got a cost-state:\n{screen.text()}")
+
+
+@pytest.fixture
+def interactive(
+    claude_bin: Path, private_home: Path, fake_api: FakeAnthropic, tmp_path: Path
+) -> Iterator[Interactive]:
+    if shutil.which("tmux") is None:
+        pytest.fail("the interactive fork test needs tmux (apt-get install tmux)")
+    claude = Interactive(claude_bin, private_home, fake_api, tmp_path)
+    yield claude
+    for screen in claude.screens:
+        # Only this test's own servers, by their sockets.
+        subprocess.run(["tmux", "-S", str(screen.socket), "kill-server"], capture_output=True)
+
+
+def test_an_interactive_fork_is_charged_only_its_own_requests(
+    interactive: Interactive, fake_api: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claude = interactive
+    parent = claude.run("please LOOP 1")
+    fork = claude.run("hello from the fork", "--continue", "--fork-session")
+    assert fork != parent
+    # A new interactive session asks for a title: a request in no transcript line, only in
+    # the parent's cost-state, from which the fork's starts.
+    [title] = [r for r in fake_api.requests if "Write the title" in r.prompt]
+    assert title.session_id == parent
     assert_exact(fake_api, monkeypatch)
