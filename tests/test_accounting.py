@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    CASES,
+    ALL_CASES,
+    FORK_CASES,
     ORDERS,
     discover_in,
     install_fixture,
@@ -27,7 +28,7 @@ def ledger_total(store: object) -> Usage:
     return query.totals(groups).usage
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", ALL_CASES)
 def test_fixture_totals_equal_truth(case: str, private_home: Path) -> None:
     install_fixture(case, private_home / ".claude")
     store = sync.open_store()
@@ -53,7 +54,7 @@ def test_forked_session_copies_belong_to_the_parent(private_home: Path) -> None:
 
 
 @pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", ALL_CASES)
 def test_each_session_is_charged_exactly_its_own_requests_in_any_order(
     case: str, order: str, private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,7 +82,7 @@ def test_subagent_usage_belongs_to_the_parent_session(private_home: Path) -> Non
     assert per_session["8e945286-e779-410e-9516-f3c30e65f9e5"] == truth_usage("agent")
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", ALL_CASES)
 def test_cost_equals_claude_codes_own(case: str, private_home: Path) -> None:
     import json
 
@@ -215,10 +216,10 @@ def test_bad_lines_are_skipped_and_counted(private_home: Path) -> None:
 
 
 def test_folded_sessions_keep_their_totals(private_home: Path) -> None:
-    for case in CASES:
+    for case in ALL_CASES:
         install_fixture(case, private_home / ".claude", unique_ids=True)
     store = sync.open_store()
-    expected = sum((truth_usage(c) for c in CASES), Usage())
+    expected = sum((truth_usage(c) for c in ALL_CASES), Usage())
     # A week later every session is idle past retention: they fold into history.
     report = sync.sync_all(store, now=1795887600.0 + 7 * 86400)
     assert report.folded == len(list(private_home.glob(".claude/projects/*/*.jsonl")))
@@ -606,7 +607,7 @@ def _replay(case: str) -> list[tuple[Path, str, str, bytes]]:
     return [s[3] for s in steps]
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.startswith("fork")])
+@pytest.mark.parametrize("case", FORK_CASES)
 def test_hooks_reading_as_lines_are_written_agree_with_a_backfill(
     case: str, private_home: Path, tmp_path: Path
 ) -> None:
