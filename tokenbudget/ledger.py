@@ -80,6 +80,9 @@ def new_ledger() -> Ledger:
         "notices": [],  # one-line messages for the user, shown once by the next command
         "blocks": [],  # the latest prompts refused and turns stopped (hook._remember_block)
         "rebuild": False,  # set when a corrupt ledger was replaced: a full sync is owed
+        # transcript -> [session id, until]: sessions ended by /clear, whose last cost-state
+        # Claude Code writes after their last hook; the next session's hooks read it (hook.py)
+        "ended": {},
     }
 
 
@@ -166,6 +169,12 @@ def _check_records(data: Ledger) -> None:
                 isinstance(v, _NUM) and not isinstance(v, bool) for v in pre
             ):
                 raise TypeError
+            if "cp" in s and not all(
+                type(u) is list and len(u) == 5 for u in s["cp"].values()
+            ):
+                raise TypeError  # a fork's copies' usage, per model
+            if not all(isinstance(s.get(k, ""), str) for k in ("po", "ih")):
+                raise TypeError  # the session a fork was made from
             if "c" in s and (
                 type(s["c"]) is not dict
                 or not all(type(c) is list and len(c) == 6 for c in s["c"].values())
@@ -186,6 +195,11 @@ def _check_records(data: Ledger) -> None:
         if not all(isinstance(n, str) for n in data["notices"]):
             raise TypeError
         if not all(type(b) is dict for b in data["blocks"]):
+            raise TypeError
+        if not all(
+            type(e) is list and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], _NUM)
+            for e in data["ended"].values()
+        ):
             raise TypeError
         for table in ("events", "warned", "rates", "skipped"):
             if not all(isinstance(v, _NUM) for v in data[table].values()):

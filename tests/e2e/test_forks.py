@@ -10,6 +10,7 @@ import json
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ORDERS, discover_in
-from tokenbudget import history, query, sync, transcripts
+from tokenbudget import claude_settings, history, query, sync, transcripts
 from tokenbudget.usage import Usage
 
 from .conftest import ClaudeRun, RunClaude, claude_env, project_dir_name
@@ -144,9 +145,8 @@ class Interactive:
         claude_json.write_text(json.dumps(state))
         self.runs = 0
 
-    def run(self, prompt: str, *args: str) -> str:
-        """Start Claude Code with `args`, send `prompt`, wait for the answer, exit; the session
-        id of the transcript written (its last cost-state is there)."""
+    def start(self, *args: str) -> Screen:
+        """Claude Code started with `args` in a tmux server of its own, ready for a prompt."""
         env = claude_env(self.home, self.fake.base_url)
         # What an interactive session sends besides the conversation is part of the point.
         env.pop("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
@@ -158,14 +158,20 @@ class Interactive:
         command = shlex.join([str(self.claude_bin), *args])
         script.write_text(f"#!/bin/sh\n{exports}exec {command}\n")
         script.chmod(0o700)
-        folder = self.home / ".claude" / "projects" / project_dir_name(self.cwd)
-        before = {p: p.stat().st_size for p in folder.glob("*.jsonl")} if folder.exists() else {}
-        served = len(self.fake.requests)
         # A tmux server of its own for each run: one just left may still be shutting down.
         screen = Screen(self.tmp_path / f"tmux-{self.runs}.sock")
         self.screens.append(screen)
         screen.start(script, self.cwd)
         screen.wait_for(r"^❯")
+        return screen
+
+    def run(self, prompt: str, *args: str) -> str:
+        """Start Claude Code with `args`, send `prompt`, wait for the answer, exit; the session
+        id of the transcript written (its last cost-state is there)."""
+        folder = self.home / ".claude" / "projects" / project_dir_name(self.cwd)
+        before = {p: p.stat().st_size for p in folder.glob("*.jsonl")} if folder.exists() else {}
+        served = len(self.fake.requests)
+        screen = self.start(*args)
         screen.tmux("send-keys", "-t", "0", prompt, "Enter")
         self.fake.wait_for(served + 1, timeout=60)
         screen.wait_for(r"Answer [0-9]+\.")
@@ -209,3 +215,36 @@ def test_an_interactive_fork_is_charged_only_its_own_requests(
     [title] = [r for r in fake_api.requests if "Write the title" in r.prompt]
     assert title.session_id == parent
     assert_exact(fake_api, monkeypatch)
+
+
+def test_a_session_ended_by_clear_is_counted_whole_by_the_next_sessions_hooks(
+    interactive: Interactive, fake_api: FakeAnthropic, private_home: Path, tmp_path: Path
+) -> None:
+    # /compact, then /clear: the compaction is only in the ended session's last cost-state,
+    # which Claude Code writes after that session's last hook. With our hooks live, the new
+    # session's next hook counts it; no sync is run here.
+    settings = tmp_path / "hooks.json"
+    settings.write_text(json.dumps({"hooks": claude_settings.desired_hooks(sys.executable)}))
+    claude = interactive
+    screen = claude.start("--settings", str(settings))
+    screen.tmux("send-keys", "-t", "0", "hello", "Enter")
+    screen.wait_for(r"Answer [0-9]+\.")
+    screen.tmux("send-keys", "-t", "0", "/compact", "Enter")
+    fake_api.wait_for(2)  # (the title request may come too)
+    deadline = time.monotonic() + 60
+    while not any(r.kind == "compact" for r in fake_api.requests):
+        assert time.monotonic() < deadline, screen.text()
+        time.sleep(0.2)
+    screen.wait_for(r"Compacted")
+    screen.tmux("send-keys", "-t", "0", "/clear", "Enter")
+    time.sleep(2)
+    served = len(fake_api.requests)
+    screen.tmux("send-keys", "-t", "0", "hello again", "Enter")
+    fake_api.wait_for(served + 1)
+    screen.wait_for(r"Answer [0-9]+\.")  # the screen was cleared: this turn's answer
+    truth = truth_per_session(fake_api)
+    [old] = [r.session_id for r in fake_api.requests if r.kind == "compact"]
+    assert old is not None and len(truth) == 2
+    ledger = json.loads((private_home / "tb state" / "ledger.json").read_text())
+    s = ledger["sessions"][old]
+    assert Usage(*(sum(m[i] for m in s["m"].values()) for i in range(5))) == truth[old]
