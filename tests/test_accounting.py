@@ -649,3 +649,13 @@ def test_a_fork_that_writes_its_total_before_its_copies_is_charged_its_own(
     sync.sync_all(store, now=1795887600.0)
     per_session = session_totals(store)
     assert per_session == truth_per_session("fork-elsewhere", list(per_session))
+
+
+def test_subagents_of_slash_commands_in_forks_count_for_the_command(private_home: Path) -> None:
+    # /helper launches a subagent, in a session and again in its fork: every request served
+    # (subagents and the turns after their notifications included) is /helper's, once.
+    install_fixture("fork-slash-agent", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    assert {g.key: g.usage for g in groups} == {"/helper": truth_usage("fork-slash-agent")}

@@ -62,6 +62,12 @@ def fork_agent(run: Run) -> None:
     run("AGENT in the fork of the fork", "--resume", once, "--fork-session")
 
 
+def fork_slash_agent(run: Run) -> None:
+    """A slash command that launches a subagent, in a session and in its fork."""
+    parent = run("/helper first")
+    run("/helper second", "--resume", parent, "--fork-session")
+
+
 def fork_elsewhere(run: Run) -> None:
     """A fork made from another directory: its transcript lands in another projects/ folder,
     one that sorts before its parent's."""
@@ -74,7 +80,10 @@ CASES = {
     "fork-compacted-twice": fork_compacted_twice,
     "fork-agent": fork_agent,
     "fork-elsewhere": fork_elsewhere,
+    "fork-slash-agent": fork_slash_agent,
 }
+# Slash commands in every recording's project.
+COMMANDS = {"helper.md": "Ask a helper: $ARGUMENTS. AGENT\n"}
 
 
 def _parse(iso: str) -> datetime:
@@ -101,10 +110,14 @@ def record(case: str, binary: Path) -> None:
         home.mkdir(parents=True)
         (home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
         outputs: list[str] = []
+        commands = home / "project" / ".claude" / "commands"
+        commands.mkdir(parents=True)
+        for name, text in COMMANDS.items():
+            (commands / name).write_text(text)
 
         def run(prompt: str, *args: str, cwd: str = "project") -> str:
             workdir = home / cwd
-            workdir.mkdir(exist_ok=True)
+            workdir.mkdir(parents=True, exist_ok=True)
             cmd = [str(binary), "-p", prompt, "--output-format", "json", "--allowedTools", TOOLS]
             done = subprocess.run(
                 [*cmd, *args],
