@@ -11,7 +11,8 @@ from pathlib import Path
 from tokenbudget import transcripts
 from tokenbudget.usage import Usage
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.328"
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures" / "claude-code-2.1.328"
 _ALL = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
 # Forks recorded for per-session exactness (tests/e2e/record_fixtures.py) are kept apart:
 # the other tests count on the first cases' sessions and commands.

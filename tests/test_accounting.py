@@ -659,3 +659,38 @@ def test_subagents_of_slash_commands_in_forks_count_for_the_command(private_home
     sync.sync_all(store, now=1795887600.0)
     groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
     assert {g.key: g.usage for g in groups} == {"/helper": truth_usage("fork-slash-agent")}
+
+
+def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
+    private_home: Path,
+) -> None:
+    # bench/synth.py's forks of sessions with subagents and compactions, forks of forks: each
+    # session's total is the generator's truth, read in any order.
+    import importlib.util
+    import sys
+
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_synth", REPO / "bench" / "synth.py")
+    assert spec is not None and spec.loader is not None
+    synth = importlib.util.module_from_spec(spec)
+    sys.modules["bench_synth"] = synth  # its dataclasses look their module up
+    spec.loader.exec_module(synth)
+    options = synth.Options(
+        sessions=150, projects=3, seed=7, days=2.0, end=1795800000.0, subagents=0.4,
+        forks=0.4, compaction=0.3, lean=True,
+    )
+    truth_doc = synth.generate(private_home, options)
+    forks = sum(
+        b'"requestSessionId"' in p.read_bytes()
+        for p in private_home.glob(".claude/projects/*/*.jsonl")
+    )
+    assert forks > 20
+    for order in ORDERS:
+        store = sync.open_store()
+        Path(store.file).unlink(missing_ok=True)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(transcripts, "discover", lambda dirs, o=order: discover_in(o, dirs))
+            sync.sync_all(store, now=1795800000.0)
+        per_session = {sid: u.total for sid, u in session_totals(store).items() if u.total}
+        assert per_session == truth_doc["session_totals"], order
