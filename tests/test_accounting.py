@@ -694,3 +694,18 @@ def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
             sync.sync_all(store, now=1795800000.0)
         per_session = {sid: u.total for sid, u in session_totals(store).items() if u.total}
         assert per_session == truth_doc["session_totals"], order
+
+
+def test_a_subagent_that_compacts_on_its_own_is_counted_for_its_session(
+    private_home: Path,
+) -> None:
+    # Its compaction request is in no transcript line: only its session's cost-state has it
+    # (and the fork's, inherited, where it must not count again).
+    projects = install_fixture("fork-autocompact-subagent", private_home / ".claude")
+    [agent] = projects.glob("*/*/subagents/agent-*.jsonl")
+    assert b'"trigger":"auto"' in agent.read_bytes()
+    assert sum(1 for t in truth("fork-autocompact-subagent") if t["sub"]) == 3
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session("fork-autocompact-subagent", list(per_session))

@@ -68,6 +68,13 @@ def fork_slash_agent(run: Run) -> None:
     run("/helper second", "--resume", parent, "--fork-session")
 
 
+def fork_autocompact_subagent(run: Run) -> None:
+    """A subagent whose context fills up compacts on its own (so does the main agent), then a
+    fork of that session."""
+    parent = run("AGENT SUBLOOP 2 HUGE")
+    run("hello from the fork", "--resume", parent, "--fork-session")
+
+
 def fork_elsewhere(run: Run) -> None:
     """A fork made from another directory: its transcript lands in another projects/ folder,
     one that sorts before its parent's."""
@@ -81,6 +88,7 @@ CASES = {
     "fork-agent": fork_agent,
     "fork-elsewhere": fork_elsewhere,
     "fork-slash-agent": fork_slash_agent,
+    "fork-autocompact-subagent": fork_autocompact_subagent,
 }
 # Slash commands in every recording's project.
 COMMANDS = {"helper.md": "Ask a helper: $ARGUMENTS. AGENT\n"}
