@@ -26,7 +26,8 @@ because a reader of assistant lines alone (ccusage) cannot see them. Off by defa
 A fork's cost-state starts from its parent's last one, which carries what the fork never
 copies (the parent's subagents and compactions; a fork after a compaction copies from the last
 `compact_boundary` on), and its copies keep naming the session that made each request
-(`requestSessionId`), a fork of a fork's too. A parent with subagents or compactions is forked
+(`requestSessionId`), a fork of a fork's too; a quarter of forks are made from another
+project's directory. A parent with subagents or compactions is forked
 only when its last process wrote a cost-state: what a fork of a killed process inherits has not
 been observed.
 """
@@ -515,6 +516,7 @@ class Synth:
             if d.get("type") not in ("user", "assistant", "attachment", "system"):
                 continue
             d["sessionId"] = c.sid
+            d["cwd"] = c.cwd  # a fork made from another directory re-stamps that too
             if d["type"] == "assistant":
                 d.setdefault("requestSessionId", parent.sid)
             c.lines.append(_dumps(d))
@@ -606,6 +608,9 @@ def generate(out: Path, o: Options) -> dict[str, Any]:
         c = Ctx(sid, p["project"], "-".join(rng.choice(WORDS) for _ in range(3)), model)
         ts = p["start"]
         parent = last_by_project.get(p["project"]) if p["fork"] else None
+        if p["fork"] and last_by_project and rng.random() < 0.25:
+            # Forked from another directory: the fork's transcript is in its own folder.
+            parent = last_by_project[rng.choice(sorted(last_by_project))]
         if parent is not None and parent[0].last_ts < o.end - 3600:
             ts = min(parent[0].last_ts + rng.uniform(60, 3 * 86400), o.end - 3600)
             synth.fork_from(c, parent[0], parent[1])

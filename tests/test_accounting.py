@@ -667,6 +667,7 @@ def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
     # bench/synth.py's forks of sessions with subagents and compactions, forks of forks: each
     # session's total is the generator's truth, read in any order.
     import importlib.util
+    import re
     import sys
 
     from tests.helpers import REPO
@@ -681,11 +682,12 @@ def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
         forks=0.4, compaction=0.3, lean=True,
     )
     truth_doc = synth.generate(private_home, options)
-    forks = sum(
-        b'"requestSessionId"' in p.read_bytes()
-        for p in private_home.glob(".claude/projects/*/*.jsonl")
-    )
-    assert forks > 20
+    forks = elsewhere = 0
+    for path in private_home.glob(".claude/projects/*/*.jsonl"):
+        origins = set(re.findall(rb'"requestSessionId":"([^"]+)"', path.read_bytes()))
+        forks += bool(origins)
+        elsewhere += any(not (path.parent / f"{o.decode()}.jsonl").exists() for o in origins)
+    assert forks > 20 and elsewhere > 3
     for order in ORDERS:
         store = sync.open_store()
         Path(store.file).unlink(missing_ok=True)
