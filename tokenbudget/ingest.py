@@ -77,7 +77,7 @@ class Ingestor:
         self.result = Result()
         self._price_cache: dict[str, Any] = {}
         self._compacted: dict[str, str] | None = None
-        self._transcripts: dict[str, str | None] = {}
+        self._transcripts: dict[tuple[str, str], str | None] = {}
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -286,14 +286,14 @@ class Ingestor:
     def _transcript_of(self, sid: str, folder: str) -> str | None:
         """The main transcript of session `sid`: beside `folder`'s, else in any project folder
         next to it (a fork made from another directory). Looked up once per pass."""
-        if sid in self._transcripts:
-            return self._transcripts[sid]
+        projects = os.path.dirname(folder)
+        if (projects, sid) in self._transcripts:
+            return self._transcripts[projects, sid]
         name = sid + ".jsonl"
         found: str | None = None
         if os.path.isfile(os.path.join(folder, name)):
             found = os.path.join(folder, name)
         else:
-            projects = os.path.dirname(folder)
             try:
                 folders = sorted(os.listdir(projects))
             except OSError:
@@ -303,7 +303,7 @@ class Ingestor:
                 if os.path.isfile(candidate):
                     found = candidate
                     break
-        self._transcripts[sid] = found
+        self._transcripts[projects, sid] = found
         return found
 
     def _compacted_owner(self, key: str) -> str | None:
