@@ -23,8 +23,13 @@ identical for the same arguments; pass `--end` explicitly to reproduce it on ano
 `--compaction RATE` adds compactions whose requests appear in no assistant line, only in the
 next cost-state (as seen in the fixture `compacted`): truth.json keeps them apart ("hidden"),
 because a reader of assistant lines alone (ccusage) cannot see them. Off by default.
-Forks are only made of parents without subagents or compactions: what a fork's cost-state
-carries for those has not been observed.
+A fork's cost-state starts from its parent's last one, which carries what the fork never
+copies (the parent's subagents and compactions; a fork after a compaction copies from the last
+`compact_boundary` on), and its copies keep naming the session that made each request
+(`requestSessionId`), a fork of a fork's too; a quarter of forks are made from another
+project's directory. A parent with subagents or compactions is forked
+only when its last process wrote a cost-state: what a fork of a killed process inherits has not
+been observed.
 """
 
 from __future__ import annotations
@@ -183,6 +188,8 @@ class Ctx:
     requests: int = 0
     has_sub: bool = False
     has_hidden: bool = False
+    ended_with_total: bool = False  # its last process wrote a cost-state
+    boundary: int = 0  # index in `lines` of the last compact_boundary (a fork copies from it)
     last_ts: float = 0.0
     fork_of: str | None = None
 
@@ -468,6 +475,7 @@ class Synth:
         d.update(type="system", subtype="compact_boundary", content="Conversation compacted",
                  isMeta=False, level="info",
                  compactMetadata={"trigger": "manual", "preTokens": c.context})
+        c.boundary = len(c.lines)
         self._emit(c, c.lines, self._tail(c, d, ts))
         d = self._common(c, ts)
         d.update(promptId=pid, type="user", isCompactSummary=True,
@@ -503,13 +511,14 @@ class Synth:
     def fork_from(self, c: Ctx, parent: Ctx, parent_lines: list[str]) -> None:
         """Start `c` as `--resume PARENT --fork-session`: the parent's lines, re-stamped."""
         c.fork_of = parent.sid
-        for line in parent_lines:
+        for line in parent_lines[parent.boundary:]:
             d = json.loads(line)
-            if d.get("type") not in ("user", "assistant", "attachment"):
+            if d.get("type") not in ("user", "assistant", "attachment", "system"):
                 continue
             d["sessionId"] = c.sid
+            d["cwd"] = c.cwd  # a fork made from another directory re-stamps that too
             if d["type"] == "assistant":
-                d["requestSessionId"] = parent.sid
+                d.setdefault("requestSessionId", parent.sid)
             c.lines.append(_dumps(d))
         c.cumulative = {m: list(v) for m, v in parent.cumulative.items()}
         c.context = parent.context
@@ -599,6 +608,9 @@ def generate(out: Path, o: Options) -> dict[str, Any]:
         c = Ctx(sid, p["project"], "-".join(rng.choice(WORDS) for _ in range(3)), model)
         ts = p["start"]
         parent = last_by_project.get(p["project"]) if p["fork"] else None
+        if p["fork"] and last_by_project and rng.random() < 0.25:
+            # Forked from another directory: the fork's transcript is in its own folder.
+            parent = last_by_project[rng.choice(sorted(last_by_project))]
         if parent is not None and parent[0].last_ts < o.end - 3600:
             ts = min(parent[0].last_ts + rng.uniform(60, 3 * 86400), o.end - 3600)
             synth.fork_from(c, parent[0], parent[1])
@@ -615,7 +627,8 @@ def generate(out: Path, o: Options) -> dict[str, Any]:
                 ts = synth.turn(c, ts, n, command=command, sub_at=sub_at,
                                 first=ti == 0 and pi == 0 and c.fork_of is None, pad=pad)
                 ts += rng.uniform(5, 900)
-            if c.has_hidden or rng.random() < o.cost_state:
+            c.ended_with_total = c.has_hidden or rng.random() < o.cost_state
+            if c.ended_with_total:
                 synth.cost_state(c, ts)
         written += write_session(root, c)
         files += 1 + len(c.agents)
@@ -624,7 +637,8 @@ def generate(out: Path, o: Options) -> dict[str, Any]:
             per_request = 0.9 * per_request + 0.1 * max(500.0, natural)
         if c.last_ts > latest[0]:
             latest = (c.last_ts, sid, p["project"])
-        if not c.has_sub and not c.has_hidden and len(c.lines) < 20_000:
+        forkable = c.ended_with_total or not (c.has_sub or c.has_hidden)
+        if forkable and len(c.lines) < 20_000:
             last_by_project[p["project"]] = (c, c.lines)
         else:
             last_by_project.pop(p["project"], None)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+from tokenbudget import transcripts
 from tokenbudget.usage import Usage
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.328"
-CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures" / "claude-code-2.1.328"
+_ALL = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+# Forks recorded for per-session exactness (tests/e2e/record_fixtures.py) are kept apart:
+# the other tests count on the first cases' sessions and commands.
+FORK_CASES = [c for c in _ALL if c.startswith("fork-")]
+CASES = [c for c in _ALL if c not in FORK_CASES]
+ALL_CASES = CASES + FORK_CASES
 
 
 def install_fixture(case: str, claude_dir: Path, *, unique_ids: bool = False) -> Path:
@@ -47,3 +56,31 @@ def truth_usage(case: str, session: str | None = None) -> Usage:
             int(t["cache_read_input_tokens"]),  # type: ignore[call-overload]
         )
     return total
+
+
+def truth_per_session(case: str, sessions: list[str]) -> dict[str, Usage]:
+    """Truth per session; a case recorded without sessions has one, the only one in `sessions`."""
+    if not any("session" in t for t in truth(case)):
+        [only] = sessions
+        return {only: truth_usage(case)}
+    return {str(t["session"]): truth_usage(case, str(t["session"])) for t in truth(case)}
+
+
+ORDERS = ("sorted", "reversed", "shuffled")
+DISCOVER = transcripts.discover
+
+
+def discover_in(order: str, dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
+    """transcripts.discover() with its sessions in another order (each one's subagents still
+    before its transcript): a backfill must not depend on which file it reads first."""
+    groups: dict[tuple[Path, str], list[tuple[Path, str, bool]]] = {}
+    for path, sid, sub in DISCOVER(dirs):
+        folder = path.parents[2] if sub else path.parent
+        groups.setdefault((folder, sid), []).append((path, sid, sub))
+    keys = list(groups)
+    if order == "reversed":
+        keys.reverse()
+    elif order == "shuffled":
+        random.Random(12).shuffle(keys)
+    for key in keys:
+        yield from groups[key]

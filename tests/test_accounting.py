@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CASES, install_fixture, truth, truth_usage
-from tokenbudget import history, query, sync
+from tests.helpers import (
+    ALL_CASES,
+    FORK_CASES,
+    ORDERS,
+    discover_in,
+    install_fixture,
+    truth,
+    truth_per_session,
+    truth_usage,
+)
+from tokenbudget import history, query, sync, transcripts
 from tokenbudget.usage import Usage
 
 
@@ -19,7 +28,7 @@ def ledger_total(store: object) -> Usage:
     return query.totals(groups).usage
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", ALL_CASES)
 def test_fixture_totals_equal_truth(case: str, private_home: Path) -> None:
     install_fixture(case, private_home / ".claude")
     store = sync.open_store()
@@ -44,6 +53,26 @@ def test_forked_session_copies_belong_to_the_parent(private_home: Path) -> None:
     assert per_session[fork] == truth_usage("forked", fork)
 
 
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_each_session_is_charged_exactly_its_own_requests_in_any_order(
+    case: str, order: str, private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Forks of compacted sessions and of sessions with subagents, a fork in another folder:
+    # a fork is charged only what its own process sent, whichever transcript is read first.
+    install_fixture(case, private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    by_command = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    Path(store.file).unlink()
+    monkeypatch.setattr(transcripts, "discover", lambda dirs: discover_in(order, dirs))
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session(case, list(per_session))
+    again = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    assert [(g.key, g.usage) for g in again] == [(g.key, g.usage) for g in by_command]
+
+
 def test_subagent_usage_belongs_to_the_parent_session(private_home: Path) -> None:
     install_fixture("agent", private_home / ".claude")
     store = sync.open_store()
@@ -53,7 +82,7 @@ def test_subagent_usage_belongs_to_the_parent_session(private_home: Path) -> Non
     assert per_session["8e945286-e779-410e-9516-f3c30e65f9e5"] == truth_usage("agent")
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", ALL_CASES)
 def test_cost_equals_claude_codes_own(case: str, private_home: Path) -> None:
     import json
 
@@ -187,13 +216,13 @@ def test_bad_lines_are_skipped_and_counted(private_home: Path) -> None:
 
 
 def test_folded_sessions_keep_their_totals(private_home: Path) -> None:
-    for case in CASES:
+    for case in ALL_CASES:
         install_fixture(case, private_home / ".claude", unique_ids=True)
     store = sync.open_store()
-    expected = sum((truth_usage(c) for c in CASES), Usage())
+    expected = sum((truth_usage(c) for c in ALL_CASES), Usage())
     # A week later every session is idle past retention: they fold into history.
     report = sync.sync_all(store, now=1795887600.0 + 7 * 86400)
-    assert report.folded == 8
+    assert report.folded == len(list(private_home.glob(".claude/projects/*/*.jsonl")))
     ledger = store.snapshot()
     assert ledger["sessions"] == {} and ledger["keys"] == {} and ledger["files"] == {}
     assert ledger_total(store) == expected
@@ -554,3 +583,131 @@ def test_a_fold_cut_short_after_a_resume_keeps_the_earlier_period(private_home: 
     assert result.exit_code == 0, result.output
     total = json.loads(result.stdout)["totals"]["totalTokens"]
     assert total == (truth_usage("plain") + truth_usage("plain")).total
+
+
+def _replay(case: str) -> list[tuple[Path, str, str, bytes]]:
+    """Every line of a fixture as Claude Code wrote it, in a plausible live order: by each
+    file's running latest timestamp (a fork's copies take the time the fork wrote them).
+    Items: (path under projects/, session id, main transcript path, line)."""
+    from tests.helpers import FIXTURES
+
+    root = FIXTURES / case / "projects"
+    steps: list[tuple[float, int, int, tuple[Path, str, str, bytes]]] = []
+    for n, path in enumerate(sorted(root.rglob("*.jsonl"))):
+        rel = path.relative_to(root)
+        sub = rel.parent.name == "subagents"
+        sid = rel.parts[1] if sub else path.stem
+        main = str(Path(rel.parts[0]) / f"{sid}.jsonl")
+        latest = 0.0
+        for i, line in enumerate(path.read_bytes().splitlines(keepends=True)):
+            ts = transcripts.parse_ts(json.loads(line).get("timestamp"))
+            latest = max(latest, ts or 0.0)
+            steps.append((latest, n, i, (rel, sid, main, line)))
+    steps.sort(key=lambda s: s[:3])
+    return [s[3] for s in steps]
+
+
+@pytest.mark.parametrize("case", FORK_CASES)
+def test_hooks_reading_as_lines_are_written_agree_with_a_backfill(
+    case: str, private_home: Path, tmp_path: Path
+) -> None:
+    # A hook reads its session's files whenever a line is written; a backfill of the same
+    # files at that moment must give every session the same total.
+    projects = private_home / ".claude" / "projects"
+    store = sync.open_store()
+    for n, (rel, sid, main, line) in enumerate(_replay(case)):
+        (projects / rel).parent.mkdir(parents=True, exist_ok=True)
+        with open(projects / rel, "ab") as f:
+            f.write(line)
+        if b'"cost-state"' not in line and b'"assistant"' not in line:
+            continue
+        sync.sync_session(store, projects / main, sid)
+        fresh = sync.JsonFileStore(tmp_path / f"backfill-{n}.json")
+        sync.sync_all(fresh, now=1795887600.0)
+        assert session_totals(store) == session_totals(fresh), (n, rel)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session(case, list(per_session))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_fork_that_writes_its_total_before_its_copies_is_charged_its_own(
+    split: bool, private_home: Path
+) -> None:
+    # An interactive fork may write its cost-state ahead of the lines it covers, its copies
+    # included: read first, that total looks like the fork's own, until the copies say whose.
+    projects = install_fixture("fork-elsewhere", private_home / ".claude")
+    [fork] = projects.glob("-home-dev-a-elsewhere/*.jsonl")
+    lines = fork.read_bytes().splitlines(keepends=True)
+    [total] = [line for line in lines if b'"cost-state"' in line]
+    rest = [line for line in lines if line is not total]
+    store = sync.open_store()
+    if split:
+        fork.write_bytes(total)
+        sync.sync_session(store, fork, fork.stem)
+    fork.write_bytes(total + b"".join(rest))
+    sync.sync_session(store, fork, fork.stem)
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session("fork-elsewhere", list(per_session))
+
+
+def test_subagents_of_slash_commands_in_forks_count_for_the_command(private_home: Path) -> None:
+    # /helper launches a subagent, in a session and again in its fork: every request served
+    # (subagents and the turns after their notifications included) is /helper's, once.
+    install_fixture("fork-slash-agent", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    assert {g.key: g.usage for g in groups} == {"/helper": truth_usage("fork-slash-agent")}
+
+
+def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
+    private_home: Path,
+) -> None:
+    # bench/synth.py's forks of sessions with subagents and compactions, forks of forks: each
+    # session's total is the generator's truth, read in any order.
+    import importlib.util
+    import re
+    import sys
+
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_synth", REPO / "bench" / "synth.py")
+    assert spec is not None and spec.loader is not None
+    synth = importlib.util.module_from_spec(spec)
+    sys.modules["bench_synth"] = synth  # its dataclasses look their module up
+    spec.loader.exec_module(synth)
+    options = synth.Options(
+        sessions=150, projects=3, seed=7, days=2.0, end=1795800000.0, subagents=0.4,
+        forks=0.4, compaction=0.3, lean=True,
+    )
+    truth_doc = synth.generate(private_home, options)
+    forks = elsewhere = 0
+    for path in private_home.glob(".claude/projects/*/*.jsonl"):
+        origins = set(re.findall(rb'"requestSessionId":"([^"]+)"', path.read_bytes()))
+        forks += bool(origins)
+        elsewhere += any(not (path.parent / f"{o.decode()}.jsonl").exists() for o in origins)
+    assert forks > 20 and elsewhere > 3
+    for order in ORDERS:
+        store = sync.open_store()
+        Path(store.file).unlink(missing_ok=True)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(transcripts, "discover", lambda dirs, o=order: discover_in(o, dirs))
+            sync.sync_all(store, now=1795800000.0)
+        per_session = {sid: u.total for sid, u in session_totals(store).items() if u.total}
+        assert per_session == truth_doc["session_totals"], order
+
+
+def test_a_subagent_that_compacts_on_its_own_is_counted_for_its_session(
+    private_home: Path,
+) -> None:
+    # Its compaction request is in no transcript line: only its session's cost-state has it
+    # (and the fork's, inherited, where it must not count again).
+    projects = install_fixture("fork-autocompact-subagent", private_home / ".claude")
+    [agent] = projects.glob("*/*/subagents/agent-*.jsonl")
+    assert b'"trigger":"auto"' in agent.read_bytes()
+    assert sum(1 for t in truth("fork-autocompact-subagent") if t["sub"]) == 3
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session("fork-autocompact-subagent", list(per_session))

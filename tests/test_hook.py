@@ -12,10 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import install_fixture, truth_usage
+from tests.helpers import install_fixture, truth, truth_usage
 
 REPO = Path(__file__).resolve().parent.parent
 SHIM = REPO / "hooks" / "tokenbudget-hook"
+USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
 EVENTS = [
     "SessionStart",
     "UserPromptSubmit",
@@ -539,3 +545,31 @@ def test_a_warning_is_given_when_the_warned_table_is_full(private_home: Path) ->
     # Nothing new to read: the quick path decides, and adding a key drops the oldest.
     out = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "w"})[1]
     assert "session budget is at 90%" in out.get("systemMessage", ""), out
+
+
+def test_a_session_ended_by_clear_gets_its_last_total_from_the_next_sessions_hook(
+    private_home: Path, recorded_day: float
+) -> None:
+    # After /clear, Claude Code writes the ended session's last cost-state (here holding the
+    # /compact that ended it) after that session's SessionEnd, while the new session starts:
+    # the new session's next hook reads it, without a sync.
+    old = session(private_home, "compacted")
+    transcript = Path(old["transcript_path"])
+    lines = transcript.read_bytes().splitlines(keepends=True)
+    compacted = next(i for i, line in enumerate(lines) if b"compact_boundary" in line)
+    total = next(i for i in range(compacted, len(lines)) if b'"cost-state"' in lines[i])
+    transcript.write_bytes(b"".join(lines[:total]))
+    run_hook("SessionEnd", {**old, "reason": "clear"})
+    new_id = "0f0f0f0f-0000-4000-8000-00000000c1ea"
+    new = {**old, "session_id": new_id, "transcript_path": str(transcript.parent / new_id)}
+    new["transcript_path"] += ".jsonl"
+    run_hook("SessionStart", {**new, "source": "clear"})
+    lines_only = session_tokens(private_home, old["session_id"])
+    transcript.write_bytes(b"".join(lines[: total + 1]))
+    run_hook("UserPromptSubmit", {**new, "prompt": "hello again", "prompt_id": "p-2"})
+    # The two compaction requests: in no transcript line, only in that last total.
+    compactions = [t for t in truth("compacted") if t["id"] in ("msg_fake_00005", "msg_fake_00006")]
+    hidden = sum(int(t[k]) for t in compactions for k in USAGE_KEYS)
+    assert session_tokens(private_home, old["session_id"]) == lines_only + hidden
+    # Read once: later hooks find nothing new there.
+    assert ledger(private_home)["files"][str(transcript)][2] == transcript.stat().st_size

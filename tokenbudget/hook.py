@@ -28,6 +28,7 @@ MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new trans
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
 ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
+ENDED_WAIT = 300.0  # seconds other sessions' hooks still read an ended session's transcript
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _EVENTS = (
     "SessionStart",
@@ -53,7 +54,7 @@ RAISE_HINTS = {
 class Event:
     """The fields of a hook event we use, each checked."""
 
-    __slots__ = ("cwd", "name", "prompt", "prompt_id", "raw", "session_id", "transcript")
+    __slots__ = ("cwd", "name", "prompt", "prompt_id", "raw", "session_id", "source", "transcript")
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class Event:
         prompt: str | None,
         prompt_id: str | None,
         raw: bytes,
+        source: str | None = None,
     ) -> None:
         self.name = name
         self.session_id = session_id
@@ -72,6 +74,7 @@ class Event:
         self.prompt = prompt
         self.prompt_id = prompt_id
         self.raw = raw
+        self.source = source  # SessionStart: startup, resume, clear or compact
 
 
 def log(message: str) -> None:
@@ -152,6 +155,7 @@ def parse_event(name: str, raw: bytes) -> Event:
         prompt=prompt if isinstance(prompt, str) else None,
         prompt_id=_str(data, "prompt_id", 256),
         raw=raw,
+        source=_str(data, "source", 64),
     )
 
 
@@ -317,6 +321,8 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
                         f"tokenbudget: could not read the transcript "
                         f"({read.errors[0]}); its usage is not counted"
                     )
+        if not rebuild_owed:
+            _read_ended(store, ledger, ev, cfg, now)
         if ev.session_id is not None and ev.name == "SessionStart":
             from tokenbudget.ingest import Ingestor
 
@@ -337,6 +343,37 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             tz=cfg.tz(),
         )
     return _with_message(answer, "\n".join(messages) if messages else None)
+
+
+def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> None:
+    """After /clear, Claude Code writes the ended session's last cost-state after its last
+    hook, while the next session starts: from that SessionStart on, the hooks that come next
+    read what the ended sessions of its folder appended, so that budgets count it before a
+    sync does."""
+    from tokenbudget import sync
+
+    ended = ledger["ended"]
+    if ev.name == "SessionStart" and ev.source == "clear" and ev.transcript is not None:
+        folder = os.path.dirname(ev.transcript)
+        for path, rec in ledger["files"].items():
+            if os.path.dirname(path) != folder or rec[3] == ev.session_id:
+                continue
+            try:
+                recent = os.stat(path).st_mtime >= now - ENDED_WAIT
+            except OSError:
+                continue
+            if recent:
+                ended[path] = [rec[3], now + ENDED_WAIT]
+    for path, (sid, until) in list(ended.items()):
+        if until < now or path == ev.transcript:
+            del ended[path]  # long done, or resumed: its own hooks read it
+            continue
+        try:
+            sync.sync_session(
+                store, path, sid, prices=cfg.prices, ledger=ledger, max_bytes=MAX_READ_PER_CALL
+            )
+        except OSError:
+            del ended[path]
 
 
 def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool) -> None:
@@ -408,6 +445,11 @@ def _quick(
             and _unread(ledger["files"], ev.transcript, ev.session_id)
         ):
             return None, known
+        if any(
+            until >= now and _unread(ledger["files"], path, sid)
+            for path, (sid, until) in ledger["ended"].items()
+        ):
+            return None, known  # a session that ended lately wrote its last total
         warned, allow = _marks(ledger["warned"]), dict(ledger["allow"])
         answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz(), keep=False)
     except Exception:

@@ -1,12 +1,23 @@
 """Recording transcript events in the ledger: the counting rule lives here.
 
 - One API response is counted once per (message.id, requestId), in every file it appears in
-  (a forked session's copies belong to the session that made the request).
+  (a forked session's copies belong to the session that made the request, which counts them
+  from its own transcript wherever that is).
 - Where several lines share a key, the line with the largest total wins; the difference is
   applied, so re-reading never counts twice.
 - Subagent usage belongs to the parent session and to the turn that launched the subagent.
-- Requests that appear in no assistant line (compaction) are recovered from Claude Code's
-  `cost-state` totals: what they hold beyond what the session's lines hold.
+- Requests that appear in no assistant line (compaction, an interactive session's side
+  requests) are recovered from Claude Code's `cost-state` totals: what they hold beyond what
+  the session's own lines and subagents hold.
+- A fork's `cost-state` starts from its parent's running total, which holds what the parent
+  made that the fork never copies (its subagents, its compactions, the history before a
+  `compact_boundary`; copies after one have their usage zeroed). So a fork's hidden usage is
+  its `cost-state` minus the parent's total at the fork point minus its own lines, and never
+  its copies' usage. The parent is the session the fork's last copied line names
+  (`requestSessionId`); the fork point is the parent's last line the fork copied (same uuid),
+  whose total is the parent's next `cost-state` (its process ended there) unless the parent
+  sent a request first (it was still running: then the one before). The parent's transcript
+  is found in any project folder, so the split is the same whichever file is read first.
 - Where Claude Code's own cost for a session is known and its tokens match ours, it is used.
 """
 
@@ -66,6 +77,7 @@ class Ingestor:
         self.result = Result()
         self._price_cache: dict[str, Any] = {}
         self._compacted: dict[str, str] | None = None
+        self._transcripts: dict[tuple[str, str], str | None] = {}
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -103,7 +115,7 @@ class Ingestor:
             "sub": is_subagent,
             "last_ts": None,
             "dir": None if is_subagent else os.path.dirname(path),
-            "beside": {},
+            "path": None if is_subagent else str(path),
         }
         for ev in res.events:
             if isinstance(ev, UsageEvent):
@@ -112,6 +124,10 @@ class Ingestor:
                 self._prompt(session_id, ev, state)
             elif isinstance(ev, CostStateEvent) and not is_subagent:
                 self._cost_state(session_id, ev, state)
+        s = self.L["sessions"].get(session_id)
+        if not is_subagent and s is not None and s.get("cst") and ("po" in s or s["fk"]):
+            # Known as a fork only after its total was read (written before its copies).
+            self._inherit(session_id, s, state)
         files[key] = [*res.pos.to_json(), session_id, state["turn"]]
 
     # --- sessions ------------------------------------------------------------------------------
@@ -132,6 +148,9 @@ class Ingestor:
                 "adj": [],
                 "fk": [],
                 "cs": {},
+                # Usage per model in the copies of other sessions' requests (a fork's); its
+                # presence marks a session counted by the fork rule below (older ones: in "s").
+                "cp": {},
                 # This record's identity in history: folding it twice (a crash between history
                 # and ledger) replaces its history record; a resumed session gets a new one.
                 "e": os.urandom(4).hex(),
@@ -207,18 +226,20 @@ class Ingestor:
         state["last_ts"] = ev.ts
         s = self.session(sid, ev.cwd, ev.ts)
         rec = keys.get(ev.key)
+        if ev.origin is not None and not state["sub"]:
+            s["po"] = ev.origin  # the last copy names the session this one was forked from
         if rec is None:
             owner = self._compacted_owner(ev.key)
             if owner is not None:
                 # Counted long ago (the record was compacted): a re-read or a fork's copy.
                 if owner != sid and ev.key not in s["fk"]:
                     s["fk"].append(ev.key)
-                    self._add_seen(s, ev.model, ev.usage)  # a copy carries the same usage
+                    self._add_copy(s, ev.model, ev.usage)  # a copy carries the same usage
                 return
-            if self._counted_beside(ev, sid, state):
+            if self._counted_elsewhere(ev, sid, state):
                 if ev.key not in s["fk"]:
                     s["fk"].append(ev.key)
-                    self._add_seen(s, ev.model, ev.usage)
+                    self._add_copy(s, ev.model, ev.usage)
                 return
             turn = self._resolve_turn(s, state["turn"])
             if turn == NO_TURN and state["sub"] and state["turn"] is not None:
@@ -231,15 +252,14 @@ class Ingestor:
             self._add_seen(s, ev.model, ev.usage)
             self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // BUCKET), ev.ts, turn, 1)
             self.result.new_requests += 1
-            if state["sub"]:
-                self._settle_extra(sid, s, ev, turn)
+            self._settle_extra(sid, s, ev, turn)
             return
         owner, model = rec[0], rec[1]
         old = Usage(*rec[2:7])
         if owner != sid and ev.key not in s["fk"]:
             # A copy of another session's request (a fork): seen here, owned there.
             s["fk"].append(ev.key)
-            self._add_seen(s, model, old)
+            self._add_copy(s, model, old)
         if ev.usage.total > old.total:
             delta = ev.usage - old
             new_cost = self.cost_of(model, ev.usage)
@@ -251,19 +271,40 @@ class Ingestor:
             if owner_s is not None:
                 self._add_seen(owner_s, model, delta)
                 if owner != sid:
-                    self._add_seen(s, model, delta)
+                    self._add_copy(s, model, delta)
                 self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
 
-    def _counted_beside(self, ev: UsageEvent, sid: str, state: dict[str, Any]) -> bool:
-        """A fork's copy of a request made by a session whose transcript lies beside this one:
-        that transcript counts it, whether it was read before, is read later, or was folded
-        into history already. Counting it here would depend on which file is read first."""
+    def _counted_elsewhere(self, ev: UsageEvent, sid: str, state: dict[str, Any]) -> bool:
+        """A fork's copy of a request made by a session whose transcript is still there (in this
+        project folder or another): that transcript counts it, whether it was read before, is
+        read later, or was folded into history already. Counting it here would depend on which
+        file is read first."""
         if ev.origin is None or ev.origin == sid or state["dir"] is None:
             return False
-        beside: dict[str, bool] = state["beside"]
-        if ev.origin not in beside:
-            beside[ev.origin] = os.path.isfile(os.path.join(state["dir"], ev.origin + ".jsonl"))
-        return beside[ev.origin]
+        return self._transcript_of(ev.origin, state["dir"]) is not None
+
+    def _transcript_of(self, sid: str, folder: str) -> str | None:
+        """The main transcript of session `sid`: beside `folder`'s, else in any project folder
+        next to it (a fork made from another directory). Looked up once per pass."""
+        projects = os.path.dirname(folder)
+        if (projects, sid) in self._transcripts:
+            return self._transcripts[projects, sid]
+        name = sid + ".jsonl"
+        found: str | None = None
+        if os.path.isfile(os.path.join(folder, name)):
+            found = os.path.join(folder, name)
+        else:
+            try:
+                folders = sorted(os.listdir(projects))
+            except OSError:
+                folders = []
+            for other in folders:
+                candidate = os.path.join(projects, other, name)
+                if os.path.isfile(candidate):
+                    found = candidate
+                    break
+        self._transcripts[projects, sid] = found
+        return found
 
     def _compacted_owner(self, key: str) -> str | None:
         """The session whose compacted requests include `key`, if any."""
@@ -277,8 +318,9 @@ class Ingestor:
         return self._compacted.get(key)
 
     def _settle_extra(self, sid: str, s: dict[str, Any], ev: UsageEvent, turn: str) -> None:
-        """A subagent request that reached its file only after Claude Code's session total was
-        read: that total already counted it, as usage in no line. Count it once, here."""
+        """A request that reached its file only after Claude Code's session total was read (a
+        subagent's; an interactive fork may write its total before the lines it covers): that
+        total already counted it, as usage in no line. Count it once, here."""
         cst = s.get("cst")
         extra = s["x"].get(ev.model)
         if cst is None or not extra or ev.ts > cst:
@@ -293,6 +335,14 @@ class Ingestor:
         hour = int(ev.ts // BUCKET)
         s["adj"].append([hour, ev.model, *(ZERO - overlap), neg_cost, turn])
         self._apply(sid, ev.model, ZERO - overlap, neg_cost, hour, ev.ts, turn, 0)
+
+    def _add_copy(self, s: dict[str, Any], model: str, u: Usage) -> None:
+        """Usage in a copy of another session's request, seen in this session's transcript."""
+        if "cp" not in s:
+            self._add_seen(s, model, u)  # a session counted before the fork rule: as it was
+            return
+        cur = s["cp"].get(model)
+        s["cp"][model] = list((Usage(*cur) if cur else ZERO) + u)
 
     def _add_seen(self, s: dict[str, Any], model: str, u: Usage) -> None:
         cur = s["s"].get(model)
@@ -349,12 +399,50 @@ class Ingestor:
 
     # --- Claude Code's own totals -----------------------------------------------------------------
 
+    def _inherit(self, sid: str, s: dict[str, Any], state: dict[str, Any]) -> None:
+        """A fork's cost-state starts from its parent's total at the fork point: count that as
+        seen, once, so that only what the fork's own process sent is left over. A total read
+        before the session was known as a fork counted the inherited part as its own: that
+        comes off again."""
+        if "cp" not in s or "ih" in s:
+            return
+        parent = s.get("po")
+        base: dict[str, Usage] | None = None
+        if parent is not None and state["path"] is not None:
+            found = self._transcript_of(parent, state["dir"])
+            if found is not None:
+                try:
+                    base = transcripts.inherited_totals(Path(state["path"]), Path(found))
+                except OSError:
+                    base = None
+        # The parent's total covers at least the copies of its requests (all of them when its
+        # transcript is gone or never got a cost-state: a kill -9).
+        base = dict(base or {})
+        for model, u in s["cp"].items():
+            base[model] = base.get(model, ZERO).fieldwise_max(Usage(*u))
+        s["ih"] = parent or ""
+        ts = state["last_ts"] or s["l"] or clock.now()
+        hour = int(ts // BUCKET)
+        turn = self._resolve_turn(s, state["turn"])
+        for model, u in base.items():
+            extra = Usage(*s["x"].get(model, ZERO))
+            taken = Usage(*(min(a, b) for a, b in zip(extra, u, strict=True)))
+            self._add_seen(s, model, u - taken)
+            if taken.total:
+                s["x"][model] = list(extra - taken)
+                cost = self.cost_of(model, taken)
+                neg_cost = None if cost is None else -cost
+                s["adj"].append([hour, model, *(ZERO - taken), neg_cost, turn])
+                self._apply(sid, model, ZERO - taken, neg_cost, hour, ts, turn, 0)
+
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
         ts = state["last_ts"] or s["l"] or clock.now()
         hour = int(ts // BUCKET)
         turn = self._resolve_turn(s, state["turn"])
-        inherited = bool(s["fk"])
+        inherited = bool(s["fk"]) or "po" in s
+        if inherited:
+            self._inherit(sid, s, state)
         s["cst"] = max(s.get("cst") or 0.0, ts)
         for model, (total, cc_cost) in ev.models.items():
             # `seen` holds every line seen and every earlier extra: what is left is new.

@@ -79,6 +79,9 @@ def new_ledger() -> Ledger:
         "allow": {},  # `tokenbudget allow`: one prompt passes whatever the budgets
         "notices": [],  # one-line messages for the user, shown once by the next command
         "rebuild": False,  # set when a corrupt ledger was replaced: a full sync is owed
+        # transcript -> [session id, until]: sessions ended by /clear, whose last cost-state
+        # Claude Code writes after their last hook; the next session's hooks read it (hook.py)
+        "ended": {},
     }
 
 
@@ -165,6 +168,12 @@ def _check_records(data: Ledger) -> None:
                 isinstance(v, _NUM) and not isinstance(v, bool) for v in pre
             ):
                 raise TypeError
+            if "cp" in s and not all(
+                type(u) is list and len(u) == 5 for u in s["cp"].values()
+            ):
+                raise TypeError  # a fork's copies' usage, per model
+            if not all(isinstance(s.get(k, ""), str) for k in ("po", "ih")):
+                raise TypeError  # the session a fork was made from
             if "c" in s and (
                 type(s["c"]) is not dict
                 or not all(type(c) is list and len(c) == 6 for c in s["c"].values())
@@ -183,6 +192,11 @@ def _check_records(data: Ledger) -> None:
             raise TypeError
         part = "notes"
         if not all(isinstance(n, str) for n in data["notices"]):
+            raise TypeError
+        if not all(
+            type(e) is list and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], _NUM)
+            for e in data["ended"].values()
+        ):
             raise TypeError
         for table in ("events", "warned", "rates", "skipped"):
             if not all(isinstance(v, _NUM) for v in data[table].values()):

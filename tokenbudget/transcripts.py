@@ -501,6 +501,46 @@ def _cost_state_event(entry: dict[str, Any], skipped: Skipped) -> CostStateEvent
 
 
 _TS = re.compile(rb'"timestamp"\s*:\s*"([^"]+)"')
+_UUID = re.compile(rb'"uuid"\s*:\s*"([^"]{1,64})"')
+
+
+def inherited_totals(fork: Path, parent: Path) -> dict[str, Usage] | None:
+    """The parent's `cost-state` totals a fork started from; None if `fork` copied nothing of it.
+
+    A fork copies the parent's lines with their uuids, and its process starts from the last
+    totals the parent's transcript held. The fork point is the parent's last line the fork
+    copied: the parent's next `cost-state` (written when that process ended) unless the parent
+    sent another request first (it was still running: the fork started from its previous one).
+    Read once per fork, so both files are read whole.
+    """
+    copied: set[bytes] = set()
+    with open(fork, "rb") as f:
+        for line in f:
+            copied.update(_UUID.findall(line))
+    last: CostStateEvent | None = None
+    at_fork: CostStateEvent | None = None
+    after: CostStateEvent | None = None
+    forked = moved_on = False
+    skipped = Skipped()
+    with open(parent, "rb") as f:
+        for line in f:
+            if b'"cost-state"' in line:
+                events: list[Event] = []
+                _parse_line(line.rstrip(b"\r\n"), events, skipped)
+                for ev in events:
+                    if isinstance(ev, CostStateEvent):
+                        last = ev
+                        if forked and not moved_on and after is None:
+                            after = ev
+                continue
+            if not copied.isdisjoint(_UUID.findall(line)):
+                forked, at_fork, after, moved_on = True, last, None, False
+            elif forked and b'"type":"assistant"' in line:
+                moved_on = True
+    if not forked:
+        return None
+    chosen = after if after is not None else at_fork
+    return {} if chosen is None else {m: u for m, (u, _) in chosen.models.items()}
 
 
 def first_timestamp(path: Path) -> float | None:

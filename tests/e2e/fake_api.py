@@ -4,7 +4,10 @@ What it answers is chosen from the prompt text of each request:
 
 - ``LOOP N`` (e.g. "please LOOP 3"): a Bash ``echo step k`` tool call until N tool results have
   come back, then a text answer. ``LOOP forever`` or ``LOOP 0`` never stops asking for Bash.
-- ``AGENT``: the main agent calls the ``Agent`` tool once; the subagent answers with text.
+- ``AGENT``: the main agent calls the ``Agent`` tool once; the subagent answers with text
+  (with ``SUBLOOP N`` in the prompt, after N Bash steps of its own).
+- ``HUGE``: every answer to that prompt reports a context of about a million tokens, so that
+  Claude Code (main agent or subagent) compacts on its own before its next request.
 - a compaction request (``/compact`` or automatic): an ``<analysis>``/``<summary>`` text, the
   shape Claude Code accepts at the first try (without the tags it asks a second time).
 - anything else: one text answer.
@@ -37,6 +40,9 @@ USAGE_FIELDS = (
 
 _LOOP = re.compile(r"\bLOOP\s+(forever|\d+)\b")
 _AGENT = re.compile(r"\bAGENT\b")
+_SUB_LOOP = re.compile(r"\bSUBLOOP\s+(\d+)\b")
+_HUGE = re.compile(r"\bHUGE\b")
+HUGE_CONTEXT = 990_000
 # Claude Code's compaction prompt (2.1.328) forbids tools and asks for a <summary> block; it
 # arrives as the last text of the last user message, with the full tool list still attached.
 _COMPACT = re.compile(r"Do NOT call any tools.*<summary>", re.DOTALL)
@@ -57,7 +63,9 @@ class ServedRequest:
     output_tokens: int
     prompt: str
     kind: str  # "text", "bash", "agent" or "compact"
-    session_id: str | None = None  # from the request's metadata.user_id
+    # The session that sent the request: its X-Claude-Code-Session-Id header (a subagent's
+    # requests carry their parent's), else the request's metadata.user_id.
+    session_id: str | None = None
     streamed: bool = True
 
     def usage(self) -> dict[str, int]:
@@ -278,6 +286,10 @@ class FakeAnthropic:
             return _Plan("text", None, prompt, sub)
         if _COMPACT.search(prompt):
             return _Plan("compact", None, prompt, sub)
+        sub_loop = _SUB_LOOP.search(prompt)
+        if sub_loop and sub and tool_results < int(sub_loop.group(1)):
+            command = self.bash_command.format(step=tool_results + 1)
+            return _Plan("bash", ("Bash", {"command": command, "description": "step"}), prompt, sub)
         loop = _LOOP.search(prompt)
         if loop and not sub:
             wanted = loop.group(1)
@@ -292,18 +304,26 @@ class FakeAnthropic:
                 "Agent",
                 {
                     "description": "helper",
-                    "prompt": "Answer briefly.",
+                    # `AGENT SUBLOOP 3` has the subagent run three Bash steps first.
+                    "prompt": "Answer briefly."
+                    + (f" SUBLOOP {m.group(1)}" if (m := _SUB_LOOP.search(prompt)) else "")
+                    + (" HUGE" if _HUGE.search(prompt) else ""),
                     "subagent_type": "general-purpose",
                 },
             )
             return _Plan("agent", tool, prompt, sub)
         return _Plan("text", None, prompt, sub)
 
-    def _serve(self, body: dict[str, Any]) -> tuple[ServedRequest, _Plan]:
+    def _serve(
+        self, body: dict[str, Any], header_session: str | None = None
+    ) -> tuple[ServedRequest, _Plan]:
         plan = self._plan(body)
         with self._lock:
             n = len(self._served) + 1
             usage = usage_for(n)
+            if _HUGE.search(plan.prompt) and plan.kind != "compact":
+                # A context near the window's end: Claude Code compacts on its own next.
+                usage["cache_read_input_tokens"] += HUGE_CONTEXT
             session = (body.get("metadata") or {}).get("user_id")
             served = ServedRequest(
                 n=n,
@@ -313,7 +333,7 @@ class FakeAnthropic:
                 model=str(body.get("model") or "claude-fake"),
                 prompt=plan.prompt,
                 kind=plan.kind,
-                session_id=_session_from_metadata(session),
+                session_id=header_session or _session_from_metadata(session),
                 streamed=bool(body.get("stream")),
                 **usage,
             )
@@ -455,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/v1/messages" or not isinstance(body, dict):
             self._send_json({})
             return
-        served, plan = self.owner._serve(body)
+        served, plan = self.owner._serve(body, self.headers.get("X-Claude-Code-Session-Id"))
         if self.owner.delay:
             time.sleep(self.owner.delay)
         if not served.streamed:
