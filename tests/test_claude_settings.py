@@ -401,7 +401,18 @@ HAND_WRITTEN = (
 )
 
 
-@pytest.mark.parametrize("original", [HAND_WRITTEN, b"", b"  \n"], ids=["hand", "empty", "blank"])
+EMPTY_LISTS = b'{"model": "opus", "hooks": {"PostToolBatch": [], "Stop": []}}\n'
+MINE_AND_EMPTY = (
+    b'{\n\t"hooks": {"PostToolBatch": [{"hooks": [{"type": "command", "command": "echo mine"}]}],'
+    b' "Stop": []}\n}'
+)
+
+
+@pytest.mark.parametrize(
+    "original",
+    [HAND_WRITTEN, b"", b"  \n", EMPTY_LISTS, MINE_AND_EMPTY],
+    ids=["hand", "empty", "blank", "empty event lists", "mine and an empty list"],
+)
 @pytest.mark.parametrize("statusline", [False, True], ids=["hooks", "hooks and status line"])
 def test_uninstall_gives_back_any_file_byte_for_byte(
     settings_file: Path, original: bytes, statusline: bool

@@ -108,6 +108,28 @@ def test_folded_history_replays_to_the_bucket_with_the_same_answer() -> None:
     assert (at(day.blocked_at), day.refused, day.saved_tokens) == ("11-02 15:45", 2, 120_000)
 
 
+# A turn crosses the limit at 10:20 and the next prompt comes at 10:25: one 15-minute bucket.
+SAME_BUCKET: Turns = [
+    ("a", "prompt", "10:00:00", [("10:01:00", 60_000), ("10:20:00", 50_000)]),
+    ("b", "prompt", "10:25:00", [("10:26:00", 5_000)]),
+    ("c", "prompt", "11:00:00", [("11:01:00", 5_000)]),
+]
+
+
+def test_a_stop_and_the_next_prompt_in_one_folded_bucket_keep_their_order() -> None:
+    ledger = new_ledger()
+    live(ledger, "s1", SAME_BUCKET)
+    want = [(at(w.blocked_at), w.refused, w.saved_tokens)
+            for w in replay(Budget("daily", 100_000), ledger).windows]
+    assert want == [("11-02 10:15", 2, 10_000)]
+    # Folded, the bucket holds a's 50k and b's 5k together: each keeps its own, so the stop
+    # still comes before b's prompt, which is refused as the hooks refused it.
+    records = {"s1": folded("s1", SAME_BUCKET)}
+    got = [(at(w.blocked_at), w.refused, w.saved_tokens)
+           for w in replay(Budget("daily", 100_000), new_ledger(), records).windows]
+    assert got == want
+
+
 def test_a_prompt_refused_at_the_time_is_replayed_from_the_kept_stops() -> None:
     ledger = new_ledger()
     live(ledger, "s1", DAY[:2])
@@ -266,6 +288,21 @@ def test_a_suggestion_is_the_p90_of_the_last_30_windows_rounded_up() -> None:
         " 09:00 on average; your median day is 240k, p90 360k\n"
         "  tokenbudget budget set daily 370k\n"
     )
+
+
+def test_a_suggestion_counts_the_windows_it_replays() -> None:
+    ledger = new_ledger()
+    for n in range(3):
+        live(ledger, f"s{n}", [(f"p{n}", "prompt", "09:00:00", [("09:01:00", 10_000 * (n + 1))])])
+    for n in range(3, 5):  # a prompt that got no response: a session with nothing used
+        live(ledger, f"s{n}", [(f"p{n}", "prompt", "10:00:00", [])])
+    measured, replayed = simulate.suggest(
+        Budget("session", 1), simulate.history_of(ledger, {}), UTC_ZONE
+    )
+    assert replayed is not None
+    assert len(measured.windows) == len(replayed.windows) == 5
+    text = simulate_view.render_suggestions([(measured, replayed)], UTC_ZONE)
+    assert "the p90 of your last 5 sessions; would have blocked on 0 of 5 sessions" in text
 
 
 def test_simulate_from_the_command_line_replays_the_recorded_requests(

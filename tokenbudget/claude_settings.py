@@ -645,15 +645,21 @@ def _update(
 
 
 def _same_document(content: bytes | None, doc: JSONDict, path: Path) -> bool:
-    """Whether `content` holds `doc` (an empty `hooks` aside, which uninstall leaves out)."""
+    """Whether `content` holds `doc`, but for the empty event lists and `hooks` object that
+    uninstall leaves out once ours are gone from them."""
     if content is None:
         return False
     try:
         was = _parse(content, path)
     except SettingsError:
         return False
-    if was.get("hooks") == {} and "hooks" not in doc:
+    hooks, now = was.get("hooks"), doc.get("hooks")
+    if isinstance(hooks, dict):
+        kept = now if isinstance(now, dict) else {}
+        hooks = {k: v for k, v in hooks.items() if v != [] or k in kept}
         was = {k: v for k, v in was.items() if k != "hooks"}
+        if hooks or "hooks" in doc:
+            was["hooks"] = hooks
     return was == doc
 
 

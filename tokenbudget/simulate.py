@@ -88,13 +88,49 @@ class _Session:
         self.by_command: dict[str, list[Turn]] = {}
         self.starts: dict[str, list[float]] = {}
         self.loose: Turn | None = None
+        # Folded turns: what of each one's recorded total is not placed yet, and per command the
+        # first run that still has some (buckets come in time order, so it only moves on).
+        self.left: dict[int, list[float]] = {}
+        self.first_left: dict[str, int] = {}
 
-    def turn(self, command: str, start: float) -> Turn:
+    def turn(self, command: str, start: float, total: tuple[float, float] | None = None) -> Turn:
         t = Turn(self.sid, self.project, start or self.first, command, bool(start))
         self.out.append(t)
         self.by_command.setdefault(command, []).append(t)
         self.starts.pop(command, None)
+        if total is not None:
+            self.left[id(t)] = [float(total[0]), float(total[1])]
         return t
+
+    def shares(
+        self, bucket: int, command: str, tokens: float, cost: float
+    ) -> list[tuple[Turn, float, float]]:
+        """A folded bucket's usage of `command` over the runs begun by the bucket's end: the
+        earliest first, each up to what its recorded total leaves; the rest to the latest.
+
+        A turn stopped in this bucket and the next prompt in it then keep their own usage: the
+        bucket's all going to the later prompt would move the stop after that prompt.
+        """
+        latest = self.owner(bucket, command)
+        runs = self.by_command.get(command, [])
+        out: list[tuple[Turn, float, float]] = []
+        left_tokens = tokens
+        i = self.first_left.get(command, 0)
+        while i < len(runs) and runs[i].start < (bucket + 1) * BUCKET and left_tokens > 0:
+            left = self.left.get(id(runs[i]))
+            if not left or left[0] <= 0:
+                i += 1
+                self.first_left[command] = i
+                continue
+            take = min(left_tokens, left[0])
+            share = cost * take / tokens if tokens else 0.0
+            left[0] -= take
+            left[1] -= share
+            left_tokens -= take
+            out.append((runs[i], take, share))
+        if left_tokens > 0 or not out:
+            out.append((latest, left_tokens, cost * left_tokens / tokens if tokens else cost))
+        return out
 
     def owner(self, bucket: int, command: str) -> Turn:
         """The turn a bucket's usage of `command` belongs to: its latest run begun by then."""
@@ -149,12 +185,12 @@ def history_of(
         projects.setdefault(sid, rec["p"])
         b = _Session(sid, rec["p"], rec["f"], turns)
         for t in rec["turns"]:
-            b.turn(t[0], t[1])
-        for h, per_model in rec["hours"].items():
-            bucket = int(h)
-            for model_cmd, v in per_model.items():
+            b.turn(t[0], t[1], (t[2], t[3]))
+        for bucket, h in sorted((int(h), h) for h in rec["hours"]):
+            for model_cmd, v in rec["hours"][h].items():
                 command = model_cmd.partition("\t")[2] or "prompt"
-                place(b.owner(bucket, command), bucket, sum(v[:5]), v[5])
+                for turn, tokens, cost in b.shares(bucket, command, sum(v[:5]), v[5] or 0.0):
+                    place(turn, bucket, round(tokens), cost)
     for block in refusals:
         sid, at = block.get("session"), block.get("at")
         if block.get("what") == "refused" and isinstance(sid, str) and isinstance(at, int | float):
@@ -335,14 +371,17 @@ def simulate(
         measured = rules.evaluate(budget, w.spent, expected, now, resets)
         return rules.decide([measured]), measured
 
-    events = [e for e in history.events if e[1] == USAGE] if measure_only else history.events
-    for t, what, _, item in events:
+    for t, what, _, item in history.events:
         if what == PROMPT:
             turn = item
             assert isinstance(turn, Turn)
-            if scope(turn) and turn.command not in OWN_COMMANDS and not measure_only:
+            if scope(turn) and turn.command not in OWN_COMMANDS:
+                # Measuring opens the same windows as replaying (a prompt that used nothing has
+                # one too): a suggestion's "last N windows" are the windows it then replays.
                 w = window_of(t, turn)
                 windows.setdefault(id(w), w)
+                if measure_only:
+                    continue
                 expected = 0.0
                 if turn.command.startswith("/"):
                     past = runs.get(turn.command, [])
