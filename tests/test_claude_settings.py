@@ -156,7 +156,6 @@ def test_desired_hooks_shape() -> None:
         "SessionStart",
         "UserPromptSubmit",
         "PreToolUse",
-        "PostToolUse",
         "PostToolBatch",
         "Stop",
         "SubagentStop",

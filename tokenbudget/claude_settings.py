@@ -81,9 +81,9 @@ OUR_EVENTS: Mapping[str, HookSpec] = {
     "SessionStart": HookSpec(10, ""),
     "UserPromptSubmit": HookSpec(10, None),
     "PreToolUse": HookSpec(10, "*"),
-    "PostToolUse": HookSpec(10, "*"),
-    # After each batch of tool calls, before the next request, failed tools included (which
-    # fire PostToolUseFailure, whose continue:false Claude Code 2.1.328 ignores).
+    # Once after each batch of tool calls, before the next request, in subagents too, and after
+    # failed tools (which fire PostToolUseFailure, whose continue:false Claude Code 2.1.328
+    # ignores, instead of PostToolUse): one process a batch where PostToolUse took one a tool.
     "PostToolBatch": HookSpec(10, None),
     "Stop": HookSpec(10, None),
     "SubagentStop": HookSpec(10, ""),

@@ -556,8 +556,9 @@ def _decide(
             if again:
                 decision = decide(again)
     primary = decision.primary
-    # A turn is stopped at the first hook that sees a blocking budget used up: after the tool
-    # that followed the crossing response (PostToolUse), else before the next one.
+    # A turn is stopped at the first hook that sees a blocking budget used up: before the tool
+    # of the crossing response, or after its batch of tools (PostToolBatch; PostToolUse where
+    # an older install registered it), before the next request.
     refusing = ev.name == "UserPromptSubmit" or (
         ev.name in STOPPING and primary is not None and primary.state == "over"
     )

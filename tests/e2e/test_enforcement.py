@@ -83,17 +83,16 @@ def test_runaway_loop_is_stopped_at_the_tool_call(
     served = fake_api.requests
     totals = [sum(r.total_tokens() for r in served[: i + 1]) for i in range(len(served))]
     crossed = next(i for i, t in enumerate(totals) if t >= limit)
-    # No request after the one whose response used the budget up: PostToolUse of its tool call
+    # No request after the one whose response used the budget up: PostToolBatch of its tool call
     # stopped the turn.
     assert len(served) == crossed + 1, totals
     # Whichever hook saw the response first stopped the turn: PreToolUse when Claude Code had
     # written it to the transcript before asking for its tool (which then did not run), else
-    # PostToolUse after that tool.
+    # PostToolBatch after that tool.
     stops = kept_stops()
     assert [b["session"] for b in stops] == [run.session_id]
     ran = (tmp_path / "ran.txt").read_text().splitlines() if (tmp_path / "ran.txt").exists() else []
-    tools = {"PreToolUse": len(served) - 1, "PostToolUse": len(served),
-             "PostToolBatch": len(served)}
+    tools = {"PreToolUse": len(served) - 1, "PostToolBatch": len(served)}
     assert len(ran) == tools[stops[0]["event"]]
     assert session_tokens(private_home, run.session_id) == fake_api.total_tokens()
 
