@@ -536,9 +536,14 @@ def test_upgrade_cleans_duplicates_stray_events_and_narrow_matchers(settings_fil
                 {"hooks": [{"type": "command", "command": hook_command("/a", "Stop")}]},
                 {"hooks": [{"type": "command", "command": hook_command("/b", "Stop")}]},
             ],
-            # An event an older version used and this one does not.
+            # Events an older version used and this one does not (PostToolBatch replaced
+            # PostToolUse).
             "Notification": [
                 {"hooks": [{"type": "command", "command": hook_command("/a", "Notification")}]}
+            ],
+            "PostToolUse": [
+                {"matcher": "*",
+                 "hooks": [{"type": "command", "command": hook_command("/a", "PostToolUse")}]}
             ],
         }
     }
@@ -550,7 +555,8 @@ def test_upgrade_cleans_duplicates_stray_events_and_narrow_matchers(settings_fil
         desired_hooks(PY)["PreToolUse"][0],
     ]
     assert doc["hooks"]["Stop"] == desired_hooks(PY)["Stop"]
-    assert "Notification" not in doc["hooks"]
+    assert "Notification" not in doc["hooks"] and "PostToolUse" not in doc["hooks"]
+    assert doc["hooks"]["PostToolBatch"] == desired_hooks(PY)["PostToolBatch"]
 
 
 def test_upgrade_keeps_keys_the_user_added_to_our_entry(settings_file: Path) -> None:
