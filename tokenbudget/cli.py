@@ -389,18 +389,30 @@ class _LimitCommand(click.Command):
             raise
 
 
+def _budget_arguments(command: Any) -> Any:
+    """KIND, its name and limit, --mode, --warn-at and --project: what `set` and `simulate`
+    take alike."""
+    for decorate in reversed((
+        click.argument("kind", type=click.Choice(KIND_CHOICES)),
+        click.argument("args", nargs=-1, required=True),
+        click.option(
+            "--mode",
+            type=click.Choice(["block", "warn"]),
+            default="block",
+            show_default=True,
+            help="block: refuse and stop; warn: only tell.",
+        ),
+        click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%."),
+        click.option(
+            "--project", "project", help="Limit a day/week/month/5h/total budget to a folder."
+        ),
+    )):
+        command = decorate(command)
+    return command
+
+
 @budget.command("set", cls=_LimitCommand)
-@click.argument("kind", type=click.Choice(KIND_CHOICES))
-@click.argument("args", nargs=-1, required=True)
-@click.option(
-    "--mode",
-    type=click.Choice(["block", "warn"]),
-    default="block",
-    show_default=True,
-    help="block: refuse and stop; warn: only tell.",
-)
-@click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%.")
-@click.option("--project", "project", help="Limit a day/week/month/5h/total budget to a folder.")
+@_budget_arguments
 @click.option(
     "--dry-run", is_flag=True, help="Do not set it: replay your history through it instead."
 )
@@ -486,17 +498,7 @@ def _replay(b: Any, since: date | None, until: date | None, *, as_json: bool) ->
 
 
 @budget.command("simulate", cls=_LimitCommand)
-@click.argument("kind", type=click.Choice(KIND_CHOICES))
-@click.argument("args", nargs=-1, required=True)
-@click.option(
-    "--mode",
-    type=click.Choice(["block", "warn"]),
-    default="block",
-    show_default=True,
-    help="block: refuse and stop; warn: only tell.",
-)
-@click.option("--warn-at", default="80%", show_default=True, help="When to warn, e.g. 80%.")
-@click.option("--project", "project", help="Limit a day/week/month/5h/total budget to a folder.")
+@_budget_arguments
 @click.option("--since", help="First day to show (YYYY-MM-DD, local time).")
 @click.option("--until", help="Last day to show (YYYY-MM-DD, local time).")
 @click.option("--json", "as_json", is_flag=True, help="Every window and the summary as JSON.")
