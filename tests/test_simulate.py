@@ -210,9 +210,9 @@ def test_a_session_budget_counts_each_session_on_its_own() -> None:
 
 def test_a_project_scope_counts_only_that_folder() -> None:
     ledger = new_ledger()
-    live(ledger, "s1", DAY, project="/work/app")
+    live(ledger, "s1", DAY, project="/home/dev/app")
     live(ledger, "s2", [("z", "prompt", "08:00:00", [("08:01:00", 900_000)])], project="/other")
-    (day,) = replay(Budget("daily", 400_000, project="/work/app"), ledger).windows
+    (day,) = replay(Budget("daily", 400_000, project="/home/dev/app"), ledger).windows
     assert (day.used_tokens, at(day.blocked_at)) == (530_000, "11-02 15:45")
 
 
