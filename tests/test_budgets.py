@@ -548,3 +548,12 @@ def test_suggest_limit() -> None:
     assert suggest_limit(check(Budget("daily", 200_000), 190_000)) == 400_000
     assert suggest_limit(check(Budget("daily", 200_000), 190_000, expected=700_000)) == 890_000
     assert suggest_limit(evaluate(Budget("daily", 5, "usd"), 5, 0, NOW, None)) == 10
+
+
+def test_a_rounded_limit_is_never_below_its_target() -> None:
+    from tokenbudget.budgets import round_limit
+
+    assert round_limit(0.004, "usd") == 0.01
+    assert round_limit(0.0123, "usd") == 0.02
+    assert round_limit(1.234, "usd") == 1.3
+    assert round_limit(24_310, "tokens") == 25_000

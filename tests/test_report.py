@@ -159,3 +159,25 @@ def test_sessions_are_sorted_by_last_activity_not_by_id_or_start(
         ("41481808", "17:39"),
         ("1c990dcd", "17:50"),
     ]
+
+
+@pytest.mark.parametrize("line", [
+    '{"sid": "abc"}',
+    '{"sid": "abc", "p": "/x", "f": 1, "l": 2, "m": {}, "hours": {"abc": {}}, "turns": []}',
+    '{"sid": "abc", "p": "/x", "f": 1, "l": 2, "m": {}, "hours": {}, "turns": [[1]]}',
+])
+def test_a_history_line_of_the_wrong_shape_is_passed_over(
+    three_sessions: Path, line: str
+) -> None:
+    from tokenbudget import history
+
+    assert run("sync", home=three_sessions).returncode == 0
+    whole = json.loads(run("report", "--json", home=three_sessions).stdout)["totals"]
+    path = history.history_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    for args in (["report", "--json"], ["budget", "simulate", "daily", "10k", "--json"]):
+        proc = run(*args, home=three_sessions)
+        assert (proc.returncode, proc.stderr) == (0, ""), (args, proc.stderr)
+    assert json.loads(run("report", "--json", home=three_sessions).stdout)["totals"] == whole

@@ -140,20 +140,18 @@ def limit_arg(value: float, unit: Unit) -> str:
 
 def suggest_limit(check: Check) -> float:
     """A round limit to offer when a budget is hit: double it, or enough for this command."""
-    return _round_up(max(check.limit * 2, check.used + check.expected), check.budget.unit)
+    return round_limit(max(check.limit * 2, check.used + check.expected), check.budget.unit)
 
 
 def round_limit(target: float, unit: Unit) -> float:
     """A readable limit at least `target`: two significant figures, rounded up (whole cents)."""
-    value = _round_up(target, unit)
-    return math.ceil(target * 100 - 1e-9) / 100 if unit == "usd" and value < target else value
-
-
-def _round_up(target: float, unit: Unit) -> float:
     digits = math.floor(math.log10(target)) - 1  # round up to two significant figures
     step = 10.0**digits
     value = math.ceil(target / step - 1e-9) * step
-    return float(round(value)) if unit == "tokens" else round(value, 2)
+    if unit == "tokens":
+        return float(round(value))
+    # Below a dollar two figures may be less than a cent: never round under the target.
+    return max(round(value, 2), math.ceil(target * 100 - 1e-9) / 100)
 
 
 # ---------------------------------------------------------------- budgets
@@ -682,7 +680,7 @@ def reason_text(
     if b.kind == "command" and check.used < check.limit < check.expected:
         # No run of it fits: waiting for a reset would not help, only a higher limit.
         usual = format_amount(check.expected, b.unit)
-        least = format_amount(_round_up(check.expected, b.unit), b.unit)
+        least = format_amount(round_limit(check.expected, b.unit), b.unit)
         lines = [
             f"tokenbudget: {b.name} usually takes {usual}, more than its "
             f"{format_amount(check.limit, b.unit)} budget: raise it to at least {least}, or "

@@ -131,7 +131,7 @@ def read_records(ledger: Ledger | None = None) -> dict[str, dict[str, Any]]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("sid"), str):
+        if _well_formed(rec):
             period = rec.get("e") or f"line {n}"
             periods.setdefault(rec["sid"], {})[str(period)] = rec
     live = {sid: s.get("e") for sid, s in ledger["sessions"].items()} if ledger else {}
@@ -147,6 +147,30 @@ def read_records(ledger: Ledger | None = None) -> dict[str, dict[str, Any]]:
             merged["periods"] = [p for p in by_period if live.get(sid) != p]
             out[sid] = merged
     return out
+
+
+def _well_formed(rec: object) -> bool:
+    """A record with the fields readers use, of their types: a hand edit or another writer's
+    line is skipped like a line cut short, never a KeyError in every report."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("sid"), str):
+        return False
+    num = (int, float)
+    try:
+        return (
+            isinstance(rec["p"], str)
+            and all(isinstance(rec[k], num) and not isinstance(rec[k], bool) for k in "fl")
+            and all(isinstance(rec[k], dict) for k in ("m", "hours"))
+            and all(isinstance(rec.get(k, {}), dict) for k in ("s", "files"))
+            and all(int(h) >= 0 and isinstance(v, dict) for h, v in rec["hours"].items())
+            and isinstance(rec["turns"], list)
+            and all(
+                isinstance(t, list) and len(t) == 4 and isinstance(t[0], str)
+                and all(isinstance(x, num) for x in t[1:])
+                for t in rec["turns"]
+            )
+        )
+    except (KeyError, ValueError, TypeError):
+        return False
 
 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
