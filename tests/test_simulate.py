@@ -358,3 +358,11 @@ def test_since_and_until_from_the_command_line(private_home: Path, recorded_day:
                      ("--until", "2026-11-27"): 0, ("--until", "2026-11-28"): 1}
     result = CliRunner().invoke(main, ["budget", "simulate", "daily", "10k", "--until", "28/11"])
     assert result.exit_code == 2
+
+
+def test_since_after_until_is_a_usage_error(private_home: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["budget", "simulate", "daily", "10k", "--since", "2026-05-01", "--until",
+               "2026-01-01"]
+    )
+    assert result.exit_code == 2 and "2026-05-01 is after --until 2026-01-01" in result.output

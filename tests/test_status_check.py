@@ -80,3 +80,9 @@ def test_a_broken_config_is_not_ok_and_says_so_in_json(private_home: Path) -> No
     assert data["ok"] is False and "config" in data["error"]
     plain = run("status", "--check", home=private_home)
     assert plain.returncode == 1 and plain.stderr.startswith("tokenbudget: ")
+
+
+def test_an_empty_session_id_is_a_usage_error(private_home: Path) -> None:
+    proc = run("status", "--check", "--session", "", home=private_home)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--session" in proc.stderr and "give a session id" in proc.stderr

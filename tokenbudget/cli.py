@@ -515,6 +515,8 @@ def budget_simulate(
     """What a budget would have done over your recorded history, without setting it."""
     b = _budget_from_args(kind, args, mode, warn_at, project)
     first, last = _parse_date(since, "--since"), _parse_date(until, "--until")
+    if first is not None and last is not None and first > last:
+        raise click.BadParameter(f"{since} is after --until {until}", param_hint="--since")
     _replay(b, first, last, as_json=as_json)
 
 
@@ -670,6 +672,8 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
     root = _project_root()
     found = config.effective_budgets(cfg, root)
     if check:
+        if session_id == "":
+            raise click.BadParameter("give a session id", param_hint="--session")
         _check(ledger, found, session_id, str(root), cfg, as_json=as_json)
         return
     if session_id is None:

@@ -8,7 +8,7 @@ from typing import Any
 from tokenbudget import budgets as rules
 from tokenbudget.numfmt import format_amount, format_cost, format_tokens
 from tokenbudget.render import escape_controls
-from tokenbudget.simulate import Result, Turn, Window, summary
+from tokenbudget.simulate import SUGGEST_WINDOWS, Result, Turn, Window, summary
 
 # kind -> (one window, several), as sentences name them
 NOUNS = {
@@ -123,7 +123,8 @@ def render(result: Result, tz: tzinfo) -> str:
     if not result.windows:
         return f"{_title(result)}\nNo recorded usage to replay.\n"
     lines = [_title(result), *_table(_rows(result, tz)), ""]
-    lines.append(summary_line(result, tz)[:1].upper() + summary_line(result, tz)[1:] + ".")
+    said = summary_line(result, tz)
+    lines.append(said[:1].upper() + said[1:] + ".")
     if b.mode == "block":
         s = summary(result, tz)
         refused = s["refused"]
@@ -147,7 +148,7 @@ def render_suggestions(found: list[tuple[Result, Result | None]], tz: tzinfo) ->
             lines.append(f"{what}: no recorded usage")
             continue
         limit = rules.limit_arg(replay.budget.limit, b.unit)
-        windows = len(usage.windows[-30:])
+        windows = len(usage.windows[-SUGGEST_WINDOWS:])
         lines.append(
             f"{what} {rules.format_amount(replay.budget.limit, b.unit)}: the p90 of your last "
             f"{windows} {_noun(b.kind, windows)}; {summary_line(replay, tz)}"
@@ -161,12 +162,10 @@ def render_suggestions(found: list[tuple[Result, Result | None]], tz: tzinfo) ->
 
 def suggestions_json(found: list[tuple[Result, Result | None]], tz: tzinfo) -> list[Any]:
     """Suggestions as data: each budget, its windows' summary at that limit."""
-    from tokenbudget.simulate import summary as data
-
     out: list[Any] = []
     for usage, replay in found:
         if replay is None:
             out.append({"budget": usage.budget.to_json() | {"limit": None}, "summary": None})
         else:
-            out.append({"budget": replay.budget.to_json(), "summary": data(replay, tz)})
+            out.append({"budget": replay.budget.to_json(), "summary": summary(replay, tz)})
     return out
