@@ -573,3 +573,12 @@ def test_a_session_ended_by_clear_gets_its_last_total_from_the_next_sessions_hoo
     assert session_tokens(private_home, old["session_id"]) == lines_only + hidden
     # Read once: later hooks find nothing new there.
     assert ledger(private_home)["files"][str(transcript)][2] == transcript.stat().st_size
+
+
+def test_fail_closed_answers_even_when_the_clock_cannot_be_read(private_home: Path) -> None:
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "1M"}, fail_closed=True)
+    rc, out, err = run_hook("UserPromptSubmit", {**base, "prompt": "go"},
+                            env={"TOKENBUDGET_NOW": "tomorrow"})
+    assert rc == 0 and out["decision"] == "block" and "TOKENBUDGET_NOW" in out["reason"]
+    assert "Traceback" not in err

@@ -170,6 +170,28 @@ def test_the_skill_is_never_refused(private_home: Path, prompt: str) -> None:
     assert refused["decision"] == "block"
 
 
+def test_a_failed_setup_leaves_no_build_and_is_not_retried_on_every_event(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "plugin data"
+    data.mkdir()
+    (data / ".setup-lock").mkdir()  # taken by the hook that starts it
+    not_a_package = tmp_path / "empty"
+    not_a_package.mkdir()
+    proc = subprocess.run(["sh", str(SETUP_ENV), str(not_a_package), str(data / "venv"), "9"],
+                          capture_output=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in data.iterdir()) == ["setup.failed"]  # no build, no lock
+    env = {**os.environ, "TOKENBUDGET_PYTHON": "", "CLAUDE_PLUGIN_ROOT": str(REPO),
+           "CLAUDE_PLUGIN_DATA": str(data)}
+    out = subprocess.run([str(REPO / "hooks" / "tokenbudget-hook"), "UserPromptSubmit"],
+                         input=b"{}", capture_output=True, env=env, timeout=30, check=True)
+    message = json.loads(out.stdout)["systemMessage"]
+    assert "could not set up its Python environment" in message and "setup.log" in message
+    time.sleep(0.5)
+    assert sorted(p.name for p in data.iterdir()) == ["setup.failed"]  # no new setup started
+
+
 def test_a_plugin_session_start_is_noted_for_doctor(private_home: Path, tmp_path: Path) -> None:
     base = session(private_home)
     start = {**base, "hook_event_name": "SessionStart", "source": "startup"}
@@ -191,6 +213,11 @@ def test_plugin_notes_keep_the_last_month_and_survive_a_bad_file(private_home: P
     plugin.note_run("/new", "/data", "/py", 1000 * day + plugin.KEEP_DAYS * day)
     assert list(plugin.read_runs()) == ["/new"]
     assert list(plugin.recent_runs(1000 * day + 2 * plugin.KEEP_DAYS * day)) == []
+    Path(plugin.runs_file()).write_text(
+        '{"runs": {"/huge": {"at": 1e400}, "/int": {"at": 10000000000000000000000},'
+        ' "/true": {"at": true}, "/new": {"at": 5.0}}}'
+    )
+    assert list(plugin.read_runs()) == ["/new"]
     Path(plugin.runs_file()).write_text("{not json")
     assert plugin.read_runs() == {}
     plugin.note_run("/again", None, "/py", 5.0)

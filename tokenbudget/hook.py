@@ -606,10 +606,16 @@ def _decide(
 def _keep_stop(
     ev: Event | None, event: str, check: Any, reason: str, now: float | None = None
 ) -> None:
-    """Keep a refusal or stop: `claude -p` shows its user neither (`status --check`)."""
+    """Keep a refusal or stop: `claude -p` shows its user neither (`status --check`). Never
+    raises: the answer it goes with must still be given."""
+    try:
+        at = now if now is not None else clock.now()
+    except TokenbudgetError:
+        # A bad TOKENBUDGET_NOW: the fail-closed answer still goes out, stamped now.
+        at = time.time()  # the real clock
     b = check.budget if check is not None else None
     entry = {
-        "at": now if now is not None else clock.now(),
+        "at": at,
         "session": ev.session_id if ev is not None else None,
         "prompt_id": ev.prompt_id if ev is not None else None,
         "what": "refused" if event == "UserPromptSubmit" else "stopped",

@@ -42,8 +42,13 @@ def read_runs() -> dict[str, dict[str, Any]]:
     return {
         root: run
         for root, run in runs.items()
-        if isinstance(run, dict) and isinstance(run.get("at"), int | float)
+        if isinstance(run, dict) and _a_time(run.get("at"))
     }
+
+
+def _a_time(value: object) -> bool:
+    # A time a date can hold: a hand-edited 1e400 or true must not fail every SessionStart.
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e11
 
 
 def recent_runs(now: float) -> dict[str, dict[str, Any]]:
