@@ -104,13 +104,9 @@ def _state(checks: Sequence[Check], color: bool) -> str:
 def _per_hour(rate: float | None, unit: Unit) -> str:
     if rate is None or rate <= 0:
         return ""
-    if unit == "usd":
-        from tokenbudget.numfmt import format_cost
+    from tokenbudget.numfmt import format_amount
 
-        return f" · {format_cost(rate)}/h"
-    from tokenbudget.budgets import format_amount
-
-    return f" · {format_amount(rate, 'tokens')}/h"
+    return f" · {format_amount(rate, unit)}/h"
 
 
 def session_part(
