@@ -229,9 +229,6 @@ class Window:
         """What was recorded in the window, in `unit`."""
         return self.used_cost if unit == "usd" else float(self.used_tokens)
 
-    def saved(self, unit: str) -> float:
-        return self.saved_cost if unit == "usd" else float(self.saved_tokens)
-
 
 def _calendar(kind: str, tz: tzinfo, week_start: int) -> Callable[[float, Turn], Window]:
     current: list[Window] = []

@@ -47,7 +47,7 @@ def _label(result: Result, w: Window, tz: tzinfo) -> str:
     return text
 
 
-def _when(result: Result, w: Window, t: float | None, tz: tzinfo) -> str:
+def _when(w: Window, t: float | None, tz: tzinfo) -> str:
     if t is None:
         return NONE
     local = datetime.fromtimestamp(t, tz)
@@ -80,9 +80,9 @@ def _rows(result: Result, tz: tzinfo) -> list[list[str]]:
     for w in result.windows:
         row = [_label(result, w, tz), format_amount(w.used(b.unit), b.unit)]
         if block:
-            row += [_when(result, w, w.blocked_at, tz), str(w.refused), _saved(w)]
+            row += [_when(w, w.blocked_at, tz), str(w.refused), _saved(w)]
         else:
-            row += [_when(result, w, w.warned_at, tz), _when(result, w, w.over_at, tz)]
+            row += [_when(w, w.warned_at, tz), _when(w, w.over_at, tz)]
         rows.append(row)
     return rows
 
