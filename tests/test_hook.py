@@ -200,7 +200,12 @@ def test_fail_closed_blocks_on_our_failure(private_home: Path) -> None:
     state = private_home / "tb state"
     with FileLock(str(state / "ledger.json.lock")):
         rc, out, _ = run_hook("UserPromptSubmit", {**base, "prompt": "x"})
-    assert rc == 0 and out["decision"] == "block" and "fail_closed" in out["reason"]
+        assert rc == 0 and out["decision"] == "block" and "fail_closed" in out["reason"]
+        # Mid-turn, the first hook after a batch of tools stops the turn (no PreToolUse is
+        # registered any more); after the tools there is none left to deny.
+        rc, out, _ = run_hook("PostToolBatch", {**base, "prompt_id": "p-1"})
+    assert rc == 0 and out["continue"] is False and "fail_closed" in out["stopReason"]
+    assert "hookSpecificOutput" not in out
 
 
 @pytest.mark.parametrize(
@@ -509,6 +514,20 @@ def test_a_new_limit_warns_again_when_its_threshold_is_crossed(private_home: Pat
     set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.85))})
     assert "is at 85%" in run_hook("PreToolUse", {**event, "tool_use_id": "c"})[1]["systemMessage"]
     assert run_hook("PreToolUse", {**event, "tool_use_id": "d"})[1] == {}
+
+
+@pytest.mark.parametrize("unheard", ["SessionEnd", "SubagentStop"])
+def test_a_hook_nobody_waits_for_leaves_the_warning_to_the_next(
+    private_home: Path, unheard: str
+) -> None:
+    base = session(private_home)
+    run_hook("Stop", base)
+    used = session_tokens(private_home, base["session_id"])
+    set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9))})
+    # Registered async: its answer is read by no one, so it must not spend the warning.
+    assert run_hook(unheard, {**base, "agent_id": "a1"})[1] == {}
+    out = run_hook("UserPromptSubmit", {**base, "prompt": "go", "prompt_id": "p-2"})[1]
+    assert "is at 90%" in out["systemMessage"]
 
 
 def test_a_fail_closed_refusal_is_kept_too(private_home: Path) -> None:

@@ -41,6 +41,9 @@ _EVENTS = (
     "SessionEnd",
 )
 STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer can end a turn
+# Registered async (claude_settings.OUR_EVENTS): nobody reads their answer, so they give no
+# warning (it would count as given); the next hook that is waited for gives it.
+UNHEARD = ("SubagentStop", "SessionEnd")
 # The plugin's /tokenbudget skill (typed bare or namespaced): it runs the CLI, so refusing it
 # would leave no way to raise a used-up budget from inside Claude Code.
 OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")
@@ -205,10 +208,10 @@ def fail(
         reason = f"{line} (fail_closed is on, so this prompt is refused)"
         _keep_stop(ev, event, None, reason)
         return block_prompt(reason)
-    if fail_closed and event == "PreToolUse":
+    if fail_closed and event in STOPPING:
         reason = f"{line} (fail_closed is on, so the turn stops)"
         _keep_stop(ev, event, None, reason)
-        return stop_turn(reason)
+        return stop_turn(reason, event)
     return {"systemMessage": f"{line}; allowing."}
 
 
@@ -498,7 +501,7 @@ def _decide(
 ) -> dict[str, Any]:
     """The answer to the event from the ledger; records warnings given and `allow` spent, and
     (with `keep`, when the answer is given) keeps a refusal or stop for `status --check`."""
-    if not budget_list or (
+    if not budget_list or ev.name in UNHEARD or (
         ev.name == "UserPromptSubmit" and command_of_prompt(ev.prompt) in OWN_COMMANDS
     ):
         return {}
