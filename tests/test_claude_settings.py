@@ -155,7 +155,6 @@ def test_desired_hooks_shape() -> None:
     assert set(OUR_EVENTS) == {
         "SessionStart",
         "UserPromptSubmit",
-        "PreToolUse",
         "PostToolBatch",
         "Stop",
         "SubagentStop",
@@ -164,14 +163,17 @@ def test_desired_hooks_shape() -> None:
     for event, groups in hooks.items():
         assert len(groups) == 1
         (entry,) = groups[0]["hooks"]
+        # Nobody waits for these answers; the others answer before Claude Code goes on.
+        waits = {} if event in ("SubagentStop", "SessionEnd") else None
         assert entry == {
             "type": "command",
             "command": hook_command(PY, event),
             "timeout": OUR_EVENTS[event].timeout,
+            **({"async": True} if waits is not None else {}),
         }
         assert groups[0].get("matcher") in (None, "", "*")
     assert hooks["SessionEnd"][0]["hooks"][0]["timeout"] == 2  # they share ~1.5 s in all
-    assert hooks["PreToolUse"][0]["matcher"] == "*"
+    assert "matcher" not in hooks["PostToolBatch"][0]
     assert "matcher" not in hooks["UserPromptSubmit"][0]
     assert all(spec.timeout == 10 for e, spec in OUR_EVENTS.items() if e != "SessionEnd")
 
@@ -473,12 +475,11 @@ def test_shared_matcher_group_keeps_its_foreign_hooks(settings_file: Path) -> No
     # The user moved our hook into their own match-all group, between two of their hooks.
     shared: dict[str, Any] = {
         "hooks": {
-            "PreToolUse": [
+            "PostToolBatch": [
                 {
-                    "matcher": "*",
                     "hooks": [
                         {"type": "command", "command": "before.sh"},
-                        {"type": "command", "command": hook_command("/old/python", "PreToolUse")},
+                        {"type": "command", "command": hook_command("/old", "PostToolBatch")},
                         {"type": "command", "command": "after.sh"},
                     ],
                 }
@@ -490,17 +491,17 @@ def test_shared_matcher_group_keeps_its_foreign_hooks(settings_file: Path) -> No
     write_json(settings_file, shared)
     install(settings_file, NEW_PY)
     doc = load(settings_file)
-    assert commands(doc, "PreToolUse") == [
+    assert commands(doc, "PostToolBatch") == [
         "before.sh",
-        hook_command(NEW_PY, "PreToolUse"),  # upgraded in place, not moved
+        hook_command(NEW_PY, "PostToolBatch"),  # upgraded in place, not moved
         "after.sh",
     ]
-    assert len(doc["hooks"]["PreToolUse"]) == 1
+    assert len(doc["hooks"]["PostToolBatch"]) == 1
     assert doc["hooks"]["Stop"][0] == shared["hooks"]["Stop"][0]
     assert doc["hooks"]["SessionEnd"][0] == {"matcher": "", "hooks": []}
     uninstall(settings_file)
     doc = load(settings_file)
-    assert commands(doc, "PreToolUse") == ["before.sh", "after.sh"]  # group kept: not ours
+    assert commands(doc, "PostToolBatch") == ["before.sh", "after.sh"]  # group kept: not ours
     assert doc["hooks"]["Stop"] == shared["hooks"]["Stop"]
     assert doc["hooks"]["SessionEnd"] == [{"matcher": "", "hooks": []}]
 
@@ -550,9 +551,9 @@ def test_upgrade_cleans_duplicates_stray_events_and_narrow_matchers(settings_fil
     write_json(settings_file, stale)
     install(settings_file, PY)
     doc = load(settings_file)
+    # PreToolUse is no longer ours: the user's group stays, our entry and its group go.
     assert doc["hooks"]["PreToolUse"] == [
         {"matcher": "Bash", "hooks": [{"type": "command", "command": "guard.sh"}]},
-        desired_hooks(PY)["PreToolUse"][0],
     ]
     assert doc["hooks"]["Stop"] == desired_hooks(PY)["Stop"]
     assert "Notification" not in doc["hooks"] and "PostToolUse" not in doc["hooks"]
@@ -562,16 +563,36 @@ def test_upgrade_cleans_duplicates_stray_events_and_narrow_matchers(settings_fil
 def test_upgrade_keeps_keys_the_user_added_to_our_entry(settings_file: Path) -> None:
     install(settings_file, "/old/python")
     doc = load(settings_file)
-    doc["hooks"]["PreToolUse"][0]["hooks"][0]["onFailure"] = "block"
+    doc["hooks"]["PostToolBatch"][0]["hooks"][0]["onFailure"] = "block"
     write_json(settings_file, doc)
     install(settings_file, PY)
-    (entry,) = ours(load(settings_file), "PreToolUse")
+    (entry,) = ours(load(settings_file), "PostToolBatch")
     assert entry == {
         "type": "command",
-        "command": hook_command(PY, "PreToolUse"),
+        "command": hook_command(PY, "PostToolBatch"),
         "timeout": 10,
         "onFailure": "block",
     }
+
+
+def test_upgrade_says_which_of_our_hooks_claude_code_waits_for(settings_file: Path) -> None:
+    # As an older version wrote them: every event waited for, PreToolUse on every tool call.
+    old = {
+        "hooks": {
+            event: [{"hooks": [{"type": "command", "command": hook_command("/old", event),
+                                "timeout": spec.timeout}]}]
+            for event, spec in {**OUR_EVENTS, "PreToolUse": OUR_EVENTS["Stop"]}.items()
+        }
+    }
+    old["hooks"]["Stop"][0]["hooks"][0]["async"] = True  # not ours to leave so: Stop answers
+    write_json(settings_file, old)
+    install(settings_file, PY)
+    doc = load(settings_file)
+    assert "PreToolUse" not in doc["hooks"]
+    waited = {e: "async" not in ours(doc, e)[0] for e in OUR_EVENTS}
+    assert waited == {e: e not in ("SubagentStop", "SessionEnd") for e in OUR_EVENTS}
+    assert ours(doc, "SessionEnd")[0]["async"] is True
+    assert all(ours(doc, e) == desired_hooks(PY)[e][0]["hooks"] for e in OUR_EVENTS)
 
 
 def test_find_registrations(settings_file: Path) -> None:
@@ -580,8 +601,8 @@ def test_find_registrations(settings_file: Path) -> None:
     install(settings_file, NEW_PY)
     regs = find_registrations(settings_file)
     assert sorted(r.event for r in regs) == sorted(OUR_EVENTS)
-    pre = next(r for r in regs if r.event == "PreToolUse")
-    assert pre == Registration("PreToolUse", "*", hook_command(NEW_PY, "PreToolUse"), 10)
+    batch = next(r for r in regs if r.event == "PostToolBatch")
+    assert batch == Registration("PostToolBatch", None, hook_command(NEW_PY, "PostToolBatch"), 10)
     end = next(r for r in regs if r.event == "SessionEnd")
     assert end.timeout == 2
     assert {interpreter_of(r.command) for r in regs} == {NEW_PY}
@@ -956,9 +977,8 @@ def test_desired_hooks_portable_form_names_no_interpreter() -> None:
     for event, groups in hooks.items():
         (entry,) = groups[0]["hooks"]
         assert entry == {
-            "type": "command",
+            **desired_hooks(PY)[event][0]["hooks"][0],
             "command": cs.portable_hook_command(event),
-            "timeout": OUR_EVENTS[event].timeout,
         }
         assert groups[0].get("matcher") == desired_hooks(PY)[event][0].get("matcher")
     assert sys.executable not in json.dumps(hooks)

@@ -222,3 +222,20 @@ def test_plugin_notes_keep_the_last_month_and_survive_a_bad_file(private_home: P
     assert plugin.read_runs() == {}
     plugin.note_run("/again", None, "/py", 5.0)
     assert list(plugin.read_runs()) == ["/again"]
+
+
+def test_the_plugin_registers_what_install_registers() -> None:
+    from tokenbudget import claude_settings
+
+    hooks = json.loads((REPO / "hooks" / "hooks.json").read_text())["hooks"]
+    assert list(hooks) == list(claude_settings.OUR_EVENTS)
+    for event, groups in hooks.items():
+        (group,) = groups
+        (entry,) = group["hooks"]
+        wanted = claude_settings.desired_hooks("python")[event][0]
+        # The same matcher, timeout and "async"; only the command finds tokenbudget its way.
+        assert {**entry, "command": None} == {**wanted["hooks"][0], "command": None}
+        assert group.get("matcher") == wanted.get("matcher")
+        assert claude_settings.parse_hook_command(entry["command"]) == (
+            claude_settings.ParsedHook("plugin", event, None)
+        )

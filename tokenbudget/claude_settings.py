@@ -68,26 +68,35 @@ _CAS_ATTEMPTS = 10
 
 
 class HookSpec(NamedTuple):
-    """How one event is registered: timeout in seconds and the matcher (None: no matcher key)."""
+    """How one event is registered: timeout in seconds, the matcher (None: no matcher key) and
+    whether Claude Code runs it in the background (`"async": true`: nobody waits for it)."""
 
     timeout: int
     matcher: str | None
+    is_async: bool = False
 
 
-# Timeouts are short because a hook runs on every prompt and tool call; SessionEnd hooks all
-# share about 1.5 s before Claude Code exits, so ours must give up well before that.
-# "*" and "" both match everything; events without a matcher get none at all.
+# Every hook is a process Claude Code starts and (unless async) waits for: a turn pays for each
+# one (bench/turn.py). Timeouts are short because a hook runs on every prompt and tool batch;
+# SessionEnd hooks all share about 1.5 s before Claude Code exits, so ours must give up well
+# before that. "*" and "" both match everything; events without a matcher get none at all.
 OUR_EVENTS: Mapping[str, HookSpec] = {
     "SessionStart": HookSpec(10, ""),
     "UserPromptSubmit": HookSpec(10, None),
-    "PreToolUse": HookSpec(10, "*"),
     # Once after each batch of tool calls, before the next request, in subagents too, and after
     # failed tools (which fire PostToolUseFailure, whose continue:false Claude Code 2.1.328
     # ignores, instead of PostToolUse): one process a batch where PostToolUse took one a tool.
+    # It stops a turn before the request after the one that used a budget up. PreToolUse is not
+    # registered: it took one process a tool call, only to keep the tools of that one response
+    # from running when Claude Code had written it to the transcript before asking for them.
     "PostToolBatch": HookSpec(10, None),
     "Stop": HookSpec(10, None),
-    "SubagentStop": HookSpec(10, ""),
-    "SessionEnd": HookSpec(2, ""),
+    # Nothing waits for these answers. What an async hook did not record before Claude Code
+    # killed it (2.1.328 kills async hooks still running at a `-p` exit, but lets an async
+    # SessionEnd finish after it), the next hook or `sync` reads: read positions only move when
+    # what was read is committed.
+    "SubagentStop": HookSpec(10, "", is_async=True),
+    "SessionEnd": HookSpec(2, "", is_async=True),
 }
 
 _MATCH_ALL = (None, "", "*")
@@ -249,9 +258,12 @@ def _is_our_statusline_value(value: object) -> TypeGuard[JSONDict]:
 
 
 def _hook_entry(python: str | None, event: str) -> JSONDict:
-    timeout = OUR_EVENTS[event].timeout
+    spec = OUR_EVENTS[event]
     command = portable_hook_command(event) if python is None else hook_command(python, event)
-    return {"type": "command", "command": command, "timeout": timeout}
+    entry: JSONDict = {"type": "command", "command": command, "timeout": spec.timeout}
+    if spec.is_async:
+        entry["async"] = True
+    return entry
 
 
 def _group(matcher: str | None, hooks: list[JSONDict]) -> JSONDict:
@@ -440,6 +452,8 @@ def _merge_install(doc: JSONDict, python: str | None, path: Path) -> JSONDict:
     for event, (gi, hi) in keep_at.items():
         entry = hooks[event][gi]["hooks"][hi]
         entry.update(_hook_entry(python, event))
+        if not OUR_EVENTS[event].is_async:
+            entry.pop("async", None)  # whether Claude Code waits for our answer is ours to say
     _strip_ours(hooks, lambda event, gi, hi: keep_at.get(event) == (gi, hi))
     for event, spec in OUR_EVENTS.items():
         if event in keep_at:
