@@ -149,6 +149,79 @@ def test_quoted_command_runs_the_exact_interpreter(tmp_path: Path, python: str, 
     assert out.stdout.splitlines() == words
 
 
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_the_quick_start_hands_python_its_folders_exactly(tmp_path: Path, shell: str) -> None:
+    fake = tmp_path / "my tools" / "python3"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$0" "$@"\n')
+    fake.chmod(0o755)
+    folders = ["/opt/it's a \"lib\"/site-packages", "/home/dév/src $HOME"]
+    cmd = hook_command(str(fake), "Stop", folders)
+    out = subprocess.run([shell, "-c", cmd], capture_output=True, text=True, check=True)
+    code = cs.fast_code(folders)
+    assert out.stdout.splitlines() == [str(fake), "-I", "-S", "-c", code, "Stop"]
+    namespace: dict[str, Any] = {}
+    exec(code.split("; from ")[0].replace("import sys; sys.path[:0]", "found"), namespace)
+    assert namespace["found"] == folders  # the JSON list reads as that very Python list
+    assert cs.parse_hook_command(cmd) == cs.ParsedHook("module", "Stop", str(fake), tuple(folders))
+    assert interpreter_of(cmd) == str(fake)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        'import sys; sys.path[:0] = ["/x"]; from tokenbudget.hook import main; main(); evil()',
+        'import sys; sys.path[:0] = ["/x"]; from tokenbudget.cli import main; main()',
+        "import sys; sys.path[:0] = [1]; from tokenbudget.hook import main; main()",
+        'import sys; sys.path[:0] = [""]; from tokenbudget.hook import main; main()',
+        'import sys; sys.path[:0] = ["/x", ]; from tokenbudget.hook import main; main()',
+        "import sys; sys.path[:0] = [; from tokenbudget.hook import main; main()",
+    ],
+)
+def test_only_the_quick_start_we_write_is_ours(code: str) -> None:
+    assert not is_our_command(f"/usr/bin/python3 -I -S -c {shlex.quote(code)} Stop")
+
+
+def test_the_quick_start_runs_the_hook_from_the_folders_it_names(
+    private_home: Path, tmp_path: Path
+) -> None:
+    paths = cs.site_paths(sys.executable)
+    assert paths is not None and paths[0] == str(Path(cs.__file__).parent.parent)
+    assert cs.quick_start_runs(sys.executable, paths)[0]
+    # SessionStart takes the locked way: the ledger, its lock (filelock) and the state folders
+    # (platformdirs) are all imported without `site`.
+    cmd = hook_command(sys.executable, "SessionStart", paths)
+    done = subprocess.run(["sh", "-c", cmd], input='{"session_id": "s-1", "cwd": "/tmp"}',
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert (json.loads(done.stdout), done.stderr) == ({}, "")
+    assert "s-1" in json.loads((private_home / "tb state" / "ledger.json").read_text())["sessions"]
+    moved = [str(tmp_path / "gone")]
+    runs, said = cs.quick_start_runs(sys.executable, moved)
+    assert not runs and "No module named 'tokenbudget'" in said
+
+
+def test_no_quick_start_for_an_interpreter_that_cannot_run_it(tmp_path: Path) -> None:
+    bare = tmp_path / "bare venv"  # a Python 3.11+ without tokenbudget
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    assert cs.site_paths(str(bare / "bin" / "python")) is None
+    assert cs.site_paths(str(tmp_path / "no such python")) is None
+
+
+def test_upgrade_to_the_quick_start_in_place(settings_file: Path) -> None:
+    write_json(settings_file, FOREIGN)
+    install(settings_file, PY)
+    before = load(settings_file)
+    install(settings_file, PY, ["/opt/tb/site-packages"])
+    doc = load(settings_file)
+    for event in OUR_EVENTS:
+        assert [h["command"] for h in ours(doc, event)] == [
+            hook_command(PY, event, ["/opt/tb/site-packages"])
+        ]
+        assert len(doc["hooks"][event]) == len(before["hooks"][event])
+    uninstall(settings_file)
+    assert load(settings_file) == FOREIGN
+
+
 def test_desired_hooks_shape() -> None:
     hooks = desired_hooks(PY)
     assert list(hooks) == list(OUR_EVENTS)

@@ -191,3 +191,23 @@ def test_a_plugin_folder_gone_or_seen_long_ago_does_not_count(
     report = doctor.Report()
     doctor.check_hooks(report, private_home)
     assert [f.title for f in report.findings] == ["hooks are not registered anywhere"]
+
+
+def test_a_quick_start_whose_folders_moved_is_a_problem(private_home: Path, tmp_path: Path) -> None:
+    from tokenbudget import claude_settings
+
+    settings = private_home / ".claude" / "settings.json"
+    paths = claude_settings.site_paths(sys.executable)
+    assert paths is not None
+    claude_settings.install(settings, sys.executable, paths)
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home / "project")
+    title = "hooks find tokenbudget without site (user)"
+    quick = [f for f in _hook_findings(report) if f[1] == title]
+    assert quick == [(True, title, f"{sys.executable} -I -S: {', '.join(paths)}")]
+    claude_settings.install(settings, sys.executable, [str(tmp_path / "moved")])
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home / "project")
+    (finding,) = [f for f in report.findings if f.title.startswith("hooks find tokenbudget")]
+    assert not finding.ok and "No module named 'tokenbudget'" in finding.detail
+    assert finding.fix == "reinstall: `tokenbudget install --scope user` (a folder it names moved)"

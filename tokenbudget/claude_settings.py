@@ -18,9 +18,10 @@ import os
 import re
 import shlex
 import stat
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeGuard
 
@@ -29,6 +30,12 @@ from tokenbudget.errors import SettingsError
 
 HOOK_MODULE = "tokenbudget.hook"  # the form written before HOOK_CODE
 HOOK_CODE = "from tokenbudget.hook import main; main()"
+# The quick start: `python -I -S` skips `site` (every .pth file of the environment: a few ms on
+# a lean venv, far more on some machines), so the folders it would have added are given here.
+_FAST_CODE = "import sys; sys.path[:0] = {paths}; " + HOOK_CODE
+_FAST_CODE_RE = re.compile(
+    r"import sys; sys\.path\[:0\] = (\[.*\]); " + re.escape(HOOK_CODE) + r"\Z", re.DOTALL
+)
 STATUSLINE_MODULE = "tokenbudget.statusline"
 # The console script (pyproject [project.scripts]) a portable registration finds on PATH.
 PORTABLE_HOOK = "tokenbudget-hook"
@@ -121,11 +128,13 @@ class InstallResult:
 
 
 class ParsedHook(NamedTuple):
-    """One of our hook commands taken apart: its form, its event and (module form) interpreter."""
+    """One of our hook commands taken apart: its form, its event, (module form) interpreter and
+    (quick start) the folders it puts on sys.path."""
 
     form: HookForm
     event: str
     python: str | None
+    paths: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,14 +157,96 @@ class _Snapshot(NamedTuple):
 # --- recognising our entries -------------------------------------------------------------
 
 
-def hook_command(python: str, event: str) -> str:
+def hook_command(python: str, event: str, paths: Sequence[str] | None = None) -> str:
     """The shell command that runs our hook for `event` with interpreter `python`.
 
     Not `python -m tokenbudget.hook`: that puts the working directory (the project's folder)
     first on sys.path, where a folder named tokenbudget would be imported instead of us, and
-    runpy costs every call ~2 ms. `-P` keeps the folder off sys.path (Python 3.11+).
+    runpy costs every call ~2 ms. `-P` keeps the folder off sys.path (Python 3.11+). With
+    `paths` (see site_paths), the quick start: `-I -S` (isolated, which implies -P; no `site`)
+    with those folders put first on sys.path.
     """
-    return f"{shlex.quote(python)} -P -c {shlex.quote(HOOK_CODE)} {shlex.quote(event)}"
+    if paths is None:
+        return f"{shlex.quote(python)} -P -c {shlex.quote(HOOK_CODE)} {shlex.quote(event)}"
+    return f"{shlex.quote(python)} -I -S -c {shlex.quote(fast_code(paths))} {shlex.quote(event)}"
+
+
+def fast_code(paths: Sequence[str]) -> str:
+    """The `-c` code of the quick start. JSON strings are Python string literals too."""
+    return _FAST_CODE.format(paths=json.dumps(list(paths)))
+
+
+def _fast_paths(code: str) -> tuple[str, ...] | None:
+    """The folders of a quick-start `-c` code exactly as fast_code writes it, else None."""
+    match = _FAST_CODE_RE.match(code)
+    if match is None:
+        return None
+    try:
+        paths = json.loads(match[1])
+    except ValueError:
+        return None
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        return None
+    return tuple(paths) if fast_code(paths) == code else None
+
+
+_PROBE = (
+    "import json, os, sys, tokenbudget; "
+    "print(json.dumps([os.path.dirname(os.path.dirname(tokenbudget.__file__)), sys.path]))"
+)
+_BARE_PROBE = "import json, sys; print(json.dumps(sys.path))"
+# What the hook path imports from outside the standard library, besides tokenbudget itself.
+_NEEDED = "import tokenbudget.hook, tokenbudget.sync, filelock, platformdirs"
+
+
+def site_paths(python: str) -> list[str] | None:
+    """The folders `python` finds tokenbudget and its dependencies in that `-I -S` leaves off
+    sys.path: tokenbudget's own first, then what `site` adds (site-packages, .pth entries).
+
+    None when they cannot be found, or do not suffice to run the hook that way: the hooks
+    then start the usual way (`-P`), a few milliseconds slower, never broken.
+    """
+    try:
+        full = _run_json([python, "-P", "-c", _PROBE])
+        bare = _run_json([python, "-I", "-S", "-c", _BARE_PROBE])
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    match full:
+        case [str(root), list(path)] if isinstance(bare, list):
+            paths: list[str] = []
+            for p in [root, *path]:
+                if isinstance(p, str) and p and p not in bare and p not in paths:
+                    paths.append(p)
+        case _:
+            return None
+    return paths if quick_start_runs(python, paths)[0] else None
+
+
+def quick_start_runs(python: str, paths: Sequence[str]) -> tuple[bool, str]:
+    """Whether `python -I -S` finds all the hook needs in `paths`: (ok, what it said)."""
+    code = f"import sys; sys.path[:0] = {json.dumps(list(paths))}; {_NEEDED}"
+    try:
+        done = subprocess.run(
+            [python, "-I", "-S", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, str(e)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return False, lines[-1] if lines else f"it exited {done.returncode}"
+    return True, ", ".join(paths)
+
+
+def _run_json(argv: list[str]) -> Any:
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=20, check=True, stdin=subprocess.DEVNULL
+    )
+    return json.loads(done.stdout)
 
 
 def portable_hook_command(event: str) -> str:
@@ -197,6 +288,8 @@ def parse_hook_command(command: object) -> ParsedHook | None:
     match words:
         case [python, "-P", "-c", code, event] if code == HOOK_CODE and python:
             parsed = ParsedHook("module", event, python)
+        case [python, "-I", "-S", "-c", code, event] if python and _fast_paths(code):
+            parsed = ParsedHook("module", event, python, _fast_paths(code))
         case [python, "-m", module, event] if module == HOOK_MODULE and python:
             parsed = ParsedHook("module", event, python)
         case [hook, event] if hook == PORTABLE_HOOK:
@@ -257,9 +350,11 @@ def _is_our_statusline_value(value: object) -> TypeGuard[JSONDict]:
     return isinstance(value, dict) and is_our_statusline(value.get("command"))
 
 
-def _hook_entry(python: str | None, event: str) -> JSONDict:
+def _hook_entry(python: str | None, event: str, paths: Sequence[str] | None = None) -> JSONDict:
     spec = OUR_EVENTS[event]
-    command = portable_hook_command(event) if python is None else hook_command(python, event)
+    command = (
+        portable_hook_command(event) if python is None else hook_command(python, event, paths)
+    )
     entry: JSONDict = {"type": "command", "command": command, "timeout": spec.timeout}
     if spec.is_async:
         entry["async"] = True
@@ -272,14 +367,17 @@ def _group(matcher: str | None, hooks: list[JSONDict]) -> JSONDict:
     return group
 
 
-def desired_hooks(python: str | None) -> dict[str, list[JSONDict]]:
+def desired_hooks(
+    python: str | None, paths: Sequence[str] | None = None
+) -> dict[str, list[JSONDict]]:
     """Our entries for the `hooks` key of a settings file, one matcher group per event.
 
     `python` None gives the portable form, for settings shared with people whose
-    interpreter is elsewhere (a project's checked-in .claude/settings.json).
+    interpreter is elsewhere (a project's checked-in .claude/settings.json); `paths`, the
+    quick start (see hook_command).
     """
     return {
-        event: [_group(spec.matcher, [_hook_entry(python, event)])]
+        event: [_group(spec.matcher, [_hook_entry(python, event, paths)])]
         for event, spec in OUR_EVENTS.items()
     }
 
@@ -428,7 +526,9 @@ def _strip_ours(hooks: JSONDict, keep: Callable[[str, int, int], bool]) -> None:
                 del hooks[event]
 
 
-def _merge_install(doc: JSONDict, python: str | None, path: Path) -> JSONDict:
+def _merge_install(
+    doc: JSONDict, python: str | None, path: Path, paths: Sequence[str] | None = None
+) -> JSONDict:
     hooks = _hooks_section(doc, path)
     # For each of our events, the first of our entries that already sits in a match-all group is
     # updated in place, so a re-install or an upgrade does not move it among the user's hooks.
@@ -451,7 +551,7 @@ def _merge_install(doc: JSONDict, python: str | None, path: Path) -> JSONDict:
     # may have added to it such as "onFailure".
     for event, (gi, hi) in keep_at.items():
         entry = hooks[event][gi]["hooks"][hi]
-        entry.update(_hook_entry(python, event))
+        entry.update(_hook_entry(python, event, paths))
         if not OUR_EVENTS[event].is_async:
             entry.pop("async", None)  # whether Claude Code waits for our answer is ours to say
     _strip_ours(hooks, lambda event, gi, hi: keep_at.get(event) == (gi, hi))
@@ -459,7 +559,9 @@ def _merge_install(doc: JSONDict, python: str | None, path: Path) -> JSONDict:
         if event in keep_at:
             continue
         # A new group of our own (never a foreign one) so that uninstall can drop it whole.
-        hooks.setdefault(event, []).append(_group(spec.matcher, [_hook_entry(python, event)]))
+        hooks.setdefault(event, []).append(
+            _group(spec.matcher, [_hook_entry(python, event, paths)])
+        )
     return doc
 
 
@@ -687,13 +789,16 @@ def _read_original(path: Path) -> bytes | None:
 # --- public operations -------------------------------------------------------------------
 
 
-def install(path: Path, python: str | None) -> InstallResult:
+def install(
+    path: Path, python: str | None, paths: Sequence[str] | None = None
+) -> InstallResult:
     """Register our hooks in `path`, replacing older registrations of ours.
 
-    They run with interpreter `python`, or (None) find tokenbudget-hook on PATH: the form
-    for settings that other people check out. The backup is kept: it is the way back.
+    They run with interpreter `python` (started quickly with `paths`, see site_paths), or
+    (None) find tokenbudget-hook on PATH: the form for settings that other people check out.
+    The backup is kept: it is the way back.
     """
-    return _update(path, lambda doc: _merge_install(doc, python, path))
+    return _update(path, lambda doc: _merge_install(doc, python, path, paths))
 
 
 def uninstall(path: Path) -> InstallResult:

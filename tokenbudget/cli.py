@@ -843,7 +843,9 @@ def install(
                 f"cannot run the hooks with {hook_python}: {detail} (it needs Python 3.11+ "
                 "with tokenbudget installed)"
             )
-    result = claude_settings.install(path, hook_python)
+    # The quick start where the interpreter allows it: hooks skip `site` (see site_paths).
+    paths = claude_settings.site_paths(hook_python) if hook_python is not None else None
+    result = claude_settings.install(path, hook_python, paths)
     click.echo(
         f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"
         + (f" (backup: {result.backup.name})" if result.backup else "")

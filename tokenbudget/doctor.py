@@ -193,6 +193,23 @@ def check_hooks(report: Report, project_dir: Path) -> None:
                 if runs
                 else f"reinstall: `tokenbudget install --scope {scope}` from a working tokenbudget",
             )
+        quick = {
+            (parsed.python, parsed.paths)
+            for r in regs
+            if (parsed := claude_settings.parse_hook_command(r.command)) is not None
+            and parsed.python is not None
+            and parsed.paths is not None
+        }
+        for py, folders in sorted(quick):
+            runs, detail = claude_settings.quick_start_runs(py, folders)
+            report.add(
+                runs,
+                f"hooks find tokenbudget without site ({scope})",
+                f"{py} -I -S: {detail}",
+                ""
+                if runs
+                else f"reinstall: `tokenbudget install --scope {scope}` (a folder it names moved)",
+            )
         if "portable" in forms:
             runs, detail = _portable_hook_runs()
             report.add(
