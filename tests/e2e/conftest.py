@@ -163,6 +163,26 @@ class ClaudeRun:
         return sorted(folder.glob("agent-*.jsonl"))
 
 
+def wait_for_session_end(ledger_file: Path, *runs: ClaudeRun, timeout: float = 30.0) -> None:
+    """Wait until each run's SessionEnd hook, which Claude Code runs in the background and does
+    not wait for, has read the run's transcript to its end (its cost-state line included)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    for run in runs:
+        path = os.path.realpath(run.transcript_path)
+        size = os.path.getsize(path)
+        while True:
+            try:
+                rec = json.loads(ledger_file.read_text(encoding="utf-8"))["files"].get(path)
+            except (OSError, ValueError):
+                rec = None
+            if rec is not None and rec[2] == size:
+                break
+            assert time.monotonic() < deadline, f"no hook read {path} to {size} bytes: {rec}"
+            time.sleep(0.05)
+
+
 class RunClaude(Protocol):
     """The `run_claude` fixture's call signature."""
 

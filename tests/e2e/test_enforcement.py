@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ClaudeRun, RunClaude
+from tests.e2e.conftest import ClaudeRun, RunClaude, wait_for_session_end
 from tests.e2e.fake_api import FakeAnthropic
 from tokenbudget import claude_settings
 from tokenbudget.budgets import format_amount
@@ -22,15 +22,28 @@ from tokenbudget.budgets import format_amount
 pytestmark = pytest.mark.e2e
 
 
+@functools.cache
+def _site_paths() -> tuple[str, ...]:
+    paths = claude_settings.site_paths(sys.executable)
+    assert paths is not None, "this interpreter cannot start the hooks without site"
+    return tuple(paths)
+
+
 def settings() -> dict[str, Any]:
-    """Our hooks, as `tokenbudget install` registers them, for this interpreter."""
-    return {"hooks": claude_settings.desired_hooks(sys.executable)}
+    """Our hooks, as `tokenbudget install` registers them, for this interpreter (started
+    without `site`)."""
+    return {"hooks": claude_settings.desired_hooks(sys.executable, _site_paths())}
 
 
 def set_budgets(home: Path, *budgets: dict[str, Any]) -> None:
     cfg = home / "tb state" / "config.json"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text(json.dumps({"version": 1, "budgets": list(budgets)}))
+
+
+def settled(home: Path, *runs: ClaudeRun) -> None:
+    """Once the runs' SessionEnd hooks (async: Claude Code has exited by then) are done."""
+    wait_for_session_end(home / "tb state" / "ledger.json", *runs)
 
 
 def ledger(home: Path) -> dict[str, Any]:
@@ -61,7 +74,8 @@ def test_session_budget_refuses_the_next_prompt(
     assert first.proc.returncode == 0, first.proc.stderr[-2000:]
     served = len(fake_api.requests)
     assert served == 1
-    # The Stop hook recorded the turn: exactly what the fake served.
+    # The hooks recorded the turn: exactly what the fake served.
+    settled(private_home, first)
     assert session_tokens(private_home, first.session_id) == fake_api.total_tokens()
     second = run_claude("And again.", settings=settings(), args=["-c"])
     assert len(fake_api.requests) == served, "the refused prompt reached the API"
@@ -94,6 +108,7 @@ def test_runaway_loop_is_stopped_at_the_tool_call(
     assert [(b["session"], b["event"]) for b in stops] == [(run.session_id, "PostToolBatch")]
     ran = (tmp_path / "ran.txt").read_text().splitlines()
     assert len(ran) == len(served)
+    settled(private_home, run)
     assert session_tokens(private_home, run.session_id) == fake_api.total_tokens()
 
 
@@ -167,6 +182,7 @@ def test_two_sessions_at_once_share_a_daily_budget_exactly(
     for t in threads:
         t.join(timeout=300)
     assert len(runs) == 2 and all(r.proc.returncode == 0 for r in runs)
+    settled(private_home, *runs)
     led = ledger(private_home)
     per_session = {
         sid: sum(sum(m[:5]) for m in s["m"].values()) for sid, s in led["sessions"].items()
@@ -232,10 +248,5 @@ def test_an_async_session_end_reads_what_claude_code_writes_as_it_exits(
     # SessionEnd, which nobody waits for (2.1.328 lets it finish after the exit), reads it.
     lines = run.transcript()
     assert lines[-1]["type"] == "cost-state", lines[-1]
-    path = os.path.realpath(run.transcript_path)
-    size = os.path.getsize(path)
-    deadline = time.monotonic() + 30
-    while (rec := ledger(private_home)["files"].get(path)) is None or rec[2] != size:
-        assert time.monotonic() < deadline, f"SessionEnd never read the transcript to {size}: {rec}"
-        time.sleep(0.05)
+    settled(private_home, run)
     assert session_tokens(private_home, run.session_id) == fake_api.total_tokens()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RunClaude
+from tests.e2e.conftest import RunClaude, wait_for_session_end
 from tests.e2e.fake_api import FakeAnthropic
 from tokenbudget import claude_settings
 
@@ -64,6 +64,7 @@ def test_install_sh_then_claude_counts_exactly_and_uninstall_restores(
 
     run = run_claude("please LOOP 2")  # no --settings: the user's settings.json has our hooks
     assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    wait_for_session_end(private_home / "tb state" / "ledger.json", run)
     assert total_tokens(private_home) == fake_api.total_tokens() > 0
 
     proc = install_sh(private_home, "--uninstall")
@@ -141,10 +142,12 @@ def test_plugin_and_settings_together_count_and_block_once(
     env = {"TOKENBUDGET_PYTHON": sys.executable}
     run = run_claude("please LOOP 2", plugin_dir=REPO, settings=settings, env=env)
     assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    wait_for_session_end(private_home / "tb state" / "ledger.json", run)
     assert total_tokens(private_home) == fake_api.total_tokens()
     cfg = private_home / "tb state" / "config.json"
     cfg.write_text(json.dumps({"version": 1, "budgets": [{"kind": "session", "limit": "2k"}]}))
     refused = run_claude("more", plugin_dir=REPO, settings=settings, env=env, args=["-c"])
     text = str(refused.output.get("result") if refused.output else refused.proc.stdout)
     assert text.count("session budget is used up") == 1, text
+    wait_for_session_end(private_home / "tb state" / "ledger.json", refused)
     assert total_tokens(private_home) == fake_api.total_tokens()
