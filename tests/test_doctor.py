@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -194,8 +195,6 @@ def test_a_plugin_folder_gone_or_seen_long_ago_does_not_count(
 
 
 def test_a_quick_start_whose_folders_moved_is_a_problem(private_home: Path, tmp_path: Path) -> None:
-    from tokenbudget import claude_settings
-
     settings = private_home / ".claude" / "settings.json"
     paths = claude_settings.site_paths(sys.executable)
     assert paths is not None
@@ -211,3 +210,25 @@ def test_a_quick_start_whose_folders_moved_is_a_problem(private_home: Path, tmp_
     (finding,) = [f for f in report.findings if f.title.startswith("hooks find tokenbudget")]
     assert not finding.ok and "No module named 'tokenbudget'" in finding.detail
     assert finding.fix == "reinstall: `tokenbudget install --scope user` (a folder it names moved)"
+
+
+def test_an_older_install_with_pre_tool_use_is_told_to_reinstall(private_home: Path) -> None:
+    settings = private_home / ".claude" / "settings.json"
+    claude_settings.install(settings, sys.executable)
+    doc = json.loads(settings.read_text())
+    command = claude_settings.hook_command(sys.executable, "PreToolUse")
+    doc["hooks"]["PreToolUse"] = [{"matcher": "*", "hooks": [{"type": "command",
+                                                              "command": command}]}]
+    settings.write_text(json.dumps(doc))
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home / "project")
+    (finding,) = [f for f in report.findings if f.title == "hooks registered in user settings"]
+    assert not finding.ok and "PreToolUse" in finding.detail
+    assert finding.fix == (
+        "run `tokenbudget install --scope user` (no longer needed: PreToolUse)"
+    )
+    claude_settings.install(settings, sys.executable)
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home / "project")
+    (finding,) = [f for f in report.findings if f.title == "hooks registered in user settings"]
+    assert finding.ok

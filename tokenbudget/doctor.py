@@ -173,13 +173,15 @@ def check_hooks(report: Report, project_dir: Path) -> None:
         registered += 1
         events = sorted({r.event for r in regs})
         missing = sorted(set(claude_settings.OUR_EVENTS) - set(events))
+        # An older version's (PreToolUse: a process on every tool call): an install removes it.
+        extra = sorted(set(events) - set(claude_settings.OUR_EVENTS))
+        why = [f"missing {', '.join(missing)}"] if missing else []
+        why += [f"no longer needed: {', '.join(extra)}"] if extra else []
         report.add(
-            not missing,
+            not why,
             f"hooks registered in {scope} settings",
             f"{path}: {', '.join(events)}",
-            ""
-            if not missing
-            else f"run `tokenbudget install --scope {scope}` (missing {', '.join(missing)})",
+            f"run `tokenbudget install --scope {scope}` ({'; '.join(why)})" if why else "",
         )
         forms = {claude_settings.hook_form(r.command) for r in regs}
         pythons = sorted({py for r in regs if (py := claude_settings.interpreter_of(r.command))})
