@@ -159,7 +159,26 @@ def measure(py: Path, s: dict[str, Any], rounds: int, before: Path | None = None
         "pretool_kb": common.peak_rss_kb([*hook, "PreToolUse"], stdin=event("PreToolUse"), env=env),
         "baseline_kb": common.peak_rss_kb([str(py), "-c", "import json"], env=env),
     }
-    cases = {"baseline": baseline, "pretool": pretool, "pretool_sh": pretool_sh, "stop": stop}
+    # The quick start `tokenbudget install` now writes: `-I -S`, tokenbudget's folders given.
+    probe = ("import json, sys; from tokenbudget import claude_settings as c; "
+             "print(json.dumps(c.site_paths(sys.executable)))")
+    folders = json.loads(common.run([str(py), "-P", "-c", probe], env=env).stdout)
+    assert folders, "the bench interpreter cannot start the hooks without site"
+    quick = [str(py), "-I", "-S", "-c",
+             "import sys; sys.path[:0] = " + json.dumps(folders) + "; " + common.HOOK_ARGS[-1]]
+
+    def pretool_quick() -> float:
+        reset()
+        r = common.run([*quick, "PreToolUse"], stdin=event("PreToolUse"), env=env)
+        assert r.stdout.strip() == b"{}", r.stdout
+        return r.seconds
+
+    def stop_quick() -> float:
+        reset(turn_too=True)
+        return common.run([*quick, "Stop"], stdin=event("Stop"), env=env).seconds
+
+    cases = {"baseline": baseline, "pretool": pretool, "pretool_sh": pretool_sh, "stop": stop,
+             "pretool_quick": pretool_quick, "stop_quick": stop_quick}
     if before is not None:
         def pretool_before() -> float:
             reset()
