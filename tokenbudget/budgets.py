@@ -617,6 +617,9 @@ _KIND_WORDS = {"total": "all-time", "5h": "5-hour"}
 
 def label(budget: Budget) -> str:
     """How messages name a budget: `the daily budget`, `this project's /test budget`."""
+    described = getattr(budget, "described", None)  # a team budget (team/cache.py)
+    if described is not None:
+        return str(described)
     if budget.kind == "command":
         what = f"{budget.name} budget"
     elif budget.kind == "project":

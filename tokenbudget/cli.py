@@ -416,12 +416,24 @@ def _budget_arguments(command: Any) -> Any:
 @click.option(
     "--dry-run", is_flag=True, help="Do not set it: replay your history through it instead."
 )
+@click.option("--team", "for_team", is_flag=True,
+              help="Set it in the team database, for every member (with --project: a git"
+              " remote URL or repository name).")
+@click.option("--per-member", is_flag=True, help="With --team: the limit of each member.")
 def budget_set(
-    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None, dry_run: bool
+    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None,
+    dry_run: bool, for_team: bool, per_member: bool,
 ) -> None:
     """Set a budget: KIND [NAME] LIMIT, e.g. `daily 200k`, `command /test 50k`, `total $20`."""
     from tokenbudget import budgets, config
 
+    if for_team or per_member:
+        from tokenbudget.team import commands as team_commands
+
+        if not for_team:
+            raise click.UsageError("--per-member goes with --team")
+        click.echo(team_commands.set_team_budget(kind, args, mode, warn_at, project, per_member))
+        return
     b = _budget_from_args(kind, args, mode, warn_at, project)
     if dry_run:
         _replay(b, None, None, as_json=False)
@@ -907,6 +919,15 @@ def doctor(as_json: bool) -> None:
     click.echo(doc.to_json(report) if as_json else doc.render(report), nl=as_json)
     if not report.ok:
         sys.exit(1)
+
+
+def _add_team_commands() -> None:
+    from tokenbudget.team.commands import team
+
+    main.add_command(team)
+
+
+_add_team_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -398,6 +398,8 @@ def _raise_hint(check: Any) -> str:
 
     b = check.budget
     limit = limit_arg(suggest_limit(check), b.unit)
+    if hasattr(b, "raise_command"):  # a team budget (team/cache.py)
+        return str(b.raise_command(limit))
     if b.source == "project":
         return f"edit .claude/tokenbudget.json in the project (limit {limit})"
     template = RAISE_HINTS.get(b.kind, "tokenbudget budget set {kind} {limit}")
@@ -498,7 +500,7 @@ def _decide(
 ) -> dict[str, Any]:
     """The answer to the event from the ledger; records warnings given and `allow` spent, and
     (with `keep`, when the answer is given) keeps a refusal or stop for `status --check`."""
-    if not budget_list or (
+    if (not budget_list and cfg.team is None) or (
         ev.name == "UserPromptSubmit" and command_of_prompt(ev.prompt) in OWN_COMMANDS
     ):
         return {}
@@ -525,6 +527,10 @@ def _decide(
         starting=starting,
     )
     checks = enforce.check_all(budget_list, ledger, ctx)
+    if cfg.team is not None:
+        from tokenbudget.team import cache
+
+        checks += cache.checks(cfg, ledger, ctx, ev.name, now)
     decision = decide(c for c, _ in checks)
     allow = ledger.setdefault("allow", {})
     allowed = False

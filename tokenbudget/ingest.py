@@ -249,6 +249,7 @@ class Ingestor:
                 turn = state["turn"]
             cost = self.cost_of(ev.model, ev.usage)
             keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // BUCKET), cost, turn]
+            self._to_outbox(ev.key, keys[ev.key])
             self._add_seen(s, ev.model, ev.usage)
             self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // BUCKET), ev.ts, turn, 1)
             self.result.new_requests += 1
@@ -267,6 +268,7 @@ class Ingestor:
             dcost = None if new_cost is None else new_cost - (old_cost or 0.0)
             rec[2:7] = list(ev.usage)
             rec[8] = new_cost
+            self._to_outbox(ev.key, rec)
             owner_s = self.L["sessions"].get(owner)
             if owner_s is not None:
                 self._add_seen(owner_s, model, delta)
@@ -333,8 +335,38 @@ class Ingestor:
         cost = self.cost_of(ev.model, overlap)
         neg_cost = None if cost is None else -cost
         hour = int(ev.ts // BUCKET)
-        s["adj"].append([hour, ev.model, *(ZERO - overlap), neg_cost, turn])
+        self._adjust(sid, s, [hour, ev.model, *(ZERO - overlap), neg_cost, turn])
         self._apply(sid, ev.model, ZERO - overlap, neg_cost, hour, ev.ts, turn, 0)
+
+    def _adjust(self, sid: str, s: dict[str, Any], entry: list[Any]) -> None:
+        """Keep a correction of the session's usage beyond its requests (`_apply` adds it)."""
+        s["adj"].append(entry)
+        if self.L["team"]:
+            import hashlib
+
+            # Its key in the team database: the session record's identity and the entry's
+            # place, stable however often the ledger is pushed.
+            ident = f"{sid}\0{s.get('e', '')}\0{len(s['adj'])}".encode()
+            key = "adj-" + hashlib.blake2b(ident, digest_size=8).hexdigest()
+            self.L["outbox"][key] = [sid, *entry[1:7], entry[0], entry[7],
+                                     self._command(s, entry[8]), s["p"]]
+
+    def _to_outbox(self, key: str, rec: list[Any]) -> None:
+        """A request's usage, new or grown, waits in the outbox for `tokenbudget team sync`.
+
+        In the ledger, so it is committed with the usage itself: whatever compacts or folds
+        the request later, the outbox keeps it until a push has landed (team/sync.py)."""
+        if not self.L["team"]:
+            return
+        s = self.L["sessions"].get(rec[0])
+        project = s["p"] if s is not None else ""
+        command = self._command(s, rec[9]) if s is not None else "prompt"
+        self.L["outbox"][key] = [rec[0], rec[1], *rec[2:7], rec[7], rec[8], command, project]
+
+    @staticmethod
+    def _command(s: dict[str, Any], turn: str) -> str:
+        t = s["t"].get(turn)
+        return str(t[0]) if t is not None else "prompt"
 
     def _add_copy(self, s: dict[str, Any], model: str, u: Usage) -> None:
         """Usage in a copy of another session's request, seen in this session's transcript."""
@@ -432,7 +464,7 @@ class Ingestor:
                 s["x"][model] = list(extra - taken)
                 cost = self.cost_of(model, taken)
                 neg_cost = None if cost is None else -cost
-                s["adj"].append([hour, model, *(ZERO - taken), neg_cost, turn])
+                self._adjust(sid, s, [hour, model, *(ZERO - taken), neg_cost, turn])
                 self._apply(sid, model, ZERO - taken, neg_cost, hour, ts, turn, 0)
 
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
@@ -455,7 +487,7 @@ class Ingestor:
                 s["x"][model] = list(extra)
                 self._add_seen(s, model, dx)
                 cost = self.cost_of(model, dx)
-                s["adj"].append([hour, model, *dx, cost, turn])
+                self._adjust(sid, s, [hour, model, *dx, cost, turn])
                 self._apply(sid, model, dx, cost, hour, ts, turn, 0)
             if cc_cost is None or inherited:
                 continue  # a fork's total includes its parent's: our own prices apply
@@ -469,7 +501,7 @@ class Ingestor:
                 self.L["rates"][model] = cc_cost / w
             diff = cc_cost - m[M_COST]
             if abs(diff) > 1e-12:
-                s["adj"].append([hour, model, 0, 0, 0, 0, 0, diff, turn])
+                self._adjust(sid, s, [hour, model, 0, 0, 0, 0, 0, diff, turn])
                 self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
             m[M_SRC] = "c"
             s["cs"][model] = [*total, cc_cost]

@@ -82,6 +82,11 @@ def new_ledger() -> Ledger:
         # transcript -> [session id, until]: sessions ended by /clear, whose last cost-state
         # Claude Code writes after their last hook; the next session's hooks read it (hook.py)
         "ended": {},
+        # Team mode (tokenbudget/team): the team this machine pushes to ("" when none), and
+        # usage not pushed yet, key -> [session id, model, 5 counts, bucket, cost, command,
+        # project], committed with the usage it copies.
+        "team": "",
+        "outbox": {},
     }
 
 
@@ -180,6 +185,9 @@ def _check_records(data: Ledger) -> None:
                 or not isinstance(s.get("k", ""), str)
             ):
                 raise TypeError
+        part = "team outbox"
+        if not all(type(v) is list and len(v) == 11 for v in data["outbox"].values()):
+            raise TypeError
         part = "totals"
         for key in ("sessions", "tokens", "cost", "until"):
             if not isinstance(data["folded"][key], _NUM):
