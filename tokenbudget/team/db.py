@@ -130,24 +130,24 @@ def push(conn: Any, team: str, rows: Sequence[dict[str, Any]]) -> int:
     return changed
 
 
-def totals(conn: Any, team: str, member: str, projects: Sequence[str] = ()) -> list[list[Any]]:
-    """The rollups a member's budgets read: the team's, the member's and its projects' rows
-    of the current day, week, month and all time (in the team's zone), as
+def totals(conn: Any, team: str, member: str, now: float) -> list[list[Any]]:
+    """The rollups a member's budgets read: the team's, the member's and every project's rows
+    of the day, week, month (in the team's zone) holding `now`, and of all time, as
     [window kind, window start, member, project, tokens, cost micros]."""
     rows = conn.execute(
         """
         SELECT r.window_kind, r.window_start::text, r.member, r.project, r.tokens,
                r.cost_micros
         FROM tokenbudget.teams AS t,
-             tokenbudget.window_starts((now() AT TIME ZONE t.timezone)::date, t.week_start) AS w
+             tokenbudget.window_starts((to_timestamp(%s) AT TIME ZONE t.timezone)::date,
+                                       t.week_start) AS w
              JOIN tokenbudget.rollups AS r
                ON r.window_kind = w.window_kind AND r.window_start = w.window_start
         WHERE t.name = %s AND r.team = t.name
-          AND ((r.member = '' AND r.project = '') OR (r.member = %s AND r.project = '')
-               OR (r.member = '' AND r.project = ANY(%s)))
+          AND (r.member = '' OR (r.member = %s AND r.project = ''))
         ORDER BY 1, 2, 3, 4
         """,
-        (team, member, list(projects)),
+        (now, team, member),
     ).fetchall()
     return [list(r) for r in rows]
 

@@ -150,7 +150,8 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
                     "timezone": zone,
                     "week_start": week_start,
                     "projects": projects,
-                    "totals": db.totals(conn, team_cfg["team"], team_cfg["member"]),
+                    "totals": db.totals(conn, team_cfg["team"], team_cfg["member"],
+                                        clock.now()),
                     "budgets": db.budgets(conn, team_cfg["team"]),
                 })
                 state["last_pull"] = clock.now()
