@@ -420,6 +420,11 @@ def run(project_dir: Path) -> Report:
     check_ledger(report)
     if loaded is not None:
         check_prompt(report, loaded[0], loaded[1], project_dir)
+        if loaded[0].team is not None:
+            from tokenbudget.team.commands import doctor_findings
+
+            for finding in doctor_findings(dict(loaded[0].team), clock.now()):
+                report.add(*finding)
     return report
 
 

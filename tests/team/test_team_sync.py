@@ -183,3 +183,21 @@ def test_a_response_rewritten_larger_is_pushed_again_and_replaces_the_smaller(
     assert run("team", "sync", home=private_home).returncode == 0
     assert server_totals(team_dsn)[0] == before[0] + 1000
     assert server_totals(team_dsn) == local_totals(private_home)
+
+
+def test_doctor_checks_the_team_database(
+    private_home: Path, team_dsn: str, pg_cluster: Cluster
+) -> None:
+    joined(private_home, team_dsn)
+    found = json.loads(run("doctor", "--json", home=private_home).stdout)
+    team = [f for f in found["findings"] if f["title"].startswith("team")]
+    assert [(f["ok"], f["title"]) for f in team] == [(True, "team database"),
+                                                    (True, "team totals")]
+    assert team[1]["detail"].endswith("; 0 record(s) not pushed yet")
+    pg_cluster.stop()
+    proc = run("doctor", "--json", home=private_home)
+    pg_cluster.start()
+    assert proc.returncode == 1
+    team = [f for f in json.loads(proc.stdout)["findings"] if f["title"].startswith("team")]
+    assert team[0]["title"] == "team database not reachable"
+    assert team[0]["detail"].startswith("cannot reach the team database host=")

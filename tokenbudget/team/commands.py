@@ -243,3 +243,30 @@ def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
     where = {"team": "", "member": " per member", "project": f" for {name}"}[scope]
     return (f"Set team {team_cfg['team']}'s {kind} budget{where}:"
             f" {budgets.format_limit(limit, unit)} ({mode}).")
+
+
+def doctor_findings(team_cfg: dict[str, str], now: float) -> list[tuple[bool, str, str, str]]:
+    """`doctor`'s team checks: (ok, title, detail, fix)."""
+    import importlib.util
+
+    from tokenbudget import paths
+    from tokenbudget.ledger import JsonFileStore
+
+    if importlib.util.find_spec("psycopg") is None:
+        return [(False, "team mode needs psycopg", f"team {team_cfg['team']}",
+                 "pip install 'tokenbudget[team]' (in tokenbudget's environment)")]
+    d = status_data(team_cfg, now)
+    out = []
+    if d["reachable"]:
+        out.append((True, "team database", f"{d['dsn']}: team {d['team']} as {d['member']}", ""))
+    else:
+        out.append((False, "team database not reachable", d["error"] or "",
+                    "check the DSN and the server; budgets use the last fetched totals"))
+    if JsonFileStore(paths.ledger_file()).load()["team"] != team_cfg["team"]:
+        out.append((False, "this machine's usage is not collected for the team", "",
+                    f"tokenbudget team join DSN --team {team_cfg['team']}"))
+    lag = "never fetched"
+    if d["lagSeconds"] is not None:
+        lag = f"fetched {_ago(now, now - d['lagSeconds'])}"
+    out.append((True, "team totals", f"{lag}; {d['unpushed']} record(s) not pushed yet", ""))
+    return out
