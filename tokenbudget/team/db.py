@@ -78,7 +78,9 @@ def session(dsn: str, timeout: float = CONNECT_TIMEOUT) -> Iterator[Any]:
     try:
         yield conn
     except psycopg.Error as e:
-        raise TeamError(f"team database {mask(dsn)}: {_clean(str(e), dsn)}") from None
+        # The server's own sentence; its CONTEXT (the whole statement) is no help here.
+        text = getattr(getattr(e, "diag", None), "message_primary", None) or str(e)
+        raise TeamError(f"team database {mask(dsn)}: {_clean(text, dsn)}") from None
     finally:
         conn.close()
 
