@@ -224,7 +224,9 @@ def _parse_date(value: str | None, name: str) -> date | None:
 @main.command()
 @click.option(
     "--by",
-    type=click.Choice(["day", "week", "month", "session", "project", "command", "model", "block"]),
+    type=click.Choice(
+        ["day", "week", "month", "session", "project", "command", "model", "block", "member"]
+    ),
     default="day",
     show_default=True,
     help="How to group the usage.",
@@ -243,6 +245,8 @@ def _parse_date(value: str | None, name: str) -> date | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write one self-contained HTML page (charts, top sessions and commands) to FILE.",
 )
+@click.option("--team", "for_team", is_flag=True,
+              help="The team's usage, from the team database (--by member too).")
 def report(
     by: str,
     since: str | None,
@@ -252,6 +256,7 @@ def report(
     as_csv: bool,
     exact: bool,
     html_file: Path | None,
+    for_team: bool,
 ) -> None:
     """Usage and cost, grouped by day, week, month, session, project, command, model or block."""
     from dataclasses import replace
@@ -263,6 +268,14 @@ def report(
         raise click.UsageError("choose one of --json, --csv and --html")
     if exact and (as_json or as_csv or html_file is not None):
         raise click.UsageError("--exact is for the table: --json and --csv are exact already")
+    if for_team or by == "member":
+        from tokenbudget.team import commands as team_commands
+
+        if not for_team:
+            raise click.UsageError("--by member goes with --team")
+        click.echo(team_commands.team_report(by, since, until, project, as_json, as_csv, exact,
+                                             html_file), nl=False)
+        return
     filt = query.Filter(
         since=_parse_date(since, "--since"),
         until=_parse_date(until, "--until"),

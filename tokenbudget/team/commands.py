@@ -270,3 +270,35 @@ def doctor_findings(team_cfg: dict[str, str], now: float) -> list[tuple[bool, st
         lag = f"fetched {_ago(now, now - d['lagSeconds'])}"
     out.append((True, "team totals", f"{lag}; {d['unpushed']} record(s) not pushed yet", ""))
     return out
+
+
+def team_report(by: str, since: str | None, until: str | None, project: str | None,
+                as_json: bool, as_csv: bool, exact: bool, html_file: Any) -> str:
+    """`report --team`: the text to print."""
+    import sys
+
+    from tokenbudget import render
+    from tokenbudget.team import db
+    from tokenbudget.team import report as team_rep
+
+    if by not in team_rep.SHAPES:
+        raise click.UsageError(f"--team reports go --by {'|'.join(team_rep.SHAPES)}")
+    if project is not None or html_file is not None:
+        raise click.UsageError("--team reports take neither --project nor --html yet")
+    for value, name in ((since, "--since"), (until, "--until")):
+        if value is not None:
+            from datetime import date
+
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise click.BadParameter(f"{value!r} is not a date like 2026-11-28",
+                                         param_hint=name) from None
+    team_cfg = _team_cfg()
+    with db.session(team_cfg["dsn"]) as conn:
+        rows = team_rep.fetch(conn, team_cfg["team"], by, since, until)
+    if as_json:
+        return json.dumps(team_rep.to_json(by, rows), indent=2) + "\n"
+    if as_csv:
+        return team_rep.to_csv(by, rows)
+    return team_rep.to_table(by, rows, color=render.use_color(sys.stdout), exact=exact)
