@@ -90,3 +90,30 @@ def test_a_hook_with_usage_waiting_starts_a_sync_that_pushes_it(
     state = json.loads((private_home / "tb state" / "team-state.json").read_text())
     assert state["last_push"] > 0 and "error" not in state
     assert server_totals(team_dsn)[0] > 0
+
+
+def test_old_team_totals_start_a_sync_that_fetches_them_even_with_nothing_to_push(
+    private_home: Path, team_dsn: str, tmp_path: Path, recorded_day: float
+) -> None:
+    ann = tmp_path / "ann home"
+    ann.mkdir()
+    joined(ann, team_dsn, "ann@a")
+    joined(private_home, team_dsn, "bob@b")
+    assert run("budget", "set", "daily", "2k", "--team", home=ann).returncode == 0
+    install_fixture("plain", ann / ".claude", unique_ids=True)
+    assert run("team", "sync", home=ann).returncode == 0
+    cache_path = private_home / "tb state" / "team-cache.json"
+    cached = json.loads(cache_path.read_text())
+    cached["fetched"] = recorded_day - 60  # bob's copy is a minute old
+    cache_path.write_text(json.dumps(cached))
+    event = {"session_id": "5e55a7e2-0000-4000-8000-000000000001", "cwd": "/home/dev/project",
+             "prompt": "go on", "prompt_id": "p-1"}
+    rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+    assert (rc, out.get("decision")) == (0, None)  # decided on what it had: under 2k
+    for _ in range(300):  # the detached sync: bounded wait, not a timing assertion
+        if json.loads(cache_path.read_text())["fetched"] == recorded_day:
+            break
+        time.sleep(0.1)
+    rc, out, _ = run_hook("UserPromptSubmit", {**event, "prompt_id": "p-2"},
+                          env=hook_env(private_home))
+    assert out["decision"] == "block" and "the team's daily budget" in out["reason"]

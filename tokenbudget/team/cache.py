@@ -6,8 +6,9 @@ yet (the ledger's outbox) and measures each team budget as a local one is measur
 entry already pushed but not yet dropped, or a grown request sent again, counts twice until the
 next sync: a hook errs towards the limit, never past it.
 
-When the outbox holds usage and the last push is older than PUSH_EVERY, the hook starts a
-detached `tokenbudget team sync` and goes on without waiting for it.
+When the outbox holds usage and the last push is older than PUSH_EVERY (or at a Stop), or the
+totals are older than PULL_EVERY, the hook starts a detached `tokenbudget team sync` and goes
+on without waiting for it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 VERSION = 1
 PUSH_EVERY = 5.0  # seconds: unpushed usage older than this starts a background sync
 RETRY_EVERY = 30.0  # seconds between background syncs while the server fails us
+PULL_EVERY = 30.0  # seconds: older team totals start a background sync, even with no usage
 _WINDOWS = {"daily": "day", "weekly": "week", "monthly": "month", "total": "total"}
 
 
@@ -130,8 +132,8 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
            now: float) -> list[tuple[Check, str | None]]:
     """The team budgets measured from the cache plus the outbox; starts a background sync
     when one is due. Called by the hook's decision, never waits on the network."""
-    _maybe_sync(ledger, event, now)
     data = read_json(cache_file())
+    _maybe_sync(ledger, event, now, float((data or {}).get("fetched") or 0))
     if not data or data.get("team") != cfg.team["team"] or not data.get("budgets"):
         return []
     from zoneinfo import ZoneInfo
@@ -169,14 +171,17 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
     return out
 
 
-def _maybe_sync(ledger: dict[str, Any], event: str, now: float) -> None:
-    """Start `tokenbudget team sync` in the background when usage waits and none ran lately."""
-    if not ledger["outbox"]:
-        return
+def _maybe_sync(ledger: dict[str, Any], event: str, now: float, fetched: float) -> None:
+    """Start `tokenbudget team sync` in the background when usage waits and none ran lately,
+    or when the team's totals were fetched more than PULL_EVERY ago."""
     state = read_json(state_file()) or {}
-    last = max(float(state.get("last_push") or 0), float(state.get("spawned") or 0))
-    wait = RETRY_EVERY if state.get("error") else PUSH_EVERY
-    if event != "Stop" and now - last < wait:
+    spawned = float(state.get("spawned") or 0)
+    if ledger["outbox"]:
+        last = max(float(state.get("last_push") or 0), spawned)
+        wait = RETRY_EVERY if state.get("error") else PUSH_EVERY
+        if event != "Stop" and now - last < wait:
+            return
+    elif now - max(fetched, spawned) < (RETRY_EVERY if state.get("error") else PULL_EVERY):
         return
     if now - float(state.get("spawned") or 0) < 1.0:
         return  # one start a second at most, whatever the events
