@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.conftest import claude_bin, fake_api, run_claude  # noqa: F401  (test_team_e2e)
 from tests.pgcluster import Cluster, find_bindir
 
 SKIPPED: list[str] = []
