@@ -73,7 +73,7 @@ def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -
     budget = {"kind": "daily", "scope": "team", "name": "", "limit": 9e8, "unit": "tokens",
               "mode": "block", "warn_at": 0.8}
     (state / "team-cache.json").write_text(json.dumps({
-        "version": 1, "team": "core", "member": "ann@a", "fetched": 0, "timezone": "UTC",
+        "version": 1, "team": "core", "member": "ann@a", "fetched": 4e9, "timezone": "UTC",  # fresh
         "week_start": 0, "projects": {}, "totals": [], "budgets": [budget]}))
     transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
     event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),

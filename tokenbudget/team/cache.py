@@ -195,12 +195,20 @@ def _maybe_sync(ledger: dict[str, Any], event: str, now: float, fetched: float) 
 
 def spawn_sync() -> None:
     """`tokenbudget team sync --background`, detached: its own session, and stdin, stdout and
-    stderr on /dev/null (a child holding the hook's stdout open hangs Claude Code)."""
-    import subprocess
+    stderr on /dev/null (a child holding the hook's stdout open hangs Claude Code).
 
-    subprocess.Popen(
+    posix_spawn, not subprocess: no import on the hook's path, and no Popen object to warn
+    that a child it never waits for is still running."""
+    null = os.devnull
+    os.posix_spawn(
+        sys.executable,
         [sys.executable, "-P", "-c", "from tokenbudget.cli import main; main()",
          "team", "sync", "--background"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0),
+        ],
+        setsid=True,
     )
