@@ -125,3 +125,9 @@ def test_errors_never_show_the_password() -> None:
         db.connect("host=/nonexistent-socket-dir user=ann password=s3cret dbname=t", timeout=1)
     assert "s3cret" not in str(caught.value)
     assert "password=***" in str(caught.value)
+
+
+def test_usage_of_no_project_is_pushed_and_counted_once(conn: Any) -> None:
+    assert db.push(conn, "core", [row("k1", 100, 5, project="")]) == 1
+    assert rollup(conn, "total") == [("1970-01-01", 100, 5)]
+    assert rollup(conn, "total", project="(no project)") == [("1970-01-01", 100, 5)]

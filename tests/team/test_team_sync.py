@@ -201,3 +201,35 @@ def test_doctor_checks_the_team_database(
     team = [f for f in json.loads(proc.stdout)["findings"] if f["title"].startswith("team")]
     assert team[0]["title"] == "team database not reachable"
     assert team[0]["detail"].startswith("cannot reach the team database host=")
+
+
+def test_a_sync_killed_mid_push_neither_loses_nor_doubles(
+    private_home: Path, team_dsn: str, recorded_day: float
+) -> None:
+    import signal
+    import subprocess
+
+    from tests.test_cli import BIN
+
+    joined(private_home, team_dsn)
+    path = private_home / "tb state" / "ledger.json"
+    ledger = json.loads(path.read_text())
+    bucket = int(recorded_day // 900)
+    ledger["outbox"] = {f"k{i:05}": ["s", "claude-opus", i % 97, 1, 0, 0, 2, bucket, 0.0001,
+                                     "prompt", ""] for i in range(6000)}
+    path.write_text(json.dumps(ledger))
+    expected = sum(i % 97 + 3 for i in range(6000))
+    env = dict(os.environ, HOME=str(private_home))
+    for delay in (0.4, 0.8, 1.2):  # wherever the kill lands, in a batch or between two
+        proc = subprocess.Popen([str(BIN), "team", "sync"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert server_totals(team_dsn)[0] <= expected
+    assert run("team", "sync", home=private_home).returncode == 0
+    assert ledger_of(private_home)["outbox"] == {}
+    assert server_totals(team_dsn)[0] == expected
+    assert usage_rows(team_dsn) == 6000

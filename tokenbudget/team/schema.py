@@ -104,9 +104,10 @@ CREATE TRIGGER usage_rollups AFTER INSERT OR UPDATE ON tokenbudget.usage
     FOR EACH ROW EXECUTE FUNCTION tokenbudget.add_to_rollups();
 """
 
-# One call per batch: rows as a JSON array of objects (see push.py). Keys are deduplicated
+# One call per batch: rows as a JSON array of objects (see db.push). Keys are deduplicated
 # (the larger usage wins) and sorted, so no statement meets its own row twice and every push
-# takes its row locks in the same order; the day comes from the team's zone.
+# takes its row locks in the same order; the day comes from the team's zone. Usage of no
+# project is '(no project)': '' marks the rollup rows of all projects.
 M003_PUSH = """
 CREATE FUNCTION tokenbudget.push(p_team text, p_rows jsonb) RETURNS integer
 LANGUAGE plpgsql SET search_path = tokenbudget, pg_temp AS $$
@@ -131,7 +132,8 @@ BEGIN
     INSERT INTO usage AS u (team, request_key, member, machine, session, project, model,
                             command, at, day, input, output, cache_write, cache_read,
                             cost_micros)
-    SELECT p_team, i.key, i.member, i.machine, i.session, i.project, i.model, i.command,
+    SELECT p_team, i.key, i.member, i.machine, i.session,
+           coalesce(nullif(i.project, ''), '(no project)'), i.model, i.command,
            to_timestamp(i.at), (to_timestamp(i.at) AT TIME ZONE zone)::date,
            i.input, i.output, i.cache_write, i.cache_read, i.cost_micros
     FROM incoming AS i
