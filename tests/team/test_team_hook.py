@@ -82,12 +82,13 @@ def test_a_hook_with_usage_waiting_starts_a_sync_that_pushes_it(
     event = prompt_of(private_home, "plain")
     rc, out, _ = run_hook("Stop", event, env=hook_env(private_home))
     assert (rc, out) == (0, {})
+    state_path = private_home / "tb state" / "team-state.json"
     for _ in range(300):  # the detached sync: bounded wait, not a timing assertion
-        if not ledger_of(private_home)["outbox"]:
+        if "last_pull" in json.loads(state_path.read_text()):
             break
         time.sleep(0.1)
     assert ledger_of(private_home)["outbox"] == {}
-    state = json.loads((private_home / "tb state" / "team-state.json").read_text())
+    state = json.loads(state_path.read_text())
     assert state["last_push"] > 0 and "error" not in state
     assert server_totals(team_dsn)[0] > 0
 
