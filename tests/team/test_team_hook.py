@@ -76,7 +76,7 @@ def test_usage_not_pushed_counts_at_once_and_a_stopped_server_blocks_nothing_els
 
 
 def test_a_hook_with_usage_waiting_starts_a_sync_that_pushes_it(
-    private_home: Path, team_dsn: str
+    private_home: Path, team_dsn: str, recorded_day: float
 ) -> None:
     joined(private_home, team_dsn, "bob@b")
     event = prompt_of(private_home, "plain")
@@ -84,7 +84,7 @@ def test_a_hook_with_usage_waiting_starts_a_sync_that_pushes_it(
     assert (rc, out) == (0, {})
     state_path = private_home / "tb state" / "team-state.json"
     for _ in range(300):  # the detached sync: bounded wait, not a timing assertion
-        if "last_pull" in json.loads(state_path.read_text()):
+        if "last_push" in json.loads(state_path.read_text()):  # written as the sync ends
             break
         time.sleep(0.1)
     assert ledger_of(private_home)["outbox"] == {}
