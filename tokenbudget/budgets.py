@@ -246,6 +246,11 @@ class Budget(Frozen):
         return text if self.project is None else f"{text}@{self.project}"
 
     @property
+    def scope(self) -> str | None:
+        """The folder the budget is limited to: a project budget's own, a window's `project`."""
+        return self.name if self.kind == "project" else self.project
+
+    @property
     def key(self) -> tuple[str, str | None, str | None, str]:
         """What makes two budgets the same one: kind, name, project scope and unit."""
         return (self.kind, self.name, self.project, self.unit)
@@ -350,8 +355,11 @@ def _checked_path(field: str, path: str) -> str:
 
 
 def applies_to(budget: Budget, project_dir: str | None) -> bool:
-    """Can work in `project_dir` (None: outside any project) count toward this budget?"""
-    scope = budget.name if budget.kind == "project" else budget.project
+    """Can work in `project_dir` (None: outside any project) count toward this budget?
+
+    The one project-scope rule: measuring, deciding, the burn rate and the config all ask it.
+    """
+    scope = budget.scope
     if scope is None:
         return True
     return project_dir is not None and project_matches(scope, project_dir)

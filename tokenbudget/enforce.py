@@ -68,11 +68,6 @@ def _idx(b: Budget) -> int:
     return COST if b.unit == "usd" else TOKENS
 
 
-def _in_scope(b: Budget, project: str) -> bool:
-    scope = b.name if b.kind == "project" else b.project
-    return scope is None or rules.project_matches(scope, project)
-
-
 def _hours_between(
     ledger: Ledger, b: Budget, start: datetime | None, end: datetime | None
 ) -> float:
@@ -84,7 +79,7 @@ def _hours_between(
         if t + BUCKET <= lo or t >= hi:
             continue
         for project, cell in per_project.items():
-            if _in_scope(b, project):
+            if rules.applies_to(b, project):
                 total += cell[_idx(b)]
     return total
 
@@ -113,7 +108,7 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
         for project, cell in hours.get(str(k), {}).items():
             inside = scoped.get(project)
             if inside is None:
-                inside = scoped[project] = _in_scope(b, project)
+                inside = scoped[project] = rules.applies_to(b, project)
             if not (inside and cell[0]):
                 continue
             for ts in (cell[2], cell[3]):
@@ -205,7 +200,7 @@ def measure(b: Budget, ledger: Ledger, ctx: Context) -> tuple[float, datetime | 
             return 0.0, None, ctx.prompt_id
         return (t[1] if i == TOKENS else t[2]), None, ctx.prompt_id
     if b.kind in ("total", "project"):
-        used = sum(v[i] for p, v in ledger["projects"].items() if _in_scope(b, p))
+        used = sum(v[i] for p, v in ledger["projects"].items() if rules.applies_to(b, p))
         return float(used), None, None
     activity: Iterable[datetime] = _block_activity(ledger, b, ctx.now) if b.kind == "5h" else ()
     start, end = rules.window(b.kind, ctx.now, ctx.tz, ctx.week_start, activity=activity)
@@ -218,10 +213,7 @@ def applies(b: Budget, ctx: Context) -> bool:
         return False
     if b.kind == "session" and not ctx.session_id:
         return False
-    scope = b.name if b.kind == "project" else b.project
-    if scope is not None:
-        return ctx.project is not None and rules.project_matches(scope, ctx.project)
-    return True
+    return rules.applies_to(b, ctx.project)
 
 
 def check_all(
