@@ -146,6 +146,16 @@ def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
     return float(tokens), cost
 
 
+def resolve_turn(session: dict[str, Any], prompt_id: str | None) -> str | None:
+    """The turn `prompt_id` counts toward: a note's prompt id is an alias of the turn it came
+    in. At most 8 steps, so that a cycle in a damaged ledger cannot hang a hook."""
+    for _ in range(8):
+        if prompt_id is None or prompt_id not in session["a"]:
+            break
+        prompt_id = session["a"][prompt_id]
+    return prompt_id
+
+
 def turn_used(
     ledger: Ledger, session_id: str | None, prompt_id: str | None
 ) -> tuple[str, float, float] | None:
@@ -153,10 +163,7 @@ def turn_used(
     s = ledger["sessions"].get(session_id or "")
     if s is None or prompt_id is None:
         return None
-    for _ in range(8):
-        if prompt_id in s["a"]:
-            prompt_id = s["a"][prompt_id]
-    t = s["t"].get(prompt_id)
+    t = s["t"].get(resolve_turn(s, prompt_id))
     return None if t is None else (t[0], float(t[2]), float(t[3]))
 
 

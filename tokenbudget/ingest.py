@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenbudget import clock, transcripts
+from tokenbudget.enforce import resolve_turn
 from tokenbudget.ledger import BUCKET, Ledger, file_identity
 from tokenbudget.record import Record
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
@@ -166,10 +167,7 @@ class Ingestor:
         return s
 
     def _resolve_turn(self, s: dict[str, Any], pid: str | None) -> str:
-        seen = 0
-        while pid is not None and pid in s["a"] and seen < 8:
-            pid = s["a"][pid]
-            seen += 1
+        pid = resolve_turn(s, pid)
         return pid if pid is not None and pid in s["t"] else NO_TURN
 
     def _prompt(self, sid: str, ev: PromptEvent, state: dict[str, Any]) -> None:
