@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 
@@ -29,7 +28,6 @@ EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second re
 ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 ENDED_WAIT = 300.0  # seconds other sessions' hooks still read an ended session's transcript
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _EVENTS = (
     "SessionStart",
     "UserPromptSubmit",
@@ -124,7 +122,7 @@ def parse_event(name: str, raw: bytes) -> Event:
     if not isinstance(data, dict):
         data = {}
     sid = _str(data, "session_id", 128)
-    if sid is not None and not _SAFE_ID.match(sid):
+    if sid is not None and not paths.is_session_id(sid):
         sid = None
     transcript = None
     tp = _str(data, "transcript_path")

@@ -17,6 +17,7 @@ from typing import Any
 
 from tokenbudget.budgets import slash_command
 from tokenbudget.ledger import file_identity
+from tokenbudget.paths import is_session_id
 from tokenbudget.record import Record
 from tokenbudget.usage import Usage
 
@@ -33,7 +34,6 @@ HEAD_BYTES = 256
 
 # Entry types we act on; everything else is skipped before paying for json.loads.
 _WANTED = (b'"assistant"', b'"user"', b'"cost-state"')
-_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # safe as a file name
 _COMMAND_NAME = re.compile(r"<command-name>\s*(/?[^<\s]+)\s*</command-name>")
 
 
@@ -412,7 +412,7 @@ def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
         ts,
         sid,
         cwd if isinstance(cwd, str) else None,
-        origin if isinstance(origin, str) and origin != sid and _SESSION_ID.match(origin) else None,
+        origin if isinstance(origin, str) and origin != sid and is_session_id(origin) else None,
     )
 
 
