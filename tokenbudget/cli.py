@@ -706,9 +706,8 @@ def _check(
     """`status --check`: what a script runs after `claude -p`, which shows it no stop reason."""
     from datetime import datetime
 
-    from tokenbudget import burn, enforce
+    from tokenbudget import enforce, messages
     from tokenbudget import stops as kept
-    from tokenbudget.hook import _raise_hint
 
     now = clock.now()
     tz = cfg.tz()
@@ -727,8 +726,8 @@ def _check(
         if c.blocks and c.state == "over" and c.budget.kind != "command"
     ]
     stops = kept.read(session_id) if session_id is not None else []
-    reasons = [_stop_line(b, tz) for b in stops] + [
-        burn.block_message(c, rate=None, raise_hint=_raise_hint(c), tz=tz) for c in over
+    reasons = [messages.stop_line(b, tz) for b in stops] + [
+        messages.used_up_reason(c, tz) for c in over
     ]
     known = session_id is None or session_id in ledger["sessions"] or bool(stops)
     if as_json:
@@ -756,20 +755,6 @@ def _check(
             )
     if reasons:
         sys.exit(1)
-
-
-def _stop_line(block: dict[str, Any], tz: Any) -> str:
-    from datetime import datetime
-
-    from tokenbudget import render
-
-    when = datetime.fromtimestamp(float(block.get("at") or 0), tz).strftime("%Y-%m-%d %H:%M")
-    what = "refused a prompt of" if block.get("what") == "refused" else "stopped a turn of"
-    first = str(block.get("reason", "")).split("\n", 1)[0].removeprefix("tokenbudget: ")
-    who = f"the {block['budget']} budget" if block.get("budget") else "tokenbudget"
-    return render.escape_controls(
-        f"tokenbudget: at {when} {who} {what} session {block.get('session')}: {first}"
-    )
 
 
 # --- installing into Claude Code -----------------------------------------------------------------

@@ -42,11 +42,6 @@ STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer
 # The plugin's /tokenbudget skill (typed bare or namespaced): it runs the CLI, so refusing it
 # would leave no way to raise a used-up budget from inside Claude Code.
 OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")
-RAISE_HINTS = {
-    "session": "tokenbudget budget set session {limit}",
-    "command": "tokenbudget budget set command {name} {limit}",
-    "project": "tokenbudget budget set project {name} {limit}",
-}
 
 
 class Event:
@@ -391,31 +386,6 @@ def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool
         ingest.compact(ledger, now)
 
 
-def _raise_hint(check: Any) -> str:
-    from tokenbudget.budgets import limit_arg, suggest_limit
-
-    b = check.budget
-    limit = limit_arg(suggest_limit(check), b.unit)
-    if b.source == "project":
-        return f"edit .claude/tokenbudget.json in the project (limit {limit})"
-    template = RAISE_HINTS.get(b.kind, "tokenbudget budget set {kind} {limit}")
-    hint = template.format(kind=b.kind, name=b.name, limit=limit)
-    if b.project and b.kind != "project":
-        hint += f" --project {_quote(b.project)}"
-    # Raising a limit must not quietly change how the budget behaves.
-    if b.mode != "block":
-        hint += f" --mode {b.mode}"
-    if abs(b.warn_at - 0.8) > 1e-9:
-        hint += f" --warn-at {round(b.warn_at * 100, 2):g}%"
-    return hint
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
 def _quick(
     ev: Event, cfg: Any, budget_list: list[Any], now: float
 ) -> tuple[dict[str, Any] | None, Any]:
@@ -561,10 +531,10 @@ def _decide(
         ev.name in STOPPING and primary is not None and primary.state == "over"
     )
     if decision.action == "block" and not allowed and primary is not None and refusing:
-        from tokenbudget import burn
+        from tokenbudget import burn, messages
 
         rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
-        reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz)
+        reason = messages.refusal(primary, rate, tz)
         if keep:
             _keep_stop(ev, ev.name, primary, reason, now)
         if ev.name == "UserPromptSubmit":
@@ -576,7 +546,7 @@ def _decide(
     for c, window_id in checks:
         if c.state == "ok":
             continue
-        from tokenbudget import burn
+        from tokenbudget import burn, messages
         from tokenbudget.budgets import warn_key
 
         key = warn_key(c.budget, window_id, "over" if c.state == "over" else "warn")
@@ -584,15 +554,19 @@ def _decide(
             continue
         warned[key] = now
         rate = burn.last_hour(ledger, c.budget, now, ev.session_id)
-        notes.append(burn.warning_message(c, rate=rate, raise_hint=_raise_hint(c), tz=tz))
+        notes.append(messages.warning(c, rate, tz))
     if len(warned) > 500:
         for k in sorted(warned, key=warned.get)[: len(warned) - 500]:
             del warned[k]
     if allowed and decision.action == "block" and starting:
-        notes.append("tokenbudget: letting this prompt through once (tokenbudget allow).")
+        from tokenbudget import messages
+
+        notes.append(messages.ALLOW_NOTE)
     answer: dict[str, Any] = {}
     if ev.name == "SessionStart" and cfg.context_hint:
-        left = _left_text(checks)
+        from tokenbudget import messages
+
+        left = messages.context_hint(c for c, _ in checks)
         if left:
             answer["hookSpecificOutput"] = {
                 "hookEventName": "SessionStart",
@@ -636,16 +610,6 @@ def _keep_stop(
 
 def _check_key(check: Any) -> str:
     return f"{check.budget.id}|{check.budget.unit}"
-
-
-def _left_text(checks: list[Any]) -> str:
-    from tokenbudget.budgets import format_amount, label
-
-    parts = []
-    for c, _ in checks:
-        left = max(0.0, c.limit - c.used)
-        parts.append(f"{label(c.budget)}: {format_amount(left, c.budget.unit)} left")
-    return ("Token budget (tokenbudget): " + "; ".join(parts) + ".") if parts else ""
 
 
 def main(argv: list[str] | None = None) -> None:

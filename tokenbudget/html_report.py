@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokenbudget import charts, clock, render
-from tokenbudget.budgets import Budget, Check, resets_text
+from tokenbudget.budgets import Budget, Check
 from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import Ledger
+from tokenbudget.messages import resets_text
 from tokenbudget.numfmt import format_amount, format_cost, format_limit
 
 if TYPE_CHECKING:

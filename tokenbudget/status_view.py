@@ -6,8 +6,9 @@ from datetime import tzinfo
 from typing import Any
 
 from tokenbudget import render
-from tokenbudget.budgets import Check, project_matches, resets_text
+from tokenbudget.budgets import Check, project_matches
 from tokenbudget.ledger import Ledger
+from tokenbudget.messages import resets_text
 from tokenbudget.numfmt import format_amount, format_limit
 
 BAR_WIDTH = 16

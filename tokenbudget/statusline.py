@@ -113,8 +113,7 @@ def session_part(
     tokens: float, cost: float, checks: Sequence[Check], *, color: bool, rate: float | None = None
 ) -> str:
     """`session 18.5k/400k · $0.12`: the session's usage, against its budget when it has one."""
-    from tokenbudget.budgets import format_amount
-    from tokenbudget.numfmt import short_limit
+    from tokenbudget.numfmt import format_amount, short_limit
 
     parts = []
     amounts: tuple[tuple[Unit, float], ...] = (("tokens", tokens), ("usd", cost))
@@ -136,7 +135,7 @@ def budget_part(
     check: Check, *, color: bool, resets: bool = True, rate: float | None = None
 ) -> str:
     """`daily 102% of 100k BLOCKS · resets 4h12m · 18k/h`: one budget, colored by how full."""
-    from tokenbudget.budgets import format_duration
+    from tokenbudget.messages import format_duration
     from tokenbudget.numfmt import short_limit
     from tokenbudget.render import _percent
 
