@@ -522,7 +522,7 @@ class Check(Frozen):
     """One budget measured at one moment."""
 
     _fields = ("budget", "used", "expected", "limit", "fraction", "resets_at", "state",
-               "would_exceed", "blocks", "now")
+               "would_exceed", "blocks", "now", "window")
     __slots__ = _fields
     budget: Budget
     used: float
@@ -534,6 +534,7 @@ class Check(Frozen):
     would_exceed: bool  # used + expected > limit
     blocks: bool  # block mode, and over or would exceed
     now: datetime  # messages show clock times in this datetime's zone unless given another
+    window: str | None  # which window was measured (its start, a session or run id): warn once
 
     def __init__(
         self,
@@ -547,14 +548,20 @@ class Check(Frozen):
         would_exceed: bool,
         blocks: bool,
         now: datetime,
+        window: str | None = None,
     ) -> None:
         self._set(budget=budget, used=used, expected=expected, limit=limit, fraction=fraction,
                   resets_at=resets_at, state=state, would_exceed=would_exceed, blocks=blocks,
-                  now=now)
+                  now=now, window=window)
 
 
 def evaluate(
-    budget: Budget, used: float, expected: float, now: datetime, resets_at: datetime | None
+    budget: Budget,
+    used: float,
+    expected: float,
+    now: datetime,
+    resets_at: datetime | None,
+    window: str | None = None,
 ) -> Check:
     """Measure `used` (plus the `expected` cost of what comes next) against a budget."""
     if used < 0 or expected < 0:
@@ -570,7 +577,7 @@ def evaluate(
         state = "ok"
     blocks = budget.mode == "block" and (state == "over" or would_exceed)
     return Check(budget, used, expected, budget.limit, fraction, resets_at, state,
-                 would_exceed, blocks, now)
+                 would_exceed, blocks, now, window)
 
 
 class Decision(Frozen):

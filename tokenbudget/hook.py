@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
-ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 ENDED_WAIT = 300.0  # seconds other sessions' hooks still read an ended session's transcript
 _EVENTS = (
@@ -38,10 +37,6 @@ _EVENTS = (
     "SubagentStop",
     "SessionEnd",
 )
-STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer can end a turn
-# The plugin's /tokenbudget skill (typed bare or namespaced): it runs the CLI, so refusing it
-# would leave no way to raise a used-up budget from inside Claude Code.
-OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")
 
 
 class Event:
@@ -152,13 +147,6 @@ def parse_event(name: str, raw: bytes) -> Event:
     )
 
 
-def command_of_prompt(prompt: str | None) -> str:
-    """`/test --fast` is `/test`; anything else is `prompt` (the same rule as the ledger's)."""
-    from tokenbudget.budgets import slash_command
-
-    return (slash_command(prompt) if prompt else None) or "prompt"
-
-
 # --- answers -----------------------------------------------------------------------------------
 
 
@@ -266,7 +254,6 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         # recorded now is read by the next hook or sync (read positions only move on commit).
         bound = min(bound, SESSION_END_LOCK_WAIT)
     store = sync.open_store(lock_timeout=bound)
-    tz = cfg.tz()
     answer: dict[str, Any] = {}
     messages: list[str] = []
     rebuild_owed = False
@@ -325,7 +312,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
             answer = {}
         else:
-            answer = _decide(ev, cfg, budget_list, ledger, now, tz)
+            answer = _decide(ev, cfg, budget_list, ledger, now)
     if rebuild_owed:
         sync.sync_all(
             store,
@@ -418,20 +405,12 @@ def _quick(
             for path, (sid, until) in ledger["ended"].items()
         ):
             return None, known  # a session that ended lately wrote its last total
-        warned, allow = _marks(ledger["warned"]), dict(ledger["allow"])
-        answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz(), keep=False)
+        quiet = _quiet(ev, cfg, budget_list, ledger, now)
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
-    if _marks(ledger["warned"]) != warned or ledger["allow"] != allow:
-        return None, None  # deciding changed it: the locked way decides again from the file
-    if answer:
+    if not quiet:
         return None, known  # an answer to give and remember: the locked way gives it
-    return answer, None
-
-
-def _marks(warned: dict[str, Any]) -> tuple[int, str | None]:
-    # Keys go in at the end and the oldest go at 500: the size alone may not change.
-    return len(warned), next(reversed(warned), None)
+    return {}, None
 
 
 def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
@@ -456,123 +435,54 @@ def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
 
 
 def _decide(
-    ev: Event,
-    cfg: Any,
-    budget_list: list[Any],
-    ledger: Any,
-    now: float,
-    tz: Any,
-    keep: bool = True,
+    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
 ) -> dict[str, Any]:
-    """The answer to the event from the ledger; records warnings given and `allow` spent, and
-    (with `keep`, when the answer is given) keeps a refusal or stop for `status --check`."""
-    if not budget_list or (
-        ev.name == "UserPromptSubmit" and command_of_prompt(ev.prompt) in OWN_COMMANDS
-    ):
+    """The engine's answer to the event; records the warnings it gives and the `allow` it
+    spends, and keeps a refusal or stop for `status --check`."""
+    if not budget_list:
         return {}
-    from datetime import datetime
+    from tokenbudget import engine
 
-    from tokenbudget import enforce
-    from tokenbudget.budgets import decide
-
-    session = ledger["sessions"].get(ev.session_id or "")
-    project = ev.cwd or (session["p"] if session else None)
-    starting = ev.name == "UserPromptSubmit"
-    command = command_of_prompt(ev.prompt) if starting else None
-    turn = enforce.turn_used(ledger, ev.session_id, ev.prompt_id) if not starting else None
-    if turn is not None:
-        command = turn[0]
-    ctx = enforce.Context(
-        session_id=ev.session_id,
-        project=project,
-        now=datetime.fromtimestamp(now, tz),
-        tz=tz,
-        week_start=cfg.week_start,
-        command=command,
-        prompt_id=ev.prompt_id,
-        starting=starting,
-    )
-    checks = enforce.check_all(budget_list, ledger, ctx)
-    decision = decide(c for c, _ in checks)
-    allow = ledger.setdefault("allow", {})
-    allowed = False
-    if decision.action == "block":
-        if starting and allow.get("pending") and now - float(allow.get("at", 0)) < ALLOW_TTL:
-            # `tokenbudget allow` is spent only on a prompt it actually lets through. What
-            # each budget had used is remembered: the turn it lets through is itself bounded.
-            allowed = True
-            ledger["allow"] = {
-                "session": ev.session_id,
-                "prompt_id": ev.prompt_id,
-                "at": now,
-                "base": {_check_key(c): c.used for c, _ in checks},
-            }
-        elif (
-            not starting
-            and ev.prompt_id
-            and allow.get("session") == ev.session_id
-            and allow.get("prompt_id") == ev.prompt_id
-        ):
-            # The turn let through may use one more budget's worth, then it is stopped too.
-            base = allow.get("base", {})
-            again = [
-                c
-                for c, _ in checks
-                if c.blocks and c.used - base.get(_check_key(c), 0.0) >= c.limit
-            ]
-            allowed = not again
-            if again:
-                decision = decide(again)
-    primary = decision.primary
-    # A turn is stopped at the first hook that sees a blocking budget used up: before the tool
-    # of the crossing response, or after its batch of tools (PostToolBatch; PostToolUse where
-    # an older install registered it), before the next request.
-    refusing = ev.name == "UserPromptSubmit" or (
-        ev.name in STOPPING and primary is not None and primary.state == "over"
-    )
-    if decision.action == "block" and not allowed and primary is not None and refusing:
-        from tokenbudget import burn, messages
-
-        rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
-        reason = messages.refusal(primary, rate, tz)
-        if keep:
-            _keep_stop(ev, ev.name, primary, reason, now)
-        if ev.name == "UserPromptSubmit":
-            return block_prompt(reason)
-        return stop_turn(reason, ev.name)
-    # Warnings: once per budget and window, at the threshold and again when over.
-    warned = ledger["warned"]
-    notes = []
-    for c, window_id in checks:
-        if c.state == "ok":
-            continue
-        from tokenbudget import burn, messages
-        from tokenbudget.budgets import warn_key
-
-        key = warn_key(c.budget, window_id, "over" if c.state == "over" else "warn")
-        if key in warned:
-            continue
-        warned[key] = now
-        rate = burn.last_hour(ledger, c.budget, now, ev.session_id)
-        notes.append(messages.warning(c, rate, tz))
-    if len(warned) > 500:
-        for k in sorted(warned, key=warned.get)[: len(warned) - 500]:
-            del warned[k]
-    if allowed and decision.action == "block" and starting:
-        from tokenbudget import messages
-
-        notes.append(messages.ALLOW_NOTE)
+    ctx = engine.event_context(ev.name, ledger, cfg, now, session_id=ev.session_id, cwd=ev.cwd,
+                               prompt=ev.prompt, prompt_id=ev.prompt_id)
+    if engine.exempt(ev.name, ctx):
+        return {}
+    checks = engine.measure(budget_list, ledger, ctx)
+    decision = engine.decide(ev.name, checks, allow=ledger["allow"], warned=ledger["warned"],
+                             now=now, session_id=ev.session_id, prompt_id=ev.prompt_id)
+    if decision.action != "allow":
+        reason = engine.reason(decision, ledger, ctx.tz)
+        _keep_stop(ev, ev.name, decision.check, reason, now)
+        return block_prompt(reason) if decision.action == "refuse" else stop_turn(reason, ev.name)
+    engine.remember(ledger, decision)
+    notes = engine.notes(decision, ledger, ctx.tz)
     answer: dict[str, Any] = {}
     if ev.name == "SessionStart" and cfg.context_hint:
         from tokenbudget import messages
 
-        left = messages.context_hint(c for c, _ in checks)
+        left = messages.context_hint(checks)
         if left:
             answer["hookSpecificOutput"] = {
                 "hookEventName": "SessionStart",
                 "additionalContext": left,
             }
     return _with_message(answer, "\n".join(notes) if notes else None)
+
+
+def _quiet(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float) -> bool:
+    """Whether the engine has nothing to say to the event and nothing to record for it."""
+    if not budget_list:
+        return True
+    from tokenbudget import engine
+
+    ctx = engine.event_context(ev.name, ledger, cfg, now, session_id=ev.session_id, cwd=ev.cwd,
+                               prompt=ev.prompt, prompt_id=ev.prompt_id)
+    if engine.exempt(ev.name, ctx):
+        return True
+    decision = engine.decide(ev.name, engine.measure(budget_list, ledger, ctx),
+                             allow=ledger["allow"], warned=ledger["warned"], now=now,
+                             session_id=ev.session_id, prompt_id=ev.prompt_id)
+    return decision.action == "allow" and not decision.records
 
 
 def _keep_stop(
