@@ -655,9 +655,7 @@ def allow() -> None:
 )
 def status(as_json: bool, session_id: str | None, check: bool) -> None:
     """Every budget with used, remaining, when it resets and whether it blocks now."""
-    from datetime import datetime
-
-    from tokenbudget import config, enforce, render, status_view
+    from tokenbudget import config, engine, render, status_view
 
     try:
         cfg = _config()
@@ -678,21 +676,12 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
         return
     if session_id is None:
         session_id = status_view.latest_session(ledger, str(root))
-    ctx = enforce.Context(
-        session_id=session_id,
-        project=str(root),
-        now=datetime.fromtimestamp(clock.now(), tz),
-        tz=tz,
-        week_start=cfg.week_start,
-        listing=True,
-    )
     # Command budgets are per run: they are shown against the last run of their command.
-    checks = enforce.check_all(found, ledger, ctx)
+    ctx = engine.context(cfg, clock.now(), session_id=session_id, project=str(root), listing=True)
+    checks = engine.measure(found, ledger, ctx)
     if as_json:
         click.echo(
-            json.dumps(
-                {"budgets": enforce.summary(ledger, checks), "session": session_id}, indent=2
-            )
+            json.dumps({"budgets": engine.summary(checks), "session": session_id}, indent=2)
         )
         return
     click.echo(
@@ -704,27 +693,14 @@ def _check(
     ledger: Any, found: Any, session_id: str | None, project: str, cfg: Any, *, as_json: bool
 ) -> None:
     """`status --check`: what a script runs after `claude -p`, which shows it no stop reason."""
-    from datetime import datetime
-
-    from tokenbudget import enforce, messages
+    from tokenbudget import engine, messages
     from tokenbudget import stops as kept
 
-    now = clock.now()
     tz = cfg.tz()
-    ctx = enforce.Context(
-        session_id=session_id,
-        project=project,
-        now=datetime.fromtimestamp(now, tz),
-        tz=tz,
-        week_start=cfg.week_start,
-    )
     # Without --session the next prompt starts a new session, and every command run starts
     # from zero: what is used up for it is a window, project or total budget.
-    over = [
-        c
-        for c, _ in enforce.check_all(found, ledger, ctx)
-        if c.blocks and c.state == "over" and c.budget.kind != "command"
-    ]
+    ctx = engine.context(cfg, clock.now(), session_id=session_id, project=project)
+    over = engine.used_up(engine.measure(found, ledger, ctx))
     stops = kept.read(session_id) if session_id is not None else []
     reasons = [messages.stop_line(b, tz) for b in stops] + [
         messages.used_up_reason(c, tz) for c in over
@@ -737,7 +713,7 @@ def _check(
                     "ok": not reasons,
                     "session": session_id,
                     "sessionKnown": known,
-                    "usedUp": enforce.summary(ledger, [(c, None) for c in over]),
+                    "usedUp": engine.summary(over),
                     "stops": stops,
                 },
                 indent=2,
