@@ -132,6 +132,12 @@ def measure(budgets: Iterable[Budget], ledger: Ledger, ctx: Context) -> list[Che
     return checks
 
 
+def outlook(checks: Iterable[Check]) -> rules.Decision:
+    """What a prompt would meet, whatever was already warned about or allowed: block, warn
+    or allow, the furthest over first (doctor)."""
+    return rules.decide(checks)
+
+
 def used_up(checks: Iterable[Check]) -> list[Check]:
     """The blocking budgets used up here, that would refuse the next prompt whatever it is: a
     command budget is not among them (each run of a command starts from zero)."""
