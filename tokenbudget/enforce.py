@@ -1,4 +1,7 @@
-"""Measuring each budget against the ledger: what is used now, and what a command will need."""
+"""Measuring one budget against the ledger: what is used now, and what a command will need.
+
+The engine (engine.py) measures every budget with it; nothing else should need to.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
     from datetime import tzinfo
     from typing import Any
 
-    from tokenbudget.budgets import Budget, Check
+    from tokenbudget.budgets import Budget
     from tokenbudget.ledger import Ledger
 
 TOKENS, COST = 0, 1
@@ -221,42 +224,3 @@ def applies(b: Budget, ctx: Context) -> bool:
     if b.kind == "session" and not ctx.session_id:
         return False
     return rules.applies_to(b, ctx.project)
-
-
-def check_all(
-    budget_list: Iterable[Budget], ledger: Ledger, ctx: Context
-) -> list[tuple[Check, str | None]]:
-    """Every applicable budget measured: (check, window id for warn-once keys)."""
-    exp = expected(ledger, ctx.command, exclude=ctx.prompt_id) if ctx.starting else (0.0, 0.0)
-    out = []
-    for b in budget_list:
-        if not applies(b, ctx):
-            continue
-        used, resets, window_id = measure(b, ledger, ctx)
-        out.append((rules.evaluate(b, used, exp[_idx(b)], ctx.now, resets), window_id))
-    return out
-
-
-def summary(ledger: Ledger, checks: list[tuple[Check, Any]]) -> list[dict[str, Any]]:
-    """Checks as plain data, for `status --json`."""
-    rows = []
-    for c, _ in checks:
-        rows.append(
-            {
-                "budget": c.budget.id,
-                "kind": c.budget.kind,
-                "name": c.budget.name,
-                "project": c.budget.project,
-                "unit": c.budget.unit,
-                "mode": c.budget.mode,
-                "limit": c.limit,
-                "used": c.used,
-                "remaining": max(0.0, c.limit - c.used),
-                "fraction": c.fraction,
-                "resetsAt": c.resets_at.isoformat() if c.resets_at else None,
-                "state": c.state,
-                "blocksNow": c.blocks,
-                "source": c.budget.source,
-            }
-        )
-    return rows

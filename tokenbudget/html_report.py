@@ -561,10 +561,10 @@ def budget_checks(
     now: float | None = None,
 ) -> list[Check]:
     """Each budget measured now, as `status` measures it (command budgets by their last run)."""
-    from tokenbudget import enforce
+    from tokenbudget import engine
 
     t = now if now is not None else clock.now()
-    ctx = enforce.Context(
+    ctx = engine.Context(
         session_id=session_id,
         project=project,
         now=datetime.fromtimestamp(t, tz),
@@ -572,4 +572,4 @@ def budget_checks(
         week_start=week_start,
         listing=True,
     )
-    return [c for c, _ in enforce.check_all(budgets, ledger, ctx)]
+    return engine.measure(budgets, ledger, ctx)
