@@ -299,6 +299,29 @@ def remember(ledger: Ledger, decision: Decision) -> None:
         ledger["allow"] = decision.allow
 
 
+def judge(
+    event: str,
+    budgets: Iterable[Budget],
+    ledger: Ledger,
+    cfg: Config,
+    now: float,
+    *,
+    session_id: str | None,
+    cwd: str | None,
+    prompt: str | None,
+    prompt_id: str | None,
+) -> tuple[Context, list[Check], Decision] | None:
+    """A hook event measured and decided; None when no budget concerns it."""
+    ctx = event_context(event, ledger, cfg, now, session_id=session_id, cwd=cwd, prompt=prompt,
+                        prompt_id=prompt_id)
+    if exempt(event, ctx):
+        return None
+    checks = measure(budgets, ledger, ctx)
+    decision = decide(event, checks, allow=ledger["allow"], warned=ledger["warned"], now=now,
+                      session_id=session_id, prompt_id=prompt_id)
+    return ctx, checks, decision
+
+
 # ---------------------------------------------------------------- message
 
 
@@ -326,3 +349,10 @@ def notes(decision: Decision, ledger: Ledger, tz: tzinfo) -> list[str]:
     if decision.let_through:
         lines.append(messages.ALLOW_NOTE)
     return lines
+
+
+def context_hint(checks: Iterable[Check]) -> str:
+    """What a session is told at its start about what each budget has left ('' if none)."""
+    from tokenbudget import messages
+
+    return messages.context_hint(checks)

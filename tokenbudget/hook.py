@@ -434,22 +434,27 @@ def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
     return False
 
 
+def _judge(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float) -> Any:
+    """The engine's (context, checks, decision) for the event; None when no budget concerns it."""
+    if not budget_list:
+        return None  # and the engine need not even be imported
+    from tokenbudget import engine
+
+    return engine.judge(ev.name, budget_list, ledger, cfg, now, session_id=ev.session_id,
+                        cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id)
+
+
 def _decide(
     ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
 ) -> dict[str, Any]:
     """The engine's answer to the event; records the warnings it gives and the `allow` it
     spends, and keeps a refusal or stop for `status --check`."""
-    if not budget_list:
+    judged = _judge(ev, cfg, budget_list, ledger, now)
+    if judged is None:
         return {}
     from tokenbudget import engine
 
-    ctx = engine.event_context(ev.name, ledger, cfg, now, session_id=ev.session_id, cwd=ev.cwd,
-                               prompt=ev.prompt, prompt_id=ev.prompt_id)
-    if engine.exempt(ev.name, ctx):
-        return {}
-    checks = engine.measure(budget_list, ledger, ctx)
-    decision = engine.decide(ev.name, checks, allow=ledger["allow"], warned=ledger["warned"],
-                             now=now, session_id=ev.session_id, prompt_id=ev.prompt_id)
+    ctx, checks, decision = judged
     if decision.action != "allow":
         reason = engine.reason(decision, ledger, ctx.tz)
         _keep_stop(ev, ev.name, decision.check, reason, now)
@@ -457,32 +462,16 @@ def _decide(
     engine.remember(ledger, decision)
     notes = engine.notes(decision, ledger, ctx.tz)
     answer: dict[str, Any] = {}
-    if ev.name == "SessionStart" and cfg.context_hint:
-        from tokenbudget import messages
-
-        left = messages.context_hint(checks)
-        if left:
-            answer["hookSpecificOutput"] = {
-                "hookEventName": "SessionStart",
-                "additionalContext": left,
-            }
+    left = engine.context_hint(checks) if ev.name == "SessionStart" and cfg.context_hint else ""
+    if left:
+        answer["hookSpecificOutput"] = {"hookEventName": "SessionStart", "additionalContext": left}
     return _with_message(answer, "\n".join(notes) if notes else None)
 
 
 def _quiet(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float) -> bool:
     """Whether the engine has nothing to say to the event and nothing to record for it."""
-    if not budget_list:
-        return True
-    from tokenbudget import engine
-
-    ctx = engine.event_context(ev.name, ledger, cfg, now, session_id=ev.session_id, cwd=ev.cwd,
-                               prompt=ev.prompt, prompt_id=ev.prompt_id)
-    if engine.exempt(ev.name, ctx):
-        return True
-    decision = engine.decide(ev.name, engine.measure(budget_list, ledger, ctx),
-                             allow=ledger["allow"], warned=ledger["warned"], now=now,
-                             session_id=ev.session_id, prompt_id=ev.prompt_id)
-    return decision.action == "allow" and not decision.records
+    judged = _judge(ev, cfg, budget_list, ledger, now)
+    return judged is None or (judged[2].action == "allow" and not judged[2].records)
 
 
 def _keep_stop(
