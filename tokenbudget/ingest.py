@@ -373,11 +373,31 @@ class Ingestor:
             return
         s["x"][ev.model] = list(Usage(*extra) - overlap)
         self._add_seen(s, ev.model, ZERO - overlap)
-        cost = self.cost_of(ev.model, overlap)
+        # It comes off where the total counted it (the turn and bucket of that cost-state),
+        # so that the turn that made it has it whether its line was read before or after.
+        net: dict[tuple[int, str], Usage] = {}
+        for row in s["adj"]:
+            if row[1] == ev.model:
+                net[row[0], row[8]] = net.get((row[0], row[8]), ZERO) + Usage(*row[2:7])
+        left, line_hour = overlap, int(ev.ts // BUCKET)
+        for hour, at in sorted(net, key=lambda k: (k[0] < line_hour, k[0])):
+            take = Usage(*(min(a, b) for a, b in zip(left, net[hour, at].clamp(), strict=True)))
+            if take.total:
+                left = left - take
+                self._take_extra(sid, s, ev.model, take, hour, at, ev.ts)
+        if left.total:
+            self._take_extra(sid, s, ev.model, left, line_hour, turn, ev.ts)
+
+    def _take_extra(
+        self, sid: str, s: dict[str, Any], model: str, u: Usage, hour: int, turn: str, ts: float
+    ) -> None:
+        cost = self.cost_of(model, u)
         neg_cost = None if cost is None else -cost
-        hour = int(ev.ts // BUCKET)
-        s["adj"].append([hour, ev.model, *(ZERO - overlap), neg_cost, turn])
-        self._apply(sid, ev.model, ZERO - overlap, neg_cost, hour, ev.ts, turn, 0)
+        s["adj"].append([hour, model, *(ZERO - u), neg_cost, turn])
+        cell = self.L["hours"].get(str(hour), {}).get(s["p"])
+        if cell is not None:
+            ts = cell[3]  # a moment already in that bucket: its span stays as it was
+        self._apply(sid, model, ZERO - u, neg_cost, hour, ts, turn, 0)
 
     def _add_copy(self, s: dict[str, Any], model: str, u: Usage) -> None:
         """Usage in a copy of another session's request, seen in this session's transcript."""
