@@ -533,27 +533,21 @@ class Ingestor:
         best: tuple[int, str, dict[str, Usage]] | None = None
         first = {m: Usage(*u) for m, u in s.get("fc", {}).items()}
         for c in candidates:
-            path = self._transcript_of(c, folder)
-            if path is None:
-                if c == requester:
-                    return requester, None  # gone, or in a folder we do not read
-                continue
             e = evals.get(c)
-            try:
-                sizes = [os.stat(path).st_size, os.stat(fork_path).st_size]
-                if e is None or (not e[1] and e[3:] != sizes):
-                    if copied is None:
-                        copied = transcripts.copied_uuids(Path(fork_path))
-                    fp = transcripts.fork_point(copied[0], Path(path))
-                    if fp is None:  # holds none of the copied lines: not its parent
-                        e = ["n", int(copied[1]), {}, *sizes]
-                    else:
-                        totals = fp.totals or {}
-                        e = ["k" if fp.totals is not None else "u", int(fp.final and copied[1]),
-                             {m: list(u) for m, u in totals.items()}, *sizes]
-                    evals[c] = e
-            except OSError:
-                return requester, None
+            if e is None or not e[1]:  # a final answer needs no file, not even its name
+                path = self._transcript_of(c, folder)
+                if path is None:
+                    if c == requester:
+                        return requester, None  # gone, or in a folder we do not read
+                    continue
+                try:
+                    sizes = [os.stat(path).st_size, os.stat(fork_path).st_size]
+                    if e is None or e[3:] != sizes:
+                        if copied is None:
+                            copied = transcripts.copied_uuids(Path(fork_path))
+                        e = evals[c] = self._evaluation(copied, Path(path), sizes)
+                except OSError:
+                    return requester, None
             if e[0] == "u":
                 return c, None  # its total at the fork point is torn or rejected
             if e[0] == "n":
@@ -569,6 +563,17 @@ class Ingestor:
             del evals[c]
         return (best[1], best[2]) if best is not None else (requester, None)
 
+    @staticmethod
+    def _evaluation(copied: tuple[set[bytes], bool], parent: Path, sizes: list[int]) -> list[Any]:
+        """[kind, final, totals, parent size, fork size] of one candidate parent: kind "k"
+        known, "u" unknown (its line torn or rejected), "n" not a parent (holds no copy)."""
+        fp = transcripts.fork_point(copied[0], parent)
+        if fp is None:
+            return ["n", int(copied[1]), {}, *sizes]
+        totals = fp.totals or {}
+        return ["k" if fp.totals is not None else "u", int(fp.final and copied[1]),
+                {m: list(u) for m, u in totals.items()}, *sizes]
+
     def _resettle_forks_of(self, sid: str, folder: str | None) -> None:
         """Forks that may have `sid` for parent: those whose copies name it or its requester."""
         if self._forks is None:
@@ -577,8 +582,9 @@ class Ingestor:
                 if "ib" in fs:
                     self._forks.setdefault(fs.get("po", ""), []).append(fid)
         s = self.L["sessions"].get(sid) or {}
-        for key in {sid, s.get("po")}:
-            for fid in list(self._forks.get(key or "", ())) if key else ():
+        requester = s.get("po")
+        for key in (sid, requester) if requester not in (None, sid) else (sid,):
+            for fid in list(self._forks.get(key, ())):
                 fs = self.L["sessions"].get(fid)
                 if fid != sid and fs is not None and fs.get("po") == key:
                     self._settle_fork(fid, fs, folder)
