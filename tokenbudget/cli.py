@@ -680,9 +680,7 @@ def allow() -> None:
 )
 def status(as_json: bool, session_id: str | None, check: bool) -> None:
     """Every budget with used, remaining, when it resets and whether it blocks now."""
-    from datetime import datetime
-
-    from tokenbudget import config, enforce, render, status_view
+    from tokenbudget import config, engine, render, status_view
 
     try:
         cfg = _config()
@@ -703,21 +701,12 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
         return
     if session_id is None:
         session_id = status_view.latest_session(ledger, str(root))
-    ctx = enforce.Context(
-        session_id=session_id,
-        project=str(root),
-        now=datetime.fromtimestamp(clock.now(), tz),
-        tz=tz,
-        week_start=cfg.week_start,
-        listing=True,
-    )
     # Command budgets are per run: they are shown against the last run of their command.
-    checks = enforce.check_all(found, ledger, ctx)
+    ctx = engine.context(cfg, clock.now(), session_id=session_id, project=str(root), listing=True)
+    checks = engine.measure(found, ledger, ctx)
     if as_json:
         click.echo(
-            json.dumps(
-                {"budgets": enforce.summary(ledger, checks), "session": session_id}, indent=2
-            )
+            json.dumps({"budgets": engine.summary(checks), "session": session_id}, indent=2)
         )
         return
     click.echo(
@@ -729,31 +718,17 @@ def _check(
     ledger: Any, found: Any, session_id: str | None, project: str, cfg: Any, *, as_json: bool
 ) -> None:
     """`status --check`: what a script runs after `claude -p`, which shows it no stop reason."""
-    from datetime import datetime
-
-    from tokenbudget import burn, enforce
+    from tokenbudget import engine, messages
     from tokenbudget import stops as kept
-    from tokenbudget.hook import _raise_hint
 
-    now = clock.now()
     tz = cfg.tz()
-    ctx = enforce.Context(
-        session_id=session_id,
-        project=project,
-        now=datetime.fromtimestamp(now, tz),
-        tz=tz,
-        week_start=cfg.week_start,
-    )
     # Without --session the next prompt starts a new session, and every command run starts
     # from zero: what is used up for it is a window, project or total budget.
-    over = [
-        c
-        for c, _ in enforce.check_all(found, ledger, ctx)
-        if c.blocks and c.state == "over" and c.budget.kind != "command"
-    ]
+    ctx = engine.context(cfg, clock.now(), session_id=session_id, project=project)
+    over = engine.used_up(engine.measure(found, ledger, ctx))
     stops = kept.read(session_id) if session_id is not None else []
-    reasons = [_stop_line(b, tz) for b in stops] + [
-        burn.block_message(c, rate=None, raise_hint=_raise_hint(c), tz=tz) for c in over
+    reasons = [messages.stop_line(b, tz) for b in stops] + [
+        messages.used_up_reason(c, tz) for c in over
     ]
     known = session_id is None or session_id in ledger["sessions"] or bool(stops)
     if as_json:
@@ -763,7 +738,7 @@ def _check(
                     "ok": not reasons,
                     "session": session_id,
                     "sessionKnown": known,
-                    "usedUp": enforce.summary(ledger, [(c, None) for c in over]),
+                    "usedUp": engine.summary(over),
                     "stops": stops,
                 },
                 indent=2,
@@ -781,20 +756,6 @@ def _check(
             )
     if reasons:
         sys.exit(1)
-
-
-def _stop_line(block: dict[str, Any], tz: Any) -> str:
-    from datetime import datetime
-
-    from tokenbudget import render
-
-    when = datetime.fromtimestamp(float(block.get("at") or 0), tz).strftime("%Y-%m-%d %H:%M")
-    what = "refused a prompt of" if block.get("what") == "refused" else "stopped a turn of"
-    first = str(block.get("reason", "")).split("\n", 1)[0].removeprefix("tokenbudget: ")
-    who = f"the {block['budget']} budget" if block.get("budget") else "tokenbudget"
-    return render.escape_controls(
-        f"tokenbudget: at {when} {who} {what} session {block.get('session')}: {first}"
-    )
 
 
 # --- installing into Claude Code -----------------------------------------------------------------

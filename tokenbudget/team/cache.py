@@ -129,9 +129,9 @@ def matches(project: str | None, name: str) -> bool:
 
 
 def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
-           now: float) -> list[tuple[Check, str | None]]:
+           now: float) -> list[Check]:
     """The team budgets measured from the cache plus the outbox; starts a background sync
-    when one is due. Called by the hook's decision, never waits on the network."""
+    when one is due. Called by the engine's judge, never waits on the network."""
     data = read_json(cache_file())
     _maybe_sync(ledger, event, now, float((data or {}).get("fetched") or 0))
     if not data or data.get("team") != cfg.team["team"] or not data.get("budgets"):
@@ -141,7 +141,7 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
     zone = ZoneInfo(str(data.get("timezone") or "UTC"))
     projects: dict[str, str] = data.get("projects") or {}
     here = project_of(ctx.project, projects)
-    out: list[tuple[Check, str | None]] = []
+    out: list[Check] = []
     for row in data["budgets"]:
         b = TeamBudget(row)
         if b.scope == "project" and not matches(here, b.scope_name):
@@ -167,7 +167,7 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
                 continue
             unpushed += sum(e[2:7]) if b.unit == "tokens" else (e[8] or 0.0)
         used = max(0.0, cached + unpushed)
-        out.append((evaluate(b, used, 0.0, ctx.now, end), first))
+        out.append(evaluate(b, used, 0.0, ctx.now, end, f"team {first}"))
     return out
 
 
