@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import platformdirs
@@ -48,3 +49,22 @@ def test_the_override_holds_everything(private_home: Path) -> None:
 )
 def test_is_session_id(text: str, ok: bool) -> None:
     assert paths.is_session_id(text) is ok
+
+
+def test_a_shared_folder_is_never_narrowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state folder set to /tmp or the home folder must not take them from everyone else."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp is
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o755)
+    monkeypatch.setenv("HOME", str(home))
+    own = tmp_path / "own"
+    own.mkdir()
+    own.chmod(0o755)
+    for folder in (shared, home, own):
+        paths.ensure_private_dir(folder)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE(home.stat().st_mode) == 0o755
+    assert stat.S_IMODE(own.stat().st_mode) == 0o700  # the user's own loose folder still is
