@@ -511,8 +511,17 @@ class Synth:
     def fork_from(self, c: Ctx, parent: Ctx, parent_lines: list[str]) -> None:
         """Start `c` as `--resume PARENT --fork-session`: the parent's lines, re-stamped."""
         c.fork_of = parent.sid
-        for line in parent_lines[parent.boundary:]:
-            d = json.loads(line)
+        copied = [json.loads(line) for line in parent_lines[parent.boundary:]]
+        if parent.boundary:
+            # After a compaction the last response before it is copied too, after the
+            # summary, its usage zeroed: the one copy that names the requester.
+            last = next((json.loads(line) for line in reversed(parent_lines[:parent.boundary])
+                         if '"type":"assistant"' in line), None)
+            if last is not None:
+                last.setdefault("requestSessionId", parent.sid)
+                last["message"]["usage"] = _zeroed(last["message"]["usage"])
+                copied.insert(2, last)
+        for d in copied:
             if d.get("type") not in ("user", "assistant", "attachment", "system"):
                 continue
             d["sessionId"] = c.sid
@@ -523,6 +532,13 @@ class Synth:
         c.cumulative = {m: list(v) for m, v in parent.cumulative.items()}
         c.context = parent.context
         c.parent_uuid = parent.parent_uuid
+
+
+def _zeroed(value: Any) -> Any:
+    """A usage object with every count 0, as Claude Code writes a copy after a compaction."""
+    if isinstance(value, dict):
+        return {k: _zeroed(v) for k, v in value.items()}
+    return 0 if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 def write_session(root: Path, c: Ctx) -> int:
@@ -615,6 +631,11 @@ def generate(out: Path, o: Options) -> dict[str, Any]:
             ts = min(parent[0].last_ts + rng.uniform(60, 3 * 86400), o.end - 3600)
             synth.fork_from(c, parent[0], parent[1])
         base = written
+        if c.fork_of and o.compaction and rng.random() < o.compaction:
+            # A fork whose only work is /compact: a fork of it names the first session in
+            # all its copies, but starts from this one's total.
+            ts = synth.compaction(c, ts, "/compact")
+            p["turns"] = [[]]
         for pi, turns in enumerate(p["turns"]):
             if pi:
                 ts += rng.uniform(600, 3 * 86400)  # `claude -c` later on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -66,13 +67,25 @@ def truth_per_session(case: str, sessions: list[str]) -> dict[str, Usage]:
     return {str(t["session"]): truth_usage(case, str(t["session"])) for t in truth(case)}
 
 
-ORDERS = ("sorted", "reversed", "shuffled")
+ORDERS = ("sorted", "reversed", "shuffled", "files")
 DISCOVER = transcripts.discover
+
+
+def every_file_order(dirs: list[Path]) -> Iterator[list[tuple[Path, str, bool]]]:
+    """Every order of every transcript transcripts.discover() finds, subagents' included
+    (before or after their session's): for the few files of a recorded fixture."""
+    yield from (list(p) for p in itertools.permutations(DISCOVER(dirs)))
 
 
 def discover_in(order: str, dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
     """transcripts.discover() with its sessions in another order (each one's subagents still
-    before its transcript): a backfill must not depend on which file it reads first."""
+    before its transcript; with "files", every file shuffled on its own, a subagent's after
+    its session's too): a backfill must not depend on which file it reads first."""
+    if order == "files":
+        found = list(DISCOVER(dirs))
+        random.Random(12).shuffle(found)
+        yield from found
+        return
     groups: dict[tuple[Path, str], list[tuple[Path, str, bool]]] = {}
     for path, sid, sub in DISCOVER(dirs):
         folder = path.parents[2] if sub else path.parent

@@ -13,6 +13,7 @@ from tests.helpers import (
     FORK_CASES,
     ORDERS,
     discover_in,
+    every_file_order,
     install_fixture,
     truth,
     truth_per_session,
@@ -71,6 +72,34 @@ def test_each_session_is_charged_exactly_its_own_requests_in_any_order(
     assert per_session == truth_per_session(case, list(per_session))
     again = query.group("command", query.cells(store.snapshot(), {}), UTC)
     assert [(g.key, g.usage) for g in again] == [(g.key, g.usage) for g in by_command]
+
+
+@pytest.mark.parametrize("case", FORK_CASES)
+def test_forks_read_in_every_order_of_their_files_split_the_same(
+    case: str, private_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Every permutation of the fixture's files (folders and files, a subagent's before or
+    # after its session's): each session is charged its truth, each command the same.
+    from tokenbudget.ledger import Ledger
+
+    install_fixture(case, private_home / ".claude")
+
+    def split(ledger: Ledger) -> tuple[dict[str, Usage], list[tuple[str, Usage]]]:
+        sessions = query.group("session", query.cells(ledger, {}), UTC)
+        commands = query.group("command", query.cells(ledger, {}), UTC)
+        return {g.key: g.usage for g in sessions}, [(g.key, g.usage) for g in commands]
+
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    per_session, by_command = split(store.snapshot())
+    assert per_session == truth_per_session(case, list(per_session))
+    orders = list(every_file_order([private_home / ".claude"]))
+    assert len(orders) >= 2
+    for n, order in enumerate(orders):
+        monkeypatch.setattr(transcripts, "discover", lambda dirs, o=order: iter(o))
+        fresh = sync.JsonFileStore(tmp_path / f"order-{n}.json")
+        sync.sync_all(fresh, now=1795887600.0)
+        assert split(fresh.snapshot()) == (per_session, by_command), [p.name for p, *_ in order]
 
 
 def test_subagent_usage_belongs_to_the_parent_session(private_home: Path) -> None:
@@ -664,8 +693,9 @@ def test_subagents_of_slash_commands_in_forks_count_for_the_command(private_home
 def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
     private_home: Path,
 ) -> None:
-    # bench/synth.py's forks of sessions with subagents and compactions, forks of forks: each
-    # session's total is the generator's truth, read in any order.
+    # bench/synth.py's forks of sessions with subagents and compactions, forks of forks (of
+    # forks whose only work was /compact too): each session's total is the generator's truth,
+    # and each command's the same, read in any order of sessions or of files.
     import importlib.util
     import re
     import sys
@@ -688,6 +718,7 @@ def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
         forks += bool(origins)
         elsewhere += any(not (path.parent / f"{o.decode()}.jsonl").exists() for o in origins)
     assert forks > 20 and elsewhere > 3
+    by_command: list[tuple[str, Usage]] | None = None
     for order in ORDERS:
         store = sync.open_store()
         Path(store.file).unlink(missing_ok=True)
@@ -696,6 +727,10 @@ def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
             sync.sync_all(store, now=1795800000.0)
         per_session = {sid: u.total for sid, u in session_totals(store).items() if u.total}
         assert per_session == truth_doc["session_totals"], order
+        groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
+        split = [(g.key, g.usage) for g in groups]
+        assert split == (by_command if by_command is not None else split), order
+        by_command = split
 
 
 def test_a_subagent_that_compacts_on_its_own_is_counted_for_its_session(

@@ -1,4 +1,4 @@
-"""The budget rules: limits, windows, 5-hour blocks, merging, checks and messages."""
+"""The budget rules: limits, windows, 5-hour blocks, merging, checks and decisions."""
 
 from __future__ import annotations
 
@@ -18,18 +18,14 @@ from tokenbudget.budgets import (
     decide,
     evaluate,
     expected_cost,
-    format_duration,
     format_limit,
-    label,
     limit_arg,
     merge,
     parse_limit,
     parse_warn_at,
     project_matches,
-    reason_text,
     suggest_limit,
     warn_key,
-    warning_text,
     window,
 )
 from tokenbudget.errors import ConfigError
@@ -470,78 +466,7 @@ def test_warn_key_once_per_window() -> None:
     )
 
 
-def test_a_command_that_never_fits_its_budget_says_so_plainly() -> None:
-    c = check(Budget("command", 20_000, name="/test"), 0, expected=24_310)
-    assert reason_text(c, raise_hint="", allow_hint="") == (
-        "tokenbudget: /test usually takes 24.3k, more than its 20k budget: raise it to at least"
-        " 25k, or `tokenbudget allow`."
-    )
-    fits = check(Budget("command", 30_000, name="/test"), 0, expected=24_310)
-    assert reason_text(fits, raise_hint="", allow_hint="").startswith(
-        "tokenbudget: the /test budget"
-    )
-
-
-# ---------------------------------------------------------------- messages
-
-
-def test_reason_text_when_a_command_would_exceed() -> None:
-    c = check(Budget("daily", 200_000), 182_345, expected=25_000)
-    assert reason_text(c, raise_hint="tokenbudget budget set daily 400k",
-                       allow_hint="tokenbudget allow") == (
-        "tokenbudget: the daily budget would be exceeded.\n"
-        "Used 182.3k of 200k tokens; this command is expected to take about 25k more.\n"
-        "Resets at 00:00 (in 3h 12m).\n"
-        "To raise it: tokenbudget budget set daily 400k\n"
-        "To let one prompt through: tokenbudget allow"
-    )
-
-
-def test_reason_text_in_dollars_when_used_up() -> None:
-    c = evaluate(Budget("weekly", 5, "usd"), 5.123, 0, NOW, utc(2024, 6, 16, 22))
-    assert reason_text(c, raise_hint="tokenbudget budget set weekly 10usd", allow_hint="") == (
-        "tokenbudget: the weekly budget is used up.\n"
-        "Used $5.12 of $5.00.\n"
-        "Resets on Mon 17 Jun at 00:00 (in 6d 3h).\n"
-        "To raise it: tokenbudget budget set weekly 10usd"
-    )
-
-
-def test_reason_text_for_budgets_that_do_not_reset() -> None:
-    team = Budget("total", 4.12, "usd", project="/p", source="project")
-    c = evaluate(team, 4.12, 0, NOW, None)
-    assert reason_text(c, raise_hint="", allow_hint="tokenbudget allow") == (
-        "tokenbudget: this project's all-time budget is used up.\n"
-        "Used $4.12 of $4.12.\n"
-        "Never resets.\n"
-        "To let one prompt through: tokenbudget allow"
-    )
-    run = evaluate(Budget("command", 50_000, name="/test"), 50_000, 0, NOW, None)
-    assert reason_text(run, raise_hint="", allow_hint="").splitlines()[2] == (
-        "Counts each run of /test on its own."
-    )
-
-
-def test_warning_text() -> None:
-    c = check(Budget("daily", 200_000, project="/p"), 170_000)
-    assert warning_text(c) == (
-        "tokenbudget: the daily budget for /p is at 85% (170k of 200k tokens); "
-        "resets at 00:00 (in 3h 12m)."
-    )
-
-
-def test_labels() -> None:
-    assert label(Budget("5h", 1)) == "the 5-hour budget"
-    assert label(Budget("session", 1, source="project")) == "this project's session budget"
-    assert label(Budget("command", 1, name="/test")) == "the /test budget"
-    assert label(Budget("project", 1, name="/p")) == "the budget for /p"
-
-
-def test_format_duration() -> None:
-    assert format_duration(timedelta(hours=3, minutes=12)) == "3h 12m"
-    assert format_duration(timedelta(seconds=10)) == "1m"  # never "0m" before it happens
-    assert format_duration(timedelta(hours=2)) == "2h"
-    assert format_duration(timedelta(days=6, hours=3, minutes=1)) == "6d 3h"
+# ---------------------------------------------------------------- suggested limits
 
 
 def test_suggest_limit() -> None:

@@ -1,4 +1,4 @@
-"""Burn rate and projection: the numbers from hour buckets, and the exact words of the messages."""
+"""Burn rate and projection: numbers from hour buckets, and the hook messages that carry them."""
 
 from __future__ import annotations
 
@@ -115,92 +115,6 @@ def test_runs_out_in() -> None:
     assert burn.runs_out_in(daily(500_000, 425_000), 120_000) == timedelta(minutes=37.5)
     assert burn.runs_out_in(daily(500_000, 500_000), 120_000) is None
     assert burn.runs_out_in(daily(500_000, 1), 0) is None
-
-
-# --- words ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("check", "rate", "text"),
-    [
-        (
-            daily(500_000, 425_000),
-            120_000,
-            "Burn rate: 120k tokens/h over the last hour; at that rate it runs out in about 38m.",
-        ),
-        (
-            daily(500_000, 425_000),
-            5_000,
-            "Burn rate: 5k tokens/h over the last hour; at that rate it lasts until it resets.",
-        ),
-        (daily(500_000, 600_000), 120_000, "Burn rate: 120k tokens/h over the last hour."),
-        (daily(500_000, 425_000), 0, "Burn rate: nothing used in the last hour."),
-        (
-            daily(20, 16, "usd"),
-            1.5,
-            "Burn rate: $1.50/h over the last hour; at that rate it runs out in about 2h 40m.",
-        ),
-        (
-            daily(20, 16, "usd"),
-            0.004,
-            "Burn rate: $0.0040/h over the last hour; at that rate it lasts until it resets.",
-        ),
-        (daily(500_000, 425_000), None, ""),
-    ],
-)
-def test_burn_text(check: Any, rate: float | None, text: str) -> None:
-    assert burn.burn_text(check, rate) == text
-
-
-def test_warning_message_in_full() -> None:
-    check = daily(500_000, 425_000, project="/p")
-    text = burn.warning_message(
-        check, rate=120_000, raise_hint="tokenbudget budget set daily 1M --project /p"
-    )
-    assert text == (
-        "tokenbudget: the daily budget for /p is at 85% (425k of 500k tokens); resets at 00:00"
-        " (in 6h 30m).\n"
-        "Burn rate: 120k tokens/h over the last hour; at that rate it runs out in about 38m.\n"
-        "To raise it: tokenbudget budget set daily 1M --project /p\n"
-        "To let one prompt through once it blocks: tokenbudget allow"
-    )
-
-
-def test_a_warn_only_budget_offers_no_allow() -> None:
-    check = daily(500_000, 510_000, mode="warn")
-    text = burn.warning_message(check, rate=0, raise_hint="tokenbudget budget set daily 1M")
-    assert text == (
-        "tokenbudget: the daily budget is used up (510k of 500k tokens); resets at 00:00"
-        " (in 6h 30m).\n"
-        "Burn rate: nothing used in the last hour.\n"
-        "To raise it: tokenbudget budget set daily 1M"
-    )
-
-
-def test_block_message_in_full() -> None:
-    check = daily(500_000, 500_000)
-    text = burn.block_message(check, rate=90_000, raise_hint="tokenbudget budget set daily 1M")
-    assert text == (
-        "tokenbudget: the daily budget is used up.\n"
-        "Used 500k of 500k tokens.\n"
-        "Resets at 00:00 (in 6h 30m).\n"
-        "Burn rate: 90k tokens/h over the last hour.\n"
-        "To raise it: tokenbudget budget set daily 1M\n"
-        "To let one prompt through: tokenbudget allow"
-    )
-
-
-def test_block_message_of_a_command_has_no_rate() -> None:
-    b = Budget("command", 5000, name="/test")
-    check = evaluate(b, 0, 9200, NOW_DT, None)
-    hint = "tokenbudget budget set command /test 10k"
-    text = burn.block_message(check, rate=None, raise_hint=hint)
-    assert text == (
-        "tokenbudget: /test usually takes 9.2k, more than its 5k budget: raise it to at least"
-        " 9.2k, or `tokenbudget allow`.\n"
-        "To raise it: tokenbudget budget set command /test 10k\n"
-        "To let one prompt through: tokenbudget allow"
-    )
 
 
 # --- through the hook -------------------------------------------------------------------------

@@ -194,6 +194,27 @@ def test_a_plugin_folder_gone_or_seen_long_ago_does_not_count(
     assert [f.title for f in report.findings] == ["hooks are not registered anywhere"]
 
 
+def test_doctor_says_what_a_prompt_here_would_meet(private_home: Path, recorded_day: float) -> None:
+    from tokenbudget import config, sync
+    from tokenbudget.budgets import Budget
+
+    install_fixture("loop", private_home / ".claude")
+    sync.sync_all(sync.open_store())
+    here = Path("/home/dev/project")
+    cfg = config.Config(timezone="UTC")
+    meets = []
+    for budgets in ([Budget("daily", 10_000), Budget("weekly", 20_000)],
+                    [Budget("daily", 20_000), Budget("weekly", 1_000_000)],
+                    [Budget("daily", 1_000_000)],
+                    [Budget("daily", 1_000, project="/elsewhere")]):
+        report = doctor.Report()
+        doctor.check_prompt(report, cfg, budgets, here)
+        [finding] = report.findings
+        assert (finding.ok, finding.title) == (True, "a prompt here now would meet")
+        meets.append(finding.detail)
+    assert meets == ["block (daily: 185% used)", "warn (daily: 93% used)", "allow", "allow"]
+
+
 def test_a_quick_start_whose_folders_moved_is_a_problem(private_home: Path, tmp_path: Path) -> None:
     settings = private_home / ".claude" / "settings.json"
     paths = claude_settings.site_paths(sys.executable)

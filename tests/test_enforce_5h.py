@@ -49,7 +49,7 @@ def _reference(ledger: dict[str, Any], b: Budget, now: datetime) -> tuple[float,
         datetime.fromtimestamp(cell[i], UTC)
         for per_project in ledger["hours"].values()
         for project, cell in per_project.items()
-        if enforce._in_scope(b, project) and cell[0]
+        if rules.applies_to(b, project) and cell[0]
         for i in (2, 3)
     ]
     start, end = _reference_window(moments, now)

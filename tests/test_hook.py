@@ -324,7 +324,7 @@ def test_the_raise_hint_keeps_warn_mode(private_home: Path) -> None:
     ],
 )
 def test_what_counts_as_a_slash_command(prompt: str, command: str) -> None:
-    from tokenbudget.hook import command_of_prompt
+    from tokenbudget.engine import command_of_prompt
     from tokenbudget.transcripts import command_of
 
     assert command_of_prompt(prompt) == command

@@ -57,3 +57,33 @@ def test_a_hook_call_with_nothing_new_imports_none_of_them(private_home: Path, n
     out = subprocess.run([sys.executable, "-S", "-c", code, name], input=event,
                          capture_output=True, check=True, cwd=REPO)
     assert (out.stdout, out.stderr) == (b"{}\n", b"\n")
+
+
+def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -> None:
+    # Without -S, so that psycopg could be imported: the point is that nothing does.
+    import json
+
+    from tests.helpers import install_fixture
+    from tokenbudget import hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    team = {"dsn": "host=/nowhere dbname=t", "team": "core", "member": "ann@a"}
+    (state / "config.json").write_text(json.dumps({"team": team}))
+    budget = {"kind": "daily", "scope": "team", "name": "", "limit": 9e8, "unit": "tokens",
+              "mode": "block", "warn_at": 0.8}
+    (state / "team-cache.json").write_text(json.dumps({
+        "version": 1, "team": "core", "member": "ann@a", "fetched": 4e9, "timezone": "UTC",  # fresh
+        "week_start": 0, "projects": {}, "totals": [], "budgets": [budget]}))
+    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                        "cwd": "/home/dev/project", "prompt_id": "p-1",
+                        "prompt": "go on"}).encode()
+    assert hook.handle("Stop", event) == {}
+    code = ("import sys; from tokenbudget.hook import main; main(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'tokenbudget.team'))"
+            "), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, "UserPromptSubmit"], input=event,
+                         capture_output=True, check=True, cwd=REPO)
+    loaded = b"['tokenbudget.team', 'tokenbudget.team.cache']\n"  # the cache reader alone
+    assert (out.stdout, out.stderr) == (b"{}\n", loaded)

@@ -568,7 +568,7 @@ def test_status_line_escapes_a_budget_name() -> None:
 
     budget = Budget("command", 1000, name="/x\x1b[2J")
     check = evaluate(budget, 500, 0, datetime(2026, 11, 28, tzinfo=UTC), None)
-    text = render_status([(check, None)], color=False, tz=UTC)
+    text = render_status([check], color=False, tz=UTC)
     assert "\x1b" not in text
     assert text.startswith("command /x\\x1b[2J ")
     assert "counts each run of /x\\x1b[2J on its own" in text

@@ -1,4 +1,7 @@
-"""Budget rules: numbers in, decision out. No I/O and no clock: the caller passes `now`."""
+"""Budget rules: numbers in, decision out. No I/O and no clock: the caller passes `now`.
+
+What a decision says is `messages`' concern.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from .errors import ConfigError
 from .numfmt import exact_tokens
-from .numfmt import format_amount as format_amount  # messages here; callers still import it here
+from .numfmt import format_amount as format_amount  # callers still import it here
 from .numfmt import format_limit as format_limit
 from .record import Frozen
 
@@ -246,6 +249,11 @@ class Budget(Frozen):
         return text if self.project is None else f"{text}@{self.project}"
 
     @property
+    def scope(self) -> str | None:
+        """The folder the budget is limited to: a project budget's own, a window's `project`."""
+        return self.name if self.kind == "project" else self.project
+
+    @property
     def key(self) -> tuple[str, str | None, str | None, str]:
         """What makes two budgets the same one: kind, name, project scope and unit."""
         return (self.kind, self.name, self.project, self.unit)
@@ -350,8 +358,11 @@ def _checked_path(field: str, path: str) -> str:
 
 
 def applies_to(budget: Budget, project_dir: str | None) -> bool:
-    """Can work in `project_dir` (None: outside any project) count toward this budget?"""
-    scope = budget.name if budget.kind == "project" else budget.project
+    """Can work in `project_dir` (None: outside any project) count toward this budget?
+
+    The one project-scope rule: measuring, deciding, the burn rate and the config all ask it.
+    """
+    scope = budget.scope
     if scope is None:
         return True
     return project_dir is not None and project_matches(scope, project_dir)
@@ -511,7 +522,7 @@ class Check(Frozen):
     """One budget measured at one moment."""
 
     _fields = ("budget", "used", "expected", "limit", "fraction", "resets_at", "state",
-               "would_exceed", "blocks", "now")
+               "would_exceed", "blocks", "now", "window")
     __slots__ = _fields
     budget: Budget
     used: float
@@ -523,6 +534,7 @@ class Check(Frozen):
     would_exceed: bool  # used + expected > limit
     blocks: bool  # block mode, and over or would exceed
     now: datetime  # messages show clock times in this datetime's zone unless given another
+    window: str | None  # which window was measured (its start, a session or run id): warn once
 
     def __init__(
         self,
@@ -536,14 +548,20 @@ class Check(Frozen):
         would_exceed: bool,
         blocks: bool,
         now: datetime,
+        window: str | None = None,
     ) -> None:
         self._set(budget=budget, used=used, expected=expected, limit=limit, fraction=fraction,
                   resets_at=resets_at, state=state, would_exceed=would_exceed, blocks=blocks,
-                  now=now)
+                  now=now, window=window)
 
 
 def evaluate(
-    budget: Budget, used: float, expected: float, now: datetime, resets_at: datetime | None
+    budget: Budget,
+    used: float,
+    expected: float,
+    now: datetime,
+    resets_at: datetime | None,
+    window: str | None = None,
 ) -> Check:
     """Measure `used` (plus the `expected` cost of what comes next) against a budget."""
     if used < 0 or expected < 0:
@@ -559,7 +577,7 @@ def evaluate(
         state = "ok"
     blocks = budget.mode == "block" and (state == "over" or would_exceed)
     return Check(budget, used, expected, budget.limit, fraction, resets_at, state,
-                 would_exceed, blocks, now)
+                 would_exceed, blocks, now, window)
 
 
 class Decision(Frozen):
@@ -605,109 +623,3 @@ def warn_key(
         where = window_start or "all"  # a session or run id, or all time
     # The limit too: after it changes, crossing the threshold again is news again.
     return f"{budget.id}|{budget.unit}|{where}|{level}|{budget.limit:g}"
-
-
-# ---------------------------------------------------------------- messages
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-ALLOW_COMMAND = "tokenbudget allow"
-_KIND_WORDS = {"total": "all-time", "5h": "5-hour"}
-
-
-def label(budget: Budget) -> str:
-    """How messages name a budget: `the daily budget`, `this project's /test budget`."""
-    if budget.kind == "command":
-        what = f"{budget.name} budget"
-    elif budget.kind == "project":
-        what = "all-time budget" if budget.source == "project" else f"budget for {budget.name}"
-    else:
-        what = f"{_KIND_WORDS.get(budget.kind, budget.kind)} budget"
-        if budget.project is not None and budget.source == "user":
-            what += f" for {budget.project}"
-    return f"this project's {what}" if budget.source == "project" else f"the {what}"
-
-
-def format_duration(delta: timedelta) -> str:
-    """`3h 12m`, `2d 4h`, `45m`: whole minutes, rounded up so it never reads 0m too early."""
-    minutes = max(0, math.ceil(delta.total_seconds() / 60))
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m"
-
-
-def resets_text(check: Check, tz: tzinfo | None = None) -> str:
-    """When the budget frees up: `resets at 00:00 (in 3h 12m)`, `never resets`, ..."""
-    if check.resets_at is None:
-        if check.budget.kind == "session":
-            return "resets when a new session starts"
-        if check.budget.kind == "command":
-            return f"counts each run of {check.budget.name} on its own"
-        return "never resets"
-    zone = tz or check.now.tzinfo or UTC
-    left = check.resets_at - check.now
-    if left <= timedelta(0):
-        return "resets now"
-    local = check.resets_at.astimezone(zone)
-    clock = f"{local:%H:%M}"
-    if left > timedelta(hours=24):
-        clock = f"on {_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} at {clock}"
-    else:
-        clock = f"at {clock}"
-    return f"resets {clock} (in {format_duration(left)})"
-
-
-def _used_line(check: Check) -> str:
-    unit = check.budget.unit
-    used, limit = format_amount(check.used, unit), format_limit(check.limit, unit)
-    line = f"Used {used} of {limit}"
-    if check.expected > 0:
-        expected = format_amount(check.expected, unit)
-        line += f"; this command is expected to take about {expected} more"
-    return line + "."
-
-
-def reason_text(
-    check: Check, *, raise_hint: str, allow_hint: str, tz: tzinfo | None = None
-) -> str:
-    """The message for a refusal: which budget, how far, when it resets, how to go on."""
-    name = label(check.budget)
-    b = check.budget
-    if b.kind == "command" and check.used < check.limit < check.expected:
-        # No run of it fits: waiting for a reset would not help, only a higher limit.
-        usual = format_amount(check.expected, b.unit)
-        least = format_amount(round_limit(check.expected, b.unit), b.unit)
-        lines = [
-            f"tokenbudget: {b.name} usually takes {usual}, more than its "
-            f"{format_amount(check.limit, b.unit)} budget: raise it to at least {least}, or "
-            f"`{ALLOW_COMMAND}`."
-        ]
-    else:
-        head = f"{name} is used up" if check.used >= check.limit else f"{name} would be exceeded"
-        lines = [f"tokenbudget: {head}.", _used_line(check), _capital(resets_text(check, tz)) + "."]
-    if raise_hint:
-        lines.append(f"To raise it: {raise_hint}")
-    if allow_hint:
-        lines.append(f"To let one prompt through: {allow_hint}")
-    return "\n".join(lines)
-
-
-def warning_text(check: Check, *, tz: tzinfo | None = None) -> str:
-    """A one-line heads-up for a budget past its warning threshold (or over, in warn mode)."""
-    unit = check.budget.unit
-    amount = f"{format_amount(check.used, unit)} of {format_limit(check.limit, unit)}"
-    if check.state == "over":
-        state = "is used up"
-    elif check.would_exceed and check.fraction < check.budget.warn_at:
-        state = "may be exceeded by this command"
-    else:
-        state = f"is at {math.floor(check.fraction * 100)}%"
-    return f"tokenbudget: {label(check.budget)} {state} ({amount}); {resets_text(check, tz)}."
-
-
-def _capital(text: str) -> str:
-    return text[:1].upper() + text[1:]

@@ -1,29 +1,21 @@
 """How fast a budget is being used: its rate over the last hour, and when that rate runs it out.
 
-Pure: the ledger and `now` in, numbers and text out. The ledger keeps recent usage in 15-minute
-buckets with the first and last activity of each, so "the last hour" takes the buckets inside
-it and the part of an older one inside the hour, as if its usage were spread evenly over its
-activity.
+Pure: the ledger and `now` in, numbers out (`messages.burn_text` words them). The ledger keeps
+recent usage in 15-minute buckets with the first and last activity of each, so "the last hour"
+takes the buckets inside it and the part of an older one inside the hour, as if its usage were
+spread evenly over its activity.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from tokenbudget.budgets import (
-    ALLOW_COMMAND,
-    applies_to,
-    format_duration,
-    reason_text,
-    warning_text,
-)
+from tokenbudget.budgets import applies_to
 from tokenbudget.ledger import BUCKET
-from tokenbudget.numfmt import format_amount
 
 TYPE_CHECKING = False  # mypy reads it as true: these names are for the type checker only
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from datetime import tzinfo
 
     from tokenbudget.budgets import Budget, Check
     from tokenbudget.ledger import Ledger
@@ -104,65 +96,9 @@ def last_hour(
     return sum(spread(c[i], c[2], c[3], now - HOUR, now) for c in cells)
 
 
-def per_hour(amount: float, budget: Budget) -> str:
-    """`120k tokens/h` or `$1.20/h` (sub-cent rates keep their digits)."""
-    text = format_amount(amount, budget.unit)
-    return f"{text}/h" if budget.unit == "usd" else f"{text} tokens/h"
-
-
 def runs_out_in(check: Check, rate: float) -> timedelta | None:
     """How long, at `rate` an hour, until the budget's limit is reached; None if never."""
     left = check.limit - check.used
     if left <= 0 or rate <= 0:
         return None
     return timedelta(hours=left / rate)
-
-
-def burn_text(check: Check, rate: float | None) -> str:
-    """`Burn rate: 120k tokens/h over the last hour; at that rate it runs out in about 38m.`"""
-    if rate is None:
-        return ""
-    if rate <= 0:
-        return "Burn rate: nothing used in the last hour."
-    head = f"Burn rate: {per_hour(rate, check.budget)} over the last hour"
-    eta = runs_out_in(check, rate)
-    if eta is None:
-        return head + "."
-    if check.resets_at is not None and check.now + eta >= check.resets_at:
-        return head + "; at that rate it lasts until it resets."
-    return head + f"; at that rate it runs out in about {format_duration(eta)}."
-
-
-def block_message(
-    check: Check,
-    *,
-    rate: float | None,
-    raise_hint: str,
-    allow_hint: str = ALLOW_COMMAND,
-    tz: tzinfo | None = None,
-) -> str:
-    """A refusal: which budget, used of limit, when it resets, the burn rate, how to go on."""
-    lines = [reason_text(check, raise_hint="", allow_hint="", tz=tz)]
-    burn = burn_text(check, rate)
-    if burn:
-        lines.append(burn)
-    if raise_hint:
-        lines.append(f"To raise it: {raise_hint}")
-    if allow_hint:
-        lines.append(f"To let one prompt through: {allow_hint}")
-    return "\n".join(lines)
-
-
-def warning_message(
-    check: Check, *, rate: float | None, raise_hint: str, tz: tzinfo | None = None
-) -> str:
-    """A heads-up at the threshold: the warning line, the burn rate and how to go on."""
-    lines = [warning_text(check, tz=tz)]
-    burn = burn_text(check, rate)
-    if burn:
-        lines.append(burn)
-    if raise_hint:
-        lines.append(f"To raise it: {raise_hint}")
-    if check.budget.mode == "block":  # a warn-only budget never refuses: nothing to let through
-        lines.append(f"To let one prompt through once it blocks: {ALLOW_COMMAND}")
-    return "\n".join(lines)

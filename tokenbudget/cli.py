@@ -224,7 +224,9 @@ def _parse_date(value: str | None, name: str) -> date | None:
 @main.command()
 @click.option(
     "--by",
-    type=click.Choice(["day", "week", "month", "session", "project", "command", "model", "block"]),
+    type=click.Choice(
+        ["day", "week", "month", "session", "project", "command", "model", "block", "member"]
+    ),
     default="day",
     show_default=True,
     help="How to group the usage.",
@@ -243,6 +245,8 @@ def _parse_date(value: str | None, name: str) -> date | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write one self-contained HTML page (charts, top sessions and commands) to FILE.",
 )
+@click.option("--team", "for_team", is_flag=True,
+              help="The team's usage, from the team database (--by member too).")
 def report(
     by: str,
     since: str | None,
@@ -252,6 +256,7 @@ def report(
     as_csv: bool,
     exact: bool,
     html_file: Path | None,
+    for_team: bool,
 ) -> None:
     """Usage and cost, grouped by day, week, month, session, project, command, model or block."""
     from dataclasses import replace
@@ -263,6 +268,14 @@ def report(
         raise click.UsageError("choose one of --json, --csv and --html")
     if exact and (as_json or as_csv or html_file is not None):
         raise click.UsageError("--exact is for the table: --json and --csv are exact already")
+    if for_team or by == "member":
+        from tokenbudget.team import commands as team_commands
+
+        if not for_team:
+            raise click.UsageError("--by member goes with --team")
+        click.echo(team_commands.team_report(by, since, until, project, as_json, as_csv, exact,
+                                             html_file), nl=False)
+        return
     filt = query.Filter(
         since=_parse_date(since, "--since"),
         until=_parse_date(until, "--until"),
@@ -416,12 +429,24 @@ def _budget_arguments(command: Any) -> Any:
 @click.option(
     "--dry-run", is_flag=True, help="Do not set it: replay your history through it instead."
 )
+@click.option("--team", "for_team", is_flag=True,
+              help="Set it in the team database, for every member (with --project: a git"
+              " remote URL or repository name).")
+@click.option("--per-member", is_flag=True, help="With --team: the limit of each member.")
 def budget_set(
-    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None, dry_run: bool
+    kind: str, args: tuple[str, ...], mode: str, warn_at: str, project: str | None,
+    dry_run: bool, for_team: bool, per_member: bool,
 ) -> None:
     """Set a budget: KIND [NAME] LIMIT, e.g. `daily 200k`, `command /test 50k`, `total $20`."""
     from tokenbudget import budgets, config
 
+    if for_team or per_member:
+        from tokenbudget.team import commands as team_commands
+
+        if not for_team:
+            raise click.UsageError("--per-member goes with --team")
+        click.echo(team_commands.set_team_budget(kind, args, mode, warn_at, project, per_member))
+        return
     b = _budget_from_args(kind, args, mode, warn_at, project)
     if dry_run:
         _replay(b, None, None, as_json=False)
@@ -655,9 +680,7 @@ def allow() -> None:
 )
 def status(as_json: bool, session_id: str | None, check: bool) -> None:
     """Every budget with used, remaining, when it resets and whether it blocks now."""
-    from datetime import datetime
-
-    from tokenbudget import config, enforce, render, status_view
+    from tokenbudget import config, engine, render, status_view
 
     try:
         cfg = _config()
@@ -678,21 +701,12 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
         return
     if session_id is None:
         session_id = status_view.latest_session(ledger, str(root))
-    ctx = enforce.Context(
-        session_id=session_id,
-        project=str(root),
-        now=datetime.fromtimestamp(clock.now(), tz),
-        tz=tz,
-        week_start=cfg.week_start,
-        listing=True,
-    )
     # Command budgets are per run: they are shown against the last run of their command.
-    checks = enforce.check_all(found, ledger, ctx)
+    ctx = engine.context(cfg, clock.now(), session_id=session_id, project=str(root), listing=True)
+    checks = engine.measure(found, ledger, ctx)
     if as_json:
         click.echo(
-            json.dumps(
-                {"budgets": enforce.summary(ledger, checks), "session": session_id}, indent=2
-            )
+            json.dumps({"budgets": engine.summary(checks), "session": session_id}, indent=2)
         )
         return
     click.echo(
@@ -704,31 +718,17 @@ def _check(
     ledger: Any, found: Any, session_id: str | None, project: str, cfg: Any, *, as_json: bool
 ) -> None:
     """`status --check`: what a script runs after `claude -p`, which shows it no stop reason."""
-    from datetime import datetime
-
-    from tokenbudget import burn, enforce
+    from tokenbudget import engine, messages
     from tokenbudget import stops as kept
-    from tokenbudget.hook import _raise_hint
 
-    now = clock.now()
     tz = cfg.tz()
-    ctx = enforce.Context(
-        session_id=session_id,
-        project=project,
-        now=datetime.fromtimestamp(now, tz),
-        tz=tz,
-        week_start=cfg.week_start,
-    )
     # Without --session the next prompt starts a new session, and every command run starts
     # from zero: what is used up for it is a window, project or total budget.
-    over = [
-        c
-        for c, _ in enforce.check_all(found, ledger, ctx)
-        if c.blocks and c.state == "over" and c.budget.kind != "command"
-    ]
+    ctx = engine.context(cfg, clock.now(), session_id=session_id, project=project)
+    over = engine.used_up(engine.measure(found, ledger, ctx))
     stops = kept.read(session_id) if session_id is not None else []
-    reasons = [_stop_line(b, tz) for b in stops] + [
-        burn.block_message(c, rate=None, raise_hint=_raise_hint(c), tz=tz) for c in over
+    reasons = [messages.stop_line(b, tz) for b in stops] + [
+        messages.used_up_reason(c, tz) for c in over
     ]
     known = session_id is None or session_id in ledger["sessions"] or bool(stops)
     if as_json:
@@ -738,7 +738,7 @@ def _check(
                     "ok": not reasons,
                     "session": session_id,
                     "sessionKnown": known,
-                    "usedUp": enforce.summary(ledger, [(c, None) for c in over]),
+                    "usedUp": engine.summary(over),
                     "stops": stops,
                 },
                 indent=2,
@@ -756,20 +756,6 @@ def _check(
             )
     if reasons:
         sys.exit(1)
-
-
-def _stop_line(block: dict[str, Any], tz: Any) -> str:
-    from datetime import datetime
-
-    from tokenbudget import render
-
-    when = datetime.fromtimestamp(float(block.get("at") or 0), tz).strftime("%Y-%m-%d %H:%M")
-    what = "refused a prompt of" if block.get("what") == "refused" else "stopped a turn of"
-    first = str(block.get("reason", "")).split("\n", 1)[0].removeprefix("tokenbudget: ")
-    who = f"the {block['budget']} budget" if block.get("budget") else "tokenbudget"
-    return render.escape_controls(
-        f"tokenbudget: at {when} {who} {what} session {block.get('session')}: {first}"
-    )
 
 
 # --- installing into Claude Code -----------------------------------------------------------------
@@ -909,6 +895,15 @@ def doctor(as_json: bool) -> None:
     click.echo(doc.to_json(report) if as_json else doc.render(report), nl=as_json)
     if not report.ok:
         sys.exit(1)
+
+
+def _add_team_commands() -> None:
+    from tokenbudget.team.commands import team
+
+    main.add_command(team)
+
+
+_add_team_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,8 +31,10 @@ RATE_NAMES = frozenset(Usage._fields)
 
 _SETTINGS = frozenset({
     "version", "budgets", "timezone", "week_start", "fail_closed", "lock_timeout_seconds",
-    "context_hint", "retention_days", "prices",
+    "context_hint", "retention_days", "prices", "team",
 })
+# Team mode (`tokenbudget team join`): where the team's database is and who this member is.
+TEAM_FIELDS = ("dsn", "team", "member")
 
 
 def _q(value: object) -> str:
@@ -43,7 +45,7 @@ class Config(Frozen):
     """Everything in config.json; the defaults are what a missing file means."""
 
     _fields = ("budgets", "timezone", "week_start", "fail_closed", "lock_timeout_seconds",
-               "context_hint", "retention_days", "prices")
+               "context_hint", "retention_days", "prices", "team")
     __slots__ = _fields
     budgets: tuple[Budget, ...]
     timezone: str | None  # an IANA name; None follows the system (and $TZ)
@@ -55,6 +57,7 @@ class Config(Frozen):
     # ledger keeps one record per API request of the sessions it holds, so this bounds its size.
     retention_days: int
     prices: Mapping[str, Mapping[str, float]]
+    team: Mapping[str, str] | None  # TEAM_FIELDS, or None outside team mode
 
     def __init__(
         self,
@@ -66,11 +69,12 @@ class Config(Frozen):
         context_hint: bool = False,
         retention_days: int = 2,
         prices: Mapping[str, Mapping[str, float]] | None = None,  # None: a new empty dict
+        team: Mapping[str, str] | None = None,
     ) -> None:
         self._set(budgets=budgets, timezone=timezone, week_start=week_start,
                   fail_closed=fail_closed, lock_timeout_seconds=lock_timeout_seconds,
                   context_hint=context_hint, retention_days=retention_days,
-                  prices={} if prices is None else prices)
+                  prices={} if prices is None else prices, team=team)
 
     def tz(self) -> tzinfo:
         """The zone calendar budgets follow: the configured one, else the system's."""
@@ -80,7 +84,7 @@ class Config(Frozen):
 
     def to_json(self) -> dict[str, object]:
         """The config as written to config.json."""
-        return {
+        data: dict[str, object] = {
             "version": VERSION,
             "budgets": [b.to_json() for b in self.budgets],
             "timezone": self.timezone,
@@ -91,6 +95,9 @@ class Config(Frozen):
             "retention_days": self.retention_days,
             "prices": {model: dict(rates) for model, rates in self.prices.items()},
         }
+        if self.team is not None:
+            data["team"] = dict(self.team)
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Config:
@@ -118,7 +125,18 @@ class Config(Frozen):
             retention_days=int(_number(data, "retention_days", defaults.retention_days,
                                        whole=True)),
             prices=_prices(data.get("prices", {})),
+            team=_team(data.get("team")),
         )
+
+
+def _team(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(TEAM_FIELDS) or not all(
+        isinstance(v, str) and v for v in value.values()
+    ):
+        raise ConfigError(f"team: must be an object of non-empty {', '.join(TEAM_FIELDS)}")
+    return {k: value[k] for k in TEAM_FIELDS}
 
 
 def _check_version(data: Mapping[str, object]) -> None:

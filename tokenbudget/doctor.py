@@ -404,26 +404,15 @@ def check_config(report: Report, project_dir: Path) -> Any:
 
 
 def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path) -> None:
-    from datetime import datetime
-
-    from tokenbudget import enforce, sync
-    from tokenbudget.budgets import decide
+    from tokenbudget import engine, sync
 
     try:
         ledger = sync.open_store().snapshot()
     except TokenbudgetError:
         return
-    tz = cfg.tz()
-    ctx = enforce.Context(
-        session_id=None,
-        project=str(project_dir),
-        now=datetime.fromtimestamp(clock.now(), tz),
-        tz=tz,
-        week_start=cfg.week_start,
-        command="prompt",
-        starting=True,
-    )
-    decision = decide(c for c, _ in enforce.check_all(budgets, ledger, ctx))
+    ctx = engine.event_context(engine.PROMPT, ledger, cfg, clock.now(), session_id=None,
+                               cwd=str(project_dir), prompt="")
+    decision = engine.outlook(engine.measure(budgets, ledger, ctx))
     detail: str = decision.action
     if decision.primary is not None:
         c = decision.primary
@@ -439,6 +428,11 @@ def run(project_dir: Path) -> Report:
     check_ledger(report)
     if loaded is not None:
         check_prompt(report, loaded[0], loaded[1], project_dir)
+        if loaded[0].team is not None:
+            from tokenbudget.team.commands import doctor_findings
+
+            for finding in doctor_findings(dict(loaded[0].team), clock.now()):
+                report.add(*finding)
     return report
 
 

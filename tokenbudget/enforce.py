@@ -1,4 +1,7 @@
-"""Measuring each budget against the ledger: what is used now, and what a command will need."""
+"""Measuring one budget against the ledger: what is used now, and what a command will need.
+
+The engine (engine.py) measures every budget with it; nothing else should need to.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
     from datetime import tzinfo
     from typing import Any
 
-    from tokenbudget.budgets import Budget, Check
+    from tokenbudget.budgets import Budget
     from tokenbudget.ledger import Ledger
 
 TOKENS, COST = 0, 1
@@ -68,11 +71,6 @@ def _idx(b: Budget) -> int:
     return COST if b.unit == "usd" else TOKENS
 
 
-def _in_scope(b: Budget, project: str) -> bool:
-    scope = b.name if b.kind == "project" else b.project
-    return scope is None or rules.project_matches(scope, project)
-
-
 def _hours_between(
     ledger: Ledger, b: Budget, start: datetime | None, end: datetime | None
 ) -> float:
@@ -84,7 +82,7 @@ def _hours_between(
         if t + BUCKET <= lo or t >= hi:
             continue
         for project, cell in per_project.items():
-            if _in_scope(b, project):
+            if rules.applies_to(b, project):
                 total += cell[_idx(b)]
     return total
 
@@ -113,7 +111,7 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
         for project, cell in hours.get(str(k), {}).items():
             inside = scoped.get(project)
             if inside is None:
-                inside = scoped[project] = _in_scope(b, project)
+                inside = scoped[project] = rules.applies_to(b, project)
             if not (inside and cell[0]):
                 continue
             for ts in (cell[2], cell[3]):
@@ -151,6 +149,16 @@ def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
     return float(tokens), cost
 
 
+def resolve_turn(session: dict[str, Any], prompt_id: str | None) -> str | None:
+    """The turn `prompt_id` counts toward: a note's prompt id is an alias of the turn it came
+    in. At most 8 steps, so that a cycle in a damaged ledger cannot hang a hook."""
+    for _ in range(8):
+        if prompt_id is None or prompt_id not in session["a"]:
+            break
+        prompt_id = session["a"][prompt_id]
+    return prompt_id
+
+
 def turn_used(
     ledger: Ledger, session_id: str | None, prompt_id: str | None
 ) -> tuple[str, float, float] | None:
@@ -158,10 +166,7 @@ def turn_used(
     s = ledger["sessions"].get(session_id or "")
     if s is None or prompt_id is None:
         return None
-    for _ in range(8):
-        if prompt_id in s["a"]:
-            prompt_id = s["a"][prompt_id]
-    t = s["t"].get(prompt_id)
+    t = s["t"].get(resolve_turn(s, prompt_id))
     return None if t is None else (t[0], float(t[2]), float(t[3]))
 
 
@@ -205,7 +210,7 @@ def measure(b: Budget, ledger: Ledger, ctx: Context) -> tuple[float, datetime | 
             return 0.0, None, ctx.prompt_id
         return (t[1] if i == TOKENS else t[2]), None, ctx.prompt_id
     if b.kind in ("total", "project"):
-        used = sum(v[i] for p, v in ledger["projects"].items() if _in_scope(b, p))
+        used = sum(v[i] for p, v in ledger["projects"].items() if rules.applies_to(b, p))
         return float(used), None, None
     activity: Iterable[datetime] = _block_activity(ledger, b, ctx.now) if b.kind == "5h" else ()
     start, end = rules.window(b.kind, ctx.now, ctx.tz, ctx.week_start, activity=activity)
@@ -218,46 +223,4 @@ def applies(b: Budget, ctx: Context) -> bool:
         return False
     if b.kind == "session" and not ctx.session_id:
         return False
-    scope = b.name if b.kind == "project" else b.project
-    if scope is not None:
-        return ctx.project is not None and rules.project_matches(scope, ctx.project)
-    return True
-
-
-def check_all(
-    budget_list: Iterable[Budget], ledger: Ledger, ctx: Context
-) -> list[tuple[Check, str | None]]:
-    """Every applicable budget measured: (check, window id for warn-once keys)."""
-    exp = expected(ledger, ctx.command, exclude=ctx.prompt_id) if ctx.starting else (0.0, 0.0)
-    out = []
-    for b in budget_list:
-        if not applies(b, ctx):
-            continue
-        used, resets, window_id = measure(b, ledger, ctx)
-        out.append((rules.evaluate(b, used, exp[_idx(b)], ctx.now, resets), window_id))
-    return out
-
-
-def summary(ledger: Ledger, checks: list[tuple[Check, Any]]) -> list[dict[str, Any]]:
-    """Checks as plain data, for `status --json`."""
-    rows = []
-    for c, _ in checks:
-        rows.append(
-            {
-                "budget": c.budget.id,
-                "kind": c.budget.kind,
-                "name": c.budget.name,
-                "project": c.budget.project,
-                "unit": c.budget.unit,
-                "mode": c.budget.mode,
-                "limit": c.limit,
-                "used": c.used,
-                "remaining": max(0.0, c.limit - c.used),
-                "fraction": c.fraction,
-                "resetsAt": c.resets_at.isoformat() if c.resets_at else None,
-                "state": c.state,
-                "blocksNow": c.blocks,
-                "source": c.budget.source,
-            }
-        )
-    return rows
+    return rules.applies_to(b, ctx.project)

@@ -19,3 +19,7 @@ class LockTimeout(LedgerError):
 
 class SettingsError(TokenbudgetError):
     """A Claude Code settings file cannot be read or written."""
+
+
+class TeamError(TokenbudgetError):
+    """The team database cannot be reached or used, or team mode is not set up."""

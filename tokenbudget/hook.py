@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 
@@ -26,10 +25,8 @@ if TYPE_CHECKING:
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
-ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 ENDED_WAIT = 300.0  # seconds other sessions' hooks still read an ended session's transcript
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _EVENTS = (
     "SessionStart",
     "UserPromptSubmit",
@@ -40,18 +37,9 @@ _EVENTS = (
     "SubagentStop",
     "SessionEnd",
 )
-STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer can end a turn
 # Registered async (claude_settings.OUR_EVENTS): nobody reads their answer, so they give no
 # warning (it would count as given); the next hook that is waited for gives it.
 UNHEARD = ("SubagentStop", "SessionEnd")
-# The plugin's /tokenbudget skill (typed bare or namespaced): it runs the CLI, so refusing it
-# would leave no way to raise a used-up budget from inside Claude Code.
-OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")
-RAISE_HINTS = {
-    "session": "tokenbudget budget set session {limit}",
-    "command": "tokenbudget budget set command {name} {limit}",
-    "project": "tokenbudget budget set project {name} {limit}",
-}
 
 
 class Event:
@@ -127,7 +115,7 @@ def parse_event(name: str, raw: bytes) -> Event:
     if not isinstance(data, dict):
         data = {}
     sid = _str(data, "session_id", 128)
-    if sid is not None and not _SAFE_ID.match(sid):
+    if sid is not None and not paths.is_session_id(sid):
         sid = None
     transcript = None
     tp = _str(data, "transcript_path")
@@ -160,13 +148,6 @@ def parse_event(name: str, raw: bytes) -> Event:
         raw=raw,
         source=_str(data, "source", 64),
     )
-
-
-def command_of_prompt(prompt: str | None) -> str:
-    """`/test --fast` is `/test`; anything else is `prompt` (the same rule as the ledger's)."""
-    from tokenbudget.budgets import slash_command
-
-    return (slash_command(prompt) if prompt else None) or "prompt"
 
 
 # --- answers -----------------------------------------------------------------------------------
@@ -208,7 +189,8 @@ def fail(
         reason = f"{line} (fail_closed is on, so this prompt is refused)"
         _keep_stop(ev, event, None, reason)
         return block_prompt(reason)
-    if fail_closed and event in STOPPING:
+    # engine.STOPPING's events, named here: our own failure must not hang on the engine's import.
+    if fail_closed and event in ("PreToolUse", "PostToolUse", "PostToolBatch"):
         reason = f"{line} (fail_closed is on, so the turn stops)"
         _keep_stop(ev, event, None, reason)
         return stop_turn(reason, event)
@@ -276,7 +258,6 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         # recorded now is read by the next hook or sync (read positions only move on commit).
         bound = min(bound, SESSION_END_LOCK_WAIT)
     store = sync.open_store(lock_timeout=bound)
-    tz = cfg.tz()
     answer: dict[str, Any] = {}
     messages: list[str] = []
     rebuild_owed = False
@@ -335,7 +316,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
             answer = {}
         else:
-            answer = _decide(ev, cfg, budget_list, ledger, now, tz)
+            answer = _decide(ev, cfg, budget_list, ledger, now)
     if rebuild_owed:
         sync.sync_all(
             store,
@@ -396,31 +377,6 @@ def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool
         ingest.compact(ledger, now)
 
 
-def _raise_hint(check: Any) -> str:
-    from tokenbudget.budgets import limit_arg, suggest_limit
-
-    b = check.budget
-    limit = limit_arg(suggest_limit(check), b.unit)
-    if b.source == "project":
-        return f"edit .claude/tokenbudget.json in the project (limit {limit})"
-    template = RAISE_HINTS.get(b.kind, "tokenbudget budget set {kind} {limit}")
-    hint = template.format(kind=b.kind, name=b.name, limit=limit)
-    if b.project and b.kind != "project":
-        hint += f" --project {_quote(b.project)}"
-    # Raising a limit must not quietly change how the budget behaves.
-    if b.mode != "block":
-        hint += f" --mode {b.mode}"
-    if abs(b.warn_at - 0.8) > 1e-9:
-        hint += f" --warn-at {round(b.warn_at * 100, 2):g}%"
-    return hint
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
 def _quick(
     ev: Event, cfg: Any, budget_list: list[Any], now: float
 ) -> tuple[dict[str, Any] | None, Any]:
@@ -453,20 +409,12 @@ def _quick(
             for path, (sid, until) in ledger["ended"].items()
         ):
             return None, known  # a session that ended lately wrote its last total
-        warned, allow = _marks(ledger["warned"]), dict(ledger["allow"])
-        answer = _decide(ev, cfg, budget_list, ledger, now, cfg.tz(), keep=False)
+        quiet = _quiet(ev, cfg, budget_list, ledger, now)
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
-    if _marks(ledger["warned"]) != warned or ledger["allow"] != allow:
-        return None, None  # deciding changed it: the locked way decides again from the file
-    if answer:
+    if not quiet:
         return None, known  # an answer to give and remember: the locked way gives it
-    return answer, None
-
-
-def _marks(warned: dict[str, Any]) -> tuple[int, str | None]:
-    # Keys go in at the end and the oldest go at 500: the size alone may not change.
-    return len(warned), next(reversed(warned), None)
+    return {}, None
 
 
 def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
@@ -490,120 +438,46 @@ def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
     return False
 
 
+def _judge(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float) -> Any:
+    """The engine's (context, checks, decision) for the event; None when no budget concerns it."""
+    if not budget_list and cfg.team is None:
+        return None  # and the engine need not even be imported
+    from tokenbudget import engine
+
+    return engine.judge(ev.name, budget_list, ledger, cfg, now, session_id=ev.session_id,
+                        cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id)
+
+
 def _decide(
-    ev: Event,
-    cfg: Any,
-    budget_list: list[Any],
-    ledger: Any,
-    now: float,
-    tz: Any,
-    keep: bool = True,
+    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
 ) -> dict[str, Any]:
-    """The answer to the event from the ledger; records warnings given and `allow` spent, and
-    (with `keep`, when the answer is given) keeps a refusal or stop for `status --check`."""
-    if not budget_list or ev.name in UNHEARD or (
-        ev.name == "UserPromptSubmit" and command_of_prompt(ev.prompt) in OWN_COMMANDS
-    ):
+    """The engine's answer to the event; records the warnings it gives and the `allow` it
+    spends, and keeps a refusal or stop for `status --check`."""
+    judged = _judge(ev, cfg, budget_list, ledger, now)
+    if judged is None or ev.name in UNHEARD:
         return {}
-    from datetime import datetime
+    from tokenbudget import engine
 
-    from tokenbudget import enforce
-    from tokenbudget.budgets import decide
-
-    session = ledger["sessions"].get(ev.session_id or "")
-    project = ev.cwd or (session["p"] if session else None)
-    starting = ev.name == "UserPromptSubmit"
-    command = command_of_prompt(ev.prompt) if starting else None
-    turn = enforce.turn_used(ledger, ev.session_id, ev.prompt_id) if not starting else None
-    if turn is not None:
-        command = turn[0]
-    ctx = enforce.Context(
-        session_id=ev.session_id,
-        project=project,
-        now=datetime.fromtimestamp(now, tz),
-        tz=tz,
-        week_start=cfg.week_start,
-        command=command,
-        prompt_id=ev.prompt_id,
-        starting=starting,
-    )
-    checks = enforce.check_all(budget_list, ledger, ctx)
-    decision = decide(c for c, _ in checks)
-    allow = ledger.setdefault("allow", {})
-    allowed = False
-    if decision.action == "block":
-        if starting and allow.get("pending") and now - float(allow.get("at", 0)) < ALLOW_TTL:
-            # `tokenbudget allow` is spent only on a prompt it actually lets through. What
-            # each budget had used is remembered: the turn it lets through is itself bounded.
-            allowed = True
-            ledger["allow"] = {
-                "session": ev.session_id,
-                "prompt_id": ev.prompt_id,
-                "at": now,
-                "base": {_check_key(c): c.used for c, _ in checks},
-            }
-        elif (
-            not starting
-            and ev.prompt_id
-            and allow.get("session") == ev.session_id
-            and allow.get("prompt_id") == ev.prompt_id
-        ):
-            # The turn let through may use one more budget's worth, then it is stopped too.
-            base = allow.get("base", {})
-            again = [
-                c
-                for c, _ in checks
-                if c.blocks and c.used - base.get(_check_key(c), 0.0) >= c.limit
-            ]
-            allowed = not again
-            if again:
-                decision = decide(again)
-    primary = decision.primary
-    # A turn is stopped at the first hook that sees a blocking budget used up: before the tool
-    # of the crossing response, or after its batch of tools (PostToolBatch; PostToolUse where
-    # an older install registered it), before the next request.
-    refusing = ev.name == "UserPromptSubmit" or (
-        ev.name in STOPPING and primary is not None and primary.state == "over"
-    )
-    if decision.action == "block" and not allowed and primary is not None and refusing:
-        from tokenbudget import burn
-
-        rate = burn.last_hour(ledger, primary.budget, now, ev.session_id)
-        reason = burn.block_message(primary, rate=rate, raise_hint=_raise_hint(primary), tz=tz)
-        if keep:
-            _keep_stop(ev, ev.name, primary, reason, now)
-        if ev.name == "UserPromptSubmit":
-            return block_prompt(reason)
-        return stop_turn(reason, ev.name)
-    # Warnings: once per budget and window, at the threshold and again when over.
-    warned = ledger["warned"]
-    notes = []
-    for c, window_id in checks:
-        if c.state == "ok":
-            continue
-        from tokenbudget import burn
-        from tokenbudget.budgets import warn_key
-
-        key = warn_key(c.budget, window_id, "over" if c.state == "over" else "warn")
-        if key in warned:
-            continue
-        warned[key] = now
-        rate = burn.last_hour(ledger, c.budget, now, ev.session_id)
-        notes.append(burn.warning_message(c, rate=rate, raise_hint=_raise_hint(c), tz=tz))
-    if len(warned) > 500:
-        for k in sorted(warned, key=warned.get)[: len(warned) - 500]:
-            del warned[k]
-    if allowed and decision.action == "block" and starting:
-        notes.append("tokenbudget: letting this prompt through once (tokenbudget allow).")
+    ctx, checks, decision = judged
+    if decision.action != "allow":
+        reason = engine.reason(decision, ledger, ctx.tz)
+        _keep_stop(ev, ev.name, decision.check, reason, now)
+        return block_prompt(reason) if decision.action == "refuse" else stop_turn(reason, ev.name)
+    engine.remember(ledger, decision)
+    notes = engine.notes(decision, ledger, ctx.tz)
     answer: dict[str, Any] = {}
-    if ev.name == "SessionStart" and cfg.context_hint:
-        left = _left_text(checks)
-        if left:
-            answer["hookSpecificOutput"] = {
-                "hookEventName": "SessionStart",
-                "additionalContext": left,
-            }
+    left = engine.context_hint(checks) if ev.name == "SessionStart" and cfg.context_hint else ""
+    if left:
+        answer["hookSpecificOutput"] = {"hookEventName": "SessionStart", "additionalContext": left}
     return _with_message(answer, "\n".join(notes) if notes else None)
+
+
+def _quiet(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float) -> bool:
+    """Whether the engine has nothing to say to the event and nothing to record for it."""
+    judged = _judge(ev, cfg, budget_list, ledger, now)
+    return judged is None or ev.name in UNHEARD or (
+        judged[2].action == "allow" and not judged[2].records
+    )
 
 
 def _keep_stop(
@@ -641,16 +515,6 @@ def _keep_stop(
 
 def _check_key(check: Any) -> str:
     return f"{check.budget.id}|{check.budget.unit}"
-
-
-def _left_text(checks: list[Any]) -> str:
-    from tokenbudget.budgets import format_amount, label
-
-    parts = []
-    for c, _ in checks:
-        left = max(0.0, c.limit - c.used)
-        parts.append(f"{label(c.budget)}: {format_amount(left, c.budget.unit)} left")
-    return ("Token budget (tokenbudget): " + "; ".join(parts) + ".") if parts else ""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokenbudget import charts, clock, render
-from tokenbudget.budgets import Budget, Check, resets_text
+from tokenbudget.budgets import Budget, Check
 from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import Ledger
+from tokenbudget.messages import resets_text
 from tokenbudget.numfmt import format_amount, format_cost, format_limit
 
 if TYPE_CHECKING:
@@ -560,10 +561,10 @@ def budget_checks(
     now: float | None = None,
 ) -> list[Check]:
     """Each budget measured now, as `status` measures it (command budgets by their last run)."""
-    from tokenbudget import enforce
+    from tokenbudget import engine
 
     t = now if now is not None else clock.now()
-    ctx = enforce.Context(
+    ctx = engine.Context(
         session_id=session_id,
         project=project,
         now=datetime.fromtimestamp(t, tz),
@@ -571,4 +572,4 @@ def budget_checks(
         week_start=week_start,
         listing=True,
     )
-    return [c for c, _ in enforce.check_all(budgets, ledger, ctx)]
+    return engine.measure(budgets, ledger, ctx)

@@ -13,11 +13,20 @@
   made that the fork never copies (its subagents, its compactions, the history before a
   `compact_boundary`; copies after one have their usage zeroed). So a fork's hidden usage is
   its `cost-state` minus the parent's total at the fork point minus its own lines, and never
-  its copies' usage. The parent is the session the fork's last copied line names
-  (`requestSessionId`); the fork point is the parent's last line the fork copied (same uuid),
+  its copies' usage. The fork point is the parent's last line the fork copied (same uuid),
   whose total is the parent's next `cost-state` (its process ended there) unless the parent
-  sent a request first (it was still running: then the one before). The parent's transcript
-  is found in any project folder, so the split is the same whichever file is read first.
+  sent a request first (it was still running: then the one before).
+- The parent is the session the copies name (`requestSessionId`), or a fork of that session
+  whose own work left no response to copy (a `/compact`): of those holding the fork's copied
+  lines, the one whose total at the fork point is the largest that the fork's first total
+  holds (a fork's total holds its parent's; a fork of the fork's is larger). Transcripts are
+  found in any project folder, and a fork's inheritance is worked out again whenever a
+  possible parent's transcript is read on: the split is the same whichever file is read first.
+- A fork is never charged more than its own requests and its own hidden usage: where its
+  parent's total at the fork point cannot be read (the line torn or rejected, the transcript
+  gone or in a config dir not read), its `cost-state` counts for nothing. One exception keeps
+  the total whole: a copy whose requester's transcript is nowhere is counted by the fork, held
+  for the requester, whose own line takes it back if it turns up.
 - Where Claude Code's own cost for a session is known and its tokens match ours, it is used.
 """
 
@@ -30,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenbudget import clock, transcripts
+from tokenbudget.enforce import resolve_turn
 from tokenbudget.ledger import BUCKET, Ledger, file_identity
 from tokenbudget.record import Record
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
@@ -78,6 +88,7 @@ class Ingestor:
         self._price_cache: dict[str, Any] = {}
         self._compacted: dict[str, str] | None = None
         self._transcripts: dict[tuple[str, str], str | None] = {}
+        self._forks: dict[str, list[str]] | None = None  # forks settled, by requester
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -115,7 +126,6 @@ class Ingestor:
             "sub": is_subagent,
             "last_ts": None,
             "dir": None if is_subagent else os.path.dirname(path),
-            "path": None if is_subagent else str(path),
         }
         for ev in res.events:
             if isinstance(ev, UsageEvent):
@@ -125,9 +135,14 @@ class Ingestor:
             elif isinstance(ev, CostStateEvent) and not is_subagent:
                 self._cost_state(session_id, ev, state)
         s = self.L["sessions"].get(session_id)
-        if not is_subagent and s is not None and s.get("cst") and ("po" in s or s["fk"]):
-            # Known as a fork only after its total was read (written before its copies).
-            self._inherit(session_id, s, state)
+        if not is_subagent and s is not None:
+            if s.get("lc") and ("po" in s or s["fk"]):
+                # Known as a fork only after its total was read (written before its copies).
+                self._settle_fork(session_id, s, state["dir"])
+            if res.events:
+                # A parent (or a fork of the same parent) read after its forks: what they
+                # inherited may be known only now.
+                self._resettle_forks_of(session_id, state["dir"])
         files[key] = [*res.pos.to_json(), session_id, state["turn"]]
 
     # --- sessions ------------------------------------------------------------------------------
@@ -166,10 +181,7 @@ class Ingestor:
         return s
 
     def _resolve_turn(self, s: dict[str, Any], pid: str | None) -> str:
-        seen = 0
-        while pid is not None and pid in s["a"] and seen < 8:
-            pid = s["a"][pid]
-            seen += 1
+        pid = resolve_turn(s, pid)
         return pid if pid is not None and pid in s["t"] else NO_TURN
 
     def _prompt(self, sid: str, ev: PromptEvent, state: dict[str, Any]) -> None:
@@ -241,6 +253,10 @@ class Ingestor:
                     s["fk"].append(ev.key)
                     self._add_copy(s, ev.model, ev.usage)
                 return
+            if ev.origin is not None and not state["sub"]:
+                # A copy whose requester's transcript is nowhere (yet): counted here, held for
+                # the requester, whose own line takes it over if it turns up.
+                s.setdefault("hd", {})[ev.key] = ev.origin
             turn = self._resolve_turn(s, state["turn"])
             if turn == NO_TURN and state["sub"] and state["turn"] is not None:
                 # The launching prompt is in the main transcript, not read yet (a first sync
@@ -249,6 +265,7 @@ class Ingestor:
                 turn = state["turn"]
             cost = self.cost_of(ev.model, ev.usage)
             keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // BUCKET), cost, turn]
+            self._to_outbox(ev.key, keys[ev.key])
             self._add_seen(s, ev.model, ev.usage)
             self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // BUCKET), ev.ts, turn, 1)
             self.result.new_requests += 1
@@ -256,6 +273,11 @@ class Ingestor:
             return
         owner, model = rec[0], rec[1]
         old = Usage(*rec[2:7])
+        if owner != sid and ev.origin is None and not state["sub"]:
+            held = self.L["sessions"].get(owner, {}).get("hd", {})
+            if held.get(ev.key) == sid:
+                self._take_back(sid, ev, rec, s, state)
+                owner = sid
         if owner != sid and ev.key not in s["fk"]:
             # A copy of another session's request (a fork): seen here, owned there.
             s["fk"].append(ev.key)
@@ -267,12 +289,33 @@ class Ingestor:
             dcost = None if new_cost is None else new_cost - (old_cost or 0.0)
             rec[2:7] = list(ev.usage)
             rec[8] = new_cost
+            self._to_outbox(ev.key, rec)
             owner_s = self.L["sessions"].get(owner)
             if owner_s is not None:
                 self._add_seen(owner_s, model, delta)
                 if owner != sid:
                     self._add_copy(s, model, delta)
                 self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
+
+    def _take_back(
+        self, sid: str, ev: UsageEvent, rec: list[Any], s: dict[str, Any], state: dict[str, Any]
+    ) -> None:
+        """The requester's own line of a request a fork counted while the requester's
+        transcript was nowhere: the request moves to the requester, the fork keeps a copy."""
+        holder, model = rec[0], rec[1]
+        hs = self.L["sessions"][holder]
+        del hs["hd"][ev.key]
+        u, cost, bucket = Usage(*rec[2:7]), rec[8], rec[7]
+        self._apply(holder, model, ZERO - u, None if cost is None else -cost, bucket, ev.ts,
+                    rec[9], -1)
+        self._add_seen(hs, model, ZERO - u)
+        if ev.key not in hs["fk"]:
+            hs["fk"].append(ev.key)
+        self._add_copy(hs, model, u)
+        turn = self._resolve_turn(s, state["turn"])
+        rec[0], rec[9] = sid, turn
+        self._add_seen(s, model, u)
+        self._apply(sid, model, u, cost, bucket, ev.ts, turn, 1)
 
     def _counted_elsewhere(self, ev: UsageEvent, sid: str, state: dict[str, Any]) -> bool:
         """A fork's copy of a request made by a session whose transcript is still there (in this
@@ -330,11 +373,61 @@ class Ingestor:
             return
         s["x"][ev.model] = list(Usage(*extra) - overlap)
         self._add_seen(s, ev.model, ZERO - overlap)
-        cost = self.cost_of(ev.model, overlap)
+        # It comes off where the total counted it (the turn and bucket of that cost-state),
+        # so that the turn that made it has it whether its line was read before or after.
+        net: dict[tuple[int, str], Usage] = {}
+        for row in s["adj"]:
+            if row[1] == ev.model:
+                net[row[0], row[8]] = net.get((row[0], row[8]), ZERO) + Usage(*row[2:7])
+        left, line_hour = overlap, int(ev.ts // BUCKET)
+        for hour, at in sorted(net, key=lambda k: (k[0] < line_hour, k[0])):
+            take = Usage(*(min(a, b) for a, b in zip(left, net[hour, at].clamp(), strict=True)))
+            if take.total:
+                left = left - take
+                self._take_extra(sid, s, ev.model, take, hour, at, ev.ts)
+        if left.total:
+            self._take_extra(sid, s, ev.model, left, line_hour, turn, ev.ts)
+
+    def _take_extra(
+        self, sid: str, s: dict[str, Any], model: str, u: Usage, hour: int, turn: str, ts: float
+    ) -> None:
+        cost = self.cost_of(model, u)
         neg_cost = None if cost is None else -cost
-        hour = int(ev.ts // BUCKET)
-        s["adj"].append([hour, ev.model, *(ZERO - overlap), neg_cost, turn])
-        self._apply(sid, ev.model, ZERO - overlap, neg_cost, hour, ev.ts, turn, 0)
+        self._adjust(sid, s, [hour, model, *(ZERO - u), neg_cost, turn])
+        cell = self.L["hours"].get(str(hour), {}).get(s["p"])
+        if cell is not None:
+            ts = cell[3]  # a moment already in that bucket: its span stays as it was
+        self._apply(sid, model, ZERO - u, neg_cost, hour, ts, turn, 0)
+
+    def _adjust(self, sid: str, s: dict[str, Any], entry: list[Any]) -> None:
+        """Keep a correction of the session's usage beyond its requests (`_apply` adds it)."""
+        s["adj"].append(entry)
+        if self.L["team"]:
+            import hashlib
+
+            # Its key in the team database: the session record's identity and the entry's
+            # place, stable however often the ledger is pushed.
+            ident = f"{sid}\0{s.get('e', '')}\0{len(s['adj'])}".encode()
+            key = "adj-" + hashlib.blake2b(ident, digest_size=8).hexdigest()
+            self.L["outbox"][key] = [sid, *entry[1:7], entry[0], entry[7],
+                                     self._command(s, entry[8]), s["p"]]
+
+    def _to_outbox(self, key: str, rec: list[Any]) -> None:
+        """A request's usage, new or grown, waits in the outbox for `tokenbudget team sync`.
+
+        In the ledger, so it is committed with the usage itself: whatever compacts or folds
+        the request later, the outbox keeps it until a push has landed (team/sync.py)."""
+        if not self.L["team"]:
+            return
+        s = self.L["sessions"].get(rec[0])
+        project = s["p"] if s is not None else ""
+        command = self._command(s, rec[9]) if s is not None else "prompt"
+        self.L["outbox"][key] = [rec[0], rec[1], *rec[2:7], rec[7], rec[8], command, project]
+
+    @staticmethod
+    def _command(s: dict[str, Any], turn: str) -> str:
+        t = s["t"].get(turn)
+        return str(t[0]) if t is not None else "prompt"
 
     def _add_copy(self, s: dict[str, Any], model: str, u: Usage) -> None:
         """Usage in a copy of another session's request, seen in this session's transcript."""
@@ -399,41 +492,143 @@ class Ingestor:
 
     # --- Claude Code's own totals -----------------------------------------------------------------
 
-    def _inherit(self, sid: str, s: dict[str, Any], state: dict[str, Any]) -> None:
-        """A fork's cost-state starts from its parent's total at the fork point: count that as
-        seen, once, so that only what the fork's own process sent is left over. A total read
-        before the session was known as a fork counted the inherited part as its own: that
-        comes off again."""
-        if "cp" not in s or "ih" in s:
-            return
-        parent = s.get("po")
-        base: dict[str, Usage] | None = None
-        if parent is not None and state["path"] is not None:
-            found = self._transcript_of(parent, state["dir"])
-            if found is not None:
-                try:
-                    base = transcripts.inherited_totals(Path(state["path"]), Path(found))
-                except OSError:
-                    base = None
-        # The parent's total covers at least the copies of its requests (all of them when its
-        # transcript is gone or never got a cost-state: a kill -9).
-        base = dict(base or {})
-        for model, u in s["cp"].items():
-            base[model] = base.get(model, ZERO).fieldwise_max(Usage(*u))
-        s["ih"] = parent or ""
-        ts = state["last_ts"] or s["l"] or clock.now()
+    def _settle_fork(self, sid: str, s: dict[str, Any], folder: str | None) -> None:
+        """Work out what a fork's cost-state inherited, and count only what is left: its own.
+
+        Done again whenever a transcript that may be its parent's was read on, and applied as
+        the difference from what was counted before, so that the order of reads does not
+        matter. Where the inherited part cannot be known, the fork's cost-state adds nothing.
+        """
+        if "cp" not in s or not s.get("lc") or ("ih" in s and "ib" not in s) or folder is None:
+            return  # counted by an older rule, no total yet, or nowhere to look
+        fork_path = self._transcript_of(sid, folder)
+        if fork_path is None:
+            return  # in another config dir than the transcript read: its own read settles it
+        parent, base = self._inherited(sid, s, fork_path)
+        if self._forks is not None and sid not in self._forks.get(s.get("po", ""), ()):
+            self._forks.setdefault(s.get("po", ""), []).append(sid)
+        old_base = {m: Usage(*u) for m, u in s.get("ib", {}).items()}
+        was_unknown = "iu" in s
+        turn, ts = s.get("it") or [NO_TURN, s["l"] or clock.now()]
         hour = int(ts // BUCKET)
-        turn = self._resolve_turn(s, state["turn"])
-        for model, u in base.items():
-            extra = Usage(*s["x"].get(model, ZERO))
-            taken = Usage(*(min(a, b) for a, b in zip(extra, u, strict=True)))
-            self._add_seen(s, model, u - taken)
-            if taken.total:
-                s["x"][model] = list(extra - taken)
-                cost = self.cost_of(model, taken)
-                neg_cost = None if cost is None else -cost
-                s["adj"].append([hour, model, *(ZERO - taken), neg_cost, turn])
-                self._apply(sid, model, ZERO - taken, neg_cost, hour, ts, turn, 0)
+        new_base: dict[str, list[int]] = {}
+        models = set(old_base) | set(s["cp"]) | set(base or {}) | set(s["x"])
+        for model in sorted(models):
+            b_old = old_base.get(model, ZERO)
+            b = Usage(*s["cp"].get(model, ZERO))
+            if base is not None:
+                b = b.fieldwise_max(base.get(model, ZERO))
+            x = Usage(*s["x"].get(model, ZERO))
+            if base is None:
+                x_new = ZERO  # not known to be its own: never charged
+            elif was_unknown:
+                lines = Usage(*s["s"].get(model, ZERO)) - x - b_old
+                x_new = (Usage(*s["lc"].get(model, ZERO)) - lines - b).clamp()
+            else:
+                x_new = (x + b_old - b).clamp()
+            self._add_seen(s, model, b - b_old + x_new - x)
+            if b.total:
+                new_base[model] = list(b)
+            if x_new != x:
+                dx = x_new - x
+                s["x"][model] = list(x_new)
+                cost = self.cost_of(model, dx)
+                self._adjust(sid, s, [hour, model, *dx, cost, turn])
+                self._apply(sid, model, dx, cost, hour, ts, turn, 0)
+        s["ib"], s["ih"] = new_base, parent
+        if base is None:
+            s["iu"] = 1
+        else:
+            s.pop("iu", None)
+
+    def _inherited(
+        self, sid: str, s: dict[str, Any], fork_path: str
+    ) -> tuple[str, dict[str, Usage] | None]:
+        """(parent, its totals at the fork point), totals None when they cannot be known.
+
+        The candidates are the session the copies name and every session whose copies name
+        it too (a fork of it whose own work left no response to copy: a /compact, a title).
+        Each one's totals where the fork copied it up to are read from its transcript; those
+        above the fork's own first total are not its parent (a fork of the fork). The parent
+        is the one with the largest: each fork's total holds its parent's.
+        """
+        requester = s.get("po")
+        if requester is None:
+            return "", None
+        folder = os.path.dirname(fork_path)  # candidates are looked for beside the fork
+        same = [o for o, os_ in self.L["sessions"].items() if os_.get("po") == requester]
+        candidates = [requester, *sorted(c for c in same if c != sid)]
+        evals: dict[str, list[Any]] = s.setdefault("ie", {})
+        copied: tuple[set[bytes], bool] | None = None
+        best: tuple[int, str, dict[str, Usage]] | None = None
+        first = {m: Usage(*u) for m, u in s.get("fc", {}).items()}
+        for c in candidates:
+            e = evals.get(c)
+            if e is None or not e[1]:  # a final answer needs no file, not even its name
+                path = self._transcript_of(c, folder)
+                if path is None:
+                    if c == requester:
+                        return requester, None  # gone, or in a folder we do not read
+                    continue
+                try:
+                    sizes = [os.stat(path).st_size, os.stat(fork_path).st_size]
+                    if e is None or e[3:] != sizes:
+                        if copied is None:
+                            copied = transcripts.copied_uuids(Path(fork_path))
+                        e = evals[c] = self._evaluation(copied, Path(path), sizes)
+                except OSError:
+                    return requester, None
+            if e[0] == "u":
+                return c, None  # its total at the fork point is torn or rejected
+            if e[0] == "n":
+                continue
+            totals = {m: Usage(*u) for m, u in e[2].items()}
+            if not all(all(a <= b for a, b in zip(u, first.get(m, ZERO), strict=True))
+                       for m, u in totals.items()):
+                continue
+            rank = sum(u.total for u in totals.values())
+            if best is None or rank > best[0]:
+                best = (rank, c, totals)
+        for c in [c for c in evals if c not in candidates]:
+            del evals[c]
+        return (best[1], best[2]) if best is not None else (requester, None)
+
+    @staticmethod
+    def _evaluation(copied: tuple[set[bytes], bool], parent: Path, sizes: list[int]) -> list[Any]:
+        """[kind, final, totals, parent size, fork size] of one candidate parent: kind "k"
+        known, "u" unknown (its line torn or rejected), "n" not a parent (holds no copy)."""
+        fp = transcripts.fork_point(copied[0], parent)
+        if fp is None:
+            return ["n", int(copied[1]), {}, *sizes]
+        totals = fp.totals or {}
+        return ["k" if fp.totals is not None else "u", int(fp.final and copied[1]),
+                {m: list(u) for m, u in totals.items()}, *sizes]
+
+    def _resettle_forks_of(self, sid: str, folder: str | None) -> None:
+        """Forks that may have `sid` for parent: those whose copies name it or its requester."""
+        if self._forks is None:
+            self._forks = {}
+            for fid, fs in self.L["sessions"].items():
+                if "ib" in fs:
+                    self._forks.setdefault(fs.get("po", ""), []).append(fid)
+        s = self.L["sessions"].get(sid) or {}
+        requester = s.get("po")
+        for key in (sid, requester) if requester not in (None, sid) else (sid,):
+            for fid in list(self._forks.get(key, ())):
+                fs = self.L["sessions"].get(fid)
+                if fid != sid and fs is not None and fs.get("po") == key:
+                    self._settle_fork(fid, fs, folder)
+
+    def _note_totals(self, s: dict[str, Any], ev: CostStateEvent, turn: str, ts: float) -> None:
+        """Keep a session's first and latest cost-state totals (a fork's are compared with
+        its parent's), and the turn and time its inheritance is counted at."""
+        if "fc" not in s:
+            s["fc"] = {m: list(u) for m, (u, _) in ev.models.items()}
+            s["it"] = [turn, ts]
+        latest = s.setdefault("lc", {})
+        for model, (total, _) in ev.models.items():
+            cur = latest.get(model)
+            latest[model] = list(total if cur is None else total.fieldwise_max(Usage(*cur)))
 
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
@@ -441,9 +636,12 @@ class Ingestor:
         hour = int(ts // BUCKET)
         turn = self._resolve_turn(s, state["turn"])
         inherited = bool(s["fk"]) or "po" in s
-        if inherited:
-            self._inherit(sid, s, state)
+        self._note_totals(s, ev, turn, ts)
         s["cst"] = max(s.get("cst") or 0.0, ts)
+        if inherited:
+            self._settle_fork(sid, s, state["dir"])
+            if "iu" in s:
+                return  # what it inherited is not known: nothing in its total is its own
         for model, (total, cc_cost) in ev.models.items():
             # `seen` holds every line seen and every earlier extra: what is left is new.
             seen = Usage(*s["s"].get(model, ZERO))
@@ -455,7 +653,7 @@ class Ingestor:
                 s["x"][model] = list(extra)
                 self._add_seen(s, model, dx)
                 cost = self.cost_of(model, dx)
-                s["adj"].append([hour, model, *dx, cost, turn])
+                self._adjust(sid, s, [hour, model, *dx, cost, turn])
                 self._apply(sid, model, dx, cost, hour, ts, turn, 0)
             if cc_cost is None or inherited:
                 continue  # a fork's total includes its parent's: our own prices apply
@@ -469,7 +667,7 @@ class Ingestor:
                 self.L["rates"][model] = cc_cost / w
             diff = cc_cost - m[M_COST]
             if abs(diff) > 1e-12:
-                s["adj"].append([hour, model, 0, 0, 0, 0, 0, diff, turn])
+                self._adjust(sid, s, [hour, model, 0, 0, 0, 0, 0, diff, turn])
                 self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
             m[M_SRC] = "c"
             s["cs"][model] = [*total, cc_cost]
@@ -510,7 +708,12 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
         return 0
     moved = 0
     new_keys: dict[str, list[str]] = {}
-    for key in [k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN]:
+    # A request a fork holds for a requester not read yet stays a record: the requester's
+    # line takes it over when it turns up.
+    held = {k for sid in idle_ids for k in sessions[sid].get("hd", ())}
+    for key in [
+        k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN and k not in held
+    ]:
         rec = keys.pop(key)
         s = sessions[rec[0]]
         turn = s["t"].get(rec[9])

@@ -82,6 +82,11 @@ def new_ledger() -> Ledger:
         # transcript -> [session id, until]: sessions ended by /clear, whose last cost-state
         # Claude Code writes after their last hook; the next session's hooks read it (hook.py)
         "ended": {},
+        # Team mode (tokenbudget/team): the team this machine pushes to ("" when none), and
+        # usage not pushed yet, key -> [session id, model, 5 counts, bucket, cost, command,
+        # project], committed with the usage it copies.
+        "team": "",
+        "outbox": {},
     }
 
 
@@ -129,6 +134,28 @@ _SESSION: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _per_model(value: Any) -> bool:
+    return type(value) is dict and all(type(u) is list and len(u) == 5 for u in value.values())
+
+
+def _check_fork(s: dict[str, Any]) -> None:
+    """What ingest keeps to work a fork's inheritance out again (tokenbudget/ingest.py)."""
+    if not all(_per_model(s.get(k, {})) for k in ("ib", "lc", "fc")):
+        raise TypeError  # inherited, latest and first cost-state totals, per model
+    if type(s.get("ie", {})) is not dict or not all(
+        type(e) is list and len(e) >= 3 and type(e[2]) is dict and _per_model(e[2])
+        for e in s.get("ie", {}).values()
+    ):
+        raise TypeError  # each candidate parent's totals at the fork point
+    it = s.get("it", ["", 0])
+    if type(it) is not list or len(it) != 2 or not isinstance(it[1], _NUM):
+        raise TypeError  # the turn and time the inheritance is counted at
+    if type(s.get("hd", {})) is not dict or not all(
+        isinstance(v, str) for v in s.get("hd", {}).values()
+    ):
+        raise TypeError  # requests held for a requester not read yet
+
+
 def _check_records(data: Ledger) -> None:
     """Every record inside has the shape the code expects, or CorruptLedger names the part.
 
@@ -174,12 +201,16 @@ def _check_records(data: Ledger) -> None:
                 raise TypeError  # a fork's copies' usage, per model
             if not all(isinstance(s.get(k, ""), str) for k in ("po", "ih")):
                 raise TypeError  # the session a fork was made from
+            _check_fork(s)
             if "c" in s and (
                 type(s["c"]) is not dict
                 or not all(type(c) is list and len(c) == 6 for c in s["c"].values())
                 or not isinstance(s.get("k", ""), str)
             ):
                 raise TypeError
+        part = "team outbox"
+        if not all(type(v) is list and len(v) == 11 for v in data["outbox"].values()):
+            raise TypeError
         part = "totals"
         for key in ("sessions", "tokens", "cost", "until"):
             if not isinstance(data["folded"][key], _NUM):

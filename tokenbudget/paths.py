@@ -7,6 +7,7 @@ everything else: importing pathlib costs a hook call about 5 ms.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 TYPE_CHECKING = False
@@ -14,6 +15,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 APP = "tokenbudget"
+# A session id we act on: Claude Code's are UUIDs; this much is safe as a file name.
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def is_session_id(text: str) -> bool:
+    """Whether `text` can be a session id: safe as a file name, no separators, no newline."""
+    # fullmatch: with `^...$`, `match` let a trailing newline through.
+    return _SESSION_ID.fullmatch(text) is not None
 
 
 def _path(value: str) -> Path:
@@ -103,11 +112,22 @@ def log_path() -> Path:
 
 
 def ensure_private_dir(path: str | os.PathLike[str]) -> str:
-    """Create `path` (and parents) readable by the user alone; return it as a string."""
+    """Create `path` (and parents) readable by the user alone; return it as a string.
+
+    A folder of the user's own that others can read is narrowed to 0700, but never a shared
+    one: a sticky folder (/tmp), one the user does not own, or the home folder itself, which a
+    `TOKENBUDGET_HOME` may name.
+    """
     folder = os.fspath(path)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     try:
-        if os.stat(folder).st_mode & 0o077:
+        st = os.stat(folder)
+        if (
+            st.st_mode & 0o077
+            and not st.st_mode & 0o1000  # sticky: a folder shared by design
+            and st.st_uid == getattr(os, "getuid", lambda: st.st_uid)()
+            and not os.path.samestat(st, os.stat(os.path.expanduser("~")))
+        ):
             os.chmod(folder, 0o700)
     except OSError:
         pass

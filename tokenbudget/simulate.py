@@ -23,7 +23,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from tokenbudget import budgets as rules
-from tokenbudget.hook import OWN_COMMANDS
+from tokenbudget.engine import OWN_COMMANDS
 from tokenbudget.ingest import NO_TURN, compacted_cells
 from tokenbudget.ledger import BUCKET, Ledger
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from tokenbudget import budgets as rules
+from tokenbudget import messages
 from tokenbudget.numfmt import format_amount, format_cost, format_tokens
 from tokenbudget.render import escape_controls
 from tokenbudget.simulate import SUGGEST_WINDOWS, Result, Turn, Window, summary
@@ -65,7 +66,7 @@ def _title(result: Result) -> str:
     b = result.budget
     scope = f" for {b.project}" if b.project else ""
     return (
-        f"If {escape_controls(rules.label(b))}{scope} had been "
+        f"If {escape_controls(messages.label(b))}{scope} had been "
         f"{rules.format_limit(b.limit, b.unit)} ({b.mode}):"
     )
 
@@ -109,7 +110,7 @@ def summary_line(result: Result, tz: tzinfo) -> str:
     if hits and b.kind == "daily":
         text += f", first at {s[clock]} on average"
     elif hits and b.kind not in ("total", "project"):
-        text += f", first after {rules.format_duration(timedelta(seconds=s[after]))} on average"
+        text += f", first after {messages.format_duration(timedelta(seconds=s[after]))} on average"
     if b.mode == "warn" and s["over"]:
         text += f" (over the limit on {s['over']})"
     one = NOUNS[b.kind][0]

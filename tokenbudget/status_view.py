@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import tzinfo
-from typing import Any
 
 from tokenbudget import render
-from tokenbudget.budgets import Check, project_matches, resets_text
+from tokenbudget.budgets import Check, project_matches
 from tokenbudget.ledger import Ledger
+from tokenbudget.messages import resets_text
 from tokenbudget.numfmt import format_amount, format_limit
 
 BAR_WIDTH = 16
@@ -41,7 +41,7 @@ def line(check: Check, *, color: bool, tz: tzinfo | None = None) -> str:
     )
 
 
-def render_status(checks: list[tuple[Check, Any]], *, color: bool, tz: tzinfo | None = None) -> str:
+def render_status(checks: list[Check], *, color: bool, tz: tzinfo | None = None) -> str:
     if not checks:
         return "No budgets. Set one with e.g. `tokenbudget budget set daily 500k`.\n"
-    return "".join(line(c, color=color, tz=tz) + "\n" for c, _ in checks)
+    return "".join(line(c, color=color, tz=tz) + "\n" for c in checks)

@@ -113,8 +113,7 @@ def session_part(
     tokens: float, cost: float, checks: Sequence[Check], *, color: bool, rate: float | None = None
 ) -> str:
     """`session 18.5k/400k · $0.12`: the session's usage, against its budget when it has one."""
-    from tokenbudget.budgets import format_amount
-    from tokenbudget.numfmt import short_limit
+    from tokenbudget.numfmt import format_amount, short_limit
 
     parts = []
     amounts: tuple[tuple[Unit, float], ...] = (("tokens", tokens), ("usd", cost))
@@ -136,7 +135,7 @@ def budget_part(
     check: Check, *, color: bool, resets: bool = True, rate: float | None = None
 ) -> str:
     """`daily 102% of 100k BLOCKS · resets 4h12m · 18k/h`: one budget, colored by how full."""
-    from tokenbudget.budgets import format_duration
+    from tokenbudget.messages import format_duration
     from tokenbudget.numfmt import short_limit
     from tokenbudget.render import _percent
 
@@ -231,9 +230,7 @@ def compose(
 
 def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> str:
     """Read the settings and the ledger for the statusLine JSON in `raw`; return the line."""
-    from datetime import datetime
-
-    from tokenbudget import burn, config, enforce, sync
+    from tokenbudget import burn, config, enforce, engine, sync
     from tokenbudget.errors import ConfigError
     from tokenbudget.hook import parse_event
 
@@ -261,15 +258,9 @@ def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> 
                 ledger=ledger,
                 max_bytes=MAX_READ,
             )
-    tz = cfg.tz()
-    ctx = enforce.Context(
-        session_id=ev.session_id,
-        project=cwd or (ledger["sessions"].get(ev.session_id or "", {}).get("p")),
-        now=datetime.fromtimestamp(now, tz),
-        tz=tz,
-        week_start=cfg.week_start,
-    )
-    checks = [c for c, _ in enforce.check_all(budgets, ledger, ctx)]
+    # Between turns: measured like a hook event outside any turn.
+    ctx = engine.event_context("StatusLine", ledger, cfg, now, session_id=ev.session_id, cwd=cwd)
+    checks = engine.measure(budgets, ledger, ctx)
     session = enforce.session_used(ledger, ev.session_id) if ev.session_id else None
     shown = ordered(checks)
     rate = burn.last_hour(ledger, shown[0].budget, now, ev.session_id) if shown else None

@@ -17,6 +17,7 @@ from typing import Any
 
 from tokenbudget.budgets import slash_command
 from tokenbudget.ledger import file_identity
+from tokenbudget.paths import is_session_id
 from tokenbudget.record import Record
 from tokenbudget.usage import Usage
 
@@ -33,7 +34,6 @@ HEAD_BYTES = 256
 
 # Entry types we act on; everything else is skipped before paying for json.loads.
 _WANTED = (b'"assistant"', b'"user"', b'"cost-state"')
-_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # safe as a file name
 _COMMAND_NAME = re.compile(r"<command-name>\s*(/?[^<\s]+)\s*</command-name>")
 
 
@@ -412,7 +412,7 @@ def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
         ts,
         sid,
         cwd if isinstance(cwd, str) else None,
-        origin if isinstance(origin, str) and origin != sid and _SESSION_ID.match(origin) else None,
+        origin if isinstance(origin, str) and origin != sid and is_session_id(origin) else None,
     )
 
 
@@ -504,43 +504,127 @@ _TS = re.compile(rb'"timestamp"\s*:\s*"([^"]+)"')
 _UUID = re.compile(rb'"uuid"\s*:\s*"([^"]{1,64})"')
 
 
-def inherited_totals(fork: Path, parent: Path) -> dict[str, Usage] | None:
-    """The parent's `cost-state` totals a fork started from; None if `fork` copied nothing of it.
+class ForkPoint(Record):
+    """A candidate parent's `cost-state` totals at the point a fork copied it up to.
+
+    `totals` is None when that line is there but cannot be read (torn, or a value rejected):
+    the parent's total at the fork point is then unknown. `final` says whether more lines in
+    the parent can still change the answer (it has not yet written anything after the point).
+    """
+
+    _fields = ("totals", "final")
+    __slots__ = _fields
+
+    def __init__(self, totals: dict[str, Usage] | None, final: bool) -> None:
+        self.totals = totals
+        self.final = final
+
+
+def copied_uuids(fork: Path) -> tuple[set[bytes], bool]:
+    """The uuids of the lines a fork copied: its lines before its own first response; and
+    whether that response was there (else more copies may still come).
+
+    Claude Code writes a fork's copies first, before the fork's first request (its own
+    responses carry no `requestSessionId`); the few own lines read with them (the first
+    prompt) are in no parent. The rest of the fork is not read.
+    """
+    copied: set[bytes] = set()
+    with open(fork, "rb") as f:
+        for line in f:
+            if b'"type":"assistant"' in line and b'"requestSessionId"' not in line:
+                return copied, True
+            copied.update(_UUID.findall(line))
+    return copied, False
+
+
+def fork_point(copied: set[bytes], parent: Path) -> ForkPoint | None:
+    """The totals a fork that copied the lines `copied` started from; None if `parent` holds
+    none of them.
 
     A fork copies the parent's lines with their uuids, and its process starts from the last
     totals the parent's transcript held. The fork point is the parent's last line the fork
     copied: the parent's next `cost-state` (written when that process ended) unless the parent
     sent another request first (it was still running: the fork started from its previous one).
-    Read once per fork, so both files are read whole.
+    The parent is read from its end back to that point (and on to the previous `cost-state`
+    when that is the one), never whole unless the fork point is at its start.
     """
-    copied: set[bytes] = set()
-    with open(fork, "rb") as f:
-        for line in f:
-            copied.update(_UUID.findall(line))
-    last: CostStateEvent | None = None
-    at_fork: CostStateEvent | None = None
-    after: CostStateEvent | None = None
-    forked = moved_on = False
-    skipped = Skipped()
-    with open(parent, "rb") as f:
-        for line in f:
-            if b'"cost-state"' in line:
-                events: list[Event] = []
-                _parse_line(line.rstrip(b"\r\n"), events, skipped)
-                for ev in events:
-                    if isinstance(ev, CostStateEvent):
-                        last = ev
-                        if forked and not moved_on and after is None:
-                            after = ev
-                continue
-            if not copied.isdisjoint(_UUID.findall(line)):
-                forked, at_fork, after, moved_on = True, last, None, False
-            elif forked and b'"type":"assistant"' in line:
-                moved_on = True
-    if not forked:
+    after: tuple[bytes, bool] | None = None  # the first cost-state after the point, so far
+    moved_on = False  # a request after the point came before any cost-state
+    final: bool | None = None  # set once the point is found
+    for line, partial in _lines_backward(parent):
+        if line is None:
+            continue
+        if b'"type":"cost-state"' in line:
+            if final is not None:  # the last one before the point
+                return ForkPoint(_totals_of(line, partial), final)
+            after, moved_on = (line, partial), False
+        elif final is not None:
+            continue
+        elif not copied.isdisjoint(_UUID.findall(line)):
+            if after is not None and not moved_on:
+                return ForkPoint(_totals_of(*after), not after[1])
+            # A request after the point settles it; with nothing after it yet, the parent may
+            # still write the cost-state that is the fork's.
+            final = moved_on
+        elif b'"type":"assistant"' in line:
+            after, moved_on = None, True
+    if final is None:
         return None
-    chosen = after if after is not None else at_fork
-    return {} if chosen is None else {m: u for m, (u, _) in chosen.models.items()}
+    return ForkPoint({}, final)
+
+
+def _totals_of(line: bytes, partial: bool) -> dict[str, Usage] | None:
+    """A cost-state line's totals; None when the line is torn or a value in it is rejected."""
+    if partial:
+        return None
+    skipped = Skipped()
+    events: list[Event] = []
+    _parse_line(line.rstrip(b"\r"), events, skipped)
+    if skipped.counts or len(events) != 1 or not isinstance(events[0], CostStateEvent):
+        return None
+    return {m: u for m, (u, _) in events[0].models.items()}
+
+
+def _lines_backward(path: Path) -> Iterator[tuple[bytes | None, bool]]:
+    """The lines of a file from its end: (line, whether it is a last line still unfinished).
+
+    Read a chunk at a time; a line longer than MAX_LINE_BYTES is yielded as None.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        import stat as _stat
+
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        pos = st.st_size
+        buf = b""
+        last = True  # the bytes after the last newline: unfinished unless empty
+        too_long = False
+        while pos > 0:
+            n = min(CHUNK, pos)
+            pos -= n
+            buf = os.pread(fd, n, pos) + buf
+            parts = buf.split(b"\n")
+            buf = parts[0]
+            for i, line in enumerate(reversed(parts[1:])):
+                if too_long and i == 0:
+                    too_long = False
+                    yield None, False  # the start of a line dropped as it went by
+                elif last and i == 0:
+                    if line:  # a line still being written
+                        yield (line if len(line) <= MAX_LINE_BYTES else None), True
+                else:
+                    yield (line if len(line) <= MAX_LINE_BYTES else None), False
+                last = False
+            if len(buf) > MAX_LINE_BYTES:
+                too_long, buf, last = True, b"", False
+        if buf and not too_long:
+            yield buf, last
+        elif too_long:
+            yield None, False
+    finally:
+        os.close(fd)
 
 
 def first_timestamp(path: Path) -> float | None:

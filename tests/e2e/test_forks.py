@@ -94,6 +94,20 @@ def test_forks_of_compacted_sessions_are_charged_only_their_own_requests(
     assert_exact(fake_api, monkeypatch)
 
 
+def test_a_fork_of_a_fork_whose_only_work_was_compact(
+    run_claude: RunClaude, fake_api: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second fork's copies all name the first session (the compacting fork wrote no
+    # response of its own), yet its total starts from the compacting fork's.
+    parent = ok(run_claude("please LOOP 1"))
+    compacting = fork(run_claude, "/compact", parent)
+    last = fork(run_claude, "hello from the fork of the compaction", compacting)
+    truth = truth_per_session(fake_api)
+    assert [r.kind for r in fake_api.requests].count("compact") == 1
+    assert set(truth) == {parent, compacting, last}
+    assert_exact(fake_api, monkeypatch)
+
+
 def test_forks_of_sessions_with_subagents_are_charged_only_their_own_requests(
     run_claude: RunClaude, fake_api: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:

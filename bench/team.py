@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Team mode: what it adds to a hook call, and how fast a team's pushes go.
+
+    python bench/team.py [--rounds 40] [--members 50] [--pushes 20] [--rows 20]
+
+1. One PreToolUse hook call with nothing new to read, team mode off vs on (joined, a cache
+   file with four team budgets, usage waiting in the outbox and a push just made, so no sync
+   starts), interleaved; target: on/off <= 1.1x.
+2. Push throughput and latency: a throwaway PostgreSQL cluster (tests/pgcluster.py), one team,
+   `--members` threads each making `--pushes` pushes of `--rows` new requests, at once.
+Run with the project's venv (psycopg installed); writes bench/results/team.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import interleave, machine, ms, save, stats  # noqa: E402
+from tests.helpers import install_fixture  # noqa: E402
+from tests.pgcluster import Cluster, find_bindir  # noqa: E402
+
+HOOK = [sys.executable, "-P", "-c", "from tokenbudget.hook import main; main()", "PreToolUse"]
+
+
+def _home(root: Path, team: bool) -> tuple[dict[str, str], bytes]:
+    home = root / ("team on" if team else "team off")
+    state = home / "tb state"
+    state.mkdir(parents=True)
+    config: dict[str, object] = {"budgets": [{"kind": k, "limit": "900M"} for k in
+                                             ("daily", "weekly", "monthly", "session")]}
+    now = time.time()
+    if team:
+        config["team"] = {"dsn": "host=/nowhere dbname=t", "team": "core", "member": "ann@a"}
+        budgets = [{"kind": k, "scope": s, "name": "", "limit": 9e8, "unit": "tokens",
+                    "mode": "block", "warn_at": 0.8}
+                   for k, s in (("daily", "team"), ("weekly", "team"), ("monthly", "team"),
+                                ("daily", "member"))]
+        (state / "team-cache.json").write_text(json.dumps({
+            "version": 1, "team": "core", "member": "ann@a", "fetched": now,
+            "timezone": "UTC", "week_start": 0, "projects": {},
+            "totals": [["day", time.strftime("%Y-%m-%d", time.gmtime(now)), "", "", 5000, 9]],
+            "budgets": budgets}))
+        (state / "team-state.json").write_text(json.dumps({"last_push": now + 3600}))
+    (state / "config.json").write_text(json.dumps(config))
+    transcript = next(install_fixture("loop", home / ".claude").glob("*/*.jsonl"))
+    env = dict(os.environ, HOME=str(home), TOKENBUDGET_HOME=str(state), TZ="UTC")
+    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                        "cwd": "/home/dev/project", "prompt_id": "p-1", "tool_name": "Bash",
+                        "tool_use_id": "t-1"}).encode()
+    subprocess.run([*HOOK[:-1], "Stop"], input=event, env=env, check=True,
+                   capture_output=True)
+    if team:  # usage waiting to be pushed, as on a busy machine between two pushes
+        ledger_path = state / "ledger.json"
+        ledger = json.loads(ledger_path.read_text())
+        ledger["team"] = "core"
+        ledger["outbox"] = {f"k{i:04}": ["s", "m", 10, 10, 0, 0, 100, int(now // 900), 0.001,
+                                         "prompt", "/home/dev/project"] for i in range(200)}
+        ledger_path.write_text(json.dumps(ledger, separators=(",", ":")))
+    return env, event
+
+
+def hook_cost(rounds: int) -> dict[str, object]:
+    root = Path(tempfile.mkdtemp(prefix="tb-bench-team-"))
+    try:
+        cases = {}
+        for team in (False, True):
+            env, event = _home(root, team)
+
+            def call(env: dict[str, str] = env, event: bytes = event) -> float:
+                t = time.perf_counter()
+                out = subprocess.run(HOOK, input=event, env=env, capture_output=True)
+                elapsed = time.perf_counter() - t
+                assert out.returncode == 0 and out.stdout == b"{}\n", out
+                return elapsed
+
+            cases["on" if team else "off"] = call
+        times = interleave(cases, rounds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ratios = sorted(a / b for a, b in zip(times["on"], times["off"], strict=True))
+    return {"off": stats(times["off"]), "on": stats(times["on"]),
+            "ratio_median": ratios[len(ratios) // 2]}
+
+
+def push_load(members: int, pushes: int, rows: int) -> dict[str, object]:
+    from tokenbudget.team import db, schema
+
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit("bench/team.py: PostgreSQL's server programs are needed")
+    cluster = Cluster(bindir)
+    cluster.start()
+    try:
+        dsn = cluster.create_database("bench")
+        with db.session(dsn) as conn:
+            schema.migrate(conn)
+            db.create_team(conn, "core")
+        latencies: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        now = time.time()
+
+        def member(n: int) -> None:
+            mine: list[float] = []
+            try:
+                with db.session(dsn) as conn:
+                    for p in range(pushes):
+                        batch = [{"key": f"m{n:02}-{p:03}-{r:03}", "member": f"m{n}",
+                                  "machine": f"h{n}", "session": f"s{n}",
+                                  "project": f"p{n % 5}", "model": "claude-opus",
+                                  "command": "prompt", "at": now - r * 60, "input": 100,
+                                  "output": 50, "cache_write": 10, "cache_read": 1000,
+                                  "cost_micros": 1234} for r in range(rows)]
+                        t = time.perf_counter()
+                        db.push(conn, "core", batch)
+                        mine.append(time.perf_counter() - t)
+            except Exception as e:
+                errors.append(str(e))
+            with lock:
+                latencies.extend(mine)
+
+        threads = [threading.Thread(target=member, args=(n,)) for n in range(members)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        with db.session(dsn) as conn:
+            total = conn.execute("SELECT tokens FROM tokenbudget.rollups WHERE window_kind ="
+                                 " 'total' AND member = '' AND project = ''").fetchone()[0]
+    finally:
+        cluster.remove()
+    expected = members * pushes * rows * 1160
+    return {"members": members, "pushes": pushes, "rows": rows, "errors": errors,
+            "wall_s": wall, "rows_per_s": members * pushes * rows / wall,
+            "latency": stats(latencies), "total_ok": total == expected}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--members", type=int, default=50)
+    ap.add_argument("--pushes", type=int, default=20)
+    ap.add_argument("--rows", type=int, default=20)
+    args = ap.parse_args()
+    hook = hook_cost(args.rounds)
+    print(f"hook call, team on vs off: {hook['ratio_median']:.3f}x "
+          f"({ms(hook['on']['median'])} vs {ms(hook['off']['median'])})")  # type: ignore[index]
+    load = push_load(args.members, args.pushes, args.rows)
+    lat = load["latency"]
+    print(f"{args.members} members pushing at once: {load['rows_per_s']:.0f} rows/s, push p50 "
+          f"{ms(lat['median'])}, p95 {ms(lat['p95'])}, errors {len(load['errors'])},"  # type: ignore[index]
+          f" totals exact: {load['total_ok']}")
+    save("team", {"machine": machine(), "hook": hook, "push": load})
+
+
+if __name__ == "__main__":
+    main()

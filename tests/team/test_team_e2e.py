@@ -1,0 +1,55 @@
+"""Two machines (two HOMEs) in one team, with the real Claude Code against the fake API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import RunClaude
+from tests.e2e.fake_api import FakeAnthropic
+from tests.team.test_team_sync import joined, ledger_of
+from tests.test_cli import run
+from tokenbudget import claude_settings
+from tokenbudget.team import db, schema
+
+pytestmark = pytest.mark.e2e
+
+
+def settings() -> dict[str, Any]:
+    return {"hooks": claude_settings.desired_hooks(sys.executable)}
+
+
+def test_a_team_day_used_up_on_one_machine_refuses_the_next_prompt_on_the_other(
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, tmp_path: Path,
+    pg_dsn: str,
+) -> None:
+    with db.session(pg_dsn) as conn:
+        schema.migrate(conn)
+        db.create_team(conn, "core")
+    ann, bob = private_home, tmp_path / "bob home"
+    bob.mkdir()
+    (bob / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+    bob_env = {"HOME": str(bob), "TOKENBUDGET_HOME": str(bob / "tb state")}
+    joined(ann, pg_dsn, "ann@a")
+    joined(bob, pg_dsn, "bob@b")
+    assert run("budget", "set", "daily", "1k", "--team", home=ann).returncode == 0
+    first = run_claude("Say hello.", settings=settings())
+    assert first.proc.returncode == 0, first.proc.stderr[-2000:]
+    assert fake_api.total_tokens() > 1000
+    for _ in range(300):  # ann's Stop hook started a sync: bounded wait for the push
+        if not ledger_of(ann)["outbox"] and ledger_of(ann)["sessions"]:
+            break
+        time.sleep(0.1)
+    assert ledger_of(ann)["outbox"] == {}
+    assert run("team", "sync", home=bob).returncode == 0  # bob's machine fetches the totals
+    served = len(fake_api.requests)
+    second = run_claude("Say hello too.", settings=settings(), env=bob_env)
+    assert len(fake_api.requests) == served, "the refused prompt reached the API"
+    assert second.output is not None, second.proc.stderr[-2000:]
+    text = str(second.output.get("result", ""))
+    assert "blocked by hook" in text and "the team's daily budget is used up" in text

@@ -1,0 +1,120 @@
+"""Team budgets enforced by the hooks: from the cached totals plus what waits in the outbox,
+never waiting on the server."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import install_fixture
+from tests.pgcluster import Cluster
+from tests.team.test_team_sync import joined, ledger_of, server_totals
+from tests.test_cli import run
+from tests.test_hook import run_hook
+from tokenbudget.team import db, schema
+
+
+@pytest.fixture
+def team_dsn(pg_dsn: str) -> str:
+    with db.session(pg_dsn) as conn:
+        schema.migrate(conn)
+        db.create_team(conn, "core")
+    return pg_dsn
+
+
+def prompt_of(home: Path, case: str) -> dict[str, Any]:
+    projects = install_fixture(case, home / ".claude", unique_ids=True)
+    transcript = next(projects.glob("*/*.jsonl"))
+    return {"session_id": transcript.stem, "transcript_path": str(transcript),
+            "cwd": "/home/dev/project", "prompt_id": "p-9", "prompt": "go on"}
+
+
+def hook_env(home: Path) -> dict[str, str]:
+    return {"HOME": str(home), "TOKENBUDGET_HOME": str(home / "tb state")}
+
+
+def test_a_team_budget_used_up_on_one_machine_refuses_the_next_prompt_on_another(
+    private_home: Path, tmp_path: Path, team_dsn: str, recorded_day: float
+) -> None:
+    ann, bob = tmp_path / "ann home", private_home
+    ann.mkdir()
+    joined(ann, team_dsn, "ann@a")
+    joined(bob, team_dsn, "bob@b")
+    proc = run("budget", "set", "daily", "2k", "--team", home=ann)
+    assert proc.stdout == "Set team core's daily budget: 2k tokens (block).\n", proc.stderr
+    event = prompt_of(bob, "slash")
+    rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(bob))
+    assert (rc, out.get("decision")) == (0, None)  # bob alone is under 2k
+    install_fixture("plain", ann / ".claude", unique_ids=True)
+    assert run("team", "sync", home=ann).returncode == 0  # ann's 3k reach the server
+    assert server_totals(team_dsn, "ann@a")[0] > 2000
+    assert run("team", "sync", home=bob).returncode == 0  # bob's machine learns of them
+    rc, out, _ = run_hook("UserPromptSubmit", {**event, "prompt_id": "p-10"}, env=hook_env(bob))
+    assert rc == 0 and out["decision"] == "block"
+    assert "the team's daily budget" in out["reason"]
+    assert "tokenbudget budget set daily" in out["reason"] and "--team" in out["reason"]
+
+
+def test_usage_not_pushed_counts_at_once_and_a_stopped_server_blocks_nothing_else(
+    private_home: Path, team_dsn: str, pg_cluster: Cluster, recorded_day: float
+) -> None:
+    joined(private_home, team_dsn, "bob@b")
+    assert run("budget", "set", "daily", "1k", "--team", "--per-member",
+               home=private_home).returncode == 0
+    assert run("budget", "set", "daily", "900M", "--team", home=private_home).returncode == 0
+    pg_cluster.stop()
+    event = prompt_of(private_home, "plain")
+    rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+    assert rc == 0 and out["decision"] == "block"
+    assert "your share of the team's daily budget" in out["reason"]
+    assert len(ledger_of(private_home)["outbox"]) > 0  # waiting for the server
+    pg_cluster.start()
+
+
+def test_a_hook_with_usage_waiting_starts_a_sync_that_pushes_it(
+    private_home: Path, team_dsn: str, recorded_day: float
+) -> None:
+    joined(private_home, team_dsn, "bob@b")
+    event = prompt_of(private_home, "plain")
+    rc, out, _ = run_hook("Stop", event, env=hook_env(private_home))
+    assert (rc, out) == (0, {})
+    state_path = private_home / "tb state" / "team-state.json"
+    for _ in range(300):  # the detached sync: bounded wait, not a timing assertion
+        if "last_push" in json.loads(state_path.read_text()):  # written as the sync ends
+            break
+        time.sleep(0.1)
+    assert ledger_of(private_home)["outbox"] == {}
+    state = json.loads(state_path.read_text())
+    assert state["last_push"] > 0 and "error" not in state
+    assert server_totals(team_dsn)[0] > 0
+
+
+def test_old_team_totals_start_a_sync_that_fetches_them_even_with_nothing_to_push(
+    private_home: Path, team_dsn: str, tmp_path: Path, recorded_day: float
+) -> None:
+    ann = tmp_path / "ann home"
+    ann.mkdir()
+    joined(ann, team_dsn, "ann@a")
+    joined(private_home, team_dsn, "bob@b")
+    assert run("budget", "set", "daily", "2k", "--team", home=ann).returncode == 0
+    install_fixture("plain", ann / ".claude", unique_ids=True)
+    assert run("team", "sync", home=ann).returncode == 0
+    cache_path = private_home / "tb state" / "team-cache.json"
+    cached = json.loads(cache_path.read_text())
+    cached["fetched"] = recorded_day - 60  # bob's copy is a minute old
+    cache_path.write_text(json.dumps(cached))
+    event = {"session_id": "5e55a7e2-0000-4000-8000-000000000001", "cwd": "/home/dev/project",
+             "prompt": "go on", "prompt_id": "p-1"}
+    rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+    assert (rc, out.get("decision")) == (0, None)  # decided on what it had: under 2k
+    for _ in range(300):  # the detached sync: bounded wait, not a timing assertion
+        if json.loads(cache_path.read_text())["fetched"] == recorded_day:
+            break
+        time.sleep(0.1)
+    rc, out, _ = run_hook("UserPromptSubmit", {**event, "prompt_id": "p-2"},
+                          env=hook_env(private_home))
+    assert out["decision"] == "block" and "the team's daily budget" in out["reason"]

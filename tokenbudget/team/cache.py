@@ -1,0 +1,214 @@
+"""The team's totals and budgets as a hook sees them: no network, no database code.
+
+`tokenbudget team sync` writes `team-cache.json` (the rollups of the current windows and the
+team's budgets, with the time they were fetched); a hook adds this machine's usage not pushed
+yet (the ledger's outbox) and measures each team budget as a local one is measured. An outbox
+entry already pushed but not yet dropped, or a grown request sent again, counts twice until the
+next sync: a hook errs towards the limit, never past it.
+
+When the outbox holds usage and the last push is older than PUSH_EVERY (or at a Stop), or the
+totals are older than PULL_EVERY, the hook starts a detached `tokenbudget team sync` and goes
+on without waiting for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+
+from tokenbudget import paths
+from tokenbudget.budgets import Budget, Check, evaluate, window
+from tokenbudget.ledger import BUCKET
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from tokenbudget.enforce import Context
+
+VERSION = 1
+PUSH_EVERY = 5.0  # seconds: unpushed usage older than this starts a background sync
+RETRY_EVERY = 30.0  # seconds between background syncs while the server fails us
+PULL_EVERY = 30.0  # seconds: older team totals start a background sync, even with no usage
+_WINDOWS = {"daily": "day", "weekly": "week", "monthly": "month", "total": "total"}
+
+
+def cache_file() -> str:
+    return os.path.join(paths.data_folder(), "team-cache.json")
+
+
+def state_file() -> str:
+    return os.path.join(paths.data_folder(), "team-state.json")
+
+
+def write_private_json(path: str, data: dict[str, Any]) -> None:
+    """Replace `path` atomically with `data`, readable by the user alone."""
+    folder = paths.ensure_private_dir(os.path.dirname(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_cache(data: dict[str, Any]) -> None:
+    write_private_json(cache_file(), data)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class TeamBudget(Budget):
+    """A budget kept in the team database: for the whole team, each member, or one project."""
+
+    _fields = (*Budget._fields, "scope", "scope_name")  # type: ignore[assignment]
+    __slots__ = ("scope", "scope_name")
+    scope: str  # team, member or project
+    scope_name: str  # the project's name, for scope project
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        super().__init__(row["kind"], float(row["limit"]), row["unit"], mode=row["mode"],
+                         warn_at=float(row["warn_at"]))
+        self._set(scope=row["scope"], scope_name=row["name"])
+
+    @property
+    def id(self) -> str:
+        extra = {"team": "", "member": " per member", "project": f" {self.scope_name}"}
+        return f"team {self.kind}{extra[self.scope]}"
+
+    @property
+    def described(self) -> str:
+        """How messages name it (budgets.label)."""
+        what = f"{'all-time' if self.kind == 'total' else self.kind} budget"
+        if self.scope == "member":
+            return f"your share of the team's {what}"
+        if self.scope == "project":
+            return f"the team's {what} for {self.scope_name}"
+        return f"the team's {what}"
+
+    def raise_command(self, limit: str) -> str:
+        """The command that raises it (hook._raise_hint)."""
+        scope = {"team": "", "member": " --per-member",
+                 "project": f" --project {self.scope_name}"}[self.scope]
+        mode = "" if self.mode == "block" else f" --mode {self.mode}"
+        return f"tokenbudget budget set {self.kind} {limit} --team{scope}{mode}"
+
+
+def project_of(folder: str | None, projects: dict[str, str]) -> str | None:
+    """The team's name for the project of `folder`, as the last sync resolved it."""
+    while folder:
+        if folder in projects:
+            return projects[folder]
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return None
+
+
+def matches(project: str | None, name: str) -> bool:
+    """Does a budget for project `name` (a remote or a repository's name) cover `project`?"""
+    if project is None:
+        return False
+    return project == name or project.endswith("/" + name)
+
+
+def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
+           now: float) -> list[Check]:
+    """The team budgets measured from the cache plus the outbox; starts a background sync
+    when one is due. Called by the engine's judge, never waits on the network."""
+    data = read_json(cache_file())
+    _maybe_sync(ledger, event, now, float((data or {}).get("fetched") or 0))
+    if not data or data.get("team") != cfg.team["team"] or not data.get("budgets"):
+        return []
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(str(data.get("timezone") or "UTC"))
+    projects: dict[str, str] = data.get("projects") or {}
+    here = project_of(ctx.project, projects)
+    out: list[Check] = []
+    for row in data["budgets"]:
+        b = TeamBudget(row)
+        if b.scope == "project" and not matches(here, b.scope_name):
+            continue
+        start, end = window(b.kind, ctx.now, zone, int(data.get("week_start") or 0))
+        first = "1970-01-01" if start is None else start.astimezone(zone).date().isoformat()
+        member = cfg.team["member"] if b.scope == "member" else ""
+        cached = 0.0
+        for kind, wstart, m, project, tokens, micros in data.get("totals", []):
+            if kind != _WINDOWS[b.kind] or wstart != first or m != member:
+                continue
+            if (project == "") == (b.scope != "project") and (
+                b.scope != "project" or matches(project, b.scope_name)
+            ):
+                cached += tokens if b.unit == "tokens" else micros / 1_000_000
+        lo = start.timestamp() if start else float("-inf")
+        hi = end.timestamp() if end else float("inf")
+        unpushed = 0.0
+        for e in ledger["outbox"].values():
+            if not lo <= e[7] * BUCKET < hi:
+                continue
+            if b.scope == "project" and not matches(projects.get(e[10]), b.scope_name):
+                continue
+            unpushed += sum(e[2:7]) if b.unit == "tokens" else (e[8] or 0.0)
+        used = max(0.0, cached + unpushed)
+        out.append(evaluate(b, used, 0.0, ctx.now, end, f"team {first}"))
+    return out
+
+
+def _maybe_sync(ledger: dict[str, Any], event: str, now: float, fetched: float) -> None:
+    """Start `tokenbudget team sync` in the background when usage waits and none ran lately,
+    or when the team's totals were fetched more than PULL_EVERY ago."""
+    state = read_json(state_file()) or {}
+    spawned = float(state.get("spawned") or 0)
+    if ledger["outbox"]:
+        last = max(float(state.get("last_push") or 0), spawned)
+        wait = RETRY_EVERY if state.get("error") else PUSH_EVERY
+        if event != "Stop" and now - last < wait:
+            return
+    elif now - max(fetched, spawned) < (RETRY_EVERY if state.get("error") else PULL_EVERY):
+        return
+    if now - float(state.get("spawned") or 0) < 1.0:
+        return  # one start a second at most, whatever the events
+    state["spawned"] = now
+    try:
+        write_private_json(state_file(), state)
+        spawn_sync()
+    except OSError:
+        pass  # the next hook tries again; the usage waits in the outbox meanwhile
+
+
+def spawn_sync() -> None:
+    """`tokenbudget team sync --background`, detached: its own session, and stdin, stdout and
+    stderr on /dev/null (a child holding the hook's stdout open hangs Claude Code).
+
+    posix_spawn, not subprocess: no import on the hook's path, and no Popen object to warn
+    that a child it never waits for is still running."""
+    null = os.devnull
+    os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-P", "-c", "from tokenbudget.cli import main; main()",
+         "team", "sync", "--background"],
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0),
+        ],
+        setsid=True,
+    )

@@ -1,0 +1,304 @@
+"""`tokenbudget team ...`: thin commands over db.py, sync.py and cache.py.
+
+psycopg is imported only when a command talks to the server (db.py imports it lazily).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+from typing import Any
+
+import click
+
+from tokenbudget import clock
+from tokenbudget.errors import TeamError
+
+
+@click.group()
+def team() -> None:
+    """Share budgets with a team, on PostgreSQL (pip install 'tokenbudget[team]')."""
+
+
+@team.command("init")
+@click.argument("dsn")
+@click.option("--team", "team_name", help="Also create this team.")
+@click.option("--timezone", default="UTC", show_default=True,
+              help="The team's calendar zone (with --team).")
+@click.option("--week-start", type=click.IntRange(0, 6), default=0, show_default=True,
+              help="0 = Monday ... 6 = Sunday (with --team).")
+def init(dsn: str, team_name: str | None, timezone: str, week_start: int) -> None:
+    """Create or migrate the team schema in the database DSN names."""
+    from tokenbudget.team import db, schema
+
+    with db.session(dsn) as conn:
+        done = schema.migrate(conn)
+        click.echo(f"Schema up to date ({schema.MIGRATIONS[-1][0]})"
+                   + (f"; applied {', '.join(done)}." if done else "; nothing to apply."))
+        if team_name:
+            made = db.create_team(conn, team_name, timezone, week_start)
+            click.echo(f"Team {team_name}: {'created' if made else 'exists already'}.")
+
+
+def default_member() -> str:
+    from tokenbudget.team.sync import machine_name
+
+    return f"{getpass.getuser()}@{machine_name()}"
+
+
+@team.command("join")
+@click.argument("dsn")
+@click.option("--team", "team_name", required=True, help="The team to join.")
+@click.option("--member", help="Your name in the team (default: user@host).")
+def join(dsn: str, team_name: str, member: str | None) -> None:
+    """Join a team: its budgets apply here and this machine's usage counts for it from now."""
+    from tokenbudget import config, paths
+    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.team import db, schema, sync
+
+    member = member or default_member()
+    with db.session(dsn) as conn:
+        if schema.applied(conn) != [name for name, _ in schema.MIGRATIONS]:
+            raise TeamError(f"the team database {db.mask(dsn)} is not set up or not up to"
+                            " date: run `tokenbudget team init DSN` first")
+        db.team_info(conn, team_name)
+    cfg = config.load_config()
+    if cfg.team is not None and cfg.team["team"] != team_name:
+        raise TeamError(f"already in team {cfg.team['team']}: `tokenbudget team leave` first")
+    config.save_config(cfg.replace(team={"dsn": dsn, "team": team_name, "member": member}))
+    with JsonFileStore(paths.ledger_file(), cfg.lock_timeout_seconds).transaction() as ledger:
+        ledger["team"] = team_name
+    click.echo(f"Joined team {team_name} as {member}.")
+    try:
+        sync.sync(dict(config.load_config().team or {}))
+    except TeamError as e:
+        click.echo(f"tokenbudget: warning: first sync failed: {e}", err=True)
+
+
+@team.command("leave")
+@click.option("--force", is_flag=True, help="Leave even with usage not pushed yet.")
+def leave(force: bool) -> None:
+    """Leave the team: its budgets no longer apply here."""
+    import os
+
+    from tokenbudget import config, paths
+    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.team import cache
+
+    cfg = config.load_config()
+    if cfg.team is None:
+        raise TeamError("not in a team")
+    with JsonFileStore(paths.ledger_file(), cfg.lock_timeout_seconds).transaction() as ledger:
+        waiting = len(ledger["outbox"])
+        if waiting and not force:
+            raise TeamError(f"{waiting} records are not pushed yet: `tokenbudget team sync`"
+                            " first, or `team leave --force` to drop them")
+        ledger["team"] = ""
+        ledger["outbox"] = {}
+    config.save_config(cfg.replace(team=None))
+    for path in (cache.cache_file(), cache.state_file()):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    click.echo(f"Left team {cfg.team['team']}.")
+
+
+def _team_cfg() -> dict[str, str]:
+    from tokenbudget import config
+
+    cfg = config.load_config()
+    if cfg.team is None:
+        raise TeamError("not in a team: `tokenbudget team join DSN --team NAME`")
+    return dict(cfg.team)
+
+
+@team.command("sync")
+@click.option("--background", is_flag=True, hidden=True)
+def sync_cmd(background: bool) -> None:
+    """Push this machine's usage and fetch the team's totals and budgets."""
+    from tokenbudget import cli
+    from tokenbudget.team import sync
+
+    team_cfg = _team_cfg()
+    cli._sync(cli._config_for_reading())  # record what is new in the transcripts first
+    try:
+        done = sync.sync(team_cfg)
+    except TeamError:
+        if background:
+            return  # kept in the state file for `team status`; the outbox waits
+        raise
+    if background:
+        return
+    if done.get("busy"):
+        click.echo("Another sync is running.")
+    else:
+        click.echo(f"Pushed {done['pushed']} records ({done['changed']} new or grown);"
+                   f" totals {'fetched' if done['pulled'] else 'not fetched'}.")
+
+
+def status_data(team_cfg: dict[str, str], now: float, *, reach: bool = True) -> dict[str, Any]:
+    """What `team status` shows, as data."""
+    from tokenbudget import paths
+    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.team import cache, db, sync
+
+    state = sync.read_state()
+    data = cache.read_json(cache.cache_file()) or {}
+    ledger = JsonFileStore(paths.ledger_file()).load()
+    reachable = None
+    error = state.get("error")
+    if reach:
+        try:
+            with db.session(team_cfg["dsn"], timeout=3) as conn:
+                db.team_info(conn, team_cfg["team"])
+            reachable = True
+        except TeamError as e:
+            reachable, error = False, str(e)
+    fetched = data.get("fetched")
+    return {
+        "team": team_cfg["team"], "member": team_cfg["member"],
+        "dsn": db.mask(team_cfg["dsn"]), "reachable": reachable,
+        "lastPush": state.get("last_push"), "lastPull": state.get("last_pull"),
+        "unpushed": len(ledger["outbox"]),
+        "lagSeconds": None if fetched is None else max(0.0, now - float(fetched)),
+        "budgets": len(data.get("budgets") or []), "error": error,
+    }
+
+
+def _ago(now: float, at: Any) -> str:
+    if at is None:
+        return "never"
+    seconds = max(0, round(now - float(at)))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def render_status(d: dict[str, Any], now: float) -> str:
+    """`team status` as text."""
+    reach = {True: "reachable", False: "NOT reachable", None: "not checked"}[d["reachable"]]
+    lines = [
+        f"Team {d['team']} as {d['member']}",
+        f"Server: {d['dsn']} ({reach})",
+        f"Last push: {_ago(now, d['lastPush'])}; last pull: {_ago(now, d['lastPull'])}",
+        f"Unpushed records: {d['unpushed']}",
+        f"Team budgets: {d['budgets']}",
+    ]
+    if d["error"]:
+        lines.append(f"Last error: {d['error']}")
+    return "\n".join(lines) + "\n"
+
+
+@team.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(as_json: bool) -> None:
+    """Server reachable, last push and pull, unpushed records, how old the totals are."""
+    now = clock.now()
+    d = status_data(_team_cfg(), now)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        click.echo(render_status(d, now), nl=False)
+
+
+TEAM_KINDS = ("total", "daily", "weekly", "monthly")
+
+
+def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
+                    project: str | None, per_member: bool) -> str:
+    """`budget set KIND LIMIT --team [--per-member | --project NAME]`; what to print."""
+    from tokenbudget import budgets
+    from tokenbudget.errors import ConfigError
+    from tokenbudget.team import db
+    from tokenbudget.team.sync import normalize_remote
+
+    if kind not in TEAM_KINDS:
+        raise click.UsageError(f"team budgets are {', '.join(TEAM_KINDS)}, not {kind}")
+    if len(args) != 1:
+        raise click.UsageError(f"team budgets take LIMIT, e.g. `budget set {kind} 2M --team`")
+    if per_member and project:
+        raise click.UsageError("--per-member and --project: choose one")
+    try:
+        limit, unit = budgets.parse_limit(args[0])
+        warn = budgets.parse_warn_at(warn_at)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    name = ""
+    if project:
+        name = normalize_remote(project) if ("/" in project or ":" in project) else project
+    scope = "member" if per_member else "project" if project else "team"
+    team_cfg = _team_cfg()
+    row = {"kind": kind, "scope": scope, "name": name, "limit": limit, "unit": unit,
+           "mode": mode, "warn_at": warn}
+    with db.session(team_cfg["dsn"]) as conn:
+        db.set_budget(conn, team_cfg["team"], row)
+    import contextlib
+
+    from tokenbudget.team import sync
+
+    with contextlib.suppress(TeamError):
+        sync.sync(team_cfg)  # this machine enforces it at once
+    where = {"team": "", "member": " per member", "project": f" for {name}"}[scope]
+    return (f"Set team {team_cfg['team']}'s {kind} budget{where}:"
+            f" {budgets.format_limit(limit, unit)} ({mode}).")
+
+
+def doctor_findings(team_cfg: dict[str, str], now: float) -> list[tuple[bool, str, str, str]]:
+    """`doctor`'s team checks: (ok, title, detail, fix)."""
+    import importlib.util
+
+    from tokenbudget import paths
+    from tokenbudget.ledger import JsonFileStore
+
+    if importlib.util.find_spec("psycopg") is None:
+        return [(False, "team mode needs psycopg", f"team {team_cfg['team']}",
+                 "pip install 'tokenbudget[team]' (in tokenbudget's environment)")]
+    d = status_data(team_cfg, now)
+    out = []
+    if d["reachable"]:
+        out.append((True, "team database", f"{d['dsn']}: team {d['team']} as {d['member']}", ""))
+    else:
+        out.append((False, "team database not reachable", d["error"] or "",
+                    "check the DSN and the server; budgets use the last fetched totals"))
+    if JsonFileStore(paths.ledger_file()).load()["team"] != team_cfg["team"]:
+        out.append((False, "this machine's usage is not collected for the team", "",
+                    f"tokenbudget team join DSN --team {team_cfg['team']}"))
+    lag = "never fetched"
+    if d["lagSeconds"] is not None:
+        lag = f"fetched {_ago(now, now - d['lagSeconds'])}"
+    out.append((True, "team totals", f"{lag}; {d['unpushed']} record(s) not pushed yet", ""))
+    return out
+
+
+def team_report(by: str, since: str | None, until: str | None, project: str | None,
+                as_json: bool, as_csv: bool, exact: bool, html_file: Any) -> str:
+    """`report --team`: the text to print."""
+    import sys
+
+    from tokenbudget import render
+    from tokenbudget.team import db
+    from tokenbudget.team import report as team_rep
+
+    if by not in team_rep.SHAPES:
+        raise click.UsageError(f"--team reports go --by {'|'.join(team_rep.SHAPES)}")
+    if project is not None or html_file is not None:
+        raise click.UsageError("--team reports take neither --project nor --html yet")
+    for value, name in ((since, "--since"), (until, "--until")):
+        if value is not None:
+            from datetime import date
+
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise click.BadParameter(f"{value!r} is not a date like 2026-11-28",
+                                         param_hint=name) from None
+    team_cfg = _team_cfg()
+    with db.session(team_cfg["dsn"]) as conn:
+        rows = team_rep.fetch(conn, team_cfg["team"], by, since, until)
+    if as_json:
+        return json.dumps(team_rep.to_json(by, rows), indent=2) + "\n"
+    if as_csv:
+        return team_rep.to_csv(by, rows)
+    return team_rep.to_table(by, rows, color=render.use_color(sys.stdout), exact=exact)

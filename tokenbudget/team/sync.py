@@ -1,0 +1,179 @@
+"""`tokenbudget team sync`: push this machine's outbox, pull the team's totals and budgets.
+
+The outbox (the ledger's `outbox`, filled by ingest in the commit that counts the usage) holds
+each request or correction not pushed yet. A push sends a snapshot of it, then, under the
+ledger lock, drops each entry that is still what was sent; an entry that grew meanwhile stays
+and goes again (the server keeps the larger). A push that dies before its commit leaves the
+outbox whole; one that dies after it sends the same rows again, which changes nothing. So
+every record arrives once, whatever compacts or folds the ledger in between.
+
+The pull writes the cache file the hooks read (cache.py), with the time it was fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+from typing import Any
+
+from tokenbudget import clock, paths
+from tokenbudget.errors import TeamError
+from tokenbudget.ledger import BUCKET, JsonFileStore
+from tokenbudget.team import cache
+
+_CREDENTIALS = re.compile(r"^([a-z+]+://)[^@/]*@", re.IGNORECASE)
+
+
+def machine_name() -> str:
+    return socket.gethostname() or "unknown"
+
+
+def project_id(folder: str) -> str:
+    """What names a project across machines: its git remote (host/path, no credentials, no
+    .git), else its repository's folder name, else the folder's name."""
+    if not folder:
+        return ""
+    try:
+        out = subprocess.run(
+            ["git", "-C", folder, "config", "--get", "remote.origin.url"],
+            capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL,
+        )
+        url = out.stdout.strip() if out.returncode == 0 else ""
+        if not url:
+            top = subprocess.run(
+                ["git", "-C", folder, "rev-parse", "--show-toplevel"],
+                capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL,
+            )
+            if top.returncode == 0 and top.stdout.strip():
+                return os.path.basename(top.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        url = ""
+    if url:
+        return normalize_remote(url)
+    return os.path.basename(folder.rstrip("/")) or folder
+
+
+def normalize_remote(url: str) -> str:
+    """`git@host:org/app.git`, `https://user@host/org/app` -> `host/org/app`."""
+    url = _CREDENTIALS.sub(r"\1", url.strip())
+    url = re.sub(r"^[a-z+]+://", "", url, flags=re.IGNORECASE)
+    url = re.sub(r"^[^@/]+@([^:/]+):", r"\1/", url)  # scp-like: git@host:org/app
+    url = re.sub(r":\d+/", "/", url, count=1)  # a port
+    url = url.removesuffix("/").removesuffix(".git")
+    return url.lower() if "/" not in url else url.split("/", 1)[0].lower() + "/" + \
+        url.split("/", 1)[1]
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_state() -> dict[str, Any]:
+    """What the last syncs did: last push and pull times, the last error, project names."""
+    return _read_json(cache.state_file())
+
+
+def write_state(state: dict[str, Any]) -> None:
+    cache.write_private_json(cache.state_file(), state)
+
+
+def rows_of(outbox: dict[str, list[Any]], member: str, machine: str,
+            projects: dict[str, str]) -> list[dict[str, Any]]:
+    """The outbox as usage rows for the server (cost in whole micro-dollars)."""
+    rows = []
+    for key, e in outbox.items():
+        folder = e[10]
+        if folder not in projects:
+            projects[folder] = project_id(folder)
+        rows.append({
+            "key": key, "member": member, "machine": machine, "session": e[0],
+            "project": projects[folder], "model": e[1], "command": e[9],
+            "at": float(e[7] * BUCKET), "input": e[2], "output": e[3],
+            "cache_write": e[4] + e[5], "cache_read": e[6],
+            "cost_micros": round((e[8] or 0.0) * 1_000_000),
+        })
+    return rows
+
+
+def sync(team_cfg: dict[str, str], *, pull: bool = True, timeout: float = 5.0) -> dict[str, Any]:
+    """Push the outbox, then pull; what was done. TeamError when the server fails us (the
+    error is kept in the state file for `team status`)."""
+    release = _lock()
+    if release is None:
+        return {"busy": True}
+    try:
+        return _sync(team_cfg, pull, timeout)
+    finally:
+        release()
+
+
+def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any]:
+    from tokenbudget.team import db
+
+    state = read_state()
+    store = JsonFileStore(paths.ledger_file())
+    ledger = store.load()
+    if ledger["team"] != team_cfg["team"]:
+        raise TeamError("this machine's ledger is not in team mode: run `tokenbudget team join`")
+    outbox = {k: list(v) for k, v in ledger["outbox"].items()}
+    projects: dict[str, str] = dict(state.get("projects") or {})
+    rows = rows_of(outbox, team_cfg["member"], machine_name(), projects)
+    state["projects"] = projects
+    state["last_attempt"] = clock.now()
+    done: dict[str, Any] = {"pushed": 0, "changed": 0, "pulled": False}
+    try:
+        with db.session(team_cfg["dsn"], timeout) as conn:
+            if rows:
+                done["changed"] = db.push(conn, team_cfg["team"], rows)
+                with store.transaction() as current:
+                    box = current["outbox"]
+                    for key, sent in outbox.items():
+                        if box.get(key) == sent:
+                            del box[key]
+                done["pushed"] = len(rows)
+                state["last_push"] = clock.now()
+            if pull:
+                zone, week_start = db.team_info(conn, team_cfg["team"])
+                cache.write_cache({
+                    "version": cache.VERSION,
+                    "team": team_cfg["team"],
+                    "member": team_cfg["member"],
+                    "fetched": clock.now(),
+                    "timezone": zone,
+                    "week_start": week_start,
+                    "projects": projects,
+                    "totals": db.totals(conn, team_cfg["team"], team_cfg["member"],
+                                        clock.now()),
+                    "budgets": db.budgets(conn, team_cfg["team"]),
+                })
+                state["last_pull"] = clock.now()
+                done["pulled"] = True
+        state.pop("error", None)
+    except TeamError as e:
+        state["error"] = str(e)
+        raise
+    finally:
+        write_state(state)
+    return done
+
+
+def _lock() -> Any:
+    """Take the sync lock without waiting; its release, or None when another sync holds it."""
+    import fcntl
+
+    folder = paths.ensure_private_dir(paths.data_folder())
+    fd = os.open(os.path.join(folder, "team-sync.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return lambda: os.close(fd)
