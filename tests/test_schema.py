@@ -66,6 +66,13 @@ from tokenbudget.schema import (
     M_REQUESTS,
     M_SOURCE,
     M_USAGE,
+    OUT_COMMAND,
+    OUT_COST,
+    OUT_LEN,
+    OUT_MODEL,
+    OUT_PROJECT,
+    OUT_SESSION,
+    OUT_USAGE,
     PRE_COST,
     PRE_TOKENS,
     REQ_BUCKET,
@@ -558,6 +565,47 @@ def test_ended_entries_name_the_session_and_how_long_it_is_read(
         assert entry[ENDED_UNTIL] == RECORDED + hook.ENDED_WAIT
 
 
+def test_the_team_outbox_copies_each_request_with_its_command_and_project(
+    private_home: Path, recorded_day: float
+) -> None:
+    from tokenbudget.team.sync import rows_of
+
+    for case in ALL_CASES:
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    with store.transaction() as ledger:
+        ledger["team"] = "acme"  # team mode: what is counted waits in the outbox too
+    sync.sync_all(store, now=recorded_day)
+    data = json.loads(Path(store.file).read_bytes())
+    outbox = data["outbox"]
+    requests = {k: e for k, e in outbox.items() if not k.startswith("adj-")}
+    compacted = sum(len(s.get(S_COMPACTED_KEYS, "")) for s in data["sessions"].values())
+    assert len(requests) == len(data["keys"]) + compacted // ingest.KEY_LEN
+    assert len(outbox) - len(requests) == sum(
+        len(s[S_ADJUSTMENTS]) for s in data["sessions"].values()
+    )
+    for key, e in outbox.items():
+        assert len(e) == OUT_LEN
+        s = data["sessions"][e[OUT_SESSION]]
+        assert e[OUT_PROJECT] == s[S_PROJECT] and e[OUT_MODEL] in s[S_MODELS]
+        rec = data["keys"].get(key)
+        if rec is not None:
+            assert e[: OUT_COST + 1] == rec[: REQ_COST + 1]  # a request record's own fields
+            turn = s[S_TURNS].get(rec[REQ_TURN])
+            assert e[OUT_COMMAND] == (turn[TURN_COMMAND] if turn else "prompt")
+    tokens = sum(sum(m[M_USAGE]) for s in data["sessions"].values() for m in s[S_MODELS].values())
+    assert sum(sum(e[OUT_USAGE]) for e in outbox.values()) == tokens
+    rows = rows_of(outbox, "me", "box", {})
+    kinds = ("input", "output", "cache_write", "cache_read")
+    assert sum(r[kind] for r in rows for kind in kinds) == tokens
+    assert {r["command"] for r in rows} == {"prompt", "/compact", "/helper", "/test"}
+    assert {r["at"] // BUCKET for r in rows} == {int(h) for h in data["hours"]}
+    short = json.loads(json.dumps(data))
+    next(iter(short["outbox"].values())).pop()
+    with pytest.raises(CorruptLedger, match="the ledger's team outbox have the wrong shape"):
+        validate(short)
+
+
 # --- migrations --------------------------------------------------------------------------------
 
 
@@ -571,7 +619,9 @@ def test_a_ledger_of_this_schema_is_left_as_it_is(either: Ledger) -> None:
     before = json.dumps(either)
     assert migrate(either) is either
     assert json.dumps(either) == before
-    assert validate(migrate(json.loads(before))) == json.loads(before)
+    loaded = json.loads(before)
+    valid = validate(migrate(json.loads(before)))  # fills in only keys a ledger lacks
+    assert {k: v for k, v in valid.items() if k in loaded} == loaded
 
 
 @pytest.mark.parametrize(
@@ -698,6 +748,8 @@ def test_the_names_stand_for_the_format_schema_1_files_have() -> None:
         "EVAL_KNOWN": "k", "EVAL_UNKNOWN": "u", "EVAL_NOT_PARENT": "n",
         "H_SESSION": "sid", "H_HOURS": "hours", "H_TURNS": "turns", "H_FILES": "files",
         "H_PERIODS": "periods",
+        "OUT_SESSION": 0, "OUT_MODEL": 1, "OUT_USAGE": slice(2, 7), "OUT_BUCKET": 7,
+        "OUT_COST": 8, "OUT_COMMAND": 9, "OUT_PROJECT": 10, "OUT_LEN": 11,
     }
 
 

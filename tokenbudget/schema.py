@@ -51,6 +51,19 @@ REQ_COST = 8
 REQ_TURN = 9
 REQ_LEN = 10
 
+# --- outbox: key -> [session id, model, 5 counts, bucket, cost, command, project] -----------------
+# Team mode (tokenbudget/team): usage not pushed to the team database yet, a request's (key: its
+# usage key) or an adjustment's ("adj-..."), committed with the usage it copies. The first
+# fields are a request record's; the turn is given as its command, and the session's project.
+OUT_SESSION = 0
+OUT_MODEL = 1
+OUT_USAGE = slice(2, 7)
+OUT_BUCKET = 7
+OUT_COST = 8
+OUT_COMMAND = 9
+OUT_PROJECT = 10
+OUT_LEN = 11
+
 # --- hours: bucket -> project -> [tokens, cost, first second, last second] ----------------------
 # Usage per 15-minute bucket (older days merged into one keyed by their local midnight's
 # bucket) and project, with the first and last whole second of activity in it.
