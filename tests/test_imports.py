@@ -25,7 +25,7 @@ def _imported(modules: str) -> list[str]:
     return out.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["budgets", "usage", "record"])
+@pytest.mark.parametrize("module", ["budgets", "usage", "record", "schema"])
 def test_no_slow_imports(module: str) -> None:
     assert _imported(f"tokenbudget.{module}") == []
 

@@ -12,6 +12,23 @@ from datetime import timedelta
 
 from tokenbudget.budgets import applies_to
 from tokenbudget.ledger import BUCKET
+from tokenbudget.schema import (
+    ADJ_BUCKET,
+    ADJ_COST,
+    ADJ_USAGE,
+    CELL_COST,
+    CELL_USAGE,
+    HOUR_COST,
+    HOUR_FIRST,
+    HOUR_LAST,
+    HOUR_TOKENS,
+    REQ_BUCKET,
+    REQ_COST,
+    REQ_SESSION,
+    REQ_USAGE,
+    S_ADJUSTMENTS,
+    S_PROJECT,
+)
 
 TYPE_CHECKING = False  # mypy reads it as true: these names are for the type checker only
 if TYPE_CHECKING:
@@ -43,7 +60,12 @@ def _project_cells(
     for hour in _recent_hours(now):
         for project, cell in ledger["hours"].get(str(hour), {}).items():
             if applies_to(budget, project):
-                yield float(cell[0]), float(cell[1]), float(cell[2]), float(cell[3])
+                yield (
+                    float(cell[HOUR_TOKENS]),
+                    float(cell[HOUR_COST]),
+                    float(cell[HOUR_FIRST]),
+                    float(cell[HOUR_LAST]),
+                )
 
 
 def _session_cells(
@@ -60,25 +82,29 @@ def _session_cells(
     hours = _recent_hours(now)
     sums: dict[int, list[float]] = {}
     for rec in ledger["keys"].values():
-        if rec[0] == session_id and rec[7] in hours:
-            cell = sums.setdefault(rec[7], [0.0, 0.0])
-            cell[0] += sum(rec[2:7])
-            cell[1] += rec[8] or 0.0
+        if rec[REQ_SESSION] == session_id and rec[REQ_BUCKET] in hours:
+            cell = sums.setdefault(rec[REQ_BUCKET], [0.0, 0.0])
+            cell[0] += sum(rec[REQ_USAGE])
+            cell[1] += rec[REQ_COST] or 0.0
     from tokenbudget.ingest import compacted_cells
 
     for bucket, _model, _turn, c in compacted_cells(s):  # requests settled long enough ago
         if bucket in hours:
             cell = sums.setdefault(bucket, [0.0, 0.0])
-            cell[0] += sum(c[:5])
-            cell[1] += c[5]
-    for adj in s["adj"]:  # usage only Claude Code's own totals knew of (compaction)
-        if adj[0] in hours:
-            cell = sums.setdefault(adj[0], [0.0, 0.0])
-            cell[0] += sum(adj[2:7])
-            cell[1] += adj[7] or 0.0
+            cell[0] += sum(c[CELL_USAGE])
+            cell[1] += c[CELL_COST]
+    for adj in s[S_ADJUSTMENTS]:  # usage only Claude Code's own totals knew of (compaction)
+        if adj[ADJ_BUCKET] in hours:
+            cell = sums.setdefault(adj[ADJ_BUCKET], [0.0, 0.0])
+            cell[0] += sum(adj[ADJ_USAGE])
+            cell[1] += adj[ADJ_COST] or 0.0
     for hour, (tokens, cost) in sums.items():
-        bucket = ledger["hours"].get(str(hour), {}).get(s["p"])
-        first, last = (bucket[2], bucket[3]) if bucket else (hour * BUCKET, hour * BUCKET + BUCKET)
+        bucket = ledger["hours"].get(str(hour), {}).get(s[S_PROJECT])
+        first, last = (
+            (bucket[HOUR_FIRST], bucket[HOUR_LAST])
+            if bucket
+            else (hour * BUCKET, hour * BUCKET + BUCKET)
+        )
         yield tokens, cost, float(first), float(last)
 
 
@@ -92,8 +118,11 @@ def last_hour(
         cells = _session_cells(ledger, session_id, now)
     else:
         cells = _project_cells(ledger, budget, now)
-    i = 1 if budget.unit == "usd" else 0
-    return sum(spread(c[i], c[2], c[3], now - HOUR, now) for c in cells)
+    usd = budget.unit == "usd"
+    return sum(
+        spread(cost if usd else tokens, first, last, now - HOUR, now)
+        for tokens, cost, first, last in cells
+    )
 
 
 def runs_out_in(check: Check, rate: float) -> timedelta | None:

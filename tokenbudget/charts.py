@@ -16,6 +16,7 @@ from tokenbudget import render
 from tokenbudget.budgets import Budget, expected_cost
 from tokenbudget.ledger import Ledger
 from tokenbudget.numfmt import UNPRICED, format_amount, format_limit
+from tokenbudget.schema import RUN_TOKENS
 
 if TYPE_CHECKING:
     from tokenbudget.budgets import Unit
@@ -184,7 +185,7 @@ def ledger_run_stats(ledger: Ledger, records: dict[str, dict[str, Any]]) -> list
     from tokenbudget import enforce, report
 
     all_runs = report.command_runs(ledger, records)
-    recent = {c: [r[1] for r in enforce.command_runs(ledger, c)] for c in all_runs}
+    recent = {c: [r[RUN_TOKENS] for r in enforce.command_runs(ledger, c)] for c in all_runs}
     return run_stats({c: [float(t) for t in v] for c, v in all_runs.items()}, recent)
 
 

@@ -10,6 +10,29 @@ from datetime import UTC, datetime
 from tokenbudget import budgets as rules
 from tokenbudget.ledger import BUCKET
 from tokenbudget.record import Record
+from tokenbudget.schema import (
+    HOUR_COST,
+    HOUR_FIRST,
+    HOUR_LAST,
+    HOUR_TOKENS,
+    M_COST,
+    M_USAGE,
+    PRE_COST,
+    PRE_TOKENS,
+    ROLLUP_COST,
+    ROLLUP_TOKENS,
+    RUN_COST,
+    RUN_START,
+    RUN_TOKENS,
+    S_ALIASES,
+    S_MODELS,
+    S_PRE,
+    S_TURNS,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_START,
+    TURN_TOKENS,
+)
 
 TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
 if TYPE_CHECKING:
@@ -20,7 +43,6 @@ if TYPE_CHECKING:
     from tokenbudget.budgets import Budget
     from tokenbudget.ledger import Ledger
 
-TOKENS, COST = 0, 1
 HOUR = 3600
 # A bucket's activity lies within this long of the bucket's own start: a 15-minute bucket, or
 # the buckets of one local day merged into the bucket of its midnight (26 hours at most). Twice
@@ -67,15 +89,13 @@ class Context(Record):
         self.listing = listing
 
 
-def _idx(b: Budget) -> int:
-    return COST if b.unit == "usd" else TOKENS
-
 
 def _hours_between(
     ledger: Ledger, b: Budget, start: datetime | None, end: datetime | None
 ) -> float:
     lo = start.timestamp() if start else float("-inf")
     hi = end.timestamp() if end else float("inf")
+    i = HOUR_COST if b.unit == "usd" else HOUR_TOKENS
     total = 0.0
     for h, per_project in ledger["hours"].items():
         t = int(h) * BUCKET
@@ -83,7 +103,7 @@ def _hours_between(
             continue
         for project, cell in per_project.items():
             if rules.applies_to(b, project):
-                total += cell[_idx(b)]
+                total += cell[i]
     return total
 
 
@@ -112,9 +132,9 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
             inside = scoped.get(project)
             if inside is None:
                 inside = scoped[project] = rules.applies_to(b, project)
-            if not (inside and cell[0]):
+            if not (inside and cell[HOUR_TOKENS]):
                 continue
-            for ts in (cell[2], cell[3]):
+            for ts in (cell[HOUR_FIRST], cell[HOUR_LAST]):
                 if lo <= ts < hi:  # a 15-minute bucket
                     step = k - BUCKET_SPAN // BUCKET
                 elif ts < cutoff:
@@ -143,9 +163,9 @@ def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
     s = ledger["sessions"].get(session_id or "")
     if s is None:
         return 0.0, 0.0
-    pre = s.get("pre") or (0, 0.0)  # what a resumed session used before it was folded
-    tokens = sum(sum(m[:5]) for m in s["m"].values()) + pre[0]
-    cost = sum(m[5] for m in s["m"].values()) + pre[1]
+    pre = s.get(S_PRE) or (0, 0.0)  # what a resumed session used before it was folded
+    tokens = sum(sum(m[M_USAGE]) for m in s[S_MODELS].values()) + pre[PRE_TOKENS]
+    cost = sum(m[M_COST] for m in s[S_MODELS].values()) + pre[PRE_COST]
     return float(tokens), cost
 
 
@@ -153,9 +173,9 @@ def resolve_turn(session: dict[str, Any], prompt_id: str | None) -> str | None:
     """The turn `prompt_id` counts toward: a note's prompt id is an alias of the turn it came
     in. At most 8 steps, so that a cycle in a damaged ledger cannot hang a hook."""
     for _ in range(8):
-        if prompt_id is None or prompt_id not in session["a"]:
+        if prompt_id is None or prompt_id not in session[S_ALIASES]:
             break
-        prompt_id = session["a"][prompt_id]
+        prompt_id = session[S_ALIASES][prompt_id]
     return prompt_id
 
 
@@ -166,18 +186,20 @@ def turn_used(
     s = ledger["sessions"].get(session_id or "")
     if s is None or prompt_id is None:
         return None
-    t = s["t"].get(resolve_turn(s, prompt_id))
-    return None if t is None else (t[0], float(t[2]), float(t[3]))
+    t = s[S_TURNS].get(resolve_turn(s, prompt_id))
+    if t is None:
+        return None
+    return t[TURN_COMMAND], float(t[TURN_TOKENS]), float(t[TURN_COST])
 
 
 def command_runs(ledger: Ledger, command: str, exclude: str | None = None) -> list[list[float]]:
-    """[start, tokens, cost] of the command's past runs, oldest first."""
+    """The command's past runs (schema.RUN_*: start, tokens, cost), oldest first."""
     runs = [list(r) for r in ledger["commands"].get(command, [])]
     for s in ledger["sessions"].values():
-        for pid, t in s["t"].items():
-            if t[0] == command and pid != exclude:
-                runs.append([t[1], t[2], t[3]])
-    runs.sort(key=lambda r: r[0])
+        for pid, t in s[S_TURNS].items():
+            if t[TURN_COMMAND] == command and pid != exclude:
+                runs.append([t[TURN_START], t[TURN_TOKENS], t[TURN_COST]])
+    runs.sort(key=lambda r: r[RUN_START])
     return runs
 
 
@@ -189,27 +211,30 @@ def expected(
         return 0.0, 0.0
     runs = command_runs(ledger, command, exclude)
     return (
-        rules.expected_cost([r[1] for r in runs]),
-        rules.expected_cost([r[2] for r in runs]),
+        rules.expected_cost([r[RUN_TOKENS] for r in runs]),
+        rules.expected_cost([r[RUN_COST] for r in runs]),
     )
 
 
 def measure(b: Budget, ledger: Ledger, ctx: Context) -> tuple[float, datetime | None, str | None]:
     """(used, resets at, window id) of one budget."""
-    i = _idx(b)
+    usd = b.unit == "usd"
     if b.kind == "session":
-        return session_used(ledger, ctx.session_id)[i], None, ctx.session_id
+        tokens, cost = session_used(ledger, ctx.session_id)
+        return (cost if usd else tokens), None, ctx.session_id
     if b.kind == "command":
         if ctx.starting:
             return 0.0, None, ctx.prompt_id  # each run starts from zero
         if ctx.listing:
             runs = command_runs(ledger, b.name or "")
-            return (float(runs[-1][1 + i]) if runs else 0.0), None, None
-        t = turn_used(ledger, ctx.session_id, ctx.prompt_id)
-        if t is None or t[0] != b.name:
+            last = float(runs[-1][RUN_COST if usd else RUN_TOKENS]) if runs else 0.0
+            return last, None, None
+        command, tokens, cost = turn_used(ledger, ctx.session_id, ctx.prompt_id) or (None, 0, 0)
+        if command != b.name:
             return 0.0, None, ctx.prompt_id
-        return (t[1] if i == TOKENS else t[2]), None, ctx.prompt_id
+        return (cost if usd else tokens), None, ctx.prompt_id
     if b.kind in ("total", "project"):
+        i = ROLLUP_COST if usd else ROLLUP_TOKENS
         used = sum(v[i] for p, v in ledger["projects"].items() if rules.applies_to(b, p))
         return float(used), None, None
     activity: Iterable[datetime] = _block_activity(ledger, b, ctx.now) if b.kind == "5h" else ()

@@ -16,6 +16,7 @@ from tokenbudget import budgets as rules
 from tokenbudget import enforce
 from tokenbudget.enforce import Context as Context
 from tokenbudget.record import Frozen
+from tokenbudget.schema import S_PROJECT
 
 TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
 if TYPE_CHECKING:
@@ -90,13 +91,12 @@ def event_context(
     starting = event == PROMPT
     command = command_of_prompt(prompt) if starting else None
     if not starting:
-        turn = enforce.turn_used(ledger, session_id, prompt_id)
-        command = turn[0] if turn is not None else None
+        command, _tokens, _cost = enforce.turn_used(ledger, session_id, prompt_id) or (None, 0, 0)
     return context(
         cfg,
         now,
         session_id=session_id,
-        project=cwd or (session["p"] if session else None),
+        project=cwd or (session[S_PROJECT] if session else None),
         command=command,
         prompt_id=prompt_id,
         starting=starting,

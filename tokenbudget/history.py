@@ -18,6 +18,58 @@ from typing import Any
 
 from tokenbudget import paths
 from tokenbudget.ledger import Ledger
+from tokenbudget.schema import (
+    ADJ_BUCKET,
+    ADJ_COST,
+    ADJ_MODEL,
+    ADJ_TURN,
+    ADJ_USAGE,
+    CELL_COST,
+    CELL_LEN,
+    CELL_USAGE,
+    FILE_POS,
+    FILE_SESSION,
+    FILE_TURN,
+    H_FILES,
+    H_HOURS,
+    H_PERIODS,
+    H_SESSION,
+    H_TURNS,
+    HOUR_COST,
+    HOUR_FIRST,
+    HOUR_LAST,
+    HOUR_TOKENS,
+    M_COST,
+    M_SOURCE,
+    M_USAGE,
+    PRE_COST,
+    PRE_TOKENS,
+    REQ_BUCKET,
+    REQ_COST,
+    REQ_MODEL,
+    REQ_SESSION,
+    REQ_TURN,
+    REQ_USAGE,
+    ROLLUP_COST,
+    ROLLUP_TOKENS,
+    S_ADJUSTMENTS,
+    S_FIRST,
+    S_LAST,
+    S_MODELS,
+    S_PERIOD,
+    S_PRE,
+    S_PROJECT,
+    S_SEEN,
+    S_TURNS,
+    SOURCE_MIXED,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_LEN,
+    TURN_START,
+    TURN_TOKENS,
+    USAGE_LEN,
+    history_key,
+)
 
 RUNS_KEPT = 50
 
@@ -29,78 +81,86 @@ def history_path() -> Path:
 def _hourly(s: dict[str, Any], key_records: list[list[Any]]) -> dict[str, dict[str, list[Any]]]:
     """The session's usage per 15-minute bucket, model and command: [5 counts, cost]."""
     out: dict[str, dict[str, list[Any]]] = {}
-    turns = s["t"]
+    turns = s[S_TURNS]
 
     def add(hour: int, model: str, counts: list[int], cost: float | None, cmd: str) -> None:
-        row = out.setdefault(str(hour), {}).setdefault(f"{model}\t{cmd}", [0, 0, 0, 0, 0, 0.0])
-        for i in range(5):
-            row[i] += counts[i]
-        row[5] += cost or 0.0
+        row = out.setdefault(str(hour), {}).setdefault(
+            history_key(model, cmd), [0, 0, 0, 0, 0, 0.0]
+        )
+        row[CELL_USAGE] = [a + b for a, b in zip(row[CELL_USAGE], counts, strict=True)]
+        row[CELL_COST] += cost or 0.0
 
     def command(turn: str) -> str:
-        return str(turns[turn][0]) if turn in turns else "prompt"
+        return str(turns[turn][TURN_COMMAND]) if turn in turns else "prompt"
 
     for rec in key_records:
-        add(rec[7], rec[1], rec[2:7], rec[8], command(rec[9]))
-    for a in s["adj"]:
-        add(a[0], a[1], a[2:7], a[7], command(a[8]))
+        add(rec[REQ_BUCKET], rec[REQ_MODEL], rec[REQ_USAGE], rec[REQ_COST],
+            command(rec[REQ_TURN]))
+    for a in s[S_ADJUSTMENTS]:
+        add(a[ADJ_BUCKET], a[ADJ_MODEL], a[ADJ_USAGE], a[ADJ_COST], command(a[ADJ_TURN]))
     from tokenbudget.ingest import compacted_cells
 
     for bucket, model, cmd, c in compacted_cells(s):
-        add(bucket, model, c[:5], c[5], cmd)
+        add(bucket, model, c[CELL_USAGE], c[CELL_COST], cmd)
     return out
 
 
 def fold(ledger: Ledger, cutoff: float) -> int:
     """Move sessions whose last activity is before `cutoff` out of the ledger; return how many."""
-    idle = [sid for sid, s in ledger["sessions"].items() if s["l"] < cutoff]
+    idle = [sid for sid, s in ledger["sessions"].items() if s[S_LAST] < cutoff]
     if not idle:
         return 0
     idle_set = set(idle)
     # One pass over the request records, not one per session (that was quadratic).
     keys_of: dict[str, list[list[Any]]] = {}
     for rec in ledger["keys"].values():
-        if rec[0] in idle_set:
-            keys_of.setdefault(rec[0], []).append(rec)
+        if rec[REQ_SESSION] in idle_set:
+            keys_of.setdefault(rec[REQ_SESSION], []).append(rec)
     files_of: dict[str, dict[str, Any]] = {}
     for path, rec in ledger["files"].items():
-        if rec[3] in idle_set:
-            files_of.setdefault(rec[3], {})[path] = rec
+        if rec[FILE_SESSION] in idle_set:
+            files_of.setdefault(rec[FILE_SESSION], {})[path] = rec
     lines = []
     for sid in idle:
         s = ledger["sessions"][sid]
         record = {
-            "sid": sid,
-            "e": s.get("e", ""),
-            "p": s["p"],
-            "f": s["f"],
-            "l": s["l"],
-            "m": s["m"],
-            "s": s["s"],  # usage seen per model: a resumed session's cost-state counts on it
-            "hours": _hourly(s, keys_of.get(sid, [])),
-            "turns": list(s["t"].values()),
-            "files": files_of.get(sid, {}),
+            H_SESSION: sid,
+            S_PERIOD: s.get(S_PERIOD, ""),
+            S_PROJECT: s[S_PROJECT],
+            S_FIRST: s[S_FIRST],
+            S_LAST: s[S_LAST],
+            S_MODELS: s[S_MODELS],
+            # Usage seen per model: a resumed session's cost-state counts on it.
+            S_SEEN: s[S_SEEN],
+            H_HOURS: _hourly(s, keys_of.get(sid, [])),
+            H_TURNS: list(s[S_TURNS].values()),
+            H_FILES: files_of.get(sid, {}),
         }
         lines.append(json.dumps(record, separators=(",", ":")))
     _append(lines)
     for sid in idle:
         s = ledger["sessions"].pop(sid)
-        for t in s["t"].values():
-            runs = ledger["commands"].setdefault(t[0], [])
-            runs.append([t[1], t[2], t[3]])
+        for t in s[S_TURNS].values():
+            runs = ledger["commands"].setdefault(t[TURN_COMMAND], [])
+            runs.append(_run(t))
             if len(runs) > RUNS_KEPT:
                 del runs[: len(runs) - RUNS_KEPT]
         folded = ledger["folded"]
         folded["sessions"] += 1
-        for m in s["m"].values():
-            folded["tokens"] += sum(m[:5])
-            folded["cost"] += m[5]
-        folded["until"] = max(folded["until"], s["l"])
+        for m in s[S_MODELS].values():
+            folded["tokens"] += sum(m[M_USAGE])
+            folded["cost"] += m[M_COST]
+        folded["until"] = max(folded["until"], s[S_LAST])
         for path in files_of.get(sid, {}):
             del ledger["files"][path]
-    for key in [k for k, rec in ledger["keys"].items() if rec[0] in idle_set]:
+    for key in [k for k, rec in ledger["keys"].items() if rec[REQ_SESSION] in idle_set]:
         del ledger["keys"][key]
     return len(idle)
+
+
+def _run(turn: list[Any]) -> list[Any]:
+    """A finished turn as a command run (schema.RUN_*)."""
+    return [turn[TURN_START], turn[TURN_TOKENS], turn[TURN_COST]]
 
 
 def _append(lines: list[str]) -> None:
@@ -132,9 +192,9 @@ def read_records(ledger: Ledger | None = None) -> dict[str, dict[str, Any]]:
         except ValueError:
             continue
         if _well_formed(rec):
-            period = rec.get("e") or f"line {n}"
-            periods.setdefault(rec["sid"], {})[str(period)] = rec
-    live = {sid: s.get("e") for sid, s in ledger["sessions"].items()} if ledger else {}
+            period = rec.get(S_PERIOD) or f"line {n}"
+            periods.setdefault(rec[H_SESSION], {})[str(period)] = rec
+    live = {sid: s.get(S_PERIOD) for sid, s in ledger["sessions"].items()} if ledger else {}
     out: dict[str, dict[str, Any]] = {}
     for sid, by_period in periods.items():
         merged: dict[str, Any] | None = None
@@ -144,7 +204,7 @@ def read_records(ledger: Ledger | None = None) -> dict[str, dict[str, Any]]:
             merged = rec if merged is None else _merge(merged, rec)
         if merged is not None:
             merged = dict(merged)
-            merged["periods"] = [p for p in by_period if live.get(sid) != p]
+            merged[H_PERIODS] = [p for p in by_period if live.get(sid) != p]
             out[sid] = merged
     return out
 
@@ -152,21 +212,23 @@ def read_records(ledger: Ledger | None = None) -> dict[str, dict[str, Any]]:
 def _well_formed(rec: object) -> bool:
     """A record with the fields readers use, of their types: a hand edit or another writer's
     line is skipped like a line cut short, never a KeyError in every report."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("sid"), str):
+    if not isinstance(rec, dict) or not isinstance(rec.get(H_SESSION), str):
         return False
     num = (int, float)
     try:
         return (
-            isinstance(rec["p"], str)
-            and all(isinstance(rec[k], num) and not isinstance(rec[k], bool) for k in "fl")
-            and all(isinstance(rec[k], dict) for k in ("m", "hours"))
-            and all(isinstance(rec.get(k, {}), dict) for k in ("s", "files"))
-            and all(int(h) >= 0 and isinstance(v, dict) for h, v in rec["hours"].items())
-            and isinstance(rec["turns"], list)
+            isinstance(rec[S_PROJECT], str)
             and all(
-                isinstance(t, list) and len(t) == 4 and isinstance(t[0], str)
-                and all(isinstance(x, num) for x in t[1:])
-                for t in rec["turns"]
+                isinstance(rec[k], num) and not isinstance(rec[k], bool) for k in (S_FIRST, S_LAST)
+            )
+            and all(isinstance(rec[k], dict) for k in (S_MODELS, H_HOURS))
+            and all(isinstance(rec.get(k, {}), dict) for k in (S_SEEN, H_FILES))
+            and all(int(h) >= 0 and isinstance(v, dict) for h, v in rec[H_HOURS].items())
+            and isinstance(rec[H_TURNS], list)
+            and all(
+                isinstance(t, list) and len(t) == TURN_LEN and isinstance(t[TURN_COMMAND], str)
+                and all(isinstance(x, num) for x in t[TURN_START:])
+                for t in rec[H_TURNS]
             )
         )
     except (KeyError, ValueError, TypeError):
@@ -176,25 +238,25 @@ def _well_formed(rec: object) -> bool:
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A session folded twice (resumed after folding): its two records add up."""
     merged = dict(new)
-    merged["f"] = min(old["f"], new["f"])
-    merged["l"] = max(old["l"], new["l"])
-    models = {k: list(v) for k, v in old["m"].items()}
-    for model, m in new["m"].items():
-        cur = models.setdefault(model, [0, 0, 0, 0, 0, 0.0, 0, m[7]])
-        for i in range(7):
+    merged[S_FIRST] = min(old[S_FIRST], new[S_FIRST])
+    merged[S_LAST] = max(old[S_LAST], new[S_LAST])
+    models = {k: list(v) for k, v in old[S_MODELS].items()}
+    for model, m in new[S_MODELS].items():
+        cur = models.setdefault(model, [0, 0, 0, 0, 0, 0.0, 0, m[M_SOURCE]])
+        for i in range(M_SOURCE):  # counts, cost and requests add up
             cur[i] += m[i]
-        if m[7] != cur[7]:
-            cur[7] = "m"
-    merged["m"] = models
-    hours = {h: {mo: list(v) for mo, v in hv.items()} for h, hv in old["hours"].items()}
-    for h, hv in new["hours"].items():
+        if m[M_SOURCE] != cur[M_SOURCE]:
+            cur[M_SOURCE] = SOURCE_MIXED
+    merged[S_MODELS] = models
+    hours = {h: {mo: list(v) for mo, v in hv.items()} for h, hv in old[H_HOURS].items()}
+    for h, hv in new[H_HOURS].items():
         for mo, v in hv.items():
             cur = hours.setdefault(h, {}).setdefault(mo, [0, 0, 0, 0, 0, 0.0])
-            for i in range(6):
+            for i in range(CELL_LEN):
                 cur[i] += v[i]
-    merged["hours"] = hours
-    merged["turns"] = old["turns"] + new["turns"]
-    merged["files"] = {**old["files"], **new["files"]}
+    merged[H_HOURS] = hours
+    merged[H_TURNS] = old[H_TURNS] + new[H_TURNS]
+    merged[H_FILES] = {**old[H_FILES], **new[H_FILES]}
     return merged
 
 
@@ -202,7 +264,7 @@ def folded_files() -> dict[str, list[Any]]:
     """Read positions of every folded transcript."""
     out: dict[str, list[Any]] = {}
     for rec in read_records().values():
-        out.update(rec.get("files", {}))
+        out.update(rec.get(H_FILES, {}))
     return out
 
 
@@ -216,22 +278,25 @@ def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None
     The live record carries what the session used before it was folded, so that its session
     budget goes on from there rather than from zero.
     """
-    ledger["files"][path] = [rec[0], rec[1], rec[2], sid, rec[4] if len(rec) > 4 else None]
+    turn = rec[FILE_TURN] if len(rec) > FILE_TURN else None
+    ledger["files"][path] = [*rec[FILE_POS], sid, turn]
     from tokenbudget.ingest import Ingestor
 
     s = Ingestor(ledger).session(sid)
-    if "pre" not in s:
+    if S_PRE not in s:
         folded = read_records(ledger).get(sid)
-        tokens = sum(sum(m[:5]) for m in folded["m"].values()) if folded else 0
-        cost = sum(m[5] for m in folded["m"].values()) if folded else 0.0
-        s["pre"] = [tokens, cost]
+        models = folded[S_MODELS].values() if folded else ()
+        pre = [0, 0.0]
+        pre[PRE_TOKENS] = sum(sum(m[M_USAGE]) for m in models)
+        pre[PRE_COST] = sum(m[M_COST] for m in models) if folded else 0.0
+        s[S_PRE] = pre
         # The resumed process's cost-state covers the session's whole life: what was seen
-        # before the fold is not new (records folded before "s" was kept: their usage).
+        # before the fold is not new (records folded before S_SEEN was kept: their usage).
         if folded:
-            before = folded.get("s") or {m: v[:5] for m, v in folded["m"].items()}
+            before = folded.get(S_SEEN) or {m: v[M_USAGE] for m, v in folded[S_MODELS].items()}
             for model, seen in before.items():
-                cur = s["s"].get(model, [0, 0, 0, 0, 0])
-                s["s"][model] = [a + b for a, b in zip(cur, seen[:5], strict=True)]
+                cur = s[S_SEEN].get(model, [0] * USAGE_LEN)
+                s[S_SEEN][model] = [a + b for a, b in zip(cur, seen[:USAGE_LEN], strict=True)]
 
 
 def restore_into(ledger: Ledger, now: float) -> None:
@@ -242,33 +307,35 @@ def restore_into(ledger: Ledger, now: float) -> None:
     oldest = int(now // BUCKET) - BUCKETS_KEPT
     for rec in read_records().values():
         folded = ledger["folded"]
-        tokens = sum(sum(m[:5]) for m in rec["m"].values())
-        cost = sum(m[5] for m in rec["m"].values())
+        tokens = sum(sum(m[M_USAGE]) for m in rec[S_MODELS].values())
+        cost = sum(m[M_COST] for m in rec[S_MODELS].values())
         folded["sessions"] += 1
         folded["tokens"] += tokens
         folded["cost"] += cost
-        folded["until"] = max(folded["until"], rec["l"])
-        p = ledger["projects"].setdefault(rec["p"], [0, 0.0])
-        p[0] += tokens
-        p[1] += cost
-        for model, m in rec["m"].items():
+        folded["until"] = max(folded["until"], rec[S_LAST])
+        p = ledger["projects"].setdefault(rec[S_PROJECT], [0, 0.0])
+        p[ROLLUP_TOKENS] += tokens
+        p[ROLLUP_COST] += cost
+        for model, m in rec[S_MODELS].items():
             mr = ledger["models"].setdefault(model, [0, 0.0])
-            mr[0] += sum(m[:5])
-            mr[1] += m[5]
-        for t in rec["turns"]:
-            runs = ledger["commands"].setdefault(t[0], [])
-            runs.append([t[1], t[2], t[3]])
+            mr[ROLLUP_TOKENS] += sum(m[M_USAGE])
+            mr[ROLLUP_COST] += m[M_COST]
+        for t in rec[H_TURNS]:
+            runs = ledger["commands"].setdefault(t[TURN_COMMAND], [])
+            runs.append(_run(t))
             del runs[: max(0, len(runs) - RUNS_KEPT)]
-        for h, per_model in rec["hours"].items():
+        for h, per_model in rec[H_HOURS].items():
             if int(h) < oldest:
                 continue
             start = int(h) * BUCKET
             # Only the session's own first and last moments are known: the bucket's edges
             # stand in for the rest.
-            first, last = int(max(rec["f"], start)), int(min(rec["l"], start + BUCKET - 1))
+            first = int(max(rec[S_FIRST], start))
+            last = int(min(rec[S_LAST], start + BUCKET - 1))
             for v in per_model.values():
                 bucket = ledger["hours"].setdefault(h, {})
-                b = bucket.setdefault(rec["p"], [0, 0.0, first, last])
-                b[0] += sum(v[:5])
-                b[1] += v[5]
-                b[2], b[3] = min(b[2], first), max(b[3], last)
+                b = bucket.setdefault(rec[S_PROJECT], [0, 0.0, first, last])
+                b[HOUR_TOKENS] += sum(v[CELL_USAGE])
+                b[HOUR_COST] += v[CELL_COST]
+                b[HOUR_FIRST] = min(b[HOUR_FIRST], first)
+                b[HOUR_LAST] = max(b[HOUR_LAST], last)

@@ -335,19 +335,20 @@ def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> Non
     read what the ended sessions of its folder appended, so that budgets count it before a
     sync does."""
     from tokenbudget import sync
+    from tokenbudget.schema import FILE_SESSION
 
     ended = ledger["ended"]
     if ev.name == "SessionStart" and ev.source == "clear" and ev.transcript is not None:
         folder = os.path.dirname(ev.transcript)
         for path, rec in ledger["files"].items():
-            if os.path.dirname(path) != folder or rec[3] == ev.session_id:
+            if os.path.dirname(path) != folder or rec[FILE_SESSION] == ev.session_id:
                 continue
             try:
                 recent = os.stat(path).st_mtime >= now - ENDED_WAIT
             except OSError:
                 continue
             if recent:
-                ended[path] = [rec[3], now + ENDED_WAIT]
+                ended[path] = [rec[FILE_SESSION], now + ENDED_WAIT]
     for path, (sid, until) in list(ended.items()):
         if until < now or path == ev.transcript:
             del ended[path]  # long done, or resumed: its own hooks read it
@@ -421,6 +422,7 @@ def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
     """Whether any of the session's transcripts (its subagents' too) differs from what the
     ledger has read: a stat each, no reading. Keep in step with transcripts.session_files."""
     from tokenbudget.ledger import file_identity
+    from tokenbudget.schema import FILE_IDENT, FILE_OFFSET
 
     sub = os.path.join(os.path.dirname(transcript), session_id, "subagents")
     try:
@@ -433,7 +435,7 @@ def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:
         except OSError:
             continue  # gone: nothing to read there either way
         rec = files.get(path)
-        if rec is None or rec[2] != st.st_size or rec[0] != file_identity(st):
+        if rec is None or rec[FILE_OFFSET] != st.st_size or rec[FILE_IDENT] != file_identity(st):
             return True
     return False
 

@@ -42,6 +42,77 @@ from tokenbudget import clock, transcripts
 from tokenbudget.enforce import resolve_turn
 from tokenbudget.ledger import BUCKET, Ledger, file_identity
 from tokenbudget.record import Record
+from tokenbudget.schema import (
+    ADJ_BUCKET,
+    ADJ_COST,
+    ADJ_MODEL,
+    ADJ_TURN,
+    ADJ_USAGE,
+    CELL_COST,
+    CELL_USAGE,
+    EVAL_FINAL,
+    EVAL_KIND,
+    EVAL_KNOWN,
+    EVAL_NOT_PARENT,
+    EVAL_SIZES,
+    EVAL_TOTALS,
+    EVAL_UNKNOWN,
+    FILE_HEAD,
+    FILE_IDENT,
+    FILE_OFFSET,
+    FILE_SESSION,
+    FILE_TURN,
+    HOUR_COST,
+    HOUR_FIRST,
+    HOUR_LAST,
+    HOUR_TOKENS,
+    M_COST,
+    M_REQUESTS,
+    M_SOURCE,
+    M_USAGE,
+    REQ_BUCKET,
+    REQ_COST,
+    REQ_MODEL,
+    REQ_SESSION,
+    REQ_TURN,
+    REQ_USAGE,
+    ROLLUP_COST,
+    ROLLUP_TOKENS,
+    S_ADJUSTMENTS,
+    S_ALIASES,
+    S_CANDIDATES,
+    S_CC_COSTS,
+    S_CELLS,
+    S_COMPACTED_KEYS,
+    S_COPIES,
+    S_EXTRA,
+    S_FIRST,
+    S_FIRST_TOTALS,
+    S_FORK_KEYS,
+    S_HELD,
+    S_INHERIT_AT,
+    S_INHERITED,
+    S_INHERITED_UNKNOWN,
+    S_LAST,
+    S_LATEST_TOTALS,
+    S_MODELS,
+    S_ORIGIN,
+    S_PARENT,
+    S_PERIOD,
+    S_PROJECT,
+    S_SEEN,
+    S_TOTALS_AT,
+    S_TURNS,
+    SOURCE_CLAUDE,
+    SOURCE_TABLE,
+    SOURCE_UNPRICED,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_START,
+    TURN_TOKENS,
+    cell_key,
+    split_cell_key,
+)
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
 from tokenbudget.usage import ZERO, Usage
 
@@ -55,9 +126,6 @@ NO_TURN = "-"
 # writes 1.25x and 2x, cache reads 0.1x): used to spread Claude Code's own cost for a model
 # we have no price for over its requests.
 WEIGHTS = (1.0, 5.0, 1.25, 2.0, 0.1)
-
-# Indexes in a session's per-model record.
-M_COST, M_N, M_SRC = 5, 6, 7
 
 
 def weight(u: Usage) -> float:
@@ -99,7 +167,7 @@ class Ingestor:
         files = self.L["files"]
         key = str(path)
         rec = files.get(key)
-        prev = FilePos(rec[0], rec[1], rec[2]) if rec else None
+        prev = FilePos(rec[FILE_IDENT], rec[FILE_HEAD], rec[FILE_OFFSET]) if rec else None
         try:
             st = os.stat(path)
         except OSError as e:
@@ -118,9 +186,9 @@ class Ingestor:
             self.L["skipped"][reason] = self.L["skipped"].get(reason, 0) + n
         if res.restarted:
             self.result.restarted.append(key)
-        turn = rec[4] if rec and not res.restarted else None
+        turn = rec[FILE_TURN] if rec and not res.restarted else None
         if res.restarted and rec:
-            turn = rec[4] if is_subagent else None
+            turn = rec[FILE_TURN] if is_subagent else None
         state: dict[str, Any] = {
             "turn": turn,
             "sub": is_subagent,
@@ -136,7 +204,7 @@ class Ingestor:
                 self._cost_state(session_id, ev, state)
         s = self.L["sessions"].get(session_id)
         if not is_subagent and s is not None:
-            if s.get("lc") and ("po" in s or s["fk"]):
+            if s.get(S_LATEST_TOTALS) and (S_ORIGIN in s or s[S_FORK_KEYS]):
                 # Known as a fork only after its total was read (written before its copies).
                 self._settle_fork(session_id, s, state["dir"])
             if res.events:
@@ -152,37 +220,38 @@ class Ingestor:
         s: dict[str, Any] | None = sessions.get(sid)
         if s is None:
             new_session: dict[str, Any] = {
-                "p": cwd or "",
-                "f": ts or 0.0,
-                "l": ts or 0.0,
-                "m": {},
-                "x": {},
-                "s": {},
-                "t": {},
-                "a": {},
-                "adj": [],
-                "fk": [],
-                "cs": {},
+                S_PROJECT: cwd or "",
+                S_FIRST: ts or 0.0,
+                S_LAST: ts or 0.0,
+                S_MODELS: {},
+                S_EXTRA: {},
+                S_SEEN: {},
+                S_TURNS: {},
+                S_ALIASES: {},
+                S_ADJUSTMENTS: [],
+                S_FORK_KEYS: [],
+                S_CC_COSTS: {},
                 # Usage per model in the copies of other sessions' requests (a fork's); its
-                # presence marks a session counted by the fork rule below (older ones: in "s").
-                "cp": {},
+                # presence marks a session counted by the fork rule below (older ones: in
+                # S_SEEN).
+                S_COPIES: {},
                 # This record's identity in history: folding it twice (a crash between history
                 # and ledger) replaces its history record; a resumed session gets a new one.
-                "e": os.urandom(4).hex(),
+                S_PERIOD: os.urandom(4).hex(),
             }
             s = sessions[sid] = new_session
-        if cwd and not s["p"]:
-            s["p"] = cwd
+        if cwd and not s[S_PROJECT]:
+            s[S_PROJECT] = cwd
         if ts:
-            if not s["f"] or ts < s["f"]:
-                s["f"] = ts
-            if ts > s["l"]:
-                s["l"] = ts
+            if not s[S_FIRST] or ts < s[S_FIRST]:
+                s[S_FIRST] = ts
+            if ts > s[S_LAST]:
+                s[S_LAST] = ts
         return s
 
     def _resolve_turn(self, s: dict[str, Any], pid: str | None) -> str:
         pid = resolve_turn(s, pid)
-        return pid if pid is not None and pid in s["t"] else NO_TURN
+        return pid if pid is not None and pid in s[S_TURNS] else NO_TURN
 
     def _prompt(self, sid: str, ev: PromptEvent, state: dict[str, Any]) -> None:
         s = self.session(sid, ev.cwd, ev.ts)
@@ -192,34 +261,35 @@ class Ingestor:
             return
         if ev.command is None:
             # A note from Claude Code (a background task finished): same command goes on.
-            held = s["t"].get(ev.prompt_id)
+            held = s[S_TURNS].get(ev.prompt_id)
             into = self._resolve_turn(s, state["turn"])
-            if held is not None and not held[1] and into not in (NO_TURN, ev.prompt_id):
+            if held is not None and not held[TURN_START] and into not in (NO_TURN, ev.prompt_id):
                 self._join_turn(sid, s, ev.prompt_id, into)
-            elif ev.prompt_id not in s["t"] and state["turn"] is not None:
-                s["a"][ev.prompt_id] = state["turn"]
+            elif ev.prompt_id not in s[S_TURNS] and state["turn"] is not None:
+                s[S_ALIASES][ev.prompt_id] = state["turn"]
             return
-        t = s["t"].get(ev.prompt_id)
+        t = s[S_TURNS].get(ev.prompt_id)
         if t is None:
-            s["t"][ev.prompt_id] = [ev.command, ev.ts, 0, 0.0]
-        elif not t[1]:
-            t[0], t[1] = ev.command, ev.ts  # kept for a subagent read first: now it is known
+            s[S_TURNS][ev.prompt_id] = [ev.command, ev.ts, 0, 0.0]
+        elif not t[TURN_START]:
+            # Kept for a subagent read first: now it is known.
+            t[TURN_COMMAND], t[TURN_START] = ev.command, ev.ts
         state["turn"] = ev.prompt_id
 
     def _join_turn(self, sid: str, s: dict[str, Any], held: str, into: str) -> None:
         """A turn held for subagents read first turned out to be a note in turn `into`: its
         usage and requests go there, and the note becomes an alias of it."""
-        target = s["t"][into]
-        t = s["t"].pop(held)
-        target[2] += t[2]
-        target[3] += t[3]
-        s["a"][held] = into
+        target = s[S_TURNS][into]
+        t = s[S_TURNS].pop(held)
+        target[TURN_TOKENS] += t[TURN_TOKENS]
+        target[TURN_COST] += t[TURN_COST]
+        s[S_ALIASES][held] = into
         for rec in self.L["keys"].values():
-            if rec[0] == sid and rec[9] == held:
-                rec[9] = into
-        for adj in s["adj"]:
-            if adj[8] == held:
-                adj[8] = into
+            if rec[REQ_SESSION] == sid and rec[REQ_TURN] == held:
+                rec[REQ_TURN] = into
+        for adj in s[S_ADJUSTMENTS]:
+            if adj[ADJ_TURN] == held:
+                adj[ADJ_TURN] = into
 
     # --- usage ---------------------------------------------------------------------------------
 
@@ -239,29 +309,29 @@ class Ingestor:
         s = self.session(sid, ev.cwd, ev.ts)
         rec = keys.get(ev.key)
         if ev.origin is not None and not state["sub"]:
-            s["po"] = ev.origin  # the last copy names the session this one was forked from
+            s[S_ORIGIN] = ev.origin  # the last copy names the session this one was forked from
         if rec is None:
             owner = self._compacted_owner(ev.key)
             if owner is not None:
                 # Counted long ago (the record was compacted): a re-read or a fork's copy.
-                if owner != sid and ev.key not in s["fk"]:
-                    s["fk"].append(ev.key)
+                if owner != sid and ev.key not in s[S_FORK_KEYS]:
+                    s[S_FORK_KEYS].append(ev.key)
                     self._add_copy(s, ev.model, ev.usage)  # a copy carries the same usage
                 return
             if self._counted_elsewhere(ev, sid, state):
-                if ev.key not in s["fk"]:
-                    s["fk"].append(ev.key)
+                if ev.key not in s[S_FORK_KEYS]:
+                    s[S_FORK_KEYS].append(ev.key)
                     self._add_copy(s, ev.model, ev.usage)
                 return
             if ev.origin is not None and not state["sub"]:
                 # A copy whose requester's transcript is nowhere (yet): counted here, held for
                 # the requester, whose own line takes it over if it turns up.
-                s.setdefault("hd", {})[ev.key] = ev.origin
+                s.setdefault(S_HELD, {})[ev.key] = ev.origin
             turn = self._resolve_turn(s, state["turn"])
             if turn == NO_TURN and state["sub"] and state["turn"] is not None:
                 # The launching prompt is in the main transcript, not read yet (a first sync
                 # reads subagents first): hold its turn, filled in when the prompt is read.
-                s["t"][state["turn"]] = ["prompt", 0.0, 0, 0.0]
+                s[S_TURNS][state["turn"]] = ["prompt", 0.0, 0, 0.0]
                 turn = state["turn"]
             cost = self.cost_of(ev.model, ev.usage)
             keys[ev.key] = [sid, ev.model, *ev.usage, int(ev.ts // BUCKET), cost, turn]
@@ -271,49 +341,49 @@ class Ingestor:
             self.result.new_requests += 1
             self._settle_extra(sid, s, ev, turn)
             return
-        owner, model = rec[0], rec[1]
-        old = Usage(*rec[2:7])
+        owner, model = rec[REQ_SESSION], rec[REQ_MODEL]
+        old = Usage(*rec[REQ_USAGE])
         if owner != sid and ev.origin is None and not state["sub"]:
-            held = self.L["sessions"].get(owner, {}).get("hd", {})
+            held = self.L["sessions"].get(owner, {}).get(S_HELD, {})
             if held.get(ev.key) == sid:
                 self._take_back(sid, ev, rec, s, state)
                 owner = sid
-        if owner != sid and ev.key not in s["fk"]:
+        if owner != sid and ev.key not in s[S_FORK_KEYS]:
             # A copy of another session's request (a fork): seen here, owned there.
-            s["fk"].append(ev.key)
+            s[S_FORK_KEYS].append(ev.key)
             self._add_copy(s, model, old)
         if ev.usage.total > old.total:
             delta = ev.usage - old
             new_cost = self.cost_of(model, ev.usage)
-            old_cost = rec[8]
+            old_cost = rec[REQ_COST]
             dcost = None if new_cost is None else new_cost - (old_cost or 0.0)
-            rec[2:7] = list(ev.usage)
-            rec[8] = new_cost
+            rec[REQ_USAGE] = list(ev.usage)
+            rec[REQ_COST] = new_cost
             self._to_outbox(ev.key, rec)
             owner_s = self.L["sessions"].get(owner)
             if owner_s is not None:
                 self._add_seen(owner_s, model, delta)
                 if owner != sid:
                     self._add_copy(s, model, delta)
-                self._apply(owner, model, delta, dcost, rec[7], ev.ts, rec[9], 0)
+                self._apply(owner, model, delta, dcost, rec[REQ_BUCKET], ev.ts, rec[REQ_TURN], 0)
 
     def _take_back(
         self, sid: str, ev: UsageEvent, rec: list[Any], s: dict[str, Any], state: dict[str, Any]
     ) -> None:
         """The requester's own line of a request a fork counted while the requester's
         transcript was nowhere: the request moves to the requester, the fork keeps a copy."""
-        holder, model = rec[0], rec[1]
+        holder, model = rec[REQ_SESSION], rec[REQ_MODEL]
         hs = self.L["sessions"][holder]
-        del hs["hd"][ev.key]
-        u, cost, bucket = Usage(*rec[2:7]), rec[8], rec[7]
+        del hs[S_HELD][ev.key]
+        u, cost, bucket = Usage(*rec[REQ_USAGE]), rec[REQ_COST], rec[REQ_BUCKET]
         self._apply(holder, model, ZERO - u, None if cost is None else -cost, bucket, ev.ts,
-                    rec[9], -1)
+                    rec[REQ_TURN], -1)
         self._add_seen(hs, model, ZERO - u)
-        if ev.key not in hs["fk"]:
-            hs["fk"].append(ev.key)
+        if ev.key not in hs[S_FORK_KEYS]:
+            hs[S_FORK_KEYS].append(ev.key)
         self._add_copy(hs, model, u)
         turn = self._resolve_turn(s, state["turn"])
-        rec[0], rec[9] = sid, turn
+        rec[REQ_SESSION], rec[REQ_TURN] = sid, turn
         self._add_seen(s, model, u)
         self._apply(sid, model, u, cost, bucket, ev.ts, turn, 1)
 
@@ -354,7 +424,7 @@ class Ingestor:
         if self._compacted is None:
             index: dict[str, str] = {}
             for sid, s in self.L["sessions"].items():
-                k = s.get("k", "")
+                k = s.get(S_COMPACTED_KEYS, "")
                 for i in range(0, len(k), KEY_LEN):
                     index[k[i : i + KEY_LEN]] = sid
             self._compacted = index
@@ -364,21 +434,23 @@ class Ingestor:
         """A request that reached its file only after Claude Code's session total was read (a
         subagent's; an interactive fork may write its total before the lines it covers): that
         total already counted it, as usage in no line. Count it once, here."""
-        cst = s.get("cst")
-        extra = s["x"].get(ev.model)
+        cst = s.get(S_TOTALS_AT)
+        extra = s[S_EXTRA].get(ev.model)
         if cst is None or not extra or ev.ts > cst:
             return  # after the total was written: a new request, not part of it
         overlap = Usage(*(min(a, b) for a, b in zip(extra, ev.usage, strict=True)))
         if not overlap.total:
             return
-        s["x"][ev.model] = list(Usage(*extra) - overlap)
+        s[S_EXTRA][ev.model] = list(Usage(*extra) - overlap)
         self._add_seen(s, ev.model, ZERO - overlap)
         # It comes off where the total counted it (the turn and bucket of that cost-state),
         # so that the turn that made it has it whether its line was read before or after.
         net: dict[tuple[int, str], Usage] = {}
-        for row in s["adj"]:
-            if row[1] == ev.model:
-                net[row[0], row[8]] = net.get((row[0], row[8]), ZERO) + Usage(*row[2:7])
+        for row in s[S_ADJUSTMENTS]:
+            if row[ADJ_MODEL] == ev.model:
+                where = row[ADJ_BUCKET], row[ADJ_TURN]
+                net[where] = net.get(where, ZERO) + Usage(*row[ADJ_USAGE])
+
         left, line_hour = overlap, int(ev.ts // BUCKET)
         for hour, at in sorted(net, key=lambda k: (k[0] < line_hour, k[0])):
             take = Usage(*(min(a, b) for a, b in zip(left, net[hour, at].clamp(), strict=True)))
@@ -394,23 +466,25 @@ class Ingestor:
         cost = self.cost_of(model, u)
         neg_cost = None if cost is None else -cost
         self._adjust(sid, s, [hour, model, *(ZERO - u), neg_cost, turn])
-        cell = self.L["hours"].get(str(hour), {}).get(s["p"])
+        cell = self.L["hours"].get(str(hour), {}).get(s[S_PROJECT])
         if cell is not None:
-            ts = cell[3]  # a moment already in that bucket: its span stays as it was
+            ts = cell[HOUR_LAST]  # a moment already in that bucket: its span stays as it was
         self._apply(sid, model, ZERO - u, neg_cost, hour, ts, turn, 0)
 
     def _adjust(self, sid: str, s: dict[str, Any], entry: list[Any]) -> None:
         """Keep a correction of the session's usage beyond its requests (`_apply` adds it)."""
-        s["adj"].append(entry)
+        s[S_ADJUSTMENTS].append(entry)
         if self.L["team"]:
             import hashlib
 
             # Its key in the team database: the session record's identity and the entry's
             # place, stable however often the ledger is pushed.
-            ident = f"{sid}\0{s.get('e', '')}\0{len(s['adj'])}".encode()
+            ident = f"{sid}\0{s.get(S_PERIOD, '')}\0{len(s[S_ADJUSTMENTS])}".encode()
             key = "adj-" + hashlib.blake2b(ident, digest_size=8).hexdigest()
-            self.L["outbox"][key] = [sid, *entry[1:7], entry[0], entry[7],
-                                     self._command(s, entry[8]), s["p"]]
+            self.L["outbox"][key] = [
+                sid, entry[ADJ_MODEL], *entry[ADJ_USAGE], entry[ADJ_BUCKET], entry[ADJ_COST],
+                self._command(s, entry[ADJ_TURN]), s[S_PROJECT],
+            ]
 
     def _to_outbox(self, key: str, rec: list[Any]) -> None:
         """A request's usage, new or grown, waits in the outbox for `tokenbudget team sync`.
@@ -419,27 +493,30 @@ class Ingestor:
         the request later, the outbox keeps it until a push has landed (team/sync.py)."""
         if not self.L["team"]:
             return
-        s = self.L["sessions"].get(rec[0])
-        project = s["p"] if s is not None else ""
-        command = self._command(s, rec[9]) if s is not None else "prompt"
-        self.L["outbox"][key] = [rec[0], rec[1], *rec[2:7], rec[7], rec[8], command, project]
+        sid = rec[REQ_SESSION]
+        s = self.L["sessions"].get(sid)
+        project = s[S_PROJECT] if s is not None else ""
+        command = self._command(s, rec[REQ_TURN]) if s is not None else "prompt"
+        self.L["outbox"][key] = [
+            sid, rec[REQ_MODEL], *rec[REQ_USAGE], rec[REQ_BUCKET], rec[REQ_COST], command, project
+        ]
 
     @staticmethod
     def _command(s: dict[str, Any], turn: str) -> str:
-        t = s["t"].get(turn)
-        return str(t[0]) if t is not None else "prompt"
+        t = s[S_TURNS].get(turn)
+        return str(t[TURN_COMMAND]) if t is not None else "prompt"
 
     def _add_copy(self, s: dict[str, Any], model: str, u: Usage) -> None:
         """Usage in a copy of another session's request, seen in this session's transcript."""
-        if "cp" not in s:
+        if S_COPIES not in s:
             self._add_seen(s, model, u)  # a session counted before the fork rule: as it was
             return
-        cur = s["cp"].get(model)
-        s["cp"][model] = list((Usage(*cur) if cur else ZERO) + u)
+        cur = s[S_COPIES].get(model)
+        s[S_COPIES][model] = list((Usage(*cur) if cur else ZERO) + u)
 
     def _add_seen(self, s: dict[str, Any], model: str, u: Usage) -> None:
-        cur = s["s"].get(model)
-        s["s"][model] = list((Usage(*cur) if cur else ZERO) + u)
+        cur = s[S_SEEN].get(model)
+        s[S_SEEN][model] = list((Usage(*cur) if cur else ZERO) + u)
 
     def _apply(
         self,
@@ -454,23 +531,22 @@ class Ingestor:
     ) -> None:
         """Add usage (or a correction of it) to the session, its turn, its hour and project."""
         s = self.L["sessions"][sid]
-        m = s["m"].get(model)
+        m = s[S_MODELS].get(model)
         if m is None:
-            m = s["m"][model] = [0, 0, 0, 0, 0, 0.0, 0, "t"]
-        for i, v in enumerate(u):
-            m[i] += v
-        m[M_N] += n
+            m = s[S_MODELS][model] = [0, 0, 0, 0, 0, 0.0, 0, SOURCE_TABLE]
+        m[M_USAGE] = [a + b for a, b in zip(m[M_USAGE], u, strict=True)]
+        m[M_REQUESTS] += n
         if cost is None:
             if u.total > 0:
-                m[M_SRC] = "u"
+                m[M_SOURCE] = SOURCE_UNPRICED
             cost = 0.0
         m[M_COST] += cost
         tokens = u.total
-        t = s["t"].get(turn)
+        t = s[S_TURNS].get(turn)
         if t is not None:
-            t[2] += tokens
-            t[3] += cost
-        project = s["p"]
+            t[TURN_TOKENS] += tokens
+            t[TURN_COST] += cost
+        project = s[S_PROJECT]
         bucket = self.L["hours"].setdefault(str(hour), {})
         b = bucket.get(project)
         # Whole seconds: blocks and windows begin on whole seconds, and flooring keeps every
@@ -479,16 +555,16 @@ class Ingestor:
         if b is None:
             bucket[project] = [tokens, cost, second, second]
         else:
-            b[0] += tokens
-            b[1] += cost
-            b[2] = min(b[2], second)
-            b[3] = max(b[3], second)
+            b[HOUR_TOKENS] += tokens
+            b[HOUR_COST] += cost
+            b[HOUR_FIRST] = min(b[HOUR_FIRST], second)
+            b[HOUR_LAST] = max(b[HOUR_LAST], second)
         p = self.L["projects"].setdefault(project, [0, 0.0])
-        p[0] += tokens
-        p[1] += cost
+        p[ROLLUP_TOKENS] += tokens
+        p[ROLLUP_COST] += cost
         mr = self.L["models"].setdefault(model, [0, 0.0])
-        mr[0] += tokens
-        mr[1] += cost
+        mr[ROLLUP_TOKENS] += tokens
+        mr[ROLLUP_COST] += cost
 
     # --- Claude Code's own totals -----------------------------------------------------------------
 
@@ -499,31 +575,36 @@ class Ingestor:
         the difference from what was counted before, so that the order of reads does not
         matter. Where the inherited part cannot be known, the fork's cost-state adds nothing.
         """
-        if "cp" not in s or not s.get("lc") or ("ih" in s and "ib" not in s) or folder is None:
+        if (
+            S_COPIES not in s
+            or not s.get(S_LATEST_TOTALS)
+            or (S_PARENT in s and S_INHERITED not in s)
+            or folder is None
+        ):
             return  # counted by an older rule, no total yet, or nowhere to look
         fork_path = self._transcript_of(sid, folder)
         if fork_path is None:
             return  # in another config dir than the transcript read: its own read settles it
         parent, base = self._inherited(sid, s, fork_path)
-        if self._forks is not None and sid not in self._forks.get(s.get("po", ""), ()):
-            self._forks.setdefault(s.get("po", ""), []).append(sid)
-        old_base = {m: Usage(*u) for m, u in s.get("ib", {}).items()}
-        was_unknown = "iu" in s
-        turn, ts = s.get("it") or [NO_TURN, s["l"] or clock.now()]
+        if self._forks is not None and sid not in self._forks.get(s.get(S_ORIGIN, ""), ()):
+            self._forks.setdefault(s.get(S_ORIGIN, ""), []).append(sid)
+        old_base = {m: Usage(*u) for m, u in s.get(S_INHERITED, {}).items()}
+        was_unknown = S_INHERITED_UNKNOWN in s
+        turn, ts = s.get(S_INHERIT_AT) or [NO_TURN, s[S_LAST] or clock.now()]
         hour = int(ts // BUCKET)
         new_base: dict[str, list[int]] = {}
-        models = set(old_base) | set(s["cp"]) | set(base or {}) | set(s["x"])
+        models = set(old_base) | set(s[S_COPIES]) | set(base or {}) | set(s[S_EXTRA])
         for model in sorted(models):
             b_old = old_base.get(model, ZERO)
-            b = Usage(*s["cp"].get(model, ZERO))
+            b = Usage(*s[S_COPIES].get(model, ZERO))
             if base is not None:
                 b = b.fieldwise_max(base.get(model, ZERO))
-            x = Usage(*s["x"].get(model, ZERO))
+            x = Usage(*s[S_EXTRA].get(model, ZERO))
             if base is None:
                 x_new = ZERO  # not known to be its own: never charged
             elif was_unknown:
-                lines = Usage(*s["s"].get(model, ZERO)) - x - b_old
-                x_new = (Usage(*s["lc"].get(model, ZERO)) - lines - b).clamp()
+                lines = Usage(*s[S_SEEN].get(model, ZERO)) - x - b_old
+                x_new = (Usage(*s[S_LATEST_TOTALS].get(model, ZERO)) - lines - b).clamp()
             else:
                 x_new = (x + b_old - b).clamp()
             self._add_seen(s, model, b - b_old + x_new - x)
@@ -531,15 +612,15 @@ class Ingestor:
                 new_base[model] = list(b)
             if x_new != x:
                 dx = x_new - x
-                s["x"][model] = list(x_new)
+                s[S_EXTRA][model] = list(x_new)
                 cost = self.cost_of(model, dx)
                 self._adjust(sid, s, [hour, model, *dx, cost, turn])
                 self._apply(sid, model, dx, cost, hour, ts, turn, 0)
-        s["ib"], s["ih"] = new_base, parent
+        s[S_INHERITED], s[S_PARENT] = new_base, parent
         if base is None:
-            s["iu"] = 1
+            s[S_INHERITED_UNKNOWN] = 1
         else:
-            s.pop("iu", None)
+            s.pop(S_INHERITED_UNKNOWN, None)
 
     def _inherited(
         self, sid: str, s: dict[str, Any], fork_path: str
@@ -552,19 +633,19 @@ class Ingestor:
         above the fork's own first total are not its parent (a fork of the fork). The parent
         is the one with the largest: each fork's total holds its parent's.
         """
-        requester = s.get("po")
+        requester = s.get(S_ORIGIN)
         if requester is None:
             return "", None
         folder = os.path.dirname(fork_path)  # candidates are looked for beside the fork
-        same = [o for o, os_ in self.L["sessions"].items() if os_.get("po") == requester]
+        same = [o for o, os_ in self.L["sessions"].items() if os_.get(S_ORIGIN) == requester]
         candidates = [requester, *sorted(c for c in same if c != sid)]
-        evals: dict[str, list[Any]] = s.setdefault("ie", {})
+        evals: dict[str, list[Any]] = s.setdefault(S_CANDIDATES, {})
         copied: tuple[set[bytes], bool] | None = None
         best: tuple[int, str, dict[str, Usage]] | None = None
-        first = {m: Usage(*u) for m, u in s.get("fc", {}).items()}
+        first = {m: Usage(*u) for m, u in s.get(S_FIRST_TOTALS, {}).items()}
         for c in candidates:
             e = evals.get(c)
-            if e is None or not e[1]:  # a final answer needs no file, not even its name
+            if e is None or not e[EVAL_FINAL]:  # a final answer needs no file, not even its name
                 path = self._transcript_of(c, folder)
                 if path is None:
                     if c == requester:
@@ -572,17 +653,17 @@ class Ingestor:
                     continue
                 try:
                     sizes = [os.stat(path).st_size, os.stat(fork_path).st_size]
-                    if e is None or e[3:] != sizes:
+                    if e is None or e[EVAL_SIZES] != sizes:
                         if copied is None:
                             copied = transcripts.copied_uuids(Path(fork_path))
                         e = evals[c] = self._evaluation(copied, Path(path), sizes)
                 except OSError:
                     return requester, None
-            if e[0] == "u":
+            if e[EVAL_KIND] == EVAL_UNKNOWN:
                 return c, None  # its total at the fork point is torn or rejected
-            if e[0] == "n":
+            if e[EVAL_KIND] == EVAL_NOT_PARENT:
                 continue
-            totals = {m: Usage(*u) for m, u in e[2].items()}
+            totals = {m: Usage(*u) for m, u in e[EVAL_TOTALS].items()}
             if not all(all(a <= b for a, b in zip(u, first.get(m, ZERO), strict=True))
                        for m, u in totals.items()):
                 continue
@@ -595,13 +676,13 @@ class Ingestor:
 
     @staticmethod
     def _evaluation(copied: tuple[set[bytes], bool], parent: Path, sizes: list[int]) -> list[Any]:
-        """[kind, final, totals, parent size, fork size] of one candidate parent: kind "k"
-        known, "u" unknown (its line torn or rejected), "n" not a parent (holds no copy)."""
+        """One candidate parent's evaluation (schema.EVAL_*): its totals at the fork point
+        known, unknown (its line torn or rejected), or not a parent (it holds no copy)."""
         fp = transcripts.fork_point(copied[0], parent)
         if fp is None:
-            return ["n", int(copied[1]), {}, *sizes]
+            return [EVAL_NOT_PARENT, int(copied[1]), {}, *sizes]
         totals = fp.totals or {}
-        return ["k" if fp.totals is not None else "u", int(fp.final and copied[1]),
+        return [EVAL_KNOWN if fp.totals is not None else EVAL_UNKNOWN, int(fp.final and copied[1]),
                 {m: list(u) for m, u in totals.items()}, *sizes]
 
     def _resettle_forks_of(self, sid: str, folder: str | None) -> None:
@@ -609,56 +690,56 @@ class Ingestor:
         if self._forks is None:
             self._forks = {}
             for fid, fs in self.L["sessions"].items():
-                if "ib" in fs:
-                    self._forks.setdefault(fs.get("po", ""), []).append(fid)
+                if S_INHERITED in fs:
+                    self._forks.setdefault(fs.get(S_ORIGIN, ""), []).append(fid)
         s = self.L["sessions"].get(sid) or {}
-        requester = s.get("po")
+        requester = s.get(S_ORIGIN)
         for key in (sid, requester) if requester not in (None, sid) else (sid,):
             for fid in list(self._forks.get(key, ())):
                 fs = self.L["sessions"].get(fid)
-                if fid != sid and fs is not None and fs.get("po") == key:
+                if fid != sid and fs is not None and fs.get(S_ORIGIN) == key:
                     self._settle_fork(fid, fs, folder)
 
     def _note_totals(self, s: dict[str, Any], ev: CostStateEvent, turn: str, ts: float) -> None:
         """Keep a session's first and latest cost-state totals (a fork's are compared with
         its parent's), and the turn and time its inheritance is counted at."""
-        if "fc" not in s:
-            s["fc"] = {m: list(u) for m, (u, _) in ev.models.items()}
-            s["it"] = [turn, ts]
-        latest = s.setdefault("lc", {})
+        if S_FIRST_TOTALS not in s:
+            s[S_FIRST_TOTALS] = {m: list(u) for m, (u, _) in ev.models.items()}
+            s[S_INHERIT_AT] = [turn, ts]
+        latest = s.setdefault(S_LATEST_TOTALS, {})
         for model, (total, _) in ev.models.items():
             cur = latest.get(model)
             latest[model] = list(total if cur is None else total.fieldwise_max(Usage(*cur)))
 
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
-        ts = state["last_ts"] or s["l"] or clock.now()
+        ts = state["last_ts"] or s[S_LAST] or clock.now()
         hour = int(ts // BUCKET)
         turn = self._resolve_turn(s, state["turn"])
-        inherited = bool(s["fk"]) or "po" in s
+        inherited = bool(s[S_FORK_KEYS]) or S_ORIGIN in s
         self._note_totals(s, ev, turn, ts)
-        s["cst"] = max(s.get("cst") or 0.0, ts)
+        s[S_TOTALS_AT] = max(s.get(S_TOTALS_AT) or 0.0, ts)
         if inherited:
             self._settle_fork(sid, s, state["dir"])
-            if "iu" in s:
+            if S_INHERITED_UNKNOWN in s:
                 return  # what it inherited is not known: nothing in its total is its own
         for model, (total, cc_cost) in ev.models.items():
             # `seen` holds every line seen and every earlier extra: what is left is new.
-            seen = Usage(*s["s"].get(model, ZERO))
-            old_extra = Usage(*s["x"].get(model, ZERO))
+            seen = Usage(*s[S_SEEN].get(model, ZERO))
+            old_extra = Usage(*s[S_EXTRA].get(model, ZERO))
             dx = (total - seen).clamp()
             extra = old_extra + dx
             if dx.total > 0:
                 # Requests in no assistant line (compaction): only Claude Code's total knows them.
-                s["x"][model] = list(extra)
+                s[S_EXTRA][model] = list(extra)
                 self._add_seen(s, model, dx)
                 cost = self.cost_of(model, dx)
                 self._adjust(sid, s, [hour, model, *dx, cost, turn])
                 self._apply(sid, model, dx, cost, hour, ts, turn, 0)
             if cc_cost is None or inherited:
                 continue  # a fork's total includes its parent's: our own prices apply
-            m = s["m"].get(model)
-            if m is None or Usage(*m[:5]) != total:
+            m = s[S_MODELS].get(model)
+            if m is None or Usage(*m[M_USAGE]) != total:
                 continue  # Claude Code's figure does not cover exactly what we counted
             w = weight(total)
             from tokenbudget import pricing
@@ -669,8 +750,8 @@ class Ingestor:
             if abs(diff) > 1e-12:
                 self._adjust(sid, s, [hour, model, 0, 0, 0, 0, 0, diff, turn])
                 self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
-            m[M_SRC] = "c"
-            s["cs"][model] = [*total, cc_cost]
+            m[M_SOURCE] = SOURCE_CLAUDE
+            s[S_CC_COSTS][model] = [*total, cc_cost]
 
 
 KEY_LEN = 16  # a usage key: 8 bytes of blake2b in hex
@@ -690,58 +771,63 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     """
     sessions = ledger["sessions"]
     keys = ledger["keys"]
-    owners = {rec[0] for rec in keys.values()}  # sessions compacted already have nothing to move
-    idle_ids = {sid for sid in owners if sid in sessions and sessions[sid]["l"] < now - idle}
+    # Sessions compacted already have nothing to move.
+    owners = {rec[REQ_SESSION] for rec in keys.values()}
+    idle_ids = {sid for sid in owners if sid in sessions and sessions[sid][S_LAST] < now - idle}
     if not idle_ids:
         return 0
     # Only sessions whose transcripts are read to their end: a line still to come may be a
     # later, larger copy of a response already counted, and must find its record.
     for path, frec in ledger["files"].items():
-        if frec[3] in idle_ids:
+        if frec[FILE_SESSION] in idle_ids:
             try:
                 size = os.stat(path).st_size
             except OSError:
                 continue  # gone: it will not grow
-            if size != frec[2]:
-                idle_ids.discard(frec[3])
+            if size != frec[FILE_OFFSET]:
+                idle_ids.discard(frec[FILE_SESSION])
     if not idle_ids:
         return 0
     moved = 0
     new_keys: dict[str, list[str]] = {}
     # A request a fork holds for a requester not read yet stays a record: the requester's
     # line takes it over when it turns up.
-    held = {k for sid in idle_ids for k in sessions[sid].get("hd", ())}
+    held = {k for sid in idle_ids for k in sessions[sid].get(S_HELD, ())}
     for key in [
-        k for k, rec in keys.items() if rec[0] in idle_ids and len(k) == KEY_LEN and k not in held
+        k
+        for k, rec in keys.items()
+        if rec[REQ_SESSION] in idle_ids and len(k) == KEY_LEN and k not in held
     ]:
         rec = keys.pop(key)
-        s = sessions[rec[0]]
-        turn = s["t"].get(rec[9])
-        command = turn[0] if turn is not None else "prompt"
-        cells = s.setdefault("c", {})
-        cell = cells.setdefault(f"{rec[7]}\t{rec[1]}\t{command}", [0, 0, 0, 0, 0, 0.0])
-        for i in range(5):
-            cell[i] += rec[2 + i]
-        cell[5] += rec[8] or 0.0
-        new_keys.setdefault(rec[0], []).append(key)  # joined once: += per key is quadratic
+        sid = rec[REQ_SESSION]
+        s = sessions[sid]
+        turn = s[S_TURNS].get(rec[REQ_TURN])
+        command = turn[TURN_COMMAND] if turn is not None else "prompt"
+        cells = s.setdefault(S_CELLS, {})
+        cell = cells.setdefault(
+            cell_key(rec[REQ_BUCKET], rec[REQ_MODEL], command), [0, 0, 0, 0, 0, 0.0]
+        )
+        cell[CELL_USAGE] = [a + b for a, b in zip(cell[CELL_USAGE], rec[REQ_USAGE], strict=True)]
+        cell[CELL_COST] += rec[REQ_COST] or 0.0
+        new_keys.setdefault(sid, []).append(key)  # joined once: += per key is quadratic
         moved += 1
     for sid, added in new_keys.items():
-        sessions[sid]["k"] = sessions[sid].get("k", "") + "".join(added)
+        sessions[sid][S_COMPACTED_KEYS] = sessions[sid].get(S_COMPACTED_KEYS, "") + "".join(added)
     return moved
 
 
 def compacted_cells(s: dict[str, Any]) -> Iterable[tuple[int, str, str, list[Any]]]:
     """A session's compacted usage: (bucket, model, command, [5 counts, cost])."""
-    turns = s.get("t", {})
-    for key, cell in s.get("c", {}).items():
-        bucket, model, command = key.split("\t", 2)
+    turns = s.get(S_TURNS, {})
+    for key, cell in s.get(S_CELLS, {}).items():
+        bucket, model, command = split_cell_key(key)
         # Cells compacted by earlier versions name the turn (a prompt id, or "-" for none):
         # never "prompt" or a "/command".
         if command in turns:
-            command = turns[command][0]
+            command = turns[command][TURN_COMMAND]
         elif not command.startswith("/"):
             command = "prompt"
-        yield int(bucket), model, command, cell
+        yield bucket, model, command, cell
 
 
 def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
@@ -794,13 +880,14 @@ def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
         merged: dict[str, list[Any]] = {}
         for _, h in day:
             for project, c in hours.pop(h).items():
-                m = merged.setdefault(project, [0, 0.0, c[2], c[3]])
-                m[0] += c[0]
-                m[1] += c[1]
-                m[2] = min(m[2], c[2])
-                m[3] = max(m[3], c[3])
+                m = merged.setdefault(project, [0, 0.0, c[HOUR_FIRST], c[HOUR_LAST]])
+                m[HOUR_TOKENS] += c[HOUR_TOKENS]
+                m[HOUR_COST] += c[HOUR_COST]
+                m[HOUR_FIRST] = min(m[HOUR_FIRST], c[HOUR_FIRST])
+                m[HOUR_LAST] = max(m[HOUR_LAST], c[HOUR_LAST])
         for m in merged.values():
             # Whole seconds keep each moment on the same side of every window's and block's
             # edge; a nanodollar is less than any one token costs.
-            m[1], m[2], m[3] = round(m[1], 9), int(m[2]), int(m[3])
+            m[HOUR_COST] = round(m[HOUR_COST], 9)
+            m[HOUR_FIRST], m[HOUR_LAST] = int(m[HOUR_FIRST]), int(m[HOUR_LAST])
         hours[str(int(lo // BUCKET))] = merged

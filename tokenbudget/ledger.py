@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 from tokenbudget import clock
 from tokenbudget.errors import LedgerError, LockTimeout
+from tokenbudget.schema import SCHEMA as SCHEMA
 
 TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 else:
     Ledger = dict
 
-SCHEMA = 1
 # How every ledger we write begins (key order is new_ledger's): its commit time, "updated".
 _UPDATED = re.compile(
     rb'^\{"schema":\d+,"app":"tokenbudget","created":[-0-9.eE+]+,"updated":([-0-9.eE+]+)[,}]'

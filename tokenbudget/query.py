@@ -14,6 +14,33 @@ from typing import Any
 from tokenbudget.budgets import project_matches
 from tokenbudget.ingest import compacted_cells
 from tokenbudget.ledger import BUCKET, Ledger
+from tokenbudget.schema import (
+    ADJ_BUCKET,
+    ADJ_COST,
+    ADJ_MODEL,
+    ADJ_TURN,
+    ADJ_USAGE,
+    CELL_COST,
+    CELL_USAGE,
+    H_HOURS,
+    M_SOURCE,
+    REQ_BUCKET,
+    REQ_COST,
+    REQ_MODEL,
+    REQ_SESSION,
+    REQ_TURN,
+    REQ_USAGE,
+    S_ADJUSTMENTS,
+    S_MODELS,
+    S_PROJECT,
+    S_TURNS,
+    SOURCE_CLAUDE,
+    SOURCE_MIXED,
+    SOURCE_TABLE,
+    SOURCE_UNPRICED,
+    TURN_COMMAND,
+    split_history_key,
+)
 from tokenbudget.usage import ZERO, Usage
 
 BY_CHOICES = ("day", "week", "month", "session", "project", "command", "model", "block")
@@ -63,43 +90,62 @@ def cells(ledger: Ledger, records: dict[str, dict[str, Any]]) -> Iterator[tuple[
     sessions = ledger["sessions"]
     by_session = _keys_by_session(ledger)
     for sid, s in sessions.items():
-        turns = s["t"]
-        src = {model: m[7] for model, m in s["m"].items()}
+        turns = s[S_TURNS]
+        project = s[S_PROJECT]
+        src = {model: m[M_SOURCE] for model, m in s[S_MODELS].items()}
         for rec in by_session.get(sid, []):
-            cmd = turns[rec[9]][0] if rec[9] in turns else "prompt"
+            model = rec[REQ_MODEL]
             yield (
-                Cell(sid, s["p"], rec[7], rec[1], Usage(*rec[2:7]), rec[8] or 0.0, cmd),
-                src.get(rec[1], "t"),
+                Cell(sid, project, rec[REQ_BUCKET], model, Usage(*rec[REQ_USAGE]),
+                     rec[REQ_COST] or 0.0, _command(turns, rec[REQ_TURN])),
+                src.get(model, SOURCE_TABLE),
             )
-        for a in s["adj"]:
-            cmd = turns[a[8]][0] if a[8] in turns else "prompt"
+        for a in s[S_ADJUSTMENTS]:
+            model = a[ADJ_MODEL]
             yield (
-                Cell(sid, s["p"], a[0], a[1], Usage(*a[2:7]), a[7] or 0.0, cmd),
-                src.get(a[1], "t"),
+                Cell(sid, project, a[ADJ_BUCKET], model, Usage(*a[ADJ_USAGE]),
+                     a[ADJ_COST] or 0.0, _command(turns, a[ADJ_TURN])),
+                src.get(model, SOURCE_TABLE),
             )
         for bucket, model, cmd, c in compacted_cells(s):
-            yield Cell(sid, s["p"], bucket, model, Usage(*c[:5]), c[5], cmd), src.get(model, "t")
+            yield (
+                Cell(sid, project, bucket, model, Usage(*c[CELL_USAGE]), c[CELL_COST], cmd),
+                src.get(model, SOURCE_TABLE),
+            )
     for sid, folded in records.items():
-        src = {model: m[7] for model, m in folded["m"].items()}
-        for h, per_model in folded["hours"].items():
+        src = {model: m[M_SOURCE] for model, m in folded[S_MODELS].items()}
+        for h, per_model in folded[H_HOURS].items():
             for model_cmd, v in per_model.items():
-                model, _, cmd = model_cmd.partition("\t")
+                model, cmd = split_history_key(model_cmd)
                 yield (
-                    Cell(sid, folded["p"], int(h), model, Usage(*v[:5]), v[5], cmd or "prompt"),
-                    (src.get(model, "t")),
+                    Cell(sid, folded[S_PROJECT], int(h), model, Usage(*v[CELL_USAGE]),
+                         v[CELL_COST], cmd or "prompt"),
+                    src.get(model, SOURCE_TABLE),
                 )
 
 
-def _keys_by_session(ledger: Ledger) -> dict[str, list[list[Any]]]:
+def _command(turns: dict[str, list[Any]], turn: str) -> str:
+    """The command of a session's turn `turn` ("prompt" for none)."""
+    command: str = turns[turn][TURN_COMMAND] if turn in turns else "prompt"
+    return command
+
+
+def _keys_by_session(
+ledger: Ledger) -> dict[str, list[list[Any]]]:
     # Built afresh for every call: a cache keyed by id(ledger) handed a new ledger the index of
     # an old one that had been freed at the same address, and missed changes to the same one.
     idx: dict[str, list[list[Any]]] = {}
     for rec in ledger["keys"].values():
-        idx.setdefault(rec[0], []).append(rec)
+        idx.setdefault(rec[REQ_SESSION], []).append(rec)
     return idx
 
 
-SOURCE_NAMES = {"t": "table", "c": "claude-code", "u": "unpriced", "m": "mixed"}
+SOURCE_NAMES = {
+    SOURCE_TABLE: "table",
+    SOURCE_CLAUDE: "claude-code",
+    SOURCE_UNPRICED: "unpriced",
+    SOURCE_MIXED: "mixed",
+}
 
 
 def _source(sources: set[str]) -> str:
@@ -223,7 +269,8 @@ def totals(groups: Iterable[Group]) -> Group:
 
 
 def unpriced(g: Group) -> bool:
-    return "u" in g.sources
+    return SOURCE_UNPRICED in g.sources
+
 
 
 def row(g: Group) -> dict[str, Any]:

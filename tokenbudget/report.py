@@ -7,6 +7,15 @@ from typing import Any
 
 from tokenbudget import clock, query, render
 from tokenbudget.ledger import BUCKET, Ledger
+from tokenbudget.schema import (
+    H_TURNS,
+    S_LAST,
+    S_PROJECT,
+    S_TURNS,
+    TURN_COMMAND,
+    TURN_START,
+    TURN_TOKENS,
+)
 
 # --by value -> (JSON list name, JSON key field, table header, title)
 SHAPES: dict[str, tuple[str, str, str, str]] = {
@@ -60,11 +69,11 @@ def command_runs(ledger: Ledger, records: dict[str, dict[str, Any]]) -> dict[str
     """Tokens of every run (turn) of every command, oldest first."""
     runs: dict[str, list[tuple[float, int]]] = {}
     for rec in records.values():
-        for t in rec["turns"]:
-            runs.setdefault(t[0], []).append((t[1], t[2]))
+        for t in rec[H_TURNS]:
+            runs.setdefault(t[TURN_COMMAND], []).append((t[TURN_START], t[TURN_TOKENS]))
     for s in ledger["sessions"].values():
-        for t in s["t"].values():
-            runs.setdefault(t[0], []).append((t[1], t[2]))
+        for t in s[S_TURNS].values():
+            runs.setdefault(t[TURN_COMMAND], []).append((t[TURN_START], t[TURN_TOKENS]))
     return {cmd: [tokens for _, tokens in sorted(v)] for cmd, v in runs.items()}
 
 
@@ -85,9 +94,9 @@ def build(
         last: dict[str, float] = {}
         for g, r in zip(groups, rows, strict=True):
             s = ledger["sessions"].get(g.key) or records.get(g.key) or {}
-            r["projectPath"] = r.pop("project", s.get("p"))
+            r["projectPath"] = r.pop("project", s.get(S_PROJECT))
             # A folded record may lack the exact time: its last bucket is the next best.
-            last[g.key] = s.get("l") or (g.last or 0) * BUCKET
+            last[g.key] = s.get(S_LAST) or (g.last or 0) * BUCKET
             r["lastActivity"] = _iso(last[g.key], tz)
         # The latest comes last, nearest the prompt, as in the other reports.
         rows.sort(key=lambda r: (last[r["key"]], r["key"]))

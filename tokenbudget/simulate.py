@@ -26,6 +26,30 @@ from tokenbudget import budgets as rules
 from tokenbudget.engine import OWN_COMMANDS
 from tokenbudget.ingest import NO_TURN, compacted_cells
 from tokenbudget.ledger import BUCKET, Ledger
+from tokenbudget.schema import (
+    ADJ_BUCKET,
+    ADJ_COST,
+    ADJ_TURN,
+    ADJ_USAGE,
+    CELL_COST,
+    CELL_USAGE,
+    H_HOURS,
+    H_TURNS,
+    REQ_BUCKET,
+    REQ_COST,
+    REQ_SESSION,
+    REQ_TURN,
+    REQ_USAGE,
+    S_ADJUSTMENTS,
+    S_FIRST,
+    S_PROJECT,
+    S_TURNS,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_START,
+    TURN_TOKENS,
+    split_history_key,
+)
 
 PROMPT, USAGE = 0, 1  # a prompt sorts before usage placed at the same moment (its own)
 SUGGEST_WINDOWS = 30  # suggestions are the 90th percentile of this many latest windows
@@ -166,30 +190,35 @@ def history_of(
 
     requests: dict[str, list[list[Any]]] = {}
     for rec in ledger["keys"].values():  # in the order they were read from the transcripts
-        requests.setdefault(rec[0], []).append(rec)
+        requests.setdefault(rec[REQ_SESSION], []).append(rec)
     for sid, s in ledger["sessions"].items():
-        b = _Session(sid, s["p"], s["f"], turns)
-        by_id = {pid: b.turn(t[0], t[1]) for pid, t in s["t"].items()}
+        b = _Session(sid, s[S_PROJECT], s[S_FIRST], turns)
+        by_id = {
+            pid: b.turn(t[TURN_COMMAND], t[TURN_START]) for pid, t in s[S_TURNS].items()
+        }
 
         def of(pid: str, bucket: int, b: _Session = b, by_id: dict[str, Turn] = by_id) -> Turn:
             return by_id.get(pid) or b.owner(bucket, NO_TURN)
 
         for rec in requests.get(sid, []):
-            place(of(rec[9], rec[7]), rec[7], sum(rec[2:7]), rec[8])
-        for a in s["adj"]:
-            place(of(a[8], a[0]), a[0], sum(a[2:7]), a[7])
+            bucket = rec[REQ_BUCKET]
+            place(of(rec[REQ_TURN], bucket), bucket, sum(rec[REQ_USAGE]), rec[REQ_COST])
+        for a in s[S_ADJUSTMENTS]:
+            bucket = a[ADJ_BUCKET]
+            place(of(a[ADJ_TURN], bucket), bucket, sum(a[ADJ_USAGE]), a[ADJ_COST])
         for bucket, _model, command, c in compacted_cells(s):
-            place(b.owner(bucket, command), bucket, sum(c[:5]), c[5])
-    projects = {sid: s["p"] for sid, s in ledger["sessions"].items()}
+            place(b.owner(bucket, command), bucket, sum(c[CELL_USAGE]), c[CELL_COST])
+    projects = {sid: s[S_PROJECT] for sid, s in ledger["sessions"].items()}
     for sid, rec in records.items():
-        projects.setdefault(sid, rec["p"])
-        b = _Session(sid, rec["p"], rec["f"], turns)
-        for t in rec["turns"]:
-            b.turn(t[0], t[1], (t[2], t[3]))
-        for bucket, h in sorted((int(h), h) for h in rec["hours"]):
-            for model_cmd, v in rec["hours"][h].items():
-                command = model_cmd.partition("\t")[2] or "prompt"
-                for turn, tokens, cost in b.shares(bucket, command, sum(v[:5]), v[5] or 0.0):
+        projects.setdefault(sid, rec[S_PROJECT])
+        b = _Session(sid, rec[S_PROJECT], rec[S_FIRST], turns)
+        for t in rec[H_TURNS]:
+            b.turn(t[TURN_COMMAND], t[TURN_START], (t[TURN_TOKENS], t[TURN_COST]))
+        for bucket, h in sorted((int(h), h) for h in rec[H_HOURS]):
+            for model_cmd, v in rec[H_HOURS][h].items():
+                command = split_history_key(model_cmd)[1] or "prompt"
+                cells = b.shares(bucket, command, sum(v[CELL_USAGE]), v[CELL_COST] or 0.0)
+                for turn, tokens, cost in cells:
                     place(turn, bucket, round(tokens), cost)
     for block in refusals:
         sid, at = block.get("session"), block.get("at")

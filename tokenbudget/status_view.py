@@ -9,6 +9,7 @@ from tokenbudget.budgets import Check, project_matches
 from tokenbudget.ledger import Ledger
 from tokenbudget.messages import resets_text
 from tokenbudget.numfmt import format_amount, format_limit
+from tokenbudget.schema import S_LAST, S_PROJECT
 
 BAR_WIDTH = 16
 
@@ -18,9 +19,11 @@ def latest_session(ledger: Ledger, project: str) -> str | None:
     sessions = ledger["sessions"]
     # Claude Code may have been started in a subfolder of the project the CLI found.
     here = [
-        (s["l"], sid) for sid, s in sessions.items() if s["p"] and project_matches(project, s["p"])
+        (s[S_LAST], sid)
+        for sid, s in sessions.items()
+        if s[S_PROJECT] and project_matches(project, s[S_PROJECT])
     ]
-    pool = here or [(s["l"], sid) for sid, s in sessions.items()]
+    pool = here or [(s[S_LAST], sid) for sid, s in sessions.items()]
     return max(pool)[1] if pool else None
 
 

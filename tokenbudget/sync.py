@@ -18,6 +18,7 @@ from tokenbudget import clock, history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
 from tokenbudget.ledger import JsonFileStore, Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
+from tokenbudget.schema import FILE_IDENT, FILE_OFFSET
 
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 200
@@ -76,7 +77,7 @@ def sync_all(
         _take_notices(ledger, report)
         if ledger["rebuild"] and not ledger["files"] and not ledger["folded"]["sessions"]:
             history.restore_into(ledger, t_now)
-        known = {p: (r[0], r[2]) for p, r in ledger["files"].items()}
+        known = {p: (r[FILE_IDENT], r[FILE_OFFSET]) for p, r in ledger["files"].items()}
     # Decide what to read without the lock; the reads themselves happen under it.
     todo: list[tuple[Path, str, bool, int]] = []
     for path, sid, sub in transcripts.discover(dirs):
@@ -93,8 +94,8 @@ def sync_all(
             # it anyway would put its read position back in the ledger, where nothing removes
             # it again (its session is no longer there to fold): the ledger would keep a record
             # for every transcript ever seen.
-            prev = (old[0], old[2]) if old is not None else None
-        if prev is not None and prev[1] == st.st_size and prev[0] == file_identity(st):
+            prev = (old[FILE_IDENT], old[FILE_OFFSET]) if old is not None else None
+        if prev == (file_identity(st), st.st_size):  # read to its end, and the same file
             continue
         todo.append((path, sid, sub, st.st_size))
     batch: list[tuple[Path, str, bool, int]] = []

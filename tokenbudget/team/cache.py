@@ -21,6 +21,7 @@ import sys
 from tokenbudget import paths
 from tokenbudget.budgets import Budget, Check, evaluate, window
 from tokenbudget.ledger import BUCKET
+from tokenbudget.schema import OUT_BUCKET, OUT_COST, OUT_PROJECT, OUT_USAGE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -161,11 +162,11 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
         hi = end.timestamp() if end else float("inf")
         unpushed = 0.0
         for e in ledger["outbox"].values():
-            if not lo <= e[7] * BUCKET < hi:
+            if not lo <= e[OUT_BUCKET] * BUCKET < hi:
                 continue
-            if b.scope == "project" and not matches(projects.get(e[10]), b.scope_name):
+            if b.scope == "project" and not matches(projects.get(e[OUT_PROJECT]), b.scope_name):
                 continue
-            unpushed += sum(e[2:7]) if b.unit == "tokens" else (e[8] or 0.0)
+            unpushed += sum(e[OUT_USAGE]) if b.unit == "tokens" else (e[OUT_COST] or 0.0)
         used = max(0.0, cached + unpushed)
         out.append(evaluate(b, used, 0.0, ctx.now, end, f"team {first}"))
     return out

@@ -22,6 +22,15 @@ from typing import Any
 from tokenbudget import clock, paths
 from tokenbudget.errors import TeamError
 from tokenbudget.ledger import BUCKET, JsonFileStore
+from tokenbudget.schema import (
+    OUT_BUCKET,
+    OUT_COMMAND,
+    OUT_COST,
+    OUT_MODEL,
+    OUT_PROJECT,
+    OUT_SESSION,
+    OUT_USAGE,
+)
 from tokenbudget.team import cache
 
 _CREDENTIALS = re.compile(r"^([a-z+]+://)[^@/]*@", re.IGNORECASE)
@@ -90,15 +99,16 @@ def rows_of(outbox: dict[str, list[Any]], member: str, machine: str,
     """The outbox as usage rows for the server (cost in whole micro-dollars)."""
     rows = []
     for key, e in outbox.items():
-        folder = e[10]
+        folder = e[OUT_PROJECT]
         if folder not in projects:
             projects[folder] = project_id(folder)
+        inputs, output, write_5m, write_1h, read = e[OUT_USAGE]
         rows.append({
-            "key": key, "member": member, "machine": machine, "session": e[0],
-            "project": projects[folder], "model": e[1], "command": e[9],
-            "at": float(e[7] * BUCKET), "input": e[2], "output": e[3],
-            "cache_write": e[4] + e[5], "cache_read": e[6],
-            "cost_micros": round((e[8] or 0.0) * 1_000_000),
+            "key": key, "member": member, "machine": machine, "session": e[OUT_SESSION],
+            "project": projects[folder], "model": e[OUT_MODEL], "command": e[OUT_COMMAND],
+            "at": float(e[OUT_BUCKET] * BUCKET), "input": inputs, "output": output,
+            "cache_write": write_5m + write_1h, "cache_read": read,
+            "cost_micros": round((e[OUT_COST] or 0.0) * 1_000_000),
         })
     return rows
 
