@@ -366,3 +366,12 @@ def test_since_after_until_is_a_usage_error(private_home: Path) -> None:
                "2026-01-01"]
     )
     assert result.exit_code == 2 and "2026-05-01 is after --until 2026-01-01" in result.output
+
+
+def test_runs_of_a_command_that_start_together_come_out_by_session() -> None:
+    """Windows keyed by a run were ordered by the run's memory address when they began at once."""
+    ledger = new_ledger()
+    for sid in ("s3", "s1", "s2"):
+        live(ledger, sid, [(f"r-{sid}", "/test", "09:00:00", [("09:01:00", 1_000)])])
+    result = replay(Budget("command", 20_000, name="/test"), ledger)
+    assert [w.key.sid for w in result.windows] == ["s1", "s2", "s3"]

@@ -233,6 +233,14 @@ def history_of(
 # ---------------------------------------------------------------- windows
 
 
+def _order(key: object) -> tuple[str, float, str]:
+    """How windows that start together are ordered: by session, then by run (a command's
+    windows are keyed by their turn, whose default text is its memory address)."""
+    if isinstance(key, Turn):
+        return (key.sid, key.start, key.command)
+    return (str(key), 0.0, "")
+
+
 class Window:
     """One window of a budget (a day, a block, a session, a run) and what the replay saw in it."""
 
@@ -465,7 +473,7 @@ def simulate(
         and (everything or since is None or w.start >= since)
         and (everything or until is None or w.start < until)
     ]
-    kept.sort(key=lambda w: (w.start or 0.0, str(w.key)))
+    kept.sort(key=lambda w: (w.start or 0.0, _order(w.key)))
     return Result(budget, kept)
 
 
