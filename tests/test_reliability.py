@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests import reliability_fixtures
-from tests.helpers import install_fixture, truth_usage
+from tests.helpers import install_fixture, stored_ledger, truth_usage
 from tests.reliability_fixtures import REPO, run_shim, start_workers, write_config
 from tests.reliability_workers import ledger_usage, session_usage
 from tokenbudget import hook, lockinfo, sync
@@ -450,7 +450,7 @@ def test_prompt_text_never_reaches_the_log_or_the_ledger(private_home: Path) -> 
             continue
         data = p.read_bytes()
         assert SECRET.encode() not in data, p.name
-    assert "/deploy" in (state / "ledger.json").read_text()  # the command name is kept
+    assert "/deploy" in json.dumps(stored_ledger(state))  # the command name is kept
 
 
 # --- 8. a hung lock holder -----------------------------------------------------------------------

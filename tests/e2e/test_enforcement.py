@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import ClaudeRun, RunClaude
 from tests.e2e.fake_api import FakeAnthropic
+from tests.helpers import stored_ledger
 from tokenbudget import claude_settings
 from tokenbudget.budgets import format_amount
 
@@ -32,7 +33,7 @@ def set_budgets(home: Path, *budgets: dict[str, Any]) -> None:
 
 
 def ledger(home: Path) -> dict[str, Any]:
-    return json.loads((home / "tb state" / "ledger.json").read_text())
+    return stored_ledger(home / "tb state")
 
 
 def session_tokens(home: Path, sid: str) -> int:
