@@ -257,7 +257,8 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
     answer: dict[str, Any] = {}
     messages: list[str] = []
     rebuild_owed = False
-    with store.transaction(known) as ledger:
+    # A session starting is a cold path: it folds the journal into the snapshot.
+    with store.transaction(known, checkpoint=ev.name == "SessionStart") as ledger:
         plugin_root = os.environ.get("CLAUDE_PLUGIN_ROOT")
         if ev.name == "SessionStart" and plugin_root:
             # For doctor (a --plugin-dir plugin is in no settings file); before the double-
@@ -387,10 +388,10 @@ def _quick(
     """
     if ev.name == "SessionStart":
         return None, None
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.ledger import open_store
 
     try:
-        ledger, stamp = JsonFileStore(paths.ledger_file()).read()
+        ledger, stamp = open_store().read()
         known = (stamp, ledger) if stamp is not None else None
         if ledger["rebuild"] or ledger["notices"]:
             return None, known
