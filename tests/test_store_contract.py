@@ -220,15 +220,17 @@ def test_garbage_lines_are_skipped_kept_and_reported_never_a_reset(
     lines = Path(store.journal).read_bytes().splitlines(keepends=True)
     lines.insert(1, garbage + b"\n")
     Path(store.journal).write_bytes(b"".join(lines))
-    seen = store.snapshot()  # a reader skips it and reads on
+    seen = store.snapshot()  # a reader skips it, reads on, and says so
     assert seen["folded"]["sessions"] == 3 and sorted(seen["warned"]) == ["a-1", "a-2", "a-3"]
+    assert seen["notices"] == [
+        "tokenbudget: the ledger's journal had 1 unreadable line; skipped (a copy is kept"
+        " beside the ledger)"
+    ]
     with store.transaction() as ledger:
-        assert ledger["folded"]["sessions"] == 3
-        [note] = ledger["notices"]
-        ledger["notices"] = []
-    assert note.startswith("tokenbudget: the ledger's journal had 1 unreadable line; skipped")
+        assert ledger["folded"]["sessions"] == 3 and ledger["notices"] == seen["notices"]
+        ledger["notices"] = []  # given to the user
     [kept] = Path(store.folder).glob("ledger.journal.jsonl.corrupt-*")
-    assert kept.read_bytes() == b"".join(lines) and kept.name in note
+    assert kept.read_bytes() == b"".join(lines)
     assert Path(store.journal).read_bytes() == b""  # folded into the snapshot
     assert store.snapshot()["folded"]["sessions"] == 3 and not store.snapshot()["notices"]
 
@@ -312,3 +314,17 @@ def test_a_replay_of_the_changes_gives_the_same_json(
     assert journal.applies(replayed, s, d)
     journal.apply(replayed, s, d)
     assert json.dumps(replayed) == json.dumps({"t": after})
+
+
+def test_a_hook_call_tells_of_garbage_lines_once(private_home: Path) -> None:
+    from tokenbudget import hook, sync
+
+    store = sync.open_store()
+    committed(store, 3)
+    with open(store.journal, "ab") as f:
+        f.write(b"\x00\x00 a disk block of zeros\n")
+    event = json.dumps({"session_id": "s-1", "cwd": str(private_home)}).encode()
+    first = hook.handle("PreToolUse", event)
+    assert "journal had 1 unreadable line" in first["systemMessage"]
+    assert hook.handle("PreToolUse", event) == {}
+    assert store.snapshot()["folded"]["sessions"] == 3

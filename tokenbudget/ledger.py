@@ -478,6 +478,14 @@ class JsonFileStore(Store):
         if lines.entries:
             _replay(data, lines)
             _check_records(data)
+        if lines.bad:
+            # Said by every read until a writer folds the journal (and keeps a copy): a call
+            # that would answer without the lock takes the locked way, which does that.
+            data["notices"].append(
+                f"tokenbudget: the ledger's journal had {lines.bad} unreadable"
+                f" line{'s' if lines.bad > 1 else ''}; skipped (a copy is kept beside the"
+                " ledger)"
+            )
         position = Position(_stamp(st), head, where, lines.end, lines.last, lines.bad, len(raw))
         return data, position
 
@@ -546,7 +554,7 @@ class JsonFileStore(Store):
             if pos is None:
                 data, pos = self._reload()
                 if pos is not None and pos.bad:
-                    self._note_bad_lines(data, pos.bad)
+                    self._keep(self.journal, "corrupt")  # and read() told the user
                     checkpoint = True
                 base = journal.copy(data)
             assert base is not None
@@ -699,15 +707,6 @@ class JsonFileStore(Store):
         for path in stale:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-
-    def _note_bad_lines(self, data: Ledger, bad: int) -> None:
-        """Unusable journal lines are skipped, never a reset: keep the journal, tell the user."""
-        kept = self._keep(self.journal, "corrupt")
-        lines = "line" if bad == 1 else "lines"
-        data["notices"].append(
-            f"tokenbudget: the ledger's journal had {bad} unreadable {lines}; skipped"
-            + (f" (kept it as {os.path.basename(kept)})" if kept else "")
-        )
 
     def _recover(self, reason: str) -> Ledger:
         """Keep the unusable file, start a new ledger owed a rebuild from the transcripts."""
