@@ -282,15 +282,25 @@ def test_the_commit_that_passes_the_bound_checkpoints(tmp_path: Path) -> None:
     assert store.snapshot()["folded"]["sessions"] == 12
 
 
-def test_sync_checkpoints(private_home: Path) -> None:
-    from tokenbudget import sync
+@pytest.mark.parametrize("cold", ["sync", "rebuild", "SessionStart"])
+def test_the_cold_paths_checkpoint(cold: str, private_home: Path) -> None:
+    from tokenbudget import hook, sync
 
     default = sync.open_store()
     committed(default, 3)
     assert os.path.getsize(default.journal) > 0
-    sync.sync_all(default, config_dirs=[])
+    if cold == "sync":
+        sync.sync_all(default, config_dirs=[])
+    elif cold == "rebuild":
+        sync.rebuild(default, config_dirs=[])
+    else:
+        hook.handle("SessionStart", json.dumps({"session_id": "s-1", "cwd": "/w"}).encode())
     assert os.path.getsize(default.journal) == 0
-    assert default.snapshot()["folded"]["sessions"] == 3
+    expected = 0 if cold == "rebuild" else 3
+    assert default.snapshot()["folded"]["sessions"] == expected
+    if cold == "rebuild":  # the ledger set aside is the whole one, journal included
+        [kept] = Path(default.folder).glob("ledger.json.before-rebuild-*")
+        assert json.loads(kept.read_bytes())["folded"]["sessions"] == 3
 
 
 @pytest.mark.parametrize(
