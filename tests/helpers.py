@@ -88,6 +88,6 @@ def discover_in(order: str, dirs: list[Path]) -> Iterator[tuple[Path, str, bool]
 
 def stored_ledger(state: Path) -> dict[str, object]:
     """The ledger committed in tokenbudget state folder `state`: its snapshot and journal."""
-    from tokenbudget.ledger import open_store
+    from tokenbudget.store import open_store
 
     return open_store(path=state / "ledger.json").snapshot()

@@ -19,7 +19,7 @@ from tests.helpers import (
     truth_usage,
 )
 from tokenbudget import history, query, sync, transcripts
-from tokenbudget.ledger import Store
+from tokenbudget.store import Store
 from tokenbudget.usage import Usage
 
 

@@ -407,7 +407,7 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tokenbudget import hook
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.store import JsonFileStore
 
     base = session(private_home)
     set_budgets(private_home, {"kind": "session", "limit": "10M"})
@@ -450,9 +450,9 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     assert session_tokens(private_home, base["session_id"]) == total + 1750
     # Even where a file's stamp cannot tell (coarse mtimes, an inode used again), the commit
     # time at the head of the file does.
-    from tokenbudget import ledger as ledger_mod
+    from tokenbudget import store as store_mod
 
-    monkeypatch.setattr(ledger_mod, "_stamp", lambda st: (0,))
+    monkeypatch.setattr(store_mod, "_stamp", lambda st: (0,))
     _append_request(base["transcript_path"], 4, 125)
     out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "d"}).encode())
     assert "from another process" in out["systemMessage"]

@@ -1,4 +1,4 @@
-"""The contract every ledger store passes (tokenbudget.ledger.Store).
+"""The contract every ledger store passes (tokenbudget.store.Store).
 
 The tests at the top take a store from each factory in STORES (the JSON files now; another
 backend adds its factory there and passes the same tests); those below them fault the JSON
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tokenbudget import journal
-from tokenbudget.ledger import JsonFileStore, Store, open_store
+from tokenbudget.store import JsonFileStore, Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 

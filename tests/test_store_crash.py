@@ -1,7 +1,7 @@
 """A writer killed at any step of a commit or a checkpoint: nothing lost, nothing counted twice.
 
 Each run forks a child that commits one change and is stopped at a named step of the JSON
-store (tokenbudget.ledger.CRASH_ENV): by `os._exit` there, or by SIGKILL from this process while
+store (tokenbudget.store.CRASH_ENV): by `os._exit` there, or by SIGKILL from this process while
 it waits there. The change is then either wholly in the ledger (the step is past the point
 where it became visible) or not at all, every earlier change is there once, and the next
 writer carries on from whatever was left (a torn line, a temp file, a journal not emptied).
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_store_contract import REPO, _bump
-from tokenbudget.ledger import CRASH_ENV, JsonFileStore
+from tokenbudget.store import CRASH_ENV, JsonFileStore
 
 APPEND = ["append.opened", "append.cut", "append.half", "append.written", "append.synced"]
 CHECKPOINT = ["checkpoint.temp", "checkpoint.synced", "checkpoint.renamed", "checkpoint.emptied"]
@@ -97,7 +97,7 @@ _APPENDER = """
 import sys
 sys.path.insert(0, {repo!r})
 from tests.test_store_contract import _bump
-from tokenbudget.ledger import JsonFileStore
+from tokenbudget.store import JsonFileStore
 store = JsonFileStore(sys.argv[1], lock_timeout=60)
 for i in range(1, int(sys.argv[3]) + 1):
     with store.transaction() as ledger:

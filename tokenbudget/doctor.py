@@ -245,7 +245,8 @@ def check_hooks(report: Report, project_dir: Path) -> None:
 
 
 def check_ledger(report: Report) -> None:
-    from tokenbudget.ledger import CorruptLedger, open_store
+    from tokenbudget.ledger import CorruptLedger
+    from tokenbudget.store import open_store
 
     path = paths.ledger_path()
     if not path.exists():

@@ -388,7 +388,7 @@ def _quick(
     """
     if ev.name == "SessionStart":
         return None, None
-    from tokenbudget.ledger import open_store
+    from tokenbudget.store import open_store
 
     try:
         ledger, stamp = open_store().read()

@@ -16,9 +16,10 @@ from typing import Any
 
 from tokenbudget import clock, history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
-from tokenbudget.ledger import Ledger, Store, file_identity, new_ledger
-from tokenbudget.ledger import open_store as open_store  # the one way to the ledger
+from tokenbudget.ledger import Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
+from tokenbudget.store import Store
+from tokenbudget.store import open_store as open_store  # the one way to the ledger
 
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 200
