@@ -338,3 +338,26 @@ def test_a_hook_call_tells_of_garbage_lines_once(private_home: Path) -> None:
     assert "journal had 1 unreadable line" in first["systemMessage"]
     assert hook.handle("PreToolUse", event) == {}
     assert store.snapshot()["folded"]["sessions"] == 3
+
+
+def test_a_lost_line_ends_the_replay_and_what_follows_it_is_kept_aside(
+    store: JsonFileStore,
+) -> None:
+    # A crash of the machine can lose a line that was written but not yet synced while the
+    # next one was: the commits after it were made on top of it, so they are not applied.
+    committed(store, 5)  # the snapshot, then lines 1 to 4
+    lines = Path(store.journal).read_bytes().splitlines(keepends=True)
+    lost = b"\x00" * (len(lines[1]) - 1) + b"\n"
+    Path(store.journal).write_bytes(b"".join([lines[0], lost, *lines[2:]]))
+    seen = store.snapshot()
+    assert seen["folded"]["sessions"] == 2  # the snapshot's commit and line 1
+    assert seen["notices"] == [
+        "tokenbudget: the ledger's journal had 3 unreadable lines; skipped (a copy is kept"
+        " beside the ledger)"
+    ]
+    with store.transaction() as ledger:
+        ledger["notices"] = []
+        _bump(ledger, "b", 1)
+    [kept] = Path(store.folder).glob("ledger.journal.jsonl.corrupt-*")
+    assert kept.read_bytes().count(b"\n") == 4
+    assert store.snapshot()["folded"]["sessions"] == 3 and not store.snapshot()["notices"]

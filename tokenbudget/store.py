@@ -279,6 +279,7 @@ class JsonFileStore(Store):
     ) -> Iterator[Ledger]:
         """Lock, yield the ledger, commit it on a clean exit (see Store.transaction)."""
         base: Ledger | None = None
+        unsynced: tuple[int, bool] | None = None
         if known is not None and known[0] is not None and not known[0].bad:
             base = journal.copy(known[1])  # before the lock: the copy is the costly part
         release = self._lock()
@@ -297,7 +298,7 @@ class JsonFileStore(Store):
             assert base is not None
             yield data
             try:
-                self._commit(data, base, pos, checkpoint)
+                unsynced = self._commit(data, base, pos, checkpoint)
             except OSError as e:
                 raise LedgerError(
                     f"cannot write the ledger {self.file}: {e.strerror or e}"
@@ -306,6 +307,8 @@ class JsonFileStore(Store):
                 self._check_replay(data)
         finally:
             release()
+        if unsynced is not None:
+            self._sync_line(*unsynced)
 
     def _reload(self) -> tuple[Ledger, Position | None]:
         """The whole ledger read again (call with the lock held); a corrupt one kept aside."""
@@ -336,15 +339,18 @@ class JsonFileStore(Store):
                 f"cannot lock the ledger {self.lock_path}: {e.strerror or e}"
             ) from None
 
-    def _commit(self, data: Ledger, base: Ledger, pos: Position | None, full: bool) -> None:
-        """Append what changed to the journal, or fold it all into the snapshot."""
+    def _commit(
+        self, data: Ledger, base: Ledger, pos: Position | None, full: bool
+    ) -> tuple[int, bool] | None:
+        """Append what changed to the journal, or fold it all into the snapshot; return the
+        journal's descriptor to fsync once the lock is released (and whether it is new)."""
         seq = pos.seq if pos is not None else 0
         if pos is None or pos.snapshot is None:
             full = True  # no snapshot yet (or a new ledger after a corrupt one)
         if not full:
             sets, dels = journal.changes(base, data)
             if not sets and not dels:
-                return  # nothing changed: nothing to write
+                return None  # nothing changed: nothing to write
         # This stamp tells one commit from another, so never a pinned clock.
         data["updated"] = time.time()  # the real clock
         if not full:
@@ -352,12 +358,18 @@ class JsonFileStore(Store):
             line = journal.encode(seq + 1, sets, dels)
             assert pos is not None
             if pos.end + len(line) <= max(self.journal_bound, pos.size // 4):
-                self._append(line, pos)
-                return
+                return self._append(line, pos), pos.journal is None
         self._checkpoint(data, seq)
+        return None
 
-    def _append(self, line: bytes, pos: Position) -> None:
-        """Add one line to the journal, durably (call with the lock held)."""
+    def _append(self, line: bytes, pos: Position) -> int:
+        """Add one line to the journal (call with the lock held); return its descriptor.
+
+        Its fsync waits until the lock is released: a disk busy elsewhere takes tens of
+        milliseconds to sync, which every other session would otherwise wait too. Whatever
+        is synced next syncs this line with it, and a line that a crash of the machine loses
+        ends the replay there (see _replay): the commits after it are not applied without it.
+        """
         fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             _step("append.opened")
@@ -370,11 +382,21 @@ class JsonFileStore(Store):
             else:
                 _write_all(fd, line)
             _step("append.written")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _sync_line(self, fd: int, new: bool) -> None:
+        """Make an appended line durable (after the lock is released) and close the journal."""
+        try:
             os.fsync(fd)
             _step("append.synced")
+        except OSError as e:
+            raise LedgerError(f"cannot write the ledger {self.journal}: {e.strerror}") from None
         finally:
             os.close(fd)
-        if pos.journal is None:
+        if new:
             fsync_folder(self.folder)  # a new journal: its name must survive a crash too
 
     def _checkpoint(self, data: Ledger, seq: int) -> None:
@@ -509,9 +531,18 @@ class JsonFileStore(Store):
 
 
 def _replay(data: Ledger, lines: journal.Lines) -> None:
-    """Apply journal lines in order; those that cannot be (not ours) are skipped and counted."""
-    for seq, sets, dels in lines.entries:
-        if seq > lines.last and journal.applies(data, sets, dels):
+    """Apply journal lines in order; count those that cannot be applied (not ours: skipped).
+
+    Each commit follows the one before it (sequence + 1). A missing one (a line the machine
+    lost in a crash, its bytes zeroed) ends the replay: the commits after it were computed
+    from it, and applied alone they could count what it had counted twice. They are counted
+    as unusable, so the next writer keeps the journal aside, reports it and folds the rest.
+    """
+    for n, (seq, sets, dels) in enumerate(lines.entries):
+        if seq > lines.last + 1:
+            lines.bad += len(lines.entries) - n
+            return
+        if seq == lines.last + 1 and journal.applies(data, sets, dels):
             journal.apply(data, sets, dels)
             lines.last = seq
         else:
