@@ -246,7 +246,9 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
     quick, known = _quick(ev, cfg, budget_list, now)
     if quick is not None:
         return quick
-    from tokenbudget import sync
+    # Imported before the lock rather than under it (pricing brings dataclasses): every
+    # millisecond the lock is held, every other session's hook waits too.
+    from tokenbudget import engine, pricing, sync  # noqa: F401
 
     bound = cfg.lock_timeout_seconds
     if ev.name == "SessionEnd":
