@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tokenbudget import journal
+from tokenbudget.ledger import CorruptLedger
 from tokenbudget.store import JsonFileStore, Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -361,3 +362,17 @@ def test_a_lost_line_ends_the_replay_and_what_follows_it_is_kept_aside(
     [kept] = Path(store.folder).glob("ledger.journal.jsonl.corrupt-*")
     assert kept.read_bytes().count(b"\n") == 4
     assert store.snapshot()["folded"]["sessions"] == 3 and not store.snapshot()["notices"]
+
+
+def test_a_journal_line_of_the_wrong_shape_is_caught_like_a_hand_edited_ledger(
+    store: JsonFileStore,
+) -> None:
+    committed(store, 2)
+    bad = journal.encode(2, [[["sessions", "s-1"], {"p": 1}]], [])
+    with open(store.journal, "ab") as f:
+        f.write(bad)
+    with pytest.raises(CorruptLedger, match="sessions have the wrong shape"):
+        store.read()
+    with store.transaction() as ledger:  # kept aside with its journal, rebuilt
+        assert ledger["rebuild"] is True
+    assert len(list(Path(store.folder).glob("ledger.journal.jsonl.corrupt-*"))) == 1

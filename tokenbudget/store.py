@@ -214,7 +214,7 @@ class JsonFileStore(Store):
         head = data["updated"]
         if lines.entries:
             _replay(data, lines)
-            _check_records(data)
+            _check_records(_touched(data, lines.entries))  # the snapshot's were checked
         if lines.bad:
             # Said by every read until a writer folds the journal (and keeps a copy): a call
             # that would answer without the lock takes the locked way, which does that.
@@ -547,6 +547,22 @@ def _replay(data: Ledger, lines: journal.Lines) -> None:
             lines.last = seq
         else:
             lines.bad += 1
+
+
+def _touched(data: Ledger, entries: list[tuple[int, list[Any], list[Any]]]) -> Ledger:
+    """The part of `data` that journal lines set: each table with only the entries they set
+    (`folded` and what is not a table, whole), so that checking shapes costs what is new."""
+    part = {k: {} if type(v) is dict and k != "folded" else v for k, v in data.items()}
+    for _seq, sets, _dels in entries:
+        for path, _value in sets:
+            if not path:
+                return data  # the whole ledger was replaced
+            table = data.get(path[0])
+            if len(path) == 1 or type(table) is not dict:
+                part[path[0]] = table
+            elif path[1] in table:
+                part[path[0]][path[1]] = table[path[1]]
+    return part
 
 
 def _write_all(fd: int, data: bytes) -> None:
