@@ -175,3 +175,13 @@ def _check_records(data: Ledger) -> None:
                 raise TypeError
     except (TypeError, KeyError, ValueError):
         raise CorruptLedger(f"the ledger's {part} have the wrong shape") from None
+
+
+def __getattr__(name: str) -> Any:
+    """The store moved to tokenbudget/store.py: `from tokenbudget.ledger import JsonFileStore`
+    (and Store, open_store) keeps working for code written before."""
+    if name in ("JsonFileStore", "Store", "open_store"):
+        from tokenbudget import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
