@@ -62,6 +62,8 @@ if [ "$action" = uninstall ]; then
                 cd "$dir" &&
                     rm -rf ledger.json ledger.json.lock ledger.json.corrupt-* \
                         ledger.json.before-rebuild-* .ledger.json.*.tmp history.jsonl \
+                        ledger.journal.jsonl ledger.journal.jsonl.corrupt-* \
+                        ledger.journal.jsonl.orphan-* \
                         config.json tokenbudget.log tokenbudget.log.1 plugin
             )
             rmdir "$dir" 2>/dev/null || true

@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Contention: 16 processes making 200 hook calls each against one ledger.
+"""Contention: 16, 32 and 64 processes making hook calls against one ledger, before and after.
 
-    python bench/contention.py [--procs 16] [--calls 200]
+    python bench/contention.py [--procs 16,32,64] [--calls 40] [--before main]
 
 Each process plays one Claude Code session: it appends one API request to its transcript (as
-Claude Code writes it), then runs the PostToolUse hook, 200 times. All start together against
-the ledger of bench/hook_overhead.py's realistic case (5,000 sessions seen, five budgets).
+Claude Code writes it), then runs the PostToolUse hook, `--calls` times. All start together
+against the ledger of bench/hook_overhead.py's realistic case (5,000 sessions seen, five
+budgets). Each size runs with the code at `--before` (a git ref) and then the working tree,
+each from the same starting ledger, in the same run.
+
+Hooks run as installed hooks run them (`python -P -c ...`), with one addition: the lock's
+`_flock` is wrapped to log how long each holder kept the lock (the same wrapper both sides).
 
 Lost updates are looked for three ways, with no sync afterwards:
 - every call leaves its event fingerprint in the ledger (kept 600 s): all must be there, less
@@ -32,6 +37,33 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import synth
+
+sys.path.insert(0, str(common.REPO))  # this tree's store reads either side's ledger
+from tokenbudget.store import JsonFileStore
+
+# The hook's entry point, with the lock wrapped to log how long it was held (seconds a line).
+TIMED_HOOK = """
+import os, time
+try:
+    import tokenbudget.lock as L  # where the lock lives now
+except ImportError:
+    import tokenbudget.ledger as L  # before the store had its own modules
+_flock = L._flock
+def _timed(path, timeout):
+    release = _flock(path, timeout)
+    if release is None:
+        return None
+    t0 = time.perf_counter()
+    def timed_release():
+        held = time.perf_counter() - t0
+        release()
+        with open(os.environ["TB_LOCK_LOG"], "a") as f:
+            f.write(f"{held}\\n")
+    return timed_release
+L._flock = _timed
+from tokenbudget.hook import main
+main()
+"""
 
 
 def worker(args: list[str]) -> None:
@@ -61,7 +93,7 @@ def worker(args: list[str]) -> None:
         c.lines.clear()
         ev = common.hook_event("PostToolUse", sid, str(path), cwd, i * 100_000 + k, pid)
         t0 = time.perf_counter()
-        p = subprocess.run([py, *common.HOOK_ARGS, "PostToolUse"], input=ev, env=env,
+        p = subprocess.run([py, "-P", "-c", TIMED_HOOK, "PostToolUse"], input=ev, env=env,
                            capture_output=True, cwd=str(common.WORK))
         t = time.perf_counter() - t0
         rows.append([time.time(), t, p.returncode, p.stdout.decode(errors="replace").strip(),
@@ -83,59 +115,50 @@ def prober(args: list[str]) -> None:
     Path(out).write_text(json.dumps(times))
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        return worker(sys.argv[2:])
-    if len(sys.argv) > 1 and sys.argv[1] == "--prober":
-        return prober(sys.argv[2:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--procs", type=int, default=16)
-    ap.add_argument("--calls", type=int, default=200)
-    ap.add_argument("--sessions", type=int, default=5000, help="size of the starting ledger")
-    ap.add_argument("--name", default="contention")
-    a = ap.parse_args()
-    py = common.bench_python()
-    import hook_overhead
-
-    base = hook_overhead.prepare(py, a.sessions, "realistic", False)
-    data = common.WORK / "hist-contention"
-    state = common.WORK / "state-contention"
+def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> dict[str, Any]:
+    """One load: `procs` sessions x `calls` PostToolUse calls with code `py`; its figures."""
+    data = common.WORK / f"hist-contention-{label}-{procs}"
+    state = common.WORK / f"state-contention-{label}-{procs}"
     shutil.rmtree(data, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
-    common.write_config(state)
+    common.write_config(state)  # the default lock timeout
     tb = common.data_dir(state)
     tb.mkdir(parents=True)
-    shutil.copyfile(base["pristine"], tb / "ledger.json")
-    env = common.state_env(data, state)
-    outs = common.WORK / "contention-out"
+    outs = common.WORK / f"contention-out-{label}-{procs}"
     shutil.rmtree(outs, ignore_errors=True)
     outs.mkdir()
+    lock_log = outs / "lock.log"
+    env = {**common.state_env(data, state), "TB_LOCK_LOG": str(lock_log)}
     me = str(Path(__file__).resolve())
 
     # Uncontended, same machine, same ledger: one session alone, then the baseline.
-    subprocess.run([sys.executable, me, "--worker", str(py), str(data), "99", "30",
+    shutil.copyfile(base["pristine"], tb / "ledger.json")
+    subprocess.run([sys.executable, me, "--worker", str(py), str(data), "99", "15",
                     str(time.time()), str(outs / "alone.json")], env=env, check=True)
     alone = [r[1] for r in json.loads((outs / "alone.json").read_text())["rows"]]
-    base_alone = [common.run([str(py), "-c", "import json"], env=env).seconds for _ in range(30)]
+    base_alone = [common.run([str(py), "-c", "import json"], env=env).seconds for _ in range(15)]
     shutil.copyfile(base["pristine"], tb / "ledger.json")  # start the load from the same ledger
+    (tb / "ledger.journal.jsonl").unlink(missing_ok=True)
+    lock_log.unlink(missing_ok=True)
 
     start = time.time() + 3.0
     stop = outs / "stop"
     probe = subprocess.Popen([sys.executable, me, "--prober", str(py), str(stop),
                               str(outs / "probe.json")], env=env)
-    procs = [subprocess.Popen([sys.executable, me, "--worker", str(py), str(data), str(i),
-                               str(a.calls), str(start), str(outs / f"w{i}.json")], env=env)
-             for i in range(a.procs)]
-    for p in procs:
+    workers = [subprocess.Popen([sys.executable, me, "--worker", str(py), str(data), str(i),
+                                 str(calls), str(start), str(outs / f"w{i}.json")], env=env)
+               for i in range(procs)]
+    for p in workers:
         p.wait()
     wall = time.time() - start
     stop.write_text("")
     probe.wait()
 
-    ledger = json.loads((tb / "ledger.json").read_text())
-    results = [json.loads((outs / f"w{i}.json").read_text()) for i in range(a.procs)]
+    ledger = JsonFileStore(tb / "ledger.json").snapshot()  # the snapshot and any journal
+    results = [json.loads((outs / f"w{i}.json").read_text()) for i in range(procs)]
     rows = [r for w in results for r in w["rows"]]
     lat = [r[1] for r in rows]
+
     def timed_out(r: list[Any]) -> bool:
         return "not obtained" in r[3] or "not checked" in r[3]
 
@@ -158,35 +181,60 @@ def main() -> None:
             wrong[w["sid"]] = {"ledger": [tokens, requests], "expected": list(expected),
                                "appended": [w["tokens"], w["requests"]]}
     probe_times = json.loads((outs / "probe.json").read_text())
+    held = [float(x) for x in lock_log.read_text().split()] if lock_log.exists() else [0.0]
     st = common.stats(lat)
-    st_alone = common.stats(alone)
+    probe_st = common.stats(probe_times) if probe_times else None
+    held_sorted = sorted(held)
     out: dict[str, Any] = {
-        "procs": a.procs, "calls_each": a.calls, "calls": len(rows), "wall_seconds": wall,
+        "code": label, "procs": procs, "calls_each": calls, "calls": len(rows),
+        "wall_seconds": wall,
         "starting_ledger_bytes": base["pristine"].stat().st_size,
         "final_ledger_bytes": (tb / "ledger.json").stat().st_size,
-        "latency": st, "latency_alone": st_alone,
+        "latency": st, "latency_alone": common.stats(alone),
         "baseline_alone": common.stats(base_alone),
-        "baseline_under_load": common.stats(probe_times) if probe_times else None,
-        "p95_over_alone_median": st["p95"] / st_alone["median"],
+        "baseline_under_load": probe_st,
+        "p95_over_baseline_p95_under_load": st["p95"] / probe_st["p95"] if probe_st else None,
+        "lock_held": common.stats(held),
+        "lock_held_p99": held_sorted[min(len(held) - 1, int(0.99 * len(held)))],
         "lock_timeouts": timeouts, "other_errors": other_errors[:5],
         "fingerprints": fingerprints, "fingerprints_expected": len(rows) - timeouts,
         "lost_updates": (len(rows) - timeouts) - fingerprints,
         "sessions_wrong": wrong, "requests_unread_after_trailing_timeouts": unread_tail,
         "raw_latency": lat,
     }
-    common.save(a.name, out)
-    print(f"{len(rows)} calls by {a.procs} processes in {wall:.0f} s")
-    print(f"latency under load: median {common.ms(st['median'])}, p95 {common.ms(st['p95'])}, "
-          f"max {common.ms(st['max'])}; alone: median {common.ms(st_alone['median'])}")
-    if probe_times:
-        print(f"python -c 'import json' under the same load: median "
-              f"{common.ms(common.stats(probe_times)['median'])}, p95 "
-              f"{common.ms(common.stats(probe_times)['p95'])}")
-    print(f"lock timeouts (fail open, nothing written): {timeouts}; other errors: "
-          f"{len(other_errors)}")
-    print(f"fingerprints {fingerprints} of {len(rows) - timeouts} expected -> lost updates: "
-          f"{out['lost_updates']}; sessions with wrong totals: {len(wrong)}")
+    print(f"{label} x{procs}: {len(rows)} calls in {wall:.0f} s; p95 {common.ms(st['p95'])}"
+          f" ({out['p95_over_baseline_p95_under_load']:.2f}x import json's p95 under load);"
+          f" lock held p99 {common.ms(out['lock_held_p99'])}; failed open {timeouts};"
+          f" other errors {len(other_errors)}; lost updates {out['lost_updates']};"
+          f" sessions wrong {len(wrong)}", flush=True)
     shutil.rmtree(data)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        return worker(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--prober":
+        return prober(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--procs", default="16,32,64", help="comma-separated session counts")
+    ap.add_argument("--calls", type=int, default=40, help="hook calls per session")
+    ap.add_argument("--sessions", type=int, default=5000, help="size of the starting ledger")
+    ap.add_argument("--before", default="main", help="git ref of the code to compare with")
+    ap.add_argument("--reinstall", action="store_true", help="reinstall the working tree first")
+    ap.add_argument("--name", default="contention")
+    a = ap.parse_args()
+    py = common.bench_python(reinstall=a.reinstall)
+    before = common.bench_python_at(a.before)
+    import hook_overhead
+
+    base = hook_overhead.prepare(py, a.sessions, "realistic", False)
+    runs = []
+    for procs in [int(n) for n in a.procs.split(",")]:
+        for label, code in (("before", before), ("after", py)):
+            runs.append(run(code, label, procs, a.calls, base))
+            common.save(a.name, {"before_ref": a.before, "after": common.installed(),
+                                 "runs": runs})
 
 
 if __name__ == "__main__":

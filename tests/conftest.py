@@ -59,6 +59,16 @@ def private_home(
     return home
 
 
+@pytest.fixture(autouse=True)
+def journal_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
+    """Every commit in every test (hooks run as processes too) replays the ledger from its
+    files and compares it with the one in memory: no change may escape the journal."""
+    report = tmp_path / "journal-check.txt"
+    monkeypatch.setenv("TOKENBUDGET_STORE_CHECK", str(report))
+    yield
+    assert not report.exists(), report.read_text()
+
+
 @pytest.fixture
 def recorded_day(monkeypatch: pytest.MonkeyPatch) -> float:
     """Pin tokenbudget's clock, in this process and the ones it starts, to the fixtures' day."""

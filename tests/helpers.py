@@ -97,3 +97,10 @@ def discover_in(order: str, dirs: list[Path]) -> Iterator[tuple[Path, str, bool]
         random.Random(12).shuffle(keys)
     for key in keys:
         yield from groups[key]
+
+
+def stored_ledger(state: Path) -> dict[str, object]:
+    """The ledger committed in tokenbudget state folder `state`: its snapshot and journal."""
+    from tokenbudget.store import open_store
+
+    return open_store(path=state / "ledger.json").snapshot()

@@ -240,8 +240,8 @@ def _wait_for(go: Path, limit: float = 60.0) -> None:
 
 def counter_worker(wid: int, n: int, seed: int, go: Path) -> dict[str, Any]:
     """`n` transactions adding random amounts to a shared counter and to this worker's list."""
-    from tokenbudget.ledger import JsonFileStore
     from tokenbudget.paths import ledger_path
+    from tokenbudget.store import JsonFileStore
 
     rng = random.Random(seed)
     store = JsonFileStore(ledger_path(), lock_timeout=120)
@@ -267,8 +267,8 @@ def hook_worker(
 ) -> dict[str, Any]:
     """Append to our own session and run the real hook on it; read other sessions too."""
     from tokenbudget import hook, sync
-    from tokenbudget.ledger import JsonFileStore
     from tokenbudget.paths import claude_config_dirs, ledger_path
+    from tokenbudget.store import JsonFileStore
 
     rng = random.Random(seed)
     hist = History(claude_config_dirs()[0], rng)
@@ -354,8 +354,9 @@ def crash_driver(
     counter must hold exactly the committed additions, give or take the one in flight.
     """
     from tokenbudget import history, sync
-    from tokenbudget.ledger import CorruptLedger, JsonFileStore
+    from tokenbudget.ledger import CorruptLedger
     from tokenbudget.paths import claude_config_dirs, data_dir, ledger_path
+    from tokenbudget.store import JsonFileStore
 
     rng = random.Random(seed)
     hist = History(claude_config_dirs()[0], rng)

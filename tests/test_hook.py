@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import install_fixture, truth, truth_usage
+from tests.helpers import install_fixture, stored_ledger, truth, truth_usage
 
 REPO = Path(__file__).resolve().parent.parent
 SHIM = REPO / "hooks" / "tokenbudget-hook"
@@ -69,7 +69,7 @@ def set_budgets(private_home: Path, *budgets: dict[str, Any], **extra: Any) -> N
 
 
 def ledger(private_home: Path) -> dict[str, Any]:
-    return json.loads((private_home / "tb state" / "ledger.json").read_text())
+    return stored_ledger(private_home / "tb state")
 
 
 def session_tokens(private_home: Path, sid: str) -> int:
@@ -412,42 +412,56 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tokenbudget import hook
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.store import JsonFileStore
 
     base = session(private_home)
     set_budgets(private_home, {"kind": "session", "limit": "10M"})
     raw = json.dumps(base).encode()
     hook.handle("Stop", raw)
     loads: list[str] = []
-    real_load = JsonFileStore.load
-    monkeypatch.setattr(JsonFileStore, "load", lambda self: loads.append("x") or real_load(self))
+    real_load = JsonFileStore._reload
+    other_store = JsonFileStore(private_home / "tb state" / "ledger.json")
+
+    def counted(self: JsonFileStore) -> Any:
+        if self is not other_store:
+            loads.append("x")
+        return real_load(self)
+
+    monkeypatch.setattr(JsonFileStore, "_reload", counted)
     _append_request(base["transcript_path"], 1, 1000)
     total = session_tokens(private_home, base["session_id"])
     hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "a"}).encode())
     assert loads == []  # read once (without the lock), used under the lock as read
     assert session_tokens(private_home, base["session_id"]) == total + 1000
-    # Another process commits between that read and the lock: its commit is read, not lost.
+    # Another process commits between that read and the lock: its commit is read, not lost;
+    # from the journal alone while no checkpoint replaced the snapshot, else all again.
     real_unread = hook._unread
+    checkpoint = False
 
     def unread_while_another_commits(*args: Any) -> bool:
-        with JsonFileStore(private_home / "tb state" / "ledger.json").transaction() as other:
+        with other_store.transaction(checkpoint=checkpoint) as other:
             other["notices"].append("from another process")
         return real_unread(*args)
 
     monkeypatch.setattr(hook, "_unread", unread_while_another_commits)
     _append_request(base["transcript_path"], 2, 500)
     out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "b"}).encode())
-    assert loads and "from another process" in out["systemMessage"]
+    assert loads == [] and "from another process" in out["systemMessage"]
     assert session_tokens(private_home, base["session_id"]) == total + 1500
-    # Even where a file's stamp cannot tell (coarse mtimes, an inode used again), the commit
-    # time at the head of the file does.
-    from tokenbudget import ledger as ledger_mod
-
-    monkeypatch.setattr(ledger_mod, "_stamp", lambda st: (0,))
+    checkpoint = True
     _append_request(base["transcript_path"], 3, 250)
     out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "c"}).encode())
-    assert "from another process" in out["systemMessage"]
+    assert loads and "from another process" in out["systemMessage"]
     assert session_tokens(private_home, base["session_id"]) == total + 1750
+    # Even where a file's stamp cannot tell (coarse mtimes, an inode used again), the commit
+    # time at the head of the file does.
+    from tokenbudget import store as store_mod
+
+    monkeypatch.setattr(store_mod, "_stamp", lambda st: (0,))
+    _append_request(base["transcript_path"], 4, 125)
+    out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "d"}).encode())
+    assert "from another process" in out["systemMessage"]
+    assert session_tokens(private_home, base["session_id"]) == total + 1875
 
 
 def test_session_end_gives_up_on_the_lock_well_inside_its_timeout(private_home: Path) -> None:

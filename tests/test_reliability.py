@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests import reliability_fixtures
-from tests.helpers import install_fixture, truth_usage
+from tests.helpers import install_fixture, stored_ledger, truth_usage
 from tests.reliability_fixtures import REPO, run_shim, start_workers, write_config
 from tests.reliability_workers import ledger_usage, session_usage
 from tokenbudget import hook, lockinfo, sync
@@ -284,7 +284,7 @@ def test_a_waiter_gets_the_lock_when_it_is_released_and_gives_up_at_its_bound(
 ) -> None:
     import fcntl
 
-    from tokenbudget import ledger as ledger_mod
+    from tokenbudget import lock as lock_mod
 
     synced_ledger(private_home)
     lock = state_dir() / "ledger.json.lock"
@@ -293,13 +293,13 @@ def test_a_waiter_gets_the_lock_when_it_is_released_and_gives_up_at_its_bound(
     fd = os.open(lock, os.O_RDWR)
     try:
         # Waiting in the kernel: the timer ends a wait that gets nothing...
-        assert ledger_mod._wait_in_kernel(fcntl, fd, 0.2) is None
+        assert lock_mod._wait_in_kernel(fcntl, fd, 0.2) is None
         assert signal.getsignal(signal.SIGALRM) is signal.SIG_IGN  # ours put back
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
         # ...and, however long the bound (time_t cannot hold this one), the lock is ours the
         # moment it is released.
         threading.Timer(0.5, holder.kill).start()
-        assert ledger_mod._wait_in_kernel(fcntl, fd, 1e12) is True
+        assert lock_mod._wait_in_kernel(fcntl, fd, 1e12) is True
     finally:
         os.close(fd)
         signal.signal(signal.SIGALRM, mine)
@@ -450,7 +450,7 @@ def test_prompt_text_never_reaches_the_log_or_the_ledger(private_home: Path) -> 
             continue
         data = p.read_bytes()
         assert SECRET.encode() not in data, p.name
-    assert "/deploy" in (state / "ledger.json").read_text()  # the command name is kept
+    assert "/deploy" in json.dumps(stored_ledger(state))  # the command name is kept
 
 
 # --- 8. a hung lock holder -----------------------------------------------------------------------

@@ -109,7 +109,7 @@ def test_killed_while_replacing_a_corrupt_ledger(private_home: Path) -> None:
     write_config(state, {"kind": "total", "limit": "10k"})
     # Killed after the bad file was set aside, before the rebuilt ledger was written.
     die_at(
-        "tokenbudget.ledger:JsonFileStore.write",
+        "tokenbudget.store:JsonFileStore._checkpoint",
         "from tokenbudget import sync\nsync.sync_all(sync.open_store())\n",
     )
     kept = list(state.glob("ledger.json.corrupt-*"))

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import install_fixture
+from tests.helpers import install_fixture, stored_ledger
 from tests.reliability_fixtures import run_shim, tree, write_config
 from tokenbudget import hook
 
@@ -253,7 +253,7 @@ def test_every_trap_as_transcript(world: dict[str, str], tmp_path: Path, place: 
     assert tree(tmp_path, skip=state) == before
     # With nothing to read the hook answers from the ledger as it is, and writes none.
     written = (state / "ledger.json").exists()
-    read = set(json.loads((state / "ledger.json").read_bytes())["files"]) if written else set()
+    read = set(stored_ledger(state)["files"]) if written else set()
     # Only regular files inside Claude Code's projects folder, named after the session, are
     # read (the chmod-000 copy too when we are root, whom modes do not stop).
     assert read <= {world["@real"], world["@unreadable"], world["@sparse"]}, read
@@ -361,7 +361,7 @@ def test_unreadable_transcript_even_for_root(private_home: Path) -> None:
         assert os.waitstatus_to_exitcode(status) == 0
         answer = json.loads(out)
         assert_allows(answer)
-        ledger = json.loads((state / "ledger.json").read_bytes())
+        ledger = stored_ledger(state)
         assert ledger["files"] == {}  # nothing read, no position recorded
         # The session's own transcript could not be read, so its budget cannot be measured:
         # the answer must say so rather than allow in silence.

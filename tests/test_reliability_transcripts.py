@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import stored_ledger
 from tests.reliability_fixtures import REPO
 from tests.reliability_workers import MODEL, T0, assistant_line, ledger_usage, prompt_line
 from tokenbudget import hook, sync
@@ -312,7 +313,7 @@ def test_a_bad_cost_in_a_cost_state_cannot_wedge_the_ledger(private_home: Path,
         f.write(more)
     sync.sync_all(sync.open_store())  # a wedged ledger would fail here, and forever after
     assert ledger_usage() == want + want_more
-    ledger = json.loads((Path(os.environ["TOKENBUDGET_HOME"]) / "ledger.json").read_bytes())
+    ledger = stored_ledger(Path(os.environ["TOKENBUDGET_HOME"]))
     assert ledger["sessions"][SID]["m"][MODEL][5] < 1e6  # Claude Code's absurd cost not taken
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple, TypeGuard
 
 from tokenbudget import paths
 from tokenbudget.errors import SettingsError
+from tokenbudget.fileio import fsync_folder
 
 HOOK_MODULE = "tokenbudget.hook"  # the form written before HOOK_CODE
 HOOK_CODE = "from tokenbudget.hook import main; main()"
@@ -640,16 +641,6 @@ def _write_temp(folder: Path, name: str, data: bytes, like: os.stat_result | Non
     return Path(tmp)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets us open a folder.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 _INDENT = re.compile(r"\n([ \t]+)\S")
 
 
@@ -750,7 +741,7 @@ def _update(
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(target.parent)
+        fsync_folder(str(target.parent))
         if kept is not None and drop_backup_if is not None and drop_backup_if(new):
             # Only now that the file is safely replaced: a failure before this keeps the way back.
             with contextlib.suppress(FileNotFoundError):

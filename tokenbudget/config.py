@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from datetime import UTC, datetime, tzinfo
@@ -339,46 +338,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 def save_config(config: Config, path: str | os.PathLike[str] | None = None) -> str:
     """Write config.json atomically, readable by the user alone; return its path."""
-    # Only the CLI writes the config: keep these off the hook's import path.
-    import tempfile
+    from .fileio import replace_atomically
 
     path = os.fspath(path if path is not None else paths.config_file())
-    folder, name = os.path.split(path)
-    folder = folder or os.curdir
+    folder = os.path.dirname(path) or os.curdir
     text = json.dumps(config.to_json(), indent=2, ensure_ascii=False) + "\n"
-    tmp: str | None = None
     try:
         paths.ensure_private_dir(folder)
-        # mkstemp creates the file 0600, and os.replace keeps that mode.
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(folder)
+        replace_atomically(path, text.encode())
     except OSError as e:
         raise ConfigError(f"{path}: cannot write: {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
     return path
-
-
-def _fsync_dir(folder: str) -> None:
-    # Makes the rename itself durable; not every platform can open a folder (Windows).
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def project_file(project_dir: str | os.PathLike[str]) -> str:

@@ -264,7 +264,8 @@ def check_hooks(report: Report, project_dir: Path) -> None:
 
 
 def check_ledger(report: Report) -> None:
-    from tokenbudget.ledger import CorruptLedger, JsonFileStore
+    from tokenbudget.ledger import CorruptLedger
+    from tokenbudget.store import open_store
 
     path = paths.ledger_path()
     if not path.exists():
@@ -274,7 +275,7 @@ def check_ledger(report: Report) -> None:
             f"{path}: not created yet (the first hook or `tokenbudget sync` creates it)",
         )
     else:
-        store = JsonFileStore(path)
+        store = open_store(path=path)
         try:
             ledger = store.load()
         except CorruptLedger as e:

@@ -250,7 +250,9 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
     quick, known = _quick(ev, cfg, budget_list, now)
     if quick is not None:
         return quick
-    from tokenbudget import sync
+    # Imported before the lock rather than under it (pricing brings dataclasses): every
+    # millisecond the lock is held, every other session's hook waits too.
+    from tokenbudget import engine, pricing, sync  # noqa: F401
 
     bound = cfg.lock_timeout_seconds
     if ev.name == "SessionEnd":
@@ -261,7 +263,8 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
     answer: dict[str, Any] = {}
     messages: list[str] = []
     rebuild_owed = False
-    with store.transaction(known) as ledger:
+    # A session starting is a cold path: it folds the journal into the snapshot.
+    with store.transaction(known, checkpoint=ev.name == "SessionStart") as ledger:
         plugin_root = os.environ.get("CLAUDE_PLUGIN_ROOT")
         if ev.name == "SessionStart" and plugin_root:
             # For doctor (a --plugin-dir plugin is in no settings file); before the double-
@@ -392,10 +395,10 @@ def _quick(
     """
     if ev.name == "SessionStart":
         return None, None
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.store import open_store
 
     try:
-        ledger, stamp = JsonFileStore(paths.ledger_file()).read()
+        ledger, stamp = open_store().read()
         known = (stamp, ledger) if stamp is not None else None
         if ledger["rebuild"] or ledger["notices"]:
             return None, known

@@ -1,52 +1,24 @@
-"""The ledger: one versioned JSON file, changed only under a lock and replaced atomically.
+"""The ledger's layout: one versioned JSON document, its empty form and its shape checks.
 
-Every change takes the lock, re-reads the file, changes it, writes a temp file in the same folder,
-fsyncs it and renames it over the old one, so readers see either the old or the new ledger, and
-read positions and totals are always committed together. Nothing is ever silently reset: a file
-we cannot read is moved aside and the caller rebuilds from the transcripts.
-
-Reads and writes go through the small `Store` interface so another backend can follow.
+Where it is kept, and how it changes under the lock, is tokenbudget/store.py's concern.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
 import os
-import re
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from tokenbudget import clock
-from tokenbudget.errors import LedgerError, LockTimeout
+from tokenbudget.errors import LedgerError
 from tokenbudget.schema import SCHEMA as SCHEMA
 
-TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
+TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:
-    from pathlib import Path
-    from typing import Any, Protocol, TypeAlias
+    from typing import Any, TypeAlias
 
     Ledger: TypeAlias = dict[str, Any]
-
-    class Store(Protocol):
-        """Where the ledger lives."""
-
-        def transaction(self) -> Any:
-            """Context manager: lock, yield the current ledger, commit it on a clean exit."""
-            ...
-
-        def snapshot(self) -> Ledger:
-            """The ledger as last committed, read without the lock."""
-            ...
 else:
     Ledger = dict
 
-# How every ledger we write begins (key order is new_ledger's): its commit time, "updated".
-_UPDATED = re.compile(
-    rb'^\{"schema":\d+,"app":"tokenbudget","created":[-0-9.eE+]+,"updated":([-0-9.eE+]+)[,}]'
-)
 BUCKET = 900  # seconds in one usage bucket of `hours` (15 minutes: every UTC offset divides it)
 
 
@@ -236,304 +208,11 @@ def _check_records(data: Ledger) -> None:
         raise CorruptLedger(f"the ledger's {part} have the wrong shape") from None
 
 
-def _flock(path: str, timeout: float) -> Callable[[], None] | None:
-    """Lock `path` with flock(2); return the release, or None where flock is unavailable.
+def __getattr__(name: str) -> Any:
+    """The store moved to tokenbudget/store.py: `from tokenbudget.ledger import JsonFileStore`
+    (and Store, open_store) keeps working for code written before."""
+    if name in ("JsonFileStore", "Store", "open_store"):
+        from tokenbudget import store
 
-    The same lock as filelock's UnixFileLock (flock on the same file, which stays in place), so
-    the two exclude each other; taken directly because importing filelock costs a hook call
-    about 20 ms. TimeoutError after `timeout` seconds.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        return None  # not POSIX: filelock knows the platform's own locks
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except PermissionError:
-        fd = os.open(path, os.O_RDONLY)  # another user's lock file: flock needs no write access
-    delay = 0.001
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
-                    os.close(fd)
-                    return None  # a filesystem without flock: filelock falls back to a marker
-                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(str(path))
-            waited = _wait_in_kernel(fcntl, fd, left)
-            if waited:
-                break
-            if waited is None:
-                continue  # the timer ran out: the deadline decides
-            # Short waits first: a hook holds the lock for milliseconds.
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 0.025)
-    except BaseException:
-        os.close(fd)
-        raise
-    return lambda: os.close(fd)  # closing the only descriptor releases the lock
-
-
-class _Expired(Exception):
-    pass
-
-
-def _expire(signum: int, frame: object) -> None:
-    raise _Expired
-
-
-def _wait_in_kernel(fcntl: Any, fd: int, seconds: float) -> bool | None:
-    """Wait for the lock in a blocking flock, bounded by a timer: True once it is ours, None
-    when the timer ran out first (the caller checks its deadline and may wait again).
-
-    A waiter then gets the lock the moment it is released, where polling sleeps through the
-    gaps and loses to newcomers: under many writers that starved some hooks past their bound.
-    False (poll instead) where a timer cannot be used: outside the main thread, when the
-    process already runs a timer of its own, or when SIGALRM is blocked (the wait would
-    have no bound).
-    """
-    import signal
-
-    if (
-        not hasattr(signal, "setitimer")
-        or signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0)
-        or signal.SIGALRM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    ):
-        return False
-    try:
-        previous = signal.signal(signal.SIGALRM, _expire)
-    except ValueError:
-        return False  # not the main thread
-    try:
-        # An hour at most per wait: setitimer refuses what time_t cannot hold.
-        signal.setitimer(signal.ITIMER_REAL, min(max(seconds, 1e-6), 3600.0))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _Expired:
-        return None
-    finally:
-        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
-    return True
-
-
-def _stamp(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _new_temp(folder: str, prefix: str) -> tuple[int, str]:
-    """Create a new private `<prefix>...tmp` file in `folder`: mkstemp without the tempfile
-    import (3 ms a hook call). O_EXCL makes a name collision a retry, never a shared file."""
-    for n in range(100):
-        path = os.path.join(folder, f"{prefix}{os.getpid()}-{time.monotonic_ns()}-{n}.tmp")
-        try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {folder}")
-
-
-def _filelock(path: str, timeout: float) -> Callable[[], None]:
-    """Lock `path` with filelock (Windows, or no flock here); TimeoutError after `timeout`."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(path, timeout=timeout, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise TimeoutError(str(path)) from None
-    return lambda: lock.release()
-
-
-class JsonFileStore:
-    """The ledger as `ledger.json` beside `ledger.json.lock`."""
-
-    def __init__(self, path: str | os.PathLike[str], lock_timeout: float = 2.0) -> None:
-        self.path = path
-        self.file = os.fspath(path)
-        self.folder, self.name = os.path.split(self.file)
-        self.lock_path = self.file + ".lock"
-        self.lock_timeout = lock_timeout
-
-    def _ensure_dir(self) -> None:
-        from tokenbudget.paths import ensure_private_dir
-
-        ensure_private_dir(self.folder or ".")
-
-    def load(self) -> Ledger:
-        """The ledger on disk (a new one if there is none); CorruptLedger if unusable."""
-        return self.read()[0]
-
-    def read(self) -> tuple[Ledger, tuple[int, ...] | None]:
-        """The ledger on disk and the stamp of the file it came from (None: no file)."""
-        try:
-            with open(self.file, "rb") as f:
-                stamp = _stamp(os.fstat(f.fileno()))
-                raw = f.read()
-        except FileNotFoundError:
-            return new_ledger(), None
-        except OSError as e:
-            raise LedgerError(f"cannot read the ledger {self.file}: {e.strerror}") from None
-        if not raw.strip():
-            raise CorruptLedger("the ledger file is empty")
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise CorruptLedger("the ledger is not valid JSON") from None
-        return validate(data), stamp
-
-    def _committed_at(self) -> float | None:
-        """The "updated" time at the head of the file, without parsing the rest."""
-        try:
-            with open(self.file, "rb") as f:
-                head = f.read(256)
-        except OSError:
-            return None
-        found = _UPDATED.search(head)
-        return float(found.group(1)) if found else None
-
-    def snapshot(self) -> Ledger:
-        return self.load()
-
-    @contextmanager
-    def transaction(
-        self, known: tuple[tuple[int, ...], Ledger] | None = None
-    ) -> Iterator[Ledger]:
-        """Lock, yield the ledger, commit it on a clean exit.
-
-        `known`: a ledger the caller read (with its stamp, see `read`) and left unchanged; used
-        instead of reading the file again when no commit has replaced the file since.
-        """
-        try:
-            self._ensure_dir()
-            release = _flock(self.lock_path, self.lock_timeout) or _filelock(
-                self.lock_path, self.lock_timeout
-            )
-        except TimeoutError:
-            from tokenbudget.lockinfo import holder
-
-            who = holder(self.lock_path)  # a stuck process the user can find and stop
-            raise LockTimeout(
-                f"the ledger lock {self.lock_path} was not obtained within {self.lock_timeout:g} s"
-                + (f" (held by {who})" if who else "")
-            ) from None
-        except OSError as e:
-            raise LedgerError(
-                f"cannot lock the ledger {self.lock_path}: {e.strerror or e}"
-            ) from None
-        try:
-            self._sweep_temps()
-            try:
-                st: os.stat_result | None = os.stat(self.file)
-            except OSError:
-                st = None
-            if (
-                known is not None
-                and st is not None
-                and _stamp(st) == known[0]
-                and self._committed_at() == known[1].get("updated")
-            ):
-                # Every commit replaces the file and stamps "updated" first thing in it: the
-                # same inode, size and mtime (which coarse clocks and inode reuse could fool)
-                # and the same commit time say this is still the ledger read.
-                data = known[1]
-            else:
-                try:
-                    data = self.load()
-                except CorruptLedger as e:
-                    data = self._recover(str(e))
-            yield data
-            # This stamp tells one commit from another, so never a pinned clock.
-            data["updated"] = time.time()  # the real clock
-            try:
-                self.write(data)
-            except OSError as e:
-                raise LedgerError(
-                    f"cannot write the ledger {self.file}: {e.strerror or e}"
-                ) from None
-        finally:
-            release()
-
-    def write(self, data: Ledger) -> None:
-        """Replace the ledger atomically (call with the lock held)."""
-        self._ensure_dir()
-        payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
-        fd, tmp = _new_temp(self.folder or ".", self._temp_prefix)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    @property
-    def _temp_prefix(self) -> str:
-        return f".{self.name}."
-
-    def _sweep_temps(self) -> None:
-        """Remove temp files of writers killed mid-write (call with the lock held).
-
-        Only the lock holder writes one, so any found now belongs to a dead process; a hook
-        killed by Claude Code's timeout would otherwise leave a ledger-sized file each time.
-        """
-        try:
-            with os.scandir(self.folder or ".") as entries:
-                stale = [
-                    e.path
-                    for e in entries
-                    if e.name.startswith(self._temp_prefix) and e.name.endswith(".tmp")
-                ]
-        except OSError:
-            return
-        for path in stale:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-    def _recover(self, reason: str) -> Ledger:
-        """Keep the unusable file, start a new ledger owed a rebuild from the transcripts."""
-        kept = self.move_aside()
-        data = new_ledger()
-        data["rebuild"] = True
-        data["notices"].append(
-            f"tokenbudget: {reason}; kept it as {kept.name} and rebuilt the totals from the"
-            " transcripts"
-        )
-        return data
-
-    def move_aside(self, label: str = "corrupt") -> Path:
-        """Keep a copy of an unusable ledger as `ledger.json.corrupt-<time>`; return where.
-
-        A copy, not a move: the ledger stays in place until the caller's commit replaces it, so
-        a crash in between leaves the old file (found again next time), never no ledger at all,
-        which would read as a fresh one with every total at zero and no rebuild owed.
-        """
-        from pathlib import Path
-
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(clock.now()))
-        target = Path(f"{self.file}.{label}-{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = Path(f"{self.file}.{label}-{stamp}-{n}")
-        try:
-            os.link(self.file, target)
-        except OSError:
-            # No hard links here (some network and FUSE filesystems): copy, privately.
-            with open(self.file, "rb") as src:
-                data = src.read()
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as dst:
-                dst.write(data)
-        return target
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

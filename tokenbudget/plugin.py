@@ -10,11 +10,11 @@ a file we cannot read is only a lost hint, never an error.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
 from tokenbudget import paths
+from tokenbudget.fileio import replace_atomically
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:
@@ -61,14 +61,5 @@ def note_run(root: str, data: str | None, python: str, now: float) -> None:
     """Remember that the hooks ran from plugin folder `root` at `now` (atomically, 0600)."""
     runs = recent_runs(now)
     runs[root] = {"data": data, "python": python, "at": now}
-    folder = paths.ensure_private_dir(paths.data_folder())
-    tmp = os.path.join(folder, f".{RUNS_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "runs": runs}, f)
-        os.replace(tmp, runs_file())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    paths.ensure_private_dir(paths.data_folder())
+    replace_atomically(runs_file(), json.dumps({"version": 1, "runs": runs}).encode())

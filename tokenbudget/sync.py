@@ -16,9 +16,11 @@ from typing import Any
 
 from tokenbudget import clock, history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
-from tokenbudget.ledger import JsonFileStore, Ledger, file_identity, new_ledger
+from tokenbudget.ledger import Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
 from tokenbudget.schema import FILE_IDENT, FILE_OFFSET
+from tokenbudget.store import Store
+from tokenbudget.store import open_store as open_store  # the one way to the ledger
 
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 200
@@ -48,10 +50,6 @@ class SyncReport(Record):
         self.errors.extend(r.errors)
 
 
-def open_store(lock_timeout: float = 2.0) -> JsonFileStore:
-    return JsonFileStore(paths.ledger_path(), lock_timeout=lock_timeout)
-
-
 def _take_notices(ledger: Ledger, report: SyncReport) -> None:
     if ledger["notices"]:
         report.notices.extend(ledger["notices"])
@@ -59,7 +57,7 @@ def _take_notices(ledger: Ledger, report: SyncReport) -> None:
 
 
 def sync_all(
-    store: JsonFileStore,
+    store: Store,
     *,
     config_dirs: list[Path] | None = None,
     prices: Mapping[str, Mapping[str, float]] | None = None,
@@ -111,7 +109,7 @@ def sync_all(
                 return report
     if batch:
         _ingest_batch(store, batch, prices, report, folded_files)
-    with store.transaction() as ledger:
+    with store.transaction(checkpoint=True) as ledger:
         _take_notices(ledger, report)
         ledger["rebuild"] = False
         prune_hours(ledger, t_now, tz)
@@ -121,7 +119,7 @@ def sync_all(
 
 
 def _ingest_batch(
-    store: JsonFileStore,
+    store: Store,
     batch: list[tuple[Path, str, bool, int]],
     prices: Mapping[str, Mapping[str, float]] | None,
     report: SyncReport,
@@ -139,7 +137,7 @@ def _ingest_batch(
 
 
 def sync_session(
-    store: JsonFileStore,
+    store: Store,
     transcript: str | Path,
     session_id: str,
     *,
@@ -180,7 +178,7 @@ def _ingest_session(
 
 
 def rebuild(
-    store: JsonFileStore,
+    store: Store,
     *,
     config_dirs: list[Path] | None = None,
     prices: Mapping[str, Mapping[str, float]] | None = None,
@@ -194,11 +192,11 @@ def rebuild(
     ones); their transcripts are read on from where folding left them.
     """
     kept: Path | None = None
-    with store.transaction() as ledger:
+    with store.transaction(checkpoint=True) as ledger:
         # A ledger just found corrupt was kept already, and a half-done rebuild is not worth
         # keeping; any other is the user's previous ledger.
-        if os.path.exists(store.file) and not ledger["rebuild"]:
-            kept = store.move_aside("before-rebuild")
+        if store.exists() and not ledger["rebuild"]:
+            kept = store.move_aside("before-rebuild", ledger)
         ledger.clear()
         ledger.update(new_ledger())
         history.restore_into(ledger, now if now is not None else clock.now())

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import ClaudeRun, RunClaude, wait_for_session_end
 from tests.e2e.fake_api import FakeAnthropic
+from tests.helpers import stored_ledger
 from tokenbudget import claude_settings
 from tokenbudget.budgets import format_amount
 
@@ -47,7 +48,7 @@ def settled(home: Path, *runs: ClaudeRun) -> None:
 
 
 def ledger(home: Path) -> dict[str, Any]:
-    return json.loads((home / "tb state" / "ledger.json").read_text())
+    return stored_ledger(home / "tb state")
 
 
 def session_tokens(home: Path, sid: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ORDERS, discover_in
+from tests.helpers import ORDERS, discover_in, stored_ledger
 from tokenbudget import claude_settings, history, query, sync, transcripts
 from tokenbudget.usage import Usage
 
@@ -259,6 +259,6 @@ def test_a_session_ended_by_clear_is_counted_whole_by_the_next_sessions_hooks(
     truth = truth_per_session(fake_api)
     [old] = [r.session_id for r in fake_api.requests if r.kind == "compact"]
     assert old is not None and len(truth) == 2
-    ledger = json.loads((private_home / "tb state" / "ledger.json").read_text())
+    ledger = stored_ledger(private_home / "tb state")
     s = ledger["sessions"][old]
     assert Usage(*(sum(m[i] for m in s["m"].values()) for i in range(5))) == truth[old]

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import RunClaude, wait_for_session_end
 from tests.e2e.fake_api import FakeAnthropic
+from tests.helpers import stored_ledger
 from tokenbudget import claude_settings
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def ledger(home: Path) -> dict[str, Any]:
-    return json.loads((home / "tb state" / "ledger.json").read_text())
+    return stored_ledger(home / "tb state")
 
 
 def total_tokens(home: Path) -> int:

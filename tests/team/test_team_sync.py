@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import install_fixture
+from tests.helpers import install_fixture, stored_ledger
 from tests.pgcluster import Cluster
 from tests.test_cli import run
+from tokenbudget.store import open_store
 from tokenbudget.team import db, schema
 
 
@@ -25,7 +26,7 @@ def team_dsn(pg_dsn: str) -> str:
 
 
 def ledger_of(home: Path) -> dict[str, Any]:
-    return json.loads((home / "tb state" / "ledger.json").read_text())
+    return stored_ledger(home / "tb state")
 
 
 def local_totals(home: Path) -> tuple[int, int]:
@@ -212,12 +213,10 @@ def test_a_sync_killed_mid_push_neither_loses_nor_doubles(
     from tests.test_cli import BIN
 
     joined(private_home, team_dsn)
-    path = private_home / "tb state" / "ledger.json"
-    ledger = json.loads(path.read_text())
     bucket = int(recorded_day // 900)
-    ledger["outbox"] = {f"k{i:05}": ["s", "claude-opus", i % 97, 1, 0, 0, 2, bucket, 0.0001,
-                                     "prompt", ""] for i in range(6000)}
-    path.write_text(json.dumps(ledger))
+    with open_store(path=private_home / "tb state" / "ledger.json").transaction() as ledger:
+        ledger["outbox"] = {f"k{i:05}": ["s", "claude-opus", i % 97, 1, 0, 0, 2, bucket, 0.0001,
+                                         "prompt", ""] for i in range(6000)}
     expected = sum(i % 97 + 3 for i in range(6000))
     env = dict(os.environ, HOME=str(private_home))
     for delay in (0.4, 0.8, 1.2):  # wherever the kill lands, in a batch or between two

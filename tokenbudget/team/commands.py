@@ -53,8 +53,8 @@ def default_member() -> str:
 @click.option("--member", help="Your name in the team (default: user@host).")
 def join(dsn: str, team_name: str, member: str | None) -> None:
     """Join a team: its budgets apply here and this machine's usage counts for it from now."""
-    from tokenbudget import config, paths
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget import config
+    from tokenbudget.store import open_store
     from tokenbudget.team import db, schema, sync
 
     member = member or default_member()
@@ -67,7 +67,7 @@ def join(dsn: str, team_name: str, member: str | None) -> None:
     if cfg.team is not None and cfg.team["team"] != team_name:
         raise TeamError(f"already in team {cfg.team['team']}: `tokenbudget team leave` first")
     config.save_config(cfg.replace(team={"dsn": dsn, "team": team_name, "member": member}))
-    with JsonFileStore(paths.ledger_file(), cfg.lock_timeout_seconds).transaction() as ledger:
+    with open_store(cfg.lock_timeout_seconds).transaction() as ledger:
         ledger["team"] = team_name
     click.echo(f"Joined team {team_name} as {member}.")
     try:
@@ -82,14 +82,14 @@ def leave(force: bool) -> None:
     """Leave the team: its budgets no longer apply here."""
     import os
 
-    from tokenbudget import config, paths
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget import config
+    from tokenbudget.store import open_store
     from tokenbudget.team import cache
 
     cfg = config.load_config()
     if cfg.team is None:
         raise TeamError("not in a team")
-    with JsonFileStore(paths.ledger_file(), cfg.lock_timeout_seconds).transaction() as ledger:
+    with open_store(cfg.lock_timeout_seconds).transaction() as ledger:
         waiting = len(ledger["outbox"])
         if waiting and not force:
             raise TeamError(f"{waiting} records are not pushed yet: `tokenbudget team sync`"
@@ -138,13 +138,12 @@ def sync_cmd(background: bool) -> None:
 
 def status_data(team_cfg: dict[str, str], now: float, *, reach: bool = True) -> dict[str, Any]:
     """What `team status` shows, as data."""
-    from tokenbudget import paths
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.store import open_store
     from tokenbudget.team import cache, db, sync
 
     state = sync.read_state()
     data = cache.read_json(cache.cache_file()) or {}
-    ledger = JsonFileStore(paths.ledger_file()).load()
+    ledger = open_store().load()
     reachable = None
     error = state.get("error")
     if reach:
@@ -249,8 +248,7 @@ def doctor_findings(team_cfg: dict[str, str], now: float) -> list[tuple[bool, st
     """`doctor`'s team checks: (ok, title, detail, fix)."""
     import importlib.util
 
-    from tokenbudget import paths
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.store import open_store
 
     if importlib.util.find_spec("psycopg") is None:
         return [(False, "team mode needs psycopg", f"team {team_cfg['team']}",
@@ -262,7 +260,7 @@ def doctor_findings(team_cfg: dict[str, str], now: float) -> list[tuple[bool, st
     else:
         out.append((False, "team database not reachable", d["error"] or "",
                     "check the DSN and the server; budgets use the last fetched totals"))
-    if JsonFileStore(paths.ledger_file()).load()["team"] != team_cfg["team"]:
+    if open_store().load()["team"] != team_cfg["team"]:
         out.append((False, "this machine's usage is not collected for the team", "",
                     f"tokenbudget team join DSN --team {team_cfg['team']}"))
     lag = "never fetched"

@@ -21,7 +21,7 @@ from typing import Any
 
 from tokenbudget import clock, paths
 from tokenbudget.errors import TeamError
-from tokenbudget.ledger import BUCKET, JsonFileStore
+from tokenbudget.ledger import BUCKET
 from tokenbudget.schema import (
     OUT_BUCKET,
     OUT_COMMAND,
@@ -31,6 +31,7 @@ from tokenbudget.schema import (
     OUT_SESSION,
     OUT_USAGE,
 )
+from tokenbudget.store import open_store
 from tokenbudget.team import cache
 
 _CREDENTIALS = re.compile(r"^([a-z+]+://)[^@/]*@", re.IGNORECASE)
@@ -129,7 +130,7 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
     from tokenbudget.team import db
 
     state = read_state()
-    store = JsonFileStore(paths.ledger_file())
+    store = open_store()
     ledger = store.load()
     if ledger["team"] != team_cfg["team"]:
         raise TeamError("this machine's ledger is not in team mode: run `tokenbudget team join`")

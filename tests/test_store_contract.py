@@ -1,0 +1,378 @@
+"""The contract every ledger store passes (tokenbudget.store.Store).
+
+The tests at the top take a store from each factory in STORES (the JSON files now; another
+backend adds its factory there and passes the same tests); those below them fault the JSON
+store's own files: its journal's torn and garbage lines, a snapshot from a future version, a
+checkpoint cut short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenbudget import journal
+from tokenbudget.ledger import CorruptLedger
+from tokenbudget.store import JsonFileStore, Store, open_store
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name -> a store in a folder, opened as every process opens it (the folder may not exist yet).
+STORES: dict[str, Callable[[Path], Store]] = {
+    "json": lambda folder: open_store(path=folder / "ledger.json", lock_timeout=60),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """A new handle on one store each call, as another process would open it."""
+    folder = tmp_path / "state dir 'quoted'"
+    return lambda: STORES[request.param](folder)
+
+
+def _bump(ledger: dict[str, Any], who: str, n: int) -> None:
+    """One committed change of each kind: a counter, a new entry, a nested one, a deletion."""
+    ledger["folded"]["sessions"] += 1
+    ledger["warned"][f"{who}-{n}"] = float(n)
+    ledger["ended"].pop(f"{who}-{n - 1}", None)
+    ledger["ended"][f"{who}-{n}"] = [who, float(n)]
+
+
+def test_what_is_committed_is_read_back_by_another_handle(make_store: Any) -> None:
+    store = make_store()
+    assert not store.exists()
+    with store.transaction() as ledger:
+        ledger["notices"].append("one")
+        ledger["projects"]["/p q"] = [10, 0.5]
+    with store.transaction() as ledger:
+        assert ledger["notices"] == ["one"]
+        ledger["projects"]["/p q"][0] += 5
+        ledger["commands"]["/s"] = [[1, 2.5, None, True, {"a": "b"}]]
+    other = make_store()
+    seen = other.snapshot()
+    assert other.exists() and seen["notices"] == ["one"]
+    assert seen["projects"] == {"/p q": [15, 0.5]}
+    assert seen["commands"]["/s"] == [[1, 2.5, None, True, {"a": "b"}]]
+    ledger, position = other.read()
+    assert ledger == seen and position is not None
+
+
+def test_a_transaction_that_raises_commits_nothing(make_store: Any) -> None:
+    store = make_store()
+    with store.transaction() as ledger:
+        ledger["notices"].append("kept")
+    with pytest.raises(RuntimeError), store.transaction() as ledger:
+        ledger["notices"].append("dropped")
+        raise RuntimeError
+    assert make_store().snapshot()["notices"] == ["kept"]
+
+
+def test_every_commit_replays_to_the_same_ledger_before_and_after_a_checkpoint(
+    make_store: Any,
+) -> None:
+    store = make_store()
+    for n in range(1, 30):
+        with store.transaction() as ledger:
+            _bump(ledger, "a", n)
+            if n % 7 == 0:
+                ledger["warned"] = dict(reversed(ledger["warned"].items()))  # a new order
+    before = make_store().snapshot()
+    assert before["folded"]["sessions"] == 29 and len(before["warned"]) == 29
+    assert list(before["ended"]) == ["a-29"]
+    make_store().checkpoint()
+    after = make_store().snapshot()
+    assert json.dumps({**after, "updated": 0}) == json.dumps({**before, "updated": 0})
+
+
+def test_a_known_read_is_brought_up_to_date_under_the_lock(make_store: Any) -> None:
+    store = make_store()
+    with store.transaction() as ledger:
+        _bump(ledger, "a", 1)
+    known = tuple(reversed(store.read()))
+    with make_store().transaction() as ledger:  # another process commits after that read
+        _bump(ledger, "b", 1)
+    with store.transaction(known) as ledger:
+        assert ledger["folded"]["sessions"] == 2 and "b-1" in ledger["warned"]
+        _bump(ledger, "a", 2)
+    assert make_store().snapshot()["folded"]["sessions"] == 3
+
+
+def test_checkpoints_are_idempotent(make_store: Any) -> None:
+    store = make_store()
+    for n in range(1, 6):
+        with store.transaction() as ledger:
+            _bump(ledger, "a", n)
+    before = make_store().snapshot()
+    for _ in range(3):
+        make_store().checkpoint()
+        now = make_store().snapshot()
+        assert {**now, "updated": 0} == {**before, "updated": 0}
+
+
+_WORKER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from tests.test_store_contract import STORES, _bump
+store = STORES[sys.argv[1]](Path(sys.argv[2]))
+who, n = sys.argv[3], int(sys.argv[4])
+for i in range(1, n + 1):
+    if who == "checkpointer":
+        store.checkpoint()
+        continue
+    with store.transaction() as ledger:
+        _bump(ledger, who, i)
+"""
+
+
+def run_workers(kind: str, folder: Path, workers: dict[str, int]) -> None:
+    """Start one process per worker at once; each commits its count (or checkpoints)."""
+    code = _WORKER.format(repo=str(REPO))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, kind, str(folder), who, str(n)])
+        for who, n in workers.items()
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0] * len(procs)
+
+
+@pytest.mark.parametrize("kind", sorted(STORES))
+def test_concurrent_transactions_and_checkpoints_lose_nothing(
+    kind: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shared"
+    workers = {"a": 40, "b": 40, "c": 40, "checkpointer": 15}
+    run_workers(kind, folder, workers)
+    ledger = STORES[kind](folder).snapshot()
+    assert ledger["folded"]["sessions"] == 120  # not one increment lost, none counted twice
+    assert sorted(ledger["warned"]) == sorted(f"{w}-{i}" for w in "abc" for i in range(1, 41))
+    assert sorted(ledger["ended"]) == ["a-40", "b-40", "c-40"]
+
+
+# --- the JSON store's own files ----------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JsonFileStore:
+    return open_store(path=tmp_path / "tb" / "ledger.json")
+
+
+def committed(store: JsonFileStore, n: int, who: str = "a") -> None:
+    for i in range(1, n + 1):
+        with store.transaction() as ledger:
+            _bump(ledger, who, i)
+
+
+def test_a_commit_appends_one_private_line_and_leaves_the_snapshot(
+    store: JsonFileStore,
+) -> None:
+    committed(store, 1)  # the first commit writes the snapshot: there was none
+    snapshot = Path(store.file).read_bytes()
+    assert not os.path.exists(store.journal)
+    committed(store, 3, "b")
+    assert Path(store.file).read_bytes() == snapshot
+    lines = Path(store.journal).read_bytes().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]
+    assert os.stat(store.journal).st_mode & 0o777 == 0o600
+    assert json.loads(lines[0])["set"][0] == [["folded", "sessions"], 2]
+
+
+def test_nothing_changed_writes_nothing(store: JsonFileStore) -> None:
+    committed(store, 2)
+    files = {p: p.stat().st_mtime_ns for p in Path(store.folder).iterdir()}
+    with store.transaction():
+        pass
+    assert {p: p.stat().st_mtime_ns for p in Path(store.folder).iterdir()} == files
+    assert Path(store.journal).read_bytes().count(b"\n") == 1
+
+
+def test_a_torn_last_line_is_ignored_then_cut_off_by_the_next_writer(
+    store: JsonFileStore,
+) -> None:
+    committed(store, 3)  # the first commit wrote the snapshot, the next two a line each
+    good = Path(store.journal).read_bytes()
+    with open(store.journal, "ab") as f:
+        f.write(b'{"seq":3,"set":[[["folded","sessions"],99]')  # a writer killed mid-line
+    assert store.snapshot()["folded"]["sessions"] == 3
+    with store.transaction() as ledger:
+        assert ledger["folded"]["sessions"] == 3 and not ledger["notices"]
+        ledger["folded"]["sessions"] += 1
+    data = Path(store.journal).read_bytes()
+    assert data.startswith(good) and data.count(b"\n") == 3 and data.endswith(b"\n")
+    assert json.loads(data.splitlines()[-1])["seq"] == 3
+    assert store.snapshot()["folded"]["sessions"] == 4
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"not json", b"{}", b'{"seq":2,"set":[[["no","such","table"],1]],"del":[]}', b"[1]",
+     b'{"seq":"2","set":[],"del":[]}', b""],
+)
+def test_garbage_lines_are_skipped_kept_and_reported_never_a_reset(
+    store: JsonFileStore, garbage: bytes
+) -> None:
+    committed(store, 3)
+    lines = Path(store.journal).read_bytes().splitlines(keepends=True)
+    lines.insert(1, garbage + b"\n")
+    Path(store.journal).write_bytes(b"".join(lines))
+    seen = store.snapshot()  # a reader skips it, reads on, and says so
+    assert seen["folded"]["sessions"] == 3 and sorted(seen["warned"]) == ["a-1", "a-2", "a-3"]
+    assert seen["notices"] == [
+        "tokenbudget: the ledger's journal had 1 unreadable line; skipped (a copy is kept"
+        " beside the ledger)"
+    ]
+    with store.transaction() as ledger:
+        assert ledger["folded"]["sessions"] == 3 and ledger["notices"] == seen["notices"]
+        ledger["notices"] = []  # given to the user
+    [kept] = Path(store.folder).glob("ledger.journal.jsonl.corrupt-*")
+    assert kept.read_bytes() == b"".join(lines)
+    assert Path(store.journal).read_bytes() == b""  # folded into the snapshot
+    assert store.snapshot()["folded"]["sessions"] == 3 and not store.snapshot()["notices"]
+
+
+def test_a_future_schema_is_refused_and_kept_aside_with_its_journal(
+    store: JsonFileStore,
+) -> None:
+    committed(store, 2)
+    data = json.loads(Path(store.file).read_bytes())
+    data["schema"] = 99
+    Path(store.file).write_text(json.dumps(data))
+    with store.transaction() as ledger:
+        assert ledger["rebuild"] is True and ledger["folded"]["sessions"] == 0
+        assert "schema 99, newer than" in ledger["notices"][0]
+    [kept] = Path(store.folder).glob("ledger.json.corrupt-*")
+    assert json.loads(kept.read_text())["schema"] == 99
+    [kept_journal] = Path(store.folder).glob("ledger.journal.jsonl.corrupt-*")
+    assert kept_journal.read_bytes().count(b"\n") == 1
+
+
+def test_a_journal_without_its_snapshot_is_kept_not_applied(store: JsonFileStore) -> None:
+    committed(store, 3)
+    os.unlink(store.file)
+    assert store.snapshot()["folded"]["sessions"] == 0
+    committed(store, 1, "b")
+    [kept] = Path(store.folder).glob("ledger.journal.jsonl.orphan-*")
+    assert kept.read_bytes().count(b"\n") == 2
+    assert store.snapshot()["folded"]["sessions"] == 1
+
+
+def test_lines_already_in_the_snapshot_are_not_replayed(store: JsonFileStore) -> None:
+    # A checkpoint that ended after its rename but before emptying the journal.
+    committed(store, 4)
+    stale = Path(store.journal).read_bytes()
+    with store.transaction(checkpoint=True) as ledger:
+        ledger["folded"]["sessions"] = 100  # its own change goes straight to the snapshot
+    Path(store.journal).write_bytes(stale)
+    assert json.loads(Path(store.file).read_bytes())["journal"] == 3
+    assert store.snapshot()["folded"]["sessions"] == 100  # not 4 again
+    committed(store, 1, "b")
+    assert store.snapshot()["folded"]["sessions"] == 101
+
+
+def test_the_commit_that_passes_the_bound_checkpoints(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json", journal_bound=600)
+    committed(store, 12)
+    assert json.loads(Path(store.file).read_bytes())["journal"] > 0
+    assert os.path.getsize(store.journal) <= 600
+    assert store.snapshot()["folded"]["sessions"] == 12
+
+
+@pytest.mark.parametrize("cold", ["sync", "rebuild", "SessionStart"])
+def test_the_cold_paths_checkpoint(cold: str, private_home: Path) -> None:
+    from tokenbudget import hook, sync
+
+    default = sync.open_store()
+    committed(default, 3)
+    assert os.path.getsize(default.journal) > 0
+    if cold == "sync":
+        sync.sync_all(default, config_dirs=[])
+    elif cold == "rebuild":
+        sync.rebuild(default, config_dirs=[])
+    else:
+        hook.handle("SessionStart", json.dumps({"session_id": "s-1", "cwd": "/w"}).encode())
+    assert os.path.getsize(default.journal) == 0
+    expected = 0 if cold == "rebuild" else 3
+    assert default.snapshot()["folded"]["sessions"] == expected
+    if cold == "rebuild":  # the ledger set aside is the whole one, journal included
+        [kept] = Path(default.folder).glob("ledger.json.before-rebuild-*")
+        assert json.loads(kept.read_bytes())["folded"]["sessions"] == 3
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),  # same items, new order
+        ({"a": 1}, {"b": 2, "a": 1}),  # a new dict with a new key first
+        ({"a": {"x": 1}}, {"a": {"x": 1.0, "y": [1]}}),  # int to float, nested
+        ({"a": {"x": {"y": {"z": {"w": 1}}}}}, {"a": {"x": {"y": {"z": {"w": 2}}}}}),
+        ({"a": [1, 2], "b": 1}, {"a": [1], "c": None}),
+        ({"a": {"b": 1}}, {"a": 5}),
+    ],
+)
+def test_a_replay_of_the_changes_gives_the_same_json(
+    before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    sets, dels = journal.changes({"t": before}, {"t": after})
+    line = journal.encode(1, sets, dels)
+    [(_seq, s, d)] = journal.parse(line, 0).entries
+    replayed = journal.copy({"t": before})
+    assert journal.applies(replayed, s, d)
+    journal.apply(replayed, s, d)
+    assert json.dumps(replayed) == json.dumps({"t": after})
+
+
+def test_a_hook_call_tells_of_garbage_lines_once(private_home: Path) -> None:
+    from tokenbudget import hook, sync
+
+    store = sync.open_store()
+    committed(store, 3)
+    with open(store.journal, "ab") as f:
+        f.write(b"\x00\x00 a disk block of zeros\n")
+    event = json.dumps({"session_id": "s-1", "cwd": str(private_home)}).encode()
+    first = hook.handle("PreToolUse", event)
+    assert "journal had 1 unreadable line" in first["systemMessage"]
+    assert hook.handle("PreToolUse", event) == {}
+    assert store.snapshot()["folded"]["sessions"] == 3
+
+
+def test_a_lost_line_ends_the_replay_and_what_follows_it_is_kept_aside(
+    store: JsonFileStore,
+) -> None:
+    # A crash of the machine can lose a line that was written but not yet synced while the
+    # next one was: the commits after it were made on top of it, so they are not applied.
+    committed(store, 5)  # the snapshot, then lines 1 to 4
+    lines = Path(store.journal).read_bytes().splitlines(keepends=True)
+    lost = b"\x00" * (len(lines[1]) - 1) + b"\n"
+    Path(store.journal).write_bytes(b"".join([lines[0], lost, *lines[2:]]))
+    seen = store.snapshot()
+    assert seen["folded"]["sessions"] == 2  # the snapshot's commit and line 1
+    assert seen["notices"] == [
+        "tokenbudget: the ledger's journal had 3 unreadable lines; skipped (a copy is kept"
+        " beside the ledger)"
+    ]
+    with store.transaction() as ledger:
+        ledger["notices"] = []
+        _bump(ledger, "b", 1)
+    [kept] = Path(store.folder).glob("ledger.journal.jsonl.corrupt-*")
+    assert kept.read_bytes().count(b"\n") == 4
+    assert store.snapshot()["folded"]["sessions"] == 3 and not store.snapshot()["notices"]
+
+
+def test_a_journal_line_of_the_wrong_shape_is_caught_like_a_hand_edited_ledger(
+    store: JsonFileStore,
+) -> None:
+    committed(store, 2)
+    bad = journal.encode(2, [[["sessions", "s-1"], {"p": 1}]], [])
+    with open(store.journal, "ab") as f:
+        f.write(bad)
+    with pytest.raises(CorruptLedger, match="sessions have the wrong shape"):
+        store.read()
+    with store.transaction() as ledger:  # kept aside with its journal, rebuilt
+        assert ledger["rebuild"] is True
+    assert len(list(Path(store.folder).glob("ledger.journal.jsonl.corrupt-*"))) == 1

@@ -1,0 +1,584 @@
+"""Where the ledger is kept: a JSON snapshot and a write-ahead journal, changed under a lock.
+
+A commit takes the lock, brings the ledger it holds up to date, and appends what it changed to
+the journal as one fsynced line (tokenbudget/journal.py); a checkpoint writes the whole ledger
+as a new snapshot (temp file, fsync, rename, folder fsync) recording the last journal line it
+holds, then empties the journal. Readers take the snapshot and the journal's complete lines, so
+they see a whole commit or none, and read positions and totals are always committed together.
+Nothing is ever silently reset: a file we cannot read is kept aside and the caller rebuilds
+from the transcripts; a journal line we cannot read is skipped, kept aside and reported.
+
+Every caller goes through the `Store` interface (`open_store`), so another backend can follow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tokenbudget import clock, journal, lock
+from tokenbudget.errors import LedgerError, LockTimeout
+from tokenbudget.fileio import fsync_folder, replace_atomically
+from tokenbudget.ledger import CorruptLedger, Ledger, _check_records, new_ledger, validate
+
+TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+# How every ledger we write begins (key order is new_ledger's): its commit time, "updated".
+_UPDATED = re.compile(
+    rb'^\{"schema":\d+,"app":"tokenbudget","created":[-0-9.eE+]+,"updated":([-0-9.eE+]+)[,}]'
+)
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# The journal is folded into the snapshot once it passes this many bytes, or a quarter of the
+# snapshot if that is more: a reader then parses at most 1.25 ledgers, and a checkpoint's cost
+# (the old full rewrite) is paid once per many commits.
+JOURNAL_BOUND = 256 * 1024
+# Test-only: "STEP" or "STEP:pause" stops a commit at that step (exits at once, or waits to be
+# killed), for the crash tests (tests/test_store_crash.py); STEPs are in _step's callers.
+CRASH_ENV = "TOKENBUDGET_STORE_CRASH_AT"
+# Test-only: a file to which every commit whose replay differs from the ledger in memory is
+# reported (the suite sets it and fails on any line: no change may escape the journal).
+CHECK_ENV = "TOKENBUDGET_STORE_CHECK"
+
+
+class Position:
+    """Where a read of the ledger ended: which snapshot, how far into the journal.
+
+    A transaction given it (with the ledger read) reads only the journal written since.
+    """
+
+    __slots__ = ("bad", "end", "head", "journal", "seq", "size", "snapshot")
+
+    def __init__(
+        self,
+        snapshot: tuple[int, ...] | None,
+        head: Any,
+        journal: tuple[int, int] | None,
+        end: int,
+        seq: int,
+        bad: int,
+        size: int,
+    ) -> None:
+        self.snapshot = snapshot  # the snapshot file's stamp (None: there is none)
+        self.head = head  # its commit time, "updated" at its head
+        self.journal = journal  # the journal's device and inode (None: there is none)
+        self.end = end  # bytes of the journal read: up to the end of its last complete line
+        self.seq = seq  # the last sequence applied
+        self.bad = bad  # unusable lines found
+        self.size = size  # the snapshot's size in bytes
+
+
+class Store:
+    """Where the ledger lives: what every backend offers (the JSON files here).
+
+    `read` and `snapshot` never wait for the lock; `transaction` holds it, yields the ledger
+    and commits it on a clean exit; `checkpoint` compacts whatever the backend keeps beside
+    the committed ledger. tests/test_store_contract.py is the contract every backend passes.
+    """
+
+    location: str
+
+    def read(self) -> tuple[Ledger, Any]:
+        """The ledger as last committed, and a position to hand back to `transaction`."""
+        raise NotImplementedError
+
+    def snapshot(self) -> Ledger:
+        """The ledger as last committed, read without the lock."""
+        return self.read()[0]
+
+    def load(self) -> Ledger:
+        """The same as `snapshot`: the ledger as last committed."""
+        return self.read()[0]
+
+    def transaction(self, known: Any = None, checkpoint: bool = False) -> Any:
+        """Context manager: lock, yield the ledger, commit it on a clean exit.
+
+        `known`: (position, ledger) from `read`, the ledger left unchanged: only what was
+        committed since is read again. `checkpoint`: fold everything into the snapshot (the
+        cold paths: a session starting, sync, rebuild).
+        """
+        raise NotImplementedError
+
+    def checkpoint(self) -> None:
+        """Fold what was committed since the last checkpoint into the snapshot."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        """Whether a ledger has been committed here."""
+        raise NotImplementedError
+
+    def move_aside(self, label: str = "corrupt", ledger: Ledger | None = None) -> Path:
+        """Keep the stored ledger (or `ledger`) under a new name; return where."""
+        raise NotImplementedError
+
+
+def open_store(
+    lock_timeout: float = 2.0, path: str | os.PathLike[str] | None = None
+) -> JsonFileStore:
+    """The user's ledger store (or the one at `path`)."""
+    if path is None:
+        from tokenbudget import paths
+
+        path = paths.ledger_file()
+    return JsonFileStore(path, lock_timeout=lock_timeout)
+
+
+class JsonFileStore(Store):
+    """The ledger as `ledger.json` (the snapshot) and `ledger.journal.jsonl` (commits since),
+    beside `ledger.json.lock`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        lock_timeout: float = 2.0,
+        journal_bound: int = JOURNAL_BOUND,
+    ) -> None:
+        self.file = os.fspath(path)
+        self.location = self.file
+        self.folder, self.name = os.path.split(self.file)
+        stem = self.file[:-5] if self.file.endswith(".json") else self.file
+        self.journal = stem + ".journal.jsonl"
+        self.lock_path = self.file + ".lock"
+        self.lock_timeout = lock_timeout
+        self.journal_bound = journal_bound
+
+    @property
+    def path(self) -> Path:
+        """The snapshot file."""
+        from pathlib import Path  # off the hook's imports
+
+        return Path(self.file)
+
+    def _ensure_dir(self) -> None:
+        from tokenbudget.paths import ensure_private_dir
+
+        ensure_private_dir(self.folder or ".")
+
+    def exists(self) -> bool:
+        return os.path.exists(self.file)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def read(self) -> tuple[Ledger, Position | None]:
+        """The ledger as last committed and where the read ended (None: no ledger yet)."""
+        for _ in range(20):
+            got = self._read_once()
+            if got is not None:
+                return got
+        raise LedgerError(f"the ledger {self.file} kept changing while it was read")
+
+    def _read_once(self) -> tuple[Ledger, Position | None] | None:
+        try:
+            with open(self.file, "rb") as f:
+                st = os.fstat(f.fileno())
+                raw = f.read()
+        except FileNotFoundError:
+            return new_ledger(), None  # a journal without its snapshot is an orphan: ignored
+        except OSError as e:
+            raise LedgerError(f"cannot read the ledger {self.file}: {e.strerror}") from None
+        if not raw.strip():
+            raise CorruptLedger("the ledger file is empty")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise CorruptLedger("the ledger is not valid JSON") from None
+        seq = data.pop("journal", 0) if isinstance(data, dict) else 0
+        if type(seq) is not int:
+            raise CorruptLedger("the ledger's journal sequence is not a number")
+        data = validate(data)
+        try:
+            with open(self.journal, "rb") as j:
+                jst = os.fstat(j.fileno())
+                lines = journal.parse(j.read(), seq)
+            where: tuple[int, int] | None = (jst.st_dev, jst.st_ino)
+        except FileNotFoundError:
+            lines, where = journal.parse(b"", seq), None
+        except OSError as e:
+            raise LedgerError(f"cannot read the ledger {self.journal}: {e.strerror}") from None
+        try:
+            if _stamp(os.stat(self.file)) != _stamp(st):
+                return None  # a checkpoint replaced the snapshot meanwhile: read both again
+        except FileNotFoundError:
+            return None
+        head = data["updated"]
+        if lines.entries:
+            _replay(data, lines)
+            _check_records(_touched(data, lines.entries))  # the snapshot's were checked
+        if lines.bad:
+            # Said by every read until a writer folds the journal (and keeps a copy): a call
+            # that would answer without the lock takes the locked way, which does that.
+            data["notices"].append(
+                f"tokenbudget: the ledger's journal had {lines.bad} unreadable"
+                f" line{'s' if lines.bad > 1 else ''}; skipped (a copy is kept beside the"
+                " ledger)"
+            )
+        position = Position(_stamp(st), head, where, lines.end, lines.last, lines.bad, len(raw))
+        return data, position
+
+    def _committed_at(self) -> float | None:
+        """The "updated" time at the head of the snapshot, without parsing the rest."""
+        try:
+            with open(self.file, "rb") as f:
+                head = f.read(256)
+        except OSError:
+            return None
+        found = _UPDATED.search(head)
+        return float(found.group(1)) if found else None
+
+    def _read_since(self, pos: Position, data: Ledger, base: Ledger) -> Position | None:
+        """Bring a ledger read at `pos` (and its copy `base`) up to date by reading only the
+        journal written since (call with the lock held); None if that cannot be done."""
+        try:
+            st = os.stat(self.file)
+        except OSError:
+            return None
+        # Every checkpoint replaces the snapshot and stamps "updated" first thing in it: the
+        # same inode, size and mtime (which coarse clocks and inode reuse could fool) and the
+        # same commit time say this is still the snapshot read.
+        if _stamp(st) != pos.snapshot or self._committed_at() != pos.head:
+            return None
+        try:
+            with open(self.journal, "rb") as j:
+                jst = os.fstat(j.fileno())
+                if (jst.st_dev, jst.st_ino) != pos.journal or jst.st_size < pos.end:
+                    return None
+                j.seek(pos.end)
+                lines = journal.parse(j.read(), pos.seq)
+        except FileNotFoundError:
+            if pos.journal is not None:
+                return None
+            lines = journal.parse(b"", pos.seq)
+        if lines.entries:
+            again = journal.Lines()
+            again.entries = journal.copy(lines.entries)  # base must share nothing with data
+            again.last = lines.last
+            _replay(data, lines)
+            _replay(base, again)
+        if lines.bad:
+            return None  # read it all again: the full read reports them
+        return Position(
+            pos.snapshot, pos.head, pos.journal, pos.end + lines.end, lines.last, 0, pos.size
+        )
+
+    # --- the transaction -----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(
+        self, known: tuple[Position | None, Ledger] | None = None, checkpoint: bool = False
+    ) -> Iterator[Ledger]:
+        """Lock, yield the ledger, commit it on a clean exit (see Store.transaction)."""
+        base: Ledger | None = None
+        unsynced: tuple[int, bool] | None = None
+        if known is not None and known[0] is not None and not known[0].bad:
+            base = journal.copy(known[1])  # before the lock: the copy is the costly part
+        release = self._lock()
+        try:
+            self._sweep_temps()
+            pos: Position | None = None
+            if known is not None and known[0] is not None and base is not None:
+                data = known[1]
+                pos = self._read_since(known[0], data, base)
+            if pos is None:
+                data, pos = self._reload()
+                if pos is not None and pos.bad:
+                    self._keep(self.journal, "corrupt")  # and read() told the user
+                    checkpoint = True
+                base = journal.copy(data)
+            assert base is not None
+            yield data
+            try:
+                unsynced = self._commit(data, base, pos, checkpoint)
+            except OSError as e:
+                raise LedgerError(
+                    f"cannot write the ledger {self.file}: {e.strerror or e}"
+                ) from None
+            if os.environ.get(CHECK_ENV):
+                self._check_replay(data)
+        finally:
+            release()
+        if unsynced is not None:
+            self._sync_line(*unsynced)
+
+    def _reload(self) -> tuple[Ledger, Position | None]:
+        """The whole ledger read again (call with the lock held); a corrupt one kept aside."""
+        try:
+            data, pos = self.read()
+        except CorruptLedger as e:
+            return self._recover(str(e)), None
+        if pos is None:
+            # No snapshot: a journal left is another ledger's (the snapshot was deleted),
+            # which the first commit empties: keep it.
+            self._keep(self.journal, "orphan")
+        return data, pos
+
+    def _lock(self) -> Callable[[], None]:
+        try:
+            self._ensure_dir()
+            return lock.acquire(self.lock_path, self.lock_timeout)
+        except TimeoutError:
+            from tokenbudget.lockinfo import holder
+
+            who = holder(self.lock_path)  # a stuck process the user can find and stop
+            raise LockTimeout(
+                f"the ledger lock {self.lock_path} was not obtained within {self.lock_timeout:g} s"
+                + (f" (held by {who})" if who else "")
+            ) from None
+        except OSError as e:
+            raise LedgerError(
+                f"cannot lock the ledger {self.lock_path}: {e.strerror or e}"
+            ) from None
+
+    def _commit(
+        self, data: Ledger, base: Ledger, pos: Position | None, full: bool
+    ) -> tuple[int, bool] | None:
+        """Append what changed to the journal, or fold it all into the snapshot; return the
+        journal's descriptor to fsync once the lock is released (and whether it is new)."""
+        seq = pos.seq if pos is not None else 0
+        if pos is None or pos.snapshot is None:
+            full = True  # no snapshot yet (or a new ledger after a corrupt one)
+        if not full:
+            sets, dels = journal.changes(base, data)
+            if not sets and not dels:
+                return None  # nothing changed: nothing to write
+        # This stamp tells one commit from another, so never a pinned clock.
+        data["updated"] = time.time()  # the real clock
+        if not full:
+            sets.append([["updated"], data["updated"]])
+            line = journal.encode(seq + 1, sets, dels)
+            assert pos is not None
+            if pos.end + len(line) <= max(self.journal_bound, pos.size // 4):
+                return self._append(line, pos), pos.journal is None
+        self._checkpoint(data, seq)
+        return None
+
+    def _append(self, line: bytes, pos: Position) -> int:
+        """Add one line to the journal (call with the lock held); return its descriptor.
+
+        Its fsync waits until the lock is released: a disk busy elsewhere takes tens of
+        milliseconds to sync, which every other session would otherwise wait too. Whatever
+        is synced next syncs this line with it, and a line that a crash of the machine loses
+        ends the replay there (see _replay): the commits after it are not applied without it.
+        """
+        fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            _step("append.opened")
+            if os.fstat(fd).st_size > pos.end:
+                os.ftruncate(fd, pos.end)  # a torn last line, of a writer killed mid-append
+                _step("append.cut")
+            if os.environ.get(CRASH_ENV, "").startswith("append.half"):
+                os.write(fd, line[: len(line) // 2])
+                _step("append.half")
+            else:
+                _write_all(fd, line)
+            _step("append.written")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _sync_line(self, fd: int, new: bool) -> None:
+        """Make an appended line durable (after the lock is released) and close the journal."""
+        try:
+            os.fsync(fd)
+            _step("append.synced")
+        except OSError as e:
+            raise LedgerError(f"cannot write the ledger {self.journal}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        if new:
+            fsync_folder(self.folder)  # a new journal: its name must survive a crash too
+
+    def _checkpoint(self, data: Ledger, seq: int) -> None:
+        """Write the whole ledger as the snapshot, recording the last sequence in it, then
+        empty the journal (call with the lock held). A crash between the two leaves lines
+        the snapshot already holds: their sequence says so, and they are skipped."""
+        self._ensure_dir()
+        data["journal"] = seq
+        try:
+            payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+        finally:
+            del data["journal"]
+        replace_atomically(
+            self.file, payload, prefix=self._temp_prefix, step=lambda s: _step(f"checkpoint.{s}")
+        )
+        try:
+            fd = os.open(self.journal, os.O_WRONLY)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+                os.ftruncate(fd, 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _step("checkpoint.emptied")
+
+    def checkpoint(self) -> None:
+        """Fold the journal into the snapshot, if it has anything."""
+        with self.transaction(checkpoint=True):
+            pass
+
+    def _check_replay(self, data: Ledger) -> None:
+        """Test-only: the committed files must replay to exactly the ledger in memory."""
+        stored = self.read()[0]
+        mine = json.dumps(data, allow_nan=False)
+        theirs = json.dumps(stored, allow_nan=False)
+        if mine != theirs:
+            sets, dels = journal.changes(stored, data)
+            with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as f:
+                at = next(i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b)
+                f.write(f"{self.file}: replay differs from the committed ledger: {sets[:3]}"
+                        f" {dels[:3]} {mine[at - 80:at + 40]!r} {theirs[at - 80:at + 40]!r}\n")
+            raise AssertionError(f"{self.file}: the journal lost a change")
+
+    @property
+    def _temp_prefix(self) -> str:
+        return f".{self.name}."
+
+    def _sweep_temps(self) -> None:
+        """Remove temp files of writers killed mid-write (call with the lock held).
+
+        Only the lock holder writes one, so any found now belongs to a dead process; a hook
+        killed by Claude Code's timeout would otherwise leave a ledger-sized file each time.
+        """
+        try:
+            with os.scandir(self.folder or ".") as entries:
+                stale = [
+                    e.path
+                    for e in entries
+                    if e.name.startswith(self._temp_prefix) and e.name.endswith(".tmp")
+                ]
+        except OSError:
+            return
+        for path in stale:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def _recover(self, reason: str) -> Ledger:
+        """Keep the unusable file, start a new ledger owed a rebuild from the transcripts."""
+        kept = self.move_aside()
+        data = new_ledger()
+        data["rebuild"] = True
+        data["notices"].append(
+            f"tokenbudget: {reason}; kept it as {kept.name} and rebuilt the totals from the"
+            " transcripts"
+        )
+        return data
+
+    def move_aside(self, label: str = "corrupt", ledger: Ledger | None = None) -> Path:
+        """Keep the ledger as `ledger.json.<label>-<time>`; return where.
+
+        Without `ledger`, a copy of the snapshot file (its journal is kept beside it under the
+        same label, if it has anything), not a move: the ledger stays in place until the
+        caller's commit replaces it, so a crash in between leaves the old file (found again
+        next time), never no ledger at all, which would read as a fresh one with every total
+        at zero and no rebuild owed. With `ledger`, that ledger, whole.
+        """
+        from pathlib import Path
+
+        if ledger is not None:
+            target = Path(self._free_name(self.file, label))
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as dst:
+                dst.write(json.dumps(ledger, separators=(",", ":"), allow_nan=False).encode())
+            return target
+        kept = self._keep(self.file, label, always=True)
+        assert kept is not None
+        self._keep(self.journal, label)
+        return Path(kept)
+
+    def _keep(self, path: str, label: str, always: bool = False) -> str | None:
+        """Keep a copy of `path` as `<path>.<label>-<time>` (if it has anything); return it."""
+        try:
+            if not always and os.path.getsize(path) == 0:
+                return None
+        except OSError:
+            return None
+        target = self._free_name(path, label)
+        try:
+            if path == self.journal:
+                raise OSError  # emptied in place, not replaced: a link would be emptied too
+            os.link(path, target)
+        except OSError:
+            # No hard links here (some network and FUSE filesystems): copy, privately.
+            with open(path, "rb") as src:
+                data = src.read()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as dst:
+                dst.write(data)
+        return target
+
+    @staticmethod
+    def _free_name(path: str, label: str) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(clock.now()))
+        target = f"{path}.{label}-{stamp}"
+        n = 1
+        while os.path.exists(target):
+            n += 1
+            target = f"{path}.{label}-{stamp}-{n}"
+        return target
+
+
+def _replay(data: Ledger, lines: journal.Lines) -> None:
+    """Apply journal lines in order; count those that cannot be applied (not ours: skipped).
+
+    Each commit follows the one before it (sequence + 1). A missing one (a line the machine
+    lost in a crash, its bytes zeroed) ends the replay: the commits after it were computed
+    from it, and applied alone they could count what it had counted twice. They are counted
+    as unusable, so the next writer keeps the journal aside, reports it and folds the rest.
+    """
+    for n, (seq, sets, dels) in enumerate(lines.entries):
+        if seq > lines.last + 1:
+            lines.bad += len(lines.entries) - n
+            return
+        if seq == lines.last + 1 and journal.applies(data, sets, dels):
+            journal.apply(data, sets, dels)
+            lines.last = seq
+        else:
+            lines.bad += 1
+
+
+def _touched(data: Ledger, entries: list[tuple[int, list[Any], list[Any]]]) -> Ledger:
+    """The part of `data` that journal lines set: each table with only the entries they set
+    (`folded` and what is not a table, whole), so that checking shapes costs what is new."""
+    part = {k: {} if type(v) is dict and k != "folded" else v for k, v in data.items()}
+    for _seq, sets, _dels in entries:
+        for path, _value in sets:
+            if not path:
+                return data  # the whole ledger was replaced
+            table = data.get(path[0])
+            if len(path) == 1 or type(table) is not dict:
+                part[path[0]] = table
+            elif path[1] in table:
+                part[path[0]][path[1]] = table[path[1]]
+    return part
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _step(name: str) -> None:
+    """Test-only: stop here when the crash tests ask (see CRASH_ENV)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted or wanted.split(":")[0] != name:
+        return
+    if wanted.endswith(":pause"):
+        with open(f"{os.environ[CRASH_ENV + '_READY']}", "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            time.sleep(1)  # until the test kills us
+    os._exit(70)
