@@ -9,6 +9,11 @@ next sync: a hook errs towards the limit, never past it.
 When the outbox holds usage and the last push is older than PUSH_EVERY (or at a Stop), or the
 totals are older than PULL_EVERY, the hook starts a detached `tokenbudget team sync` and goes
 on without waiting for it.
+
+The one wait: a prompt near a team limit (a team budget past its warning threshold) decided on
+totals older than FRESH_WITHIN fetches them again first, waiting REFRESH_WAIT at most (psycopg's
+import included, which happens only then). A server that does not answer in time leaves the
+decision to the cached totals, and the message says how old they are.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ VERSION = 1
 PUSH_EVERY = 5.0  # seconds: unpushed usage older than this starts a background sync
 RETRY_EVERY = 30.0  # seconds between background syncs while the server fails us
 PULL_EVERY = 30.0  # seconds: older team totals start a background sync, even with no usage
+FRESH_WITHIN = 5.0  # seconds: near a team limit, older totals are fetched before a prompt
+REFRESH_WAIT = 1.0  # seconds a prompt waits for them at most, psycopg's import included
 _WINDOWS = {"daily": "day", "weekly": "week", "monthly": "month", "total": "total"}
 
 
@@ -76,15 +83,16 @@ def read_json(path: str) -> dict[str, Any] | None:
 class TeamBudget(Budget):
     """A budget kept in the team database: for the whole team, each member, or one project."""
 
-    _fields = (*Budget._fields, "scope", "scope_name")  # type: ignore[assignment]
-    __slots__ = ("scope", "scope_name")
+    _fields = (*Budget._fields, "scope", "scope_name", "stale")  # type: ignore[assignment]
+    __slots__ = ("scope", "scope_name", "stale")
     scope: str  # team, member or project
     scope_name: str  # the project's name, for scope project
+    stale: float | None  # how old its totals were when the server did not answer a refresh
 
-    def __init__(self, row: dict[str, Any]) -> None:
+    def __init__(self, row: dict[str, Any], stale: float | None = None) -> None:
         super().__init__(row["kind"], float(row["limit"]), row["unit"], mode=row["mode"],
                          warn_at=float(row["warn_at"]))
-        self._set(scope=row["scope"], scope_name=row["name"])
+        self._set(scope=row["scope"], scope_name=row["name"], stale=stale)
 
     @property
     def id(self) -> str:
@@ -93,13 +101,18 @@ class TeamBudget(Budget):
 
     @property
     def described(self) -> str:
-        """How messages name it (budgets.label)."""
+        """How messages name it (budgets.label), with the age of its totals when a refresh
+        failed."""
         what = f"{'all-time' if self.kind == 'total' else self.kind} budget"
         if self.scope == "member":
-            return f"your share of the team's {what}"
-        if self.scope == "project":
-            return f"the team's {what} for {self.scope_name}"
-        return f"the team's {what}"
+            name = f"your share of the team's {what}"
+        elif self.scope == "project":
+            name = f"the team's {what} for {self.scope_name}"
+        else:
+            name = f"the team's {what}"
+        if self.stale is not None:
+            name += f" (totals from {age(self.stale)} ago: the team database did not answer)"
+        return name
 
     def raise_command(self, limit: str) -> str:
         """The command that raises it (hook._raise_hint)."""
@@ -128,13 +141,68 @@ def matches(project: str | None, name: str) -> bool:
     return project == name or project.endswith("/" + name)
 
 
+def age(seconds: float) -> str:
+    """`12 s`, `5 min`, `3 h`: how old something is."""
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
 def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
            now: float) -> list[Check]:
     """The team budgets measured from the cache plus the outbox; starts a background sync
-    when one is due. Called by the engine's judge, never waits on the network."""
+    when one is due. Called by the engine's judge. Waits on the network only for a prompt near
+    a team limit on totals older than FRESH_WITHIN, REFRESH_WAIT at most."""
     data = read_json(cache_file())
     _maybe_sync(ledger, event, now, float((data or {}).get("fetched") or 0))
-    if not data or data.get("team") != cfg.team["team"] or not data.get("budgets"):
+    if not data or data.get("team") != cfg.team["team"]:
+        return []
+    found = measure(data, cfg.team["member"], ledger, ctx)
+    fetched = float(data.get("fetched") or 0)
+    if event != "UserPromptSubmit" or now - fetched <= FRESH_WITHIN:
+        return found
+    if all(c.state == "ok" for c in found):
+        return found
+    fresh = refresh(cfg.team, data)
+    if fresh is not None:
+        return measure(fresh, cfg.team["member"], ledger, ctx)
+    return measure(data, cfg.team["member"], ledger, ctx, stale=now - fetched)
+
+
+def refresh(team_cfg: dict[str, str], data: dict[str, Any],
+            wait: float = REFRESH_WAIT) -> dict[str, Any] | None:
+    """The team's totals and budgets fetched now (and cached), or None when the server did not
+    answer within `wait` seconds.
+
+    In a thread that the hook does not wait for beyond `wait`: libpq's connect_timeout is
+    whole seconds, 2 at least, and a server may accept and then hang. A thread still running
+    when the hook exits dies with it; the cache file is replaced atomically or not at all."""
+    import threading
+
+    from tokenbudget.errors import TeamError
+
+    got: list[dict[str, Any]] = []
+
+    def fetch() -> None:
+        from tokenbudget.team import sync
+
+        with contextlib.suppress(TeamError):
+            got.append(sync.pull(team_cfg, dict(data.get("projects") or {}), timeout=wait))
+
+    worker = threading.Thread(target=fetch, name="tokenbudget-team-refresh", daemon=True)
+    worker.start()
+    worker.join(wait)
+    return got[0] if got else None
+
+
+def measure(data: dict[str, Any], member_name: str, ledger: dict[str, Any], ctx: Context,
+            stale: float | None = None) -> list[Check]:
+    """Each team budget in `data` (the cache's form) measured: its cached total plus what
+    waits in the outbox."""
+    if not data.get("budgets"):
         return []
     from zoneinfo import ZoneInfo
 
@@ -143,12 +211,12 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
     here = project_of(ctx.project, projects)
     out: list[Check] = []
     for row in data["budgets"]:
-        b = TeamBudget(row)
+        b = TeamBudget(row, stale)
         if b.scope == "project" and not matches(here, b.scope_name):
             continue
         start, end = window(b.kind, ctx.now, zone, int(data.get("week_start") or 0))
         first = "1970-01-01" if start is None else start.astimezone(zone).date().isoformat()
-        member = cfg.team["member"] if b.scope == "member" else ""
+        member = member_name if b.scope == "member" else ""
         cached = 0.0
         for kind, wstart, m, project, tokens, micros in data.get("totals", []):
             if kind != _WINDOWS[b.kind] or wstart != first or m != member:

@@ -141,19 +141,7 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
                 done["pushed"] = len(rows)
                 state["last_push"] = clock.now()
             if pull:
-                zone, week_start = db.team_info(conn, team_cfg["team"])
-                cache.write_cache({
-                    "version": cache.VERSION,
-                    "team": team_cfg["team"],
-                    "member": team_cfg["member"],
-                    "fetched": clock.now(),
-                    "timezone": zone,
-                    "week_start": week_start,
-                    "projects": projects,
-                    "totals": db.totals(conn, team_cfg["team"], team_cfg["member"],
-                                        clock.now()),
-                    "budgets": db.budgets(conn, team_cfg["team"]),
-                })
+                cache.write_cache(snapshot(conn, team_cfg, projects))
                 state["last_pull"] = clock.now()
                 done["pulled"] = True
         state.pop("error", None)
@@ -163,6 +151,39 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
     finally:
         write_state(state)
     return done
+
+
+def snapshot(conn: Any, team_cfg: dict[str, str], projects: dict[str, str]) -> dict[str, Any]:
+    """The team's current totals and budgets, in the cache file's form."""
+    from tokenbudget.team import db
+
+    zone, week_start = db.team_info(conn, team_cfg["team"])
+    fetched = clock.now()
+    return {
+        "version": cache.VERSION,
+        "team": team_cfg["team"],
+        "member": team_cfg["member"],
+        "fetched": fetched,
+        "timezone": zone,
+        "week_start": week_start,
+        "projects": projects,
+        "totals": db.totals(conn, team_cfg["team"], team_cfg["member"], fetched),
+        "budgets": db.budgets(conn, team_cfg["team"]),
+    }
+
+
+def pull(team_cfg: dict[str, str], projects: dict[str, str], *,
+         timeout: float) -> dict[str, Any]:
+    """Fetch the totals and budgets and cache them, without pushing or touching the ledger
+    (a hook holding the ledger lock calls it); what was cached. TeamError if the server fails
+    us. Each statement is cut off after `timeout` seconds."""
+    from tokenbudget.team import db
+
+    with db.session(team_cfg["dsn"], timeout) as conn:
+        conn.execute(f"SET statement_timeout = {max(1, round(timeout * 1000))}")
+        data = snapshot(conn, team_cfg, projects)
+    cache.write_cache(data)
+    return data
 
 
 def _lock() -> Any:
