@@ -704,13 +704,22 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
     # Command budgets are per run: they are shown against the last run of their command.
     ctx = engine.context(cfg, clock.now(), session_id=session_id, project=str(root), listing=True)
     checks = engine.measure(found, ledger, ctx)
+    team_note = None
+    out: dict[str, Any] = {}
+    if cfg.team is not None:  # the team's budgets as the hooks see them (team/cache.py)
+        from tokenbudget.team import cache
+
+        team_checks, age = cache.listed(cfg, ledger, ctx)
+        checks += team_checks
+        team_note = status_view.team_line(cfg.team["team"], age)
+        out["team"] = {"name": cfg.team["team"], "totalsAgeSeconds": age}
     if as_json:
-        click.echo(
-            json.dumps({"budgets": engine.summary(checks), "session": session_id}, indent=2)
-        )
+        click.echo(json.dumps(
+            {"budgets": engine.summary(checks), "session": session_id, **out}, indent=2))
         return
     click.echo(
-        status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz), nl=False
+        status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz,
+                                  team=team_note), nl=False
     )
 
 

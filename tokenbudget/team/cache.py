@@ -114,6 +114,16 @@ class TeamBudget(Budget):
             name += f" (totals from {age(self.stale)} ago: the team database did not answer)"
         return name
 
+    @property
+    def short(self) -> str:
+        """How the status line names it: `team daily`, `team daily/me`, `team daily/app`."""
+        word = "all-time" if self.kind == "total" else self.kind
+        if self.scope == "member":
+            return f"team {word}/me"
+        if self.scope == "project":
+            return f"team {word}/{self.scope_name.rsplit('/', 1)[-1][:12]}"
+        return f"team {word}"
+
     def raise_command(self, limit: str) -> str:
         """The command that raises it (hook._raise_hint)."""
         scope = {"team": "", "member": " --per-member",
@@ -149,6 +159,24 @@ def age(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h"
+
+
+STALE_AFTER = 2 * PULL_EVERY  # seconds: older totals mean the syncs are failing; say so
+
+
+def team_age(data: dict[str, Any] | None, now: float) -> float | None:
+    """How old the cached team totals are, in seconds; None when never fetched."""
+    fetched = (data or {}).get("fetched")
+    return None if fetched is None else max(0.0, now - float(fetched))
+
+
+def listed(cfg: Any, ledger: dict[str, Any], ctx: Context) -> tuple[list[Check], float | None]:
+    """`status` and the status line: the team budgets measured from the cache plus the outbox,
+    and how old the cached totals are (None when never fetched). No sync is started."""
+    data = read_json(cache_file())
+    if not data or data.get("team") != cfg.team["team"]:
+        return [], None
+    return measure(data, cfg.team["member"], ledger, ctx), team_age(data, ctx.now.timestamp())
 
 
 def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
