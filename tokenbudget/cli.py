@@ -582,10 +582,24 @@ def budget_suggest(kind: str | None, as_json: bool) -> None:
     type=click.Choice(["tokens", "usd"]),
     help="Remove only the budget in tokens or only the one in dollars (default: both).",
 )
-def budget_rm(kind: str, name: str | None, project: str | None, unit: str | None) -> None:
+@click.option("--team", "for_team", is_flag=True,
+              help="Remove it from the team database (with --project: a git remote URL or"
+              " repository name).")
+@click.option("--per-member", is_flag=True, help="With --team: the per-member budget.")
+def budget_rm(kind: str, name: str | None, project: str | None, unit: str | None,
+              for_team: bool, per_member: bool) -> None:
     """Remove a budget: KIND [NAME]; says exactly which budgets it removed."""
     from tokenbudget import budgets, config
 
+    if for_team or per_member:
+        from tokenbudget.team import commands as team_commands
+
+        if not for_team:
+            raise click.UsageError("--per-member goes with --team")
+        if name is not None or unit is not None:
+            raise click.UsageError("team budgets are removed by KIND and scope alone")
+        click.echo(team_commands.remove_team_budget(kind, project, per_member))
+        return
     if kind == "project" and name:
         name = str(Path(name).expanduser().resolve())
     proj = str(Path(project).expanduser().resolve()) if project else None
@@ -632,10 +646,16 @@ def _no_such_budget(
 
 @budget.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON.")
-def budget_list(as_json: bool) -> None:
-    """List the budgets that apply here (yours and this project's)."""
+@click.option("--team", "for_team", is_flag=True, help="The team's budgets, from its database.")
+def budget_list(as_json: bool, for_team: bool) -> None:
+    """List the budgets that apply here (yours and this project's), or the team's."""
     from tokenbudget import budgets, config
 
+    if for_team:
+        from tokenbudget.team import commands as team_commands
+
+        click.echo(team_commands.list_team_budgets(as_json), nl=False)
+        return
     cfg = config.load_config()
     found = config.effective_budgets(cfg, _project_root())
     if as_json:
