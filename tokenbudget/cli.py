@@ -596,9 +596,9 @@ def budget_rm(kind: str, name: str | None, project: str | None, unit: str | None
 
         if not for_team:
             raise click.UsageError("--per-member goes with --team")
-        if name is not None or unit is not None:
-            raise click.UsageError("team budgets are removed by KIND and scope alone")
-        click.echo(team_commands.remove_team_budget(kind, project, per_member))
+        if unit is not None or (name is not None and kind != "command"):
+            raise click.UsageError("team budgets are removed by KIND [NAME] and scope alone")
+        click.echo(team_commands.remove_team_budget(kind, name, project, per_member))
         return
     if kind == "project" and name:
         name = str(Path(name).expanduser().resolve())

@@ -44,7 +44,7 @@ def test_budget_list_team_shows_the_teams_budgets(team_home: Path) -> None:
     )
     listed = json.loads(run("budget", "list", "--team", "--json", home=team_home).stdout)
     assert listed[2] == {"id": "team weekly git.example/acme/app", "kind": "weekly",
-                         "scope": "project", "project": "git.example/acme/app",
+                         "scope": "project", "project": "git.example/acme/app", "command": None,
                          "limit": 5_000_000.0, "unit": "tokens", "mode": "warn",
                          "warn_at": 0.8}
 
@@ -78,7 +78,7 @@ def test_budget_rm_team_removes_one_scope_and_this_machine_stops_enforcing_it(
                home=team_home)
     assert proc.stdout == "Removed team weekly git.example/acme/app: 5M tokens.\n"
     assert run("budget", "rm", "daily", "--per-member", home=team_home).returncode == 2
-    assert run("budget", "rm", "5h", "--team", home=team_home).returncode == 2
+    assert run("budget", "rm", "project", "--team", home=team_home).returncode == 2
 
 
 def test_report_team_html_writes_the_teams_page(team_home: Path, tmp_path: Path) -> None:

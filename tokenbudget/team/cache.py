@@ -40,6 +40,10 @@ PULL_EVERY = 30.0  # seconds: older team totals start a background sync, even wi
 FRESH_WITHIN = 5.0  # seconds: near a team limit, older totals are fetched before a prompt
 REFRESH_WAIT = 1.0  # seconds a prompt waits for them at most, psycopg's import included
 _WINDOWS = {"daily": "day", "weekly": "week", "monthly": "month", "total": "total"}
+# Team budgets each member keeps alone, measured from its own ledger: a session, a 5-hour
+# block and a run of a slash command happen on one machine.
+MEMBER_LOCAL = ("5h", "session", "command")
+_WORDS = {"total": "all-time", "5h": "5-hour"}
 
 
 def cache_file() -> str:
@@ -83,30 +87,35 @@ def read_json(path: str) -> dict[str, Any] | None:
 class TeamBudget(Budget):
     """A budget kept in the team database: for the whole team, each member, or one project."""
 
-    _fields = (*Budget._fields, "scope", "scope_name", "stale")  # type: ignore[assignment]
-    __slots__ = ("scope", "scope_name", "stale")
-    scope: str  # team, member or project
+    # Not `scope`: Budget.scope is the folder a local budget is limited to (budgets.applies_to).
+    _fields = (*Budget._fields, "reach", "scope_name", "stale")  # type: ignore[assignment]
+    __slots__ = ("reach", "scope_name", "stale")
+    reach: str  # team, member or project
     scope_name: str  # the project's name, for scope project
     stale: float | None  # how old its totals were when the server did not answer a refresh
 
     def __init__(self, row: dict[str, Any], stale: float | None = None) -> None:
         super().__init__(row["kind"], float(row["limit"]), row["unit"], mode=row["mode"],
-                         warn_at=float(row["warn_at"]))
-        self._set(scope=row["scope"], scope_name=row["name"], stale=stale)
+                         warn_at=float(row["warn_at"]), name=row.get("command") or None)
+        self._set(reach=row["scope"], scope_name=row["name"], stale=stale)
 
     @property
     def id(self) -> str:
+        if self.kind in MEMBER_LOCAL:  # each member's own by nature: no scope to name
+            return f"team {self.name or self.kind}"
         extra = {"team": "", "member": " per member", "project": f" {self.scope_name}"}
-        return f"team {self.kind}{extra[self.scope]}"
+        return f"team {self.kind}{extra[self.reach]}"
 
     @property
     def described(self) -> str:
         """How messages name it (budgets.label), with the age of its totals when a refresh
         failed."""
-        what = f"{'all-time' if self.kind == 'total' else self.kind} budget"
-        if self.scope == "member":
+        what = f"{self.name or _WORDS.get(self.kind, self.kind)} budget"
+        if self.kind in MEMBER_LOCAL:
+            name = f"the team's {what}"
+        elif self.reach == "member":
             name = f"your share of the team's {what}"
-        elif self.scope == "project":
+        elif self.reach == "project":
             name = f"the team's {what} for {self.scope_name}"
         else:
             name = f"the team's {what}"
@@ -118,18 +127,23 @@ class TeamBudget(Budget):
     def short(self) -> str:
         """How the status line names it: `team daily`, `team daily/me`, `team daily/app`."""
         word = "all-time" if self.kind == "total" else self.kind
-        if self.scope == "member":
+        if self.kind in MEMBER_LOCAL:
+            return f"team {self.name or self.kind}"
+        if self.reach == "member":
             return f"team {word}/me"
-        if self.scope == "project":
+        if self.reach == "project":
             return f"team {word}/{self.scope_name.rsplit('/', 1)[-1][:12]}"
         return f"team {word}"
 
     def raise_command(self, limit: str) -> str:
         """The command that raises it (hook._raise_hint)."""
         scope = {"team": "", "member": " --per-member",
-                 "project": f" --project {self.scope_name}"}[self.scope]
+                 "project": f" --project {self.scope_name}"}[self.reach]
+        if self.kind in MEMBER_LOCAL:
+            scope = ""
+        what = f"{self.kind} {self.name}" if self.name else self.kind
         mode = "" if self.mode == "block" else f" --mode {self.mode}"
-        return f"tokenbudget budget set {self.kind} {limit} --team{scope}{mode}"
+        return f"tokenbudget budget set {what} {limit} --team{scope}{mode}"
 
 
 def project_of(folder: str | None, projects: dict[str, str]) -> str | None:
@@ -239,18 +253,20 @@ def measure(data: dict[str, Any], member_name: str, ledger: dict[str, Any], ctx:
     here = project_of(ctx.project, projects)
     out: list[Check] = []
     for row in data["budgets"]:
+        if row["kind"] in MEMBER_LOCAL:
+            continue
         b = TeamBudget(row, stale)
-        if b.scope == "project" and not matches(here, b.scope_name):
+        if b.reach == "project" and not matches(here, b.scope_name):
             continue
         start, end = window(b.kind, ctx.now, zone, int(data.get("week_start") or 0))
         first = "1970-01-01" if start is None else start.astimezone(zone).date().isoformat()
-        member = member_name if b.scope == "member" else ""
+        member = member_name if b.reach == "member" else ""
         cached = 0.0
         for kind, wstart, m, project, tokens, micros in data.get("totals", []):
             if kind != _WINDOWS[b.kind] or wstart != first or m != member:
                 continue
-            if (project == "") == (b.scope != "project") and (
-                b.scope != "project" or matches(project, b.scope_name)
+            if (project == "") == (b.reach != "project") and (
+                b.reach != "project" or matches(project, b.scope_name)
             ):
                 cached += tokens if b.unit == "tokens" else micros / 1_000_000
         lo = start.timestamp() if start else float("-inf")
@@ -259,11 +275,16 @@ def measure(data: dict[str, Any], member_name: str, ledger: dict[str, Any], ctx:
         for e in ledger["outbox"].values():
             if not lo <= e[7] * BUCKET < hi:
                 continue
-            if b.scope == "project" and not matches(projects.get(e[10]), b.scope_name):
+            if b.reach == "project" and not matches(projects.get(e[10]), b.scope_name):
                 continue
             unpushed += sum(e[2:7]) if b.unit == "tokens" else (e[8] or 0.0)
         used = max(0.0, cached + unpushed)
         out.append(evaluate(b, used, 0.0, ctx.now, end, f"team {first}"))
+    local = [TeamBudget(row, stale) for row in data["budgets"] if row["kind"] in MEMBER_LOCAL]
+    if local:  # measured as the member's own budgets are, from its ledger
+        from tokenbudget import engine
+
+        out += engine.measure(local, ledger, ctx)
     return out
 
 

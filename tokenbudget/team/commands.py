@@ -203,7 +203,33 @@ def status(as_json: bool) -> None:
         click.echo(render_status(d, now), nl=False)
 
 
-TEAM_KINDS = ("total", "daily", "weekly", "monthly")
+TEAM_KINDS = ("total", "daily", "weekly", "monthly", "5h", "session", "command")
+
+
+def _check_kind(kind: str, project: str | None) -> None:
+    from tokenbudget.team.cache import MEMBER_LOCAL
+
+    if kind == "project":
+        raise click.UsageError("a team's all-time budget for a project is"
+                               " `budget set total LIMIT --team --project NAME`")
+    if kind not in TEAM_KINDS:
+        raise click.UsageError(f"team budgets are {', '.join(TEAM_KINDS)}, not {kind}")
+    if kind in MEMBER_LOCAL and project:
+        raise click.UsageError(f"a team {kind} budget is each member's own: no --project")
+
+
+def _split_args(kind: str, args: tuple[str, ...]) -> tuple[str, str]:
+    """(command, limit) from `[NAME] LIMIT`: a NAME for command budgets alone."""
+    from tokenbudget import budgets
+
+    if kind == "command":
+        if len(args) != 2:
+            raise click.UsageError("team command budgets take NAME LIMIT, e.g."
+                                   " `budget set command /deploy 50k --team`")
+        return budgets.normalize_command(args[0]), args[1]
+    if len(args) != 1:
+        raise click.UsageError(f"team budgets take LIMIT, e.g. `budget set {kind} 2M --team`")
+    return "", args[0]
 
 
 def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
@@ -212,20 +238,19 @@ def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
     from tokenbudget import budgets
     from tokenbudget.errors import ConfigError
     from tokenbudget.team import db
+    from tokenbudget.team.cache import MEMBER_LOCAL
 
-    if kind not in TEAM_KINDS:
-        raise click.UsageError(f"team budgets are {', '.join(TEAM_KINDS)}, not {kind}")
-    if len(args) != 1:
-        raise click.UsageError(f"team budgets take LIMIT, e.g. `budget set {kind} 2M --team`")
-    scope, name = _scope_of(project, per_member)
+    _check_kind(kind, project)
+    command, limit_text = _split_args(kind, args)
+    scope, name = _scope_of(project, per_member or kind in MEMBER_LOCAL)
     try:
-        limit, unit = budgets.parse_limit(args[0])
+        limit, unit = budgets.parse_limit(limit_text)
         warn = budgets.parse_warn_at(warn_at)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     team_cfg = _team_cfg()
     row = {"kind": kind, "scope": scope, "name": name, "limit": limit, "unit": unit,
-           "mode": mode, "warn_at": warn}
+           "mode": mode, "warn_at": warn, "command": command}
     with db.session(team_cfg["dsn"]) as conn:
         db.set_budget(conn, team_cfg["team"], row)
     import contextlib
@@ -235,6 +260,9 @@ def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
     with contextlib.suppress(TeamError):
         sync.sync(team_cfg)  # this machine enforces it at once
     where = {"team": "", "member": " per member", "project": f" for {name}"}[scope]
+    if kind in MEMBER_LOCAL:
+        where = f" {command}" if command else ""
+        where += " (each member's own)"
     return (f"Set team {team_cfg['team']}'s {kind} budget{where}:"
             f" {budgets.format_limit(limit, unit)} ({mode}).")
 
@@ -278,7 +306,8 @@ def list_team_budgets(as_json: bool) -> str:
         click.echo(note, err=True)
     if as_json:
         out = [{"id": _team_budget_id(r), "kind": r["kind"], "scope": r["scope"],
-                "project": r["name"] or None, "limit": r["limit"], "unit": r["unit"],
+                "project": r["name"] or None, "command": r.get("command") or None,
+                "limit": r["limit"], "unit": r["unit"],
                 "mode": r["mode"], "warn_at": r["warn_at"]} for r in rows]
         return json.dumps(out, indent=2) + "\n"
     if not rows:
@@ -292,21 +321,27 @@ def list_team_budgets(as_json: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def remove_team_budget(kind: str, project: str | None, per_member: bool) -> str:
-    """`budget rm KIND --team [--per-member | --project NAME]`; what to print."""
+def remove_team_budget(kind: str, command: str | None, project: str | None,
+                       per_member: bool) -> str:
+    """`budget rm KIND [NAME] --team [--per-member | --project NAME]`; what to print."""
     from tokenbudget import budgets
     from tokenbudget.team import db, sync
+    from tokenbudget.team.cache import MEMBER_LOCAL
 
-    if kind not in TEAM_KINDS:
-        raise click.UsageError(f"team budgets are {', '.join(TEAM_KINDS)}, not {kind}")
-    scope, name = _scope_of(project, per_member)
+    _check_kind(kind, project)
+    if kind == "command" and command is None:
+        raise click.UsageError("name the command: `budget rm command /deploy --team`")
+    command = budgets.normalize_command(command) if kind == "command" and command else ""
+    scope, name = _scope_of(project, per_member or kind in MEMBER_LOCAL)
+    key = (scope, name, command)
     team_cfg = _team_cfg()
     with db.session(team_cfg["dsn"]) as conn:
         have = [r for r in db.budgets(conn, team_cfg["team"]) if r["kind"] == kind]
-        gone = next((r for r in have if (r["scope"], r["name"]) == (scope, name)), None)
-        if gone is None or not db.remove_budget(conn, team_cfg["team"], kind, scope, name):
+        gone = next((r for r in have if (r["scope"], r["name"], r["command"]) == key), None)
+        if gone is None or not db.remove_budget(conn, team_cfg["team"], kind, *key):
             asked = _team_budget_id({"kind": kind, "scope": scope, "name": name, "limit": 1,
-                                     "unit": "tokens", "mode": "block", "warn_at": 0.8})
+                                     "unit": "tokens", "mode": "block", "warn_at": 0.8,
+                                     "command": command})
             there = ", ".join(_team_budget_id(r) for r in have)
             raise TeamError(f"team {team_cfg['team']} has no {asked} budget to remove"
                             + (f" (it has: {there})" if there else ""))
@@ -401,7 +436,7 @@ def _team_html(team_cfg: dict[str, str], since: str | None, until: str | None,
     checks = cache.measure(data, team_cfg["member"], JsonFileStore(paths.ledger_file()).load(),
                            ctx)
     daily = [c.budget for c in checks
-             if c.budget.kind == "daily" and getattr(c.budget, "scope", "") == "team"]
+             if c.budget.kind == "daily" and getattr(c.budget, "reach", "") == "team"]
     scope = f"{since or 'the first day'} to {until or 'today'}" if since or until else ""
     generated = datetime.fromtimestamp(now, cfg.tz()).strftime("%Y-%m-%d %H:%M %Z").strip()
     html_report.write_page(html_file, team_html.render_team_page(

@@ -164,11 +164,27 @@ CREATE TABLE tokenbudget.budgets (
 );
 """
 
+# A session, a 5-hour block and a run of a slash command happen on one machine: such team
+# budgets are each member's own (scope 'member'), measured from the member's own ledger.
+M005_MEMBER_LOCAL_KINDS = """
+ALTER TABLE tokenbudget.budgets DROP CONSTRAINT budgets_kind_check;
+ALTER TABLE tokenbudget.budgets ADD CONSTRAINT budgets_kind_check
+    CHECK (kind IN ('total', 'daily', 'weekly', 'monthly', '5h', 'session', 'command'));
+ALTER TABLE tokenbudget.budgets ADD COLUMN command text NOT NULL DEFAULT '';
+ALTER TABLE tokenbudget.budgets DROP CONSTRAINT budgets_pkey;
+ALTER TABLE tokenbudget.budgets ADD PRIMARY KEY (team, kind, scope, name, command);
+ALTER TABLE tokenbudget.budgets ADD CONSTRAINT budgets_member_local
+    CHECK (kind NOT IN ('5h', 'session', 'command') OR (scope = 'member' AND name = ''));
+ALTER TABLE tokenbudget.budgets ADD CONSTRAINT budgets_command_named
+    CHECK ((kind = 'command') = (command <> ''));
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m001_teams_and_usage", M001_TEAMS_AND_USAGE),
     ("m002_rollups", M002_ROLLUPS),
     ("m003_push", M003_PUSH),
     ("m004_budgets", M004_BUDGETS),
+    ("m005_member_local_kinds", M005_MEMBER_LOCAL_KINDS),
 )
 
 
