@@ -204,6 +204,7 @@ class Ingestor:
             s["t"][ev.prompt_id] = [ev.command, ev.ts, 0, 0.0]
         elif not t[1]:
             t[0], t[1] = ev.command, ev.ts  # kept for a subagent read first: now it is known
+            self._requeue_turn(sid, s, ev.prompt_id)
         state["turn"] = ev.prompt_id
 
     def _join_turn(self, sid: str, s: dict[str, Any], held: str, into: str) -> None:
@@ -220,6 +221,7 @@ class Ingestor:
         for adj in s["adj"]:
             if adj[8] == held:
                 adj[8] = into
+        self._requeue_turn(sid, s, into)
 
     # --- usage ---------------------------------------------------------------------------------
 
@@ -402,15 +404,37 @@ class Ingestor:
     def _adjust(self, sid: str, s: dict[str, Any], entry: list[Any]) -> None:
         """Keep a correction of the session's usage beyond its requests (`_apply` adds it)."""
         s["adj"].append(entry)
-        if self.L["team"]:
-            import hashlib
+        self._adj_to_outbox(sid, s, entry[1], entry[0])
 
-            # Its key in the team database: the session record's identity and the entry's
-            # place, stable however often the ledger is pushed.
-            ident = f"{sid}\0{s.get('e', '')}\0{len(s['adj'])}".encode()
-            key = "adj-" + hashlib.blake2b(ident, digest_size=8).hexdigest()
-            self.L["outbox"][key] = [sid, *entry[1:7], entry[0], entry[7],
-                                     self._command(s, entry[8]), s["p"]]
+    def _adj_to_outbox(self, sid: str, s: dict[str, Any], model: str, hour: int) -> None:
+        """The session's corrections of one model in one bucket, summed, wait in the outbox.
+
+        One row in the team database per (session, model, bucket), holding their sum, which
+        the server replaces rather than keeps the larger: a rebuilt ledger, whose corrections
+        come in other steps, sends the same sums under the same keys, so nothing counts twice.
+        """
+        if not self.L["team"]:
+            return
+        import hashlib
+
+        rows = [a for a in s["adj"] if a[0] == hour and a[1] == model]
+        net = [sum(a[i] for a in rows) for i in range(2, 7)]
+        costs = [a[7] for a in rows if a[7] is not None]
+        cost = sum(costs) if costs else None
+        key = "adj-" + hashlib.blake2b(f"{sid}\0{model}\0{hour}".encode(),
+                                       digest_size=8).hexdigest()
+        self.L["outbox"][key] = [sid, model, *net, hour, cost,
+                                 self._command(s, rows[-1][8]), s["p"]]
+
+    def _requeue_turn(self, sid: str, s: dict[str, Any], turn: str) -> None:
+        """A held turn's command is known now: its usage goes to the team again, with it."""
+        if not self.L["team"]:
+            return
+        for key, rec in self.L["keys"].items():
+            if rec[0] == sid and rec[9] == turn:
+                self._to_outbox(key, rec)
+        for hour, model in {(a[0], a[1]) for a in s["adj"] if a[8] == turn}:
+            self._adj_to_outbox(sid, s, model, hour)
 
     def _to_outbox(self, key: str, rec: list[Any]) -> None:
         """A request's usage, new or grown, waits in the outbox for `tokenbudget team sync`.
@@ -671,6 +695,18 @@ class Ingestor:
                 self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
             m[M_SRC] = "c"
             s["cs"][model] = [*total, cc_cost]
+
+
+def requeue_all(ledger: Ledger) -> None:
+    """Every request record and correction the ledger holds, into the team outbox again: for
+    a ledger rebuilt without its team. What the server has already changes nothing there (the
+    larger usage, the same sums of corrections under the same keys); what it lacks arrives."""
+    ing = Ingestor(ledger)
+    for key, rec in ledger["keys"].items():
+        ing._to_outbox(key, rec)
+    for sid, s in ledger["sessions"].items():
+        for hour, model in sorted({(a[0], a[1]) for a in s["adj"]}):
+            ing._adj_to_outbox(sid, s, model, hour)
 
 
 KEY_LEN = 16  # a usage key: 8 bytes of blake2b in hex

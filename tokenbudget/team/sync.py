@@ -93,6 +93,10 @@ def rows_of(outbox: dict[str, list[Any]], member: str, machine: str,
         folder = e[10]
         if folder not in projects:
             projects[folder] = project_id(folder)
+        if key.startswith("adj-"):
+            # A session's corrections are this member's own: two machines' copies of one
+            # transcript (a session id seen twice) must not replace each other's.
+            key = f"{key}-{member}"
         rows.append({
             "key": key, "member": member, "machine": machine, "session": e[0],
             "project": projects[folder], "model": e[1], "command": e[9],
@@ -121,6 +125,8 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
     state = read_state()
     store = JsonFileStore(paths.ledger_file())
     ledger = store.load()
+    if ledger["team"] == "":
+        ledger = _rejoin(store, team_cfg["team"])
     if ledger["team"] != team_cfg["team"]:
         raise TeamError("this machine's ledger is not in team mode: run `tokenbudget team join`")
     outbox = {k: list(v) for k, v in ledger["outbox"].items()}
@@ -151,6 +157,18 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
     finally:
         write_state(state)
     return done
+
+
+def _rejoin(store: JsonFileStore, team: str) -> dict[str, Any]:
+    """A ledger rebuilt (found corrupt, or `tokenbudget rebuild`) starts with no team: this
+    machine joined, so it goes on in team mode, all it holds queued again; the ledger."""
+    from tokenbudget.ingest import requeue_all
+
+    with store.transaction() as ledger:
+        if ledger["team"] == "":
+            ledger["team"] = team
+            requeue_all(ledger)
+    return store.load()
 
 
 def snapshot(conn: Any, team_cfg: dict[str, str], projects: dict[str, str]) -> dict[str, Any]:
