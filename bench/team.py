@@ -8,7 +8,12 @@
    starts), interleaved; target: on/off <= 1.1x.
 2. Push throughput and latency: a throwaway PostgreSQL cluster (tests/pgcluster.py), one team,
    `--members` threads each making `--pushes` pushes of `--rows` new requests, at once.
-Run with the project's venv (psycopg installed); writes bench/results/team.json.
+3. A prompt near a team limit: UserPromptSubmit on totals older than the freshness bound (the
+   hook fetches them from the server, psycopg's import included) vs on fresh totals (decided
+   from the cache), interleaved: what the one bounded wait costs, and so the push lag a
+   member's decision near a limit can have.
+Run with the project's venv (psycopg installed); writes bench/results/team.json
+(`--refresh-only` runs the third alone, into results/team-refresh.json).
 """
 
 from __future__ import annotations
@@ -149,13 +154,87 @@ def push_load(members: int, pushes: int, rows: int) -> dict[str, object]:
             "latency": stats(latencies), "total_ok": total == expected}
 
 
+def refresh_cost(rounds: int) -> dict[str, object]:
+    from tokenbudget.team import db, schema
+
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit("bench/team.py: PostgreSQL's server programs are needed")
+    cluster = Cluster(bindir)
+    cluster.start()
+    root = Path(tempfile.mkdtemp(prefix="tb-bench-refresh-"))
+    try:
+        dsn = cluster.create_database("bench")
+        with db.session(dsn) as conn:
+            schema.migrate(conn)
+            db.create_team(conn, "core")
+            db.set_budget(conn, "core", {"kind": "daily", "scope": "team", "name": "",
+                                         "limit": 10000, "unit": "tokens", "mode": "block",
+                                         "warn_at": 0.8})
+            db.push(conn, "core", [{"key": "k1", "member": "bob@b", "machine": "h",
+                                    "session": "s", "project": "p", "model": "claude-opus",
+                                    "command": "prompt", "at": time.time(), "input": 10500,
+                                    "output": 0, "cache_write": 0, "cache_read": 0,
+                                    "cost_micros": 1}])
+        cases = {}
+        for stale in (False, True):
+            home = root / ("stale" if stale else "fresh")
+            state = home / "tb state"
+            state.mkdir(parents=True)
+            env = dict(os.environ, HOME=str(home), TOKENBUDGET_HOME=str(state), TZ="UTC")
+            subprocess.run([sys.executable, "-c", "from tokenbudget.cli import main; main()",
+                            "team", "join", dsn, "--team", "core", "--member", "ann@a"],
+                           env=env, check=True, capture_output=True)
+            cache_path = state / "team-cache.json"
+            hook = [*HOOK[:-1], "UserPromptSubmit"]
+            n = [0]
+
+            def call(env: dict[str, str] = env, stale: bool = stale,
+                     cache_path: Path = cache_path, hook: list[str] = hook,
+                     n: list[int] = n) -> float:
+                data = json.loads(cache_path.read_text())
+                data["fetched"] = time.time() - (60 if stale else 0)
+                cache_path.write_text(json.dumps(data))
+                (cache_path.parent / "team-state.json").write_text(
+                    json.dumps({"last_push": time.time() + 3600,
+                                "spawned": time.time() + 3600}))
+                n[0] += 1
+                event = json.dumps({"session_id": "5e55a7e2-0000-4000-8000-000000000001",
+                                    "cwd": "/tmp", "prompt": "go", "prompt_id": f"p{n[0]}"})
+                t = time.perf_counter()
+                out = subprocess.run(hook, input=event.encode(), env=env, capture_output=True)
+                elapsed = time.perf_counter() - t
+                refused = b"the team's daily budget is used up"
+                assert out.returncode == 0 and refused in out.stdout, out
+                if stale:
+                    assert json.loads(cache_path.read_text())["fetched"] > time.time() - 30
+                return elapsed
+
+            cases["stale" if stale else "fresh"] = call
+        times = interleave(cases, rounds)
+    finally:
+        cluster.remove()
+        shutil.rmtree(root, ignore_errors=True)
+    ratios = sorted(a / b for a, b in zip(times["stale"], times["fresh"], strict=True))
+    return {"fresh": stats(times["fresh"]), "stale": stats(times["stale"]),
+            "ratio_median": ratios[len(ratios) // 2]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--members", type=int, default=50)
     ap.add_argument("--pushes", type=int, default=20)
     ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--refresh-only", action="store_true")
     args = ap.parse_args()
+    refresh = refresh_cost(args.rounds)
+    print(f"prompt near a team limit, totals fetched vs cached: {refresh['ratio_median']:.3f}x "
+          f"({ms(refresh['stale']['median'])} vs {ms(refresh['fresh']['median'])};"  # type: ignore[index]
+          f" p95 {ms(refresh['stale']['p95'])})")  # type: ignore[index]
+    if args.refresh_only:
+        save("team-refresh", {"machine": machine(), "refresh": refresh})
+        return
     hook = hook_cost(args.rounds)
     print(f"hook call, team on vs off: {hook['ratio_median']:.3f}x "
           f"({ms(hook['on']['median'])} vs {ms(hook['off']['median'])})")  # type: ignore[index]
@@ -164,7 +243,7 @@ def main() -> None:
     print(f"{args.members} members pushing at once: {load['rows_per_s']:.0f} rows/s, push p50 "
           f"{ms(lat['median'])}, p95 {ms(lat['p95'])}, errors {len(load['errors'])},"  # type: ignore[index]
           f" totals exact: {load['total_ok']}")
-    save("team", {"machine": machine(), "hook": hook, "push": load})
+    save("team", {"machine": machine(), "hook": hook, "push": load, "refresh": refresh})
 
 
 if __name__ == "__main__":

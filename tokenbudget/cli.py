@@ -582,10 +582,24 @@ def budget_suggest(kind: str | None, as_json: bool) -> None:
     type=click.Choice(["tokens", "usd"]),
     help="Remove only the budget in tokens or only the one in dollars (default: both).",
 )
-def budget_rm(kind: str, name: str | None, project: str | None, unit: str | None) -> None:
+@click.option("--team", "for_team", is_flag=True,
+              help="Remove it from the team database (with --project: a git remote URL or"
+              " repository name).")
+@click.option("--per-member", is_flag=True, help="With --team: the per-member budget.")
+def budget_rm(kind: str, name: str | None, project: str | None, unit: str | None,
+              for_team: bool, per_member: bool) -> None:
     """Remove a budget: KIND [NAME]; says exactly which budgets it removed."""
     from tokenbudget import budgets, config
 
+    if for_team or per_member:
+        from tokenbudget.team import commands as team_commands
+
+        if not for_team:
+            raise click.UsageError("--per-member goes with --team")
+        if unit is not None or (name is not None and kind != "command"):
+            raise click.UsageError("team budgets are removed by KIND [NAME] and scope alone")
+        click.echo(team_commands.remove_team_budget(kind, name, project, per_member))
+        return
     if kind == "project" and name:
         name = str(Path(name).expanduser().resolve())
     proj = str(Path(project).expanduser().resolve()) if project else None
@@ -632,10 +646,16 @@ def _no_such_budget(
 
 @budget.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON.")
-def budget_list(as_json: bool) -> None:
-    """List the budgets that apply here (yours and this project's)."""
+@click.option("--team", "for_team", is_flag=True, help="The team's budgets, from its database.")
+def budget_list(as_json: bool, for_team: bool) -> None:
+    """List the budgets that apply here (yours and this project's), or the team's."""
     from tokenbudget import budgets, config
 
+    if for_team:
+        from tokenbudget.team import commands as team_commands
+
+        click.echo(team_commands.list_team_budgets(as_json), nl=False)
+        return
     cfg = config.load_config()
     found = config.effective_budgets(cfg, _project_root())
     if as_json:
@@ -704,13 +724,22 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
     # Command budgets are per run: they are shown against the last run of their command.
     ctx = engine.context(cfg, clock.now(), session_id=session_id, project=str(root), listing=True)
     checks = engine.measure(found, ledger, ctx)
+    team_note = None
+    out: dict[str, Any] = {}
+    if cfg.team is not None:  # the team's budgets as the hooks see them (team/cache.py)
+        from tokenbudget.team import cache
+
+        team_checks, age = cache.listed(cfg, ledger, ctx)
+        checks += team_checks
+        team_note = status_view.team_line(cfg.team["team"], age)
+        out["team"] = {"name": cfg.team["team"], "totalsAgeSeconds": age}
     if as_json:
-        click.echo(
-            json.dumps({"budgets": engine.summary(checks), "session": session_id}, indent=2)
-        )
+        click.echo(json.dumps(
+            {"budgets": engine.summary(checks), "session": session_id, **out}, indent=2))
         return
     click.echo(
-        status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz), nl=False
+        status_view.render_status(checks, color=render.use_color(sys.stdout), tz=tz,
+                                  team=team_note), nl=False
     )
 
 

@@ -274,6 +274,7 @@ class Ingestor:
         elif not t[TURN_START]:
             # Kept for a subagent read first: now it is known.
             t[TURN_COMMAND], t[TURN_START] = ev.command, ev.ts
+            self._requeue_turn(sid, s, ev.prompt_id)
         state["turn"] = ev.prompt_id
 
     def _join_turn(self, sid: str, s: dict[str, Any], held: str, into: str) -> None:
@@ -290,6 +291,7 @@ class Ingestor:
         for adj in s[S_ADJUSTMENTS]:
             if adj[ADJ_TURN] == held:
                 adj[ADJ_TURN] = into
+        self._requeue_turn(sid, s, into)
 
     # --- usage ---------------------------------------------------------------------------------
 
@@ -474,17 +476,39 @@ class Ingestor:
     def _adjust(self, sid: str, s: dict[str, Any], entry: list[Any]) -> None:
         """Keep a correction of the session's usage beyond its requests (`_apply` adds it)."""
         s[S_ADJUSTMENTS].append(entry)
-        if self.L["team"]:
-            import hashlib
+        self._adj_to_outbox(sid, s, entry[ADJ_MODEL], entry[ADJ_BUCKET])
 
-            # Its key in the team database: the session record's identity and the entry's
-            # place, stable however often the ledger is pushed.
-            ident = f"{sid}\0{s.get(S_PERIOD, '')}\0{len(s[S_ADJUSTMENTS])}".encode()
-            key = "adj-" + hashlib.blake2b(ident, digest_size=8).hexdigest()
-            self.L["outbox"][key] = [
-                sid, entry[ADJ_MODEL], *entry[ADJ_USAGE], entry[ADJ_BUCKET], entry[ADJ_COST],
-                self._command(s, entry[ADJ_TURN]), s[S_PROJECT],
-            ]
+    def _adj_to_outbox(self, sid: str, s: dict[str, Any], model: str, hour: int) -> None:
+        """The session's corrections of one model in one bucket, summed, wait in the outbox.
+
+        One row in the team database per (session, model, bucket), holding their sum, which
+        the server replaces rather than keeps the larger: a rebuilt ledger, whose corrections
+        come in other steps, sends the same sums under the same keys, so nothing counts twice.
+        """
+        if not self.L["team"]:
+            return
+        import hashlib
+
+        rows = [a for a in s[S_ADJUSTMENTS] if a[ADJ_BUCKET] == hour and a[ADJ_MODEL] == model]
+        net = [sum(a[ADJ_USAGE][i] for a in rows) for i in range(5)]
+        costs = [a[ADJ_COST] for a in rows if a[ADJ_COST] is not None]
+        cost = sum(costs) if costs else None
+        key = "adj-" + hashlib.blake2b(f"{sid}\0{model}\0{hour}".encode(),
+                                       digest_size=8).hexdigest()
+        self.L["outbox"][key] = [sid, model, *net, hour, cost,
+                                 self._command(s, rows[-1][ADJ_TURN]), s[S_PROJECT]]
+
+    def _requeue_turn(self, sid: str, s: dict[str, Any], turn: str) -> None:
+        """A held turn's command is known now: its usage goes to the team again, with it."""
+        if not self.L["team"]:
+            return
+        for key, rec in self.L["keys"].items():
+            if rec[REQ_SESSION] == sid and rec[REQ_TURN] == turn:
+                self._to_outbox(key, rec)
+        for hour, model in {
+            (a[ADJ_BUCKET], a[ADJ_MODEL]) for a in s[S_ADJUSTMENTS] if a[ADJ_TURN] == turn
+        }:
+            self._adj_to_outbox(sid, s, model, hour)
 
     def _to_outbox(self, key: str, rec: list[Any]) -> None:
         """A request's usage, new or grown, waits in the outbox for `tokenbudget team sync`.
@@ -752,6 +776,18 @@ class Ingestor:
                 self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
             m[M_SOURCE] = SOURCE_CLAUDE
             s[S_CC_COSTS][model] = [*total, cc_cost]
+
+
+def requeue_all(ledger: Ledger) -> None:
+    """Every request record and correction the ledger holds, into the team outbox again: for
+    a ledger rebuilt without its team. What the server has already changes nothing there (the
+    larger usage, the same sums of corrections under the same keys); what it lacks arrives."""
+    ing = Ingestor(ledger)
+    for key, rec in ledger["keys"].items():
+        ing._to_outbox(key, rec)
+    for sid, s in ledger["sessions"].items():
+        for hour, model in sorted({(a[ADJ_BUCKET], a[ADJ_MODEL]) for a in s[S_ADJUSTMENTS]}):
+            ing._adj_to_outbox(sid, s, model, hour)
 
 
 KEY_LEN = 16  # a usage key: 8 bytes of blake2b in hex

@@ -44,7 +44,20 @@ def line(check: Check, *, color: bool, tz: tzinfo | None = None) -> str:
     )
 
 
-def render_status(checks: list[Check], *, color: bool, tz: tzinfo | None = None) -> str:
-    if not checks:
+def team_line(team: str, age: float | None) -> str:
+    """`Team core's totals: fetched 12 s ago`: how old the team totals the budgets use are."""
+    from tokenbudget.team.cache import age as age_text
+
+    when = "never fetched" if age is None else f"fetched {age_text(age)} ago"
+    return f"Team {render.escape_controls(team)}'s totals: {when}"
+
+
+def render_status(checks: list[Check], *, color: bool, tz: tzinfo | None = None,
+                  team: str | None = None) -> str:
+    """Each budget on its line; `team` (from `team_line`) after them in team mode."""
+    if not checks and team is None:
         return "No budgets. Set one with e.g. `tokenbudget budget set daily 500k`.\n"
-    return "".join(line(c, color=color, tz=tz) + "\n" for c in checks)
+    lines = [line(c, color=color, tz=tz) for c in checks]
+    if team is not None:
+        lines.append(team)
+    return "".join(ln + "\n" for ln in lines)

@@ -137,10 +137,11 @@ def budget_part(
     """`daily 102% of 100k BLOCKS · resets 4h12m · 18k/h`: one budget, colored by how full."""
     from tokenbudget.messages import format_duration
     from tokenbudget.numfmt import short_limit
-    from tokenbudget.render import _percent
+    from tokenbudget.render import _percent, escape_controls
 
     b = check.budget
-    word = _KIND_WORDS.get(b.kind, b.kind)
+    short = getattr(b, "short", None)  # a team budget (team/cache.py)
+    word = escape_controls(short) if short else _KIND_WORDS.get(b.kind, b.kind)
     text = f"{word} {_colored(_percent(check.fraction), check.fraction, color)}"
     text += f" of {short_limit(check.limit, b.unit)}" + _state([check], color)
     if resets and check.resets_at is not None:
@@ -168,6 +169,7 @@ def _lines(
     problem: str | None,
     rate: float | None,
     model: str,
+    team_age: str = "",
 ) -> Iterator[str]:
     """Every candidate line, from the fullest to the barest, in the order parts are given up."""
     shown = ordered(checks)
@@ -182,7 +184,8 @@ def _lines(
     keep = sum(1 for i, u in enumerate(units) if i == 0 or any(c.blocks for c in u))
     tokens, cost = session or (0.0, 0.0)
 
-    def line(n: int, *, usage: bool, burn: bool, resets: bool, with_model: bool) -> str:
+    def line(n: int, *, usage: bool, burn: bool, resets: bool, with_model: bool,
+             age: bool = True) -> str:
         parts = []
         for i, unit in enumerate(units[:n]):
             r = rate if i == 0 and burn else None
@@ -197,6 +200,8 @@ def _lines(
             parts.append(session_part(tokens, cost, (), color=color))
         if problem:
             parts.append(f"tokenbudget: {problem}")
+        if age and team_age:
+            parts.append(team_age)
         if with_model and model:
             parts.append(model)
         return SEP.join(parts) if parts else NEUTRAL
@@ -208,6 +213,7 @@ def _lines(
     for n in range(len(units), keep - 1, -1):
         yield line(n, usage=False, burn=False, resets=True, with_model=False)
     yield line(keep, usage=False, burn=False, resets=False, with_model=False)
+    yield line(keep, usage=False, burn=False, resets=False, with_model=False, age=False)
 
 
 def compose(
@@ -219,13 +225,30 @@ def compose(
     rate: float | None = None,
     model: str = "",
     width: int = MAX_WIDTH,
+    team_age: str = "",
 ) -> str:
-    """The line within `width` columns: budgets by `rank`, the session's usage, the model."""
+    """The line within `width` columns: budgets by `rank`, the session's usage, the model, and
+    `team_age` (from `team_age_part`), given up just before the first budget's reset time."""
     last = NEUTRAL
-    for last in _lines(session, checks, color=color, problem=problem, rate=rate, model=model):
+    for last in _lines(session, checks, color=color, problem=problem, rate=rate, model=model,
+                       team_age=team_age):
         if visible_width(last) <= width:
             return last
     return last  # only budgets that block now (and a broken config) are left: they all stay
+
+
+def team_age_part(age: float | None, stale_after: float) -> str:
+    """`team totals 3m old` when the team's cached totals are older than `stale_after` seconds
+    (its syncs fail) or were never fetched; '' otherwise."""
+    from datetime import timedelta
+
+    from tokenbudget.messages import format_duration
+
+    if age is None:
+        return "team totals never fetched"
+    if age <= stale_after:
+        return ""
+    return f"team totals {format_duration(timedelta(seconds=age)).replace(' ', '')} old"
 
 
 def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> str:
@@ -261,6 +284,13 @@ def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> 
     # Between turns: measured like a hook event outside any turn.
     ctx = engine.event_context("StatusLine", ledger, cfg, now, session_id=ev.session_id, cwd=cwd)
     checks = engine.measure(budgets, ledger, ctx)
+    team_age = ""
+    if cfg.team is not None:  # the team's budgets as the hooks see them (team/cache.py)
+        from tokenbudget.team import cache
+
+        team_checks, age = cache.listed(cfg, ledger, ctx)
+        checks += team_checks
+        team_age = team_age_part(age, cache.STALE_AFTER)
     session = enforce.session_used(ledger, ev.session_id) if ev.session_id else None
     shown = ordered(checks)
     rate = burn.last_hour(ledger, shown[0].budget, now, ev.session_id) if shown else None
@@ -269,7 +299,8 @@ def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> 
         _number(data, "context_window", "used_percentage"),
         color=color,
     )
-    return compose(session, checks, color=color, problem=problem, rate=rate, model=model)
+    return compose(session, checks, color=color, problem=problem, rate=rate, model=model,
+                   team_age=team_age)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

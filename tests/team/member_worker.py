@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from tests.helpers import FIXTURES
-from tokenbudget import config, paths
+from tokenbudget import config
 from tokenbudget.cli import main
-from tokenbudget.ledger import JsonFileStore
+from tokenbudget.store import open_store
 from tokenbudget.team import db, sync
 
 
@@ -36,7 +36,7 @@ def run(member: str, cases: list[str]) -> int:
     for case in cases:
         install(case, member, claude)
         main(["sync"], standalone_mode=False)  # record: the outbox fills
-        waiting = dict(JsonFileStore(paths.ledger_file()).load()["outbox"])
+        waiting = dict(open_store().load()["outbox"])
         main(["team", "sync"], standalone_mode=False)
         rows = sync.rows_of(waiting, team["member"], sync.machine_name(), {})
         with db.session(team["dsn"]) as conn:

@@ -54,10 +54,16 @@ def test_each_migration_applies_on_the_version_before_it_keeping_the_data(
     c.execute("INSERT INTO tokenbudget.teams (name) VALUES ('old')")
     if step >= 3:  # push exists
         db.push(c, "old", [row("k1")])
+    if step >= 4:  # budgets exist
+        c.execute("INSERT INTO tokenbudget.budgets (team, kind, scope, limit_value, unit, mode)"
+                  " VALUES ('old', 'daily', 'member', 5, 'tokens', 'block')")
     assert schema.migrate(c, upto=NAMES[step]) == [NAMES[step]]
     assert c.execute("SELECT name FROM tokenbudget.teams").fetchall() == [("old",)]
     if step >= 3:
         assert c.execute("SELECT request_key FROM tokenbudget.usage").fetchall() == [("k1",)]
+    if step >= 4:
+        assert c.execute("SELECT kind, scope, limit_value FROM tokenbudget.budgets"
+                         ).fetchall() == [("daily", "member", 5.0)]
     assert schema.migrate(c) == NAMES[step + 1 :]
     c.close()
 

@@ -91,14 +91,14 @@ def test_a_sync_pushes_every_record_once_and_the_totals_match(
 def test_the_outbox_outlives_compaction_and_folding(
     private_home: Path, team_dsn: str, recorded_day: float
 ) -> None:
-    from tokenbudget import history, paths
+    from tokenbudget import history
     from tokenbudget.ingest import compact
-    from tokenbudget.ledger import JsonFileStore
+    from tokenbudget.store import open_store
 
     joined(private_home, team_dsn)
     install_fixture("agent", private_home / ".claude", unique_ids=True)
     assert run("sync", home=private_home).returncode == 0
-    with JsonFileStore(paths.ledger_file()).transaction() as ledger:
+    with open_store().transaction() as ledger:
         waiting = dict(ledger["outbox"])
         assert ledger["keys"] != {}
         assert compact(ledger, now=4e9) > 0

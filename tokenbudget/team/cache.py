@@ -9,6 +9,11 @@ next sync: a hook errs towards the limit, never past it.
 When the outbox holds usage and the last push is older than PUSH_EVERY (or at a Stop), or the
 totals are older than PULL_EVERY, the hook starts a detached `tokenbudget team sync` and goes
 on without waiting for it.
+
+The one wait: a prompt near a team limit (a team budget past its warning threshold) decided on
+totals older than FRESH_WITHIN fetches them again first, waiting REFRESH_WAIT at most (psycopg's
+import included, which happens only then). A server that does not answer in time leaves the
+decision to the cached totals, and the message says how old they are.
 """
 
 from __future__ import annotations
@@ -33,7 +38,13 @@ VERSION = 1
 PUSH_EVERY = 5.0  # seconds: unpushed usage older than this starts a background sync
 RETRY_EVERY = 30.0  # seconds between background syncs while the server fails us
 PULL_EVERY = 30.0  # seconds: older team totals start a background sync, even with no usage
+FRESH_WITHIN = 5.0  # seconds: near a team limit, older totals are fetched before a prompt
+REFRESH_WAIT = 1.0  # seconds a prompt waits for them at most, psycopg's import included
 _WINDOWS = {"daily": "day", "weekly": "week", "monthly": "month", "total": "total"}
+# Team budgets each member keeps alone, measured from its own ledger: a session, a 5-hour
+# block and a run of a slash command happen on one machine.
+MEMBER_LOCAL = ("5h", "session", "command")
+_WORDS = {"total": "all-time", "5h": "5-hour"}
 
 
 def cache_file() -> str:
@@ -77,37 +88,63 @@ def read_json(path: str) -> dict[str, Any] | None:
 class TeamBudget(Budget):
     """A budget kept in the team database: for the whole team, each member, or one project."""
 
-    _fields = (*Budget._fields, "scope", "scope_name")  # type: ignore[assignment]
-    __slots__ = ("scope", "scope_name")
-    scope: str  # team, member or project
+    # Not `scope`: Budget.scope is the folder a local budget is limited to (budgets.applies_to).
+    _fields = (*Budget._fields, "reach", "scope_name", "stale")  # type: ignore[assignment]
+    __slots__ = ("reach", "scope_name", "stale")
+    reach: str  # team, member or project
     scope_name: str  # the project's name, for scope project
+    stale: float | None  # how old its totals were when the server did not answer a refresh
 
-    def __init__(self, row: dict[str, Any]) -> None:
+    def __init__(self, row: dict[str, Any], stale: float | None = None) -> None:
         super().__init__(row["kind"], float(row["limit"]), row["unit"], mode=row["mode"],
-                         warn_at=float(row["warn_at"]))
-        self._set(scope=row["scope"], scope_name=row["name"])
+                         warn_at=float(row["warn_at"]), name=row.get("command") or None)
+        self._set(reach=row["scope"], scope_name=row["name"], stale=stale)
 
     @property
     def id(self) -> str:
+        if self.kind in MEMBER_LOCAL:  # each member's own by nature: no scope to name
+            return f"team {self.name or self.kind}"
         extra = {"team": "", "member": " per member", "project": f" {self.scope_name}"}
-        return f"team {self.kind}{extra[self.scope]}"
+        return f"team {self.kind}{extra[self.reach]}"
 
     @property
     def described(self) -> str:
-        """How messages name it (budgets.label)."""
-        what = f"{'all-time' if self.kind == 'total' else self.kind} budget"
-        if self.scope == "member":
-            return f"your share of the team's {what}"
-        if self.scope == "project":
-            return f"the team's {what} for {self.scope_name}"
-        return f"the team's {what}"
+        """How messages name it (budgets.label), with the age of its totals when a refresh
+        failed."""
+        what = f"{self.name or _WORDS.get(self.kind, self.kind)} budget"
+        if self.kind in MEMBER_LOCAL:
+            name = f"the team's {what}"
+        elif self.reach == "member":
+            name = f"your share of the team's {what}"
+        elif self.reach == "project":
+            name = f"the team's {what} for {self.scope_name}"
+        else:
+            name = f"the team's {what}"
+        if self.stale is not None:
+            name += f" (totals from {age(self.stale)} ago: the team database did not answer)"
+        return name
+
+    @property
+    def short(self) -> str:
+        """How the status line names it: `team daily`, `team daily/me`, `team daily/app`."""
+        word = "all-time" if self.kind == "total" else self.kind
+        if self.kind in MEMBER_LOCAL:
+            return f"team {self.name or self.kind}"
+        if self.reach == "member":
+            return f"team {word}/me"
+        if self.reach == "project":
+            return f"team {word}/{self.scope_name.rsplit('/', 1)[-1][:12]}"
+        return f"team {word}"
 
     def raise_command(self, limit: str) -> str:
         """The command that raises it (hook._raise_hint)."""
         scope = {"team": "", "member": " --per-member",
-                 "project": f" --project {self.scope_name}"}[self.scope]
+                 "project": f" --project {self.scope_name}"}[self.reach]
+        if self.kind in MEMBER_LOCAL:
+            scope = ""
+        what = f"{self.kind} {self.name}" if self.name else self.kind
         mode = "" if self.mode == "block" else f" --mode {self.mode}"
-        return f"tokenbudget budget set {self.kind} {limit} --team{scope}{mode}"
+        return f"tokenbudget budget set {what} {limit} --team{scope}{mode}"
 
 
 def project_of(folder: str | None, projects: dict[str, str]) -> str | None:
@@ -129,13 +166,86 @@ def matches(project: str | None, name: str) -> bool:
     return project == name or project.endswith("/" + name)
 
 
+def age(seconds: float) -> str:
+    """`12 s`, `5 min`, `3 h`: how old something is."""
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+STALE_AFTER = 2 * PULL_EVERY  # seconds: older totals mean the syncs are failing; say so
+
+
+def team_age(data: dict[str, Any] | None, now: float) -> float | None:
+    """How old the cached team totals are, in seconds; None when never fetched."""
+    fetched = (data or {}).get("fetched")
+    return None if fetched is None else max(0.0, now - float(fetched))
+
+
+def listed(cfg: Any, ledger: dict[str, Any], ctx: Context) -> tuple[list[Check], float | None]:
+    """`status` and the status line: the team budgets measured from the cache plus the outbox,
+    and how old the cached totals are (None when never fetched). No sync is started."""
+    data = read_json(cache_file())
+    if not data or data.get("team") != cfg.team["team"]:
+        return [], None
+    return measure(data, cfg.team["member"], ledger, ctx), team_age(data, ctx.now.timestamp())
+
+
 def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
            now: float) -> list[Check]:
     """The team budgets measured from the cache plus the outbox; starts a background sync
-    when one is due. Called by the engine's judge, never waits on the network."""
+    when one is due. Called by the engine's judge. Waits on the network only for a prompt near
+    a team limit on totals older than FRESH_WITHIN, REFRESH_WAIT at most."""
     data = read_json(cache_file())
     _maybe_sync(ledger, event, now, float((data or {}).get("fetched") or 0))
-    if not data or data.get("team") != cfg.team["team"] or not data.get("budgets"):
+    if not data or data.get("team") != cfg.team["team"]:
+        return []
+    found = measure(data, cfg.team["member"], ledger, ctx)
+    fetched = float(data.get("fetched") or 0)
+    if event != "UserPromptSubmit" or now - fetched <= FRESH_WITHIN:
+        return found
+    if all(c.state == "ok" for c in found):
+        return found
+    fresh = refresh(cfg.team, data)
+    if fresh is not None:
+        return measure(fresh, cfg.team["member"], ledger, ctx)
+    return measure(data, cfg.team["member"], ledger, ctx, stale=now - fetched)
+
+
+def refresh(team_cfg: dict[str, str], data: dict[str, Any],
+            wait: float = REFRESH_WAIT) -> dict[str, Any] | None:
+    """The team's totals and budgets fetched now (and cached), or None when the server did not
+    answer within `wait` seconds.
+
+    In a thread that the hook does not wait for beyond `wait`: libpq's connect_timeout is
+    whole seconds, 2 at least, and a server may accept and then hang. A thread still running
+    when the hook exits dies with it; the cache file is replaced atomically or not at all."""
+    import threading
+
+    from tokenbudget.errors import TeamError
+
+    got: list[dict[str, Any]] = []
+
+    def fetch() -> None:
+        from tokenbudget.team import sync
+
+        with contextlib.suppress(TeamError):
+            got.append(sync.pull(team_cfg, dict(data.get("projects") or {}), timeout=wait))
+
+    worker = threading.Thread(target=fetch, name="tokenbudget-team-refresh", daemon=True)
+    worker.start()
+    worker.join(wait)
+    return got[0] if got else None
+
+
+def measure(data: dict[str, Any], member_name: str, ledger: dict[str, Any], ctx: Context,
+            stale: float | None = None) -> list[Check]:
+    """Each team budget in `data` (the cache's form) measured: its cached total plus what
+    waits in the outbox."""
+    if not data.get("budgets"):
         return []
     from zoneinfo import ZoneInfo
 
@@ -144,18 +254,20 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
     here = project_of(ctx.project, projects)
     out: list[Check] = []
     for row in data["budgets"]:
-        b = TeamBudget(row)
-        if b.scope == "project" and not matches(here, b.scope_name):
+        if row["kind"] in MEMBER_LOCAL:
+            continue
+        b = TeamBudget(row, stale)
+        if b.reach == "project" and not matches(here, b.scope_name):
             continue
         start, end = window(b.kind, ctx.now, zone, int(data.get("week_start") or 0))
         first = "1970-01-01" if start is None else start.astimezone(zone).date().isoformat()
-        member = cfg.team["member"] if b.scope == "member" else ""
+        member = member_name if b.reach == "member" else ""
         cached = 0.0
         for kind, wstart, m, project, tokens, micros in data.get("totals", []):
             if kind != _WINDOWS[b.kind] or wstart != first or m != member:
                 continue
-            if (project == "") == (b.scope != "project") and (
-                b.scope != "project" or matches(project, b.scope_name)
+            if (project == "") == (b.reach != "project") and (
+                b.reach != "project" or matches(project, b.scope_name)
             ):
                 cached += tokens if b.unit == "tokens" else micros / 1_000_000
         lo = start.timestamp() if start else float("-inf")
@@ -164,11 +276,16 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
         for e in ledger["outbox"].values():
             if not lo <= e[OUT_BUCKET] * BUCKET < hi:
                 continue
-            if b.scope == "project" and not matches(projects.get(e[OUT_PROJECT]), b.scope_name):
+            if b.reach == "project" and not matches(projects.get(e[OUT_PROJECT]), b.scope_name):
                 continue
             unpushed += sum(e[OUT_USAGE]) if b.unit == "tokens" else (e[OUT_COST] or 0.0)
         used = max(0.0, cached + unpushed)
         out.append(evaluate(b, used, 0.0, ctx.now, end, f"team {first}"))
+    local = [TeamBudget(row, stale) for row in data["budgets"] if row["kind"] in MEMBER_LOCAL]
+    if local:  # measured as the member's own budgets are, from its ledger
+        from tokenbudget import engine
+
+        out += engine.measure(local, ledger, ctx)
     return out
 
 

@@ -202,7 +202,33 @@ def status(as_json: bool) -> None:
         click.echo(render_status(d, now), nl=False)
 
 
-TEAM_KINDS = ("total", "daily", "weekly", "monthly")
+TEAM_KINDS = ("total", "daily", "weekly", "monthly", "5h", "session", "command")
+
+
+def _check_kind(kind: str, project: str | None) -> None:
+    from tokenbudget.team.cache import MEMBER_LOCAL
+
+    if kind == "project":
+        raise click.UsageError("a team's all-time budget for a project is"
+                               " `budget set total LIMIT --team --project NAME`")
+    if kind not in TEAM_KINDS:
+        raise click.UsageError(f"team budgets are {', '.join(TEAM_KINDS)}, not {kind}")
+    if kind in MEMBER_LOCAL and project:
+        raise click.UsageError(f"a team {kind} budget is each member's own: no --project")
+
+
+def _split_args(kind: str, args: tuple[str, ...]) -> tuple[str, str]:
+    """(command, limit) from `[NAME] LIMIT`: a NAME for command budgets alone."""
+    from tokenbudget import budgets
+
+    if kind == "command":
+        if len(args) != 2:
+            raise click.UsageError("team command budgets take NAME LIMIT, e.g."
+                                   " `budget set command /deploy 50k --team`")
+        return budgets.normalize_command(args[0]), args[1]
+    if len(args) != 1:
+        raise click.UsageError(f"team budgets take LIMIT, e.g. `budget set {kind} 2M --team`")
+    return "", args[0]
 
 
 def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
@@ -211,26 +237,19 @@ def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
     from tokenbudget import budgets
     from tokenbudget.errors import ConfigError
     from tokenbudget.team import db
-    from tokenbudget.team.sync import normalize_remote
+    from tokenbudget.team.cache import MEMBER_LOCAL
 
-    if kind not in TEAM_KINDS:
-        raise click.UsageError(f"team budgets are {', '.join(TEAM_KINDS)}, not {kind}")
-    if len(args) != 1:
-        raise click.UsageError(f"team budgets take LIMIT, e.g. `budget set {kind} 2M --team`")
-    if per_member and project:
-        raise click.UsageError("--per-member and --project: choose one")
+    _check_kind(kind, project)
+    command, limit_text = _split_args(kind, args)
+    scope, name = _scope_of(project, per_member or kind in MEMBER_LOCAL)
     try:
-        limit, unit = budgets.parse_limit(args[0])
+        limit, unit = budgets.parse_limit(limit_text)
         warn = budgets.parse_warn_at(warn_at)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    name = ""
-    if project:
-        name = normalize_remote(project) if ("/" in project or ":" in project) else project
-    scope = "member" if per_member else "project" if project else "team"
     team_cfg = _team_cfg()
     row = {"kind": kind, "scope": scope, "name": name, "limit": limit, "unit": unit,
-           "mode": mode, "warn_at": warn}
+           "mode": mode, "warn_at": warn, "command": command}
     with db.session(team_cfg["dsn"]) as conn:
         db.set_budget(conn, team_cfg["team"], row)
     import contextlib
@@ -240,8 +259,95 @@ def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
     with contextlib.suppress(TeamError):
         sync.sync(team_cfg)  # this machine enforces it at once
     where = {"team": "", "member": " per member", "project": f" for {name}"}[scope]
+    if kind in MEMBER_LOCAL:
+        where = f" {command}" if command else ""
+        where += " (each member's own)"
     return (f"Set team {team_cfg['team']}'s {kind} budget{where}:"
             f" {budgets.format_limit(limit, unit)} ({mode}).")
+
+
+def _scope_of(project: str | None, per_member: bool) -> tuple[str, str]:
+    from tokenbudget.team.sync import normalize_remote
+
+    if per_member and project:
+        raise click.UsageError("--per-member and --project: choose one")
+    name = ""
+    if project:
+        name = normalize_remote(project) if ("/" in project or ":" in project) else project
+    return ("member" if per_member else "project" if project else "team"), name
+
+
+def _team_budget_id(row: dict[str, Any]) -> str:
+    from tokenbudget.team.cache import TeamBudget
+
+    return TeamBudget(row).id
+
+
+def list_team_budgets(as_json: bool) -> str:
+    """`budget list --team`: the team's budgets, from the server (else as last fetched)."""
+    from tokenbudget import budgets
+    from tokenbudget.team import cache, db
+
+    team_cfg = _team_cfg()
+    note = ""
+    try:
+        with db.session(team_cfg["dsn"], timeout=3) as conn:
+            rows = db.budgets(conn, team_cfg["team"])
+    except TeamError as e:
+        data = cache.read_json(cache.cache_file()) or {}
+        if data.get("team") != team_cfg["team"] or "budgets" not in data:
+            raise
+        rows = list(data["budgets"])
+        age = cache.team_age(data, clock.now())
+        note = (f"tokenbudget: warning: {e}; these are the team's budgets as fetched"
+                f" {cache.age(age or 0.0)} ago")
+    if note:
+        click.echo(note, err=True)
+    if as_json:
+        out = [{"id": _team_budget_id(r), "kind": r["kind"], "scope": r["scope"],
+                "project": r["name"] or None, "command": r.get("command") or None,
+                "limit": r["limit"], "unit": r["unit"],
+                "mode": r["mode"], "warn_at": r["warn_at"]} for r in rows]
+        return json.dumps(out, indent=2) + "\n"
+    if not rows:
+        return (f"Team {team_cfg['team']} has no budgets. Set one with e.g."
+                " `tokenbudget budget set monthly '$5000' --team`.\n")
+    lines = []
+    for r in rows:
+        extra = f", warn at {r['warn_at']:.0%}" if r["mode"] == "block" else ""
+        limit = budgets.format_limit(float(r["limit"]), r["unit"])
+        lines.append(f"{_team_budget_id(r):<30} {limit:>14}  {r['mode']}{extra}")
+    return "\n".join(lines) + "\n"
+
+
+def remove_team_budget(kind: str, command: str | None, project: str | None,
+                       per_member: bool) -> str:
+    """`budget rm KIND [NAME] --team [--per-member | --project NAME]`; what to print."""
+    from tokenbudget import budgets
+    from tokenbudget.team import db, sync
+    from tokenbudget.team.cache import MEMBER_LOCAL
+
+    _check_kind(kind, project)
+    if kind == "command" and command is None:
+        raise click.UsageError("name the command: `budget rm command /deploy --team`")
+    command = budgets.normalize_command(command) if kind == "command" and command else ""
+    scope, name = _scope_of(project, per_member or kind in MEMBER_LOCAL)
+    key = (scope, name, command)
+    team_cfg = _team_cfg()
+    with db.session(team_cfg["dsn"]) as conn:
+        have = [r for r in db.budgets(conn, team_cfg["team"]) if r["kind"] == kind]
+        gone = next((r for r in have if (r["scope"], r["name"], r["command"]) == key), None)
+        if gone is None or not db.remove_budget(conn, team_cfg["team"], kind, *key):
+            asked = _team_budget_id({"kind": kind, "scope": scope, "name": name, "limit": 1,
+                                     "unit": "tokens", "mode": "block", "warn_at": 0.8,
+                                     "command": command})
+            there = ", ".join(_team_budget_id(r) for r in have)
+            raise TeamError(f"team {team_cfg['team']} has no {asked} budget to remove"
+                            + (f" (it has: {there})" if there else ""))
+    with contextlib.suppress(TeamError):
+        sync.sync(team_cfg)  # this machine stops enforcing it at once
+    return (f"Removed {_team_budget_id(gone)}:"
+            f" {budgets.format_limit(float(gone['limit']), gone['unit'])}.")
 
 
 def doctor_findings(team_cfg: dict[str, str], now: float) -> list[tuple[bool, str, str, str]]:
@@ -281,8 +387,8 @@ def team_report(by: str, since: str | None, until: str | None, project: str | No
 
     if by not in team_rep.SHAPES:
         raise click.UsageError(f"--team reports go --by {'|'.join(team_rep.SHAPES)}")
-    if project is not None or html_file is not None:
-        raise click.UsageError("--team reports take neither --project nor --html yet")
+    if project is not None:
+        raise click.UsageError("--team reports take no --project: --by project shows each")
     for value, name in ((since, "--since"), (until, "--until")):
         if value is not None:
             from datetime import date
@@ -293,6 +399,8 @@ def team_report(by: str, since: str | None, until: str | None, project: str | No
                 raise click.BadParameter(f"{value!r} is not a date like 2026-11-28",
                                          param_hint=name) from None
     team_cfg = _team_cfg()
+    if html_file is not None:
+        return _team_html(team_cfg, since, until, html_file)
     with db.session(team_cfg["dsn"]) as conn:
         rows = team_rep.fetch(conn, team_cfg["team"], by, since, until)
     if as_json:
@@ -300,3 +408,35 @@ def team_report(by: str, since: str | None, until: str | None, project: str | No
     if as_csv:
         return team_rep.to_csv(by, rows)
     return team_rep.to_table(by, rows, color=render.use_color(sys.stdout), exact=exact)
+
+
+def _team_html(team_cfg: dict[str, str], since: str | None, until: str | None,
+               html_file: Any) -> str:
+    """`report --team --html FILE`: fetch, measure the team's budgets now, write the page."""
+    import os
+    from datetime import datetime
+
+    from tokenbudget import config, engine, html_report
+    from tokenbudget.store import open_store
+    from tokenbudget.team import cache, db, sync
+    from tokenbudget.team import html as team_html
+    from tokenbudget.team import report as team_rep
+
+    now = clock.now()
+    with db.session(team_cfg["dsn"]) as conn:
+        groups = {"days": team_rep.fetch(conn, team_cfg["team"], "day", since, until)}
+        for by in ("member", "project", "model", "command"):
+            groups[team_rep.SHAPES[by][0]] = team_rep.fetch(conn, team_cfg["team"], by,
+                                                             since, until)
+        data = sync.snapshot(conn, team_cfg, dict(sync.read_state().get("projects") or {}))
+    cfg = config.load_config()
+    ctx = engine.context(cfg, now, project=os.getcwd(), listing=True)
+    checks = cache.measure(data, team_cfg["member"], open_store().load(),
+                           ctx)
+    daily = [c.budget for c in checks
+             if c.budget.kind == "daily" and getattr(c.budget, "reach", "") == "team"]
+    scope = f"{since or 'the first day'} to {until or 'today'}" if since or until else ""
+    generated = datetime.fromtimestamp(now, cfg.tz()).strftime("%Y-%m-%d %H:%M %Z").strip()
+    html_report.write_page(html_file, team_html.render_team_page(
+        team_cfg["team"], generated, groups, checks, daily, scope=scope))
+    return f"Wrote {html_file}.\n"

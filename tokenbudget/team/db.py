@@ -157,30 +157,33 @@ def totals(conn: Any, team: str, member: str, now: float) -> list[list[Any]]:
 def budgets(conn: Any, team: str) -> list[dict[str, Any]]:
     """The team's budgets, in a stable order."""
     rows = conn.execute(
-        "SELECT kind, scope, name, limit_value, unit, mode, warn_at FROM tokenbudget.budgets"
-        " WHERE team = %s ORDER BY kind, scope, name",
+        "SELECT kind, scope, name, limit_value, unit, mode, warn_at, command"
+        " FROM tokenbudget.budgets WHERE team = %s ORDER BY kind, scope, name, command",
         (team,),
     ).fetchall()
-    fields = ("kind", "scope", "name", "limit", "unit", "mode", "warn_at")
+    fields = ("kind", "scope", "name", "limit", "unit", "mode", "warn_at", "command")
     return [dict(zip(fields, r, strict=True)) for r in rows]
 
 
 def set_budget(conn: Any, team: str, b: dict[str, Any]) -> None:
     """Create or replace one team budget."""
     conn.execute(
-        "INSERT INTO tokenbudget.budgets (team, kind, scope, name, limit_value, unit, mode,"
-        " warn_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (team, kind, scope, name) DO UPDATE SET limit_value = excluded.limit_value,"
-        " unit = excluded.unit, mode = excluded.mode, warn_at = excluded.warn_at, changed = now()",
-        (team, b["kind"], b["scope"], b["name"], b["limit"], b["unit"], b["mode"], b["warn_at"]),
+        "INSERT INTO tokenbudget.budgets (team, kind, scope, name, command, limit_value, unit,"
+        " mode, warn_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (team, kind, scope, name, command) DO UPDATE"
+        " SET limit_value = excluded.limit_value, unit = excluded.unit, mode = excluded.mode,"
+        " warn_at = excluded.warn_at, changed = now()",
+        (team, b["kind"], b["scope"], b["name"], b.get("command", ""), b["limit"], b["unit"],
+         b["mode"], b["warn_at"]),
     )
 
 
-def remove_budget(conn: Any, team: str, kind: str, scope: str, name: str) -> bool:
+def remove_budget(conn: Any, team: str, kind: str, scope: str, name: str,
+                  command: str = "") -> bool:
     """Remove one team budget; False if there was none."""
     cur = conn.execute(
         "DELETE FROM tokenbudget.budgets WHERE team = %s AND kind = %s AND scope = %s"
-        " AND name = %s",
-        (team, kind, scope, name),
+        " AND name = %s AND command = %s",
+        (team, kind, scope, name, command),
     )
     return bool(cur.rowcount)

@@ -164,11 +164,81 @@ CREATE TABLE tokenbudget.budgets (
 );
 """
 
+# A session, a 5-hour block and a run of a slash command happen on one machine: such team
+# budgets are each member's own (scope 'member'), measured from the member's own ledger.
+M005_MEMBER_LOCAL_KINDS = """
+ALTER TABLE tokenbudget.budgets DROP CONSTRAINT budgets_kind_check;
+ALTER TABLE tokenbudget.budgets ADD CONSTRAINT budgets_kind_check
+    CHECK (kind IN ('total', 'daily', 'weekly', 'monthly', '5h', 'session', 'command'));
+ALTER TABLE tokenbudget.budgets ADD COLUMN command text NOT NULL DEFAULT '';
+ALTER TABLE tokenbudget.budgets DROP CONSTRAINT budgets_pkey;
+ALTER TABLE tokenbudget.budgets ADD PRIMARY KEY (team, kind, scope, name, command);
+ALTER TABLE tokenbudget.budgets ADD CONSTRAINT budgets_member_local
+    CHECK (kind NOT IN ('5h', 'session', 'command') OR (scope = 'member' AND name = ''));
+ALTER TABLE tokenbudget.budgets ADD CONSTRAINT budgets_command_named
+    CHECK ((kind = 'command') = (command <> ''));
+"""
+
+# A session's corrections of Claude Code's totals are one row per (session, model, bucket)
+# holding their sum (ingest.py), replaced by each push: a rebuilt ledger sends the same sums.
+# A request's command may become known after it was pushed (a subagent read before its
+# prompt): the same usage with another command updates it.
+M006_PUSH_REPLACES_CORRECTIONS = """
+CREATE OR REPLACE FUNCTION tokenbudget.push(p_team text, p_rows jsonb) RETURNS integer
+LANGUAGE plpgsql SET search_path = tokenbudget, pg_temp AS $$
+DECLARE
+    zone text;
+    changed integer;
+BEGIN
+    SELECT timezone INTO zone FROM teams WHERE name = p_team;
+    IF zone IS NULL THEN
+        RAISE EXCEPTION 'no team named %', p_team USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('tokenbudget.push'), hashtext(p_team));
+    WITH incoming AS (
+        SELECT DISTINCT ON (r.key) r.*
+        FROM jsonb_to_recordset(p_rows) AS r (
+            key text, member text, machine text, session text, project text, model text,
+            command text, at double precision, input bigint, output bigint,
+            cache_write bigint, cache_read bigint, cost_micros bigint)
+        ORDER BY r.key, r.input + r.output + r.cache_write + r.cache_read DESC,
+                 r.cost_micros DESC
+    )
+    INSERT INTO usage AS u (team, request_key, member, machine, session, project, model,
+                            command, at, day, input, output, cache_write, cache_read,
+                            cost_micros)
+    SELECT p_team, i.key, i.member, i.machine, i.session,
+           coalesce(nullif(i.project, ''), '(no project)'), i.model, i.command,
+           to_timestamp(i.at), (to_timestamp(i.at) AT TIME ZONE zone)::date,
+           i.input, i.output, i.cache_write, i.cache_read, i.cost_micros
+    FROM incoming AS i
+    ORDER BY i.key
+    ON CONFLICT (team, request_key) DO UPDATE
+        SET input = excluded.input, output = excluded.output,
+            cache_write = excluded.cache_write, cache_read = excluded.cache_read,
+            cost_micros = excluded.cost_micros, command = excluded.command, pushed = now()
+        WHERE (u.request_key LIKE 'adj-%'
+               AND (excluded.input, excluded.output, excluded.cache_write, excluded.cache_read,
+                    excluded.cost_micros, excluded.command)
+                   IS DISTINCT FROM (u.input, u.output, u.cache_write, u.cache_read,
+                                     u.cost_micros, u.command))
+           OR excluded.input + excluded.output + excluded.cache_write + excluded.cache_read
+              > u.input + u.output + u.cache_write + u.cache_read
+           OR (excluded.input + excluded.output + excluded.cache_write + excluded.cache_read
+               = u.input + u.output + u.cache_write + u.cache_read
+               AND excluded.command <> u.command);
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
+END $$;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m001_teams_and_usage", M001_TEAMS_AND_USAGE),
     ("m002_rollups", M002_ROLLUPS),
     ("m003_push", M003_PUSH),
     ("m004_budgets", M004_BUDGETS),
+    ("m005_member_local_kinds", M005_MEMBER_LOCAL_KINDS),
+    ("m006_push_replaces_corrections", M006_PUSH_REPLACES_CORRECTIONS),
 )
 
 

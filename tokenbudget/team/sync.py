@@ -31,7 +31,7 @@ from tokenbudget.schema import (
     OUT_SESSION,
     OUT_USAGE,
 )
-from tokenbudget.store import open_store
+from tokenbudget.store import Store, open_store
 from tokenbudget.team import cache
 
 _CREDENTIALS = re.compile(r"^([a-z+]+://)[^@/]*@", re.IGNORECASE)
@@ -103,6 +103,10 @@ def rows_of(outbox: dict[str, list[Any]], member: str, machine: str,
         folder = e[OUT_PROJECT]
         if folder not in projects:
             projects[folder] = project_id(folder)
+        if key.startswith("adj-"):
+            # A session's corrections are this member's own: two machines' copies of one
+            # transcript (a session id seen twice) must not replace each other's.
+            key = f"{key}-{member}"
         inputs, output, write_5m, write_1h, read = e[OUT_USAGE]
         rows.append({
             "key": key, "member": member, "machine": machine, "session": e[OUT_SESSION],
@@ -132,6 +136,8 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
     state = read_state()
     store = open_store()
     ledger = store.load()
+    if ledger["team"] == "":
+        ledger = _rejoin(store, team_cfg["team"])
     if ledger["team"] != team_cfg["team"]:
         raise TeamError("this machine's ledger is not in team mode: run `tokenbudget team join`")
     outbox = {k: list(v) for k, v in ledger["outbox"].items()}
@@ -152,19 +158,7 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
                 done["pushed"] = len(rows)
                 state["last_push"] = clock.now()
             if pull:
-                zone, week_start = db.team_info(conn, team_cfg["team"])
-                cache.write_cache({
-                    "version": cache.VERSION,
-                    "team": team_cfg["team"],
-                    "member": team_cfg["member"],
-                    "fetched": clock.now(),
-                    "timezone": zone,
-                    "week_start": week_start,
-                    "projects": projects,
-                    "totals": db.totals(conn, team_cfg["team"], team_cfg["member"],
-                                        clock.now()),
-                    "budgets": db.budgets(conn, team_cfg["team"]),
-                })
+                cache.write_cache(snapshot(conn, team_cfg, projects))
                 state["last_pull"] = clock.now()
                 done["pulled"] = True
         state.pop("error", None)
@@ -174,6 +168,51 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
     finally:
         write_state(state)
     return done
+
+
+def _rejoin(store: Store, team: str) -> dict[str, Any]:
+    """A ledger rebuilt (found corrupt, or `tokenbudget rebuild`) starts with no team: this
+    machine joined, so it goes on in team mode, all it holds queued again; the ledger."""
+    from tokenbudget.ingest import requeue_all
+
+    with store.transaction() as ledger:
+        if ledger["team"] == "":
+            ledger["team"] = team
+            requeue_all(ledger)
+    return store.load()
+
+
+def snapshot(conn: Any, team_cfg: dict[str, str], projects: dict[str, str]) -> dict[str, Any]:
+    """The team's current totals and budgets, in the cache file's form."""
+    from tokenbudget.team import db
+
+    zone, week_start = db.team_info(conn, team_cfg["team"])
+    fetched = clock.now()
+    return {
+        "version": cache.VERSION,
+        "team": team_cfg["team"],
+        "member": team_cfg["member"],
+        "fetched": fetched,
+        "timezone": zone,
+        "week_start": week_start,
+        "projects": projects,
+        "totals": db.totals(conn, team_cfg["team"], team_cfg["member"], fetched),
+        "budgets": db.budgets(conn, team_cfg["team"]),
+    }
+
+
+def pull(team_cfg: dict[str, str], projects: dict[str, str], *,
+         timeout: float) -> dict[str, Any]:
+    """Fetch the totals and budgets and cache them, without pushing or touching the ledger
+    (a hook holding the ledger lock calls it); what was cached. TeamError if the server fails
+    us. Each statement is cut off after `timeout` seconds."""
+    from tokenbudget.team import db
+
+    with db.session(team_cfg["dsn"], timeout) as conn:
+        conn.execute(f"SET statement_timeout = {max(1, round(timeout * 1000))}")
+        data = snapshot(conn, team_cfg, projects)
+    cache.write_cache(data)
+    return data
 
 
 def _lock() -> Any:
