@@ -98,7 +98,7 @@ def test_forks_read_in_every_order_of_their_files_split_the_same(
     assert len(orders) >= 2
     for n, order in enumerate(orders):
         monkeypatch.setattr(transcripts, "discover", lambda dirs, o=order: iter(o))
-        fresh = sync.JsonFileStore(tmp_path / f"order-{n}.json")
+        fresh = sync.open_store(path=tmp_path / f"order-{n}.json")
         sync.sync_all(fresh, now=1795887600.0)
         assert split(fresh.snapshot()) == (per_session, by_command), [p.name for p, *_ in order]
 

@@ -161,7 +161,7 @@ def test_any_parent_transcript_that_arrives_after_its_forks(
     if (aside / parent).is_dir():
         (aside / parent).rename(main.parent / parent)
     sync.sync_all(store, now=1795887600.0)
-    fresh = sync.JsonFileStore(tmp_path / "fresh.json")
+    fresh = sync.open_store(path=tmp_path / "fresh.json")
     sync.sync_all(fresh, now=1795887600.0)
     ledger, whole = store.snapshot(), fresh.snapshot()
     by_session = {g.key: g.usage for g in query.group("session", query.cells(ledger, {}), UTC)}
