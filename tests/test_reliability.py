@@ -472,7 +472,7 @@ def lock_holder(private_home: Path) -> Iterator[subprocess.Popen[bytes]]:
             proc.stdout.close()
 
 
-def test_hung_lock_holder_hook_allows_within_the_default_bound(
+def test_hung_lock_holder_hook_decides_within_the_default_bound(
     private_home: Path, lock_holder: subprocess.Popen[bytes]
 ) -> None:
     install_fixture("loop", private_home / ".claude")
@@ -482,10 +482,11 @@ def test_hung_lock_holder_hook_allows_within_the_default_bound(
                "transcript_path": str(transcript(private_home, LOOP_SID))}
     rc, answer, err, elapsed = run_shim("UserPromptSubmit", payload)
     assert rc == 0
-    assert "decision" not in answer and answer.get("continue") is not False
+    # Decided without the lock, from the ledger as committed and the session's transcript.
+    assert answer["decision"] == "block" and "session budget" in answer["reason"]
     assert 2.0 <= elapsed < 2.0 + 3.0  # the default bound of 2 s, plus Python's start-up
     message = answer["systemMessage"]
-    assert "lock" in message and "2 s" in message and "allowing" in message
+    assert "lock" in message and "2 s" in message and "last committed" in message
     # ...and who is holding it, so the user can do something about it.
     assert f"pid {lock_holder.pid}" in message, message
     assert "lock" in err
@@ -500,8 +501,11 @@ def test_hung_lock_holder_every_event_within_the_configured_bound(
         start = time.monotonic()
         answer = hook.handle(name, event(private_home, LOOP_SID, hook_event_name=name), now=NOW)
         assert time.monotonic() - start < 0.2 + 0.5, name
-        assert "decision" not in answer and answer.get("continue") is not False, (name, answer)
         assert "0.2 s" in answer["systemMessage"]
+        # Far over its budget: refused and stopped all the same, wherever an answer can.
+        assert (answer.get("decision") == "block") == (name == "UserPromptSubmit"), answer
+        stops = name in ("PreToolUse", "PostToolUse", "PostToolBatch")
+        assert (answer.get("continue") is False) == stops, (name, answer)
 
 
 def test_lockinfo_names_the_holder(private_home: Path,

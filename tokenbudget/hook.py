@@ -15,7 +15,7 @@ import sys
 import time
 
 from tokenbudget import clock, paths
-from tokenbudget.errors import ConfigError, LockTimeout, TokenbudgetError
+from tokenbudget.errors import ConfigError, LedgerError, LockTimeout, TokenbudgetError
 
 # Every module a call imports costs it time: dataclasses, typing and pathlib stay off this path.
 TYPE_CHECKING = False
@@ -231,13 +231,40 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
             " enforced (yours are)"
         )
         log(f"{name}: {e}")
+    at = now if now is not None else clock.now()
     try:
-        answer = _handle(ev, cfg, budget_list, now if now is not None else clock.now())
+        answer = _handle(ev, cfg, budget_list, at)
         return _with_message(answer, broken)
     except LockTimeout as e:
-        return fail(name, f"{e}; not checked this time", cfg.fail_closed, ev)
+        try:
+            answer = _unlocked(ev, cfg, budget_list, at)
+        except (TokenbudgetError, OSError) as e2:
+            return fail(name, f"{e}; not checked this time ({e2})", cfg.fail_closed, ev)
+        # Said every time: each such call made the user wait, and a hung holder can be ended.
+        why = f"tokenbudget: {e}; decided from the ledger as last committed"
+        log(f"{name}: {why}")
+        print(why, file=sys.stderr)
+        return _with_message(_with_message(answer, why), broken)
     except (TokenbudgetError, OSError) as e:
         return fail(name, f"{e}", cfg.fail_closed, ev)
+
+
+def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
+    """The answer when the lock stays busy (many sessions committing at once): the ledger as
+    committed, with this session's news read into it in memory, decides. Nothing is written
+    but a stop kept for `status --check`; the read positions do not move, so the next call
+    that gets the lock records the same news. Under load the budget still holds: giving up
+    and letting everything through is left for what cannot be read at all."""
+    from tokenbudget import sync
+
+    store = sync.open_store(lock_timeout=cfg.lock_timeout_seconds)
+    ledger = store.snapshot()
+    if ledger["rebuild"]:
+        raise LedgerError("the ledger is being rebuilt")
+    if ev.transcript is not None and ev.session_id is not None:
+        sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
+                          max_bytes=MAX_READ_PER_CALL)
+    return _decide(ev, cfg, budget_list, ledger, now)
 
 
 def _fingerprint(ev: Event) -> str:
