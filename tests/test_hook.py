@@ -645,3 +645,41 @@ def test_fail_closed_answers_even_when_the_clock_cannot_be_read(private_home: Pa
                             env={"TOKENBUDGET_NOW": "tomorrow"})
     assert rc == 0 and out["decision"] == "block" and "TOKENBUDGET_NOW" in out["reason"]
     assert "Traceback" not in err
+
+
+def test_a_batch_whose_response_is_not_written_yet_waits_for_it(private_home: Path) -> None:
+    """Claude Code writes transcripts asynchronously: PostToolBatch can come before the response
+    that asked for the tools. The hook waits for that response (its tool_use id) and stops the
+    turn it used up, instead of letting the next request go."""
+    import threading
+
+    from tokenbudget import hook
+
+    base = session(private_home)
+    total = truth_usage("loop").total
+    set_budgets(private_home, {"kind": "session", "limit": str(total + 5000)})
+    hook.handle("SessionStart", json.dumps(base).encode())
+    path = base["transcript_path"]
+    lines = Path(path).read_text().splitlines()
+    late = next(json.loads(line) for line in lines if '"type":"assistant"' in line)
+    late["message"].update(id="msg_late", usage={"input_tokens": 6000, "output_tokens": 0},
+                           content=[{"type": "tool_use", "id": "toolu_late", "name": "Bash",
+                                     "input": {"command": "true"}}])
+    late.update(requestId="req_late", uuid="uuid-late")
+
+    def write_late() -> None:
+        time.sleep(0.2)
+        with open(path, "a") as f:
+            f.write(json.dumps(late, separators=(",", ":")) + "\n")
+
+    writer = threading.Thread(target=write_late)
+    writer.start()
+    payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late"}]}
+    out = hook.handle("PostToolBatch", json.dumps(payload).encode())
+    writer.join()
+    assert out.get("continue") is False and "session budget" in out["stopReason"], out
+    # A response that never comes holds the hook for a second at most.
+    start = time.monotonic()
+    gone = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_never"}]}
+    hook.handle("PostToolBatch", json.dumps(gone).encode())
+    assert time.monotonic() - start < hook.TOOL_LINE_WAIT + 1.0

@@ -26,6 +26,7 @@ MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
+TOOL_LINE_WAIT = 1.0  # seconds a hook after tool calls waits for their response in the transcript
 ENDED_WAIT = 300.0  # seconds other sessions' hooks still read an ended session's transcript
 _EVENTS = (
     "SessionStart",
@@ -45,7 +46,8 @@ UNHEARD = ("SubagentStop", "SessionEnd")
 class Event:
     """The fields of a hook event we use, each checked."""
 
-    __slots__ = ("cwd", "name", "prompt", "prompt_id", "raw", "session_id", "source", "transcript")
+    __slots__ = ("agent", "cwd", "name", "prompt", "prompt_id", "raw", "session_id", "source",
+                 "tools", "transcript")
 
     def __init__(
         self,
@@ -57,6 +59,8 @@ class Event:
         prompt_id: str | None,
         raw: bytes,
         source: str | None = None,
+        tools: tuple[str, ...] = (),
+        agent: str | None = None,
     ) -> None:
         self.name = name
         self.session_id = session_id
@@ -66,6 +70,8 @@ class Event:
         self.prompt_id = prompt_id
         self.raw = raw
         self.source = source  # SessionStart: startup, resume, clear or compact
+        self.tools = tools  # the tool calls it follows (their tool_use ids)
+        self.agent = agent  # the subagent whose tools they are
 
 
 def log(message: str) -> None:
@@ -138,6 +144,10 @@ def parse_event(name: str, raw: bytes) -> Event:
         ):
             transcript = resolved
     prompt = data.get("prompt")
+    calls = data.get("tool_calls")
+    ids = [c.get("tool_use_id") for c in calls if isinstance(c, dict)] if isinstance(
+        calls, list) else [data.get("tool_use_id")]
+    agent = _str(data, "agent_id", 128)
     return Event(
         name=name,
         session_id=sid,
@@ -147,6 +157,8 @@ def parse_event(name: str, raw: bytes) -> Event:
         prompt_id=_str(data, "prompt_id", 256),
         raw=raw,
         source=_str(data, "source", 64),
+        tools=tuple(i for i in ids[:64] if isinstance(i, str) and paths.is_session_id(i)),
+        agent=agent if agent is not None and paths.is_session_id(agent) else None,
     )
 
 
@@ -273,7 +285,45 @@ def _fingerprint(ev: Event) -> str:
     return blake2b(ev.name.encode() + b"\0" + ev.raw, digest_size=10).hexdigest()
 
 
+def _await_tools(ev: Event) -> None:
+    """Wait, a little, until the transcript holds the response whose tools the event follows.
+
+    Claude Code writes transcripts asynchronously: a PostToolBatch can run before the response
+    that asked for its tools is on disk (seen with 2.1.328, more often the faster the hook),
+    and a hook that read only what was there would let the next request go when that response
+    used the budget up. The tool_use ids of the event name that response."""
+    if not ev.tools or ev.transcript is None or ev.session_id is None:
+        return
+    path = ev.transcript
+    if ev.agent is not None:
+        path = os.path.join(os.path.dirname(path), ev.session_id, "subagents",
+                            f"agent-{ev.agent}.jsonl")
+    needles = [f'"{t}"'.encode() for t in ev.tools]
+    deadline = time.monotonic() + TOOL_LINE_WAIT
+    while True:
+        window = 256 * 1024
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                while True:
+                    f.seek(max(0, size - window))
+                    tail = f.read(window)
+                    if all(n in tail for n in needles):
+                        return
+                    if window >= size or window >= 16 * 1024 * 1024:
+                        break
+                    window *= 8  # a large tool result after the response: look further back
+        except OSError:
+            return  # gone or unreadable: the reading that follows says so
+        if time.monotonic() >= deadline:
+            log(f"{ev.name}: the response of tools {', '.join(ev.tools)[:200]} was not in the"
+                f" transcript after {TOOL_LINE_WAIT:g} s; decided on what was there")
+            return
+        time.sleep(0.005)
+
+
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
+    _await_tools(ev)
     quick, known = _quick(ev, cfg, budget_list, now)
     if quick is not None:
         return quick

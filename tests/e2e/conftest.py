@@ -168,14 +168,17 @@ def wait_for_session_end(ledger_file: Path, *runs: ClaudeRun, timeout: float = 3
     not wait for, has read the run's transcript to its end (its cost-state line included)."""
     import time
 
+    from tokenbudget.errors import TokenbudgetError
+    from tokenbudget.store import open_store
+
     deadline = time.monotonic() + timeout
     for run in runs:
         path = os.path.realpath(run.transcript_path)
         size = os.path.getsize(path)
         while True:
             try:
-                rec = json.loads(ledger_file.read_text(encoding="utf-8"))["files"].get(path)
-            except (OSError, ValueError):
+                rec = open_store(path=ledger_file).snapshot()["files"].get(path)
+            except (OSError, TokenbudgetError):
                 rec = None
             if rec is not None and rec[2] == size:
                 break
