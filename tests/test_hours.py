@@ -137,6 +137,13 @@ def test_merging_is_idempotent_and_keeps_every_total() -> None:
     plain = _history(now, seed=11)
     merged = copy.deepcopy(plain)
     ingest.prune_hours(merged, now, tz)
+    # It merged: before the last two days, one bucket per local day, keyed at its midnight.
+    recent = datetime.fromtimestamp(now - 2 * DAY, tz).replace(hour=0, minute=0, second=0)
+    old = [datetime.fromtimestamp(int(h) * BUCKET, tz) for h in merged["hours"]
+           if int(h) * BUCKET < recent.timestamp()]
+    days = {t.date() for t in old}
+    assert len(days) >= 35 and len(old) == len(days)
+    assert all(t.time() == datetime.min.time() for t in old)
     again = copy.deepcopy(merged)
     ingest.prune_hours(again, now, tz)
     assert again == merged
