@@ -326,3 +326,25 @@ def test_a_refusal_names_the_budget_most_over(private_home: Path, order: str) ->
     reason = refused(s.prompt("more", NOW))
     assert reason is not None and reason.startswith("tokenbudget: the daily budget is used up.")
     assert "Used 30k of 10k tokens." in reason
+
+
+def test_hidden_usage_of_an_ended_session_is_read_past_a_missing_transcript(
+    private_home: Path,
+) -> None:
+    """After /clear, the ended session's last cost-state (usage in no transcript line, such as
+    a compaction) is read by the next session's hooks: every ended transcript of the folder is
+    checked, not only those before the first one that is gone."""
+    gone = Session(private_home, "s-gone", APP)
+    gone.turn("g1", "go", NOW - 900, 100)
+    ended = Session(private_home, "s-ended", APP)
+    ended.turn("e1", "go", NOW - 600, 6_000)
+    record(NOW - 500, gone, ended)
+    os.unlink(gone.path)
+    # Written by the ended process after its last hook: 5k tokens beyond its lines.
+    ended.write(cost_state_line(ended.sid, {MODEL: (11_000, 0, 0.044)}))
+    os.utime(ended.path, (NOW - 10, NOW - 10))
+    set_budgets(private_home, {"kind": "daily", "limit": "10k"})
+    after = Session(private_home, "s-after", APP)
+    after.event("SessionStart", NOW, source="clear")
+    reason = refused(after.prompt("hello", NOW))
+    assert reason is not None and "Used 11.1k of 10k tokens." in reason  # 100 + 6k + 5k
