@@ -40,12 +40,13 @@ DEFAULT_MODULES = ("budgets", "enforce", "ingest")
 # they run the real Claude Code.
 EXCLUDED_TESTS = ("tests/test_lint.py", "tests/e2e")
 HOOK_TESTS = ("tests/test_hook.py", "tests/test_status_check.py")
-COPIED = ("tokenbudget", "tests", "hooks", "pyproject.toml", ".claude-plugin")
+COPIED = ("tokenbudget", "tests", "hooks", "bench", "skills", "pyproject.toml", ".claude-plugin")
 EQUIVALENT = REPO / "bench" / "mutation-equivalent.txt"
 
 
-def _pytest(python: str, cwd: Path, args: list[str], timeout: float) -> tuple[str, float]:
-    """Run pytest in `cwd` on `args`: 'passed', 'failed', 'empty' or 'timeout'."""
+def _pytest(python: str, cwd: Path, args: list[str], timeout: float) -> tuple[str, float, str]:
+    """Run pytest in `cwd` on `args`: ('passed', 'failed', 'empty' or 'timeout', seconds, the
+    first failure's line)."""
     env = dict(os.environ, PYTHONPATH=str(cwd), PYTHONDONTWRITEBYTECODE="1")
     start = time.monotonic()
     try:
@@ -55,13 +56,16 @@ def _pytest(python: str, cwd: Path, args: list[str], timeout: float) -> tuple[st
             cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - start
+        return "timeout", time.monotonic() - start, ""
     took = time.monotonic() - start
     if proc.returncode == 0:
-        return "passed", took
+        return "passed", took, ""
     if proc.returncode == 5:
-        return "empty", took
-    return "failed", took  # 1: a test failed; 2-4: collection or import failed (incompetent)
+        return "empty", took, ""
+    # 1: a test failed; 2-4: collection or import failed (incompetent)
+    lines = proc.stdout.decode(errors="replace").splitlines()
+    first = next((ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))), lines[-1:] or [""])
+    return "failed", took, first if isinstance(first, str) else first[0]
 
 
 def _copy_repo(into: Path) -> Path:
@@ -108,10 +112,19 @@ def coverage_map(python: str, work: Path) -> tuple[Lines, dict[str, float]]:
             n: sorted({_node_id(work, c) for c in ctx if c}) for n, ctx in by_line.items()
         }
     durations: dict[str, float] = {}
+    broken: set[str] = set()
     for case in ET.parse(junit).getroot().iter("testcase"):
         # classname tests.test_budgets, name test_x[param]: the function's total time.
         node = _node_id(work, f"{case.get('classname')}.{case.get('name', '').split('[')[0]}")
         durations[node] = durations.get(node, 0.0) + float(case.get("time") or 0)
+        if case.find("failure") is not None or case.find("error") is not None:
+            broken.add(node)
+    if broken:
+        # A test that fails with no mutant would kill every mutant it runs on.
+        print(f"left out, failing without a mutant: {sorted(broken)}", file=sys.stderr)
+        for by_line in lines.values():
+            for n, node_ids in by_line.items():
+                by_line[n] = [t for t in node_ids if t not in broken]
     return lines, durations
 
 
@@ -212,13 +225,15 @@ def run_one(
             return {**result, "outcome": "no-mutant"}
         result["diff"] = _diff(before, after)
         stage = "covering"
-        outcome, took = _pytest(python, work, tests, timeout) if tests else ("empty", 0.0)
+        outcome, took, failure = (
+            _pytest(python, work, tests, timeout) if tests else ("empty", 0.0, "")
+        )
         if outcome in ("passed", "empty"):
             stage = "hook"
-            outcome, more = _pytest(python, work, list(HOOK_TESTS), timeout)
+            outcome, more, failure = _pytest(python, work, list(HOOK_TESTS), timeout)
             took += more
     result.update(outcome="survived" if outcome in ("passed", "empty") else "killed",
-                  by=outcome, stage=stage, seconds=round(took, 1))
+                  by=outcome, stage=stage, failure=failure[:200], seconds=round(took, 1))
     return result
 
 
