@@ -62,9 +62,8 @@ def _pytest(python: str, cwd: Path, args: list[str], timeout: float) -> tuple[st
         return "passed", took, ""
     if proc.returncode == 5:
         return "empty", took, ""
-    if proc.returncode == 4:  # pytest's usage error: a test id this script got wrong
-        raise RuntimeError(f"pytest could not run {args[:3]}...: {proc.stderr[-300:]!r}")
-    # 1: a test failed; 2-4: collection or import failed (incompetent)
+    # 1: a test failed; 2-4: collection or import failed (incompetent: pytest says 4, "found
+    # no collectors", when a test file given by id no longer imports)
     lines = (proc.stdout + proc.stderr).decode(errors="replace").splitlines()
     first = next((ln for ln in lines if ln.startswith(("FAILED ", "ERROR"))), lines[-1:] or [""])
     return "failed", took, first if isinstance(first, str) else first[0]
@@ -296,6 +295,8 @@ def main() -> None:
     p.add_argument("--only", nargs="+", help="run just these mutant ids (again, if done)")
     p.add_argument("--fresh", action="store_true", help="forget earlier results in --out")
     p.add_argument("--list", action="store_true", help="print the sampled ids and stop")
+    p.add_argument("--map", type=Path, help="keep the coverage map in this file, and reuse it "
+                   "if it is there (only while the tests are unchanged)")
     args = p.parse_args()
 
     chosen: list[dict[str, object]] = []
@@ -331,9 +332,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tb-mutation-") as tmp:
         started = time.monotonic()
         base = _copy_repo(Path(tmp) / "map")
-        if todo:
+        if todo and args.map and args.map.exists():
+            lines, durations = json.loads(args.map.read_text())
+            lines = {f: {int(n): t for n, t in by.items()} for f, by in lines.items()}
+        elif todo:
             lines, durations = coverage_map(python, base)
             print(f"coverage map in {time.monotonic() - started:.0f}s", file=sys.stderr)
+            if args.map:
+                args.map.write_text(json.dumps([lines, durations]))
         works = [_copy_repo(Path(tmp) / f"w{i}") for i in range(max(1, args.jobs))]
         free = list(works)
         args.out.parent.mkdir(parents=True, exist_ok=True)
