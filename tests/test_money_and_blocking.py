@@ -348,3 +348,21 @@ def test_hidden_usage_of_an_ended_session_is_read_past_a_missing_transcript(
     after.event("SessionStart", NOW, source="clear")
     reason = refused(after.prompt("hello", NOW))
     assert reason is not None and "Used 11.1k of 10k tokens." in reason  # 100 + 6k + 5k
+
+
+def test_a_refusal_names_the_budget_a_command_would_exceed_most(private_home: Path) -> None:
+    """Neither budget is used up yet: the refusal names the one the command would take furthest
+    past its limit (/test's 60k against its 40k, 150%; not the daily's 30k + 60k of 80k, 113%,
+    though more of the daily is used)."""
+    s = Session(private_home, "s-most", APP)
+    s.turn("t1", "/test", NOW - 86400, 60_000)  # yesterday: /test takes 60k
+    s.turn("c1", "chat", NOW - 600, 30_000)
+    record(NOW - 60, s)
+    set_budgets(
+        private_home,
+        {"kind": "daily", "limit": "80k"},
+        {"kind": "command", "name": "/test", "limit": "40k"},
+    )
+    reason = refused(s.prompt("/test", NOW))
+    assert reason is not None
+    assert reason.startswith("tokenbudget: /test usually takes 60k, more than its 40k budget")
