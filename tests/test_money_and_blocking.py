@@ -366,3 +366,19 @@ def test_a_refusal_names_the_budget_a_command_would_exceed_most(private_home: Pa
     reason = refused(s.prompt("/test", NOW))
     assert reason is not None
     assert reason.startswith("tokenbudget: /test usually takes 60k, more than its 40k budget")
+
+
+def test_a_window_budget_a_command_would_exceed_is_named_as_such(private_home: Path) -> None:
+    """A 5-hour budget that /test (60k) would take past its 40k is "would be exceeded", with
+    what it has used: the wording for a command budget no run fits in is for those alone."""
+    s = Session(private_home, "s-5h", APP)
+    s.turn("t1", "/test", NOW - 86400, 60_000)  # yesterday: /test takes 60k
+    s.turn("c1", "chat", NOW - 600, 10_000)
+    record(NOW - 60, s)
+    set_budgets(private_home, {"kind": "5h", "limit": "40k"})
+    reason = refused(s.prompt("/test", NOW))
+    assert reason is not None
+    assert reason.startswith(
+        "tokenbudget: the 5-hour budget would be exceeded.\nUsed 10k of 40k tokens; this command"
+        " is expected to take about 60k more."
+    )
