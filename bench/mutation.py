@@ -295,6 +295,7 @@ def main() -> None:
     p.add_argument("--only", nargs="+", help="run just these mutant ids (again, if done)")
     p.add_argument("--fresh", action="store_true", help="forget earlier results in --out")
     p.add_argument("--list", action="store_true", help="print the sampled ids and stop")
+    p.add_argument("--summary", action="store_true", help="print the summary of --out and stop")
     p.add_argument("--map", type=Path, help="keep the coverage map in this file, and reuse it "
                    "if it is there (only while the tests are unchanged)")
     args = p.parse_args()
@@ -325,6 +326,10 @@ def main() -> None:
             done[r["id"]] = r
     elif args.fresh and args.out.exists():
         args.out.unlink()
+    if args.summary:
+        ids = {m["id"] for m in chosen}
+        print(summary([r for i, r in done.items() if i in ids], _equivalent()))
+        return
     todo = [m for m in chosen if args.only or m["id"] not in done]
     print(f"{len(chosen)} mutants, {len(todo)} to run", file=sys.stderr)
 
