@@ -382,3 +382,20 @@ def test_a_window_budget_a_command_would_exceed_is_named_as_such(private_home: P
         "tokenbudget: the 5-hour budget would be exceeded.\nUsed 10k of 40k tokens; this command"
         " is expected to take about 60k more."
     )
+
+
+def test_a_project_5h_budget_sees_its_activity_beside_another_projects(
+    private_home: Path,
+) -> None:
+    """The 5-hour block of a project's budget starts at that project's first activity, even when
+    another project was busy in the same quarter hour (and was read first)."""
+    morning = datetime(2027, 12, 15, 8, 10, tzinfo=UTC).timestamp()
+    other = Session(private_home, "s-other", OTHER)
+    other.turn("q1", "work", morning, 1_000)  # 08:10
+    app = Session(private_home, "s-app", APP)
+    app.turn("p1", "work", morning + 120, 8_000)  # 08:12: the block runs 08:00 to 13:00
+    app.turn("p2", "more", morning + 8_400, 4_000)  # 10:30
+    record(morning + 9_000, other, app)
+    set_budgets(private_home, {"kind": "5h", "limit": "10k", "project": APP})
+    reason = refused(app.prompt("again", NOW))  # 12:00
+    assert reason is not None and "Used 12k of 10k tokens." in reason
