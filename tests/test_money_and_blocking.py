@@ -399,3 +399,34 @@ def test_a_project_5h_budget_sees_its_activity_beside_another_projects(
     set_budgets(private_home, {"kind": "5h", "limit": "10k", "project": APP})
     reason = refused(app.prompt("again", NOW))  # 12:00
     assert reason is not None and "Used 12k of 10k tokens." in reason
+
+
+def test_status_shows_a_command_budget_by_its_last_run_and_nothing_left_when_over(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status` measures a command budget by the command's latest run (not its first, nor its
+    biggest), 0 for a command never run, and a used-up budget has 0 remaining."""
+    s = Session(private_home, "s-status", APP)
+    s.turn("t1", "/test", NOW - 900, 30_000)
+    s.turn("t2", "/test", NOW - 300, 5_000)  # the latest run
+    set_budgets(
+        private_home,
+        {"kind": "command", "name": "/test", "limit": "50k"},
+        {"kind": "command", "name": "/lint", "limit": "50k"},
+        {"kind": "total", "limit": "10k"},
+    )
+    monkeypatch.setenv("TOKENBUDGET_NOW", repr(NOW))
+    monkeypatch.chdir(private_home)
+    out = CliRunner().invoke(main, ["status", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {b["budget"]: b for b in json.loads(out.output)["budgets"]}
+    assert rows["command /test"]["used"] == 5_000
+    assert rows["command /lint"]["used"] == 0
+    assert (rows["total"]["used"], rows["total"]["remaining"]) == (35_000, 0)
+
+
+def test_a_dollar_session_budget_of_a_session_not_yet_recorded_allows(private_home: Path) -> None:
+    """A session's first prompt, before any of its usage is recorded, has used $0 of it."""
+    s = Session(private_home, "s-new", APP)
+    set_budgets(private_home, {"kind": "session", "limit": "$1"})
+    assert s.prompt("hello", NOW) == {}
