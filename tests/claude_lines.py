@@ -33,10 +33,10 @@ def prompt_line(sid: str, pid: str, text: str, ts: float, cwd: str) -> dict[str,
 
 def reply_line(
     sid: str, msg: str, ts: float, cwd: str, *, input_tokens: int = 0, output_tokens: int = 0,
-    cache_read: int = 0, model: str = MODEL,
+    cache_read: int = 0, cache_write: int = 0, model: str = MODEL,
 ) -> dict[str, Any]:
     usage = {"input_tokens": input_tokens, "output_tokens": output_tokens,
-             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read}
+             "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read}
     return {
         "type": "assistant", "isSidechain": False,
         "message": {"id": msg, "type": "message", "role": "assistant", "model": model,

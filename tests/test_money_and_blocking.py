@@ -234,6 +234,12 @@ def test_a_model_with_no_price_is_priced_from_claude_codes_own_cost(
     s.write(reply_line(s.sid, "m2", NOW - 300, APP, input_tokens=500_000,
                        model="claude-future-9"))
     assert _session_row(_report(monkeypatch), s.sid)["totalCost"] == pytest.approx(4.5)
+    # Other kinds of tokens at the ratios of every Claude price list: output 5x input, cache
+    # writes 1.25x, cache reads 0.1x.
+    s.write(reply_line(s.sid, "m3", NOW - 200, APP, output_tokens=100_000, cache_write=200_000,
+                       cache_read=1_000_000, model="claude-future-9"))
+    expected = 4.5 + 3e-6 * (5 * 100_000 + 1.25 * 200_000 + 0.1 * 1_000_000)
+    assert _session_row(_report(monkeypatch), s.sid)["totalCost"] == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------- lesser ones
