@@ -436,3 +436,15 @@ def test_a_dollar_session_budget_of_a_session_not_yet_recorded_allows(private_ho
     s = Session(private_home, "s-new", APP)
     set_budgets(private_home, {"kind": "session", "limit": "$1"})
     assert s.prompt("hello", NOW) == {}
+
+
+def test_a_response_with_no_usage_leaves_the_session_priced(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response that used nothing (an aborted request) of a model with no price costs $0:
+    it does not make the session's cost unknown."""
+    s = Session(private_home, "s-zero", APP)
+    s.turn("p1", "go", NOW - 600, 1_000)
+    s.write(reply_line(s.sid, "m0", NOW - 500, APP, model="claude-unknown-1"))
+    row = _session_row(_report(monkeypatch), s.sid)
+    assert row["totalCost"] == pytest.approx(1_000 * PER_TOKEN)
