@@ -89,8 +89,9 @@ class Session:
         return self.event("UserPromptSubmit", now, prompt=text, prompt_id=pid)
 
     def tool(self, pid: str, now: float) -> dict[str, Any]:
+        # Each tool call has its own id: the hook answers an identical event only once.
         return self.event("PreToolUse", now, prompt_id=pid, tool_name="Bash",
-                          tool_input={"command": "true"})
+                          tool_input={"command": "true"}, tool_use_id=f"toolu-{next(_ids)}")
 
 
 def record(now: float, *sessions: Session) -> None:

@@ -448,3 +448,17 @@ def test_a_response_with_no_usage_leaves_the_session_priced(
     s.write(reply_line(s.sid, "m0", NOW - 500, APP, model="claude-unknown-1"))
     row = _session_row(_report(monkeypatch), s.sid)
     assert row["totalCost"] == pytest.approx(1_000 * PER_TOKEN)
+
+
+def test_a_rewritten_response_counts_toward_its_running_command(private_home: Path) -> None:
+    """A response rewritten larger mid-run adds its growth to the turn that made it: a /test
+    budget sees it and stops the run."""
+    s = Session(private_home, "s-grow", APP)
+    s.turn("run-1", "/test", NOW - 300)
+    s.write(reply_line(s.sid, "m1", NOW - 299, APP, input_tokens=15_000))
+    set_budgets(private_home, {"kind": "command", "name": "/test", "limit": "20k"})
+    assert refused(s.tool("run-1", NOW - 200)) is None
+    s.write(reply_line(s.sid, "m1", NOW - 298, APP, input_tokens=15_000, output_tokens=10_000))
+    answer = s.tool("run-1", NOW)
+    reason = refused(answer)
+    assert reason is not None and "Used 25k of 20k tokens." in reason
