@@ -220,8 +220,11 @@ def run_one(
                    key=lambda t: (durations.get(t, 0.0), t))
     if not tests:
         # A line run only at import (a constant, a pattern, a default) has no test's context:
-        # the test files that execute most of the module's lines stand in.
-        tests = _main_test_files(by_line)
+        # the tests of the functions that use what it defines stand in, else the test files
+        # that execute most of the module's lines.
+        users = _users_of(path.read_text(), lo, hi)
+        tests = sorted({t for n in users for t in by_line.get(n, [])},
+                       key=lambda t: (durations.get(t, 0.0), t)) or _main_test_files(by_line)
     operator = cosmic_ray.plugins.get_operator(str(m["operator"]))()
     result: dict[str, object] = {**m, "covering": len(tests)}
     with use_mutation(path, operator, int(m["occurrence"])) as (before, after):  # type: ignore[call-overload]
@@ -239,6 +242,24 @@ def run_one(
     result.update(outcome="survived" if outcome in ("passed", "empty") else "killed",
                   by=outcome, stage=stage, failure=failure[:200], seconds=round(took, 1))
     return result
+
+
+def _users_of(source: str, lo: int, hi: int) -> set[int]:
+    """The lines of the functions that read a name the module-level lines lo..hi assign."""
+    tree = ast.parse(source)
+    names = {
+        t.id
+        for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)
+        and node.lineno <= hi and (node.end_lineno or node.lineno) >= lo
+        for t in ast.walk(node) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)
+    }
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any(
+            isinstance(n, ast.Name) and n.id in names for n in ast.walk(node)
+        ):
+            lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return lines
 
 
 def _main_test_files(by_line: dict[int, list[str]], n: int = 4) -> list[str]:
