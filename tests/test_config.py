@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tokenbudget import paths
+from tokenbudget import config, paths
 from tokenbudget.budgets import Budget
 from tokenbudget.config import (
     Config,
@@ -179,13 +179,40 @@ def test_system_zone_follows_tz(monkeypatch: pytest.MonkeyPatch) -> None:
     assert local_zone() is UTC
 
 
-def test_system_zone_without_tz_is_a_real_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+def _tzif(name: str) -> bytes:
+    """The compiled rules of zone `name`, from wherever zoneinfo finds them."""
+    import zoneinfo
+    from importlib.resources import files
+
+    for root in zoneinfo.TZPATH:
+        path = Path(root, name)
+        if path.is_file():
+            return path.read_bytes()
+    return files("tzdata.zoneinfo").joinpath(*name.split("/")).read_bytes()
+
+
+def test_system_zone_without_tz_is_the_zone_localtime_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("TZ")
+    link = tmp_path / "localtime"
+    # Only the link's target is read (the name after zoneinfo/), never the file it points to.
+    link.symlink_to("/usr/share/zoneinfo/Asia/Kathmandu")
+    monkeypatch.setattr(config, "LOCALTIME", str(link))
+    assert local_zone() == ZoneInfo("Asia/Kathmandu")
+
+
+def test_system_zone_without_tz_from_a_copied_zone_file_keeps_its_dst(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TZ")
+    copy = tmp_path / "localtime"
+    copy.write_bytes(_tzif("America/New_York"))  # a copy, as some images install it: no name
+    monkeypatch.setattr(config, "LOCALTIME", str(copy))
     zone = local_zone()
-    # Whatever the machine says, it must be a zone with rules, not a bare offset, when
-    # /etc/localtime exists (a fixed offset would get every DST day wrong).
-    if os.path.exists("/etc/localtime"):
-        assert isinstance(zone, ZoneInfo)
+    # Rules, not the offset of the day it was read: winter and summer differ.
+    assert datetime(2027, 1, 15, 12, tzinfo=zone).utcoffset() == timedelta(hours=-5)
+    assert datetime(2027, 7, 15, 12, tzinfo=zone).utcoffset() == timedelta(hours=-4)
 
 
 def test_bad_zone_built_by_hand_fails_cleanly() -> None:

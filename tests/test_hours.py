@@ -137,6 +137,13 @@ def test_merging_is_idempotent_and_keeps_every_total() -> None:
     plain = _history(now, seed=11)
     merged = copy.deepcopy(plain)
     ingest.prune_hours(merged, now, tz)
+    # It merged: before the last two days, one bucket per local day, keyed at its midnight.
+    recent = datetime.fromtimestamp(now - 2 * DAY, tz).replace(hour=0, minute=0, second=0)
+    old = [datetime.fromtimestamp(int(h) * BUCKET, tz) for h in merged["hours"]
+           if int(h) * BUCKET < recent.timestamp()]
+    days = {t.date() for t in old}
+    assert len(days) >= 35 and len(old) == len(days)
+    assert all(t.time() == datetime.min.time() for t in old)
     again = copy.deepcopy(merged)
     ingest.prune_hours(again, now, tz)
     assert again == merged
@@ -237,3 +244,18 @@ def test_a_fixed_offset_standing_in_for_a_zone_is_not_merged() -> None:
     before = copy.deepcopy(ledger["hours"])
     ingest.prune_hours(ledger, now, timezone(timedelta(hours=1)))  # e.g. from TZ=CET-1CEST,...
     assert len(before) > 1000 and ledger["hours"] == before  # 38 days: none too old to keep
+
+
+@pytest.mark.parametrize(("after", "merged"), [(0.0, True), (-1.0, False)])
+def test_the_last_two_days_are_counted_to_the_second(after: float, merged: bool) -> None:
+    """Exactly two days after a midnight, the day before that midnight is merged; a second
+    earlier, it still keeps its buckets."""
+    tz = ZoneInfo("Asia/Kolkata")
+    midnight = datetime(2027, 12, 13, tzinfo=tz).timestamp()
+    ledger = new_ledger()
+    for minutes in (30, 90):  # two buckets on the evening before that midnight
+        _add(ledger, midnight - minutes * 60, "/p", 10, 0.5)
+    ingest.prune_hours(ledger, midnight + 2 * DAY + after, tz)
+    day_before = str(int((midnight - DAY) // BUCKET))
+    assert (list(ledger["hours"]) == [day_before]) is merged
+    assert len(ledger["hours"]) == (1 if merged else 2)

@@ -25,6 +25,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 # strings, not pathlib's: importing it costs a hook call about 5 ms.
 PROJECT_FOLDER = ".claude"
 PROJECT_FILE = os.path.join(PROJECT_FOLDER, "tokenbudget.json")
+LOCALTIME = "/etc/localtime"  # the system's zone when $TZ is not set (tests point it elsewhere)
 # Price rates are named after the Usage fields they multiply.
 RATE_NAMES = frozenset(Usage._fields)
 
@@ -172,14 +173,14 @@ def local_zone() -> tzinfo:
             # library understands it, so fall through to its view below.
             return _libc_zone()
     try:
-        target = os.readlink("/etc/localtime")
+        target = os.readlink(LOCALTIME)
         _, found, name = target.rpartition("zoneinfo/")
         if found:
             return ZoneInfo(name)
     except (OSError, ZoneInfoNotFoundError, ValueError):
         pass
     try:
-        with open("/etc/localtime", "rb") as f:
+        with open(LOCALTIME, "rb") as f:
             return ZoneInfo.from_file(f, key="localtime")
     except (OSError, ValueError):
         return _libc_zone()
