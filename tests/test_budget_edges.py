@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tokenbudget.budgets import Budget, evaluate, expected_cost, resets_text
+from tokenbudget.budgets import Budget, evaluate, expected_cost
+from tokenbudget.messages import resets_text
 
 NOW = datetime(2027, 12, 15, 12, 0, tzinfo=UTC)
 
