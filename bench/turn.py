@@ -305,14 +305,18 @@ class Runner:
         """Untimed: the hooks recorded exactly what was served to this run's session. (The
         previous run's SessionEnd, which nobody waits for, may still record its own session
         in this fresh state: a real ledger has it already.)"""
+        from tokenbudget.errors import TokenbudgetError
+        from tokenbudget.store import open_store
+
         ledger = common.data_dir(state) / "ledger.json"
         deadline = time.monotonic() + 30
         got = None
         while time.monotonic() < deadline:
             try:
-                s = json.loads(ledger.read_text())["sessions"][session]
+                # The snapshot and its journal: a hook's commit is a journal line.
+                s = open_store(path=ledger).snapshot()["sessions"][session]
                 got = sum(sum(m[:5]) for m in s["m"].values())
-            except (OSError, ValueError, KeyError):
+            except (OSError, TokenbudgetError, KeyError):
                 got = None
             if got == truth:
                 return

@@ -214,6 +214,27 @@ def test_a_busy_lock_still_enforces_from_the_ledger_as_committed(private_home: P
     assert session_tokens(private_home, base["session_id"]) == total + 6000
 
 
+def test_a_busy_lock_keeps_a_pending_allow_for_a_prompt_that_can_spend_it(
+    private_home: Path,
+) -> None:
+    from filelock import FileLock
+
+    from tests.test_cli import run
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10k"}, lock_timeout_seconds=0.3)
+    run_hook("SessionStart", base)
+    assert run("allow", home=private_home).returncode == 0
+    with FileLock(str(private_home / "tb state" / "ledger.json.lock")):
+        for n in range(2):  # spending it needs a commit: refused, and the allow kept
+            out = run_hook("UserPromptSubmit", {**base, "prompt": "go", "prompt_id": f"b{n}"})[1]
+            assert out["decision"] == "block", out
+    out = run_hook("UserPromptSubmit", {**base, "prompt": "go", "prompt_id": "free"})[1]
+    assert "decision" not in out and "letting this prompt through once" in out["systemMessage"]
+    out = run_hook("UserPromptSubmit", {**base, "prompt": "go", "prompt_id": "next"})[1]
+    assert out["decision"] == "block"
+
+
 def test_fail_closed_blocks_on_our_failure(private_home: Path) -> None:
     from filelock import FileLock
 

@@ -86,3 +86,18 @@ def test_an_empty_session_id_is_a_usage_error(private_home: Path) -> None:
     proc = run("status", "--check", "--session", "", home=private_home)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--session" in proc.stderr and "give a session id" in proc.stderr
+
+
+def test_a_busy_lock_answers_from_the_ledger_as_committed(private_home: Path) -> None:
+    from filelock import FileLock
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "1M"}, lock_timeout_seconds=0.3)
+    run_hook("Stop", base)
+    with FileLock(str(private_home / "tb state" / "ledger.json.lock")):
+        proc = run("status", "--check", "--session", base["session_id"], home=private_home)
+        assert proc.returncode == 0, proc.stderr  # nothing used up: not a failure
+        assert "showing the ledger as last committed" in proc.stderr
+        set_budgets(private_home, {"kind": "session", "limit": "10k"}, lock_timeout_seconds=0.3)
+        proc = run("status", "--check", "--session", base["session_id"], home=private_home)
+        assert proc.returncode == 1 and "Used 18.5k of 10k tokens." in proc.stderr

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from tokenbudget import __version__, clock
-from tokenbudget.errors import ConfigError, SettingsError, TokenbudgetError
+from tokenbudget.errors import ConfigError, LockTimeout, SettingsError, TokenbudgetError
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -149,10 +149,10 @@ def _project_root() -> Path:
     return Path(config.find_project_root(os.getcwd()))
 
 
-def _sync(cfg: Any, quiet: bool = True) -> Any:
+def _sync(cfg: Any, quiet: bool = True, wait: float = 30.0) -> Any:
     from tokenbudget import sync
 
-    store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 30.0))
+    store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, wait))
     report = sync.sync_all(
         store, prices=cfg.prices, retention_days=cfg.retention_days, tz=cfg.tz()
     )
@@ -709,7 +709,15 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
             click.echo(json.dumps({"ok": False, "error": str(e)}, indent=2))
             sys.exit(1)
         raise
-    store, _ = _sync(cfg)
+    try:
+        # The hooks' own bound: what was last committed answers when the lock stays busy.
+        store, _ = _sync(cfg, wait=cfg.lock_timeout_seconds)
+    except LockTimeout as e:
+        # As the hooks do: what was last committed still answers; say what it may miss.
+        from tokenbudget import sync
+
+        click.echo(f"tokenbudget: {e}; showing the ledger as last committed", err=True)
+        store = sync.open_store()
     ledger = store.snapshot()
     tz = cfg.tz()
     root = _project_root()

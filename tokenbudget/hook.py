@@ -273,6 +273,9 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     ledger = store.snapshot()
     if ledger["rebuild"]:
         raise LedgerError("the ledger is being rebuilt")
+    if ledger["allow"].get("pending"):
+        # Spending it needs a commit: kept, not spent, for a prompt that gets the lock.
+        ledger["allow"] = {}
     if ev.transcript is not None and ev.session_id is not None:
         sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
                           max_bytes=MAX_READ_PER_CALL)
