@@ -160,12 +160,12 @@ def test_hook_keeps_a_corrupt_ledger_and_rebuilds(name: str, private_home: Path)
     ledger = state_dir() / "ledger.json"
     ledger.write_bytes(content)
     first = hook.handle("UserPromptSubmit", event(private_home, PLAIN_SID), now=NOW)
-    # Told, once, what happened and where the bad file went; this prompt is let through,
-    # and the answer says budgets were not enforced for it.
+    # Told, once, what happened and where the bad file went; rebuilt within the call, so
+    # this prompt is decided on the rebuilt ledger: refused, as the budget is used up.
     message = first.get("systemMessage", "")
-    assert "decision" not in first
+    assert first.get("decision") == "block", first
     assert message.count("kept it as ledger.json.corrupt-") == 1, message
-    assert "not enforced" in message
+    assert "not enforced" not in message
     kept = list(ledger.parent.glob("ledger.json.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_bytes() == content
     # Rebuilt from the transcripts, the other session's usage included: nothing reads as zero.

@@ -395,13 +395,10 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
 
             Ingestor(ledger).session(ev.session_id, ev.cwd, now)
         _keep_small(ledger, ev, cfg, now, rebuild_owed)
-        if rebuild_owed:
-            messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
-            answer = {}
-        else:
+        if not rebuild_owed:
             answer = _decide(ev, cfg, budget_list, ledger, now)
     if rebuild_owed:
-        sync.sync_all(
+        report = sync.sync_all(
             store,
             prices=cfg.prices,
             retention_days=cfg.retention_days,
@@ -409,6 +406,14 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             deadline=time.monotonic() + (0.5 if ev.name == "SessionEnd" else 4.0),
             tz=cfg.tz(),
         )
+        if report.complete:
+            # Rebuilt within this call (the usual case): this event is decided on it too.
+            with store.transaction() as ledger:
+                answer = _decide(ev, cfg, budget_list, ledger, now)
+        elif cfg.fail_closed:
+            return fail(ev.name, "the ledger is being rebuilt", True, ev)
+        else:
+            messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
     return _with_message(answer, "\n".join(messages) if messages else None)
 
 
