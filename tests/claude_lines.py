@@ -89,9 +89,10 @@ class Session:
         return self.event("UserPromptSubmit", now, prompt=text, prompt_id=pid)
 
     def tool(self, pid: str, now: float) -> dict[str, Any]:
-        # Each tool call has its own id: the hook answers an identical event only once.
+        # Each tool call is its own (the hook answers an identical event only once); no
+        # tool_use_id, which the hook would wait for in the transcript.
         return self.event("PreToolUse", now, prompt_id=pid, tool_name="Bash",
-                          tool_input={"command": "true"}, tool_use_id=f"toolu-{next(_ids)}")
+                          tool_input={"command": f"true #{next(_ids)}"})
 
 
 def record(now: float, *sessions: Session) -> None:

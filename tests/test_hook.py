@@ -333,9 +333,10 @@ def test_the_turn_let_through_is_bounded_too(private_home: Path) -> None:
     allowed = {**base, "prompt_id": "p-ok"}
     assert "decision" not in run_hook("UserPromptSubmit", {**allowed, "prompt": "go"})[1]
     _append_request(base["transcript_path"], 1, 9_000)  # less than one more budget's worth
-    assert run_hook("PreToolUse", {**allowed, "tool_use_id": "t1"})[1].get("continue") is not False
+    t1 = run_hook("PreToolUse", {**allowed, "tool_input": {"command": "t1"}})[1]
+    assert t1.get("continue") is not False
     _append_request(base["transcript_path"], 2, 2_000)  # now past it: a runaway is stopped
-    out = run_hook("PreToolUse", {**allowed, "tool_use_id": "t2"})[1]
+    out = run_hook("PreToolUse", {**allowed, "tool_input": {"command": "t2"}})[1]
     assert out["continue"] is False and "session budget" in out["stopReason"]
 
 
@@ -395,7 +396,7 @@ def test_a_call_with_nothing_new_neither_locks_nor_writes(private_home: Path) ->
     before = _ledger_stamp(private_home)
     with FileLock(str(private_home / "tb state" / "ledger.json.lock")):
         for event in ("PreToolUse", "PostToolUse", "Stop", "SubagentStop", "SessionEnd"):
-            rc, out, err = run_hook(event, {**base, "tool_use_id": event})
+            rc, out, err = run_hook(event, {**base, "tool_input": {"command": event}})
             assert (rc, out, err) == (0, {}, ""), event  # answered, not failed open
     assert _ledger_stamp(private_home) == before
 
@@ -407,7 +408,7 @@ def test_anything_new_takes_the_locked_way(private_home: Path) -> None:
     total = session_tokens(private_home, base["session_id"])
     # A new line in the session's transcript: counted by the next call.
     _append_request(base["transcript_path"], 1, 1000)
-    assert run_hook("PreToolUse", {**base, "tool_use_id": "a"})[1] == {}
+    assert run_hook("PreToolUse", {**base, "tool_input": {"command": "a"}})[1] == {}
     assert session_tokens(private_home, base["session_id"]) == total + 1000
     # A new subagent transcript is new too, though the session's own file did not change.
     sub = Path(base["transcript_path"]).with_suffix("") / "subagents"
@@ -417,7 +418,7 @@ def test_anything_new_takes_the_locked_way(private_home: Path) -> None:
     lines = Path(base["transcript_path"]).read_text().splitlines(keepends=True)
     Path(base["transcript_path"]).write_text("".join(lines[:-1]))
     agent.write_text(lines[-1].replace('"isSidechain":false', '"isSidechain":true'))
-    assert run_hook("PreToolUse", {**base, "tool_use_id": "b"})[1] == {}
+    assert run_hook("PreToolUse", {**base, "tool_input": {"command": "b"}})[1] == {}
     assert session_tokens(private_home, base["session_id"]) == total + 1500
 
 
@@ -428,12 +429,12 @@ def test_a_warning_or_block_found_without_news_is_still_given_and_kept(
     run_hook("Stop", base)  # everything read, no budget yet
     used = session_tokens(private_home, base["session_id"])
     set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9)), "mode": "warn"})
-    first = run_hook("PreToolUse", {**base, "tool_use_id": "a"})[1]
+    first = run_hook("PreToolUse", {**base, "tool_input": {"command": "a"}})[1]
     assert "session budget" in first["systemMessage"]
     assert ledger(private_home)["warned"]  # remembered: said once
-    assert run_hook("PreToolUse", {**base, "tool_use_id": "b"})[1] == {}
+    assert run_hook("PreToolUse", {**base, "tool_input": {"command": "b"}})[1] == {}
     set_budgets(private_home, {"kind": "session", "limit": str(used // 2)})
-    out = run_hook("PreToolUse", {**base, "tool_use_id": "c"})[1]
+    out = run_hook("PreToolUse", {**base, "tool_input": {"command": "c"}})[1]
     assert out["continue"] is False and "session budget" in out["stopReason"]
 
 
@@ -478,7 +479,7 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     monkeypatch.setattr(JsonFileStore, "_reload", counted)
     _append_request(base["transcript_path"], 1, 1000)
     total = session_tokens(private_home, base["session_id"])
-    hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "a"}).encode())
+    hook.handle("PostToolUse", json.dumps({**base, "tool_input": {"command": "a"}}).encode())
     assert loads == []  # read once (without the lock), used under the lock as read
     assert session_tokens(private_home, base["session_id"]) == total + 1000
     # Another process commits between that read and the lock: its commit is read, not lost;
@@ -493,12 +494,12 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
 
     monkeypatch.setattr(hook, "_unread", unread_while_another_commits)
     _append_request(base["transcript_path"], 2, 500)
-    out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "b"}).encode())
+    out = hook.handle("PostToolUse", json.dumps({**base, "tool_input": {"command": "b"}}).encode())
     assert loads == [] and "from another process" in out["systemMessage"]
     assert session_tokens(private_home, base["session_id"]) == total + 1500
     checkpoint = True
     _append_request(base["transcript_path"], 3, 250)
-    out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "c"}).encode())
+    out = hook.handle("PostToolUse", json.dumps({**base, "tool_input": {"command": "c"}}).encode())
     assert loads and "from another process" in out["systemMessage"]
     assert session_tokens(private_home, base["session_id"]) == total + 1750
     # Even where a file's stamp cannot tell (coarse mtimes, an inode used again), the commit
@@ -507,7 +508,7 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
 
     monkeypatch.setattr(store_mod, "_stamp", lambda st: (0,))
     _append_request(base["transcript_path"], 4, 125)
-    out = hook.handle("PostToolUse", json.dumps({**base, "tool_use_id": "d"}).encode())
+    out = hook.handle("PostToolUse", json.dumps({**base, "tool_input": {"command": "d"}}).encode())
     assert "from another process" in out["systemMessage"]
     assert session_tokens(private_home, base["session_id"]) == total + 1875
 
@@ -536,11 +537,11 @@ def test_post_tool_use_stops_the_turn_once_over(private_home: Path) -> None:
     used = session_tokens(private_home, base["session_id"])
     set_budgets(private_home, {"kind": "session", "limit": str(2 * used)})
     event = {**base, "tool_name": "Bash", "tool_input": {}, "tool_response": {}}
-    assert run_hook("PostToolUse", {**event, "tool_use_id": "a"})[1] == {}
+    assert run_hook("PostToolUse", {**event, "tool_input": {"command": "a"}})[1] == {}
     # The response that crosses the limit is in the transcript when its tool has run: the turn
     # ends there, before its next request, with nothing to deny (the tool ran already).
     _append_request(base["transcript_path"], 1, used)
-    rc, out, _ = run_hook("PostToolUse", {**event, "tool_use_id": "b"})
+    rc, out, _ = run_hook("PostToolUse", {**event, "tool_input": {"command": "b"}})
     assert rc == 0
     assert set(out) == {"continue", "stopReason"} and out["continue"] is False
     assert "session budget is used up" in out["stopReason"]
@@ -552,7 +553,7 @@ def test_every_refusal_and_stop_is_kept(private_home: Path) -> None:
     base = session(private_home)
     set_budgets(private_home, {"kind": "session", "limit": "10k"})
     run_hook("UserPromptSubmit", {**base, "prompt": "go on", "prompt_id": "p-2"})
-    run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "t"})
+    run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_input": {"command": "t"}})
     kept = stops.read()
     assert [(b["what"], b["event"], b["prompt_id"]) for b in kept] == [
         ("refused", "UserPromptSubmit", "p-2"),
@@ -570,12 +571,14 @@ def test_a_new_limit_warns_again_when_its_threshold_is_crossed(private_home: Pat
     used = session_tokens(private_home, base["session_id"])
     event = {**base, "tool_name": "Bash"}
     set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9))})
-    assert "is at 90%" in run_hook("PreToolUse", {**event, "tool_use_id": "a"})[1]["systemMessage"]
-    assert run_hook("PreToolUse", {**event, "tool_use_id": "b"})[1] == {}  # said once
+    said = run_hook("PreToolUse", {**event, "tool_input": {"command": "a"}})[1]
+    assert "is at 90%" in said["systemMessage"]
+    assert run_hook("PreToolUse", {**event, "tool_input": {"command": "b"}})[1] == {}  # said once
     # Raised, and crossed again in the same session: the user hears of it again.
     set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.85))})
-    assert "is at 85%" in run_hook("PreToolUse", {**event, "tool_use_id": "c"})[1]["systemMessage"]
-    assert run_hook("PreToolUse", {**event, "tool_use_id": "d"})[1] == {}
+    said = run_hook("PreToolUse", {**event, "tool_input": {"command": "c"}})[1]
+    assert "is at 85%" in said["systemMessage"]
+    assert run_hook("PreToolUse", {**event, "tool_input": {"command": "d"}})[1] == {}
 
 
 @pytest.mark.parametrize("unheard", ["SessionEnd", "SubagentStop"])
@@ -627,7 +630,7 @@ def test_a_warning_is_given_when_the_warned_table_is_full(private_home: Path) ->
         led["warned"] = {f"old|{i}": float(i) for i in range(500)}
     set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9))})
     # Nothing new to read: the quick path decides, and adding a key drops the oldest.
-    out = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "w"})[1]
+    out = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_input": {"command": "w"}})[1]
     assert "session budget is at 90%" in out.get("systemMessage", ""), out
 
 

@@ -30,7 +30,7 @@ def test_a_stopped_session_exits_1_and_says_why(private_home: Path) -> None:
     base = session(private_home)
     sid = base["session_id"]
     set_budgets(private_home, {"kind": "session", "limit": "10k"})
-    out = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_use_id": "t"})[1]
+    out = run_hook("PreToolUse", {**base, "tool_name": "Bash", "tool_input": {"command": "t"}})[1]
     assert out["continue"] is False
     proc = run("status", "--check", "--session", sid, home=private_home)
     assert proc.returncode == 1 and proc.stdout == ""

@@ -322,7 +322,10 @@ def _await_tools(ev: Event) -> None:
             log(f"{ev.name}: the response of tools {', '.join(ev.tools)[:200]} was not in the"
                 f" transcript after {TOOL_LINE_WAIT:g} s; decided on what was there")
             return
-        time.sleep(0.005)
+        try:
+            time.sleep(0.005)
+        except OSError:
+            return  # waiting is a courtesy: it never fails the hook
 
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
