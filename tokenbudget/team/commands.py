@@ -178,11 +178,16 @@ def _ago(now: float, at: Any) -> str:
 def render_status(d: dict[str, Any], now: float) -> str:
     """`team status` as text."""
     reach = {True: "reachable", False: "NOT reachable", None: "not checked"}[d["reachable"]]
+    # The lag: what the hooks here decide on is this old (plus the outbox, counted at once).
+    lag = "never fetched"
+    if d["lagSeconds"] is not None:
+        lag = f"fetched {_ago(now, now - d['lagSeconds'])}"
     lines = [
         f"Team {d['team']} as {d['member']}",
         f"Server: {d['dsn']} ({reach})",
         f"Last push: {_ago(now, d['lastPush'])}; last pull: {_ago(now, d['lastPull'])}",
         f"Unpushed records: {d['unpushed']}",
+        f"Team totals: {lag}",
         f"Team budgets: {d['budgets']}",
     ]
     if d["error"]:
