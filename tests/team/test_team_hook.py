@@ -155,3 +155,18 @@ def test_a_password_in_the_dsn_reaches_no_file_but_the_config_and_no_output(
     for path in files:
         if path.name != "config.json":
             assert b"hunter2" not in path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("strict", ["local", "team"])
+def test_local_budgets_apply_beside_the_teams_and_the_stricter_refuses(
+    private_home: Path, team_dsn: str, recorded_day: float, strict: str
+) -> None:
+    joined(private_home, team_dsn, "bob@b")
+    local, team = ("1k", "900M") if strict == "local" else ("900M", "1k")
+    assert run("budget", "set", "daily", local, home=private_home).returncode == 0
+    assert run("budget", "set", "daily", team, "--team", home=private_home).returncode == 0
+    event = prompt_of(private_home, "plain")
+    rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+    assert rc == 0 and out["decision"] == "block"
+    named = "the team's daily budget" if strict == "team" else "the daily budget"
+    assert out["reason"].startswith(f"tokenbudget: {named} is used up.\nUsed 3.1k of 1k")
