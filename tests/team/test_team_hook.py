@@ -170,3 +170,29 @@ def test_local_budgets_apply_beside_the_teams_and_the_stricter_refuses(
     assert rc == 0 and out["decision"] == "block"
     named = "the team's daily budget" if strict == "team" else "the daily budget"
     assert out["reason"].startswith(f"tokenbudget: {named} is used up.\nUsed 3.1k of 1k")
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_team_totals_never_fetched_refuse_only_with_fail_closed(
+    private_home: Path, team_dsn: str, pg_cluster: Cluster, recorded_day: float,
+    fail_closed: bool,
+) -> None:
+    joined(private_home, team_dsn, "bob@b")
+    state = private_home / "tb state"
+    config = json.loads((state / "config.json").read_text())
+    (state / "config.json").write_text(json.dumps({**config, "fail_closed": fail_closed}))
+    (state / "team-cache.json").unlink()  # this machine never reached the server
+    event = prompt_of(private_home, "plain")
+    pg_cluster.stop()
+    try:
+        rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+    finally:
+        pg_cluster.start()
+    assert rc == 0
+    if fail_closed:
+        assert out["decision"] == "block"
+        assert out["reason"] == (
+            "tokenbudget: team core's budgets and totals were never fetched (a sync has been"
+            " started) (fail_closed is on, so this prompt is refused)")
+    else:
+        assert "decision" not in out
