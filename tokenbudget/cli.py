@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from tokenbudget import __version__, clock
+from tokenbudget import __version__, clock, console
 from tokenbudget.errors import ConfigError, LockTimeout, SettingsError, TokenbudgetError
 
 
@@ -103,24 +103,6 @@ def _config() -> Any:
     return config.load_config()
 
 
-def _config_for_reading() -> Any:
-    """The config, or the defaults with one warning line when it is broken.
-
-    `report` and `sync` need no budgets: a typo in config.json must not hide the usage.
-    """
-    from tokenbudget import config
-
-    try:
-        return config.load_config()
-    except ConfigError as e:
-        click.echo(
-            f"tokenbudget: warning: the config is broken ({_shown(str(e))}); "
-            "using the default settings",
-            err=True,
-        )
-        return config.Config()
-
-
 def _existing_folder(path: str, option: str) -> str:
     """`path` resolved, or a usage error (exit 2) when no such folder exists."""
     resolved = Path(path).expanduser().resolve()
@@ -130,37 +112,11 @@ def _existing_folder(path: str, option: str) -> str:
     return str(resolved)
 
 
-def _shown(text: str) -> str:
-    """Text naming transcripts, folders or commands, safe to print on a terminal."""
-    from tokenbudget.render import escape_controls
-
-    return escape_controls(text)
-
-
-def _notices(notices: list[str]) -> None:
-    for n in notices:
-        click.echo(_shown(n), err=True)
-
-
 def _project_root() -> Path:
     """The project the current folder is in: where its budgets file is, as the hook finds it."""
     from tokenbudget import config
 
     return Path(config.find_project_root(os.getcwd()))
-
-
-def _sync(cfg: Any, quiet: bool = True, wait: float = 30.0) -> Any:
-    from tokenbudget import sync
-
-    store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, wait))
-    report = sync.sync_all(
-        store, prices=cfg.prices, retention_days=cfg.retention_days, tz=cfg.tz()
-    )
-    _notices(report.notices)
-    if not quiet:
-        for err in report.errors[:5]:
-            click.echo(f"tokenbudget: skipped {_shown(str(err))}", err=True)
-    return store, report
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,8 +129,8 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 def sync_cmd(as_json: bool) -> None:
     """Record everything new in Claude Code's transcripts (backfills on first run)."""
-    cfg = _config_for_reading()
-    _, report = _sync(cfg, quiet=as_json)
+    cfg = console.config_for_reading()
+    _, report = console.record_new(cfg, quiet=as_json)
     data = {
         "filesRead": report.files_read,
         "newRequests": report.new_requests,
@@ -202,7 +158,7 @@ def rebuild() -> None:
     kept, report = sync.rebuild(
         store, prices=cfg.prices, retention_days=cfg.retention_days, tz=cfg.tz()
     )
-    _notices(report.notices)
+    console.notices(report.notices)
     # Whatever sync.rebuild named the file it set aside: a healthy ledger is not a corrupt one.
     where = f"; the previous ledger is kept as {kept.name}" if kept else ""
     click.echo(f"Rebuilt the ledger from {report.files_read} transcript(s){where}.")
@@ -281,8 +237,8 @@ def report(
         until=_parse_date(until, "--until"),
         project=str(Path(project).expanduser().resolve()) if project else None,
     )
-    cfg = _config_for_reading()
-    store, _ = _sync(cfg)
+    cfg = console.config_for_reading()
+    store, _ = console.record_new(cfg)
     ledger = store.snapshot()
     records = history.read_records(ledger)  # a period still live is the ledger's
     if filt.project is not None and not os.path.isdir(filt.project):
@@ -299,7 +255,9 @@ def report(
     try:
         budgets_here = config.effective_budgets(cfg, root)
     except ConfigError as e:  # the project's budget file: the report needs no budgets either
-        click.echo(f"tokenbudget: warning: {_shown(str(e))}; its budgets are not shown", err=True)
+        click.echo(
+            f"tokenbudget: warning: {console.shown(str(e))}; its budgets are not shown", err=True
+        )
         budgets_here = list(cfg.budgets)
     if html_file is not None:
         from tokenbudget import html_report, status_view
@@ -453,7 +411,7 @@ def budget_set(
         return
     cfg = config.load_config()
     config.save_config(config.set_budget(cfg, b))
-    click.echo(f"Set {_shown(b.id)}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")
+    click.echo(f"Set {console.shown(b.id)}: {budgets.format_limit(b.limit, b.unit)} ({b.mode}).")
 
 
 def _budget_from_args(
@@ -483,8 +441,8 @@ def _recorded_history() -> tuple[Any, Any]:
     """The config and every recorded turn and request, brought up to date first."""
     from tokenbudget import history, simulate, stops
 
-    cfg = _config_for_reading()
-    store, _ = _sync(cfg)
+    cfg = console.config_for_reading()
+    store, _ = console.record_new(cfg)
     ledger = store.snapshot()
     return cfg, simulate.history_of(ledger, history.read_records(ledger), stops.read())
 
@@ -612,7 +570,7 @@ def budget_rm(kind: str, name: str | None, project: str | None, unit: str | None
     left = {b.key for b in new.budgets}
     for b in cfg.budgets:
         if b.key not in left:
-            click.echo(f"Removed {_shown(b.id)}: {budgets.format_limit(b.limit, b.unit)}.")
+            click.echo(f"Removed {console.shown(b.id)}: {budgets.format_limit(b.limit, b.unit)}.")
 
 
 def _no_such_budget(
@@ -670,7 +628,7 @@ def budget_list(as_json: bool, for_team: bool) -> None:
         extra = f", warn at {b.warn_at:.0%}" if b.mode == "block" else ""
         src = " (project file)" if b.source == "project" else ""
         limit = budgets.format_limit(b.limit, b.unit)
-        click.echo(f"{_shown(b.id):<30} {limit:>14}  {b.mode}{extra}{src}")
+        click.echo(f"{console.shown(b.id):<30} {limit:>14}  {b.mode}{extra}{src}")
 
 
 @main.command()
@@ -711,7 +669,7 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
         raise
     try:
         # The hooks' own bound: what was last committed answers when the lock stays busy.
-        store, _ = _sync(cfg, wait=cfg.lock_timeout_seconds)
+        store, _ = console.record_new(cfg, wait=cfg.lock_timeout_seconds)
     except LockTimeout as e:
         # As the hooks do: what was last committed still answers; say what it may miss.
         from tokenbudget import sync
@@ -786,8 +744,8 @@ def _check(
             click.echo(reason, err=True)
         if not known:
             click.echo(
-                f"tokenbudget: no session {_shown(str(session_id))} in the ledger (a typo, not"
-                f" started yet, or idle for over {cfg.retention_days:g} days); only the"
+                f"tokenbudget: no session {console.shown(str(session_id))} in the ledger (a typo,"
+                f" not started yet, or idle for over {cfg.retention_days:g} days); only the"
                 " budgets were checked",
                 err=True,
             )
@@ -891,7 +849,7 @@ def install(
         click.echo("Status line set." if sl.changed else "Status line already set.")
     if not no_sync:
         cfg = _config()
-        _, report = _sync(cfg)
+        _, report = console.record_new(cfg)
         click.echo(
             f"Recorded {report.new_requests} past request(s) from "
             f"{report.files_read} transcript(s)."
@@ -916,7 +874,7 @@ def uninstall(scope: str, settings: str | None) -> None:
     )
     if sl.restored is not None:
         shown = sl.restored.get("command") if isinstance(sl.restored, dict) else sl.restored
-        click.echo(f"Restored the status line it had replaced: {_shown(str(shown))}")
+        click.echo(f"Restored the status line it had replaced: {console.shown(str(shown))}")
     if result.deleted or sl.deleted:
         click.echo(f"Deleted {path.name}: there was none before tokenbudget was installed.")
     removed = sl.backup_removed or result.backup_removed

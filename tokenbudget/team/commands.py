@@ -116,11 +116,11 @@ def _team_cfg() -> dict[str, str]:
 @click.option("--background", is_flag=True, hidden=True)
 def sync_cmd(background: bool) -> None:
     """Push this machine's usage and fetch the team's totals and budgets."""
-    from tokenbudget import cli
+    from tokenbudget.console import config_for_reading, record_new
     from tokenbudget.team import sync
 
     team_cfg = _team_cfg()
-    cli._sync(cli._config_for_reading())  # record what is new in the transcripts first
+    record_new(config_for_reading())  # record what is new in the transcripts first
     try:
         done = sync.sync(team_cfg)
     except TeamError:
