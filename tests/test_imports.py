@@ -85,5 +85,6 @@ def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -
             "), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code, "UserPromptSubmit"], input=event,
                          capture_output=True, check=True, cwd=REPO)
-    loaded = b"['tokenbudget.team', 'tokenbudget.team.cache']\n"  # the cache reader alone
+    # the cache reader and its files alone
+    loaded = b"['tokenbudget.team', 'tokenbudget.team.cache', 'tokenbudget.team.files']\n"
     assert (out.stdout, out.stderr) == (b"{}\n", loaded)

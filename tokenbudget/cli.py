@@ -695,7 +695,7 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
     if cfg.team is not None:  # the team's budgets as the hooks see them (team/cache.py)
         from tokenbudget.team import cache
 
-        team_checks, age = cache.listed(cfg, ledger, ctx)
+        team_checks, age = cache.listed(cfg, ledger, ctx, engine.measure)
         checks += team_checks
         team_note = status_view.team_line(cfg.team["team"], age)
         out["team"] = {"name": cfg.team["team"], "totalsAgeSeconds": age}

@@ -320,7 +320,7 @@ def judge(
     if cfg.team is not None:  # the team's budgets, from its cached totals (team/cache.py)
         from tokenbudget.team import cache
 
-        checks += cache.checks(cfg, ledger, ctx, event, now)
+        checks += cache.checks(cfg, ledger, ctx, event, now, measure)
     decision = decide(event, checks, allow=ledger["allow"], warned=ledger["warned"], now=now,
                       session_id=session_id, prompt_id=prompt_id)
     return ctx, checks, decision

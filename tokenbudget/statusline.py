@@ -287,7 +287,7 @@ def status_line(raw: bytes, now: float, *, color: bool, ingest: bool = True) -> 
     if cfg.team is not None:  # the team's budgets as the hooks see them (team/cache.py)
         from tokenbudget.team import cache
 
-        team_checks, age = cache.listed(cfg, ledger, ctx)
+        team_checks, age = cache.listed(cfg, ledger, ctx, engine.measure)
         checks += team_checks
         team_age = team_age_part(age, cache.STALE_AFTER)
     session = enforce.session_used(ledger, ev.session_id) if ev.session_id else None

@@ -19,22 +19,24 @@ decision to the cached totals, and the message says how old they are.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 
-from tokenbudget import paths
 from tokenbudget.budgets import Budget, Check, evaluate, window
 from tokenbudget.ledger import BUCKET
 from tokenbudget.schema import OUT_BUCKET, OUT_COST, OUT_PROJECT, OUT_USAGE
+from tokenbudget.team.files import cache_file, read_json, state_file, write_private_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
 
     from tokenbudget.enforce import Context
 
-VERSION = 1
+    # The engine's own measure (engine.measure), handed in: this module sits below the engine.
+    MeasureLocal: TypeAlias = Callable[[list[Budget], dict[str, Any], Context], list[Check]]
+
 PUSH_EVERY = 5.0  # seconds: unpushed usage older than this starts a background sync
 RETRY_EVERY = 30.0  # seconds between background syncs while the server fails us
 PULL_EVERY = 30.0  # seconds: older team totals start a background sync, even with no usage
@@ -45,44 +47,6 @@ _WINDOWS = {"daily": "day", "weekly": "week", "monthly": "month", "total": "tota
 # block and a run of a slash command happen on one machine.
 MEMBER_LOCAL = ("5h", "session", "command")
 _WORDS = {"total": "all-time", "5h": "5-hour"}
-
-
-def cache_file() -> str:
-    return os.path.join(paths.data_folder(), "team-cache.json")
-
-
-def state_file() -> str:
-    return os.path.join(paths.data_folder(), "team-state.json")
-
-
-def write_private_json(path: str, data: dict[str, Any]) -> None:
-    """Replace `path` atomically with `data`, readable by the user alone."""
-    folder = paths.ensure_private_dir(os.path.dirname(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_cache(data: dict[str, Any]) -> None:
-    write_private_json(cache_file(), data)
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class TeamBudget(Budget):
@@ -185,17 +149,19 @@ def team_age(data: dict[str, Any] | None, now: float) -> float | None:
     return None if fetched is None else max(0.0, now - float(fetched))
 
 
-def listed(cfg: Any, ledger: dict[str, Any], ctx: Context) -> tuple[list[Check], float | None]:
+def listed(cfg: Any, ledger: dict[str, Any], ctx: Context,
+           local: MeasureLocal) -> tuple[list[Check], float | None]:
     """`status` and the status line: the team budgets measured from the cache plus the outbox,
     and how old the cached totals are (None when never fetched). No sync is started."""
     data = read_json(cache_file())
     if not data or data.get("team") != cfg.team["team"]:
         return [], None
-    return measure(data, cfg.team["member"], ledger, ctx), team_age(data, ctx.now.timestamp())
+    return (measure(data, cfg.team["member"], ledger, ctx, local),
+            team_age(data, ctx.now.timestamp()))
 
 
 def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
-           now: float) -> list[Check]:
+           now: float, local: MeasureLocal) -> list[Check]:
     """The team budgets measured from the cache plus the outbox; starts a background sync
     when one is due. Called by the engine's judge. Waits on the network only for a prompt near
     a team limit on totals older than FRESH_WITHIN, REFRESH_WAIT at most."""
@@ -208,7 +174,7 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
             raise TeamError(f"team {cfg.team['team']}'s budgets and totals were never fetched"
                             " (a sync has been started)")
         return []
-    found = measure(data, cfg.team["member"], ledger, ctx)
+    found = measure(data, cfg.team["member"], ledger, ctx, local)
     fetched = float(data.get("fetched") or 0)
     if event != "UserPromptSubmit" or now - fetched <= FRESH_WITHIN:
         return found
@@ -216,8 +182,8 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
         return found
     fresh = refresh(cfg.team, data)
     if fresh is not None:
-        return measure(fresh, cfg.team["member"], ledger, ctx)
-    return measure(data, cfg.team["member"], ledger, ctx, stale=now - fetched)
+        return measure(fresh, cfg.team["member"], ledger, ctx, local)
+    return measure(data, cfg.team["member"], ledger, ctx, local, stale=now - fetched)
 
 
 def refresh(team_cfg: dict[str, str], data: dict[str, Any],
@@ -247,9 +213,9 @@ def refresh(team_cfg: dict[str, str], data: dict[str, Any],
 
 
 def measure(data: dict[str, Any], member_name: str, ledger: dict[str, Any], ctx: Context,
-            stale: float | None = None) -> list[Check]:
+            local: MeasureLocal, stale: float | None = None) -> list[Check]:
     """Each team budget in `data` (the cache's form) measured: its cached total plus what
-    waits in the outbox."""
+    waits in the outbox; the ones each member keeps alone by `local`, from its ledger."""
     if not data.get("budgets"):
         return []
     from zoneinfo import ZoneInfo
@@ -286,11 +252,11 @@ def measure(data: dict[str, Any], member_name: str, ledger: dict[str, Any], ctx:
             unpushed += sum(e[OUT_USAGE]) if b.unit == "tokens" else (e[OUT_COST] or 0.0)
         used = max(0.0, cached + unpushed)
         out.append(evaluate(b, used, 0.0, ctx.now, end, f"team {first}"))
-    local = [TeamBudget(row, stale) for row in data["budgets"] if row["kind"] in MEMBER_LOCAL]
-    if local:  # measured as the member's own budgets are, from its ledger
-        from tokenbudget import engine
-
-        out += engine.measure(local, ledger, ctx)
+    own: list[Budget] = [
+        TeamBudget(row, stale) for row in data["budgets"] if row["kind"] in MEMBER_LOCAL
+    ]
+    if own:  # measured as the member's own budgets are, from its ledger
+        out += local(own, ledger, ctx)
     return out
 
 

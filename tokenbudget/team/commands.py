@@ -84,7 +84,7 @@ def leave(force: bool) -> None:
 
     from tokenbudget import config
     from tokenbudget.store import open_store
-    from tokenbudget.team import cache
+    from tokenbudget.team import files
 
     cfg = config.load_config()
     if cfg.team is None:
@@ -97,7 +97,7 @@ def leave(force: bool) -> None:
         ledger["team"] = ""
         ledger["outbox"] = {}
     config.save_config(cfg.replace(team=None))
-    for path in (cache.cache_file(), cache.state_file()):
+    for path in (files.cache_file(), files.state_file()):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     click.echo(f"Left team {cfg.team['team']}.")
@@ -139,11 +139,11 @@ def sync_cmd(background: bool) -> None:
 def status_data(team_cfg: dict[str, str], now: float, *, reach: bool = True) -> dict[str, Any]:
     """What `team status` shows, as data."""
     from tokenbudget.store import open_store
-    from tokenbudget.team import cache, db, sync
+    from tokenbudget.team import db, files, sync
     from tokenbudget.team.pgstore import open_team_store
 
     state = sync.read_state()
-    data = cache.read_json(cache.cache_file()) or {}
+    data = files.read_json(files.cache_file()) or {}
     ledger = open_store().load()
     reachable = None
     error = state.get("error")
@@ -290,7 +290,7 @@ def _team_budget_id(row: dict[str, Any]) -> str:
 def list_team_budgets(as_json: bool) -> str:
     """`budget list --team`: the team's budgets, from the server (else as last fetched)."""
     from tokenbudget import budgets
-    from tokenbudget.team import cache
+    from tokenbudget.team import cache, files
     from tokenbudget.team.pgstore import open_team_store
 
     team_cfg = _team_cfg()
@@ -298,7 +298,7 @@ def list_team_budgets(as_json: bool) -> str:
     try:
         rows = open_team_store(team_cfg, timeout=3).budgets()
     except TeamError as e:
-        data = cache.read_json(cache.cache_file()) or {}
+        data = files.read_json(files.cache_file()) or {}
         if data.get("team") != team_cfg["team"] or "budgets" not in data:
             raise
         rows = list(data["budgets"])
@@ -438,8 +438,7 @@ def _team_html(team_cfg: dict[str, str], since: str | None, until: str | None,
                              dict(sync.read_state().get("projects") or {}))
     cfg = config.load_config()
     ctx = engine.context(cfg, now, project=os.getcwd(), listing=True)
-    checks = cache.measure(data, team_cfg["member"], open_store().load(),
-                           ctx)
+    checks = cache.measure(data, team_cfg["member"], open_store().load(), ctx, engine.measure)
     daily = [c.budget for c in checks
              if c.budget.kind == "daily" and getattr(c.budget, "reach", "") == "team"]
     scope = f"{since or 'the first day'} to {until or 'today'}" if since or until else ""

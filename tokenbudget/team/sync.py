@@ -12,7 +12,6 @@ The pull writes the cache file the hooks read (cache.py), with the time it was f
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -32,7 +31,7 @@ from tokenbudget.schema import (
     OUT_USAGE,
 )
 from tokenbudget.store import Store, open_store
-from tokenbudget.team import cache
+from tokenbudget.team import files
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,22 +80,13 @@ def normalize_remote(url: str) -> str:
         url.split("/", 1)[1]
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_state() -> dict[str, Any]:
     """What the last syncs did: last push and pull times, the last error, project names."""
-    return _read_json(cache.state_file())
+    return files.read_json(files.state_file()) or {}
 
 
 def write_state(state: dict[str, Any]) -> None:
-    cache.write_private_json(cache.state_file(), state)
+    files.write_private_json(files.state_file(), state)
 
 
 def rows_of(outbox: dict[str, list[Any]], member: str, machine: str,
@@ -163,7 +153,7 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
                 done["pushed"] = len(rows)
                 state["last_push"] = clock.now()
             if pull:
-                cache.write_cache(snapshot(team_store, team_cfg, projects))
+                files.write_cache(snapshot(team_store, team_cfg, projects))
                 state["last_pull"] = clock.now()
                 done["pulled"] = True
         state.pop("error", None)
@@ -193,7 +183,7 @@ def snapshot(team_store: PostgresStore, team_cfg: dict[str, str],
     zone, week_start = team_store.calendar()
     fetched = clock.now()
     return {
-        "version": cache.VERSION,
+        "version": files.VERSION,
         "team": team_cfg["team"],
         "member": team_cfg["member"],
         "fetched": fetched,
@@ -215,7 +205,7 @@ def pull(team_cfg: dict[str, str], projects: dict[str, str], *,
     team_store = open_team_store(team_cfg, timeout)
     with team_store.connected(statement_timeout=timeout):
         data = snapshot(team_store, team_cfg, projects)
-    cache.write_cache(data)
+    files.write_cache(data)
     return data
 
 
