@@ -12,22 +12,18 @@ from tests.helpers import (
     ALL_CASES,
     FORK_CASES,
     ORDERS,
+    _transcript,
     discover_in,
     every_file_order,
     install_fixture,
+    ledger_total,
+    session_totals,
     truth,
     truth_per_session,
     truth_usage,
 )
 from tokenbudget import history, query, sync, transcripts
-from tokenbudget.store import Store
 from tokenbudget.usage import Usage
-
-
-def ledger_total(store: object) -> Usage:
-    ledger = store.snapshot()  # type: ignore[attr-defined]
-    groups = query.group("model", query.cells(ledger, history.read_records(ledger)), UTC)
-    return query.totals(groups).usage
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -36,12 +32,6 @@ def test_fixture_totals_equal_truth(case: str, private_home: Path) -> None:
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage(case)
-
-
-def session_totals(store: Store) -> dict[str, Usage]:
-    ledger = store.snapshot()
-    groups = query.group("session", query.cells(ledger, history.read_records(ledger)), UTC)
-    return {g.key: g.usage for g in groups}
 
 
 def test_forked_session_copies_belong_to_the_parent(private_home: Path) -> None:
@@ -159,10 +149,6 @@ def test_sync_twice_changes_nothing(private_home: Path) -> None:
     a, b = json.loads(first), store.snapshot()
     a.pop("updated"), b.pop("updated"), a.pop("journal")
     assert a == b
-
-
-def _transcript(private_home: Path, case: str) -> Path:
-    return next((private_home / ".claude" / "projects").glob("*/*.jsonl"))
 
 
 def test_appending_a_turn_adds_exactly_that_turn(private_home: Path) -> None:
