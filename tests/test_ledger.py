@@ -1,4 +1,7 @@
-"""A schema-1 ledger, as tokenbudget 0.1.0 wrote it, is migrated in place on first use.
+"""ledger.py and store.py: a schema-1 ledger, as 0.1.0 wrote it, is migrated in place on first use.
+
+The store's contract every backend passes is tests/test_store_contract.py, its crash tests
+tests/test_store_crash.py; the record layouts and the migration registry tests/test_schema.py.
 
 On the real file 0.1.0 wrote from the recorded transcripts (tests/fixtures/ledger-0.1.0), put
 where a user's ledger is, with those transcripts where it read them: the migration adds what
