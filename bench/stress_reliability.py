@@ -205,7 +205,7 @@ def settings_race(edits: int, pause: float) -> dict[str, Any]:
 
 def long_line() -> dict[str, Any]:
     with sandbox(False) as home:
-        from tests.test_reliability_transcripts import big_line, requests, transcript
+        from tests.test_transcripts import big_line, requests, transcript
 
         path = transcript(home)
         head, want = requests(0, 5)

@@ -1,4 +1,5 @@
-"""Shared test helpers: fixtures copied into a Claude Code data dir, truth totals."""
+"""Shared test helpers: fixtures copied into a Claude Code data dir, truth totals, the totals
+a ledger holds."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import random
 import shutil
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
-from tokenbudget import transcripts
+from tokenbudget import history, query, transcripts
+from tokenbudget.store import Store
 from tokenbudget.usage import Usage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,3 +107,19 @@ def stored_ledger(state: Path) -> dict[str, object]:
     from tokenbudget.store import open_store
 
     return open_store(path=state / "ledger.json").snapshot()
+
+
+def ledger_total(store: object) -> Usage:
+    ledger = store.snapshot()  # type: ignore[attr-defined]
+    groups = query.group("model", query.cells(ledger, history.read_records(ledger)), UTC)
+    return query.totals(groups).usage
+
+
+def session_totals(store: Store) -> dict[str, Usage]:
+    ledger = store.snapshot()
+    groups = query.group("session", query.cells(ledger, history.read_records(ledger)), UTC)
+    return {g.key: g.usage for g in groups}
+
+
+def _transcript(private_home: Path, case: str) -> Path:
+    return next((private_home / ".claude" / "projects").glob("*/*.jsonl"))

@@ -12,22 +12,17 @@ from tests.helpers import (
     ALL_CASES,
     FORK_CASES,
     ORDERS,
+    _transcript,
     discover_in,
     every_file_order,
     install_fixture,
-    truth,
+    ledger_total,
+    session_totals,
     truth_per_session,
     truth_usage,
 )
 from tokenbudget import history, query, sync, transcripts
-from tokenbudget.store import Store
 from tokenbudget.usage import Usage
-
-
-def ledger_total(store: object) -> Usage:
-    ledger = store.snapshot()  # type: ignore[attr-defined]
-    groups = query.group("model", query.cells(ledger, history.read_records(ledger)), UTC)
-    return query.totals(groups).usage
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -36,12 +31,6 @@ def test_fixture_totals_equal_truth(case: str, private_home: Path) -> None:
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage(case)
-
-
-def session_totals(store: Store) -> dict[str, Usage]:
-    ledger = store.snapshot()
-    groups = query.group("session", query.cells(ledger, history.read_records(ledger)), UTC)
-    return {g.key: g.usage for g in groups}
 
 
 def test_forked_session_copies_belong_to_the_parent(private_home: Path) -> None:
@@ -134,37 +123,6 @@ def test_cost_equals_claude_codes_own(case: str, private_home: Path) -> None:
     assert sum(g.cost for g in groups) == pytest.approx(expected, abs=1e-9)
 
 
-def test_slash_command_turns_are_attributed(private_home: Path) -> None:
-    install_fixture("slash", private_home / ".claude", unique_ids=True)
-    install_fixture("compacted", private_home / ".claude", unique_ids=True)
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
-    by_cmd = {g.key: g.usage.total for g in groups}
-    assert by_cmd["/test"] == truth_usage("slash").total
-    # The two compaction requests appear in no assistant line: they are /compact's.
-    assert by_cmd["/compact"] == 6223
-
-
-def test_sync_twice_changes_nothing(private_home: Path) -> None:
-    install_fixture("loop", private_home / ".claude")
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    first = store.path.read_bytes()
-    report = sync.sync_all(store, now=1795887600.0)
-    assert report.new_requests == 0 and report.files_read == 0
-    assert ledger_total(store) == truth_usage("loop")
-    import json
-
-    a, b = json.loads(first), store.snapshot()
-    a.pop("updated"), b.pop("updated"), a.pop("journal")
-    assert a == b
-
-
-def _transcript(private_home: Path, case: str) -> Path:
-    return next((private_home / ".claude" / "projects").glob("*/*.jsonl"))
-
-
 def test_appending_a_turn_adds_exactly_that_turn(private_home: Path) -> None:
     install_fixture("plain", private_home / ".claude")
     store = sync.open_store()
@@ -183,163 +141,6 @@ def test_appending_a_turn_adds_exactly_that_turn(private_home: Path) -> None:
     assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")
 
 
-def test_a_partial_last_line_waits_for_its_end(private_home: Path) -> None:
-    install_fixture("plain", private_home / ".claude")
-    path = _transcript(private_home, "plain")
-    data = path.read_bytes()
-    cut = data.index(b'"type":"assistant"') + 40
-    path.write_bytes(data[:cut])
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store) == Usage()
-    with open(path, "ab") as f:
-        f.write(data[cut:])
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store) == truth_usage("plain")
-
-
-def test_a_rewritten_or_replaced_file_is_not_counted_twice(private_home: Path) -> None:
-    install_fixture("loop", private_home / ".claude")
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    path = _transcript(private_home, "loop")
-    data = path.read_bytes()
-    # Rewritten shorter (same inode), then replaced by a new file with the full content.
-    path.write_bytes(data[: len(data) // 2])
-    sync.sync_all(store, now=1795887600.0)
-    tmp = path.with_suffix(".new")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    report = sync.sync_all(store, now=1795887600.0)
-    assert report.files_read == 1
-    assert ledger_total(store) == truth_usage("loop")
-
-
-def test_largest_usage_wins_not_the_first(private_home: Path) -> None:
-    install_fixture("plain", private_home / ".claude")
-    path = _transcript(private_home, "plain")
-    lines = path.read_text().splitlines(keepends=True)
-    first = next(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
-    # Older Claude Code wrote a partial output count on the first line of a response.
-    lines[first] = lines[first].replace('"output_tokens":41', '"output_tokens":1', 1)
-    path.write_text("".join(lines[: first + 1]))
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store).output == 1
-    path.write_text("".join(lines))
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store) == truth_usage("plain")
-
-
-def test_bad_lines_are_skipped_and_counted(private_home: Path) -> None:
-    install_fixture("plain", private_home / ".claude")
-    path = _transcript(private_home, "plain")
-    with open(path, "ab") as f:
-        f.write(b"not json at all\n\xff\xfe binary junk\n")
-        f.write(b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":-5}}}\n')
-        f.write(b'{"type":"assistant","message":{"id":"n","usage":{"input_tokens":1.5}}}\n')
-    store = sync.open_store()
-    report = sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store) == truth_usage("plain")
-    assert report.skipped.get("not JSON") == 2
-    assert report.skipped.get("bad usage") == 2
-
-
-def test_folded_sessions_keep_their_totals(private_home: Path) -> None:
-    for case in ALL_CASES:
-        install_fixture(case, private_home / ".claude", unique_ids=True)
-    store = sync.open_store()
-    expected = sum((truth_usage(c) for c in ALL_CASES), Usage())
-    # A week later every session is idle past retention: they fold into history.
-    report = sync.sync_all(store, now=1795887600.0 + 7 * 86400)
-    assert report.folded == len(list(private_home.glob(".claude/projects/*/*.jsonl")))
-    ledger = store.snapshot()
-    assert ledger["sessions"] == {} and ledger["keys"] == {} and ledger["files"] == {}
-    assert ledger_total(store) == expected
-    assert sum(p[0] for p in ledger["projects"].values()) == expected.total
-    # Nothing new: a further sync reads nothing and counts nothing twice.
-    report = sync.sync_all(store, now=1795887600.0 + 8 * 86400)
-    assert report.files_read == 0
-    assert ledger_total(store) == expected
-
-
-def _plain_asks_again(private_home: Path) -> None:
-    """The `plain` session, resumed: one more request, the same usage as its first."""
-    path = _transcript(private_home, "plain")
-    extra = [
-        line.replace("msg_fake_00001", "msg_fake_00042").replace("req_fake_00001", "req_y")
-        for line in path.read_text().splitlines(keepends=True)
-        if '"type":"assistant"' in line
-    ]
-    with open(path, "a") as f:
-        f.writelines(extra)
-
-
-def test_a_folded_session_resumed_counts_only_what_is_new(private_home: Path) -> None:
-    install_fixture("plain", private_home / ".claude")
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400)
-    _plain_asks_again(private_home)
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400)
-    assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")
-
-
-RACER = """
-import sys
-from pathlib import Path
-from tokenbudget import sync
-store = sync.open_store(lock_timeout=60)
-transcript, sid, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-for _ in range(15):
-    if mode == "hook":
-        sync.sync_session(store, transcript, sid)
-    else:
-        sync.sync_all(store, now=1795887600.0)
-"""
-
-
-def test_hooks_and_syncs_racing_count_each_request_once(private_home: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    install_fixture("agent", private_home / ".claude")
-    path = _transcript(private_home, "agent")
-    sid = path.stem
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[: len(lines) // 3]))
-    env = dict(os.environ)
-    procs = [
-        subprocess.Popen([sys.executable, "-c", RACER, str(path), sid, mode], env=env)
-        for mode in ("hook", "hook", "sync", "sync")
-    ]
-    # The session goes on while they race: its remaining lines arrive in small appends.
-    rest = lines[len(lines) // 3 :]
-    for i in range(0, len(rest), 3):
-        with open(path, "a") as f:
-            f.writelines(rest[i : i + 3])
-    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store) == truth_usage("agent")
-
-
-def test_rollups_by_project_and_model_survive_rebuild(private_home: Path) -> None:
-    for case in ("plain", "agent"):
-        install_fixture(case, private_home / ".claude", unique_ids=True)
-    store = sync.open_store()
-    expected = truth_usage("plain").total + truth_usage("agent").total
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400)  # both fold into history
-    ledger = store.snapshot()
-    assert ledger["models"] == {"claude-opus-5-5": [expected, pytest.approx(0.026841)]}
-    assert ledger["projects"]["/home/dev/project"][0] == expected
-    sync.rebuild(store, now=1795887600.0 + 7 * 86400)
-    rebuilt = store.snapshot()
-    assert rebuilt["models"]["claude-opus-5-5"][0] == expected
-    assert rebuilt["projects"]["/home/dev/project"][0] == expected
-    assert ledger_total(store).total == expected
-
-
 def test_claude_config_dir_may_list_several_dirs(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -355,99 +156,6 @@ def test_claude_config_dir_may_list_several_dirs(
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", f" {second} , {private_home / '.claude'} ")
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("loop") + truth_usage("slash")
-
-
-def test_an_absurdly_long_line_is_skipped_not_fatal(private_home: Path) -> None:
-    from tokenbudget import transcripts
-
-    install_fixture("plain", private_home / ".claude")
-    path = _transcript(private_home, "plain")
-    data = path.read_bytes()
-    long_line = b'{"type":"user","x":"' + b"a" * (transcripts.MAX_LINE_BYTES + 10) + b'"}\n'
-    path.write_bytes(long_line + data)
-    store = sync.open_store()
-    report = sync.sync_all(store, now=1795887600.0)
-    assert report.skipped.get("too long") == 1
-    assert ledger_total(store) == truth_usage("plain")
-
-
-def test_a_subagent_line_written_after_the_session_total_counts_once(private_home: Path) -> None:
-    install_fixture("agent", private_home / ".claude")
-    agent = next((private_home / ".claude" / "projects").rglob("agent-*.jsonl"))
-    full = agent.read_bytes()
-    lines = full.splitlines(keepends=True)
-    cut = max(i for i, line in enumerate(lines) if b'"type":"assistant"' in line)
-    agent.write_bytes(b"".join(lines[: cut - 1]))  # the subagent's response not on disk yet
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    # Claude Code's session total already covers it, as usage in no line.
-    assert ledger_total(store) == truth_usage("agent")
-    agent.write_bytes(full)
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store) == truth_usage("agent")
-    assert session_totals(store)[agent.parent.parent.name] == truth_usage("agent")
-
-
-def test_a_second_compaction_in_a_session_is_counted_too(private_home: Path) -> None:
-    install_fixture("compacted", private_home / ".claude")
-    path = _transcript(private_home, "compacted")
-    lines = path.read_text().splitlines(keepends=True)
-    states = [i for i, line in enumerate(lines) if '"type":"cost-state"' in line]
-    store = sync.open_store()
-    # Read the session one process at a time, each ending with its cost-state.
-    for end in states:
-        path.write_text("".join(lines[: end + 1]))
-        sync.sync_all(store, now=1795887600.0)
-    path.write_text("".join(lines))
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store) == truth_usage("compacted")
-    # A later process compacts again: 3,000 tokens in no assistant line.
-    last = json.loads(lines[states[-1]])
-    usage = last["modelUsage"]["claude-opus-5-5"]
-    usage["inputTokens"] += 3000
-    with open(path, "a") as f:
-        f.write(json.dumps(last) + "\n")
-    sync.sync_all(store, now=1795887600.0)
-    assert ledger_total(store).total == truth_usage("compacted").total + 3000
-
-
-def test_compacted_requests_still_count_once(private_home: Path) -> None:
-    from tokenbudget import ingest
-
-    for case in ("agent", "forked", "compacted"):
-        install_fixture(case, private_home / ".claude", unique_ids=True)
-    store = sync.open_store()
-    expected = sum((truth_usage(c) for c in ("agent", "forked", "compacted")), Usage())
-    sync.sync_all(store, now=1795887600.0)
-    before = store.snapshot()
-    by = {k: query.group(k, query.cells(before, {}), UTC) for k in query.BY_CHOICES}
-    assert before["keys"]
-    # Two hours later every session is idle: their request records are compacted.
-    sync.sync_all(store, now=1795887600.0 + 2 * 3600)
-    after = store.snapshot()
-    assert after["keys"] == {} and all(s.get("k") for s in after["sessions"].values())
-    assert len(store.path.read_bytes()) < len(json.dumps(before))
-    for k, groups in by.items():
-        again = query.group(k, query.cells(after, {}), UTC)
-        assert [(g.key, g.usage, round(g.cost, 9)) for g in again] == [
-            (g.key, g.usage, round(g.cost, 9)) for g in groups
-        ], k
-    # Read again from the start (a transcript rewritten), and a new fork of a compacted
-    # session: nothing counts twice.
-    fork = next(p for p in (private_home / ".claude" / "projects").glob("*/*.jsonl")
-                if "fd4b2298" in p.name)
-    data = fork.read_bytes()
-    fork.write_bytes(data[: len(data) // 3])
-    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
-    fork.write_bytes(data)
-    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
-    copy = fork.with_name("0f0f0f0f-0000-4000-8000-000000000000.jsonl")
-    copy.write_bytes(data.replace(b"fd4b2298-2ab6-44e1-8473-ac50d60f614d",
-                                  b"0f0f0f0f-0000-4000-8000-000000000000"))
-    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
-    assert ledger_total(store) == expected
-    settled = store.snapshot()
-    assert ingest.compact(settled, 1795887600.0 + 3 * 3600) == 0  # sync compacted them all
 
 
 def test_a_session_start_folds_and_compacts_without_the_cli(private_home: Path) -> None:
@@ -482,137 +190,6 @@ def test_claude_config_dir_naming_a_folder_with_a_comma(
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("plain")
-
-
-def test_a_fork_read_before_its_parent_credits_the_copies_to_the_parent(
-    private_home: Path,
-) -> None:
-    # The first hook of a new install may come from the fork: its copies of the parent's
-    # requests must still be the parent's, whatever reads the parent's transcript later.
-    projects = install_fixture("forked", private_home / ".claude")
-    parent = "41481808-d348-404b-a183-6d629348bbef"
-    fork = "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
-    store = sync.open_store()
-    sync.sync_session(store, projects / "-home-dev-project" / f"{fork}.jsonl", fork)
-    assert session_totals(store) == {fork: truth_usage("forked", fork)}
-    sync.sync_all(store, now=1795887600.0)
-    per_session = session_totals(store)
-    assert per_session[parent] == truth_usage("forked", parent)
-    assert per_session[fork] == truth_usage("forked", fork)
-
-
-def test_a_first_sync_puts_subagent_usage_in_the_launching_turn(private_home: Path) -> None:
-    install_fixture("agent", private_home / ".claude")
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)  # subagent transcripts are read before the main one
-    s = store.snapshot()["sessions"]["8e945286-e779-410e-9516-f3c30e65f9e5"]
-    turn = s["t"]["e1fb9928-8dba-4eae-9c5a-27858b8eb42a"]  # "please AGENT", which launched it
-    # Every request of the session is this turn's: its own, the subagent's, and the answer to
-    # the subagent's notification (which carries the same turn on).
-    fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
-              "cache_read_input_tokens")
-    assert turn[0] == "prompt" and turn[1] > 0
-    assert turn[2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)
-
-
-def test_a_fork_of_a_folded_session_does_not_count_the_copies_again(private_home: Path) -> None:
-    projects = install_fixture("forked", private_home / ".claude") / "-home-dev-project"
-    parent = "41481808-d348-404b-a183-6d629348bbef"
-    fork = "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
-    moved = private_home / "not yet forked"
-    moved.mkdir()
-    (projects / f"{fork}.jsonl").rename(moved / f"{fork}.jsonl")  # not forked yet
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0, retention_days=0)  # the parent is folded
-    assert parent not in store.snapshot()["sessions"]
-    (moved / f"{fork}.jsonl").rename(projects / f"{fork}.jsonl")
-    sync.sync_session(store, projects / f"{fork}.jsonl", fork)
-    per_session = session_totals(store)
-    assert per_session[parent] == truth_usage("forked", parent)
-    assert per_session[fork] == truth_usage("forked", fork)
-
-
-def test_a_folded_session_resumed_with_a_cost_state_counts_only_what_is_new(
-    private_home: Path,
-) -> None:
-    # `claude -c` days later: the new process's cost-state covers the session's whole life.
-    install_fixture("continued", private_home / ".claude")
-    path = _transcript(private_home, "continued")
-    lines = path.read_text().splitlines(keepends=True)
-    first_exit = next(i for i, line in enumerate(lines) if '"cost-state"' in line)
-    path.write_text("".join(lines[: first_exit + 1]))  # the first process only
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400)  # folded: idle for days
-    assert not store.snapshot()["sessions"]
-    first = ledger_total(store)
-    path.write_text("".join(lines))  # the second process, with its own cost-state
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400, retention_days=30)
-    assert ledger_total(store) == truth_usage("continued")
-    live = next(iter(store.snapshot()["sessions"].values()))
-    assert live["x"] == {}  # nothing taken for usage in no line
-    assert first.total < truth_usage("continued").total
-
-
-def test_a_subagent_launched_from_a_notification_joins_the_turn_it_continues(
-    private_home: Path,
-) -> None:
-    projects = install_fixture("agent", private_home / ".claude")
-    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
-    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
-    (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
-    agent.write_text(agent.read_text().replace(launching, note))  # launched by the note's turn
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)  # the subagent is read first
-    s = store.snapshot()["sessions"][sid]
-    assert set(s["t"]) == {launching} and s["a"] == {note: launching}
-    fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
-              "cache_read_input_tokens")
-    assert s["t"][launching][2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)
-
-
-def test_a_held_turn_in_a_resumed_session_whose_running_turn_was_folded(
-    private_home: Path,
-) -> None:
-    # The running turn lived before the fold; the note continuing it comes after the resume.
-    projects = install_fixture("agent", private_home / ".claude")
-    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
-    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
-    main = next(projects.glob(f"*/{sid}.jsonl"))
-    (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
-    lines = main.read_text().splitlines(keepends=True)
-    cut = next(i for i, line in enumerate(lines) if "<task-notification>" in line)
-    agent_text = agent.read_text().replace(launching, note)
-    agent.unlink()
-    main.write_text("".join(lines[:cut]))
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0 + 10 * 86400)  # folded
-    assert not store.snapshot()["sessions"]
-    main.write_text("".join(lines))
-    agent.write_text(agent_text)
-    sync.sync_all(store, now=1795887600.0 + 10 * 86400 + 60)
-    assert ledger_total(store) == truth_usage("agent")
-
-
-def test_a_fold_cut_short_after_a_resume_keeps_the_earlier_period(private_home: Path) -> None:
-    import copy
-
-    install_fixture("plain", private_home / ".claude")
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400)  # folded: the first period
-    _plain_asks_again(private_home)
-    sync.sync_all(store, now=1795887600.0 + 7 * 86400, retention_days=30)  # resumed: live
-    # A fold killed between writing history and committing the ledger: the live period is
-    # in both. It counts once, and the period folded before still counts.
-    history.fold(copy.deepcopy(store.snapshot()), float("inf"))
-    assert ledger_total(store) == truth_usage("plain") + truth_usage("plain")
-    from click.testing import CliRunner
-
-    from tokenbudget.cli import main
-
-    result = CliRunner().invoke(main, ["report", "--json"])
-    assert result.exit_code == 0, result.output
-    total = json.loads(result.stdout)["totals"]["totalTokens"]
-    assert total == (truth_usage("plain") + truth_usage("plain")).total
 
 
 def _replay(case: str) -> list[tuple[Path, str, str, bytes]]:
@@ -659,38 +236,6 @@ def test_hooks_reading_as_lines_are_written_agree_with_a_backfill(
     assert per_session == truth_per_session(case, list(per_session))
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_a_fork_that_writes_its_total_before_its_copies_is_charged_its_own(
-    split: bool, private_home: Path
-) -> None:
-    # An interactive fork may write its cost-state ahead of the lines it covers, its copies
-    # included: read first, that total looks like the fork's own, until the copies say whose.
-    projects = install_fixture("fork-elsewhere", private_home / ".claude")
-    [fork] = projects.glob("-home-dev-a-elsewhere/*.jsonl")
-    lines = fork.read_bytes().splitlines(keepends=True)
-    [total] = [line for line in lines if b'"cost-state"' in line]
-    rest = [line for line in lines if line is not total]
-    store = sync.open_store()
-    if split:
-        fork.write_bytes(total)
-        sync.sync_session(store, fork, fork.stem)
-    fork.write_bytes(total + b"".join(rest))
-    sync.sync_session(store, fork, fork.stem)
-    sync.sync_all(store, now=1795887600.0)
-    per_session = session_totals(store)
-    assert per_session == truth_per_session("fork-elsewhere", list(per_session))
-
-
-def test_subagents_of_slash_commands_in_forks_count_for_the_command(private_home: Path) -> None:
-    # /helper launches a subagent, in a session and again in its fork: every request served
-    # (subagents and the turns after their notifications included) is /helper's, once.
-    install_fixture("fork-slash-agent", private_home / ".claude")
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
-    assert {g.key: g.usage for g in groups} == {"/helper": truth_usage("fork-slash-agent")}
-
-
 def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
     private_home: Path,
 ) -> None:
@@ -732,18 +277,3 @@ def test_the_synthetic_history_with_every_fork_shape_agrees_with_its_truth(
         split = [(g.key, g.usage) for g in groups]
         assert split == (by_command if by_command is not None else split), order
         by_command = split
-
-
-def test_a_subagent_that_compacts_on_its_own_is_counted_for_its_session(
-    private_home: Path,
-) -> None:
-    # Its compaction request is in no transcript line: only its session's cost-state has it
-    # (and the fork's, inherited, where it must not count again).
-    projects = install_fixture("fork-autocompact-subagent", private_home / ".claude")
-    [agent] = projects.glob("*/*/subagents/agent-*.jsonl")
-    assert b'"trigger":"auto"' in agent.read_bytes()
-    assert sum(1 for t in truth("fork-autocompact-subagent") if t["sub"]) == 3
-    store = sync.open_store()
-    sync.sync_all(store, now=1795887600.0)
-    per_session = session_totals(store)
-    assert per_session == truth_per_session("fork-autocompact-subagent", list(per_session))

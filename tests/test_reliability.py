@@ -1,7 +1,8 @@
 """Reliability: concurrent writers, corrupt state, file permissions and a hung lock holder.
 
-Crashes, hostile hook input, hostile transcripts and settings races have their own
-tests/test_reliability_*.py files; bench/stress_reliability.py runs the heavier variants.
+Crashes, hostile hook input and settings races have their own tests/test_reliability_*.py
+files, hostile transcripts tests/test_transcripts.py; bench/stress_reliability.py runs the
+heavier variants.
 """
 
 from __future__ import annotations

@@ -139,28 +139,6 @@ def test_a_missing_project_folder_with_no_usage_is_refused(three_sessions: Path)
     assert f"{missing} does not exist and no usage was recorded in it" in one_line(proc)
 
 
-def test_sessions_are_sorted_by_last_activity_not_by_id_or_start(
-    private_home: Path, recorded_day: float
-) -> None:
-    for case in ("plain", "forked", "loop"):
-        install_fixture(case, private_home / ".claude")
-    # The plain session (first by id and by start) goes on until 17:50: it must come last.
-    path = next((private_home / ".claude" / "projects").glob("*/1c990dcd*.jsonl"))
-    lines = path.read_text().splitlines()
-    last = max(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
-    entry = json.loads(lines[last])
-    entry["timestamp"] = "2026-11-28T17:50:00.000Z"
-    lines[last] = json.dumps(entry)
-    path.write_text("\n".join(lines) + "\n")
-    proc = run("report", "--by", "session", "--csv", home=private_home, env=UTC_ENV)
-    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-    assert [(r["Session"][:8], r["lastActivity"][11:16]) for r in rows] == [
-        ("85b37d12", "17:14"),
-        ("41481808", "17:39"),
-        ("1c990dcd", "17:50"),
-    ]
-
-
 @pytest.mark.parametrize("line", [
     '{"sid": "abc"}',
     '{"sid": "abc", "p": "/x", "f": 1, "l": 2, "m": {}, "hours": {"abc": {}}, "turns": []}',

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_store_contract import REPO, _bump
+from tokenbudget.schema import SCHEMA
 from tokenbudget.store import CRASH_ENV, JsonFileStore
 
 APPEND = ["append.opened", "append.cut", "append.half", "append.written", "append.synced"]
@@ -126,4 +127,4 @@ def test_checkpoints_killed_while_others_append_lose_and_double_nothing(tmp_path
     )
     visible = sum(1 for k in range(kills) if k % 3 != 1)  # killed after the rename
     assert seen["folded"]["tokens"] == visible and kills >= 1
-    assert json.loads(Path(store.file).read_bytes())["schema"] == 1
+    assert json.loads(Path(store.file).read_bytes())["schema"] == SCHEMA

@@ -359,7 +359,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             data = os.environ.get("CLAUDE_PLUGIN_DATA")
             with contextlib.suppress(OSError):
                 plugin.note_run(plugin_root, data, sys.executable, now)
-        events = ledger.setdefault("events", {})
+        events = ledger["events"]
         fp = _fingerprint(ev)
         if fp in events:
             return {}  # registered twice (plugin and settings, or two scopes): answer once

@@ -10,6 +10,7 @@ import os
 from tokenbudget import clock
 from tokenbudget.errors import CorruptLedger as CorruptLedger
 from tokenbudget.schema import SCHEMA as SCHEMA
+from tokenbudget.schema import migrate
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:
@@ -64,26 +65,17 @@ def file_identity(st: os.stat_result) -> str:
 
 
 def validate(data: Any) -> Ledger:
-    """The parsed file as a ledger, upgraded to this schema; CorruptLedger if it cannot be."""
-    if not isinstance(data, dict):
-        raise CorruptLedger("the ledger is not a JSON object")
-    schema = data.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        raise CorruptLedger("the ledger has no schema version")
-    if schema > SCHEMA:
-        raise CorruptLedger(
-            f"the ledger has schema {schema}, newer than this tokenbudget understands ({SCHEMA})"
-        )
-    if schema < 1:
-        raise CorruptLedger(f"the ledger has an unknown schema {schema}")
-    fresh = new_ledger()
-    for key, default in fresh.items():
-        if key not in data:
-            data[key] = default
-        elif type(data[key]) is not type(default):
-            raise CorruptLedger(f"the ledger's {key!r} is a {type(data[key]).__name__}")
-    _check_records(data)
-    return data
+    """The parsed file as a ledger of this schema, migrated if older (schema.migrate, which
+    works on a copy); CorruptLedger if it cannot be used. Every table must be there: the
+    migrations add what older schemas lacked, so a table missing now is damage."""
+    ledger = migrate(data)
+    for key, empty in new_ledger().items():
+        if key not in ledger:
+            raise CorruptLedger(f"the ledger has no {key!r}")
+        if type(ledger[key]) is not type(empty):
+            raise CorruptLedger(f"the ledger's {key!r} is a {type(ledger[key]).__name__}")
+    _check_records(ledger)
+    return ledger
 
 
 _NUM = (int, float)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     Ledger: TypeAlias = dict[str, Any]
     Migration: TypeAlias = Callable[[Ledger], Ledger]
 
-SCHEMA = 1  # the ledger's schema: what `new_ledger` writes and this version understands
+SCHEMA = 2  # the ledger's schema: what `new_ledger` writes and this version understands
 
 USAGE_LEN = 5  # counts in a usage list
 
@@ -224,8 +224,62 @@ def split_history_key(key: str) -> tuple[str, str]:
 # --- migrations ---------------------------------------------------------------------------------
 # Step i brings a ledger from schema i + 1 to i + 2, named `m<NNN>_<what>` after the schema it
 # makes (m002_...). A step takes the whole parsed ledger and returns it changed; `migrate` sets
-# the new schema number. None yet: schema 1 is the first.
-MIGRATIONS: list[Migration] = []
+# the new schema number. A step never fails on a record of the wrong shape: it leaves it for
+# ledger.validate to refuse as corrupt (the store keeps such a file aside and rebuilds), so
+# that MigrationError means only that this code could not do its part.
+
+
+def _m002_tables(now: float) -> Ledger:
+    """The top-level tables of an empty schema-2 ledger, in the order every ledger is written
+    (the store finds "updated" at the head of the file by it). Frozen here: a later schema
+    that adds a table adds it in its own step."""
+    return {
+        "schema": 2,
+        "app": "tokenbudget",
+        "created": now,
+        "updated": now,
+        "files": {},
+        "sessions": {},
+        "keys": {},
+        "hours": {},
+        "projects": {},
+        "models": {},
+        "folded": {"sessions": 0, "tokens": 0, "cost": 0.0, "until": 0.0},
+        "commands": {},
+        "rates": {},
+        "warned": {},
+        "skipped": {},
+        "events": {},
+        "allow": {},
+        "notices": [],
+        "rebuild": False,
+        "ended": {},
+        "team": "",
+        "outbox": {},
+    }
+
+
+def m002_every_table(data: Ledger) -> Ledger:
+    """Every top-level table a schema-2 ledger has, in its order; those missing empty.
+
+    Schema-1 writers added tables over time without a new schema, and every schema-1 reader
+    filled the missing ones in, empty, on each read: 0.1.0 wrote no "team" or "outbox" (team
+    mode), earlier versions no "models", "events", "allow" or "ended". A journal line that a
+    schema-1 writer appended was computed against the ledger as it read it, these tables
+    filled in, and none of them ever removed one: such lines replay onto the migrated ledger
+    as they did onto that one. Keys this list does not know stay, after it.
+    """
+    from tokenbudget import clock  # a migration is a cold path
+
+    out = _m002_tables(clock.now())
+    for key in out:
+        if key in data:
+            out[key] = data[key]
+    out.update((k, v) for k, v in data.items() if k not in out)
+    return out
+
+
+MIGRATIONS: list[Migration] = [m002_every_table]
 
 
 class MigrationError(LedgerError):

@@ -7,6 +7,9 @@ holds, then empties the journal. Readers take the snapshot and the journal's com
 they see a whole commit or none, and read positions and totals are always committed together.
 Nothing is ever silently reset: a file we cannot read is kept aside and the caller rebuilds
 from the transcripts; a journal line we cannot read is skipped, kept aside and reported.
+A ledger of an older schema is migrated as it is read (tokenbudget/schema.py), with the journal
+its writer left replayed onto it; the first commit writes it back in this schema as a new
+snapshot, the old files kept aside once (`ledger.json.schema1-<time>`) for going back.
 
 Every caller goes through the `Store` interface (`open_store`), so another backend can follow.
 """
@@ -58,7 +61,7 @@ class Position:
     A transaction given it (with the ledger read) reads only the journal written since.
     """
 
-    __slots__ = ("bad", "end", "head", "journal", "seq", "size", "snapshot")
+    __slots__ = ("bad", "end", "head", "journal", "migrated", "seq", "size", "snapshot")
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class Position:
         seq: int,
         bad: int,
         size: int,
+        migrated: int = 0,
     ) -> None:
         self.snapshot = snapshot  # the snapshot file's stamp (None: there is none)
         self.head = head  # its commit time, "updated" at its head
@@ -77,6 +81,7 @@ class Position:
         self.seq = seq  # the last sequence applied
         self.bad = bad  # unusable lines found
         self.size = size  # the snapshot's size in bytes
+        self.migrated = migrated  # the older schema the snapshot has (0: this one)
 
 
 class Store:
@@ -256,7 +261,9 @@ class JsonFileStore(Store):
         seq = data.pop("journal", 0) if isinstance(data, dict) else 0
         if type(seq) is not int:
             raise CorruptLedger("the ledger's journal sequence is not a number")
-        data = validate(data)
+        schema = data.get("schema") if isinstance(data, dict) else None
+        data = validate(data)  # migrated in memory; the first commit writes it back
+        migrated = schema if type(schema) is int and schema != data["schema"] else 0
         try:
             with open(self.journal, "rb") as j:
                 jst = os.fstat(j.fileno())
@@ -283,7 +290,9 @@ class JsonFileStore(Store):
                 f" line{'s' if lines.bad > 1 else ''}; skipped (a copy is kept beside the"
                 " ledger)"
             )
-        position = Position(_stamp(st), head, where, lines.end, lines.last, lines.bad, len(raw))
+        position = Position(
+            _stamp(st), head, where, lines.end, lines.last, lines.bad, len(raw), migrated
+        )
         return data, position
 
     def _committed_at(self) -> float | None:
@@ -328,7 +337,14 @@ class JsonFileStore(Store):
         if lines.bad:
             return None  # read it all again: the full read reports them
         return Position(
-            pos.snapshot, pos.head, pos.journal, pos.end + lines.end, lines.last, 0, pos.size
+            pos.snapshot,
+            pos.head,
+            pos.journal,
+            pos.end + lines.end,
+            lines.last,
+            0,
+            pos.size,
+            pos.migrated,
         )
 
     # --- the transaction -----------------------------------------------------------------
@@ -358,6 +374,11 @@ class JsonFileStore(Store):
             assert base is not None
             yield data
             try:
+                if pos is not None and pos.migrated:
+                    # The first commit after an upgrade writes the ledger back in this schema
+                    # (even with nothing new), keeping the old files, once, for going back.
+                    self.move_aside(f"schema{pos.migrated}")
+                    checkpoint = True
                 unsynced = self._commit(data, base, pos, checkpoint)
             except OSError as e:
                 raise LedgerError(

@@ -1,28 +1,21 @@
-"""Compacted requests: kept per bucket, model and command, and read alike in either form."""
+"""query.py: report cells grouped and ordered, whichever form the ledger keeps them in."""
 
 from __future__ import annotations
 
 import copy
+import csv
+import io
+import json
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import install_fixture
-from tokenbudget import history, ingest, query, sync
+from tests.test_cli import run
+from tests.test_ingest import NOW, _synced
+from tests.test_report import UTC_ENV
+from tokenbudget import history, ingest, query
 from tokenbudget.ledger import Ledger
-
-NOW = 1795887600.0
-CASES = ("slash", "compacted", "loop", "agent")
-
-
-def _synced(private_home: Path) -> Ledger:
-    for case in CASES:
-        install_fixture(case, private_home / ".claude", unique_ids=True)
-    store = sync.open_store()
-    sync.sync_all(store, now=NOW)
-    ledger = store.snapshot()
-    assert ledger["keys"]
-    return ledger
 
 
 def _compact_by_turn(ledger: Ledger) -> None:
@@ -50,16 +43,6 @@ def _reports(ledger: Ledger) -> dict[str, Any]:
     return out
 
 
-def test_compacted_cells_name_the_command_not_the_turn(private_home: Path) -> None:
-    ledger = _synced(private_home)
-    turns = {pid for s in ledger["sessions"].values() for pid in s["t"]}
-    assert ingest.compact(ledger, NOW + 2 * 3600) > 0
-    keys = [k for s in ledger["sessions"].values() for k in s["c"]]
-    commands = {k.split("\t")[2] for k in keys}
-    assert commands == {"prompt", "/test"}  # /compact's usage is in no request record
-    assert not commands & turns
-
-
 def test_cells_compacted_by_turn_read_as_cells_compacted_by_command(private_home: Path) -> None:
     ledger = _synced(private_home)
     by_turn, by_command = copy.deepcopy(ledger), copy.deepcopy(ledger)
@@ -77,3 +60,25 @@ def test_cells_compacted_by_turn_read_as_cells_compacted_by_command(private_home
     mixed["keys"] = half
     ingest.compact(mixed, NOW + 2 * 3600)
     assert _reports(mixed) == reports
+
+
+def test_sessions_are_sorted_by_last_activity_not_by_id_or_start(
+    private_home: Path, recorded_day: float
+) -> None:
+    for case in ("plain", "forked", "loop"):
+        install_fixture(case, private_home / ".claude")
+    # The plain session (first by id and by start) goes on until 17:50: it must come last.
+    path = next((private_home / ".claude" / "projects").glob("*/1c990dcd*.jsonl"))
+    lines = path.read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
+    entry = json.loads(lines[last])
+    entry["timestamp"] = "2026-11-28T17:50:00.000Z"
+    lines[last] = json.dumps(entry)
+    path.write_text("\n".join(lines) + "\n")
+    proc = run("report", "--by", "session", "--csv", home=private_home, env=UTC_ENV)
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [(r["Session"][:8], r["lastActivity"][11:16]) for r in rows] == [
+        ("85b37d12", "17:14"),
+        ("41481808", "17:39"),
+        ("1c990dcd", "17:50"),
+    ]

@@ -1,6 +1,7 @@
-"""Hostile transcripts: counted correctly, or skipped and reported; never counted twice.
+"""transcripts.py: lines counted correctly, or skipped and reported; never counted twice.
 
-tests/test_accounting.py already covers one 16 MB line at the start of a file read at once.
+Hostile transcripts (huge lines written in pieces, junk at any cut point, files rewritten or
+replaced), then partial, bad and overlong lines and rewritten files in the recorded fixtures.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import stored_ledger
+from tests.helpers import _transcript, install_fixture, ledger_total, stored_ledger, truth_usage
 from tests.reliability_fixtures import REPO
 from tests.reliability_workers import MODEL, T0, assistant_line, ledger_usage, prompt_line
 from tokenbudget import hook, sync
@@ -323,3 +324,63 @@ def test_prompt_lines_in_junk_do_not_break_turns(private_home: Path) -> None:
     path.write_bytes(prompt_line(SID, CWD, "p1", "/test go", T0) + b"\x00\n" + data)
     sync.sync_all(sync.open_store())
     assert ledger_usage() == want
+
+
+def test_a_partial_last_line_waits_for_its_end(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    data = path.read_bytes()
+    cut = data.index(b'"type":"assistant"') + 40
+    path.write_bytes(data[:cut])
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == Usage()
+    with open(path, "ab") as f:
+        f.write(data[cut:])
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+
+
+def test_a_rewritten_or_replaced_file_is_not_counted_twice(private_home: Path) -> None:
+    install_fixture("loop", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    path = _transcript(private_home, "loop")
+    data = path.read_bytes()
+    # Rewritten shorter (same inode), then replaced by a new file with the full content.
+    path.write_bytes(data[: len(data) // 2])
+    sync.sync_all(store, now=1795887600.0)
+    tmp = path.with_suffix(".new")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    report = sync.sync_all(store, now=1795887600.0)
+    assert report.files_read == 1
+    assert ledger_total(store) == truth_usage("loop")
+
+
+def test_bad_lines_are_skipped_and_counted(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    with open(path, "ab") as f:
+        f.write(b"not json at all\n\xff\xfe binary junk\n")
+        f.write(b'{"type":"assistant","message":{"id":"m","usage":{"input_tokens":-5}}}\n')
+        f.write(b'{"type":"assistant","message":{"id":"n","usage":{"input_tokens":1.5}}}\n')
+    store = sync.open_store()
+    report = sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+    assert report.skipped.get("not JSON") == 2
+    assert report.skipped.get("bad usage") == 2
+
+
+def test_an_absurdly_long_line_is_skipped_not_fatal(private_home: Path) -> None:
+    from tokenbudget import transcripts
+
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    data = path.read_bytes()
+    long_line = b'{"type":"user","x":"' + b"a" * (transcripts.MAX_LINE_BYTES + 10) + b'"}\n'
+    path.write_bytes(long_line + data)
+    store = sync.open_store()
+    report = sync.sync_all(store, now=1795887600.0)
+    assert report.skipped.get("too long") == 1
+    assert ledger_total(store) == truth_usage("plain")

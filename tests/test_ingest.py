@@ -1,0 +1,456 @@
+"""ingest.py: what each request, subagent, compaction and fork is charged to.
+
+Fork shapes found charged wrongly after the fork rule of ingest.py landed, read in every order:
+a fork of a fork whose only work was /compact (its copies name the first session, but it
+started from the second one's total), and a parent transcript that turns up after its fork.
+Then compacted requests, kept per bucket, model and command and read alike in either form; and
+the rules of attribution (slash commands, subagents, the largest usage of a response, Claude
+Code's hidden compaction requests, forks read before their parents).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    DISCOVER,
+    FIXTURES,
+    FORK_CASES,
+    _transcript,
+    install_fixture,
+    ledger_total,
+    session_totals,
+    truth,
+    truth_per_session,
+    truth_usage,
+)
+from tests.test_cli import run
+from tokenbudget import ingest, query, sync, transcripts
+from tokenbudget.ledger import Ledger
+from tokenbudget.usage import Usage
+
+pytestmark = pytest.mark.usefixtures("recorded_day")
+
+SRC = FIXTURES / "fork-compacted" / "projects" / "-home-dev-project"
+A = "4e9a33eb-78b1-4deb-bb3b-7b5841da46a8"  # the parent in fork-compacted
+FORK = "5681032f-ea83-44c5-9acc-7e4c951b728c"  # its fork, after its /compact
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write(path: Path, objs: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objs))
+
+
+def restamp(objs: list[dict[str, Any]], sid: str, origin: str | None = None) -> list[Any]:
+    """Lines as a fork copies them: its own session id, the requester's kept (or `origin`)."""
+    out = []
+    for o in json.loads(json.dumps(objs)):
+        if "sessionId" in o:
+            o["sessionId"] = sid
+        if origin and o.get("type") == "assistant" and "requestSessionId" not in o:
+            o["requestSessionId"] = origin
+        out.append(o)
+    return out
+
+
+def per_session(home: Path) -> dict[str, int]:
+    proc = run("report", "--by", "session", "--json", home=home)
+    assert proc.returncode == 0, proc.stderr
+    return {
+        s["sessionId"][:8]: s["inputTokens"] + s["outputTokens"] + s["cacheCreationTokens"]
+        + s["cacheReadTokens"]
+        for s in json.loads(proc.stdout)["sessions"]
+    }
+
+
+def in_order(order: tuple[str, ...], dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
+    """transcripts.discover() with the sessions read in `order` (prefixes of their ids)."""
+    found = list(DISCOVER(dirs))
+    for prefix in order:
+        yield from (f for f in found if f[1].startswith(prefix))
+
+
+def per_session_in_process(order: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(transcripts, "discover", lambda dirs: in_order(order, dirs))
+    store = sync.open_store()
+    Path(store.file).unlink(missing_ok=True)
+    sync.sync_all(store, now=1795887600.0)
+    groups = query.group("session", query.cells(store.snapshot(), {}), UTC)
+    return {g.key[:8]: g.usage.total for g in groups}
+
+
+def only_compacted(project: Path) -> tuple[str, str]:
+    """A, then B forked from A whose only work was /compact, then C forked from B."""
+    b, c = "bbbbbbbb-0000-4000-8000-000000000001", "cccccccc-0000-4000-8000-000000000002"
+    a = lines(SRC / f"{A}.jsonl")
+    write(project / f"{A}.jsonl", a[:30])
+    write(project / f"{b}.jsonl", restamp([o for o in a[:29] if "uuid" in o], b, A)
+          + restamp(a[30:], b))
+    write(project / f"{c}.jsonl", restamp(lines(SRC / f"{FORK}.jsonl"), c))
+    return b, c
+
+
+def test_a_fork_of_a_fork_that_only_compacted(private_home: Path) -> None:
+    # C's copies all name A (B made no response of its own), but C started from B's total,
+    # B's compaction included: B is C's parent, the one whose total at the fork point is the
+    # largest that C's own first total holds.
+    only_compacted(private_home / ".claude" / "projects" / "-home-dev-project")
+    assert run("sync", home=private_home).returncode == 0
+    assert per_session(private_home) == {"4e9a33eb": 6119, "bbbbbbbb": 3079, "cccccccc": 3092}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(("4e9a33eb", "bbbb", "cccc"))))
+def test_a_fork_of_a_fork_that_only_compacted_in_any_order(
+    order: tuple[str, ...], private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read before B, C takes A for its parent; reading B works C's inheritance out again.
+    only_compacted(private_home / ".claude" / "projects" / "-home-dev-project")
+    assert per_session_in_process(order, monkeypatch) == {
+        "4e9a33eb": 6119, "bbbbbbbb": 3079, "cccccccc": 3092,
+    }
+
+
+def test_hooks_of_a_fork_of_a_fork_before_its_parent_was_read(private_home: Path) -> None:
+    project = private_home / ".claude" / "projects" / "-home-dev-project"
+    b, c = only_compacted(project)
+    store = sync.open_store()
+    for sid in (c, A, c, b, c):
+        sync.sync_session(store, project / f"{sid}.jsonl", sid)
+    groups = query.group("session", query.cells(store.snapshot(), {}), UTC)
+    assert {g.key[:8]: g.usage.total for g in groups} == {
+        "4e9a33eb": 6119, "bbbbbbbb": 3079, "cccccccc": 3092,
+    }
+
+
+def test_a_parent_transcript_that_arrives_after_its_fork(private_home: Path) -> None:
+    project = private_home / ".claude" / "projects" / "-home-dev-project"
+    project.mkdir(parents=True)
+    for f in SRC.iterdir():
+        if not f.name.startswith(A[:8]):
+            shutil.copy(f, project / f.name)
+    assert run("sync", home=private_home).returncode == 0
+    shutil.copy(SRC / f"{A}.jsonl", project / f"{A}.jsonl")
+    assert run("sync", home=private_home).returncode == 0
+    assert per_session(private_home) == {"4e9a33eb": 9198, "5681032f": 3092, "f0ed2512": 3105}
+
+
+def parents(case: str) -> list[str]:
+    """The sessions a fork of `case` names as the requester of its copies."""
+    named = set()
+    for path in (FIXTURES / case / "projects").glob("*/*.jsonl"):
+        for o in lines(path):
+            if o.get("requestSessionId") not in (None, o.get("sessionId")):
+                named.add(o["requestSessionId"])
+    return sorted(named)
+
+
+@pytest.mark.parametrize(
+    ("case", "parent"), [(c, p) for c in FORK_CASES for p in parents(c)]
+)
+def test_any_parent_transcript_that_arrives_after_its_forks(
+    case: str, parent: str, private_home: Path, tmp_path: Path
+) -> None:
+    # Its forks hold its requests meanwhile (their totals stay whole); when it turns up, it
+    # takes them back and each fork's inheritance is worked out again: the same split, by
+    # session and by command, as one sync of everything.
+    projects = install_fixture(case, private_home / ".claude")
+    [main] = projects.glob(f"*/{parent}.jsonl")
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    main.rename(aside / main.name)
+    if (main.parent / parent).is_dir():
+        (main.parent / parent).rename(aside / parent)
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    (aside / main.name).rename(main)
+    if (aside / parent).is_dir():
+        (aside / parent).rename(main.parent / parent)
+    sync.sync_all(store, now=1795887600.0)
+    fresh = sync.open_store(path=tmp_path / "fresh.json")
+    sync.sync_all(fresh, now=1795887600.0)
+    ledger, whole = store.snapshot(), fresh.snapshot()
+    by_session = {g.key: g.usage for g in query.group("session", query.cells(ledger, {}), UTC)}
+    assert by_session == truth_per_session(case, list(by_session))
+    assert [(g.key, g.usage) for g in query.group("command", query.cells(ledger, {}), UTC)] == [
+        (g.key, g.usage) for g in query.group("command", query.cells(whole, {}), UTC)
+    ]
+
+
+def test_a_fork_that_compacted_is_charged_it_once_its_parent_arrives(
+    private_home: Path, tmp_path: Path
+) -> None:
+    # Without its parent's total, nothing in B's own total can be told from what it inherited:
+    # B is charged none of it (never more than its own), until A's transcript is read.
+    project = private_home / ".claude" / "projects" / "-home-dev-project"
+    only_compacted(project)
+    (project / f"{A}.jsonl").rename(tmp_path / "parent.jsonl")
+    assert run("sync", home=private_home).returncode == 0
+    assert per_session(private_home) == {"bbbbbbbb": 6119, "cccccccc": 3092}
+    (tmp_path / "parent.jsonl").rename(project / f"{A}.jsonl")
+    assert run("sync", home=private_home).returncode == 0
+    assert per_session(private_home) == {"4e9a33eb": 6119, "bbbbbbbb": 3079, "cccccccc": 3092}
+
+
+@pytest.mark.parametrize("damage", ["rejected", "torn"])
+def test_a_fork_is_never_charged_more_than_its_own(
+    damage: str, private_home: Path
+) -> None:
+    # The parent's total at the fork point cannot be read: the fork's own total then adds
+    # nothing beyond its own lines (its parent's compaction must not land on it).
+    project = private_home / ".claude" / "projects" / "-home-dev-project"
+    project.mkdir(parents=True)
+    for f in SRC.iterdir():
+        shutil.copy(f, project / f.name)
+    parent = project / f"{A}.jsonl"
+    whole = parent.read_bytes()
+    last = whole.rstrip(b"\n").rsplit(b"\n", 1)[1]
+    assert b'"type":"cost-state"' in last
+    if damage == "rejected":
+        parent.write_bytes(whole.replace(b'"inputTokens":2706', b'"inputTokens":-2706'))
+    else:
+        parent.write_bytes(whole[: len(whole) - len(last) // 2])  # still being written
+    assert run("sync", home=private_home).returncode == 0
+    assert per_session(private_home) == {"4e9a33eb": 6119, "5681032f": 3092, "f0ed2512": 3105}
+    parent.write_bytes(whole)  # whole after all: the compaction is the parent's, not the fork's
+    assert run("sync", home=private_home).returncode == 0
+    assert per_session(private_home) == {"4e9a33eb": 9198, "5681032f": 3092, "f0ed2512": 3105}
+
+
+NOW = 1795887600.0
+
+
+CASES = ("slash", "compacted", "loop", "agent")
+
+
+def _synced(private_home: Path) -> Ledger:
+    for case in CASES:
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    ledger = store.snapshot()
+    assert ledger["keys"]
+    return ledger
+
+
+def test_compacted_cells_name_the_command_not_the_turn(private_home: Path) -> None:
+    ledger = _synced(private_home)
+    turns = {pid for s in ledger["sessions"].values() for pid in s["t"]}
+    assert ingest.compact(ledger, NOW + 2 * 3600) > 0
+    keys = [k for s in ledger["sessions"].values() for k in s["c"]]
+    commands = {k.split("\t")[2] for k in keys}
+    assert commands == {"prompt", "/test"}  # /compact's usage is in no request record
+    assert not commands & turns
+
+
+def test_slash_command_turns_are_attributed(private_home: Path) -> None:
+    install_fixture("slash", private_home / ".claude", unique_ids=True)
+    install_fixture("compacted", private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    by_cmd = {g.key: g.usage.total for g in groups}
+    assert by_cmd["/test"] == truth_usage("slash").total
+    # The two compaction requests appear in no assistant line: they are /compact's.
+    assert by_cmd["/compact"] == 6223
+
+
+def test_largest_usage_wins_not_the_first(private_home: Path) -> None:
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    lines = path.read_text().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
+    # Older Claude Code wrote a partial output count on the first line of a response.
+    lines[first] = lines[first].replace('"output_tokens":41', '"output_tokens":1', 1)
+    path.write_text("".join(lines[: first + 1]))
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store).output == 1
+    path.write_text("".join(lines))
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+
+
+def test_a_subagent_line_written_after_the_session_total_counts_once(private_home: Path) -> None:
+    install_fixture("agent", private_home / ".claude")
+    agent = next((private_home / ".claude" / "projects").rglob("agent-*.jsonl"))
+    full = agent.read_bytes()
+    lines = full.splitlines(keepends=True)
+    cut = max(i for i, line in enumerate(lines) if b'"type":"assistant"' in line)
+    agent.write_bytes(b"".join(lines[: cut - 1]))  # the subagent's response not on disk yet
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    # Claude Code's session total already covers it, as usage in no line.
+    assert ledger_total(store) == truth_usage("agent")
+    agent.write_bytes(full)
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("agent")
+    assert session_totals(store)[agent.parent.parent.name] == truth_usage("agent")
+
+
+def test_a_second_compaction_in_a_session_is_counted_too(private_home: Path) -> None:
+    install_fixture("compacted", private_home / ".claude")
+    path = _transcript(private_home, "compacted")
+    lines = path.read_text().splitlines(keepends=True)
+    states = [i for i, line in enumerate(lines) if '"type":"cost-state"' in line]
+    store = sync.open_store()
+    # Read the session one process at a time, each ending with its cost-state.
+    for end in states:
+        path.write_text("".join(lines[: end + 1]))
+        sync.sync_all(store, now=1795887600.0)
+    path.write_text("".join(lines))
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("compacted")
+    # A later process compacts again: 3,000 tokens in no assistant line.
+    last = json.loads(lines[states[-1]])
+    usage = last["modelUsage"]["claude-opus-5-5"]
+    usage["inputTokens"] += 3000
+    with open(path, "a") as f:
+        f.write(json.dumps(last) + "\n")
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store).total == truth_usage("compacted").total + 3000
+
+
+def test_compacted_requests_still_count_once(private_home: Path) -> None:
+    from tokenbudget import ingest
+
+    for case in ("agent", "forked", "compacted"):
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    store = sync.open_store()
+    expected = sum((truth_usage(c) for c in ("agent", "forked", "compacted")), Usage())
+    sync.sync_all(store, now=1795887600.0)
+    before = store.snapshot()
+    by = {k: query.group(k, query.cells(before, {}), UTC) for k in query.BY_CHOICES}
+    assert before["keys"]
+    # Two hours later every session is idle: their request records are compacted.
+    sync.sync_all(store, now=1795887600.0 + 2 * 3600)
+    after = store.snapshot()
+    assert after["keys"] == {} and all(s.get("k") for s in after["sessions"].values())
+    assert len(store.path.read_bytes()) < len(json.dumps(before))
+    for k, groups in by.items():
+        again = query.group(k, query.cells(after, {}), UTC)
+        assert [(g.key, g.usage, round(g.cost, 9)) for g in again] == [
+            (g.key, g.usage, round(g.cost, 9)) for g in groups
+        ], k
+    # Read again from the start (a transcript rewritten), and a new fork of a compacted
+    # session: nothing counts twice.
+    fork = next(p for p in (private_home / ".claude" / "projects").glob("*/*.jsonl")
+                if "fd4b2298" in p.name)
+    data = fork.read_bytes()
+    fork.write_bytes(data[: len(data) // 3])
+    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
+    fork.write_bytes(data)
+    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
+    copy = fork.with_name("0f0f0f0f-0000-4000-8000-000000000000.jsonl")
+    copy.write_bytes(data.replace(b"fd4b2298-2ab6-44e1-8473-ac50d60f614d",
+                                  b"0f0f0f0f-0000-4000-8000-000000000000"))
+    sync.sync_all(store, now=1795887600.0 + 3 * 3600)
+    assert ledger_total(store) == expected
+    settled = store.snapshot()
+    assert ingest.compact(settled, 1795887600.0 + 3 * 3600) == 0  # sync compacted them all
+
+
+def test_a_fork_read_before_its_parent_credits_the_copies_to_the_parent(
+    private_home: Path,
+) -> None:
+    # The first hook of a new install may come from the fork: its copies of the parent's
+    # requests must still be the parent's, whatever reads the parent's transcript later.
+    projects = install_fixture("forked", private_home / ".claude")
+    parent = "41481808-d348-404b-a183-6d629348bbef"
+    fork = "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    store = sync.open_store()
+    sync.sync_session(store, projects / "-home-dev-project" / f"{fork}.jsonl", fork)
+    assert session_totals(store) == {fork: truth_usage("forked", fork)}
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session[parent] == truth_usage("forked", parent)
+    assert per_session[fork] == truth_usage("forked", fork)
+
+
+def test_a_first_sync_puts_subagent_usage_in_the_launching_turn(private_home: Path) -> None:
+    install_fixture("agent", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)  # subagent transcripts are read before the main one
+    s = store.snapshot()["sessions"]["8e945286-e779-410e-9516-f3c30e65f9e5"]
+    turn = s["t"]["e1fb9928-8dba-4eae-9c5a-27858b8eb42a"]  # "please AGENT", which launched it
+    # Every request of the session is this turn's: its own, the subagent's, and the answer to
+    # the subagent's notification (which carries the same turn on).
+    fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+              "cache_read_input_tokens")
+    assert turn[0] == "prompt" and turn[1] > 0
+    assert turn[2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)
+
+
+def test_a_subagent_launched_from_a_notification_joins_the_turn_it_continues(
+    private_home: Path,
+) -> None:
+    projects = install_fixture("agent", private_home / ".claude")
+    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
+    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
+    (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
+    agent.write_text(agent.read_text().replace(launching, note))  # launched by the note's turn
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)  # the subagent is read first
+    s = store.snapshot()["sessions"][sid]
+    assert set(s["t"]) == {launching} and s["a"] == {note: launching}
+    fields = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+              "cache_read_input_tokens")
+    assert s["t"][launching][2] == sum(int(str(t[k])) for t in truth("agent") for k in fields)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_fork_that_writes_its_total_before_its_copies_is_charged_its_own(
+    split: bool, private_home: Path
+) -> None:
+    # An interactive fork may write its cost-state ahead of the lines it covers, its copies
+    # included: read first, that total looks like the fork's own, until the copies say whose.
+    projects = install_fixture("fork-elsewhere", private_home / ".claude")
+    [fork] = projects.glob("-home-dev-a-elsewhere/*.jsonl")
+    lines = fork.read_bytes().splitlines(keepends=True)
+    [total] = [line for line in lines if b'"cost-state"' in line]
+    rest = [line for line in lines if line is not total]
+    store = sync.open_store()
+    if split:
+        fork.write_bytes(total)
+        sync.sync_session(store, fork, fork.stem)
+    fork.write_bytes(total + b"".join(rest))
+    sync.sync_session(store, fork, fork.stem)
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session("fork-elsewhere", list(per_session))
+
+
+def test_subagents_of_slash_commands_in_forks_count_for_the_command(private_home: Path) -> None:
+    # /helper launches a subagent, in a session and again in its fork: every request served
+    # (subagents and the turns after their notifications included) is /helper's, once.
+    install_fixture("fork-slash-agent", private_home / ".claude")
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    groups = query.group("command", query.cells(store.snapshot(), {}), UTC)
+    assert {g.key: g.usage for g in groups} == {"/helper": truth_usage("fork-slash-agent")}
+
+
+def test_a_subagent_that_compacts_on_its_own_is_counted_for_its_session(
+    private_home: Path,
+) -> None:
+    # Its compaction request is in no transcript line: only its session's cost-state has it
+    # (and the fork's, inherited, where it must not count again).
+    projects = install_fixture("fork-autocompact-subagent", private_home / ".claude")
+    [agent] = projects.glob("*/*/subagents/agent-*.jsonl")
+    assert b'"trigger":"auto"' in agent.read_bytes()
+    assert sum(1 for t in truth("fork-autocompact-subagent") if t["sub"]) == 3
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    per_session = session_totals(store)
+    assert per_session == truth_per_session("fork-autocompact-subagent", list(per_session))
