@@ -445,8 +445,10 @@ def check_resident(report: Report) -> None:
                   f"{state['answered']} event(s); last error: {last}")
         report.add(True, "resident answerer running", detail)
     else:
+        start = state.get("start_error")
         report.add(True, "resident answerer not running",
-                   f"{where}: the next session or prompt starts it; last error: {last}")
+                   f"{where}: the next session or prompt starts it; last error: {last}"
+                   + (f"; its last start failed: {start}" if start else ""))
 
 
 def run(project_dir: Path) -> Report:

@@ -40,6 +40,7 @@ IDLE_SECONDS = 3600.0  # the answerer exits after this long without an event
 START_WAIT = 5.0  # seconds a hook waits for an answerer it started to answer
 PROBE_TIMEOUT = 1.0  # seconds a hook waits for the answerer's proof
 MAX_BODY = 8 * 1024 * 1024
+_START_ENV = "TOKENBUDGET_RESIDENT_START"
 _VERSION = 1
 
 
@@ -154,7 +155,7 @@ def probe(setup: Setup, session: str = "", project: str = "") -> tuple[str, dict
     return "ours", health
 
 
-def start() -> None:
+def start(token: str = "") -> None:
     """Start the answerer detached: its own session, stdio on /dev/null (a child holding a
     hook's stdout would keep Claude Code waiting), none of the session's CLAUDE_ variables."""
     import subprocess
@@ -167,12 +168,16 @@ def start() -> None:
     code = (f"import sys; sys.path[:0] = {json.dumps(folders)}; "
             "from tokenbudget.resident import serve; serve()")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE_", "CLAUDECODE"))}
+    env[_START_ENV] = token  # named in state.json if this start fails
     where = paths.ensure_private_dir(folder())
     # The shell backgrounds it and exits at once: the answerer is nobody's child to reap.
-    subprocess.run(["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh",
-                    sys.executable, "-I", "-S", "-c", code],
-                   cwd=where, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, start_new_session=True, check=False, timeout=10)
+    try:
+        subprocess.run(["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh",
+                        sys.executable, "-I", "-S", "-c", code],
+                       cwd=where, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True, check=False, timeout=10)
+    except subprocess.SubprocessError as e:
+        raise OSError(str(e)) from e
 
 
 def ensure(session: str = "", project: str = "") -> tuple[str, str]:
@@ -187,8 +192,9 @@ def ensure(session: str = "", project: str = "") -> tuple[str, str]:
     found, info = probe(setup, session, project)
     if found != "down":
         return found, info.get("why", "")
+    token = os.urandom(8).hex()
     try:
-        start()
+        start(token)
     except (OSError, ValueError) as e:
         return "down", f"it could not be started ({e})"
     deadline = time.monotonic() + START_WAIT
@@ -197,8 +203,10 @@ def ensure(session: str = "", project: str = "") -> tuple[str, str]:
         found, info = probe(setup, session, project)
         if found != "down":
             return found, info.get("why", "")
-    last = read_state().get("last_error")
-    return "down", f"it did not answer within {START_WAIT:g} s" + (f" ({last})" if last else "")
+        state = read_state()
+        if state.get("failed_start") == token:
+            return "down", str(state.get("start_error"))
+    return "down", f"it did not answer within {START_WAIT:g} s"
 
 
 def note(found: str, why: str, port: int) -> str:
@@ -366,12 +374,22 @@ def serve(idle: float = IDLE_SECONDS) -> None:
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
-        allow_reuse_address = False  # the port is held, or it is not: no sharing
+        # SO_REUSEADDR: a restart binds at once, whatever connections of the answerer before
+        # it wait in TIME_WAIT. Linux still refuses a second listener on the port (that would
+        # take SO_REUSEPORT, which binds only within one user and is not set here).
+        allow_reuse_address = True
 
     try:
         server = Server((HOST, setup.port), Handler)
     except OSError as e:
-        hook.log(f"resident answerer: cannot listen on {HOST}:{setup.port} ({e})")
+        why = f"cannot listen on {HOST}:{setup.port} ({e.strerror})"
+        hook.log(f"resident answerer: {why}")
+        token = os.environ.get(_START_ENV)
+        if token:
+            # Said to the hook that started it, at once, rather than after its whole wait.
+            with contextlib.suppress(OSError):
+                _write_private(state_file(), read_state() | {"failed_start": token,
+                                                             "start_error": why})
         return
     me.save(stopped=None)
     hook.log(f"resident answerer {os.getpid()} listening on {HOST}:{setup.port}")
