@@ -83,6 +83,10 @@ def test_it_answers_with_the_key_only_and_as_the_command_hook_would(
     assert _post(url, event, None)[0] == 403
     assert _post(url, event, "0" * 64)[0] == 403
     assert resident.probe(setup)[1]["answered"] == 0  # neither reached hook.handle
+    # Its health (and a session's project) only for a hook that signs the check with the key.
+    check = {"nonce": "n", "session": "s", "project": "/p", "mac": "0" * 64}
+    health_url = f"http://127.0.0.1:{setup.port}{resident.URL_PATH}health"
+    assert _post(health_url, json.dumps(check).encode(), setup.key) == (403, b"")
     code, body = _post(url, event, setup.key)
     assert code == 200
     answer = json.loads(body)
