@@ -251,6 +251,17 @@ def test_install_resident_refuses_a_settings_file_others_can_read(tmp_path: Path
     assert path.read_text() == "{}\n" and resident.load() is None
 
 
+def test_install_resident_refuses_a_project_s_shared_settings(
+    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["install", "--resident", "--scope", "project",
+                                       "--python", sys.executable, "--no-sync"])
+    assert result.exit_code == 1
+    assert result.output.startswith("tokenbudget: --resident is for your own settings")
+    assert not (tmp_path / ".claude").exists() and resident.load() is None
+
+
 def test_install_resident_and_uninstall(tmp_path: Path) -> None:
     path = tmp_path / "my settings.json"
     result = CliRunner().invoke(main, ["install", "--resident", "--settings", str(path),

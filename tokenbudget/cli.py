@@ -863,7 +863,7 @@ def install(
     # the hooks find `tokenbudget-hook` on PATH, and say so when it is missing.
     portable = python is None and scope == "project" and not settings
     if resident:
-        _check_resident_target(path, portable)
+        _check_resident_target(path, scope == "project" and not settings)
     hook_python = None if portable else (python or sys.executable)
     if hook_python is not None:
         from tokenbudget.doctor import interpreter_runs
@@ -923,11 +923,11 @@ def install(
         )
 
 
-def _check_resident_target(path: Path, portable: bool) -> None:
+def _check_resident_target(path: Path, shared: bool) -> None:
     """The answerer's key goes into the settings file: never one that others read or share."""
     import stat
 
-    if portable:
+    if shared:
         raise SettingsError(
             "--resident is for your own settings (--scope user or local): a project's "
             "settings are shared, and the answerer's key would be too"
