@@ -273,3 +273,24 @@ def test_install_resident_and_uninstall(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["uninstall", "--settings", str(path)])
     assert "The resident answerer is off" in result.output
     assert resident.load() is None and made.key not in path.read_text()
+
+
+def test_the_answerer_decides_with_the_project_the_command_hook_named(
+    setup: resident.Setup, private_home: Path, tmp_path: Path, recorded_day: float
+) -> None:
+    # Claude Code gives an http hook none of the session's variables: CLAUDE_PROJECT_DIR, where
+    # a project's budget file is, comes from the session's command hooks' checks.
+    project = tmp_path / "app 'dir'"
+    (project / ".claude").mkdir(parents=True)
+    (project / ".claude" / "tokenbudget.json").write_text(
+        json.dumps({"budgets": [{"kind": "session", "limit": "1k"}]}))
+    me = resident.Answerer(setup)
+    event = json.loads(_stop_event(private_home))
+    assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
+    sid = event["session_id"]
+    mac = resident._mac(setup.key, "health", "n1", sid, str(project))
+    check = {"nonce": "n1", "session": sid, "project": str(project), "mac": mac}
+    assert me.check(json.dumps(check).encode()) is not None
+    answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())
+    assert "session budget" in answer["systemMessage"]
+    assert me.answered == 2
