@@ -294,3 +294,24 @@ def test_the_answerer_decides_with_the_project_the_command_hook_named(
     answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())
     assert "session budget" in answer["systemMessage"]
     assert me.answered == 2
+
+
+def test_doctor_says_whether_it_runs_its_pid_since_when_its_count_and_last_error(
+    setup: resident.Setup, recorded_day: float
+) -> None:
+    from tokenbudget import doctor
+
+    def finding() -> tuple[bool, str, str]:
+        report = doctor.Report()
+        doctor.check_resident(report)
+        [only] = report.findings
+        return only.ok, only.title, only.detail
+
+    where = f"127.0.0.1:{setup.port}"
+    assert finding() == (True, "resident answerer not running",
+                         f"{where}: the next session or prompt starts it; last error: none")
+    assert resident.ensure()[0] == "ours"
+    pid = resident.read_state()["pid"]
+    assert finding() == (True, "resident answerer running",
+                         f"pid {pid} on {where} since 2026-11-28 17:40:00, answered 0 event(s);"
+                         " last error: none")
