@@ -288,8 +288,12 @@ class Runner:
         kept = self.root / name / "resident-kept"
         if keep.exists():
             keep.rename(kept)
-        if state.exists():
-            shutil.rmtree(state)
+        for _ in range(50):
+            # The previous run's SessionEnd, which nobody waits for, may still be writing there.
+            shutil.rmtree(state, ignore_errors=True)
+            if not state.exists():
+                break
+            time.sleep(0.1)
         common.write_config(state, retention_days=None)
         if kept.exists():
             keep.parent.mkdir(parents=True, mode=0o700)
