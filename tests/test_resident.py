@@ -213,7 +213,9 @@ def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path:
     hooks = json.loads(path.read_text())["hooks"]
     assert hooks["PostToolBatch"] == [{"hooks": [{
         "type": "http", "url": "http://127.0.0.1:40123/tokenbudget/v1/PostToolBatch",
-        "headers": {"Authorization": "Bearer " + "ab" * 32}, "timeout": 10}]}]
+        "headers": {"Authorization": "Bearer " + "ab" * 32,
+                    "X-Tokenbudget-Disable": "${TOKENBUDGET_DISABLE}"},
+        "allowedEnvVars": ["TOKENBUDGET_DISABLE"], "timeout": 10}]}]
     assert hooks["Stop"][0]["hooks"][0]["type"] == "http"
     assert hooks["UserPromptSubmit"][0]["hooks"][0]["type"] == "command"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -378,7 +378,12 @@ def _hook_entry(
         return {
             "type": "http",
             "url": resident.url(answerer.port, event),
-            "headers": {"Authorization": f"Bearer {answerer.key}"},
+            # TOKENBUDGET_DISABLE=1 in a session's environment reaches the answerer only so.
+            "headers": {
+                "Authorization": f"Bearer {answerer.key}",
+                resident.DISABLE_HEADER: "${TOKENBUDGET_DISABLE}",
+            },
+            "allowedEnvVars": ["TOKENBUDGET_DISABLE"],
             "timeout": spec.timeout,
         }
     command = (

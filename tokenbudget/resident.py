@@ -41,6 +41,7 @@ START_WAIT = 5.0  # seconds a hook waits for an answerer it started to answer
 PROBE_TIMEOUT = 1.0  # seconds a hook waits for the answerer's proof
 MAX_BODY = 8 * 1024 * 1024
 _START_ENV = "TOKENBUDGET_RESIDENT_START"
+DISABLE_HEADER = "X-Tokenbudget-Disable"  # the session's TOKENBUDGET_DISABLE
 _VERSION = 1
 
 
@@ -254,11 +255,11 @@ class Answerer:
         with contextlib.suppress(OSError):
             _write_private(state_file(), self.health() | extra)
 
-    def answer(self, event: str, raw: bytes) -> dict[str, Any]:
+    def answer(self, event: str, raw: bytes, disabled: bool = False) -> dict[str, Any]:
         from tokenbudget import hook
 
         self.last_event = time.monotonic()
-        if event not in EVENTS or os.environ.get("TOKENBUDGET_DISABLE") == "1":
+        if event not in EVENTS or disabled:
             return {}
         with self.lock:
             try:
@@ -370,7 +371,8 @@ def serve(idle: float = IDLE_SECONDS) -> None:
             elif not me.authorized(self.headers.get("Authorization")):
                 self._reply(403, None)  # Claude Code: a non-blocking error; nothing recorded
             else:
-                self._reply(200, me.answer(name, raw))
+                disabled = self.headers.get(DISABLE_HEADER) == "1"
+                self._reply(200, me.answer(name, raw, disabled))
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True

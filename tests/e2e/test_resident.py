@@ -200,3 +200,15 @@ def test_every_file_it_creates_is_private(
     ]
     assert loose == []
     assert json.loads((folder / "key.json").read_text())["key"] == answerer.key
+
+
+def test_a_session_with_tokenbudget_disabled_is_not_checked_by_a_running_answerer(
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, answerer: resident.Setup
+) -> None:
+    hooks = resident_settings(answerer)
+    first = run_claude("please LOOP 1", settings=hooks)
+    assert first.output is not None and health(answerer)["answered"] == 2
+    set_budgets(private_home, {"kind": "session", "limit": "1k"})
+    off = run_claude("please LOOP 3", settings=hooks, env={"TOKENBUDGET_DISABLE": "1"})
+    assert off.output is not None and off.output["terminal_reason"] == "completed"
+    assert len(fake_api.requests) == 2 + 4 and health(answerer)["answered"] == 2
