@@ -317,3 +317,31 @@ def test_doctor_says_whether_it_runs_its_pid_since_when_its_count_and_last_error
     assert finding() == (True, "resident answerer running",
                          f"pid {pid} on {where} since 2026-11-28 17:40:00, answered 0 event(s);"
                          " last error: none")
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_a_prompt_while_the_answerer_cannot_start_is_told_or_with_fail_closed_refused(
+    private_home: Path, capsys: pytest.CaptureFixture[str], fail_closed: bool
+) -> None:
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"fail_closed": fail_closed}))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: the answerer cannot have it
+        made = resident.create(holder.getsockname()[1])
+        resident.save(made)
+        sys.stdin = _Stdin(json.dumps({"session_id": "s-1", "prompt": "hi"}).encode())
+        try:
+            hook.main(["UserPromptSubmit"])
+        finally:
+            sys.stdin = sys.__stdin__
+    answer = json.loads(capsys.readouterr().out)
+    said = (f"tokenbudget: the resident answerer is not running (cannot listen on"
+            f" 127.0.0.1:{made.port} (Address already in use)): this turn is checked before"
+            " the prompt only, not after each batch of tools")
+    if fail_closed:
+        assert answer == {"decision": "block",
+                          "reason": said + " (fail_closed is on, so this prompt is refused)"}
+    else:
+        assert answer == {"systemMessage": said}
+    resident.remove()
