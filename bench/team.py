@@ -7,13 +7,16 @@
    file with four team budgets, usage waiting in the outbox and a push just made, so no sync
    starts), interleaved; target: on/off <= 1.1x.
 2. Push throughput and latency: a throwaway PostgreSQL cluster (tests/pgcluster.py), one team,
-   `--members` threads each making `--pushes` pushes of `--rows` new requests, at once.
+   `--members` threads each making `--pushes` pushes of `--rows` new requests, at once; on the
+   schema with the rollups moved per row (up to m006, the baseline) and per statement (m007,
+   today's), alternated (`--push-runs` each).
 3. A prompt near a team limit: UserPromptSubmit on totals older than the freshness bound (the
    hook fetches them from the server, psycopg's import included) vs on fresh totals (decided
    from the cache), interleaved: what the one bounded wait costs, and so the push lag a
    member's decision near a limit can have.
 Run with the project's venv (psycopg installed); writes bench/results/team.json
-(`--refresh-only` runs the third alone, into results/team-refresh.json).
+(`--refresh-only`, `--hook-only` and `--push-only` run one part alone, into
+results/team-refresh.json, team-hook.json and team-push.json).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -62,8 +66,10 @@ def _home(root: Path, team: bool) -> tuple[dict[str, str], bytes]:
     transcript = next(install_fixture("loop", home / ".claude").glob("*/*.jsonl"))
     env = dict(os.environ, HOME=str(home), TOKENBUDGET_HOME=str(state), TZ="UTC")
     event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
-                        "cwd": "/home/dev/project", "prompt_id": "p-1", "tool_name": "Bash",
-                        "tool_use_id": "t-1"}).encode()
+                        "cwd": "/home/dev/project", "prompt_id": "p-1",
+                        "tool_name": "Bash"}).encode()
+    # No tool_use_id: the hook would wait (1 s at most) for a response naming one that the
+    # transcript lacks (hook.py), which is not what a call with nothing new costs.
     subprocess.run([*HOOK[:-1], "Stop"], input=event, env=env, check=True,
                    capture_output=True)
     if team:  # usage waiting to be pushed, as on a busy machine between two pushes
@@ -99,7 +105,12 @@ def hook_cost(rounds: int) -> dict[str, object]:
             "ratio_median": ratios[len(ratios) // 2]}
 
 
-def push_load(members: int, pushes: int, rows: int) -> dict[str, object]:
+# The schema a push runs on: "row" stops at the last migration with the row trigger.
+SCHEMAS = {"row": "m006_push_replaces_corrections", "statement": None}
+
+
+def push_load(members: int, pushes: int, rows: int, upto: str | None = None
+              ) -> dict[str, Any]:
     from tokenbudget.team import db, schema
 
     bindir = find_bindir()
@@ -110,7 +121,7 @@ def push_load(members: int, pushes: int, rows: int) -> dict[str, object]:
     try:
         dsn = cluster.create_database("bench")
         with db.session(dsn) as conn:
-            schema.migrate(conn)
+            schema.migrate(conn, upto=upto)
             db.create_team(conn, "core")
         latencies: list[float] = []
         errors: list[str] = []
@@ -226,8 +237,20 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=50)
     ap.add_argument("--pushes", type=int, default=20)
     ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--push-runs", type=int, default=2)
     ap.add_argument("--refresh-only", action="store_true")
+    ap.add_argument("--push-only", action="store_true")
+    ap.add_argument("--hook-only", action="store_true")
     args = ap.parse_args()
+    if args.hook_only:
+        hook = hook_cost(args.rounds)
+        print(f"hook call, team on vs off: {hook['ratio_median']:.3f}x "
+              f"({ms(hook['on']['median'])} vs {ms(hook['off']['median'])})")  # type: ignore[index]
+        save("team-hook", {"machine": machine(), "hook": hook})
+        return
+    if args.push_only:
+        save("team-push", {"machine": machine(), "push": push_compare(args)})
+        return
     refresh = refresh_cost(args.rounds)
     print(f"prompt near a team limit, totals fetched vs cached: {refresh['ratio_median']:.3f}x "
           f"({ms(refresh['stale']['median'])} vs {ms(refresh['fresh']['median'])};"  # type: ignore[index]
@@ -238,12 +261,32 @@ def main() -> None:
     hook = hook_cost(args.rounds)
     print(f"hook call, team on vs off: {hook['ratio_median']:.3f}x "
           f"({ms(hook['on']['median'])} vs {ms(hook['off']['median'])})")  # type: ignore[index]
-    load = push_load(args.members, args.pushes, args.rows)
-    lat = load["latency"]
-    print(f"{args.members} members pushing at once: {load['rows_per_s']:.0f} rows/s, push p50 "
-          f"{ms(lat['median'])}, p95 {ms(lat['p95'])}, errors {len(load['errors'])},"  # type: ignore[index]
-          f" totals exact: {load['total_ok']}")
-    save("team", {"machine": machine(), "hook": hook, "push": load, "refresh": refresh})
+    push = push_compare(args)
+    save("team", {"machine": machine(), "hook": hook, "push": push, "refresh": refresh})
+
+
+def push_compare(args: argparse.Namespace) -> dict[str, object]:
+    """The push load on both schemas, alternated; each run's figures and the ratios of the
+    medians over runs (statement / row)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
+    for _ in range(args.push_runs):
+        for name, upto in SCHEMAS.items():
+            load = push_load(args.members, args.pushes, args.rows, upto)
+            runs[name].append(load)
+            lat = load["latency"]
+            print(f"{args.members} members pushing at once, rollups per {name}:"
+                  f" {load['rows_per_s']:.0f} rows/s, push p50 {ms(lat['median'])},"
+                  f" p95 {ms(lat['p95'])}, errors {len(load['errors'])},"
+                  f" totals exact: {load['total_ok']}")
+
+    # Each run of the new schema against the baseline run just before it.
+    pairs = list(zip(runs["row"], runs["statement"], strict=True))
+    ratios = {"p50": [s["latency"]["median"] / r["latency"]["median"] for r, s in pairs],
+              "rows_per_s": [s["rows_per_s"] / r["rows_per_s"] for r, s in pairs]}
+    print("per statement vs per row, each pair: push p50 "
+          + ", ".join(f"{x:.3f}x" for x in ratios["p50"]) + "; rows/s "
+          + ", ".join(f"{x:.2f}x" for x in ratios["rows_per_s"]))
+    return {"runs": runs, "ratios": ratios}
 
 
 if __name__ == "__main__":

@@ -369,7 +369,10 @@ def test_install_into_missing_file_and_folder(settings_file: Path) -> None:
         result = install(settings_file, PY)
     finally:
         os.umask(old_umask)
-    assert result == InstallResult(settings_file, changed=True, backup=None)
+    # The backup says there was no file: uninstall removes it again.
+    bak = cs.backup_path(settings_file)
+    assert result == InstallResult(settings_file, changed=True, backup=bak)
+    assert bak.read_bytes() == cs.ABSENT and stat.S_IMODE(bak.stat().st_mode) == 0o600
     assert load(settings_file) == {"hooks": desired_hooks(PY)}
     assert stat.S_IMODE(settings_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(settings_file.parent.stat().st_mode) == 0o700
@@ -526,12 +529,36 @@ def test_install_then_uninstall_without_hooks_key(settings_file: Path) -> None:
     assert load(settings_file) == original
 
 
-def test_uninstall_of_a_file_we_created_keeps_an_empty_object(settings_file: Path) -> None:
+def test_uninstall_of_a_file_we_created_removes_it(settings_file: Path) -> None:
+    assert not settings_file.exists()
     install(settings_file, PY)
-    assert uninstall(settings_file).changed
-    assert settings_file.exists()
-    assert load(settings_file) == {}
+    assert cs.backup_path(settings_file).read_bytes() == cs.ABSENT
+    result = uninstall(settings_file)
+    assert result.changed and result.deleted
+    assert result.backup_removed == cs.backup_path(settings_file)
+    assert sorted(p.name for p in settings_file.parent.iterdir()) == []
     assert uninstall(settings_file).changed is False
+
+
+def test_hooks_then_status_line_on_a_new_file_leave_nothing_behind(settings_file: Path) -> None:
+    """The status line set after the hooks keeps the first backup: there was no file."""
+    install(settings_file, PY)
+    set_statusline(settings_file, statusline_command(None))
+    assert cs.backup_path(settings_file).read_bytes() == cs.ABSENT
+    assert remove_statusline(settings_file).deleted is False  # our hooks are still there
+    assert uninstall(settings_file).deleted
+    assert sorted(p.name for p in settings_file.parent.iterdir()) == []
+
+
+def test_a_file_we_created_and_the_user_added_to_stays(settings_file: Path) -> None:
+    install(settings_file, PY)
+    doc = load(settings_file)
+    doc["model"] = "sonnet"
+    write_json(settings_file, doc)
+    result = uninstall(settings_file)
+    assert result.changed and not result.deleted
+    assert load(settings_file) == {"model": "sonnet"}
+    assert not cs.backup_path(settings_file).exists()
 
 
 def test_uninstall_without_anything_of_ours_changes_nothing(settings_file: Path) -> None:

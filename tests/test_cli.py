@@ -476,3 +476,18 @@ def test_uninstall_with_an_unreadable_status_line_record_changes_nothing(
     assert proc.returncode == 1
     assert one_line(proc)
     assert settings.read_bytes() == before  # neither the hooks nor the status line went
+
+
+def test_uninstall_removes_the_settings_file_install_created(private_home: Path) -> None:
+    settings = private_home / ".claude" / "settings.json"
+    ok = run("install", "--statusline", "--no-sync", home=private_home)
+    assert ok.returncode == 0, ok.stderr
+    assert settings.exists()
+    proc = run("uninstall", home=private_home)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"Removed tokenbudget from {settings}.",
+        "Deleted settings.json: there was none before tokenbudget was installed.",
+        "Deleted settings.json.tokenbudget-bak: nothing of tokenbudget is left to undo.",
+    ]
+    assert sorted(p.name for p in settings.parent.iterdir()) == []

@@ -253,3 +253,20 @@ def test_an_older_install_with_pre_tool_use_is_told_to_reinstall(private_home: P
     doctor.check_hooks(report, private_home / "project")
     (finding,) = [f for f in report.findings if f.title == "hooks registered in user settings"]
     assert finding.ok
+
+
+def test_doctor_in_the_home_folder_names_the_user_settings_once(private_home: Path) -> None:
+    """In the home folder the project's settings file is the user's: one file, one finding."""
+    settings = private_home / ".claude" / "settings.json"
+    claude_settings.install(settings, sys.executable)
+    data = json.loads(settings.read_text())
+    data["enabledPlugins"] = {"tokenbudget@tokenbudget": True}
+    settings.write_text(json.dumps(data))
+    report = doctor.Report()
+    doctor.check_hooks(report, private_home)
+    titles = [f.title for f in report.findings]
+    assert titles.count("hooks registered in user settings") == 1
+    assert not [t for t in titles if "project" in t]
+    assert doctor.plugin_registrations(private_home) == [
+        f"user settings ({settings}): plugin tokenbudget@tokenbudget"
+    ]

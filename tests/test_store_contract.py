@@ -1,9 +1,12 @@
-"""The contract every ledger store passes (tokenbudget.store.Store).
+"""The contract every store passes (tokenbudget.store.Store).
 
-The tests at the top take a store from each factory in STORES (the JSON files now; another
-backend adds its factory there and passes the same tests); those below them fault the JSON
-store's own files: its journal's torn and garbage lines, a snapshot from a future version, a
-checkpoint cut short.
+The usage operations come first: the same usage recorded into a store the way that backend
+records it, then the same questions with the same answers. `usage_store` gives the JSON store
+here; tests/team/test_team_store_contract.py runs these same tests on the team's PostgreSQL
+store, against a real server. The ledger tests after them take a store from each factory in
+STORES: the JSON files alone, as the team store keeps no ledger (its ledger operations raise,
+tested there). The last ones fault the JSON store's own files: its journal's torn and garbage
+lines, a snapshot from a future version, a checkpoint cut short.
 """
 
 from __future__ import annotations
@@ -23,6 +26,129 @@ from tokenbudget.ledger import CorruptLedger
 from tokenbudget.store import JsonFileStore, Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
+
+# --- the usage operations ----------------------------------------------------------------------
+
+DAY = 1_793_577_600.0  # Monday 2026-11-02 00:00 UTC
+NOW = DAY + 30 * 3600  # the next day, 06:00: every session within the retention days
+SESSIONS = {  # session -> (folder, [(prompt, start, input tokens of each reply)])
+    "5e55a7e2-0000-4000-8000-00000000000a": (
+        "/w/app", [("fix the tests", DAY + 3600, (1000, 2000)), ("/test", DAY + 3 * 3600, (500,))]),
+    "5e55a7e2-0000-4000-8000-00000000000b": ("/w/lib", [("/test", DAY + 26 * 3600, (700,))]),
+    "5e55a7e2-0000-4000-8000-00000000000c": ("/w/app", [("go on", DAY + 9 * 3600, (300,))]),
+}
+PER_TOKEN = 4e-6  # claude_lines.MODEL's input price
+
+
+class Recorded:
+    """A store holding SESSIONS, and how that backend names the project of a folder."""
+
+    def __init__(self, store: Store, project: Callable[[str], str]) -> None:
+        self.store, self.project = store, project
+
+
+def write_sessions(home: Path) -> None:
+    """SESSIONS' transcripts, as Claude Code writes them."""
+    from tests.claude_lines import Session
+
+    for sid, (folder, turns) in SESSIONS.items():
+        session = Session(home, sid, folder)
+        for n, (text, start, tokens) in enumerate(turns):
+            session.turn(f"{sid[-1]}-p{n}", text, start, *tokens)
+
+
+def record_locally() -> Store:
+    """What `tokenbudget sync` does: every transcript read into the user's ledger."""
+    from tokenbudget import sync
+
+    store = open_store()
+    sync.sync_all(store, now=NOW)
+    return store
+
+
+@pytest.fixture(params=["json"])
+def usage_store(
+    request: pytest.FixtureRequest, private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Recorded:
+    monkeypatch.setenv("TOKENBUDGET_NOW", repr(NOW))
+    write_sessions(private_home)
+    return Recorded(record_locally(), lambda folder: folder)
+
+
+def _spent(tokens: int) -> tuple[int, float]:
+    return tokens, pytest.approx(tokens * PER_TOKEN, abs=1e-9)  # type: ignore[return-value]
+
+
+def test_usage_between_counts_each_bucket_in_its_window(usage_store: Recorded) -> None:
+    store = usage_store.store
+    assert store.usage_between(None, None) == _spent(4500)
+    assert store.usage_between(DAY, DAY + 86400) == _spent(3800)
+    assert store.usage_between(DAY + 86400, None) == _spent(700)
+    assert store.usage_between(DAY + 3600, DAY + 3 * 3600) == _spent(3000)  # the end is out
+    assert store.usage_between(DAY + 3 * 3600, DAY + 3 * 3600 + 900) == _spent(500)
+    assert store.usage_between(DAY - 86400, DAY) == (0, 0.0)
+
+
+def test_usage_between_one_project(usage_store: Recorded) -> None:
+    store, project = usage_store.store, usage_store.project
+    assert store.usage_between(None, None, project("/w/app")) == _spent(3800)
+    assert store.usage_between(DAY + 86400, None, project("/w/app")) == (0, 0.0)
+    assert store.usage_between(None, None, project("/w/lib")) == _spent(700)
+    assert store.usage_between(None, None, project("/w/none")) == (0, 0.0)
+
+
+def test_session_usage(usage_store: Recorded) -> None:
+    store = usage_store.store
+    expected = {"a": 3500, "b": 700, "c": 300}
+    for sid in SESSIONS:
+        assert store.session_usage(sid) == _spent(expected[sid[-1]])
+    assert store.session_usage("no-such-session") == (0, 0.0)
+
+
+def test_block_activity_lists_the_buckets_that_hold_usage(usage_store: Recorded) -> None:
+    store = usage_store.store
+    busy = [DAY + 3600, DAY + 3 * 3600, DAY + 9 * 3600, DAY + 26 * 3600]
+    assert store.block_activity(None, None) == busy
+    assert store.block_activity(DAY + 3600 + 1, DAY + 26 * 3600) == busy[1:3]
+
+
+@pytest.mark.parametrize(
+    ("by", "since", "until", "expected"),
+    [
+        ("day", None, None, {"2026-11-02": 3800, "2026-11-03": 700}),
+        ("day", "2026-11-03", None, {"2026-11-03": 700}),
+        ("day", None, "2026-11-02", {"2026-11-02": 3800}),
+        ("week", None, None, {"2026-11-02": 4500}),
+        ("month", None, None, {"2026-11": 4500}),
+        ("command", None, None, {"/test": 1200, "prompt": 3300}),
+        ("model", None, None, {"claude-opus-5-5": 4500}),
+    ],
+)
+def test_usage_by_groups_as_the_report_does(
+    usage_store: Recorded, by: str, since: str | None, until: str | None,
+    expected: dict[str, int],
+) -> None:
+    from datetime import UTC
+
+    rows = usage_store.store.usage_by(by, since, until, tz=UTC)
+    assert [r["key"] for r in rows] == sorted(expected)
+    for r in rows:
+        assert (r["totalTokens"], r["totalCost"]) == _spent(expected[r["key"]])
+        assert r["inputTokens"] == r["totalTokens"] and r["outputTokens"] == 0
+        assert r["modelsUsed"] == ["claude-opus-5-5"]
+
+
+def test_usage_by_project_names_it_as_the_store_does(usage_store: Recorded) -> None:
+    from datetime import UTC
+
+    rows = usage_store.store.usage_by("project", tz=UTC)
+    project = usage_store.project
+    assert {r["key"]: r["totalTokens"] for r in rows} == {
+        project("/w/app"): 3800, project("/w/lib"): 700
+    }
+
+
+# --- the ledger ----------------------------------------------------------------------------------
 
 # name -> a store in a folder, opened as every process opens it (the folder may not exist yet).
 STORES: dict[str, Callable[[Path], Store]] = {
@@ -376,3 +502,11 @@ def test_a_journal_line_of_the_wrong_shape_is_caught_like_a_hand_edited_ledger(
     with store.transaction() as ledger:  # kept aside with its journal, rebuilt
         assert ledger["rebuild"] is True
     assert len(list(Path(store.folder).glob("ledger.journal.jsonl.corrupt-*"))) == 1
+
+
+def test_the_local_store_counts_from_the_transcripts_alone(usage_store: Recorded) -> None:
+    from tokenbudget.errors import LedgerError
+
+    with pytest.raises(LedgerError, match="from the transcripts only"):
+        usage_store.store.record([{"key": "k", "input": 1}])
+    assert usage_store.store.usage_between(None, None) == _spent(4500)

@@ -43,6 +43,9 @@ PORTABLE_HOOK = "tokenbudget-hook"
 # The plugin's shim as its hooks.json names it (Claude Code expands the variable, shlex does not).
 PLUGIN_HOOK = "${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook"
 BACKUP_SUFFIX = ".tokenbudget-bak"
+# What the backup holds when there was no settings file before ours: not JSON, so never taken
+# for a document; uninstall then removes the file instead of leaving an empty `{}` behind.
+ABSENT = b"// tokenbudget: there was no settings file here before it was installed\n"
 PREVIOUS_STATUSLINE_FILE = "statusline-previous.json"
 SCOPES = ("user", "project", "local")
 
@@ -118,13 +121,14 @@ class InstallResult:
 
     `backup` holds the previous content when it is kept; `backup_removed` names the backup
     deleted because nothing of ours is left to undo; `restored` is the user's own statusLine
-    put back in place of ours.
+    put back in place of ours; `deleted`: the file itself went, as there was none before ours.
     """
 
     path: Path
     changed: bool
     backup: Path | None = None
     backup_removed: Path | None = None
+    deleted: bool = False
     restored: Any = None
 
 
@@ -743,6 +747,8 @@ def _update(
         _check_writable(path, target, snap.content is not None)
         if before_write is not None:
             before_write(old, new)
+        # Taking ours out of a file that did not exist before us removes it.
+        remove = original == ABSENT and not new and snap.content is not None
         try:
             _make_dirs(target.parent)
             like = target.stat() if snap.content is not None else None
@@ -758,10 +764,11 @@ def _update(
             kept: Path | None = None
             # The backup keeps the content from before any of ours: a change on top of our own
             # (the status line after the hooks) leaves the first one, the way all the way back.
-            if snap.content is not None and backup:
+            if backup:
                 kept = backup_path(path)
                 if _nothing_of_ours(old) or not kept.exists():
-                    bak = _write_temp(kept.parent, kept.name, snap.content, None)
+                    before = snap.content if snap.content is not None else ABSENT
+                    bak = _write_temp(kept.parent, kept.name, before, None)
                     try:
                         os.replace(bak, kept)
                     except OSError:
@@ -775,7 +782,11 @@ def _update(
                 tmp.unlink()
                 time.sleep(0.01)
                 continue
-            os.replace(tmp, target)
+            if remove:
+                tmp.unlink()
+                os.unlink(target)
+            else:
+                os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -789,8 +800,8 @@ def _update(
             # Only now that the file is safely replaced: a failure before this keeps the way back.
             with contextlib.suppress(FileNotFoundError):
                 kept.unlink()
-            return InstallResult(path, changed=True, backup_removed=kept)
-        return InstallResult(path, changed=True, backup=kept)
+            return InstallResult(path, changed=True, backup_removed=kept, deleted=remove)
+        return InstallResult(path, changed=True, backup=kept, deleted=remove)
     raise SettingsError(f"{path} kept changing while we updated it; left as is, try again")
 
 

@@ -968,6 +968,8 @@ def uninstall(scope: str, settings: str | None) -> None:
     if sl.restored is not None:
         shown = sl.restored.get("command") if isinstance(sl.restored, dict) else sl.restored
         click.echo(f"Restored the status line it had replaced: {_shown(str(shown))}")
+    if result.deleted or sl.deleted:
+        click.echo(f"Deleted {path.name}: there was none before tokenbudget was installed.")
     removed = sl.backup_removed or result.backup_removed
     if removed is not None:
         click.echo(f"Deleted {removed.name}: nothing of tokenbudget is left to undo.")

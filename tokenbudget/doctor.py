@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,12 +88,25 @@ def _portable_hook_runs() -> tuple[bool, str]:
     return _starts([found], expect="{}")
 
 
+def _settings_files(project_dir: Path) -> Iterator[tuple[str, Path]]:
+    """Each scope's settings file, once: in the home folder, the project's is the user's."""
+    seen: set[str] = set()
+    for scope in claude_settings.SCOPES:
+        try:
+            path = claude_settings.settings_path(scope, project_dir)
+        except TokenbudgetError:
+            continue
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            yield scope, path
+
+
 def plugin_registrations(project_dir: Path | None = None) -> list[str]:
     """Where Claude Code has tokenbudget enabled as a plugin (settings' enabledPlugins)."""
     found = []
-    for scope in claude_settings.SCOPES:
+    for scope, path in _settings_files(project_dir or Path.cwd()):
         try:
-            path = claude_settings.settings_path(scope, project_dir or Path.cwd())
             data = claude_settings.read_settings(path)
         except TokenbudgetError:
             continue
@@ -152,11 +166,7 @@ def check_plugin_run(report: Report, root: str, run: dict[str, Any]) -> None:
 
 def check_hooks(report: Report, project_dir: Path) -> None:
     registered = 0
-    for scope in claude_settings.SCOPES:
-        try:
-            path = claude_settings.settings_path(scope, project_dir)
-        except TokenbudgetError:
-            continue
+    for scope, path in _settings_files(project_dir):
         if not path.exists():
             continue
         try:

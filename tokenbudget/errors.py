@@ -13,6 +13,10 @@ class LedgerError(TokenbudgetError):
     """The ledger cannot be read or written."""
 
 
+class CorruptLedger(LedgerError):
+    """The ledger file exists but cannot be used as it is."""
+
+
 class LockTimeout(LedgerError):
     """The ledger lock was not obtained within its bound."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from tokenbudget import clock
-from tokenbudget.errors import LedgerError
+from tokenbudget.errors import CorruptLedger as CorruptLedger
 from tokenbudget.schema import SCHEMA as SCHEMA
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
@@ -20,10 +20,6 @@ else:
     Ledger = dict
 
 BUCKET = 900  # seconds in one usage bucket of `hours` (15 minutes: every UTC offset divides it)
-
-
-class CorruptLedger(LedgerError):
-    """The ledger file exists but cannot be used as it is."""
 
 
 def new_ledger() -> Ledger:
@@ -206,13 +202,3 @@ def _check_records(data: Ledger) -> None:
                 raise TypeError
     except (TypeError, KeyError, ValueError):
         raise CorruptLedger(f"the ledger's {part} have the wrong shape") from None
-
-
-def __getattr__(name: str) -> Any:
-    """The store moved to tokenbudget/store.py: `from tokenbudget.ledger import JsonFileStore`
-    (and Store, open_store) keeps working for code written before."""
-    if name in ("JsonFileStore", "Store", "open_store"):
-        from tokenbudget import store
-
-        return getattr(store, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

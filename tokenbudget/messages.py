@@ -12,7 +12,7 @@ from datetime import UTC, timedelta
 
 from tokenbudget.budgets import limit_arg, round_limit, suggest_limit
 from tokenbudget.burn import runs_out_in
-from tokenbudget.numfmt import format_amount, format_limit
+from tokenbudget.numfmt import format_amount, format_duration, format_limit
 
 TYPE_CHECKING = False  # mypy reads it as true: these names are for the type checker only
 if TYPE_CHECKING:
@@ -51,18 +51,6 @@ def label(budget: Budget) -> str:
         if budget.project is not None and budget.source == "user":
             what += f" for {budget.project}"
     return f"this project's {what}" if budget.source == "project" else f"the {what}"
-
-
-def format_duration(delta: timedelta) -> str:
-    """`3h 12m`, `2d 4h`, `45m`: whole minutes, rounded up so it never reads 0m too early."""
-    minutes = max(0, math.ceil(delta.total_seconds() / 60))
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m"
 
 
 def resets_text(check: Check, tz: tzinfo | None = None) -> str:

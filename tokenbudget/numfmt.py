@@ -1,4 +1,4 @@
-"""How numbers read, everywhere: token counts, dollars and limits, with one rounding rule.
+"""How numbers read, everywhere: tokens, dollars, limits and durations, with one rounding rule.
 
 Every figure a user sees (status, report, the status line, refusals and warnings, the HTML
 report) comes from here, so the same count never reads two ways. Halves round up, away from
@@ -9,6 +9,10 @@ a hook formats its messages with it.
 from __future__ import annotations
 
 import math
+
+TYPE_CHECKING = False  # datetime stays off the imports of whoever formats only numbers
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 UNPRICED = "unpriced"
 UNITS = ("k", "M", "B", "T")
@@ -108,3 +112,15 @@ def format_limit(value: float, unit: str) -> str:
         return _format_usd(value)
     count = int(value)
     return f"{exact_tokens(count)} {'token' if count == 1 else 'tokens'}"
+
+
+def format_duration(delta: timedelta) -> str:
+    """`3h 12m`, `2d 4h`, `45m`: whole minutes, rounded up so it never reads 0m too early."""
+    minutes = max(0, math.ceil(delta.total_seconds() / 60))
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m"

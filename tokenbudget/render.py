@@ -254,7 +254,7 @@ def active_block(row: Mapping[str, Any], *, exact: bool = False) -> str:
     """The active 5-hour block's pace, as a line under the blocks table."""
     from datetime import datetime, timedelta
 
-    from tokenbudget.messages import format_duration
+    from tokenbudget.numfmt import format_duration
 
     count = format_exact if exact else format_tokens
     projection, rate = row["projection"], row["burnRate"]

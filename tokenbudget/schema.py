@@ -12,7 +12,7 @@ Usage lists hold 5 counts in `usage.Usage`'s order (input, output, cache writes 
 
 from __future__ import annotations
 
-from tokenbudget.errors import LedgerError
+from tokenbudget.errors import CorruptLedger, LedgerError
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:
@@ -233,8 +233,6 @@ class MigrationError(LedgerError):
 
 
 def _refuse(reason: str) -> Exception:
-    from tokenbudget.ledger import CorruptLedger  # ledger imports this module: no cycle at load
-
     return CorruptLedger(reason)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from tokenbudget import budgets as rules
 from tokenbudget import messages
-from tokenbudget.numfmt import format_amount, format_cost, format_tokens
+from tokenbudget.numfmt import format_amount, format_cost, format_duration, format_tokens
 from tokenbudget.render import escape_controls
 from tokenbudget.simulate import SUGGEST_WINDOWS, Result, Turn, Window, summary
 
@@ -110,7 +110,7 @@ def summary_line(result: Result, tz: tzinfo) -> str:
     if hits and b.kind == "daily":
         text += f", first at {s[clock]} on average"
     elif hits and b.kind not in ("total", "project"):
-        text += f", first after {messages.format_duration(timedelta(seconds=s[after]))} on average"
+        text += f", first after {format_duration(timedelta(seconds=s[after]))} on average"
     if b.mode == "warn" and s["over"]:
         text += f" (over the limit on {s['over']})"
     one = NOUNS[b.kind][0]

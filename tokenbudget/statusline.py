@@ -135,8 +135,7 @@ def budget_part(
     check: Check, *, color: bool, resets: bool = True, rate: float | None = None
 ) -> str:
     """`daily 102% of 100k BLOCKS · resets 4h12m · 18k/h`: one budget, colored by how full."""
-    from tokenbudget.messages import format_duration
-    from tokenbudget.numfmt import short_limit
+    from tokenbudget.numfmt import format_duration, short_limit
     from tokenbudget.render import _percent, escape_controls
 
     b = check.budget
@@ -242,7 +241,7 @@ def team_age_part(age: float | None, stale_after: float) -> str:
     (its syncs fail) or were never fetched; '' otherwise."""
     from datetime import timedelta
 
-    from tokenbudget.messages import format_duration
+    from tokenbudget.numfmt import format_duration
 
     if age is None:
         return "team totals never fetched"

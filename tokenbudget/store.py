@@ -80,11 +80,24 @@ class Position:
 
 
 class Store:
-    """Where the ledger lives: what every backend offers (the JSON files here).
+    """Where usage lives: what every backend offers.
 
-    `read` and `snapshot` never wait for the lock; `transaction` holds it, yields the ledger
-    and commits it on a clean exit; `checkpoint` compacts whatever the backend keeps beside
-    the committed ledger. tests/test_store_contract.py is the contract every backend passes.
+    Two backends: the JSON files here (`JsonFileStore`, each machine's own ledger and the
+    source of its truth) and the team's PostgreSQL database (team/pgstore.py, every member's
+    pushed usage, one row per request). tests/test_store_contract.py is the contract both pass.
+
+    The ledger operations (`read`, `snapshot`, `load`, `transaction`, `move_aside`) belong to
+    the local store alone: `read` and `snapshot` never wait for the lock; `transaction` holds
+    it, yields the ledger and commits it on a clean exit. The team database keeps no ledger (a
+    hook never waits on the network), so there they raise TeamError. `checkpoint` compacts
+    what a backend keeps beside its committed state: the team database keeps nothing beside
+    it, and its checkpoint does nothing.
+
+    The usage operations (`usage_between`, `session_usage`, `block_activity`, `usage_by`)
+    answer the same questions on both: from the ledger and history here, from the usage rows
+    there. `record` adds usage rows (a push) to the team store alone: the local store counts
+    from the transcripts (ingest), and nothing else may add to it. Projects are named as each
+    store names them: a folder here (its subfolders included), the team's git-remote name there.
     """
 
     location: str
@@ -121,6 +134,53 @@ class Store:
     def move_aside(self, label: str = "corrupt", ledger: Ledger | None = None) -> Path:
         """Keep the stored ledger (or `ledger`) under a new name; return where."""
         raise NotImplementedError
+
+    # --- usage (tokenbudget/ledger_usage.py here; cold paths, never a hook's) ---------------
+
+    def usage_between(
+        self, start: float | None, end: float | None, project: str | None = None
+    ) -> tuple[int, float]:
+        """(tokens, dollars) in the 15-minute buckets starting in [start, end) (None: open)."""
+        from tokenbudget import ledger_usage
+
+        return ledger_usage.usage_between(self.snapshot(), start, end, project)
+
+    def session_usage(self, session: str) -> tuple[int, float]:
+        """(tokens, dollars) of one Claude Code session."""
+        from tokenbudget import ledger_usage
+
+        return ledger_usage.session_usage(self.snapshot(), session)
+
+    def block_activity(self, start: float | None, end: float | None) -> list[float]:
+        """The starts of the 15-minute buckets in [start, end) that hold usage, oldest first."""
+        from tokenbudget import ledger_usage
+
+        return ledger_usage.block_activity(self.snapshot(), start, end)
+
+    def usage_by(self, by: str, since: str | None = None, until: str | None = None,
+                 tz: Any = None, week_start: int = 0) -> list[dict[str, Any]]:
+        """Usage grouped `by` day, week, month, model, command or project, from `since` to
+        `until` (ISO dates, included), ordered by key (report rows: key, token counts,
+        totalTokens, totalCost, modelsUsed). `tz` and `week_start`: the calendar (the
+        team store keeps the team's own)."""
+        from datetime import date
+
+        from tokenbudget import ledger_usage
+
+        if tz is None:
+            from tokenbudget import config
+
+            cfg = config.load_config()
+            tz, week_start = cfg.tz(), cfg.week_start
+        return ledger_usage.usage_by(
+            self.snapshot(), by, date.fromisoformat(since) if since else None,
+            date.fromisoformat(until) if until else None, tz, week_start,
+        )
+
+    def record(self, rows: list[dict[str, Any]]) -> int:
+        """Add usage rows, keeping each request's larger usage; how many rows changed. The
+        team store's push: the local store counts from the transcripts alone."""
+        raise LedgerError("the local ledger counts usage from the transcripts only")
 
 
 def open_store(

@@ -118,3 +118,81 @@ def test_old_team_totals_start_a_sync_that_fetches_them_even_with_nothing_to_pus
     rc, out, _ = run_hook("UserPromptSubmit", {**event, "prompt_id": "p-2"},
                           env=hook_env(private_home))
     assert out["decision"] == "block" and "the team's daily budget" in out["reason"]
+
+
+def test_a_password_in_the_dsn_reaches_no_file_but_the_config_and_no_output(
+    private_home: Path, team_dsn: str, pg_cluster: Cluster, recorded_day: float
+) -> None:
+    # The test server trusts every local connection: the password is sent and ignored.
+    dsn = team_dsn.replace("dbname=", "password=hunter2 dbname=")
+    shown = []
+    joined(private_home, dsn, "bob@b")
+    shown.append(run("budget", "set", "daily", "1k", "--team", home=private_home))
+    event = prompt_of(private_home, "plain")
+    shown.append(run("team", "sync", home=private_home))
+    pg_cluster.stop()
+    try:
+        with (private_home / "tb state" / "team-cache.json").open("r+") as f:
+            data = json.load(f)
+            data["fetched"] -= 600  # old totals near a limit: the hook tries the server
+            f.seek(0)
+            f.truncate()
+            json.dump(data, f)
+        rc, out, err = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+        assert rc == 0 and "the team database did not answer" in out["reason"]
+        for args in (("team", "sync"), ("team", "status"), ("doctor",), ("status",),
+                     ("report", "--team", "--by", "member"), ("budget", "list", "--team")):
+            shown.append(run(*args, home=private_home))
+        time.sleep(1)  # a background sync the hook may have started, failing too
+    finally:
+        pg_cluster.start()
+    assert any("password=***" in p.stdout + p.stderr for p in shown)
+    for p in shown:
+        assert "hunter2" not in p.stdout + p.stderr
+    assert "hunter2" not in json.dumps(out) + err
+    files = [p for p in (private_home / "tb state").rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"ledger.json", "team-state.json", "team-cache.json"}
+    for path in files:
+        if path.name != "config.json":
+            assert b"hunter2" not in path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("strict", ["local", "team"])
+def test_local_budgets_apply_beside_the_teams_and_the_stricter_refuses(
+    private_home: Path, team_dsn: str, recorded_day: float, strict: str
+) -> None:
+    joined(private_home, team_dsn, "bob@b")
+    local, team = ("1k", "900M") if strict == "local" else ("900M", "1k")
+    assert run("budget", "set", "daily", local, home=private_home).returncode == 0
+    assert run("budget", "set", "daily", team, "--team", home=private_home).returncode == 0
+    event = prompt_of(private_home, "plain")
+    rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+    assert rc == 0 and out["decision"] == "block"
+    named = "the team's daily budget" if strict == "team" else "the daily budget"
+    assert out["reason"].startswith(f"tokenbudget: {named} is used up.\nUsed 3.1k of 1k")
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_team_totals_never_fetched_refuse_only_with_fail_closed(
+    private_home: Path, team_dsn: str, pg_cluster: Cluster, recorded_day: float,
+    fail_closed: bool,
+) -> None:
+    joined(private_home, team_dsn, "bob@b")
+    state = private_home / "tb state"
+    config = json.loads((state / "config.json").read_text())
+    (state / "config.json").write_text(json.dumps({**config, "fail_closed": fail_closed}))
+    (state / "team-cache.json").unlink()  # this machine never reached the server
+    event = prompt_of(private_home, "plain")
+    pg_cluster.stop()
+    try:
+        rc, out, _ = run_hook("UserPromptSubmit", event, env=hook_env(private_home))
+    finally:
+        pg_cluster.start()
+    assert rc == 0
+    if fail_closed:
+        assert out["decision"] == "block"
+        assert out["reason"] == (
+            "tokenbudget: team core's budgets and totals were never fetched (a sync has been"
+            " started) (fail_closed is on, so this prompt is refused)")
+    else:
+        assert "decision" not in out

@@ -65,6 +65,10 @@ def test_each_migration_applies_on_the_version_before_it_keeping_the_data(
         assert c.execute("SELECT kind, scope, limit_value FROM tokenbudget.budgets"
                          ).fetchall() == [("daily", "member", 5.0)]
     assert schema.migrate(c) == NAMES[step + 1 :]
+    db.push(c, "old", [row("k1", 150), row("k2", 30)])  # grown, and new: counted once
+    assert c.execute("SELECT window_kind, tokens FROM tokenbudget.rollups WHERE member = ''"
+                     " AND project = '' ORDER BY 1").fetchall() == [
+        ("day", 180), ("month", 180), ("total", 180), ("week", 180)]
     c.close()
 
 

@@ -101,3 +101,30 @@ def test_a_long_line_gives_up_the_age_only_after_everything_else_but_the_first_b
                               team_age="team totals 3h2m old")
     assert line == "team daily/app 50% of 1k │ +3 more │ team totals 3h2m old"
     assert statusline.visible_width(line) <= statusline.MAX_WIDTH
+
+
+def test_team_status_says_how_far_behind_the_totals_are() -> None:
+    from tokenbudget.team.commands import render_status
+
+    shown = {"team": "core", "member": "ann@a", "dsn": "host=db password=*** dbname=t",
+             "reachable": False, "lastPush": 1000.0, "lastPull": 880.0, "unpushed": 3,
+             "lagSeconds": 190.0, "budgets": 2, "error": "cannot reach the team database"}
+    assert render_status(shown, now=1070.0) == (
+        "Team core as ann@a\n"
+        "Server: host=db password=*** dbname=t (NOT reachable)\n"
+        "Last push: 70 s ago; last pull: 3 min ago\n"
+        "Unpushed records: 3\n"
+        "Team totals: fetched 3 min ago\n"
+        "Team budgets: 2\n"
+        "Last error: cannot reach the team database\n"
+    )
+    never = {**shown, "reachable": True, "lastPush": None, "lastPull": None,
+             "lagSeconds": None, "error": None}
+    assert render_status(never, now=1070.0) == (
+        "Team core as ann@a\n"
+        "Server: host=db password=*** dbname=t (reachable)\n"
+        "Last push: never; last pull: never\n"
+        "Unpushed records: 3\n"
+        "Team totals: never fetched\n"
+        "Team budgets: 2\n"
+    )

@@ -232,3 +232,16 @@ def test_a_sync_killed_mid_push_neither_loses_nor_doubles(
     assert ledger_of(private_home)["outbox"] == {}
     assert server_totals(team_dsn)[0] == expected
     assert usage_rows(team_dsn) == 6000
+
+
+def test_join_names_the_member_user_at_host_by_default(
+    private_home: Path, team_dsn: str
+) -> None:
+    import socket
+
+    proc = run("team", "join", team_dsn, "--team", "core", home=private_home,
+               env={"USER": "ann", "LOGNAME": "ann"})
+    member = f"ann@{socket.gethostname()}"
+    assert proc.stdout == f"Joined team core as {member}.\n"
+    team = json.loads((private_home / "tb state" / "config.json").read_text())["team"]
+    assert team["member"] == member

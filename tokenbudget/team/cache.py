@@ -202,6 +202,11 @@ def checks(cfg: Any, ledger: dict[str, Any], ctx: Context, event: str,
     data = read_json(cache_file())
     _maybe_sync(ledger, event, now, float((data or {}).get("fetched") or 0))
     if not data or data.get("team") != cfg.team["team"]:
+        if cfg.fail_closed:  # the team's budgets are unknown here: this hook cannot decide
+            from tokenbudget.errors import TeamError
+
+            raise TeamError(f"team {cfg.team['team']}'s budgets and totals were never fetched"
+                            " (a sync has been started)")
         return []
     found = measure(data, cfg.team["member"], ledger, ctx)
     fetched = float(data.get("fetched") or 0)

@@ -1,4 +1,4 @@
-"""`tokenbudget team ...`: thin commands over db.py, sync.py and cache.py.
+"""`tokenbudget team ...`: thin commands over the team store (pgstore.py), sync.py and cache.py.
 
 psycopg is imported only when a command talks to the server (db.py imports it lazily).
 """
@@ -140,6 +140,7 @@ def status_data(team_cfg: dict[str, str], now: float, *, reach: bool = True) -> 
     """What `team status` shows, as data."""
     from tokenbudget.store import open_store
     from tokenbudget.team import cache, db, sync
+    from tokenbudget.team.pgstore import open_team_store
 
     state = sync.read_state()
     data = cache.read_json(cache.cache_file()) or {}
@@ -148,8 +149,7 @@ def status_data(team_cfg: dict[str, str], now: float, *, reach: bool = True) -> 
     error = state.get("error")
     if reach:
         try:
-            with db.session(team_cfg["dsn"], timeout=3) as conn:
-                db.team_info(conn, team_cfg["team"])
+            open_team_store(team_cfg, timeout=3).calendar()
             reachable = True
         except TeamError as e:
             reachable, error = False, str(e)
@@ -178,11 +178,16 @@ def _ago(now: float, at: Any) -> str:
 def render_status(d: dict[str, Any], now: float) -> str:
     """`team status` as text."""
     reach = {True: "reachable", False: "NOT reachable", None: "not checked"}[d["reachable"]]
+    # The lag: what the hooks here decide on is this old (plus the outbox, counted at once).
+    lag = "never fetched"
+    if d["lagSeconds"] is not None:
+        lag = f"fetched {_ago(now, now - d['lagSeconds'])}"
     lines = [
         f"Team {d['team']} as {d['member']}",
         f"Server: {d['dsn']} ({reach})",
         f"Last push: {_ago(now, d['lastPush'])}; last pull: {_ago(now, d['lastPull'])}",
         f"Unpushed records: {d['unpushed']}",
+        f"Team totals: {lag}",
         f"Team budgets: {d['budgets']}",
     ]
     if d["error"]:
@@ -236,8 +241,8 @@ def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
     """`budget set KIND LIMIT --team [--per-member | --project NAME]`; what to print."""
     from tokenbudget import budgets
     from tokenbudget.errors import ConfigError
-    from tokenbudget.team import db
     from tokenbudget.team.cache import MEMBER_LOCAL
+    from tokenbudget.team.pgstore import open_team_store
 
     _check_kind(kind, project)
     command, limit_text = _split_args(kind, args)
@@ -250,8 +255,7 @@ def set_team_budget(kind: str, args: tuple[str, ...], mode: str, warn_at: str,
     team_cfg = _team_cfg()
     row = {"kind": kind, "scope": scope, "name": name, "limit": limit, "unit": unit,
            "mode": mode, "warn_at": warn, "command": command}
-    with db.session(team_cfg["dsn"]) as conn:
-        db.set_budget(conn, team_cfg["team"], row)
+    open_team_store(team_cfg).set_budget(row)
     import contextlib
 
     from tokenbudget.team import sync
@@ -286,13 +290,13 @@ def _team_budget_id(row: dict[str, Any]) -> str:
 def list_team_budgets(as_json: bool) -> str:
     """`budget list --team`: the team's budgets, from the server (else as last fetched)."""
     from tokenbudget import budgets
-    from tokenbudget.team import cache, db
+    from tokenbudget.team import cache
+    from tokenbudget.team.pgstore import open_team_store
 
     team_cfg = _team_cfg()
     note = ""
     try:
-        with db.session(team_cfg["dsn"], timeout=3) as conn:
-            rows = db.budgets(conn, team_cfg["team"])
+        rows = open_team_store(team_cfg, timeout=3).budgets()
     except TeamError as e:
         data = cache.read_json(cache.cache_file()) or {}
         if data.get("team") != team_cfg["team"] or "budgets" not in data:
@@ -324,8 +328,9 @@ def remove_team_budget(kind: str, command: str | None, project: str | None,
                        per_member: bool) -> str:
     """`budget rm KIND [NAME] --team [--per-member | --project NAME]`; what to print."""
     from tokenbudget import budgets
-    from tokenbudget.team import db, sync
+    from tokenbudget.team import sync
     from tokenbudget.team.cache import MEMBER_LOCAL
+    from tokenbudget.team.pgstore import open_team_store
 
     _check_kind(kind, project)
     if kind == "command" and command is None:
@@ -334,10 +339,11 @@ def remove_team_budget(kind: str, command: str | None, project: str | None,
     scope, name = _scope_of(project, per_member or kind in MEMBER_LOCAL)
     key = (scope, name, command)
     team_cfg = _team_cfg()
-    with db.session(team_cfg["dsn"]) as conn:
-        have = [r for r in db.budgets(conn, team_cfg["team"]) if r["kind"] == kind]
+    team_store = open_team_store(team_cfg)
+    with team_store.connected():
+        have = [r for r in team_store.budgets() if r["kind"] == kind]
         gone = next((r for r in have if (r["scope"], r["name"], r["command"]) == key), None)
-        if gone is None or not db.remove_budget(conn, team_cfg["team"], kind, *key):
+        if gone is None or not team_store.remove_budget(kind, *key):
             asked = _team_budget_id({"kind": kind, "scope": scope, "name": name, "limit": 1,
                                      "unit": "tokens", "mode": "block", "warn_at": 0.8,
                                      "command": command})
@@ -382,8 +388,8 @@ def team_report(by: str, since: str | None, until: str | None, project: str | No
     import sys
 
     from tokenbudget import render
-    from tokenbudget.team import db
     from tokenbudget.team import report as team_rep
+    from tokenbudget.team.pgstore import open_team_store
 
     if by not in team_rep.SHAPES:
         raise click.UsageError(f"--team reports go --by {'|'.join(team_rep.SHAPES)}")
@@ -401,8 +407,7 @@ def team_report(by: str, since: str | None, until: str | None, project: str | No
     team_cfg = _team_cfg()
     if html_file is not None:
         return _team_html(team_cfg, since, until, html_file)
-    with db.session(team_cfg["dsn"]) as conn:
-        rows = team_rep.fetch(conn, team_cfg["team"], by, since, until)
+    rows = open_team_store(team_cfg).usage_by(by, since, until)
     if as_json:
         return json.dumps(team_rep.to_json(by, rows), indent=2) + "\n"
     if as_csv:
@@ -418,17 +423,19 @@ def _team_html(team_cfg: dict[str, str], since: str | None, until: str | None,
 
     from tokenbudget import config, engine, html_report
     from tokenbudget.store import open_store
-    from tokenbudget.team import cache, db, sync
+    from tokenbudget.team import cache, sync
     from tokenbudget.team import html as team_html
     from tokenbudget.team import report as team_rep
+    from tokenbudget.team.pgstore import open_team_store
 
     now = clock.now()
-    with db.session(team_cfg["dsn"]) as conn:
-        groups = {"days": team_rep.fetch(conn, team_cfg["team"], "day", since, until)}
+    team_store = open_team_store(team_cfg)
+    with team_store.connected():
+        groups = {"days": team_store.usage_by("day", since, until)}
         for by in ("member", "project", "model", "command"):
-            groups[team_rep.SHAPES[by][0]] = team_rep.fetch(conn, team_cfg["team"], by,
-                                                             since, until)
-        data = sync.snapshot(conn, team_cfg, dict(sync.read_state().get("projects") or {}))
+            groups[team_rep.SHAPES[by][0]] = team_store.usage_by(by, since, until)
+        data = sync.snapshot(team_store, team_cfg,
+                             dict(sync.read_state().get("projects") or {}))
     cfg = config.load_config()
     ctx = engine.context(cfg, now, project=os.getcwd(), listing=True)
     checks = cache.measure(data, team_cfg["member"], open_store().load(),

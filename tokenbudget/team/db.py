@@ -85,6 +85,11 @@ def session(dsn: str, timeout: float = CONNECT_TIMEOUT) -> Iterator[Any]:
         conn.close()
 
 
+def schema_missing(conn: Any) -> bool:
+    """Whether the database has no team schema yet (`team init` not run)."""
+    return conn.execute("SELECT to_regclass('tokenbudget.teams')").fetchone()[0] is None
+
+
 def create_team(conn: Any, team: str, timezone: str = "UTC", week_start: int = 0) -> bool:
     """Create the team if it does not exist; True if it was created."""
     zone_ok = conn.execute(

@@ -8,8 +8,9 @@ migrated by a newer tokenbudget (a step this one does not know) is refused, neve
 The usage table holds one row per request (the ledger's own key: message id + request id) or
 per correction of Claude Code's totals (a hidden compaction, say), per team. A push is an
 upsert that keeps the larger usage, the local counting rule, so a repeated push changes
-nothing; a row trigger adds each row's change to the rollups in the same transaction, so a
-team total is one indexed row. Pushes of one team take one advisory lock: the rollup rows
+nothing; statement triggers add each push's changes, summed per window, member and project,
+to the rollups in the same transaction (m007; a row trigger before it), so a team total is one
+indexed row. Pushes of one team take one advisory lock: the rollup rows
 they all update would otherwise be locked in different orders (deadlocks).
 """
 
@@ -232,6 +233,64 @@ BEGIN
 END $$;
 """
 
+# The rollups move once per statement, not per row: each push's rows are summed per window,
+# member and project first, so a push of n rows of one member's day updates 12 rollup rows,
+# not 12 n (the row trigger held the team's push lock that long: at 50 members pushing at
+# once, that wait was most of a push's latency). Transition tables need one trigger per event;
+# an INSERT ... ON CONFLICT DO UPDATE fires both, the inserted rows in one, the updated in
+# the other.
+_ROLLUP_DELTAS = """
+    INSERT INTO rollups AS r (team, window_kind, window_start, member, project, tokens,
+                              cost_micros)
+    SELECT d.team, w.window_kind, w.window_start, s.member, s.project, sum(d.tokens),
+           sum(d.cost)
+    FROM ({changes}) AS d (team, day, member, project, tokens, cost)
+         JOIN teams AS t ON t.name = d.team
+         CROSS JOIN LATERAL window_starts(d.day, t.week_start) AS w
+         CROSS JOIN LATERAL (VALUES ('', ''), (d.member, ''), ('', d.project))
+             AS s (member, project)
+    GROUP BY 1, 2, 3, 4, 5
+    HAVING sum(d.tokens) <> 0 OR sum(d.cost) <> 0
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (team, window_kind, window_start, member, project) DO UPDATE
+        SET tokens = r.tokens + excluded.tokens,
+            cost_micros = r.cost_micros + excluded.cost_micros;
+"""
+_NEW = ("SELECT n.team, n.day, n.member, n.project,"
+        " n.input + n.output + n.cache_write + n.cache_read, n.cost_micros FROM new_rows AS n")
+_OLD = ("SELECT o.team, o.day, o.member, o.project,"
+        " -(o.input + o.output + o.cache_write + o.cache_read), -o.cost_micros"
+        " FROM old_rows AS o")
+M007_ROLLUPS_PER_STATEMENT = f"""
+DROP TRIGGER usage_rollups ON tokenbudget.usage;
+DROP FUNCTION tokenbudget.add_to_rollups();
+
+CREATE FUNCTION tokenbudget.rollups_after_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = tokenbudget, pg_temp AS $$
+BEGIN
+{_ROLLUP_DELTAS.format(changes=_NEW)}
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION tokenbudget.rollups_after_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = tokenbudget, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM old_rows AS o JOIN new_rows AS n USING (team, request_key)
+               WHERE o.day <> n.day OR o.member <> n.member OR o.project <> n.project) THEN
+        RAISE EXCEPTION 'a usage row keeps its day, member and project';
+    END IF;
+{_ROLLUP_DELTAS.format(changes=_NEW + " UNION ALL " + _OLD)}
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER usage_rollups_insert AFTER INSERT ON tokenbudget.usage
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tokenbudget.rollups_after_insert();
+CREATE TRIGGER usage_rollups_update AFTER UPDATE ON tokenbudget.usage
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tokenbudget.rollups_after_update();
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m001_teams_and_usage", M001_TEAMS_AND_USAGE),
     ("m002_rollups", M002_ROLLUPS),
@@ -239,6 +298,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m004_budgets", M004_BUDGETS),
     ("m005_member_local_kinds", M005_MEMBER_LOCAL_KINDS),
     ("m006_push_replaces_corrections", M006_PUSH_REPLACES_CORRECTIONS),
+    ("m007_rollups_per_statement", M007_ROLLUPS_PER_STATEMENT),
 )
 
 

@@ -34,6 +34,10 @@ from tokenbudget.schema import (
 from tokenbudget.store import Store, open_store
 from tokenbudget.team import cache
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from tokenbudget.team.pgstore import PostgresStore
+
 _CREDENTIALS = re.compile(r"^([a-z+]+://)[^@/]*@", re.IGNORECASE)
 
 
@@ -131,7 +135,7 @@ def sync(team_cfg: dict[str, str], *, pull: bool = True, timeout: float = 5.0) -
 
 
 def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any]:
-    from tokenbudget.team import db
+    from tokenbudget.team.pgstore import open_team_store
 
     state = read_state()
     store = open_store()
@@ -147,9 +151,10 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
     state["last_attempt"] = clock.now()
     done: dict[str, Any] = {"pushed": 0, "changed": 0, "pulled": False}
     try:
-        with db.session(team_cfg["dsn"], timeout) as conn:
+        team_store = open_team_store(team_cfg, timeout)
+        with team_store.connected():
             if rows:
-                done["changed"] = db.push(conn, team_cfg["team"], rows)
+                done["changed"] = team_store.record(rows)
                 with store.transaction() as current:
                     box = current["outbox"]
                     for key, sent in outbox.items():
@@ -158,7 +163,7 @@ def _sync(team_cfg: dict[str, str], pull: bool, timeout: float) -> dict[str, Any
                 done["pushed"] = len(rows)
                 state["last_push"] = clock.now()
             if pull:
-                cache.write_cache(snapshot(conn, team_cfg, projects))
+                cache.write_cache(snapshot(team_store, team_cfg, projects))
                 state["last_pull"] = clock.now()
                 done["pulled"] = True
         state.pop("error", None)
@@ -182,11 +187,10 @@ def _rejoin(store: Store, team: str) -> dict[str, Any]:
     return store.load()
 
 
-def snapshot(conn: Any, team_cfg: dict[str, str], projects: dict[str, str]) -> dict[str, Any]:
+def snapshot(team_store: PostgresStore, team_cfg: dict[str, str],
+             projects: dict[str, str]) -> dict[str, Any]:
     """The team's current totals and budgets, in the cache file's form."""
-    from tokenbudget.team import db
-
-    zone, week_start = db.team_info(conn, team_cfg["team"])
+    zone, week_start = team_store.calendar()
     fetched = clock.now()
     return {
         "version": cache.VERSION,
@@ -196,8 +200,8 @@ def snapshot(conn: Any, team_cfg: dict[str, str], projects: dict[str, str]) -> d
         "timezone": zone,
         "week_start": week_start,
         "projects": projects,
-        "totals": db.totals(conn, team_cfg["team"], team_cfg["member"], fetched),
-        "budgets": db.budgets(conn, team_cfg["team"]),
+        "totals": team_store.totals(fetched),
+        "budgets": team_store.budgets(),
     }
 
 
@@ -206,11 +210,11 @@ def pull(team_cfg: dict[str, str], projects: dict[str, str], *,
     """Fetch the totals and budgets and cache them, without pushing or touching the ledger
     (a hook holding the ledger lock calls it); what was cached. TeamError if the server fails
     us. Each statement is cut off after `timeout` seconds."""
-    from tokenbudget.team import db
+    from tokenbudget.team.pgstore import open_team_store
 
-    with db.session(team_cfg["dsn"], timeout) as conn:
-        conn.execute(f"SET statement_timeout = {max(1, round(timeout * 1000))}")
-        data = snapshot(conn, team_cfg, projects)
+    team_store = open_team_store(team_cfg, timeout)
+    with team_store.connected(statement_timeout=timeout):
+        data = snapshot(team_store, team_cfg, projects)
     cache.write_cache(data)
     return data
 
