@@ -346,3 +346,23 @@ def test_a_prompt_while_the_answerer_cannot_start_is_told_or_with_fail_closed_re
     else:
         assert answer == {"systemMessage": said}
     resident.remove()
+
+
+def test_install_resident_again_moves_off_a_port_a_stranger_holds(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    args = ["install", "--resident", "--settings", str(path), "--no-sync"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    first = resident.load()
+    assert first is not None
+    assert CliRunner().invoke(main, args).exit_code == 0
+    second = resident.load()
+    assert second is not None and second.port == first.port and second.key != first.key
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", second.port))
+        squatter.listen()
+        threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
+        assert CliRunner().invoke(main, args).exit_code == 0
+    third = resident.load()
+    assert third is not None and third.port != second.port
+    assert resident.url(third.port, "Stop") in path.read_text()
+    resident.remove()

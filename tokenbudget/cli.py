@@ -880,9 +880,11 @@ def install(
     paths = claude_settings.site_paths(hook_python) if hook_python is not None else None
     answerer = None
     if resident:
-        # A new key every install: one that went where it should not is then worth nothing.
+        # A new key every install: one that went where it should not is then worth nothing;
+        # the same port, unless another process holds it.
         old = resident_mod.load()
-        answerer = resident_mod.create(old.port if old is not None else None)
+        keep = old is not None and resident_mod.probe(old)[0] != "stranger"
+        answerer = resident_mod.create(old.port if old is not None and keep else None)
     result = claude_settings.install(path, hook_python, paths, answerer)
     if answerer is not None:
         resident_mod.save(answerer)
