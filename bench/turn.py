@@ -24,6 +24,10 @@ Variants (each a settings file passed with --settings):
 - installed: what this tree's `tokenbudget install` writes (levers 1-3 together).
 - resident-nopre: a prototype of lever 4, hook.handle in one warm process behind http hooks
   (no PreToolUse); not something tokenbudget ships.
+- resident: what `tokenbudget install --resident` writes (PostToolBatch and Stop as http hooks
+  to the resident answerer, started on demand by the SessionStart hook and checked by each
+  UserPromptSubmit); the answerer stays up from run to run, as it does between turns.
+- resident-stopcmd: resident with Stop a command hook again (the choice it made).
 """
 
 from __future__ import annotations
@@ -207,6 +211,23 @@ def installed_hooks(py: Path) -> Settings:
     return {"hooks": json.loads(out)}
 
 
+def resident_installed_hooks(py: Path, state: Path, stop_command: bool = False) -> Settings:
+    """What `tokenbudget install --resident` writes, its key kept in the variant's state."""
+    code = (
+        "import json, sys; from tokenbudget import claude_settings as c, resident as r; "
+        "s = r.create(); r.save(s); p = c.site_paths(sys.argv[1]); "
+        "print(json.dumps([c.desired_hooks(sys.argv[1], p, s), c.desired_hooks(sys.argv[1], p)]))"
+    )
+    env = common.clean_env(XDG_DATA_HOME=str(state / "data"),
+                           XDG_CONFIG_HOME=str(state / "config"))
+    out = subprocess.run([str(py), "-P", "-c", code, str(py)], check=True, capture_output=True,
+                         text=True, env=env, cwd=str(common.WORK)).stdout
+    hooks, commands = json.loads(out)
+    if stop_command:
+        hooks["Stop"] = commands["Stop"]
+    return {"hooks": hooks}
+
+
 VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "none": lambda py: None,
     "true": true_hooks,
@@ -218,7 +239,10 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "fast": lambda py: main_hooks(py, fast=True),
     "installed": installed_hooks,
     "resident-nopre": resident_hooks,  # called with the variant's state folder too
+    "resident": resident_installed_hooks,  # these three too
+    "resident-stopcmd": lambda py, state: resident_installed_hooks(py, state, stop_command=True),
 }
+_WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd")
 
 
 # Variants whose hooks record nothing.
@@ -258,12 +282,25 @@ class Runner:
 
     def _fresh_state(self, name: str) -> Path:
         state = self.state(name)
-        if state.exists():
-            shutil.rmtree(state)
+        # The resident answerer's folder is kept (moved, so its key file stays the same file):
+        # a new key would end the answerer, and every run would pay for starting one.
+        keep = common.data_dir(state) / "resident"
+        kept = self.root / name / "resident-kept"
+        if keep.exists():
+            keep.rename(kept)
+        for _ in range(50):
+            # The previous run's SessionEnd, which nobody waits for, may still be writing there.
+            shutil.rmtree(state, ignore_errors=True)
+            if not state.exists():
+                break
+            time.sleep(0.1)
         common.write_config(state, retention_days=None)
+        if kept.exists():
+            keep.parent.mkdir(parents=True, mode=0o700)
+            kept.rename(keep)
         if self.ledger is not None:
             data = common.data_dir(state)
-            data.mkdir(parents=True, mode=0o700)
+            data.mkdir(parents=True, mode=0o700, exist_ok=True)
             shutil.copyfile(self.ledger, data / "ledger.json")
         return state
 
@@ -325,6 +362,10 @@ class Runner:
 
     def close(self) -> None:
         self.fake.stop()
+        for name in self.settings:
+            # A resident answerer ends within a second of its key file going.
+            (common.data_dir(self.state(name)) / "resident" / "key.json").unlink(missing_ok=True)
+        time.sleep(1.5)
         for proc in _RESIDENTS:
             proc.terminate()
             proc.wait()
@@ -360,7 +401,7 @@ def main() -> None:
     try:
         for n in names:
             make = VARIANTS[n]
-            runner.add(n, make(py, runner.state(n)) if make is resident_hooks else make(py))
+            runner.add(n, make(py, runner.state(n)) if n in _WITH_STATE else make(py))
         times = common.interleave({n: (lambda n=n: runner.run(n)) for n in names}, args.rounds,
                                   warmup=args.warmup)
     finally:

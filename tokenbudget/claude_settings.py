@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeGuard
 
-from tokenbudget import paths
+from tokenbudget import paths, resident
 from tokenbudget.errors import SettingsError
 from tokenbudget.fileio import fsync_folder
 
@@ -351,12 +351,45 @@ def is_our_statusline(command: object) -> bool:
     return False
 
 
+_OUR_URL = re.compile(
+    r"http://127\.0\.0\.1:[0-9]{1,5}" + re.escape(resident.URL_PATH) + r"([A-Za-z]+)\Z"
+)
+
+
+def is_our_http_hook(hook: object) -> bool:
+    """Whether a hook entry is one of our http hooks (to the resident answerer)."""
+    if not isinstance(hook, dict) or hook.get("type") != "http":
+        return False
+    url = hook.get("url")
+    match = _OUR_URL.match(url) if isinstance(url, str) else None
+    return match is not None and match[1] in KNOWN_EVENTS
+
+
 def _is_our_statusline_value(value: object) -> TypeGuard[JSONDict]:
     return isinstance(value, dict) and is_our_statusline(value.get("command"))
 
 
-def _hook_entry(python: str | None, event: str, paths: Sequence[str] | None = None) -> JSONDict:
+def _hook_entry(
+    python: str | None,
+    event: str,
+    paths: Sequence[str] | None = None,
+    answerer: resident.Setup | None = None,
+) -> JSONDict:
     spec = OUR_EVENTS[event]
+    if answerer is not None and event in resident.EVENTS:
+        # The key rides in the settings file (an http hook can send nothing else of ours):
+        # install refuses a settings file that other users can read.
+        return {
+            "type": "http",
+            "url": resident.url(answerer.port, event),
+            # TOKENBUDGET_DISABLE=1 in a session's environment reaches the answerer only so.
+            "headers": {
+                "Authorization": f"Bearer {answerer.key}",
+                resident.DISABLE_HEADER: "${TOKENBUDGET_DISABLE}",
+            },
+            "allowedEnvVars": ["TOKENBUDGET_DISABLE"],
+            "timeout": spec.timeout,
+        }
     command = (
         portable_hook_command(event) if python is None else hook_command(python, event, paths)
     )
@@ -373,22 +406,26 @@ def _group(matcher: str | None, hooks: list[JSONDict]) -> JSONDict:
 
 
 def desired_hooks(
-    python: str | None, paths: Sequence[str] | None = None
+    python: str | None,
+    paths: Sequence[str] | None = None,
+    answerer: resident.Setup | None = None,
 ) -> dict[str, list[JSONDict]]:
     """Our entries for the `hooks` key of a settings file, one matcher group per event.
 
     `python` None gives the portable form, for settings shared with people whose
     interpreter is elsewhere (a project's checked-in .claude/settings.json); `paths`, the
-    quick start (see hook_command).
+    quick start (see hook_command); `answerer`, the resident answerer's http hooks.
     """
     return {
-        event: [_group(spec.matcher, [_hook_entry(python, event, paths)])]
+        event: [_group(spec.matcher, [_hook_entry(python, event, paths, answerer)])]
         for event, spec in OUR_EVENTS.items()
     }
 
 
 def _is_our_hook(hook: object) -> bool:
-    return isinstance(hook, dict) and is_our_command(hook.get("command"))
+    return isinstance(hook, dict) and (
+        is_our_command(hook.get("command")) or is_our_http_hook(hook)
+    )
 
 
 def _our_hooks(doc: JSONDict) -> list[tuple[str, JSONDict, JSONDict]]:
@@ -532,7 +569,11 @@ def _strip_ours(hooks: JSONDict, keep: Callable[[str, int, int], bool]) -> None:
 
 
 def _merge_install(
-    doc: JSONDict, python: str | None, path: Path, paths: Sequence[str] | None = None
+    doc: JSONDict,
+    python: str | None,
+    path: Path,
+    paths: Sequence[str] | None = None,
+    answerer: resident.Setup | None = None,
 ) -> JSONDict:
     hooks = _hooks_section(doc, path)
     # For each of our events, the first of our entries that already sits in a match-all group is
@@ -556,7 +597,9 @@ def _merge_install(
     # may have added to it such as "onFailure".
     for event, (gi, hi) in keep_at.items():
         entry = hooks[event][gi]["hooks"][hi]
-        entry.update(_hook_entry(python, event, paths))
+        for key in ("type", "command", "url", "headers", "allowedEnvVars"):
+            entry.pop(key, None)  # a command hook that becomes an http one, or back
+        entry.update(_hook_entry(python, event, paths, answerer))
         if not OUR_EVENTS[event].is_async:
             entry.pop("async", None)  # whether Claude Code waits for our answer is ours to say
     _strip_ours(hooks, lambda event, gi, hi: keep_at.get(event) == (gi, hi))
@@ -565,7 +608,7 @@ def _merge_install(
             continue
         # A new group of our own (never a foreign one) so that uninstall can drop it whole.
         hooks.setdefault(event, []).append(
-            _group(spec.matcher, [_hook_entry(python, event, paths)])
+            _group(spec.matcher, [_hook_entry(python, event, paths, answerer)])
         )
     return doc
 
@@ -792,15 +835,19 @@ def _read_original(path: Path) -> bytes | None:
 
 
 def install(
-    path: Path, python: str | None, paths: Sequence[str] | None = None
+    path: Path,
+    python: str | None,
+    paths: Sequence[str] | None = None,
+    answerer: resident.Setup | None = None,
 ) -> InstallResult:
     """Register our hooks in `path`, replacing older registrations of ours.
 
     They run with interpreter `python` (started quickly with `paths`, see site_paths), or
     (None) find tokenbudget-hook on PATH: the form for settings that other people check out.
+    With `answerer`, PostToolBatch and Stop are http hooks to the resident answerer.
     The backup is kept: it is the way back.
     """
-    return _update(path, lambda doc: _merge_install(doc, python, path, paths))
+    return _update(path, lambda doc: _merge_install(doc, python, path, paths, answerer))
 
 
 def uninstall(path: Path) -> InstallResult:
@@ -888,7 +935,7 @@ def find_registrations(path: Path) -> list[Registration]:
             Registration(
                 event=event,
                 matcher=matcher if isinstance(matcher, str) else None,
-                command=hook["command"],
+                command=hook["command"] if "command" in hook else hook["url"],
                 timeout=timeout,
             )
         )

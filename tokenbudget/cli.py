@@ -782,6 +782,12 @@ SETTINGS_OPTION = click.option("--settings", help="Use this settings file instea
 @click.option("--force", is_flag=True, help="With --statusline: replace another status line.")
 @click.option("--no-sync", is_flag=True, help="Do not backfill the ledger from past sessions.")
 @click.option(
+    "--resident",
+    is_flag=True,
+    help="Answer PostToolBatch and Stop from one warm local process (http hooks on 127.0.0.1); "
+    "installing without it goes back to command hooks.",
+)
+@click.option(
     "--python",
     metavar="PATH",
     help="Run the hooks with this Python (it must have tokenbudget). Default: this "
@@ -794,11 +800,13 @@ def install(
     force: bool,
     no_sync: bool,
     python: str | None,
+    resident: bool,
 ) -> None:
     """Register tokenbudget's hooks in Claude Code's settings (run again to upgrade)."""
     import shutil
 
     from tokenbudget import claude_settings
+    from tokenbudget import resident as resident_mod
 
     path = _settings_file(scope, settings)
     # A --scope file lives where Claude Code looks, so its folders may be made; an explicit
@@ -812,6 +820,8 @@ def install(
     # interpreter's path does not exist (the hook would exit 127 and enforce nothing): there
     # the hooks find `tokenbudget-hook` on PATH, and say so when it is missing.
     portable = python is None and scope == "project" and not settings
+    if resident:
+        _check_resident_target(path, scope == "project" and not settings)
     hook_python = None if portable else (python or sys.executable)
     if hook_python is not None:
         from tokenbudget.doctor import interpreter_runs
@@ -826,7 +836,18 @@ def install(
             )
     # The quick start where the interpreter allows it: hooks skip `site` (see site_paths).
     paths = claude_settings.site_paths(hook_python) if hook_python is not None else None
-    result = claude_settings.install(path, hook_python, paths)
+    answerer = None
+    if resident:
+        # A new key every install: one that went where it should not is then worth nothing;
+        # the same port, unless another process holds it.
+        old = resident_mod.load()
+        keep = old is not None and resident_mod.probe(old)[0] != "stranger"
+        answerer = resident_mod.create(old.port if old is not None and keep else None)
+    result = claude_settings.install(path, hook_python, paths, answerer)
+    if answerer is not None:
+        resident_mod.save(answerer)
+    if not resident and resident_mod.remove():
+        click.echo("The resident answerer is off: every event is a command hook again.")
     click.echo(
         f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"
         + (f" (backup: {result.backup.name})" if result.backup else "")
@@ -843,6 +864,12 @@ def install(
                 "for you either (see `tokenbudget doctor`).",
                 err=True,
             )
+    if answerer is not None:
+        click.echo(
+            f"PostToolBatch and Stop are answered by the resident answerer on "
+            f"127.0.0.1:{answerer.port} (started by the next session; `tokenbudget doctor` "
+            "shows it)."
+        )
     if statusline:
         command = claude_settings.statusline_command(hook_python)
         sl = claude_settings.set_statusline(path, command, force=force)
@@ -853,6 +880,28 @@ def install(
         click.echo(
             f"Recorded {report.new_requests} past request(s) from "
             f"{report.files_read} transcript(s)."
+        )
+
+
+def _check_resident_target(path: Path, shared: bool) -> None:
+    """The answerer's key goes into the settings file: never one that others read or share."""
+    import stat
+
+    if shared:
+        raise SettingsError(
+            "--resident is for your own settings (--scope user or local): a project's "
+            "settings are shared, and the answerer's key would be too"
+        )
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return  # created private (0600)
+    except OSError as e:
+        raise SettingsError(f"cannot read {path}: {e.strerror}") from None
+    if mode & 0o077:
+        raise SettingsError(
+            f"cannot put the resident answerer's key in {path}: other users may read it "
+            f"(mode {mode:04o}); run `chmod 600 {shlex.quote(str(path))}` first"
         )
 
 
@@ -868,6 +917,10 @@ def uninstall(scope: str, settings: str | None) -> None:
     # then must leave everything as it was, not the hooks gone and the status line there.
     sl = claude_settings.remove_statusline(path)
     result = claude_settings.uninstall(path)
+    from tokenbudget import resident
+
+    if resident.remove():
+        click.echo("The resident answerer is off (it exits within a second).")
     changed = result.changed or sl.changed
     click.echo(
         f"Removed tokenbudget from {path}." if changed else f"Nothing of tokenbudget in {path}."

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,9 +432,39 @@ def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path
     report.add(True, "a prompt here now would meet", detail)
 
 
+def check_resident(report: Report) -> None:
+    """The resident answerer, when installed: running or not, pid, since when, events answered,
+    the last error."""
+    from tokenbudget import resident
+
+    setup = resident.load()
+    if setup is None:
+        return
+    found, info = resident.probe(setup)
+    where = f"127.0.0.1:{setup.port}"
+    if found == "stranger":
+        report.add(False, "the resident answerer's port is held by another process",
+                   f"{where}: {info.get('why', '')}; prompts are refused until it is free",
+                   "run `tokenbudget install --resident` again for a new port and key")
+        return
+    state = info if found == "ours" else resident.read_state()
+    last = state.get("last_error") or "none"
+    if found == "ours":
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(state["started"])))
+        detail = (f"pid {state['pid']} on {where} since {since}, answered "
+                  f"{state['answered']} event(s); last error: {last}")
+        report.add(True, "resident answerer running", detail)
+    else:
+        start = state.get("start_error")
+        report.add(True, "resident answerer not running",
+                   f"{where}: the next session or prompt starts it; last error: {last}"
+                   + (f"; its last start failed: {start}" if start else ""))
+
+
 def run(project_dir: Path) -> Report:
     report = Report()
     check_hooks(report, project_dir)
+    check_resident(report)
     check_claude_dirs(report)
     loaded = check_config(report, project_dir)
     check_ledger(report)

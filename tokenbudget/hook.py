@@ -212,8 +212,13 @@ def fail(
 # --- the work ----------------------------------------------------------------------------------
 
 
-def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
-    """Answer one event (exceptions are the caller's to turn into a fail-open answer)."""
+def handle(
+    name: str, raw: bytes, now: float | None = None, project: str | None = None
+) -> dict[str, Any]:
+    """Answer one event (exceptions are the caller's to turn into a fail-open answer).
+
+    `project`: the session's CLAUDE_PROJECT_DIR, for the resident answerer, whose own
+    environment is no session's."""
     from tokenbudget import config as config_mod
 
     ev = parse_event(name, raw)
@@ -223,7 +228,7 @@ def handle(name: str, raw: bytes, now: float | None = None) -> dict[str, Any]:
         # A budget must never vanish silently: say the config is broken, every time.
         return fail(name, f"the config is broken ({e}); budgets are not enforced", False)
     # The project's own budget file sits at its root, which a subfolder's cwd would miss.
-    root = os.environ.get("CLAUDE_PROJECT_DIR") or ev.cwd
+    root = project or os.environ.get("CLAUDE_PROJECT_DIR") or ev.cwd
     if root and "\x00" in root:
         root = None
     broken = None
@@ -610,6 +615,36 @@ def _check_key(check: Any) -> str:
     return f"{check.budget.id}|{check.budget.unit}"
 
 
+def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
+    """With the resident answerer installed, the command hooks that stay make sure it answers
+    before a session or a turn goes on: started when it is not running; a prompt refused while
+    another process holds its port (tool events would go there), or (fail-closed) while it
+    cannot be started. Never raises: the answer it amends must still be given."""
+    if answer.get("decision") == "block":
+        return answer  # no turn follows
+    try:
+        from tokenbudget import resident
+
+        ev = parse_event(name, raw)
+        found, why = resident.ensure(ev.session_id or "", os.environ.get("CLAUDE_PROJECT_DIR", ""))
+        setup = resident.load()
+        if found in ("ours", "off") or setup is None:
+            return answer
+        message = resident.note(found, why, setup.port)
+        log(f"{name}: {message}")
+        if name == "UserPromptSubmit":
+            from tokenbudget import config as config_mod
+
+            if found == "stranger" or config_mod.load_config().fail_closed:
+                reason = message + (" (fail_closed is on, so this prompt is refused)"
+                                    if found == "down" else "; until then prompts are refused")
+                _keep_stop(ev, name, None, reason)
+                return block_prompt(reason)
+        return _with_message(answer, message)
+    except Exception as e:
+        return _with_message(answer, f"tokenbudget: could not check the resident answerer ({e})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: always prints one JSON object and exits 0."""
     args = sys.argv[1:] if argv is None else argv
@@ -638,6 +673,10 @@ def main(argv: list[str] | None = None) -> None:
         except Exception:
             pass
         answer = fail(name, f"internal error: {type(e).__name__}: {e}", fail_closed)
+    if name in ("SessionStart", "UserPromptSubmit") and os.path.exists(
+        os.path.join(paths.data_folder(), "resident", "key.json")
+    ):
+        answer = _resident(name, raw, answer)
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
 

@@ -1,0 +1,368 @@
+"""The resident answerer: who may talk to it, who it proves itself to, its files, its life."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import install_fixture
+from tokenbudget import claude_settings, hook, resident
+from tokenbudget.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def setup(private_home: Path) -> Iterator[resident.Setup]:
+    """An installed answerer (key file, free port); whatever it started is ended afterwards."""
+    made = resident.create()
+    resident.save(made)
+    yield made
+    pid = resident.read_state().get("pid")
+    resident.remove()
+    if isinstance(pid, int):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a killed process that nobody has reaped yet is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _post(url: str, body: bytes, key: str | None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _stop_event(private_home: Path) -> bytes:
+    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    return json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                       "cwd": "/home/dev/project", "hook_event_name": "Stop"}).encode()
+
+
+def test_it_answers_with_the_key_only_and_as_the_command_hook_would(
+    setup: resident.Setup, private_home: Path, recorded_day: float
+) -> None:
+    state = private_home / "tb state"
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "total",
+                                                                "limit": "1k"}]}))
+    assert resident.ensure() == ("ours", "")
+    event = _stop_event(private_home)
+    url = resident.url(setup.port, "Stop")
+    assert _post(url, event, None)[0] == 403
+    assert _post(url, event, "0" * 64)[0] == 403
+    assert resident.probe(setup)[1]["answered"] == 0  # neither reached hook.handle
+    # Its health (and a session's project) only for a hook that signs the check with the key.
+    check = {"nonce": "n", "session": "s", "project": "/p", "mac": "0" * 64}
+    health_url = f"http://127.0.0.1:{setup.port}{resident.URL_PATH}health"
+    assert _post(health_url, json.dumps(check).encode(), setup.key) == (403, b"")
+    code, body = _post(url, event, setup.key)
+    assert code == 200
+    answer = json.loads(body)
+    assert "tokenbudget" in answer["systemMessage"]  # the 1k budget is used up: it says so
+    # The same event again is a second registration's call: the command hook answers it `{}`,
+    # as the answerer did the first time; one ledger, one answer.
+    assert hook.handle("Stop", event) == {}
+    assert resident.probe(setup)[1]["answered"] == 1
+
+
+def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
+    setup: resident.Setup, private_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Squatter(BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.dumps({"proof": "0" * 64}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = HTTPServer(("127.0.0.1", setup.port), Squatter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        found, why = resident.probe(setup)
+        assert (found, why) == ("stranger", {"why": "it cannot prove that it is tokenbudget's"
+                                                    " answerer"})
+        assert setup.key not in json.dumps(seen)  # the probe never gave the key away
+        event = json.dumps({"session_id": "s-1", "prompt": "hi"}).encode()
+        sys.stdin = _Stdin(event)
+        try:
+            hook.main(["UserPromptSubmit"])
+        finally:
+            sys.stdin = sys.__stdin__
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["decision"] == "block"
+        assert f"another process holds 127.0.0.1:{setup.port}" in answer["reason"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Stdin:
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        self.buffer = io.BytesIO(data)
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_its_files_are_private_and_two_starts_make_one_answerer(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    results: list[tuple[str, str]] = []
+    threads = [threading.Thread(target=lambda: results.append(resident.ensure()))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [("ours", ""), ("ours", "")]
+    folder = Path(resident.folder())
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in ("key.json", "state.json"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
+    pid = resident.probe(setup)[1]["pid"]
+    time.sleep(1.5)  # the second answerer, if one started, has found the port taken and left
+    # Answerers run in their folder: every process there is one of this test's.
+    here = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd") == str(folder):
+                here.append(int(entry.name))
+        except OSError:
+            continue
+    assert here == [pid] and resident.read_state()["pid"] == pid
+
+
+def test_it_exits_when_idle_and_when_its_key_goes(setup: resident.Setup) -> None:
+    code = "from tokenbudget.resident import serve; serve(idle=0.5)"
+    done = subprocess.run([sys.executable, "-c", code], timeout=20, cwd=REPO)
+    assert done.returncode == 0
+    assert resident.read_state()["stopped"] is not None
+    assert resident.ensure() == ("ours", "")
+    pid = resident.probe(setup)[1]["pid"]
+    resident.remove()
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert resident.probe(setup)[0] == "down"
+
+
+def test_a_port_that_cannot_be_bound_leaves_the_answerer_down_and_says_so_at_once(
+    private_home: Path,
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        made = resident.create(holder.getsockname()[1])
+        resident.save(made)
+        found, why = resident.ensure()
+        assert (found, why) == ("down", f"cannot listen on 127.0.0.1:{made.port} (Address"
+                                        " already in use)")
+        note = resident.note(found, why, made.port)
+        assert note.startswith("tokenbudget: the resident answerer is not running")
+    resident.remove()
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    made = resident.Setup(40123, "ab" * 32)
+    claude_settings.install(path, sys.executable, None, made)
+    hooks = json.loads(path.read_text())["hooks"]
+    assert hooks["PostToolBatch"] == [{"hooks": [{
+        "type": "http", "url": "http://127.0.0.1:40123/tokenbudget/v1/PostToolBatch",
+        "headers": {"Authorization": "Bearer " + "ab" * 32,
+                    "X-Tokenbudget-Disable": "${TOKENBUDGET_DISABLE}"},
+        "allowedEnvVars": ["TOKENBUDGET_DISABLE"], "timeout": 10}]}]
+    assert hooks["Stop"][0]["hooks"][0]["type"] == "http"
+    assert hooks["UserPromptSubmit"][0]["hooks"][0]["type"] == "command"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert {r.event for r in claude_settings.find_registrations(path)} == set(
+        claude_settings.OUR_EVENTS)
+    claude_settings.install(path, sys.executable, None)
+    again = json.loads(path.read_text())["hooks"]
+    assert again["PostToolBatch"][0]["hooks"][0] == claude_settings.desired_hooks(
+        sys.executable)["PostToolBatch"][0]["hooks"][0]
+    claude_settings.install(path, sys.executable, None, made)
+    claude_settings.uninstall(path)
+    assert not path.exists() or "hooks" not in json.loads(path.read_text() or "{}")
+
+
+def test_an_http_hook_of_someone_else_is_not_ours() -> None:
+    assert claude_settings.is_our_http_hook(
+        {"type": "http", "url": "http://127.0.0.1:9/tokenbudget/v1/Stop"})
+    for hook_entry in ({"type": "http", "url": "http://127.0.0.1:9/hooks/Stop"},
+                       {"type": "http", "url": "http://example.com:9/tokenbudget/v1/Stop"},
+                       {"type": "http", "url": "http://127.0.0.1:9/tokenbudget/v1/Stop?x=1"},
+                       {"type": "command", "url": "http://127.0.0.1:9/tokenbudget/v1/Stop"}):
+        assert not claude_settings.is_our_http_hook(hook_entry)
+
+
+def test_install_resident_refuses_a_settings_file_others_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "my settings.json"
+    path.write_text("{}\n")
+    path.chmod(0o644)
+    result = CliRunner().invoke(main, ["install", "--resident", "--settings", str(path),
+                                       "--no-sync"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"tokenbudget: cannot put the resident answerer's key in {path}: other users may read it"
+        f" (mode 0644); run `chmod 600 '{path}'` first\n")
+    assert path.read_text() == "{}\n" and resident.load() is None
+
+
+def test_install_resident_refuses_a_project_s_shared_settings(
+    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["install", "--resident", "--scope", "project",
+                                       "--python", sys.executable, "--no-sync"])
+    assert result.exit_code == 1
+    assert result.output.startswith("tokenbudget: --resident is for your own settings")
+    assert not (tmp_path / ".claude").exists() and resident.load() is None
+
+
+def test_install_resident_and_uninstall(tmp_path: Path) -> None:
+    path = tmp_path / "my settings.json"
+    result = CliRunner().invoke(main, ["install", "--resident", "--settings", str(path),
+                                       "--no-sync"])
+    assert result.exit_code == 0, result.output
+    made = resident.load()
+    assert made is not None and made.key in path.read_text()
+    assert f"answerer on 127.0.0.1:{made.port}" in result.output
+    result = CliRunner().invoke(main, ["uninstall", "--settings", str(path)])
+    assert "The resident answerer is off" in result.output
+    # install created the file: uninstall removes it.
+    assert resident.load() is None and not path.exists()
+
+
+def test_the_answerer_decides_with_the_project_the_command_hook_named(
+    setup: resident.Setup, private_home: Path, tmp_path: Path, recorded_day: float
+) -> None:
+    # Claude Code gives an http hook none of the session's variables: CLAUDE_PROJECT_DIR, where
+    # a project's budget file is, comes from the session's command hooks' checks.
+    project = tmp_path / "app 'dir'"
+    (project / ".claude").mkdir(parents=True)
+    (project / ".claude" / "tokenbudget.json").write_text(
+        json.dumps({"budgets": [{"kind": "session", "limit": "1k"}]}))
+    me = resident.Answerer(setup)
+    event = json.loads(_stop_event(private_home))
+    assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
+    sid = event["session_id"]
+    mac = resident._mac(setup.key, "health", "n1", sid, str(project))
+    check = {"nonce": "n1", "session": sid, "project": str(project), "mac": mac}
+    assert me.check(json.dumps(check).encode()) is not None
+    answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())
+    assert "session budget" in answer["systemMessage"]
+    assert me.answered == 2
+
+
+def test_doctor_says_whether_it_runs_its_pid_since_when_its_count_and_last_error(
+    setup: resident.Setup, recorded_day: float
+) -> None:
+    from tokenbudget import doctor
+
+    def finding() -> tuple[bool, str, str]:
+        report = doctor.Report()
+        doctor.check_resident(report)
+        [only] = report.findings
+        return only.ok, only.title, only.detail
+
+    where = f"127.0.0.1:{setup.port}"
+    assert finding() == (True, "resident answerer not running",
+                         f"{where}: the next session or prompt starts it; last error: none")
+    assert resident.ensure()[0] == "ours"
+    pid = resident.read_state()["pid"]
+    assert finding() == (True, "resident answerer running",
+                         f"pid {pid} on {where} since 2026-11-28 17:40:00, answered 0 event(s);"
+                         " last error: none")
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_a_prompt_while_the_answerer_cannot_start_is_told_or_with_fail_closed_refused(
+    private_home: Path, capsys: pytest.CaptureFixture[str], fail_closed: bool
+) -> None:
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"fail_closed": fail_closed}))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: the answerer cannot have it
+        made = resident.create(holder.getsockname()[1])
+        resident.save(made)
+        sys.stdin = _Stdin(json.dumps({"session_id": "s-1", "prompt": "hi"}).encode())
+        try:
+            hook.main(["UserPromptSubmit"])
+        finally:
+            sys.stdin = sys.__stdin__
+    answer = json.loads(capsys.readouterr().out)
+    said = (f"tokenbudget: the resident answerer is not running (cannot listen on"
+            f" 127.0.0.1:{made.port} (Address already in use)): this turn is checked before"
+            " the prompt only, not after each batch of tools")
+    if fail_closed:
+        assert answer == {"decision": "block",
+                          "reason": said + " (fail_closed is on, so this prompt is refused)"}
+    else:
+        assert answer == {"systemMessage": said}
+    resident.remove()
+
+
+def test_install_resident_again_moves_off_a_port_a_stranger_holds(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    args = ["install", "--resident", "--settings", str(path), "--no-sync"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    first = resident.load()
+    assert first is not None
+    assert CliRunner().invoke(main, args).exit_code == 0
+    second = resident.load()
+    assert second is not None and second.port == first.port and second.key != first.key
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", second.port))
+        squatter.listen()
+        threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
+        assert CliRunner().invoke(main, args).exit_code == 0
+    third = resident.load()
+    assert third is not None and third.port != second.port
+    assert resident.url(third.port, "Stop") in path.read_text()
+    resident.remove()

@@ -1,0 +1,413 @@
+"""The resident answerer (opt-in): Claude Code's http hooks answered by one warm process.
+
+`tokenbudget install --resident` registers PostToolBatch and Stop as `http` hooks to
+127.0.0.1:PORT, answered here by the same `hook.handle` the command hooks run (same config,
+store and ledger lock), so a session on command hooks and one on the answerer share one exact
+ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
+is not running and check, before every prompt, that whatever holds the port is ours.
+
+Trust, both ways, rests on a key in a 0600 file of the user's (`resident/key.json`, written
+into the user's own settings file as the http hooks' bearer header): the answerer refuses a
+request without it (another local user cannot feed it events), and the hooks never send it
+to check the answerer: they send a nonce and expect an HMAC of it under the key (a process of
+another user that took the port first cannot prove it is ours, and prompts are refused until
+the port is ours again). The answerer exits after an hour without events, or within a second
+of its key file changing or going (uninstall, a new install).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import socket
+import sys
+import time
+
+from tokenbudget import clock, paths
+from tokenbudget.fileio import replace_atomically
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+HOST = "127.0.0.1"  # never beyond this machine
+EVENTS = ("PostToolBatch", "Stop")  # answered over http; the others stay command hooks
+URL_PATH = "/tokenbudget/v1/"
+IDLE_SECONDS = 3600.0  # the answerer exits after this long without an event
+START_WAIT = 5.0  # seconds a hook waits for an answerer it started to answer
+PROBE_TIMEOUT = 3.0  # seconds a hook waits for the answerer's proof (it takes ~1 ms)
+MAX_BODY = 8 * 1024 * 1024
+_START_ENV = "TOKENBUDGET_RESIDENT_START"
+DISABLE_HEADER = "X-Tokenbudget-Disable"  # the session's TOKENBUDGET_DISABLE
+_VERSION = 1
+
+
+class Setup:
+    """What install --resident chose: the port and the key (hex)."""
+
+    __slots__ = ("key", "port")
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port = port
+        self.key = key
+
+
+def folder() -> str:
+    return os.path.join(paths.data_folder(), "resident")
+
+
+def key_file() -> str:
+    return os.path.join(folder(), "key.json")
+
+
+def state_file() -> str:
+    return os.path.join(folder(), "state.json")
+
+
+def url(port: int, event: str) -> str:
+    return f"http://{HOST}:{port}{URL_PATH}{event}"
+
+
+def load() -> Setup | None:
+    """The setup, or None when the answerer is not installed (or its key file is unreadable)."""
+    try:
+        with open(key_file(), encoding="utf-8") as f:
+            data = json.load(f)
+        port, key = data["port"], data["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(port, int) or not 0 < port < 65536 or not isinstance(key, str):
+        return None
+    return Setup(port, key) if len(key) >= 32 else None
+
+
+def _write_private(path: str, data: dict[str, Any]) -> None:
+    paths.ensure_private_dir(os.path.dirname(path))
+    replace_atomically(path, (json.dumps(data) + "\n").encode())
+
+
+def create(port: int | None = None) -> Setup:
+    """A new key, on `port` or on a free port of 127.0.0.1 (the kernel picks one); not saved."""
+    if port is None:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+    return Setup(port, os.urandom(32).hex())
+
+
+def save(setup: Setup) -> None:
+    """Keep the setup (0600): the hooks and the answerer read it from there."""
+    _write_private(key_file(), {"version": _VERSION, "port": setup.port, "key": setup.key})
+
+
+def remove() -> bool:
+    """Forget the setup (a running answerer sees its key go and exits); whether there was one."""
+    try:
+        os.unlink(key_file())
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _mac(key: str, *parts: str) -> str:
+    return hmac.new(bytes.fromhex(key), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
+# --- the hooks' side: is the answerer there, and ours? --------------------------------------
+
+
+def probe(setup: Setup, session: str = "", project: str = "") -> tuple[str, dict[str, Any]]:
+    """("ours", its health) / ("down", {}) / ("stranger", {"why": ...}) for whatever holds the
+    port. The key itself is never sent: a stranger could keep it."""
+    nonce = os.urandom(16).hex()
+    body = json.dumps({"nonce": nonce, "session": session, "project": project,
+                       "mac": _mac(setup.key, "health", nonce, session, project)}).encode()
+    request = (f"POST {URL_PATH}health HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json"
+               f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    try:
+        conn = socket.create_connection((HOST, setup.port), timeout=PROBE_TIMEOUT)
+    except ConnectionRefusedError:
+        return "down", {}
+    except OSError as e:
+        return "down", {"why": str(e)}
+    try:
+        with conn:
+            conn.sendall(request)
+            chunks: list[bytes] = []
+            while sum(map(len, chunks)) < 65536:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except OSError as e:
+        return "stranger", {"why": f"it did not answer ({e})"}
+    head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    try:
+        health = json.loads(payload)
+        ok = head.split(b" ", 2)[1] == b"200" and hmac.compare_digest(
+            str(health.get("proof", "")), _mac(setup.key, "answerer", nonce))
+    except (ValueError, IndexError, AttributeError):
+        ok = False
+    if not ok:
+        return "stranger", {"why": "it cannot prove that it is tokenbudget's answerer"}
+    return "ours", health
+
+
+def start(token: str = "") -> None:
+    """Start the answerer detached: its own session, stdio on /dev/null (a child holding a
+    hook's stdout would keep Claude Code waiting), none of the session's CLAUDE_ variables."""
+    import subprocess
+
+    import tokenbudget
+
+    # Without `site` (as the quick hooks start): the package's own folder, then this path.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(tokenbudget.__file__)))
+    folders = [here, *(p for p in sys.path if p and p != here)]
+    code = (f"import sys; sys.path[:0] = {json.dumps(folders)}; "
+            "from tokenbudget.resident import serve; serve()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE_", "CLAUDECODE"))}
+    env[_START_ENV] = token  # named in state.json if this start fails
+    where = paths.ensure_private_dir(folder())
+    # The shell backgrounds it and exits at once: the answerer is nobody's child to reap.
+    try:
+        subprocess.run(["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh",
+                        sys.executable, "-I", "-S", "-c", code],
+                       cwd=where, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True, check=False, timeout=10)
+    except subprocess.SubprocessError as e:
+        raise OSError(str(e)) from e
+
+
+def ensure(session: str = "", project: str = "") -> tuple[str, str]:
+    """For the command hooks: the answerer answering as ours, started if need be.
+
+    ("ours", "") when it answers (now or after a start); ("down", why) when it could not be
+    started; ("stranger", why) when something else holds its port; ("off", "") when the
+    answerer is not installed."""
+    setup = load()
+    if setup is None:
+        return "off", ""
+    found, info = probe(setup, session, project)
+    if found != "down":
+        return found, info.get("why", "")
+    token = os.urandom(8).hex()
+    try:
+        start(token)
+    except (OSError, ValueError) as e:
+        return "down", f"it could not be started ({e})"
+    deadline = time.monotonic() + START_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        found, info = probe(setup, session, project)
+        if found != "down":
+            return found, info.get("why", "")
+        state = read_state()
+        if state.get("failed_start") == token:
+            return "down", str(state.get("start_error"))
+    return "down", f"it did not answer within {START_WAIT:g} s"
+
+
+def note(found: str, why: str, port: int) -> str:
+    """What a hook says when the answerer is not there to check the turn."""
+    if found == "stranger":
+        return (f"tokenbudget: another process holds 127.0.0.1:{port}, where the answerer should"
+                f" be ({why}): tool events would go to it. Run `tokenbudget install --resident`"
+                " again for a new port and key")
+    return (f"tokenbudget: the resident answerer is not running ({why}): this turn is checked"
+            " before the prompt only, not after each batch of tools")
+
+
+def read_state() -> dict[str, Any]:
+    try:
+        with open(state_file(), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# --- the answerer ---------------------------------------------------------------------------
+
+
+class Answerer:
+    """One warm process answering the http hooks, one event at a time (as one lock would)."""
+
+    def __init__(self, setup: Setup) -> None:
+        import threading
+
+        self.setup = setup
+        self.key_stamp = _stamp()
+        self.lock = threading.Lock()
+        self.started = clock.now()
+        self.answered = 0
+        self.last_error: str | None = None
+        self.last_event = time.monotonic()
+        self.projects: dict[str, str] = {}  # session -> CLAUDE_PROJECT_DIR, as its hooks saw it
+
+    def health(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
+                "last_error": self.last_error, "port": self.setup.port}
+
+    def save(self, **extra: Any) -> None:
+        with contextlib.suppress(OSError):
+            _write_private(state_file(), self.health() | extra)
+
+    def answer(self, event: str, raw: bytes, disabled: bool = False) -> dict[str, Any]:
+        from tokenbudget import hook
+
+        self.last_event = time.monotonic()
+        if event not in EVENTS or disabled:
+            return {}
+        with self.lock:
+            try:
+                data = json.loads(raw)
+                sid = data.get("session_id") if isinstance(data, dict) else None
+            except (ValueError, RecursionError):
+                sid = None
+            project = self.projects.get(sid) if isinstance(sid, str) else None
+            try:
+                result = hook.handle(event, raw, project=project)
+            except Exception as e:
+                fail_closed = False
+                try:
+                    from tokenbudget import config as config_mod
+
+                    fail_closed = config_mod.load_config().fail_closed
+                except Exception:
+                    pass
+                result = hook.fail(event, f"internal error: {type(e).__name__}: {e}", fail_closed)
+            self.answered += 1
+            message = result.get("systemMessage", "")
+            if "tokenbudget: " in message and "; allowing." in message:
+                self.last_error = message
+                self.save()
+            return result
+
+    def check(self, body: bytes) -> dict[str, Any] | None:
+        """A hook's health check: its MAC checked, the session's project noted; None if bad."""
+        try:
+            data = json.loads(body)
+            nonce, session, project = data["nonce"], data["session"], data["project"]
+            ok = all(isinstance(v, str) for v in (nonce, session, project)) and \
+                hmac.compare_digest(str(data["mac"]),
+                                    _mac(self.setup.key, "health", nonce, session, project))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not ok:
+            return None
+        if session and project and paths.is_session_id(session):
+            if len(self.projects) > 10000:
+                self.projects.clear()
+            self.projects[session] = project
+        return self.health() | {"proof": _mac(self.setup.key, "answerer", nonce)}
+
+    def authorized(self, header: str | None) -> bool:
+        expected = f"Bearer {self.setup.key}"
+        return header is not None and hmac.compare_digest(header.encode(), expected.encode())
+
+    def should_stop(self, idle: float) -> str | None:
+        if time.monotonic() - self.last_event > idle:
+            return "idle"
+        if _stamp() != self.key_stamp:
+            return "its key changed or was removed"
+        return None
+
+
+def _stamp() -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(key_file())
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def serve(idle: float = IDLE_SECONDS) -> None:
+    """Run the answerer until it has been idle `idle` seconds or its key changes. A second one
+    (two sessions starting at once) finds the port taken and exits: the bind decides."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tokenbudget import hook
+
+    setup = load()
+    if setup is None:
+        return
+    # Warm: what the locked path of a hook call imports, imported once.
+    from tokenbudget import config, engine, ingest, pricing, store, sync  # noqa: F401
+
+    me = Answerer(setup)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 5  # a client that sends nothing does not hold a thread for long
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _reply(self, code: int, answer: dict[str, Any] | None) -> None:
+            body = json.dumps(answer).encode() if answer is not None else b""
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            try:
+                size = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                size = -1
+            if not 0 <= size <= MAX_BODY or not self.path.startswith(URL_PATH):
+                self._reply(400, None)
+                return
+            raw = self.rfile.read(size)
+            name = self.path[len(URL_PATH):]
+            if name == "health":
+                health = me.check(raw)
+                self._reply(200 if health is not None else 403, health)
+            elif not me.authorized(self.headers.get("Authorization")):
+                self._reply(403, None)  # Claude Code: a non-blocking error; nothing recorded
+            else:
+                disabled = self.headers.get(DISABLE_HEADER) == "1"
+                self._reply(200, me.answer(name, raw, disabled))
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        # SO_REUSEADDR: a restart binds at once, whatever connections of the answerer before
+        # it wait in TIME_WAIT. Linux still refuses a second listener on the port (that would
+        # take SO_REUSEPORT, which binds only within one user and is not set here).
+        allow_reuse_address = True
+
+    try:
+        server = Server((HOST, setup.port), Handler)
+    except OSError as e:
+        why = f"cannot listen on {HOST}:{setup.port} ({e.strerror})"
+        hook.log(f"resident answerer: {why}")
+        token = os.environ.get(_START_ENV)
+        if token:
+            # Said to the hook that started it, at once, rather than after its whole wait.
+            with contextlib.suppress(OSError):
+                _write_private(state_file(), read_state() | {"failed_start": token,
+                                                             "start_error": why})
+        return
+    me.save(stopped=None)
+    hook.log(f"resident answerer {os.getpid()} listening on {HOST}:{setup.port}")
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            why = me.should_stop(idle)
+            if why is not None:
+                hook.log(f"resident answerer {os.getpid()} stops: {why}")
+                server.shutdown()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        me.save(stopped=clock.now())
