@@ -707,3 +707,83 @@ def test_a_batch_whose_response_is_not_written_yet_waits_for_it(private_home: Pa
     gone = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_never"}]}
     hook.handle("PostToolBatch", json.dumps(gone).encode())
     assert time.monotonic() - start < hook.TOOL_LINE_WAIT + 1.0
+
+
+def test_a_batch_far_from_every_limit_does_not_wait_for_its_response(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No response can use more than MAX_RESPONSE_TOKENS: a budget further than that from its
+    limit cannot be crossed by the response not written yet, so the hook answers at once; one
+    within it waits, and stops the turn that response used up."""
+    from tokenbudget import hook
+
+    base = session(private_home)
+    total = truth_usage("loop").total
+    far = total + hook.MAX_RESPONSE_TOKENS + 1
+    set_budgets(private_home, {"kind": "session", "limit": str(far)})
+    hook.handle("SessionStart", json.dumps(base).encode())
+    path = base["transcript_path"]
+    waits: list[str] = []
+
+    def written_meanwhile(ev: hook.Event) -> bool:
+        waits.append(ev.name)  # Claude Code writes the response while the hook waits
+        late = next(json.loads(line) for line in Path(path).read_text().splitlines()
+                    if '"type":"assistant"' in line)
+        late["message"].update(id="msg_late2", usage={"input_tokens": 6000, "output_tokens": 0},
+                               content=[{"type": "tool_use", "id": "toolu_late2",
+                                         "name": "Bash", "input": {"command": "true"}}])
+        late.update(requestId="req_late2", uuid="uuid-late2")
+        with open(path, "a") as f:
+            f.write(json.dumps(late, separators=(",", ":")) + "\n")
+        return True
+
+    monkeypatch.setattr(hook, "_await_tools", written_meanwhile)
+    payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late2"}]}
+    assert hook.handle("PostToolBatch", json.dumps(payload).encode()) == {}
+    assert waits == []
+    # Within one response of the limit: it waits, reads the response again and stops the turn.
+    set_budgets(private_home, {"kind": "session", "limit": str(total + 5000)})
+    again = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late2"}],
+             "n": 2}
+    out = hook.handle("PostToolBatch", json.dumps(again).encode())
+    assert waits == ["PostToolBatch"]
+    assert out.get("continue") is False and "session budget" in out["stopReason"], out
+
+
+@pytest.mark.parametrize(
+    ("unit", "room", "mode", "overrides", "near"),
+    [
+        ("tokens", 2_000_000, "block", {}, True),
+        ("tokens", 2_000_001, "block", {}, False),
+        ("tokens", 10, "warn", {}, False),  # a warning one response late stops nothing
+        ("usd", 150.0, "block", {}, True),  # 2M tokens at $75/M
+        ("usd", 150.01, "block", {}, False),
+        ("usd", 150.01, "block", {"my-model": {"output": 100.0}}, True),  # a dearer override
+    ],
+)
+def test_one_response_could_cross_a_blocking_budget_within_its_most(
+    unit: str, room: float, mode: str, overrides: dict[str, dict[str, float]], near: bool
+) -> None:
+    from datetime import UTC, datetime
+
+    from tokenbudget import hook
+    from tokenbudget.budgets import Budget, evaluate
+    from tokenbudget.config import Config
+
+    limit = 5_000_000.0 if unit == "tokens" else 500.0
+    b = Budget("daily", limit, unit, mode=mode)
+    check = evaluate(b, limit - room, 0.0, datetime(2027, 1, 1, tzinfo=UTC), None, "w")
+    assert hook._could_cross([check], Config(prices=overrides)) is near
+
+
+def test_the_dearest_rate_is_the_price_tables() -> None:
+    from tokenbudget import hook, pricing
+
+    rates = [
+        getattr(p, f)
+        for price in pricing._TABLE.values()
+        for p in (price, price.long_context)
+        if p is not None
+        for f in pricing._FIELDS
+    ]
+    assert max(rates) == hook.MAX_RATE

@@ -10,6 +10,7 @@ everything in the JSON on stdout.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -27,6 +28,13 @@ MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new trans
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 TOOL_LINE_WAIT = 1.0  # seconds a hook after tool calls waits for their response in the transcript
+# The most one API response can use: a prompt fills at most a 1M-token context window and the
+# output is at most 128k tokens. A budget further than this from its limit cannot be crossed
+# by the response a hook has not seen yet, so the hook need not wait for it.
+MAX_RESPONSE_TOKENS = 2_000_000
+# The dearest rate of any model in the price table, USD per million tokens (pricing.py; a test
+# keeps the two in step): with MAX_RESPONSE_TOKENS, the most one response can cost.
+MAX_RATE = 75.0
 ENDED_WAIT = 300.0  # seconds other sessions' hooks still read an ended session's transcript
 _EVENTS = (
     "SessionStart",
@@ -274,6 +282,8 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     and letting everything through is left for what cannot be read at all."""
     from tokenbudget import sync
 
+    if not _tools_on_disk(ev):
+        _await_tools(ev)  # no second reading follows here: this one waits for the response
     store = sync.open_store(lock_timeout=cfg.lock_timeout_seconds)
     ledger = store.snapshot()
     if ledger["rebuild"]:
@@ -293,49 +303,81 @@ def _fingerprint(ev: Event) -> str:
     return blake2b(ev.name.encode() + b"\0" + ev.raw, digest_size=10).hexdigest()
 
 
-def _await_tools(ev: Event) -> None:
-    """Wait, a little, until the transcript holds the response whose tools the event follows.
+def _tools_on_disk(ev: Event) -> bool:
+    """Whether the transcript holds the response whose tools the event follows (one look).
 
     Claude Code writes transcripts asynchronously: a PostToolBatch can run before the response
-    that asked for its tools is on disk (seen with 2.1.328, more often the faster the hook),
-    and a hook that read only what was there would let the next request go when that response
-    used the budget up. The tool_use ids of the event name that response."""
+    that asked for its tools is on disk (seen with 2.1.328, more often the faster the hook).
+    The tool_use ids of the event name that response. A transcript that cannot be read counts
+    as holding it: the reading that follows says what is wrong."""
     if not ev.tools or ev.transcript is None or ev.session_id is None:
-        return
+        return True
     path = ev.transcript
     if ev.agent is not None:
         path = os.path.join(os.path.dirname(path), ev.session_id, "subagents",
                             f"agent-{ev.agent}.jsonl")
     needles = [f'"{t}"'.encode() for t in ev.tools]
+    window = 256 * 1024
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while True:
+                f.seek(max(0, size - window))
+                tail = f.read(window)
+                if all(n in tail for n in needles):
+                    return True
+                if window >= size or window >= 16 * 1024 * 1024:
+                    return False
+                window *= 8  # a large tool result after the response: look further back
+    except OSError:
+        return True
+
+
+def _await_tools(ev: Event) -> bool:
+    """Wait, a little, until the transcript holds the response whose tools the event follows;
+    whether it came. A hook that read only what was there would let the next request go when
+    that response used the budget up."""
     deadline = time.monotonic() + TOOL_LINE_WAIT
-    while True:
-        window = 256 * 1024
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                while True:
-                    f.seek(max(0, size - window))
-                    tail = f.read(window)
-                    if all(n in tail for n in needles):
-                        return
-                    if window >= size or window >= 16 * 1024 * 1024:
-                        break
-                    window *= 8  # a large tool result after the response: look further back
-        except OSError:
-            return  # gone or unreadable: the reading that follows says so
+    while not _tools_on_disk(ev):
         if time.monotonic() >= deadline:
             log(f"{ev.name}: the response of tools {', '.join(ev.tools)[:200]} was not in the"
                 f" transcript after {TOOL_LINE_WAIT:g} s; decided on what was there")
-            return
+            return False
         try:
             time.sleep(0.005)
         except OSError:
-            return  # waiting is a courtesy: it never fails the hook
+            return False  # waiting is a courtesy: it never fails the hook
+    return True
+
+
+def _could_cross(checks: list[Any], cfg: Any) -> bool:
+    """Whether one more response could carry a blocking budget past its limit."""
+    rate = max([MAX_RATE, *(float(v) for r in cfg.prices.values() for v in r.values())])
+    most = {"tokens": float(MAX_RESPONSE_TOKENS), "usd": MAX_RESPONSE_TOKENS * rate / 1e6}
+    return any(
+        c.budget.mode == "block" and c.limit - c.used <= most.get(c.budget.unit, math.inf)
+        for c in checks
+    )
 
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
-    _await_tools(ev)
-    quick, known = _quick(ev, cfg, budget_list, now)
+    """The event decided on what the transcripts hold now; when the response that asked for
+    the event's tools is not written yet and could still carry a blocking budget past its
+    limit, decided again once it is (most calls are far from every limit and never wait)."""
+    near: list[bool] | None = None if _tools_on_disk(ev) else []
+    answer = _handle_once(ev, cfg, budget_list, now, near)
+    if near and _await_tools(ev):
+        answer = _handle_once(ev, cfg, budget_list, now, None, again=True)
+    return answer
+
+
+def _handle_once(
+    ev: Event, cfg: Any, budget_list: list[Any], now: float, near: list[bool] | None,
+    again: bool = False,
+) -> dict[str, Any]:
+    """One reading and decision. `near` (when given) learns whether a blocking budget is within
+    one response of its limit; `again`: the second reading of the same event."""
+    quick, known = _quick(ev, cfg, budget_list, now, near)
     if quick is not None:
         return quick
     # Imported before the lock rather than under it (pricing brings dataclasses): every
@@ -366,7 +408,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
                 plugin.note_run(plugin_root, data, sys.executable, now)
         events = ledger["events"]
         fp = _fingerprint(ev)
-        if fp in events:
+        if fp in events and not again:
             return {}  # registered twice (plugin and settings, or two scopes): answer once
         events[fp] = now
         for k in [k for k, t in events.items() if now - t > EVENT_MEMORY]:
@@ -404,7 +446,7 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
             Ingestor(ledger).session(ev.session_id, ev.cwd, now)
         _keep_small(ledger, ev, cfg, now, rebuild_owed)
         if not rebuild_owed:
-            answer = _decide(ev, cfg, budget_list, ledger, now)
+            answer = _decide(ev, cfg, budget_list, ledger, now, near)
     if rebuild_owed:
         report = sync.sync_all(
             store,
@@ -475,7 +517,7 @@ def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool
 
 
 def _quick(
-    ev: Event, cfg: Any, budget_list: list[Any], now: float
+    ev: Event, cfg: Any, budget_list: list[Any], now: float, near: list[bool] | None = None
 ) -> tuple[dict[str, Any] | None, Any]:
     """The answer when the call needs no lock: nothing new to read, nothing to say or record.
 
@@ -506,7 +548,7 @@ def _quick(
             for path, (sid, until) in ledger["ended"].items()
         ):
             return None, known  # a session that ended lately wrote its last total
-        quiet = _quiet(ev, cfg, budget_list, ledger, now)
+        quiet = _quiet(ev, cfg, budget_list, ledger, now, near)
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
     if not quiet:
@@ -547,7 +589,8 @@ def _judge(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float)
 
 
 def _decide(
-    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
+    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
+    near: list[bool] | None = None,
 ) -> dict[str, Any]:
     """The engine's answer to the event; records the warnings it gives and the `allow` it
     spends, and keeps a refusal or stop for `status --check`."""
@@ -561,6 +604,8 @@ def _decide(
         reason = engine.reason(decision, ledger, ctx.tz)
         _keep_stop(ev, ev.name, decision.check, reason, now)
         return block_prompt(reason) if decision.action == "refuse" else stop_turn(reason, ev.name)
+    if near is not None and _could_cross(checks, cfg):
+        near.append(True)
     engine.remember(ledger, decision)
     notes = engine.notes(decision, ledger, ctx.tz)
     answer: dict[str, Any] = {}
@@ -570,12 +615,18 @@ def _decide(
     return _with_message(answer, "\n".join(notes) if notes else None)
 
 
-def _quiet(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float) -> bool:
-    """Whether the engine has nothing to say to the event and nothing to record for it."""
+def _quiet(
+    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
+    near: list[bool] | None = None,
+) -> bool:
+    """Whether the engine has nothing to say to the event and nothing to record for it
+    (`near`, when given, learns whether a blocking budget is within one response of its limit)."""
     judged = _judge(ev, cfg, budget_list, ledger, now)
-    return judged is None or ev.name in UNHEARD or (
-        judged[2].action == "allow" and not judged[2].records
-    )
+    if judged is None or ev.name in UNHEARD:
+        return True
+    if near is not None and judged[2].action == "allow" and _could_cross(judged[1], cfg):
+        near.append(True)
+    return judged[2].action == "allow" and not judged[2].records
 
 
 def _keep_stop(
