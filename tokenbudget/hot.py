@@ -32,7 +32,7 @@ from tokenbudget.schema import FILE_SESSION, S_TURNS, TURN_COMMAND
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     from tokenbudget.ledger import Ledger
@@ -171,11 +171,13 @@ def _part(folder: str, seq: int, body: Any, session_id: str | None, runs: bool,
 class Writer:
     """Keeps one store's view in step with its commits."""
 
-    def __init__(self, ledger_file: str, journal_file: str, temp_prefix: str) -> None:
+    def __init__(self, ledger_file: str, journal_file: str, temp_prefix: str,
+                 step: Callable[[str], None] | None = None) -> None:
         self.ledger_file = ledger_file
         self.journal_file = journal_file
         self.shared, self.folder = paths(ledger_file)
         self.temp_prefix = temp_prefix  # the store sweeps these from its folder
+        self.step = step or (lambda _name: None)  # the crash tests stop there
 
     def in_step(self, seq: int, at: list[Any] | None) -> bool:
         """Whether the view holds the commit `seq` whose files had stamps `at`."""
@@ -238,6 +240,7 @@ class Writer:
                 self._write(target, {"seq": seq, "session": data["sessions"][sid],
                                      "files": files[sid]})
                 written.add(target)
+                self.step("view.session")
             else:  # it left the ledger (folded, or a rebuild)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(target)
@@ -251,6 +254,7 @@ class Writer:
                 runs.append([sid, turns])
         target = os.path.join(self.folder, RUNS)
         self._write(target, {"seq": seq, "runs": runs})
+        self.step("view.runs")
         return target
 
     def _shared(self, data: Ledger, seq: int, at: list[Any]) -> None:
@@ -261,9 +265,9 @@ class Writer:
                  if p in data["ended"] or rec[FILE_SESSION] in gone} if gone else {}
         head = {"view": VERSION, "seq": seq, "at": at}
         body = {"ledger": {k: data[k] for k in SHARED}, "ended_files": ended}
-        self._write(self.shared, _line(head) + _line(body), self.temp_prefix)
+        self._write(self.shared, _line(head) + _line(body), self.temp_prefix, "view.shared")
 
-    def _write(self, path: str, value: Any, prefix: str | None = None) -> None:
+    def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
         """Replace `path` (0600) atomically: temp file beside it, rename; no fsync (above)."""
         payload = value if type(value) is bytes else _line(value)
         folder, name = os.path.split(path)
@@ -275,6 +279,8 @@ class Writer:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
+        if step:
+            self.step(step)  # written, not in place yet
         os.replace(tmp, path)
 
 
@@ -343,7 +349,7 @@ class _Collect(Writer):
         self._runs(data, seq, lambda _sid, s: slash_turns(s))
         self._shared(data, seq, at)
 
-    def _write(self, path: str, value: Any, prefix: str | None = None) -> None:
+    def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
         payload = value if type(value) is bytes else _line(value)
         self.got[path] = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]" if (
             path == self.shared) else payload
