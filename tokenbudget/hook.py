@@ -509,11 +509,11 @@ def _quick(
 def _hot(ev: Event, store: Any) -> Any:
     """The hot view's part of the ledger for the event; None when it cannot be trusted."""
     from tokenbudget import hot
+    from tokenbudget.budgets import slash_command
 
-    words = (ev.prompt or "").split(maxsplit=1) if ev.name == "UserPromptSubmit" else []
-    # A slash command's expected cost counts the live sessions' runs of it.
-    runs = bool(words) and words[0].startswith("/")
-    return hot.read(store.file, store.journal, ev.session_id, runs=runs)
+    # A slash command's expected cost counts the live sessions' runs of it (engine.measure).
+    command = slash_command(ev.prompt) if ev.name == "UserPromptSubmit" and ev.prompt else None
+    return hot.read(store.file, store.journal, ev.session_id, command=command)
 
 
 def _nothing_to_do(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float) -> bool:

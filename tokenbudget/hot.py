@@ -2,10 +2,16 @@
 
 Derived and rebuildable, never authoritative. Every commit writes it under the ledger's lock,
 after its journal line or snapshot (tokenbudget/store.py): one file per live session
-(`ledger.hot/<id>.json`: its record and its transcripts' read positions), the slash commands'
-runs of the live sessions (`ledger.hot/+runs.json`), and last the shared part
+(`ledger.hot/<id>.json`: its record and its transcripts' read positions), then the shared part
 (`ledger.hot.json`: the usage buckets, rollups, warnings, allow, notes and the rest a decision
 reads) with the stamps of the ledger's files as that commit left them.
+
+The live sessions' runs of slash commands (a prompt's expected cost counts them) are not in
+it: that list grows with the sessions live, and rewriting it with every commit of a session
+running a command cost 25 ms under the lock at 5,000 live sessions (bench/RESULTS.md). The
+shared part names the commands that have live runs instead, with how many sessions have them:
+a prompt of one of those is decided on the whole ledger; any other prompt has no live run to
+count, on the view as on the ledger.
 
 A reader takes no lock. It accepts the view only while the snapshot and the journal still have
 those stamps, before and after it read the files it needs: every commit changes them (a
@@ -41,7 +47,6 @@ VERSION = 1
 # The ledger's tables a decision (engine.judge) or the quick path's checks read, whole.
 SHARED = ("schema", "hours", "projects", "commands", "warned", "allow", "notices", "rebuild",
           "ended", "team", "outbox")
-RUNS = "+runs.json"  # no session's file is named so (see session_file)
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
@@ -67,9 +72,11 @@ def session_file(folder: str, session_id: str) -> str:
     return os.path.join(folder, name + ".json")
 
 
-def slash_turns(session: dict[str, Any]) -> dict[str, Any]:
-    """A session's turns of slash commands: the runs `enforce.command_runs` can count."""
-    return {pid: t for pid, t in session[S_TURNS].items()
+def commands(session: dict[str, Any] | None) -> set[str]:
+    """The slash commands a session has turns of: its runs that `enforce.command_runs` counts."""
+    if session is None:
+        return set()
+    return {t[TURN_COMMAND] for t in session[S_TURNS].values()
             if type(t[TURN_COMMAND]) is str and t[TURN_COMMAND].startswith("/")}
 
 
@@ -107,13 +114,12 @@ def _load(path: str) -> Any:
         return None
 
 
-def read(ledger_file: str, journal_file: str, session_id: str | None, runs: bool = False
-         ) -> Ledger | None:
+def read(ledger_file: str, journal_file: str, session_id: str | None,
+         command: str | None = None) -> Ledger | None:
     """The part of the ledger as last committed that a decision on `session_id` reads, from
     the view; None when the view is not known to be that ledger's (read the ledger itself).
 
-    `runs`: with every live session's slash-command turns (a prompt's expected cost needs
-    them), as session records that hold only those.
+    `command`: the slash command of a prompt; None too when live sessions have runs of it.
     """
     shared_file, folder = paths(ledger_file)
     before = stamps(ledger_file, journal_file)
@@ -128,32 +134,24 @@ def read(ledger_file: str, journal_file: str, session_id: str | None, runs: bool
     if type(head) is not dict or head.get("view") != VERSION or head.get("at") != before:
         return None
     try:
-        return _part(folder, head["seq"], body, session_id, runs,
+        if command is not None and command in head["slash"]:
+            return None
+        return _part(folder, head["seq"], body, session_id,
                      lambda: stamps(ledger_file, journal_file) == before)
     except (KeyError, TypeError, AttributeError, ValueError):
         return None  # not a view we wrote
 
 
-def _part(folder: str, seq: int, body: Any, session_id: str | None, runs: bool,
-          unchanged: Any) -> Ledger | None:
-    own = mine = None
+def _part(folder: str, seq: int, body: Any, session_id: str | None, unchanged: Any
+          ) -> Ledger | None:
+    mine = None
+    sessions: dict[str, Any] = {}
     if session_id is not None:
         mine = _load(session_file(folder, session_id))
         # No file: not a live session, or a view damaged by hand; the ledger tells which.
         if mine is None or not mine["seq"] <= seq:
             return None
-        own = mine["session"]
-    sessions: dict[str, Any] = {}
-    if runs:
-        got = _load(os.path.join(folder, RUNS))
-        if got is None or not got["seq"] <= seq:
-            return None
-        # In the ledger's order, this session's whole record in its place: the runs are then
-        # listed (and their ties ordered) as on the whole ledger.
-        for sid, turns in got["runs"]:
-            sessions[sid] = own if sid == session_id else {S_TURNS: turns}
-    if own is not None and session_id is not None:
-        sessions.setdefault(session_id, own)
+        sessions[session_id] = mine["session"]
     if not unchanged():
         return None  # a commit came meanwhile: the files read may be of two commits
     ledger: Ledger = body["ledger"]
@@ -178,6 +176,7 @@ class Writer:
         self.shared, self.folder = paths(ledger_file)
         self.temp_prefix = temp_prefix  # the store sweeps these from its folder
         self.step = step or (lambda _name: None)  # the crash tests stop there
+        self.slash: dict[str, int] = {}  # the view's counts of live slash commands (in_step)
 
     def in_step(self, seq: int, at: list[Any] | None) -> bool:
         """Whether the view holds the commit `seq` whose files had stamps `at`."""
@@ -186,8 +185,11 @@ class Writer:
                 head = json.loads(f.readline())
         except (OSError, ValueError, RecursionError):
             return False
-        return (type(head) is dict and head.get("view") == VERSION and head.get("seq") == seq
-                and at is not None and head.get("at") == at)
+        if (type(head) is not dict or head.get("view") != VERSION or head.get("seq") != seq
+                or at is None or head.get("at") != at or type(head.get("slash")) is not dict):
+            return False
+        self.slash = head["slash"]
+        return True
 
     def update(self, data: Ledger, base: Ledger, sets: list[Any], dels: list[Any], seq: int,
                at: list[Any]) -> None:
@@ -197,16 +199,13 @@ class Writer:
             self.rebuild(data, seq, at)
             return
         self._sessions(data, changed, seq)
-        if any(slash_turns(s) for d in (base, data) for sid in changed
-               if (s := d["sessions"].get(sid)) is not None):
-            prev = _load(os.path.join(self.folder, RUNS))
-            if type(prev) is not dict:
-                self.rebuild(data, seq, at)
-                return
-            before = dict(prev["runs"])
-            self._runs(data, seq, lambda sid, s: slash_turns(s) if sid in changed
-                       else before.get(sid))
-        self._shared(data, seq, at)
+        slash = dict(self.slash)  # read by in_step, which the caller asked first
+        for sid in changed:
+            for cmd in commands(base["sessions"].get(sid)):
+                slash[cmd] = slash.get(cmd, 0) - 1
+            for cmd in commands(data["sessions"].get(sid)):
+                slash[cmd] = slash.get(cmd, 0) + 1
+        self._shared(data, seq, at, {k: n for k, n in slash.items() if n > 0})
 
     def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
         """Write the whole view from `data`, and remove whatever else its folder holds."""
@@ -217,13 +216,12 @@ class Writer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.shared)
         keep = self._sessions(data, data["sessions"], seq)
-        keep.add(self._runs(data, seq, lambda _sid, s: slash_turns(s)))
         with os.scandir(self.folder) as entries:
             stray = [e.path for e in entries if e.path not in keep]
         for path in stray:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(path)
-        self._shared(data, seq, at)
+        self._shared(data, seq, at, _slash(data))
 
     def _sessions(self, data: Ledger, ids: Iterable[str], seq: int) -> set[str]:
         wanted = {sid for sid in ids if sid in data["sessions"]}
@@ -246,24 +244,13 @@ class Writer:
                     os.unlink(target)
         return written
 
-    def _runs(self, data: Ledger, seq: int, turns_of: Any) -> str:
-        runs = []
-        for sid, s in data["sessions"].items():
-            turns = turns_of(sid, s)
-            if turns:
-                runs.append([sid, turns])
-        target = os.path.join(self.folder, RUNS)
-        self._write(target, {"seq": seq, "runs": runs})
-        self.step("view.runs")
-        return target
-
-    def _shared(self, data: Ledger, seq: int, at: list[Any]) -> None:
+    def _shared(self, data: Ledger, seq: int, at: list[Any], slash: dict[str, int]) -> None:
         # The transcripts of sessions that ended lately (their subagents' too), which the
         # quick path checks for a last total: a scan only while there are any.
         gone = {e[0] for e in data["ended"].values()}
         ended = {p: rec for p, rec in data["files"].items()
                  if p in data["ended"] or rec[FILE_SESSION] in gone} if gone else {}
-        head = {"view": VERSION, "seq": seq, "at": at}
+        head = {"view": VERSION, "seq": seq, "at": at, "slash": dict(sorted(slash.items()))}
         body = {"ledger": {k: data[k] for k in SHARED}, "ended_files": ended}
         self._write(self.shared, _line(head) + _line(body), self.temp_prefix, "view.shared")
 
@@ -282,6 +269,15 @@ class Writer:
         if step:
             self.step(step)  # written, not in place yet
         os.replace(tmp, path)
+
+
+def _slash(data: Ledger) -> dict[str, int]:
+    """How many live sessions have runs of each slash command."""
+    out: dict[str, int] = {}
+    for s in data["sessions"].values():
+        for cmd in commands(s):
+            out[cmd] = out.get(cmd, 0) + 1
+    return out
 
 
 def _line(value: Any) -> bytes:
@@ -346,8 +342,7 @@ class _Collect(Writer):
 
     def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
         self._sessions(data, data["sessions"], seq)
-        self._runs(data, seq, lambda _sid, s: slash_turns(s))
-        self._shared(data, seq, at)
+        self._shared(data, seq, at, _slash(data))
 
     def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
         payload = value if type(value) is bytes else _line(value)
