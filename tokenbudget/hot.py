@@ -198,7 +198,8 @@ class Writer:
         if changed is None:
             self.rebuild(data, seq, at)
             return
-        self._sessions(data, changed, seq)
+        moved = {p[1] for p in [*(s[0] for s in sets), *dels] if p[0] == "files"}
+        self._sessions(data, changed, seq, moved)
         slash = dict(self.slash)  # read by in_step, which the caller asked first
         for sid in changed:
             for cmd in commands(base["sessions"].get(sid)):
@@ -223,14 +224,30 @@ class Writer:
                 os.unlink(path)
         self._shared(data, seq, at, _slash(data))
 
-    def _sessions(self, data: Ledger, ids: Iterable[str], seq: int) -> set[str]:
+    def _sessions(self, data: Ledger, ids: Iterable[str], seq: int,
+                  moved: set[str] | None = None) -> set[str]:
+        """Write the files of sessions `ids` (remove those of sessions gone). `moved`: the
+        `files` records this commit changed; the others are taken from each session's file
+        as the view held it, so that a commit costs what it changed, not every record."""
         wanted = {sid for sid in ids if sid in data["sessions"]}
-        files: dict[str, dict[str, Any]] = {sid: {} for sid in wanted}
-        if files:
+        files: dict[str, dict[str, Any]] = {}
+        if moved is not None:
+            for sid in wanted:
+                held = _load(session_file(self.folder, sid))
+                if type(held) is dict and type(held.get("files")) is dict:
+                    mine = {p: r for p, r in held["files"].items() if p not in moved}
+                    for path in moved:
+                        rec = data["files"].get(path)
+                        if rec is not None and rec[FILE_SESSION] == sid:
+                            mine[path] = rec
+                    files[sid] = mine
+        rest: dict[str, dict[str, Any]] = {sid: {} for sid in wanted if sid not in files}
+        if rest:  # every record read (a new session's file, or the whole view)
             for path, rec in data["files"].items():
-                mine = files.get(rec[FILE_SESSION])
-                if mine is not None:
-                    mine[path] = rec
+                own = rest.get(rec[FILE_SESSION])
+                if own is not None:
+                    own[path] = rec
+            files.update(rest)
         written = set()
         for sid in ids:
             target = session_file(self.folder, sid)
