@@ -366,3 +366,14 @@ def test_a_commit_that_moves_only_a_read_position_rewrites_that_sessions_file(
     for sid, files in (("a", {}), ("b", {path: ["1:2", "head", 20, "b", None]})):
         part = hot.read(store.file, store.journal, sid)
         assert part is not None and part["files"] == files
+
+
+def test_a_view_in_another_schemas_layout_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a")
+    assert hot.read(store.file, store.journal, "a") is not None
+    monkeypatch.setattr(hot, "SCHEMA", hot.SCHEMA + 1)  # as a newer version reads it
+    assert hot.read(store.file, store.journal, "a") is None

@@ -34,7 +34,7 @@ import contextlib
 import json
 import os
 
-from tokenbudget.schema import FILE_SESSION, S_TURNS, TURN_COMMAND
+from tokenbudget.schema import FILE_SESSION, S_TURNS, SCHEMA, TURN_COMMAND
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:
@@ -155,6 +155,8 @@ def _part(folder: str, seq: int, body: Any, session_id: str | None, unchanged: A
     if not unchanged():
         return None  # a commit came meanwhile: the files read may be of two commits
     ledger: Ledger = body["ledger"]
+    if ledger["schema"] != SCHEMA:
+        return None  # written by another version, in its layout: the ledger is migrated
     ledger["sessions"] = sessions
     files = dict(body["ended_files"])
     if mine is not None:
