@@ -22,6 +22,12 @@ longer have: readers take the whole ledger, and the next commit, seeing the view
 read, writes the whole view again. Anything missing, unreadable or odd answers None: the caller
 reads the ledger itself.
 
+A session's file is current whenever the shared part is: the commits that changed the session
+wrote it before their shared part, and any commit whose writer died before its shared part left
+the view behind, to be written whole. Each file also holds the sequence of the commit that
+wrote it, which is never past the shared part's. A session with no file (new, folded, or its
+file deleted by hand) is decided on the ledger, never as a session with nothing counted.
+
 No fsync: this is derived data. After the machine loses power, a view file lost or torn is
 unreadable, and one kept whose journal line was lost (or the reverse) names a journal length
 the journal does not have; either way readers go to the ledger until the next commit rewrites it.
