@@ -63,7 +63,7 @@ if [ "$action" = uninstall ]; then
                     rm -rf ledger.json ledger.json.lock ledger.json.corrupt-* \
                         ledger.json.before-rebuild-* .ledger.json.*.tmp history.jsonl \
                         ledger.journal.jsonl ledger.journal.jsonl.corrupt-* \
-                        ledger.journal.jsonl.orphan-* \
+                        ledger.journal.jsonl.orphan-* ledger.hot.json ledger.hot \
                         config.json tokenbudget.log tokenbudget.log.1 plugin
             )
             rmdir "$dir" 2>/dev/null || true

@@ -493,6 +493,9 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
         return real_unread(*args)
 
     monkeypatch.setattr(hook, "_unread", unread_while_another_commits)
+    # The whole ledger's read alone, for a commit between it and the lock (the hot view's
+    # read, before it, takes no part in the locked way).
+    monkeypatch.setattr(hook, "_hot", lambda ev, store: None)
     _append_request(base["transcript_path"], 2, 500)
     out = hook.handle("PostToolUse", json.dumps({**base, "tool_input": {"command": "b"}}).encode())
     assert loads == [] and "from another process" in out["systemMessage"]

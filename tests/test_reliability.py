@@ -446,8 +446,8 @@ def test_prompt_text_never_reaches_the_log_or_the_ledger(private_home: Path) -> 
     log = (state / "tokenbudget.log").read_text()
     assert "config" in log and "lock" in log  # the failures were logged...
     # ...but no file we write holds the prompt text. (The config file does: the user wrote it.)
-    for p in state.iterdir():
-        if p.name == "config.json":
+    for p in state.rglob("*"):  # the hot view's folder too
+        if p.name == "config.json" or p.is_dir():
             continue
         data = p.read_bytes()
         assert SECRET.encode() not in data, p.name

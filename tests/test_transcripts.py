@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,7 +144,10 @@ def test_junk_and_any_cut_points_count_exactly(
 ) -> None:
     state = Path(os.environ["TOKENBUDGET_HOME"])
     for p in state.glob("*"):
-        p.unlink()
+        if p.is_dir():
+            shutil.rmtree(p)  # the hot view's folder
+        else:
+            p.unlink()
     path = transcript(private_home)
     path.unlink(missing_ok=True)
     data = b""

@@ -532,28 +532,58 @@ def _quick(
         return None, None
     from tokenbudget.store import open_store
 
+    store = open_store()
     try:
-        ledger, stamp = open_store().read()
+        # The hot view first (tokenbudget/hot.py): the part of the ledger this call reads,
+        # at a cost that does not grow with the sessions live. Only a quick answer is taken
+        # from it; anything else is decided on the whole ledger, read below.
+        part = _hot(ev, store)
+        if part is not None and _nothing_to_do(ev, cfg, budget_list, part, now, near):
+            return {}, None
+    except Exception:
+        pass  # the whole ledger decides, and meets whatever this was
+    try:
+        ledger, stamp = store.read()
         known = (stamp, ledger) if stamp is not None else None
-        if ledger["rebuild"] or ledger["notices"]:
-            return None, known
-        if (
-            ev.transcript is not None
-            and ev.session_id is not None
-            and _unread(ledger["files"], ev.transcript, ev.session_id)
-        ):
-            return None, known
-        if any(
-            until >= now and _unread(ledger["files"], path, sid)
-            for path, (sid, until) in ledger["ended"].items()
-        ):
-            return None, known  # a session that ended lately wrote its last total
-        quiet = _quiet(ev, cfg, budget_list, ledger, now, near)
+        quiet = _nothing_to_do(ev, cfg, budget_list, ledger, now, near)
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
     if not quiet:
-        return None, known  # an answer to give and remember: the locked way gives it
+        return None, known  # something to read, say or remember: the locked way does it
     return {}, None
+
+
+def _hot(ev: Event, store: Any) -> Any:
+    """The hot view's part of the ledger for the event; None when it cannot be trusted."""
+    from tokenbudget import hot
+    from tokenbudget.budgets import slash_command
+
+    # A slash command's expected cost counts the live sessions' runs of it (engine.measure).
+    command = slash_command(ev.prompt) if ev.name == "UserPromptSubmit" and ev.prompt else None
+    return hot.read(store.file, store.journal, ev.session_id, command=command)
+
+
+def _nothing_to_do(
+    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
+    near: list[bool] | None = None,
+) -> bool:
+    """Whether the event needs no lock: nothing new in its transcripts or in those of a
+    session that ended lately, no note waiting, no ledger to rebuild, nothing to say (`near`:
+    see _quiet)."""
+    if ledger["rebuild"] or ledger["notices"]:
+        return False
+    if (
+        ev.transcript is not None
+        and ev.session_id is not None
+        and _unread(ledger["files"], ev.transcript, ev.session_id)
+    ):
+        return False
+    if any(
+        until >= now and _unread(ledger["files"], path, sid)
+        for path, (sid, until) in ledger["ended"].items()
+    ):
+        return False  # a session that ended lately wrote its last total
+    return _quiet(ev, cfg, budget_list, ledger, now, near)
 
 
 def _unread(files: dict[str, Any], transcript: str, session_id: str) -> bool:

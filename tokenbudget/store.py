@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tokenbudget import clock, journal, lock
+from tokenbudget import clock, hot, journal, lock
 from tokenbudget.errors import LedgerError, LockTimeout
 from tokenbudget.fileio import fsync_folder, replace_atomically
 from tokenbudget.ledger import CorruptLedger, Ledger, _check_records, new_ledger, validate
@@ -431,6 +431,9 @@ class JsonFileStore(Store):
         if not full:
             sets, dels = journal.changes(base, data)
             if not sets and not dels:
+                at = _stamps_at(pos) if pos is not None else None
+                if at is not None:
+                    self._keep_view(data, base, pos, ([], []), seq, at)
                 return None  # nothing changed: nothing to write
         # This stamp tells one commit from another, so never a pinned clock.
         data["updated"] = time.time()  # the real clock
@@ -439,9 +442,50 @@ class JsonFileStore(Store):
             line = journal.encode(seq + 1, sets, dels)
             assert pos is not None
             if pos.end + len(line) <= max(self.journal_bound, pos.size // 4):
-                return self._append(line, pos), pos.journal is None
+                fd = self._append(line, pos)
+                jst = os.fstat(fd)
+                at = [list(pos.snapshot or ()), pos.head, [jst.st_dev, jst.st_ino, jst.st_size]]
+                self._keep_view(data, base, pos, (sets, dels), seq + 1, at)
+                return fd, pos.journal is None
         self._checkpoint(data, seq)
+        self._keep_view(data, base, pos, None if pos is None else (), seq, self._stamps_now(data))
         return None
+
+    def _stamps_now(self, data: Ledger) -> list[Any]:
+        """The stamps of the files a checkpoint just wrote, as the hot view records them."""
+        st = os.stat(self.file)
+        try:
+            jst = os.stat(self.journal)
+            jour: list[int] | None = [jst.st_dev, jst.st_ino, jst.st_size]
+        except FileNotFoundError:
+            jour = None
+        return [list(_stamp(st)), data["updated"], jour]
+
+    def _keep_view(self, data: Ledger, base: Ledger, pos: Position | None, change: Any,
+                   seq: int, at: list[Any]) -> None:
+        """Bring the hot view (tokenbudget/hot.py) to the commit just made: what changed, or
+        all of it when the view was not at the commit before (its writer died, or there was
+        none) or none can be told (`change` None; `()`: work it out).
+
+        Never fails the commit, which is made: a view left behind names stamps the files no
+        longer have, so readers take the ledger until a commit rewrites it.
+        """
+        try:
+            writer = hot.Writer(self.file, self.journal, self._temp_prefix, _step)
+            before = _stamps_at(pos) if pos is not None else None
+            if change is None or pos is None or not writer.in_step(pos.seq, before):
+                writer.rebuild(data, seq, at)
+                return
+            if change == ():
+                change = journal.changes(base, data)
+            if not change[0] and not change[1] and before == at:
+                return  # nothing changed, and the view holds it
+            writer.update(data, base, change[0], change[1], seq, at)
+        except Exception:
+            if os.environ.get(CHECK_ENV):
+                raise
+            with contextlib.suppress(OSError):
+                os.unlink(hot.paths(self.file)[0])  # and it goes now
 
     def _append(self, line: bytes, pos: Position) -> int:
         """Add one line to the journal (call with the lock held); return its descriptor.
@@ -522,6 +566,11 @@ class JsonFileStore(Store):
                 f.write(f"{self.file}: replay differs from the committed ledger: {sets[:3]}"
                         f" {dels[:3]} {mine[at - 80:at + 40]!r} {theirs[at - 80:at + 40]!r}\n")
             raise AssertionError(f"{self.file}: the journal lost a change")
+        wrong = hot.differences(self.file, self.journal, stored)
+        if wrong:
+            with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as f:
+                f.write(f"{self.file}: the hot view differs from the ledger: {wrong[:3]}\n")
+            raise AssertionError(f"{self.file}: the hot view is not the ledger's")
 
     @property
     def _temp_prefix(self) -> str:
@@ -644,6 +693,14 @@ def _touched(data: Ledger, entries: list[tuple[int, list[Any], list[Any]]]) -> L
             elif path[1] in table:
                 part[path[0]][path[1]] = table[path[1]]
     return part
+
+
+def _stamps_at(pos: Position) -> list[Any] | None:
+    """The stamps the ledger's files had when `pos` was read, as the hot view records them."""
+    if pos.snapshot is None:
+        return None
+    jour = None if pos.journal is None else [*pos.journal, pos.end]
+    return [list(pos.snapshot), pos.head, jour]
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,0 +1,379 @@
+"""The hot view (tokenbudget/hot.py): what a hook call with nothing new decides on.
+
+The heart is the contract: on every ledger built here (every fixture, slash commands over
+several 5-hour blocks, warnings given, an allow pending or spent, sessions ended by /clear,
+folded ones), for every session and event, the engine's judgement on the view's part of the
+ledger is its judgement on the whole ledger, and the quick path's "nothing to do" too. The
+suite also checks, after every commit of every test (tests/conftest.py `journal_check`), that
+the view on disk is the one built afresh from the committed ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.claude_lines import Session, set_budgets
+from tests.helpers import ALL_CASES, install_fixture
+from tokenbudget import config as config_mod
+from tokenbudget import hook, hot, sync
+from tokenbudget.budgets import Budget
+from tokenbudget.store import CRASH_ENV, JsonFileStore, open_store
+
+EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch", "Stop",
+          "SubagentStop", "SessionEnd")
+PROMPTS = ("fix the tests", "/test --fast", "/review", "/tokenbudget status", "/deploy now")
+# Budgets of every kind and unit, limits low enough that some warn and some block.
+BUDGETS = [
+    {"kind": "daily", "limit": "40k", "warn_at": 0.5},
+    {"kind": "weekly", "limit": "$2", "mode": "warn"},
+    {"kind": "monthly", "limit": "2M"},
+    {"kind": "5h", "limit": "30k", "warn_at": 0.3},
+    {"kind": "5h", "limit": "$0.5", "project": "/home/dev/alpha"},
+    {"kind": "session", "limit": "8k", "warn_at": 0.2},
+    {"kind": "command", "name": "/test", "limit": "5k"},
+    {"kind": "command", "name": "/review", "limit": "$0.02", "unit": "usd"},
+    {"kind": "total", "limit": "9M"},
+    {"kind": "project", "name": "/home/dev/beta", "limit": "3k"},
+]
+
+
+def _store(home: Path) -> JsonFileStore:
+    return open_store(path=home / "tb state" / "ledger.json")
+
+
+def _judged(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger: Any, now: float) -> Any:
+    try:
+        return hook._judge(ev, cfg, budgets, ledger, now), hook._nothing_to_do(
+            ev, cfg, budgets, ledger, now)
+    except Exception as e:  # an error must be the same error on both
+        return repr(e)
+
+
+def _events(store: JsonFileStore, home: Path, now: float) -> list[tuple[str, dict[str, Any]]]:
+    """Every event to judge: each event kind for each live session (and one unknown), each
+    prompt, in each of the session's turns and a new one."""
+    ledger = store.snapshot()
+    out = []
+    for sid, s in [*ledger["sessions"].items(), ("not-a-session", None)]:
+        transcript = next((p for p, rec in ledger["files"].items()
+                           if rec[3] == sid and p.endswith(f"/{sid}.jsonl")), None)
+        for name in EVENTS:
+            for pid in [*list(s["t"] if s else [])[-3:], "a-new-turn"]:
+                for prompt in PROMPTS if name == "UserPromptSubmit" else (None,):
+                    payload = {"session_id": sid, "cwd": s["p"] if s else "/home/dev/alpha",
+                               "prompt_id": pid, "hook_event_name": name}
+                    if transcript:
+                        payload["transcript_path"] = transcript
+                    if prompt is not None:
+                        payload["prompt"] = prompt
+                    out.append((name, payload))
+    return out
+
+
+def assert_same_decisions(home: Path, nows: list[float]) -> int:
+    """Judge every event on the whole ledger and on the view; return how many."""
+    store = _store(home)
+    cfg = config_mod.load_config()
+    budgets = [Budget.from_json(b) for b in BUDGETS]
+    full = store.snapshot()
+    n = 0
+    for now in nows:
+        for name, payload in _events(store, home, now):
+            ev = hook.parse_event(name, json.dumps(payload).encode())
+            part = hook._hot(ev, store)
+            if payload["session_id"] == "not-a-session":
+                assert part is None  # no file: the whole ledger decides
+                continue
+            if part is None:  # only a prompt of a command with live runs: the ledger decides
+                command = (payload.get("prompt") or " ").split()[0]
+                assert any(t[0] == command for s in full["sessions"].values()
+                           for t in s["t"].values()), payload
+                continue
+            want = _judged(ev, cfg, budgets, json.loads(json.dumps(full)), now)
+            assert _judged(ev, cfg, budgets, part, now) == want, (payload, now)
+            n += 1
+    return n
+
+
+def _history(home: Path, day: float) -> None:
+    """Sessions with slash commands and plain prompts in two projects, over several 5-hour
+    blocks, recorded by their hooks (which give and remember warnings)."""
+    set_budgets(home, *BUDGETS)
+    alpha = Session(home, "syn-alpha", "/home/dev/alpha")
+    beta = Session(home, "syn-beta", "/home/dev/beta")
+    gamma = Session(home, "syn-gamma", "/home/dev/alpha/sub")
+    t = day - 20 * 3600
+    for k in range(6):
+        for s, text in ((alpha, "/test --fast"), (beta, "/review"), (gamma, "plain words")):
+            s.event("SessionStart", t, source="startup") if k == 0 else None
+            pid = f"{s.sid}-p{k}"
+            s.turn(pid, text, t + k * 4 * 3600, 900 + 300 * k, 1200)
+            s.event("Stop", t + k * 4 * 3600 + 10, prompt_id=pid)
+    # The same start for two runs of /test: their order must be the whole ledger's.
+    alpha.turn("syn-alpha-tie", "/test", t + 4 * 3600, 500)
+    beta.turn("syn-beta-tie", "/test", t + 4 * 3600, 700)
+    alpha.event("Stop", t + 5 * 3600, prompt_id="syn-alpha-tie")
+    beta.event("Stop", t + 5 * 3600, prompt_id="syn-beta-tie")
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_a_fixture_is_decided_on_the_view_as_on_the_whole_ledger(
+    case: str, private_home: Path, recorded_day: float
+) -> None:
+    install_fixture(case, private_home / ".claude")
+    set_budgets(private_home, *BUDGETS)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    with store.transaction():
+        pass  # no change: the view is written all the same
+    nows = [recorded_day + d for d in (0, 3600, 6 * 3600, 3 * 86400)]
+    assert assert_same_decisions(private_home, nows) > 0
+
+
+def test_a_history_of_commands_blocks_warnings_and_allows_is_decided_alike(
+    private_home: Path, recorded_day: float
+) -> None:
+    for case in ALL_CASES:
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    _history(private_home, recorded_day)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    assert store.snapshot()["warned"]  # the hooks gave warnings, and remember them
+    nows = [recorded_day + d for d in (-3 * 3600, 0, 2 * 3600, 5 * 3600, 26 * 3600)]
+    n = assert_same_decisions(private_home, nows)
+    # `tokenbudget allow`: pending, then spent on a prompt that a budget refuses.
+    with store.transaction() as ledger:
+        ledger["allow"] = {"pending": True, "at": recorded_day}
+    assert_same_decisions(private_home, nows[1:3])
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    assert "decision" not in alpha.prompt("/test --fast", recorded_day + 60, pid="allowed")
+    assert store.snapshot()["allow"].get("prompt_id") == "allowed"
+    assert_same_decisions(private_home, nows[1:3])
+    # /clear: the ended session's transcript is read by the next session's hooks for a while.
+    Session(private_home, "syn-delta", "/home/dev/alpha").event(
+        "SessionStart", recorded_day + 120, source="clear")
+    # And in the fixtures' folder, where a session ended had subagents.
+    Session(private_home, "syn-epsilon", "/home/dev/project").event(
+        "SessionStart", recorded_day + 120, source="clear")
+    assert store.snapshot()["ended"]
+    assert_same_decisions(private_home, [recorded_day + 130])
+    # A session starting folds the idle ones into history: their files go too.
+    with store.transaction(checkpoint=True) as ledger:
+        from tokenbudget import history
+
+        history.fold(ledger, recorded_day - 3600)
+    assert n > 1000
+    # Slash prompts of commands no live session ran are decided on the view too.
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    ev = hook.parse_event("UserPromptSubmit", json.dumps({
+        "session_id": alpha.sid, "transcript_path": str(alpha.path), "prompt": "/deploy now",
+        "prompt_id": "x"}).encode())
+    assert hook._hot(ev, store) is not None
+    assert hook._hot(ev.__class__(**{**{k: getattr(ev, k) for k in ev.__slots__},
+                                    "prompt": "/test"}), store) is None
+    assert assert_same_decisions(private_home, nows) > 0
+    folder = hot.paths(store.file)[1]
+    live = {hot.session_file(folder, sid) for sid in store.snapshot()["sessions"]}
+    assert {os.path.join(folder, f) for f in os.listdir(folder)} == live
+
+
+def test_a_quick_call_reads_the_view_not_the_ledger(
+    private_home: Path, recorded_day: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _history(private_home, recorded_day)
+    set_budgets(private_home, {"kind": "daily", "limit": "900M"},
+                {"kind": "session", "limit": "900M"}, {"kind": "5h", "limit": "900M"})
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    alpha.event("Stop", recorded_day)  # everything read
+
+    def no_full_read(self: JsonFileStore) -> Any:
+        raise AssertionError("the whole ledger was read")
+
+    monkeypatch.setattr(JsonFileStore, "read", no_full_read)
+    assert alpha.tool("syn-alpha-p5", recorded_day + 1) == {}
+    assert alpha.event("PostToolBatch", recorded_day + 2, prompt_id="syn-alpha-p5") == {}
+    monkeypatch.undo()
+    # Without the view (deleted, or never written), the whole ledger gives the same answer.
+    os.unlink(hot.paths(_store(private_home).file)[0])
+    monkeypatch.setattr(hook, "_hot", lambda ev, store: None)
+    assert alpha.tool("syn-alpha-p5", recorded_day + 1) == {}
+
+
+def test_the_view_is_private_and_its_file_names_are_safe_for_any_id(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path / "a 'quoted' dir" / "ledger.json")
+    odd = ["../escape", "a/b", "x" * 300, "é ü", ".hidden", "-dash", "+runs", "plain-id"]
+    with store.transaction() as ledger:
+        for sid in odd:
+            ledger["sessions"][sid] = _session(sid)
+    shared, folder = hot.paths(store.file)
+    names = {hot.session_file(folder, sid) for sid in odd}
+    assert len(names) == len(odd)
+    assert all(os.path.dirname(n) == folder and len(os.path.basename(n)) < 255 for n in names)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    for path in [shared, *names]:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    for sid in odd:
+        part = hot.read(store.file, store.journal, sid)
+        assert part is not None and part["sessions"] == {sid: _session(sid)}
+
+
+def _session(sid: str, *turns: tuple[str, str, float]) -> dict[str, Any]:
+    return {"p": "/p", "f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "a": {}, "adj": [],
+            "fk": [], "cs": {}, "t": {pid: [cmd, start, 10, 0.1] for pid, cmd, start in turns}}
+
+
+def test_a_view_behind_the_ledger_is_not_read_and_the_next_commit_rewrites_it(
+    tmp_path: Path,
+) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a", ("p1", "/test", 5.0))
+        ledger["sessions"]["b"] = _session("b")
+    shared, folder = hot.paths(store.file)
+    kept = Path(shared).read_bytes()
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"]["l"] = 9.0
+        del ledger["sessions"]["b"]
+    assert hot.read(store.file, store.journal, "a") is not None
+    Path(shared).write_bytes(kept)  # as a writer killed before its shared part leaves it
+    assert hot.read(store.file, store.journal, "a") is None
+    with store.transaction() as ledger:
+        ledger["warned"]["w"] = 1.0
+    assert hot.differences(store.file, store.journal, store.snapshot()) == []
+    part = hot.read(store.file, store.journal, "a")
+    assert part is not None and part["sessions"]["a"]["l"] == 9.0
+    assert not os.path.exists(hot.session_file(folder, "b"))
+
+
+def test_differences_finds_a_view_that_is_wrong(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a", ("p1", "/test", 5.0))
+    target = hot.session_file(hot.paths(store.file)[1], "a")
+    good = json.loads(Path(target).read_text())
+    good["session"]["l"] = 3.0
+    Path(target).write_text(json.dumps(good))
+    assert hot.differences(store.file, store.journal, store.snapshot()) == [f"{target}: differs"]
+
+
+def test_a_commit_between_the_views_reads_is_not_mixed_into_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a")
+    real = hot._load
+    busy: list[str] = []
+    done: list[bool] = []  # the first commit appends to the journal, the second checkpoints
+
+    def load_while_another_commits(path: str) -> Any:
+        got = real(path)
+        if not busy:  # the reader's load, not the writer's
+            busy.append(path)
+            with JsonFileStore(store.file).transaction(checkpoint=len(done) > 0) as other:
+                other["sessions"]["a"]["l"] += 1
+            busy.clear()
+        return got
+
+    monkeypatch.setattr(hot, "_load", load_while_another_commits)
+    for _ in range(2):
+        assert hot.read(store.file, store.journal, "a") is None
+        done.append(True)
+    monkeypatch.undo()
+    part = hot.read(store.file, store.journal, "a")
+    assert part is not None and part["sessions"]["a"]["l"] == 4.0
+
+
+VIEW_STEPS = ["view.session", "view.shared"]
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("how", ["exit", "kill"])
+@pytest.mark.parametrize("step", VIEW_STEPS)
+def test_a_writer_killed_between_the_views_writes_leaves_no_wrong_quick_answer(
+    step: str, how: str, checkpoint: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOKENBUDGET_STORE_CHECK")  # the child dies before its own check
+    store = JsonFileStore(tmp_path / "tb" / "ledger.json", lock_timeout=30)
+    ready = tmp_path / "ready"
+    for n in range(1, 4):
+        with store.transaction() as ledger:  # a view in step, then a child that dies
+            ledger["sessions"][f"s{n}"] = _session(f"s{n}", (f"p{n}", "/test", float(n)))
+            ledger["sessions"].pop(f"s{n - 2}", None)
+        before = store.snapshot()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.environ[CRASH_ENV] = step + (":pause" if how == "kill" else "")
+                os.environ[CRASH_ENV + "_READY"] = str(ready)
+                with JsonFileStore(store.file).transaction(checkpoint=checkpoint) as ledger:
+                    ledger["sessions"][f"s{n}"]["t"][f"q{n}"] = ["/test", 9.0, 99, 1.0]
+                    ledger["sessions"].pop(f"s{n - 1}", None)
+                    ledger["warned"][f"crash-{n}"] = 1.0
+            finally:
+                os._exit(0)
+        if how == "kill":
+            deadline = time.monotonic() + 30
+            while not ready.exists():
+                assert time.monotonic() < deadline, f"the child never reached {step}"
+                time.sleep(0.001)
+            os.kill(pid, signal.SIGKILL)
+            ready.unlink()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) == 70
+        after = store.snapshot()
+        assert after != before  # the child's commit is made
+        for sid in [*before["sessions"], *after["sessions"]]:
+            part = hot.read(store.file, store.journal, sid)
+            # Read as the ledger is now, or not at all: never the ledger before the commit,
+            # nor a mix of both.
+            if part is not None:
+                assert part["sessions"] == {sid: after["sessions"][sid]}
+                assert part["warned"] == after["warned"]
+        assert hot.read(store.file, store.journal, f"s{n}") is None  # behind: not read
+        monkeypatch.setenv("TOKENBUDGET_STORE_CHECK", str(tmp_path / "check.txt"))
+        with store.transaction() as ledger:
+            ledger["folded"]["tokens"] += 1
+        assert not (tmp_path / "check.txt").exists()  # the view is whole again
+        assert hot.read(store.file, store.journal, f"s{n}") is not None
+        monkeypatch.delenv("TOKENBUDGET_STORE_CHECK")
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_commit_that_moves_only_a_read_position_rewrites_that_sessions_file(
+    checkpoint: bool, tmp_path: Path
+) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json")
+    path = str(tmp_path / "a.jsonl")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a")
+        ledger["sessions"]["b"] = _session("b")
+        ledger["files"][path] = ["1:2", "head", 10, "a", None]
+    with store.transaction(checkpoint=checkpoint) as ledger:
+        ledger["files"][path][2] = 20
+    part = hot.read(store.file, store.journal, "a")
+    assert part is not None and part["files"] == {path: ["1:2", "head", 20, "a", None]}
+    with store.transaction(checkpoint=checkpoint) as ledger:
+        ledger["files"][path][3] = "b"  # now another session's
+    for sid, files in (("a", {}), ("b", {path: ["1:2", "head", 20, "b", None]})):
+        part = hot.read(store.file, store.journal, sid)
+        assert part is not None and part["files"] == files
+
+
+def test_a_view_in_another_schemas_layout_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a")
+    assert hot.read(store.file, store.journal, "a") is not None
+    monkeypatch.setattr(hot, "SCHEMA", hot.SCHEMA + 1)  # as a newer version reads it
+    assert hot.read(store.file, store.journal, "a") is None

@@ -1,0 +1,375 @@
+"""The ledger's hot view: what a hook call with nothing new reads instead of the whole ledger.
+
+Derived and rebuildable, never authoritative. Every commit writes it under the ledger's lock,
+after its journal line or snapshot (tokenbudget/store.py): one file per live session
+(`ledger.hot/<id>.json`: its record and its transcripts' read positions), then the shared part
+(`ledger.hot.json`: the usage buckets, rollups, warnings, allow, notes and the rest a decision
+reads) with the stamps of the ledger's files as that commit left them.
+
+The live sessions' runs of slash commands (a prompt's expected cost counts them) are not in
+it: that list grows with the sessions live, and rewriting it with every commit of a session
+running a command cost 25 ms under the lock at 5,000 live sessions (bench/RESULTS.md). The
+shared part names the commands that have live runs instead, with how many sessions have them:
+a prompt of one of those is decided on the whole ledger; any other prompt has no live run to
+count, on the view as on the ledger.
+
+A reader takes no lock. It accepts the view only while the snapshot and the journal still have
+those stamps, before and after it read the files it needs: every commit changes them (a
+journal line makes the journal longer; a checkpoint writes a new snapshot) before it writes any
+of the view, so files read between two equal sets of stamps are all of the one commit they
+name. A writer killed between its journal line and the shared part leaves stamps the files no
+longer have: readers take the whole ledger, and the next commit, seeing the view behind what it
+read, writes the whole view again. Anything missing, unreadable or odd answers None: the caller
+reads the ledger itself.
+
+A session's file is current whenever the shared part is: the commits that changed the session
+wrote it before their shared part, and any commit whose writer died before its shared part left
+the view behind, to be written whole. Each file also holds the sequence of the commit that
+wrote it, which is never past the shared part's. A session with no file (new, folded, or its
+file deleted by hand) is decided on the ledger, never as a session with nothing counted.
+
+No fsync: this is derived data. After the machine loses power, a view file lost or torn is
+unreadable, and one kept whose journal line was lost (or the reverse) names a journal length
+the journal does not have; either way readers go to the ledger until the next commit rewrites it.
+Kept to json and os: a hook call with nothing new imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from tokenbudget.schema import FILE_SESSION, S_TURNS, SCHEMA, TURN_COMMAND
+
+TYPE_CHECKING = False  # typing stays off a hook call's imports
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from tokenbudget.ledger import Ledger
+
+VERSION = 1
+# The ledger's tables a decision (engine.judge) or the quick path's checks read, whole.
+SHARED = ("schema", "hours", "projects", "commands", "warned", "allow", "notices", "rebuild",
+          "ended", "team", "outbox")
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def paths(ledger_file: str) -> tuple[str, str]:
+    """(the shared file, the sessions' folder) beside `ledger_file`."""
+    stem = ledger_file[:-5] if ledger_file.endswith(".json") else ledger_file
+    return stem + ".hot.json", stem + ".hot"
+
+
+def session_file(folder: str, session_id: str) -> str:
+    """The file of a session in the view's folder, a safe name for any id."""
+    if 0 < len(session_id) <= 128 and session_id[0] not in ".-" and _SAFE.issuperset(session_id):
+        name = session_id
+    else:
+        hexed = session_id.encode("utf-8", "surrogatepass").hex()
+        if len(hexed) <= 200:
+            name = "%" + hexed
+        else:
+            import hashlib
+
+            name = "#" + hashlib.blake2b(session_id.encode("utf-8", "surrogatepass"),
+                                         digest_size=20).hexdigest()
+    return os.path.join(folder, name + ".json")
+
+
+def commands(session: dict[str, Any] | None) -> set[str]:
+    """The slash commands a session has turns of: its runs that `enforce.command_runs` counts."""
+    if session is None:
+        return set()
+    return {t[TURN_COMMAND] for t in session[S_TURNS].values()
+            if type(t[TURN_COMMAND]) is str and t[TURN_COMMAND].startswith("/")}
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def stamps(ledger_file: str, journal_file: str) -> list[Any] | None:
+    """The snapshot's stamp and head and the journal's stamp, as a view records them; None if
+    the snapshot cannot be read."""
+    from tokenbudget.store import _UPDATED, _stamp  # one stamp for the store and the view
+
+    try:
+        with open(ledger_file, "rb") as f:
+            st = os.fstat(f.fileno())
+            found = _UPDATED.search(f.read(256))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    try:
+        jst = os.stat(journal_file)
+        jour: list[int] | None = [jst.st_dev, jst.st_ino, jst.st_size]
+    except FileNotFoundError:
+        jour = None
+    except OSError:
+        return None
+    return [list(_stamp(st)), float(found.group(1)), jour]
+
+
+def _load(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def read(ledger_file: str, journal_file: str, session_id: str | None,
+         command: str | None = None) -> Ledger | None:
+    """The part of the ledger as last committed that a decision on `session_id` reads, from
+    the view; None when the view is not known to be that ledger's (read the ledger itself).
+
+    `command`: the slash command of a prompt; None too when live sessions have runs of it.
+    """
+    shared_file, folder = paths(ledger_file)
+    before = stamps(ledger_file, journal_file)
+    if before is None:
+        return None
+    try:
+        with open(shared_file, "rb") as f:
+            head = json.loads(f.readline())
+            body = json.loads(f.readline())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if type(head) is not dict or head.get("view") != VERSION or head.get("at") != before:
+        return None
+    try:
+        if command is not None and command in head["slash"]:
+            return None
+        return _part(folder, head["seq"], body, session_id,
+                     lambda: stamps(ledger_file, journal_file) == before)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None  # not a view we wrote
+
+
+def _part(folder: str, seq: int, body: Any, session_id: str | None, unchanged: Any
+          ) -> Ledger | None:
+    mine = None
+    sessions: dict[str, Any] = {}
+    if session_id is not None:
+        mine = _load(session_file(folder, session_id))
+        # No file: not a live session, or a view damaged by hand; the ledger tells which.
+        if mine is None or not mine["seq"] <= seq:
+            return None
+        sessions[session_id] = mine["session"]
+    if not unchanged():
+        return None  # a commit came meanwhile: the files read may be of two commits
+    ledger: Ledger = body["ledger"]
+    if ledger["schema"] != SCHEMA:
+        return None  # written by another version, in its layout: the ledger is migrated
+    ledger["sessions"] = sessions
+    files = dict(body["ended_files"])
+    if mine is not None:
+        files.update(mine["files"])
+    ledger["files"] = files
+    return ledger
+
+
+# --- writing (by the committer, with the ledger's lock held) -----------------------------------
+
+
+class Writer:
+    """Keeps one store's view in step with its commits."""
+
+    def __init__(self, ledger_file: str, journal_file: str, temp_prefix: str,
+                 step: Callable[[str], None] | None = None) -> None:
+        self.ledger_file = ledger_file
+        self.journal_file = journal_file
+        self.shared, self.folder = paths(ledger_file)
+        self.temp_prefix = temp_prefix  # the store sweeps these from its folder
+        self.step = step or (lambda _name: None)  # the crash tests stop there
+        self.slash: dict[str, int] = {}  # the view's counts of live slash commands (in_step)
+
+    def in_step(self, seq: int, at: list[Any] | None) -> bool:
+        """Whether the view holds the commit `seq` whose files had stamps `at`."""
+        try:
+            with open(self.shared, "rb") as f:
+                head = json.loads(f.readline())
+        except (OSError, ValueError, RecursionError):
+            return False
+        if (type(head) is not dict or head.get("view") != VERSION or head.get("seq") != seq
+                or at is None or head.get("at") != at or type(head.get("slash")) is not dict):
+            return False
+        self.slash = head["slash"]
+        return True
+
+    def update(self, data: Ledger, base: Ledger, sets: list[Any], dels: list[Any], seq: int,
+               at: list[Any]) -> None:
+        """Write what commit `seq` changed (`sets`/`dels` turn `base` into `data`)."""
+        changed = _changed_sessions(data, base, sets, dels)
+        if changed is None:
+            self.rebuild(data, seq, at)
+            return
+        moved = {p[1] for p in [*(s[0] for s in sets), *dels] if p[0] == "files"}
+        self._sessions(data, changed, seq, moved)
+        slash = dict(self.slash)  # read by in_step, which the caller asked first
+        for sid in changed:
+            for cmd in commands(base["sessions"].get(sid)):
+                slash[cmd] = slash.get(cmd, 0) - 1
+            for cmd in commands(data["sessions"].get(sid)):
+                slash[cmd] = slash.get(cmd, 0) + 1
+        self._shared(data, seq, at, {k: n for k, n in slash.items() if n > 0})
+
+    def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
+        """Write the whole view from `data`, and remove whatever else its folder holds."""
+        from tokenbudget.paths import ensure_private_dir
+
+        ensure_private_dir(self.folder)
+        # The shared part first goes: until the new one is written, no reader takes the view.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.shared)
+        keep = self._sessions(data, data["sessions"], seq)
+        with os.scandir(self.folder) as entries:
+            stray = [e.path for e in entries if e.path not in keep]
+        for path in stray:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path)
+        self._shared(data, seq, at, _slash(data))
+
+    def _sessions(self, data: Ledger, ids: Iterable[str], seq: int,
+                  moved: set[str] | None = None) -> set[str]:
+        """Write the files of sessions `ids` (remove those of sessions gone). `moved`: the
+        `files` records this commit changed; the others are taken from each session's file
+        as the view held it, so that a commit costs what it changed, not every record."""
+        wanted = {sid for sid in ids if sid in data["sessions"]}
+        files: dict[str, dict[str, Any]] = {}
+        if moved is not None:
+            for sid in wanted:
+                held = _load(session_file(self.folder, sid))
+                if type(held) is dict and type(held.get("files")) is dict:
+                    mine = {p: r for p, r in held["files"].items() if p not in moved}
+                    for path in moved:
+                        rec = data["files"].get(path)
+                        if rec is not None and rec[FILE_SESSION] == sid:
+                            mine[path] = rec
+                    files[sid] = mine
+        rest: dict[str, dict[str, Any]] = {sid: {} for sid in wanted if sid not in files}
+        if rest:  # every record read (a new session's file, or the whole view)
+            for path, rec in data["files"].items():
+                own = rest.get(rec[FILE_SESSION])
+                if own is not None:
+                    own[path] = rec
+            files.update(rest)
+        written = set()
+        for sid in ids:
+            target = session_file(self.folder, sid)
+            if sid in wanted:
+                self._write(target, {"seq": seq, "session": data["sessions"][sid],
+                                     "files": files[sid]})
+                written.add(target)
+                self.step("view.session")
+            else:  # it left the ledger (folded, or a rebuild)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target)
+        return written
+
+    def _shared(self, data: Ledger, seq: int, at: list[Any], slash: dict[str, int]) -> None:
+        # The transcripts of sessions that ended lately (their subagents' too), which the
+        # quick path checks for a last total: a scan only while there are any.
+        gone = {e[0] for e in data["ended"].values()}
+        ended = {p: rec for p, rec in data["files"].items()
+                 if p in data["ended"] or rec[FILE_SESSION] in gone} if gone else {}
+        head = {"view": VERSION, "seq": seq, "at": at, "slash": dict(sorted(slash.items()))}
+        body = {"ledger": {k: data[k] for k in SHARED}, "ended_files": ended}
+        self._write(self.shared, _line(head) + _line(body), self.temp_prefix, "view.shared")
+
+    def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
+        """Replace `path` (0600) atomically: temp file beside it, rename; no fsync (above)."""
+        payload = value if type(value) is bytes else _line(value)
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f"{prefix or '.' + name + '.'}{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        if step:
+            self.step(step)  # written, not in place yet
+        os.replace(tmp, path)
+
+
+def _slash(data: Ledger) -> dict[str, int]:
+    """How many live sessions have runs of each slash command."""
+    out: dict[str, int] = {}
+    for s in data["sessions"].values():
+        for cmd in commands(s):
+            out[cmd] = out.get(cmd, 0) + 1
+    return out
+
+
+def _line(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _changed_sessions(data: Ledger, base: Ledger, sets: list[Any], dels: list[Any]
+                      ) -> set[str] | None:
+    """The sessions whose file a change touches (their record, or a `files` record of
+    theirs, before or after); None: all of them."""
+    out: set[str] = set()
+    for path in [*(s[0] for s in sets), *dels]:
+        if len(path) < 2 and (not path or path[0] in ("sessions", "files")):
+            return None
+        if path[0] == "sessions":
+            out.add(path[1])
+        elif path[0] == "files":
+            for d in (base, data):
+                rec = d["files"].get(path[1])
+                if rec is not None:
+                    out.add(rec[FILE_SESSION])
+    return out
+
+
+def differences(ledger_file: str, journal_file: str, data: Ledger) -> list[str]:
+    """Test-only: how the view on disk differs from the one built afresh from `data`, the
+    ledger as committed (the test suite checks it after every commit)."""
+    shared_file, folder = paths(ledger_file)
+    out = []
+    try:
+        with open(shared_file, "rb") as f:
+            head, body = json.loads(f.readline()), json.loads(f.readline())
+    except (OSError, ValueError) as e:
+        return [f"the shared part cannot be read: {e}"]
+    if head.get("at") != stamps(ledger_file, journal_file):
+        out.append("the view is not at the committed files")
+    fresh = _Collect(ledger_file, journal_file, "")
+    fresh.rebuild(data, head["seq"], head["at"])
+    if json.loads(fresh.got.pop(shared_file)) != [head, body]:
+        out.append("the shared part differs")
+    names = set()
+    for path, payload in fresh.got.items():
+        names.add(os.path.basename(path))
+        want = json.loads(payload)
+        have = _load(path)
+        if have is None or not have.pop("seq") <= head["seq"] or want.pop("seq") != head["seq"]:
+            out.append(f"{path}: missing, or newer than the view")
+        elif have != want:
+            out.append(f"{path}: differs")
+    extra = sorted(set(os.listdir(folder)) - names)
+    if extra:
+        out.append(f"files the view does not hold: {extra}")
+    return out
+
+
+class _Collect(Writer):
+    """A writer that keeps what it would write (for `differences`)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.got: dict[str, Any] = {}
+
+    def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
+        self._sessions(data, data["sessions"], seq)
+        self._shared(data, seq, at, _slash(data))
+
+    def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
+        payload = value if type(value) is bytes else _line(value)
+        self.got[path] = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]" if (
+            path == self.shared) else payload
