@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tokenbudget import enforce
 from tokenbudget.budgets import Budget, evaluate, expected_cost, parse_limit
 from tokenbudget.errors import ConfigError
+from tokenbudget.ledger import new_ledger
 from tokenbudget.messages import resets_text
 
 NOW = datetime(2027, 12, 15, 12, 0, tzinfo=UTC)
@@ -65,3 +67,19 @@ def test_the_expected_cost_rank_forgives_only_float_noise() -> None:
     assert expected_cost(runs, percentile=0.7) == 7.0
     assert expected_cost(runs, percentile=0.7 + 3e-11) == 7.0
     assert expected_cost(runs, percentile=0.7 + 1e-9) == 8.0
+
+
+def test_window_budgets_apply_outside_any_session_and_session_budgets_do_not() -> None:
+    """Measured with no session (`status` run from a shell): the weekly and total budgets
+    still apply; only a session budget has nothing to measure."""
+    ctx = enforce.Context(None, None, NOW, UTC)
+    kinds = ("daily", "weekly", "monthly", "total", "5h", "session")
+    assert tuple(k for k in kinds if enforce.applies(Budget(k, 100), ctx)) == kinds[:5]
+
+
+def test_a_context_made_without_a_week_start_starts_weeks_on_monday() -> None:
+    """The week starts on Monday unless the config says otherwise (NOW is a Wednesday)."""
+    _used, resets, window = enforce.measure(
+        Budget("weekly", 100), new_ledger(), enforce.Context(None, None, NOW, UTC)
+    )
+    assert (window, resets) == ("2027-12-13T00:00:00+00:00", datetime(2027, 12, 20, tzinfo=UTC))

@@ -1,0 +1,64 @@
+"""Forks counted where and when their usage happened (kills mutants of ingest.py's fork rule).
+
+Each test names the behaviour it protects; bench/mutation.py found each one unguarded.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FORK_CASES, install_fixture
+from tests.test_forks_open import A, only_compacted
+from tokenbudget import sync
+from tokenbudget.ledger import BUCKET, Ledger
+from tokenbudget.schema import HOUR_TOKENS, M_USAGE, S_MODELS
+
+NOW = 1795887600.0
+
+
+def _line_times(projects: Path) -> list[float]:
+    times = []
+    for path in projects.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            stamp = json.loads(line).get("timestamp") if line.strip() else None
+            if isinstance(stamp, str):
+                times.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    return times
+
+
+def _assert_in_their_time(ledger: Ledger, times: list[float]) -> None:
+    first, last = int(min(times) // BUCKET), int(max(times) // BUCKET)
+    assert all(first <= int(h) <= last for h in ledger["hours"]), sorted(ledger["hours"])
+    in_hours = sum(c[HOUR_TOKENS] for cells in ledger["hours"].values() for c in cells.values())
+    in_sessions = sum(sum(sum(m[M_USAGE]) for m in s[S_MODELS].values())
+                      for s in ledger["sessions"].values())
+    assert in_hours == in_sessions > 0
+
+
+@pytest.mark.parametrize("case", FORK_CASES)
+def test_a_forks_usage_is_in_the_buckets_of_its_own_time(case: str, private_home: Path) -> None:
+    """Every token a fork is charged lies in a 15-minute bucket between the first and the last
+    line of the transcripts: a daily or 5-hour budget counts it on the day it was used."""
+    times = _line_times(install_fixture(case, private_home / ".claude"))
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    _assert_in_their_time(store.snapshot(), times)
+
+
+def test_a_forks_hidden_usage_settled_late_is_in_the_bucket_of_its_own_time(
+    private_home: Path, tmp_path: Path
+) -> None:
+    """A fork whose only work was /compact is charged its compaction once its parent's
+    transcript turns up: in the bucket of the fork's activity, not at some other time."""
+    project = private_home / ".claude" / "projects" / "-home-dev-project"
+    only_compacted(project)
+    (project / f"{A}.jsonl").rename(tmp_path / "parent.jsonl")
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    (tmp_path / "parent.jsonl").rename(project / f"{A}.jsonl")
+    sync.sync_all(store, now=NOW)
+    _assert_in_their_time(store.snapshot(), _line_times(project))
