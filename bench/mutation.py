@@ -393,9 +393,10 @@ def main() -> None:
         chosen += sorted(sample, key=lambda m: int(m["occurrence"]))  # type: ignore[call-overload]
     if args.only:
         wanted = set(args.only)
+        pools = {module: mutants(module) for module in args.modules}
         chosen = [m for m in chosen if m["id"] in wanted] + [
-            m for module in args.modules for m in mutants(module)
-            if m["id"] in wanted and m["id"] not in {c["id"] for c in chosen}
+            {**m, "pool": len(pools[module])} for module in args.modules
+            for m in pools[module] if m["id"] in wanted and m["id"] not in {c["id"] for c in chosen}
         ]
     if args.list:
         print("\n".join(str(m["id"]) for m in chosen))
