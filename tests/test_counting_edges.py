@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_lines import Session
+from tests.claude_lines import MODEL, Session, cost_state_line, reply_line
 from tests.helpers import install_fixture
 from tokenbudget import sync
 from tokenbudget.ledger import Ledger
@@ -75,3 +75,21 @@ def test_a_subagent_line_written_after_the_session_total_costs_what_it_would_in_
     whole = _hours(whole_store.snapshot(), HOUR_COST)
     assert whole > 0
     assert _hours(store.snapshot(), HOUR_COST) == pytest.approx(whole, rel=1e-9)
+
+
+def test_claude_codes_total_for_an_unpriced_model_that_used_nothing_sets_no_rate(
+    private_home: Path,
+) -> None:
+    """Claude Code's total lists a model we have no price for, with no tokens and $0 (an
+    aborted request): no rate can be implied from it (0 / 0), and the session's dollars stay
+    those of its priced requests."""
+    s = Session(private_home, "s-zero-total", "/home/dev/app")
+    s.turn("p1", "go", NOW - 600, 1_000)
+    s.write(reply_line(s.sid, "m0", NOW - 500, s.cwd, model="claude-unknown-1"))
+    s.write(cost_state_line(s.sid, {MODEL: (1_000, 0, 0.004), "claude-unknown-1": (0, 0, 0.0)}))
+    store = sync.open_store()
+    report = sync.sync_all(store, now=NOW)
+    assert not report.errors
+    ledger = store.snapshot()
+    assert "claude-unknown-1" not in ledger["rates"]
+    assert _hours(ledger, HOUR_COST) == pytest.approx(0.004)
