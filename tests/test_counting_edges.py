@@ -93,3 +93,17 @@ def test_claude_codes_total_for_an_unpriced_model_that_used_nothing_sets_no_rate
     ledger = store.snapshot()
     assert "claude-unknown-1" not in ledger["rates"]
     assert _hours(ledger, HOUR_COST) == pytest.approx(0.004)
+
+
+def test_a_rate_is_implied_from_claude_codes_cost_of_a_single_token(private_home: Path) -> None:
+    """A model we have no price for, one input token, and Claude Code's total for it ($0.00001):
+    that is its rate, so a later request of it (after the total) is priced at it."""
+    s = Session(private_home, "s-one-token", "/home/dev/app")
+    s.turn("p1", "go", NOW - 600)
+    s.write(reply_line(s.sid, "m1", NOW - 599, s.cwd, input_tokens=1, model="claude-unknown-1"))
+    s.write(cost_state_line(s.sid, {"claude-unknown-1": (1, 0, 0.00001)}))
+    s.write(reply_line(s.sid, "m2", NOW - 300, s.cwd, input_tokens=1_000,
+                       model="claude-unknown-1"))
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    assert _hours(store.snapshot(), HOUR_COST) == pytest.approx(0.00001 * 1_001)
