@@ -1,9 +1,9 @@
-"""Mutation testing of the modules that decide money and blocking, sampled to fit ~30 minutes.
+"""Mutation testing of the modules that decide money and blocking, sampled.
 
 Usage (from the repository root, with the `mutation` extra installed):
 
-    .venv/bin/python bench/mutation.py [--modules budgets enforce ingest] [--sample 150]
-        [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
+    .venv/bin/python bench/mutation.py [--modules budgets enforce engine ingest pricing]
+        [--sample 80] [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
 
 Mutants are made by cosmic-ray's operators. Those in annotations, `if TYPE_CHECKING:` blocks and
 docstrings are left out (with `from __future__ import annotations` nothing evaluates them).
@@ -12,10 +12,11 @@ repository: first against the tests that execute the mutated lines (found once, 
 suite under coverage with one context per test, fastest tests first, stopping at the first
 failure), then, if it survived, against the hook tests (which run the hook in a subprocess,
 where coverage does not see them). A mutant is killed when a test fails or errors, or when the
-run passes the timeout. `bench/mutation-equivalent.txt` lists mutants judged equivalent (by id,
-with the reason); they are left out of the score. Results go to `--out` as JSON lines (one per
-mutant, a finished id is not run again unless `--fresh`), and a summary with every survivor is
-printed as Markdown.
+run passes its time (three times what its tests took unmutated, plus 20 s, at most the
+timeout). `bench/mutation-equivalent.txt` lists mutants judged equivalent (by id, with the
+reason and the change judged); they are left out of the score while their id makes that
+change. Results go to `--out` as JSON lines (one per mutant, a finished id is not run again
+unless `--fresh`), and a summary with every survivor is printed as Markdown.
 """
 
 from __future__ import annotations
