@@ -62,3 +62,18 @@ def test_a_forks_hidden_usage_settled_late_is_in_the_bucket_of_its_own_time(
     (tmp_path / "parent.jsonl").rename(project / f"{A}.jsonl")
     sync.sync_all(store, now=NOW)
     _assert_in_their_time(store.snapshot(), _line_times(project))
+
+
+def test_a_team_member_sends_a_held_turns_usage_again_with_its_command(
+    private_home: Path,
+) -> None:
+    """/helper's subagent is read before the prompt that launched it: its usage waits for the
+    team under a held turn, then goes again under /helper once the prompt is read. Every
+    request and correction in the outbox names the command it served."""
+    install_fixture("fork-slash-agent", private_home / ".claude")
+    store = sync.open_store()
+    with store.transaction() as ledger:
+        ledger["team"] = "core"
+    sync.sync_all(store, now=NOW)
+    outbox = store.snapshot()["outbox"]
+    assert outbox and {row[-2] for row in outbox.values()} == {"/helper"}
