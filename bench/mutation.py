@@ -269,8 +269,8 @@ def run_one(
                    key=lambda t: (durations.get(t, 0.0), t))
     if not tests:
         # A line run only at import (a constant, a pattern, a default) has no test's context:
-        # the tests of the functions that use what it defines stand in, else the test files
-        # that execute most of the module's lines.
+        # the tests of the functions that use what it defines (or whose default it is) stand
+        # in, else the test files that execute most of the module's lines.
         users = _users_of(path.read_text(), lo, hi)
         tests = sorted({t for n in users for t in by_line.get(n, [])},
                        key=lambda t: (durations.get(t, 0.0), t)) or _main_test_files(by_line)
@@ -305,8 +305,13 @@ def _limit(tests: list[str], durations: dict[str, float], timeout: float) -> flo
 
 
 def _users_of(source: str, lo: int, hi: int) -> set[int]:
-    """The lines of the functions that read a name the module-level lines lo..hi assign."""
+    """The lines of the functions that read a name the module-level lines lo..hi assign, or of
+    the function whose signature (a default, evaluated once at import) lines lo..hi are in."""
     tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.body
+                and node.lineno <= lo and hi < node.body[0].lineno):
+            return set(range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1))
     names = {
         t.id
         for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)
