@@ -298,7 +298,8 @@ def run_one(
 
 def _limit(tests: list[str], durations: dict[str, float], timeout: float) -> float:
     """Seconds a run of `tests` gets: three times what they took unmutated, plus pytest's
-    start-up, at most `timeout`. A mutant that loops forever costs this, not the whole timeout."""
+    start-up, at most `timeout`. A mutant that loops forever costs this, not the whole timeout;
+    a mutant whose 127 covering tests take 40 s unmutated is not killed by a fixed 90 s."""
     expected = sum(d for node, d in durations.items()
                    if any(node == t or node.startswith(t + "::") for t in tests))
     return min(timeout, 20.0 + 3.0 * expected)
@@ -377,7 +378,7 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=80, help="mutants per module (0: all)")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=90.0,
+    p.add_argument("--timeout", type=float, default=600.0,
                    help="at most this many seconds per test run (less for quick tests)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mutation.jsonl")
     p.add_argument("--only", nargs="+", help="run just these mutant ids (again, if done)")
