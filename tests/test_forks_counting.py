@@ -6,14 +6,14 @@ Each test names the behaviour it protects; bench/mutation.py found each one ungu
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import FORK_CASES, install_fixture
 from tests.test_forks_open import A, only_compacted
-from tokenbudget import sync
+from tokenbudget import query, sync
 from tokenbudget.ledger import BUCKET, Ledger
 from tokenbudget.schema import HOUR_TOKENS, M_USAGE, S_MODELS
 
@@ -77,3 +77,24 @@ def test_a_team_member_sends_a_held_turns_usage_again_with_its_command(
     sync.sync_all(store, now=NOW)
     outbox = store.snapshot()["outbox"]
     assert outbox and {row[-2] for row in outbox.values()} == {"/helper"}
+
+
+def test_a_subagent_launched_from_a_note_counts_for_the_command_the_note_continues(
+    private_home: Path,
+) -> None:
+    """A /helper turn's notification launches a subagent, whose transcript is read first: its
+    turn is held, then joins /helper's once the note is read. Every request and correction
+    of the session then counts for /helper, none for a plain prompt."""
+    projects = install_fixture("agent", private_home / ".claude")
+    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
+    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
+    main = next(projects.glob(f"*/{sid}.jsonl"))
+    main.write_text(main.read_text().replace("please AGENT", "/helper AGENT"))
+    (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
+    agent.write_text(agent.read_text().replace(launching, note))  # launched by the note's turn
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)  # the subagent is read first
+    ledger = store.snapshot()
+    assert ledger["sessions"][sid]["a"] == {note: launching}
+    groups = query.group("command", query.cells(ledger, {}), UTC)
+    assert [g.key for g in groups] == ["/helper"]
