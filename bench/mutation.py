@@ -1,9 +1,9 @@
-"""Mutation testing of the modules that decide money and blocking, sampled to fit ~30 minutes.
+"""Mutation testing of the modules that decide money and blocking, sampled.
 
 Usage (from the repository root, with the `mutation` extra installed):
 
-    .venv/bin/python bench/mutation.py [--modules budgets enforce ingest] [--sample 150]
-        [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
+    .venv/bin/python bench/mutation.py [--modules budgets enforce engine ingest pricing]
+        [--sample 80] [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
 
 Mutants are made by cosmic-ray's operators. Those in annotations, `if TYPE_CHECKING:` blocks and
 docstrings are left out (with `from __future__ import annotations` nothing evaluates them).
@@ -12,10 +12,11 @@ repository: first against the tests that execute the mutated lines (found once, 
 suite under coverage with one context per test, fastest tests first, stopping at the first
 failure), then, if it survived, against the hook tests (which run the hook in a subprocess,
 where coverage does not see them). A mutant is killed when a test fails or errors, or when the
-run passes the timeout. `bench/mutation-equivalent.txt` lists mutants judged equivalent (by id,
-with the reason); they are left out of the score. Results go to `--out` as JSON lines (one per
-mutant, a finished id is not run again unless `--fresh`), and a summary with every survivor is
-printed as Markdown.
+run passes its time (three times what its tests took unmutated, plus 20 s, at most the
+timeout). `bench/mutation-equivalent.txt` lists mutants judged equivalent (by id, with the
+reason and the change judged); they are left out of the score while their id makes that
+change. Results go to `--out` as JSON lines (one per mutant, a finished id is not run again
+unless `--fresh`), and a summary with every survivor is printed as Markdown.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODULES = ("budgets", "enforce", "ingest")
+DEFAULT_MODULES = ("budgets", "enforce", "engine", "ingest", "pricing")
+# Module-level data whose mutants are left out: the dated table of Anthropic's rates. Each rate is
+# checked against the published prices (pricing.py says where); a test pinning every rate would
+# only copy the table. The arithmetic that turns rates into dollars (`_standard`'s multipliers,
+# the long-context tier, `request_cost`) stays in.
+DATA = {"pricing": ("PRICES_AS_OF", "_OPUS_4", "_OPUS_4_5", "_SONNET", "_SONNET_LONG",
+                    "_FABLE_5", "_FABLE_5_1", "_TABLE")}
 # Tests that check the code's form, not its behaviour: any mutant fails them (ruff, mypy), or
 # they run the real Claude Code.
 EXCLUDED_TESTS = ("tests/test_lint.py", "tests/e2e")
@@ -144,15 +151,24 @@ def _node_id(work: Path, context: str) -> str:
 # ---------------------------------------------------------------- the mutants
 
 
-def _skipped_ranges(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """Annotations, TYPE_CHECKING blocks and docstrings: (start, end) as (line, column)."""
+def _skipped_ranges(
+    source: str, data: tuple[str, ...] = ()
+) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Annotations, TYPE_CHECKING blocks, docstrings and the module-level assignments of the
+    names in `data`: (start, end) as (line, column)."""
     spans = []
 
     def span(node: ast.AST) -> None:
         end = (node.end_lineno or node.lineno, node.end_col_offset or 0)
         spans.append(((node.lineno, node.col_offset), end))
 
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if any(isinstance(t, ast.Name) and t.id in data for t in targets):
+            span(node)
+    for node in ast.walk(tree):
         if isinstance(node, ast.arg) and node.annotation is not None:
             span(node.annotation)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
@@ -175,7 +191,7 @@ def mutants(module: str) -> list[dict[str, object]]:
     from cosmic_ray.ast import ast_nodes, get_ast_from_path
 
     path = REPO / "tokenbudget" / f"{module}.py"
-    skipped = _skipped_ranges(path.read_text())
+    skipped = _skipped_ranges(path.read_text(), DATA.get(module, ()))
     tree = get_ast_from_path(path)
     found = []
     for name in cosmic_ray.plugins.operator_names():
@@ -195,11 +211,44 @@ def mutants(module: str) -> list[dict[str, object]]:
     return found
 
 
-def _equivalent() -> set[str]:
+def _equivalent() -> dict[str, str]:
+    """{id: the change it was judged for} from mutation-equivalent.txt: an entry is the id and
+    the reason on one line, then `  at: <the change>` (the diff without line numbers) on the
+    next. Ids are positions in the module, so a change of code can give an id to another
+    mutant: an entry counts only while its mutant makes the same change."""
     if not EQUIVALENT.exists():
-        return set()
-    return {line.split()[0] for line in EQUIVALENT.read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
+        return {}
+    found: dict[str, str] = {}
+    last = None
+    for line in EQUIVALENT.read_text().splitlines():
+        if line.startswith("  at: ") and last is not None:
+            found[last] = line.removeprefix("  at: ")
+        elif line.strip() and not line.startswith(("#", " ")):
+            last = line.split()[0]
+            found[last] = ""
+    return found
+
+
+def _change(diff: str) -> str:
+    """A mutant's diff without its line numbers, which move with any edit above it."""
+    return " | ".join(ln.split(": ", 1)[1] if ln.split(": ", 1)[0].isdigit() else ln
+                     for ln in diff.splitlines())
+
+
+def equivalent_ids(results: list[dict[str, object]], listed: dict[str, str]) -> set[str]:
+    """The ids of `results` judged equivalent for the change they make now; a stale entry (its
+    id now names another change) is reported and its mutant scored like any other."""
+    ids = set()
+    for r in results:
+        rid = str(r["id"])
+        if rid not in listed or "diff" not in r:
+            continue
+        if listed[rid] == _change(str(r["diff"])):
+            ids.add(rid)
+        else:
+            print(f"stale equivalent entry, scored: {rid} now makes {_change(str(r['diff']))!r}",
+                  file=sys.stderr)
+    return ids
 
 
 # ---------------------------------------------------------------- running one
@@ -220,8 +269,8 @@ def run_one(
                    key=lambda t: (durations.get(t, 0.0), t))
     if not tests:
         # A line run only at import (a constant, a pattern, a default) has no test's context:
-        # the tests of the functions that use what it defines stand in, else the test files
-        # that execute most of the module's lines.
+        # the tests of the functions that use what it defines (or whose default it is) stand
+        # in, else the test files that execute most of the module's lines.
         users = _users_of(path.read_text(), lo, hi)
         tests = sorted({t for n in users for t in by_line.get(n, [])},
                        key=lambda t: (durations.get(t, 0.0), t)) or _main_test_files(by_line)
@@ -233,20 +282,37 @@ def run_one(
         result["diff"] = _diff(before, after)
         stage = "covering"
         outcome, took, failure = (
-            _pytest(python, work, tests, timeout) if tests else ("empty", 0.0, "")
+            _pytest(python, work, tests, _limit(tests, durations, timeout))
+            if tests else ("empty", 0.0, "")
         )
         if outcome in ("passed", "empty"):
             stage = "hook"
-            outcome, more, failure = _pytest(python, work, list(HOOK_TESTS), timeout)
+            hook = [t for t in durations if t.startswith(HOOK_TESTS)]
+            outcome, more, failure = _pytest(
+                python, work, list(HOOK_TESTS), _limit(hook, durations, timeout))
             took += more
     result.update(outcome="survived" if outcome in ("passed", "empty") else "killed",
                   by=outcome, stage=stage, failure=failure[:200], seconds=round(took, 1))
     return result
 
 
+def _limit(tests: list[str], durations: dict[str, float], timeout: float) -> float:
+    """Seconds a run of `tests` gets: three times what they took unmutated, plus pytest's
+    start-up, at most `timeout`. A mutant that loops forever costs this, not the whole timeout;
+    a mutant whose 127 covering tests take 40 s unmutated is not killed by a fixed 90 s."""
+    expected = sum(d for node, d in durations.items()
+                   if any(node == t or node.startswith(t + "::") for t in tests))
+    return min(timeout, 20.0 + 3.0 * expected)
+
+
 def _users_of(source: str, lo: int, hi: int) -> set[int]:
-    """The lines of the functions that read a name the module-level lines lo..hi assign."""
+    """The lines of the functions that read a name the module-level lines lo..hi assign, or of
+    the function whose signature (a default, evaluated once at import) lines lo..hi are in."""
     tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.body
+                and node.lineno <= lo and hi < node.body[0].lineno):
+            return set(range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1))
     names = {
         t.id
         for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)
@@ -283,7 +349,8 @@ def _diff(before: str, after: str) -> str:
 # ---------------------------------------------------------------- the run
 
 
-def summary(results: list[dict[str, object]], equivalent: set[str]) -> str:
+def summary(results: list[dict[str, object]], listed: dict[str, str]) -> str:
+    equivalent = equivalent_ids(results, listed)
     out = ["| Module | Mutants | Sampled | Killed | Survived | Equivalent | Score |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     survivors = []
@@ -308,10 +375,11 @@ def summary(results: list[dict[str, object]], equivalent: set[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--modules", nargs="+", default=list(DEFAULT_MODULES))
-    p.add_argument("--sample", type=int, default=150, help="mutants per module (0: all)")
+    p.add_argument("--sample", type=int, default=80, help="mutants per module (0: all)")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=90.0, help="seconds per test run")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="at most this many seconds per test run (less for quick tests)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mutation.jsonl")
     p.add_argument("--only", nargs="+", help="run just these mutant ids (again, if done)")
     p.add_argument("--fresh", action="store_true", help="forget earlier results in --out")
@@ -332,9 +400,10 @@ def main() -> None:
         chosen += sorted(sample, key=lambda m: int(m["occurrence"]))  # type: ignore[call-overload]
     if args.only:
         wanted = set(args.only)
+        pools = {module: mutants(module) for module in args.modules}
         chosen = [m for m in chosen if m["id"] in wanted] + [
-            m for module in args.modules for m in mutants(module)
-            if m["id"] in wanted and m["id"] not in {c["id"] for c in chosen}
+            {**m, "pool": len(pools[module])} for module in args.modules
+            for m in pools[module] if m["id"] in wanted and m["id"] not in {c["id"] for c in chosen}
         ]
     if args.list:
         print("\n".join(str(m["id"]) for m in chosen))

@@ -462,3 +462,21 @@ def test_a_rewritten_response_counts_toward_its_running_command(private_home: Pa
     answer = s.tool("run-1", NOW)
     reason = refused(answer)
     assert reason is not None and "Used 25k of 20k tokens." in reason
+
+
+def test_an_allow_lets_through_its_own_turn_and_no_later_one(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tokenbudget allow` lets one refused prompt through, and that turn's tool calls go on;
+    a tool call of any other turn of the session is stopped, whatever its prompt id (one that
+    sorts after the allowed one's too)."""
+    s = Session(private_home, "s-allow", APP)
+    s.turn("p1", "work", NOW - 600, 8_000)
+    set_budgets(private_home, {"kind": "daily", "limit": "5k"})
+    assert refused(s.prompt("go on", NOW - 120, pid="p-0")) is not None
+    monkeypatch.setenv("TOKENBUDGET_NOW", repr(NOW - 90))
+    assert CliRunner().invoke(main, ["allow"]).exit_code == 0
+    assert refused(s.prompt("go on", NOW - 60, pid="p-a")) is None
+    assert refused(s.tool("p-a", NOW - 30)) is None
+    reason = refused(s.tool("p-b", NOW))
+    assert reason is not None and reason.startswith("tokenbudget: the daily budget is used up.")

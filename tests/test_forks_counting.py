@@ -1,0 +1,100 @@
+"""Forks counted where and when their usage happened (kills mutants of ingest.py's fork rule).
+
+Each test names the behaviour it protects; bench/mutation.py found each one unguarded.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FORK_CASES, install_fixture
+from tests.test_forks_open import A, only_compacted
+from tokenbudget import query, sync
+from tokenbudget.ledger import BUCKET, Ledger
+from tokenbudget.schema import HOUR_TOKENS, M_USAGE, S_MODELS
+
+NOW = 1795887600.0
+
+
+def _line_times(projects: Path) -> list[float]:
+    times = []
+    for path in projects.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            stamp = json.loads(line).get("timestamp") if line.strip() else None
+            if isinstance(stamp, str):
+                times.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    return times
+
+
+def _assert_in_their_time(ledger: Ledger, times: list[float]) -> None:
+    first, last = int(min(times) // BUCKET), int(max(times) // BUCKET)
+    assert all(first <= int(h) <= last for h in ledger["hours"]), sorted(ledger["hours"])
+    in_hours = sum(c[HOUR_TOKENS] for cells in ledger["hours"].values() for c in cells.values())
+    in_sessions = sum(sum(sum(m[M_USAGE]) for m in s[S_MODELS].values())
+                      for s in ledger["sessions"].values())
+    assert in_hours == in_sessions > 0
+
+
+@pytest.mark.parametrize("case", FORK_CASES)
+def test_a_forks_usage_is_in_the_buckets_of_its_own_time(case: str, private_home: Path) -> None:
+    """Every token a fork is charged lies in a 15-minute bucket between the first and the last
+    line of the transcripts: a daily or 5-hour budget counts it on the day it was used."""
+    times = _line_times(install_fixture(case, private_home / ".claude"))
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    _assert_in_their_time(store.snapshot(), times)
+
+
+def test_a_forks_hidden_usage_settled_late_is_in_the_bucket_of_its_own_time(
+    private_home: Path, tmp_path: Path
+) -> None:
+    """A fork whose only work was /compact is charged its compaction once its parent's
+    transcript turns up: in the bucket of the fork's activity, not at some other time."""
+    project = private_home / ".claude" / "projects" / "-home-dev-project"
+    only_compacted(project)
+    (project / f"{A}.jsonl").rename(tmp_path / "parent.jsonl")
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    (tmp_path / "parent.jsonl").rename(project / f"{A}.jsonl")
+    sync.sync_all(store, now=NOW)
+    _assert_in_their_time(store.snapshot(), _line_times(project))
+
+
+def test_a_team_member_sends_a_held_turns_usage_again_with_its_command(
+    private_home: Path,
+) -> None:
+    """/helper's subagent is read before the prompt that launched it: its usage waits for the
+    team under a held turn, then goes again under /helper once the prompt is read. Every
+    request and correction in the outbox names the command it served."""
+    install_fixture("fork-slash-agent", private_home / ".claude")
+    store = sync.open_store()
+    with store.transaction() as ledger:
+        ledger["team"] = "core"
+    sync.sync_all(store, now=NOW)
+    outbox = store.snapshot()["outbox"]
+    assert outbox and {row[-2] for row in outbox.values()} == {"/helper"}
+
+
+def test_a_subagent_launched_from_a_note_counts_for_the_command_the_note_continues(
+    private_home: Path,
+) -> None:
+    """A /helper turn's notification launches a subagent, whose transcript is read first: its
+    turn is held, then joins /helper's once the note is read. Every request and correction
+    of the session then counts for /helper, none for a plain prompt."""
+    projects = install_fixture("agent", private_home / ".claude")
+    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
+    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
+    main = next(projects.glob(f"*/{sid}.jsonl"))
+    main.write_text(main.read_text().replace("please AGENT", "/helper AGENT"))
+    (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
+    agent.write_text(agent.read_text().replace(launching, note))  # launched by the note's turn
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)  # the subagent is read first
+    ledger = store.snapshot()
+    assert ledger["sessions"][sid]["a"] == {note: launching}
+    groups = query.group("command", query.cells(ledger, {}), UTC)
+    assert [g.key for g in groups] == ["/helper"]
