@@ -83,3 +83,53 @@ def test_no_module_reads_the_system_clock_but_the_clock() -> None:
 def test_the_check_sees_each_way_to_read_the_clock(code: str) -> None:
     assert _clock_reads(code) == [1]
     assert _clock_reads("time.localtime(t); time.strftime('%H', t); x.now()") == []
+
+
+# Calls that read the machine's time zone: the user's zone is config.tz() (config.local_zone
+# asks the system when the config names none). A line may say `# the machine's zone`.
+ZONE_READS = {("time", "localtime"), ("time", "mktime")}
+
+
+def _zone_reads(source: str) -> list[int]:
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        f = node.func
+        name = (f.value.id if isinstance(f.value, ast.Name) else "", f.attr)
+        reads = (
+            name in ZONE_READS
+            or (f.attr == "astimezone" and not node.args and not node.keywords)
+            or (f.attr == "fromtimestamp" and len(node.args) < 2 and not node.keywords)
+        )
+        if reads and not lines[node.lineno - 1].endswith("# the machine's zone"):
+            found.append(node.lineno)
+    return found
+
+
+def test_no_module_reads_the_machines_zone_but_the_config() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "config.py"
+        for line in _zone_reads(path.read_text())
+    ]
+    assert found == []
+
+
+def test_no_module_of_a_subpackage_reads_the_system_clock_either() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE)}:{line}"
+        for path in sorted(PACKAGE.rglob("*/*.py"))
+        for line in _clock_reads(path.read_text())
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    "code", ["time.localtime(t)", "datetime.fromtimestamp(t)", "d.astimezone()", "time.mktime(s)"]
+)
+def test_the_check_sees_each_way_to_read_the_zone(code: str) -> None:
+    assert _zone_reads(code) == [1]
+    assert _zone_reads("datetime.fromtimestamp(t, tz); d.astimezone(tz); time.gmtime(t)") == []

@@ -6,9 +6,11 @@ import copy
 import csv
 import io
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.helpers import install_fixture
 from tests.test_cli import run
@@ -82,3 +84,26 @@ def test_sessions_are_sorted_by_last_activity_not_by_id_or_start(
         ("41481808", "17:39"),
         ("1c990dcd", "17:50"),
     ]
+
+
+def test_a_block_is_named_in_the_reports_zone_whatever_the_machines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+    from zoneinfo import ZoneInfo
+
+    from tokenbudget.ledger import BUCKET
+    from tokenbudget.query import Cell, group
+    from tokenbudget.usage import Usage
+
+    at = datetime(2027, 3, 1, 17, 14, tzinfo=UTC).timestamp()
+    cell = Cell("s", "/p", int(at // BUCKET), "claude-opus-5-5", Usage(10, 1, 0, 0, 0), 0.1,
+                "prompt")
+    monkeypatch.setenv("TZ", "America/New_York")  # the machine's zone, not the report's
+    time.tzset()
+    try:
+        [block] = group("block", [(cell, "table")], ZoneInfo("Asia/Kolkata"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert block.key == "2027-03-01T22:30:00+05:30"  # 17:00 UTC, the hour it started in

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,13 +131,7 @@ def check_plugin_run(report: Report, root: str, run: dict[str, Any]) -> None:
     """A plugin our hooks ran from: when, and whether its interpreter and command work."""
     from datetime import datetime
 
-    from tokenbudget import config
-
-    try:
-        tz = config.load_config().tz()
-    except TokenbudgetError:
-        tz = config.local_zone()  # check_config says what is wrong with the config
-    when = datetime.fromtimestamp(float(run["at"]), tz).strftime("%Y-%m-%d %H:%M")
+    when = datetime.fromtimestamp(float(run["at"]), _zone()).strftime("%Y-%m-%d %H:%M")
     report.add(True, "hooks ran as a plugin", f"{root}: last session start {when}")
     python = run.get("python")
     if isinstance(python, str):
@@ -432,6 +425,17 @@ def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path
     report.add(True, "a prompt here now would meet", detail)
 
 
+def _zone() -> Any:
+    """The zone times are shown in: the config's (as every command shows them), or the
+    system's while the config is broken (check_config says what is wrong with it)."""
+    from tokenbudget import config
+
+    try:
+        return config.load_config().tz()
+    except TokenbudgetError:
+        return config.local_zone()
+
+
 def check_resident(report: Report) -> None:
     """The resident answerer, when installed: running or not, pid, since when, events answered,
     the last error."""
@@ -450,7 +454,10 @@ def check_resident(report: Report) -> None:
     state = info if found == "ours" else resident.read_state()
     last = state.get("last_error") or "none"
     if found == "ours":
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(state["started"])))
+        from datetime import datetime
+
+        since = datetime.fromtimestamp(float(state["started"]), _zone()).strftime(
+            "%Y-%m-%d %H:%M:%S")
         detail = (f"pid {state['pid']} on {where} since {since}, answered "
                   f"{state['answered']} event(s); last error: {last}")
         report.add(True, "resident answerer running", detail)

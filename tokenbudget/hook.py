@@ -94,7 +94,9 @@ def log(message: str) -> None:
             pass
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(clock.now()))
+            # The log is read on this machine: its clock time, with the offset said.
+            local = time.localtime(clock.now())  # the machine's zone
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", local)
             f.write(f"{stamp} {message}\n")
     except Exception:
         pass

@@ -211,7 +211,7 @@ def group(
     """Cells grouped and sorted for a report (`block` groups into 5-hour blocks)."""
     kept = [(c, s) for c, s in all_cells if filt is None or filt.keep(c, tz)]
     if by == "block":
-        return _blocks(kept)
+        return _blocks(kept, tz)
     groups: dict[str, Group] = {}
     for c, s in kept:
         k = group_key(by, c, tz, week_start)
@@ -231,10 +231,11 @@ def group(
     return out
 
 
-def _blocks(kept: list[tuple[Cell, str]]) -> list[Group]:
+def _blocks(kept: list[tuple[Cell, str]], tz: tzinfo) -> list[Group]:
     """ccusage's 5-hour blocks: a block starts at the UTC hour of the first activity after the
     last block ended. Buckets are exact here: they never straddle an hour, and a gap of more
-    than 5 hours since the last activity always also lies past the block's end."""
+    than 5 hours since the last activity always also lies past the block's end. Each block is
+    named by its start in the report's zone `tz`."""
     by_bucket: dict[int, list[tuple[Cell, str]]] = {}
     for c, s in kept:
         by_bucket.setdefault(c.hour, []).append((c, s))
@@ -246,7 +247,7 @@ def _blocks(kept: list[tuple[Cell, str]]) -> list[Group]:
         if current is None or t >= end:
             start = t - t % 3600
             end = start + BLOCK_HOURS * 3600
-            current = Group(datetime.fromtimestamp(start).astimezone().isoformat())
+            current = Group(datetime.fromtimestamp(start, tz).isoformat())
             current.extra["startTime"] = start
             current.extra["endTime"] = end
             out.append(current)
