@@ -712,6 +712,26 @@ def test_a_batch_whose_response_is_not_written_yet_waits_for_it(private_home: Pa
     assert time.monotonic() - start < hook.TOOL_LINE_WAIT + 1.0
 
 
+
+def _written_meanwhile(path: str, name: str, tokens: int, waits: list[str]) -> Any:
+    """A stand-in for the hook's wait during which Claude Code writes the response that asked
+    for the tool `toolu_<name>` (using `tokens` input tokens); each wait is noted in `waits`."""
+
+    def wait(ev: Any) -> bool:
+        waits.append(ev.name)
+        late = next(json.loads(line) for line in Path(path).read_text().splitlines()
+                    if '"type":"assistant"' in line)
+        late["message"].update(id=f"msg_{name}",
+                               usage={"input_tokens": tokens, "output_tokens": 0},
+                               content=[{"type": "tool_use", "id": f"toolu_{name}",
+                                         "name": "Bash", "input": {"command": "true"}}])
+        late.update(requestId=f"req_{name}", uuid=f"uuid-{name}")
+        with open(path, "a") as f:
+            f.write(json.dumps(late, separators=(",", ":")) + "\n")
+        return True
+
+    return wait
+
 def test_a_batch_far_from_every_limit_does_not_wait_for_its_response(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -725,22 +745,9 @@ def test_a_batch_far_from_every_limit_does_not_wait_for_its_response(
     far = total + hook.MAX_RESPONSE_TOKENS + 1
     set_budgets(private_home, {"kind": "session", "limit": str(far)})
     hook.handle("SessionStart", json.dumps(base).encode())
-    path = base["transcript_path"]
     waits: list[str] = []
-
-    def written_meanwhile(ev: hook.Event) -> bool:
-        waits.append(ev.name)  # Claude Code writes the response while the hook waits
-        late = next(json.loads(line) for line in Path(path).read_text().splitlines()
-                    if '"type":"assistant"' in line)
-        late["message"].update(id="msg_late2", usage={"input_tokens": 6000, "output_tokens": 0},
-                               content=[{"type": "tool_use", "id": "toolu_late2",
-                                         "name": "Bash", "input": {"command": "true"}}])
-        late.update(requestId="req_late2", uuid="uuid-late2")
-        with open(path, "a") as f:
-            f.write(json.dumps(late, separators=(",", ":")) + "\n")
-        return True
-
-    monkeypatch.setattr(hook, "_await_tools", written_meanwhile)
+    monkeypatch.setattr(hook, "_await_tools",
+                        _written_meanwhile(base["transcript_path"], "late2", 6000, waits))
     payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late2"}]}
     assert hook.handle("PostToolBatch", json.dumps(payload).encode()) == {}
     assert waits == []
@@ -809,20 +816,8 @@ def test_what_the_first_reading_says_near_a_limit_is_said_after_the_wait(
                                "warn_at": 0.8})
     with open_store().transaction() as ledger:
         ledger["notices"].append("tokenbudget: a note waiting for the next hook")
-    path = base["transcript_path"]
-
-    def written_meanwhile(ev: hook.Event) -> bool:
-        late = next(json.loads(line) for line in Path(path).read_text().splitlines()
-                    if '"type":"assistant"' in line)
-        late["message"].update(id="msg_late3", usage={"input_tokens": 10, "output_tokens": 0},
-                               content=[{"type": "tool_use", "id": "toolu_late3",
-                                         "name": "Bash", "input": {"command": "true"}}])
-        late.update(requestId="req_late3", uuid="uuid-late3")
-        with open(path, "a") as f:
-            f.write(json.dumps(late, separators=(",", ":")) + "\n")
-        return True
-
-    monkeypatch.setattr(hook, "_await_tools", written_meanwhile)
+    monkeypatch.setattr(hook, "_await_tools",
+                        _written_meanwhile(base["transcript_path"], "late3", 10, []))
     payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late3"}]}
     out = hook.handle("PostToolBatch", json.dumps(payload).encode())
     assert out.get("continue") is not False, out

@@ -58,6 +58,17 @@ def pg_dsn(pg_cluster: Cluster) -> Iterator[str]:
         pg_cluster.start()
 
 
+@pytest.fixture
+def team_dsn(pg_dsn: str) -> str:
+    """A fresh database with the team schema and the team "core"."""
+    from tokenbudget.team import db, schema
+
+    with db.session(pg_dsn) as conn:
+        schema.migrate(conn)
+        db.create_team(conn, "core")
+    return pg_dsn
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if SKIPPED:
         terminalreporter.write_line(f"team tests skipped: {SKIPPED[0]}")

@@ -10,26 +10,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.helpers import install_fixture
 from tests.pgcluster import Cluster
 from tests.team.test_team_hook import hook_env
 from tests.team.test_team_sync import joined, ledger_of, local_totals, server_totals, usage_rows
 from tests.test_cli import BIN, run
 from tests.test_hook import run_hook
-from tokenbudget.team import cache, db, schema
+from tokenbudget.team import cache, db
 
 EVENT = {"session_id": "5e55a7e2-0000-4000-8000-000000000001", "cwd": "/home/dev/project",
          "prompt": "go on", "prompt_id": "p-1"}
-
-
-@pytest.fixture
-def team_dsn(pg_dsn: str) -> str:
-    with db.session(pg_dsn) as conn:
-        schema.migrate(conn)
-        db.create_team(conn, "core")
-    return pg_dsn
 
 
 def cache_of(home: Path) -> dict[str, Any]:

@@ -15,15 +15,6 @@ from tests.pgcluster import Cluster
 from tests.team.test_team_sync import joined, ledger_of, server_totals
 from tests.test_cli import run
 from tests.test_hook import run_hook
-from tokenbudget.team import db, schema
-
-
-@pytest.fixture
-def team_dsn(pg_dsn: str) -> str:
-    with db.session(pg_dsn) as conn:
-        schema.migrate(conn)
-        db.create_team(conn, "core")
-    return pg_dsn
 
 
 def prompt_of(home: Path, case: str) -> dict[str, Any]:

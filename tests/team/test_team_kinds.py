@@ -11,15 +11,6 @@ from tests.team.test_team_hook import hook_env, prompt_of
 from tests.team.test_team_sync import joined
 from tests.test_cli import run
 from tests.test_hook import run_hook
-from tokenbudget.team import db, schema
-
-
-@pytest.fixture
-def team_dsn(pg_dsn: str) -> str:
-    with db.session(pg_dsn) as conn:
-        schema.migrate(conn)
-        db.create_team(conn, "core")
-    return pg_dsn
 
 
 def test_member_local_kinds_are_set_listed_and_removed(

@@ -11,15 +11,7 @@ import pytest
 from tests.helpers import install_fixture
 from tests.team.test_team_sync import joined, ledger_of, local_totals, server_totals, usage_rows
 from tests.test_cli import run
-from tokenbudget.team import db, schema
-
-
-@pytest.fixture
-def team_dsn(pg_dsn: str) -> str:
-    with db.session(pg_dsn) as conn:
-        schema.migrate(conn)
-        db.create_team(conn, "core")
-    return pg_dsn
+from tokenbudget.team import db
 
 
 @pytest.mark.parametrize("how", ["corrupt", "rebuild"])

@@ -5,22 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import install_fixture
 from tests.team.test_team_fresh import age_cache
 from tests.team.test_team_sync import joined
 from tests.test_cli import run
 from tokenbudget import statusline
-from tokenbudget.team import db, schema
-
-
-@pytest.fixture
-def team_dsn(pg_dsn: str) -> str:
-    with db.session(pg_dsn) as conn:
-        schema.migrate(conn)
-        db.create_team(conn, "core")
-    return pg_dsn
 
 
 def team_with_budgets(ann: Path, bob: Path, dsn: str) -> None:

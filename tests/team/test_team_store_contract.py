@@ -26,16 +26,8 @@ from tests.test_store_contract import (  # noqa: F401  (the same tests, on this 
     write_sessions,
 )
 from tokenbudget.errors import TeamError
-from tokenbudget.team import db, schema
+from tokenbudget.team import db
 from tokenbudget.team.pgstore import PostgresStore
-
-
-@pytest.fixture
-def team_dsn(pg_dsn: str) -> str:
-    with db.session(pg_dsn) as conn:
-        schema.migrate(conn)
-        db.create_team(conn, "core")
-    return pg_dsn
 
 
 @pytest.fixture(params=["postgres"])

@@ -8,21 +8,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.helpers import install_fixture, stored_ledger
 from tests.pgcluster import Cluster
 from tests.test_cli import run
 from tokenbudget.store import open_store
-from tokenbudget.team import db, schema
-
-
-@pytest.fixture
-def team_dsn(pg_dsn: str) -> str:
-    with db.session(pg_dsn) as conn:
-        schema.migrate(conn)
-        db.create_team(conn, "core")
-    return pg_dsn
+from tokenbudget.team import db
 
 
 def ledger_of(home: Path) -> dict[str, Any]:
