@@ -103,12 +103,16 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
     seen: list[dict[str, Any]] = []
 
     class Squatter(BaseHTTPRequestHandler):
+        """It has had an http hook, so it holds the bearer key, and answers with an HMAC under
+        it: the key it could get proves nothing."""
+
         def log_message(self, *a: Any) -> None:
             pass
 
         def do_POST(self) -> None:
             seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            body = json.dumps({"proof": "0" * 64}).encode()
+            proof = resident._mac(setup.key, "answerer", seen[-1]["nonce"])
+            body = json.dumps({"proof": proof}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -120,7 +124,7 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
         found, why = resident.probe(setup)
         assert (found, why) == ("stranger", {"why": "it cannot prove that it is tokenbudget's"
                                                     " answerer"})
-        assert setup.key not in json.dumps(seen)  # the probe never gave the key away
+        assert setup.proof not in json.dumps(seen)  # the probe never gave the secret away
         event = json.dumps({"session_id": "s-1", "prompt": "hi"}).encode()
         sys.stdin = _Stdin(event)
         try:
@@ -129,7 +133,11 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
             sys.stdin = sys.__stdin__
         answer = json.loads(capsys.readouterr().out)
         assert answer["decision"] == "block"
-        assert f"another process holds 127.0.0.1:{setup.port}" in answer["reason"]
+        assert answer["reason"] == (
+            f"tokenbudget: another process holds 127.0.0.1:{setup.port}, where the answerer"
+            " should be (it cannot prove that it is tokenbudget's answerer): tool events would"
+            " go to it. Run `tokenbudget install --resident` again for a new port and key;"
+            " until then prompts are refused")
     finally:
         server.shutdown()
         server.server_close()
@@ -208,7 +216,7 @@ def test_a_port_that_cannot_be_bound_leaves_the_answerer_down_and_says_so_at_onc
 
 def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
-    made = resident.Setup(40123, "ab" * 32)
+    made = resident.Setup(40123, "ab" * 32, "cd" * 32)
     claude_settings.install(path, sys.executable, None, made)
     hooks = json.loads(path.read_text())["hooks"]
     assert hooks["PostToolBatch"] == [{"hooks": [{
@@ -291,7 +299,7 @@ def test_the_answerer_decides_with_the_project_the_command_hook_named(
     event = json.loads(_stop_event(private_home))
     assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
     sid = event["session_id"]
-    mac = resident._mac(setup.key, "health", "n1", sid, str(project))
+    mac = resident._mac(setup.proof, "health", "n1", sid, str(project))
     check = {"nonce": "n1", "session": sid, "project": str(project), "mac": mac}
     assert me.check(json.dumps(check).encode()) is not None
     answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())

@@ -6,13 +6,16 @@ store and ledger lock), so a session on command hooks and one on the answerer sh
 ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
 is not running and check, before every prompt, that whatever holds the port is ours.
 
-Trust, both ways, rests on a key in a 0600 file of the user's (`resident/key.json`, written
-into the user's own settings file as the http hooks' bearer header): the answerer refuses a
-request without it (another local user cannot feed it events), and the hooks never send it
-to check the answerer: they send a nonce and expect an HMAC of it under the key (a process of
-another user that took the port first cannot prove it is ours, and prompts are refused until
-the port is ours again). The answerer exits after an hour without events, or within a second
-of its key file changing or going (uninstall, a new install).
+Trust, both ways, rests on two secrets in a 0600 file of the user's (`resident/key.json`).
+The bearer key is written into the user's own settings file as the http hooks' bearer header:
+the answerer refuses a request without it (another local user cannot feed it events). It is
+sent over http with every event, so whatever holds the port receives it: it proves nothing
+about the answerer. The proof secret never leaves the file: the command hooks check the
+answerer by sending a nonce and expecting an HMAC of it under that secret (a process of another
+user that took the port first cannot prove it is ours, even holding the bearer key, and prompts
+are refused until the port is ours again), and sign what they tell it (a session's project and
+Claude config folders) with it. The answerer exits after an hour without events, or within a
+second of its key file changing or going (uninstall, a new key).
 """
 
 from __future__ import annotations
@@ -42,17 +45,18 @@ PROBE_TIMEOUT = 3.0  # seconds a hook waits for the answerer's proof (it takes ~
 MAX_BODY = 8 * 1024 * 1024
 _START_ENV = "TOKENBUDGET_RESIDENT_START"
 DISABLE_HEADER = "X-Tokenbudget-Disable"  # the session's TOKENBUDGET_DISABLE
-_VERSION = 1
+_VERSION = 2  # 1 had no proof secret: read as not installed
 
 
 class Setup:
-    """What install --resident chose: the port and the key (hex)."""
+    """What install --resident chose: the port, the bearer key and the proof secret (hex)."""
 
-    __slots__ = ("key", "port")
+    __slots__ = ("key", "port", "proof")
 
-    def __init__(self, port: int, key: str) -> None:
+    def __init__(self, port: int, key: str, proof: str) -> None:
         self.port = port
-        self.key = key
+        self.key = key  # sent with every http hook: whoever holds the port gets it
+        self.proof = proof  # never sent: the answerer's proof, the hooks' signature
 
 
 def folder() -> str:
@@ -76,12 +80,22 @@ def load() -> Setup | None:
     try:
         with open(key_file(), encoding="utf-8") as f:
             data = json.load(f)
-        port, key = data["port"], data["key"]
+        port, key, proof = data["port"], data["key"], data["proof"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(port, int) or not 0 < port < 65536 or not isinstance(key, str):
+    if not isinstance(port, int) or not 0 < port < 65536:
         return None
-    return Setup(port, key) if len(key) >= 32 else None
+    if not all(isinstance(v, str) and len(v) >= 32 and _is_hex(v) for v in (key, proof)):
+        return None
+    return Setup(port, key, proof)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _write_private(path: str, data: dict[str, Any]) -> None:
@@ -90,17 +104,18 @@ def _write_private(path: str, data: dict[str, Any]) -> None:
 
 
 def create(port: int | None = None) -> Setup:
-    """A new key, on `port` or on a free port of 127.0.0.1 (the kernel picks one); not saved."""
+    """New secrets, on `port` or on a free port of 127.0.0.1 (the kernel picks one); not saved."""
     if port is None:
         with socket.socket() as s:
             s.bind((HOST, 0))
             port = int(s.getsockname()[1])
-    return Setup(port, os.urandom(32).hex())
+    return Setup(port, os.urandom(32).hex(), os.urandom(32).hex())
 
 
 def save(setup: Setup) -> None:
     """Keep the setup (0600): the hooks and the answerer read it from there."""
-    _write_private(key_file(), {"version": _VERSION, "port": setup.port, "key": setup.key})
+    _write_private(key_file(), {"version": _VERSION, "port": setup.port, "key": setup.key,
+                                "proof": setup.proof})
 
 
 def remove() -> bool:
@@ -121,10 +136,11 @@ def _mac(key: str, *parts: str) -> str:
 
 def probe(setup: Setup, session: str = "", project: str = "") -> tuple[str, dict[str, Any]]:
     """("ours", its health) / ("down", {}) / ("stranger", {"why": ...}) for whatever holds the
-    port. The key itself is never sent: a stranger could keep it."""
+    port. The proof secret is never sent: a stranger could keep it (the bearer key, which
+    every http hook sends, proves nothing)."""
     nonce = os.urandom(16).hex()
     body = json.dumps({"nonce": nonce, "session": session, "project": project,
-                       "mac": _mac(setup.key, "health", nonce, session, project)}).encode()
+                       "mac": _mac(setup.proof, "health", nonce, session, project)}).encode()
     request = (f"POST {URL_PATH}health HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json"
                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     try:
@@ -148,7 +164,7 @@ def probe(setup: Setup, session: str = "", project: str = "") -> tuple[str, dict
     try:
         health = json.loads(payload)
         ok = head.split(b" ", 2)[1] == b"200" and hmac.compare_digest(
-            str(health.get("proof", "")), _mac(setup.key, "answerer", nonce))
+            str(health.get("proof", "")), _mac(setup.proof, "answerer", nonce))
     except (ValueError, IndexError, AttributeError):
         ok = False
     if not ok:
@@ -293,7 +309,7 @@ class Answerer:
             nonce, session, project = data["nonce"], data["session"], data["project"]
             ok = all(isinstance(v, str) for v in (nonce, session, project)) and \
                 hmac.compare_digest(str(data["mac"]),
-                                    _mac(self.setup.key, "health", nonce, session, project))
+                                    _mac(self.setup.proof, "health", nonce, session, project))
         except (ValueError, KeyError, TypeError):
             return None
         if not ok:
@@ -302,7 +318,7 @@ class Answerer:
             if len(self.projects) > 10000:
                 self.projects.clear()
             self.projects[session] = project
-        return self.health() | {"proof": _mac(self.setup.key, "answerer", nonce)}
+        return self.health() | {"proof": _mac(self.setup.proof, "answerer", nonce)}
 
     def authorized(self, header: str | None) -> bool:
         expected = f"Bearer {self.setup.key}"
