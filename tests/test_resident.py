@@ -299,8 +299,8 @@ def test_the_answerer_decides_with_the_project_the_command_hook_named(
     event = json.loads(_stop_event(private_home))
     assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
     sid = event["session_id"]
-    mac = resident._mac(setup.proof, "health", "n1", sid, str(project))
-    check = {"nonce": "n1", "session": sid, "project": str(project), "mac": mac}
+    mac = resident._mac(setup.proof, "health", "n1", sid, str(project), "[]")
+    check = {"nonce": "n1", "session": sid, "project": str(project), "dirs": [], "mac": mac}
     assert me.check(json.dumps(check).encode()) is not None
     answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())
     assert "session budget" in answer["systemMessage"]
@@ -374,3 +374,44 @@ def test_install_resident_again_moves_off_a_port_a_stranger_holds(tmp_path: Path
     assert third is not None and third.port != second.port
     assert resident.url(third.port, "Stop") in path.read_text()
     resident.remove()
+
+
+def test_the_answerer_reads_transcripts_in_the_claude_folders_the_command_hook_named(
+    setup: resident.Setup, private_home: Path, tmp_path: Path, recorded_day: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A session run with CLAUDE_CONFIG_DIR keeps its transcripts there; the answerer's own
+    # environment has no CLAUDE_ variable: the folders come from the session's signed check.
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "total",
+                                                                "limit": "1k"}]}))
+    config_dir = tmp_path / "claude 'config'"
+    transcript = next(install_fixture("loop", config_dir).glob("*/*.jsonl"))
+    event = {"session_id": transcript.stem, "transcript_path": str(transcript),
+             "cwd": "/home/dev/project", "hook_event_name": "Stop"}
+    me = resident.Answerer(setup)
+    # Unknown to the answerer: outside the folders it knows, the transcript is not read.
+    assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
+    sid = transcript.stem
+
+    def check(dirs: list[str], signed: list[str]) -> dict[str, Any] | None:
+        mac = resident._mac(setup.proof, "health", "n", sid, "", json.dumps(signed))
+        return me.check(json.dumps({"nonce": "n", "session": sid, "project": "",
+                                    "dirs": dirs, "mac": mac}).encode())
+
+    assert check([str(config_dir)], []) is None  # folders the hook did not sign
+    assert me.answer("Stop", json.dumps(event | {"n": 2}).encode()) == {}
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config_dir))
+    assert check(resident.session_dirs(), resident.session_dirs()) is not None
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR")
+    answer = me.answer("Stop", json.dumps(event | {"n": 3}).encode())
+    assert "the all-time budget is used up" in answer["systemMessage"]
+    # Exactly the transcript the session's own command hook accepts.
+    raw = json.dumps(event).encode()
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config_dir))
+    theirs = hook.parse_event("Stop", raw).transcript
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR")
+    assert theirs == os.path.realpath(transcript)
+    assert hook.parse_event("Stop", raw, me.sessions[sid][1]).transcript == theirs
+    assert hook.parse_event("Stop", raw).transcript is None  # the answerer's own folders

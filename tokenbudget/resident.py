@@ -34,6 +34,7 @@ from tokenbudget.fileio import replace_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 HOST = "127.0.0.1"  # never beyond this machine
@@ -43,6 +44,7 @@ IDLE_SECONDS = 3600.0  # the answerer exits after this long without an event
 START_WAIT = 5.0  # seconds a hook waits for an answerer it started to answer
 PROBE_TIMEOUT = 3.0  # seconds a hook waits for the answerer's proof (it takes ~1 ms)
 MAX_BODY = 8 * 1024 * 1024
+MAX_DIRS = 16  # Claude config folders a session may name (CLAUDE_CONFIG_DIR as a list)
 _START_ENV = "TOKENBUDGET_RESIDENT_START"
 DISABLE_HEADER = "X-Tokenbudget-Disable"  # the session's TOKENBUDGET_DISABLE
 _VERSION = 2  # 1 had no proof secret: read as not installed
@@ -134,13 +136,18 @@ def _mac(key: str, *parts: str) -> str:
 # --- the hooks' side: is the answerer there, and ours? --------------------------------------
 
 
-def probe(setup: Setup, session: str = "", project: str = "") -> tuple[str, dict[str, Any]]:
+def probe(
+    setup: Setup, session: str = "", project: str = "", dirs: Sequence[str] = ()
+) -> tuple[str, dict[str, Any]]:
     """("ours", its health) / ("down", {}) / ("stranger", {"why": ...}) for whatever holds the
-    port. The proof secret is never sent: a stranger could keep it (the bearer key, which
-    every http hook sends, proves nothing)."""
+    port; the answerer notes `session`'s project and Claude config folders (`dirs`). The proof
+    secret is never sent: a stranger could keep it (the bearer key, which every http hook
+    sends, proves nothing)."""
     nonce = os.urandom(16).hex()
-    body = json.dumps({"nonce": nonce, "session": session, "project": project,
-                       "mac": _mac(setup.proof, "health", nonce, session, project)}).encode()
+    listed = json.dumps(list(dirs))
+    body = json.dumps({"nonce": nonce, "session": session, "project": project, "dirs": list(dirs),
+                       "mac": _mac(setup.proof, "health", nonce, session, project, listed)}
+                      ).encode()
     request = (f"POST {URL_PATH}health HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json"
                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     try:
@@ -197,7 +204,12 @@ def start(token: str = "") -> None:
         raise OSError(str(e)) from e
 
 
-def ensure(session: str = "", project: str = "") -> tuple[str, str]:
+def session_dirs() -> list[str]:
+    """This session's Claude config folders, absolute (the answerer runs in another folder)."""
+    return [os.path.abspath(d) for d in paths.claude_config_folders()][:MAX_DIRS]
+
+
+def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tuple[str, str]:
     """For the command hooks: the answerer answering as ours, started if need be.
 
     ("ours", "") when it answers (now or after a start); ("down", why) when it could not be
@@ -206,7 +218,7 @@ def ensure(session: str = "", project: str = "") -> tuple[str, str]:
     setup = load()
     if setup is None:
         return "off", ""
-    found, info = probe(setup, session, project)
+    found, info = probe(setup, session, project, dirs)
     if found != "down":
         return found, info.get("why", "")
     token = os.urandom(8).hex()
@@ -217,7 +229,7 @@ def ensure(session: str = "", project: str = "") -> tuple[str, str]:
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
         time.sleep(0.02)
-        found, info = probe(setup, session, project)
+        found, info = probe(setup, session, project, dirs)
         if found != "down":
             return found, info.get("why", "")
         state = read_state()
@@ -261,7 +273,9 @@ class Answerer:
         self.answered = 0
         self.last_error: str | None = None
         self.last_event = time.monotonic()
-        self.projects: dict[str, str] = {}  # session -> CLAUDE_PROJECT_DIR, as its hooks saw it
+        # session -> (CLAUDE_PROJECT_DIR, its Claude config folders), as its command hooks saw
+        # them: the answerer's own environment is no session's.
+        self.sessions: dict[str, tuple[str | None, list[str] | None]] = {}
 
     def health(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
@@ -283,9 +297,10 @@ class Answerer:
                 sid = data.get("session_id") if isinstance(data, dict) else None
             except (ValueError, RecursionError):
                 sid = None
-            project = self.projects.get(sid) if isinstance(sid, str) else None
+            project, dirs = self.sessions.get(sid, (None, None)) if isinstance(
+                sid, str) else (None, None)
             try:
-                result = hook.handle(event, raw, project=project)
+                result = hook.handle(event, raw, project=project, claude_dirs=dirs)
             except Exception as e:
                 fail_closed = False
                 try:
@@ -303,21 +318,26 @@ class Answerer:
             return result
 
     def check(self, body: bytes) -> dict[str, Any] | None:
-        """A hook's health check: its MAC checked, the session's project noted; None if bad."""
+        """A hook's health check: its MAC checked, the session's project and Claude config
+        folders noted (from this signed check only, never from an event); None if bad."""
         try:
             data = json.loads(body)
             nonce, session, project = data["nonce"], data["session"], data["project"]
+            dirs = data.get("dirs", [])
             ok = all(isinstance(v, str) for v in (nonce, session, project)) and \
-                hmac.compare_digest(str(data["mac"]),
-                                    _mac(self.setup.proof, "health", nonce, session, project))
+                isinstance(dirs, list) and hmac.compare_digest(
+                    str(data["mac"]), _mac(self.setup.proof, "health", nonce, session, project,
+                                           json.dumps(dirs)))
         except (ValueError, KeyError, TypeError):
             return None
         if not ok:
             return None
-        if session and project and paths.is_session_id(session):
-            if len(self.projects) > 10000:
-                self.projects.clear()
-            self.projects[session] = project
+        if session and paths.is_session_id(session):
+            if len(self.sessions) > 10000:
+                self.sessions.clear()
+            folders = [d for d in dirs if isinstance(d, str) and os.path.isabs(d)
+                       and "\x00" not in d and len(d) <= 4096][:MAX_DIRS]
+            self.sessions[session] = (project or None, folders or None)
         return self.health() | {"proof": _mac(self.setup.proof, "answerer", nonce)}
 
     def authorized(self, header: str | None) -> bool:
