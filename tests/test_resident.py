@@ -356,24 +356,108 @@ def test_a_prompt_while_the_answerer_cannot_start_is_told_or_with_fail_closed_re
     resident.remove()
 
 
-def test_install_resident_again_moves_off_a_port_a_stranger_holds(tmp_path: Path) -> None:
-    path = tmp_path / "settings.json"
-    args = ["install", "--resident", "--settings", str(path), "--no-sync"]
-    assert CliRunner().invoke(main, args).exit_code == 0
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(main, [*args, "--no-sync"] if args[0] == "install" else args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _same(a: resident.Setup | None, b: resident.Setup | None) -> bool:
+    return a is not None and b is not None and (a.port, a.key, a.proof) == (b.port, b.key, b.proof)
+
+
+@pytest.fixture
+def project(private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the commands run in: its .claude/settings.local.json is one of the user's."""
+    folder = tmp_path / "app 'dir'"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_a_second_settings_file_gets_the_same_port_and_key_and_keeps_the_answerer_on(
+    project: Path, private_home: Path
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
     first = resident.load()
     assert first is not None
-    assert CliRunner().invoke(main, args).exit_code == 0
-    second = resident.load()
-    assert second is not None and second.port == first.port and second.key != first.key
+    _cli("install", "--resident", "--scope", "local")
+    assert _same(resident.load(), first)
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(first.port, first.key)}
+    # Back to command hooks in the project: the user's file still sends to the answerer.
+    out = _cli("install", "--scope", "local")
+    assert claude_settings.http_targets(local) == set()
+    assert out.startswith(f"The resident answerer stays on: {user} still send(s) it"
+                          " PostToolBatch and Stop.\n")
+    assert _same(resident.load(), first)
+    _cli("install", "--resident", "--scope", "local")
+    out = _cli("uninstall", "--scope", "local")
+    assert out.startswith(f"The resident answerer stays on: {user} still send(s) it")
+    assert _same(resident.load(), first)
+    out = _cli("uninstall")
+    assert out.startswith("The resident answerer is off (it exits within a second).\n")
+    assert resident.load() is None
+
+
+def test_install_resident_again_moves_off_a_port_a_stranger_holds(
+    project: Path, private_home: Path
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
+    first = resident.load()
+    assert first is not None
+    _cli("install", "--resident")
+    assert _same(resident.load(), first)
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", second.port))
+        squatter.bind(("127.0.0.1", first.port))
         squatter.listen()
         threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
-        assert CliRunner().invoke(main, args).exit_code == 0
-    third = resident.load()
-    assert third is not None and third.port != second.port
-    assert resident.url(third.port, "Stop") in path.read_text()
+        out = _cli("install", "--resident", "--scope", "local")
+    second = resident.load()
+    assert second is not None and second.port != first.port
+    assert second.key != first.key and second.proof != first.proof
+    # The user's file, which held the old port and key, was moved along.
+    assert f"Pointed the http hooks in {user} at the answerer's new port and key." in out
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(second.port, second.key)}
     resident.remove()
+
+
+def test_doctor_names_a_settings_file_whose_http_hooks_miss_the_answerer(
+    project: Path, private_home: Path
+) -> None:
+    from tokenbudget import doctor
+
+    user = private_home / ".claude" / "settings.json"
+    _cli("install", "--resident")
+    made = resident.load()
+    assert made is not None
+
+    def findings() -> list[tuple[bool, str, str, str]]:
+        report = doctor.Report()
+        doctor.check_resident_hooks(report, project)
+        return [(f.ok, f.title, f.detail, f.fix) for f in report.findings]
+
+    assert findings() == []
+    fix = ("run `tokenbudget install --resident --scope user` (or `tokenbudget install --scope"
+           " user` for command hooks)")
+    title = "http hooks in user settings do not reach the resident answerer"
+    said = f"{user}: PostToolBatch and Stop go to 127.0.0.1:{made.port}"
+    resident.save(resident.Setup(made.port, "ef" * 32, made.proof))
+    assert findings() == [(False, title, f"{said} with a key that is not the answerer's; those"
+                                         " events are not checked", fix)]
+    resident.save(resident.Setup(made.port + 1, made.key, made.proof))
+    assert findings() == [(False, title, f"{said}, but the answerer is on 127.0.0.1:"
+                                         f"{made.port + 1}; those events are not checked", fix)]
+    resident.remove()
+    assert findings() == [(False, title, f"{said}, but the resident answerer is not installed;"
+                                         " those events are not checked", fix)]
+    assert doctor.render(doctor.run(project)).endswith(
+        "Something needs attention (see the lines marked !!).\n")
 
 
 def test_the_answerer_reads_transcripts_in_the_claude_folders_the_command_hook_named(
