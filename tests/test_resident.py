@@ -499,3 +499,21 @@ def test_the_answerer_reads_transcripts_in_the_claude_folders_the_command_hook_n
     assert theirs == os.path.realpath(transcript)
     assert hook.parse_event("Stop", raw, me.sessions[sid][1]).transcript == theirs
     assert hook.parse_event("Stop", raw).transcript is None  # the answerer's own folders
+
+
+def test_install_sh_purge_deletes_the_answerer_s_files_and_a_running_one_leaves_none(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    assert resident.ensure() == ("ours", "")
+    pid = resident.read_state()["pid"]
+    folder = Path(resident.folder())
+    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json"}
+    done = subprocess.run(["sh", str(REPO / "install.sh"), "--uninstall", "--purge"],
+                          env=dict(os.environ, HOME=str(private_home)), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert not folder.exists()

@@ -282,6 +282,8 @@ class Answerer:
                 "last_error": self.last_error, "port": self.setup.port}
 
     def save(self, **extra: Any) -> None:
+        if not os.path.isdir(folder()):
+            return  # deleted (uninstall --purge): not brought back by an answerer on its way out
         with contextlib.suppress(OSError):
             _write_private(state_file(), self.health() | extra)
 
