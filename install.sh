@@ -66,6 +66,9 @@ if [ "$action" = uninstall ]; then
                         ledger.json.before-rebuild-* .ledger.json.*.tmp history.jsonl \
                         ledger.journal.jsonl ledger.journal.jsonl.corrupt-* \
                         ledger.journal.jsonl.orphan-* ledger.hot.json ledger.hot \
+                        ledger.json.schema1-* ledger.journal.jsonl.schema1-* \
+                        stops.jsonl stops.jsonl.1 statusline-previous.json plugin-runs.json \
+                        team-cache.json team-state.json .team-*.tmp \
                         config.json tokenbudget.log tokenbudget.log.1 plugin
             )
             rmdir "$dir" 2>/dev/null || true

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FORK_CASES, install_fixture
-from tests.test_forks_open import A, only_compacted
+from tests.test_ingest import A, only_compacted
 from tokenbudget import query, sync
 from tokenbudget.ledger import BUCKET, Ledger
 from tokenbudget.schema import HOUR_TOKENS, M_USAGE, S_MODELS

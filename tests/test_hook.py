@@ -790,3 +790,42 @@ def test_the_dearest_rate_is_the_price_tables() -> None:
         for f in pricing._FIELDS
     ]
     assert max(rates) == hook.MAX_RATE
+
+
+def test_what_the_first_reading_says_near_a_limit_is_said_after_the_wait(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Near a limit the hook decides, waits for the tools' response and decides again: the
+    warning the first reading recorded as given, and a note it took from the ledger, reach the
+    user with the second answer."""
+    from tokenbudget import hook
+    from tokenbudget.store import open_store
+
+    base = session(private_home)
+    total = truth_usage("loop").total
+    hook.handle("SessionStart", json.dumps(base).encode())
+    # Past the warning threshold, and within one response of the limit.
+    set_budgets(private_home, {"kind": "session", "limit": str(int(total / 0.85)),
+                               "warn_at": 0.8})
+    with open_store().transaction() as ledger:
+        ledger["notices"].append("tokenbudget: a note waiting for the next hook")
+    path = base["transcript_path"]
+
+    def written_meanwhile(ev: hook.Event) -> bool:
+        late = next(json.loads(line) for line in Path(path).read_text().splitlines()
+                    if '"type":"assistant"' in line)
+        late["message"].update(id="msg_late3", usage={"input_tokens": 10, "output_tokens": 0},
+                               content=[{"type": "tool_use", "id": "toolu_late3",
+                                         "name": "Bash", "input": {"command": "true"}}])
+        late.update(requestId="req_late3", uuid="uuid-late3")
+        with open(path, "a") as f:
+            f.write(json.dumps(late, separators=(",", ":")) + "\n")
+        return True
+
+    monkeypatch.setattr(hook, "_await_tools", written_meanwhile)
+    payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late3"}]}
+    out = hook.handle("PostToolBatch", json.dumps(payload).encode())
+    assert out.get("continue") is not False, out
+    said = out.get("systemMessage", "")
+    assert "a note waiting for the next hook" in said
+    assert "session budget" in said and "%" in said, said

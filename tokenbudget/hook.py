@@ -377,7 +377,13 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
     near: list[bool] | None = None if _tools_on_disk(ev) else []
     answer = _handle_once(ev, cfg, budget_list, now, near)
     if near and _await_tools(ev):
+        # What the first reading said (warnings it recorded as given, notes it took from the
+        # ledger) is said with the second's answer: nobody else will say it.
+        first = answer.get("systemMessage")
         answer = _handle_once(ev, cfg, budget_list, now, None, again=True)
+        if first:
+            second = answer.pop("systemMessage", None)
+            answer = _with_message(_with_message(answer, first), second)
     return answer
 
 

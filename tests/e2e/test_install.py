@@ -76,6 +76,12 @@ def test_install_sh_then_claude_counts_exactly_and_uninstall_restores(
     assert not (private_home / ".local" / "bin" / "tokenbudget").exists()
     # --purge deletes tokenbudget's own files only: TOKENBUDGET_HOME may hold others.
     (private_home / "tb state" / "notes.txt").write_text("mine")
+    # What other commands leave there (status --check's stops, a replaced status line, the
+    # plugin's runs, team mode, a schema-1 ledger kept aside by its upgrade) goes too.
+    for name in ("stops.jsonl", "stops.jsonl.1", "statusline-previous.json", "plugin-runs.json",
+                 "team-cache.json", "team-state.json", "ledger.json.schema1-20270101-000000",
+                 "ledger.journal.jsonl.schema1-20270101-000000"):
+        (private_home / "tb state" / name).write_text("{}")
     proc = install_sh(private_home, "--uninstall", "--purge")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (private_home / "tb state").iterdir()) == ["notes.txt"]
