@@ -425,7 +425,9 @@ def serve(idle: float = IDLE_SECONDS) -> None:
         why = f"cannot listen on {HOST}:{setup.port} ({e.strerror})"
         hook.log(f"resident answerer: {why}")
         token = os.environ.get(_START_ENV)
-        if token:
+        # Another answerer of ours that won the bind (two sessions starting at once) is no
+        # failure: writing one would also race with that answerer's own state (its pid).
+        if token and probe(setup)[0] != "ours":
             # Said to the hook that started it, at once, rather than after its whole wait.
             with contextlib.suppress(OSError):
                 _write_private(state_file(), read_state() | {"failed_start": token,
