@@ -55,6 +55,8 @@ if [ "$action" = uninstall ]; then
     fi
     rm -rf "$venv"
     if [ "$purge" = 1 ]; then
+        # The resident answerer's key and state; a running answerer exits once its key goes.
+        rm -rf "$data/resident"
         # Only tokenbudget's own files: $TOKENBUDGET_HOME may be a folder that holds others.
         for dir in "$data" "$config_dir"; do
             [ -d "$dir" ] || continue

@@ -103,12 +103,16 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
     seen: list[dict[str, Any]] = []
 
     class Squatter(BaseHTTPRequestHandler):
+        """It has had an http hook, so it holds the bearer key, and answers with an HMAC under
+        it: the key it could get proves nothing."""
+
         def log_message(self, *a: Any) -> None:
             pass
 
         def do_POST(self) -> None:
             seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            body = json.dumps({"proof": "0" * 64}).encode()
+            proof = resident._mac(setup.key, "answerer", seen[-1]["nonce"])
+            body = json.dumps({"proof": proof}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -120,7 +124,7 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
         found, why = resident.probe(setup)
         assert (found, why) == ("stranger", {"why": "it cannot prove that it is tokenbudget's"
                                                     " answerer"})
-        assert setup.key not in json.dumps(seen)  # the probe never gave the key away
+        assert setup.proof not in json.dumps(seen)  # the probe never gave the secret away
         event = json.dumps({"session_id": "s-1", "prompt": "hi"}).encode()
         sys.stdin = _Stdin(event)
         try:
@@ -129,7 +133,11 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
             sys.stdin = sys.__stdin__
         answer = json.loads(capsys.readouterr().out)
         assert answer["decision"] == "block"
-        assert f"another process holds 127.0.0.1:{setup.port}" in answer["reason"]
+        assert answer["reason"] == (
+            f"tokenbudget: another process holds 127.0.0.1:{setup.port}, where the answerer"
+            " should be (it cannot prove that it is tokenbudget's answerer): tool events would"
+            " go to it. Run `tokenbudget install --resident` again for a new port and key;"
+            " until then prompts are refused")
     finally:
         server.shutdown()
         server.server_close()
@@ -208,7 +216,7 @@ def test_a_port_that_cannot_be_bound_leaves_the_answerer_down_and_says_so_at_onc
 
 def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
-    made = resident.Setup(40123, "ab" * 32)
+    made = resident.Setup(40123, "ab" * 32, "cd" * 32)
     claude_settings.install(path, sys.executable, None, made)
     hooks = json.loads(path.read_text())["hooks"]
     assert hooks["PostToolBatch"] == [{"hooks": [{
@@ -291,8 +299,8 @@ def test_the_answerer_decides_with_the_project_the_command_hook_named(
     event = json.loads(_stop_event(private_home))
     assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
     sid = event["session_id"]
-    mac = resident._mac(setup.key, "health", "n1", sid, str(project))
-    check = {"nonce": "n1", "session": sid, "project": str(project), "mac": mac}
+    mac = resident._mac(setup.proof, "health", "n1", sid, str(project), "[]")
+    check = {"nonce": "n1", "session": sid, "project": str(project), "dirs": [], "mac": mac}
     assert me.check(json.dumps(check).encode()) is not None
     answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())
     assert "session budget" in answer["systemMessage"]
@@ -348,21 +356,164 @@ def test_a_prompt_while_the_answerer_cannot_start_is_told_or_with_fail_closed_re
     resident.remove()
 
 
-def test_install_resident_again_moves_off_a_port_a_stranger_holds(tmp_path: Path) -> None:
-    path = tmp_path / "settings.json"
-    args = ["install", "--resident", "--settings", str(path), "--no-sync"]
-    assert CliRunner().invoke(main, args).exit_code == 0
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(main, [*args, "--no-sync"] if args[0] == "install" else args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _same(a: resident.Setup | None, b: resident.Setup | None) -> bool:
+    return a is not None and b is not None and (a.port, a.key, a.proof) == (b.port, b.key, b.proof)
+
+
+@pytest.fixture
+def project(private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the commands run in: its .claude/settings.local.json is one of the user's."""
+    folder = tmp_path / "app 'dir'"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_a_second_settings_file_gets_the_same_port_and_key_and_keeps_the_answerer_on(
+    project: Path, private_home: Path
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
     first = resident.load()
     assert first is not None
-    assert CliRunner().invoke(main, args).exit_code == 0
-    second = resident.load()
-    assert second is not None and second.port == first.port and second.key != first.key
+    _cli("install", "--resident", "--scope", "local")
+    assert _same(resident.load(), first)
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(first.port, first.key)}
+    # Back to command hooks in the project: the user's file still sends to the answerer.
+    out = _cli("install", "--scope", "local")
+    assert claude_settings.http_targets(local) == set()
+    assert out.startswith(f"The resident answerer stays on: {user} still send(s) it"
+                          " PostToolBatch and Stop.\n")
+    assert _same(resident.load(), first)
+    _cli("install", "--resident", "--scope", "local")
+    out = _cli("uninstall", "--scope", "local")
+    assert out.startswith(f"The resident answerer stays on: {user} still send(s) it")
+    assert _same(resident.load(), first)
+    out = _cli("uninstall")
+    assert out.startswith("The resident answerer is off (it exits within a second).\n")
+    assert resident.load() is None
+
+
+def test_install_resident_again_moves_off_a_port_a_stranger_holds(
+    project: Path, private_home: Path
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
+    first = resident.load()
+    assert first is not None
+    _cli("install", "--resident")
+    assert _same(resident.load(), first)
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", second.port))
+        squatter.bind(("127.0.0.1", first.port))
         squatter.listen()
         threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
-        assert CliRunner().invoke(main, args).exit_code == 0
-    third = resident.load()
-    assert third is not None and third.port != second.port
-    assert resident.url(third.port, "Stop") in path.read_text()
+        out = _cli("install", "--resident", "--scope", "local")
+    second = resident.load()
+    assert second is not None and second.port != first.port
+    assert second.key != first.key and second.proof != first.proof
+    # The user's file, which held the old port and key, was moved along.
+    assert f"Pointed the http hooks in {user} at the answerer's new port and key." in out
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(second.port, second.key)}
     resident.remove()
+
+
+def test_doctor_names_a_settings_file_whose_http_hooks_miss_the_answerer(
+    project: Path, private_home: Path
+) -> None:
+    from tokenbudget import doctor
+
+    user = private_home / ".claude" / "settings.json"
+    _cli("install", "--resident")
+    made = resident.load()
+    assert made is not None
+
+    def findings() -> list[tuple[bool, str, str, str]]:
+        report = doctor.Report()
+        doctor.check_resident_hooks(report, project)
+        return [(f.ok, f.title, f.detail, f.fix) for f in report.findings]
+
+    assert findings() == []
+    fix = ("run `tokenbudget install --resident --scope user` (or `tokenbudget install --scope"
+           " user` for command hooks)")
+    title = "http hooks in user settings do not reach the resident answerer"
+    said = f"{user}: PostToolBatch and Stop go to 127.0.0.1:{made.port}"
+    resident.save(resident.Setup(made.port, "ef" * 32, made.proof))
+    assert findings() == [(False, title, f"{said} with a key that is not the answerer's; those"
+                                         " events are not checked", fix)]
+    resident.save(resident.Setup(made.port + 1, made.key, made.proof))
+    assert findings() == [(False, title, f"{said}, but the answerer is on 127.0.0.1:"
+                                         f"{made.port + 1}; those events are not checked", fix)]
+    resident.remove()
+    assert findings() == [(False, title, f"{said}, but the resident answerer is not installed;"
+                                         " those events are not checked", fix)]
+    assert doctor.render(doctor.run(project)).endswith(
+        "Something needs attention (see the lines marked !!).\n")
+
+
+def test_the_answerer_reads_transcripts_in_the_claude_folders_the_command_hook_named(
+    setup: resident.Setup, private_home: Path, tmp_path: Path, recorded_day: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A session run with CLAUDE_CONFIG_DIR keeps its transcripts there; the answerer's own
+    # environment has no CLAUDE_ variable: the folders come from the session's signed check.
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "total",
+                                                                "limit": "1k"}]}))
+    config_dir = tmp_path / "claude 'config'"
+    transcript = next(install_fixture("loop", config_dir).glob("*/*.jsonl"))
+    event = {"session_id": transcript.stem, "transcript_path": str(transcript),
+             "cwd": "/home/dev/project", "hook_event_name": "Stop"}
+    me = resident.Answerer(setup)
+    # Unknown to the answerer: outside the folders it knows, the transcript is not read.
+    assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
+    sid = transcript.stem
+
+    def check(dirs: list[str], signed: list[str]) -> dict[str, Any] | None:
+        mac = resident._mac(setup.proof, "health", "n", sid, "", json.dumps(signed))
+        return me.check(json.dumps({"nonce": "n", "session": sid, "project": "",
+                                    "dirs": dirs, "mac": mac}).encode())
+
+    assert check([str(config_dir)], []) is None  # folders the hook did not sign
+    assert me.answer("Stop", json.dumps(event | {"n": 2}).encode()) == {}
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config_dir))
+    assert check(resident.session_dirs(), resident.session_dirs()) is not None
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR")
+    answer = me.answer("Stop", json.dumps(event | {"n": 3}).encode())
+    assert "the all-time budget is used up" in answer["systemMessage"]
+    # Exactly the transcript the session's own command hook accepts.
+    raw = json.dumps(event).encode()
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config_dir))
+    theirs = hook.parse_event("Stop", raw).transcript
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR")
+    assert theirs == os.path.realpath(transcript)
+    assert hook.parse_event("Stop", raw, me.sessions[sid][1]).transcript == theirs
+    assert hook.parse_event("Stop", raw).transcript is None  # the answerer's own folders
+
+
+def test_install_sh_purge_deletes_the_answerer_s_files_and_a_running_one_leaves_none(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    assert resident.ensure() == ("ours", "")
+    pid = resident.read_state()["pid"]
+    folder = Path(resident.folder())
+    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json"}
+    done = subprocess.run(["sh", str(REPO / "install.sh"), "--uninstall", "--purge"],
+                          env=dict(os.environ, HOME=str(private_home)), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert not folder.exists()

@@ -468,6 +468,20 @@ def settings_path(scope: str, project_dir: Path | None = None) -> Path:
     return base / ("settings.json" if scope == "project" else "settings.local.json")
 
 
+def settings_files(project_dir: Path) -> list[tuple[str, Path]]:
+    """Each scope's settings file for `project_dir`, once: in the home folder, the project's
+    is the user's."""
+    seen: set[str] = set()
+    found: list[tuple[str, Path]] = []
+    for scope in SCOPES:
+        path = settings_path(scope, project_dir)
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            found.append((scope, path))
+    return found
+
+
 def backup_path(path: Path) -> Path:
     """Where the previous content of `path` is kept before we change it."""
     return path.with_name(path.name + BACKUP_SUFFIX)
@@ -921,6 +935,36 @@ def remove_statusline(path: Path) -> InstallResult:
         # Restored now, or the statusLine is no longer ours to replace: either way it is done.
         _forget_statusline(path)
     return dataclasses.replace(result, restored=restored[0]) if restored else result
+
+
+def http_targets(path: Path) -> set[tuple[int, str]]:
+    """(port, bearer key) of each of our http hooks in `path` (a missing key reads as "")."""
+    found: set[tuple[int, str]] = set()
+    for _event, _group, hook in _our_hooks(read_settings(path)):
+        if hook.get("type") != "http":
+            continue
+        headers = hook.get("headers")
+        bearer = headers.get("Authorization") if isinstance(headers, dict) else None
+        key = bearer[len("Bearer "):] if isinstance(bearer, str) and bearer.startswith(
+            "Bearer ") else ""
+        port = int(hook["url"].split(":")[2].split("/")[0])  # is_our_http_hook checked its shape
+        found.add((port, key))
+    return found
+
+
+def _merge_retarget(doc: JSONDict, answerer: resident.Setup) -> JSONDict:
+    for event, _group, hook in _our_hooks(doc):
+        if hook.get("type") == "http":
+            fresh = _hook_entry(None, event, None, answerer)
+            hook["url"] = fresh["url"]
+            headers = hook.get("headers")
+            hook["headers"] = (headers if isinstance(headers, dict) else {}) | fresh["headers"]
+    return doc
+
+
+def retarget(path: Path, answerer: resident.Setup) -> InstallResult:
+    """Point our http hooks in `path` at `answerer` (its port and key); nothing else changes."""
+    return _update(path, lambda doc: _merge_retarget(doc, answerer))
 
 
 def find_registrations(path: Path) -> list[Registration]:

@@ -13,12 +13,15 @@ import shlex
 import sys
 from datetime import UTC, date
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from tokenbudget import __version__, clock, console
 from tokenbudget.errors import ConfigError, LockTimeout, SettingsError, TokenbudgetError
+
+if TYPE_CHECKING:
+    from tokenbudget.resident import Setup
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -838,16 +841,19 @@ def install(
     paths = claude_settings.site_paths(hook_python) if hook_python is not None else None
     answerer = None
     if resident:
-        # A new key every install: one that went where it should not is then worth nothing;
-        # the same port, unless another process holds it.
+        # The same port and key as the other settings files that send to the answerer, unless
+        # another process holds the port (it has had the key): then a new port and key.
         old = resident_mod.load()
         keep = old is not None and resident_mod.probe(old)[0] != "stranger"
-        answerer = resident_mod.create(old.port if old is not None and keep else None)
+        answerer = old if old is not None and keep else resident_mod.create()
     result = claude_settings.install(path, hook_python, paths, answerer)
     if answerer is not None:
-        resident_mod.save(answerer)
-    if not resident and resident_mod.remove():
-        click.echo("The resident answerer is off: every event is a command hook again.")
+        if answerer is not old:
+            resident_mod.save(answerer)  # a running answerer sees its key change and exits
+        _retarget_others(path, answerer)
+    else:
+        _resident_off_if_unused(path, "The resident answerer is off: every event is a command"
+                                      " hook again.")
     click.echo(
         f"{'Registered' if result.changed else 'Already registered:'} hooks in {path}"
         + (f" (backup: {result.backup.name})" if result.backup else "")
@@ -881,6 +887,54 @@ def install(
             f"Recorded {report.new_requests} past request(s) from "
             f"{report.files_read} transcript(s)."
         )
+
+
+def _http_hook_files(also: Path) -> list[tuple[Path, set[tuple[int, str]]]]:
+    """The settings files of the user's (user settings, this folder's project and local
+    files, and `also`) that hold our http hooks, with where those send (port, key)."""
+    from tokenbudget import claude_settings
+
+    found: list[tuple[Path, set[tuple[int, str]]]] = []
+    seen: set[str] = set()
+    for path in [also, *(p for _, p in claude_settings.settings_files(_project_root()))]:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            targets = claude_settings.http_targets(path)
+        except SettingsError:
+            continue  # Claude Code cannot read it either; doctor names it
+        if targets:
+            found.append((path, targets))
+    return found
+
+
+def _resident_off_if_unused(path: Path, said: str) -> None:
+    """Turn the answerer off once no settings file of the user's sends it events."""
+    from tokenbudget import resident
+
+    users = [str(p) for p, _ in _http_hook_files(path)]
+    if users:
+        if resident.load() is not None:
+            click.echo(f"The resident answerer stays on: {', '.join(users)} still send(s) it"
+                       " PostToolBatch and Stop.")
+        return
+    if resident.remove():
+        click.echo(said)
+
+
+def _retarget_others(path: Path, answerer: Setup) -> None:
+    """Every other settings file whose http hooks send elsewhere than `answerer` (a new port
+    and key) is pointed at it: events sent elsewhere would go unchecked."""
+    from tokenbudget import claude_settings
+
+    for other, targets in _http_hook_files(path):
+        if os.path.realpath(other) == os.path.realpath(path):
+            continue
+        if targets != {(answerer.port, answerer.key)}:
+            claude_settings.retarget(other, answerer)
+            click.echo(f"Pointed the http hooks in {other} at the answerer's new port and key.")
 
 
 def _check_resident_target(path: Path, shared: bool) -> None:
@@ -917,10 +971,7 @@ def uninstall(scope: str, settings: str | None) -> None:
     # then must leave everything as it was, not the hooks gone and the status line there.
     sl = claude_settings.remove_statusline(path)
     result = claude_settings.uninstall(path)
-    from tokenbudget import resident
-
-    if resident.remove():
-        click.echo("The resident answerer is off (it exits within a second).")
+    _resident_off_if_unused(path, "The resident answerer is off (it exits within a second).")
     changed = result.changed or sl.changed
     click.echo(
         f"Removed tokenbudget from {path}." if changed else f"Nothing of tokenbudget in {path}."

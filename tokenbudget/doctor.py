@@ -89,16 +89,10 @@ def _portable_hook_runs() -> tuple[bool, str]:
 
 def _settings_files(project_dir: Path) -> Iterator[tuple[str, Path]]:
     """Each scope's settings file, once: in the home folder, the project's is the user's."""
-    seen: set[str] = set()
-    for scope in claude_settings.SCOPES:
-        try:
-            path = claude_settings.settings_path(scope, project_dir)
-        except TokenbudgetError:
-            continue
-        real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
-            yield scope, path
+    try:
+        yield from claude_settings.settings_files(project_dir)
+    except TokenbudgetError:
+        return
 
 
 def plugin_registrations(project_dir: Path | None = None) -> list[str]:
@@ -468,10 +462,38 @@ def check_resident(report: Report) -> None:
                    + (f"; its last start failed: {start}" if start else ""))
 
 
+def check_resident_hooks(report: Report, project_dir: Path) -> None:
+    """Each settings file whose http hooks send where the answerer is not (another port or
+    key, or no answerer installed): their events are refused or lost, and go unchecked."""
+    from tokenbudget import resident
+
+    setup = resident.load()
+    for scope, path in _settings_files(project_dir):
+        try:
+            targets = claude_settings.http_targets(path)
+        except TokenbudgetError:
+            continue  # check_hooks says it cannot be read
+        if not targets or (setup is not None and targets == {(setup.port, setup.key)}):
+            continue
+        ports = ", ".join(f"127.0.0.1:{port}" for port in sorted({p for p, _ in targets}))
+        if setup is None:
+            why = ", but the resident answerer is not installed"
+        elif {p for p, _ in targets} != {setup.port}:
+            why = f", but the answerer is on 127.0.0.1:{setup.port}"
+        else:
+            why = " with a key that is not the answerer's"
+        report.add(False, f"http hooks in {scope} settings do not reach the resident answerer",
+                   f"{path}: PostToolBatch and Stop go to {ports}{why}; those events are not"
+                   " checked",
+                   f"run `tokenbudget install --resident --scope {scope}` (or `tokenbudget"
+                   f" install --scope {scope}` for command hooks)")
+
+
 def run(project_dir: Path) -> Report:
     report = Report()
     check_hooks(report, project_dir)
     check_resident(report)
+    check_resident_hooks(report, project_dir)
     check_claude_dirs(report)
     loaded = check_config(report, project_dir)
     check_ledger(report)

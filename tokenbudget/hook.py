@@ -54,8 +54,8 @@ UNHEARD = ("SubagentStop", "SessionEnd")
 class Event:
     """The fields of a hook event we use, each checked."""
 
-    __slots__ = ("agent", "cwd", "name", "prompt", "prompt_id", "raw", "session_id", "source",
-                 "tools", "transcript")
+    __slots__ = ("agent", "claude_dirs", "cwd", "name", "prompt", "prompt_id", "raw",
+                 "session_id", "source", "tools", "transcript")
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class Event:
         source: str | None = None,
         tools: tuple[str, ...] = (),
         agent: str | None = None,
+        claude_dirs: list[str] | None = None,
     ) -> None:
         self.name = name
         self.session_id = session_id
@@ -80,6 +81,7 @@ class Event:
         self.source = source  # SessionStart: startup, resume, clear or compact
         self.tools = tools  # the tool calls it follows (their tool_use ids)
         self.agent = agent  # the subagent whose tools they are
+        self.claude_dirs = claude_dirs  # the session's Claude config folders, if not ours
 
 
 def log(message: str) -> None:
@@ -122,8 +124,11 @@ def _inside(path: str, roots: list[str]) -> bool:
     return any(path.startswith(os.path.join(root, "")) for root in roots)
 
 
-def parse_event(name: str, raw: bytes) -> Event:
-    """The fields we use, each checked; anything odd becomes None, never an exception."""
+def parse_event(name: str, raw: bytes, claude_dirs: list[str] | None = None) -> Event:
+    """The fields we use, each checked; anything odd becomes None, never an exception.
+
+    `claude_dirs`: the session's Claude config folders when they are not this process's own
+    (the resident answerer's, as the session's command hooks told it)."""
     try:
         data = json.loads(raw) if raw.strip() else {}
     except (ValueError, RecursionError):
@@ -138,7 +143,7 @@ def parse_event(name: str, raw: bytes) -> Event:
     if tp and sid:
         # Only read transcripts inside Claude Code's own data dirs, named after the session.
         roots = []
-        for d in paths.claude_config_folders():
+        for d in paths.claude_config_folders() if claude_dirs is None else claude_dirs:
             try:
                 roots.append(os.path.realpath(os.path.join(d, "projects")))
             except (OSError, ValueError):
@@ -169,6 +174,7 @@ def parse_event(name: str, raw: bytes) -> Event:
         source=_str(data, "source", 64),
         tools=tuple(i for i in ids[:64] if isinstance(i, str) and paths.is_session_id(i)),
         agent=agent if agent is not None and paths.is_session_id(agent) else None,
+        claude_dirs=claude_dirs,
     )
 
 
@@ -223,15 +229,19 @@ def fail(
 
 
 def handle(
-    name: str, raw: bytes, now: float | None = None, project: str | None = None
+    name: str,
+    raw: bytes,
+    now: float | None = None,
+    project: str | None = None,
+    claude_dirs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Answer one event (exceptions are the caller's to turn into a fail-open answer).
 
-    `project`: the session's CLAUDE_PROJECT_DIR, for the resident answerer, whose own
-    environment is no session's."""
+    `project` and `claude_dirs`: the session's CLAUDE_PROJECT_DIR and Claude config folders,
+    for the resident answerer, whose own environment is no session's."""
     from tokenbudget import config as config_mod
 
-    ev = parse_event(name, raw)
+    ev = parse_event(name, raw, claude_dirs)
     try:
         cfg = config_mod.load_config()
     except ConfigError as e:
@@ -456,8 +466,11 @@ def _handle_once(
         if not rebuild_owed:
             answer = _decide(ev, cfg, budget_list, ledger, now, near)
     if rebuild_owed:
+        from pathlib import Path
+
         report = sync.sync_all(
             store,
+            config_dirs=None if ev.claude_dirs is None else [Path(d) for d in ev.claude_dirs],
             prices=cfg.prices,
             retention_days=cfg.retention_days,
             # SessionEnd has ~1.5 s in all; the rest of the rebuild waits for the next call.
@@ -715,7 +728,8 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
         from tokenbudget import resident
 
         ev = parse_event(name, raw)
-        found, why = resident.ensure(ev.session_id or "", os.environ.get("CLAUDE_PROJECT_DIR", ""))
+        found, why = resident.ensure(ev.session_id or "", os.environ.get("CLAUDE_PROJECT_DIR", ""),
+                                     resident.session_dirs())
         setup = resident.load()
         if found in ("ours", "off") or setup is None:
             return answer

@@ -6,13 +6,16 @@ store and ledger lock), so a session on command hooks and one on the answerer sh
 ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
 is not running and check, before every prompt, that whatever holds the port is ours.
 
-Trust, both ways, rests on a key in a 0600 file of the user's (`resident/key.json`, written
-into the user's own settings file as the http hooks' bearer header): the answerer refuses a
-request without it (another local user cannot feed it events), and the hooks never send it
-to check the answerer: they send a nonce and expect an HMAC of it under the key (a process of
-another user that took the port first cannot prove it is ours, and prompts are refused until
-the port is ours again). The answerer exits after an hour without events, or within a second
-of its key file changing or going (uninstall, a new install).
+Trust, both ways, rests on two secrets in a 0600 file of the user's (`resident/key.json`).
+The bearer key is written into the user's own settings file as the http hooks' bearer header:
+the answerer refuses a request without it (another local user cannot feed it events). It is
+sent over http with every event, so whatever holds the port receives it: it proves nothing
+about the answerer. The proof secret never leaves the file: the command hooks check the
+answerer by sending a nonce and expecting an HMAC of it under that secret (a process of another
+user that took the port first cannot prove it is ours, even holding the bearer key, and prompts
+are refused until the port is ours again), and sign what they tell it (a session's project and
+Claude config folders) with it. The answerer exits after an hour without events, or within a
+second of its key file changing or going (uninstall, a new key).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tokenbudget.fileio import replace_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 HOST = "127.0.0.1"  # never beyond this machine
@@ -40,19 +44,21 @@ IDLE_SECONDS = 3600.0  # the answerer exits after this long without an event
 START_WAIT = 5.0  # seconds a hook waits for an answerer it started to answer
 PROBE_TIMEOUT = 3.0  # seconds a hook waits for the answerer's proof (it takes ~1 ms)
 MAX_BODY = 8 * 1024 * 1024
+MAX_DIRS = 16  # Claude config folders a session may name (CLAUDE_CONFIG_DIR as a list)
 _START_ENV = "TOKENBUDGET_RESIDENT_START"
 DISABLE_HEADER = "X-Tokenbudget-Disable"  # the session's TOKENBUDGET_DISABLE
-_VERSION = 1
+_VERSION = 2  # 1 had no proof secret: read as not installed
 
 
 class Setup:
-    """What install --resident chose: the port and the key (hex)."""
+    """What install --resident chose: the port, the bearer key and the proof secret (hex)."""
 
-    __slots__ = ("key", "port")
+    __slots__ = ("key", "port", "proof")
 
-    def __init__(self, port: int, key: str) -> None:
+    def __init__(self, port: int, key: str, proof: str) -> None:
         self.port = port
-        self.key = key
+        self.key = key  # sent with every http hook: whoever holds the port gets it
+        self.proof = proof  # never sent: the answerer's proof, the hooks' signature
 
 
 def folder() -> str:
@@ -76,12 +82,22 @@ def load() -> Setup | None:
     try:
         with open(key_file(), encoding="utf-8") as f:
             data = json.load(f)
-        port, key = data["port"], data["key"]
+        port, key, proof = data["port"], data["key"], data["proof"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(port, int) or not 0 < port < 65536 or not isinstance(key, str):
+    if not isinstance(port, int) or not 0 < port < 65536:
         return None
-    return Setup(port, key) if len(key) >= 32 else None
+    if not all(isinstance(v, str) and len(v) >= 32 and _is_hex(v) for v in (key, proof)):
+        return None
+    return Setup(port, key, proof)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _write_private(path: str, data: dict[str, Any]) -> None:
@@ -90,17 +106,18 @@ def _write_private(path: str, data: dict[str, Any]) -> None:
 
 
 def create(port: int | None = None) -> Setup:
-    """A new key, on `port` or on a free port of 127.0.0.1 (the kernel picks one); not saved."""
+    """New secrets, on `port` or on a free port of 127.0.0.1 (the kernel picks one); not saved."""
     if port is None:
         with socket.socket() as s:
             s.bind((HOST, 0))
             port = int(s.getsockname()[1])
-    return Setup(port, os.urandom(32).hex())
+    return Setup(port, os.urandom(32).hex(), os.urandom(32).hex())
 
 
 def save(setup: Setup) -> None:
     """Keep the setup (0600): the hooks and the answerer read it from there."""
-    _write_private(key_file(), {"version": _VERSION, "port": setup.port, "key": setup.key})
+    _write_private(key_file(), {"version": _VERSION, "port": setup.port, "key": setup.key,
+                                "proof": setup.proof})
 
 
 def remove() -> bool:
@@ -119,12 +136,18 @@ def _mac(key: str, *parts: str) -> str:
 # --- the hooks' side: is the answerer there, and ours? --------------------------------------
 
 
-def probe(setup: Setup, session: str = "", project: str = "") -> tuple[str, dict[str, Any]]:
+def probe(
+    setup: Setup, session: str = "", project: str = "", dirs: Sequence[str] = ()
+) -> tuple[str, dict[str, Any]]:
     """("ours", its health) / ("down", {}) / ("stranger", {"why": ...}) for whatever holds the
-    port. The key itself is never sent: a stranger could keep it."""
+    port; the answerer notes `session`'s project and Claude config folders (`dirs`). The proof
+    secret is never sent: a stranger could keep it (the bearer key, which every http hook
+    sends, proves nothing)."""
     nonce = os.urandom(16).hex()
-    body = json.dumps({"nonce": nonce, "session": session, "project": project,
-                       "mac": _mac(setup.key, "health", nonce, session, project)}).encode()
+    listed = json.dumps(list(dirs))
+    body = json.dumps({"nonce": nonce, "session": session, "project": project, "dirs": list(dirs),
+                       "mac": _mac(setup.proof, "health", nonce, session, project, listed)}
+                      ).encode()
     request = (f"POST {URL_PATH}health HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json"
                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     try:
@@ -148,7 +171,7 @@ def probe(setup: Setup, session: str = "", project: str = "") -> tuple[str, dict
     try:
         health = json.loads(payload)
         ok = head.split(b" ", 2)[1] == b"200" and hmac.compare_digest(
-            str(health.get("proof", "")), _mac(setup.key, "answerer", nonce))
+            str(health.get("proof", "")), _mac(setup.proof, "answerer", nonce))
     except (ValueError, IndexError, AttributeError):
         ok = False
     if not ok:
@@ -181,7 +204,12 @@ def start(token: str = "") -> None:
         raise OSError(str(e)) from e
 
 
-def ensure(session: str = "", project: str = "") -> tuple[str, str]:
+def session_dirs() -> list[str]:
+    """This session's Claude config folders, absolute (the answerer runs in another folder)."""
+    return [os.path.abspath(d) for d in paths.claude_config_folders()][:MAX_DIRS]
+
+
+def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tuple[str, str]:
     """For the command hooks: the answerer answering as ours, started if need be.
 
     ("ours", "") when it answers (now or after a start); ("down", why) when it could not be
@@ -190,7 +218,7 @@ def ensure(session: str = "", project: str = "") -> tuple[str, str]:
     setup = load()
     if setup is None:
         return "off", ""
-    found, info = probe(setup, session, project)
+    found, info = probe(setup, session, project, dirs)
     if found != "down":
         return found, info.get("why", "")
     token = os.urandom(8).hex()
@@ -201,7 +229,7 @@ def ensure(session: str = "", project: str = "") -> tuple[str, str]:
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
         time.sleep(0.02)
-        found, info = probe(setup, session, project)
+        found, info = probe(setup, session, project, dirs)
         if found != "down":
             return found, info.get("why", "")
         state = read_state()
@@ -245,13 +273,17 @@ class Answerer:
         self.answered = 0
         self.last_error: str | None = None
         self.last_event = time.monotonic()
-        self.projects: dict[str, str] = {}  # session -> CLAUDE_PROJECT_DIR, as its hooks saw it
+        # session -> (CLAUDE_PROJECT_DIR, its Claude config folders), as its command hooks saw
+        # them: the answerer's own environment is no session's.
+        self.sessions: dict[str, tuple[str | None, list[str] | None]] = {}
 
     def health(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
                 "last_error": self.last_error, "port": self.setup.port}
 
     def save(self, **extra: Any) -> None:
+        if not os.path.isdir(folder()):
+            return  # deleted (uninstall --purge): not brought back by an answerer on its way out
         with contextlib.suppress(OSError):
             _write_private(state_file(), self.health() | extra)
 
@@ -267,9 +299,10 @@ class Answerer:
                 sid = data.get("session_id") if isinstance(data, dict) else None
             except (ValueError, RecursionError):
                 sid = None
-            project = self.projects.get(sid) if isinstance(sid, str) else None
+            project, dirs = self.sessions.get(sid, (None, None)) if isinstance(
+                sid, str) else (None, None)
             try:
-                result = hook.handle(event, raw, project=project)
+                result = hook.handle(event, raw, project=project, claude_dirs=dirs)
             except Exception as e:
                 fail_closed = False
                 try:
@@ -287,22 +320,27 @@ class Answerer:
             return result
 
     def check(self, body: bytes) -> dict[str, Any] | None:
-        """A hook's health check: its MAC checked, the session's project noted; None if bad."""
+        """A hook's health check: its MAC checked, the session's project and Claude config
+        folders noted (from this signed check only, never from an event); None if bad."""
         try:
             data = json.loads(body)
             nonce, session, project = data["nonce"], data["session"], data["project"]
+            dirs = data.get("dirs", [])
             ok = all(isinstance(v, str) for v in (nonce, session, project)) and \
-                hmac.compare_digest(str(data["mac"]),
-                                    _mac(self.setup.key, "health", nonce, session, project))
+                isinstance(dirs, list) and hmac.compare_digest(
+                    str(data["mac"]), _mac(self.setup.proof, "health", nonce, session, project,
+                                           json.dumps(dirs)))
         except (ValueError, KeyError, TypeError):
             return None
         if not ok:
             return None
-        if session and project and paths.is_session_id(session):
-            if len(self.projects) > 10000:
-                self.projects.clear()
-            self.projects[session] = project
-        return self.health() | {"proof": _mac(self.setup.key, "answerer", nonce)}
+        if session and paths.is_session_id(session):
+            if len(self.sessions) > 10000:
+                self.sessions.clear()
+            folders = [d for d in dirs if isinstance(d, str) and os.path.isabs(d)
+                       and "\x00" not in d and len(d) <= 4096][:MAX_DIRS]
+            self.sessions[session] = (project or None, folders or None)
+        return self.health() | {"proof": _mac(self.setup.proof, "answerer", nonce)}
 
     def authorized(self, header: str | None) -> bool:
         expected = f"Bearer {self.setup.key}"
@@ -387,7 +425,9 @@ def serve(idle: float = IDLE_SECONDS) -> None:
         why = f"cannot listen on {HOST}:{setup.port} ({e.strerror})"
         hook.log(f"resident answerer: {why}")
         token = os.environ.get(_START_ENV)
-        if token:
+        # Another answerer of ours that won the bind (two sessions starting at once) is no
+        # failure: writing one would also race with that answerer's own state (its pid).
+        if token and probe(setup)[0] != "ours":
             # Said to the hook that started it, at once, rather than after its whole wait.
             with contextlib.suppress(OSError):
                 _write_private(state_file(), read_state() | {"failed_start": token,

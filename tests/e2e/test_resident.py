@@ -106,6 +106,38 @@ def test_a_budget_crossed_mid_turn_stops_at_the_same_request_as_with_command_hoo
             r.total_tokens() for r in served[name]), name
 
 
+def test_with_claude_config_dir_set_it_stops_at_the_same_request_as_the_command_hooks(
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, tmp_path: Path,
+    answerer: resident.Setup,
+) -> None:
+    # The session's transcripts go to $CLAUDE_CONFIG_DIR/projects; the answerer, started
+    # without the session's CLAUDE_ variables, learns that folder from the command hooks.
+    limit = 10_000
+    set_budgets(private_home, {"kind": "session", "limit": limit})
+    config_dir = tmp_path / "claude 'config' dir"
+    config_dir.mkdir()
+    (config_dir / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+    env = {"CLAUDE_CONFIG_DIR": str(config_dir)}
+    runs: dict[str, ClaudeRun] = {}
+    served: dict[str, list[Any]] = {}
+    for name, hooks in (("command", settings()), ("resident", resident_settings(answerer))):
+        before = len(fake_api.requests)
+        runs[name] = run_claude("please LOOP forever", settings=hooks, env=env,
+                                cwd=tmp_path / f"{name} dir")
+        out = runs[name].output
+        assert out is not None and out["terminal_reason"] == "hook_stopped", runs[name].proc
+        served[name] = fake_api.requests[before:]
+        assert list((config_dir / "projects").glob(f"*/{runs[name].session_id}.jsonl"))
+    assert not (private_home / ".claude" / "projects").exists()
+    for name in served:
+        assert len(served[name]) == crossing(served[name], limit) + 1, name
+    assert len(served["command"]) == len(served["resident"])
+    stops = [(s["session"], s["event"]) for s in kept_stops()]
+    assert stops == [(runs["command"].session_id, "PostToolBatch"),
+                     (runs["resident"].session_id, "PostToolBatch")]
+    assert health(answerer)["answered"] == len(served["resident"])
+
+
 def test_a_prompt_is_refused_before_it_reaches_the_api(
     run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, answerer: resident.Setup
 ) -> None:
