@@ -286,6 +286,23 @@ def handle(
         return fail(name, f"{e}", cfg.fail_closed, ev)
 
 
+def handle_safely(name: str, raw: bytes, **where: Any) -> dict[str, Any]:
+    """`handle`, with its own failure turned into an answer: allow and say why, or refuse
+    when the user chose fail_closed. The command hooks and the resident answerer both answer
+    through here. `where`: handle's project and claude_dirs."""
+    try:
+        return handle(name, raw, **where)
+    except Exception as e:
+        fail_closed = False
+        try:
+            from tokenbudget import config as config_mod
+
+            fail_closed = config_mod.load_config().fail_closed
+        except Exception:
+            pass
+        return fail(name, f"internal error: {type(e).__name__}: {e}", fail_closed)
+
+
 def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
     """The answer when the lock stays busy (many sessions committing at once): the ledger as
     committed, with this session's news read into it in memory, decides. Nothing is written
@@ -765,17 +782,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("TOKENBUDGET_DISABLE") == "1":
         print("{}")
         return
-    try:
-        answer = handle(name, raw)
-    except Exception as e:
-        fail_closed = False
-        try:
-            from tokenbudget import config as config_mod
-
-            fail_closed = config_mod.load_config().fail_closed
-        except Exception:
-            pass
-        answer = fail(name, f"internal error: {type(e).__name__}: {e}", fail_closed)
+    answer = handle_safely(name, raw)
     if name in ("SessionStart", "UserPromptSubmit") and os.path.exists(
         os.path.join(paths.data_folder(), "resident", "key.json")
     ):

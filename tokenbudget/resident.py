@@ -301,17 +301,7 @@ class Answerer:
                 sid = None
             project, dirs = self.sessions.get(sid, (None, None)) if isinstance(
                 sid, str) else (None, None)
-            try:
-                result = hook.handle(event, raw, project=project, claude_dirs=dirs)
-            except Exception as e:
-                fail_closed = False
-                try:
-                    from tokenbudget import config as config_mod
-
-                    fail_closed = config_mod.load_config().fail_closed
-                except Exception:
-                    pass
-                result = hook.fail(event, f"internal error: {type(e).__name__}: {e}", fail_closed)
+            result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs)
             self.answered += 1
             message = result.get("systemMessage", "")
             if "tokenbudget: " in message and "; allowing." in message:
