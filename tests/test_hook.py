@@ -824,3 +824,24 @@ def test_what_the_first_reading_says_near_a_limit_is_said_after_the_wait(
     said = out.get("systemMessage", "")
     assert "a note waiting for the next hook" in said
     assert "session budget" in said and "%" in said, said
+
+
+def test_a_line_both_readings_say_near_a_limit_is_said_once(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget import hook
+
+    base = session(private_home)
+    total = truth_usage("loop").total
+    hook.handle("SessionStart", json.dumps(base).encode())
+    set_budgets(private_home, {"kind": "session", "limit": str(total + 5000)})
+    # A subagent transcript that cannot be read: each reading says so.
+    sub = Path(base["transcript_path"]).with_suffix("") / "subagents" / "agent-bad.jsonl"
+    sub.mkdir(parents=True)
+    monkeypatch.setattr(hook, "_await_tools",
+                        _written_meanwhile(base["transcript_path"], "late4", 10, []))
+    payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late4"}]}
+    said = hook.handle("PostToolBatch", json.dumps(payload).encode()).get("systemMessage", "")
+    lines = said.split("\n")
+    assert any("agent-bad.jsonl" in line for line in lines), said
+    assert len(lines) == len(set(lines)), said

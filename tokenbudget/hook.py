@@ -401,8 +401,9 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str
         first = answer.get("systemMessage")
         answer = _handle_once(ev, cfg, budget_list, now, None, again=True)
         if first:
-            second = answer.pop("systemMessage", None)
-            answer = _with_message(_with_message(answer, first), second)
+            said = first.split("\n")
+            second = [m for m in answer.pop("systemMessage", "").split("\n") if m not in said]
+            answer = _with_message(answer, "\n".join(said + [m for m in second if m]))
     return answer
 
 
