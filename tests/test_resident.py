@@ -427,6 +427,41 @@ def test_install_resident_again_moves_off_a_port_a_stranger_holds(
     resident.remove()
 
 
+def test_a_key_a_stranger_had_is_replaced_by_install_resident_after_it_left(
+    project: Path, private_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
+    _cli("install", "--resident", "--scope", "local")
+    first = resident.load()
+    assert first is not None
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first.port))
+        squatter.listen()
+        threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
+        sys.stdin = _Stdin(json.dumps({"session_id": "s-1", "prompt": "hi"}).encode())
+        try:
+            hook.main(["UserPromptSubmit"])
+        finally:
+            sys.stdin = sys.__stdin__
+        assert json.loads(capsys.readouterr().out)["decision"] == "block"
+    # The squatter is gone (it may have had the key): the port is free, the key is not safe.
+    out = _cli("install", "--resident", "--scope", "local")
+    second = resident.load()
+    assert second is not None and second.port != first.port
+    assert second.key != first.key and second.proof != first.proof
+    assert out.startswith(f"Another process held 127.0.0.1:{first.port} and may have the"
+                          f" answerer's key: a new port (127.0.0.1:{second.port}) and key.\n")
+    assert f"Pointed the http hooks in {user} at the answerer's new port and key." in out
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(second.port, second.key)}
+    # Once replaced, the new key is kept by the next install.
+    out = _cli("install", "--resident", "--scope", "local")
+    assert _same(resident.load(), second) and "Another process" not in out
+    resident.remove()
+
+
 def test_doctor_names_a_settings_file_whose_http_hooks_miss_the_answerer(
     project: Path, private_home: Path
 ) -> None:

@@ -839,17 +839,23 @@ def install(
             )
     # The quick start where the interpreter allows it: hooks skip `site` (see site_paths).
     paths = claude_settings.site_paths(hook_python) if hook_python is not None else None
-    answerer = None
+    answerer = old = None
+    exposed = False
     if resident:
         # The same port and key as the other settings files that send to the answerer, unless
-        # another process holds the port (it has had the key): then a new port and key.
+        # another process holds or has held the port (it has had the key): then new ones.
         old = resident_mod.load()
-        keep = old is not None and resident_mod.probe(old)[0] != "stranger"
-        answerer = old if old is not None and keep else resident_mod.create()
+        exposed = old is not None and (resident_mod.probe(old)[0] == "stranger"
+                                       or resident_mod.exposed(old))
+        answerer = old if old is not None and not exposed else resident_mod.create()
     result = claude_settings.install(path, hook_python, paths, answerer)
     if answerer is not None:
         if answerer is not old:
             resident_mod.save(answerer)  # a running answerer sees its key change and exits
+            resident_mod.forget_exposed()
+        if old is not None and exposed:
+            click.echo(f"Another process held 127.0.0.1:{old.port} and may have the answerer's"
+                       f" key: a new port (127.0.0.1:{answerer.port}) and key.")
         _retarget_others(path, answerer)
     else:
         _resident_off_if_unused(path, "The resident answerer is off: every event is a command"
