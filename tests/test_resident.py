@@ -356,6 +356,49 @@ def test_a_prompt_while_the_answerer_cannot_start_is_told_or_with_fail_closed_re
     resident.remove()
 
 
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_a_key_file_of_the_older_layout_is_said_at_every_session_and_prompt(
+    private_home: Path, capsys: pytest.CaptureFixture[str], fail_closed: bool
+) -> None:
+    """Version 1 had no proof secret: the http hooks still send to its port, where nothing
+    answers, so the command hooks say so every time (and fail-closed refuses the prompt)."""
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"fail_closed": fail_closed}))
+    os.makedirs(resident.folder(), mode=0o700, exist_ok=True)
+    Path(resident.key_file()).write_text(json.dumps({"version": 1, "port": 40000,
+                                                     "key": os.urandom(32).hex()}))
+    said = ("tokenbudget: the resident answerer must be installed again (`tokenbudget install"
+            " --resident`): its key file is of an older tokenbudget or cannot be read. Until"
+            " then tool batches are not checked")
+    answers = []
+    for name, event in [("SessionStart", {"session_id": "s-1", "source": "startup"}),
+                        ("UserPromptSubmit", {"session_id": "s-1", "prompt": "hi"}),
+                        ("UserPromptSubmit", {"session_id": "s-1", "prompt": "again"})]:
+        sys.stdin = _Stdin(json.dumps(event).encode())
+        try:
+            hook.main([name])
+        finally:
+            sys.stdin = sys.__stdin__
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[0] == {"systemMessage": said}
+    if fail_closed:
+        prompt = {"decision": "block",
+                  "reason": said + " (fail_closed is on, so this prompt is refused)"}
+    else:
+        prompt = {"systemMessage": said}
+    assert answers[1:] == [prompt, prompt]
+    assert resident.read_state() == {}  # nothing was started on the old key
+    from tokenbudget import doctor
+
+    report = doctor.Report()
+    doctor.check_resident(report)
+    assert [(f.ok, f.title, f.detail, f.fix) for f in report.findings] == [
+        (False, "the resident answerer must be installed again",
+         f"{resident.key_file()}: its key file is of an older tokenbudget or cannot be read;"
+         " tool batches are not checked", "run `tokenbudget install --resident` again")]
+
+
 def _cli(*args: str) -> str:
     result = CliRunner().invoke(main, [*args, "--no-sync"] if args[0] == "install" else args)
     assert result.exit_code == 0, result.output

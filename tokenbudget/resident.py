@@ -248,9 +248,12 @@ def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tu
 
     ("ours", "") when it answers (now or after a start); ("down", why) when it could not be
     started; ("stranger", why) when something else holds its port; ("off", "") when the
-    answerer is not installed."""
+    answerer is not installed; ("old", why) when its key file is of an older layout or
+    unreadable (the http hooks still send to a port nothing answers)."""
     setup = load()
     if setup is None:
+        if os.path.exists(key_file()):
+            return "old", "its key file is of an older tokenbudget or cannot be read"
         return "off", ""
     found, info = probe(setup, session, project, dirs)
     if found != "down":
@@ -274,6 +277,9 @@ def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tu
 
 def note(found: str, why: str, port: int) -> str:
     """What a hook says when the answerer is not there to check the turn."""
+    if found == "old":
+        return (f"tokenbudget: the resident answerer must be installed again (`tokenbudget"
+                f" install --resident`): {why}. Until then tool batches are not checked")
     if found == "stranger":
         return (f"tokenbudget: another process holds 127.0.0.1:{port}, where the answerer should"
                 f" be ({why}): tool events would go to it. Run `tokenbudget install --resident`"
