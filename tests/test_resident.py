@@ -505,6 +505,35 @@ def test_a_key_a_stranger_had_is_replaced_by_install_resident_after_it_left(
     resident.remove()
 
 
+def test_a_new_key_is_not_written_into_another_settings_file_others_can_read(
+    project: Path, private_home: Path
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
+    first = resident.load()
+    assert first is not None
+    resident.mark_exposed(first)  # the next install --resident makes a new key for both files
+    user.chmod(0o644)
+    before = user.read_text()
+    result = CliRunner().invoke(main, ["install", "--resident", "--scope", "local", "--no-sync"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"tokenbudget: cannot put the resident answerer's key in {user}: other users may read it"
+        f" (mode 0644); run `chmod 600 '{user}'` first or `tokenbudget install --settings"
+        f" '{user}'` there for command hooks\n")
+    # Nothing changed: neither file, nor the key.
+    assert user.read_text() == before and not local.exists()
+    assert _same(resident.load(), first) and resident.exposed(first)
+    user.chmod(0o600)
+    _cli("install", "--resident", "--scope", "local")
+    second = resident.load()
+    assert second is not None and second.key != first.key
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(second.port, second.key)}
+    resident.remove()
+
+
 def test_doctor_names_a_settings_file_whose_http_hooks_miss_the_answerer(
     project: Path, private_home: Path
 ) -> None:
