@@ -356,6 +356,49 @@ def test_a_prompt_while_the_answerer_cannot_start_is_told_or_with_fail_closed_re
     resident.remove()
 
 
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_a_key_file_of_the_older_layout_is_said_at_every_session_and_prompt(
+    private_home: Path, capsys: pytest.CaptureFixture[str], fail_closed: bool
+) -> None:
+    """Version 1 had no proof secret: the http hooks still send to its port, where nothing
+    answers, so the command hooks say so every time (and fail-closed refuses the prompt)."""
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"fail_closed": fail_closed}))
+    os.makedirs(resident.folder(), mode=0o700, exist_ok=True)
+    Path(resident.key_file()).write_text(json.dumps({"version": 1, "port": 40000,
+                                                     "key": os.urandom(32).hex()}))
+    said = ("tokenbudget: the resident answerer must be installed again (`tokenbudget install"
+            " --resident`): its key file is of an older tokenbudget or cannot be read. Until"
+            " then tool batches are not checked")
+    answers = []
+    for name, event in [("SessionStart", {"session_id": "s-1", "source": "startup"}),
+                        ("UserPromptSubmit", {"session_id": "s-1", "prompt": "hi"}),
+                        ("UserPromptSubmit", {"session_id": "s-1", "prompt": "again"})]:
+        sys.stdin = _Stdin(json.dumps(event).encode())
+        try:
+            hook.main([name])
+        finally:
+            sys.stdin = sys.__stdin__
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[0] == {"systemMessage": said}
+    if fail_closed:
+        prompt = {"decision": "block",
+                  "reason": said + " (fail_closed is on, so this prompt is refused)"}
+    else:
+        prompt = {"systemMessage": said}
+    assert answers[1:] == [prompt, prompt]
+    assert resident.read_state() == {}  # nothing was started on the old key
+    from tokenbudget import doctor
+
+    report = doctor.Report()
+    doctor.check_resident(report)
+    assert [(f.ok, f.title, f.detail, f.fix) for f in report.findings] == [
+        (False, "the resident answerer must be installed again",
+         f"{resident.key_file()}: its key file is of an older tokenbudget or cannot be read;"
+         " tool batches are not checked", "run `tokenbudget install --resident` again")]
+
+
 def _cli(*args: str) -> str:
     result = CliRunner().invoke(main, [*args, "--no-sync"] if args[0] == "install" else args)
     assert result.exit_code == 0, result.output
@@ -422,6 +465,70 @@ def test_install_resident_again_moves_off_a_port_a_stranger_holds(
     assert second.key != first.key and second.proof != first.proof
     # The user's file, which held the old port and key, was moved along.
     assert f"Pointed the http hooks in {user} at the answerer's new port and key." in out
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(second.port, second.key)}
+    resident.remove()
+
+
+def test_a_key_a_stranger_had_is_replaced_by_install_resident_after_it_left(
+    project: Path, private_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
+    _cli("install", "--resident", "--scope", "local")
+    first = resident.load()
+    assert first is not None
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first.port))
+        squatter.listen()
+        threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
+        sys.stdin = _Stdin(json.dumps({"session_id": "s-1", "prompt": "hi"}).encode())
+        try:
+            hook.main(["UserPromptSubmit"])
+        finally:
+            sys.stdin = sys.__stdin__
+        assert json.loads(capsys.readouterr().out)["decision"] == "block"
+    # The squatter is gone (it may have had the key): the port is free, the key is not safe.
+    out = _cli("install", "--resident", "--scope", "local")
+    second = resident.load()
+    assert second is not None and second.port != first.port
+    assert second.key != first.key and second.proof != first.proof
+    assert out.startswith(f"Another process held 127.0.0.1:{first.port} and may have the"
+                          f" answerer's key: a new port (127.0.0.1:{second.port}) and key.\n")
+    assert f"Pointed the http hooks in {user} at the answerer's new port and key." in out
+    for path in (user, local):
+        assert claude_settings.http_targets(path) == {(second.port, second.key)}
+    # Once replaced, the new key is kept by the next install.
+    out = _cli("install", "--resident", "--scope", "local")
+    assert _same(resident.load(), second) and "Another process" not in out
+    resident.remove()
+
+
+def test_a_new_key_is_not_written_into_another_settings_file_others_can_read(
+    project: Path, private_home: Path
+) -> None:
+    user = private_home / ".claude" / "settings.json"
+    local = project / ".claude" / "settings.local.json"
+    _cli("install", "--resident")
+    first = resident.load()
+    assert first is not None
+    resident.mark_exposed(first)  # the next install --resident makes a new key for both files
+    user.chmod(0o644)
+    before = user.read_text()
+    result = CliRunner().invoke(main, ["install", "--resident", "--scope", "local", "--no-sync"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"tokenbudget: cannot put the resident answerer's key in {user}: other users may read it"
+        f" (mode 0644); run `chmod 600 '{user}'` first or `tokenbudget install --settings"
+        f" '{user}'` there for command hooks\n")
+    # Nothing changed: neither file, nor the key.
+    assert user.read_text() == before and not local.exists()
+    assert _same(resident.load(), first) and resident.exposed(first)
+    user.chmod(0o600)
+    _cli("install", "--resident", "--scope", "local")
+    second = resident.load()
+    assert second is not None and second.key != first.key
     for path in (user, local):
         assert claude_settings.http_targets(path) == {(second.port, second.key)}
     resident.remove()

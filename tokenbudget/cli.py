@@ -839,18 +839,25 @@ def install(
             )
     # The quick start where the interpreter allows it: hooks skip `site` (see site_paths).
     paths = claude_settings.site_paths(hook_python) if hook_python is not None else None
-    answerer = None
+    answerer = old = None
+    exposed = False
     if resident:
         # The same port and key as the other settings files that send to the answerer, unless
-        # another process holds the port (it has had the key): then a new port and key.
+        # another process holds or has held the port (it has had the key): then new ones.
         old = resident_mod.load()
-        keep = old is not None and resident_mod.probe(old)[0] != "stranger"
-        answerer = old if old is not None and keep else resident_mod.create()
+        exposed = old is not None and (resident_mod.probe(old)[0] == "stranger"
+                                       or resident_mod.exposed(old))
+        answerer = old if old is not None and not exposed else resident_mod.create()
+    others = _others_to_retarget(path, answerer) if answerer is not None else []
     result = claude_settings.install(path, hook_python, paths, answerer)
     if answerer is not None:
         if answerer is not old:
             resident_mod.save(answerer)  # a running answerer sees its key change and exits
-        _retarget_others(path, answerer)
+            resident_mod.forget_exposed()
+        if old is not None and exposed:
+            click.echo(f"Another process held 127.0.0.1:{old.port} and may have the answerer's"
+                       f" key: a new port (127.0.0.1:{answerer.port}) and key.")
+        _retarget_others(others, answerer)
     else:
         _resident_off_if_unused(path, "The resident answerer is off: every event is a command"
                                       " hook again.")
@@ -924,28 +931,42 @@ def _resident_off_if_unused(path: Path, said: str) -> None:
         click.echo(said)
 
 
-def _retarget_others(path: Path, answerer: Setup) -> None:
+def _others_to_retarget(path: Path, answerer: Setup) -> list[Path]:
     """Every other settings file whose http hooks send elsewhere than `answerer` (a new port
-    and key) is pointed at it: events sent elsewhere would go unchecked."""
-    from tokenbudget import claude_settings
-
+    and key): events sent elsewhere would go unchecked. Checked before anything is written:
+    the key goes into none that others can read."""
+    others = []
     for other, targets in _http_hook_files(path):
         if os.path.realpath(other) == os.path.realpath(path):
             continue
         if targets != {(answerer.port, answerer.key)}:
-            claude_settings.retarget(other, answerer)
-            click.echo(f"Pointed the http hooks in {other} at the answerer's new port and key.")
+            _check_private(other, f" or `tokenbudget install --settings {shlex.quote(str(other))}`"
+                                  " there for command hooks")
+            others.append(other)
+    return others
+
+
+def _retarget_others(others: list[Path], answerer: Setup) -> None:
+    from tokenbudget import claude_settings
+
+    for other in others:
+        claude_settings.retarget(other, answerer)
+        click.echo(f"Pointed the http hooks in {other} at the answerer's new port and key.")
 
 
 def _check_resident_target(path: Path, shared: bool) -> None:
     """The answerer's key goes into the settings file: never one that others read or share."""
-    import stat
-
     if shared:
         raise SettingsError(
             "--resident is for your own settings (--scope user or local): a project's "
             "settings are shared, and the answerer's key would be too"
         )
+    _check_private(path, "")
+
+
+def _check_private(path: Path, instead: str) -> None:
+    import stat
+
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -955,7 +976,7 @@ def _check_resident_target(path: Path, shared: bool) -> None:
     if mode & 0o077:
         raise SettingsError(
             f"cannot put the resident answerer's key in {path}: other users may read it "
-            f"(mode {mode:04o}); run `chmod 600 {shlex.quote(str(path))}` first"
+            f"(mode {mode:04o}); run `chmod 600 {shlex.quote(str(path))}` first{instead}"
         )
 
 

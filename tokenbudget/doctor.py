@@ -437,6 +437,11 @@ def check_resident(report: Report) -> None:
 
     setup = resident.load()
     if setup is None:
+        if os.path.exists(resident.key_file()):
+            report.add(False, "the resident answerer must be installed again",
+                       f"{resident.key_file()}: its key file is of an older tokenbudget or"
+                       " cannot be read; tool batches are not checked",
+                       "run `tokenbudget install --resident` again")
         return
     found, info = resident.probe(setup)
     where = f"127.0.0.1:{setup.port}"

@@ -739,7 +739,8 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
     """With the resident answerer installed, the command hooks that stay make sure it answers
     before a session or a turn goes on: started when it is not running; a prompt refused while
     another process holds its port (tool events would go there), or (fail-closed) while it
-    cannot be started. Never raises: the answer it amends must still be given."""
+    cannot be started or its key file is of an older layout (installed again, it answers).
+    Never raises: the answer it amends must still be given."""
     if answer.get("decision") == "block":
         return answer  # no turn follows
     try:
@@ -748,17 +749,19 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
         ev = parse_event(name, raw)
         found, why = resident.ensure(ev.session_id or "", os.environ.get("CLAUDE_PROJECT_DIR", ""),
                                      resident.session_dirs())
-        setup = resident.load()
-        if found in ("ours", "off") or setup is None:
+        if found in ("ours", "off"):
             return answer
-        message = resident.note(found, why, setup.port)
+        setup = resident.load()
+        if setup is None and found != "old":
+            return answer  # uninstalled since
+        message = resident.note(found, why, setup.port if setup is not None else 0)
         log(f"{name}: {message}")
         if name == "UserPromptSubmit":
             from tokenbudget import config as config_mod
 
             if found == "stranger" or config_mod.load_config().fail_closed:
-                reason = message + (" (fail_closed is on, so this prompt is refused)"
-                                    if found == "down" else "; until then prompts are refused")
+                reason = message + ("; until then prompts are refused" if found == "stranger"
+                                    else " (fail_closed is on, so this prompt is refused)")
                 _keep_stop(ev, name, None, reason)
                 return block_prompt(reason)
         return _with_message(answer, message)

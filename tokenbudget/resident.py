@@ -13,7 +13,8 @@ sent over http with every event, so whatever holds the port receives it: it prov
 about the answerer. The proof secret never leaves the file: the command hooks check the
 answerer by sending a nonce and expecting an HMAC of it under that secret (a process of another
 user that took the port first cannot prove it is ours, even holding the bearer key, and prompts
-are refused until the port is ours again), and sign what they tell it (a session's project and
+are refused until the port is ours again; the key it was sent is marked exposed, and the
+next `install --resident` replaces it), and sign what they tell it (a session's project and
 Claude config folders) with it. The answerer exits after an hour without events, or within a
 second of its key file changing or going (uninstall, a new key).
 """
@@ -73,6 +74,10 @@ def state_file() -> str:
     return os.path.join(folder(), "state.json")
 
 
+def exposed_file() -> str:
+    return os.path.join(folder(), "exposed.json")
+
+
 def url(port: int, event: str) -> str:
     return f"http://{HOST}:{port}{URL_PATH}{event}"
 
@@ -129,6 +134,33 @@ def remove() -> bool:
     return True
 
 
+def _key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def mark_exposed(setup: Setup) -> None:
+    """Another process held the port: the http hooks that sent it events gave it the bearer
+    key. Kept (a digest, never the key) until install --resident makes a new key."""
+    if not exposed(setup):
+        with contextlib.suppress(OSError):
+            _write_private(exposed_file(), {"key": _key_id(setup.key), "port": setup.port})
+
+
+def exposed(setup: Setup) -> bool:
+    """Whether another process has held the port while `setup`'s key was in use."""
+    try:
+        with open(exposed_file(), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("key") == _key_id(setup.key)
+
+
+def forget_exposed() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(exposed_file())
+
+
 def _mac(key: str, *parts: str) -> str:
     return hmac.new(bytes.fromhex(key), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
@@ -166,6 +198,7 @@ def probe(
                     break
                 chunks.append(chunk)
     except OSError as e:
+        mark_exposed(setup)
         return "stranger", {"why": f"it did not answer ({e})"}
     head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
     try:
@@ -175,6 +208,7 @@ def probe(
     except (ValueError, IndexError, AttributeError):
         ok = False
     if not ok:
+        mark_exposed(setup)
         return "stranger", {"why": "it cannot prove that it is tokenbudget's answerer"}
     return "ours", health
 
@@ -214,9 +248,12 @@ def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tu
 
     ("ours", "") when it answers (now or after a start); ("down", why) when it could not be
     started; ("stranger", why) when something else holds its port; ("off", "") when the
-    answerer is not installed."""
+    answerer is not installed; ("old", why) when its key file is of an older layout or
+    unreadable (the http hooks still send to a port nothing answers)."""
     setup = load()
     if setup is None:
+        if os.path.exists(key_file()):
+            return "old", "its key file is of an older tokenbudget or cannot be read"
         return "off", ""
     found, info = probe(setup, session, project, dirs)
     if found != "down":
@@ -240,6 +277,9 @@ def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tu
 
 def note(found: str, why: str, port: int) -> str:
     """What a hook says when the answerer is not there to check the turn."""
+    if found == "old":
+        return (f"tokenbudget: the resident answerer must be installed again (`tokenbudget"
+                f" install --resident`): {why}. Until then tool batches are not checked")
     if found == "stranger":
         return (f"tokenbudget: another process holds 127.0.0.1:{port}, where the answerer should"
                 f" be ({why}): tool events would go to it. Run `tokenbudget install --resident`"
