@@ -567,6 +567,91 @@ def test_doctor_names_a_settings_file_whose_http_hooks_miss_the_answerer(
         "Something needs attention (see the lines marked !!).\n")
 
 
+def _other_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A second project, its settings.local.json installed --resident from there."""
+    other = tmp_path / "other \"proj\""
+    other.mkdir()
+    here = Path.cwd()
+    monkeypatch.chdir(other)
+    _cli("install", "--resident", "--scope", "local")
+    monkeypatch.chdir(here)
+    return Path(os.path.realpath(other / ".claude" / "settings.local.json"))
+
+
+def test_uninstall_in_one_project_keeps_the_answerer_on_for_another_project_s_file(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget import doctor
+
+    theirs = _other_project(tmp_path, monkeypatch)
+    first = resident.load()
+    assert first is not None
+    _cli("install", "--resident", "--scope", "local")
+    assert _same(resident.load(), first)
+    out = _cli("uninstall", "--scope", "local")
+    assert out.startswith(f"The resident answerer stays on: {theirs} still send(s) it"
+                          " PostToolBatch and Stop.\n")
+    assert _same(resident.load(), first)
+    assert resident.senders() == [str(theirs)]
+    # Doctor, run here, names the other project's file once it misses the answerer.
+    resident.save(resident.Setup(first.port + 1, first.key, first.proof))
+    report = doctor.Report()
+    doctor.check_resident_hooks(report, project)
+    where = f"--settings '{theirs}'"
+    assert [(f.ok, f.title, f.detail, f.fix) for f in report.findings] == [(
+        False, "http hooks in recorded settings do not reach the resident answerer",
+        f"{theirs}: PostToolBatch and Stop go to 127.0.0.1:{first.port}, but the answerer is"
+        f" on 127.0.0.1:{first.port + 1}; those events are not checked",
+        f"run `tokenbudget install --resident {where}` (or `tokenbudget install {where}` for"
+        " command hooks)")]
+    resident.save(first)
+    out = _cli("uninstall", "--settings", str(theirs))
+    assert out.startswith("The resident answerer is off (it exits within a second).\n")
+    assert resident.load() is None and resident.senders() == []
+    assert not os.path.exists(resident.senders_file())
+
+
+def test_a_plain_install_here_keeps_the_answerer_on_for_a_settings_file_elsewhere(
+    project: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "some where"
+    elsewhere.mkdir()
+    chosen = elsewhere / "my settings.json"
+    _cli("install", "--resident", "--settings", str(chosen))
+    first = resident.load()
+    assert first is not None
+    _cli("install", "--resident", "--scope", "local")
+    out = _cli("install", "--scope", "local")
+    assert out.startswith(f"The resident answerer stays on: {os.path.realpath(chosen)} still"
+                          " send(s) it PostToolBatch and Stop.\n")
+    assert _same(resident.load(), first)
+    assert stat.S_IMODE(os.stat(resident.senders_file()).st_mode) == 0o600
+    # A file that lost its http hooks (edited by hand) is dropped from the record.
+    chosen.write_text("{}")
+    out = _cli("install", "--scope", "local")
+    assert out.startswith("The resident answerer is off: every event is a command hook again.\n")
+    assert resident.load() is None and resident.senders() == []
+
+
+def test_a_move_to_a_new_port_rewrites_another_project_s_file(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    theirs = _other_project(tmp_path, monkeypatch)
+    first = resident.load()
+    assert first is not None
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first.port))
+        squatter.listen()
+        threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
+        out = _cli("install", "--resident", "--scope", "local")
+    second = resident.load()
+    assert second is not None and second.port != first.port
+    assert f"Pointed the http hooks in {theirs} at the answerer's new port and key." in out
+    for path in (theirs, project / ".claude" / "settings.local.json"):
+        assert claude_settings.http_targets(path) == {(second.port, second.key)}
+    resident.remove()
+
+
 def test_the_answerer_reads_transcripts_in_the_claude_folders_the_command_hook_named(
     setup: resident.Setup, private_home: Path, tmp_path: Path, recorded_day: float,
     monkeypatch: pytest.MonkeyPatch,

@@ -858,6 +858,7 @@ def install(
             click.echo(f"Another process held 127.0.0.1:{old.port} and may have the answerer's"
                        f" key: a new port (127.0.0.1:{answerer.port}) and key.")
         _retarget_others(others, answerer)
+        resident_mod.set_senders([*resident_mod.senders(), str(path)])
     else:
         _resident_off_if_unused(path, "The resident answerer is off: every event is a command"
                                       " hook again.")
@@ -898,12 +899,18 @@ def install(
 
 def _http_hook_files(also: Path) -> list[tuple[Path, set[tuple[int, str]]]]:
     """The settings files of the user's (user settings, this folder's project and local
-    files, and `also`) that hold our http hooks, with where those send (port, key)."""
-    from tokenbudget import claude_settings
+    files, `also`, and every file `install --resident` recorded, wherever it is) that hold our
+    http hooks, with where those send (port, key). Recorded files that are gone or hold no
+    http hooks of ours any more are dropped from the record."""
+    from tokenbudget import claude_settings, resident
 
+    recorded = resident.senders()
     found: list[tuple[Path, set[tuple[int, str]]]] = []
+    keep: set[str] = set()
     seen: set[str] = set()
-    for path in [also, *(p for _, p in claude_settings.settings_files(_project_root()))]:
+    candidates = [also, *(p for _, p in claude_settings.settings_files(_project_root())),
+                  *(Path(p) for p in recorded)]
+    for path in candidates:
         real = os.path.realpath(path)
         if real in seen:
             continue
@@ -911,9 +918,12 @@ def _http_hook_files(also: Path) -> list[tuple[Path, set[tuple[int, str]]]]:
         try:
             targets = claude_settings.http_targets(path)
         except SettingsError:
-            continue  # Claude Code cannot read it either; doctor names it
+            keep.add(real)  # Claude Code cannot read it either; doctor names it
+            continue
         if targets:
+            keep.add(real)
             found.append((path, targets))
+    resident.set_senders([p for p in recorded if os.path.realpath(p) in keep])
     return found
 
 

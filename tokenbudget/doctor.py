@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -473,7 +474,11 @@ def check_resident_hooks(report: Report, project_dir: Path) -> None:
     from tokenbudget import resident
 
     setup = resident.load()
-    for scope, path in _settings_files(project_dir):
+    files = list(_settings_files(project_dir))
+    seen = {os.path.realpath(path) for _, path in files}
+    # Every file install --resident wrote http hooks into, in whatever project it is.
+    files += [("recorded", Path(p)) for p in resident.senders() if os.path.realpath(p) not in seen]
+    for scope, path in files:
         try:
             targets = claude_settings.http_targets(path)
         except TokenbudgetError:
@@ -487,11 +492,13 @@ def check_resident_hooks(report: Report, project_dir: Path) -> None:
             why = f", but the answerer is on 127.0.0.1:{setup.port}"
         else:
             why = " with a key that is not the answerer's"
+        where = (f"--scope {scope}" if scope != "recorded"
+                 else f"--settings {shlex.quote(str(path))}")
         report.add(False, f"http hooks in {scope} settings do not reach the resident answerer",
                    f"{path}: PostToolBatch and Stop go to {ports}{why}; those events are not"
                    " checked",
-                   f"run `tokenbudget install --resident --scope {scope}` (or `tokenbudget"
-                   f" install --scope {scope}` for command hooks)")
+                   f"run `tokenbudget install --resident {where}` (or `tokenbudget"
+                   f" install {where}` for command hooks)")
 
 
 def run(project_dir: Path) -> Report:

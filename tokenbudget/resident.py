@@ -78,6 +78,11 @@ def exposed_file() -> str:
     return os.path.join(folder(), "exposed.json")
 
 
+def senders_file() -> str:
+    """Beside key.json, not in it: rewriting key.json would stop a running answerer."""
+    return os.path.join(folder(), "senders.json")
+
+
 def url(port: int, event: str) -> str:
     return f"http://{HOST}:{port}{URL_PATH}{event}"
 
@@ -132,6 +137,32 @@ def remove() -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def senders() -> list[str]:
+    """The real path of every settings file `install --resident` wrote http hooks into (some
+    may have lost them since: the caller reads each)."""
+    try:
+        with open(senders_file(), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        return []
+    return [p for p in files if isinstance(p, str) and os.path.isabs(p) and "\x00" not in p]
+
+
+def set_senders(files: Sequence[str]) -> None:
+    """Record exactly `files` (real paths, in order, once each); none: the record goes."""
+    unique = list(dict.fromkeys(os.path.realpath(p) for p in files))
+    if unique == senders():
+        return
+    if not unique:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(senders_file())
+        return
+    _write_private(senders_file(), {"files": unique})
 
 
 def _key_id(key: str) -> str:
