@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 
 
@@ -42,6 +43,16 @@ class Cluster:
             self.owner = "postgres"
             entry = pwd.getpwnam(self.owner)
             os.chown(self.folder, entry.pw_uid, entry.pw_gid)
+        # A watchdog in a session of its own holds the read end of a pipe from this process:
+        # when this process ends, however it ends (a run stopped with kill -9 too), the pipe
+        # closes and the watchdog stops the server and removes the folder.
+        owner = self.owner or ""
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, os.path.join(bindir, "pg_ctl"), self.data,
+             self.folder, owner],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
                   "--locale", "C", "--no-sync")
         self.running = False
@@ -80,3 +91,21 @@ class Cluster:
         with contextlib.suppress(RuntimeError):
             self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._watchdog.stdin is not None:
+            self._watchdog.stdin.close()  # nothing left for it to do: it exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._watchdog.wait(timeout=10)
+
+
+# Run by the watchdog: wait for the test process to end, then stop its server and remove it.
+_WATCHDOG = """
+import shutil, subprocess, sys
+sys.stdin.buffer.read()
+pg_ctl, data, folder, owner = sys.argv[1:5]
+cmd = [pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"]
+if owner:
+    cmd = ["runuser", "-u", owner, "--", *cmd]
+subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL, check=False)
+shutil.rmtree(folder, ignore_errors=True)
+"""
