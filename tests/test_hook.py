@@ -507,9 +507,11 @@ def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     assert session_tokens(private_home, base["session_id"]) == total + 1750
     # Even where a file's stamp cannot tell (coarse mtimes, an inode used again), the commit
     # time at the head of the file does.
+    from tokenbudget import fileio
     from tokenbudget import store as store_mod
 
     monkeypatch.setattr(store_mod, "_stamp", lambda st: (0,))
+    monkeypatch.setattr(fileio, "stamp", lambda st: (0,))  # the hot view's, the same stamp
     _append_request(base["transcript_path"], 4, 125)
     out = hook.handle("PostToolUse", json.dumps({**base, "tool_input": {"command": "d"}}).encode())
     assert "from another process" in out["systemMessage"]

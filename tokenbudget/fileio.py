@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+def stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What tells one version of a file from another: device, inode, size, mtime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def new_temp(folder: str, prefix: str) -> tuple[int, str]:
     """Create a new private `<prefix>...tmp` file in `folder`; return its descriptor and path.
 

@@ -92,7 +92,8 @@ def commands(session: dict[str, Any] | None) -> set[str]:
 def stamps(ledger_file: str, journal_file: str) -> list[Any] | None:
     """The snapshot's stamp and head and the journal's stamp, as a view records them; None if
     the snapshot cannot be read."""
-    from tokenbudget.store import _UPDATED, _stamp  # one stamp for the store and the view
+    from tokenbudget.fileio import stamp as _stamp  # one stamp for the store and the view
+    from tokenbudget.ledger import HEAD_UPDATED as _UPDATED
 
     try:
         with open(ledger_file, "rb") as f:

@@ -6,11 +6,17 @@ Where it is kept, and how it changes under the lock, is tokenbudget/store.py's c
 from __future__ import annotations
 
 import os
+import re
 
 from tokenbudget import clock
 from tokenbudget.errors import CorruptLedger as CorruptLedger
 from tokenbudget.schema import SCHEMA as SCHEMA
 from tokenbudget.schema import migrate
+
+# How every ledger we write begins (key order is new_ledger's): its commit time, "updated".
+HEAD_UPDATED = re.compile(
+    rb'^\{"schema":\d+,"app":"tokenbudget","created":[-0-9.eE+]+,"updated":([-0-9.eE+]+)[,}]'
+)
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from tokenbudget import clock, hot, journal, lock
 from tokenbudget.errors import LedgerError, LockTimeout
 from tokenbudget.fileio import fsync_folder, replace_atomically
+from tokenbudget.fileio import stamp as _stamp
+from tokenbudget.ledger import HEAD_UPDATED as _UPDATED
 from tokenbudget.ledger import CorruptLedger, Ledger, _check_records, new_ledger, validate
 
 TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
@@ -34,13 +35,6 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-# How every ledger we write begins (key order is new_ledger's): its commit time, "updated".
-_UPDATED = re.compile(
-    rb'^\{"schema":\d+,"app":"tokenbudget","created":[-0-9.eE+]+,"updated":([-0-9.eE+]+)[,}]'
-)
-
-def _stamp(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # The journal is folded into the snapshot once it passes this many bytes, or a quarter of the
