@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tokenbudget import render
 from tokenbudget.budgets import Budget, expected_cost
 from tokenbudget.ledger import Ledger
-from tokenbudget.numfmt import UNPRICED, format_amount, format_limit
+from tokenbudget.numfmt import UNPRICED, format_amount, format_limit, format_percent
 from tokenbudget.schema import RUN_TOKENS
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def day_chart(
         return _title(head, color) + "\nNo usage found.\n"
     labels = [d for d, _ in days]
     amounts = [_amount(v, unit) for _, v in days]
-    percents = [render._percent(v / limit) if limit and v is not None else "" for _, v in days]
+    percents = [format_percent(v / limit) if limit and v is not None else "" for _, v in days]
     label_w = max(map(len, labels))
     amount_w = max(map(len, amounts))
     pct_w = max(map(len, percents))
