@@ -377,3 +377,28 @@ def test_a_view_in_another_schemas_layout_is_not_read(
     assert hot.read(store.file, store.journal, "a") is not None
     monkeypatch.setattr(hot, "SCHEMA", hot.SCHEMA + 1)  # as a newer version reads it
     assert hot.read(store.file, store.journal, "a") is None
+
+
+def test_two_sessions_whose_file_names_meet_never_read_each_others_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a case-insensitive file system (macOS's default) "S-a" and "s-A" name one file.
+    named = hot.session_file
+    monkeypatch.setattr(hot, "session_file", lambda folder, sid: named(folder, sid.lower()))
+    store = JsonFileStore(tmp_path / "ledger.json")
+    upper, lower = str(tmp_path / "upper.jsonl"), str(tmp_path / "lower.jsonl")
+    with store.transaction() as ledger:
+        ledger["sessions"]["S-a"] = _session("S-a", ("p1", "/test", 5.0))
+        ledger["sessions"]["s-A"] = _session("s-A")
+        ledger["files"][upper] = ["1:2", "head", 10, "S-a", None]
+        ledger["files"][lower] = ["1:3", "head", 30, "s-A", None]
+    for step in range(3):
+        for sid, path in (("S-a", upper), ("s-A", lower)):
+            part = hot.read(store.file, store.journal, sid)
+            # its own record and read positions, or none (the ledger then decides): never
+            # the other session's
+            assert part is None or (part["sessions"] == {sid: store.snapshot()["sessions"][sid]}
+                                    and part["files"] == {path: ledger["files"][path]})
+        with store.transaction() as ledger:  # one session moves: its file is written again
+            ledger["files"][upper if step % 2 else lower][2] += 5
+            ledger["sessions"]["S-a" if step % 2 else "s-A"]["l"] += 1.0

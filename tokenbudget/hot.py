@@ -156,7 +156,8 @@ def _part(folder: str, seq: int, body: Any, session_id: str | None, unchanged: A
     if session_id is not None:
         mine = _load(session_file(folder, session_id))
         # No file: not a live session, or a view damaged by hand; the ledger tells which.
-        if mine is None or not mine["seq"] <= seq:
+        # Another id's: two ids one file name holds (a file system blind to case).
+        if mine is None or mine.get("id") != session_id or not mine["seq"] <= seq:
             return None
         sessions[session_id] = mine["session"]
     if not unchanged():
@@ -243,7 +244,8 @@ class Writer:
         if moved is not None:
             for sid in wanted:
                 held = _load(session_file(self.folder, sid))
-                if type(held) is dict and type(held.get("files")) is dict:
+                if (type(held) is dict and held.get("id") == sid
+                        and type(held.get("files")) is dict):
                     mine = {p: r for p, r in held["files"].items() if p not in moved}
                     for path in moved:
                         rec = data["files"].get(path)
@@ -261,7 +263,7 @@ class Writer:
         for sid in ids:
             target = session_file(self.folder, sid)
             if sid in wanted:
-                self._write(target, {"seq": seq, "session": data["sessions"][sid],
+                self._write(target, {"seq": seq, "id": sid, "session": data["sessions"][sid],
                                      "files": files[sid]})
                 written.add(target)
                 self.step("view.session")
@@ -345,11 +347,13 @@ def differences(ledger_file: str, journal_file: str, data: Ledger) -> list[str]:
     if json.loads(fresh.got.pop(shared_file)) != [head, body]:
         out.append("the shared part differs")
     names = set()
-    for path, payload in fresh.got.items():
+    for path, payloads in fresh.sessions.items():
         names.add(os.path.basename(path))
-        want = json.loads(payload)
         have = _load(path)
-        if have is None or not have.pop("seq") <= head["seq"] or want.pop("seq") != head["seq"]:
+        # Ids that one file name holds (a file system blind to case): either one's is right.
+        wants = {want["id"]: want for want in map(json.loads, payloads)}
+        want = wants.get(have.get("id")) if type(have) is dict else None
+        if want is None or not have.pop("seq") <= head["seq"] or want.pop("seq") != head["seq"]:
             out.append(f"{path}: missing, or newer than the view")
         elif have != want:
             out.append(f"{path}: differs")
@@ -365,6 +369,7 @@ class _Collect(Writer):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.got: dict[str, Any] = {}
+        self.sessions: dict[str, list[bytes]] = {}
 
     def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
         self._sessions(data, data["sessions"], seq)
@@ -372,5 +377,7 @@ class _Collect(Writer):
 
     def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
         payload = value if type(value) is bytes else _line(value)
-        self.got[path] = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]" if (
-            path == self.shared) else payload
+        if path == self.shared:
+            self.got[path] = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]"
+        else:
+            self.sessions.setdefault(path, []).append(payload)
