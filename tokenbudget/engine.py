@@ -231,10 +231,10 @@ def decide(
     A prompt is refused when a blocking budget is used up or its command's expected cost would
     pass one; a turn is stopped at the first tool event that sees a blocking budget used up
     (before the tool of the crossing response, or after its batch of tools), before its next
-    request. `tokenbudget allow` (`allow`, pending within ALLOW_TTL) lets one refused prompt
-    through; its turn may use one more budget's worth, then it is stopped too. Warnings come
-    once per budget, window and level. `state`: the Store of the ledger decided on, read and
-    never changed here (`remember` records the decision).
+    request. `tokenbudget allow` (granted within ALLOW_TTL: `state.allow_state()`) lets one
+    refused prompt through; its turn may use one more budget's worth, then it is stopped too.
+    Warnings come once per budget, window and level. `state`: the Store of the ledger decided
+    on, read and never changed here (`remember` records the decision).
     """
     starting = event == PROMPT
     allow = state.allow_state()
