@@ -182,10 +182,11 @@ def run_stats(
 
 def ledger_run_stats(ledger: Ledger, records: dict[str, dict[str, Any]]) -> list[RunStats]:
     """run_stats from the ledger and the folded history, as `report` reads them."""
-    from tokenbudget import enforce, report
+    from tokenbudget import report
+    from tokenbudget.store import held
 
     all_runs = report.command_runs(ledger, records)
-    recent = {c: [r[RUN_TOKENS] for r in enforce.command_runs(ledger, c)] for c in all_runs}
+    recent = {c: [r[RUN_TOKENS] for r in held(ledger).command_runs(c)] for c in all_runs}
     return run_stats({c: [float(t) for t in v] for c, v in all_runs.items()}, recent)
 
 

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
-EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 TOOL_LINE_WAIT = 1.0  # seconds a hook after tool calls waits for their response in the transcript
 # The most one API response can use: a prompt fills at most a 1M-token context window and the
@@ -310,6 +309,7 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     that gets the lock records the same news. Under load the budget still holds: giving up
     and letting everything through is left for what cannot be read at all."""
     from tokenbudget import sync
+    from tokenbudget.store import held
 
     if not _tools_on_disk(ev):
         _await_tools(ev)  # no second reading follows here: this one waits for the response
@@ -317,9 +317,9 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     ledger = store.snapshot()
     if ledger["rebuild"]:
         raise LedgerError("the ledger is being rebuilt")
-    if ledger["allow"].get("pending"):
-        # Spending it needs a commit: kept, not spent, for a prompt that gets the lock.
-        ledger["allow"] = {}
+    # A `tokenbudget allow` is spent by a commit: kept, not spent, for a prompt that gets
+    # the lock.
+    held(ledger).keep_allow()
     if ev.transcript is not None and ev.session_id is not None:
         sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
                           max_bytes=MAX_READ_PER_CALL)
@@ -442,13 +442,8 @@ def _handle_once(
             data = os.environ.get("CLAUDE_PLUGIN_DATA")
             with contextlib.suppress(OSError):
                 plugin.note_run(plugin_root, data, sys.executable, now)
-        events = ledger["events"]
-        fp = _fingerprint(ev)
-        if fp in events and not again:
+        if store.seen_event(_fingerprint(ev), now) and not again:
             return {}  # registered twice (plugin and settings, or two scopes): answer once
-        events[fp] = now
-        for k in [k for k, t in events.items() if now - t > EVENT_MEMORY]:
-            del events[k]
         messages.extend(ledger["notices"])
         ledger["notices"] = []
         rebuild_owed = bool(ledger["rebuild"])

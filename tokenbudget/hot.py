@@ -79,7 +79,7 @@ def session_file(folder: str, session_id: str) -> str:
 
 
 def commands(session: dict[str, Any] | None) -> set[str]:
-    """The slash commands a session has turns of: its runs that `enforce.command_runs` counts."""
+    """The slash commands a session has turns of: its runs that `Store.command_runs` counts."""
     if session is None:
         return set()
     return {t[TURN_COMMAND] for t in session[S_TURNS].values()

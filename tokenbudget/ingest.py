@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenbudget import clock, transcripts
-from tokenbudget.enforce import resolve_turn
-from tokenbudget.ledger import BUCKET, Ledger, file_identity
+from tokenbudget.ledger import BUCKET, Ledger, file_identity, resolve_turn
 from tokenbudget.record import Record
 from tokenbudget.schema import (
     ADJ_BUCKET,
