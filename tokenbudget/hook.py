@@ -258,7 +258,7 @@ def handle(
         # user's own budgets: those still apply; the project's are reported, every time.
         if cfg.fail_closed:
             return fail(name, f"a project budget file is broken ({e})", True, ev)
-        from tokenbudget.budgets import applies_to, normalize_project
+        from tokenbudget.limits import applies_to, normalize_project
 
         folder = normalize_project(os.path.abspath(root)) if root else None
         budget_list = [b for b in cfg.budgets if applies_to(b, folder)]
@@ -379,10 +379,15 @@ def _await_tools(ev: Event) -> bool:
     return True
 
 
+def _most(cfg: Any) -> dict[str, float]:
+    """The most one response can use, in each unit."""
+    rate = max([MAX_RATE, *(float(v) for r in cfg.prices.values() for v in r.values())])
+    return {"tokens": float(MAX_RESPONSE_TOKENS), "usd": MAX_RESPONSE_TOKENS * rate / 1e6}
+
+
 def _could_cross(checks: list[Any], cfg: Any) -> bool:
     """Whether one more response could carry a blocking budget past its limit."""
-    rate = max([MAX_RATE, *(float(v) for r in cfg.prices.values() for v in r.values())])
-    most = {"tokens": float(MAX_RESPONSE_TOKENS), "usd": MAX_RESPONSE_TOKENS * rate / 1e6}
+    most = _most(cfg)
     return any(
         c.budget.mode == "block" and c.limit - c.used <= most.get(c.budget.unit, math.inf)
         for c in checks
@@ -564,18 +569,19 @@ def _quick(
     """
     if ev.name == "SessionStart":
         return None, None
-    from tokenbudget.store import open_store
-
-    store = open_store()
     try:
         # The hot view first (tokenbudget/hot.py): the part of the ledger this call reads,
         # at a cost that does not grow with the sessions live. Only a quick answer is taken
-        # from it; anything else is decided on the whole ledger, read below.
-        part = _hot(ev, store)
+        # from it; anything else is decided on the whole ledger, read below. The store's
+        # module is not imported for it (2 ms a call).
+        part = _hot(ev, _Files(paths.ledger_file()))
         if part is not None and _nothing_to_do(ev, cfg, budget_list, part, now, near):
             return {}, None
     except Exception:
         pass  # the whole ledger decides, and meets whatever this was
+    from tokenbudget.store import open_store
+
+    store = open_store()
     try:
         ledger, stamp = store.read()
         known = (stamp, ledger) if stamp is not None else None
@@ -587,10 +593,22 @@ def _quick(
     return {}, None
 
 
+class _Files:
+    """The ledger's files as the store names them (store.JsonFileStore's file and journal)."""
+
+    __slots__ = ("file", "journal")
+
+    def __init__(self, file: str) -> None:
+        from tokenbudget.hot import journal_path
+
+        self.file = file
+        self.journal = journal_path(file)
+
+
 def _hot(ev: Event, store: Any) -> Any:
     """The hot view's part of the ledger for the event; None when it cannot be trusted."""
     from tokenbudget import hot
-    from tokenbudget.budgets import slash_command
+    from tokenbudget.limits import slash_command
 
     # A slash command's expected cost counts the live sessions' runs of it (engine.measure).
     command = slash_command(ev.prompt) if ev.name == "UserPromptSubmit" and ev.prompt else None
@@ -685,12 +703,38 @@ def _quiet(
 ) -> bool:
     """Whether the engine has nothing to say to the event and nothing to record for it
     (`near`, when given, learns whether a blocking budget is within one response of its limit)."""
+    if cfg.team is None and budget_list and ev.name not in UNHEARD:
+        # Most calls are far from every limit: that much is found without the engine, and
+        # without importing datetime and zoneinfo (hot.quiet); anything nearer, the engine says.
+        from tokenbudget import hot
+
+        key = _zone_key(cfg)
+        calendar = any(b.kind in hot.CALENDAR for b in budget_list)
+        wins = hot.windows(paths.ledger_file(), key, cfg.week_start, now) if calendar else None
+        if hot.quiet(ev.name, budget_list, ledger, now, wins, session_id=ev.session_id,
+                     cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id,
+                     most=None if near is None else _most(cfg)):
+            return True
+        if wins is None and calendar:
+            try:  # the next call finds them (this one imports the zone's code either way)
+                tz = cfg.tz()
+                if _zone_key(cfg) == key:  # the system's zone did not change meanwhile
+                    hot.keep_windows(paths.ledger_file(), key, cfg.week_start, tz, now)
+            except TokenbudgetError:
+                pass  # a zone that cannot be read: the engine says so below
     judged = _judge(ev, cfg, budget_list, ledger, now)
     if judged is None or ev.name in UNHEARD:
         return True
     if near is not None and judged[2].action == "allow" and _could_cross(judged[1], cfg):
         near.append(True)
     return judged[2].action == "allow" and not judged[2].records
+
+
+def _zone_key(cfg: Any) -> Any:
+    from tokenbudget import config as config_mod
+    from tokenbudget.hot import zone_key
+
+    return zone_key(cfg.timezone, config_mod.LOCALTIME)
 
 
 def _keep_stop(
