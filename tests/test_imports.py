@@ -116,3 +116,25 @@ def test_reading_budgets_imports_no_time_zones(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO)
     assert out.stdout == "2 []\n"
+
+
+def test_a_hook_call_with_news_imports_no_dataclasses_or_typing(private_home: Path) -> None:
+    # A call that reads and records a response: pricing, ingest, sync and the store come in,
+    # dataclasses (with inspect, ~9 ms) and typing (~2.5 ms) do not; pathlib still does.
+    import json
+
+    from tests.helpers import install_fixture
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "daily",
+                                                                "limit": "900M"}]}))
+    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                        "cwd": "/home/dev/project", "prompt_id": "p-1"}).encode()
+    code = ("import sys; from tokenbudget.hook import main; main(); "
+            f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-S", "-c", code, "Stop"], input=event,
+                         capture_output=True, check=True, cwd=REPO)
+    assert (out.stdout, out.stderr) == (b"{}\n", b"pathlib\n")
+    assert (state / "ledger.json").exists()  # it read the transcript and recorded it
