@@ -561,16 +561,22 @@ def test_a_quick_call_keeps_the_windows_and_then_decides_without_the_engine(
                 {"kind": "monthly", "limit": "900M"}, {"kind": "5h", "limit": "900M"})
     alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
     alpha.turn("p1", "go on", recorded_day - 60, 900)
-    alpha.event("Stop", recorded_day, prompt_id="p1")  # everything read (by the engine)
+    alpha.event("Stop", recorded_day, prompt_id="p1")  # news: read, then decided
     wins = hot.windows_file(_store(private_home).file)
-    assert not os.path.exists(wins)
-    assert alpha.tool("p1", recorded_day + 1) == {}  # nothing new: it keeps the windows
+    assert os.path.exists(wins)  # kept by the decision, which needed them
+    os.unlink(wins)
+    assert alpha.tool("p1", recorded_day + 1) == {}  # nothing new: it keeps them again
     assert os.path.exists(wins)
     from tokenbudget import engine
 
     monkeypatch.setattr(engine, "judge", lambda *a, **k: pytest.fail("the engine was asked"))
     assert alpha.tool("p1", recorded_day + 2) == {}
     assert alpha.event("PostToolBatch", recorded_day + 3, prompt_id="p1") == {}
+    # A call with news far from every limit is recorded, then answered without the engine too.
+    alpha.turn("p2", "go on", recorded_day + 60, 700)
+    assert alpha.event("Stop", recorded_day + 70, prompt_id="p2") == {}
+    session = _store(private_home).snapshot()["sessions"][alpha.sid]
+    assert "p2" in session["t"]
     assert "tokenbudget.engine" in sys.modules  # (imported by the first call)
 
 

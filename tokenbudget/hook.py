@@ -676,6 +676,8 @@ def _decide(
 ) -> dict[str, Any]:
     """The engine's answer to the event; records the warnings it gives and the `allow` it
     spends, and keeps a refusal or stop for `status --check`."""
+    if ev.name != "SessionStart" and _far(ev, cfg, budget_list, ledger, now, near):
+        return {}  # allowed, nothing to say or record (a session's start may give a hint)
     judged = _judge(ev, cfg, budget_list, ledger, now)
     if judged is None or ev.name in UNHEARD:
         return {}
@@ -697,31 +699,43 @@ def _decide(
     return _with_message(answer, "\n".join(notes) if notes else None)
 
 
+def _far(
+    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
+    near: list[bool] | None,
+) -> bool:
+    """Whether every budget that concerns the event is far enough from its limits that the
+    engine would allow it with nothing to say or record, and (`near` given) more than one
+    response from a blocking limit: found without the engine, and without importing datetime
+    and zoneinfo (hot.quiet). Most calls are; for any other, the engine decides."""
+    if cfg.team is not None or not budget_list or ev.name in UNHEARD:
+        return False
+    from tokenbudget import hot
+
+    key = _zone_key(cfg)
+    calendar = any(b.kind in hot.CALENDAR for b in budget_list)
+    wins = hot.windows(paths.ledger_file(), key, cfg.week_start, now) if calendar else None
+    if hot.quiet(ev.name, budget_list, ledger, now, wins, session_id=ev.session_id,
+                 cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id,
+                 most=None if near is None else _most(cfg)):
+        return True
+    if wins is None and calendar:
+        try:  # the next call finds them (this one imports the zone's code either way)
+            tz = cfg.tz()
+            if _zone_key(cfg) == key:  # the system's zone did not change meanwhile
+                hot.keep_windows(paths.ledger_file(), key, cfg.week_start, tz, now)
+        except TokenbudgetError:
+            pass  # a zone that cannot be read: the engine says so
+    return False
+
+
 def _quiet(
     ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
     near: list[bool] | None = None,
 ) -> bool:
     """Whether the engine has nothing to say to the event and nothing to record for it
     (`near`, when given, learns whether a blocking budget is within one response of its limit)."""
-    if cfg.team is None and budget_list and ev.name not in UNHEARD:
-        # Most calls are far from every limit: that much is found without the engine, and
-        # without importing datetime and zoneinfo (hot.quiet); anything nearer, the engine says.
-        from tokenbudget import hot
-
-        key = _zone_key(cfg)
-        calendar = any(b.kind in hot.CALENDAR for b in budget_list)
-        wins = hot.windows(paths.ledger_file(), key, cfg.week_start, now) if calendar else None
-        if hot.quiet(ev.name, budget_list, ledger, now, wins, session_id=ev.session_id,
-                     cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id,
-                     most=None if near is None else _most(cfg)):
-            return True
-        if wins is None and calendar:
-            try:  # the next call finds them (this one imports the zone's code either way)
-                tz = cfg.tz()
-                if _zone_key(cfg) == key:  # the system's zone did not change meanwhile
-                    hot.keep_windows(paths.ledger_file(), key, cfg.week_start, tz, now)
-            except TokenbudgetError:
-                pass  # a zone that cannot be read: the engine says so below
+    if _far(ev, cfg, budget_list, ledger, now, near):
+        return True
     judged = _judge(ev, cfg, budget_list, ledger, now)
     if judged is None or ev.name in UNHEARD:
         return True
