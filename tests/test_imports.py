@@ -17,7 +17,7 @@ SLOW = ("dataclasses", "inspect", "typing", "pathlib")
 # What a hook call with nothing new imports of tokenbudget, and what it leaves alone.
 QUICK = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors tokenbudget.fileio"
          " tokenbudget.hook tokenbudget.hot tokenbudget.ledger tokenbudget.limits"
-         " tokenbudget.numfmt tokenbudget.paths tokenbudget.record tokenbudget.schema")
+         " tokenbudget.paths tokenbudget.record tokenbudget.schema")
 QUICK_OFF = ("datetime", "zoneinfo", "contextlib", "sysconfig")
 
 

@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping
 
 from .errors import ConfigError
-from .numfmt import exact_tokens
 from .record import Frozen
 
 # Importing typing costs a hook call about 5 ms: these names exist for the type checker only
@@ -136,6 +135,8 @@ def limit_arg(value: float, unit: Unit) -> str:
     """A limit as a shell-safe argument `parse_limit` reads back: `400k`, `10usd`."""
     if unit == "usd":
         return f"{value:.6f}".rstrip("0").rstrip(".") + "usd"  # not "$10": a shell would expand $1
+    from .numfmt import exact_tokens  # here: reading a config never needs it
+
     return exact_tokens(int(value)).replace(",", "_")
 
 
