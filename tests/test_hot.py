@@ -590,3 +590,10 @@ def test_the_quick_paths_constants_and_journal_are_the_stores() -> None:
     assert BLOCK_LENGTH.total_seconds() == hot.BLOCK
     for name in ("/a b/ledger.json", "/x/other"):
         assert hot.journal_path(name) == JsonFileStore(name).journal
+
+
+def test_a_ledger_of_an_odd_shape_is_left_to_the_engine(private_home: Path) -> None:
+    cfg = config_mod.Config(budgets=(Budget("session", 10**9),))
+    ledger = {"sessions": {"s-1": {"p": "/p"}}, "hours": {}, "projects": {}, "commands": {}}
+    ev = hook.parse_event("PreToolUse", json.dumps({"session_id": "s-1", "cwd": "/p"}).encode())
+    assert hook._far(ev, cfg, list(cfg.budgets), ledger, 1e9, None) is False

@@ -714,10 +714,13 @@ def _far(
     key = _zone_key(cfg)
     calendar = any(b.kind in hot.CALENDAR for b in budget_list)
     wins = hot.windows(paths.ledger_file(), key, cfg.week_start, now) if calendar else None
-    if hot.quiet(ev.name, budget_list, ledger, now, wins, session_id=ev.session_id,
-                 cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id,
-                 most=None if near is None else _most(cfg)):
-        return True
+    try:
+        if hot.quiet(ev.name, budget_list, ledger, now, wins, session_id=ev.session_id,
+                     cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id,
+                     most=None if near is None else _most(cfg)):
+            return True
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass  # a ledger of an odd shape: the engine meets it and says what it is
     if wins is None and calendar:
         try:  # the next call finds them (this one imports the zone's code either way)
             tz = cfg.tz()
