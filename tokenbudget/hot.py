@@ -307,14 +307,14 @@ def quiet(event: str, budgets: list[Budget], ledger: Ledger, now: float,
     starting = event == "UserPromptSubmit"
     expected = (0.0, 0.0)
     command: str | None = None
-    if starting:  # engine.event_context, engine.exempt, enforce.expected
+    if starting:  # engine.event_context and engine.exempt, enforce.expected
         slash = slash_command(prompt) if prompt else None
         if slash in OWN_COMMANDS:
             return False  # exempt from every budget: the engine says so
         if slash is not None:
             expected = _expected(ledger, slash, prompt_id)
         command = slash or "prompt"
-    else:  # enforce.turn_used
+    else:  # store.HeldLedger.turn_usage (the store's module is not imported here: 2 ms)
         if session is not None and prompt_id is not None:
             pid: str | None = prompt_id
             for _ in range(8):
@@ -367,8 +367,8 @@ def quiet(event: str, budgets: list[Budget], ledger: Ledger, now: float,
 
 
 def _expected(ledger: Ledger, command: str, exclude: str | None) -> tuple[float, float]:
-    """enforce.expected: the 90th percentile (nearest rank) of the command's 20 latest runs,
-    in tokens and in dollars (budgets.expected_cost)."""
+    """enforce.expected: the 90th percentile (nearest rank, budgets.expected_cost) of the
+    command's 20 latest runs (store.HeldLedger.command_runs), in tokens and in dollars."""
     runs = [list(r) for r in ledger["commands"].get(command, [])]
     for s in ledger["sessions"].values():
         for pid, t in s[S_TURNS].items():
