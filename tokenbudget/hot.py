@@ -31,7 +31,8 @@ file deleted by hand) is decided on the ledger, never as a session with nothing 
 No fsync: this is derived data. After the machine loses power, a view file lost or torn is
 unreadable, and one kept whose journal line was lost (or the reverse) names a journal length
 the journal does not have; either way readers go to the ledger until the next commit rewrites it.
-Kept to json and os: a hook call with nothing new imports it.
+Kept to json, math and os: a hook call with nothing new imports it, and decides with it
+(`quiet`, with the calendar windows it keeps in `budget-windows.json`).
 """
 
 from __future__ import annotations
