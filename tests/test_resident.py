@@ -505,6 +505,35 @@ def test_a_key_a_stranger_had_is_replaced_by_install_resident_after_it_left(
     resident.remove()
 
 
+def test_doctor_says_a_key_a_stranger_had_until_it_is_replaced_and_uninstall_forgets_it(
+    project: Path, private_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tokenbudget import doctor
+
+    def exposed() -> list[tuple[bool, str, str, str]]:
+        report = doctor.Report()
+        doctor.check_resident(report)
+        return [(f.ok, f.title, f.detail, f.fix) for f in report.findings if "key" in f.title]
+
+    _cli("install", "--resident")
+    first = resident.load()
+    assert first is not None and exposed() == []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first.port))
+        squatter.listen()
+        threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
+        assert resident.probe(first)[0] == "stranger"
+    # The stranger has left: the port looks free, the key is still one it may hold.
+    assert exposed() == [(
+        False, "the resident answerer's key may be known to another process",
+        f"127.0.0.1:{first.port}: another process held the port while this key was in use, and"
+        " was sent it with tool events",
+        "run `tokenbudget install --resident` again for a new port and key")]
+    _cli("uninstall")
+    assert resident.load() is None
+    assert not os.path.exists(resident.exposed_file())
+
+
 def test_a_new_key_is_not_written_into_another_settings_file_others_can_read(
     project: Path, private_home: Path
 ) -> None:
