@@ -1,0 +1,101 @@
+"""The resident answerer's Unix socket, the client side: an event handed over, its answer back.
+
+With `install --resident`, SessionStart, UserPromptSubmit, SubagentStop and SessionEnd stay
+command hooks, but lean ones (tokenbudget/relay_hook.py): each hands its event to the warm
+answerer (tokenbudget/answerer.py) over this socket, and the answerer decides it with the same
+`hook.handle`. The socket lives in the answerer's folder, which is the user's alone (0700,
+checked here before connecting): only the user can have created it, so it takes no proof
+either way. This module imports only what a round trip on the socket needs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+RELAYED = ("SessionStart", "UserPromptSubmit", "SubagentStop", "SessionEnd")
+SOCKET_NAME = "answerer.sock"
+MAX_DIRS = 16  # Claude config folders a session may name (CLAUDE_CONFIG_DIR as a list)
+# Seconds the relay waits for the answerer's answer (it takes milliseconds; a near-limit wait
+# is at most a second) before it decides on its own, within Claude Code's 10 s.
+TIMEOUT = 4.0
+_MAX_REPLY = 1024 * 1024
+# A Unix socket's path must fit in sun_path (108 bytes on Linux, 104 on macOS).
+_MAX_PATH = 100
+
+
+def folder() -> str:
+    from tokenbudget import paths
+
+    return os.path.join(paths.data_folder(), "resident")
+
+
+def session_dirs() -> list[str]:
+    """This session's Claude config folders, absolute (the answerer runs in another folder)."""
+    from tokenbudget import paths
+
+    return [os.path.abspath(d) for d in paths.claude_config_folders()][:MAX_DIRS]
+
+
+def private(where: str) -> bool:
+    """Whether `where` is a folder of this user's that nobody else can write in (or read)."""
+    try:
+        st = os.stat(where)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+class Address:
+    """The socket's path as bind/connect can take it: a long one through the folder's
+    descriptor (/proc/self/fd/N/..., Linux), which is closed with this object."""
+
+    def __init__(self, where: str) -> None:
+        self.path = os.path.join(where, SOCKET_NAME)
+        self.fd: int | None = None
+        self.address = self.path
+        if len(os.fsencode(self.path)) > _MAX_PATH:
+            self.fd = os.open(where, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            self.address = f"/proc/self/fd/{self.fd}/{SOCKET_NAME}"
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def ask(event: str, raw: bytes, session: str = "", project: str = "",
+        dirs: Sequence[str] = ()) -> bytes | None:
+    """The answerer's answer to `event` (its JSON), or None when it cannot be asked. An empty
+    `event`: only `session`'s project and Claude config folders noted."""
+    import json
+
+    where = folder()
+    if not private(where):
+        return None
+    header = json.dumps({"event": event, "session": session, "project": project,
+                         "dirs": list(dirs)}).encode() + b"\n"
+    chunks: list[bytes] = []
+    try:
+        address = Address(where)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(TIMEOUT)
+                s.connect(address.address)
+                s.sendall(header + raw)
+                s.shutdown(socket.SHUT_WR)
+                while sum(map(len, chunks)) <= _MAX_REPLY:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+        finally:
+            address.close()
+    except OSError:
+        return None
+    reply = b"".join(chunks)
+    return reply if reply.startswith(b"{") and reply.endswith(b"}") else None
