@@ -241,6 +241,41 @@ def test_without_an_answerer_the_command_hook_decides_itself_and_starts_it(
     assert resident.probe(setup)[1]["relayed"] == 1
 
 
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_an_answerer_that_takes_the_event_and_stays_silent_is_our_failure(
+    private_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    fail_closed: bool,
+) -> None:
+    from tokenbudget import relay_hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"fail_closed": fail_closed}))
+    resident.save(resident.create())
+    monkeypatch.setattr(relay, "TIMEOUT", 0.3)
+    address = relay.Address(resident.folder())
+    held: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(address.address)
+        silent.listen()
+        threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+        monkeypatch.setattr(sys, "argv", ["-c", "UserPromptSubmit"])
+        monkeypatch.setattr(sys, "stdin", _Stdin(b'{"session_id": "s-1", "prompt": "hi"}'))
+        relay_hook.main()
+    address.close()
+    for conn in held:
+        conn.close()
+    said = "tokenbudget: the resident answerer did not answer within 0.3 s"
+    answer = json.loads(capsys.readouterr().out)
+    # Not decided here too: the answerer may still be deciding it.
+    if fail_closed:
+        assert answer == {"decision": "block",
+                          "reason": said + " (fail_closed is on, so this prompt is refused)"}
+    else:
+        assert answer == {"systemMessage": said + "; allowing."}
+    resident.remove()
+
+
 def test_a_socket_in_a_folder_others_can_write_in_is_not_used(
     setup: resident.Setup, private_home: Path
 ) -> None:

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 RELAYED = ("SessionStart", "UserPromptSubmit", "SubagentStop", "SessionEnd")
 SOCKET_NAME = "answerer.sock"
 MAX_DIRS = 16  # Claude config folders a session may name (CLAUDE_CONFIG_DIR as a list)
-# Seconds the relay waits for the answerer's answer (it takes milliseconds; a near-limit wait
-# is at most a second) before it decides on its own, within Claude Code's 10 s.
-TIMEOUT = 4.0
+# Seconds the relay waits for the answerer's answer: it takes milliseconds, but an event may
+# wait for the ledger lock (lock_timeout_seconds, 2 s by default) and, near a limit, for the
+# transcript (1 s), twice; within Claude Code's 10 s for these hooks.
+TIMEOUT = 8.0
 _MAX_REPLY = 1024 * 1024
 # A Unix socket's path must fit in sun_path (108 bytes on Linux, 104 on macOS).
 _MAX_PATH = 100
@@ -70,8 +71,10 @@ class Address:
 
 def ask(event: str, raw: bytes, session: str = "", project: str = "",
         dirs: Sequence[str] = ()) -> bytes | None:
-    """The answerer's answer to `event` (its JSON), or None when it cannot be asked. An empty
-    `event`: only `session`'s project and Claude config folders noted."""
+    """The answerer's answer to `event` (its JSON), or None when it cannot be asked (no
+    answerer, or one that died before answering). An empty `event`: only `session`'s project
+    and Claude config folders noted. TimeoutError when it took the event but did not answer
+    within TIMEOUT: it may still be deciding it, so nobody else should."""
     import json
 
     where = folder()
@@ -95,6 +98,10 @@ def ask(event: str, raw: bytes, session: str = "", project: str = "",
                     chunks.append(chunk)
         finally:
             address.close()
+    except TimeoutError:
+        if chunks or not event:
+            return None
+        raise
     except OSError:
         return None
     reply = b"".join(chunks)

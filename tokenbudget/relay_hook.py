@@ -32,6 +32,8 @@ def main() -> None:
         try:
             reply = relay.ask(event, raw, project=os.environ.get("CLAUDE_PROJECT_DIR", ""),
                               dirs=relay.session_dirs())
+        except TimeoutError:
+            reply = _late(event)
         except Exception:
             reply = None  # never a traceback: the full hook answers instead
     if reply is None:
@@ -41,3 +43,22 @@ def main() -> None:
         return
     sys.stdout.buffer.write(reply + b"\n")
     sys.stdout.flush()
+
+
+def _late(event: str) -> bytes:
+    """The answer when the answerer took the event but did not answer in time: deciding it
+    here as well could count it twice (or, seen as a second registration, let it through), so
+    it is our failure: allowed and said, or with fail_closed a prompt refused."""
+    import json
+
+    from tokenbudget import hook
+
+    fail_closed = False
+    try:
+        from tokenbudget import config as config_mod
+
+        fail_closed = config_mod.load_config().fail_closed
+    except Exception:
+        pass
+    why = f"the resident answerer did not answer within {relay.TIMEOUT:g} s"
+    return json.dumps(hook.fail(event, why, fail_closed)).encode()
