@@ -28,6 +28,8 @@ Variants (each a settings file passed with --settings):
   to the resident answerer, started on demand by the SessionStart hook and checked by each
   UserPromptSubmit); the answerer stays up from run to run, as it does between turns.
 - resident-stopcmd: resident with Stop a command hook again (the choice it made).
+- resident-base: resident as written by the package at git `--base REF` (installed into a
+  venv of its own): a change against what came before, in the same run.
 """
 
 from __future__ import annotations
@@ -241,8 +243,10 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "resident-nopre": resident_hooks,  # called with the variant's state folder too
     "resident": resident_installed_hooks,  # these three too
     "resident-stopcmd": lambda py, state: resident_installed_hooks(py, state, stop_command=True),
+    "resident-base": lambda py, state: resident_installed_hooks(_BASE[0], state),
 }
-_WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd")
+_WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base")
+_BASE: list[Path] = []  # the interpreter of --base
 
 
 # Variants whose hooks record nothing.
@@ -390,6 +394,7 @@ def main() -> None:
     ap.add_argument("--ledger", type=Path, help="start every run from a copy of this ledger")
     ap.add_argument("--reinstall", action="store_true", help="install the working tree again")
     ap.add_argument("--save", default="turn", help="results/NAME.json")
+    ap.add_argument("--base", default="main", help="the git ref of resident-base")
     args = ap.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -397,6 +402,8 @@ def main() -> None:
         raise SystemExit(f"variants: {unknown or 'none is the baseline'}; known: {list(VARIANTS)}")
     common.WORK.mkdir(parents=True, exist_ok=True)
     py = common.bench_python(reinstall=args.reinstall)
+    if "resident-base" in names:
+        _BASE.append(common.bench_python_at(args.base))
     runner = Runner(claude_binary(), py, args.loop, args.ledger)
     try:
         for n in names:
