@@ -345,17 +345,31 @@ def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path:
                     "X-Tokenbudget-Disable": "${TOKENBUDGET_DISABLE}"},
         "allowedEnvVars": ["TOKENBUDGET_DISABLE"], "timeout": 10}]}]
     assert hooks["Stop"][0]["hooks"][0]["type"] == "http"
-    assert hooks["UserPromptSubmit"][0]["hooks"][0]["type"] == "command"
+    # The command hooks that stay hand their events to the answerer (relay_hook).
+    for event in relay.RELAYED:
+        assert hooks[event][0]["hooks"][0]["command"] == claude_settings.hook_command(
+            sys.executable, event, None, claude_settings.RELAY_CODE)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert {r.event for r in claude_settings.find_registrations(path)} == set(
         claude_settings.OUR_EVENTS)
     claude_settings.install(path, sys.executable, None)
     again = json.loads(path.read_text())["hooks"]
-    assert again["PostToolBatch"][0]["hooks"][0] == claude_settings.desired_hooks(
-        sys.executable)["PostToolBatch"][0]["hooks"][0]
+    assert again == claude_settings.desired_hooks(sys.executable)
     claude_settings.install(path, sys.executable, None, made)
     claude_settings.uninstall(path)
     assert not path.exists() or "hooks" not in json.loads(path.read_text() or "{}")
+
+
+def test_a_lean_command_hook_is_ours_in_both_its_forms() -> None:
+    for folders in (None, ["/opt/tb site", "/opt/o'dd"]):
+        command = claude_settings.hook_command("/usr/bin/python3", "UserPromptSubmit", folders,
+                                               claude_settings.RELAY_CODE)
+        assert claude_settings.parse_hook_command(command) == claude_settings.ParsedHook(
+            "module", "UserPromptSubmit", "/usr/bin/python3",
+            None if folders is None else tuple(folders))
+    # Someone else's code after the same start is not ours.
+    other = claude_settings.hook_command("/usr/bin/python3", "Stop", ["/x"], "import evil")
+    assert claude_settings.parse_hook_command(other) is None
 
 
 def test_an_http_hook_of_someone_else_is_not_ours() -> None:
