@@ -190,7 +190,7 @@ def _relay(event: str, body: bytes, env: dict[str, str] | None = None) -> tuple[
     the modules of ours (and of a few costly imports) it loaded."""
     code = claude_settings.fast_code([str(REPO)], claude_settings.RELAY_CODE) + (
         "; print(sorted(m for m in sys.modules if m.startswith('tokenbudget') or m in"
-        " ('hmac', 'hashlib', 'threading', 'http')), file=sys.stderr)")
+        " ('hmac', 'hashlib', 'threading', 'http', 'socket', 'enum', 're')), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-I", "-S", "-c", code, event], input=body,
                           capture_output=True, timeout=30, check=True, env=env)
     return json.loads(done.stdout), json.loads(done.stderr.decode().replace("'", '"'))
@@ -216,6 +216,15 @@ def test_a_command_hook_hands_its_event_to_the_answerer_over_its_socket(
     off = dict(os.environ, TOKENBUDGET_DISABLE="1")
     assert _relay("UserPromptSubmit", json.dumps(event).encode(), off)[0] == {}
     assert resident.probe(setup)[1]["relayed"] == 1
+
+
+def test_the_socket_request_s_first_line_is_json_whatever_the_paths_hold() -> None:
+    odd = ["/a b/\"q\"/back\\slash", "/tab\tnew\nline\x01", "/caf\u00e9/\u2603",
+           os.fsdecode(b"/bytes/\xff\xfe")]
+    line = relay.header_line("UserPromptSubmit", "s-1", odd[0], odd)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == {"event": "UserPromptSubmit", "session": "s-1",
+                                "project": odd[0], "dirs": odd}
 
 
 def test_without_an_answerer_the_command_hook_decides_itself_and_starts_it(

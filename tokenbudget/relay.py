@@ -10,8 +10,10 @@ either way. This module imports only what a round trip on the socket needs.
 
 from __future__ import annotations
 
+# The C module, not `socket`: that one imports enum and selectors, tens of ms of a lean
+# hook's start (python -X importtime) for names it does not use.
+import _socket
 import os
-import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -69,33 +71,55 @@ class Address:
             self.fd = None
 
 
+def _quote(text: str) -> str:
+    """`text` as a JSON string: what json.dumps writes, without importing json (which brings
+    re and enum: milliseconds of every lean hook's start)."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch < " " or "\ud800" <= ch <= "\udfff":  # controls; a path's undecodable bytes
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def header_line(event: str, session: str, project: str, dirs: Sequence[str]) -> bytes:
+    """The request's first line: one JSON object (the event's raw JSON follows it)."""
+    listed = ", ".join(_quote(d) for d in dirs)
+    return (f'{{"event": {_quote(event)}, "session": {_quote(session)}, "project":'
+            f' {_quote(project)}, "dirs": [{listed}]}}\n').encode()
+
+
 def ask(event: str, raw: bytes, session: str = "", project: str = "",
         dirs: Sequence[str] = ()) -> bytes | None:
     """The answerer's answer to `event` (its JSON), or None when it cannot be asked (no
     answerer, or one that died before answering). An empty `event`: only `session`'s project
     and Claude config folders noted. TimeoutError when it took the event but did not answer
     within TIMEOUT: it may still be deciding it, so nobody else should."""
-    import json
-
     where = folder()
     if not private(where):
         return None
-    header = json.dumps({"event": event, "session": session, "project": project,
-                         "dirs": list(dirs)}).encode() + b"\n"
+    header = header_line(event, session, project, dirs)
     chunks: list[bytes] = []
     try:
         address = Address(where)
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            try:
                 s.settimeout(TIMEOUT)
                 s.connect(address.address)
                 s.sendall(header + raw)
-                s.shutdown(socket.SHUT_WR)
+                s.shutdown(_socket.SHUT_WR)
                 while sum(map(len, chunks)) <= _MAX_REPLY:
                     chunk = s.recv(65536)
                     if not chunk:
                         break
                     chunks.append(chunk)
+            finally:
+                s.close()
         finally:
             address.close()
     except TimeoutError:
