@@ -285,6 +285,17 @@ def test_an_answerer_that_takes_the_event_and_stays_silent_is_our_failure(
     resident.remove()
 
 
+def test_an_answerer_that_cannot_make_its_socket_still_answers_over_http(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    # Something of the user's own stands where the socket goes (a path too long for a socket
+    # without /proc, on some systems, is the same case).
+    (Path(resident.folder()) / relay.SOCKET_NAME).mkdir(parents=True)
+    assert resident.ensure("s-1") == ("ours", "")
+    assert relay.ask("", b"", "s-1") is None  # the command hooks decide in their own process
+    assert resident.probe(setup)[0] == "ours"
+
+
 def test_a_socket_in_a_folder_others_can_write_in_is_not_used(
     setup: resident.Setup, private_home: Path
 ) -> None:

@@ -229,12 +229,12 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
                 resident.write_private(resident.state_file(), resident.read_state() | {
                     "failed_start": token, "start_error": why})
         return
+    relayed: _Relayed | None = None
     try:
         relayed = _listen(me)
     except OSError as e:
-        server.server_close()
-        hook.log(f"resident answerer: cannot listen on its socket ({e})")
-        return
+        # The command hooks then decide in their own processes, as without the socket.
+        hook.log(f"resident answerer: cannot listen on its socket ({e}); http only")
     me.save(stopped=None)
     hook.log(f"resident answerer {os.getpid()} listening on {resident.HOST}:{setup.port}")
 
@@ -244,18 +244,21 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
             why = me.should_stop(idle)
             if why is not None:
                 hook.log(f"resident answerer {os.getpid()} stops: {why}")
-                relayed.shutdown()
+                if relayed is not None:
+                    relayed.shutdown()
                 server.shutdown()
                 return
 
     threading.Thread(target=watch, daemon=True).start()
-    threading.Thread(target=relayed.serve_forever, kwargs={"poll_interval": 0.5},
-                     daemon=True).start()
+    if relayed is not None:
+        threading.Thread(target=relayed.serve_forever, kwargs={"poll_interval": 0.5},
+                         daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
-        relayed.close()
+        if relayed is not None:
+            relayed.close()
         me.save(stopped=clock.now())
 
 
