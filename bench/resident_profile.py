@@ -45,7 +45,8 @@ def handle(*args, **kwargs):
     finally:
         prof.disable()
 hook.handle = handle
-resident.serve()
+from tokenbudget import answerer
+answerer.serve()
 prof.dump_stats(sys.argv[1])
 """
 

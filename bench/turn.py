@@ -28,6 +28,8 @@ Variants (each a settings file passed with --settings):
   to the resident answerer, started on demand by the SessionStart hook and checked by each
   UserPromptSubmit); the answerer stays up from run to run, as it does between turns.
 - resident-stopcmd: resident with Stop a command hook again (the choice it made).
+- resident-base: resident as written by the package at git `--base REF` (installed into a
+  venv of its own): a change against what came before, in the same run.
 """
 
 from __future__ import annotations
@@ -241,8 +243,10 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "resident-nopre": resident_hooks,  # called with the variant's state folder too
     "resident": resident_installed_hooks,  # these three too
     "resident-stopcmd": lambda py, state: resident_installed_hooks(py, state, stop_command=True),
+    "resident-base": lambda py, state: resident_installed_hooks(_BASE[0], state),
 }
-_WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd")
+_WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base")
+_BASE: list[Path] = []  # the interpreter of --base
 
 
 # Variants whose hooks record nothing.
@@ -262,6 +266,10 @@ class Runner:
         self.settings: dict[str, Path | None] = {}
         self.served: dict[str, list[int]] = {}
         self.home: dict[str, Path] = {}
+        # CPU seconds a run took: Claude Code and the hooks it waited for (this process's
+        # children), plus the resident answerer's (detached: read from /proc). What the hooks
+        # cost whatever the machine's load, which the wall time is not.
+        self.cpu: dict[str, list[float]] = {}
 
     def add(self, name: str, settings: Settings | None) -> None:
         home = self.root / name / "home"
@@ -270,6 +278,7 @@ class Runner:
         (self.root / name / "cwd").mkdir()
         self.home[name] = home
         self.served[name] = []
+        self.cpu[name] = []
         if settings is None:
             self.settings[name] = None
             return
@@ -323,10 +332,12 @@ class Runner:
         if settings is not None:
             cmd += ["--settings", str(settings)]
         before = len(self.fake.requests)
+        cpu0 = _children_cpu() + _answerer_cpu(state)
         t0 = time.perf_counter()
         done = subprocess.run(cmd, cwd=self.root / name / "cwd", env=env, capture_output=True,
                               text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
         seconds = time.perf_counter() - t0
+        self.cpu[name].append(_children_cpu() + _answerer_cpu(state) - cpu0)
         out = json.loads(done.stdout.strip().splitlines()[-1])
         if done.returncode != 0 or out.get("terminal_reason") != "completed":
             raise SystemExit(f"{name}: claude failed ({done.returncode}): {done.stdout[-500:]}"
@@ -372,6 +383,24 @@ class Runner:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _answerer_cpu(state: Path) -> float:
+    """CPU seconds the variant's resident answerer has used so far (0 when none runs)."""
+    try:
+        pid = json.loads((common.data_dir(state) / "resident" / "state.json").read_text())["pid"]
+        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def claude_binary() -> Path:
     env = os.environ.get("TOKENBUDGET_CLAUDE_BIN")
     if env:
@@ -390,6 +419,7 @@ def main() -> None:
     ap.add_argument("--ledger", type=Path, help="start every run from a copy of this ledger")
     ap.add_argument("--reinstall", action="store_true", help="install the working tree again")
     ap.add_argument("--save", default="turn", help="results/NAME.json")
+    ap.add_argument("--base", default="main", help="the git ref of resident-base")
     args = ap.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -397,6 +427,8 @@ def main() -> None:
         raise SystemExit(f"variants: {unknown or 'none is the baseline'}; known: {list(VARIANTS)}")
     common.WORK.mkdir(parents=True, exist_ok=True)
     py = common.bench_python(reinstall=args.reinstall)
+    if "resident-base" in names:
+        _BASE.append(common.bench_python_at(args.base))
     runner = Runner(claude_binary(), py, args.loop, args.ledger)
     try:
         for n in names:
@@ -406,28 +438,35 @@ def main() -> None:
                                   warmup=args.warmup)
     finally:
         runner.close()
-    report(names, times, runner.served, args)
+    cpu = {n: c[len(c) - len(times[n]):] for n, c in runner.cpu.items()}  # no warm-ups
+    report(names, times, runner.served, cpu, args)
 
 
 def report(names: list[str], times: dict[str, list[float]], served: dict[str, list[int]],
-           args: argparse.Namespace) -> None:
+           cpu: dict[str, list[float]], args: argparse.Namespace) -> None:
     base = times["none"]
     requests = statistics.median(served["none"])
     rows = []
-    print("| variant | turn (median) | minus none | per request | pairs with > none |")
-    print("|---|---|---|---|---|")
+    print("| variant | turn (median) | minus none | per request | pairs with > none |"
+          " CPU per request, minus none |")
+    print("|---|---|---|---|---|---|")
     for n in names:
         # Pair round by round: the machine's drift falls on both.
         diffs = [a - b for a, b in zip(times[n], base, strict=True)]
         extra = statistics.median(diffs)
+        cpu_extra = statistics.median(cpu[n]) - statistics.median(cpu["none"])
         rows.append({"variant": n, "turn": common.stats(times[n]), "diff": common.stats(diffs),
                      "per_request_ms": extra * 1000 / requests,
+                     "cpu": common.stats(cpu[n]),
+                     "cpu_per_request_ms": cpu_extra * 1000 / requests,
                      "requests": served[n]})
         print(f"| {n} | {statistics.median(times[n]):.3f} s | {extra * 1000:+.0f} ms | "
-              f"{extra * 1000 / requests:+.1f} ms | {sum(d > 0 for d in diffs)}/{len(diffs)} |")
-    print(f"\n{len(base)} rounds; {requests:g} requests a turn")
+              f"{extra * 1000 / requests:+.1f} ms | {sum(d > 0 for d in diffs)}/{len(diffs)} |"
+              f" {cpu_extra * 1000 / requests:+.1f} ms |")
+    print(f"\n{len(base)} rounds; {requests:g} requests a turn; load average"
+          f" {os.getloadavg()[0]:.1f} at the end")
     common.save(args.save, {"args": vars(args) | {"ledger": str(args.ledger)}, "rows": rows,
-                            "times": times})
+                            "times": times, "cpu": cpu})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import install_fixture
-from tokenbudget import claude_settings, hook, resident
+from tokenbudget import answerer, claude_settings, hook, relay, resident
 from tokenbudget.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
 
         def do_POST(self) -> None:
             seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            proof = resident._mac(setup.key, "answerer", seen[-1]["nonce"])
+            proof = resident.mac(setup.key, "answerer", seen[-1]["nonce"])
             body = json.dumps({"proof": proof}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -133,6 +133,10 @@ def test_a_stranger_on_the_port_is_found_out_and_prompts_are_refused(
             sys.stdin = sys.__stdin__
         answer = json.loads(capsys.readouterr().out)
         assert answer["decision"] == "block"
+        # The stranger learnt no session, project or Claude folder: those are told only to an
+        # answerer that has proved itself.
+        assert len(seen) == 2
+        assert {(c["session"], c["project"], str(c["dirs"])) for c in seen} == {("", "", "[]")}
         assert answer["reason"] == (
             f"tokenbudget: another process holds 127.0.0.1:{setup.port}, where the answerer"
             " should be (it cannot prove that it is tokenbudget's answerer): tool events would"
@@ -181,8 +185,144 @@ def test_its_files_are_private_and_two_starts_make_one_answerer(
     assert here == [pid] and resident.read_state()["pid"] == pid
 
 
+def _relay(event: str, body: bytes, env: dict[str, str] | None = None) -> tuple[Any, list[str]]:
+    """The lean command hook as install --resident writes it (quick start): its answer, and
+    the modules of ours (and of a few costly imports) it loaded."""
+    code = claude_settings.fast_code([str(REPO)], claude_settings.RELAY_CODE) + (
+        "; print(sorted(m for m in sys.modules if m.startswith('tokenbudget') or m in"
+        " ('hmac', 'hashlib', 'threading', 'http', 'socket', 'enum', 're')), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, event], input=body,
+                          capture_output=True, timeout=30, check=True, env=env)
+    return json.loads(done.stdout), json.loads(done.stderr.decode().replace("'", '"'))
+
+
+def test_a_command_hook_hands_its_event_to_the_answerer_over_its_socket(
+    setup: resident.Setup, private_home: Path, recorded_day: float
+) -> None:
+    state = private_home / "tb state"
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "total",
+                                                                "limit": "1k"}]}))
+    assert resident.ensure() == ("ours", "")
+    event = json.loads(_stop_event(private_home)) | {"prompt": "hi", "prompt_id": "p-1"}
+    answer, modules = _relay("UserPromptSubmit", json.dumps(event).encode())
+    assert modules == ["tokenbudget", "tokenbudget.paths", "tokenbudget.relay",
+                       "tokenbudget.relay_hook"]
+    assert resident.probe(setup)[1]["relayed"] == 1  # the answerer decided it
+    # As the command hook decides the same prompt (another prompt id: a new event).
+    expected = hook.handle("UserPromptSubmit", json.dumps(event | {"prompt_id": "p-2"}).encode())
+    assert expected["decision"] == "block"
+    assert answer == expected
+    # TOKENBUDGET_DISABLE=1 in the session: nothing is asked.
+    off = dict(os.environ, TOKENBUDGET_DISABLE="1")
+    assert _relay("UserPromptSubmit", json.dumps(event).encode(), off)[0] == {}
+    assert resident.probe(setup)[1]["relayed"] == 1
+
+
+def test_the_socket_request_s_first_line_is_json_whatever_the_paths_hold() -> None:
+    odd = ["/a b/\"q\"/back\\slash", "/tab\tnew\nline\x01", "/caf\u00e9/\u2603",
+           os.fsdecode(b"/bytes/\xff\xfe")]
+    line = relay.header_line("UserPromptSubmit", "s-1", odd[0], odd)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == {"event": "UserPromptSubmit", "session": "s-1",
+                                "project": odd[0], "dirs": odd}
+
+
+def test_without_an_answerer_the_command_hook_decides_itself_and_starts_it(
+    setup: resident.Setup, private_home: Path, recorded_day: float
+) -> None:
+    state = private_home / "tb state"
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "total",
+                                                                "limit": "1k"}]}))
+    assert resident.probe(setup)[0] == "down"
+    event = json.loads(_stop_event(private_home)) | {"prompt": "hi", "prompt_id": "p-1"}
+    answer, modules = _relay("UserPromptSubmit", json.dumps(event).encode())
+    assert answer["decision"] == "block"  # decided in the hook's own process
+    assert "tokenbudget.hook" in modules
+    # No answerer to start for a refused prompt; the next session start starts it.
+    assert resident.probe(setup)[0] == "down"
+    answer, modules = _relay("SessionStart", json.dumps(event | {"source": "startup"}).encode())
+    assert "tokenbudget.hook" in modules
+    found, health = resident.probe(setup)
+    assert found == "ours" and health["relayed"] == 0
+    # From then on, the answerer decides.
+    answer, modules = _relay("UserPromptSubmit", json.dumps(event | {"prompt_id": "p-3"}).encode())
+    assert answer["decision"] == "block" and "tokenbudget.hook" not in modules
+    assert resident.probe(setup)[1]["relayed"] == 1
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_an_answerer_that_takes_the_event_and_stays_silent_is_our_failure(
+    private_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    fail_closed: bool,
+) -> None:
+    from tokenbudget import relay_hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"fail_closed": fail_closed}))
+    resident.save(resident.create())
+    monkeypatch.setattr(relay, "TIMEOUT", 0.3)
+    address = relay.Address(resident.folder())
+    held: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(address.address)
+        silent.listen()
+        threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+        monkeypatch.setattr(sys, "argv", ["-c", "UserPromptSubmit"])
+        monkeypatch.setattr(sys, "stdin", _Stdin(b'{"session_id": "s-1", "prompt": "hi"}'))
+        relay_hook.main()
+    address.close()
+    for conn in held:
+        conn.close()
+    said = "tokenbudget: the resident answerer did not answer within 0.3 s"
+    answer = json.loads(capsys.readouterr().out)
+    # Not decided here too: the answerer may still be deciding it.
+    if fail_closed:
+        assert answer == {"decision": "block",
+                          "reason": said + " (fail_closed is on, so this prompt is refused)"}
+    else:
+        assert answer == {"systemMessage": said + "; allowing."}
+    resident.remove()
+
+
+def test_an_answerer_that_cannot_make_its_socket_still_answers_over_http(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    # Something of the user's own stands where the socket goes (a path too long for a socket
+    # without /proc, on some systems, is the same case).
+    (Path(resident.folder()) / relay.SOCKET_NAME).mkdir(parents=True)
+    assert resident.ensure("s-1") == ("ours", "")
+    assert relay.ask("", b"", "s-1") is None  # the command hooks decide in their own process
+    assert resident.probe(setup)[0] == "ours"
+
+
+def test_a_socket_in_a_folder_others_can_write_in_is_not_used(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    assert resident.ensure() == ("ours", "")
+    assert relay.ask("", b"", "s-1") == b"{}"
+    folder = resident.folder()
+    os.chmod(folder, 0o770)  # a group could have put its own socket there
+    try:
+        assert relay.ask("", b"", "s-1") is None
+    finally:
+        os.chmod(folder, 0o700)
+
+
+def test_a_health_check_replayed_is_refused(setup: resident.Setup) -> None:
+    me = answerer.Answerer(setup)
+    mac = resident.mac(setup.proof, "health", "n1", "s-1", "/p", "[]")
+    check = json.dumps({"nonce": "n1", "session": "s-1", "project": "/p", "dirs": [],
+                        "mac": mac}).encode()
+    assert me.check(check) is not None
+    assert me.sessions == {"s-1": ("/p", None)}
+    me.sessions.clear()
+    assert me.check(check) is None  # captured and sent again: refused, nothing noted
+    assert me.sessions == {}
+
+
 def test_it_exits_when_idle_and_when_its_key_goes(setup: resident.Setup) -> None:
-    code = "from tokenbudget.resident import serve; serve(idle=0.5)"
+    code = "from tokenbudget.answerer import serve; serve(idle=0.5)"
     done = subprocess.run([sys.executable, "-c", code], timeout=20, cwd=REPO)
     assert done.returncode == 0
     assert resident.read_state()["stopped"] is not None
@@ -225,17 +365,31 @@ def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path:
                     "X-Tokenbudget-Disable": "${TOKENBUDGET_DISABLE}"},
         "allowedEnvVars": ["TOKENBUDGET_DISABLE"], "timeout": 10}]}]
     assert hooks["Stop"][0]["hooks"][0]["type"] == "http"
-    assert hooks["UserPromptSubmit"][0]["hooks"][0]["type"] == "command"
+    # The command hooks that stay hand their events to the answerer (relay_hook).
+    for event in relay.RELAYED:
+        assert hooks[event][0]["hooks"][0]["command"] == claude_settings.hook_command(
+            sys.executable, event, None, claude_settings.RELAY_CODE)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert {r.event for r in claude_settings.find_registrations(path)} == set(
         claude_settings.OUR_EVENTS)
     claude_settings.install(path, sys.executable, None)
     again = json.loads(path.read_text())["hooks"]
-    assert again["PostToolBatch"][0]["hooks"][0] == claude_settings.desired_hooks(
-        sys.executable)["PostToolBatch"][0]["hooks"][0]
+    assert again == claude_settings.desired_hooks(sys.executable)
     claude_settings.install(path, sys.executable, None, made)
     claude_settings.uninstall(path)
     assert not path.exists() or "hooks" not in json.loads(path.read_text() or "{}")
+
+
+def test_a_lean_command_hook_is_ours_in_both_its_forms() -> None:
+    for folders in (None, ["/opt/tb site", "/opt/o'dd"]):
+        command = claude_settings.hook_command("/usr/bin/python3", "UserPromptSubmit", folders,
+                                               claude_settings.RELAY_CODE)
+        assert claude_settings.parse_hook_command(command) == claude_settings.ParsedHook(
+            "module", "UserPromptSubmit", "/usr/bin/python3",
+            None if folders is None else tuple(folders))
+    # Someone else's code after the same start is not ours.
+    other = claude_settings.hook_command("/usr/bin/python3", "Stop", ["/x"], "import evil")
+    assert claude_settings.parse_hook_command(other) is None
 
 
 def test_an_http_hook_of_someone_else_is_not_ours() -> None:
@@ -295,11 +449,11 @@ def test_the_answerer_decides_with_the_project_the_command_hook_named(
     (project / ".claude").mkdir(parents=True)
     (project / ".claude" / "tokenbudget.json").write_text(
         json.dumps({"budgets": [{"kind": "session", "limit": "1k"}]}))
-    me = resident.Answerer(setup)
+    me = answerer.Answerer(setup)
     event = json.loads(_stop_event(private_home))
     assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
     sid = event["session_id"]
-    mac = resident._mac(setup.proof, "health", "n1", sid, str(project), "[]")
+    mac = resident.mac(setup.proof, "health", "n1", sid, str(project), "[]")
     check = {"nonce": "n1", "session": sid, "project": str(project), "dirs": [], "mac": mac}
     assert me.check(json.dumps(check).encode()) is not None
     answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())
@@ -505,6 +659,35 @@ def test_a_key_a_stranger_had_is_replaced_by_install_resident_after_it_left(
     resident.remove()
 
 
+def test_doctor_says_a_key_a_stranger_had_until_it_is_replaced_and_uninstall_forgets_it(
+    project: Path, private_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tokenbudget import doctor
+
+    def exposed() -> list[tuple[bool, str, str, str]]:
+        report = doctor.Report()
+        doctor.check_resident(report)
+        return [(f.ok, f.title, f.detail, f.fix) for f in report.findings if "key" in f.title]
+
+    _cli("install", "--resident")
+    first = resident.load()
+    assert first is not None and exposed() == []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first.port))
+        squatter.listen()
+        threading.Thread(target=lambda: squatter.accept()[0].close(), daemon=True).start()
+        assert resident.probe(first)[0] == "stranger"
+    # The stranger has left: the port looks free, the key is still one it may hold.
+    assert exposed() == [(
+        False, "the resident answerer's key may be known to another process",
+        f"127.0.0.1:{first.port}: another process held the port while this key was in use, and"
+        " was sent it with tool events",
+        "run `tokenbudget install --resident` again for a new port and key")]
+    _cli("uninstall")
+    assert resident.load() is None
+    assert not os.path.exists(resident.exposed_file())
+
+
 def test_a_new_key_is_not_written_into_another_settings_file_others_can_read(
     project: Path, private_home: Path
 ) -> None:
@@ -666,20 +849,20 @@ def test_the_answerer_reads_transcripts_in_the_claude_folders_the_command_hook_n
     transcript = next(install_fixture("loop", config_dir).glob("*/*.jsonl"))
     event = {"session_id": transcript.stem, "transcript_path": str(transcript),
              "cwd": "/home/dev/project", "hook_event_name": "Stop"}
-    me = resident.Answerer(setup)
+    me = answerer.Answerer(setup)
     # Unknown to the answerer: outside the folders it knows, the transcript is not read.
     assert me.answer("Stop", json.dumps(event | {"n": 1}).encode()) == {}
     sid = transcript.stem
 
     def check(dirs: list[str], signed: list[str]) -> dict[str, Any] | None:
-        mac = resident._mac(setup.proof, "health", "n", sid, "", json.dumps(signed))
+        mac = resident.mac(setup.proof, "health", "n", sid, "", json.dumps(signed))
         return me.check(json.dumps({"nonce": "n", "session": sid, "project": "",
                                     "dirs": dirs, "mac": mac}).encode())
 
     assert check([str(config_dir)], []) is None  # folders the hook did not sign
     assert me.answer("Stop", json.dumps(event | {"n": 2}).encode()) == {}
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config_dir))
-    assert check(resident.session_dirs(), resident.session_dirs()) is not None
+    assert check(relay.session_dirs(), relay.session_dirs()) is not None
     monkeypatch.delenv("CLAUDE_CONFIG_DIR")
     answer = me.answer("Stop", json.dumps(event | {"n": 3}).encode())
     assert "the all-time budget is used up" in answer["systemMessage"]
@@ -699,7 +882,7 @@ def test_install_sh_purge_deletes_the_answerer_s_files_and_a_running_one_leaves_
     assert resident.ensure() == ("ours", "")
     pid = resident.read_state()["pid"]
     folder = Path(resident.folder())
-    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json"}
+    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json", "answerer.sock"}
     done = subprocess.run(["sh", str(REPO / "install.sh"), "--uninstall", "--purge"],
                           env=dict(os.environ, HOME=str(private_home)), capture_output=True,
                           text=True, timeout=60, check=False)

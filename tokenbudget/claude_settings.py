@@ -25,17 +25,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeGuard
 
-from tokenbudget import paths, resident
+from tokenbudget import paths, relay, resident
 from tokenbudget.errors import SettingsError
 from tokenbudget.fileio import fsync_folder
 
 HOOK_MODULE = "tokenbudget.hook"  # the form written before HOOK_CODE
 HOOK_CODE = "from tokenbudget.hook import main; main()"
+# With the resident answerer, the command hooks that stay hand their event to it (relay_hook).
+RELAY_CODE = "from tokenbudget.relay_hook import main; main()"
+_CODES = (HOOK_CODE, RELAY_CODE)
 # The quick start: `python -I -S` skips `site` (every .pth file of the environment: a few ms on
 # a lean venv, far more on some machines), so the folders it would have added are given here.
-_FAST_CODE = "import sys; sys.path[:0] = {paths}; " + HOOK_CODE
+_FAST_CODE = "import sys; sys.path[:0] = {paths}; {code}"
 _FAST_CODE_RE = re.compile(
-    r"import sys; sys\.path\[:0\] = (\[.*\]); " + re.escape(HOOK_CODE) + r"\Z", re.DOTALL
+    r"import sys; sys\.path\[:0\] = (\[.*\]); (" + "|".join(map(re.escape, _CODES)) + r")\Z",
+    re.DOTALL,
 )
 STATUSLINE_MODULE = "tokenbudget.statusline"
 # The console script (pyproject [project.scripts]) a portable registration finds on PATH.
@@ -162,23 +166,26 @@ class _Snapshot(NamedTuple):
 # --- recognising our entries -------------------------------------------------------------
 
 
-def hook_command(python: str, event: str, paths: Sequence[str] | None = None) -> str:
+def hook_command(
+    python: str, event: str, paths: Sequence[str] | None = None, code: str = HOOK_CODE
+) -> str:
     """The shell command that runs our hook for `event` with interpreter `python`.
 
     Not `python -m tokenbudget.hook`: that puts the working directory (the project's folder)
     first on sys.path, where a folder named tokenbudget would be imported instead of us, and
     runpy costs every call ~2 ms. `-P` keeps the folder off sys.path (Python 3.11+). With
     `paths` (see site_paths), the quick start: `-I -S` (isolated, which implies -P; no `site`)
-    with those folders put first on sys.path.
+    with those folders put first on sys.path. `code`: HOOK_CODE, or RELAY_CODE (resident).
     """
     if paths is None:
-        return f"{shlex.quote(python)} -P -c {shlex.quote(HOOK_CODE)} {shlex.quote(event)}"
-    return f"{shlex.quote(python)} -I -S -c {shlex.quote(fast_code(paths))} {shlex.quote(event)}"
+        return f"{shlex.quote(python)} -P -c {shlex.quote(code)} {shlex.quote(event)}"
+    quick = fast_code(paths, code)
+    return f"{shlex.quote(python)} -I -S -c {shlex.quote(quick)} {shlex.quote(event)}"
 
 
-def fast_code(paths: Sequence[str]) -> str:
+def fast_code(paths: Sequence[str], code: str = HOOK_CODE) -> str:
     """The `-c` code of the quick start. JSON strings are Python string literals too."""
-    return _FAST_CODE.format(paths=json.dumps(list(paths)))
+    return _FAST_CODE.format(paths=json.dumps(list(paths)), code=code)
 
 
 def _fast_paths(code: str) -> tuple[str, ...] | None:
@@ -192,7 +199,7 @@ def _fast_paths(code: str) -> tuple[str, ...] | None:
         return None
     if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
         return None
-    return tuple(paths) if fast_code(paths) == code else None
+    return tuple(paths) if fast_code(paths, match[2]) == code else None
 
 
 _PROBE = (
@@ -275,8 +282,9 @@ def portable_hook_command(event: str) -> str:
 def parse_hook_command(command: object) -> ParsedHook | None:
     """`command` taken apart if it is exactly one of the shapes we write, else None.
 
-    Ours: `<python> -P -c '<HOOK_CODE>' EVENT` (earlier `<python> -m tokenbudget.hook EVENT`,
-    still recognised so that install replaces it and uninstall removes it); the portable
+    Ours: `<python> -P -c '<HOOK_CODE or RELAY_CODE>' EVENT` and its quick start (earlier
+    `<python> -m tokenbudget.hook EVENT`, still recognised so that install replaces it and
+    uninstall removes it); the portable
     `tokenbudget-hook EVENT`, bare or guarded as portable_hook_command writes it (whatever its
     fallback text); and the plugin's
     `"${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook" EVENT`; EVENT being a Claude Code event.
@@ -291,7 +299,7 @@ def parse_hook_command(command: object) -> ParsedHook | None:
         return None
     parsed: ParsedHook | None = None
     match words:
-        case [python, "-P", "-c", code, event] if code == HOOK_CODE and python:
+        case [python, "-P", "-c", code, event] if code in _CODES and python:
             parsed = ParsedHook("module", event, python)
         case [python, "-I", "-S", "-c", code, event] if python and _fast_paths(code):
             parsed = ParsedHook("module", event, python, _fast_paths(code))
@@ -390,8 +398,10 @@ def _hook_entry(
             "allowedEnvVars": ["TOKENBUDGET_DISABLE"],
             "timeout": spec.timeout,
         }
+    code = RELAY_CODE if answerer is not None and event in relay.RELAYED else HOOK_CODE
     command = (
-        portable_hook_command(event) if python is None else hook_command(python, event, paths)
+        portable_hook_command(event) if python is None
+        else hook_command(python, event, paths, code)
     )
     entry: JSONDict = {"type": "command", "command": command, "timeout": spec.timeout}
     if spec.is_async:

@@ -936,6 +936,7 @@ def _resident_off_if_unused(path: Path, said: str) -> None:
             click.echo(f"The resident answerer stays on: {', '.join(users)} still send(s) it"
                        " PostToolBatch and Stop.")
         return
+    resident.forget_exposed()  # of a key that goes now: nothing would ever replace it
     if resident.remove():
         click.echo(said)
 

@@ -452,6 +452,11 @@ def check_resident(report: Report) -> None:
                    f"{where}: {info.get('why', '')}; prompts are refused until it is free",
                    "run `tokenbudget install --resident` again for a new port and key")
         return
+    if resident.exposed(setup):
+        report.add(False, "the resident answerer's key may be known to another process",
+                   f"{where}: another process held the port while this key was in use, and"
+                   " was sent it with tool events",
+                   "run `tokenbudget install --resident` again for a new port and key")
     state = info if found == "ours" else resident.read_state()
     last = state.get("last_error") or "none"
     if found == "ours":

@@ -800,11 +800,11 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
     if answer.get("decision") == "block":
         return answer  # no turn follows
     try:
-        from tokenbudget import resident
+        from tokenbudget import relay, resident
 
         ev = parse_event(name, raw)
         found, why = resident.ensure(ev.session_id or "", os.environ.get("CLAUDE_PROJECT_DIR", ""),
-                                     resident.session_dirs())
+                                     relay.session_dirs())
         if found in ("ours", "off"):
             return answer
         setup = resident.load()
@@ -825,11 +825,12 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
         return _with_message(answer, f"tokenbudget: could not check the resident answerer ({e})")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: always prints one JSON object and exits 0."""
+def main(argv: list[str] | None = None, stdin: bytes | None = None) -> None:
+    """Entry point: always prints one JSON object and exits 0. `stdin`: the event, when the
+    caller (tokenbudget/relay.py) has read it already."""
     args = sys.argv[1:] if argv is None else argv
     name = args[0] if args else ""
-    raw = read_stdin()
+    raw = read_stdin() if stdin is None else stdin
     if not name:
         try:
             data = json.loads(raw) if raw.strip() else {}

@@ -7,7 +7,6 @@ everything else: importing pathlib costs a hook call about 5 ms.
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 TYPE_CHECKING = False
@@ -16,13 +15,15 @@ if TYPE_CHECKING:
 
 APP = "tokenbudget"
 # A session id we act on: Claude Code's are UUIDs; this much is safe as a file name.
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SESSION_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 
 
 def is_session_id(text: str) -> bool:
     """Whether `text` can be a session id: safe as a file name, no separators, no newline."""
     # fullmatch: with `^...$`, `match` let a trailing newline through.
-    return _SESSION_ID.fullmatch(text) is not None
+    import re  # here: the resident mode's lean hooks (relay.py) need this module, not re
+
+    return re.fullmatch(_SESSION_ID, text) is not None
 
 
 def _path(value: str) -> Path:

@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 
-from tokenbudget import clock, paths
+from tokenbudget import paths, relay
 from tokenbudget.fileio import replace_atomically
 
 TYPE_CHECKING = False
@@ -45,8 +45,7 @@ IDLE_SECONDS = 3600.0  # the answerer exits after this long without an event
 START_WAIT = 5.0  # seconds a hook waits for an answerer it started to answer
 PROBE_TIMEOUT = 3.0  # seconds a hook waits for the answerer's proof (it takes ~1 ms)
 MAX_BODY = 8 * 1024 * 1024
-MAX_DIRS = 16  # Claude config folders a session may name (CLAUDE_CONFIG_DIR as a list)
-_START_ENV = "TOKENBUDGET_RESIDENT_START"
+START_ENV = "TOKENBUDGET_RESIDENT_START"
 DISABLE_HEADER = "X-Tokenbudget-Disable"  # the session's TOKENBUDGET_DISABLE
 _VERSION = 2  # 1 had no proof secret: read as not installed
 
@@ -110,7 +109,7 @@ def _is_hex(text: str) -> bool:
     return True
 
 
-def _write_private(path: str, data: dict[str, Any]) -> None:
+def write_private(path: str, data: dict[str, Any]) -> None:
     paths.ensure_private_dir(os.path.dirname(path))
     replace_atomically(path, (json.dumps(data) + "\n").encode())
 
@@ -126,7 +125,7 @@ def create(port: int | None = None) -> Setup:
 
 def save(setup: Setup) -> None:
     """Keep the setup (0600): the hooks and the answerer read it from there."""
-    _write_private(key_file(), {"version": _VERSION, "port": setup.port, "key": setup.key,
+    write_private(key_file(), {"version": _VERSION, "port": setup.port, "key": setup.key,
                                 "proof": setup.proof})
 
 
@@ -162,7 +161,7 @@ def set_senders(files: Sequence[str]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(senders_file())
         return
-    _write_private(senders_file(), {"files": unique})
+    write_private(senders_file(), {"files": unique})
 
 
 def _key_id(key: str) -> str:
@@ -174,7 +173,7 @@ def mark_exposed(setup: Setup) -> None:
     key. Kept (a digest, never the key) until install --resident makes a new key."""
     if not exposed(setup):
         with contextlib.suppress(OSError):
-            _write_private(exposed_file(), {"key": _key_id(setup.key), "port": setup.port})
+            write_private(exposed_file(), {"key": _key_id(setup.key), "port": setup.port})
 
 
 def exposed(setup: Setup) -> bool:
@@ -192,7 +191,7 @@ def forget_exposed() -> None:
         os.unlink(exposed_file())
 
 
-def _mac(key: str, *parts: str) -> str:
+def mac(key: str, *parts: str) -> str:
     return hmac.new(bytes.fromhex(key), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
@@ -203,13 +202,14 @@ def probe(
     setup: Setup, session: str = "", project: str = "", dirs: Sequence[str] = ()
 ) -> tuple[str, dict[str, Any]]:
     """("ours", its health) / ("down", {}) / ("stranger", {"why": ...}) for whatever holds the
-    port; the answerer notes `session`'s project and Claude config folders (`dirs`). The proof
-    secret is never sent: a stranger could keep it (the bearer key, which every http hook
+    port; with `session`, the answerer notes its project and Claude config folders (`dirs`):
+    given only to an answerer that has proved itself (see ensure). The proof secret is never
+    sent: a stranger could keep it (the bearer key, which every http hook
     sends, proves nothing)."""
     nonce = os.urandom(16).hex()
     listed = json.dumps(list(dirs))
     body = json.dumps({"nonce": nonce, "session": session, "project": project, "dirs": list(dirs),
-                       "mac": _mac(setup.proof, "health", nonce, session, project, listed)}
+                       "mac": mac(setup.proof, "health", nonce, session, project, listed)}
                       ).encode()
     request = (f"POST {URL_PATH}health HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json"
                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
@@ -235,7 +235,7 @@ def probe(
     try:
         health = json.loads(payload)
         ok = head.split(b" ", 2)[1] == b"200" and hmac.compare_digest(
-            str(health.get("proof", "")), _mac(setup.proof, "answerer", nonce))
+            str(health.get("proof", "")), mac(setup.proof, "answerer", nonce))
     except (ValueError, IndexError, AttributeError):
         ok = False
     if not ok:
@@ -255,9 +255,9 @@ def start(token: str = "") -> None:
     here = os.path.dirname(os.path.dirname(os.path.abspath(tokenbudget.__file__)))
     folders = [here, *(p for p in sys.path if p and p != here)]
     code = (f"import sys; sys.path[:0] = {json.dumps(folders)}; "
-            "from tokenbudget.resident import serve; serve()")
+            "from tokenbudget.answerer import serve; serve()")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE_", "CLAUDECODE"))}
-    env[_START_ENV] = token  # named in state.json if this start fails
+    env[START_ENV] = token  # named in state.json if this start fails
     where = paths.ensure_private_dir(folder())
     # The shell backgrounds it and exits at once: the answerer is nobody's child to reap.
     try:
@@ -269,13 +269,9 @@ def start(token: str = "") -> None:
         raise OSError(str(e)) from e
 
 
-def session_dirs() -> list[str]:
-    """This session's Claude config folders, absolute (the answerer runs in another folder)."""
-    return [os.path.abspath(d) for d in paths.claude_config_folders()][:MAX_DIRS]
-
-
 def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tuple[str, str]:
-    """For the command hooks: the answerer answering as ours, started if need be.
+    """For the command hooks: the answerer answering as ours, started if need be, and told
+    `session`'s project and Claude config folders once it has proved itself.
 
     ("ours", "") when it answers (now or after a start); ("down", why) when it could not be
     started; ("stranger", why) when something else holds its port; ("off", "") when the
@@ -286,24 +282,27 @@ def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tu
         if os.path.exists(key_file()):
             return "old", "its key file is of an older tokenbudget or cannot be read"
         return "off", ""
-    found, info = probe(setup, session, project, dirs)
-    if found != "down":
-        return found, info.get("why", "")
-    token = os.urandom(8).hex()
-    try:
-        start(token)
-    except (OSError, ValueError) as e:
-        return "down", f"it could not be started ({e})"
-    deadline = time.monotonic() + START_WAIT
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
+    found, info = probe(setup)
+    if found == "down":
+        token = os.urandom(8).hex()
+        try:
+            start(token)
+        except (OSError, ValueError) as e:
+            return "down", f"it could not be started ({e})"
+        deadline = time.monotonic() + START_WAIT
+        while found == "down":
+            if time.monotonic() >= deadline:
+                return "down", f"it did not answer within {START_WAIT:g} s"
+            time.sleep(0.02)
+            found, info = probe(setup)
+            state = read_state()
+            if found == "down" and state.get("failed_start") == token:
+                return "down", str(state.get("start_error"))
+    if found == "ours" and session and relay.ask("", b"", session, project, dirs) is None:
+        # An answerer of an older tokenbudget has no socket: told over http, now that it has
+        # proved itself (never before: a stranger on the port would learn them).
         found, info = probe(setup, session, project, dirs)
-        if found != "down":
-            return found, info.get("why", "")
-        state = read_state()
-        if state.get("failed_start") == token:
-            return "down", str(state.get("start_error"))
-    return "down", f"it did not answer within {START_WAIT:g} s"
+    return found, info.get("why", "")
 
 
 def note(found: str, why: str, port: int) -> str:
@@ -326,189 +325,3 @@ def read_state() -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-# --- the answerer ---------------------------------------------------------------------------
-
-
-class Answerer:
-    """One warm process answering the http hooks, one event at a time (as one lock would)."""
-
-    def __init__(self, setup: Setup) -> None:
-        import threading
-
-        self.setup = setup
-        self.key_stamp = _stamp()
-        self.lock = threading.Lock()
-        self.started = clock.now()
-        self.answered = 0
-        self.last_error: str | None = None
-        self.last_event = time.monotonic()
-        # session -> (CLAUDE_PROJECT_DIR, its Claude config folders), as its command hooks saw
-        # them: the answerer's own environment is no session's.
-        self.sessions: dict[str, tuple[str | None, list[str] | None]] = {}
-
-    def health(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
-                "last_error": self.last_error, "port": self.setup.port}
-
-    def save(self, **extra: Any) -> None:
-        if not os.path.isdir(folder()):
-            return  # deleted (uninstall --purge): not brought back by an answerer on its way out
-        with contextlib.suppress(OSError):
-            _write_private(state_file(), self.health() | extra)
-
-    def answer(self, event: str, raw: bytes, disabled: bool = False) -> dict[str, Any]:
-        from tokenbudget import hook
-
-        self.last_event = time.monotonic()
-        if event not in EVENTS or disabled:
-            return {}
-        with self.lock:
-            try:
-                data = json.loads(raw)
-                sid = data.get("session_id") if isinstance(data, dict) else None
-            except (ValueError, RecursionError):
-                sid = None
-            project, dirs = self.sessions.get(sid, (None, None)) if isinstance(
-                sid, str) else (None, None)
-            result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs)
-            self.answered += 1
-            message = result.get("systemMessage", "")
-            if "tokenbudget: " in message and "; allowing." in message:
-                self.last_error = message
-                self.save()
-            return result
-
-    def check(self, body: bytes) -> dict[str, Any] | None:
-        """A hook's health check: its MAC checked, the session's project and Claude config
-        folders noted (from this signed check only, never from an event); None if bad."""
-        try:
-            data = json.loads(body)
-            nonce, session, project = data["nonce"], data["session"], data["project"]
-            dirs = data.get("dirs", [])
-            ok = all(isinstance(v, str) for v in (nonce, session, project)) and \
-                isinstance(dirs, list) and hmac.compare_digest(
-                    str(data["mac"]), _mac(self.setup.proof, "health", nonce, session, project,
-                                           json.dumps(dirs)))
-        except (ValueError, KeyError, TypeError):
-            return None
-        if not ok:
-            return None
-        if session and paths.is_session_id(session):
-            if len(self.sessions) > 10000:
-                self.sessions.clear()
-            folders = [d for d in dirs if isinstance(d, str) and os.path.isabs(d)
-                       and "\x00" not in d and len(d) <= 4096][:MAX_DIRS]
-            self.sessions[session] = (project or None, folders or None)
-        return self.health() | {"proof": _mac(self.setup.proof, "answerer", nonce)}
-
-    def authorized(self, header: str | None) -> bool:
-        expected = f"Bearer {self.setup.key}"
-        return header is not None and hmac.compare_digest(header.encode(), expected.encode())
-
-    def should_stop(self, idle: float) -> str | None:
-        if time.monotonic() - self.last_event > idle:
-            return "idle"
-        if _stamp() != self.key_stamp:
-            return "its key changed or was removed"
-        return None
-
-
-def _stamp() -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(key_file())
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def serve(idle: float = IDLE_SECONDS) -> None:
-    """Run the answerer until it has been idle `idle` seconds or its key changes. A second one
-    (two sessions starting at once) finds the port taken and exits: the bind decides."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tokenbudget import hook
-
-    setup = load()
-    if setup is None:
-        return
-    # Warm: what the locked path of a hook call imports, imported once.
-    from tokenbudget import config, engine, ingest, pricing, store, sync  # noqa: F401
-
-    me = Answerer(setup)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = 5  # a client that sends nothing does not hold a thread for long
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _reply(self, code: int, answer: dict[str, Any] | None) -> None:
-            body = json.dumps(answer).encode() if answer is not None else b""
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:
-            try:
-                size = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                size = -1
-            if not 0 <= size <= MAX_BODY or not self.path.startswith(URL_PATH):
-                self._reply(400, None)
-                return
-            raw = self.rfile.read(size)
-            name = self.path[len(URL_PATH):]
-            if name == "health":
-                health = me.check(raw)
-                self._reply(200 if health is not None else 403, health)
-            elif not me.authorized(self.headers.get("Authorization")):
-                self._reply(403, None)  # Claude Code: a non-blocking error; nothing recorded
-            else:
-                disabled = self.headers.get(DISABLE_HEADER) == "1"
-                self._reply(200, me.answer(name, raw, disabled))
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        # SO_REUSEADDR: a restart binds at once, whatever connections of the answerer before
-        # it wait in TIME_WAIT. Linux still refuses a second listener on the port (that would
-        # take SO_REUSEPORT, which binds only within one user and is not set here).
-        allow_reuse_address = True
-
-    try:
-        server = Server((HOST, setup.port), Handler)
-    except OSError as e:
-        why = f"cannot listen on {HOST}:{setup.port} ({e.strerror})"
-        hook.log(f"resident answerer: {why}")
-        token = os.environ.get(_START_ENV)
-        # Another answerer of ours that won the bind (two sessions starting at once) is no
-        # failure: writing one would also race with that answerer's own state (its pid).
-        if token and probe(setup)[0] != "ours":
-            # Said to the hook that started it, at once, rather than after its whole wait.
-            with contextlib.suppress(OSError):
-                _write_private(state_file(), read_state() | {"failed_start": token,
-                                                             "start_error": why})
-        return
-    me.save(stopped=None)
-    hook.log(f"resident answerer {os.getpid()} listening on {HOST}:{setup.port}")
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            why = me.should_stop(idle)
-            if why is not None:
-                hook.log(f"resident answerer {os.getpid()} stops: {why}")
-                server.shutdown()
-                return
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        server.server_close()
-        me.save(stopped=clock.now())

@@ -30,10 +30,33 @@ def _site_paths() -> tuple[str, ...]:
     return tuple(paths)
 
 
+# Set to 1, every test here runs with `install --resident`'s hooks instead (by hand:
+# TOKENBUDGET_E2E_RESIDENT=1 pytest tests/e2e/test_enforcement.py).
+RESIDENT = os.environ.get("TOKENBUDGET_E2E_RESIDENT") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _answerer_ends(private_home: Path) -> Any:
+    """In resident mode, the test's answerer ends with it (within a second of its key going)."""
+    yield
+    if RESIDENT:
+        from tokenbudget import resident
+
+        resident.remove()
+
+
 def settings() -> dict[str, Any]:
     """Our hooks, as `tokenbudget install` registers them, for this interpreter (started
-    without `site`)."""
-    return {"hooks": claude_settings.desired_hooks(sys.executable, _site_paths())}
+    without `site`); in resident mode, as `install --resident` does."""
+    answerer = None
+    if RESIDENT:
+        from tokenbudget import resident
+
+        answerer = resident.load()
+        if answerer is None:
+            answerer = resident.create()
+            resident.save(answerer)
+    return {"hooks": claude_settings.desired_hooks(sys.executable, _site_paths(), answerer)}
 
 
 def set_budgets(home: Path, *budgets: dict[str, Any]) -> None:

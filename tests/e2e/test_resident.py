@@ -146,10 +146,13 @@ def test_a_prompt_is_refused_before_it_reaches_the_api(
     assert first.proc.returncode == 0, first.proc.stderr[-2000:]
     assert health(answerer)["answered"] == 1  # its Stop
     settled(private_home, first)
+    relayed = health(answerer)["relayed"]
     second = run_claude("And again.", settings=resident_settings(answerer), args=["-c"])
     assert len(fake_api.requests) == 1, "the refused prompt reached the API"
     text = result_text(second)
     assert "blocked by hook" in text and "session budget is used up" in text
+    # Its SessionStart and UserPromptSubmit hooks handed their events to the answerer.
+    assert health(answerer)["relayed"] >= relayed + 2
 
 
 def test_an_answerer_killed_mid_turn_lets_that_turn_run_and_the_next_prompt_is_refused(
@@ -224,7 +227,7 @@ def test_every_file_it_creates_is_private(
     assert health(answerer)["answered"] == 2
     settled(private_home, run)
     folder = Path(resident.folder())
-    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json"}
+    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json", "answerer.sock"}
     loose = [
         f"{p}: {stat.S_IMODE(p.stat().st_mode):04o}"
         for p in [state, *state.rglob("*")]

@@ -1,0 +1,319 @@
+"""The resident answerer's server: one warm process answering Claude Code's http hooks.
+
+Its client side (the setup, the secrets, the probe and the start, which the command hooks use)
+is tokenbudget/resident.py; this module runs `hook.handle` for the events it receives, so it
+imports the hook, which never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import os
+import time
+
+from tokenbudget import clock, paths, relay, resident
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class Answerer:
+    """One warm process answering the http hooks, one event at a time (as one lock would)."""
+
+    def __init__(self, setup: resident.Setup) -> None:
+        import threading
+
+        self.setup = setup
+        self.key_stamp = _stamp()
+        self.lock = threading.Lock()
+        self.started = clock.now()
+        self.answered = 0  # http events
+        self.relayed = 0  # command hooks' events, over the socket
+        self.last_error: str | None = None
+        self.last_event = time.monotonic()
+        # session -> (CLAUDE_PROJECT_DIR, its Claude config folders), as its command hooks saw
+        # them: the answerer's own environment is no session's.
+        self.sessions: dict[str, tuple[str | None, list[str] | None]] = {}
+        self.nonces: set[str] = set()  # of the health checks answered
+
+    def health(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
+                "relayed": self.relayed, "last_error": self.last_error, "port": self.setup.port}
+
+    def save(self, **extra: Any) -> None:
+        if not os.path.isdir(resident.folder()):
+            return  # deleted (uninstall --purge): not brought back by an answerer on its way out
+        with contextlib.suppress(OSError):
+            resident.write_private(resident.state_file(), self.health() | extra)
+
+    def answer(self, event: str, raw: bytes, disabled: bool = False) -> dict[str, Any]:
+        """An http hook's event (PostToolBatch, Stop)."""
+        if event not in resident.EVENTS or disabled:
+            self.last_event = time.monotonic()
+            return {}
+        return self._answer(event, raw)
+
+    def relay(self, head: bytes, raw: bytes) -> dict[str, Any] | None:
+        """A command hook's event handed over the socket (tokenbudget/relay.py), or (no event)
+        a session's project and Claude config folders to note; None if malformed."""
+        try:
+            data = json.loads(head)
+            event, session, project = data["event"], data["session"], data["project"]
+            dirs = data["dirs"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+        if not all(isinstance(v, str) for v in (event, session, project)) or \
+                not isinstance(dirs, list):
+            return None
+        if not event:
+            self.note(session, project, dirs)
+            return {}
+        if event not in relay.RELAYED:
+            return None
+        self.note(_session_of(raw) or "", project, dirs)
+        return self._answer(event, raw, relayed=True)
+
+    def _answer(self, event: str, raw: bytes, relayed: bool = False) -> dict[str, Any]:
+        from tokenbudget import hook
+
+        self.last_event = time.monotonic()
+        with self.lock:
+            sid = _session_of(raw)
+            project, dirs = self.sessions.get(sid, (None, None)) if sid else (None, None)
+            result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs)
+            if relayed:
+                self.relayed += 1
+            else:
+                self.answered += 1
+            message = result.get("systemMessage", "")
+            if "tokenbudget: " in message and "; allowing." in message:
+                self.last_error = message
+                self.save()
+            return result
+
+    def note(self, session: str, project: str, dirs: list[Any]) -> None:
+        """Keep `session`'s project and Claude config folders, as its command hooks saw them."""
+        if not session or not paths.is_session_id(session):
+            return
+        if len(self.sessions) > 10000:
+            self.sessions.clear()
+        folders = [d for d in dirs if isinstance(d, str) and os.path.isabs(d)
+                   and "\x00" not in d and len(d) <= 4096][:relay.MAX_DIRS]
+        self.sessions[session] = (project or None, folders or None)
+
+    def check(self, body: bytes) -> dict[str, Any] | None:
+        """A hook's health check over http: its MAC checked, then (a hook of a session whose
+        answerer has no socket yet has proved itself first) the session's project and Claude
+        config folders noted; None if bad or a nonce seen before (a captured check replayed)."""
+        try:
+            data = json.loads(body)
+            nonce, session, project = data["nonce"], data["session"], data["project"]
+            dirs = data.get("dirs", [])
+            ok = all(isinstance(v, str) for v in (nonce, session, project)) and isinstance(
+                dirs, list) and hmac.compare_digest(str(data["mac"]), resident.mac(
+                    self.setup.proof, "health", nonce, session, project, json.dumps(dirs)))
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+        if not ok or nonce in self.nonces:
+            return None
+        if len(self.nonces) > 100000:
+            self.nonces.clear()  # 128-bit nonces: an old one comes back by replay only
+        self.nonces.add(nonce)
+        self.note(session, project, dirs)
+        return self.health() | {"proof": resident.mac(self.setup.proof, "answerer", nonce)}
+
+    def authorized(self, header: str | None) -> bool:
+        expected = f"Bearer {self.setup.key}"
+        return header is not None and hmac.compare_digest(header.encode(), expected.encode())
+
+    def should_stop(self, idle: float) -> str | None:
+        if time.monotonic() - self.last_event > idle:
+            return "idle"
+        if _stamp() != self.key_stamp:
+            return "its key changed or was removed"
+        return None
+
+
+def _session_of(raw: bytes) -> str | None:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    sid = data.get("session_id") if isinstance(data, dict) else None
+    return sid if isinstance(sid, str) else None
+
+
+def _stamp() -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(resident.key_file())
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def serve(idle: float = resident.IDLE_SECONDS) -> None:
+    """Run the answerer until it has been idle `idle` seconds or its key changes. A second one
+    (two sessions starting at once) finds the port taken and exits: the bind decides."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tokenbudget import hook
+
+    setup = resident.load()
+    if setup is None:
+        return
+    # Warm: what the locked path of a hook call imports, imported once.
+    from tokenbudget import config, engine, ingest, pricing, store, sync  # noqa: F401
+
+    me = Answerer(setup)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # The head and the body go out as two writes: with Nagle's algorithm on, the body can
+        # wait for Claude Code's delayed ACK of the head on a kept-alive connection (up to
+        # 40 ms on Linux).
+        disable_nagle_algorithm = True
+        timeout = 5  # a client that sends nothing does not hold a thread for long
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _reply(self, code: int, answer: dict[str, Any] | None) -> None:
+            body = json.dumps(answer).encode() if answer is not None else b""
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            try:
+                size = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                size = -1
+            if not 0 <= size <= resident.MAX_BODY or not self.path.startswith(resident.URL_PATH):
+                self._reply(400, None)
+                return
+            raw = self.rfile.read(size)
+            name = self.path[len(resident.URL_PATH):]
+            if name == "health":
+                health = me.check(raw)
+                self._reply(200 if health is not None else 403, health)
+            elif not me.authorized(self.headers.get("Authorization")):
+                self._reply(403, None)  # Claude Code: a non-blocking error; nothing recorded
+            else:
+                disabled = self.headers.get(resident.DISABLE_HEADER) == "1"
+                self._reply(200, me.answer(name, raw, disabled))
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        # SO_REUSEADDR: a restart binds at once, whatever connections of the answerer before
+        # it wait in TIME_WAIT. Linux still refuses a second listener on the port (that would
+        # take SO_REUSEPORT, which binds only within one user and is not set here).
+        allow_reuse_address = True
+
+    try:
+        server = Server((resident.HOST, setup.port), Handler)
+    except OSError as e:
+        why = f"cannot listen on {resident.HOST}:{setup.port} ({e.strerror})"
+        hook.log(f"resident answerer: {why}")
+        token = os.environ.get(resident.START_ENV)
+        # Another answerer of ours that won the bind (two sessions starting at once) is no
+        # failure: writing one would also race with that answerer's own state (its pid).
+        if token and resident.probe(setup)[0] != "ours":
+            # Said to the hook that started it, at once, rather than after its whole wait.
+            with contextlib.suppress(OSError):
+                resident.write_private(resident.state_file(), resident.read_state() | {
+                    "failed_start": token, "start_error": why})
+        return
+    relayed: _Relayed | None = None
+    try:
+        relayed = _listen(me)
+    except OSError as e:
+        # The command hooks then decide in their own processes, as without the socket.
+        hook.log(f"resident answerer: cannot listen on its socket ({e}); http only")
+    me.save(stopped=None)
+    hook.log(f"resident answerer {os.getpid()} listening on {resident.HOST}:{setup.port}")
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            why = me.should_stop(idle)
+            if why is not None:
+                hook.log(f"resident answerer {os.getpid()} stops: {why}")
+                if relayed is not None:
+                    relayed.shutdown()
+                server.shutdown()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    if relayed is not None:
+        threading.Thread(target=relayed.serve_forever, kwargs={"poll_interval": 0.5},
+                         daemon=True).start()
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        if relayed is not None:
+            relayed.close()
+        me.save(stopped=clock.now())
+
+
+class _Relayed:
+    """The Unix socket the lean command hooks hand their events to (tokenbudget/relay.py)."""
+
+    def __init__(self, server: Any, address: relay.Address, stamp: tuple[int, int]) -> None:
+        self.server = server
+        self.address = address
+        self.stamp = stamp
+
+    def serve_forever(self, poll_interval: float) -> None:
+        self.server.serve_forever(poll_interval=poll_interval)
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+
+    def close(self) -> None:
+        self.server.server_close()
+        with contextlib.suppress(OSError):
+            st = os.stat(self.address.path)
+            if (st.st_ino, st.st_dev) == self.stamp:  # not one a newer answerer made
+                os.unlink(self.address.path)
+        self.address.close()
+
+
+def _listen(me: Answerer) -> _Relayed:
+    """Bound after the port: only the answerer holding the port makes the socket. In the
+    user's private folder, so only the user's own processes can connect (checked here too)."""
+    import socketserver
+
+    class Handler(socketserver.StreamRequestHandler):
+        timeout = 5  # a client that sends nothing does not hold a thread for long
+
+        def handle(self) -> None:
+            head = self.rfile.readline(65536)
+            raw = self.rfile.read(resident.MAX_BODY + 1)
+            answer = me.relay(head, raw) if len(raw) <= resident.MAX_BODY else None
+            if answer is not None:
+                self.wfile.write(json.dumps(answer).encode())
+
+    class Server(socketserver.ThreadingUnixStreamServer):
+        daemon_threads = True
+
+    where = paths.ensure_private_dir(resident.folder())
+    if not relay.private(where):
+        raise OSError(f"{where} is not the user's alone")
+    address = relay.Address(where)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address.path)  # a dead answerer's: this one holds the port now
+        server = Server(address.address, Handler)
+        os.chmod(address.path, 0o600)
+        st = os.stat(address.path)
+    except OSError:
+        address.close()
+        raise
+    return _Relayed(server, address, (st.st_ino, st.st_dev))

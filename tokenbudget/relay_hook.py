@@ -1,0 +1,64 @@
+"""The lean command hook of resident mode: the event handed to the answerer, or decided here.
+
+`install --resident` registers SessionStart, UserPromptSubmit, SubagentStop and SessionEnd as
+`python -I -S -c '...from tokenbudget.relay_hook import main; main()' EVENT`: what it imports
+until the answerer has answered is what a round trip on its Unix socket needs (relay.py). When
+the answerer is not there (not started yet, crashed, an older one without the socket), the full
+command hook runs in this process: it decides on its own and starts the answerer (see
+hook._resident), as the command hooks did before.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tokenbudget import relay
+
+
+def main() -> None:
+    """Entry point of the lean command hook: prints one JSON object and exits 0."""
+    event = sys.argv[1] if len(sys.argv) > 1 else ""
+    try:
+        raw = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read(
+            8 * 1024 * 1024)
+    except (OSError, ValueError):
+        raw = b""
+    if os.environ.get("TOKENBUDGET_DISABLE") == "1":
+        print("{}")
+        return
+    reply = None
+    if event in relay.RELAYED:
+        try:
+            reply = relay.ask(event, raw, project=os.environ.get("CLAUDE_PROJECT_DIR", ""),
+                              dirs=relay.session_dirs())
+        except TimeoutError:
+            reply = _late(event)
+        except Exception:
+            reply = None  # never a traceback: the full hook answers instead
+    if reply is None:
+        from tokenbudget import hook
+
+        hook.main([event], raw)
+        return
+    sys.stdout.buffer.write(reply + b"\n")
+    sys.stdout.flush()
+
+
+def _late(event: str) -> bytes:
+    """The answer when the answerer took the event but did not answer in time: deciding it
+    here as well could count it twice (or, seen as a second registration, let it through), so
+    it is our failure: allowed and said, or with fail_closed a prompt refused."""
+    import json
+
+    from tokenbudget import hook
+
+    fail_closed = False
+    try:
+        from tokenbudget import config as config_mod
+
+        fail_closed = config_mod.load_config().fail_closed
+    except Exception:
+        pass
+    why = f"the resident answerer did not answer within {relay.TIMEOUT:g} s"
+    return json.dumps(hook.fail(event, why, fail_closed)).encode()
