@@ -1,0 +1,200 @@
+"""A hook call's change worked out without the lock and committed under it (store.Prepared).
+
+A call with news reads its session's new lines and decides on the ledger read without the lock;
+under the lock it only appends that change. What other sessions committed in between is read
+and kept: the usage sums get both parts, anything else they share sends the call back to do its
+work again under the lock. Each race here is made deterministic: the other call runs between
+this call's read and its lock. Totals are compared with a fresh sync of the same transcripts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.claude_lines import Session, refused, reply_line, set_budgets
+from tokenbudget import store as store_mod
+from tokenbudget import sync
+from tokenbudget.store import JsonFileStore
+
+# 2027-12-15 12:00 UTC: not in 2026, where every other test's data lies.
+NOW = datetime(2027, 12, 15, 12, 0, tzinfo=UTC).timestamp()
+APP, OTHER = "/home/dev/app", "/home/dev/other"
+
+
+def _ledger_store(home: Path) -> JsonFileStore:
+    return JsonFileStore(home / "tb state" / "ledger.json")
+
+
+def _outcomes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """How each prepared commit went: "merged" (others had committed since its read),
+    "alone" (nobody had), "again" (worked out again under the lock)."""
+    seen: list[str] = []
+    real = JsonFileStore._rebase
+
+    def spy(self: JsonFileStore, prep: store_mod.Prepared) -> Any:
+        at = prep.pos.end
+        try:
+            size = Path(self.journal).stat().st_size
+        except FileNotFoundError:
+            size = 0
+        got = real(self, prep)
+        seen.append("again" if got is store_mod._STALE else "merged" if size > at else "alone")
+        return got
+
+    monkeypatch.setattr(JsonFileStore, "_rebase", spy)
+    return seen
+
+
+def _race(monkeypatch: pytest.MonkeyPatch, other: Callable[[], object]) -> None:
+    """Run `other` once, between the next prepared call's read and its taking the lock."""
+    real = JsonFileStore.commit_prepared
+    pending = [other]
+
+    def racing(self: JsonFileStore, prep: store_mod.Prepared) -> Any:
+        if pending:
+            pending.pop()()
+        return real(self, prep)
+
+    monkeypatch.setattr(JsonFileStore, "commit_prepared", racing)
+
+
+def _reply(s: Session, n: int, tokens: int, at: float) -> None:
+    s.write(reply_line(s.sid, f"{s.sid}-r{n}", at, s.cwd, input_tokens=tokens,
+                       output_tokens=7))
+
+
+def _post(s: Session, n: int, now: float = NOW) -> dict[str, Any]:
+    return s.event("PostToolUse", now, tool_name="Bash", tool_input={"command": f"step {n}"})
+
+
+def _sums(ledger: dict[str, Any]) -> dict[str, Any]:
+    """The usage sums and each session's counts, tokens exact, dollars to the cent's millionth."""
+    def rounded(v: Any) -> Any:
+        return [round(x, 9) if type(x) is float else x for x in v]
+
+    return {
+        "hours": {b: {p: rounded(e) for p, e in t.items()} for b, t in ledger["hours"].items()},
+        "models": {m: rounded(v) for m, v in ledger["models"].items()},
+        "projects": {p: rounded(v) for p, v in ledger["projects"].items()},
+        "sessions": {sid: {m: rounded(v[:7]) for m, v in s["m"].items()}
+                     for sid, s in ledger["sessions"].items()},
+        "keys": sorted(ledger["keys"]),
+    }
+
+
+def _fresh(home: Path, tmp_path: Path) -> dict[str, Any]:
+    """The same transcripts synced from nothing into another ledger."""
+    other = JsonFileStore(tmp_path / "fresh" / "ledger.json")
+    sync.sync_all(other, config_dirs=[home / ".claude"], now=NOW)
+    return other.snapshot()
+
+
+@pytest.mark.parametrize("cwds", [(APP, OTHER), (APP, APP)], ids=["two projects", "one project"])
+def test_another_sessions_commit_between_read_and_lock_is_added_to(
+    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    cwds: tuple[str, str],
+) -> None:
+    """Two sessions with news in the same 15 minutes and model (one project or two): the
+    second to take the lock adds its usage to the sums the first committed, loses nothing
+    and counts nothing twice, and does it by the merge, not by working it out again."""
+    set_budgets(private_home, {"kind": "daily", "limit": "1B"})
+    a, b = Session(private_home, "s-a", cwds[0]), Session(private_home, "s-b", cwds[1])
+    a.turn("pa", "go", NOW - 120, 1_000)
+    b.turn("pb", "go", NOW - 110, 2_000)
+    _post(a, 0)
+    _post(b, 0)
+    seen = _outcomes(monkeypatch)
+    for n in range(1, 4):
+        _reply(a, n, 100 * n, NOW - 60 + n)
+        _reply(b, n, 10 * n, NOW - 50 + n)
+        _race(monkeypatch, lambda n=n: _post(b, n))
+        assert _post(a, n) == {}
+    assert seen == ["alone", "merged"] * 3
+    assert _sums(_ledger_store(private_home).snapshot()) == _sums(_fresh(private_home, tmp_path))
+
+
+def test_the_same_sessions_commit_between_read_and_lock_is_not_counted_twice(
+    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two calls of one session (parallel tools) read the same new lines: the one that comes
+    second finds its session changed, works it out again under the lock, and counts the lines
+    once."""
+    set_budgets(private_home, {"kind": "daily", "limit": "1B"})
+    a = Session(private_home, "s-a", APP)
+    a.turn("pa", "go", NOW - 120, 1_000)
+    _post(a, 0)
+    seen = _outcomes(monkeypatch)
+    _reply(a, 1, 500, NOW - 30)
+    _race(monkeypatch, lambda: _post(a, 100))
+    assert _post(a, 1) == {}
+    assert seen == ["alone", "again"]
+    assert _sums(_ledger_store(private_home).snapshot()) == _sums(_fresh(private_home, tmp_path))
+
+
+def test_a_budget_crossed_by_another_session_meanwhile_is_enforced(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision made without the lock is made again on what others committed meanwhile:
+    their usage carries a shared budget past its limit, and this call stops its turn."""
+    set_budgets(private_home, {"kind": "daily", "limit": "10k"})
+    a, b = Session(private_home, "s-a", APP), Session(private_home, "s-b", OTHER)
+    a.turn("pa", "go", NOW - 120, 1_000)
+    b.turn("pb", "go", NOW - 110, 1_000)
+    _post(a, 0)
+    _post(b, 0)
+    seen = _outcomes(monkeypatch)
+    _reply(a, 1, 100, NOW - 30)  # a alone stays far under the limit
+    _reply(b, 1, 9_000, NOW - 20)  # b's response carries the day past it
+    _race(monkeypatch, lambda: _post(b, 1))
+    reason = refused(_post(a, 1))
+    assert reason is not None and "daily" in reason
+    assert seen[-1] == "again"
+
+
+def test_a_change_that_touches_what_only_others_changed_commits_alone(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody committed between the read and the lock: the change is appended as worked out,
+    one journal line, and the ledger replays to it (the suite's replay check)."""
+    set_budgets(private_home, {"kind": "daily", "limit": "1B"})
+    a = Session(private_home, "s-a", APP)
+    a.turn("pa", "go", NOW - 120, 1_000)
+    _post(a, 0)
+    seen = _outcomes(monkeypatch)
+    journal = Path(_ledger_store(private_home).journal)
+    lines = journal.read_bytes().count(b"\n") if journal.exists() else 0
+    _reply(a, 1, 500, NOW - 30)
+    assert _post(a, 1) == {}
+    assert seen == ["alone"]
+    assert journal.read_bytes().count(b"\n") == lines + 1
+    s = _ledger_store(private_home).snapshot()["sessions"]["s-a"]
+    assert sum(sum(m[:5]) for m in s["m"].values()) == 1_000 + 500 + 7
+
+
+@pytest.mark.parametrize(
+    ("before", "mine", "theirs", "want"),
+    [
+        (None, [10, 0.5], None, [10, 0.5]),
+        (None, [10, 0.5], [4, 0.25], [14, 0.75]),
+        ([1, 0.125], [11, 0.625], [5, 0.25], [15, 0.75]),
+        ([1, 0.125], [11, 0.625], [1, 0.125], [11, 0.625]),
+        ([1, 0.125], [11, 0.625], None, store_mod._STALE),
+        ([1, 0.125], {"x": 1}, [5, 0.25], store_mod._STALE),
+    ],
+)
+def test_a_sum_adds_what_each_side_added(before: Any, mine: Any, theirs: Any, want: Any) -> None:
+    assert store_mod._sum("models", 2, before, mine, theirs) == want
+
+
+def test_an_hour_keeps_the_first_and_last_second_of_both() -> None:
+    got = store_mod._sum("hours", 2, {"p": [1, 0.5, 100, 200]},
+                         {"p": [3, 1.5, 100, 300], "q": [2, 0.25, 250, 260]},
+                         {"p": [6, 1.0, 50, 220], "r": [9, 2.0, 10, 20]})
+    assert got == {"p": [8, 2.0, 50, 300], "r": [9, 2.0, 10, 20], "q": [2, 0.25, 250, 260]}
+    assert json.dumps(got)  # a journal line can hold it
