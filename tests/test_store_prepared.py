@@ -115,8 +115,8 @@ def test_another_sessions_commit_between_read_and_lock_is_added_to(
         _reply(b, n, 10 * n, NOW - 50 + n)
         _race(monkeypatch, lambda n=n: _post(b, n))
         assert _post(a, n) == {}
-    assert seen == ["alone", "merged"] * 3
     assert _sums(_ledger_store(private_home).snapshot()) == _sums(_fresh(private_home, tmp_path))
+    assert seen == ["alone", "merged"] * 3
 
 
 def test_the_same_sessions_commit_between_read_and_lock_is_not_counted_twice(
@@ -133,8 +133,8 @@ def test_the_same_sessions_commit_between_read_and_lock_is_not_counted_twice(
     _reply(a, 1, 500, NOW - 30)
     _race(monkeypatch, lambda: _post(a, 100))
     assert _post(a, 1) == {}
-    assert seen == ["alone", "again"]
     assert _sums(_ledger_store(private_home).snapshot()) == _sums(_fresh(private_home, tmp_path))
+    assert seen == ["alone", "again"]
 
 
 def test_a_budget_crossed_by_another_session_meanwhile_is_enforced(
@@ -198,3 +198,55 @@ def test_an_hour_keeps_the_first_and_last_second_of_both() -> None:
                          {"p": [6, 1.0, 50, 220], "r": [9, 2.0, 10, 20]})
     assert got == {"p": [8, 2.0, 50, 300], "r": [9, 2.0, 10, 20], "q": [2, 0.25, 250, 260]}
     assert json.dumps(got)  # a journal line can hold it
+
+
+_WORKER = """
+import json, os, sys, time
+from tokenbudget import hook
+sid, path, cwd, who, calls, now, start = sys.argv[1:8]
+while time.time() < float(start):
+    time.sleep(0.002)
+for n in range(int(calls)):
+    line = {"type": "assistant", "isSidechain": False, "sessionId": sid, "cwd": cwd,
+            "uuid": f"u-{who}-{n}", "requestId": f"req-{who}-{n}", "timestamp":
+            "2027-12-15T11:59:00Z", "message": {"id": f"msg-{who}-{n}", "type": "message",
+            "role": "assistant", "model": "claude-sonnet-4-5-20250929", "content": [],
+            "usage": {"input_tokens": 100 + n, "output_tokens": 3}}}
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, (json.dumps(line) + "\\n").encode())  # one write: whole lines only
+    os.close(fd)
+    event = {"session_id": sid, "transcript_path": path, "cwd": cwd,
+             "hook_event_name": "PostToolUse", "tool_name": "Bash",
+             "tool_input": {"command": f"{who} {n}"}}
+    out = hook.handle("PostToolUse", json.dumps(event).encode(), now=float(now))
+    assert "systemMessage" not in out or "last committed" in out["systemMessage"], out
+"""
+
+
+def test_processes_racing_on_one_session_and_on_several_lose_and_double_nothing(
+    private_home: Path, tmp_path: Path
+) -> None:
+    """Five processes at once, each appending responses and running the hook: three sessions,
+    one of them with two processes (parallel tools). The ledger ends exactly as a fresh sync
+    of the same transcripts has it, and every commit replays to it (the suite's check)."""
+    import subprocess
+    import sys
+    import time
+
+    set_budgets(private_home, {"kind": "daily", "limit": "1B"})
+    sessions = [Session(private_home, "s-0", APP), Session(private_home, "s-1", APP),
+                Session(private_home, "s-2", OTHER)]
+    for k, s in enumerate(sessions):
+        s.turn(f"p{k}", "go", NOW - 300, 1_000)
+        _post(s, 0)
+    start = time.time() + 1.0
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, s.sid, str(s.path), s.cwd, who,
+                               "12", repr(NOW), repr(start)])
+             for who, s in [("a", sessions[0]), ("b", sessions[0]), ("c", sessions[1]),
+                            ("d", sessions[2]), ("e", sessions[1])]]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 5
+    for s in sessions:
+        _post(s, 999)  # what a call that missed the lock left unread
+    got = _sums(_ledger_store(private_home).snapshot())
+    assert got == _sums(_fresh(private_home, tmp_path))
+    assert len(got["keys"]) == 3 + 5 * 12

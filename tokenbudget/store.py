@@ -485,14 +485,16 @@ class JsonFileStore(Store):
         try:
             with open(self.journal, "rb") as j:
                 jst = os.fstat(j.fileno())
-                if (jst.st_dev, jst.st_ino) != pos.journal or jst.st_size < pos.end:
+                where = (jst.st_dev, jst.st_ino)
+                # No journal when it was read: a commit since began one (on the same snapshot).
+                if pos.journal not in (None, where) or jst.st_size < pos.end:
                     return _STALE
                 j.seek(pos.end)
                 lines = journal.parse(j.read(), pos.seq)
         except FileNotFoundError:
             if pos.journal is not None:
                 return _STALE
-            lines = journal.parse(b"", pos.seq)
+            lines, where = journal.parse(b"", pos.seq), None
         sets, dels = prep.sets, prep.dels
         data, base = prep.data, prep.base
         if lines.entries:
@@ -521,8 +523,8 @@ class JsonFileStore(Store):
                 return _STALE
         elif lines.bad:
             return _STALE
-        now = Position(pos.snapshot, pos.head, pos.journal, pos.end + lines.end, lines.last,
-                       0, pos.size, pos.migrated)
+        now = Position(pos.snapshot, pos.head, where, pos.end + lines.end, lines.last, 0,
+                       pos.size, pos.migrated)
         try:
             unsynced = self._commit(data, base, now, False, (sets, dels))
         except OSError as e:
