@@ -250,3 +250,72 @@ def test_processes_racing_on_one_session_and_on_several_lose_and_double_nothing(
     got = _sums(_ledger_store(private_home).snapshot())
     assert got == _sums(_fresh(private_home, tmp_path))
     assert len(got["keys"]) == 3 + 5 * 12
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+@pytest.mark.parametrize("step", ["append.opened", "append.cut", "append.half",
+                                  "append.written", "view.shared", "append.synced"])
+def test_a_prepared_commit_killed_at_any_step_loses_and_doubles_nothing(
+    step: str, how: str, tmp_path: Path
+) -> None:
+    """A child reads the ledger, changes a usage sum and an entry, lets another writer commit
+    (and leave a torn line), then commits its change by the merge and dies at `step`: its
+    change is wholly in the ledger or not at all, the other writer's always, once."""
+    import os
+    import signal
+    import time
+
+    from tokenbudget import journal
+    from tokenbudget.store import CRASH_ENV
+
+    store = JsonFileStore(tmp_path / "tb" / "ledger.json", lock_timeout=30)
+    with store.transaction() as ledger:
+        ledger["projects"]["/p"] = [0, 0.0]
+    ready = tmp_path / "ready"
+    visible = step in ("append.written", "view.shared", "append.synced")
+    crashed = 0
+    for n in range(1, 6):
+        ready.unlink(missing_ok=True)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                child = JsonFileStore(store.file, lock_timeout=30)
+                data, pos = child.read()
+                assert pos is not None
+                base = journal.copy(data)
+                data["projects"]["/p"][0] += 1
+                data["warned"][f"crash-{n}"] = float(n)
+                with JsonFileStore(store.file).transaction() as other:
+                    other["projects"]["/p"][0] += 100
+                if step == "append.cut":
+                    with open(store.journal, "ab") as f:
+                        f.write(b'{"seq":999,"set":[[["folded","tokens"],12')
+                os.environ[CRASH_ENV] = step + (":pause" if how == "kill" else "")
+                os.environ[CRASH_ENV + "_READY"] = str(ready)
+                prep = store_mod.Prepared(pos, base, data, None, lambda _ledger: True)
+                with child.commit_prepared(prep) as held:
+                    assert held is None  # merged, not worked out again
+            finally:
+                os._exit(0)  # the step was never reached: the parent fails on this
+        if how == "kill":
+            deadline = time.monotonic() + 30
+            while not ready.exists():
+                assert time.monotonic() < deadline, f"the child never reached {step}"
+                time.sleep(0.001)
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        if how == "kill":
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        else:
+            assert os.waitstatus_to_exitcode(status) == 70, f"the child did not stop at {step}"
+        crashed += visible
+        seen = JsonFileStore(store.file).snapshot()
+        assert seen["projects"]["/p"][0] == 100 * n + crashed
+        assert (f"crash-{n}" in seen["warned"]) == visible
+        assert not seen["notices"]
+    with store.transaction() as ledger:  # the next writer cleans up after the dead
+        ledger["projects"]["/p"][0] += 1000
+    store.checkpoint()
+    final = JsonFileStore(store.file).snapshot()
+    assert final["projects"]["/p"][0] == 100 * 5 + crashed + 1000
+    assert not [p.name for p in Path(store.folder).glob("*.tmp")]

@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 
 from tokenbudget import clock, hot, journal, lock
@@ -425,12 +425,11 @@ class JsonFileStore(Store):
         release = self._lock()
         try:
             self._sweep_temps()
-            if prepared is not None:
-                done = self._rebase(prepared)
-                if done is not _STALE:
-                    unsynced = done
-                    yield None
-                    return
+            done: Any = _STALE if prepared is None else self._rebase(prepared)
+            if done is not _STALE:
+                unsynced = done
+                yield None
+            elif prepared is not None:
                 _step("rebase.stale")
                 # Worked out again on the ledger as it is now: the rare case (a conflict, or
                 # a decision that changed), so the copy is made here.
@@ -438,35 +437,45 @@ class JsonFileStore(Store):
                     base = journal.copy(prepared.base)
                 else:
                     known = None  # its ledger was spent on the merge: read the whole one
-            pos: Position | None = None
-            if known is not None and known[0] is not None and base is not None:
-                data = known[1]
-                pos = self._read_since(known[0], data, base)
-            if pos is None:
-                data, pos = self._reload()
-                if pos is not None and pos.bad:
-                    self._keep(self.journal, "corrupt")  # and read() told the user
-                    checkpoint = True
-                base = journal.copy(data)
-            assert base is not None
-            yield data
-            try:
-                if pos is not None and pos.migrated:
-                    # The first commit after an upgrade writes the ledger back in this schema
-                    # (even with nothing new), keeping the old files, once, for going back.
-                    self.move_aside(f"schema{pos.migrated}")
-                    checkpoint = True
-                unsynced = self._commit(data, base, pos, checkpoint)
-            except OSError as e:
-                raise LedgerError(
-                    f"cannot write the ledger {self.file}: {e.strerror or e}"
-                ) from None
-            if os.environ.get(CHECK_ENV):
-                self._check_replay(data)
+            if done is _STALE:
+                unsynced = yield from self._work_locked(known, base, checkpoint)
         finally:
             release()
         if unsynced is not None:
             self._sync_line(*unsynced)
+
+    def _work_locked(
+        self, known: tuple[Position | None, Ledger] | None, base: Ledger | None,
+        checkpoint: bool,
+    ) -> Generator[Ledger, None, tuple[int, bool] | None]:
+        """The ledger brought up to date, yielded to be changed, then committed (call with
+        the lock held); return the journal's descriptor to sync once the lock is released."""
+        pos: Position | None = None
+        if known is not None and known[0] is not None and base is not None:
+            data = known[1]
+            pos = self._read_since(known[0], data, base)
+        if pos is None:
+            data, pos = self._reload()
+            if pos is not None and pos.bad:
+                self._keep(self.journal, "corrupt")  # and read() told the user
+                checkpoint = True
+            base = journal.copy(data)
+        assert base is not None
+        yield data
+        try:
+            if pos is not None and pos.migrated:
+                # The first commit after an upgrade writes the ledger back in this schema
+                # (even with nothing new), keeping the old files, once, for going back.
+                self.move_aside(f"schema{pos.migrated}")
+                checkpoint = True
+            unsynced = self._commit(data, base, pos, checkpoint)
+        except OSError as e:
+            raise LedgerError(
+                f"cannot write the ledger {self.file}: {e.strerror or e}"
+            ) from None
+        if os.environ.get(CHECK_ENV):
+            self._check_replay(data)
+        return unsynced
 
     def _rebase(self, prep: Prepared) -> Any:
         """Commit `prep` on the ledger as it is now (call with the lock held): the journal
