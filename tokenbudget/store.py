@@ -5,6 +5,9 @@ the journal as one fsynced line (tokenbudget/journal.py); a checkpoint writes th
 as a new snapshot (temp file, fsync, rename, folder fsync) recording the last journal line it
 holds, then empties the journal. Readers take the snapshot and the journal's complete lines, so
 they see a whole commit or none, and read positions and totals are always committed together.
+A hook's commit can be worked out before the lock (`Prepared`, `commit_prepared`): under the
+lock it is checked against what was committed since it was read, its part of the usage sums
+added to theirs, and appended; whatever else came between sends it back to be worked out again.
 Nothing is ever silently reset: a file we cannot read is kept aside and the caller rebuilds
 from the transcripts; a journal line we cannot read is skipped, kept aside and reported.
 A ledger of an older schema is migrated as it is read (tokenbudget/schema.py), with the journal
