@@ -319,3 +319,69 @@ def test_a_prepared_commit_killed_at_any_step_loses_and_doubles_nothing(
     final = JsonFileStore(store.file).snapshot()
     assert final["projects"]["/p"][0] == 100 * 5 + crashed + 1000
     assert not [p.name for p in Path(store.folder).glob("*.tmp")]
+
+
+def _prepared(change: Callable[[dict[str, Any]], None]) -> store_mod.Prepared:
+    """A change of session "s-a" made on a small ledger with another session "s-b" in it."""
+    from tokenbudget import journal
+    from tokenbudget.ledger import new_ledger
+
+    base = new_ledger()
+    for sid in ("s-a", "s-b"):
+        base["sessions"][sid] = {"m": {"x": [1, 0, 0, 0, 0, 0.5, 1, "t"]}, "l": 1.0}
+        base["files"][f"/t/{sid}.jsonl"] = ["1:2", "h", 10, sid, None]
+    base["hours"]["7"] = {"/p": [1, 0.5, 100, 100]}
+    base["events"]["old"] = 1.0
+    data = journal.copy(base)
+    change(data)
+    pos = store_mod.Position((1,), 1.0, None, 0, 0, 0, 100)
+    return store_mod.Prepared(pos, base, data, "s-a", lambda _ledger: True)
+
+
+def _ours(data: dict[str, Any]) -> None:
+    data["sessions"]["s-a"]["m"]["x"][0] += 5
+    data["files"]["/t/s-a.jsonl"][2] = 20
+    data["hours"]["7"]["/p"][0] += 5
+    data["events"]["new-a"] = 2.0
+    del data["events"]["old"]
+
+
+@pytest.mark.parametrize(
+    ("theirs", "merges"),
+    [
+        # another session's records, events and the sums: merged
+        ([[["sessions", "s-b", "m", "x"], [2, 0, 0, 0, 0, 0.5, 2, "t"]],
+          [["files", "/t/s-b.jsonl"], ["1:2", "h", 30, "s-b", None]],
+          [["events", "new-b"], 2.0], [["hours", "7", "/p"], [3, 0.75, 90, 100]]], True),
+        # its own session's record, even another part of it (ingest reads it whole)
+        ([[["sessions", "s-a", "l"], 5.0]], False),
+        # where its own transcripts were read to
+        ([[["files", "/t/s-a.jsonl"], ["1:2", "h", 20, "s-a", None]]], False),
+        # a transcript of its own session that it had not read
+        ([[["files", "/t/s-a-sub.jsonl"], ["1:3", "h", 5, "s-a", None]]], False),
+        # what it read besides: rates, a note
+        ([[["rates", "x"], 1e-6]], False),
+        ([[["notices"], ["hello"]]], False),
+        # a fork's record
+        ([[["sessions", "s-b", "po"], "s-a"]], False),
+        # a whole table of sums replaced (a session starting prunes them)
+        ([[["hours"], {}]], False),
+        # the same event, another value
+        ([[["events", "new-a"], 3.0]], False),
+    ],
+)
+def test_what_others_changed_decides_whether_the_change_merges(
+    theirs: list[Any], merges: bool
+) -> None:
+    prep = _prepared(_ours)
+    got = store_mod._merge(prep, [(1, theirs, [])])
+    assert (got is not None) == merges
+    if merges:
+        assert got is not None and [["hours", "7", "/p"], [8, 0.75, 90, 100]] in got
+
+
+def test_both_deleting_an_old_event_is_the_same_change() -> None:
+    prep = _prepared(_ours)
+    assert store_mod._merge(prep, [(1, [], [["events", "old"]])]) == [
+        [["hours", "7", "/p"], [6, 0.5, 100, 100]]]
+    assert store_mod._merge(prep, [(1, [[["events", "old"], 9.0]], [])]) is None

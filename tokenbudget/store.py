@@ -33,6 +33,7 @@ from tokenbudget.fileio import stamp as _stamp
 from tokenbudget.ledger import HEAD_UPDATED as _UPDATED
 from tokenbudget.ledger import CorruptLedger, Ledger, _check_records, new_ledger, validate
 from tokenbudget.schema import (
+    FILE_SESSION,
     S_CANDIDATES,
     S_FORK_KEYS,
     S_HELD,
@@ -876,10 +877,16 @@ def _merge(prep: Prepared, entries: list[tuple[int, list[Any], list[Any]]]) -> l
             if path[0] not in _FREE:
                 return None
             if path[0] == "sessions" and (
-                len(path) < 2 or _forked(prep.base["sessions"].get(path[1], {}))
+                len(path) < 2 or path[1] == prep.session
+                or _forked(prep.base["sessions"].get(path[1], {}))
                 or (len(path) > 2 and path[2] in (*_FORKED, S_FORK_KEYS))
             ):
-                return None
+                return None  # its own record (read whole by ingest), or a fork's
+            if path[0] == "files" and len(path) > 1 and prep.session is not None and any(
+                type(rec) is list and len(rec) > FILE_SESSION and rec[FILE_SESSION] == prep.session
+                for rec in (prep.base["files"].get(path[1]), _set_value(sets, path))
+            ):
+                return None  # where reading its own transcripts stopped
             t = tuple(path)
             if t in within:
                 return None  # replaced what holds a change of ours
@@ -918,6 +925,14 @@ def _merge(prep: Prepared, entries: list[tuple[int, list[Any], list[Any]]]) -> l
                 return None
         out.append([path, value])
     return out
+
+
+def _set_value(sets: list[Any], path: list[str]) -> Any:
+    """The value a line's `sets` give `path` (None: none)."""
+    for p, value in sets:
+        if p == path:
+            return value
+    return None
 
 
 def _node(table: Any, keys: list[str]) -> Any:
