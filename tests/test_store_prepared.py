@@ -385,3 +385,13 @@ def test_both_deleting_an_old_event_is_the_same_change() -> None:
     assert store_mod._merge(prep, [(1, [], [["events", "old"]])]) == [
         [["hours", "7", "/p"], [6, 0.5, 100, 100]]]
     assert store_mod._merge(prep, [(1, [[["events", "old"], 9.0]], [])]) is None
+
+
+def test_a_whole_table_of_sums_set_by_the_change_is_not_merged() -> None:
+    def whole(data: dict[str, Any]) -> None:
+        _ours(data)
+        data["hours"] = {"8": {"/p": [1, 0.5, 100, 100]}, **data["hours"]}  # keys reordered
+
+    prep = _prepared(whole)
+    assert [p for p, _v in prep.sets if p[0] == "hours"] == [["hours"]]
+    assert store_mod._merge(prep, [(1, [[["hours", "7", "/p"], [3, 0.75, 90, 100]]], [])]) is None

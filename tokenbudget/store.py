@@ -898,7 +898,17 @@ def _merge(prep: Prepared, entries: list[tuple[int, list[Any], list[Any]]]) -> l
             if path[0] == "sessions" and len(path) == 2 and _forked(value):
                 return None
     both = sums & {p[0] for p, _v in prep.sets if _merged_table(p)}
-    theirs = {t: journal.copy(prep.base[t]) for t in both}
+    # Only the entries either side touched are copied: the usage buckets grow with the
+    # projects active in the window, and this runs under the lock.
+    touched: dict[str, set[str]] = {t: set() for t in both}
+    for path in [*(p for _s, sets, dels in entries for p in [*(x[0] for x in sets), *dels]),
+                 *(p for p, _v in prep.sets)]:
+        if path[0] in both:
+            if len(path) < 2:
+                return None  # a whole table of ours: not a sum
+            touched[path[0]].add(path[1])
+    theirs = {t: {k: journal.copy(prep.base[t][k]) for k in keys if k in prep.base[t]}
+              for t, keys in touched.items()}
     for _seq, sets, dels in entries:
         for path in dels:
             if path[0] in both:
