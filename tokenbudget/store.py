@@ -399,7 +399,7 @@ class JsonFileStore(Store):
         self, known: tuple[Position | None, Ledger] | None = None, checkpoint: bool = False
     ) -> Iterator[Ledger]:
         """Lock, yield the ledger, commit it on a clean exit (see Store.transaction)."""
-        with self._held(known, checkpoint, None) as data:
+        with self._locked(known, checkpoint, None) as data:
             assert data is not None
             yield data
 
@@ -415,10 +415,10 @@ class JsonFileStore(Store):
         The lock is then held only to read what was committed meanwhile, append one line and
         bring the hot view along: the transcripts were read and the decision made before it.
         """
-        return self._held((prepared.pos, prepared.base), False, prepared)
+        return self._locked((prepared.pos, prepared.base), False, prepared)
 
     @contextmanager
-    def _held(
+    def _locked(
         self, known: tuple[Position | None, Ledger] | None, checkpoint: bool,
         prepared: Prepared | None,
     ) -> Iterator[Ledger | None]:
