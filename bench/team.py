@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def _home(root: Path, team: bool) -> tuple[dict[str, str], bytes]:
 def hook_cost(rounds: int) -> dict[str, object]:
     root = Path(tempfile.mkdtemp(prefix="tb-bench-team-"))
     try:
-        cases = {}
+        cases: dict[str, Callable[[], float]] = {}
         for team in (False, True):
             env, event = _home(root, team)
 
@@ -187,7 +188,7 @@ def refresh_cost(rounds: int) -> dict[str, object]:
                                     "command": "prompt", "at": time.time(), "input": 10500,
                                     "output": 0, "cache_write": 0, "cache_read": 0,
                                     "cost_micros": 1}])
-        cases = {}
+        cases: dict[str, Callable[[], float]] = {}
         for stale in (False, True):
             home = root / ("stale" if stale else "fresh")
             state = home / "tb state"

@@ -206,13 +206,16 @@ def test_doctor_says_what_a_prompt_here_would_meet(private_home: Path, recorded_
     for budgets in ([Budget("daily", 10_000), Budget("weekly", 20_000)],
                     [Budget("daily", 20_000), Budget("weekly", 1_000_000)],
                     [Budget("daily", 1_000_000)],
-                    [Budget("daily", 1_000, project="/elsewhere")]):
+                    [Budget("daily", 1_000, project="/elsewhere")],
+                    # 18,513 of 18,560 is 99.7%: not yet used up, so it must not read 100%
+                    [Budget("daily", 18_560)]):
         report = doctor.Report()
         doctor.check_prompt(report, cfg, budgets, here)
         [finding] = report.findings
         assert (finding.ok, finding.title) == (True, "a prompt here now would meet")
         meets.append(finding.detail)
-    assert meets == ["block (daily: 185% used)", "warn (daily: 93% used)", "allow", "allow"]
+    assert meets == ["block (daily: 185% used)", "warn (daily: 92% used)", "allow", "allow",
+                     "warn (daily: 99% used)"]
 
 
 def test_a_quick_start_whose_folders_moved_is_a_problem(private_home: Path, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import pytest
 from tokenbudget import engine
 from tokenbudget.budgets import Budget, warn_key
 from tokenbudget.config import Config
-from tokenbudget.enforce import resolve_turn
-from tokenbudget.ledger import BUCKET, new_ledger
+from tokenbudget.ledger import BUCKET, new_ledger, resolve_turn
+from tokenbudget.store import held
 
 NOW = datetime(2026, 11, 28, 17, 30, tzinfo=UTC).timestamp()
 CFG = Config(timezone="UTC")
@@ -44,8 +44,8 @@ def prompt(
 
 
 def decide(event: str, checks: list[Any], ledger: dict[str, Any], **kw: Any) -> engine.Decision:
-    return engine.decide(event, checks, allow=ledger["allow"], warned=ledger["warned"], now=NOW,
-                         session_id=SID, prompt_id=kw.get("prompt_id", "p-9"))
+    return engine.decide(event, checks, held(ledger), now=NOW, session_id=SID,
+                         prompt_id=kw.get("prompt_id", "p-9"))
 
 
 # ---------------------------------------------------------------- which budgets apply

@@ -847,3 +847,19 @@ def test_a_line_both_readings_say_near_a_limit_is_said_once(
     lines = said.split("\n")
     assert any("agent-bad.jsonl" in line for line in lines), said
     assert len(lines) == len(set(lines)), said
+
+
+def test_an_event_registered_twice_is_answered_once(private_home: Path, recorded_day: float
+                                                    ) -> None:
+    # The same hook in two settings files (or plugin and settings) gets each event twice:
+    # the copy within the event memory is answered with nothing; the same bytes later are a
+    # new event, decided again.
+    from tokenbudget import hook
+    from tokenbudget.store import EVENT_MEMORY
+
+    set_budgets(private_home, {"kind": "session", "limit": 1})
+    raw = json.dumps({**session(private_home), "prompt": "go on"}).encode()
+    assert hook.handle("UserPromptSubmit", raw, now=recorded_day)["decision"] == "block"
+    assert hook.handle("UserPromptSubmit", raw, now=recorded_day + 1) == {}
+    later = hook.handle("UserPromptSubmit", raw, now=recorded_day + EVENT_MEMORY + 1)
+    assert later["decision"] == "block"

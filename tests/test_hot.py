@@ -15,8 +15,10 @@ import os
 import signal
 import stat
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -24,7 +26,7 @@ from tests.claude_lines import Session, set_budgets
 from tests.helpers import ALL_CASES, install_fixture
 from tokenbudget import config as config_mod
 from tokenbudget import hook, hot, sync
-from tokenbudget.budgets import Budget
+from tokenbudget.budgets import Budget, window
 from tokenbudget.store import CRASH_ENV, JsonFileStore, open_store
 
 EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch", "Stop",
@@ -377,3 +379,221 @@ def test_a_view_in_another_schemas_layout_is_not_read(
     assert hot.read(store.file, store.journal, "a") is not None
     monkeypatch.setattr(hot, "SCHEMA", hot.SCHEMA + 1)  # as a newer version reads it
     assert hot.read(store.file, store.journal, "a") is None
+
+
+def test_two_sessions_whose_file_names_meet_never_read_each_others_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a case-insensitive file system (macOS's default) "S-a" and "s-A" name one file.
+    named = hot.session_file
+    monkeypatch.setattr(hot, "session_file", lambda folder, sid: named(folder, sid.lower()))
+    store = JsonFileStore(tmp_path / "ledger.json")
+    upper, lower = str(tmp_path / "upper.jsonl"), str(tmp_path / "lower.jsonl")
+    with store.transaction() as ledger:
+        ledger["sessions"]["S-a"] = _session("S-a", ("p1", "/test", 5.0))
+        ledger["sessions"]["s-A"] = _session("s-A")
+        ledger["files"][upper] = ["1:2", "head", 10, "S-a", None]
+        ledger["files"][lower] = ["1:3", "head", 30, "s-A", None]
+    for step in range(3):
+        for sid, path in (("S-a", upper), ("s-A", lower)):
+            part = hot.read(store.file, store.journal, sid)
+            # its own record and read positions, or none (the ledger then decides): never
+            # the other session's
+            assert part is None or (part["sessions"] == {sid: store.snapshot()["sessions"][sid]}
+                                    and part["files"] == {path: ledger["files"][path]})
+        with store.transaction() as ledger:  # one session moves: its file is written again
+            ledger["files"][upper if step % 2 else lower][2] += 5
+            ledger["sessions"]["S-a" if step % 2 else "s-A"]["l"] += 1.0
+
+
+# --- a call with nothing new, decided without the engine (hot.quiet) ------------------------------
+
+
+def _calendar(cfg: Any, now: float) -> dict[str, tuple[float, float]]:
+    """The calendar windows holding `now`, as the engine computes them."""
+    tz = cfg.tz()
+    at = datetime.fromtimestamp(now, tz)
+    out = {}
+    for kind in hot.CALENDAR:
+        start, end = window(kind, at, tz, cfg.week_start)
+        assert start is not None and end is not None
+        out[kind] = (start.timestamp(), end.timestamp())
+    return out
+
+
+def lean_says(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger: Any, now: float) -> bool:
+    """hot.quiet on the event; where it says quiet, the engine must allow it with nothing to
+    record and no blocking budget within one response of its limit."""
+    for most in (None, hook._most(cfg)):
+        try:
+            lean = hot.quiet(ev.name, budgets, ledger, now, _calendar(cfg, now),
+                             session_id=ev.session_id, cwd=ev.cwd, prompt=ev.prompt,
+                             prompt_id=ev.prompt_id, most=most)
+        except Exception:
+            continue  # the engine meets whatever this was
+        if lean:
+            judged = hook._judge(ev, cfg, budgets, ledger, now)
+            assert judged is not None
+            _ctx, checks, decision = judged
+            assert decision.action == "allow" and not decision.records, ev.name
+            assert all(c.state == "ok" for c in checks)
+            assert most is None or not hook._could_cross(checks, cfg)
+    return bool(lean)
+
+
+def test_what_the_quick_check_finds_quiet_the_engine_finds_quiet(
+    private_home: Path, recorded_day: float
+) -> None:
+    for case in ALL_CASES:
+        install_fixture(case, private_home / ".claude", unique_ids=True)
+    _history(private_home, recorded_day)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    cfg = config_mod.load_config()
+    ledger = store.snapshot()
+    seen = {True: 0, False: 0}
+    # The tests' budgets (some warn, some block), the same a thousand times higher (most
+    # quiet), and with them command budgets that a run of the command would pass.
+    high = [b.replace(limit=b.limit * 1000) for b in map(Budget.from_json, BUDGETS)]
+    tight = [Budget("command", 2000, name="/test"), Budget("command", 0.001, "usd", name="/review")]
+    for budgets in ([Budget.from_json(b) for b in BUDGETS], high, high + tight):
+        for now in [recorded_day + d for d in (-3 * 3600, 0, 2 * 3600, 5 * 3600, 26 * 3600)]:
+            for name, payload in _events(store, private_home, now):
+                ev = hook.parse_event(name, json.dumps(payload).encode())
+                seen[lean_says(ev, cfg, budgets, ledger, now)] += 1
+    assert seen[True] > 200 and seen[False] > 200, seen
+
+
+def test_a_five_hour_bound_is_never_below_the_blocks_usage() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tests.test_enforce_5h import BUDGETS as BLOCK_BUDGETS
+    from tests.test_enforce_5h import ZONES, histories
+    from tokenbudget import enforce
+
+    @settings(max_examples=400, deadline=None)
+    @given(histories(), st.sampled_from(ZONES))
+    def check(history: tuple[dict[str, Any], float], zone: Any) -> None:
+        ledger, now = history
+        ctx = enforce.Context(session_id=None, project="/p/a",
+                              now=datetime.fromtimestamp(now, zone), tz=zone)
+        for b in BLOCK_BUDGETS:
+            assert hot._block_bound(ledger, b, now) >= enforce.measure(b, ledger, ctx)[0]
+
+    check()
+
+
+def test_a_five_hour_bound_is_the_blocks_usage_when_all_is_in_one_block() -> None:
+    from tests.test_enforce_5h import BASE, _ledger
+    from tokenbudget import enforce
+
+    b = Budget("5h", 10**9)
+    now = BASE + 1800
+    # A block from BASE - 2h (its first request) to BASE + 3h; earlier activity ended 6h before.
+    ledger = _ledger([(BASE - 9 * 3600, "/p", 70), (BASE - 2 * 3600 + 5, "/p", 500),
+                      (BASE - 3600, "/q", 20), (BASE + 1000, "/p", 3)])
+    ctx = enforce.Context(session_id=None, project="/p", now=datetime.fromtimestamp(now, UTC),
+                          tz=UTC)
+    assert hot._block_bound(ledger, b, now) == enforce.measure(b, ledger, ctx)[0] == 523
+    # A block that starts this hour, with activity stamped later than now (a clock ahead):
+    # only the window from this hour holds all of it.
+    ledger = _ledger([(BASE + 10, "/p", 5), (BASE + 4.5 * 3600, "/p", 40)])
+    assert hot._block_bound(ledger, b, now) == enforce.measure(b, ledger, ctx)[0] == 45
+    # The same an hour later, seen 0.3 us before that hour: the engine rounds now into it.
+    ledger = _ledger([(BASE + 3600 + 10, "/p", 5), (BASE + 5.5 * 3600, "/p", 40)])
+    now = BASE + 3600 - 3e-7
+    ctx = ctx.replace(now=datetime.fromtimestamp(now, UTC))
+    assert hot._block_bound(ledger, b, now) == enforce.measure(b, ledger, ctx)[0] == 45
+
+
+def test_the_window_cache_holds_the_engines_windows_for_its_zone_and_week(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger_file = str(tmp_path / "a 'quoted' dir" / "ledger.json")
+    os.makedirs(os.path.dirname(ledger_file))
+    zone = ZoneInfo("America/New_York")
+    cfg = config_mod.Config(timezone="America/New_York", week_start=6)
+    now = datetime(2024, 3, 10, 12, tzinfo=zone).timestamp()  # a day of 23 hours
+    key = hot.zone_key(cfg.timezone, "/nonexistent")
+    assert hot.windows(ledger_file, key, 6, now) is None  # none kept yet
+    hot.keep_windows(ledger_file, key, 6, zone, now)
+    assert stat.S_IMODE(os.stat(hot.windows_file(ledger_file)).st_mode) == 0o600
+    wins = hot.windows(ledger_file, key, 6, now)
+    assert wins == _calendar(cfg, now)
+    assert wins["daily"][1] - wins["daily"][0] == 23 * 3600
+    assert hot.windows(ledger_file, key, 0, now) is None  # another week
+    assert hot.windows(ledger_file, ["name", "UTC"], 6, now) is None  # another zone
+    assert hot.windows(ledger_file, key, 6, wins["daily"][1]) is None  # the next day
+    assert hot.windows(ledger_file, key, 6, wins["daily"][1] - 1e-6) is None  # the engine's
+    assert hot.windows(ledger_file, key, 6, wins["daily"][0] - 1) is None
+    assert hot.windows(ledger_file, key, 6, wins["daily"][1] - 1) == wins
+    Path(hot.windows_file(ledger_file)).write_text("{not json")
+    assert hot.windows(ledger_file, key, 6, now) is None
+
+
+def test_the_zone_key_follows_the_config_then_tz_then_the_system_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    assert hot.zone_key("Asia/Tokyo", "/x") == ["name", "Asia/Tokyo"]
+    assert hot.zone_key(None, "/x") == ["TZ", "Europe/Paris"]
+    monkeypatch.delenv("TZ")
+    zones = tmp_path / "zoneinfo"
+    zones.mkdir()
+    (zones / "A").write_bytes(b"a zone")
+    (zones / "B").write_bytes(b"another zone")
+    link = tmp_path / "localtime"
+    link.symlink_to(zones / "A")
+    first = hot.zone_key(None, str(link))
+    link.unlink()
+    link.symlink_to(zones / "B")
+    assert first is not None and hot.zone_key(None, str(link)) != first
+    assert hot.zone_key(None, str(tmp_path / "none")) is None
+
+
+def test_a_quick_call_keeps_the_windows_and_then_decides_without_the_engine(
+    private_home: Path, recorded_day: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    set_budgets(private_home, {"kind": "daily", "limit": "900M"},
+                {"kind": "monthly", "limit": "900M"}, {"kind": "5h", "limit": "900M"})
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    alpha.turn("p1", "go on", recorded_day - 60, 900)
+    alpha.event("Stop", recorded_day, prompt_id="p1")  # news: read, then decided
+    wins = hot.windows_file(_store(private_home).file)
+    assert os.path.exists(wins)  # kept by the decision, which needed them
+    os.unlink(wins)
+    assert alpha.tool("p1", recorded_day + 1) == {}  # nothing new: it keeps them again
+    assert os.path.exists(wins)
+    from tokenbudget import engine
+
+    monkeypatch.setattr(engine, "judge", lambda *a, **k: pytest.fail("the engine was asked"))
+    assert alpha.tool("p1", recorded_day + 2) == {}
+    assert alpha.event("PostToolBatch", recorded_day + 3, prompt_id="p1") == {}
+    # A call with news far from every limit is recorded, then answered without the engine too.
+    alpha.turn("p2", "go on", recorded_day + 60, 700)
+    assert alpha.event("Stop", recorded_day + 70, prompt_id="p2") == {}
+    session = _store(private_home).snapshot()["sessions"][alpha.sid]
+    assert "p2" in session["t"]
+    assert "tokenbudget.engine" in sys.modules  # (imported by the first call)
+
+
+def test_the_quick_paths_constants_and_journal_are_the_stores() -> None:
+    from tokenbudget import ledger as ledger_mod
+    from tokenbudget.budgets import BLOCK_LENGTH
+    from tokenbudget.engine import OWN_COMMANDS
+
+    assert hot.BUCKET == ledger_mod.BUCKET
+    assert hot.OWN_COMMANDS == OWN_COMMANDS
+    assert BLOCK_LENGTH.total_seconds() == hot.BLOCK
+    for name in ("/a b/ledger.json", "/x/other"):
+        assert hot.journal_path(name) == JsonFileStore(name).journal
+
+
+def test_a_ledger_of_an_odd_shape_is_left_to_the_engine(private_home: Path) -> None:
+    cfg = config_mod.Config(budgets=(Budget("session", 10**9),))
+    ledger = {"sessions": {"s-1": {"p": "/p"}}, "hours": {}, "projects": {}, "commands": {}}
+    ev = hook.parse_event("PreToolUse", json.dumps({"session_id": "s-1", "cwd": "/p"}).encode())
+    assert hook._far(ev, cfg, list(cfg.budgets), ledger, 1e9, None) is False

@@ -14,6 +14,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = ("dataclasses", "inspect", "typing", "pathlib")
+# What a hook call with nothing new imports of tokenbudget, and what it leaves alone.
+QUICK = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors tokenbudget.fileio"
+         " tokenbudget.hook tokenbudget.hot tokenbudget.ledger tokenbudget.limits"
+         " tokenbudget.paths tokenbudget.record tokenbudget.schema")
+QUICK_OFF = ("datetime", "zoneinfo", "contextlib", "sysconfig")
 
 
 def _imported(modules: str) -> list[str]:
@@ -52,11 +57,18 @@ def test_a_hook_call_with_nothing_new_imports_none_of_them(private_home: Path, n
                         "cwd": "/home/dev/project", "prompt_id": "p-1",
                         "prompt": "/test --fast"}).encode()
     assert hook.handle("Stop", event) == {}  # everything read: the next call has nothing new
+    assert hook.handle("PreToolUse", event) == {}  # keeps the calendar windows (hot.py)
     code = ("import sys; from tokenbudget.hook import main; main(); "
-            f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr)")
+            f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr); "
+            f"print(' '.join(m for m in sorted(sys.modules) if m.startswith({QUICK_OFF!r})),"
+            " file=sys.stderr); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('tokenbudget'))),"
+            " file=sys.stderr)")
     out = subprocess.run([sys.executable, "-S", "-c", code, name], input=event,
                          capture_output=True, check=True, cwd=REPO)
-    assert (out.stdout, out.stderr) == (b"{}\n", b"\n")
+    # Neither the engine nor the store, nor the time zones: the hot view and the window cache
+    # decide (each module costs a call 0.2-2.5 ms).
+    assert (out.stdout, out.stderr.decode().split("\n")) == (b"{}\n", ["", "", QUICK, ""])
 
 
 def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -> None:
@@ -88,3 +100,41 @@ def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -
     # the cache reader and its files alone
     loaded = b"['tokenbudget.team', 'tokenbudget.team.cache', 'tokenbudget.team.files']\n"
     assert (out.stdout, out.stderr) == (b"{}\n", loaded)
+
+
+def test_reading_budgets_imports_no_time_zones(tmp_path: Path) -> None:
+    # Reading the config and its budgets needs neither datetime nor zoneinfo (nor contextlib):
+    # a hook call with nothing new reads them and decides from the window cache (hot.py).
+    import json
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"budgets": [{"kind": "daily", "limit": "200k"},
+                                            {"kind": "command", "name": "/t", "limit": "$2"}]}))
+    code = (f"import sys, tokenbudget.config as c; print(len(c.load_config({str(path)!r}).budgets),"
+            " [m for m in ('datetime', 'zoneinfo', 'contextlib', 'tokenbudget.budgets',"
+            " 'tokenbudget.usage') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout == "2 []\n"
+
+
+def test_a_hook_call_with_news_imports_no_dataclasses_or_typing(private_home: Path) -> None:
+    # A call that reads and records a response: pricing, ingest, sync and the store come in,
+    # dataclasses (with inspect, ~9 ms) and typing (~2.5 ms) do not; pathlib still does.
+    import json
+
+    from tests.helpers import install_fixture
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "daily",
+                                                                "limit": "900M"}]}))
+    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                        "cwd": "/home/dev/project", "prompt_id": "p-1"}).encode()
+    code = ("import sys; from tokenbudget.hook import main; main(); "
+            f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-S", "-c", code, "Stop"], input=event,
+                         capture_output=True, check=True, cwd=REPO)
+    assert (out.stdout, out.stderr) == (b"{}\n", b"pathlib\n")
+    assert (state / "ledger.json").exists()  # it read the transcript and recorded it

@@ -92,6 +92,9 @@ def test_warning_text() -> None:
         "tokenbudget: the daily budget for /p is at 85% (170k of 200k tokens); "
         "resets at 00:00 (in 3h 12m)."
     )
+    # 0.29 * 100 is 28.999999999999996: the warning reads 29%, as status's bar does
+    c = check(Budget("daily", 100_000, project="/p", warn_at=0.25), 29_000)
+    assert "is at 29% (29k of 100k tokens)" in warning_text(c)
 
 
 def test_labels() -> None:

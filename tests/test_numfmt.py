@@ -145,8 +145,10 @@ def test_there_is_one_formatter() -> None:
         f"{p.name}: {m.group(0)}"
         for p in sorted(package.glob("*.py"))
         if p.name != "numfmt.py"
-        for m in re.finditer(r"^def (format_tokens|format_cost|humanize|_format_usd)\b",
-                             p.read_text(), re.M)
+        for m in re.finditer(
+            r"^def (format_tokens|format_cost|format_percent|_percent|humanize|_format_usd)\b",
+            p.read_text(), re.M,
+        )
     ]
     assert found == []
 

@@ -29,7 +29,8 @@ SID = "85b37d12-d6e6-4358-8473-92d2406f53a7"  # the `loop` fixture's session
 HUGE = "x" * (4 * 1024 * 1024)
 BOUND = 10.0  # seconds: far above any honest hook call here, far below "hung"
 STATE_FILES = ("ledger.json", "ledger.json.lock", "tokenbudget.log", "tokenbudget.log.1",
-               "history.jsonl", "config.json", "ledger.hot.json", "ledger.hot")
+               "history.jsonl", "config.json", "ledger.hot.json", "ledger.hot",
+               "budget-windows.json")
 
 
 class Hung(Exception):

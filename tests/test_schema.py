@@ -23,7 +23,14 @@ from tests.conftest import RECORDED
 from tests.helpers import ALL_CASES, install_fixture
 from tokenbudget import enforce, history, hook, ingest, ledger, schema, sync, transcripts
 from tokenbudget.errors import LedgerError
-from tokenbudget.ledger import BUCKET, CorruptLedger, file_identity, new_ledger, validate
+from tokenbudget.ledger import (
+    BUCKET,
+    CorruptLedger,
+    file_identity,
+    new_ledger,
+    resolve_turn,
+    validate,
+)
 from tokenbudget.schema import (
     ADJ_BUCKET,
     ADJ_COST,
@@ -345,7 +352,7 @@ def test_sessions_turns_and_their_usage(either: Ledger) -> None:
         for key, kind in SESSION_KEYS.items():
             assert isinstance(s[key], kind)
         for note in s[S_ALIASES]:  # a note's prompt id goes on in the turn it came in
-            assert note not in s[S_TURNS] and enforce.resolve_turn(s, note) in s[S_TURNS]
+            assert note not in s[S_TURNS] and resolve_turn(s, note) in s[S_TURNS]
         for model, extra in s[S_EXTRA].items():  # usage in no line: part of all seen
             assert all(a <= b for a, b in zip(extra, s[S_SEEN][model], strict=True))
             extras += any(extra)

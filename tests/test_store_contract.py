@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tokenbudget import journal
+from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import CorruptLedger
 from tokenbudget.store import JsonFileStore, Store, open_store
 
@@ -41,10 +42,12 @@ PER_TOKEN = 4e-6  # claude_lines.MODEL's input price
 
 
 class Recorded:
-    """A store holding SESSIONS, and how that backend names the project of a folder."""
+    """A store holding SESSIONS, how that backend names the project of a folder, and whether
+    it keeps the decision state (else those operations raise, naming what it does not keep)."""
 
-    def __init__(self, store: Store, project: Callable[[str], str]) -> None:
-        self.store, self.project = store, project
+    def __init__(self, store: Store, project: Callable[[str], str], decides: bool = True
+                 ) -> None:
+        self.store, self.project, self.decides = store, project, decides
 
 
 def write_sessions(home: Path) -> None:
@@ -148,6 +151,115 @@ def test_usage_by_project_names_it_as_the_store_does(usage_store: Recorded) -> N
     }
 
 
+# --- the decision state ----------------------------------------------------------------------
+
+SID = {sid[-1]: sid for sid in SESSIONS}
+
+
+def _keeps_no(recorded: Recorded, what: str, *calls: Callable[[], object]) -> bool:
+    """On a backend without the decision state: each call raises, saying it keeps no `what`."""
+    if recorded.decides:
+        return False
+    for call in calls:
+        with pytest.raises(TokenbudgetError, match=f"keeps no {what}"):
+            call()
+    return True
+
+
+def test_turn_usage_is_each_turns_command_and_usage(usage_store: Recorded) -> None:
+    store = usage_store.store
+    if _keeps_no(usage_store, "turns", lambda: store.turn_usage(SID["a"], "a-p0")):
+        return
+    assert store.turn_usage(SID["a"], "a-p0") == ("prompt", *_spent(3000))
+    assert store.turn_usage(SID["a"], "a-p1") == ("/test", *_spent(500))
+    assert store.turn_usage(SID["b"], "b-p0") == ("/test", *_spent(700))
+    assert store.turn_usage(SID["b"], "a-p0") is None  # another session's turn
+    assert store.turn_usage(SID["a"], "a-p9") is None
+    assert store.turn_usage(SID["a"], None) is None
+    assert store.turn_usage("no-such-session", "a-p0") is None
+
+
+def test_command_runs_are_every_turn_of_the_command_oldest_first(usage_store: Recorded) -> None:
+    store = usage_store.store
+    if _keeps_no(usage_store, "turns", lambda: store.command_runs("/test")):
+        return
+    def runs(command: str, exclude: str | None = None) -> list[tuple[float, ...]]:
+        return [(start, tokens, round(cost / PER_TOKEN))
+                for start, tokens, cost in store.command_runs(command, exclude)]
+
+    tests = [(DAY + 3 * 3600, 500, 500), (DAY + 26 * 3600, 700, 700)]
+    assert runs("/test") == tests
+    assert runs("/test", exclude="b-p0") == tests[:1]
+    assert [r[0] for r in store.command_runs("prompt")] == [DAY + 3600, DAY + 9 * 3600]
+    assert store.command_runs("/deploy") == []
+
+
+def test_a_warning_is_remembered_as_given_and_the_oldest_go_first(
+    usage_store: Recorded,
+) -> None:
+    from tokenbudget.store import MAX_WARNED
+
+    store = usage_store.store
+    if _keeps_no(usage_store, "warnings given", lambda: store.first_warning("daily|warn"),
+                 lambda: store.record_warnings(["daily|warn"], NOW)):
+        return
+    assert store.first_warning("daily|warn") is None
+    store.record_warnings(["daily|warn", "weekly|over"], NOW)
+    assert store.first_warning("daily|warn") == store.first_warning("weekly|over") == NOW
+    store.record_warnings(["daily|warn"], NOW + 5)  # given again: the time it was given
+    assert store.first_warning("daily|warn") == NOW + 5
+    store.record_warnings([f"k{n}" for n in range(MAX_WARNED - 1)], NOW + 10)
+    assert store.first_warning("weekly|over") is None  # the oldest, forgotten
+    assert store.first_warning("daily|warn") == NOW + 5
+    assert store.first_warning(f"k{MAX_WARNED - 2}") == NOW + 10
+
+
+def test_an_allow_is_granted_then_spent_on_one_prompt(usage_store: Recorded) -> None:
+    store = usage_store.store
+    if _keeps_no(usage_store, "`tokenbudget allow`", store.allow_state,
+                 lambda: store.grant_allow(NOW),
+                 lambda: store.take_allow(SID["a"], "a-p2", {}, NOW)):
+        return
+    assert store.allow_state() == {}
+    store.grant_allow(NOW)
+    assert store.allow_state() == {"pending": True, "at": NOW}
+    store.take_allow(SID["a"], "a-p2", {"daily|tokens": 4500.0}, NOW + 60)
+    assert store.allow_state() == {"session": SID["a"], "prompt_id": "a-p2", "at": NOW + 60,
+                                   "base": {"daily|tokens": 4500.0}}
+
+
+def test_an_event_is_seen_once_within_the_event_memory(usage_store: Recorded) -> None:
+    from tokenbudget.store import EVENT_MEMORY
+
+    store = usage_store.store
+    if _keeps_no(usage_store, "hook events", lambda: store.seen_event("f1", NOW)):
+        return
+    assert store.seen_event("f1", NOW) is False
+    assert store.seen_event("f1", NOW + 1) is True
+    assert store.seen_event("f2", NOW + 1) is False
+    assert store.seen_event("f1", NOW + EVENT_MEMORY) is True  # remembered from its first
+    assert store.seen_event("f1", NOW + EVENT_MEMORY + 1) is False  # forgotten: seen anew
+    assert store.seen_event("f1", NOW + EVENT_MEMORY + 2) is True
+
+
+def test_a_note_counts_for_its_turn_and_folded_turns_stay_runs(usage_store: Recorded) -> None:
+    # The local store alone (the team's keeps no turns, above): a background task's note
+    # reads as the turn it came in, and a session folded into history keeps its turns as
+    # the command's runs.
+    from tokenbudget import history
+    from tokenbudget.schema import S_ALIASES
+
+    store = usage_store.store
+    runs = {c: store.command_runs(c) for c in ("/test", "prompt")}
+    with store.transaction() as ledger:
+        ledger["sessions"][SID["a"]][S_ALIASES]["a-n1"] = "a-p1"
+    assert store.turn_usage(SID["a"], "a-n1") == ("/test", *_spent(500))
+    with store.transaction() as ledger:
+        assert history.fold(ledger, NOW + 86400) == 3
+    assert store.turn_usage(SID["a"], "a-p1") is None  # no session: its turns are runs now
+    assert {c: store.command_runs(c) for c in runs} == runs
+
+
 # --- the ledger ----------------------------------------------------------------------------------
 
 # name -> a store in a folder, opened as every process opens it (the folder may not exist yet).
@@ -188,6 +300,30 @@ def test_what_is_committed_is_read_back_by_another_handle(make_store: Any) -> No
     assert seen["commands"]["/s"] == [[1, 2.5, None, True, {"a": "b"}]]
     ledger, position = other.read()
     assert ledger == seen and position is not None
+
+
+def test_the_decision_state_is_the_held_ledgers_inside_a_transaction(make_store: Any) -> None:
+    # One decision reads one ledger: inside a transaction the operations read and change the
+    # ledger it holds, committed with it (or not at all); outside, a change commits alone.
+    store = make_store()
+    with store.transaction() as ledger:
+        ledger["warned"]["daily|warn"] = 5.0
+        assert store.first_warning("daily|warn") == 5.0  # held, not committed yet
+        store.grant_allow(7.0)
+        assert ledger["allow"] == {"pending": True, "at": 7.0}
+        assert store.seen_event("f1", 8.0) is False and ledger["events"] == {"f1": 8.0}
+        assert make_store().allow_state() == {}  # another handle reads what is committed
+    other = make_store()
+    assert other.allow_state() == {"pending": True, "at": 7.0}
+    assert other.first_warning("daily|warn") == 5.0 and other.seen_event("f1", 9.0) is True
+    with pytest.raises(RuntimeError), store.transaction():
+        store.record_warnings(["dropped"], 9.0)
+        store.take_allow("s", "p", {}, 9.0)
+        raise RuntimeError
+    assert make_store().first_warning("dropped") is None
+    assert make_store().allow_state() == {"pending": True, "at": 7.0}
+    store.record_warnings(["alone"], 10.0)
+    assert make_store().first_warning("alone") == 10.0
 
 
 def test_a_transaction_that_raises_commits_nothing(make_store: Any) -> None:

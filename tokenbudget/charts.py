@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tokenbudget import render
 from tokenbudget.budgets import Budget, expected_cost
 from tokenbudget.ledger import Ledger
-from tokenbudget.numfmt import UNPRICED, format_amount, format_limit
+from tokenbudget.numfmt import UNPRICED, format_amount, format_limit, format_percent
 from tokenbudget.schema import RUN_TOKENS
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def day_chart(
         return _title(head, color) + "\nNo usage found.\n"
     labels = [d for d, _ in days]
     amounts = [_amount(v, unit) for _, v in days]
-    percents = [render._percent(v / limit) if limit and v is not None else "" for _, v in days]
+    percents = [format_percent(v / limit) if limit and v is not None else "" for _, v in days]
     label_w = max(map(len, labels))
     amount_w = max(map(len, amounts))
     pct_w = max(map(len, percents))
@@ -182,10 +182,11 @@ def run_stats(
 
 def ledger_run_stats(ledger: Ledger, records: dict[str, dict[str, Any]]) -> list[RunStats]:
     """run_stats from the ledger and the folded history, as `report` reads them."""
-    from tokenbudget import enforce, report
+    from tokenbudget import report
+    from tokenbudget.store import held
 
     all_runs = report.command_runs(ledger, records)
-    recent = {c: [r[RUN_TOKENS] for r in enforce.command_runs(ledger, c)] for c in all_runs}
+    recent = {c: [r[RUN_TOKENS] for r in held(ledger).command_runs(c)] for c in all_runs}
     return run_stats({c: [float(t) for t in v] for c, v in all_runs.items()}, recent)
 
 

@@ -642,8 +642,7 @@ def allow() -> None:
 
     cfg = _config()
     store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, 10.0))
-    with store.transaction() as ledger:
-        ledger["allow"] = {"pending": True, "at": clock.now()}
+    store.grant_allow(clock.now())
     click.echo(
         "The next prompt that a budget would refuse (within the hour) passes once; its turn may"
         " use one more budget's worth."

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import clock, paths
-from .budgets import Budget, applies_to, merge, normalize_command, normalize_project
 from .errors import ConfigError
+from .limits import Budget, applies_to, merge, normalize_command, normalize_project
 from .record import Frozen
-from .usage import Usage
 
-TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
+# typing costs a hook call about 5 ms to import; zoneinfo (with sysconfig) 2.5 ms and
+# datetime 1 ms: a hook call with nothing new finds the day's, week's and month's bounds in
+# the hot view's window cache (hot.py) instead, so they are imported where a zone is read.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import tzinfo
 
-    from .budgets import Source
+    from .limits import Source
 
 VERSION = 1
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -26,8 +27,6 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 PROJECT_FOLDER = ".claude"
 PROJECT_FILE = os.path.join(PROJECT_FOLDER, "tokenbudget.json")
 LOCALTIME = "/etc/localtime"  # the system's zone when $TZ is not set (tests point it elsewhere)
-# Price rates are named after the Usage fields they multiply.
-RATE_NAMES = frozenset(Usage._fields)
 
 _SETTINGS = frozenset({
     "version", "budgets", "timezone", "week_start", "fail_closed", "lock_timeout_seconds",
@@ -150,6 +149,8 @@ def _check_version(data: Mapping[str, object]) -> None:
 
 
 def _zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -158,6 +159,9 @@ def _zone(name: str) -> tzinfo:
 
 def local_zone() -> tzinfo:
     """The system's zone with its DST rules: $TZ if it names one, else /etc/localtime."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     env = os.environ.get("TZ")
     if env is not None:
         name = env.removeprefix(":")
@@ -188,6 +192,8 @@ def local_zone() -> tzinfo:
 
 def _libc_zone() -> tzinfo:
     # Last resort (e.g. Windows without tzdata): a fixed offset, right until the next DST change.
+    from datetime import UTC, datetime
+
     zone = datetime.fromtimestamp(clock.now()).astimezone().tzinfo
     return zone if zone is not None else UTC
 
@@ -265,13 +271,18 @@ def _prices(value: object) -> dict[str, dict[str, float]]:
     if not isinstance(value, dict):
         raise ConfigError(f"prices: must be an object of models, not {_q(value)}")
     prices: dict[str, dict[str, float]] = {}
+    if not value:
+        return prices  # most configs: a hook call need not import usage for them
+    # Price rates are named after the Usage fields they multiply.
+    from .usage import Usage
+
     for model, rates in value.items():
         where = f"prices.{model}"
         if not isinstance(rates, dict):
             raise ConfigError(f"{where}: must be an object of rates, not {_q(rates)}")
         prices[model] = {}
         for rate, price in rates.items():
-            if rate not in RATE_NAMES:
+            if rate not in Usage._fields:
                 raise ConfigError(f"{where}: unknown rate {_q(rate)}; use one of "
                                   f"{', '.join(Usage._fields)}")
             if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:

@@ -405,6 +405,7 @@ def check_config(report: Report, project_dir: Path) -> Any:
 
 def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path) -> None:
     from tokenbudget import engine, sync
+    from tokenbudget.numfmt import format_percent
 
     try:
         ledger = sync.open_store().snapshot()
@@ -416,7 +417,7 @@ def check_prompt(report: Report, cfg: Any, budgets: list[Any], project_dir: Path
     detail: str = decision.action
     if decision.primary is not None:
         c = decision.primary
-        detail += f" ({c.budget.id}: {c.fraction:.0%} used)"
+        detail += f" ({c.budget.id}: {format_percent(c.fraction)} used)"
     report.add(True, "a prompt here now would meet", detail)
 
 

@@ -22,23 +22,16 @@ from tokenbudget.schema import (
     ROLLUP_COST,
     ROLLUP_TOKENS,
     RUN_COST,
-    RUN_START,
     RUN_TOKENS,
-    S_ALIASES,
     S_MODELS,
     S_PRE,
-    S_TURNS,
-    TURN_COMMAND,
-    TURN_COST,
-    TURN_START,
-    TURN_TOKENS,
 )
+from tokenbudget.store import held
 
 TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import tzinfo
-    from typing import Any
 
     from tokenbudget.budgets import Budget
     from tokenbudget.ledger import Ledger
@@ -169,47 +162,13 @@ def session_used(ledger: Ledger, session_id: str | None) -> tuple[float, float]:
     return float(tokens), cost
 
 
-def resolve_turn(session: dict[str, Any], prompt_id: str | None) -> str | None:
-    """The turn `prompt_id` counts toward: a note's prompt id is an alias of the turn it came
-    in. At most 8 steps, so that a cycle in a damaged ledger cannot hang a hook."""
-    for _ in range(8):
-        if prompt_id is None or prompt_id not in session[S_ALIASES]:
-            break
-        prompt_id = session[S_ALIASES][prompt_id]
-    return prompt_id
-
-
-def turn_used(
-    ledger: Ledger, session_id: str | None, prompt_id: str | None
-) -> tuple[str, float, float] | None:
-    """The command and usage of the turn `prompt_id` (aliases followed), if recorded."""
-    s = ledger["sessions"].get(session_id or "")
-    if s is None or prompt_id is None:
-        return None
-    t = s[S_TURNS].get(resolve_turn(s, prompt_id))
-    if t is None:
-        return None
-    return t[TURN_COMMAND], float(t[TURN_TOKENS]), float(t[TURN_COST])
-
-
-def command_runs(ledger: Ledger, command: str, exclude: str | None = None) -> list[list[float]]:
-    """The command's past runs (schema.RUN_*: start, tokens, cost), oldest first."""
-    runs = [list(r) for r in ledger["commands"].get(command, [])]
-    for s in ledger["sessions"].values():
-        for pid, t in s[S_TURNS].items():
-            if t[TURN_COMMAND] == command and pid != exclude:
-                runs.append([t[TURN_START], t[TURN_TOKENS], t[TURN_COST]])
-    runs.sort(key=lambda r: r[RUN_START])
-    return runs
-
-
 def expected(
     ledger: Ledger, command: str | None, exclude: str | None = None
 ) -> tuple[float, float]:
     """The 90th percentile of a slash command's recent runs (tokens, dollars); 0 if unknown."""
     if not command or not command.startswith("/"):
         return 0.0, 0.0
-    runs = command_runs(ledger, command, exclude)
+    runs = held(ledger).command_runs(command, exclude)
     return (
         rules.expected_cost([r[RUN_TOKENS] for r in runs]),
         rules.expected_cost([r[RUN_COST] for r in runs]),
@@ -226,10 +185,12 @@ def measure(b: Budget, ledger: Ledger, ctx: Context) -> tuple[float, datetime | 
         if ctx.starting:
             return 0.0, None, ctx.prompt_id  # each run starts from zero
         if ctx.listing:
-            runs = command_runs(ledger, b.name or "")
+            runs = held(ledger).command_runs(b.name or "")
             last = float(runs[-1][RUN_COST if usd else RUN_TOKENS]) if runs else 0.0
             return last, None, None
-        command, tokens, cost = turn_used(ledger, ctx.session_id, ctx.prompt_id) or (None, 0, 0)
+        command, tokens, cost = (
+            held(ledger).turn_usage(ctx.session_id, ctx.prompt_id) or (None, 0, 0)
+        )
         if command != b.name:
             return 0.0, None, ctx.prompt_id
         return (cost if usd else tokens), None, ctx.prompt_id

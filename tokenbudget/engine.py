@@ -3,9 +3,11 @@
 measure -> decide -> message. The hook, `status`, `status --check`, the status line, doctor and
 the HTML report all ask here, so none of them can disagree on what a budget does. No I/O and
 no clock: the ledger (the dict the store gives), the budgets and the moment come in; checks, a
-`Decision` and its sentences (from `messages`) go out. What a decision records (warnings
-given, a `tokenbudget allow` spent) comes back as data; `remember` writes it into the ledger
-the caller holds in its transaction.
+`Decision` and its sentences (from `messages`) go out. What a decision reads and records
+beside the usage (a turn's usage, a command's runs, warnings given, `tokenbudget allow`) it
+asks of the ledger's Store (store.held: the one ledger read it decides on); what it records
+comes back as data, which `remember` writes through that Store into the ledger the caller
+holds in its transaction.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from tokenbudget import enforce
 from tokenbudget.enforce import Context as Context
 from tokenbudget.record import Frozen
 from tokenbudget.schema import S_PROJECT
+from tokenbudget.store import ALLOW_TTL as ALLOW_TTL
+from tokenbudget.store import MAX_WARNED as MAX_WARNED
+from tokenbudget.store import held
 
 TYPE_CHECKING = False  # typing costs a hook call about 5 ms to import
 if TYPE_CHECKING:
-    from collections.abc import Container, Iterable, Mapping
+    from collections.abc import Iterable
     from datetime import tzinfo
     from typing import Any, Literal, TypeAlias
 
     from tokenbudget.budgets import Budget, Check
     from tokenbudget.config import Config
     from tokenbudget.ledger import Ledger
+    from tokenbudget.store import Store
 
     Action: TypeAlias = Literal["allow", "refuse", "stop"]
 
@@ -35,8 +41,6 @@ STOPPING = ("PreToolUse", "PostToolUse", "PostToolBatch")  # events whose answer
 # The plugin's /tokenbudget skill (typed bare or namespaced): it runs the CLI, so refusing it
 # would leave no way to raise a used-up budget from inside Claude Code.
 OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")
-ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
-MAX_WARNED = 500  # warnings remembered; the oldest go first
 
 
 # ---------------------------------------------------------------- where and when
@@ -91,7 +95,9 @@ def event_context(
     starting = event == PROMPT
     command = command_of_prompt(prompt) if starting else None
     if not starting:
-        command, _tokens, _cost = enforce.turn_used(ledger, session_id, prompt_id) or (None, 0, 0)
+        command, _tokens, _cost = (
+            held(ledger).turn_usage(session_id, prompt_id) or (None, 0, 0)
+        )
     return context(
         cfg,
         now,
@@ -214,9 +220,8 @@ def _check_key(check: Check) -> str:
 def decide(
     event: str,
     checks: list[Check],
+    state: Store,
     *,
-    allow: Mapping[str, Any],
-    warned: Container[str],
     now: float,
     session_id: str | None,
     prompt_id: str | None,
@@ -226,11 +231,13 @@ def decide(
     A prompt is refused when a blocking budget is used up or its command's expected cost would
     pass one; a turn is stopped at the first tool event that sees a blocking budget used up
     (before the tool of the crossing response, or after its batch of tools), before its next
-    request. `tokenbudget allow` (`allow`, pending within ALLOW_TTL) lets one refused prompt
-    through; its turn may use one more budget's worth, then it is stopped too. Warnings come
-    once per budget, window and level (`warned` holds the keys already given).
+    request. `tokenbudget allow` (granted within ALLOW_TTL: `state.allow_state()`) lets one
+    refused prompt through; its turn may use one more budget's worth, then it is stopped too.
+    Warnings come once per budget, window and level. `state`: the Store of the ledger decided
+    on, read and never changed here (`remember` records the decision).
     """
     starting = event == PROMPT
+    allow = state.allow_state()
     decision = rules.decide(checks)
     allowed = False
     new_allow = None
@@ -270,7 +277,7 @@ def decide(
         if c.state == "ok":
             continue
         key = rules.warn_key(c.budget, c.window, "over" if c.state == "over" else "warn")
-        if key in warned or key in keys:
+        if key in keys or state.first_warning(key) is not None:
             continue
         warnings.append(c)
         keys.append(key)
@@ -289,14 +296,11 @@ def decide(
 def remember(ledger: Ledger, decision: Decision) -> None:
     """Record what `decision` gave: its warnings (the oldest forgotten past MAX_WARNED) and the
     `tokenbudget allow` it spent."""
-    warned = ledger["warned"]
-    for key in decision.warned:
-        warned[key] = decision.now
-    if len(warned) > MAX_WARNED:
-        for k in sorted(warned, key=warned.get)[: len(warned) - MAX_WARNED]:
-            del warned[k]
+    state = held(ledger)
+    state.record_warnings(decision.warned, decision.now)
     if decision.allow is not None:
-        ledger["allow"] = decision.allow
+        a = decision.allow
+        state.take_allow(a["session"], a["prompt_id"], a["base"], a["at"])
 
 
 def judge(
@@ -321,8 +325,8 @@ def judge(
         from tokenbudget.team import cache
 
         checks += cache.checks(cfg, ledger, ctx, event, now, measure)
-    decision = decide(event, checks, allow=ledger["allow"], warned=ledger["warned"], now=now,
-                      session_id=session_id, prompt_id=prompt_id)
+    decision = decide(event, checks, held(ledger), now=now, session_id=session_id,
+                      prompt_id=prompt_id)
     return ctx, checks, decision
 
 

@@ -2,13 +2,12 @@
 
 Write a private temp file in the same folder, fsync it, rename it over the target, fsync the
 folder: readers see the old file or the new one, and after a crash the rename is either whole
-or not there. Kept off slow imports (no tempfile, pathlib or typing): a hook call writes the
-ledger through it.
+or not there. Kept off slow imports (no tempfile, pathlib, typing; contextlib where it is used): a
+hook call writes the ledger through it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -81,6 +80,8 @@ def replace_atomically(
             step("synced")
         os.replace(tmp, path)
     except BaseException:
+        import contextlib  # here: a hook call with nothing new imports this module
+
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise

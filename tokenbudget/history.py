@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from tokenbudget import paths
 from tokenbudget.ledger import Ledger
@@ -70,6 +69,10 @@ from tokenbudget.schema import (
     USAGE_LEN,
     history_key,
 )
+
+TYPE_CHECKING = False  # typing costs a hook call with news about 2.5 ms to import
+if TYPE_CHECKING:
+    from typing import Any
 
 RUNS_KEPT = 50
 

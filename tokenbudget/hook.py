@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
-EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 TOOL_LINE_WAIT = 1.0  # seconds a hook after tool calls waits for their response in the transcript
 # The most one API response can use: a prompt fills at most a 1M-token context window and the
@@ -259,7 +258,7 @@ def handle(
         # user's own budgets: those still apply; the project's are reported, every time.
         if cfg.fail_closed:
             return fail(name, f"a project budget file is broken ({e})", True, ev)
-        from tokenbudget.budgets import applies_to, normalize_project
+        from tokenbudget.limits import applies_to, normalize_project
 
         folder = normalize_project(os.path.abspath(root)) if root else None
         budget_list = [b for b in cfg.budgets if applies_to(b, folder)]
@@ -310,6 +309,7 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     that gets the lock records the same news. Under load the budget still holds: giving up
     and letting everything through is left for what cannot be read at all."""
     from tokenbudget import sync
+    from tokenbudget.store import held
 
     if not _tools_on_disk(ev):
         _await_tools(ev)  # no second reading follows here: this one waits for the response
@@ -317,9 +317,9 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     ledger = store.snapshot()
     if ledger["rebuild"]:
         raise LedgerError("the ledger is being rebuilt")
-    if ledger["allow"].get("pending"):
-        # Spending it needs a commit: kept, not spent, for a prompt that gets the lock.
-        ledger["allow"] = {}
+    # A `tokenbudget allow` is spent by a commit: kept, not spent, for a prompt that gets
+    # the lock.
+    held(ledger).keep_allow()
     if ev.transcript is not None and ev.session_id is not None:
         sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
                           max_bytes=MAX_READ_PER_CALL)
@@ -379,10 +379,15 @@ def _await_tools(ev: Event) -> bool:
     return True
 
 
+def _most(cfg: Any) -> dict[str, float]:
+    """The most one response can use, in each unit."""
+    rate = max([MAX_RATE, *(float(v) for r in cfg.prices.values() for v in r.values())])
+    return {"tokens": float(MAX_RESPONSE_TOKENS), "usd": MAX_RESPONSE_TOKENS * rate / 1e6}
+
+
 def _could_cross(checks: list[Any], cfg: Any) -> bool:
     """Whether one more response could carry a blocking budget past its limit."""
-    rate = max([MAX_RATE, *(float(v) for r in cfg.prices.values() for v in r.values())])
-    most = {"tokens": float(MAX_RESPONSE_TOKENS), "usd": MAX_RESPONSE_TOKENS * rate / 1e6}
+    most = _most(cfg)
     return any(
         c.budget.mode == "block" and c.limit - c.used <= most.get(c.budget.unit, math.inf)
         for c in checks
@@ -481,17 +486,12 @@ def _prepare(
     pos, ledger = known
     if pos.bad or pos.migrated or ledger["rebuild"] or ledger["notices"] or ledger["ended"]:
         return None, known
-    fp = _fingerprint(ev)
-    if fp in ledger["events"] and not again:
-        return None, known  # answered once, under the lock
     from tokenbudget import ingest, journal, sync
-    from tokenbudget.store import Prepared
+    from tokenbudget.store import Prepared, held
 
     base = journal.copy(ledger)  # the copy a transaction takes before the lock
-    events = ledger["events"]
-    events[fp] = now
-    for k in [k for k, t in events.items() if now - t > EVENT_MEMORY]:
-        del events[k]
+    if held(ledger).seen_event(_fingerprint(ev), now) and not again:
+        return None, (pos, base)  # answered once, under the lock
     try:
         read = sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices,
                                  ledger=ledger, max_bytes=MAX_READ_PER_CALL)
@@ -527,13 +527,8 @@ def _work(
         data = os.environ.get("CLAUDE_PLUGIN_DATA")
         with contextlib.suppress(OSError):
             plugin.note_run(plugin_root, data, sys.executable, now)
-    events = ledger["events"]
-    fp = _fingerprint(ev)
-    if fp in events and not again:
+    if store.seen_event(_fingerprint(ev), now) and not again:
         return None, False
-    events[fp] = now
-    for k in [k for k, t in events.items() if now - t > EVENT_MEMORY]:
-        del events[k]
     messages.extend(ledger["notices"])
     ledger["notices"] = []
     rebuild_owed = bool(ledger["rebuild"])
@@ -634,18 +629,19 @@ def _quick(
     """
     if ev.name == "SessionStart":
         return None, None
-    from tokenbudget.store import open_store
-
-    store = open_store()
     try:
         # The hot view first (tokenbudget/hot.py): the part of the ledger this call reads,
         # at a cost that does not grow with the sessions live. Only a quick answer is taken
-        # from it; anything else is decided on the whole ledger, read below.
-        part = _hot(ev, store)
+        # from it; anything else is decided on the whole ledger, read below. The store's
+        # module is not imported for it (2 ms a call).
+        part = _hot(ev, _Files(paths.ledger_file()))
         if part is not None and _nothing_to_do(ev, cfg, budget_list, part, now, near):
             return {}, None
     except Exception:
         pass  # the whole ledger decides, and meets whatever this was
+    from tokenbudget.store import open_store
+
+    store = open_store()
     try:
         ledger, stamp = store.read()
         known = (stamp, ledger) if stamp is not None else None
@@ -657,10 +653,22 @@ def _quick(
     return {}, None
 
 
+class _Files:
+    """The ledger's files as the store names them (store.JsonFileStore's file and journal)."""
+
+    __slots__ = ("file", "journal")
+
+    def __init__(self, file: str) -> None:
+        from tokenbudget.hot import journal_path
+
+        self.file = file
+        self.journal = journal_path(file)
+
+
 def _hot(ev: Event, store: Any) -> Any:
     """The hot view's part of the ledger for the event; None when it cannot be trusted."""
     from tokenbudget import hot
-    from tokenbudget.budgets import slash_command
+    from tokenbudget.limits import slash_command
 
     # A slash command's expected cost counts the live sessions' runs of it (engine.measure).
     command = slash_command(ev.prompt) if ev.name == "UserPromptSubmit" and ev.prompt else None
@@ -728,6 +736,8 @@ def _decide(
 ) -> dict[str, Any]:
     """The engine's answer to the event; records the warnings it gives and the `allow` it
     spends, and keeps a refusal or stop for `status --check`."""
+    if ev.name != "SessionStart" and _far(ev, cfg, budget_list, ledger, now, near):
+        return {}  # allowed, nothing to say or record (a session's start may give a hint)
     judged = _judge(ev, cfg, budget_list, ledger, now)
     if judged is None or ev.name in UNHEARD:
         return {}
@@ -749,18 +759,59 @@ def _decide(
     return _with_message(answer, "\n".join(notes) if notes else None)
 
 
+def _far(
+    ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
+    near: list[bool] | None,
+) -> bool:
+    """Whether every budget that concerns the event is far enough from its limits that the
+    engine would allow it with nothing to say or record, and (`near` given) more than one
+    response from a blocking limit: found without the engine, and without importing datetime
+    and zoneinfo (hot.quiet). Most calls are; for any other, the engine decides."""
+    if cfg.team is not None or not budget_list or ev.name in UNHEARD:
+        return False
+    from tokenbudget import hot
+
+    key = _zone_key(cfg)
+    calendar = any(b.kind in hot.CALENDAR for b in budget_list)
+    wins = hot.windows(paths.ledger_file(), key, cfg.week_start, now) if calendar else None
+    try:
+        if hot.quiet(ev.name, budget_list, ledger, now, wins, session_id=ev.session_id,
+                     cwd=ev.cwd, prompt=ev.prompt, prompt_id=ev.prompt_id,
+                     most=None if near is None else _most(cfg)):
+            return True
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass  # a ledger of an odd shape: the engine meets it and says what it is
+    if wins is None and calendar:
+        try:  # the next call finds them (this one imports the zone's code either way)
+            tz = cfg.tz()
+            if _zone_key(cfg) == key:  # the system's zone did not change meanwhile
+                hot.keep_windows(paths.ledger_file(), key, cfg.week_start, tz, now)
+        except TokenbudgetError:
+            pass  # a zone that cannot be read: the engine says so
+    return False
+
+
 def _quiet(
     ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
     near: list[bool] | None = None,
 ) -> bool:
     """Whether the engine has nothing to say to the event and nothing to record for it
     (`near`, when given, learns whether a blocking budget is within one response of its limit)."""
+    if _far(ev, cfg, budget_list, ledger, now, near):
+        return True
     judged = _judge(ev, cfg, budget_list, ledger, now)
     if judged is None or ev.name in UNHEARD:
         return True
     if near is not None and judged[2].action == "allow" and _could_cross(judged[1], cfg):
         near.append(True)
     return judged[2].action == "allow" and not judged[2].records
+
+
+def _zone_key(cfg: Any) -> Any:
+    from tokenbudget import config as config_mod
+    from tokenbudget.hot import zone_key
+
+    return zone_key(cfg.timezone, config_mod.LOCALTIME)
 
 
 def _keep_stop(

@@ -31,28 +31,60 @@ file deleted by hand) is decided on the ledger, never as a session with nothing 
 No fsync: this is derived data. After the machine loses power, a view file lost or torn is
 unreadable, and one kept whose journal line was lost (or the reverse) names a journal length
 the journal does not have; either way readers go to the ledger until the next commit rewrites it.
-Kept to json and os: a hook call with nothing new imports it.
+Kept to json, math and os: a hook call with nothing new imports it, and decides with it
+(`quiet`, with the calendar windows it keeps in `budget-windows.json`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import os
 
-from tokenbudget.schema import FILE_SESSION, S_TURNS, SCHEMA, TURN_COMMAND
+from tokenbudget.schema import (
+    FILE_SESSION,
+    HOUR_COST,
+    HOUR_TOKENS,
+    M_COST,
+    M_USAGE,
+    PRE_COST,
+    PRE_TOKENS,
+    ROLLUP_COST,
+    ROLLUP_TOKENS,
+    RUN_COST,
+    RUN_START,
+    RUN_TOKENS,
+    S_ALIASES,
+    S_MODELS,
+    S_PRE,
+    S_PROJECT,
+    S_TURNS,
+    SCHEMA,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_START,
+    TURN_TOKENS,
+)
 
 TYPE_CHECKING = False  # typing stays off a hook call's imports
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from datetime import tzinfo
     from typing import Any
 
     from tokenbudget.ledger import Ledger
+    from tokenbudget.limits import Budget
 
 VERSION = 1
 # The ledger's tables a decision (engine.judge) or the quick path's checks read, whole.
 SHARED = ("schema", "hours", "projects", "commands", "warned", "allow", "notices", "rebuild",
           "ended", "team", "outbox")
+# The calendar windows whose bounds a call with nothing new takes from the window cache.
+CALENDAR = ("daily", "weekly", "monthly")
+BUCKET = 900  # ledger.BUCKET (a test keeps them in step): ledger.py compiles a pattern at import
+HOUR = 3600
+BLOCK = 5 * HOUR  # budgets.BLOCK_LENGTH
+OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")  # engine.OWN_COMMANDS
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
@@ -60,6 +92,12 @@ def paths(ledger_file: str) -> tuple[str, str]:
     """(the shared file, the sessions' folder) beside `ledger_file`."""
     stem = ledger_file[:-5] if ledger_file.endswith(".json") else ledger_file
     return stem + ".hot.json", stem + ".hot"
+
+
+def journal_path(ledger_file: str) -> str:
+    """The journal beside `ledger_file` (store.JsonFileStore's), without importing the store."""
+    stem = ledger_file[:-5] if ledger_file.endswith(".json") else ledger_file
+    return stem + ".journal.jsonl"
 
 
 def session_file(folder: str, session_id: str) -> str:
@@ -79,7 +117,7 @@ def session_file(folder: str, session_id: str) -> str:
 
 
 def commands(session: dict[str, Any] | None) -> set[str]:
-    """The slash commands a session has turns of: its runs that `enforce.command_runs` counts."""
+    """The slash commands a session has turns of: its runs that `Store.command_runs` counts."""
     if session is None:
         return set()
     return {t[TURN_COMMAND] for t in session[S_TURNS].values()
@@ -156,7 +194,8 @@ def _part(folder: str, seq: int, body: Any, session_id: str | None, unchanged: A
     if session_id is not None:
         mine = _load(session_file(folder, session_id))
         # No file: not a live session, or a view damaged by hand; the ledger tells which.
-        if mine is None or not mine["seq"] <= seq:
+        # Another id's: two ids one file name holds (a file system blind to case).
+        if mine is None or mine.get("id") != session_id or not mine["seq"] <= seq:
             return None
         sessions[session_id] = mine["session"]
     if not unchanged():
@@ -170,6 +209,226 @@ def _part(folder: str, seq: int, body: Any, session_id: str | None, unchanged: A
         files.update(mine["files"])
     ledger["files"] = files
     return ledger
+
+
+# --- a call with nothing new: the calendar windows and the decision -----------------------------
+
+
+def windows_file(ledger_file: str) -> str:
+    """The window cache beside `ledger_file`: the day's, week's and month's bounds."""
+    return os.path.join(os.path.dirname(ledger_file), "budget-windows.json")
+
+
+def zone_key(timezone: str | None, localtime: str) -> list[Any] | None:
+    """What names the zone calendar budgets follow (config.Config.tz), read without zoneinfo:
+    the configured name, else $TZ, else the system's zone file (where its link points, and
+    the file's stamp, so that a tzdata update or a new zone is a new key); None: unknown."""
+    if timezone is not None:
+        return ["name", timezone]
+    env = os.environ.get("TZ")
+    if env is not None:
+        return ["TZ", env]
+    from tokenbudget.fileio import stamp
+
+    try:
+        link = os.readlink(localtime)
+    except OSError:
+        link = None
+    try:
+        return ["system", link, list(stamp(os.stat(localtime)))]
+    except OSError:
+        return None
+
+
+def windows(ledger_file: str, key: list[Any] | None, week_start: int, now: float
+            ) -> dict[str, tuple[float, float]] | None:
+    """The calendar windows holding `now` as the cache keeps them for that zone and week;
+    None when it keeps none, for another zone or week, or `now` is past them."""
+    data = _load(windows_file(ledger_file)) if key is not None else None
+    if type(data) is not dict or data.get("key") != key or data.get("week_start") != week_start:
+        return None
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        for kind in CALENDAR:
+            start, end = (float(x) for x in data[kind])
+            # The engine rounds `now` to the microsecond: near an end, it decides.
+            if not start <= now < end - 1e-5:
+                return None
+            out[kind] = (start, end)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out
+
+
+def keep_windows(ledger_file: str, key: list[Any] | None, week_start: int, tz: tzinfo,
+                 now: float) -> None:
+    """Write the calendar windows holding `now` in zone `tz` (named by `key`) to the cache.
+
+    Derived data, like the view: replaced atomically, no fsync; what cannot be written is left
+    for the next call."""
+    if key is None:
+        return
+    from datetime import datetime
+
+    from tokenbudget.budgets import window
+
+    at = datetime.fromtimestamp(now, tz)
+    data: dict[str, Any] = {"key": key, "week_start": week_start}
+    for kind in CALENDAR:
+        start, end = window(kind, at, tz, week_start)
+        if start is None or end is None:
+            return
+        data[kind] = [start.timestamp(), end.timestamp()]
+    import contextlib  # here: a call with nothing new imports this module
+
+    with contextlib.suppress(OSError):
+        Writer(ledger_file, "", "")._write(windows_file(ledger_file), data)
+
+
+def quiet(event: str, budgets: list[Budget], ledger: Ledger, now: float,
+          wins: dict[str, tuple[float, float]] | None, *, session_id: str | None,
+          cwd: str | None, prompt: str | None, prompt_id: str | None,
+          most: dict[str, float] | None) -> bool:
+    """True only when the engine (engine.judge, then decide) allows the event with nothing to
+    say or record: every budget that concerns it is measured at or above what it uses and
+    found below its warning threshold and its limit (and, with `most`, more than one
+    response of that unit from a blocking limit). False: the engine decides.
+
+    Arithmetic on the ledger alone, without datetime, zoneinfo or the engine: the calendar
+    windows come from the cache (`wins`); a 5-hour block is bounded by the most any block that
+    can hold `now` uses. Every test below is monotonic in the usage, so a bound found quiet is
+    a usage found quiet. Whatever else (a warning, the plugin's own command) goes to the
+    engine; a team's budgets are the caller's to leave to it.
+    """
+    from tokenbudget.limits import applies_to, slash_command
+
+    sessions = ledger["sessions"]
+    session = sessions.get(session_id or "")
+    turn = None
+    starting = event == "UserPromptSubmit"
+    expected = (0.0, 0.0)
+    command: str | None = None
+    if starting:  # engine.event_context and engine.exempt, enforce.expected
+        slash = slash_command(prompt) if prompt else None
+        if slash in OWN_COMMANDS:
+            return False  # exempt from every budget: the engine says so
+        if slash is not None:
+            expected = _expected(ledger, slash, prompt_id)
+        command = slash or "prompt"
+    else:  # store.HeldLedger.turn_usage (the store's module is not imported here: 2 ms)
+        if session is not None and prompt_id is not None:
+            pid: str | None = prompt_id
+            for _ in range(8):
+                if pid is None or pid not in session[S_ALIASES]:
+                    break
+                pid = session[S_ALIASES][pid]
+            turn = session[S_TURNS].get(pid)
+            if turn is not None:
+                command = turn[TURN_COMMAND]
+    project = cwd or (session[S_PROJECT] if session else None)
+    for b in budgets:
+        if b.kind == "command" and b.name != command:
+            continue
+        if b.kind == "session" and not session_id:
+            continue
+        if not applies_to(b, project):
+            continue
+        usd = b.unit == "usd"
+        used: float
+        if b.kind == "session":  # enforce.session_used
+            if session is None:
+                used = 0.0
+            else:
+                pre = session.get(S_PRE) or (0, 0.0)
+                models = session[S_MODELS].values()
+                used = (sum(m[M_COST] for m in models) + pre[PRE_COST] if usd else
+                        float(sum(sum(m[M_USAGE]) for m in models) + pre[PRE_TOKENS]))
+        elif b.kind == "command":
+            used = 0.0 if starting or turn is None else float(
+                turn[TURN_COST if usd else TURN_TOKENS])
+        elif b.kind in ("total", "project"):
+            i = ROLLUP_COST if usd else ROLLUP_TOKENS
+            used = float(sum(v[i] for p, v in ledger["projects"].items() if applies_to(b, p)))
+        elif b.kind == "5h":
+            used = _block_bound(ledger, b, now)
+        else:
+            if wins is None or b.kind not in wins:
+                return False
+            start, end = wins[b.kind]
+            used = _hours(ledger, b, start, end)
+        # budgets.evaluate: "ok" (hence not blocking); hook._could_cross.
+        cost = expected[1] if usd else expected[0]
+        if not (0 <= used < b.limit and used / b.limit < b.warn_at
+                and not used + cost > b.limit):
+            return False
+        if most is not None and b.mode == "block" and b.limit - used <= most.get(
+                b.unit, float("inf")):
+            return False
+    return True
+
+
+def _expected(ledger: Ledger, command: str, exclude: str | None) -> tuple[float, float]:
+    """enforce.expected: the 90th percentile (nearest rank, budgets.expected_cost) of the
+    command's 20 latest runs (store.HeldLedger.command_runs), in tokens and in dollars."""
+    runs = [list(r) for r in ledger["commands"].get(command, [])]
+    for s in ledger["sessions"].values():
+        for pid, t in s[S_TURNS].items():
+            if t[TURN_COMMAND] == command and pid != exclude:
+                runs.append([t[TURN_START], t[TURN_TOKENS], t[TURN_COST]])
+    runs.sort(key=lambda r: r[RUN_START])
+    out = []
+    for i in (RUN_TOKENS, RUN_COST):
+        latest = sorted(r[i] for r in runs[-20:])
+        rank = max(1, math.ceil(round(0.9 * len(latest), 9)))
+        out.append(float(latest[rank - 1]) if latest else 0.0)
+    return out[0], out[1]
+
+
+def _hours(ledger: Ledger, b: Budget, lo: float, hi: float) -> float:
+    """enforce._hours_between over [lo, hi): the same cells, added in the same order."""
+    from tokenbudget.limits import applies_to
+
+    i = HOUR_COST if b.unit == "usd" else HOUR_TOKENS
+    total = 0.0
+    for h, per_project in ledger["hours"].items():
+        t = int(h) * BUCKET
+        if t + BUCKET <= lo or t >= hi:
+            continue
+        for project, cell in per_project.items():
+            if applies_to(b, project):
+                total += cell[i]
+    return total
+
+
+def _block_bound(ledger: Ledger, b: Budget, now: float) -> float:
+    """At least what the 5-hour window holding `now` uses: the most any window that could
+    hold it uses. A block starts on a UTC hour at or before `now` (rounded to the microsecond)
+    and ends 5 hours later, after it; with no block running, the window starts at `now`'s hour.
+    Each candidate's sum adds the cells of its hours in the ledger's order, as the engine does
+    for the real one, so a sum over more cells is never smaller."""
+    from tokenbudget.limits import applies_to
+
+    i = HOUR_COST if b.unit == "usd" else HOUR_TOKENS
+    # The first hour after now - 5h, and now's hour, each taken a second wider.
+    first = int((now - BLOCK - 1) // HOUR) * HOUR + HOUR
+    last = int((now + 1) // HOUR) * HOUR
+    starts = range(first, last + HOUR, HOUR)
+    sums = [0.0] * len(starts)
+    scoped: dict[str, bool] = {}
+    for h, per_project in ledger["hours"].items():
+        t = int(h) * BUCKET
+        if t + BUCKET <= first or t >= last + BLOCK:
+            continue
+        for project, cell in per_project.items():
+            inside = scoped.get(project)
+            if inside is None:
+                inside = scoped[project] = applies_to(b, project)
+            if not inside:
+                continue
+            for k, s in enumerate(starts):
+                if s < t + BUCKET and t < s + BLOCK:
+                    sums[k] += cell[i]
+    return max(sums)
 
 
 # --- writing (by the committer, with the ledger's lock held) -----------------------------------
@@ -219,6 +478,8 @@ class Writer:
 
     def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
         """Write the whole view from `data`, and remove whatever else its folder holds."""
+        import contextlib
+
         from tokenbudget.paths import ensure_private_dir
 
         ensure_private_dir(self.folder)
@@ -238,12 +499,15 @@ class Writer:
         """Write the files of sessions `ids` (remove those of sessions gone). `moved`: the
         `files` records this commit changed; the others are taken from each session's file
         as the view held it, so that a commit costs what it changed, not every record."""
+        import contextlib  # not at the top: a call with nothing new imports this module
+
         wanted = {sid for sid in ids if sid in data["sessions"]}
         files: dict[str, dict[str, Any]] = {}
         if moved is not None:
             for sid in wanted:
                 held = _load(session_file(self.folder, sid))
-                if type(held) is dict and type(held.get("files")) is dict:
+                if (type(held) is dict and held.get("id") == sid
+                        and type(held.get("files")) is dict):
                     mine = {p: r for p, r in held["files"].items() if p not in moved}
                     for path in moved:
                         rec = data["files"].get(path)
@@ -261,7 +525,7 @@ class Writer:
         for sid in ids:
             target = session_file(self.folder, sid)
             if sid in wanted:
-                self._write(target, {"seq": seq, "session": data["sessions"][sid],
+                self._write(target, {"seq": seq, "id": sid, "session": data["sessions"][sid],
                                      "files": files[sid]})
                 written.add(target)
                 self.step("view.session")
@@ -345,11 +609,13 @@ def differences(ledger_file: str, journal_file: str, data: Ledger) -> list[str]:
     if json.loads(fresh.got.pop(shared_file)) != [head, body]:
         out.append("the shared part differs")
     names = set()
-    for path, payload in fresh.got.items():
+    for path, payloads in fresh.sessions.items():
         names.add(os.path.basename(path))
-        want = json.loads(payload)
         have = _load(path)
-        if have is None or not have.pop("seq") <= head["seq"] or want.pop("seq") != head["seq"]:
+        # Ids that one file name holds (a file system blind to case): either one's is right.
+        wants = {want["id"]: want for want in map(json.loads, payloads)}
+        want = wants.get(have.get("id")) if type(have) is dict else None
+        if want is None or not have.pop("seq") <= head["seq"] or want.pop("seq") != head["seq"]:
             out.append(f"{path}: missing, or newer than the view")
         elif have != want:
             out.append(f"{path}: differs")
@@ -365,6 +631,7 @@ class _Collect(Writer):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.got: dict[str, Any] = {}
+        self.sessions: dict[str, list[bytes]] = {}
 
     def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
         self._sessions(data, data["sessions"], seq)
@@ -372,5 +639,7 @@ class _Collect(Writer):
 
     def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
         payload = value if type(value) is bytes else _line(value)
-        self.got[path] = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]" if (
-            path == self.shared) else payload
+        if path == self.shared:
+            self.got[path] = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]"
+        else:
+            self.sessions.setdefault(path, []).append(payload)

@@ -15,12 +15,12 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokenbudget import charts, clock, render
+from tokenbudget import charts, clock
 from tokenbudget.budgets import Budget, Check
 from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import Ledger
 from tokenbudget.messages import resets_text
-from tokenbudget.numfmt import format_amount, format_cost, format_limit
+from tokenbudget.numfmt import format_amount, format_cost, format_limit, format_percent
 
 if TYPE_CHECKING:
     from tokenbudget.budgets import Unit
@@ -149,7 +149,7 @@ def day_svg(days: Sequence[Day], unit: Unit, limit: float | None) -> str:
         level = _level(value / limit) if limit else "plain"
         tip = f"{day.date}: {_tokens(day.tokens)} tokens, {_cost(day.cost)}"
         if limit:
-            tip += f" ({render._percent(value / limit)} of the daily budget)"
+            tip += f" ({format_percent(value / limit)} of the daily budget)"
         out.append(
             f'<rect class="bar {level}" x="{x:.1f}" y="{top_m + plot_h - h:.1f}" '
             f'width="{bar_w:.1f}" height="{max(h, 0.0):.1f}">'
@@ -281,7 +281,7 @@ def _budgets_section(checks: Sequence[Check]) -> str:
                 f"<code>{_e(b.id)}</code>",
                 _e(format_amount(c.used, b.unit)),
                 _e(format_limit(c.limit, b.unit)),
-                meter + _e(render._percent(c.fraction)),
+                meter + _e(format_percent(c.fraction)),
                 _e(_resets(c)),
                 _e(b.mode + (" (project file)" if b.source == "project" else "")),
             ]
@@ -321,7 +321,7 @@ def _days_section(days: Sequence[Day], daily: Sequence[Budget]) -> str:
     rows = []
     used = [d for d in days if d.tokens or d.cost]  # not the zero days that fill the axis
     for d in reversed(used):
-        share = render._percent(d.tokens / token_limit) if token_limit else ""
+        share = format_percent(d.tokens / token_limit) if token_limit else ""
         rows.append([_e(d.date), _e(_tokens(d.tokens)), _e(_cost(d.cost)), _e(share)])
     table = _table(
         [("Date", False), ("Tokens", True), ("Cost", True), ("Of daily budget", True)], rows

@@ -36,11 +36,9 @@ import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
 
 from tokenbudget import clock, transcripts
-from tokenbudget.enforce import resolve_turn
-from tokenbudget.ledger import BUCKET, Ledger, file_identity
+from tokenbudget.ledger import BUCKET, Ledger, file_identity, resolve_turn
 from tokenbudget.record import Record
 from tokenbudget.schema import (
     ADJ_BUCKET,
@@ -115,6 +113,10 @@ from tokenbudget.schema import (
 )
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
 from tokenbudget.usage import ZERO, Usage
+
+TYPE_CHECKING = False  # typing costs a hook call with news about 2.5 ms to import
+if TYPE_CHECKING:
+    from typing import Any
 
 # Usage is kept in 15-minute buckets: every time zone's offset from UTC is a multiple of 15
 # minutes, so a local day, week or month is always a whole number of buckets.

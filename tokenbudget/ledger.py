@@ -10,8 +10,8 @@ import re
 
 from tokenbudget import clock
 from tokenbudget.errors import CorruptLedger as CorruptLedger
+from tokenbudget.schema import S_ALIASES, migrate
 from tokenbudget.schema import SCHEMA as SCHEMA
-from tokenbudget.schema import migrate
 
 # How every ledger we write begins (key order is new_ledger's): its commit time, "updated".
 HEAD_UPDATED = re.compile(
@@ -63,6 +63,17 @@ def new_ledger() -> Ledger:
         "team": "",
         "outbox": {},
     }
+
+
+def resolve_turn(session: dict[str, Any], prompt_id: str | None) -> str | None:
+    """The turn `prompt_id` counts toward: a note's prompt id is an alias of the turn it came
+    in. At most 8 steps, so that a cycle in a damaged ledger cannot hang a hook."""
+    aliases = session[S_ALIASES]
+    for _ in range(8):
+        if prompt_id is None or prompt_id not in aliases:
+            break
+        prompt_id = aliases[prompt_id]
+    return prompt_id
 
 
 def file_identity(st: os.stat_result) -> str:

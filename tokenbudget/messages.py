@@ -7,12 +7,11 @@ tests compare this text exactly. Imports nothing the hook's decision path has no
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, timedelta
 
 from tokenbudget.budgets import limit_arg, round_limit, suggest_limit
 from tokenbudget.burn import runs_out_in
-from tokenbudget.numfmt import format_amount, format_duration, format_limit
+from tokenbudget.numfmt import format_amount, format_duration, format_limit, format_percent
 
 TYPE_CHECKING = False  # mypy reads it as true: these names are for the type checker only
 if TYPE_CHECKING:
@@ -168,7 +167,7 @@ def warning_text(check: Check, *, tz: tzinfo | None = None) -> str:
     elif check.would_exceed and check.fraction < check.budget.warn_at:
         state = "may be exceeded by this command"
     else:
-        state = f"is at {math.floor(check.fraction * 100)}%"
+        state = f"is at {format_percent(check.fraction)}"
     return f"tokenbudget: {label(check.budget)} {state} ({amount}); {resets_text(check, tz)}."
 
 

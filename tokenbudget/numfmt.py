@@ -114,6 +114,16 @@ def format_limit(value: float, unit: str) -> str:
     return f"{exact_tokens(count)} {'token' if count == 1 else 'tokens'}"
 
 
+def format_percent(fraction: float) -> str:
+    """`62%`: how full a budget is, floored (99.6% is not yet 100%: the limit is not reached),
+    so the figure never reads past the state it sits beside."""
+    scaled = fraction * 100  # may overflow to inf for absurd fractions
+    if not math.isfinite(scaled) or abs(scaled) >= 10_000:
+        return ">9999%" if scaled > 0 else "<-9999%"
+    # round() first: 0.29 * 100 is 28.999999999999996 and must read 29%, not 28%.
+    return f"{math.floor(round(scaled, 6))}%"
+
+
 def format_duration(delta: timedelta) -> str:
     """`3h 12m`, `2d 4h`, `45m`: whole minutes, rounded up so it never reads 0m too early."""
     minutes = max(0, math.ceil(delta.total_seconds() / 60))

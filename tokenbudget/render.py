@@ -8,7 +8,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from tokenbudget.numfmt import UNPRICED, format_cost, format_exact, format_tokens, round_half_up
+from tokenbudget.numfmt import (
+    UNPRICED,
+    format_cost,
+    format_exact,
+    format_percent,
+    format_tokens,
+    round_half_up,
+)
 
 BOLD = "\x1b[1m"
 RESET = "\x1b[0m"
@@ -284,15 +291,8 @@ def bar(fraction: float, width: int, *, color: bool) -> str:
     full, empty = "█" * filled, "░" * (max(width, 0) - filled)
     if color and full:
         full = f"{_bar_color(fraction)}{full}{RESET}"
-    return f"[{full}{empty}] {_percent(fraction)}"
+    return f"[{full}{empty}] {format_percent(fraction)}"
 
-
-def _percent(fraction: float) -> str:
-    scaled = fraction * 100  # may overflow to inf for absurd fractions
-    if not math.isfinite(scaled) or abs(scaled) >= 10_000:
-        return ">9999%" if scaled > 0 else "<-9999%"
-    # round() first: 0.29 * 100 is 28.999999999999996 and must read 29%, not 28%.
-    return f"{math.floor(round(scaled, 6))}%"
 
 
 def _bar_color(fraction: float) -> str:

@@ -135,13 +135,13 @@ def budget_part(
     check: Check, *, color: bool, resets: bool = True, rate: float | None = None
 ) -> str:
     """`daily 102% of 100k BLOCKS · resets 4h12m · 18k/h`: one budget, colored by how full."""
-    from tokenbudget.numfmt import format_duration, short_limit
-    from tokenbudget.render import _percent, escape_controls
+    from tokenbudget.numfmt import format_duration, format_percent, short_limit
+    from tokenbudget.render import escape_controls
 
     b = check.budget
     short = getattr(b, "short", None)  # a team budget (team/cache.py)
     word = escape_controls(short) if short else _KIND_WORDS.get(b.kind, b.kind)
-    text = f"{word} {_colored(_percent(check.fraction), check.fraction, color)}"
+    text = f"{word} {_colored(format_percent(check.fraction), check.fraction, color)}"
     text += f" of {short_limit(check.limit, b.unit)}" + _state([check], color)
     if resets and check.resets_at is not None:
         text += f" · resets {format_duration(check.resets_at - check.now).replace(' ', '')}"
@@ -150,13 +150,14 @@ def budget_part(
 
 def model_part(model: str | None, context: float | None, *, color: bool) -> str:
     """`Opus 5.5 · ctx 12%`: the model Claude Code names and how full its context window is."""
-    from tokenbudget.render import _percent, escape_controls, shorten_middle
+    from tokenbudget.numfmt import format_percent
+    from tokenbudget.render import escape_controls, shorten_middle
 
     parts = []
     if model:
         parts.append(shorten_middle(escape_controls(model), MODEL_WIDTH))
     if context is not None:
-        parts.append("ctx " + _colored(_percent(context / 100), context / 100, color))
+        parts.append("ctx " + _colored(format_percent(context / 100), context / 100, color))
     return " · ".join(parts)
 
 

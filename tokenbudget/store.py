@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 
 from tokenbudget import clock, hot, journal, lock
@@ -31,9 +31,17 @@ from tokenbudget.errors import LedgerError, LockTimeout
 from tokenbudget.fileio import fsync_folder, replace_atomically
 from tokenbudget.fileio import stamp as _stamp
 from tokenbudget.ledger import HEAD_UPDATED as _UPDATED
-from tokenbudget.ledger import CorruptLedger, Ledger, _check_records, new_ledger, validate
+from tokenbudget.ledger import (
+    CorruptLedger,
+    Ledger,
+    _check_records,
+    new_ledger,
+    resolve_turn,
+    validate,
+)
 from tokenbudget.schema import (
     FILE_SESSION,
+    RUN_START,
     S_CANDIDATES,
     S_FORK_KEYS,
     S_HELD,
@@ -42,6 +50,11 @@ from tokenbudget.schema import (
     S_INHERITED_UNKNOWN,
     S_ORIGIN,
     S_PARENT,
+    S_TURNS,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_START,
+    TURN_TOKENS,
 )
 
 TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
@@ -61,6 +74,9 @@ CRASH_ENV = "TOKENBUDGET_STORE_CRASH_AT"
 # Test-only: a file to which every commit whose replay differs from the ledger in memory is
 # reported (the suite sets it and fails on any line: no change may escape the journal).
 CHECK_ENV = "TOKENBUDGET_STORE_CHECK"
+ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
+MAX_WARNED = 500  # warnings remembered; the oldest go first
+EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
 # The usage sums that every session's commit adds to. A change worked out without the lock
 # (`Prepared`) adds its part of them to what others committed meanwhile, as it would have
 # under the lock; any other table another commit touched must not be one it changed or read.
@@ -148,6 +164,15 @@ class Store:
     there. `record` adds usage rows (a push) to the team store alone: the local store counts
     from the transcripts (ingest), and nothing else may add to it. Projects are named as each
     store names them: a folder here (its subfolders included), the team's git-remote name there.
+
+    The decision state (`turn_usage`, `command_runs`, `first_warning`, `record_warnings`,
+    `allow_state`, `grant_allow`, `take_allow`, `seen_event`) is what the decision engine reads
+    and records beside the usage. Here, inside a transaction, each reads and changes the ledger
+    the transaction holds (committed with it): one decision reads one ledger; outside one, a
+    question reads the ledger as last committed and a change commits on its own. `held(ledger)`
+    gives the same operations on one ledger read (a snapshot, the hot view's part). The team
+    database keeps none of it (warnings, allow and events are each machine's; its rows name no
+    turn), so there they raise TeamError.
     """
 
     location: str
@@ -232,6 +257,132 @@ class Store:
         team store's push: the local store counts from the transcripts alone."""
         raise LedgerError("the local ledger counts usage from the transcripts only")
 
+    # --- decision state: what a decision reads and records, beside the usage -------------
+
+    def turn_usage(self, session: str | None, prompt_id: str | None
+                   ) -> tuple[str, float, float] | None:
+        """(command, tokens, dollars) of the turn `prompt_id` of `session` (a background
+        task's note counts for the turn it came in); None if none is recorded."""
+        raise NotImplementedError
+
+    def command_runs(self, command: str, exclude: str | None = None) -> list[list[float]]:
+        """The runs of `command` ("prompt" or a "/command"), each [start, tokens, dollars]
+        (schema.RUN_*), oldest first: every turn of it but the turn `exclude`."""
+        raise NotImplementedError
+
+    def first_warning(self, key: str) -> float | None:
+        """When the warning `key` (budgets.warn_key: one budget, window and level) was given;
+        None if it was not, and the next one would be the first."""
+        raise NotImplementedError
+
+    def record_warnings(self, keys: Iterable[str], now: float) -> None:
+        """Record warnings as given at `now` (each is given once); past MAX_WARNED
+        remembered, the oldest are forgotten."""
+        raise NotImplementedError
+
+    def allow_state(self) -> dict[str, Any]:
+        """`tokenbudget allow`: {} none; {"pending": True, "at"} granted, not yet spent;
+        {"session", "prompt_id", "at", "base"} spent on that prompt, whose turn may use one
+        more of each budget beyond `base` (check key -> used when it passed)."""
+        raise NotImplementedError
+
+    def grant_allow(self, now: float) -> None:
+        """`tokenbudget allow`: the next prompt the budgets refuse, within ALLOW_TTL of
+        `now`, passes."""
+        raise NotImplementedError
+
+    def take_allow(self, session: str | None, prompt_id: str | None, base: dict[str, float],
+                   now: float) -> None:
+        """Spend the granted allow on the prompt `prompt_id` of `session` (`base`: what
+        each budget had used when it passed)."""
+        raise NotImplementedError
+
+    def seen_event(self, fingerprint: str, now: float) -> bool:
+        """Whether a hook event with this fingerprint was seen within EVENT_MEMORY seconds
+        (one hook registered twice: answered once); if not, it is remembered from `now`
+        and those older are forgotten."""
+        raise NotImplementedError
+
+
+class HeldLedger(Store):
+    """One ledger read, as a Store: the ledger a transaction holds (what the operations
+    change is committed with it), a snapshot or the hot view's part of one (changes stay in
+    memory). The decision engine asks it, so that one decision reads one ledger."""
+
+    location = "(a ledger in memory)"
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def read(self) -> tuple[Ledger, Any]:
+        return self.ledger, None
+
+    def exists(self) -> bool:
+        return True
+
+    def turn_usage(self, session: str | None, prompt_id: str | None
+                   ) -> tuple[str, float, float] | None:
+        s = self.ledger["sessions"].get(session or "")
+        if s is None or prompt_id is None:
+            return None
+        t = s[S_TURNS].get(resolve_turn(s, prompt_id))
+        if t is None:
+            return None
+        return t[TURN_COMMAND], float(t[TURN_TOKENS]), float(t[TURN_COST])
+
+    def command_runs(self, command: str, exclude: str | None = None) -> list[list[float]]:
+        runs = [list(r) for r in self.ledger["commands"].get(command, [])]
+        for s in self.ledger["sessions"].values():
+            for pid, t in s[S_TURNS].items():
+                if t[TURN_COMMAND] == command and pid != exclude:
+                    runs.append([t[TURN_START], t[TURN_TOKENS], t[TURN_COST]])
+        runs.sort(key=lambda r: r[RUN_START])
+        return runs
+
+    def first_warning(self, key: str) -> float | None:
+        at = self.ledger["warned"].get(key)
+        return None if at is None else float(at)
+
+    def record_warnings(self, keys: Iterable[str], now: float) -> None:
+        warned = self.ledger["warned"]
+        for key in keys:
+            warned[key] = now
+        if len(warned) > MAX_WARNED:
+            for k in sorted(warned, key=warned.get)[: len(warned) - MAX_WARNED]:
+                del warned[k]
+
+    def allow_state(self) -> dict[str, Any]:
+        return dict(self.ledger["allow"])
+
+    def grant_allow(self, now: float) -> None:
+        self.ledger["allow"] = {"pending": True, "at": now}
+
+    def take_allow(self, session: str | None, prompt_id: str | None, base: dict[str, float],
+                   now: float) -> None:
+        self.ledger["allow"] = {"session": session, "prompt_id": prompt_id, "at": now,
+                                "base": base}
+
+    def keep_allow(self) -> None:
+        """Decide as if no allow were granted: a reading that commits nothing cannot spend
+        it, so it is kept for one that will."""
+        if self.ledger["allow"].get("pending"):
+            self.ledger["allow"] = {}
+
+    def seen_event(self, fingerprint: str, now: float) -> bool:
+        events = self.ledger["events"]
+        at = events.get(fingerprint)
+        if at is not None and now - at <= EVENT_MEMORY:
+            return True
+        events[fingerprint] = now
+        for k in [k for k, t in events.items() if now - t > EVENT_MEMORY]:
+            del events[k]
+        return False
+
+
+def held(ledger: Ledger) -> HeldLedger:
+    """The Store of one ledger read (see HeldLedger)."""
+    return HeldLedger(ledger)
+
 
 def open_store(
     lock_timeout: float = 2.0, path: str | os.PathLike[str] | None = None
@@ -262,6 +413,7 @@ class JsonFileStore(Store):
         self.lock_path = self.file + ".lock"
         self.lock_timeout = lock_timeout
         self.journal_bound = journal_bound
+        self._held: Ledger | None = None  # the ledger a transaction holds, while it does
 
     @property
     def path(self) -> Path:
@@ -392,6 +544,47 @@ class JsonFileStore(Store):
             pos.migrated,
         )
 
+    # --- decision state: on the ledger the transaction holds --------------------------------
+    # Inside a transaction every operation reads and changes the ledger it holds (committed
+    # with it), so that one decision sees one ledger; outside one, a question reads the ledger
+    # as last committed and a change commits on its own.
+
+    def _reading(self) -> HeldLedger:
+        return HeldLedger(self._held if self._held is not None else self.snapshot())
+
+    def _changing(self, change: Callable[[HeldLedger], Any]) -> Any:
+        if self._held is not None:
+            return change(HeldLedger(self._held))
+        with self.transaction() as ledger:
+            return change(HeldLedger(ledger))
+
+    def turn_usage(self, session: str | None, prompt_id: str | None
+                   ) -> tuple[str, float, float] | None:
+        return self._reading().turn_usage(session, prompt_id)
+
+    def command_runs(self, command: str, exclude: str | None = None) -> list[list[float]]:
+        return self._reading().command_runs(command, exclude)
+
+    def first_warning(self, key: str) -> float | None:
+        return self._reading().first_warning(key)
+
+    def record_warnings(self, keys: Iterable[str], now: float) -> None:
+        keys = list(keys)
+        self._changing(lambda s: s.record_warnings(keys, now))
+
+    def allow_state(self) -> dict[str, Any]:
+        return self._reading().allow_state()
+
+    def grant_allow(self, now: float) -> None:
+        self._changing(lambda s: s.grant_allow(now))
+
+    def take_allow(self, session: str | None, prompt_id: str | None, base: dict[str, float],
+                   now: float) -> None:
+        self._changing(lambda s: s.take_allow(session, prompt_id, base, now))
+
+    def seen_event(self, fingerprint: str, now: float) -> bool:
+        return bool(self._changing(lambda s: s.seen_event(fingerprint, now)))
+
     # --- the transaction -----------------------------------------------------------------
 
     @contextmanager
@@ -465,7 +658,11 @@ class JsonFileStore(Store):
                 checkpoint = True
             base = journal.copy(data)
         assert base is not None
-        yield data
+        self._held = data  # the decision state's operations read and change it meanwhile
+        try:
+            yield data
+        finally:
+            self._held = None
         try:
             if pos is not None and pos.migrated:
                 # The first commit after an upgrade writes the ledger back in this schema

@@ -1,7 +1,8 @@
 """The Store contract's usage tests (tests/test_store_contract.py) run on the team's PostgreSQL
 store, against a real server: the same sessions recorded on a machine that joined the team,
-pushed by `team sync`, then the same questions with the same answers. Then what only the team
-store does: record (a push) from many members at once, and no ledger.
+pushed by `team sync`, then the same questions with the same answers (the decision state's
+questions raise: each machine keeps its own). Then what only the team store does: record (a
+push) from many members at once, and no ledger.
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ from tests.test_store_contract import (  # noqa: F401  (the same tests, on this 
     NOW,
     Recorded,
     record_locally,
+    test_a_warning_is_remembered_as_given_and_the_oldest_go_first,
+    test_an_allow_is_granted_then_spent_on_one_prompt,
+    test_an_event_is_seen_once_within_the_event_memory,
     test_block_activity_lists_the_buckets_that_hold_usage,
+    test_command_runs_are_every_turn_of_the_command_oldest_first,
     test_session_usage,
+    test_turn_usage_is_each_turns_command_and_usage,
     test_usage_between_counts_each_bucket_in_its_window,
     test_usage_between_one_project,
     test_usage_by_groups_as_the_report_does,
@@ -48,7 +54,9 @@ def usage_store(
     done = sync.sync(team_cfg)
     assert done["pushed"] == 5 and done["changed"] == 5
     # The team names a project by its git remote, else its folder's name.
-    return Recorded(PostgresStore(team_dsn, "core", "ann@a"), lambda f: f.rsplit("/", 1)[-1])
+    # It keeps no decision state: those tests check that each operation raises, saying so.
+    return Recorded(PostgresStore(team_dsn, "core", "ann@a"), lambda f: f.rsplit("/", 1)[-1],
+                    decides=False)
 
 
 def _row(key: str, member: str, tokens: int, at: float = DAY + 600) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 It answers the Store's usage operations (tokenbudget.store.Store) from the usage rows, the
 way the local store answers them from its ledger, and records usage by a push (db.push). It
 keeps no ledger: a hook decides from its own machine's ledger and never waits on the network,
-so the ledger operations raise TeamError (`checkpoint` has nothing to fold and does nothing).
+so the ledger operations and the decision state's (warnings given, `tokenbudget allow`, hook
+events; turns and a command's runs, which its rows do not group) raise TeamError
+(`checkpoint` has nothing to fold and does nothing).
 Beside them, what only a team has: its rollups of the current windows, its budgets, its
 calendar. psycopg is imported when a method first talks to the server, never on a hook's path.
 
@@ -79,6 +81,42 @@ class PostgresStore(Store):
                 "SELECT 1 FROM tokenbudget.teams WHERE name = %s", (self.team,)
             ).fetchone()
         return row is not None
+
+    # --- decision state: each machine's own ------------------------------------------------
+
+    def _no_turns(self) -> NoReturn:
+        raise TeamError("the team database keeps no turns: its usage rows name a session and"
+                        " a command, not the prompt they ran for")
+
+    def _each_machine(self, what: str) -> NoReturn:
+        raise TeamError(f"the team database keeps no {what}: each machine decides on its own"
+                        " ledger")
+
+    def turn_usage(self, session: str | None, prompt_id: str | None
+                   ) -> tuple[str, float, float] | None:
+        self._no_turns()
+
+    def command_runs(self, command: str, exclude: str | None = None) -> list[list[float]]:
+        self._no_turns()
+
+    def first_warning(self, key: str) -> float | None:
+        self._each_machine("warnings given")
+
+    def record_warnings(self, keys: Any, now: float) -> None:
+        self._each_machine("warnings given")
+
+    def allow_state(self) -> dict[str, Any]:
+        self._each_machine("`tokenbudget allow`")
+
+    def grant_allow(self, now: float) -> None:
+        self._each_machine("`tokenbudget allow`")
+
+    def take_allow(self, session: str | None, prompt_id: str | None, base: dict[str, float],
+                   now: float) -> None:
+        self._each_machine("`tokenbudget allow`")
+
+    def seen_event(self, fingerprint: str, now: float) -> bool:
+        self._each_machine("hook events")
 
     # --- usage ---------------------------------------------------------------------------
 

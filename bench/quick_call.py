@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""One hook call at 10 live sessions, run exactly as `tokenbudget install` registers it, against
+`python -c "import json"`: with nothing new, and with news.
+
+    TB_BENCH_DIR=/tmp/tb-bench-quick python bench/quick_call.py --before REF [--rounds 30]
+
+The state is hot_view.py's at 10 live sessions (bench/synth.py, seed 11, --lean, within 10
+days; retention 14 days; the five budgets no history reaches). Each call is the installed quick
+start, `python -I -S -c 'import sys; sys.path[:0] = [...]; from tokenbudget.hook import main;
+main()' EVENT` (claude_settings.hook_command), of this tree's code and of REF's, each installed
+non-editable and compiled. The events, for the latest session:
+
+- PreToolUse, PostToolBatch (naming its last tool call) and UserPromptSubmit with nothing new;
+- PostToolUse after one more response appended to its transcript (news: read, recorded);
+- Stop after a turn of 10 more requests appended (news).
+
+Before each call the state is put back as synced (the data folder copied back, the transcript
+cut to its length), untimed, so every call of a case does the same work. Every case runs once
+per round, in shuffled order, with the baseline in the same rounds; the figures are medians of
+wall time and of the child's CPU time (user + sys, from the kernel's accounting), each as a
+ratio to the baseline's median of the same rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+import hot_view
+import synth
+
+QUIET = ("PreToolUse", "PostToolBatch", "UserPromptSubmit")
+
+
+def quick_start(py: Path) -> list[str]:
+    """The installed hook's argv (without the event) for interpreter `py`."""
+    probe = ("import json, sys; from tokenbudget import claude_settings as c; "
+             "print(json.dumps(c.site_paths(sys.executable)))")
+    folders = json.loads(common.run([str(py), "-P", "-c", probe]).stdout)
+    assert folders, "the bench interpreter cannot start the hooks without site"
+    return [str(py), "-I", "-S", "-c",
+            "import sys; sys.path[:0] = " + json.dumps(folders) + "; " + common.HOOK_ARGS[-1]]
+
+
+def run(argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[float, float, bytes]:
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env, cwd=str(common.WORK))
+    t0 = time.perf_counter()
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write(stdin)
+    p.stdin.close()
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stdout.close()
+    assert p.returncode == 0, (argv, p.returncode)
+    return wall, ru.ru_utime + ru.ru_stime, out
+
+
+def a_turn(s: dict[str, Any], n_requests: int, seed: int) -> bytes:
+    """The transcript lines of one more turn of the latest session."""
+    latest = s["latest"]
+    g = synth.Synth(seed)
+    c = synth.Ctx(latest["session"], latest["cwd"], f"bench-turn-{n_requests}",
+                  "claude-opus-4-5-20251101")
+    c.context = 60_000
+    g.turn(c, latest["last_ts"] + 120, n_requests)
+    return ("\n".join(c.lines) + "\n").encode()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", required=True, help="git ref of the code before (e.g. main)")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--name", default="quick_call")
+    a = ap.parse_args()
+    after = common.bench_python(reinstall=True)
+    before = common.bench_python_at(a.before)
+    s = hot_view.prepare(after, 10)
+    tb: Path = s["tb"]
+    # A call with nothing new keeps the calendar windows (hot.py): kept in the pristine copy,
+    # as on any machine after the day's first such call.
+    run([*quick_start(after), "PreToolUse"], hot_view.event(s, "PreToolUse"), s["env"])
+    # The state as synced, kept as hard links to its files: a commit replaces every file it
+    # writes (a new inode) except the journal, which it appends to. Putting the links back and
+    # cutting the journal to its length restores the files with their stamps, so the hot view
+    # (trusted only while the ledger's files keep the stamps it names) stays trusted.
+    journal = tb / "ledger.journal.jsonl"
+    jst = journal.stat()
+    pristine = tb.parent / "tokenbudget.pristine"
+    shutil.rmtree(pristine, ignore_errors=True)
+    kept = {}
+    for path in tb.rglob("*"):
+        rel = path.relative_to(tb)
+        if path.is_file() and path != journal and path.suffix != ".lock":
+            (pristine / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, pristine / rel)
+            kept[rel] = (pristine / rel).stat().st_ino
+    transcript = Path(s["latest"]["transcript"])
+    size = transcript.stat().st_size
+    news = {"PostToolUse": a_turn(s, 1, 98), "Stop": a_turn(s, 10, 99)}
+    env = s["env"]
+    counter = [0]
+
+    def reset(lines: bytes = b"") -> None:
+        for path in [p for p in tb.rglob("*") if p.is_file()]:
+            rel = path.relative_to(tb)
+            if rel not in kept and path != journal and path.suffix != ".lock":
+                path.unlink()  # written by the last call: a stop kept, a temp file
+        for rel, ino in kept.items():
+            target = tb / rel
+            if not target.exists() or target.stat().st_ino != ino:
+                tmp = target.parent / f".{target.name}.bench"
+                os.link(pristine / rel, tmp)
+                os.replace(tmp, target)
+        st = journal.stat()
+        assert (st.st_dev, st.st_ino) == (jst.st_dev, jst.st_ino), "the journal was replaced"
+        os.truncate(journal, jst.st_size)
+        with open(transcript, "r+b") as f:
+            f.truncate(size)
+            f.seek(size)
+            f.write(lines)
+
+    def event(name: str) -> bytes:
+        if name in QUIET:
+            return hot_view.event(s, name)
+        counter[0] += 1
+        latest = s["latest"]
+        return common.hook_event(name, latest["session"], latest["transcript"], latest["cwd"],
+                                 counter[0], f"bench-turn-{counter[0]}")
+
+    cases: dict[str, Any] = {}
+    for code, py in (("after", after), ("before", before)):
+        argv = quick_start(py)
+        for name in (*QUIET, *news):
+            def case(argv: list[str] = argv, name: str = name) -> tuple[float, float]:
+                reset(news.get(name, b""))
+                wall, cpu, out = run([*argv, name], event(name), env)
+                assert out == b"{}\n", (name, out)
+                return wall, cpu
+            cases[f"{code} {name}"] = case
+    base = [str(after), "-c", "import json"]
+    cases["baseline"] = lambda: run(base, b"", env)[:2]
+    # Sanity, untimed: a call with news records it (the ledger's files change), one with
+    # nothing new writes nothing; after a reset, the hot view is trusted again.
+    sys.path.insert(0, str(common.REPO))
+    from tokenbudget import hot
+
+    for code, py in (("after", after), ("before", before)):
+        for name in (*QUIET, *news):
+            reset(news.get(name, b""))
+            was = hot_view.files(tb)
+            run([*quick_start(py), name], event(name), env)
+            assert (hot_view.files(tb) != was) == (name in news), (code, name)
+            reset()
+            assert hot.read(str(tb / "ledger.json"), str(journal), s["latest"]["session"])
+    times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
+    names = list(cases)
+    import random
+
+    rng = random.Random(0)
+    for r in range(a.rounds + 2):  # interleaved, shuffled: the machine's noise falls on all
+        rng.shuffle(names)
+        for n in names:
+            got = cases[n]()
+            if r >= 2:  # two rounds of warm-up
+                times[n].append(got)
+    reset()
+    base_wall = statistics.median(w for w, _ in times["baseline"])
+    base_cpu = statistics.median(c for _, c in times["baseline"])
+    rows = {}
+    for n, xs in times.items():
+        wall = statistics.median(w for w, _ in xs)
+        cpu = statistics.median(c for _, c in xs)
+        rows[n] = {"wall_s": wall, "cpu_s": cpu, "wall_ratio": wall / base_wall,
+                   "cpu_ratio": cpu / base_cpu, "raw": xs}
+    out = {"machine": common.machine(), "rounds": a.rounds, "live": s["live"],
+           "after": common.installed(after.parent.parent),
+           "before": common.installed(before.parent.parent), "cases": rows}
+    common.save(a.name, out)
+    print(f"\n10 live sessions, {a.rounds} rounds; baseline `import json`: wall "
+          f"{base_wall * 1000:.1f} ms, CPU {base_cpu * 1000:.1f} ms")
+    print("case | wall median | ratio | CPU median | ratio")
+    for n, e in sorted(rows.items()):
+        print(f"{n:24s} {e['wall_s'] * 1000:7.1f} ms {e['wall_ratio']:5.2f}x "
+              f"{e['cpu_s'] * 1000:7.1f} ms {e['cpu_ratio']:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
