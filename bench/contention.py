@@ -107,12 +107,14 @@ def prober(args: list[str]) -> None:
     """`contention.py --prober PY STOPFILE OUT`: `python -c "import json"` until told to stop."""
     py, stop, out = args
     times = []
+    load = []  # the 1-minute load average, sampled as the probe goes
     while not os.path.exists(stop):
         t0 = time.perf_counter()
         subprocess.run([py, "-c", "import json"], cwd=str(common.WORK))
         times.append(time.perf_counter() - t0)
+        load.append(os.getloadavg()[0])
         time.sleep(0.05)
-    Path(out).write_text(json.dumps(times))
+    Path(out).write_text(json.dumps({"times": times, "load": load}))
 
 
 def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +185,8 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
         if (tokens, requests) != expected:
             wrong[w["sid"]] = {"ledger": [tokens, requests], "expected": list(expected),
                                "appended": [w["tokens"], w["requests"]]}
-    probe_times = json.loads((outs / "probe.json").read_text())
+    probe = json.loads((outs / "probe.json").read_text())
+    probe_times, load = probe["times"], probe["load"]
     held = [float(x) for x in lock_log.read_text().split()] if lock_log.exists() else [0.0]
     st = common.stats(lat)
     probe_st = common.stats(probe_times) if probe_times else None
@@ -199,6 +202,8 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
         "p95_over_baseline_p95_under_load": st["p95"] / probe_st["p95"] if probe_st else None,
         "lock_held": common.stats(held),
         "lock_held_p99": held_sorted[min(len(held) - 1, int(0.99 * len(held)))],
+        "load_average": {"median": sorted(load)[len(load) // 2], "max": max(load)} if load
+        else None,
         "lock_timeouts": timeouts, "decided_unlocked": unlocked,
         "failed_open": timeouts - unlocked, "other_errors": other_errors[:5],
         "fingerprints": fingerprints, "fingerprints_expected": len(rows) - timeouts,
@@ -208,7 +213,9 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
     }
     print(f"{label} x{procs}: {len(rows)} calls in {wall:.0f} s; p95 {common.ms(st['p95'])}"
           f" ({out['p95_over_baseline_p95_under_load']:.2f}x import json's p95 under load);"
-          f" lock held p99 {common.ms(out['lock_held_p99'])}; lock missed {timeouts}, of which"
+          f" lock held median {common.ms(out['lock_held']['median'])}, p95"
+          f" {common.ms(out['lock_held']['p95'])}, p99 {common.ms(out['lock_held_p99'])};"
+          f" load average {out['load_average']}; lock missed {timeouts}, of which"
           f" decided unlocked {unlocked}, failed open {timeouts - unlocked};"
           f" other errors {len(other_errors)}; lost updates {out['lost_updates']};"
           f" sessions wrong {len(wrong)}", flush=True)

@@ -431,58 +431,23 @@ def _handle_once(
         # recorded now is read by the next hook or sync (read positions only move on commit).
         bound = min(bound, SESSION_END_LOCK_WAIT)
     store = sync.open_store(lock_timeout=bound)
-    answer: dict[str, Any] = {}
+    answer: dict[str, Any] | None = {}
     messages: list[str] = []
     rebuild_owed = False
-    # A session starting is a cold path: it folds the journal into the snapshot.
-    with store.transaction(known, checkpoint=ev.name == "SessionStart") as ledger:
-        plugin_root = os.environ.get("CLAUDE_PLUGIN_ROOT")
-        if ev.name == "SessionStart" and plugin_root:
-            # For doctor (a --plugin-dir plugin is in no settings file); before the double-
-            # registration check, which may skip the plugin's copy. Unwritten, it is a lost hint.
-            import contextlib
-
-            from tokenbudget import plugin
-
-            data = os.environ.get("CLAUDE_PLUGIN_DATA")
-            with contextlib.suppress(OSError):
-                plugin.note_run(plugin_root, data, sys.executable, now)
-        if store.seen_event(_fingerprint(ev), now) and not again:
-            return {}  # registered twice (plugin and settings, or two scopes): answer once
-        messages.extend(ledger["notices"])
-        ledger["notices"] = []
-        rebuild_owed = bool(ledger["rebuild"])
-        # While a rebuild is owed the whole history is read again from where folding left it;
-        # reading this session on its own first would count its folded part twice.
-        if ev.transcript is not None and ev.session_id is not None and not rebuild_owed:
-            try:
-                read = sync.sync_session(
-                    store,
-                    ev.transcript,
-                    ev.session_id,
-                    prices=cfg.prices,
-                    ledger=ledger,
-                    max_bytes=MAX_READ_PER_CALL,
-                )
-            except OSError as e:
-                messages.append(f"tokenbudget: could not read the transcript ({e.strerror})")
-            else:
-                # Unreadable files are skipped, not fatal; but this session's budgets then
-                # miss their usage, and the user must hear why.
-                if read.errors:
-                    messages.append(
-                        f"tokenbudget: could not read the transcript "
-                        f"({read.errors[0]}); its usage is not counted"
-                    )
-        if not rebuild_owed:
-            _read_ended(store, ledger, ev, cfg, now)
-        if ev.session_id is not None and ev.name == "SessionStart":
-            from tokenbudget.ingest import Ingestor
-
-            Ingestor(ledger).session(ev.session_id, ev.cwd, now)
-        _keep_small(ledger, ev, cfg, now, rebuild_owed)
-        if not rebuild_owed:
-            answer = _decide(ev, cfg, budget_list, ledger, now, near)
+    prepared, known = _prepare(ev, cfg, budget_list, now, near, again, store, known)
+    if prepared is not None:
+        with store.commit_prepared(prepared) as ledger:
+            if ledger is None:
+                return {}  # recorded as worked out before the lock: nothing to say
+            answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
+                                         messages)
+    else:
+        # A session starting is a cold path: it folds the journal into the snapshot.
+        with store.transaction(known, checkpoint=ev.name == "SessionStart") as ledger:
+            answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
+                                         messages)
+    if answer is None:
+        return {}  # registered twice (plugin and settings, or two scopes): answer once
     if rebuild_owed:
         from pathlib import Path
 
@@ -504,6 +469,101 @@ def _handle_once(
         else:
             messages.append("tokenbudget: the ledger is being rebuilt; budgets are not enforced")
     return _with_message(answer, "\n".join(messages) if messages else None)
+
+
+def _prepare(
+    ev: Event, cfg: Any, budget_list: list[Any], now: float, near: list[bool] | None,
+    again: bool, store: Any, known: Any,
+) -> tuple[Any, Any]:
+    """The call's news read and decided on the ledger read without the lock, when that is all
+    it does (the common call with news: a response to count, nothing to say): (a change for
+    `store.commit_prepared`, None), so that the lock is held only to append it. Anything else
+    (a session starting, a note or warning to give, a fork, a rebuild...) answers (None, the
+    ledger read as `transaction` takes it) and is done under the lock as before."""
+    if (known is None or ev.name == "SessionStart" or ev.transcript is None
+            or ev.session_id is None):
+        return None, known
+    pos, ledger = known
+    if pos.bad or pos.migrated or ledger["rebuild"] or ledger["notices"] or ledger["ended"]:
+        return None, known
+    from tokenbudget import ingest, journal, sync
+    from tokenbudget.store import Prepared, held
+
+    base = journal.copy(ledger)  # the copy a transaction takes before the lock
+    if held(ledger).seen_event(_fingerprint(ev), now) and not again:
+        return None, (pos, base)  # answered once, under the lock
+    try:
+        read = sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices,
+                                 ledger=ledger, max_bytes=MAX_READ_PER_CALL)
+    except OSError:
+        return None, (pos, base)  # said under the lock
+    if (read.errors or len(ledger["keys"]) > ingest.COMPACT_WHEN
+            or not _quiet(ev, cfg, budget_list, ledger, now, near)):
+        return None, (pos, base)
+
+    def holds(current: Any) -> bool:
+        return _quiet(ev, cfg, budget_list, current, now, near)
+
+    return Prepared(pos, base, ledger, ev.session_id, holds), None
+
+
+def _work(
+    ev: Event, cfg: Any, budget_list: list[Any], now: float, near: list[bool] | None,
+    again: bool, store: Any, ledger: Any, messages: list[str],
+) -> tuple[dict[str, Any] | None, bool]:
+    """The call's reading and decision on the ledger held under the lock: (the answer, None
+    for an event registered twice; whether a rebuild is owed)."""
+    from tokenbudget import sync
+
+    answer: dict[str, Any] = {}
+    plugin_root = os.environ.get("CLAUDE_PLUGIN_ROOT")
+    if ev.name == "SessionStart" and plugin_root:
+        # For doctor (a --plugin-dir plugin is in no settings file); before the double-
+        # registration check, which may skip the plugin's copy. Unwritten, it is a lost hint.
+        import contextlib
+
+        from tokenbudget import plugin
+
+        data = os.environ.get("CLAUDE_PLUGIN_DATA")
+        with contextlib.suppress(OSError):
+            plugin.note_run(plugin_root, data, sys.executable, now)
+    if store.seen_event(_fingerprint(ev), now) and not again:
+        return None, False
+    messages.extend(ledger["notices"])
+    ledger["notices"] = []
+    rebuild_owed = bool(ledger["rebuild"])
+    # While a rebuild is owed the whole history is read again from where folding left it;
+    # reading this session on its own first would count its folded part twice.
+    if ev.transcript is not None and ev.session_id is not None and not rebuild_owed:
+        try:
+            read = sync.sync_session(
+                store,
+                ev.transcript,
+                ev.session_id,
+                prices=cfg.prices,
+                ledger=ledger,
+                max_bytes=MAX_READ_PER_CALL,
+            )
+        except OSError as e:
+            messages.append(f"tokenbudget: could not read the transcript ({e.strerror})")
+        else:
+            # Unreadable files are skipped, not fatal; but this session's budgets then
+            # miss their usage, and the user must hear why.
+            if read.errors:
+                messages.append(
+                    f"tokenbudget: could not read the transcript "
+                    f"({read.errors[0]}); its usage is not counted"
+                )
+    if not rebuild_owed:
+        _read_ended(store, ledger, ev, cfg, now)
+    if ev.session_id is not None and ev.name == "SessionStart":
+        from tokenbudget.ingest import Ingestor
+
+        Ingestor(ledger).session(ev.session_id, ev.cwd, now)
+    _keep_small(ledger, ev, cfg, now, rebuild_owed)
+    if not rebuild_owed:
+        answer = _decide(ev, cfg, budget_list, ledger, now, near)
+    return answer, rebuild_owed
 
 
 def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> None:

@@ -5,6 +5,9 @@ the journal as one fsynced line (tokenbudget/journal.py); a checkpoint writes th
 as a new snapshot (temp file, fsync, rename, folder fsync) recording the last journal line it
 holds, then empties the journal. Readers take the snapshot and the journal's complete lines, so
 they see a whole commit or none, and read positions and totals are always committed together.
+A hook's commit can be worked out before the lock (`Prepared`, `commit_prepared`): under the
+lock it is checked against what was committed since it was read, its part of the usage sums
+added to theirs, and appended; whatever else came between sends it back to be worked out again.
 Nothing is ever silently reset: a file we cannot read is kept aside and the caller rebuilds
 from the transcripts; a journal line we cannot read is skipped, kept aside and reported.
 A ledger of an older schema is migrated as it is read (tokenbudget/schema.py), with the journal
@@ -20,7 +23,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 
 from tokenbudget import clock, hot, journal, lock
@@ -36,7 +39,23 @@ from tokenbudget.ledger import (
     resolve_turn,
     validate,
 )
-from tokenbudget.schema import RUN_START, S_TURNS, TURN_COMMAND, TURN_COST, TURN_START, TURN_TOKENS
+from tokenbudget.schema import (
+    FILE_SESSION,
+    RUN_START,
+    S_CANDIDATES,
+    S_FORK_KEYS,
+    S_HELD,
+    S_INHERIT_AT,
+    S_INHERITED,
+    S_INHERITED_UNKNOWN,
+    S_ORIGIN,
+    S_PARENT,
+    S_TURNS,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_START,
+    TURN_TOKENS,
+)
 
 TYPE_CHECKING = False  # typing and pathlib stay off a hook call's imports (~10 ms)
 if TYPE_CHECKING:
@@ -58,6 +77,21 @@ CHECK_ENV = "TOKENBUDGET_STORE_CHECK"
 ALLOW_TTL = 3600.0  # a `tokenbudget allow` not used within this many seconds lapses
 MAX_WARNED = 500  # warnings remembered; the oldest go first
 EVENT_MEMORY = 600.0  # seconds an event fingerprint is kept to spot a second registration
+# The usage sums that every session's commit adds to. A change worked out without the lock
+# (`Prepared`) adds its part of them to what others committed meanwhile, as it would have
+# under the lock; any other table another commit touched must not be one it changed or read.
+MERGED = ("hours", "models", "projects", "skipped")
+# What other sessions' commits may change under a prepared change: their own records, keys,
+# files and events, the team's outbox, and what only the decision reads (warnings given, allow,
+# finished runs), which `Prepared.holds` judges again. Anything else (rates, folded history,
+# notes, a rebuild...) makes it be worked out again on the ledger as it is.
+_FREE = frozenset(("updated", "events", "keys", "sessions", "files", "outbox", "warned", "allow",
+                   "commands"))
+# A session record holding one of these is a fork or holds a fork's requests: its usage and
+# its parent's are worked out from each other (ingest), so they never go through a merge.
+_FORKED = (S_ORIGIN, S_HELD, S_INHERITED, S_INHERITED_UNKNOWN, S_PARENT, S_CANDIDATES,
+           S_INHERIT_AT)
+_STALE = object()
 
 
 class Position:
@@ -87,6 +121,28 @@ class Position:
         self.bad = bad  # unusable lines found
         self.size = size  # the snapshot's size in bytes
         self.migrated = migrated  # the older schema the snapshot has (0: this one)
+
+
+class Prepared:
+    """A change to the ledger worked out without the lock, for `JsonFileStore.commit_prepared`.
+
+    `base`: the ledger as read at `pos`, unchanged; `data`: the same ledger after the change
+    (a hook's call: its session's new transcript lines and its event recorded); `session`:
+    the session whose records it changed. `holds(ledger)`: whether the change still stands on
+    the ledger as others' commits left it (asked only when there were any); False has it
+    worked out again under the lock. What changed is found here, before the lock.
+    """
+
+    __slots__ = ("base", "data", "dels", "holds", "pos", "session", "sets")
+
+    def __init__(self, pos: Position, base: Ledger, data: Ledger, session: str | None,
+                 holds: Callable[[Ledger], bool]) -> None:
+        self.pos = pos
+        self.base = base
+        self.data = data
+        self.session = session
+        self.holds = holds
+        self.sets, self.dels = journal.changes(base, data)
 
 
 class Store:
@@ -536,46 +592,156 @@ class JsonFileStore(Store):
         self, known: tuple[Position | None, Ledger] | None = None, checkpoint: bool = False
     ) -> Iterator[Ledger]:
         """Lock, yield the ledger, commit it on a clean exit (see Store.transaction)."""
+        with self._locked(known, checkpoint, None) as data:
+            assert data is not None
+            yield data
+
+    def commit_prepared(self, prepared: Prepared) -> contextlib.AbstractContextManager[
+            Ledger | None]:
+        """Context manager: lock, and commit a change worked out without the lock if it still
+        holds (yield None: done); else yield the ledger brought up to date, to change again
+        and commit on a clean exit, as `transaction` does.
+
+        The change holds when nothing was committed since `prepared` was read, or when what
+        was (other sessions' commits) touched nothing it changed or read, but for the usage
+        sums (`MERGED`), which it adds its part to, and `prepared.holds` accepts the result.
+        The lock is then held only to read what was committed meanwhile, append one line and
+        bring the hot view along: the transcripts were read and the decision made before it.
+        """
+        return self._locked((prepared.pos, prepared.base), False, prepared)
+
+    @contextmanager
+    def _locked(
+        self, known: tuple[Position | None, Ledger] | None, checkpoint: bool,
+        prepared: Prepared | None,
+    ) -> Iterator[Ledger | None]:
         base: Ledger | None = None
         unsynced: tuple[int, bool] | None = None
-        if known is not None and known[0] is not None and not known[0].bad:
+        if prepared is None and known is not None and known[0] is not None and not known[0].bad:
             base = journal.copy(known[1])  # before the lock: the copy is the costly part
         release = self._lock()
         try:
             self._sweep_temps()
-            pos: Position | None = None
-            if known is not None and known[0] is not None and base is not None:
-                data = known[1]
-                pos = self._read_since(known[0], data, base)
-            if pos is None:
-                data, pos = self._reload()
-                if pos is not None and pos.bad:
-                    self._keep(self.journal, "corrupt")  # and read() told the user
-                    checkpoint = True
-                base = journal.copy(data)
-            assert base is not None
-            self._held = data
-            try:
-                yield data
-            finally:
-                self._held = None
-            try:
-                if pos is not None and pos.migrated:
-                    # The first commit after an upgrade writes the ledger back in this schema
-                    # (even with nothing new), keeping the old files, once, for going back.
-                    self.move_aside(f"schema{pos.migrated}")
-                    checkpoint = True
-                unsynced = self._commit(data, base, pos, checkpoint)
-            except OSError as e:
-                raise LedgerError(
-                    f"cannot write the ledger {self.file}: {e.strerror or e}"
-                ) from None
-            if os.environ.get(CHECK_ENV):
-                self._check_replay(data)
+            done: Any = _STALE if prepared is None else self._rebase(prepared)
+            if done is not _STALE:
+                unsynced = done
+                yield None
+            elif prepared is not None:
+                _step("rebase.stale")
+                # Worked out again on the ledger as it is now: the rare case (a conflict, or
+                # a decision that changed), so the copy is made here.
+                if prepared.base and not prepared.pos.bad:
+                    base = journal.copy(prepared.base)
+                else:
+                    known = None  # its ledger was spent on the merge: read the whole one
+            if done is _STALE:
+                unsynced = yield from self._work_locked(known, base, checkpoint)
         finally:
             release()
         if unsynced is not None:
             self._sync_line(*unsynced)
+
+    def _work_locked(
+        self, known: tuple[Position | None, Ledger] | None, base: Ledger | None,
+        checkpoint: bool,
+    ) -> Generator[Ledger, None, tuple[int, bool] | None]:
+        """The ledger brought up to date, yielded to be changed, then committed (call with
+        the lock held); return the journal's descriptor to sync once the lock is released."""
+        pos: Position | None = None
+        if known is not None and known[0] is not None and base is not None:
+            data = known[1]
+            pos = self._read_since(known[0], data, base)
+        if pos is None:
+            data, pos = self._reload()
+            if pos is not None and pos.bad:
+                self._keep(self.journal, "corrupt")  # and read() told the user
+                checkpoint = True
+            base = journal.copy(data)
+        assert base is not None
+        self._held = data  # the decision state's operations read and change it meanwhile
+        try:
+            yield data
+        finally:
+            self._held = None
+        try:
+            if pos is not None and pos.migrated:
+                # The first commit after an upgrade writes the ledger back in this schema
+                # (even with nothing new), keeping the old files, once, for going back.
+                self.move_aside(f"schema{pos.migrated}")
+                checkpoint = True
+            unsynced = self._commit(data, base, pos, checkpoint)
+        except OSError as e:
+            raise LedgerError(
+                f"cannot write the ledger {self.file}: {e.strerror or e}"
+            ) from None
+        if os.environ.get(CHECK_ENV):
+            self._check_replay(data)
+        return unsynced
+
+    def _rebase(self, prep: Prepared) -> Any:
+        """Commit `prep` on the ledger as it is now (call with the lock held): the journal
+        descriptor to sync (None: nothing to sync), or _STALE when the change no longer holds
+        (nothing written; `prep.data` may be changed, and `prep.base` emptied when it was
+        spent on the merge)."""
+        pos = prep.pos
+        if pos.bad or pos.migrated or pos.snapshot is None:
+            return _STALE  # the full read keeps the bad lines aside, or writes the schema back
+        try:
+            st = os.stat(self.file)
+        except OSError:
+            return _STALE
+        if _stamp(st) != pos.snapshot or self._committed_at() != pos.head:
+            return _STALE  # a checkpoint came between: the whole ledger changed
+        try:
+            with open(self.journal, "rb") as j:
+                jst = os.fstat(j.fileno())
+                where = (jst.st_dev, jst.st_ino)
+                # No journal when it was read: a commit since began one (on the same snapshot).
+                if pos.journal not in (None, where) or jst.st_size < pos.end:
+                    return _STALE
+                j.seek(pos.end)
+                lines = journal.parse(j.read(), pos.seq)
+        except FileNotFoundError:
+            if pos.journal is not None:
+                return _STALE
+            lines, where = journal.parse(b"", pos.seq), None
+        sets, dels = prep.sets, prep.dels
+        data, base = prep.data, prep.base
+        if lines.entries:
+            if lines.bad or any(e[0] != pos.seq + 1 + n for n, e in enumerate(lines.entries)):
+                return _STALE  # the full read reports and keeps them
+            merged = _merge(prep, lines.entries)
+            if merged is None:
+                return _STALE
+            sets = [[p, v] for p, v in sets if not _merged_table(p)] + merged
+            # The ledger as committed now, then this change on it, in the order a replay
+            # makes (the order of a table's entries is read: the newest warning is the last).
+            # What the hot view needs of the ledger before this change: our records.
+            base = {"files": {p[1]: prep.base["files"].get(p[1]) for p in
+                              [*(x[0] for x in sets), *dels] if p[0] == "files" and len(p) > 1},
+                    "sessions": {p[1]: journal.copy(prep.base["sessions"][p[1]]) for p in
+                                 [*(x[0] for x in sets), *dels]
+                                 if p[0] == "sessions" and len(p) > 1
+                                 and p[1] in prep.base["sessions"]}}
+            data = prep.base
+            prep.base = {}  # spent: a commit worked out again reads the whole ledger
+            _replay(data, lines)
+            if lines.bad or not journal.applies(data, sets, dels):
+                return _STALE
+            journal.apply(data, sets, dels)
+            if not prep.holds(data):
+                return _STALE
+        elif lines.bad:
+            return _STALE
+        now = Position(pos.snapshot, pos.head, where, pos.end + lines.end, lines.last, 0,
+                       pos.size, pos.migrated)
+        try:
+            unsynced = self._commit(data, base, now, False, (sets, dels))
+        except OSError as e:
+            raise LedgerError(f"cannot write the ledger {self.file}: {e.strerror or e}") from None
+        if os.environ.get(CHECK_ENV):
+            self._check_replay(data)
+        return unsynced
 
     def _reload(self) -> tuple[Ledger, Position | None]:
         """The whole ledger read again (call with the lock held); a corrupt one kept aside."""
@@ -607,15 +773,18 @@ class JsonFileStore(Store):
             ) from None
 
     def _commit(
-        self, data: Ledger, base: Ledger, pos: Position | None, full: bool
+        self, data: Ledger, base: Ledger, pos: Position | None, full: bool,
+        change: tuple[list[Any], list[Any]] | None = None,
     ) -> tuple[int, bool] | None:
         """Append what changed to the journal, or fold it all into the snapshot; return the
-        journal's descriptor to fsync once the lock is released (and whether it is new)."""
+        journal's descriptor to fsync once the lock is released (and whether it is new).
+        `change`: what changed, when the caller knows (a prepared commit)."""
         seq = pos.seq if pos is not None else 0
         if pos is None or pos.snapshot is None:
             full = True  # no snapshot yet (or a new ledger after a corrupt one)
         if not full:
-            sets, dels = journal.changes(base, data)
+            sets, dels = change if change is not None else journal.changes(base, data)
+            sets = list(sets)
             if not sets and not dels:
                 at = _stamps_at(pos) if pos is not None else None
                 if at is not None:
@@ -863,6 +1032,158 @@ def _replay(data: Ledger, lines: journal.Lines) -> None:
             lines.last = seq
         else:
             lines.bad += 1
+
+
+def _merged_table(path: list[str]) -> bool:
+    return bool(path) and path[0] in MERGED
+
+
+def _forked(record: Any) -> bool:
+    return type(record) is not dict or bool(record.get(S_FORK_KEYS)) or any(
+        k in record for k in _FORKED)
+
+
+def _merge(prep: Prepared, entries: list[tuple[int, list[Any], list[Any]]]) -> list[Any] | None:
+    """`prep`'s changes to the usage sums (MERGED) on top of the commits `entries` made since
+    it was read, as [path, value] pairs; None when those commits touched anything else it
+    changed or read (see _FREE), or a fork's records."""
+    mine: dict[tuple[str, ...], bool] = {}  # our paths outside the sums: True set, False deleted
+    for path, _value in prep.sets:
+        if not path:
+            return None
+        if not _merged_table(path):
+            mine[tuple(path)] = True
+    for path in prep.dels:
+        if _merged_table(path):
+            return None
+        mine[tuple(path)] = False
+    within = {t[:i] for t in mine for i in range(1, len(t))}  # what holds one of ours
+    ours = prep.data["sessions"].get(prep.session) if prep.session is not None else None
+    if ours is not None and _forked(ours):
+        return None
+    sums: set[str] = set()
+    for _seq, sets, dels in entries:
+        for path, deleted in [*((p, False) for p, _v in sets), *((p, True) for p in dels)]:
+            if not path:
+                return None
+            if path[0] in MERGED:
+                if len(path) < 2:
+                    return None  # a whole table replaced (a session starting prunes hours)
+                sums.add(path[0])
+                continue
+            if path[0] not in _FREE:
+                return None
+            if path[0] == "sessions" and (
+                len(path) < 2 or path[1] == prep.session
+                or _forked(prep.base["sessions"].get(path[1], {}))
+                or (len(path) > 2 and path[2] in (*_FORKED, S_FORK_KEYS))
+            ):
+                return None  # its own record (read whole by ingest), or a fork's
+            if path[0] == "files" and len(path) > 1 and prep.session is not None and any(
+                type(rec) is list and len(rec) > FILE_SESSION and rec[FILE_SESSION] == prep.session
+                for rec in (prep.base["files"].get(path[1]), _set_value(sets, path))
+            ):
+                return None  # where reading its own transcripts stopped
+            t = tuple(path)
+            if t in within:
+                return None  # replaced what holds a change of ours
+            for i in range(1, len(t) + 1):
+                kind = mine.get(t[:i])
+                if kind is not None and not (kind is False and deleted and i == len(t)):
+                    return None  # the same entry (both deleting it is the same change)
+        for path, value in sets:
+            if path[0] == "sessions" and len(path) == 2 and _forked(value):
+                return None
+    both = sums & {p[0] for p, _v in prep.sets if _merged_table(p)}
+    # Only the entries either side touched are copied: the usage buckets grow with the
+    # projects active in the window, and this runs under the lock.
+    touched: dict[str, set[str]] = {t: set() for t in both}
+    for path in [*(p for _s, sets, dels in entries for p in [*(x[0] for x in sets), *dels]),
+                 *(p for p, _v in prep.sets)]:
+        if path[0] in both:
+            if len(path) < 2:
+                return None  # a whole table of ours: not a sum
+            touched[path[0]].add(path[1])
+    theirs = {t: {k: journal.copy(prep.base[t][k]) for k in keys if k in prep.base[t]}
+              for t, keys in touched.items()}
+    for _seq, sets, dels in entries:
+        for path in dels:
+            if path[0] in both:
+                node = _node(theirs[path[0]], path[1:-1])
+                if node is None:
+                    return None
+                node.pop(path[-1], None)
+        for path, value in sets:
+            if path[0] in both:
+                node = _node(theirs[path[0]], path[1:-1])
+                if node is None:
+                    return None
+                node[path[-1]] = value
+    out = []
+    for path, value in prep.sets:
+        if not _merged_table(path):
+            continue
+        if path[0] in both:
+            old = _node(prep.base[path[0]], path[1:-1])
+            now = _node(theirs[path[0]], path[1:-1])
+            value = _sum(path[0], len(path), None if old is None else old.get(path[-1]), value,
+                         None if now is None else now.get(path[-1]))
+            if value is _STALE:
+                return None
+        out.append([path, value])
+    return out
+
+
+def _set_value(sets: list[Any], path: list[str]) -> Any:
+    """The value a line's `sets` give `path` (None: none)."""
+    for p, value in sets:
+        if p == path:
+            return value
+    return None
+
+
+def _node(table: Any, keys: list[str]) -> Any:
+    """The dict at `keys` under `table`; None if there is none."""
+    for key in keys:
+        table = table.get(key) if type(table) is dict else None
+    return table if type(table) is dict else None
+
+
+def _sum(table: str, depth: int, before: Any, mine: Any, theirs: Any) -> Any:
+    """One usage sum: what others made of `before` (`theirs`) plus what this change added to
+    it (`mine` - `before`); _STALE when the shapes are not a sum's."""
+    if theirs is None:
+        return mine if before is None else _STALE  # they removed it: not a sum
+    if before is not None and theirs == before:
+        return mine  # only ours changed it: exactly ours
+    if table == "skipped" and depth == 2:
+        if type(mine) is not int or type(theirs) is not int or type(before or 0) is not int:
+            return _STALE
+        return theirs + mine - (before or 0)
+    if table == "hours" and depth == 2:
+        if type(mine) is not dict or type(theirs) is not dict:
+            return _STALE
+        out = dict(theirs)
+        for project, entry in mine.items():
+            was = before.get(project) if type(before) is dict else None
+            summed = _sum(table, 3, was, entry, theirs.get(project))
+            if summed is _STALE:
+                return _STALE
+            out[project] = summed
+        return out
+    width = 4 if table == "hours" else 2
+    if (table == "hours" and depth != 3) or (table != "hours" and depth != 2):
+        return _STALE
+    zero = [0, 0.0, 0, 0][:width]
+    was = zero if before is None else before
+    for v in (mine, theirs, was):
+        if type(v) is not list or len(v) != width or not all(
+                type(x) in (int, float) for x in v):
+            return _STALE
+    summed = [theirs[0] + (mine[0] - was[0]), theirs[1] + (mine[1] - was[1])]
+    if table == "hours":
+        summed += [min(theirs[2], mine[2]), max(theirs[3], mine[3])]  # first and last second
+    return summed
 
 
 def _touched(data: Ledger, entries: list[tuple[int, list[Any], list[Any]]]) -> Ledger:
