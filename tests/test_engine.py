@@ -139,6 +139,14 @@ def test_turn_aliases_end_even_in_a_cycle() -> None:
     assert resolve_turn(session, "x") in ("x", "y")  # stops after 8 steps
 
 
+def test_turn_aliases_are_followed_for_eight_steps_and_no_more() -> None:
+    """The walk's bound (resolve_turn's docstring): a chain of 8 aliases reaches its turn, and
+    the walk stops after 8 steps on a longer chain, as on a cycle in a damaged ledger."""
+    session = {"a": {f"n{i}": f"n{i + 1}" for i in range(9)}}  # n0 -> n1 -> ... -> n9
+    assert resolve_turn(session, "n1") == "n9"
+    assert resolve_turn(session, "n0") == "n8"
+
+
 def test_the_plugins_own_command_is_never_refused() -> None:
     ledger = ledger_with({"/p": (1_000, 0.0)})
     for text, exempt in (("/tokenbudget status", True), ("/tokenbudget:tokenbudget", True),
