@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import FORK_CASES, install_fixture
 from tests.test_ingest import A, only_compacted
-from tokenbudget import query, sync
+from tokenbudget import enforce, query, sync
 from tokenbudget.ledger import BUCKET, Ledger
 from tokenbudget.schema import HOUR_TOKENS, M_USAGE, S_MODELS
 
@@ -171,3 +171,28 @@ def test_a_held_turn_joining_its_turn_leaves_the_sessions_other_turns_alone(
         assert 901 + 40_000 - 903 <= by["prompt"][0] <= 901 + 40_000, by
         totals.append(tuple(map(sum, zip(*by.values(), strict=True))))
     assert totals[0] == totals[1]
+
+
+def test_a_forks_own_response_rewritten_larger_leaves_its_hidden_usage_whole(
+    private_home: Path,
+) -> None:
+    """A fork's own response is written again with more output (streaming), and its total holds
+    usage in no line (30,000 input and 300 output tokens): the fork is charged its response at
+    the larger size and all of that hidden usage. Its own growth is no copy of the parent's: it
+    must not raise what the fork is taken to have inherited, which would eat its hidden output."""
+    projects = install_fixture("forked", private_home / ".claude")
+    parent, fork = "41481808-d348-404b-a183-6d629348bbef", "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    path = next(projects.glob(f"*/{fork}.jsonl"))
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()]
+    own = [d for d in lines
+           if d.get("type") == "assistant" and d["message"]["id"] == "msg_fake_00005"]
+    own[-1]["message"]["usage"]["output_tokens"] = 545  # was 45, as on the line before it
+    total = lines[-1]["modelUsage"]["claude-opus-5-5"]
+    total["outputTokens"] += 500 + 300
+    total["inputTokens"] += 30_000
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    ledger = store.snapshot()
+    assert enforce.session_used(ledger, fork)[0] == (905 + 545 + 105 + 2050) + 30_300
+    assert enforce.session_used(ledger, parent)[0] == 3610 + 170 + 8100 + 410
