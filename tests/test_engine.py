@@ -158,6 +158,17 @@ def test_the_plugins_own_command_is_never_refused() -> None:
     assert not engine.exempt("PreToolUse", ctx)
 
 
+def test_only_the_prompt_of_the_plugins_own_command_is_exempt() -> None:
+    """The tool calls and the stop of a /tokenbudget turn meet the budgets like any other
+    turn's: what is never refused is the command's prompt (exempt's docstring)."""
+    ledger = ledger_with({"/p": (1_000, 0.0)})
+    ledger["sessions"][SID]["t"]["p-1"] = ["/tokenbudget", NOW - 60, 0, 0.0]
+    for event in ("PreToolUse", "PostToolUse", "PostToolBatch", "Stop"):
+        ctx = engine.event_context(event, ledger, CFG, NOW, session_id=SID, cwd="/p",
+                                   prompt_id="p-1")
+        assert ctx.command == "/tokenbudget" and not engine.exempt(event, ctx), event
+
+
 # ---------------------------------------------------------------- what is decided
 
 
