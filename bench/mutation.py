@@ -412,15 +412,16 @@ def run_one(
     path = work / "tokenbudget" / f"{module}.py"
     lo, hi = m["lines"]  # type: ignore[misc]
     by_line = lines.get(f"tokenbudget/{module}.py", {})
-    tests = sorted({t for n in range(lo, hi + 1) for t in by_line.get(n, [])},
+    # A line run only at import (a constant, a pattern, a default) has no test's context, or
+    # that of whichever test happened to import the module first in its map process: the
+    # tests of the functions that use what it defines (or whose default it is) run too, else
+    # the test files that execute most of the module's lines.
+    source = path.read_text()
+    users = _users_of(source, lo, hi)
+    tests = sorted({t for n in {*range(lo, hi + 1), *users} for t in by_line.get(n, [])},
                    key=lambda t: (durations.get(t, 0.0), t))
-    if not tests:
-        # A line run only at import (a constant, a pattern, a default) has no test's context:
-        # the tests of the functions that use what it defines (or whose default it is) stand
-        # in, else the test files that execute most of the module's lines.
-        users = _users_of(path.read_text(), lo, hi)
-        tests = sorted({t for n in users for t in by_line.get(n, [])},
-                       key=lambda t: (durations.get(t, 0.0), t)) or _main_test_files(by_line)
+    if not tests or (not users and not _in_a_function_body(source, lo)):
+        tests += _main_test_files(by_line)
     operator = cosmic_ray.plugins.get_operator(str(m["operator"]))()
     result: dict[str, object] = {**m, "covering": len(tests)}
     with use_mutation(path, operator, int(m["occurrence"])) as (before, after):  # type: ignore[call-overload]
@@ -473,6 +474,15 @@ def _users_of(source: str, lo: int, hi: int) -> set[int]:
         ):
             lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     return lines
+
+
+def _in_a_function_body(source: str, line: int) -> bool:
+    """Whether `line` runs when a function is called (not once, at import)."""
+    return any(
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.body
+        and node.body[0].lineno <= line <= (node.end_lineno or node.lineno)
+        for node in ast.walk(ast.parse(source))
+    )
 
 
 def _main_test_files(by_line: dict[int, list[str]], n: int = 4) -> list[str]:
