@@ -4,6 +4,7 @@ Usage (from the repository root, with the `mutation` extra installed):
 
     .venv/bin/python bench/mutation.py [--modules budgets enforce engine ingest pricing]
         [--sample 80] [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
+        [--check-equivalent] [--cold]
 
 Mutants are made by cosmic-ray's operators. Those in annotations, `if TYPE_CHECKING:` blocks and
 docstrings are left out (with `from __future__ import annotations` nothing evaluates them).
@@ -13,10 +14,14 @@ suite under coverage with one context per test, fastest tests first, stopping at
 failure), then, if it survived, against the hook tests (which run the hook in a subprocess,
 where coverage does not see them). A mutant is killed when a test fails or errors, or when the
 run passes its time (three times what its tests took unmutated, plus 20 s, at most the
-timeout). `bench/mutation-equivalent.txt` lists mutants judged equivalent (by id, with the
-reason and the change judged); they are left out of the score while their id makes that
-change. Results go to `--out` as JSON lines (one per mutant, a finished id is not run again
-unless `--fresh`), and a summary with every survivor is printed as Markdown.
+timeout). Each copy has a resident test runner: a process that has imported pytest and its
+plugins once and forks a child for each test run, which imports the tests and the mutated
+module from the copy as a new process would (`--cold` starts pytest anew each time instead).
+`bench/mutation-equivalent.txt` lists mutants judged equivalent (by id, with the reason and the
+change judged); they are left out of the score while their id makes that change, and not run
+(`--check-equivalent` runs them too, and names any a test now kills). Results go to `--out` as
+JSON lines (one per mutant, a finished id is not run again unless `--fresh`), and a summary
+with every survivor is printed as Markdown.
 """
 
 from __future__ import annotations
@@ -51,29 +56,139 @@ COPIED = ("tokenbudget", "tests", "hooks", "bench", "skills", "pyproject.toml", 
 EQUIVALENT = REPO / "bench" / "mutation-equivalent.txt"
 
 
-def _pytest(python: str, cwd: Path, args: list[str], timeout: float) -> tuple[str, float, str]:
-    """Run pytest in `cwd` on `args`: ('passed', 'failed', 'empty' or 'timeout', seconds, the
-    first failure's line)."""
-    env = dict(os.environ, PYTHONPATH=str(cwd), PYTHONDONTWRITEBYTECODE="1")
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not e2e",
-             *args],
-            cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - start, ""
-    took = time.monotonic() - start
-    if proc.returncode == 0:
-        return "passed", took, ""
-    if proc.returncode == 5:
-        return "empty", took, ""
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", "not e2e"]
+
+
+def _outcome(code: int, out: str) -> tuple[str, str]:
+    """pytest's exit code as 'passed', 'failed' or 'empty', with the first failure's line."""
+    if code == 0:
+        return "passed", ""
+    if code == 5:
+        return "empty", ""
     # 1: a test failed; 2-4: collection or import failed (incompetent: pytest says 4, "found
     # no collectors", when a test file given by id no longer imports)
-    lines = (proc.stdout + proc.stderr).decode(errors="replace").splitlines()
-    first = next((ln for ln in lines if ln.startswith(("FAILED ", "ERROR"))), lines[-1:] or [""])
-    return "failed", took, first if isinstance(first, str) else first[0]
+    lines = out.splitlines()
+    return "failed", next((ln for ln in lines if ln.startswith(("FAILED ", "ERROR"))),
+                          lines[-1] if lines else "")
+
+
+class ColdRunner:
+    """Runs pytest as a new process for each test run (`--cold`): what `Resident` saves is
+    measured against this."""
+
+    def __init__(self, python: str, cwd: Path) -> None:
+        self.python, self.cwd = python, cwd
+
+    def run(self, args: list[str], timeout: float) -> tuple[str, float, str]:
+        """pytest on `args` in the work copy: ('passed', 'failed', 'empty' or 'timeout',
+        seconds, the first failure's line)."""
+        env = dict(os.environ, PYTHONPATH=str(self.cwd), PYTHONDONTWRITEBYTECODE="1")
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                [self.python, "-m", "pytest", *PYTEST_ARGS, *args],
+                cwd=self.cwd, env=env, capture_output=True, timeout=timeout, check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            return "timeout", time.monotonic() - start, ""
+        took = time.monotonic() - start
+        outcome, first = _outcome(proc.returncode, (proc.stdout + proc.stderr).decode(
+            errors="replace"))
+        return outcome, took, first
+
+    def close(self) -> None:
+        pass
+
+
+class Resident:
+    """A test runner that stays up for one work copy (`--serve`): it imports pytest and its
+    plugins once, then forks a child for each test run, in which pytest starts, imports the
+    tests and the (mutated) package from the work copy, and runs them. Nothing of tokenbudget or
+    the tests is loaded before the fork (the server checks), so each run sees the module as it
+    is on disk then, as a new process would; what is saved is the interpreter's start and the
+    import of pytest, hypothesis and pytest-cov."""
+
+    def __init__(self, python: str, cwd: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=str(cwd), PYTHONDONTWRITEBYTECODE="1")
+        self.proc = subprocess.Popen(
+            [python, str(Path(__file__).resolve()), "--serve"], cwd=cwd, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+
+    def run(self, args: list[str], timeout: float) -> tuple[str, float, str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"args": args, "timeout": timeout}) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"the resident test runner ended (exit {self.proc.wait()})")
+        answer = json.loads(reply)
+        if answer["code"] is None:
+            return "timeout", answer["took"], ""
+        outcome, first = _outcome(answer["code"], answer["out"])
+        return outcome, answer["took"], first
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve() -> None:
+    """The resident runner's server: one JSON request a line on stdin ({args, timeout}), one
+    reply a line on stdout ({code: pytest's exit code or null for a timeout, took, out})."""
+    import importlib.metadata
+    import signal
+
+    import pytest
+
+    # Plugins pytest would load from their entry points: imported here once. pytest then
+    # cannot rewrite their asserts (it says so with a warning, ignored below); the tests' own
+    # modules are imported after the fork and rewritten as usual.
+    for ep in importlib.metadata.entry_points(group="pytest11"):
+        ep.load()
+    loaded = [n for n in sys.modules if n.split(".")[0] in ("tokenbudget", "tests", "conftest")]
+    if loaded:
+        raise SystemExit(f"the resident runner must not load the code under test: {loaded}")
+    replies = sys.stdout
+    for line in sys.stdin:
+        request = json.loads(line)
+        with tempfile.TemporaryFile() as out:
+            start = time.monotonic()
+            pid = os.fork()
+            if pid == 0:  # the child: one pytest run, in a process group of its own
+                exit_code = 3
+                try:
+                    os.setpgid(0, 0)
+                    null = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.dup2(out.fileno(), 1)
+                    os.dup2(out.fileno(), 2)
+                    exit_code = int(pytest.main([
+                        *PYTEST_ARGS, "-W", "ignore::pytest.PytestAssertRewriteWarning",
+                        *request["args"]]))
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(exit_code)
+            deadline = start + float(request["timeout"])
+            code: int | None = None
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    code = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    os.killpg(pid, signal.SIGKILL)  # the run and whatever it started
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.01)
+            took = time.monotonic() - start
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+        replies.write(json.dumps({"code": code, "took": took, "out": text[-20000:]}) + "\n")
+        replies.flush()
 
 
 def _copy_repo(into: Path) -> Path:
@@ -93,37 +208,52 @@ def _copy_repo(into: Path) -> Path:
 Lines = dict[str, dict[int, list[str]]]
 
 
-def coverage_map(python: str, work: Path) -> tuple[Lines, dict[str, float]]:
-    """{module file: {line: [test node ids]}} and each test's duration, from one covered run."""
-    junit = work / "junit.xml"
-    env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1",
-               COVERAGE_FILE=str(work / ".coverage"))
-    ignores = [f"--ignore={t}" for t in EXCLUDED_TESTS]
+def coverage_map(python: str, work: Path, jobs: int = 1) -> tuple[Lines, dict[str, float]]:
+    """{module file: {line: [test node ids]}} and each test's duration, from one covered run of
+    the suite, split by test file into `jobs` runs side by side (their data combined)."""
+    env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1")
+    files = sorted(
+        (f for f in (work / "tests").rglob("test_*.py")
+         if not str(f.relative_to(work)).startswith(EXCLUDED_TESTS)),
+        key=lambda f: (-f.stat().st_size, f),
+    )
+    shares: list[list[Path]] = [[] for _ in range(max(1, jobs))]
+    for f in files:  # the largest files first, each to the share with the fewest bytes so far
+        min(shares, key=lambda share: sum(x.stat().st_size for x in share)).append(f)
     # pytest-cov names each context after the test item running (coverage's own
     # test_function contexts credit a property test's lines to hypothesis' internals).
-    subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not e2e",
-         "--cov=tokenbudget", "--cov-context=test", "--cov-report=", f"--junitxml={junit}",
-         *ignores, "tests"],
-        cwd=work, env=env, capture_output=True, check=False,
-    )
+    runs = [
+        subprocess.Popen(
+            [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not e2e",
+             "--cov=tokenbudget", "--cov-context=test", "--cov-report=",
+             f"--junitxml={work / f'junit{i}.xml'}", *map(str, share)],
+            cwd=work, env=dict(env, COVERAGE_FILE=str(work / f".coverage{i}")),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for i, share in enumerate(shares) if share
+    ]
+    for run in runs:
+        run.wait()
     from coverage import CoverageData
 
-    data = CoverageData(basename=str(work / ".coverage"))
-    data.read()
     lines: dict[str, dict[int, list[str]]] = {}
-    for filename in data.measured_files():
-        by_line = data.contexts_by_lineno(filename)
-        rel = os.path.relpath(filename, work) if os.path.isabs(filename) else filename
-        lines[rel] = {n: sorted({_test_of(c) for c in ctx if c}) for n, ctx in by_line.items()}
     durations: dict[str, float] = {}
     broken: set[str] = set()
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        # classname tests.test_budgets, name test_x[param]: the function's total time.
-        node = _node_id(work, f"{case.get('classname')}.{case.get('name', '').split('[')[0]}")
-        durations[node] = durations.get(node, 0.0) + float(case.get("time") or 0)
-        if case.find("failure") is not None or case.find("error") is not None:
-            broken.add(node)
+    for i in range(len(runs)):
+        data = CoverageData(basename=str(work / f".coverage{i}"))
+        data.read()
+        for filename in data.measured_files():
+            by_line = data.contexts_by_lineno(filename)
+            rel = os.path.relpath(filename, work) if os.path.isabs(filename) else filename
+            into = lines.setdefault(rel, {})
+            for n, ctx in by_line.items():
+                into[n] = sorted(set(into.get(n, [])) | {_test_of(c) for c in ctx if c})
+        for case in ET.parse(work / f"junit{i}.xml").getroot().iter("testcase"):
+            # classname tests.test_budgets, name test_x[param]: the function's total time.
+            node = _node_id(work, f"{case.get('classname')}.{case.get('name', '').split('[')[0]}")
+            durations[node] = durations.get(node, 0.0) + float(case.get("time") or 0)
+            if case.find("failure") is not None or case.find("error") is not None:
+                broken.add(node)
     if broken:
         # A test that fails with no mutant would kill every mutant it runs on.
         print(f"left out, failing without a mutant: {sorted(broken)}", file=sys.stderr)
@@ -229,6 +359,23 @@ def _equivalent() -> dict[str, str]:
     return found
 
 
+def _listed_change(m: dict[str, object], listed: dict[str, str]) -> str | None:
+    """The diff of mutant `m` if mutation-equivalent.txt lists it for the change it makes now,
+    else None (not listed, or listed for a change its id no longer makes)."""
+    if m["id"] not in listed:
+        return None
+    import cosmic_ray.plugins
+    from cosmic_ray.mutating import mutate_code
+
+    before = (REPO / "tokenbudget" / f"{m['module']}.py").read_text()
+    operator = cosmic_ray.plugins.get_operator(str(m["operator"]))()
+    after = mutate_code(before, operator, int(m["occurrence"]))  # type: ignore[arg-type]
+    if after is None:
+        return None
+    diff = _diff(before, after)
+    return diff if listed[str(m["id"])] == _change(diff) else None
+
+
 def _change(diff: str) -> str:
     """A mutant's diff without its line numbers, which move with any edit above it."""
     return " | ".join(ln.split(": ", 1)[1] if ln.split(": ", 1)[0].isdigit() else ln
@@ -255,7 +402,7 @@ def equivalent_ids(results: list[dict[str, object]], listed: dict[str, str]) -> 
 
 
 def run_one(
-    python: str, work: Path, m: dict[str, object], lines: Lines,
+    runner: ColdRunner | Resident, work: Path, m: dict[str, object], lines: Lines,
     durations: dict[str, float], timeout: float,
 ) -> dict[str, object]:
     import cosmic_ray.plugins
@@ -265,15 +412,16 @@ def run_one(
     path = work / "tokenbudget" / f"{module}.py"
     lo, hi = m["lines"]  # type: ignore[misc]
     by_line = lines.get(f"tokenbudget/{module}.py", {})
-    tests = sorted({t for n in range(lo, hi + 1) for t in by_line.get(n, [])},
+    # A line run only at import (a constant, a pattern, a default) has no test's context, or
+    # that of whichever test happened to import the module first in its map process: the
+    # tests of the functions that use what it defines (or whose default it is) run too, else
+    # the test files that execute most of the module's lines.
+    source = path.read_text()
+    users = _users_of(source, lo, hi)
+    tests = sorted({t for n in {*range(lo, hi + 1), *users} for t in by_line.get(n, [])},
                    key=lambda t: (durations.get(t, 0.0), t))
-    if not tests:
-        # A line run only at import (a constant, a pattern, a default) has no test's context:
-        # the tests of the functions that use what it defines (or whose default it is) stand
-        # in, else the test files that execute most of the module's lines.
-        users = _users_of(path.read_text(), lo, hi)
-        tests = sorted({t for n in users for t in by_line.get(n, [])},
-                       key=lambda t: (durations.get(t, 0.0), t)) or _main_test_files(by_line)
+    if not tests or (not users and not _in_a_function_body(source, lo)):
+        tests += _main_test_files(by_line)
     operator = cosmic_ray.plugins.get_operator(str(m["operator"]))()
     result: dict[str, object] = {**m, "covering": len(tests)}
     with use_mutation(path, operator, int(m["occurrence"])) as (before, after):  # type: ignore[call-overload]
@@ -282,14 +430,14 @@ def run_one(
         result["diff"] = _diff(before, after)
         stage = "covering"
         outcome, took, failure = (
-            _pytest(python, work, tests, _limit(tests, durations, timeout))
+            runner.run(tests, _limit(tests, durations, timeout))
             if tests else ("empty", 0.0, "")
         )
         if outcome in ("passed", "empty"):
             stage = "hook"
             hook = [t for t in durations if t.startswith(HOOK_TESTS)]
-            outcome, more, failure = _pytest(
-                python, work, list(HOOK_TESTS), _limit(hook, durations, timeout))
+            outcome, more, failure = runner.run(
+                list(HOOK_TESTS), _limit(hook, durations, timeout))
             took += more
     result.update(outcome="survived" if outcome in ("passed", "empty") else "killed",
                   by=outcome, stage=stage, failure=failure[:200], seconds=round(took, 1))
@@ -328,6 +476,15 @@ def _users_of(source: str, lo: int, hi: int) -> set[int]:
     return lines
 
 
+def _in_a_function_body(source: str, line: int) -> bool:
+    """Whether `line` runs when a function is called (not once, at import)."""
+    return any(
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.body
+        and node.body[0].lineno <= line <= (node.end_lineno or node.lineno)
+        for node in ast.walk(ast.parse(source))
+    )
+
+
 def _main_test_files(by_line: dict[int, list[str]], n: int = 4) -> list[str]:
     counts: dict[str, int] = {}
     for node_ids in by_line.values():
@@ -353,7 +510,8 @@ def summary(results: list[dict[str, object]], listed: dict[str, str]) -> str:
     equivalent = equivalent_ids(results, listed)
     out = ["| Module | Mutants | Sampled | Killed | Survived | Equivalent | Score |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    survivors = []
+    survivors: list[dict[str, object]] = []
+    contested: list[dict[str, object]] = []
     for module in sorted({str(r["module"]) for r in results}):
         rs = [r for r in results if r["module"] == module and r["outcome"] != "no-mutant"]
         eq = [r for r in rs if r["id"] in equivalent]
@@ -365,6 +523,10 @@ def summary(results: list[dict[str, object]], listed: dict[str, str]) -> str:
         out.append(f"| {module}.py | {pool} | {len(rs)} | {len(killed)} | {len(alive)} | "
                    f"{len(eq)} | {score} |")
         survivors += alive
+        contested += [r for r in eq if r["outcome"] == "killed"]
+    if contested:  # only with --check-equivalent: the entry's reason is wrong
+        out += ["", "Listed as equivalent, yet killed (fix mutation-equivalent.txt):", ""]
+        out += [f"- `{r['id']}`: {r['failure']}" for r in contested]
     if survivors:
         out += ["", "Survivors:", ""]
         for r in survivors:
@@ -387,7 +549,16 @@ def main() -> None:
     p.add_argument("--summary", action="store_true", help="print the summary of --out and stop")
     p.add_argument("--map", type=Path, help="keep the coverage map in this file, and reuse it "
                    "if it is there (only while the tests are unchanged)")
+    p.add_argument("--check-equivalent", action="store_true",
+                   help="run the mutants mutation-equivalent.txt lists too (by default one whose "
+                   "change is still the one judged is recorded as equivalent, not run)")
+    p.add_argument("--cold", action="store_true",
+                   help="start pytest as a new process for every test run (no resident runner)")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.serve:
+        serve()
+        return
 
     chosen: list[dict[str, object]] = []
     for module in args.modules:
@@ -421,6 +592,20 @@ def main() -> None:
         print(summary([r for i, r in done.items() if i in ids], _equivalent()))
         return
     todo = [m for m in chosen if args.only or m["id"] not in done]
+    listed = _equivalent()
+    if not args.check_equivalent:
+        judged = []
+        for m in todo:
+            diff = _listed_change(m, listed)
+            if diff is not None:
+                done[str(m["id"])] = {**m, "diff": diff, "outcome": "equivalent", "by": "listed",
+                                      "stage": "listed", "seconds": 0.0}
+                judged.append(m)
+        todo = [m for m in todo if m not in judged]
+        if judged:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("a") as f:
+                f.writelines(json.dumps(done[str(m["id"])]) + "\n" for m in judged)
     print(f"{len(chosen)} mutants, {len(todo)} to run", file=sys.stderr)
 
     python = sys.executable
@@ -431,20 +616,22 @@ def main() -> None:
             lines, durations = json.loads(args.map.read_text())
             lines = {f: {int(n): t for n, t in by.items()} for f, by in lines.items()}
         elif todo:
-            lines, durations = coverage_map(python, base)
+            lines, durations = coverage_map(python, base, args.jobs)
             print(f"coverage map in {time.monotonic() - started:.0f}s", file=sys.stderr)
             if args.map:
                 args.map.write_text(json.dumps([lines, durations]))
         works = [_copy_repo(Path(tmp) / f"w{i}") for i in range(max(1, args.jobs))]
-        free = list(works)
+        kind = ColdRunner if args.cold else Resident
+        free = [(work, kind(python, work)) for work in works]
+        runners = list(free)
         args.out.parent.mkdir(parents=True, exist_ok=True)
 
         def job(m: dict[str, object]) -> dict[str, object]:
-            work = free.pop()
+            work, runner = free.pop()
             try:
-                return run_one(python, work, m, lines, durations, args.timeout)
+                return run_one(runner, work, m, lines, durations, args.timeout)
             finally:
-                free.append(work)
+                free.append((work, runner))
 
         with concurrent.futures.ThreadPoolExecutor(len(works)) as executor, args.out.open("a") as f:
             for n, r in enumerate(executor.map(job, todo), 1):
@@ -454,10 +641,13 @@ def main() -> None:
                 done[str(r["id"])] = r
                 print(f"[{n}/{len(todo)} {time.monotonic() - started:.0f}s] {r['id']}: "
                       f"{r['outcome']}", file=sys.stderr)
-        if args.only:  # keep one line per id: the latest
-            args.out.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        for _, runner in runners:
+            runner.close()
+        print(f"mutants run in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    if args.only:  # keep one line per id: the latest
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
     wanted_ids = {m["id"] for m in chosen}
-    print(summary([r for i, r in done.items() if i in wanted_ids], _equivalent()))
+    print(summary([r for i, r in done.items() if i in wanted_ids], listed))
 
 
 if __name__ == "__main__":

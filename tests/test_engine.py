@@ -139,6 +139,14 @@ def test_turn_aliases_end_even_in_a_cycle() -> None:
     assert resolve_turn(session, "x") in ("x", "y")  # stops after 8 steps
 
 
+def test_turn_aliases_are_followed_for_eight_steps_and_no_more() -> None:
+    """The walk's bound (resolve_turn's docstring): a chain of 8 aliases reaches its turn, and
+    the walk stops after 8 steps on a longer chain, as on a cycle in a damaged ledger."""
+    session = {"a": {f"n{i}": f"n{i + 1}" for i in range(9)}}  # n0 -> n1 -> ... -> n9
+    assert resolve_turn(session, "n1") == "n9"
+    assert resolve_turn(session, "n0") == "n8"
+
+
 def test_the_plugins_own_command_is_never_refused() -> None:
     ledger = ledger_with({"/p": (1_000, 0.0)})
     for text, exempt in (("/tokenbudget status", True), ("/tokenbudget:tokenbudget", True),
@@ -148,6 +156,17 @@ def test_the_plugins_own_command_is_never_refused() -> None:
         assert engine.exempt("UserPromptSubmit", ctx) is exempt
     ctx = engine.event_context("PreToolUse", ledger, CFG, NOW, session_id=SID, cwd="/p")
     assert not engine.exempt("PreToolUse", ctx)
+
+
+def test_only_the_prompt_of_the_plugins_own_command_is_exempt() -> None:
+    """The tool calls and the stop of a /tokenbudget turn meet the budgets like any other
+    turn's: what is never refused is the command's prompt (exempt's docstring)."""
+    ledger = ledger_with({"/p": (1_000, 0.0)})
+    ledger["sessions"][SID]["t"]["p-1"] = ["/tokenbudget", NOW - 60, 0, 0.0]
+    for event in ("PreToolUse", "PostToolUse", "PostToolBatch", "Stop"):
+        ctx = engine.event_context(event, ledger, CFG, NOW, session_id=SID, cwd="/p",
+                                   prompt_id="p-1")
+        assert ctx.command == "/tokenbudget" and not engine.exempt(event, ctx), event
 
 
 # ---------------------------------------------------------------- what is decided

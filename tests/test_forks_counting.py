@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import FORK_CASES, install_fixture
 from tests.test_ingest import A, only_compacted
-from tokenbudget import query, sync
+from tokenbudget import enforce, query, sync
 from tokenbudget.ledger import BUCKET, Ledger
 from tokenbudget.schema import HOUR_TOKENS, M_USAGE, S_MODELS
 
@@ -98,3 +98,101 @@ def test_a_subagent_launched_from_a_note_counts_for_the_command_the_note_continu
     assert ledger["sessions"][sid]["a"] == {note: launching}
     groups = query.group("command", query.cells(ledger, {}), UTC)
     assert [g.key for g in groups] == ["/helper"]
+
+
+def _with_an_earlier_turn(main: Path, hidden: int) -> None:
+    """Put a plain turn (prompt id sorting after every other of the session) before the
+    transcript's first: its prompt, one response, and Claude Code's total then, `hidden` input
+    tokens more than the response (usage in no line); the final total grows by as much."""
+    lines = main.read_text().splitlines()
+    first = next(i for i, ln in enumerate(lines) if json.loads(ln).get("type") == "user")
+    reply = next(i for i, ln in enumerate(lines) if json.loads(ln).get("type") == "assistant")
+    prompt = json.loads(lines[first])
+    prompt["promptId"], prompt["message"]["content"] = "f" * 8 + "-0000-4000-8000-" + "0" * 12, "hi"
+    prompt["timestamp"] = "2026-11-28T17:10:00.000Z"  # minutes before the /helper turn
+    reply_line = json.loads(lines[reply])
+    reply_line["message"]["id"], reply_line["requestId"] = "msg_fake_00091", "req_fake_00091"
+    reply_line["timestamp"] = "2026-11-28T17:10:01.000Z"
+    answer = json.dumps(reply_line)
+    usage = reply_line["message"]["usage"]
+    final = json.loads(lines[-1])
+    model = final["modelUsage"]["claude-opus-5-5"]
+    earlier = dict(final, modelUsage={"claude-opus-5-5": dict(
+        model, inputTokens=usage["input_tokens"] + hidden, outputTokens=usage["output_tokens"],
+        cacheReadInputTokens=usage["cache_read_input_tokens"],
+        cacheCreationInputTokens=usage["cache_creation_input_tokens"])})
+    for field, extra in (("inputTokens", usage["input_tokens"] + hidden),
+                         ("outputTokens", usage["output_tokens"]),
+                         ("cacheReadInputTokens", usage["cache_read_input_tokens"]),
+                         ("cacheCreationInputTokens", usage["cache_creation_input_tokens"])):
+        model[field] += extra
+    main.write_text("\n".join([json.dumps(prompt), answer, json.dumps(earlier), *lines[:-1],
+                               json.dumps(final)]) + "\n")
+
+
+def _by_command(ledger: Ledger) -> dict[str, tuple[int, ...]]:
+    return {g.key: tuple(g.usage) for g in query.group("command", query.cells(ledger, {}), UTC)}
+
+
+def test_a_held_turn_joining_its_turn_leaves_the_sessions_other_turns_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain prompt, with usage in no line (40,000 input tokens in Claude Code's total), then
+    a /helper turn whose note launches a subagent: when the subagent is read first, its turn is
+    held, and when the note joins /helper's turn only the held turn's requests and corrections
+    go with it. The plain prompt keeps its response and its hidden usage whichever file is read
+    first (less at most the subagent's 903 input tokens, which the order of reading may credit
+    to either turn: the totals counted them before the subagent's line said which), and the
+    session's usage is the same."""
+    sid = "8e945286-e779-410e-9516-f3c30e65f9e5"
+    launching, note = "e1fb9928-8dba-4eae-9c5a-27858b8eb42a", "23cf6c6f-b517-4d6b-bc2c-b7940b565cbd"
+    totals = []
+    for subagent_first in (False, True):
+        home = tmp_path / f"home {subagent_first}"
+        projects = install_fixture("agent", home / ".claude")
+        main = next(projects.glob(f"*/{sid}.jsonl"))
+        main.write_text(main.read_text().replace("please AGENT", "/helper AGENT"))
+        _with_an_earlier_turn(main, hidden=40_000)
+        (agent,) = projects.glob(f"*/{sid}/subagents/agent-*.jsonl")
+        agent.write_text(agent.read_text().replace(launching, note))
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("TOKENBUDGET_HOME", str(home / "tb state"))
+        store = sync.open_store()
+        if not subagent_first:  # the main transcript first: no turn is held
+            agent.rename(tmp_path / "agent.jsonl")
+            sync.sync_all(store, now=NOW)
+            (tmp_path / "agent.jsonl").rename(agent)
+        sync.sync_all(store, now=NOW)
+        ledger = store.snapshot()
+        assert ledger["sessions"][sid]["a"] == {note: launching}
+        by = _by_command(ledger)
+        assert set(by) == {"/helper", "prompt"}, by
+        assert by["prompt"][1:] == (41, 101, 0, 2010), by  # its response's line, whole
+        assert 901 + 40_000 - 903 <= by["prompt"][0] <= 901 + 40_000, by
+        totals.append(tuple(map(sum, zip(*by.values(), strict=True))))
+    assert totals[0] == totals[1]
+
+
+def test_a_forks_own_response_rewritten_larger_leaves_its_hidden_usage_whole(
+    private_home: Path,
+) -> None:
+    """A fork's own response is written again with more output (streaming), and its total holds
+    usage in no line (30,000 input and 300 output tokens): the fork is charged its response at
+    the larger size and all of that hidden usage. Its own growth is no copy of the parent's: it
+    must not raise what the fork is taken to have inherited, which would eat its hidden output."""
+    projects = install_fixture("forked", private_home / ".claude")
+    parent, fork = "41481808-d348-404b-a183-6d629348bbef", "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    path = next(projects.glob(f"*/{fork}.jsonl"))
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()]
+    own = [d for d in lines
+           if d.get("type") == "assistant" and d["message"]["id"] == "msg_fake_00005"]
+    own[-1]["message"]["usage"]["output_tokens"] = 545  # was 45, as on the line before it
+    total = lines[-1]["modelUsage"]["claude-opus-5-5"]
+    total["outputTokens"] += 500 + 300
+    total["inputTokens"] += 30_000
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    ledger = store.snapshot()
+    assert enforce.session_used(ledger, fork)[0] == (905 + 545 + 105 + 2050) + 30_300
+    assert enforce.session_used(ledger, parent)[0] == 3610 + 170 + 8100 + 410
