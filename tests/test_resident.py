@@ -285,6 +285,49 @@ def test_an_answerer_that_takes_the_event_and_stays_silent_is_our_failure(
     resident.remove()
 
 
+def test_an_answerer_that_dies_after_taking_the_event_lets_no_refused_prompt_through(
+    private_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    recorded_day: float,
+) -> None:
+    # It decided the prompt (and recorded the event as seen) but died before it answered:
+    # the command hook decides it again, not as a second registration of an answered event.
+    from tokenbudget import relay_hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "total",
+                                                                "limit": "1k"}]}))
+    resident.save(resident.create())
+    event = json.loads(_stop_event(private_home)) | {"prompt": "hi", "prompt_id": "p-1"}
+    raw = json.dumps(event).encode()
+    address = relay.Address(resident.folder())
+    decided: list[dict[str, Any]] = []
+
+    def dies_before_answering(server: socket.socket) -> None:
+        conn = server.accept()[0]
+        got = b""
+        while chunk := conn.recv(65536):
+            got += chunk
+        decided.append(hook.handle("UserPromptSubmit", got.split(b"\n", 1)[1]))
+        conn.close()
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(address.address)
+        server.listen()
+        dying = threading.Thread(target=dies_before_answering, args=(server,), daemon=True)
+        dying.start()
+        monkeypatch.setattr(sys, "argv", ["-c", "UserPromptSubmit"])
+        monkeypatch.setattr(sys, "stdin", _Stdin(raw))
+        monkeypatch.setattr(hook, "_resident", lambda name, raw, answer: answer)  # no restart
+        relay_hook.main()
+        dying.join(5)
+    address.close()
+    assert decided and decided[0]["decision"] == "block"
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["decision"] == "block" and answer["reason"] == decided[0]["reason"]
+    resident.remove()
+
+
 def test_an_answerer_that_cannot_make_its_socket_still_answers_over_http(
     setup: resident.Setup, private_home: Path
 ) -> None:

@@ -233,11 +233,13 @@ def handle(
     now: float | None = None,
     project: str | None = None,
     claude_dirs: list[str] | None = None,
+    retry: bool = False,
 ) -> dict[str, Any]:
     """Answer one event (exceptions are the caller's to turn into a fail-open answer).
 
     `project` and `claude_dirs`: the session's CLAUDE_PROJECT_DIR and Claude config folders,
-    for the resident answerer, whose own environment is no session's."""
+    for the resident answerer, whose own environment is no session's. `retry`: an event the
+    answerer took and died on, decided although it may be recorded as seen."""
     from tokenbudget import config as config_mod
 
     ev = parse_event(name, raw, claude_dirs)
@@ -269,7 +271,7 @@ def handle(
         log(f"{name}: {e}")
     at = now if now is not None else clock.now()
     try:
-        answer = _handle(ev, cfg, budget_list, at)
+        answer = _handle(ev, cfg, budget_list, at, retry)
         return _with_message(answer, broken)
     except LockTimeout as e:
         try:
@@ -394,12 +396,14 @@ def _could_cross(checks: list[Any], cfg: Any) -> bool:
     )
 
 
-def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
+def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool = False
+            ) -> dict[str, Any]:
     """The event decided on what the transcripts hold now; when the response that asked for
     the event's tools is not written yet and could still carry a blocking budget past its
-    limit, decided again once it is (most calls are far from every limit and never wait)."""
+    limit, decided again once it is (most calls are far from every limit and never wait).
+    `retry`: decided even if recorded as seen (see handle)."""
     near: list[bool] | None = None if _tools_on_disk(ev) else []
-    answer = _handle_once(ev, cfg, budget_list, now, near)
+    answer = _handle_once(ev, cfg, budget_list, now, near, again=retry)
     if near and _await_tools(ev):
         # What the first reading said (warnings it recorded as given, notes it took from the
         # ledger) is said with the second's answer: nobody else will say it.
@@ -885,9 +889,10 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
         return _with_message(answer, f"tokenbudget: could not check the resident answerer ({e})")
 
 
-def main(argv: list[str] | None = None, stdin: bytes | None = None) -> None:
+def main(argv: list[str] | None = None, stdin: bytes | None = None, retry: bool = False
+         ) -> None:
     """Entry point: always prints one JSON object and exits 0. `stdin`: the event, when the
-    caller (tokenbudget/relay.py) has read it already."""
+    caller (tokenbudget/relay.py) has read it already; `retry`: see handle."""
     args = sys.argv[1:] if argv is None else argv
     name = args[0] if args else ""
     raw = read_stdin() if stdin is None else stdin
@@ -903,7 +908,7 @@ def main(argv: list[str] | None = None, stdin: bytes | None = None) -> None:
     if os.environ.get("TOKENBUDGET_DISABLE") == "1":
         print("{}")
         return
-    answer = handle_safely(name, raw)
+    answer = handle_safely(name, raw, retry=retry)
     if name in ("SessionStart", "UserPromptSubmit") and os.path.exists(
         os.path.join(paths.data_folder(), "resident", "key.json")
     ):

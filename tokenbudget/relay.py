@@ -93,17 +93,24 @@ def header_line(event: str, session: str, project: str, dirs: Sequence[str]) -> 
             f' {_quote(project)}, "dirs": [{listed}]}}\n').encode()
 
 
+class Dropped(Exception):
+    """The answerer was handed the whole event and closed the connection without an answer
+    (it died): it may have recorded the event as seen, so whoever decides it now must not
+    take it for a second registration of an answered event."""
+
+
 def ask(event: str, raw: bytes, session: str = "", project: str = "",
         dirs: Sequence[str] = ()) -> bytes | None:
     """The answerer's answer to `event` (its JSON), or None when it cannot be asked (no
-    answerer, or one that died before answering). An empty `event`: only `session`'s project
-    and Claude config folders noted. TimeoutError when it took the event but did not answer
-    within TIMEOUT: it may still be deciding it, so nobody else should."""
+    answerer). An empty `event`: only `session`'s project and Claude config folders noted.
+    TimeoutError when it took the event but did not answer within TIMEOUT: it may still be
+    deciding it, so nobody else should. Dropped when it took the event and died."""
     where = folder()
     if not private(where):
         return None
     header = header_line(event, session, project, dirs)
     chunks: list[bytes] = []
+    sent = False
     try:
         address = Address(where)
         try:
@@ -113,6 +120,7 @@ def ask(event: str, raw: bytes, session: str = "", project: str = "",
                 s.connect(address.address)
                 s.sendall(header + raw)
                 s.shutdown(_socket.SHUT_WR)
+                sent = True
                 while sum(map(len, chunks)) <= _MAX_REPLY:
                     chunk = s.recv(65536)
                     if not chunk:
@@ -127,6 +135,12 @@ def ask(event: str, raw: bytes, session: str = "", project: str = "",
             return None
         raise
     except OSError:
+        if sent and event:
+            raise Dropped from None  # reset by its death
         return None
     reply = b"".join(chunks)
-    return reply if reply.startswith(b"{") and reply.endswith(b"}") else None
+    if reply.startswith(b"{") and reply.endswith(b"}"):
+        return reply
+    if sent and event:
+        raise Dropped
+    return None

@@ -28,18 +28,21 @@ def main() -> None:
         print("{}")
         return
     reply = None
+    retry = False
     if event in relay.RELAYED:
         try:
             reply = relay.ask(event, raw, project=os.environ.get("CLAUDE_PROJECT_DIR", ""),
                               dirs=relay.session_dirs())
         except TimeoutError:
             reply = _late(event)
+        except relay.Dropped:
+            retry = True  # decided here, even if the answerer recorded it before it died
         except Exception:
             reply = None  # never a traceback: the full hook answers instead
     if reply is None:
         from tokenbudget import hook
 
-        hook.main([event], raw)
+        hook.main([event], raw, retry=retry)
         return
     sys.stdout.buffer.write(reply + b"\n")
     sys.stdout.flush()
