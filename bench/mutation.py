@@ -3,7 +3,7 @@
 Usage (from the repository root, with the `mutation` extra installed):
 
     .venv/bin/python bench/mutation.py [--modules budgets enforce engine ingest pricing]
-        [--sample 80] [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
+        [--sample 60] [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
         [--check-equivalent] [--cold]
 
 Mutants are made by cosmic-ray's operators. Those in annotations, `if TYPE_CHECKING:` blocks and
@@ -41,7 +41,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODULES = ("budgets", "enforce", "engine", "ingest", "pricing")
+DEFAULT_MODULES = ("budgets", "limits", "enforce", "engine", "ingest", "pricing", "hot")
 # Module-level data whose mutants are left out: the dated table of Anthropic's rates. Each rate is
 # checked against the published prices (pricing.py says where); a test pinning every rate would
 # only copy the table. The arithmetic that turns rates into dollars (`_standard`'s multipliers,
@@ -537,7 +537,7 @@ def summary(results: list[dict[str, object]], listed: dict[str, str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--modules", nargs="+", default=list(DEFAULT_MODULES))
-    p.add_argument("--sample", type=int, default=80, help="mutants per module (0: all)")
+    p.add_argument("--sample", type=int, default=60, help="mutants per module (0: all)")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--timeout", type=float, default=600.0,
