@@ -535,14 +535,32 @@ def test_the_window_cache_holds_the_engines_windows_for_its_zone_and_week(
 def test_the_zone_key_follows_the_config_then_tz_then_the_system_zone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TZ", "Europe/Paris")
-    assert hot.zone_key("Asia/Tokyo", "/x") == ["name", "Asia/Tokyo"]
-    assert hot.zone_key(None, "/x") == ["TZ", "Europe/Paris"]
-    monkeypatch.delenv("TZ")
     zones = tmp_path / "zoneinfo"
-    zones.mkdir()
+    (zones / "Europe").mkdir(parents=True)
     (zones / "A").write_bytes(b"a zone")
     (zones / "B").write_bytes(b"another zone")
+    (zones / "Europe" / "Paris").write_bytes(b"Paris")
+    monkeypatch.setenv("PYTHONTZPATH", str(zones))
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    assert hot.zone_key("Asia/Tokyo", "/x") == ["name", "Asia/Tokyo"]
+    paris = hot.zone_key(None, "/x")
+    assert paris is not None and paris[:2] == ["TZ", "Europe/Paris"]
+    (zones / "Europe" / "Paris").write_bytes(b"Paris, tzdata updated")
+    assert hot.zone_key(None, "/x") not in (None, paris)
+    # A zone file named by path: a new file there is a new key.
+    monkeypatch.setenv("TZ", f":{zones / 'A'}")
+    by_path = hot.zone_key(None, "/x")
+    (zones / "A").unlink()
+    (zones / "A").write_bytes(b"a zone, replaced")
+    assert hot.zone_key(None, "/x") not in (None, by_path)
+    # A POSIX rule string (the engine takes the C library's offset of the moment, which a DST
+    # change moves) and a name no zone file holds: no windows kept.
+    for rule in ("CET-1CEST,M3.5.0,M10.5.0/3", "Nowhere/Zone", "../A", ":/nonexistent"):
+        monkeypatch.setenv("TZ", rule)
+        assert hot.zone_key(None, "/x") is None, rule
+    monkeypatch.setenv("TZ", "")
+    assert hot.zone_key(None, "/x") == ["TZ", ""]  # UTC
+    monkeypatch.delenv("TZ")
     link = tmp_path / "localtime"
     link.symlink_to(zones / "A")
     first = hot.zone_key(None, str(link))
