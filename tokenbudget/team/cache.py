@@ -193,22 +193,35 @@ def refresh(team_cfg: dict[str, str], data: dict[str, Any],
 
     In a thread that the hook does not wait for beyond `wait`: libpq's connect_timeout is
     whole seconds, 2 at least, and a server may accept and then hang. A thread still running
-    when the hook exits dies with it; the cache file is replaced atomically or not at all."""
+    when the hook exits dies with it; the cache file is replaced atomically or not at all.
+    The wait is a relative timeout on a pipe the thread writes to when done, not a timed join:
+    that one waits until a deadline on the monotonic clock, which a shifted clock (a test
+    tool's, a VM's) puts days away."""
+    import select
     import threading
 
     from tokenbudget.errors import TeamError
 
     got: list[dict[str, Any]] = []
+    done, told = os.pipe()
 
     def fetch() -> None:
         from tokenbudget.team import sync
 
-        with contextlib.suppress(TeamError):
-            got.append(sync.pull(team_cfg, dict(data.get("projects") or {}), timeout=wait))
+        try:
+            with contextlib.suppress(TeamError):
+                got.append(sync.pull(team_cfg, dict(data.get("projects") or {}), timeout=wait))
+        finally:
+            with contextlib.suppress(OSError):  # nobody waits any more
+                os.write(told, b".")
+            os.close(told)
 
     worker = threading.Thread(target=fetch, name="tokenbudget-team-refresh", daemon=True)
     worker.start()
-    worker.join(wait)
+    try:
+        select.select([done], [], [], wait)
+    finally:
+        os.close(done)
     return got[0] if got else None
 
 
