@@ -228,11 +228,14 @@ def test_every_file_it_creates_is_private(
     settled(private_home, run)
     folder = Path(resident.folder())
     assert {p.name for p in folder.iterdir()} == {"key.json", "state.json", "answerer.sock"}
-    loose = [
-        f"{p}: {stat.S_IMODE(p.stat().st_mode):04o}"
-        for p in [state, *state.rglob("*")]
-        if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)
-    ]
+    loose = []
+    for p in [state, *state.rglob("*")]:
+        try:
+            mode = p.stat().st_mode
+        except FileNotFoundError:
+            continue  # a temp file renamed into place meanwhile (a hook still writing)
+        if stat.S_IMODE(mode) != (0o700 if stat.S_ISDIR(mode) else 0o600):
+            loose.append(f"{p}: {stat.S_IMODE(mode):04o}")
     assert loose == []
     assert json.loads((folder / "key.json").read_text())["key"] == answerer.key
 
