@@ -6,15 +6,16 @@ Usage (from the repository root, with the `mutation` extra installed):
         [--sample 60] [--seed 15] [--jobs 2] [--out bench/results/mutation.jsonl] [--only ID ...]
         [--check-equivalent] [--cold]
 
-Mutants are made by cosmic-ray's operators. Those in annotations, `if TYPE_CHECKING:` blocks and
-docstrings are left out (with `from __future__ import annotations` nothing evaluates them).
+Mutants are made by cosmic-ray's operators. Those in annotations, `if TYPE_CHECKING:` blocks
+and docstrings are left out (with `from __future__ import annotations` nothing evaluates them).
 A seeded sample of `--sample` mutants per module is run, each in a private copy of the
 repository: first against the tests that execute the mutated lines (found once, by running the
 suite under coverage with one context per test, fastest tests first, stopping at the first
 failure), then, if it survived, against the hook tests (which run the hook in a subprocess,
 where coverage does not see them). A mutant is killed when a test fails or errors, or when the
-run passes its time (three times what its tests took unmutated, plus 20 s, at most the
-timeout). Each copy has a resident test runner: a process that has imported pytest and its
+run passes its time (three times what its tests took unmutated, plus 20 s, at most the timeout)
+or, in the resident runner, when one test passes its own (five times what it took unmutated,
+plus 10 s). Each copy has a resident test runner: a process that has imported pytest and its
 plugins once and forks a child for each test run, which imports the tests and the mutated
 module from the copy as a new process would (`--cold` starts pytest anew each time instead).
 `bench/mutation-equivalent.txt` lists mutants judged equivalent (by id, with the reason and the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ast
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
@@ -79,7 +81,8 @@ class ColdRunner:
     def __init__(self, python: str, cwd: Path) -> None:
         self.python, self.cwd = python, cwd
 
-    def run(self, args: list[str], timeout: float) -> tuple[str, float, str]:
+    def run(self, args: list[str], timeout: float,
+            per_test: dict[str, float] | None = None) -> tuple[str, float, str]:
         """pytest on `args` in the work copy: ('passed', 'failed', 'empty' or 'timeout',
         seconds, the first failure's line)."""
         env = dict(os.environ, PYTHONPATH=str(self.cwd), PYTHONDONTWRITEBYTECODE="1")
@@ -116,9 +119,11 @@ class Resident:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
 
-    def run(self, args: list[str], timeout: float) -> tuple[str, float, str]:
+    def run(self, args: list[str], timeout: float,
+            per_test: dict[str, float] | None = None) -> tuple[str, float, str]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"args": args, "timeout": timeout}) + "\n")
+        request = {"args": args, "timeout": timeout, "per_test": per_test or {}}
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         reply = self.proc.stdout.readline()
         if not reply:
@@ -133,6 +138,40 @@ class Resident:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait()
+
+
+PER_TEST_EXIT = 86  # a resident run's child ends so when one test passes its own limit
+
+
+class _PerTestLimit:
+    """A pytest plugin for a resident run's child: a thread that ends the child (exit
+    PER_TEST_EXIT) when one test, set-up and teardown included, runs longer than its limit
+    (`limits` by test function, `limits[""]` for the rest). A mutant that hangs one test then
+    costs that test's limit, not the whole run's; a thread, not SIGALRM, since tests use
+    signals of their own."""
+
+    def __init__(self, limits: dict[str, float], out: int) -> None:
+        import threading
+
+        self.limits, self.out = limits, out
+        self.current: tuple[str, float] | None = None
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.05)
+            current = self.current
+            if current is not None and time.monotonic() > current[1]:
+                os.write(self.out, f"\nPER-TEST LIMIT: {current[0]}\n".encode())
+                os._exit(PER_TEST_EXIT)
+
+    def pytest_runtest_protocol(self, item: object, nextitem: object) -> None:
+        node = str(getattr(item, "nodeid", "")).split("[")[0]
+        limit = self.limits.get(node, self.limits.get("", 1e9))
+        self.current = (node, time.monotonic() + limit)
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
+        self.current = None
 
 
 def serve() -> None:
@@ -165,9 +204,10 @@ def serve() -> None:
                     os.dup2(null, 0)
                     os.dup2(out.fileno(), 1)
                     os.dup2(out.fileno(), 2)
+                    watch = _PerTestLimit(request.get("per_test", {}), out.fileno())
                     exit_code = int(pytest.main([
                         *PYTEST_ARGS, "-W", "ignore::pytest.PytestAssertRewriteWarning",
-                        *request["args"]]))
+                        *request["args"]], plugins=[watch]))
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -185,6 +225,10 @@ def serve() -> None:
                     break
                 time.sleep(0.01)
             took = time.monotonic() - start
+            if code == PER_TEST_EXIT:
+                code = None  # a test ran past its own limit: a timeout
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # whatever the run left behind
             out.seek(0)
             text = out.read().decode(errors="replace")
         replies.write(json.dumps({"code": code, "took": took, "out": text[-20000:]}) + "\n")
@@ -403,7 +447,7 @@ def equivalent_ids(results: list[dict[str, object]], listed: dict[str, str]) -> 
 
 def run_one(
     runner: ColdRunner | Resident, work: Path, m: dict[str, object], lines: Lines,
-    durations: dict[str, float], timeout: float,
+    durations: dict[str, float], timeout: float, extra: tuple[str, ...] = (),
 ) -> dict[str, object]:
     import cosmic_ray.plugins
     from cosmic_ray.mutating import use_mutation
@@ -422,6 +466,7 @@ def run_one(
                    key=lambda t: (durations.get(t, 0.0), t))
     if not tests or (not users and not _in_a_function_body(source, lo)):
         tests += _main_test_files(by_line)
+    tests = [*extra, *(t for t in tests if t not in extra)]
     operator = cosmic_ray.plugins.get_operator(str(m["operator"]))()
     result: dict[str, object] = {**m, "covering": len(tests)}
     with use_mutation(path, operator, int(m["occurrence"])) as (before, after):  # type: ignore[call-overload]
@@ -430,14 +475,14 @@ def run_one(
         result["diff"] = _diff(before, after)
         stage = "covering"
         outcome, took, failure = (
-            runner.run(tests, _limit(tests, durations, timeout))
+            runner.run(tests, _limit(tests, durations, timeout), _per_test(tests, durations))
             if tests else ("empty", 0.0, "")
         )
         if outcome in ("passed", "empty"):
             stage = "hook"
             hook = [t for t in durations if t.startswith(HOOK_TESTS)]
             outcome, more, failure = runner.run(
-                list(HOOK_TESTS), _limit(hook, durations, timeout))
+                list(HOOK_TESTS), _limit(hook, durations, timeout), _per_test(hook, durations))
             took += more
     result.update(outcome="survived" if outcome in ("passed", "empty") else "killed",
                   by=outcome, stage=stage, failure=failure[:200], seconds=round(took, 1))
@@ -451,6 +496,15 @@ def _limit(tests: list[str], durations: dict[str, float], timeout: float) -> flo
     expected = sum(d for node, d in durations.items()
                    if any(node == t or node.startswith(t + "::") for t in tests))
     return min(timeout, 20.0 + 3.0 * expected)
+
+
+def _per_test(tests: list[str], durations: dict[str, float]) -> dict[str, float]:
+    """Seconds each test function of `tests` gets in a resident run (set-up and teardown
+    included): five times what it took unmutated (all its parameters together), plus 10 s; 30 s
+    for a test the map did not time. A run's own limit (`_limit`) still bounds the whole."""
+    chosen = {node: 10.0 + 5.0 * d for node, d in durations.items()
+              if any(node == t or node.startswith(t + "::") for t in tests)}
+    return {"": 30.0, **chosen}
 
 
 def _users_of(source: str, lo: int, hi: int) -> set[int]:
@@ -544,6 +598,9 @@ def main() -> None:
                    help="at most this many seconds per test run (less for quick tests)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mutation.jsonl")
     p.add_argument("--only", nargs="+", help="run just these mutant ids (again, if done)")
+    p.add_argument("--tests", nargs="+", default=[],
+                   help="run these tests (node ids or files) first for each mutant: to check "
+                        "new tests against --only mutants without making the map again")
     p.add_argument("--fresh", action="store_true", help="forget earlier results in --out")
     p.add_argument("--list", action="store_true", help="print the sampled ids and stop")
     p.add_argument("--summary", action="store_true", help="print the summary of --out and stop")
@@ -629,7 +686,8 @@ def main() -> None:
         def job(m: dict[str, object]) -> dict[str, object]:
             work, runner = free.pop()
             try:
-                return run_one(runner, work, m, lines, durations, args.timeout)
+                return run_one(runner, work, m, lines, durations, args.timeout,
+                               tuple(args.tests))
             finally:
                 free.append((work, runner))
 
