@@ -35,6 +35,21 @@ import json, os, sys, time
 sys.path.insert(0, sys.argv[1])  # bench/, for synth and common; tokenbudget is the venv's
 import common, synth
 from tokenbudget import hook, lock, store
+import tokenbudget.hot, tokenbudget.journal
+STEPS = [
+    (store.JsonFileStore, "_sweep_temps", "sweep temp files"),
+    (store.JsonFileStore, "_committed_at", "snapshot head"),
+    (store.JsonFileStore, "_since", "read journal since"),
+    (tokenbudget.journal, "parse", "read journal since"),
+    (store, "_merge", "merge sums"),
+    (store, "_replay", "replay others' lines"),
+    (tokenbudget.journal, "encode", "encode line"),
+    (store.JsonFileStore, "_append", "append line"),
+    (tokenbudget.hot.Writer, "in_step", "view: in step"),
+    (tokenbudget.hot.Writer, "_sessions", "view: session file"),
+    (tokenbudget.hot.Writer, "_shared", "view: shared file"),
+    (tokenbudget.hot.Writer, "rebuild", "view: rebuilt whole"),
+]
 i, calls, start, out = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 rec = {}
 if hasattr(store.JsonFileStore, "_rebase"):
@@ -44,6 +59,15 @@ if hasattr(store.JsonFileStore, "_rebase"):
             size = os.stat(self.journal).st_size
         except FileNotFoundError:
             size = 0
+        judge = prep.holds
+        def timed_judge(current):
+            c0 = time.thread_time()
+            try:
+                return judge(current)
+            finally:
+                steps = rec.setdefault("steps", {})
+                steps["judge again"] = steps.get("judge again", 0.0) + time.thread_time() - c0
+        prep.holds = timed_judge
         got = real(self, prep)
         rec["how"] = ("again" if got is store._STALE else
                       "merged" if size > prep.pos.end else "alone")
@@ -55,12 +79,34 @@ def timed(path, timeout):
     if release is None:
         return None
     c0, w0 = time.thread_time(), time.perf_counter()
+    rec["held"] = True
     def timed_release():
         rec["cpu"], rec["wall"] = time.thread_time() - c0, time.perf_counter() - w0
+        rec["held"] = False
         release()
     return timed_release
 lock._flock = timed
+def step(owner, name, label):
+    # The CPU of one step while the lock is held (the outermost of nested steps counts).
+    real = getattr(owner, name)
+    def spy(*args, **kwargs):
+        if not rec.get("held") or rec.get("in_step"):
+            return real(*args, **kwargs)
+        rec["in_step"] = True
+        c0 = time.thread_time()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            steps = rec.setdefault("steps", {})
+            steps[label] = steps.get(label, 0.0) + time.thread_time() - c0
+            rec["in_step"] = False
+    setattr(owner, name, spy)
+from tokenbudget import hot, journal
+for owner, name, label in STEPS:
+    if hasattr(owner, name):
+        step(owner, name, label)
 g = synth.Synth(1000 + i)
+rec.pop("held", None)
 sid = f"{i:08d}-0000-4000-8000-{i:012d}"
 cwd = f"/home/dev/load-{i:02d}"
 c = synth.Ctx(sid, cwd, f"load-{i}", "claude-sonnet-4-5-20250929")
@@ -121,11 +167,19 @@ def run(py: Path, label: str, procs: int, calls: int, pristine: Path) -> dict[st
         xs = [r[key] for r in held]
         out[f"{key}_held"] = {"median": statistics.median(xs), "p95": quantile(xs, 0.95),
                               "p99": quantile(xs, 0.99), "raw": xs}
+    labels = sorted({k for r in held for k in r.get("steps", {})})
+    # Per call that held the lock: the mean CPU of each step (0 where a call had none of it).
+    out["steps"] = {k: {"mean": sum(r.get("steps", {}).get(k, 0.0) for r in held) / len(held),
+                        "calls": sum(1 for r in held if k in r.get("steps", {}))}
+                    for k in labels}
+    out["steps_sum_mean"] = sum(v["mean"] for v in out["steps"].values())
     print(f"{label} x{procs}: {len(held)} of {len(rows)} calls got the lock; CPU held median"
           f" {common.ms(out['cpu_held']['median'])}, p95 {common.ms(out['cpu_held']['p95'])};"
           f" wall held median {common.ms(out['wall_held']['median'])}, p95"
           f" {common.ms(out['wall_held']['p95'])}, p99 {common.ms(out['wall_held']['p99'])};"
           f" {out['how']}; load {out['load_average']:.1f}", flush=True)
+    for k, v in out["steps"].items():
+        print(f"    {k}: {common.ms(v['mean'])} a call ({v['calls']} calls)", flush=True)
     shutil.rmtree(top)
     return out
 
