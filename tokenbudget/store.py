@@ -502,9 +502,10 @@ class JsonFileStore(Store):
         found = _UPDATED.search(head)
         return float(found.group(1)) if found else None
 
-    def _read_since(self, pos: Position, data: Ledger, base: Ledger) -> Position | None:
-        """Bring a ledger read at `pos` (and its copy `base`) up to date by reading only the
-        journal written since (call with the lock held); None if that cannot be done."""
+    def _since(self, pos: Position) -> tuple[journal.Lines, tuple[int, int] | None] | None:
+        """The journal lines committed since a read that ended at `pos`, and the journal's
+        device and inode (call with the lock held); None when what changed since cannot be
+        told from the journal: a checkpoint came between, or the journal is another one."""
         try:
             st = os.stat(self.file)
         except OSError:
@@ -517,14 +518,24 @@ class JsonFileStore(Store):
         try:
             with open(self.journal, "rb") as j:
                 jst = os.fstat(j.fileno())
-                if (jst.st_dev, jst.st_ino) != pos.journal or jst.st_size < pos.end:
+                where = (jst.st_dev, jst.st_ino)
+                # No journal when it was read: a commit since began one (on the same snapshot).
+                if pos.journal not in (None, where) or jst.st_size < pos.end:
                     return None
                 j.seek(pos.end)
-                lines = journal.parse(j.read(), pos.seq)
+                return journal.parse(j.read(), pos.seq), where
         except FileNotFoundError:
             if pos.journal is not None:
                 return None
-            lines = journal.parse(b"", pos.seq)
+            return journal.parse(b"", pos.seq), None
+
+    def _read_since(self, pos: Position, data: Ledger, base: Ledger) -> Position | None:
+        """Bring a ledger read at `pos` (and its copy `base`) up to date by reading only the
+        journal written since (call with the lock held); None if that cannot be done."""
+        since = self._since(pos)
+        if since is None:
+            return None
+        lines, where = since
         if lines.entries:
             again = journal.Lines()
             again.entries = journal.copy(lines.entries)  # base must share nothing with data
@@ -536,7 +547,7 @@ class JsonFileStore(Store):
         return Position(
             pos.snapshot,
             pos.head,
-            pos.journal,
+            where,
             pos.end + lines.end,
             lines.last,
             0,
@@ -686,25 +697,10 @@ class JsonFileStore(Store):
         pos = prep.pos
         if pos.bad or pos.migrated or pos.snapshot is None:
             return _STALE  # the full read keeps the bad lines aside, or writes the schema back
-        try:
-            st = os.stat(self.file)
-        except OSError:
-            return _STALE
-        if _stamp(st) != pos.snapshot or self._committed_at() != pos.head:
+        since = self._since(pos)
+        if since is None:
             return _STALE  # a checkpoint came between: the whole ledger changed
-        try:
-            with open(self.journal, "rb") as j:
-                jst = os.fstat(j.fileno())
-                where = (jst.st_dev, jst.st_ino)
-                # No journal when it was read: a commit since began one (on the same snapshot).
-                if pos.journal not in (None, where) or jst.st_size < pos.end:
-                    return _STALE
-                j.seek(pos.end)
-                lines = journal.parse(j.read(), pos.seq)
-        except FileNotFoundError:
-            if pos.journal is not None:
-                return _STALE
-            lines, where = journal.parse(b"", pos.seq), None
+        lines, where = since
         sets, dels = prep.sets, prep.dels
         data, base = prep.data, prep.base
         if lines.entries:
