@@ -310,6 +310,7 @@ def test_a_writer_killed_between_the_views_writes_leaves_no_wrong_quick_answer(
         with store.transaction() as ledger:  # a view in step, then a child that dies
             ledger["sessions"][f"s{n}"] = _session(f"s{n}", (f"p{n}", "/test", float(n)))
             ledger["sessions"].pop(f"s{n - 2}", None)
+            ledger["hours"][str(n)] = {"/p": [n, 0.5, n * 900, n * 900 + 1]}
         before = store.snapshot()
         pid = os.fork()
         if pid == 0:
@@ -320,6 +321,7 @@ def test_a_writer_killed_between_the_views_writes_leaves_no_wrong_quick_answer(
                     ledger["sessions"][f"s{n}"]["t"][f"q{n}"] = ["/test", 9.0, 99, 1.0]
                     ledger["sessions"].pop(f"s{n - 1}", None)
                     ledger["warned"][f"crash-{n}"] = 1.0
+                    ledger["hours"][str(n)]["/p"][0] += 1  # one bucket's line written again
             finally:
                 os._exit(0)
         if how == "kill":
@@ -340,6 +342,7 @@ def test_a_writer_killed_between_the_views_writes_leaves_no_wrong_quick_answer(
             if part is not None:
                 assert part["sessions"] == {sid: after["sessions"][sid]}
                 assert part["warned"] == after["warned"]
+                assert part["hours"] == after["hours"]
         assert hot.read(store.file, store.journal, f"s{n}") is None  # behind: not read
         monkeypatch.setenv("TOKENBUDGET_STORE_CHECK", str(tmp_path / "check.txt"))
         with store.transaction() as ledger:
@@ -368,6 +371,50 @@ def test_a_commit_that_moves_only_a_read_position_rewrites_that_sessions_file(
     for sid, files in (("a", {}), ("b", {path: ["1:2", "head", 20, "b", None]})):
         part = hot.read(store.file, store.journal, sid)
         assert part is not None and part["files"] == files
+
+
+def test_a_commit_writes_again_only_the_shared_lines_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a")
+        for n in range(1, 5):
+            ledger["hours"][str(n * 4)] = {"/p": [n, 0.25, n * 3600, n * 3600 + 60]}
+        ledger["warned"]["w"] = 1.0
+        ledger["projects"]["/p"] = [10, 1.0]
+    real = hot._dumps
+    dumped: list[Any] = []
+
+    def dumps(value: Any) -> bytes:
+        dumped.append(value)
+        return real(value)
+
+    monkeypatch.setattr(hot, "_dumps", dumps)
+    monkeypatch.delenv("TOKENBUDGET_STORE_CHECK")  # its fresh build serialises everything
+    with store.transaction() as ledger:
+        ledger["hours"]["8"]["/p"][0] += 5
+        ledger["hours"]["20"] = {"/q": [1, 0.5, 72000, 72001]}
+        ledger["sessions"]["a"]["l"] = 3.0
+        ledger["warned"]["v"] = 2.0
+    # The two buckets changed, the tables a changed path begins with, and the head: not
+    # the buckets nor the tables the commit left alone (projects, commands...).
+    assert {"/p": [1, 0.25, 3600, 3660]} not in dumped
+    assert {"/p": [4, 0.25, 14400, 14460]} not in dumped
+    assert {"/p": [10, 1.0]} not in dumped
+    assert {"w": 1.0, "v": 2.0} in dumped
+    assert {"/p": [7, 0.25, 7200, 7260]} in dumped and {"/q": [1, 0.5, 72000, 72001]} in dumped
+    monkeypatch.undo()
+    assert hot.differences(store.file, store.journal, store.snapshot()) == []
+    part = hot.read(store.file, store.journal, "a")
+    assert part is not None and part["hours"] == store.snapshot()["hours"]
+    assert list(part["hours"]) == ["4", "8", "12", "16", "20"]  # the ledger's order
+    # A view whose lines were wrong would be told apart from the ledger (the suite's check).
+    shared = hot.paths(store.file)[0]
+    raw = Path(shared).read_bytes()
+    Path(shared).write_bytes(raw.replace(b'"12":{"/p":[3,', b'"12":{"/p":[4,'))
+    assert "the shared part differs" in hot.differences(store.file, store.journal,
+                                                        store.snapshot())
 
 
 def test_a_view_in_another_schemas_layout_is_not_read(

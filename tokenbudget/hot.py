@@ -75,7 +75,7 @@ if TYPE_CHECKING:
     from tokenbudget.ledger import Ledger
     from tokenbudget.limits import Budget
 
-VERSION = 1
+VERSION = 2  # 2: the shared part's body one line a table and an hour bucket (_body)
 # The ledger's tables a decision (engine.judge) or the quick path's checks read, whole.
 SHARED = ("schema", "hours", "projects", "commands", "warned", "allow", "notices", "rebuild",
           "ended", "team", "outbox")
@@ -170,13 +170,11 @@ def read(ledger_file: str, journal_file: str, session_id: str | None,
     before = stamps(ledger_file, journal_file)
     if before is None:
         return None
-    try:
-        with open(shared_file, "rb") as f:
-            head = json.loads(f.readline())
-            body = json.loads(f.readline())
-    except (OSError, ValueError, RecursionError):
+    got = _load_shared(shared_file)
+    if got is None:
         return None
-    if type(head) is not dict or head.get("view") != VERSION or head.get("at") != before:
+    head, body = got
+    if head.get("at") != before:
         return None
     try:
         if command is not None and command in head["slash"]:
@@ -185,6 +183,41 @@ def read(ledger_file: str, journal_file: str, session_id: str | None,
                      lambda: stamps(ledger_file, journal_file) == before)
     except (KeyError, TypeError, AttributeError, ValueError):
         return None  # not a view we wrote
+
+
+def _load_shared(path: str) -> tuple[dict[str, Any], Any] | None:
+    """The shared part's head and body; None if it cannot be read or is not of this version."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        head, body = _split(raw)
+        if body is None:
+            return None
+        return head, _body(head, body)
+    except (OSError, ValueError, RecursionError, TypeError, KeyError):
+        return None
+
+
+def _split(raw: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """The shared part's head, parsed, and its body's bytes (None: not a view of this version)."""
+    end = raw.index(b"\n") + 1
+    head = json.loads(raw[:end])
+    if type(head) is not dict or head.get("view") != VERSION:
+        return {}, None
+    return head, raw[end:]
+
+
+def _body(head: dict[str, Any], raw: bytes) -> dict[str, Any]:
+    """The body of the shared part from its lines: the first `head["hours"]` are the hour
+    buckets (`"bucket":value`), the others the tables (`"name":value`), each line ending in a
+    newline; one parse, as one object (a commit rewrites only the lines it changed)."""
+    lines = raw.split(b"\n")
+    n = head["hours"]
+    if type(n) is not int or not 0 <= n < len(lines) or lines[-1]:
+        raise ValueError("not a view we wrote")
+    tables = json.loads(b'{"hours":{' + b",".join(lines[:n]) + b"}," + b",".join(lines[n:-1])
+                        + b"}")
+    return {"ended_files": tables.pop("ended_files"), "ledger": tables}
 
 
 def _part(folder: str, seq: int, body: Any, session_id: str | None, unchanged: Any
@@ -473,18 +506,22 @@ class Writer:
         self.temp_prefix = temp_prefix  # the store sweeps these from its folder
         self.step = step or (lambda _name: None)  # the crash tests stop there
         self.slash: dict[str, int] = {}  # the view's counts of live slash commands (in_step)
+        self.held = b""  # the shared part's body as the view holds it (in_step)
+        self.held_hours = 0  # how many of its lines are hour buckets
 
     def in_step(self, seq: int, at: list[Any] | None) -> bool:
         """Whether the view holds the commit `seq` whose files had stamps `at`."""
         try:
             with open(self.shared, "rb") as f:
-                head = json.loads(f.readline())
+                head, body = _split(f.read())
         except (OSError, ValueError, RecursionError):
             return False
-        if (type(head) is not dict or head.get("view") != VERSION or head.get("seq") != seq
-                or at is None or head.get("at") != at or type(head.get("slash")) is not dict):
+        if (body is None or head.get("seq") != seq or at is None or head.get("at") != at
+                or type(head.get("slash")) is not dict or type(head.get("hours")) is not int):
             return False
         self.slash = head["slash"]
+        self.held = body
+        self.held_hours = head["hours"]
         return True
 
     def update(self, data: Ledger, base: Ledger, sets: list[Any], dels: list[Any], seq: int,
@@ -502,7 +539,8 @@ class Writer:
                 slash[cmd] = slash.get(cmd, 0) - 1
             for cmd in commands(data["sessions"].get(sid)):
                 slash[cmd] = slash.get(cmd, 0) + 1
-        self._shared(data, seq, at, {k: n for k, n in slash.items() if n > 0})
+        self._shared(data, seq, at, {k: n for k, n in slash.items() if n > 0},
+                     _changed_shared(sets, dels))
 
     def rebuild(self, data: Ledger, seq: int, at: list[Any]) -> None:
         """Write the whole view from `data`, and remove whatever else its folder holds."""
@@ -562,15 +600,41 @@ class Writer:
                     os.unlink(target)
         return written
 
-    def _shared(self, data: Ledger, seq: int, at: list[Any], slash: dict[str, int]) -> None:
+    def _shared(self, data: Ledger, seq: int, at: list[Any], slash: dict[str, int],
+                changed: tuple[set[str], set[str] | None] | None = None) -> None:
+        """Write the shared part. `changed`: the tables and hour buckets (None: all of them)
+        that the commit changed since the view `in_step` read; every other line is that
+        view's, as it was (serialising the buckets again was most of a commit's time under
+        the lock)."""
         # The transcripts of sessions that ended lately (their subagents' too), which the
         # quick path checks for a last total: a scan only while there are any.
         gone = {e[0] for e in data["ended"].values()}
         ended = {p: rec for p, rec in data["files"].items()
                  if p in data["ended"] or rec[FILE_SESSION] in gone} if gone else {}
-        head = {"view": VERSION, "seq": seq, "at": at, "slash": dict(sorted(slash.items()))}
-        body = {"ledger": {k: data[k] for k in SHARED}, "ended_files": ended}
-        self._write(self.shared, _line(head) + _line(body), self.temp_prefix, "view.shared")
+        head = {"view": VERSION, "seq": seq, "at": at, "slash": dict(sorted(slash.items())),
+                "hours": len(data["hours"])}
+        held_hours: dict[bytes, bytes] = {}
+        held_tables: dict[bytes, bytes] = {}
+        tables, buckets = changed if changed is not None else (set(SHARED), None)
+        if changed is not None:
+            lines = self.held.split(b"\n")[:-1]
+            for into, part in ((held_hours, lines[:self.held_hours]),
+                               (held_tables, lines[self.held_hours:])):
+                for line in part:
+                    end = line.find(b'":') + 2
+                    if end > 1 and b"\\" not in line[:end]:  # the key holds no escape
+                        into[line[:end]] = line
+        out = []
+        for key, value in data["hours"].items():
+            name = _key(key)
+            got = None if buckets is None or key in buckets else held_hours.get(name)
+            out.append(got or name + _dumps(value))
+        for table in (*(t for t in SHARED if t != "hours"), "ended_files"):
+            name = _key(table)
+            got = None if table in tables else held_tables.get(name)
+            out.append(got or name + _dumps(ended if table == "ended_files" else data[table]))
+        self._write(self.shared, _line(head) + b"\n".join(out) + b"\n", self.temp_prefix,
+                    "view.shared")
 
     def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
         """Replace `path` (0600) atomically: temp file beside it, rename; no fsync (above)."""
@@ -599,7 +663,35 @@ def _slash(data: Ledger) -> dict[str, int]:
 
 
 def _line(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    return _dumps(value) + b"\n"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _key(key: str) -> bytes:
+    """A key as its line of the shared part begins: `"key":`."""
+    return _dumps(key) + b":"
+
+
+def _changed_shared(sets: list[Any], dels: list[Any]) -> tuple[set[str], set[str] | None]:
+    """The shared part's tables a change touches, and its hour buckets (None: all of them).
+    The ended sessions' transcripts are always worked out again (a scan only while any
+    ended lately): which of `files` they hold depends on `ended` and on each record."""
+    tables = {"ended_files"}
+    buckets: set[str] | None = set()
+    for path in [*(s[0] for s in sets), *dels]:
+        if not path:
+            return set(SHARED) | tables, None
+        tables.add(path[0])
+        if path[0] == "hours":
+            if len(path) < 2 or buckets is None:
+                buckets = None
+            else:
+                buckets.add(path[1])
+    tables.discard("hours")
+    return tables, buckets
 
 
 def _changed_sessions(data: Ledger, base: Ledger, sets: list[Any], dels: list[Any]
@@ -625,16 +717,16 @@ def differences(ledger_file: str, journal_file: str, data: Ledger) -> list[str]:
     ledger as committed (the test suite checks it after every commit)."""
     shared_file, folder = paths(ledger_file)
     out = []
-    try:
-        with open(shared_file, "rb") as f:
-            head, body = json.loads(f.readline()), json.loads(f.readline())
-    except (OSError, ValueError) as e:
-        return [f"the shared part cannot be read: {e}"]
+    got = _load_shared(shared_file)
+    if got is None:
+        return ["the shared part cannot be read"]
+    head, body = got
     if head.get("at") != stamps(ledger_file, journal_file):
         out.append("the view is not at the committed files")
     fresh = _Collect(ledger_file, journal_file, "")
     fresh.rebuild(data, head["seq"], head["at"])
-    if json.loads(fresh.got.pop(shared_file)) != [head, body]:
+    raw = fresh.got.pop(shared_file)
+    if _split(raw)[0] != head or _body(head, _split(raw)[1] or b"") != body:
         out.append("the shared part differs")
     names = set()
     for path, payloads in fresh.sessions.items():
@@ -668,6 +760,6 @@ class _Collect(Writer):
     def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
         payload = value if type(value) is bytes else _line(value)
         if path == self.shared:
-            self.got[path] = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]"
+            self.got[path] = payload
         else:
             self.sessions.setdefault(path, []).append(payload)
