@@ -417,6 +417,12 @@ def test_a_commit_writes_again_only_the_shared_lines_it_changed(
                                                         store.snapshot())
 
 
+@pytest.mark.parametrize("key", ["1996174", "/home/dev/a b", 'q"uote', "back\\slash", "é",
+                                 "\x7f", "tab\t", "\u2028", ""])
+def test_a_shared_lines_key_is_written_as_json_writes_it(key: str) -> None:
+    assert hot._key(key) == json.dumps(key).encode() + b":"
+
+
 def test_a_view_in_another_schemas_layout_is_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

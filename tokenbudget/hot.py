@@ -671,7 +671,9 @@ def _dumps(value: Any) -> bytes:
 
 
 def _key(key: str) -> bytes:
-    """A key as its line of the shared part begins: `"key":`."""
+    """A key as its line of the shared part begins: `"key":` (as json writes it)."""
+    if key.isascii() and key.isprintable() and '"' not in key and "\\" not in key:
+        return b'"' + key.encode() + b'":'  # nothing to escape: without json's call
     return _dumps(key) + b":"
 
 
