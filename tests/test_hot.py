@@ -423,6 +423,25 @@ def test_a_shared_lines_key_is_written_as_json_writes_it(key: str) -> None:
     assert hot._key(key) == json.dumps(key).encode() + b":"
 
 
+def test_no_part_of_a_view_file_is_read_as_the_view(tmp_path: Path) -> None:
+    # The view's files are written in place: a reader may meet one half written.
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a", ("p1", "/test", 5.0))
+        ledger["hours"]["4"] = {"/p": [1, 0.25, 3600, 3660]}
+        ledger["hours"]["8"] = {"/p": [2, 0.5, 7200, 7260], "/q": [3, 0.75, 7300, 7360]}
+        ledger["warned"]["w"] = 1.0
+    shared = Path(hot.paths(store.file)[0])
+    mine = Path(hot.session_file(hot.paths(store.file)[1], "a"))
+    for path in (shared, mine):
+        whole = path.read_bytes()
+        for n in range(len(whole.rstrip(b"\n"))):  # (all but the newline: all of it)
+            path.write_bytes(whole[:n])
+            assert hot.read(store.file, store.journal, "a") is None, (path.name, n)
+        path.write_bytes(whole)
+        assert hot.read(store.file, store.journal, "a") is not None
+
+
 def test_a_view_in_another_schemas_layout_is_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,11 @@ of the view, so files read between two equal sets of stamps are all of the one c
 name. A writer killed between its journal line and the shared part leaves stamps the files no
 longer have: readers take the whole ledger, and the next commit, seeing the view behind what it
 read, writes the whole view again. Anything missing, unreadable or odd answers None: the caller
-reads the ledger itself.
+reads the ledger itself. The view's
+files are written in place, not renamed (cheaper, under the lock): a reader that took the
+stamps after a commit changed them may meet a file of that commit half written, and no part of
+one parses as a view (the shared part's last line is the ended sessions' files; a session's
+file is one object), so it reads the ledger.
 
 A session's file is current whenever the shared part is: the commits that changed the session
 wrote it before their shared part, and any commit whose writer died before its shared part left
@@ -343,7 +347,7 @@ def keep_windows(ledger_file: str, key: list[Any] | None, week_start: int, tz: t
     import contextlib  # here: a call with nothing new imports this module
 
     with contextlib.suppress(OSError):
-        Writer(ledger_file, "", "")._write(windows_file(ledger_file), data)
+        Writer(ledger_file, "")._write(windows_file(ledger_file), data)
 
 
 def quiet(event: str, budgets: list[Budget], ledger: Ledger, now: float,
@@ -498,12 +502,11 @@ def _block_bound(ledger: Ledger, b: Budget, now: float) -> float:
 class Writer:
     """Keeps one store's view in step with its commits."""
 
-    def __init__(self, ledger_file: str, journal_file: str, temp_prefix: str,
+    def __init__(self, ledger_file: str, journal_file: str,
                  step: Callable[[str], None] | None = None) -> None:
         self.ledger_file = ledger_file
         self.journal_file = journal_file
         self.shared, self.folder = paths(ledger_file)
-        self.temp_prefix = temp_prefix  # the store sweeps these from its folder
         self.step = step or (lambda _name: None)  # the crash tests stop there
         self.slash: dict[str, int] = {}  # the view's counts of live slash commands (in_step)
         self.held = b""  # the shared part's body as the view holds it (in_step)
@@ -591,10 +594,9 @@ class Writer:
         for sid in ids:
             target = session_file(self.folder, sid)
             if sid in wanted:
-                self._write(target, {"seq": seq, "id": sid, "session": data["sessions"][sid],
-                                     "files": files[sid]})
+                self._put(target, _line({"seq": seq, "id": sid, "session": data["sessions"][sid],
+                                         "files": files[sid]}), "view.session")
                 written.add(target)
-                self.step("view.session")
             else:  # it left the ledger (folded, or a rebuild)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(target)
@@ -613,8 +615,8 @@ class Writer:
                  if p in data["ended"] or rec[FILE_SESSION] in gone} if gone else {}
         head = {"view": VERSION, "seq": seq, "at": at, "slash": dict(sorted(slash.items())),
                 "hours": len(data["hours"])}
-        held_hours: dict[bytes, bytes] = {}
-        held_tables: dict[bytes, bytes] = {}
+        held_hours: dict[str, bytes] = {}
+        held_tables: dict[str, bytes] = {}
         tables, buckets = changed if changed is not None else (set(SHARED), None)
         if changed is not None:
             lines = self.held.split(b"\n")[:-1]
@@ -622,35 +624,56 @@ class Writer:
                                (held_tables, lines[self.held_hours:])):
                 for line in part:
                     end = line.find(b'":') + 2
-                    if end > 1 and b"\\" not in line[:end]:  # the key holds no escape
-                        into[line[:end]] = line
+                    if end > 1 and b"\\" not in line[:end]:
+                        # No escape in the key: json wrote it as it is (ASCII, printable).
+                        into[line[1:end - 2].decode()] = line
         out = []
         for key, value in data["hours"].items():
-            name = _key(key)
-            got = None if buckets is None or key in buckets else held_hours.get(name)
-            out.append(got or name + _dumps(value))
+            got = None if buckets is None or key in buckets else held_hours.get(key)
+            out.append(got or _key(key) + _dumps(value))
         for table in (*(t for t in SHARED if t != "hours"), "ended_files"):
-            name = _key(table)
-            got = None if table in tables else held_tables.get(name)
-            out.append(got or name + _dumps(ended if table == "ended_files" else data[table]))
-        self._write(self.shared, _line(head) + b"\n".join(out) + b"\n", self.temp_prefix,
-                    "view.shared")
+            got = None if table in tables else held_tables.get(table)
+            out.append(got or _key(table) + _dumps(ended if table == "ended_files"
+                                                     else data[table]))
+        self._put(self.shared, _line(head) + b"\n".join(out) + b"\n", "view.shared")
 
-    def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
-        """Replace `path` (0600) atomically: temp file beside it, rename; no fsync (above)."""
-        payload = value if type(value) is bytes else _line(value)
+    def _write(self, path: str, value: Any) -> None:
+        """Replace `path` (0600) atomically: temp file beside it, rename; no fsync (above).
+        For a file written without the lock (the window cache)."""
         folder, name = os.path.split(path)
-        tmp = os.path.join(folder, f"{prefix or '.' + name + '.'}{os.getpid()}.tmp")
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, _line(value))
         finally:
             os.close(fd)
-        if step:
-            self.step(step)  # written, not in place yet
         os.replace(tmp, path)
+
+    def _put(self, path: str, payload: bytes, step: str) -> None:
+        """Write a file of the view (0600) in place: no temp file and rename, which cost more
+        than the rest of a commit's view. A reader never takes what it read while a commit
+        wrote: every commit changes the ledger's stamps before it writes any of the view, and
+        a reader takes the view only when the stamps were the view's before and after it read
+        (`read`); the one overlap that check cannot see, a reader that read the stamps after
+        a commit changed them and the files while that commit wrote them, finds a part of
+        one: no part of a file written here parses as a view (`_body`: the line of the
+        ended sessions' files comes last; a session's file is one object), so it reads the
+        ledger. A writer killed mid-file leaves the view behind (its shared part is not at
+        the commit made), rewritten whole by the next commit."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            half = len(payload) // 2
+            _write_all(fd, payload[:half])
+            self.step(step)  # the crash tests stop here: a part written, as a kill leaves it
+            _write_all(fd, payload[half:])
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _slash(data: Ledger) -> dict[str, int]:
@@ -725,7 +748,7 @@ def differences(ledger_file: str, journal_file: str, data: Ledger) -> list[str]:
     head, body = got
     if head.get("at") != stamps(ledger_file, journal_file):
         out.append("the view is not at the committed files")
-    fresh = _Collect(ledger_file, journal_file, "")
+    fresh = _Collect(ledger_file, journal_file)
     fresh.rebuild(data, head["seq"], head["at"])
     raw = fresh.got.pop(shared_file)
     if _split(raw)[0] != head or _body(head, _split(raw)[1] or b"") != body:
@@ -759,8 +782,7 @@ class _Collect(Writer):
         self._sessions(data, data["sessions"], seq)
         self._shared(data, seq, at, _slash(data))
 
-    def _write(self, path: str, value: Any, prefix: str | None = None, step: str = "") -> None:
-        payload = value if type(value) is bytes else _line(value)
+    def _put(self, path: str, payload: bytes, step: str) -> None:
         if path == self.shared:
             self.got[path] = payload
         else:

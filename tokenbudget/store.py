@@ -822,7 +822,7 @@ class JsonFileStore(Store):
         longer have, so readers take the ledger until a commit rewrites it.
         """
         try:
-            writer = hot.Writer(self.file, self.journal, self._temp_prefix, _step)
+            writer = hot.Writer(self.file, self.journal, _step)
             before = _stamps_at(pos) if pos is not None else None
             if change is None or pos is None or not writer.in_step(pos.seq, before):
                 writer.rebuild(data, seq, at)
