@@ -395,3 +395,36 @@ def test_a_whole_table_of_sums_set_by_the_change_is_not_merged() -> None:
     prep = _prepared(whole)
     assert [p for p, _v in prep.sets if p[0] == "hours"] == [["hours"]]
     assert store_mod._merge(prep, [(1, [[["hours", "7", "/p"], [3, 0.75, 90, 100]]], [])]) is None
+
+
+def test_the_journal_since_a_read_is_read_only_from_the_journal_that_read_saw(
+    tmp_path: Path,
+) -> None:
+    # store._since, for the prepared commit and a transaction given its read: what others
+    # committed since, or None when the journal cannot tell it (then the whole ledger is read).
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["warned"]["a"] = 1.0  # the snapshot: no journal yet
+    _, fresh = store.read()
+    with store.transaction() as ledger:
+        ledger["warned"]["b"] = 2.0
+    _, pos = store.read()
+    with store.transaction() as ledger:
+        ledger["warned"]["c"] = 3.0
+    journal_file = Path(store.journal)
+    got = store._since(fresh)  # no journal when read: one begun since on that snapshot
+    assert got is not None and [e[0] for e in got[0].entries] == [1, 2]
+    got = store._since(pos)
+    assert got is not None and [e[0] for e in got[0].entries] == [2]
+    assert got[1] == (journal_file.stat().st_dev, journal_file.stat().st_ino)
+    other = tmp_path / "restored.jsonl"
+    other.write_bytes(journal_file.read_bytes())
+    other.replace(journal_file)  # the same lines in another file (a copy put back)
+    assert store._since(pos) is None
+    _, pos = store.read()
+    with open(journal_file, "r+b") as f:
+        f.truncate(pos.end - 1)  # shorter than it was read, in place
+    assert store._since(pos) is None
+    journal_file.unlink()
+    assert store._since(pos) is None  # gone since it was read
+    assert store._since(fresh) is not None and store._since(fresh)[0].entries == []
