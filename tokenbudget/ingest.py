@@ -455,8 +455,10 @@ class Ingestor:
                 where = row[ADJ_BUCKET], row[ADJ_TURN]
                 net[where] = net.get(where, ZERO) + Usage(*row[ADJ_USAGE])
 
+        # The line's own turn first (several turns' corrections can share a bucket), then the
+        # buckets from the line's own on, then the earlier ones.
         left, line_hour = overlap, int(ev.ts // BUCKET)
-        for hour, at in sorted(net, key=lambda k: (k[0] < line_hour, k[0])):
+        for hour, at in sorted(net, key=lambda k: (k[1] != turn, k[0] < line_hour, k[0])):
             take = Usage(*(min(a, b) for a, b in zip(left, net[hour, at].clamp(), strict=True)))
             if take.total:
                 left = left - take
