@@ -102,14 +102,17 @@ def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -
     assert (out.stdout, out.stderr) == (b"{}\n", loaded)
 
 
-def test_reading_budgets_imports_no_time_zones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("zone", [None, "Europe/Berlin"])
+def test_reading_budgets_imports_no_time_zones(tmp_path: Path, zone: str | None) -> None:
     # Reading the config and its budgets needs neither datetime nor zoneinfo (nor contextlib):
-    # a hook call with nothing new reads them and decides from the window cache (hot.py).
+    # a hook call with nothing new reads them and decides from the window cache (hot.py). A
+    # configured zone is checked by its file where zoneinfo would find it.
     import json
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"budgets": [{"kind": "daily", "limit": "200k"},
-                                            {"kind": "command", "name": "/t", "limit": "$2"}]}))
+                                            {"kind": "command", "name": "/t", "limit": "$2"}],
+                                "timezone": zone}))
     code = (f"import sys, tokenbudget.config as c; print(len(c.load_config({str(path)!r}).budgets),"
             " [m for m in ('datetime', 'zoneinfo', 'contextlib', 'tokenbudget.budgets',"
             " 'tokenbudget.usage') if m in sys.modules])")
