@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, tzinfo
-from pathlib import Path
 
 from tokenbudget import clock, transcripts
 from tokenbudget.ledger import BUCKET, Ledger, file_identity, resolve_turn
@@ -163,11 +162,12 @@ class Ingestor:
     # --- files ---------------------------------------------------------------------------------
 
     def ingest_file(
-        self, path: Path, session_id: str, is_subagent: bool, max_bytes: int | None = None
+        self, path: str | os.PathLike[str], session_id: str, is_subagent: bool,
+        max_bytes: int | None = None,
     ) -> None:
         """Read what is new in one transcript and record it."""
         files = self.L["files"]
-        key = str(path)
+        key = path = os.fspath(path)
         rec = files.get(key)
         prev = FilePos(rec[FILE_IDENT], rec[FILE_HEAD], rec[FILE_OFFSET]) if rec else None
         try:
@@ -681,8 +681,8 @@ class Ingestor:
                     sizes = [os.stat(path).st_size, os.stat(fork_path).st_size]
                     if e is None or e[EVAL_SIZES] != sizes:
                         if copied is None:
-                            copied = transcripts.copied_uuids(Path(fork_path))
-                        e = evals[c] = self._evaluation(copied, Path(path), sizes)
+                            copied = transcripts.copied_uuids(fork_path)
+                        e = evals[c] = self._evaluation(copied, path, sizes)
                 except OSError:
                     return requester, None
             if e[EVAL_KIND] == EVAL_UNKNOWN:
@@ -701,7 +701,7 @@ class Ingestor:
         return (best[1], best[2]) if best is not None else (requester, None)
 
     @staticmethod
-    def _evaluation(copied: tuple[set[bytes], bool], parent: Path, sizes: list[int]) -> list[Any]:
+    def _evaluation(copied: tuple[set[bytes], bool], parent: str, sizes: list[int]) -> list[Any]:
         """One candidate parent's evaluation (schema.EVAL_*): its totals at the fork point
         known, unknown (its line torn or rejected), or not a parent (it holds no copy)."""
         fp = transcripts.fork_point(copied[0], parent)
