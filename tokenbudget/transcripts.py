@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 
-from tokenbudget.budgets import slash_command
 from tokenbudget.ledger import file_identity
+from tokenbudget.limits import slash_command
 from tokenbudget.paths import is_session_id
 from tokenbudget.record import Record
 from tokenbudget.usage import Usage
