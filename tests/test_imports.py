@@ -142,7 +142,8 @@ def test_a_hook_call_with_news_imports_no_dataclasses_typing_or_pathlib(private_
 
 # What a call with news far from every limit imports of tokenbudget: it reads and records the
 # response before the lock and decides with the quick check (hot.quiet), so neither the engine
-# nor the budgets' rules (enforce, budgets, numfmt) come in.
+# nor the budgets' rules (enforce, budgets, numfmt) come in, nor datetime (transcripts.parse_ts
+# reads Claude Code's timestamps without it) or zoneinfo.
 NEWS = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors tokenbudget.fileio"
         " tokenbudget.history tokenbudget.hook tokenbudget.hot tokenbudget.ingest"
         " tokenbudget.journal tokenbudget.ledger tokenbudget.limits tokenbudget.lock"
@@ -178,7 +179,8 @@ def test_a_hook_call_with_news_far_from_its_limits_imports_no_engine(
     before = journal.stat().st_size if journal.exists() else 0
     transcript.write_bytes(b"".join(lines))  # the news: one more response and what follows
     code = ("import sys; from tokenbudget.hook import main; main(); "
-            f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr); "
+            f"print(' '.join(m for m in {SLOW + QUICK_OFF[:2]!r} if m in sys.modules),"
+            " file=sys.stderr); "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('tokenbudget'))),"
             " file=sys.stderr)")
     out = subprocess.run([sys.executable, "-S", "-c", code, name], input=event("p-2"),

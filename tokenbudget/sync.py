@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from datetime import tzinfo
 
 from tokenbudget import clock, history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
@@ -24,6 +23,7 @@ from tokenbudget.store import open_store as open_store  # the one way to the led
 # are named by strings here (the config folders a sync is given may be Paths).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from datetime import tzinfo
     from pathlib import Path
     from typing import Any
 
