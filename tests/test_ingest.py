@@ -75,7 +75,7 @@ def per_session(home: Path) -> dict[str, int]:
     }
 
 
-def in_order(order: tuple[str, ...], dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
+def in_order(order: tuple[str, ...], dirs: list[Path]) -> Iterator[tuple[str, str, bool]]:
     """transcripts.discover() with the sessions read in `order` (prefixes of their ids)."""
     found = list(DISCOVER(dirs))
     for prefix in order:
