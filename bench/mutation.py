@@ -140,38 +140,24 @@ class Resident:
         self.proc.wait()
 
 
-PER_TEST_EXIT = 86  # a resident run's child ends so when one test passes its own limit
-
-
 class _PerTestLimit:
-    """A pytest plugin for a resident run's child: a thread that ends the child (exit
-    PER_TEST_EXIT) when one test, set-up and teardown included, runs longer than its limit
-    (`limits` by test function, `limits[""]` for the rest). A mutant that hangs one test then
-    costs that test's limit, not the whole run's; a thread, not SIGALRM, since tests use
-    signals of their own."""
+    """A pytest plugin for a resident run's child: it tells the server, through a pipe, when
+    each test (set-up and teardown included) must be done by (`limits` by test function,
+    `limits[""]` for the rest; a deadline on the monotonic clock, which all processes share),
+    and the server ends the run when that passes. A mutant that hangs one test then costs that
+    test's limit, not the whole run's. The server watches, not a thread or a signal here: a
+    hang in C (a huge power) holds the GIL, and tests use signals of their own."""
 
-    def __init__(self, limits: dict[str, float], out: int) -> None:
-        import threading
-
-        self.limits, self.out = limits, out
-        self.current: tuple[str, float] | None = None
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(0.05)
-            current = self.current
-            if current is not None and time.monotonic() > current[1]:
-                os.write(self.out, f"\nPER-TEST LIMIT: {current[0]}\n".encode())
-                os._exit(PER_TEST_EXIT)
+    def __init__(self, limits: dict[str, float], pipe: int) -> None:
+        self.limits, self.pipe = limits, pipe
 
     def pytest_runtest_protocol(self, item: object, nextitem: object) -> None:
         node = str(getattr(item, "nodeid", "")).split("[")[0]
         limit = self.limits.get(node, self.limits.get("", 1e9))
-        self.current = (node, time.monotonic() + limit)
+        os.write(self.pipe, f"{time.monotonic() + limit} {node}\n".encode())
 
     def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
-        self.current = None
+        os.write(self.pipe, b"0 -\n")
 
 
 def serve() -> None:
@@ -195,6 +181,7 @@ def serve() -> None:
         request = json.loads(line)
         with tempfile.TemporaryFile() as out:
             start = time.monotonic()
+            progress, told = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child: one pytest run, in a process group of its own
                 exit_code = 3
@@ -204,7 +191,8 @@ def serve() -> None:
                     os.dup2(null, 0)
                     os.dup2(out.fileno(), 1)
                     os.dup2(out.fileno(), 2)
-                    watch = _PerTestLimit(request.get("per_test", {}), out.fileno())
+                    os.close(progress)
+                    watch = _PerTestLimit(request.get("per_test", {}), told)
                     exit_code = int(pytest.main([
                         *PYTEST_ARGS, "-W", "ignore::pytest.PytestAssertRewriteWarning",
                         *request["args"]], plugins=[watch]))
@@ -212,21 +200,35 @@ def serve() -> None:
                     sys.stdout.flush()
                     sys.stderr.flush()
                     os._exit(exit_code)
+            os.close(told)
+            os.set_blocking(progress, False)
             deadline = start + float(request["timeout"])
+            test_deadline, test, said = 0.0, "", b""
             code: int | None = None
             while True:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     code = os.waitstatus_to_exitcode(status)
                     break
-                if time.monotonic() > deadline:
+                with contextlib.suppress(BlockingIOError):
+                    said += os.read(progress, 65536)
+                if b"\n" in said:
+                    *lines, said = said.split(b"\n")
+                    when, _, node = lines[-1].decode().partition(" ")
+                    test_deadline, test = float(when), node
+                now = time.monotonic()
+                if test_deadline and now > test_deadline:
+                    os.killpg(pid, signal.SIGKILL)  # one test ran past its own limit
+                    os.waitpid(pid, 0)
+                    out.write(f"\nPER-TEST LIMIT: {test}\n".encode())
+                    break
+                if now > deadline:
                     os.killpg(pid, signal.SIGKILL)  # the run and whatever it started
                     os.waitpid(pid, 0)
                     break
                 time.sleep(0.01)
             took = time.monotonic() - start
-            if code == PER_TEST_EXIT:
-                code = None  # a test ran past its own limit: a timeout
+            os.close(progress)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)  # whatever the run left behind
             out.seek(0)

@@ -19,6 +19,11 @@ cut to its length), untimed, so every call of a case does the same work. Every c
 per round, in shuffled order, with the baseline in the same rounds; the figures are medians of
 wall time and of the child's CPU time (user + sys, from the kernel's accounting), each as a
 ratio to the baseline's median of the same rounds.
+
+`--importtime N`: afterwards, each call with news run N more times (in turn, REF's and this
+tree's) under `python -X importtime`, and `import json` too: the median self time of each
+module the call imports beyond what `import json` does, and their sum (importtime's own
+bookkeeping inflates them; compare the two codes' figures, not these with the CPU times).
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="git ref of the code before (e.g. main)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--name", default="quick_call")
+    ap.add_argument("--importtime", type=int, default=0, metavar="N",
+                    help="then N runs of each call with news under -X importtime")
     a = ap.parse_args()
     after = common.bench_python(reinstall=True)
     before = common.bench_python_at(a.before)
@@ -176,6 +183,33 @@ def main() -> None:
             got = cases[n]()
             if r >= 2:  # two rounds of warm-up
                 times[n].append(got)
+    imports: dict[str, dict[str, Any]] = {}
+    if a.importtime:
+        def imported(argv: list[str], stdin: bytes, lines: bytes = b"") -> dict[str, int]:
+            reset(lines)
+            p = subprocess.run(argv, input=stdin, capture_output=True, env=env,
+                               cwd=str(common.WORK), check=True)
+            found = {}
+            for line in p.stderr.decode().splitlines():
+                parts = line.split("|")
+                if line.startswith("import time:") and len(parts) == 3 and "self" not in line:
+                    found[parts[2].strip()] = int(parts[0].split(":")[1])
+            return found
+
+        runs: dict[str, list[dict[str, int]]] = {}
+        for _ in range(a.importtime):
+            runs.setdefault("baseline", []).append(
+                imported([str(after), "-X", "importtime", "-c", "import json"], b""))
+            for code, py in (("before", before), ("after", after)):
+                argv = quick_start(py)
+                for name in news:
+                    runs.setdefault(f"{code} {name}", []).append(imported(
+                        [argv[0], "-X", "importtime", *argv[1:], name], event(name), news[name]))
+        base_mods = set().union(*runs.pop("baseline"))
+        for label, found in runs.items():
+            mods = sorted(set().union(*found) - base_mods)
+            med = {m: statistics.median(f.get(m, 0) for f in found) / 1000 for m in mods}
+            imports[label] = {"self_ms": med, "sum_ms": sum(med.values())}
     reset()
     base_wall = statistics.median(w for w, _ in times["baseline"])
     base_cpu = statistics.median(c for _, c in times["baseline"])
@@ -187,7 +221,8 @@ def main() -> None:
                    "cpu_ratio": cpu / base_cpu, "raw": xs}
     out = {"machine": common.machine(), "rounds": a.rounds, "live": s["live"],
            "after": common.installed(after.parent.parent),
-           "before": common.installed(before.parent.parent), "cases": rows}
+           "before": common.installed(before.parent.parent), "cases": rows,
+           "imports_beyond_json": imports}
     common.save(a.name, out)
     print(f"\n10 live sessions, {a.rounds} rounds; baseline `import json`: wall "
           f"{base_wall * 1000:.1f} ms, CPU {base_cpu * 1000:.1f} ms")
@@ -195,6 +230,11 @@ def main() -> None:
     for n, e in sorted(rows.items()):
         print(f"{n:24s} {e['wall_s'] * 1000:7.1f} ms {e['wall_ratio']:5.2f}x "
               f"{e['cpu_s'] * 1000:7.1f} ms {e['cpu_ratio']:5.2f}x")
+    for label, got in imports.items():
+        top = sorted(got["self_ms"].items(), key=lambda kv: -kv[1])
+        print(f"\n{label}: imports beyond `import json`, {len(top)} modules, median self "
+              f"{got['sum_ms']:.1f} ms in all (importtime):")
+        print(", ".join(f"{m} {t:.2f}" for m, t in top))
 
 
 if __name__ == "__main__":

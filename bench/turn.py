@@ -15,6 +15,8 @@ Variants (each a settings file passed with --settings):
 - none: no hooks at all (the baseline).
 - true: every event of `main` registered as `true`: what Claude Code itself pays per hook.
 - http-noop: every event of `main` as an http hook to a local answerer that says `{}`.
+- installed-noop, resident-noop: the hooks of `installed` and `resident`, each doing nothing
+  (`true`, or the `{}` answerer): Claude Code's own cost of those hooks.
 - main: the hooks as 0.1.x registered them (SessionStart, UserPromptSubmit, PreToolUse,
   PostToolBatch, Stop, SubagentStop, SessionEnd, all waited for), `python -P -c ...`.
 - nopre: main without PreToolUse (lever 1).
@@ -230,6 +232,24 @@ def resident_installed_hooks(py: Path, state: Path, stop_command: bool = False) 
     return {"hooks": hooks}
 
 
+def as_noop(settings: Settings) -> Settings:
+    """The same events, matchers and async flags, each hook doing nothing: a command hook
+    `true`, an http hook the `{}` answerer. What Claude Code's side of a set of hooks costs,
+    the floor under anything the hooks could do."""
+    if not _NOOP:
+        _NOOP.append(NoopAnswerer())
+    hooks: dict[str, Any] = json.loads(json.dumps(settings["hooks"]))
+    for groups in hooks.values():
+        for group in groups:
+            for hook in group["hooks"]:
+                if hook["type"] == "http":
+                    hook["url"] = _NOOP[0].url
+                    hook.pop("headers", None)
+                else:
+                    hook["command"] = "true"
+    return {"hooks": hooks}
+
+
 VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "none": lambda py: None,
     "true": true_hooks,
@@ -244,13 +264,16 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "resident": resident_installed_hooks,  # these three too
     "resident-stopcmd": lambda py, state: resident_installed_hooks(py, state, stop_command=True),
     "resident-base": lambda py, state: resident_installed_hooks(_BASE[0], state),
+    "installed-noop": lambda py: as_noop(installed_hooks(py)),
+    "resident-noop": lambda py, state: as_noop(resident_installed_hooks(py, state)),
 }
-_WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base")
+_WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base",
+               "resident-noop")
 _BASE: list[Path] = []  # the interpreter of --base
 
 
 # Variants whose hooks record nothing.
-_RECORDS_NOTHING = ("none", "true", "http-noop")
+_RECORDS_NOTHING = ("none", "true", "http-noop", "installed-noop", "resident-noop")
 
 
 class Runner:

@@ -74,13 +74,13 @@ ORDERS = ("sorted", "reversed", "shuffled", "files")
 DISCOVER = transcripts.discover
 
 
-def every_file_order(dirs: list[Path]) -> Iterator[list[tuple[Path, str, bool]]]:
+def every_file_order(dirs: list[Path]) -> Iterator[list[tuple[str, str, bool]]]:
     """Every order of every transcript transcripts.discover() finds, subagents' included
     (before or after their session's): for the few files of a recorded fixture."""
     yield from (list(p) for p in itertools.permutations(DISCOVER(dirs)))
 
 
-def discover_in(order: str, dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
+def discover_in(order: str, dirs: list[Path]) -> Iterator[tuple[str, str, bool]]:
     """transcripts.discover() with its sessions in another order (each one's subagents still
     before its transcript; with "files", every file shuffled on its own, a subagent's after
     its session's too): a backfill must not depend on which file it reads first."""
@@ -89,9 +89,9 @@ def discover_in(order: str, dirs: list[Path]) -> Iterator[tuple[Path, str, bool]
         random.Random(12).shuffle(found)
         yield from found
         return
-    groups: dict[tuple[Path, str], list[tuple[Path, str, bool]]] = {}
+    groups: dict[tuple[Path, str], list[tuple[str, str, bool]]] = {}
     for path, sid, sub in DISCOVER(dirs):
-        folder = path.parents[2] if sub else path.parent
+        folder = Path(path).parents[2] if sub else Path(path).parent
         groups.setdefault((folder, sid), []).append((path, sid, sub))
     keys = list(groups)
     if order == "reversed":

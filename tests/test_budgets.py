@@ -168,6 +168,16 @@ def test_budget_refuses_nonsense(kwargs: dict[str, object], field: str) -> None:
         Budget(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("warn_at", [True, False, "0.5", None])
+def test_a_budgets_warning_threshold_must_be_a_number(warn_at: object) -> None:
+    """A warning threshold given as a bool (a number to Python: True would mean 100%) or as
+    text is refused with one line naming the field, not taken or left to fail later."""
+    with pytest.raises(ConfigError) as e:
+        Budget("daily", 1000, warn_at=warn_at)  # type: ignore[arg-type]
+    assert str(e.value).startswith("warn_at: must be a number, not ")
+    assert "\n" not in str(e.value)
+
+
 def test_budget_json_round_trip() -> None:
     for budget in [
         Budget("daily", 200_000),

@@ -132,6 +132,10 @@ def test_write_failure_is_one_line(tmp_path: Path) -> None:
          'budgets[0].project: must be an absolute folder path, not "rel/dir"'),
         ({"timezone": "Mars/Olympus_Mons"}, 'timezone: unknown time zone "Mars/Olympus_Mons"'),
         ({"timezone": "../etc/passwd"}, 'timezone: unknown time zone "../etc/passwd"'),
+        ({"timezone": "Europe//Berlin"}, 'timezone: unknown time zone "Europe//Berlin"'),
+        ({"timezone": "Europe"}, 'timezone: unknown time zone "Europe"'),
+        ({"timezone": "/usr/share/zoneinfo/UTC"},
+         'timezone: unknown time zone "/usr/share/zoneinfo/UTC"'),
         ({"timezone": 1}, "timezone: must be a zone name or null, not 1"),
         ({"week_start": "someday"}, 'week_start: must be a day name like "monday", not "someday"'),
         ({"week_start": 0}, 'week_start: must be a day name like "monday", not 0'),
@@ -213,6 +217,19 @@ def test_system_zone_without_tz_from_a_copied_zone_file_keeps_its_dst(
     # Rules, not the offset of the day it was read: winter and summer differ.
     assert datetime(2027, 1, 15, 12, tzinfo=zone).utcoffset() == timedelta(hours=-5)
     assert datetime(2027, 7, 15, 12, tzinfo=zone).utcoffset() == timedelta(hours=-4)
+
+
+def test_a_zone_file_that_is_not_one_is_refused_as_zoneinfo_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configured zone is known without zoneinfo only when its file is a zone file."""
+    (tmp_path / "Fake").mkdir()
+    (tmp_path / "Fake" / "Zone").write_text("not a zone file")
+    (tmp_path / "Fake" / "Real").write_bytes(_tzif("Europe/Berlin"))
+    monkeypatch.setenv("PYTHONTZPATH", str(tmp_path))
+    with pytest.raises(ConfigError, match='unknown time zone "Fake/Zone"'):
+        Config.from_json({"timezone": "Fake/Zone"})
+    assert Config.from_json({"timezone": "Fake/Real"}).timezone == "Fake/Real"
 
 
 def test_bad_zone_built_by_hand_fails_cleanly() -> None:

@@ -107,3 +107,26 @@ def test_a_rate_is_implied_from_claude_codes_cost_of_a_single_token(private_home
     store = sync.open_store()
     sync.sync_all(store, now=NOW)
     assert _hours(store.snapshot(), HOUR_COST) == pytest.approx(0.00001 * 1_001)
+
+
+def test_a_late_line_takes_its_usage_back_from_its_own_turns_correction(
+    private_home: Path,
+) -> None:
+    """Two turns in one bucket, each with usage Claude Code's total counted before any line
+    showed it: when the second turn's line comes, its usage comes off the second turn's
+    correction, not the first's. Each turn (a per-command budget's run) keeps what it made,
+    whatever order the lines reached the disk in."""
+    s = Session(private_home, "s-late", "/home/dev/app")
+    t0 = NOW - 600  # both turns inside one 15-minute bucket
+    s.turn("p1", "/first", t0, 100)
+    s.write(cost_state_line("s-late", {MODEL: (150, 0, 150 * 4e-6)}))  # 50 in no line
+    s.turn("p2", "/second", t0 + 60, 200)
+    s.write(cost_state_line("s-late", {MODEL: (380, 0, 380 * 4e-6)}))  # 30 more in no line
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    s.write(reply_line("s-late", "p2-late", t0 + 60.5, s.cwd, input_tokens=30))  # those 30
+    sync.sync_all(store, now=NOW)
+    first, second = store.turn_usage("s-late", "p1"), store.turn_usage("s-late", "p2")
+    assert first is not None and second is not None
+    assert (first[1], second[1]) == (150, 230)
+    assert _hours(store.snapshot(), HOUR_TOKENS) == 380

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import install_fixture, truth_usage
 from tokenbudget import enforce, history, query, sync
 from tokenbudget.budgets import Budget
+from tokenbudget.ledger import new_ledger
 
 
 def _plain_at(private_home: Path, iso_minute: str) -> None:
@@ -55,3 +56,26 @@ def test_a_local_day_is_exact_whatever_the_offset(
             assert used == 0
         else:
             assert used == expected
+
+
+
+NOW = datetime(2026, 11, 28, 17, 30, tzinfo=UTC).timestamp()
+
+
+def test_a_command_budget_mid_run_counts_only_a_turn_of_its_command() -> None:
+    """Measured during a turn (a tool call), a command budget counts that turn's usage when the
+    turn runs its command, and nothing when it runs another command or is not recorded yet."""
+    ledger = new_ledger()
+    ledger["sessions"]["s-1"] = {
+        "p": "/p", "f": NOW - 60, "l": NOW - 60, "m": {}, "x": {}, "s": {},
+        "t": {"p-1": ["/test", NOW - 60, 3_000, 0.3]}, "a": {}, "adj": [], "fk": [], "cs": {},
+    }
+
+    def measured(command: str, prompt_id: str) -> tuple[float, datetime | None, str | None]:
+        ctx = enforce.Context("s-1", "/p", datetime.fromtimestamp(NOW, UTC), UTC,
+                              command=command, prompt_id=prompt_id)
+        return enforce.measure(Budget("command", 2_000, name=command), ledger, ctx)
+
+    assert measured("/test", "p-1") == (3_000.0, None, "p-1")
+    assert measured("/review", "p-1") == (0.0, None, "p-1")  # the turn runs /test
+    assert measured("/review", "p-2") == (0.0, None, "p-2")  # no turn p-2 recorded yet

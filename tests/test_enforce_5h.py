@@ -174,3 +174,45 @@ def test_the_walk_stops_at_the_last_long_pause() -> None:
     # Back past the night's pause by the room a merged day may take (two days), no further.
     oldest_read = (min(hours.looked) * BUCKET - now.timestamp()) / 86400
     assert -3 < oldest_read < -2
+
+
+def _oldest_read_days(hours: _Watched, now: datetime) -> float:
+    return (min(hours.looked) * BUCKET - now.timestamp()) / 86400
+
+
+def test_the_walk_stops_at_a_pause_under_5_hours_that_starts_a_block() -> None:
+    """A pause from 19:51 to 00:00 (4h09m) starts a new block whatever came before: the walk
+    returns all the activity since it and reads back no further than it needs."""
+    # Ten days of visits every 4h10m, each two requests a minute apart: only a pause from a
+    # visit at :50 starts anew, and the end of no bucket is 5 hours before the next visit, so
+    # the walk cannot stop at a bucket's end. The last visit is at 00:00.
+    last = BASE - BASE % 86400
+    requests = [
+        (last - i * 250 * 60 + minute * 60, "/p/a", 100)
+        for i in range(10 * 24 * 6 // 25)
+        for minute in (0, 1)
+    ]
+    ledger = _ledger(requests)
+    hours = _Watched(ledger["hours"])
+    hours.looked = set()
+    now = datetime.fromtimestamp(last + 1200, UTC)
+    moments = enforce._block_activity({"hours": hours}, BUDGETS[0], now)
+    visit = datetime.fromtimestamp(last, UTC)
+    assert sorted(moments) == [visit, visit + timedelta(minutes=1)]
+    # Two days of room for merged days before the pause (4h29m back from now), no further.
+    assert -2 - 5 / 24 < _oldest_read_days(hours, now) < -2 - 4 / 24
+    assert enforce.measure(BUDGETS[0], ledger, enforce.Context(None, "/p/a", now, UTC)) == (
+        200.0, visit + timedelta(hours=5), visit.isoformat()
+    )
+
+
+def test_a_pause_from_an_hours_last_second_to_five_hours_after_its_start_ends_the_walk() -> None:
+    """Activity at 05:00:00 after a pause since 00:59:59.5 starts a new block (the shortest
+    such pause: 4 hours and half a second), and the walk stops there."""
+    start = BASE - BASE % 86400 + 5 * HOUR
+    requests = [(start - 4 * HOUR - 60, "/p/a", 1), (start - 4 * HOUR - 0.5, "/p/a", 1),
+                (start, "/p/a", 1), (start + 300, "/p/a", 1)]
+    now = datetime.fromtimestamp(start + 1200, UTC)
+    moments = enforce._block_activity(_ledger(requests), BUDGETS[0], now)
+    begun = datetime.fromtimestamp(start, UTC)
+    assert sorted(moments) == [begun, begun + timedelta(minutes=5)]

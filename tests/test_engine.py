@@ -242,6 +242,33 @@ def test_an_allow_lapses_after_an_hour() -> None:
     assert decide("UserPromptSubmit", checks, ledger).action == "refuse"
 
 
+def test_an_allow_with_no_time_recorded_has_lapsed() -> None:
+    """A granted allow whose grant time is missing from the ledger counts as long lapsed: the
+    prompt is refused, as after an hour."""
+    ledger = ledger_with({"/p": (1_000, 0.0)})
+    ledger["allow"] = {"pending": True}
+    checks = prompt([Budget("daily", 1_000)], ledger, "go on")
+    refused = decide("UserPromptSubmit", checks, ledger)
+    assert (refused.action, refused.let_through, refused.allow) == ("refuse", False, None)
+
+
+def test_the_stop_of_a_let_through_turn_names_the_budget_it_used_one_more_of() -> None:
+    """In a turn `tokenbudget allow` let through, the stop names the budget that has used one
+    more budget's worth since the prompt, not one further over that has not."""
+    tokens, dollars = Budget("daily", 1_000), Budget("daily", 1, "usd")
+    ledger = ledger_with({"/p": (5_000, 1.0)})
+    ledger["allow"] = {"pending": True, "at": NOW - 60}
+    engine.remember(ledger, decide("UserPromptSubmit", prompt([tokens, dollars], ledger, "go on"),
+                                   ledger))
+    assert ledger["allow"]["base"] == {"daily|tokens": 5_000, "daily|usd": 1.0}
+    # 500 tokens more (5.5 times its limit, under one more limit's worth) and $1.10 more.
+    ledger["hours"][str(int((NOW - 600) // BUCKET))]["/p"][:2] = [5_500, 2.1]
+    stopped = decide("PreToolUse", prompt([tokens, dollars], ledger, "go on"), ledger)
+    assert stopped.action == "stop"
+    assert stopped.check is not None
+    assert (stopped.check.budget.unit, stopped.check.used) == ("usd", 2.1)
+
+
 def test_used_up_is_what_refuses_the_next_prompt_whatever_it_is() -> None:
     ledger = ledger_with({"/p": (1_000, 0.0)})
     budgets = [Budget("daily", 1_000), Budget("weekly", 1_000, mode="warn"),

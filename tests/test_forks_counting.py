@@ -11,11 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FORK_CASES, install_fixture
+from tests.helpers import FORK_CASES, install_fixture, session_totals, truth_usage
 from tests.test_ingest import A, only_compacted
 from tokenbudget import enforce, query, sync
 from tokenbudget.ledger import BUCKET, Ledger
-from tokenbudget.schema import HOUR_TOKENS, M_USAGE, S_MODELS
+from tokenbudget.schema import (
+    HOUR_TOKENS,
+    M_USAGE,
+    S_ADJUSTMENTS,
+    S_MODELS,
+    S_ORIGIN,
+    S_TURNS,
+    TURN_START,
+)
 
 NOW = 1795887600.0
 
@@ -77,6 +85,35 @@ def test_a_team_member_sends_a_held_turns_usage_again_with_its_command(
     sync.sync_all(store, now=NOW)
     outbox = store.snapshot()["outbox"]
     assert outbox and {row[-2] for row in outbox.values()} == {"/helper"}
+
+
+def test_a_held_turns_correction_goes_to_the_team_again_with_the_command_once_it_is_read(
+    private_home: Path,
+) -> None:
+    """A correction kept under a turn held for its subagent (read before the prompt) waits
+    for the team; once a later sync reads the prompt, the correction goes again under the
+    command it served, even when the outbox was pushed (emptied) in between."""
+    projects = install_fixture("fork-slash-agent", private_home / ".claude")
+    sid, turn = "f60de4ad-60e1-44d1-a881-eea48164349f", "fc96bff1-68f2-44bb-89c9-6fac768564c3"
+    main = next(projects.glob(f"*/{sid}.jsonl"))
+    whole = main.read_text()
+    main.write_text("".join(whole.splitlines(keepends=True)[:5]))  # before /helper's prompt
+    store = sync.open_store()
+    with store.transaction() as ledger:
+        ledger["team"] = "core"
+    sync.sync_all(store, now=NOW)
+    with store.transaction() as ledger:
+        session = ledger["sessions"][sid]
+        assert session[S_TURNS][turn][TURN_START] == 0  # held: its prompt is not read yet
+        hour = int((NOW - 86400) // BUCKET)
+        session[S_ADJUSTMENTS].append([hour, "claude-opus-5-5", 10, 0, 0, 0, 0, 0.001, turn])
+        ledger["outbox"] = {}  # pushed
+    main.write_text(whole)
+    sync.sync_all(store, now=NOW)
+    corrections = {k: row for k, row in store.snapshot()["outbox"].items()
+                   if k.startswith("adj-")}
+    assert [row[2:8] + row[-2:] for row in corrections.values()] == [
+        [10, 0, 0, 0, 0, hour, "/helper", "/home/dev/project"]]
 
 
 def test_a_subagent_launched_from_a_note_counts_for_the_command_the_note_continues(
@@ -196,3 +233,34 @@ def test_a_forks_own_response_rewritten_larger_leaves_its_hidden_usage_whole(
     ledger = store.snapshot()
     assert enforce.session_used(ledger, fork)[0] == (905 + 545 + 105 + 2050) + 30_300
     assert enforce.session_used(ledger, parent)[0] == 3610 + 170 + 8100 + 410
+
+
+def test_a_session_naming_the_same_parent_but_holding_none_of_the_forks_lines_is_not_its_parent(
+    private_home: Path,
+) -> None:
+    """Beside a fork lies another session whose copies name the same parent but whose lines
+    are none of the fork's (other uuids): it is weighed as a candidate and passed over, and
+    the parent and the fork are each charged exactly their own requests."""
+    projects = install_fixture("forked", private_home / ".claude")
+    parent, fork = "41481808-d348-404b-a183-6d629348bbef", "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    other = "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
+    path = next(projects.glob(f"*/{fork}.jsonl"))
+    copies = []
+    for n, text in enumerate(path.read_text().splitlines()):
+        line = json.loads(text)
+        if line.get("type") == "assistant" and "requestSessionId" not in text:
+            break  # the fork's own first response: its copies end here
+        if "uuid" in line:
+            line["uuid"] = f"00000000-0000-4000-8000-{n:012d}"
+        if line.get("sessionId") == fork:
+            line["sessionId"] = other
+        copies.append(json.dumps(line))
+    assert any("requestSessionId" in c for c in copies)
+    (path.parent / f"{other}.jsonl").write_text("".join(c + "\n" for c in copies))
+    store = sync.open_store()
+    result = sync.sync_all(store, now=NOW)
+    assert not result.errors
+    per_session = session_totals(store)
+    assert per_session[parent] == truth_usage("forked", parent)
+    assert per_session[fork] == truth_usage("forked", fork)
+    assert store.snapshot()["sessions"][other][S_ORIGIN] == parent  # named as the fork's is

@@ -687,3 +687,95 @@ def test_a_ledger_of_an_odd_shape_is_left_to_the_engine(private_home: Path) -> N
     ledger = {"sessions": {"s-1": {"p": "/p"}}, "hours": {}, "projects": {}, "commands": {}}
     ev = hook.parse_event("PreToolUse", json.dumps({"session_id": "s-1", "cwd": "/p"}).encode())
     assert hook._far(ev, cfg, list(cfg.budgets), ledger, 1e9, None) is False
+
+
+def _engine_finds_quiet(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger: Any,
+                        now: float, most: dict[str, float] | None) -> bool:
+    """The engine allows the event with nothing to record, every check ok (and, with `most`,
+    no blocking budget within one response of its limit)."""
+    judged = hook._judge(ev, cfg, budgets, ledger, now)
+    if judged is None:
+        return True
+    _ctx, checks, decision = judged
+    return (decision.action == "allow" and not decision.records
+            and all(c.state == "ok" for c in checks)
+            and (most is None or not hook._could_cross(checks, cfg)))
+
+
+def _quiet_as_the_engine(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger: Any,
+                         now: float) -> bool:
+    """hot.quiet on the event, asserted equal to the engine's judgement, with and without
+    `most` (the first returned)."""
+    said = []
+    for most in (None, hook._most(cfg)):
+        lean = hot.quiet(ev.name, budgets, ledger, now, _calendar(cfg, now),
+                         session_id=ev.session_id, cwd=ev.cwd, prompt=ev.prompt,
+                         prompt_id=ev.prompt_id, most=most)
+        assert lean == _engine_finds_quiet(ev, cfg, budgets, ledger, now, most), (
+            ev.name, ev.session_id, ev.cwd, budgets, most)
+        said.append(lean)
+    return said[0]
+
+
+def test_the_quick_check_is_the_engines_judgement_where_the_history_has_no_example(
+    private_home: Path, recorded_day: float
+) -> None:
+    """States the built history lacks: an event with no session id or no cwd, a dollar
+    session budget with the cost a resumed session had before it was folded, a session
+    budget whose usage is exactly at its warning threshold. The quick check says quiet
+    exactly where the engine has nothing to say."""
+    from tokenbudget.schema import S_PRE
+
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    alpha.turn("p1", "go on", recorded_day - 600, 500)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    cfg = config_mod.load_config()
+    now = recorded_day
+
+    def event(**fields: Any) -> hook.Event:
+        payload = {"hook_event_name": "PreToolUse", "prompt_id": "p1", **fields}
+        return hook.parse_event("PreToolUse", json.dumps(payload).encode())
+
+    in_alpha = event(session_id=alpha.sid, cwd=alpha.cwd)
+    no_session = event(cwd=alpha.cwd)
+    no_cwd = event(session_id=alpha.sid)
+    assert no_session.session_id is None and no_cwd.cwd is None
+    daily = Budget("daily", 800, warn_at=0.5)  # 500 of 800 tokens used today: a warning
+    scoped = Budget("daily", 800, warn_at=0.5, project="/home/dev/alpha")
+    session_usd = Budget("session", 1.0, "usd", warn_at=0.7)
+    at_threshold = Budget("session", 1000, warn_at=0.5)  # 500 of 1,000: warned at 50%
+    ledger = store.snapshot()
+    cases = [
+        (no_session, [daily], False),  # a day's budget applies to an event of no session
+        (no_session, [Budget("daily", 10**6)], True),
+        (no_cwd, [scoped], False),  # no cwd: the session's own project is where it counts
+        (no_cwd, [Budget("daily", 800, project="/home/dev/beta")], True),
+        (in_alpha, [at_threshold], False),
+        (in_alpha, [Budget("session", 1001, warn_at=0.5)], True),
+        (in_alpha, [session_usd], True),  # a few cents used: far from $1
+    ]
+    for ev, budgets, quiet in cases:
+        assert _quiet_as_the_engine(ev, cfg, budgets, ledger, now) is quiet, budgets
+    # The session resumed after it was folded: $0.75 before, so over 70% of $1 with its own.
+    ledger["sessions"][alpha.sid][S_PRE] = [0, 0.75]
+    assert _quiet_as_the_engine(in_alpha, cfg, [session_usd], ledger, now) is False
+    assert _quiet_as_the_engine(in_alpha, cfg, [Budget("session", 10.0, "usd")], ledger, now)
+
+
+def test_the_window_cache_leaves_the_last_10_microseconds_of_a_window_to_the_engine(
+    tmp_path: Path,
+) -> None:
+    """The engine rounds `now` to the microsecond, so within 10 us of a window's end (that
+    bound included) the cache is not trusted; just before it, it is."""
+    ledger_file = str(tmp_path / "ledger.json")
+    zone = ZoneInfo("UTC")
+    now = datetime(2027, 12, 31, 12, tzinfo=zone).timestamp()
+    key = ["name", "UTC"]
+    hot.keep_windows(ledger_file, key, 0, zone, now)
+    wins = hot.windows(ledger_file, key, 0, now)
+    assert wins is not None
+    end = wins["daily"][1]
+    assert end == datetime(2028, 1, 1, tzinfo=zone).timestamp()
+    assert hot.windows(ledger_file, key, 0, end - 1e-5) is None
+    assert hot.windows(ledger_file, key, 0, end - 2e-5) == wins

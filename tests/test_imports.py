@@ -102,14 +102,17 @@ def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -
     assert (out.stdout, out.stderr) == (b"{}\n", loaded)
 
 
-def test_reading_budgets_imports_no_time_zones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("zone", [None, "Europe/Berlin"])
+def test_reading_budgets_imports_no_time_zones(tmp_path: Path, zone: str | None) -> None:
     # Reading the config and its budgets needs neither datetime nor zoneinfo (nor contextlib):
-    # a hook call with nothing new reads them and decides from the window cache (hot.py).
+    # a hook call with nothing new reads them and decides from the window cache (hot.py). A
+    # configured zone is checked by its file where zoneinfo would find it.
     import json
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"budgets": [{"kind": "daily", "limit": "200k"},
-                                            {"kind": "command", "name": "/t", "limit": "$2"}]}))
+                                            {"kind": "command", "name": "/t", "limit": "$2"}],
+                                "timezone": zone}))
     code = (f"import sys, tokenbudget.config as c; print(len(c.load_config({str(path)!r}).budgets),"
             " [m for m in ('datetime', 'zoneinfo', 'contextlib', 'tokenbudget.budgets',"
             " 'tokenbudget.usage') if m in sys.modules])")
@@ -118,9 +121,9 @@ def test_reading_budgets_imports_no_time_zones(tmp_path: Path) -> None:
     assert out.stdout == "2 []\n"
 
 
-def test_a_hook_call_with_news_imports_no_dataclasses_or_typing(private_home: Path) -> None:
+def test_a_hook_call_with_news_imports_no_dataclasses_typing_or_pathlib(private_home: Path) -> None:
     # A call that reads and records a response: pricing, ingest, sync and the store come in,
-    # dataclasses (with inspect, ~9 ms) and typing (~2.5 ms) do not; pathlib still does.
+    # dataclasses (with inspect, ~9 ms), typing (~2.5 ms) and pathlib (~3.5 ms) do not.
     import json
 
     from tests.helpers import install_fixture
@@ -136,5 +139,54 @@ def test_a_hook_call_with_news_imports_no_dataclasses_or_typing(private_home: Pa
             f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-S", "-c", code, "Stop"], input=event,
                          capture_output=True, check=True, cwd=REPO)
-    assert (out.stdout, out.stderr) == (b"{}\n", b"pathlib\n")
+    assert (out.stdout, out.stderr) == (b"{}\n", b"\n")
     assert (state / "ledger.json").exists()  # it read the transcript and recorded it
+
+
+# What a call with news far from every limit imports of tokenbudget: it reads and records the
+# response before the lock and decides with the quick check (hot.quiet), so neither the engine
+# nor the budgets' rules (enforce, budgets, numfmt) come in, nor datetime (transcripts.parse_ts
+# reads Claude Code's timestamps without it) or zoneinfo.
+NEWS = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors tokenbudget.fileio"
+        " tokenbudget.history tokenbudget.hook tokenbudget.hot tokenbudget.ingest"
+        " tokenbudget.journal tokenbudget.ledger tokenbudget.limits tokenbudget.lock"
+        " tokenbudget.paths tokenbudget.pricing tokenbudget.record tokenbudget.schema"
+        " tokenbudget.store tokenbudget.sync tokenbudget.transcripts tokenbudget.usage")
+
+
+@pytest.mark.parametrize("name", ["PostToolUse", "Stop"])
+def test_a_hook_call_with_news_far_from_its_limits_imports_no_engine(
+    private_home: Path, recorded_day: float, name: str
+) -> None:
+    import json
+
+    from tests.helpers import install_fixture
+    from tokenbudget import hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    kinds = ("daily", "weekly", "monthly", "5h", "session")
+    (state / "config.json").write_text(json.dumps({"budgets": [
+        {"kind": kind, "limit": "900M"} for kind in kinds]}))
+    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    lines = transcript.read_bytes().splitlines(keepends=True)
+    responses = [i for i, line in enumerate(lines) if b'"type":"assistant"' in line]
+    transcript.write_bytes(b"".join(lines[:responses[-1]]))  # all but the last response
+
+    def event(prompt_id: str) -> bytes:
+        return json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                           "cwd": "/home/dev/project", "prompt_id": prompt_id}).encode()
+
+    assert hook.handle("Stop", event("p-1")) == {}  # read up to there
+    journal = state / "ledger.journal.jsonl"
+    before = journal.stat().st_size if journal.exists() else 0
+    transcript.write_bytes(b"".join(lines))  # the news: one more response and what follows
+    code = ("import sys; from tokenbudget.hook import main; main(); "
+            f"print(' '.join(m for m in {SLOW + QUICK_OFF[:2]!r} if m in sys.modules),"
+            " file=sys.stderr); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('tokenbudget'))),"
+            " file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-S", "-c", code, name], input=event("p-2"),
+                         capture_output=True, check=True, cwd=REPO)
+    assert (out.stdout, out.stderr.decode().split("\n")) == (b"{}\n", ["", NEWS, ""])
+    assert journal.stat().st_size > before  # it recorded the response (one journal line)

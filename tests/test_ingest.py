@@ -75,7 +75,7 @@ def per_session(home: Path) -> dict[str, int]:
     }
 
 
-def in_order(order: tuple[str, ...], dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
+def in_order(order: tuple[str, ...], dirs: list[Path]) -> Iterator[tuple[str, str, bool]]:
     """transcripts.discover() with the sessions read in `order` (prefixes of their ids)."""
     found = list(DISCOVER(dirs))
     for prefix in order:
@@ -454,3 +454,27 @@ def test_a_subagent_that_compacts_on_its_own_is_counted_for_its_session(
     sync.sync_all(store, now=1795887600.0)
     per_session = session_totals(store)
     assert per_session == truth_per_session("fork-autocompact-subagent", list(per_session))
+
+
+def test_a_corrections_key_in_the_team_outbox_is_the_same_in_every_version(
+    private_home: Path,
+) -> None:
+    """A correction (here /compact's usage, known only from Claude Code's total) waits for
+    the team under a key made from its session, model and bucket alone, and that key never
+    changes between versions: the server replaces the row it holds under it, so a ledger
+    rebuilt or upgraded sends it again without counting it twice."""
+    install_fixture("compacted", private_home / ".claude")
+    store = sync.open_store()
+    with store.transaction() as ledger:
+        ledger["team"] = "core"
+    sync.sync_all(store, now=NOW)
+    key = "adj-90b5c722a3e427cb"
+    sid = "4b4c9a4f-44d4-4d90-8875-e2461628edf9"
+    outbox = store.snapshot()["outbox"]
+    assert [k for k in outbox if k.startswith("adj-")] == [key]
+    assert outbox[key][:2] == [sid, "claude-opus-5-5"] and outbox[key][7] == 1995430
+    # A ledger that lost its team (and its outbox) sends its corrections under the same key.
+    again = store.snapshot()
+    again["outbox"] = {}
+    ingest.requeue_all(again)
+    assert [k for k in again["outbox"] if k.startswith("adj-")] == [key]

@@ -242,6 +242,24 @@ def test_a_model_with_no_price_is_priced_from_claude_codes_own_cost(
     assert _session_row(_report(monkeypatch), s.sid)["totalCost"] == pytest.approx(expected)
 
 
+def test_an_unpriced_models_one_hour_cache_writes_cost_twice_its_input_rate(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rate Claude Code's cost implies for a model with no price is spread over the
+    kinds of tokens at Claude's ratios: a 1-hour cache write costs 2x an input token (a
+    5-minute one 1.25x)."""
+    s = Session(private_home, "s-new-model-1h", APP)
+    s.write(reply_line(s.sid, "m1", NOW - 600, APP, input_tokens=1_000_000,
+                       model="claude-future-9"))
+    s.write(cost_state_line(s.sid, {"claude-future-9": (1_000_000, 0, 3.0)}))
+    line = reply_line(s.sid, "m2", NOW - 300, APP, cache_write=300_000, model="claude-future-9")
+    line["message"]["usage"]["cache_creation"] = {
+        "ephemeral_5m_input_tokens": 100_000, "ephemeral_1h_input_tokens": 200_000}
+    s.write(line)
+    expected = 3.0 + 3e-6 * (1.25 * 100_000 + 2 * 200_000)
+    assert _session_row(_report(monkeypatch), s.sid)["totalCost"] == pytest.approx(expected)
+
+
 # ---------------------------------------------------------------- lesser ones
 
 

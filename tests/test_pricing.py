@@ -292,6 +292,14 @@ def test_normalize_leaves_unknown_and_synthetic_names_recognisable() -> None:
     assert normalize_model("claude-opus-9-9-20300101") == "claude-opus-9-9"
 
 
+def test_only_the_first_anthropic_prefix_of_a_model_id_is_taken_off() -> None:
+    """A Bedrock-style id naming `anthropic.` again after its prefix keeps the rest of its
+    name whole: it is not cut at the second one into something else."""
+    raw = "us.anthropic.claude-opus-4-1.anthropic.custom"
+    assert normalize_model(raw) == "claude-opus-4-1.anthropic.custom"
+    assert price_for(raw) is None
+
+
 @given(st.text(max_size=60))
 def test_normalize_is_idempotent_and_total(raw: str) -> None:
     once = normalize_model(raw)
@@ -311,6 +319,13 @@ def test_synthetic_costs_nothing() -> None:
     assert request_cost(SYNTHETIC, Usage(input=5, output=7)) == 0.0
     price = price_for(SYNTHETIC)
     assert price is not None and price.input == price.output == 0
+
+
+def test_a_synthetic_message_costs_nothing_in_any_kind_of_token() -> None:
+    """Claude Code's made-up messages cost $0 whatever usage they carry, cache writes and
+    reads included: no rate of theirs is ever below 0."""
+    assert price_for(SYNTHETIC) == Price(0.0, 0.0, 0.0, 0.0, 0.0)
+    assert request_cost(SYNTHETIC, Usage(5, 7, 11_000, 13_000, 17_000)) == 0.0
 
 
 # --- overrides ------------------------------------------------------------------------------
@@ -410,6 +425,17 @@ def test_invalid_override_raises_config_error(rates: dict[str, object], message:
     assert "\n" not in text and "claude-x" in text
     with pytest.raises(ConfigError):
         check_overrides(overrides)  # type: ignore[arg-type]
+
+
+def test_an_override_with_unknown_rates_names_the_first_in_order() -> None:
+    """Several misspelt rates: the error names the first of them in sorted order, on one
+    line with the rates it knows."""
+    with pytest.raises(ConfigError) as e:
+        price_for("m", {"m": {"outptu": 1, "input": 3, "inptu": 2}})
+    assert str(e.value) == (
+        "price override for 'm': unknown rate 'inptu'"
+        " (known: input, output, cache_write_5m, cache_write_1h, cache_read)"
+    )
 
 
 def test_override_that_is_not_a_mapping() -> None:

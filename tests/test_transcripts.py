@@ -12,6 +12,7 @@ import random
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -388,3 +389,40 @@ def test_an_absurdly_long_line_is_skipped_not_fatal(private_home: Path) -> None:
     report = sync.sync_all(store, now=1795887600.0)
     assert report.skipped.get("too long") == 1
     assert ledger_total(store) == truth_usage("plain")
+
+
+def _by_datetime(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    day=st.datetimes(),
+    fields=st.one_of(st.none(), st.tuples(*(st.integers(0, n) for n in (9999, 13, 32, 25, 61, 61)),
+                                          st.integers(0, 999))),
+)
+def test_a_timestamp_as_claude_code_writes_it_is_read_as_datetime_reads_it(
+    day: datetime, fields: tuple[int, ...] | None
+) -> None:
+    """parse_ts reads Claude Code's form (UTC, milliseconds) without importing datetime: the
+    same float datetime gives, every day of its range; the same None for a date that is not
+    one (month 13, 30 February, hour 24, year 0)."""
+    from tokenbudget.transcripts import parse_ts
+
+    if fields is None:
+        fields = (day.year, day.month, day.day, day.hour, day.minute, day.second,
+                  day.microsecond // 1000)
+    text = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z".format(*fields)
+    assert parse_ts(text) == _by_datetime(text)
+
+
+@pytest.mark.parametrize("text", ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123456Z",
+                                  "2026-01-02T03:04:05.123+01:00", "2026-01-02 03:04:05.123Z",
+                                  "2026-01-02T03:04:05.1Z", "٢٠٢٦-01-02T03:04:05.123Z", "x"])
+def test_a_timestamp_in_another_form_is_read_by_datetime(text: str) -> None:
+    from tokenbudget.transcripts import parse_ts
+
+    assert parse_ts(text) == _by_datetime(text)

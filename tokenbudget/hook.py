@@ -425,9 +425,11 @@ def _handle_once(
     quick, known = _quick(ev, cfg, budget_list, now, near)
     if quick is not None:
         return quick
-    # Imported before the lock rather than under it (pricing brings dataclasses): every
-    # millisecond the lock is held, every other session's hook waits too.
-    from tokenbudget import engine, pricing, sync  # noqa: F401
+    # Imported before the lock rather than under it: every millisecond the lock is held,
+    # every other session's hook waits too. The engine is not among them: a call with news
+    # far from every limit is decided without it (hot.quiet, in _prepare); one that needs it
+    # imports it before the lock too (in _prepare, or below).
+    from tokenbudget import pricing, sync  # noqa: F401
 
     bound = cfg.lock_timeout_seconds
     if ev.name == "SessionEnd":
@@ -439,6 +441,11 @@ def _handle_once(
     messages: list[str] = []
     rebuild_owed = False
     prepared, known = _prepare(ev, cfg, budget_list, now, near, again, store, known)
+    if prepared is None and (budget_list or cfg.team is not None):
+        # Decided under the lock: its engine imported before it. (A prepared change decided
+        # far from every limit imports it under the lock only if what others committed
+        # meanwhile brings a limit near: then it is worked out again there anyway.)
+        from tokenbudget import engine  # noqa: F401
     if prepared is not None:
         with store.commit_prepared(prepared) as ledger:
             if ledger is None:

@@ -262,6 +262,7 @@ def zone_key(timezone: str | None, localtime: str) -> list[Any] | None:
     zone file (where its link points, and the file's stamp, so that a tzdata update or a new
     zone is a new key); None: not one the windows may be kept for."""
     from tokenbudget.fileio import stamp
+    from tokenbudget.paths import zone_file
 
     if timezone is not None:
         return ["name", timezone]
@@ -273,7 +274,7 @@ def zone_key(timezone: str | None, localtime: str) -> list[Any] | None:
         # A zone file, named by path or found where zoneinfo looks: its stamp is in the key,
         # as the system zone's. Anything else (a POSIX rule string, which the engine reads
         # as the C library's offset of the moment) is not cached.
-        found = name if os.path.isabs(name) else _zone_file(name)
+        found = name if os.path.isabs(name) else zone_file(name)
         try:
             return ["TZ", env, list(stamp(os.stat(found)))] if found is not None else None
         except OSError:
@@ -287,22 +288,6 @@ def zone_key(timezone: str | None, localtime: str) -> list[Any] | None:
         return ["system", link, list(stamp(os.stat(localtime)))]
     except OSError:
         return None
-
-
-# Where zoneinfo looks for a zone by name, unless PYTHONTZPATH says (CPython's default TZPATH).
-_TZPATH = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo", "/etc/zoneinfo")
-
-
-def _zone_file(name: str) -> str | None:
-    """The file zoneinfo would read for zone `name`, found without importing it."""
-    if "\x00" in name or ".." in name.split("/"):
-        return None
-    listed = os.environ.get("PYTHONTZPATH")
-    for root in listed.split(os.pathsep) if listed is not None else _TZPATH:
-        path = os.path.join(root, name)
-        if os.path.isabs(root) and os.path.isfile(path):
-            return path
-    return None
 
 
 def windows(ledger_file: str, key: list[Any] | None, week_start: int, now: float

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, tzinfo
-from pathlib import Path
 
 from tokenbudget import clock, transcripts
 from tokenbudget.ledger import BUCKET, Ledger, file_identity, resolve_turn
@@ -114,8 +112,10 @@ from tokenbudget.schema import (
 from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
 from tokenbudget.usage import ZERO, Usage
 
-TYPE_CHECKING = False  # typing costs a hook call with news about 2.5 ms to import
+# typing costs a hook call with news about 2.5 ms to import, datetime about 1.5 ms
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from datetime import tzinfo
     from typing import Any
 
 # Usage is kept in 15-minute buckets: every time zone's offset from UTC is a multiple of 15
@@ -163,11 +163,12 @@ class Ingestor:
     # --- files ---------------------------------------------------------------------------------
 
     def ingest_file(
-        self, path: Path, session_id: str, is_subagent: bool, max_bytes: int | None = None
+        self, path: str | os.PathLike[str], session_id: str, is_subagent: bool,
+        max_bytes: int | None = None,
     ) -> None:
         """Read what is new in one transcript and record it."""
         files = self.L["files"]
-        key = str(path)
+        key = path = os.fspath(path)
         rec = files.get(key)
         prev = FilePos(rec[FILE_IDENT], rec[FILE_HEAD], rec[FILE_OFFSET]) if rec else None
         try:
@@ -455,8 +456,10 @@ class Ingestor:
                 where = row[ADJ_BUCKET], row[ADJ_TURN]
                 net[where] = net.get(where, ZERO) + Usage(*row[ADJ_USAGE])
 
+        # The line's own turn first (several turns' corrections can share a bucket), then the
+        # buckets from the line's own on, then the earlier ones.
         left, line_hour = overlap, int(ev.ts // BUCKET)
-        for hour, at in sorted(net, key=lambda k: (k[0] < line_hour, k[0])):
+        for hour, at in sorted(net, key=lambda k: (k[1] != turn, k[0] < line_hour, k[0])):
             take = Usage(*(min(a, b) for a, b in zip(left, net[hour, at].clamp(), strict=True)))
             if take.total:
                 left = left - take
@@ -681,8 +684,8 @@ class Ingestor:
                     sizes = [os.stat(path).st_size, os.stat(fork_path).st_size]
                     if e is None or e[EVAL_SIZES] != sizes:
                         if copied is None:
-                            copied = transcripts.copied_uuids(Path(fork_path))
-                        e = evals[c] = self._evaluation(copied, Path(path), sizes)
+                            copied = transcripts.copied_uuids(fork_path)
+                        e = evals[c] = self._evaluation(copied, path, sizes)
                 except OSError:
                     return requester, None
             if e[EVAL_KIND] == EVAL_UNKNOWN:
@@ -701,7 +704,7 @@ class Ingestor:
         return (best[1], best[2]) if best is not None else (requester, None)
 
     @staticmethod
-    def _evaluation(copied: tuple[set[bytes], bool], parent: Path, sizes: list[int]) -> list[Any]:
+    def _evaluation(copied: tuple[set[bytes], bool], parent: str, sizes: list[int]) -> list[Any]:
         """One candidate parent's evaluation (schema.EVAL_*): its totals at the fork point
         known, unknown (its line torn or rejected), or not a parent (it holds no copy)."""
         fp = transcripts.fork_point(copied[0], parent)
@@ -883,6 +886,7 @@ def prune_hours(ledger: Ledger, now: float, tz: tzinfo | None = None) -> None:
     the user's zone changes, it counts wholly in the window holding its old midnight. (A
     zone known only as a fixed offset is not merged: its midnights move with DST.)
     """
+    from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
     from tokenbudget.budgets import window

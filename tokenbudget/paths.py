@@ -26,6 +26,23 @@ def is_session_id(text: str) -> bool:
     return re.fullmatch(_SESSION_ID, text) is not None
 
 
+# Where zoneinfo looks for a zone by name, unless PYTHONTZPATH says (CPython's default TZPATH).
+_TZPATH = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo", "/etc/zoneinfo")
+
+
+def zone_file(name: str) -> str | None:
+    """The file zoneinfo would read for zone `name`, found without importing it (None: not
+    found there, or not a name zoneinfo takes)."""
+    if "\x00" in name or ".." in name.split("/") or os.path.normpath(name) != name:
+        return None
+    listed = os.environ.get("PYTHONTZPATH")
+    for root in listed.split(os.pathsep) if listed is not None else _TZPATH:
+        path = os.path.join(root, name)
+        if os.path.isabs(root) and os.path.isfile(path):
+            return path
+    return None
+
+
 def _path(value: str) -> Path:
     from pathlib import Path
 

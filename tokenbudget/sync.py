@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from datetime import tzinfo
-from pathlib import Path
 
 from tokenbudget import clock, history, paths, transcripts
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
@@ -21,8 +19,12 @@ from tokenbudget.schema import FILE_IDENT, FILE_OFFSET
 from tokenbudget.store import Store
 from tokenbudget.store import open_store as open_store  # the one way to the ledger
 
-TYPE_CHECKING = False  # typing costs a hook call with news about 2.5 ms to import
+# typing costs a hook call with news about 2.5 ms to import, pathlib about 3.5 ms: transcripts
+# are named by strings here (the config folders a sync is given may be Paths).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from datetime import tzinfo
+    from pathlib import Path
     from typing import Any
 
 BATCH_BYTES = 32 * 1024 * 1024
@@ -80,17 +82,17 @@ def sync_all(
             history.restore_into(ledger, t_now)
         known = {p: (r[FILE_IDENT], r[FILE_OFFSET]) for p, r in ledger["files"].items()}
     # Decide what to read without the lock; the reads themselves happen under it.
-    todo: list[tuple[Path, str, bool, int]] = []
+    todo: list[tuple[str, str, bool, int]] = []
     for path, sid, sub in transcripts.discover(dirs):
         try:
             st = os.stat(path)
         except OSError:
             continue
-        prev = known.get(str(path))
+        prev = known.get(path)
         if prev is None:
             if folded_files is None:
                 folded_files = history.folded_files()
-            old = folded_files.get(str(path))
+            old = folded_files.get(path)
             # A folded session's transcript, unchanged since: its usage is in history. Resuming
             # it anyway would put its read position back in the ledger, where nothing removes
             # it again (its session is no longer there to fold): the ledger would keep a record
@@ -99,7 +101,7 @@ def sync_all(
         if prev == (file_identity(st), st.st_size):  # read to its end, and the same file
             continue
         todo.append((path, sid, sub, st.st_size))
-    batch: list[tuple[Path, str, bool, int]] = []
+    batch: list[tuple[str, str, bool, int]] = []
     size = 0
     for item in todo:
         batch.append(item)
@@ -123,7 +125,7 @@ def sync_all(
 
 def _ingest_batch(
     store: Store,
-    batch: list[tuple[Path, str, bool, int]],
+    batch: list[tuple[str, str, bool, int]],
     prices: Mapping[str, Mapping[str, float]] | None,
     report: SyncReport,
     folded_files: dict[str, list[Any]] | None,
@@ -132,16 +134,15 @@ def _ingest_batch(
         _take_notices(ledger, report)
         ing = Ingestor(ledger, prices)
         for path, sid, sub, _size in batch:
-            key = str(path)
-            if folded_files and key in folded_files and key not in ledger["files"]:
-                history.resume_position(ledger, key, folded_files[key], sid)
+            if folded_files and path in folded_files and path not in ledger["files"]:
+                history.resume_position(ledger, path, folded_files[path], sid)
             ing.ingest_file(path, sid, sub)
         report.add(ing.result)
 
 
 def sync_session(
     store: Store,
-    transcript: str | Path,
+    transcript: str | os.PathLike[str],
     session_id: str,
     *,
     prices: Mapping[str, Mapping[str, float]] | None = None,
@@ -160,22 +161,21 @@ def sync_session(
 
 def _ingest_session(
     ledger: Ledger,
-    transcript: str | Path,
+    transcript: str | os.PathLike[str],
     session_id: str,
     prices: Mapping[str, Mapping[str, float]] | None,
     max_bytes: int | None = None,
 ) -> Result:
     ing = Ingestor(ledger, prices)
-    for path, sid, sub in transcripts.session_files(Path(transcript), session_id):
-        key = str(path)
+    for path, sid, sub in transcripts.session_files(transcript, session_id):
         if (
-            key not in ledger["files"]
+            path not in ledger["files"]
             and ledger["folded"]["sessions"]
             and _may_be_folded(path, ledger["folded"]["until"])
         ):
-            old = history.folded_position(key)
+            old = history.folded_position(path)
             if old is not None:
-                history.resume_position(ledger, key, old, sid)
+                history.resume_position(ledger, path, old, sid)
         ing.ingest_file(path, sid, sub, max_bytes)
     return ing.result
 
@@ -216,7 +216,7 @@ def rebuild(
     return kept, report
 
 
-def _may_be_folded(path: Path, folded_until: float) -> bool:
+def _may_be_folded(path: str, folded_until: float) -> bool:
     """Only a transcript that began before the last folded activity can be a folded one."""
     first = transcripts.first_timestamp(path)
     return first is None or first <= folded_until

@@ -11,17 +11,18 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 
-from tokenbudget.budgets import slash_command
 from tokenbudget.ledger import file_identity
+from tokenbudget.limits import slash_command
 from tokenbudget.paths import is_session_id
 from tokenbudget.record import Record
 from tokenbudget.usage import Usage
 
-TYPE_CHECKING = False  # typing costs a hook call with news about 2.5 ms to import
+# typing costs a hook call with news about 2.5 ms to import, pathlib about 3.5 ms: paths are
+# strings here (a Path given is taken as its string).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 try:  # `import hashlib` loads OpenSSL, 3 ms of every hook call; blake2b is built in without it
@@ -146,7 +147,7 @@ def projects_dirs(config_dirs: list[Path]) -> list[Path]:
     return [d / "projects" for d in config_dirs if (d / "projects").is_dir()]
 
 
-def discover(config_dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
+def discover(config_dirs: list[Path]) -> Iterator[tuple[str, str, bool]]:
     """Every transcript: (path, session id, is a subagent's), subagents before their session."""
     for projects in projects_dirs(config_dirs):
         try:
@@ -162,16 +163,19 @@ def discover(config_dirs: list[Path]) -> Iterator[tuple[Path, str, bool]]:
                 if not name.endswith(".jsonl"):
                     continue
                 sid = name[: -len(".jsonl")]
-                yield from session_files(pdir / name, sid)
+                yield from session_files(os.path.join(pdir, name), sid)
 
 
-def session_files(transcript: Path, session_id: str) -> Iterator[tuple[Path, str, bool]]:
+def session_files(
+    transcript: str | os.PathLike[str], session_id: str
+) -> Iterator[tuple[str, str, bool]]:
     """The subagent transcripts of a session, then the session's own transcript.
 
     Subagents come first: a `cost-state` line in the main transcript is compared with all the
     session's usage, and the subagents' usage is part of it.
     """
-    sub = transcript.parent / session_id / "subagents"
+    transcript = os.fspath(transcript)
+    sub = os.path.join(os.path.dirname(transcript), session_id, "subagents")
     try:
         agents = sorted(
             n for n in os.listdir(sub) if n.startswith("agent-") and n.endswith(".jsonl")
@@ -179,8 +183,8 @@ def session_files(transcript: Path, session_id: str) -> Iterator[tuple[Path, str
     except OSError:
         agents = []
     for name in agents:
-        yield sub / name, session_id, True
-    if transcript.is_file():
+        yield os.path.join(sub, name), session_id, True
+    if os.path.isfile(transcript):
         yield transcript, session_id, False
 
 
@@ -191,7 +195,9 @@ def _head_digest(data: bytes) -> str:
     return blake2b(data, digest_size=8).hexdigest()
 
 
-def read_new(path: Path, prev: FilePos | None, max_bytes: int | None = None) -> ReadResult:
+def read_new(
+    path: str | os.PathLike[str], prev: FilePos | None, max_bytes: int | None = None
+) -> ReadResult:
     """Read the complete lines appended to `path` since `prev` and turn them into events.
 
     A file that shrank, was replaced, or no longer starts as it did is read from the start; the
@@ -313,10 +319,32 @@ def _parse_line(line: bytes, events: list[Event], skipped: Skipped) -> None:
         events.append(ev)
 
 
+# The timestamps Claude Code writes: UTC, to the millisecond.
+_UTC_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{3})Z", re.ASCII)
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DAYS_BEFORE_MONTH = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+_EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
+
+
 def parse_ts(value: Any) -> float | None:
     """An ISO timestamp (as Claude Code writes them) to epoch seconds; None if unreadable."""
     if not isinstance(value, str) or not value:
         return None
+    m = _UTC_MS.fullmatch(value)
+    if m is not None:
+        # Worked out as datetime would (importing it costs a call with news ~1.5 ms): the
+        # same whole microseconds, divided the same way, so the same float (a test compares).
+        y, mo, d, h, mi, sec, ms = map(int, m.groups())
+        leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+        if (y >= 1 and 1 <= mo <= 12 and 1 <= d <= _DAYS_IN_MONTH[mo] + (mo == 2 and leap)
+                and h < 24 and mi < 60 and sec < 60):
+            p = y - 1
+            ordinal = (p * 365 + p // 4 - p // 100 + p // 400
+                       + _DAYS_BEFORE_MONTH[mo] + (mo > 2 and leap) + d)
+            seconds = (ordinal - _EPOCH_ORDINAL) * 86400 + h * 3600 + mi * 60 + sec
+            return (seconds * 1_000_000 + ms * 1000) / 1_000_000
+    from datetime import datetime
+
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -523,7 +551,7 @@ class ForkPoint(Record):
         self.final = final
 
 
-def copied_uuids(fork: Path) -> tuple[set[bytes], bool]:
+def copied_uuids(fork: str | os.PathLike[str]) -> tuple[set[bytes], bool]:
     """The uuids of the lines a fork copied: its lines before its own first response; and
     whether that response was there (else more copies may still come).
 
@@ -540,7 +568,7 @@ def copied_uuids(fork: Path) -> tuple[set[bytes], bool]:
     return copied, False
 
 
-def fork_point(copied: set[bytes], parent: Path) -> ForkPoint | None:
+def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint | None:
     """The totals a fork that copied the lines `copied` started from; None if `parent` holds
     none of them.
 
@@ -588,7 +616,7 @@ def _totals_of(line: bytes, partial: bool) -> dict[str, Usage] | None:
     return {m: u for m, (u, _) in events[0].models.items()}
 
 
-def _lines_backward(path: Path) -> Iterator[tuple[bytes | None, bool]]:
+def _lines_backward(path: str | os.PathLike[str]) -> Iterator[tuple[bytes | None, bool]]:
     """The lines of a file from its end: (line, whether it is a last line still unfinished).
 
     Read a chunk at a time; a line longer than MAX_LINE_BYTES is yielded as None.
@@ -630,7 +658,7 @@ def _lines_backward(path: Path) -> Iterator[tuple[bytes | None, bool]]:
         os.close(fd)
 
 
-def first_timestamp(path: Path) -> float | None:
+def first_timestamp(path: str | os.PathLike[str]) -> float | None:
     """The first timestamp in a transcript's first 64 KiB; None if there is none."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
