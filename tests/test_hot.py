@@ -352,6 +352,37 @@ def test_a_writer_killed_between_the_views_writes_leaves_no_wrong_quick_answer(
         monkeypatch.delenv("TOKENBUDGET_STORE_CHECK")
 
 
+def test_a_shared_part_cut_short_by_a_killed_writer_is_rewritten_by_a_commit_of_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written in place, the shared part a writer killed mid-file leaves has a whole head that
+    names the commit made: the next commit, even one that changes nothing (a call under the
+    lock with nothing to record), writes it whole, not only a later commit with a change."""
+    monkeypatch.delenv("TOKENBUDGET_STORE_CHECK")  # the child dies before its own check
+    store = JsonFileStore(tmp_path / "tb" / "ledger.json", lock_timeout=30)
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a", ("p1", "/test", 5.0))
+        for n in range(1, 40):
+            ledger["hours"][str(n)] = {"/p": [n, 0.5, n * 900, n * 900 + 1]}
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.environ[CRASH_ENV] = "view.shared"
+            with JsonFileStore(store.file).transaction() as ledger:
+                ledger["warned"]["w"] = 1.0
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 70
+    assert hot.read(store.file, store.journal, "a") is None  # cut short: not read
+    monkeypatch.setenv("TOKENBUDGET_STORE_CHECK", str(tmp_path / "check.txt"))
+    with store.transaction():
+        pass
+    assert not (tmp_path / "check.txt").exists()  # the view is whole again
+    part = hot.read(store.file, store.journal, "a")
+    assert part is not None and part["warned"] == {"w": 1.0}
+
+
 @pytest.mark.parametrize("checkpoint", [False, True])
 def test_a_commit_that_moves_only_a_read_position_rewrites_that_sessions_file(
     checkpoint: bool, tmp_path: Path

@@ -507,6 +507,12 @@ class Writer:
         if (body is None or head.get("seq") != seq or at is None or head.get("at") != at
                 or type(head.get("slash")) is not dict or type(head.get("hours")) is not int):
             return False
+        # Every line of the body there (an hour bucket's or a table's, each ending in a
+        # newline): a writer killed mid-file left a head that names the commit and a body cut
+        # short, which no reader takes; rewritten whole, not kept through commits that change
+        # nothing.
+        if body.count(b"\n") != head["hours"] + len(SHARED):
+            return False
         self.slash = head["slash"]
         self.held = body
         self.held_hours = head["hours"]
