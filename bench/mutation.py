@@ -503,7 +503,10 @@ def _limit(tests: list[str], durations: dict[str, float], timeout: float) -> flo
 def _per_test(tests: list[str], durations: dict[str, float]) -> dict[str, float]:
     """Seconds each test function of `tests` gets in a resident run (set-up and teardown
     included): five times what it took unmutated (all its parameters together), plus 10 s; 30 s
-    for a test the map did not time. A run's own limit (`_limit`) still bounds the whole."""
+    for a test the map did not time. A run's own limit (`_limit`) still bounds the whole.
+    The map charges a shared fixture's set-up to the test that ran first, and a mutant's run
+    may start with another: a session fixture slower than 10 s would make that one a
+    "timeout" (this suite's one, the PostgreSQL cluster, takes about 0.5 s)."""
     chosen = {node: 10.0 + 5.0 * d for node, d in durations.items()
               if any(node == t or node.startswith(t + "::") for t in tests)}
     return {"": 30.0, **chosen}

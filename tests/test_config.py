@@ -226,9 +226,12 @@ def test_a_zone_file_that_is_not_one_is_refused_as_zoneinfo_refuses_it(
     (tmp_path / "Fake").mkdir()
     (tmp_path / "Fake" / "Zone").write_text("not a zone file")
     (tmp_path / "Fake" / "Real").write_bytes(_tzif("Europe/Berlin"))
+    (tmp_path / "Fake" / "Magic").write_bytes(b"TZif")
+    (tmp_path / "Fake" / "Cut").write_bytes(_tzif("Europe/Berlin")[:60])
     monkeypatch.setenv("PYTHONTZPATH", str(tmp_path))
-    with pytest.raises(ConfigError, match='unknown time zone "Fake/Zone"'):
-        Config.from_json({"timezone": "Fake/Zone"})
+    for name in ("Zone", "Magic", "Cut"):
+        with pytest.raises(ConfigError, match=f'unknown time zone "Fake/{name}"'):
+            Config.from_json({"timezone": f"Fake/{name}"})
     assert Config.from_json({"timezone": "Fake/Real"}).timezone == "Fake/Real"
 
 

@@ -156,11 +156,23 @@ def _check_zone(name: str) -> None:
     if found is not None:
         try:
             with open(found, "rb") as f:
-                if f.read(4) == b"TZif":
+                if _whole_tzif(f.read()):
                     return
         except OSError:
             pass
     _zone(name)
+
+
+def _whole_tzif(data: bytes) -> bool:
+    """Whether `data` is a zone file as long as its first header says (RFC 8536: the magic,
+    then six counts, then the data they size): a file cut short or not one at all goes to
+    zoneinfo, which says why it cannot be read."""
+    if len(data) < 44 or data[:4] != b"TZif":
+        return False
+    ut, std, leap, times, types, chars = (
+        int.from_bytes(data[20 + 4 * i:24 + 4 * i], "big") for i in range(6))
+    size = 44 + times * 5 + types * 6 + chars + leap * 8 + std + ut
+    return types >= 1 and len(data) >= size
 
 
 def _zone(name: str) -> tzinfo:
