@@ -130,3 +130,16 @@ def test_a_late_line_takes_its_usage_back_from_its_own_turns_correction(
     assert first is not None and second is not None
     assert (first[1], second[1]) == (150, 230)
     assert _hours(store.snapshot(), HOUR_TOKENS) == 380
+
+
+def test_a_single_token_only_claude_codes_total_knows_is_counted(private_home: Path) -> None:
+    """Claude Code's total is one token above what the session's lines showed (a request in
+    no line): that one token is counted, in the session and in the hour buckets."""
+    s = Session(private_home, "s-one-more", "/home/dev/app")
+    s.turn("p1", "work", NOW - 600, 1_000)
+    s.write(cost_state_line(s.sid, {MODEL: (1_001, 0, 1_001 * 4e-6)}))
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    ledger = store.snapshot()
+    assert _hours(ledger, HOUR_TOKENS) == 1_001
+    assert _hours(ledger, HOUR_COST) == pytest.approx(1_001 * 4e-6)

@@ -216,3 +216,21 @@ def test_a_pause_from_an_hours_last_second_to_five_hours_after_its_start_ends_th
     moments = enforce._block_activity(_ledger(requests), BUDGETS[0], now)
     begun = datetime.fromtimestamp(start, UTC)
     assert sorted(moments) == [begun, begun + timedelta(minutes=5)]
+
+
+def test_a_pause_over_4_hours_into_the_blocks_fifth_hour_does_not_end_the_walk() -> None:
+    """Activity at 10:00, 14:30 and 15:10: the pause from 10:00 to 14:30 is over 4 hours, but
+    14:30 lies in the block opened at 10:00, so the walk goes on past it; 15:10 then opens the
+    block of 15:00 (not one of 14:00 holding 14:30)."""
+    day = BASE - BASE % 86400
+    requests = [(day + 10 * HOUR, "/p/a", 100), (day + 14.5 * HOUR, "/p/a", 20),
+                (day + 15 * HOUR + 600, "/p/a", 3)]
+    ledger = _ledger(requests)
+    now = datetime.fromtimestamp(day + 15 * HOUR + 1200, UTC)
+    moments = enforce._block_activity(ledger, BUDGETS[0], now)
+    # Each request's bucket gives its first and last: the same moment.
+    assert moments == [datetime.fromtimestamp(ts, UTC) for ts, _, _ in requests for _ in (0, 1)]
+    begun = datetime.fromtimestamp(day + 15 * HOUR, UTC)
+    assert enforce.measure(BUDGETS[0], ledger, enforce.Context(None, "/p/a", now, UTC)) == (
+        3.0, begun + timedelta(hours=5), begun.isoformat()
+    )

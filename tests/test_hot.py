@@ -448,6 +448,26 @@ def test_a_commit_writes_again_only_the_shared_lines_it_changed(
                                                         store.snapshot())
 
 
+def test_a_shared_line_that_is_not_key_and_value_is_not_carried_into_the_next_view(
+    tmp_path: Path,
+) -> None:
+    """A line of the view's shared part without its `":` (here the `projects` line cut to
+    `"projects"`) is taken for no table's line: the next commit writes that table anew."""
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a")
+        ledger["projects"]["/p"] = [10, 1.0]
+    shared = Path(hot.paths(store.file)[0])
+    raw = shared.read_bytes()
+    line = b'"projects":{"/p":[10,1.0]}\n'
+    assert line in raw
+    shared.write_bytes(raw.replace(line, b'"projects"\n'))
+    with store.transaction() as ledger:
+        ledger["warned"]["w"] = 1.0  # a commit that leaves projects alone
+    assert line in shared.read_bytes()
+    assert hot.differences(store.file, store.journal, store.snapshot()) == []
+
+
 @pytest.mark.parametrize("key", ["1996174", "/home/dev/a b", 'q"uote', "back\\slash", "é",
                                  "\x7f", "tab\t", "\u2028", ""])
 def test_a_shared_lines_key_is_written_as_json_writes_it(key: str) -> None:
@@ -737,6 +757,13 @@ def _quiet_as_the_engine(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger
                          now: float) -> bool:
     """hot.quiet on the event, asserted equal to the engine's judgement, with and without
     `most` (the first returned)."""
+    return _both_as_the_engine(ev, cfg, budgets, ledger, now)[0]
+
+
+def _both_as_the_engine(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger: Any,
+                        now: float) -> tuple[bool, bool]:
+    """hot.quiet on the event without and with `most`, each asserted equal to the engine's
+    judgement."""
     said = []
     for most in (None, hook._most(cfg)):
         lean = hot.quiet(ev.name, budgets, ledger, now, _calendar(cfg, now),
@@ -745,7 +772,7 @@ def _quiet_as_the_engine(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger
         assert lean == _engine_finds_quiet(ev, cfg, budgets, ledger, now, most), (
             ev.name, ev.session_id, ev.cwd, budgets, most)
         said.append(lean)
-    return said[0]
+    return said[0], said[1]
 
 
 def test_the_quick_check_is_the_engines_judgement_where_the_history_has_no_example(
@@ -792,6 +819,40 @@ def test_the_quick_check_is_the_engines_judgement_where_the_history_has_no_examp
     ledger["sessions"][alpha.sid][S_PRE] = [0, 0.75]
     assert _quiet_as_the_engine(in_alpha, cfg, [session_usd], ledger, now) is False
     assert _quiet_as_the_engine(in_alpha, cfg, [Budget("session", 10.0, "usd")], ledger, now)
+
+
+def test_the_quick_check_leaves_a_blocking_budget_within_one_response_of_its_limit_to_the_engine(
+    private_home: Path, recorded_day: float
+) -> None:
+    """A blocking budget that one more response (2M tokens at most) could carry past its limit
+    is the engine's to decide, however little of it is used; one further from it is quiet.
+    A session the ledger has no record of has used nothing of its session budget."""
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    alpha.turn("p1", "go on", recorded_day - 600, 500)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    cfg = config_mod.load_config()
+    ledger = store.snapshot()
+    most = hook._most(cfg)["tokens"]
+    assert most == 2_000_000
+
+    def event(sid: str) -> hook.Event:
+        payload = {"hook_event_name": "PreToolUse", "prompt_id": "p1", "session_id": sid,
+                   "cwd": alpha.cwd}
+        return hook.parse_event("PreToolUse", json.dumps(payload).encode())
+
+    # 500 tokens used: quiet without `most`; with it, quiet only past 2M + 500.
+    cases = [
+        (event(alpha.sid), Budget("session", most + 500), (True, False)),
+        (event(alpha.sid), Budget("session", most + 501), (True, True)),
+        (event(alpha.sid), Budget("session", most + 501, mode="warn"), (True, True)),
+        # Nothing used in a session the ledger does not know: 0 of 1 token is quiet.
+        (event("syn-unknown"), Budget("session", 1), (True, False)),
+        (event("syn-unknown"), Budget("session", most + 1), (True, True)),
+    ]
+    assert "syn-unknown" not in ledger["sessions"]
+    for ev, budget, quiet in cases:
+        assert _both_as_the_engine(ev, cfg, [budget], ledger, recorded_day) == quiet, budget
 
 
 def test_the_window_cache_leaves_the_last_10_microseconds_of_a_window_to_the_engine(

@@ -259,3 +259,16 @@ def test_the_last_two_days_are_counted_to_the_second(after: float, merged: bool)
     day_before = str(int((midnight - DAY) // BUCKET))
     assert (list(ledger["hours"]) == [day_before]) is merged
     assert len(ledger["hours"]) == (1 if merged else 2)
+
+
+def test_a_merged_days_dollars_are_kept_to_the_nanodollar() -> None:
+    """A day merged into one cell keeps its dollars rounded to 9 decimals (a nanodollar is
+    less than any one token costs) and its moments to whole seconds."""
+    now, tz = _at("2026-11-20T12:10"), UTC
+    ledger = new_ledger()
+    _add(ledger, now - 10 * DAY, "/p", 1, 0.12345678912)
+    _add(ledger, now - 10 * DAY + HOUR + 0.75, "/p", 2, 0.00000000043)
+    ingest.prune_hours(ledger, now, tz)
+    midnight = datetime.fromtimestamp(now - 10 * DAY, tz).replace(hour=0, minute=0).timestamp()
+    assert ledger["hours"] == {str(int(midnight // BUCKET)): {
+        "/p": [3, 0.123456790, int(now - 10 * DAY), int(now - 10 * DAY + HOUR + 0.75)]}}

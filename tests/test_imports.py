@@ -190,3 +190,32 @@ def test_a_hook_call_with_news_far_from_its_limits_imports_no_engine(
                          capture_output=True, check=True, cwd=REPO)
     assert (out.stdout, out.stderr.decode().split("\n")) == (b"{}\n", ["", NEWS, ""])
     assert journal.stat().st_size > before  # it recorded the response (one journal line)
+
+
+def test_a_hook_call_the_engine_decides_imports_no_dataclasses_typing_or_pathlib(
+    private_home: Path,
+) -> None:
+    """A prompt in a session past its budget: the quick check leaves it to the engine, which
+    blocks it without dataclasses, inspect, typing or pathlib (its annotations' imports are
+    for the type checker only)."""
+    import json
+
+    from tests.helpers import install_fixture
+    from tokenbudget import hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "session",
+                                                                "limit": "1k"}]}))
+    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                        "cwd": "/home/dev/project", "prompt_id": "p-1",
+                        "prompt": "go on"}).encode()
+    hook.handle("Stop", event)  # everything read: the next call has nothing new
+    code = ("import sys; from tokenbudget.hook import main; main(); "
+            f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr); "
+            "print('tokenbudget.engine' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-S", "-c", code, "UserPromptSubmit"], input=event,
+                         capture_output=True, check=True, cwd=REPO)
+    assert json.loads(out.stdout)["decision"] == "block"
+    assert out.stderr == b"\nTrue\n"
