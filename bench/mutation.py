@@ -53,7 +53,10 @@ DATA = {"pricing": ("PRICES_AS_OF", "_OPUS_4", "_OPUS_4_5", "_SONNET", "_SONNET_
 # Tests that check the code's form, not its behaviour: any mutant fails them (ruff, mypy), or
 # they run the real Claude Code.
 EXCLUDED_TESTS = ("tests/test_lint.py", "tests/e2e")
-HOOK_TESTS = ("tests/test_hook.py", "tests/test_status_check.py")
+# Tests that run the package in a subprocess, where coverage does not see which lines they
+# run: a survivor of its covering tests meets them all (test_imports.py pins what a hook
+# call imports, which a mutant of an `if TYPE_CHECKING:` block changes and nothing else sees).
+HOOK_TESTS = ("tests/test_hook.py", "tests/test_status_check.py", "tests/test_imports.py")
 COPIED = ("tokenbudget", "tests", "hooks", "bench", "skills", "pyproject.toml", ".claude-plugin")
 EQUIVALENT = REPO / "bench" / "mutation-equivalent.txt"
 
