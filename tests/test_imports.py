@@ -21,6 +21,25 @@ QUICK = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors to
 QUICK_OFF = ("datetime", "zoneinfo", "contextlib", "sysconfig")
 
 
+def _loop_session(home: Path, config: dict[str, object]) -> tuple[Path, Path]:
+    """tokenbudget's state folder with `config`, and the "loop" fixture's transcript."""
+    import json
+
+    from tests.helpers import install_fixture
+
+    state = home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(json.dumps(config))
+    return state, next(install_fixture("loop", home / ".claude").glob("*/*.jsonl"))
+
+
+def _event(transcript: Path, prompt_id: str = "p-1", **more: str) -> bytes:
+    import json
+
+    return json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
+                       "cwd": "/home/dev/project", "prompt_id": prompt_id, **more}).encode()
+
+
 def _imported(modules: str) -> list[str]:
     # -S: without site, which may import some of them itself (an editable install's finder does).
     code = f"import sys, {modules}; print(' '.join(m for m in {SLOW!r} if m in sys.modules))"
@@ -42,20 +61,12 @@ def test_config_imports_no_dataclasses_or_typing() -> None:
 
 @pytest.mark.parametrize("name", ["PreToolUse", "UserPromptSubmit"])
 def test_a_hook_call_with_nothing_new_imports_none_of_them(private_home: Path, name: str) -> None:
-    import json
-
-    from tests.helpers import install_fixture
     from tokenbudget import hook
 
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
     kinds = ("daily", "weekly", "monthly", "5h", "session")
-    budgets = [{"kind": kind, "limit": "900M"} for kind in kinds]
-    (state / "config.json").write_text(json.dumps({"budgets": budgets}))
-    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
-    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
-                        "cwd": "/home/dev/project", "prompt_id": "p-1",
-                        "prompt": "/test --fast"}).encode()
+    _, transcript = _loop_session(private_home, {"budgets": [
+        {"kind": kind, "limit": "900M"} for kind in kinds]})
+    event = _event(transcript, prompt="/test --fast")
     assert hook.handle("Stop", event) == {}  # everything read: the next call has nothing new
     assert hook.handle("PreToolUse", event) == {}  # keeps the calendar windows (hot.py)
     code = ("import sys; from tokenbudget.hook import main; main(); "
@@ -75,22 +86,16 @@ def test_a_hook_call_in_team_mode_imports_no_database_code(private_home: Path) -
     # Without -S, so that psycopg could be imported: the point is that nothing does.
     import json
 
-    from tests.helpers import install_fixture
     from tokenbudget import hook
 
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
     team = {"dsn": "host=/nowhere dbname=t", "team": "core", "member": "ann@a"}
-    (state / "config.json").write_text(json.dumps({"team": team}))
+    state, transcript = _loop_session(private_home, {"team": team})
     budget = {"kind": "daily", "scope": "team", "name": "", "limit": 9e8, "unit": "tokens",
               "mode": "block", "warn_at": 0.8}
     (state / "team-cache.json").write_text(json.dumps({
         "version": 1, "team": "core", "member": "ann@a", "fetched": 4e9, "timezone": "UTC",  # fresh
         "week_start": 0, "projects": {}, "totals": [], "budgets": [budget]}))
-    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
-    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
-                        "cwd": "/home/dev/project", "prompt_id": "p-1",
-                        "prompt": "go on"}).encode()
+    event = _event(transcript, prompt="go on")
     assert hook.handle("Stop", event) == {}
     code = ("import sys; from tokenbudget.hook import main; main(); "
             "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'tokenbudget.team'))"
@@ -124,17 +129,9 @@ def test_reading_budgets_imports_no_time_zones(tmp_path: Path, zone: str | None)
 def test_a_hook_call_with_news_imports_no_dataclasses_typing_or_pathlib(private_home: Path) -> None:
     # A call that reads and records a response: pricing, ingest, sync and the store come in,
     # dataclasses (with inspect, ~9 ms), typing (~2.5 ms) and pathlib (~3.5 ms) do not.
-    import json
-
-    from tests.helpers import install_fixture
-
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "daily",
-                                                                "limit": "900M"}]}))
-    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
-    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
-                        "cwd": "/home/dev/project", "prompt_id": "p-1"}).encode()
+    state, transcript = _loop_session(private_home, {"budgets": [{"kind": "daily",
+                                                                   "limit": "900M"}]})
+    event = _event(transcript)
     code = ("import sys; from tokenbudget.hook import main; main(); "
             f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-S", "-c", code, "Stop"], input=event,
@@ -158,26 +155,15 @@ NEWS = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors tok
 def test_a_hook_call_with_news_far_from_its_limits_imports_no_engine(
     private_home: Path, recorded_day: float, name: str
 ) -> None:
-    import json
-
-    from tests.helpers import install_fixture
     from tokenbudget import hook
 
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
     kinds = ("daily", "weekly", "monthly", "5h", "session")
-    (state / "config.json").write_text(json.dumps({"budgets": [
-        {"kind": kind, "limit": "900M"} for kind in kinds]}))
-    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
+    state, transcript = _loop_session(private_home, {"budgets": [
+        {"kind": kind, "limit": "900M"} for kind in kinds]})
     lines = transcript.read_bytes().splitlines(keepends=True)
     responses = [i for i, line in enumerate(lines) if b'"type":"assistant"' in line]
     transcript.write_bytes(b"".join(lines[:responses[-1]]))  # all but the last response
-
-    def event(prompt_id: str) -> bytes:
-        return json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
-                           "cwd": "/home/dev/project", "prompt_id": prompt_id}).encode()
-
-    assert hook.handle("Stop", event("p-1")) == {}  # read up to there
+    assert hook.handle("Stop", _event(transcript, "p-1")) == {}  # read up to there
     journal = state / "ledger.journal.jsonl"
     before = journal.stat().st_size if journal.exists() else 0
     transcript.write_bytes(b"".join(lines))  # the news: one more response and what follows
@@ -186,7 +172,7 @@ def test_a_hook_call_with_news_far_from_its_limits_imports_no_engine(
             " file=sys.stderr); "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('tokenbudget'))),"
             " file=sys.stderr)")
-    out = subprocess.run([sys.executable, "-S", "-c", code, name], input=event("p-2"),
+    out = subprocess.run([sys.executable, "-S", "-c", code, name], input=_event(transcript, "p-2"),
                          capture_output=True, check=True, cwd=REPO)
     assert (out.stdout, out.stderr.decode().split("\n")) == (b"{}\n", ["", NEWS, ""])
     assert journal.stat().st_size > before  # it recorded the response (one journal line)
@@ -200,17 +186,11 @@ def test_a_hook_call_the_engine_decides_imports_no_dataclasses_typing_or_pathlib
     for the type checker only)."""
     import json
 
-    from tests.helpers import install_fixture
     from tokenbudget import hook
 
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "session",
-                                                                "limit": "1k"}]}))
-    transcript = next(install_fixture("loop", private_home / ".claude").glob("*/*.jsonl"))
-    event = json.dumps({"session_id": transcript.stem, "transcript_path": str(transcript),
-                        "cwd": "/home/dev/project", "prompt_id": "p-1",
-                        "prompt": "go on"}).encode()
+    _, transcript = _loop_session(private_home, {"budgets": [{"kind": "session",
+                                                             "limit": "1k"}]})
+    event = _event(transcript, prompt="go on")
     hook.handle("Stop", event)  # everything read: the next call has nothing new
     code = ("import sys; from tokenbudget.hook import main; main(); "
             f"print(' '.join(m for m in {SLOW!r} if m in sys.modules), file=sys.stderr); "
