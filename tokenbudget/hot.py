@@ -741,8 +741,8 @@ def differences(ledger_file: str, journal_file: str, data: Ledger) -> list[str]:
         out.append("the view is not at the committed files")
     fresh = _Collect(ledger_file, journal_file)
     fresh.rebuild(data, head["seq"], head["at"])
-    raw = fresh.got.pop(shared_file)
-    if _split(raw)[0] != head or _body(head, _split(raw)[1] or b"") != body:
+    fresh_head, fresh_body = _split(fresh.got.pop(shared_file))
+    if fresh_head != head or _body(head, fresh_body or b"") != body:
         out.append("the shared part differs")
     names = set()
     for path, payloads in fresh.sessions.items():
