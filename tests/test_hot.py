@@ -630,6 +630,40 @@ def test_a_five_hour_bound_is_the_blocks_usage_when_all_is_in_one_block() -> Non
     assert hot._block_bound(ledger, b, now) == enforce.measure(b, ledger, ctx)[0] == 45
 
 
+def test_a_five_hour_bound_leaves_out_a_block_that_ended_over_a_second_before_now() -> None:
+    """The bound takes `now` a second wider (the engine rounds it to the microsecond), no
+    more: 1.5 s after a block ended, no window that could hold `now` holds that block's first
+    hour, and the bound is the new block's usage, so the quick check answers from then on."""
+    from tests.test_enforce_5h import BASE, _ledger
+    from tokenbudget import enforce
+
+    b = Budget("5h", 10**9)
+    # A block from BASE (70 tokens in its first minute) to BASE + 5h; the next from BASE + 5h.
+    ledger = _ledger([(BASE + 10, "/p", 70), (BASE + 5 * 3600 + 1, "/p", 3)])
+    now = BASE + 5 * 3600 + 1.5
+    ctx = enforce.Context(session_id=None, project="/p", now=datetime.fromtimestamp(now, UTC),
+                          tz=UTC)
+    assert hot._block_bound(ledger, b, now) == enforce.measure(b, ledger, ctx)[0] == 3
+
+
+def test_a_calendar_windows_sum_holds_its_first_and_last_buckets_and_nothing_outside() -> None:
+    """hot._hours over a day adds every 15-minute bucket of it, the first two and the last
+    included, and none of the day before or after, as the engine measures the day: on days
+    whose first buckets' numbers differ in their bits (a sum is no place for bit tricks)."""
+    from tests.test_enforce_5h import _ledger
+    from tokenbudget import enforce
+
+    b = Budget("daily", 10**9)
+    for day in range(1, 5):
+        lo = datetime(2027, 3, day, tzinfo=UTC).timestamp()
+        hi = lo + 86400
+        ledger = _ledger([(lo - 1, "/p", 1), (lo, "/p", 10), (lo + 900, "/p", 100),
+                          (lo + 43200, "/p", 1000), (hi - 1, "/p", 10000), (hi, "/p", 100000)])
+        ctx = enforce.Context(session_id=None, project="/p",
+                              now=datetime.fromtimestamp(lo + 43200, UTC), tz=UTC)
+        assert hot._hours(ledger, b, lo, hi) == enforce.measure(b, ledger, ctx)[0] == 11110, day
+
+
 def test_the_window_cache_holds_the_engines_windows_for_its_zone_and_week(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
