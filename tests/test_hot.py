@@ -689,6 +689,32 @@ def test_the_window_cache_holds_the_engines_windows_for_its_zone_and_week(
     assert hot.windows(ledger_file, key, 6, now) is None
 
 
+def test_a_window_cache_write_stopped_before_its_rename_does_not_spoil_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache's temporary file is named after the process, which writes it again later
+    (the resident answerer keeps its pid for hours; a pid comes round again): what a write
+    that stopped before its rename left there is replaced whole by the next, shorter one."""
+    ledger_file = str(tmp_path / "ledger.json")
+    now = datetime(2027, 3, 2, 12, tzinfo=UTC).timestamp()
+    far = ZoneInfo("America/Argentina/Buenos_Aires")
+
+    def stopped(src: str, dst: str) -> None:
+        raise OSError("stopped before the rename")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", stopped)
+        hot.keep_windows(ledger_file, ["name", far.key], 0, far, now)  # what fails is left
+    [left] = tmp_path.glob(".budget-windows.json.*")
+    longer = left.stat().st_size
+    key = ["name", "UTC"]
+    hot.keep_windows(ledger_file, key, 0, ZoneInfo("UTC"), now)
+    cfg = config_mod.Config(timezone="UTC", week_start=0)
+    assert hot.windows(ledger_file, key, 0, now) == _calendar(cfg, now)
+    assert not left.exists()
+    assert os.path.getsize(hot.windows_file(ledger_file)) < longer  # what was left is gone
+
+
 def test_the_zone_key_follows_the_config_then_tz_then_the_system_zone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
