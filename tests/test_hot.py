@@ -915,6 +915,36 @@ def test_the_quick_check_leaves_a_blocking_budget_within_one_response_of_its_lim
         assert _both_as_the_engine(ev, cfg, [budget], ledger, recorded_day) == quiet, budget
 
 
+def test_a_slash_commands_expected_cost_is_of_its_20_latest_runs_as_the_engines(
+    private_home: Path, recorded_day: float
+) -> None:
+    """A prompt of a slash command is expected to cost the 90th percentile of the command's
+    20 latest runs, as the engine expects it: a 21st, older and costlier, changes nothing, and
+    the prompt is quiet where the engine has nothing to say."""
+    from tokenbudget import enforce
+
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    alpha.turn("p1", "go on", recorded_day - 600, 500)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    cfg = config_mod.load_config()
+    ledger = store.snapshot()
+    # The 20 latest: 18 of 100 tokens and 2 of 5,000 (the 18th of them sorted is 100); with
+    # the older one of 5,000, the 19th of 21 would be 5,000.
+    sizes = [5000, *[100] * 9, 5000, *[100] * 9, 5000]
+    start = recorded_day - 30 * 86400
+    ledger["commands"]["/deploy"] = [[start + 3600 * k, n, n / 1000]
+                                     for k, n in enumerate(sizes)]
+    assert hot._expected(ledger, "/deploy", None) == enforce.expected(ledger, "/deploy") == (
+        100.0, 0.1)
+    payload = {"hook_event_name": "UserPromptSubmit", "session_id": alpha.sid,
+               "cwd": alpha.cwd, "prompt_id": "p2", "prompt": "/deploy now"}
+    ev = hook.parse_event("UserPromptSubmit", json.dumps(payload).encode())
+    # 500 of 3,000 tokens used today: room for 100 more, not for 5,000.
+    assert _both_as_the_engine(ev, cfg, [Budget("daily", 3000)], ledger, recorded_day) == (
+        True, False)
+
+
 def test_the_window_cache_leaves_the_last_10_microseconds_of_a_window_to_the_engine(
     tmp_path: Path,
 ) -> None:
