@@ -453,8 +453,10 @@ def _handle_once(
             answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
                                          messages)
     else:
-        # A session starting is a cold path: it folds the journal into the snapshot.
-        with store.transaction(known, checkpoint=ev.name == "SessionStart") as ledger:
+        # A session starting is a cold path: it folds the journal into the snapshot once the
+        # journal has grown (store.fold_due); every `claude -p` run starts a session.
+        fold = ev.name == "SessionStart" and store.fold_due()
+        with store.transaction(known, checkpoint=fold) as ledger:
             answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
                                          messages)
     if answer is None:
