@@ -45,8 +45,23 @@ def start_event(s: dict[str, Any], n: int) -> bytes:
 
 
 def prepare(py: Path, live: int, lines: int) -> dict[str, Any]:
+    """hot_view.py's state synced anew, then `lines` responses recorded by PostToolUse."""
+    # The same starting point every run: the cached history's latest transcript cut back to
+    # its generated length (the calls below append to it), the state synced from nothing.
+    hist = common.WORK / f"hist-{live}-live"
+    if (hist / "truth.json").exists():
+        latest = json.loads((hist / "truth.json").read_text())["latest"]
+        mark = hist / "session_start.size"
+        if mark.exists():
+            os.truncate(latest["transcript"], int(mark.read_text()))
+        else:
+            mark.write_text(str(os.path.getsize(latest["transcript"])))
+    shutil.rmtree(common.WORK / f"state-hot-{live}", ignore_errors=True)
     s = hot_view.prepare(py, live)
     latest = s["latest"]
+    mark = hist / "session_start.size"
+    if not mark.exists():
+        mark.write_text(str(os.path.getsize(latest["transcript"])))
     for k in range(lines):  # a few turns' commits in the journal
         with open(latest["transcript"], "ab") as f:
             f.write(quick_call.a_turn(s, 1, 500 + k))
@@ -71,6 +86,9 @@ def measure(after: Path, before: Path, live: int, lines: int, rounds: int) -> di
             (pristine / rel).parent.mkdir(parents=True, exist_ok=True)
             os.link(path, pristine / rel)
             kept[rel] = (pristine / rel).stat().st_ino
+    # The hot view's files are written in place (the same inode, hard-linked above): their
+    # bytes are put back too, or the view would be a commit ahead of the ledger put back.
+    contents = {rel: (tb / rel).read_bytes() for rel in kept}
 
     def reset() -> None:
         for path in [p for p in tb.rglob("*") if p.is_file()]:
@@ -83,6 +101,10 @@ def measure(after: Path, before: Path, live: int, lines: int, rounds: int) -> di
                 tmp = target.parent / f".{target.name}.bench"
                 os.link(pristine / rel, tmp)
                 os.replace(tmp, target)
+            elif target.read_bytes() != contents[rel]:
+                with open(target, "r+b") as f:
+                    f.truncate(0)
+                    f.write(contents[rel])
         with open(journal, "r+b") as f:  # the same file: its stamps stay the view's
             f.truncate(0)
             f.write(saved)
@@ -114,6 +136,12 @@ def measure(after: Path, before: Path, live: int, lines: int, rounds: int) -> di
         cases[code]()
         common.log(f"{live} live, {code}: journal {len(saved)} -> "
                    f"{journal.stat().st_size} bytes")
+    # Untimed: put back, the hot view is trusted again (the state a start meets on a machine).
+    sys.path.insert(0, str(common.REPO))
+    from tokenbudget import hot
+
+    reset()
+    assert hot.read(str(tb / "ledger.json"), str(journal), s["latest"]["session"]) is not None
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
     names = list(cases)
     rng = random.Random(0)
