@@ -1042,3 +1042,25 @@ def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error(
     assert session_tokens(private_home, a["session_id"]) == total
     assert me.answer("Stop", event.replace(b"}", b', "n": 2}', 1), send=sent.append) == {}
     assert session_tokens(private_home, a["session_id"]) == total + 1000
+
+
+def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    a = _news(private_home, "1000M", lock_timeout=30)
+    assert resident.ensure() == ("ours", "")
+    pid = resident.probe(setup)[1]["pid"]
+    event = json.dumps({**a, "hook_event_name": "Stop"}).encode()
+    release = _ledger_lock(private_home)
+    try:
+        assert _post(resident.url(setup.port, "Stop"), event, setup.key) == (200, b"{}")
+        resident.remove()  # turned off: it stops within a second
+        time.sleep(2.0)
+        assert _alive(pid)  # its commit is waiting for the ledger lock
+    finally:
+        release()
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000

@@ -297,7 +297,10 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
         server.server_close()
         if relayed is not None:
             relayed.close()
-        me.save(stopped=clock.now())
+        # The handlers' threads are daemons: a commit after its reply (Answerer._commit) would
+        # be cut short at exit; the lock waits for it (at most the ledger lock's bound).
+        with me.lock:
+            me.save(stopped=clock.now())
 
 
 class _Relayed:
