@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Contention: 16, 32 and 64 processes making hook calls against one ledger, before and after.
 
-    python bench/contention.py [--procs 16,32,64] [--calls 40] [--before main]
+    python bench/contention.py [--procs 16,32,64] [--calls 40] [--before main|none]
 
 Each process plays one Claude Code session: it appends one API request to its transcript (as
 Claude Code writes it), then runs the PostToolUse hook, `--calls` times. All start together
@@ -232,19 +232,21 @@ def main() -> None:
     ap.add_argument("--procs", default="16,32,64", help="comma-separated session counts")
     ap.add_argument("--calls", type=int, default=40, help="hook calls per session")
     ap.add_argument("--sessions", type=int, default=5000, help="size of the starting ledger")
-    ap.add_argument("--before", default="main", help="git ref of the code to compare with")
+    ap.add_argument("--before", default="main",
+                    help="git ref of the code to compare with ('none': this tree's alone)")
     ap.add_argument("--reinstall", action="store_true", help="reinstall the working tree first")
     ap.add_argument("--name", default="contention")
     a = ap.parse_args()
     py = common.bench_python(reinstall=a.reinstall)
-    before = common.bench_python_at(a.before)
+    before = None if a.before == "none" else common.bench_python_at(a.before)
     import hook_overhead
 
     base = hook_overhead.prepare(py, a.sessions, "realistic", False)
     runs = []
     for procs in [int(n) for n in a.procs.split(",")]:
         for label, code in (("before", before), ("after", py)):
-            runs.append(run(code, label, procs, a.calls, base))
+            if code is not None:
+                runs.append(run(code, label, procs, a.calls, base))
             common.save(a.name, {"before_ref": a.before, "after": common.installed(),
                                  "runs": runs})
 

@@ -457,6 +457,33 @@ def test_a_tokenbudget_folder_in_the_project_does_not_shadow_the_package(
     assert (proc.returncode, json.loads(proc.stdout)) == (0, {})
 
 
+def test_a_session_start_reads_the_ledger_before_the_lock(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's start always commits, but under the lock it reads only the journal written
+    since its read: the whole ledger's read (the costly part, hundreds of milliseconds at
+    thousands of live sessions) waits for nobody's lock, and nobody waits for it."""
+    from tokenbudget import hook
+    from tokenbudget.store import JsonFileStore
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10M"})
+    hook.handle("Stop", json.dumps(base).encode())
+    reloads: list[str] = []
+    real_reload = JsonFileStore._reload
+
+    def counted(self: JsonFileStore) -> Any:
+        reloads.append("x")
+        return real_reload(self)
+
+    monkeypatch.setattr(JsonFileStore, "_reload", counted)
+    other = {**base, "session_id": "a-new-session", "source": "startup"}
+    hook.handle("SessionStart", json.dumps(other).encode())
+    assert reloads == []
+    assert "a-new-session" in JsonFileStore(private_home / "tb state" / "ledger.json"
+                                           ).snapshot()["sessions"]
+
+
 def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -630,6 +630,40 @@ def test_a_five_hour_bound_is_the_blocks_usage_when_all_is_in_one_block() -> Non
     assert hot._block_bound(ledger, b, now) == enforce.measure(b, ledger, ctx)[0] == 45
 
 
+def test_a_five_hour_bound_leaves_out_a_block_that_ended_over_a_second_before_now() -> None:
+    """The bound takes `now` a second wider (the engine rounds it to the microsecond), no
+    more: 1.5 s after a block ended, no window that could hold `now` holds that block's first
+    hour, and the bound is the new block's usage, so the quick check answers from then on."""
+    from tests.test_enforce_5h import BASE, _ledger
+    from tokenbudget import enforce
+
+    b = Budget("5h", 10**9)
+    # A block from BASE (70 tokens in its first minute) to BASE + 5h; the next from BASE + 5h.
+    ledger = _ledger([(BASE + 10, "/p", 70), (BASE + 5 * 3600 + 1, "/p", 3)])
+    now = BASE + 5 * 3600 + 1.5
+    ctx = enforce.Context(session_id=None, project="/p", now=datetime.fromtimestamp(now, UTC),
+                          tz=UTC)
+    assert hot._block_bound(ledger, b, now) == enforce.measure(b, ledger, ctx)[0] == 3
+
+
+def test_a_calendar_windows_sum_holds_its_first_and_last_buckets_and_nothing_outside() -> None:
+    """hot._hours over a day adds every 15-minute bucket of it, the first two and the last
+    included, and none of the day before or after, as the engine measures the day: on days
+    whose first buckets' numbers differ in their bits (a sum is no place for bit tricks)."""
+    from tests.test_enforce_5h import _ledger
+    from tokenbudget import enforce
+
+    b = Budget("daily", 10**9)
+    for day in range(1, 5):
+        lo = datetime(2027, 3, day, tzinfo=UTC).timestamp()
+        hi = lo + 86400
+        ledger = _ledger([(lo - 1, "/p", 1), (lo, "/p", 10), (lo + 900, "/p", 100),
+                          (lo + 43200, "/p", 1000), (hi - 1, "/p", 10000), (hi, "/p", 100000)])
+        ctx = enforce.Context(session_id=None, project="/p",
+                              now=datetime.fromtimestamp(lo + 43200, UTC), tz=UTC)
+        assert hot._hours(ledger, b, lo, hi) == enforce.measure(b, ledger, ctx)[0] == 11110, day
+
+
 def test_the_window_cache_holds_the_engines_windows_for_its_zone_and_week(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -653,6 +687,32 @@ def test_the_window_cache_holds_the_engines_windows_for_its_zone_and_week(
     assert hot.windows(ledger_file, key, 6, wins["daily"][1] - 1) == wins
     Path(hot.windows_file(ledger_file)).write_text("{not json")
     assert hot.windows(ledger_file, key, 6, now) is None
+
+
+def test_a_window_cache_write_stopped_before_its_rename_does_not_spoil_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache's temporary file is named after the process, which writes it again later
+    (the resident answerer keeps its pid for hours; a pid comes round again): what a write
+    that stopped before its rename left there is replaced whole by the next, shorter one."""
+    ledger_file = str(tmp_path / "ledger.json")
+    now = datetime(2027, 3, 2, 12, tzinfo=UTC).timestamp()
+    far = ZoneInfo("America/Argentina/Buenos_Aires")
+
+    def stopped(src: str, dst: str) -> None:
+        raise OSError("stopped before the rename")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", stopped)
+        hot.keep_windows(ledger_file, ["name", far.key], 0, far, now)  # what fails is left
+    [left] = tmp_path.glob(".budget-windows.json.*")
+    longer = left.stat().st_size
+    key = ["name", "UTC"]
+    hot.keep_windows(ledger_file, key, 0, ZoneInfo("UTC"), now)
+    cfg = config_mod.Config(timezone="UTC", week_start=0)
+    assert hot.windows(ledger_file, key, 0, now) == _calendar(cfg, now)
+    assert not left.exists()
+    assert os.path.getsize(hot.windows_file(ledger_file)) < longer  # what was left is gone
 
 
 def test_the_zone_key_follows_the_config_then_tz_then_the_system_zone(
@@ -853,6 +913,36 @@ def test_the_quick_check_leaves_a_blocking_budget_within_one_response_of_its_lim
     assert "syn-unknown" not in ledger["sessions"]
     for ev, budget, quiet in cases:
         assert _both_as_the_engine(ev, cfg, [budget], ledger, recorded_day) == quiet, budget
+
+
+def test_a_slash_commands_expected_cost_is_of_its_20_latest_runs_as_the_engines(
+    private_home: Path, recorded_day: float
+) -> None:
+    """A prompt of a slash command is expected to cost the 90th percentile of the command's
+    20 latest runs, as the engine expects it: a 21st, older and costlier, changes nothing, and
+    the prompt is quiet where the engine has nothing to say."""
+    from tokenbudget import enforce
+
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    alpha.turn("p1", "go on", recorded_day - 600, 500)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    cfg = config_mod.load_config()
+    ledger = store.snapshot()
+    # The 20 latest: 18 of 100 tokens and 2 of 5,000 (the 18th of them sorted is 100); with
+    # the older one of 5,000, the 19th of 21 would be 5,000.
+    sizes = [5000, *[100] * 9, 5000, *[100] * 9, 5000]
+    start = recorded_day - 30 * 86400
+    ledger["commands"]["/deploy"] = [[start + 3600 * k, n, n / 1000]
+                                     for k, n in enumerate(sizes)]
+    assert hot._expected(ledger, "/deploy", None) == enforce.expected(ledger, "/deploy") == (
+        100.0, 0.1)
+    payload = {"hook_event_name": "UserPromptSubmit", "session_id": alpha.sid,
+               "cwd": alpha.cwd, "prompt_id": "p2", "prompt": "/deploy now"}
+    ev = hook.parse_event("UserPromptSubmit", json.dumps(payload).encode())
+    # 500 of 3,000 tokens used today: room for 100 more, not for 5,000.
+    assert _both_as_the_engine(ev, cfg, [Budget("daily", 3000)], ledger, recorded_day) == (
+        True, False)
 
 
 def test_the_window_cache_leaves_the_last_10_microseconds_of_a_window_to_the_engine(

@@ -563,8 +563,7 @@ def test_ended_entries_name_the_session_and_how_long_it_is_read(
     event = {"session_id": "new-session", "source": "clear", "cwd": "/home/dev/project",
              "transcript_path": str(folder / "new-session.jsonl")}
     hook.handle("SessionStart", json.dumps(event).encode())
-    data = json.loads(Path(sync.open_store().file).read_bytes())
-    ended = data["ended"]
+    ended = sync.open_store().snapshot()["ended"]  # the snapshot and the journal's lines
     mains = {p: f for p, f in synced["files"].items() if Path(p).parent == folder}
     assert set(ended) == set(mains)
     for path, entry in ended.items():

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tokenbudget import journal
+from tokenbudget import store as store_mod
 from tokenbudget.errors import TokenbudgetError
 from tokenbudget.ledger import CorruptLedger
 from tokenbudget.store import JsonFileStore, Store, open_store
@@ -546,11 +547,16 @@ def test_the_commit_that_passes_the_bound_checkpoints(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cold", ["sync", "rebuild", "SessionStart"])
-def test_the_cold_paths_checkpoint(cold: str, private_home: Path) -> None:
+def test_the_cold_paths_checkpoint(
+    cold: str, private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tokenbudget import hook, sync
 
+    # A session's start folds a journal that has grown to a quarter of its bound (below).
+    monkeypatch.setattr(store_mod, "JOURNAL_BOUND", 1000)
     default = sync.open_store()
     committed(default, 3)
+    assert os.path.getsize(default.journal) * 4 >= 1000
     assert os.path.getsize(default.journal) > 0
     if cold == "sync":
         sync.sync_all(default, config_dirs=[])
@@ -564,6 +570,25 @@ def test_the_cold_paths_checkpoint(cold: str, private_home: Path) -> None:
     if cold == "rebuild":  # the ledger set aside is the whole one, journal included
         [kept] = Path(default.folder).glob("ledger.json.before-rebuild-*")
         assert json.loads(kept.read_bytes())["folded"]["sessions"] == 3
+
+
+def test_a_session_start_leaves_a_short_journal_for_later(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold rewrites the whole ledger, and every `claude -p` run starts a session: a journal
+    under a quarter of the size at which a commit folds it stays, and reads the same."""
+    from tokenbudget import hook, sync
+
+    default = sync.open_store()
+    committed(default, 3)
+    size = os.path.getsize(default.journal)
+    monkeypatch.setattr(store_mod, "JOURNAL_BOUND", size * 4 + 4)
+    snapshot = Path(default.file).read_bytes()
+    hook.handle("SessionStart", json.dumps({"session_id": "s-1", "cwd": "/w"}).encode())
+    assert Path(default.file).read_bytes() == snapshot
+    assert os.path.getsize(sync.open_store().journal) > size  # the start's own line
+    ledger = sync.open_store().snapshot()
+    assert ledger["folded"]["sessions"] == 3 and "s-1" in ledger["sessions"]
 
 
 @pytest.mark.parametrize(

@@ -465,8 +465,10 @@ def _handle_once(
             answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
                                          messages)
     else:
-        # A session starting is a cold path: it folds the journal into the snapshot.
-        with store.transaction(known, checkpoint=ev.name == "SessionStart") as ledger:
+        # A session starting is a cold path: it folds the journal into the snapshot once the
+        # journal has grown (store.fold_due); every `claude -p` run starts a session.
+        fold = ev.name == "SessionStart" and store.fold_due()
+        with store.transaction(known, checkpoint=fold) as ledger:
             answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
                                          messages)
     if answer is None:
@@ -673,14 +675,15 @@ def _quick(
     read here comes along (with its file's stamp) while it is unchanged, so that the locked
     way need not read it again.
     """
-    if ev.name == "SessionStart":
-        return None, None
+    # A session starting always takes the locked way (it records the session); the ledger is
+    # still read here, so that the lock is held only to read the journal written since.
+    starting = ev.name == "SessionStart"
     try:
         # The hot view first (tokenbudget/hot.py): the part of the ledger this call reads,
         # at a cost that does not grow with the sessions live. Only a quick answer is taken
         # from it; anything else is decided on the whole ledger, read below. The store's
         # module is not imported for it (2 ms a call).
-        part = _hot(ev, _Files(paths.ledger_file()))
+        part = None if starting else _hot(ev, _Files(paths.ledger_file()))
         if part is not None and _nothing_to_do(ev, cfg, budget_list, part, now, near):
             return {}, None
     except Exception:
@@ -691,7 +694,7 @@ def _quick(
     try:
         ledger, stamp = store.read()
         known = (stamp, ledger) if stamp is not None else None
-        quiet = _nothing_to_do(ev, cfg, budget_list, ledger, now, near)
+        quiet = not starting and _nothing_to_do(ev, cfg, budget_list, ledger, now, near)
     except Exception:
         return None, None  # whatever went wrong, the locked way meets it again and says so
     if not quiet:
