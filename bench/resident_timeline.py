@@ -10,8 +10,9 @@ Prints, per turn (medians over the runs): the turn's wall time with and without 
 time between one request's arrival and the next (what Claude Code, its tools and the hooks take
 between two requests), the command hooks' wall time, and the answerer's time per event split
 into its phases: the quick read, the locked transaction (reading the transcript's news,
-deciding, the journal line and its fsync), the rest. What is left of the difference per
-request once those are taken away is Claude Code's own cost of calling the hooks.
+deciding, the journal line and its fsync), the rest; for an answerer that replies before its
+commit, also the time until its reply ("replied") and the commit after it. What is left of the
+difference per request once those are taken away is Claude Code's own cost of calling the hooks.
 
 Needs the pinned Claude Code (TOKENBUDGET_CLAUDE_BIN, or `bash scripts/install-claude-code.sh`).
 Uses this checkout's tokenbudget (the interpreter running this script), five budgets none of
@@ -84,6 +85,12 @@ answer = getattr(server.Answerer, name)
 def timed_answer(self, event, *args, **kwargs):
     current[0] = event
     t0 = time.time()
+    send = kwargs.get("send")
+    if send is not None:  # an http event of an answerer that replies before its commit
+        def stamped_send(reply):
+            send(reply)
+            stamp("replied", t0)
+        kwargs["send"] = stamped_send
     try:
         return answer(self, event, *args, **kwargs)
     finally:
@@ -94,6 +101,8 @@ def timed_authorized(self, header):
     out.write(json.dumps(["received", "", time.time(), time.time()]) + "\\n")
     return authorized(self, header)
 server.Answerer.authorized = timed_authorized
+if hasattr(server.Answerer, "_commit"):
+    timed(server.Answerer, "_commit", "commit after the reply")
 timed(hook, "_quick", "quick")
 timed(hook, "_await_tools", "await")
 timed(sync, "sync_session", "transcript")
@@ -158,7 +167,8 @@ def _around(arrivals: list[float], stamps: list[list[Any]]) -> dict[str, float]:
     """Between two requests with an http event: from the first request's arrival to the
     event read by the answerer, and from its answer to the next request's arrival."""
     received = [s[2] for s in stamps if s[0] == "received"]
-    answered = [s[3] for s in stamps if s[0] == "answer" and s[1] == "PostToolBatch"]
+    replied = "replied" if any(s[0] == "replied" for s in stamps) else "answer"
+    answered = [s[3] for s in stamps if s[0] == replied and s[1] == "PostToolBatch"]
     row = {"gap: request to event read": 0.0, "gap: answer to next request": 0.0}
     for a, b in itertools.pairwise(arrivals):
         r = [t for t in received if a < t < b]
@@ -229,7 +239,8 @@ def main() -> None:
                         for phase, event, a, b in stamps:
                             if phase == "received":
                                 continue
-                            key = f"{phase} ({event})" if phase == "answer" else phase
+                            key = f"{phase} ({event})" if phase in ("answer", "replied") \
+                                else phase
                             row[key] = row.get(key, 0.0) + (b - a)
                         row |= _around(arrivals, stamps)
                     turns[name].append(row)

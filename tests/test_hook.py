@@ -890,3 +890,76 @@ def test_an_event_registered_twice_is_answered_once(private_home: Path, recorded
     assert hook.handle("UserPromptSubmit", raw, now=recorded_day + 1) == {}
     later = hook.handle("UserPromptSubmit", raw, now=recorded_day + EVENT_MEMORY + 1)
     assert later["decision"] == "block"
+
+
+@pytest.mark.parametrize("mode", ["warn", "block"])
+def test_a_commit_after_its_answer_that_meets_a_crossing_leaves_it_to_the_next_hook(
+    private_home: Path, mode: str
+) -> None:
+    # The resident answerer's http events answer `{}` on the news and commit after the answer
+    # (handle's `later`). When another session's commit in between brings the budget past its
+    # threshold, the commit is worked out again, but its warning or stop can no longer go
+    # with the answer: it is neither recorded as given nor kept as a stop, and the session's
+    # next hook says it.
+    from tokenbudget import hook, stops, sync
+    from tokenbudget.store import open_store
+
+    a = session(private_home)
+    set_budgets(private_home, {"kind": "total", "limit": "25k", "mode": mode})
+    hook.handle("SessionStart", json.dumps({**a, "source": "startup"}).encode())
+    _append_request(a["transcript_path"], 1, 1000)  # 19.5k of 25k: nothing to say yet
+    later: list[Any] = []
+    batch = json.dumps({**a, "hook_event_name": "PostToolBatch"}).encode()
+    assert hook.handle("PostToolBatch", batch, later=later) == {}
+    assert len(later) == 1
+    assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total
+    # Meanwhile another session's 9.2k are committed: 28.7k of 25k.
+    install_fixture("slash", private_home / ".claude", unique_ids=True)
+    other = next(p for p in (private_home / ".claude" / "projects").glob("*/*.jsonl")
+                 if p.stem != a["session_id"])
+    sync.sync_session(open_store(), str(other), other.stem)
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: a note for the next hook")
+    later[0]()
+    assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000
+    assert ledger(private_home)["warned"] == {}
+    assert ledger(private_home)["notices"] == ["tokenbudget: a note for the next hook"]
+    assert stops.read(a["session_id"]) == []
+    after = json.dumps({**a, "hook_event_name": "PostToolBatch", "n": 2}).encode()
+    answer = hook.handle("PostToolBatch", after)
+    assert "tokenbudget: a note for the next hook" in answer["systemMessage"].split("\n")
+    if mode == "warn":
+        assert "all-time budget is used up" in answer["systemMessage"]
+        assert "continue" not in answer and ledger(private_home)["warned"] != {}
+    else:
+        assert answer["continue"] is False and "all-time budget" in answer["stopReason"]
+        assert [s["event"] for s in stops.read(a["session_id"])] == ["PostToolBatch"]
+
+
+@pytest.mark.parametrize("case", ["fail_closed", "near", "far"])
+def test_only_a_call_far_from_limits_and_failing_open_leaves_its_commit_for_later(
+    private_home: Path, case: str
+) -> None:
+    # With the response of its tools not in the transcript yet and a blocking budget within
+    # one response of its limit, a second reading follows the first; with fail_closed, a
+    # failure to record must stop the turn: neither answers before its commit.
+    from tokenbudget import hook
+
+    a = session(private_home)
+    limit = "1M" if case == "near" else "1000M"
+    set_budgets(private_home, {"kind": "total", "limit": limit},
+                fail_closed=case == "fail_closed")
+    hook.handle("SessionStart", json.dumps({**a, "source": "startup"}).encode())
+    _append_request(a["transcript_path"], 1, 1000)
+    later: list[Any] = []
+    batch = {**a, "hook_event_name": "PostToolBatch",
+             "tool_calls": [{"tool_use_id": "toolu_not_written_yet"}]}
+    assert hook.handle("PostToolBatch", json.dumps(batch).encode(), later=later) == {}
+    total = truth_usage("loop").total + 1000
+    if case == "far":
+        assert len(later) == 1
+        assert session_tokens(private_home, a["session_id"]) == total - 1000
+        later[0]()
+    else:
+        assert later == []
+    assert session_tokens(private_home, a["session_id"]) == total

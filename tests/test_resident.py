@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import install_fixture
+from tests.helpers import install_fixture, truth_usage
+from tests.test_hook import _append_request, session, session_tokens, set_budgets
 from tokenbudget import answerer, claude_settings, hook, relay, resident
 from tokenbudget.cli import main
 
@@ -935,3 +936,131 @@ def test_install_sh_purge_deletes_the_answerer_s_files_and_a_running_one_leaves_
         time.sleep(0.05)
     assert not _alive(pid)
     assert not folder.exists()
+
+
+def _news(private_home: Path, limit: str, lock_timeout: float) -> dict[str, str]:
+    """A session the ledger has read, with one response (1000 tokens) it has not."""
+    a = session(private_home)
+    set_budgets(private_home, {"kind": "total", "limit": limit},
+                lock_timeout_seconds=lock_timeout)
+    hook.handle("SessionStart", json.dumps({**a, "source": "startup"}).encode())
+    _append_request(a["transcript_path"], 1, 1000)
+    return a
+
+
+def _ledger_lock(private_home: Path) -> Any:
+    from tokenbudget import lock
+
+    return lock.acquire(str(private_home / "tb state" / "ledger.json.lock"), 5)
+
+
+def test_an_http_event_is_answered_while_the_ledger_lock_is_held_and_committed_after(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    # Far from every limit, the answer is `{}` on the news alone: it goes out first, and the
+    # commit (the lock, the journal line) follows while Claude Code goes on.
+    a = _news(private_home, "1000M", lock_timeout=30)
+    assert resident.ensure() == ("ours", "")
+    event = json.dumps({**a, "hook_event_name": "Stop"}).encode()
+    total = truth_usage("loop").total
+    release = _ledger_lock(private_home)
+    try:
+        assert _post(resident.url(setup.port, "Stop"), event, setup.key) == (200, b"{}")
+        time.sleep(0.2)
+        assert session_tokens(private_home, a["session_id"]) == total  # not committed yet
+    finally:
+        release()
+    deadline = time.monotonic() + 10
+    while session_tokens(private_home, a["session_id"]) != total + 1000:
+        assert time.monotonic() < deadline, "not committed once the lock was free"
+        time.sleep(0.02)
+    # The next event of the session: its news, too, is committed after its answer.
+    _append_request(a["transcript_path"], 2, 500)
+    assert _post(resident.url(setup.port, "Stop"), event.replace(b"}", b', "n": 2}', 1),
+                 setup.key) == (200, b"{}")
+    while session_tokens(private_home, a["session_id"]) != total + 1500:
+        assert time.monotonic() < deadline, "the second event's news not committed"
+        time.sleep(0.02)
+    assert resident.probe(setup)[1]["last_error"] is None
+
+
+def test_an_answerer_killed_between_its_answer_and_its_commit_loses_nothing(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    # Read positions move only with a commit: the session's next hook reads the same news.
+    a = _news(private_home, "1000M", lock_timeout=30)
+    assert resident.ensure() == ("ours", "")
+    pid = resident.probe(setup)[1]["pid"]
+    event = json.dumps({**a, "hook_event_name": "PostToolBatch"}).encode()
+    release = _ledger_lock(private_home)
+    try:
+        assert _post(resident.url(setup.port, "PostToolBatch"), event, setup.key) == (200, b"{}")
+        os.kill(pid, signal.SIGKILL)  # waiting for the lock, its commit not written
+        deadline = time.monotonic() + 5
+        while _alive(pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        release()
+    total = truth_usage("loop").total
+    assert session_tokens(private_home, a["session_id"]) == total
+    after = json.dumps({**a, "hook_event_name": "Stop"}).encode()
+    assert hook.handle("Stop", after) == {}  # the command hook, as with the answerer gone
+    assert session_tokens(private_home, a["session_id"]) == total + 1000
+
+
+@pytest.mark.parametrize("failure", ["lock timeout", "bug"])
+def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error(
+    setup: resident.Setup, private_home: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    from tokenbudget.store import JsonFileStore
+
+    a = _news(private_home, "1000M", lock_timeout=0.2)
+    me = answerer.Answerer(setup)
+    sent: list[dict[str, Any]] = []
+    event = json.dumps({**a, "hook_event_name": "Stop"}).encode()
+
+    def broken(self: JsonFileStore, prepared: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    with monkeypatch.context() as patch:
+        release = _ledger_lock(private_home) if failure == "lock timeout" else None
+        if failure == "bug":
+            patch.setattr(JsonFileStore, "commit_prepared", broken)
+        try:
+            assert me.answer("Stop", event, send=sent.append) == {}  # nothing raised
+        finally:
+            if release is not None:
+                release()
+    assert sent == [{}]
+    why = "the ledger lock" if failure == "lock timeout" else "RuntimeError: a bug"
+    assert me.last_error is not None and why in me.last_error
+    assert "Stop's usage was not recorded after its answer" in me.last_error
+    assert resident.read_state()["last_error"] == me.last_error  # doctor shows it
+    os.remove(resident.state_file())  # its pid is this test's, which `setup` would end
+    total = truth_usage("loop").total
+    assert session_tokens(private_home, a["session_id"]) == total
+    assert me.answer("Stop", event.replace(b"}", b', "n": 2}', 1), send=sent.append) == {}
+    assert session_tokens(private_home, a["session_id"]) == total + 1000
+
+
+def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    a = _news(private_home, "1000M", lock_timeout=30)
+    assert resident.ensure() == ("ours", "")
+    pid = resident.probe(setup)[1]["pid"]
+    event = json.dumps({**a, "hook_event_name": "Stop"}).encode()
+    release = _ledger_lock(private_home)
+    try:
+        assert _post(resident.url(setup.port, "Stop"), event, setup.key) == (200, b"{}")
+        resident.remove()  # turned off: it stops within a second
+        time.sleep(2.0)
+        assert _alive(pid)  # its commit is waiting for the ledger lock
+    finally:
+        release()
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000

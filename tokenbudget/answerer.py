@@ -14,9 +14,11 @@ import os
 import time
 
 from tokenbudget import clock, paths, relay, resident
+from tokenbudget.errors import TokenbudgetError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -49,12 +51,16 @@ class Answerer:
         with contextlib.suppress(OSError):
             resident.write_private(resident.state_file(), self.health() | extra)
 
-    def answer(self, event: str, raw: bytes, disabled: bool = False) -> dict[str, Any]:
-        """An http hook's event (PostToolBatch, Stop)."""
+    def answer(self, event: str, raw: bytes, disabled: bool = False,
+               send: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """An http hook's event (PostToolBatch, Stop). `send`: the http handler's reply, called
+        with the answer once; a call decided before the lock sends it before its commit."""
         if event not in resident.EVENTS or disabled:
             self.last_event = time.monotonic()
+            if send is not None:
+                send({})
             return {}
-        return self._answer(event, raw)
+        return self._answer(event, raw, send=send)
 
     def relay(self, head: bytes, raw: bytes) -> dict[str, Any] | None:
         """A command hook's event handed over the socket (tokenbudget/relay.py), or (no event)
@@ -76,14 +82,19 @@ class Answerer:
         self.note(_session_of(raw) or "", project, dirs)
         return self._answer(event, raw, relayed=True)
 
-    def _answer(self, event: str, raw: bytes, relayed: bool = False) -> dict[str, Any]:
+    def _answer(self, event: str, raw: bytes, relayed: bool = False,
+                send: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         from tokenbudget import hook
 
         self.last_event = time.monotonic()
         with self.lock:
             sid = _session_of(raw)
             project, dirs = self.sessions.get(sid, (None, None)) if sid else (None, None)
-            result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs)
+            # Only the http events' commits wait for their answer: a relayed command hook's
+            # (a prompt refused before it runs) is decided and committed before it answers.
+            later: list[Callable[[], None]] | None = [] if send is not None else None
+            result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs,
+                                        later=later)
             if relayed:
                 self.relayed += 1
             else:
@@ -92,7 +103,29 @@ class Answerer:
             if "tokenbudget: " in message and "; allowing." in message:
                 self.last_error = message
                 self.save()
+            try:
+                if send is not None:
+                    send(result)
+            finally:
+                if later:
+                    # Still under self.lock: the session's next event sees this commit.
+                    self._commit(event, later[0])
             return result
+
+    def _commit(self, event: str, commit: Callable[[], None]) -> None:
+        """A commit after its answer went (hook._commit_later). Its failure has no answer to
+        go with: logged and kept as the last error, and the session's next hook reads the
+        same news again."""
+        from tokenbudget import hook
+
+        try:
+            commit()
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}" if not isinstance(e, TokenbudgetError) else str(e)
+            self.last_error = (f"tokenbudget: {event}'s usage was not recorded after its answer"
+                               f" ({why}); the session's next hook reads it again")
+            hook.log(self.last_error)
+            self.save()
 
     def note(self, session: str, project: str, dirs: list[Any]) -> None:
         """Keep `session`'s project and Claude config folders, as its command hooks saw them."""
@@ -206,7 +239,12 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
                 self._reply(403, None)  # Claude Code: a non-blocking error; nothing recorded
             else:
                 disabled = self.headers.get(resident.DISABLE_HEADER) == "1"
-                self._reply(200, me.answer(name, raw, disabled))
+                me.answer(name, raw, disabled, send=self._answered)
+
+        def _answered(self, answer: dict[str, Any]) -> None:
+            # Out before a commit that may follow it (Answerer.answer): Claude Code goes on.
+            self._reply(200, answer)
+            self.wfile.flush()
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
@@ -259,7 +297,10 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
         server.server_close()
         if relayed is not None:
             relayed.close()
-        me.save(stopped=clock.now())
+        # The handlers' threads are daemons: a commit after its reply (Answerer._commit) would
+        # be cut short at exit; the lock waits for it (at most the ledger lock's bound).
+        with me.lock:
+            me.save(stopped=clock.now())
 
 
 class _Relayed:

@@ -21,6 +21,7 @@ from tokenbudget.errors import ConfigError, LedgerError, LockTimeout, Tokenbudge
 # Every module a call imports costs it time: dataclasses, typing and pathlib stay off this path.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 MAX_STDIN = 8 * 1024 * 1024
@@ -234,12 +235,16 @@ def handle(
     project: str | None = None,
     claude_dirs: list[str] | None = None,
     retry: bool = False,
+    later: list[Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """Answer one event (exceptions are the caller's to turn into a fail-open answer).
 
     `project` and `claude_dirs`: the session's CLAUDE_PROJECT_DIR and Claude config folders,
     for the resident answerer, whose own environment is no session's. `retry`: an event the
-    answerer took and died on, decided although it may be recorded as seen."""
+    answerer took and died on, decided although it may be recorded as seen. `later`: given
+    (the resident answerer's http events), a call decided before the lock may leave its
+    commit there instead of running it, for the caller to run once the answer is out
+    (`_commit_later`)."""
     from tokenbudget import config as config_mod
 
     ev = parse_event(name, raw, claude_dirs)
@@ -271,7 +276,7 @@ def handle(
         log(f"{name}: {e}")
     at = now if now is not None else clock.now()
     try:
-        answer = _handle(ev, cfg, budget_list, at, retry)
+        answer = _handle(ev, cfg, budget_list, at, retry, later)
         return _with_message(answer, broken)
     except LockTimeout as e:
         try:
@@ -290,7 +295,7 @@ def handle(
 def handle_safely(name: str, raw: bytes, **where: Any) -> dict[str, Any]:
     """`handle`, with its own failure turned into an answer: allow and say why, or refuse
     when the user chose fail_closed. The command hooks and the resident answerer both answer
-    through here. `where`: handle's project and claude_dirs."""
+    through here. `where`: handle's project, claude_dirs and later."""
     try:
         return handle(name, raw, **where)
     except Exception as e:
@@ -396,14 +401,14 @@ def _could_cross(checks: list[Any], cfg: Any) -> bool:
     )
 
 
-def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool = False
-            ) -> dict[str, Any]:
+def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool = False,
+            later: list[Callable[[], None]] | None = None) -> dict[str, Any]:
     """The event decided on what the transcripts hold now; when the response that asked for
     the event's tools is not written yet and could still carry a blocking budget past its
     limit, decided again once it is (most calls are far from every limit and never wait).
-    `retry`: decided even if recorded as seen (see handle)."""
+    `retry`: decided even if recorded as seen; `later`: see handle."""
     near: list[bool] | None = None if _tools_on_disk(ev) else []
-    answer = _handle_once(ev, cfg, budget_list, now, near, again=retry)
+    answer = _handle_once(ev, cfg, budget_list, now, near, again=retry, later=later)
     if near and _await_tools(ev):
         # What the first reading said (warnings it recorded as given, notes it took from the
         # ledger) is said with the second's answer: nobody else will say it.
@@ -418,10 +423,11 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool
 
 def _handle_once(
     ev: Event, cfg: Any, budget_list: list[Any], now: float, near: list[bool] | None,
-    again: bool = False,
+    again: bool = False, later: list[Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """One reading and decision. `near` (when given) learns whether a blocking budget is within
-    one response of its limit; `again`: the second reading of the same event."""
+    one response of its limit; `again`: the second reading of the same event; `later`: see
+    handle."""
     quick, known = _quick(ev, cfg, budget_list, now, near)
     if quick is not None:
         return quick
@@ -446,6 +452,12 @@ def _handle_once(
         # far from every limit imports it under the lock only if what others committed
         # meanwhile brings a limit near: then it is worked out again there anyway.)
         from tokenbudget import engine  # noqa: F401
+    if prepared is not None and later is not None and not near and not cfg.fail_closed:
+        # Decided `{}` on the news: the answer goes out first, the commit after it. Not when
+        # the tools' response may still come (a second reading follows), nor with fail_closed,
+        # whose user chose that our failure to record stops the turn.
+        later.append(lambda: _commit_later(ev, cfg, budget_list, now, store, prepared))
+        return {}
     if prepared is not None:
         with store.commit_prepared(prepared) as ledger:
             if ledger is None:
@@ -520,12 +532,34 @@ def _prepare(
     return Prepared(pos, base, ledger, ev.session_id, holds), None
 
 
+def _commit_later(
+    ev: Event, cfg: Any, budget_list: list[Any], now: float, store: Any, prepared: Any
+) -> None:
+    """The commit of a call already answered `{}` (handle's `later`). Raises what the commit
+    meets: nothing is recorded then, and the session's next hook reads the same news (read
+    positions move only with a commit).
+
+    When others' commits since the reading make the change stale, it is worked out again here,
+    and what the engine would now say (a warning, a stop) can no longer go with the answer:
+    it is neither given, nor recorded as given (a warning), nor kept as a stop. The session's
+    next hook that Claude Code waits for decides on the ledger this commits and says it, and
+    `status --check` reads a budget used up from the ledger itself."""
+    with store.commit_prepared(prepared) as ledger:
+        if ledger is None:
+            return
+        _, rebuild_owed = _work(ev, cfg, budget_list, now, None, False, store, ledger, [],
+                                heard=False)
+    if rebuild_owed:
+        log(f"{ev.name}: the ledger is to be rebuilt; left for the session's next hook")
+
+
 def _work(
     ev: Event, cfg: Any, budget_list: list[Any], now: float, near: list[bool] | None,
-    again: bool, store: Any, ledger: Any, messages: list[str],
+    again: bool, store: Any, ledger: Any, messages: list[str], heard: bool = True,
 ) -> tuple[dict[str, Any] | None, bool]:
     """The call's reading and decision on the ledger held under the lock: (the answer, None
-    for an event registered twice; whether a rebuild is owed)."""
+    for an event registered twice; whether a rebuild is owed). `heard`: False when the answer
+    has gone already (_commit_later): nothing is said, so notes stay for the next hook."""
     from tokenbudget import sync
 
     answer: dict[str, Any] = {}
@@ -542,8 +576,9 @@ def _work(
             plugin.note_run(plugin_root, data, sys.executable, now)
     if store.seen_event(_fingerprint(ev), now) and not again:
         return None, False
-    messages.extend(ledger["notices"])
-    ledger["notices"] = []
+    if heard:
+        messages.extend(ledger["notices"])
+        ledger["notices"] = []
     rebuild_owed = bool(ledger["rebuild"])
     # While a rebuild is owed the whole history is read again from where folding left it;
     # reading this session on its own first would count its folded part twice.
@@ -575,7 +610,7 @@ def _work(
         Ingestor(ledger).session(ev.session_id, ev.cwd, now)
     _keep_small(ledger, ev, cfg, now, rebuild_owed)
     if not rebuild_owed:
-        answer = _decide(ev, cfg, budget_list, ledger, now, near)
+        answer = _decide(ev, cfg, budget_list, ledger, now, near, heard)
     return answer, rebuild_owed
 
 
@@ -746,10 +781,11 @@ def _judge(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float)
 
 def _decide(
     ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float,
-    near: list[bool] | None = None,
+    near: list[bool] | None = None, heard: bool = True,
 ) -> dict[str, Any]:
     """The engine's answer to the event; records the warnings it gives and the `allow` it
-    spends, and keeps a refusal or stop for `status --check`."""
+    spends, and keeps a refusal or stop for `status --check`. `heard`: False when the answer
+    has gone already (_commit_later): nothing is recorded or kept, and `{}` returned."""
     if ev.name != "SessionStart" and _far(ev, cfg, budget_list, ledger, now, near):
         return {}  # allowed, nothing to say or record (a session's start may give a hint)
     judged = _judge(ev, cfg, budget_list, ledger, now)
@@ -758,6 +794,11 @@ def _decide(
     from tokenbudget import engine
 
     ctx, checks, decision = judged
+    if not heard:
+        if decision.action != "allow" or decision.records:
+            log(f"{ev.name}: decided after its answer had gone ({decision.action}); left for"
+                " the session's next hook")
+        return {}
     if decision.action != "allow":
         reason = engine.reason(decision, ledger, ctx.tz)
         _keep_stop(ev, ev.name, decision.check, reason, now)
