@@ -302,3 +302,53 @@ def hook_event(name: str, session: str, transcript: str, cwd: str, n: int,
         ev.update(stop_hook_active=False, last_assistant_message=f"done {n}",
                   background_tasks=[])
     return json.dumps(ev).encode()
+
+
+class Kept:
+    """A state folder as it is now, put back before each timed call (untimed), so that every
+    call of a case does the same work and the hot view stays trusted (it is, only while the
+    ledger's files keep the stamps it names).
+
+    The files are kept as hard links: a commit replaces most files it writes (a new inode),
+    and the link puts the old one back. The hot view's files are written in place (the same
+    inode, so the link holds the new bytes): their bytes are put back. The journal is appended
+    to and emptied by a fold: its bytes are written back into the same file.
+    """
+
+    def __init__(self, tb: Path) -> None:
+        self.tb = tb
+        self.journal = tb / "ledger.journal.jsonl"
+        self.journal_bytes = self.journal.read_bytes()
+        st = self.journal.stat()
+        self.journal_id = (st.st_dev, st.st_ino)
+        self.pristine = tb.parent / f"{tb.name}.pristine"
+        shutil.rmtree(self.pristine, ignore_errors=True)
+        self.inodes: dict[Path, int] = {}
+        for path in tb.rglob("*"):
+            rel = path.relative_to(tb)
+            if path.is_file() and path != self.journal and path.suffix != ".lock":
+                (self.pristine / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, self.pristine / rel)
+                self.inodes[rel] = (self.pristine / rel).stat().st_ino
+        self.contents = {rel: (tb / rel).read_bytes() for rel in self.inodes}
+
+    def reset(self) -> None:
+        for path in [p for p in self.tb.rglob("*") if p.is_file()]:
+            rel = path.relative_to(self.tb)
+            if rel not in self.inodes and path != self.journal and path.suffix != ".lock":
+                path.unlink()  # written by the last call: a stop kept, a temp file
+        for rel, ino in self.inodes.items():
+            target = self.tb / rel
+            if not target.exists() or target.stat().st_ino != ino:
+                tmp = target.parent / f".{target.name}.bench"
+                os.link(self.pristine / rel, tmp)
+                os.replace(tmp, target)
+            elif target.read_bytes() != self.contents[rel]:
+                with open(target, "r+b") as f:
+                    f.truncate(0)
+                    f.write(self.contents[rel])
+        st = self.journal.stat()
+        assert (st.st_dev, st.st_ino) == self.journal_id, "the journal was replaced"
+        with open(self.journal, "r+b") as f:
+            f.truncate(0)
+            f.write(self.journal_bytes)

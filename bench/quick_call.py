@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -99,24 +98,9 @@ def main() -> None:
     # A call with nothing new keeps the calendar windows (hot.py): kept in the pristine copy,
     # as on any machine after the day's first such call.
     run([*quick_start(after), "PreToolUse"], hot_view.event(s, "PreToolUse"), s["env"])
-    # The state as synced, kept as hard links to its files: a commit replaces every file it
-    # writes (a new inode) except the journal, which it appends to. Putting the links back and
-    # cutting the journal to its length restores the files with their stamps, so the hot view
-    # (trusted only while the ledger's files keep the stamps it names) stays trusted.
-    journal = tb / "ledger.journal.jsonl"
-    jst = journal.stat()
-    pristine = tb.parent / "tokenbudget.pristine"
-    shutil.rmtree(pristine, ignore_errors=True)
-    kept = {}
-    for path in tb.rglob("*"):
-        rel = path.relative_to(tb)
-        if path.is_file() and path != journal and path.suffix != ".lock":
-            (pristine / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, pristine / rel)
-            kept[rel] = (pristine / rel).stat().st_ino
-    # The hot view's files are written in place (the same inode, hard-linked above): their
-    # bytes are put back too, or the view would be a commit ahead of the ledger put back.
-    contents = {rel: (tb / rel).read_bytes() for rel in kept}
+    # The state as synced, put back before each call (common.Kept).
+    kept = common.Kept(tb)
+    journal = kept.journal
     transcript = Path(s["latest"]["transcript"])
     size = transcript.stat().st_size
     news = {"PostToolUse": a_turn(s, 1, 98), "Stop": a_turn(s, 10, 99)}
@@ -124,23 +108,7 @@ def main() -> None:
     counter = [0]
 
     def reset(lines: bytes = b"") -> None:
-        for path in [p for p in tb.rglob("*") if p.is_file()]:
-            rel = path.relative_to(tb)
-            if rel not in kept and path != journal and path.suffix != ".lock":
-                path.unlink()  # written by the last call: a stop kept, a temp file
-        for rel, ino in kept.items():
-            target = tb / rel
-            if not target.exists() or target.stat().st_ino != ino:
-                tmp = target.parent / f".{target.name}.bench"
-                os.link(pristine / rel, tmp)
-                os.replace(tmp, target)
-            elif target.read_bytes() != contents[rel]:
-                with open(target, "r+b") as f:
-                    f.truncate(0)
-                    f.write(contents[rel])
-        st = journal.stat()
-        assert (st.st_dev, st.st_ino) == (jst.st_dev, jst.st_ino), "the journal was replaced"
-        os.truncate(journal, jst.st_size)
+        kept.reset()
         with open(transcript, "r+b") as f:
             f.truncate(size)
             f.seek(size)

@@ -75,39 +75,8 @@ def measure(after: Path, before: Path, live: int, lines: int, rounds: int) -> di
     """One size: its state prepared, then `rounds` interleaved, shuffled rounds; the figures."""
     s = prepare(after, live, lines)
     tb: Path = s["tb"]
-    journal = tb / "ledger.journal.jsonl"
-    saved = journal.read_bytes()
-    pristine = tb.parent / "tokenbudget.pristine"
-    shutil.rmtree(pristine, ignore_errors=True)
-    kept = {}
-    for path in tb.rglob("*"):
-        rel = path.relative_to(tb)
-        if path.is_file() and path != journal and path.suffix != ".lock":
-            (pristine / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, pristine / rel)
-            kept[rel] = (pristine / rel).stat().st_ino
-    # The hot view's files are written in place (the same inode, hard-linked above): their
-    # bytes are put back too, or the view would be a commit ahead of the ledger put back.
-    contents = {rel: (tb / rel).read_bytes() for rel in kept}
-
-    def reset() -> None:
-        for path in [p for p in tb.rglob("*") if p.is_file()]:
-            rel = path.relative_to(tb)
-            if rel not in kept and path != journal and path.suffix != ".lock":
-                path.unlink()
-        for rel, ino in kept.items():
-            target = tb / rel
-            if not target.exists() or target.stat().st_ino != ino:
-                tmp = target.parent / f".{target.name}.bench"
-                os.link(pristine / rel, tmp)
-                os.replace(tmp, target)
-            elif target.read_bytes() != contents[rel]:
-                with open(target, "r+b") as f:
-                    f.truncate(0)
-                    f.write(contents[rel])
-        with open(journal, "r+b") as f:  # the same file: its stamps stay the view's
-            f.truncate(0)
-            f.write(saved)
+    kept = common.Kept(tb)  # put back before each call
+    journal, saved, reset = kept.journal, kept.journal_bytes, kept.reset
 
     counter = [0]
     cases: dict[str, Any] = {}
