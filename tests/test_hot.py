@@ -835,6 +835,16 @@ def _both_as_the_engine(ev: hook.Event, cfg: Any, budgets: list[Budget], ledger:
     return said[0], said[1]
 
 
+def _alpha_synced(private_home: Path, recorded_day: float) -> tuple[Session, Any, Any]:
+    """One session, "syn-alpha", of one 500-token turn 10 minutes before `recorded_day`,
+    synced: (the session, the store, the config)."""
+    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
+    alpha.turn("p1", "go on", recorded_day - 600, 500)
+    store = _store(private_home)
+    sync.sync_all(store, now=recorded_day)
+    return alpha, store, config_mod.load_config()
+
+
 def test_the_quick_check_is_the_engines_judgement_where_the_history_has_no_example(
     private_home: Path, recorded_day: float
 ) -> None:
@@ -844,11 +854,7 @@ def test_the_quick_check_is_the_engines_judgement_where_the_history_has_no_examp
     exactly where the engine has nothing to say."""
     from tokenbudget.schema import S_PRE
 
-    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
-    alpha.turn("p1", "go on", recorded_day - 600, 500)
-    store = _store(private_home)
-    sync.sync_all(store, now=recorded_day)
-    cfg = config_mod.load_config()
+    alpha, store, cfg = _alpha_synced(private_home, recorded_day)
     now = recorded_day
 
     def event(**fields: Any) -> hook.Event:
@@ -887,11 +893,7 @@ def test_the_quick_check_leaves_a_blocking_budget_within_one_response_of_its_lim
     """A blocking budget that one more response (2M tokens at most) could carry past its limit
     is the engine's to decide, however little of it is used; one further from it is quiet.
     A session the ledger has no record of has used nothing of its session budget."""
-    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
-    alpha.turn("p1", "go on", recorded_day - 600, 500)
-    store = _store(private_home)
-    sync.sync_all(store, now=recorded_day)
-    cfg = config_mod.load_config()
+    alpha, store, cfg = _alpha_synced(private_home, recorded_day)
     ledger = store.snapshot()
     most = hook._most(cfg)["tokens"]
     assert most == 2_000_000
@@ -923,11 +925,7 @@ def test_a_slash_commands_expected_cost_is_of_its_20_latest_runs_as_the_engines(
     the prompt is quiet where the engine has nothing to say."""
     from tokenbudget import enforce
 
-    alpha = Session(private_home, "syn-alpha", "/home/dev/alpha")
-    alpha.turn("p1", "go on", recorded_day - 600, 500)
-    store = _store(private_home)
-    sync.sync_all(store, now=recorded_day)
-    cfg = config_mod.load_config()
+    alpha, store, cfg = _alpha_synced(private_home, recorded_day)
     ledger = store.snapshot()
     # The 20 latest: 18 of 100 tokens and 2 of 5,000 (the 18th of them sorted is 100); with
     # the older one of 5,000, the 19th of 21 would be 5,000.
