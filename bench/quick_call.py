@@ -4,11 +4,11 @@
 
     TB_BENCH_DIR=/tmp/tb-bench-quick python bench/quick_call.py --before REF [--rounds 30]
 
-The state is hot_view.py's at 10 live sessions (bench/synth.py, seed 11, --lean, within 10
-days; retention 14 days; the five budgets no history reaches). Each call is the installed quick
-start, `python -I -S -c 'import sys; sys.path[:0] = [...]; from tokenbudget.hook import main;
-main()' EVENT` (claude_settings.hook_command), of this tree's code and of REF's, each installed
-non-editable and compiled. The events, for the latest session:
+The state is hot_view.py's at 10 live sessions (`--live N`: at N; bench/synth.py, seed 11,
+--lean, within 10 days; retention 14 days; the five budgets no history reaches). Each call is
+the installed quick start, `python -I -S -c 'import sys; sys.path[:0] = [...]; from
+tokenbudget.hook import main; main()' EVENT` (claude_settings.hook_command), of this tree's
+code and of REF's, each installed non-editable and compiled. The events, for the latest session:
 
 - PreToolUse, PostToolBatch (naming its last tool call) and UserPromptSubmit with nothing new;
 - PostToolUse after one more response appended to its transcript (news: read, recorded);
@@ -87,13 +87,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="git ref of the code before (e.g. main)")
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--live", type=int, default=10, help="live sessions in the state")
     ap.add_argument("--name", default="quick_call")
     ap.add_argument("--importtime", type=int, default=0, metavar="N",
                     help="then N runs of each call with news under -X importtime")
     a = ap.parse_args()
     after = common.bench_python(reinstall=True)
     before = common.bench_python_at(a.before)
-    s = hot_view.prepare(after, 10)
+    s = hot_view.prepare(after, a.live)
     tb: Path = s["tb"]
     # A call with nothing new keeps the calendar windows (hot.py): kept in the pristine copy,
     # as on any machine after the day's first such call.
@@ -199,7 +200,7 @@ def main() -> None:
            "before": common.installed(before.parent.parent), "cases": rows,
            "imports_beyond_json": imports}
     common.save(a.name, out)
-    print(f"\n10 live sessions, {a.rounds} rounds; baseline `import json`: wall "
+    print(f"\n{s['live']} live sessions, {a.rounds} rounds; baseline `import json`: wall "
           f"{base_wall * 1000:.1f} ms, CPU {base_cpu * 1000:.1f} ms")
     print("case | wall median | ratio | CPU median | ratio")
     for n, e in sorted(rows.items()):
