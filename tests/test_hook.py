@@ -484,6 +484,56 @@ def test_a_session_start_reads_the_ledger_before_the_lock(
                                            ).snapshot()["sessions"]
 
 
+@pytest.mark.parametrize("fold", [False, True])
+@pytest.mark.parametrize("between", ["commits", "a checkpoint", "a checkpoint, then commits"])
+def test_a_session_start_keeps_what_others_commit_between_its_read_and_its_lock(
+    private_home: Path, recorded_day: float, monkeypatch: pytest.MonkeyPatch, between: str,
+    fold: bool,
+) -> None:
+    """The ledger a start read before the lock is brought up to date under it: other
+    sessions' commits in between are kept, whether the journal still holds them or a
+    checkpoint folded them, and whether the start folds the journal itself or appends."""
+    from tokenbudget import hook, hot
+    from tokenbudget.store import JsonFileStore
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "session", "limit": "10M"})
+    hook.handle("Stop", json.dumps(base).encode())
+    path = private_home / "tb state" / "ledger.json"
+
+    def commit(tag: str) -> None:
+        with JsonFileStore(path).transaction() as other:
+            other["warned"][tag] = recorded_day
+
+    commit("before")
+    monkeypatch.setattr(JsonFileStore, "fold_due", lambda self: fold)  # the journal grown?
+    steps = {"commits": ["one", "two"], "a checkpoint": ["one", None],
+             "a checkpoint, then commits": ["one", None, "two", "three"]}[between]
+    real_lock = JsonFileStore._lock
+    raced: list[str | None] = []
+
+    def others_first(self: JsonFileStore) -> Any:
+        if not raced:  # the start's own lock: others commit just before it gets it
+            for step in steps:
+                raced.append(step)
+                if step is None:
+                    JsonFileStore(path).checkpoint()
+                else:
+                    commit(step)
+        return real_lock(self)
+
+    monkeypatch.setattr(JsonFileStore, "_lock", others_first)
+    start = {**base, "session_id": "a-new-session", "source": "startup"}
+    assert hook.handle("SessionStart", json.dumps(start).encode()) == {}
+    assert raced == steps
+    store = JsonFileStore(path)
+    ledger = store.snapshot()
+    assert set(ledger["warned"]) == {"before", *(s for s in steps if s)}
+    assert {base["session_id"], "a-new-session"} <= set(ledger["sessions"])
+    assert (os.path.getsize(store.journal) == 0) == fold
+    assert hot.differences(store.file, store.journal, ledger) == []
+
+
 def test_the_locked_way_reads_the_ledger_again_only_if_it_changed(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

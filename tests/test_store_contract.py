@@ -591,6 +591,31 @@ def test_a_session_start_leaves_a_short_journal_for_later(
     assert ledger["folded"]["sessions"] == 3 and "s-1" in ledger["sessions"]
 
 
+def test_a_fold_is_due_at_a_quarter_of_the_bound_a_large_snapshot_raises(
+    tmp_path: Path,
+) -> None:
+    """A commit folds once the journal passes max(bound, a quarter of the snapshot); a
+    session's start, once the journal reaches a quarter of that."""
+    store = JsonFileStore(tmp_path / "ledger.json", journal_bound=100)
+    assert not store.fold_due()  # no journal
+    with store.transaction() as ledger:  # the snapshot: far over 16 times the bound
+        ledger["warned"].update({f"w-{i:04d}": float(i) for i in range(400)})
+    snapshot = os.path.getsize(store.file)
+    assert snapshot // 4 > 4 * 100
+
+    def journal_size() -> int:
+        return os.path.getsize(store.journal) if os.path.exists(store.journal) else 0
+
+    n = 0
+    while journal_size() * 4 < snapshot // 4:
+        assert not store.fold_due()
+        n += 1
+        with store.transaction() as ledger:
+            ledger["notices"].append(f"n-{n}")
+    assert os.path.getsize(store.file) == snapshot  # appended all along, never folded
+    assert store.fold_due()
+
+
 @pytest.mark.parametrize(
     ("before", "after"),
     [

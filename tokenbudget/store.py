@@ -194,7 +194,7 @@ class Store:
 
         `known`: (position, ledger) from `read`, the ledger left unchanged: only what was
         committed since is read again. `checkpoint`: fold everything into the snapshot (the
-        cold paths: a session starting, sync, rebuild).
+        cold paths: sync, rebuild, a session starting once the journal has grown).
         """
         raise NotImplementedError
 
