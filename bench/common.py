@@ -343,7 +343,8 @@ class Kept:
                 tmp = target.parent / f".{target.name}.bench"
                 os.link(self.pristine / rel, tmp)
                 os.replace(tmp, target)
-            elif target.read_bytes() != self.contents[rel]:
+            # The kept inode may itself have been written in place before it was replaced.
+            if target.read_bytes() != self.contents[rel]:
                 with open(target, "r+b") as f:
                     f.truncate(0)
                     f.write(self.contents[rel])
