@@ -1040,8 +1040,19 @@ def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error(
     os.remove(resident.state_file())  # its pid is this test's, which `setup` would end
     total = truth_usage("loop").total
     assert session_tokens(private_home, a["session_id"]) == total
-    assert me.answer("Stop", event.replace(b"}", b', "n": 2}', 1), send=sent.append) == {}
+    # Said with the session's next answer (which waited for that commit), once, and to no
+    # other session.
+    stranger = json.dumps({"session_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12,
+                           "cwd": a["cwd"], "hook_event_name": "Stop"}).encode()
+    assert me.answer("Stop", stranger, send=sent.append) == {}
+    # A subagent's end: Claude Code shows nobody its answer (async).
+    head = relay.header_line("SubagentStop", a["session_id"], "", [])
+    subagent = json.dumps({**a, "hook_event_name": "SubagentStop", "agent_id": "a1"}).encode()
+    assert me.relay(head, subagent) == {}
+    answer = me.answer("Stop", event.replace(b"}", b', "n": 2}', 1), send=sent.append)
+    assert answer == sent[-1] == {"systemMessage": me.last_error}
     assert session_tokens(private_home, a["session_id"]) == total + 1000
+    assert me.answer("Stop", event.replace(b"}", b', "n": 3}', 1), send=sent.append) == {}
 
 
 def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(

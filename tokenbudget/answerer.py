@@ -40,6 +40,9 @@ class Answerer:
         # them: the answerer's own environment is no session's.
         self.sessions: dict[str, tuple[str | None, list[str] | None]] = {}
         self.nonces: set[str] = set()  # of the health checks answered
+        # session -> why the commit after its last answer failed (_commit): said with the
+        # session's next answer that Claude Code shows, which waited for it.
+        self.unsaid: dict[str, str] = {}
 
     def health(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
@@ -95,6 +98,8 @@ class Answerer:
             later: list[Callable[[], None]] | None = [] if send is not None else None
             result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs,
                                         later=later)
+            if sid and event not in hook.UNHEARD and sid in self.unsaid:
+                result = hook._with_message(result, self.unsaid.pop(sid))
             if relayed:
                 self.relayed += 1
             else:
@@ -109,13 +114,13 @@ class Answerer:
             finally:
                 if later:
                     # Still under self.lock: the session's next event sees this commit.
-                    self._commit(event, later[0])
+                    self._commit(event, sid, later[0])
             return result
 
-    def _commit(self, event: str, commit: Callable[[], None]) -> None:
+    def _commit(self, event: str, sid: str | None, commit: Callable[[], None]) -> None:
         """A commit after its answer went (hook._commit_later). Its failure has no answer to
-        go with: logged and kept as the last error, and the session's next hook reads the
-        same news again."""
+        go with: logged, kept as the last error and said with the session's next answer from
+        here, and the session's next hook reads the same news again."""
         from tokenbudget import hook
 
         try:
@@ -125,6 +130,10 @@ class Answerer:
             self.last_error = (f"tokenbudget: {event}'s usage was not recorded after its answer"
                                f" ({why}); the session's next hook reads it again")
             hook.log(self.last_error)
+            if sid:
+                if len(self.unsaid) > 10000:
+                    self.unsaid.clear()  # sessions that never came back
+                self.unsaid[sid] = self.last_error
             self.save()
 
     def note(self, session: str, project: str, dirs: list[Any]) -> None:
