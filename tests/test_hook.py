@@ -986,6 +986,40 @@ def test_a_commit_after_its_answer_that_meets_a_crossing_leaves_it_to_the_next_h
         assert [s["event"] for s in stops.read(a["session_id"])] == ["PostToolBatch"]
 
 
+def test_a_commit_after_its_answer_waits_for_the_lock_only_as_long_as_the_next_event_can(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The session's next event waits in the resident answerer for a commit after an answer,
+    # then for the lock itself and (near a limit) twice for the transcript: with a long
+    # lock_timeout_seconds, the commit's own wait is cut so that the next event still answers
+    # within the relay's timeout (Claude Code's is longer). The default 2 s is not cut.
+    from tokenbudget import hook, lock, relay
+    from tokenbudget.errors import LockTimeout
+
+    for configured in (0.2, 1.0, 2.0, 3.0, 4.0, 5.0):
+        wait = hook.later_lock_wait(configured)
+        assert wait <= configured
+        assert wait + configured + 2 * hook.TOOL_LINE_WAIT < relay.TIMEOUT
+    assert hook.later_lock_wait(2.0) == 2.0
+    a = session(private_home)
+    set_budgets(private_home, {"kind": "total", "limit": "1000M"}, lock_timeout_seconds=5)
+    hook.handle("SessionStart", json.dumps({**a, "source": "startup"}).encode())
+    _append_request(a["transcript_path"], 1, 1000)
+    later: list[Any] = []
+    batch = json.dumps({**a, "hook_event_name": "PostToolBatch"}).encode()
+    assert hook.handle("PostToolBatch", batch, later=later) == {}
+    waits: list[float] = []
+
+    def busy(path: str, timeout: float) -> Any:
+        waits.append(timeout)
+        raise TimeoutError(path)
+
+    monkeypatch.setattr(lock, "acquire", busy)
+    with pytest.raises(LockTimeout):
+        later[0]()
+    assert waits == [hook.later_lock_wait(5.0)] == [hook.SESSION_END_LOCK_WAIT]
+
+
 @pytest.mark.parametrize("case", ["fail_closed", "near", "far"])
 def test_only_a_call_far_from_limits_and_failing_open_leaves_its_commit_for_later(
     private_home: Path, case: str

@@ -959,7 +959,7 @@ def test_an_http_event_is_answered_while_the_ledger_lock_is_held_and_committed_a
 ) -> None:
     # Far from every limit, the answer is `{}` on the news alone: it goes out first, and the
     # commit (the lock, the journal line) follows while Claude Code goes on.
-    a = _news(private_home, "1000M", lock_timeout=30)
+    a = _news(private_home, "1000M", lock_timeout=2.5)  # a commit after its answer: 2.5 s
     assert resident.ensure() == ("ours", "")
     event = json.dumps({**a, "hook_event_name": "Stop"}).encode()
     total = truth_usage("loop").total
@@ -988,7 +988,7 @@ def test_an_answerer_killed_between_its_answer_and_its_commit_loses_nothing(
     setup: resident.Setup, private_home: Path
 ) -> None:
     # Read positions move only with a commit: the session's next hook reads the same news.
-    a = _news(private_home, "1000M", lock_timeout=30)
+    a = _news(private_home, "1000M", lock_timeout=2.5)  # a commit after its answer: 2.5 s
     assert resident.ensure() == ("ours", "")
     pid = resident.probe(setup)[1]["pid"]
     event = json.dumps({**a, "hook_event_name": "PostToolBatch"}).encode()
@@ -1058,7 +1058,9 @@ def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error(
 def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
     setup: resident.Setup, private_home: Path
 ) -> None:
-    a = _news(private_home, "1000M", lock_timeout=30)
+    # 2.5 s: the longest a commit after its answer waits for the lock (hook.later_lock_wait).
+    a = _news(private_home, "1000M", lock_timeout=2.5)
+    assert hook.later_lock_wait(2.5) == 2.5
     assert resident.ensure() == ("ours", "")
     pid = resident.probe(setup)[1]["pid"]
     event = json.dumps({**a, "hook_event_name": "Stop"}).encode()
@@ -1066,7 +1068,7 @@ def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
     try:
         assert _post(resident.url(setup.port, "Stop"), event, setup.key) == (200, b"{}")
         resident.remove()  # turned off: it stops within a second
-        time.sleep(2.0)
+        time.sleep(1.5)
         assert _alive(pid)  # its commit is waiting for the ledger lock
     finally:
         release()

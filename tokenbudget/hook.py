@@ -28,6 +28,10 @@ MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 TOOL_LINE_WAIT = 1.0  # seconds a hook after tool calls waits for their response in the transcript
+# What a commit after its answer (_commit_later) may cost the session's next event: that event
+# waits for it in the resident answerer, then for the lock and, near a limit, twice for the
+# transcript, all within the relay's 8 s (relay.TIMEOUT; Claude Code gives these hooks 10 s).
+NEXT_EVENT_BOUND = 7.0
 # The most one API response can use: a prompt fills at most a 1M-token context window and the
 # output is at most 128k tokens. A budget further than this from its limit cannot be crossed
 # by the response a hook has not seen yet, so the hook need not wait for it.
@@ -544,6 +548,7 @@ def _commit_later(
     it is neither given, nor recorded as given (a warning), nor kept as a stop. The session's
     next hook that Claude Code waits for decides on the ledger this commits and says it, and
     `status --check` reads a budget used up from the ledger itself."""
+    store.lock_timeout = later_lock_wait(cfg.lock_timeout_seconds)
     with store.commit_prepared(prepared) as ledger:
         if ledger is None:
             return
@@ -551,6 +556,15 @@ def _commit_later(
                                 heard=False)
     if rebuild_owed:
         log(f"{ev.name}: the ledger is to be rebuilt; left for the session's next hook")
+
+
+def later_lock_wait(lock_timeout: float) -> float:
+    """How long a commit after its answer waits for the ledger lock: the configured time, cut
+    so that the session's next event, which waits for it, still answers within
+    NEXT_EVENT_BOUND (the default 2 s is not cut). Giving up loses nothing: the news stays
+    unread for the next hook, which says why (the answerer keeps the failure for it)."""
+    left = NEXT_EVENT_BOUND - lock_timeout - 2 * TOOL_LINE_WAIT
+    return min(lock_timeout, max(SESSION_END_LOCK_WAIT, left))
 
 
 def _work(
