@@ -472,6 +472,26 @@ def test_a_torn_last_line_is_ignored_then_cut_off_by_the_next_writer(
     assert store.snapshot()["folded"]["sessions"] == 4
 
 
+def test_a_torn_last_line_is_cut_off_by_a_commit_that_appends_nothing(
+    store: JsonFileStore,
+) -> None:
+    """A writer killed inside a long write leaves part of its line (a write of many pages
+    stops at a page when the process is killed). The next commit may change nothing: it cuts
+    the torn part as an append would, so the hot view it writes names the files as they are
+    (the suite's check compares them after every commit)."""
+    from tokenbudget import hot
+
+    committed(store, 3)
+    good = Path(store.journal).read_bytes()
+    with open(store.journal, "ab") as f:
+        f.write(b'{"seq":3,"set":[[["folded","sessions"],99]' + b"x" * 5000)
+    with store.transaction():
+        pass  # nothing changed
+    assert Path(store.journal).read_bytes() == good
+    assert hot.differences(store.file, store.journal, store.snapshot()) == []
+    assert hot.read(store.file, store.journal, None) is not None
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"not json", b"{}", b'{"seq":2,"set":[[["no","such","table"],1]],"del":[]}', b"[1]",

@@ -798,7 +798,8 @@ class JsonFileStore(Store):
             sets = list(sets)
             if not sets and not dels:
                 at = _stamps_at(pos) if pos is not None else None
-                if at is not None:
+                if pos is not None and at is not None:
+                    self._cut_torn(pos)  # the view names these stamps: the files must too
                     self._keep_view(data, base, pos, ([], []), seq, at)
                 return None  # nothing changed: nothing to write
         # This stamp tells one commit from another, so never a pinned clock.
@@ -852,6 +853,24 @@ class JsonFileStore(Store):
                 raise
             with contextlib.suppress(OSError):
                 os.unlink(hot.paths(self.file)[0])  # and it goes now
+
+    def _cut_torn(self, pos: Position) -> None:
+        """Cut a torn last line off the journal, as an append does (call with the lock held):
+        a writer killed inside a long write leaves part of its line, which readers skip; a
+        commit that appends nothing would otherwise leave it, and the hot view it writes would
+        name a journal size the file does not have (quick calls then read the whole ledger)."""
+        if pos.journal is None:
+            return
+        try:
+            fd = os.open(self.journal, os.O_WRONLY)
+        except FileNotFoundError:
+            return
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == pos.journal and st.st_size > pos.end:
+                os.ftruncate(fd, pos.end)
+        finally:
+            os.close(fd)
 
     def _append(self, line: bytes, pos: Position) -> int:
         """Add one line to the journal (call with the lock held); return its descriptor.
