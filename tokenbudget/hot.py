@@ -737,8 +737,9 @@ def differences(ledger_file: str, journal_file: str, data: Ledger) -> list[str]:
     if got is None:
         return ["the shared part cannot be read"]
     head, body = got
-    if head.get("at") != stamps(ledger_file, journal_file):
-        out.append("the view is not at the committed files")
+    now = stamps(ledger_file, journal_file)
+    if head.get("at") != now:
+        out.append(f"the view is not at the committed files: {head.get('at')} != {now}")
     fresh = _Collect(ledger_file, journal_file)
     fresh.rebuild(data, head["seq"], head["at"])
     fresh_head, fresh_body = _split(fresh.got.pop(shared_file))
