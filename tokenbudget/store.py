@@ -858,17 +858,20 @@ class JsonFileStore(Store):
         """Cut a torn last line off the journal, as an append does (call with the lock held):
         a writer killed inside a long write leaves part of its line, which readers skip; a
         commit that appends nothing would otherwise leave it, and the hot view it writes would
-        name a journal size the file does not have (quick calls then read the whole ledger)."""
+        name a journal size the file does not have (quick calls then read the whole ledger).
+        A tidy-up: when it cannot be done, the commit stands and the next append cuts it."""
         if pos.journal is None:
             return
         try:
             fd = os.open(self.journal, os.O_WRONLY)
-        except FileNotFoundError:
+        except OSError:
             return
         try:
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == pos.journal and st.st_size > pos.end:
-                os.ftruncate(fd, pos.end)
+            if (st.st_dev, st.st_ino) == pos.journal:
+                _cut_after(fd, pos.end)
+        except OSError:
+            pass
         finally:
             os.close(fd)
 
@@ -883,8 +886,7 @@ class JsonFileStore(Store):
         fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             _step("append.opened")
-            if os.fstat(fd).st_size > pos.end:
-                os.ftruncate(fd, pos.end)  # a torn last line, of a writer killed mid-append
+            if _cut_after(fd, pos.end):  # a torn last line, of a writer killed mid-append
                 _step("append.cut")
             if os.environ.get(CRASH_ENV, "").startswith("append.half"):
                 os.write(fd, line[: len(line) // 2])
@@ -1238,6 +1240,15 @@ def _stamps_at(pos: Position) -> list[Any] | None:
         return None
     jour = None if pos.journal is None else [*pos.journal, pos.end]
     return [list(pos.snapshot), pos.head, jour]
+
+
+def _cut_after(fd: int, end: int) -> bool:
+    """Cut the journal open at `fd` to its first `end` bytes, its complete lines as read;
+    whether there was more (part of a line of a writer killed while it wrote it)."""
+    if os.fstat(fd).st_size <= end:
+        return False
+    os.ftruncate(fd, end)
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:
