@@ -572,6 +572,8 @@ def test_lockinfo_finds_a_holder_the_lock_table_cannot_name(tmp_path: Path, kind
     assert proc.stdout is not None
     child = int(proc.stdout.readline())
     try:
+        # The locker has exited (it is `proc`): until then the lock table may still name it.
+        proc.wait(timeout=10)
         named = lockinfo.holder(lock)
         assert named is not None and named.startswith(f"pid {child}: "), named
     finally:
