@@ -7,6 +7,7 @@ Every timing here is wall time of a whole child process (spawn to exit) measured
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +27,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
-WORK = Path(os.environ.get("TB_BENCH_DIR", "/tmp/tb-bench"))
+# One folder per checkout: two checkouts benched at once must never share the venv that one of
+# them reinstalls (each would measure the other's code).
+WORK = Path(os.environ.get("TB_BENCH_DIR") or os.path.join(
+    tempfile.gettempdir(), "tb-bench-" + hashlib.sha256(bytes(REPO)).hexdigest()[:8]))
 VENV = WORK / "venv"
 HOOK_SCRIPT = REPO / "hooks" / "tokenbudget-hook"
 # How installed hooks run the package (claude_settings.hook_command): `python -P -c ... EVENT`.

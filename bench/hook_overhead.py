@@ -4,7 +4,7 @@ against `python -c "import json"` on the same interpreter, interleaved.
 
     python bench/hook_overhead.py [--sessions 5000] [--rounds 80] [--case realistic,worst]
 
-Setup (cached under $TB_BENCH_DIR, default /tmp/tb-bench): synthetic history of N sessions
+Setup (cached under $TB_BENCH_DIR, default a folder of this checkout's own under the temp folder): synthetic history of N sessions
 (bench/synth.py), `tokenbudget sync` with five budgets configured, in a venv where tokenbudget is
 installed non-editable and compiled to bytecode.
 
