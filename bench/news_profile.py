@@ -11,8 +11,9 @@ prints the functions by cumulative and own time, summed over the runs.
 
 `--parts`: then, in this process (this tree's code, CPU medians of 11), what each step that
 handles the whole ledger costs on the state's ledger: parsing the snapshot, checking its
-records, the copy taken before the news is read, the diff of the two after it, and finding a
-new request's key among the compacted ones (the first question of a pass).
+records, the copy taken before the news is read (of the whole ledger, and as a call takes it
+now), the diff of the two after it, and finding a new request's key among the compacted ones
+(the first question of a pass).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def parts(path: Path) -> None:
     import time
 
     sys.path.insert(0, str(common.REPO))
-    from tokenbudget import ingest, journal, ledger
+    from tokenbudget import ingest, journal, ledger, store
 
     raw = path.read_bytes()
     data = json.loads(raw)
@@ -108,11 +109,14 @@ def parts(path: Path) -> None:
         return statistics.median(times) * 1000
 
     copy = journal.copy(data)
+    sid = max(data["sessions"], key=lambda k: data["sessions"][k]["l"])  # the latest session
     key = "0" * ingest.KEY_LEN  # in no session: every slot is looked at
     steps = {
         "parse the snapshot (json.loads)": lambda: json.loads(raw),
         "check its records (ledger._check_records)": lambda: ledger._check_records(data),
         "copy it (journal.copy)": lambda: journal.copy(data),
+        "the copy before the news, nothing of others changed (store.copy_before_news)":
+            lambda: store.copy_before_news(data, sid)(),
         "diff the copy and the ledger (journal.changes)": lambda: journal.changes(copy, data),
         "a new key among the compacted ones, by search": lambda: ingest.Ingestor(
             data)._compacted_owner(key),
@@ -121,7 +125,7 @@ def parts(path: Path) -> None:
     print(f"\nthe ledger: {len(raw) / 1e6:.2f} MB, {len(data['sessions'])} sessions; "
           "CPU medians of 11, in this process")
     for name, step in steps.items():
-        print(f"{name:50s} {cpu(step):6.1f} ms")
+        print(f"{name:76s} {cpu(step):6.1f} ms")
 
 
 def _indexed(data: Any, key: str) -> Any:
