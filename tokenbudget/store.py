@@ -514,8 +514,8 @@ class JsonFileStore(Store):
         # records are not checked again (14 ms of each full read at 2,000 live sessions).
         checked = (schema == SCHEMA and isinstance(data, dict)
                    and hot.names_snapshot(self.file, _stamp(st), data.get("updated")))
-        data = validate(data, records=not checked)  # migrated in memory; the first commit
-        # writes it back
+        # Migrated in memory; the first commit writes it back.
+        data = validate(data, records=not checked)
         migrated = schema if type(schema) is int and schema != data["schema"] else 0
         try:
             with open(self.journal, "rb") as j:
