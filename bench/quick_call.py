@@ -20,6 +20,9 @@ per round, in shuffled order, with the baseline in the same rounds; the figures 
 wall time and of the child's CPU time (user + sys, from the kernel's accounting), each as a
 ratio to the baseline's median of the same rounds.
 
+`--rss N`: afterwards, each call with news run N more times (REF's and this tree's) under
+`/usr/bin/time`: the largest peak RSS of each.
+
 `--importtime N`: afterwards, each call with news run N more times (in turn, REF's and this
 tree's) under `python -X importtime`, and `import json` too: the median self time of each
 module the call imports beyond what `import json` does, and their sum (importtime's own
@@ -91,6 +94,8 @@ def main() -> None:
     ap.add_argument("--name", default="quick_call")
     ap.add_argument("--importtime", type=int, default=0, metavar="N",
                     help="then N runs of each call with news under -X importtime")
+    ap.add_argument("--rss", type=int, default=0, metavar="N",
+                    help="then N runs of each call with news under /usr/bin/time: peak RSS")
     a = ap.parse_args()
     after = common.bench_python(reinstall=True)
     before = common.bench_python_at(a.before)
@@ -186,6 +191,13 @@ def main() -> None:
             mods = sorted(set().union(*found) - base_mods)
             med = {m: statistics.median(f.get(m, 0) for f in found) / 1000 for m in mods}
             imports[label] = {"self_ms": med, "sum_ms": sum(med.values())}
+    rss: dict[str, float] = {}
+    for _ in range(a.rss):
+        for code, py in (("before", before), ("after", after)):
+            for name in news:
+                reset(news[name])
+                kb = common.peak_rss_kb([*quick_start(py), name], stdin=event(name), env=env)
+                rss[f"{code} {name}"] = max(rss.get(f"{code} {name}", 0), kb / 1024)
     reset()
     base_wall = statistics.median(w for w, _ in times["baseline"])
     base_cpu = statistics.median(c for _, c in times["baseline"])
@@ -198,7 +210,7 @@ def main() -> None:
     out = {"machine": common.machine(), "rounds": a.rounds, "live": s["live"],
            "after": common.installed(after.parent.parent),
            "before": common.installed(before.parent.parent), "cases": rows,
-           "imports_beyond_json": imports}
+           "imports_beyond_json": imports, "peak_rss_mb": rss}
     common.save(a.name, out)
     print(f"\n{s['live']} live sessions, {a.rounds} rounds; baseline `import json`: wall "
           f"{base_wall * 1000:.1f} ms, CPU {base_cpu * 1000:.1f} ms")
@@ -206,6 +218,8 @@ def main() -> None:
     for n, e in sorted(rows.items()):
         print(f"{n:24s} {e['wall_s'] * 1000:7.1f} ms {e['wall_ratio']:5.2f}x "
               f"{e['cpu_s'] * 1000:7.1f} ms {e['cpu_ratio']:5.2f}x")
+    for label, mb in sorted(rss.items()):
+        print(f"peak RSS, {label}: {mb:.1f} MB (the largest of {a.rss})")
     for label, got in imports.items():
         top = sorted(got["self_ms"].items(), key=lambda kv: -kv[1])
         print(f"\n{label}: imports beyond `import json`, {len(top)} modules, median self "

@@ -959,3 +959,65 @@ def test_the_window_cache_leaves_the_last_10_microseconds_of_a_window_to_the_eng
     assert end == datetime(2028, 1, 1, tzinfo=zone).timestamp()
     assert hot.windows(ledger_file, key, 0, end - 1e-5) is None
     assert hot.windows(ledger_file, key, 0, end - 2e-5) == wins
+
+
+def test_a_snapshot_the_view_names_is_not_checked_again_and_any_other_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full read checks every record's shape (hand edits, foreign writers); a snapshot
+    that the view names was checked by the code that wrote it or wrote the view, and is read
+    without that check (it grows with the ledger). A file changed in any way is checked."""
+    from tokenbudget import ledger as ledger_mod
+    from tokenbudget.fileio import stamp
+    from tokenbudget.ledger import CorruptLedger
+
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as data:
+        data["sessions"]["s-1"] = {**_session_record(), "p": "/home/dev/alpha"}
+    with store.transaction() as data:
+        data["events"]["fp"] = 1.0  # a journal line: its records are still checked
+    checked: list[int] = []
+    real = ledger_mod._check_records
+    monkeypatch.setattr(ledger_mod, "_check_records",
+                        lambda d: checked.append(len(d["sessions"])) or real(d))
+    assert store.read()[0]["sessions"]["s-1"]["p"] == "/home/dev/alpha"
+    assert checked == []
+    shared, _ = hot.paths(store.file)
+    os.unlink(shared)  # no view: nothing vouches for the snapshot
+    store.read()
+    assert checked == [1]
+    with store.transaction() as data:
+        data["events"]["fp2"] = 2.0
+    raw = json.loads(Path(store.file).read_bytes())
+    assert hot.names_snapshot(store.file, _stamp_of(store.file), raw["updated"])
+    # The same stamp (a coarse clock, a file put back with its time) with another commit
+    # time: not the snapshot the view names.
+    was, text = os.stat(store.file), Path(store.file).read_bytes()
+    at = text.index(b'"updated":') + len(b'"updated":') + 1
+    Path(store.file).write_bytes(text[:at] + (b"1" if text[at:at + 1] != b"1" else b"2")
+                                 + text[at + 1:])
+    os.utime(store.file, ns=(was.st_atime_ns, was.st_mtime_ns))
+    assert _stamp_of(store.file) == stamp(was)
+    so_far = len(checked)
+    store.read()
+    assert len(checked) == so_far + 1
+    Path(store.file).write_bytes(text)
+    os.utime(store.file, ns=(was.st_atime_ns, was.st_mtime_ns))
+    raw["sessions"]["s-1"]["t"] = 5  # a hand edit: another stamp, checked, caught
+    Path(store.file).write_text(json.dumps(raw))
+    with pytest.raises(CorruptLedger, match="sessions have the wrong shape"):
+        store.read()
+    assert not hot.names_snapshot(store.file, _stamp_of(store.file), raw["updated"])
+
+
+def _stamp_of(path: str) -> tuple[int, ...]:
+    from tokenbudget.fileio import stamp
+
+    return stamp(os.stat(path))
+
+
+def _session_record() -> dict[str, Any]:
+    from tokenbudget.ingest import Ingestor
+    from tokenbudget.ledger import new_ledger
+
+    return Ingestor(new_ledger()).session("s-1", "/home/dev/alpha", 1.0)

@@ -478,3 +478,35 @@ def test_a_corrections_key_in_the_team_outbox_is_the_same_in_every_version(
     again["outbox"] = {}
     ingest.requeue_all(again)
     assert [k for k in again["outbox"] if k.startswith("adj-")] == [key]
+
+
+def test_a_compacted_key_is_found_by_search_as_by_the_index() -> None:
+    """A hook call's few keys are searched in the compacted keys joined, a sync's many looked
+    up in their index: both name the same owner, the last session holding the key, and never
+    text that spans two keys or two sessions, or a session's short last slot as a whole key."""
+    from tokenbudget.ledger import new_ledger
+
+    a, b, c, d, e = ("0123456789abcdef", "fedcba9876543210", "aaaaaaaaaaaaaaaa",
+                     "bbbbbbbbbbbbbbbb", "cccccccccccccccc")
+    ledger = new_ledger()
+    for sid, joined in (("s1", a + b), ("s2", c), ("s3", ""), ("s4", b + d), ("s5", e + "0123"),
+                        ("s6", d[:8])):
+        ledger["sessions"][sid] = {"k": joined} if joined else {}
+    asked = {
+        a: "s1", b: "s4", c: "s2", d: "s4", e: "s5",
+        "89abcdeffedcba98": None,  # the end of one key and the start of the next
+        "aaaaaaaabbbbbbbb": None,  # across two sessions' keys
+        d[8:] + e[:8]: None,  # across the last key of a session and the first of the next
+        "cccccccc01234567": None,  # into a short slot
+        "0123": "s5", "bbbbbbbb": "s6",  # short slots, whole: as the index holds them
+        "01234567": None, "": None, a + "0": None, "0" * 16: None,
+    }
+    ing = ingest.Ingestor(ledger)
+    assert {k: ing._compacted_search(k) for k in asked} == asked
+    index = ingest.Ingestor(ledger)
+    index._compacted_asked = ingest.COMPACTED_SEARCHES  # the index from the first question on
+    assert {k: index._compacted_owner(k) for k in asked} == asked
+    assert index._compacted is not None and ing._compacted is None
+    many = ingest.Ingestor(ledger)
+    assert [many._compacted_owner(k) for k in [*asked] * 3] == [*asked.values()] * 3
+    assert many._compacted is not None  # a pass that asks many builds the index

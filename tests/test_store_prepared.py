@@ -428,3 +428,79 @@ def test_the_journal_since_a_read_is_read_only_from_the_journal_that_read_saw(
     journal_file.unlink()
     assert store._since(pos) is None  # gone since it was read
     assert store._since(fresh) is not None and store._since(fresh)[0].entries == []
+
+
+def test_the_copy_before_the_news_is_the_ledger_as_it_was_whatever_the_reading_changed() -> None:
+    """A call's copy of the ledger before it reads its session's news shares the other
+    sessions' records and read positions with the ledger (copying them all cost the call most
+    of its time at 2,000 live sessions); whatever the reading then changes, its own records or
+    theirs (a fork's, a held request's), the copy given back is the ledger as it was."""
+    import marshal
+
+    from tokenbudget.ingest import Ingestor
+    from tokenbudget.ledger import new_ledger
+
+    ledger = new_ledger()
+    ing = Ingestor(ledger)
+    for sid in ("s-1", "s-2", "s-3"):
+        ing.session(sid, f"/home/dev/{sid}", 1.0)
+        ledger["files"][f"/t/{sid}.jsonl"] = ["1:2", "h", 10, sid, None]
+    ledger["hours"]["7"] = {"/home/dev/s-1": [1, 0.5, 7, 8]}
+    was = marshal.dumps(ledger)
+
+    def reading(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+        data = marshal.loads(was)
+        give = store_mod.copy_before_news(data, "s-1")
+        change(data)
+        base = give()
+        assert json.dumps(base) == json.dumps(marshal.loads(was))  # values and their order
+        return base
+
+    def own(d: dict[str, Any]) -> None:  # the reading's usual changes: its own records
+        d["sessions"]["s-1"]["t"]["p-1"] = ["prompt", 2.0, 5, 0.1]
+        d["files"]["/t/s-1.jsonl"][2] = 20
+        d["files"]["/t/s-1/agent-1.jsonl"] = ["1:3", "h", 5, "s-1", None]
+        d["hours"]["7"]["/home/dev/s-1"][0] += 5
+        d["keys"]["k"] = ["s-1", "m", 1, 1, 0, 0, 0, 7, 0.1, "p-1"]
+
+    base = reading(own)
+    assert base["sessions"]["s-2"] is not None
+    for change in (
+        lambda d: d["sessions"]["s-2"]["m"].update({"m": [1, 1, 0, 0, 0, 0.1, 1, "t"]}),
+        lambda d: d["sessions"]["s-3"].update({"hd": {"k": "s-1"}}),
+        lambda d: d["files"]["/t/s-2.jsonl"].__setitem__(2, 99),
+        lambda d: d["sessions"].pop("s-2"),
+        lambda d: (own(d), d["sessions"]["s-2"]["t"].update({"p-9": ["prompt", 1.0, 1, 0.0]})),
+    ):
+        reading(change)
+    # Left alone, they are the ledger's own: nothing of theirs was copied.
+    data = marshal.loads(was)
+    give = store_mod.copy_before_news(data, "s-1")
+    own(data)
+    base = give()
+    assert base["sessions"]["s-2"] is data["sessions"]["s-2"]
+    assert base["files"]["/t/s-3.jsonl"] is data["files"]["/t/s-3.jsonl"]
+    assert base["sessions"]["s-1"] is not data["sessions"]["s-1"]
+
+
+def test_a_call_whose_news_grows_another_sessions_request_counts_it_once(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of another session's request (an older fork's: no requestSessionId) with a
+    larger usage than its requester's line: the reading before the lock adds the growth to
+    the requester's records, which the copy taken before it shares with the ledger read: the
+    change committed holds the growth (the suite's check replays every commit), once."""
+    set_budgets(private_home, {"kind": "daily", "limit": "1B"})
+    a, b = Session(private_home, "s-a", APP), Session(private_home, "s-b", APP)
+    a.turn("pa", "go", NOW - 120, 1_000)
+    b.turn("pb", "go", NOW - 110)
+    _post(a, 0)
+    _post(b, 0)
+    seen = _outcomes(monkeypatch)
+    b.write(reply_line("s-b", "pa-m1", NOW - 60, APP, input_tokens=1_500))
+    assert _post(b, 1) == {}
+    ledger = _ledger_store(private_home).snapshot()
+    assert ledger["sessions"]["s-a"]["m"]["claude-opus-5-5"][:7] == [1_500, 0, 0, 0, 0, 0.006, 1]
+    assert ledger["sessions"]["s-b"]["m"] == {}
+    assert ledger["models"]["claude-opus-5-5"][0] == 1_500
+    assert seen == ["alone"]  # the prepared change, committed as worked out

@@ -515,25 +515,26 @@ def _prepare(
     pos, ledger = known
     if pos.bad or pos.migrated or ledger["rebuild"] or ledger["notices"] or ledger["ended"]:
         return None, known
-    from tokenbudget import ingest, journal, sync
-    from tokenbudget.store import Prepared, held
+    from tokenbudget import ingest, sync
+    from tokenbudget.store import Prepared, copy_before_news, held
 
-    base = journal.copy(ledger)  # the copy a transaction takes before the lock
+    # The copy a transaction takes before the lock, given back whole once the news is read.
+    base = copy_before_news(ledger, ev.session_id)
     if held(ledger).seen_event(_fingerprint(ev), now) and not again:
-        return None, (pos, base)  # answered once, under the lock
+        return None, (pos, base())  # answered once, under the lock
     try:
         read = sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices,
                                  ledger=ledger, max_bytes=MAX_READ_PER_CALL)
     except OSError:
-        return None, (pos, base)  # said under the lock
+        return None, (pos, base())  # said under the lock
     if (read.errors or len(ledger["keys"]) > ingest.COMPACT_WHEN
             or not _quiet(ev, cfg, budget_list, ledger, now, near)):
-        return None, (pos, base)
+        return None, (pos, base())
 
     def holds(current: Any) -> bool:
         return _quiet(ev, cfg, budget_list, current, now, near)
 
-    return Prepared(pos, base, ledger, ev.session_id, holds), None
+    return Prepared(pos, base(), ledger, ev.session_id, holds), None
 
 
 def _commit_later(

@@ -155,6 +155,22 @@ def stamps(ledger_file: str, journal_file: str) -> list[Any] | None:
     return [list(_stamp(st)), float(found.group(1)), jour]
 
 
+def names_snapshot(ledger_file: str, snapshot: tuple[int, ...], head: Any) -> bool:
+    """Whether the view names this snapshot (its file's stamp and its commit time): then it
+    is one this code wrote, or read and checked, before it wrote the view (a commit writes
+    the view only after its snapshot, from the ledger it checked or built). Reads the shared
+    part's first line only."""
+    shared_file, _ = paths(ledger_file)
+    try:
+        with open(shared_file, "rb") as f:
+            got = json.loads(f.readline(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return False
+    at = got.get("at") if type(got) is dict and got.get("view") == VERSION else None
+    return (type(at) is list and len(at) == 3 and at[0] == list(snapshot)
+            and type(head) is float and at[1] == head)
+
+
 def _load(path: str) -> Any:
     try:
         with open(path, "rb") as f:
