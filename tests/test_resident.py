@@ -408,9 +408,16 @@ def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path:
         "headers": {"Authorization": "Bearer " + "ab" * 32,
                     "X-Tokenbudget-Disable": "${TOKENBUDGET_DISABLE}"},
         "allowedEnvVars": ["TOKENBUDGET_DISABLE"], "timeout": 10}]}]
-    assert hooks["Stop"][0]["hooks"][0]["type"] == "http"
-    # The command hooks that stay hand their events to the answerer (relay_hook).
-    for event in relay.RELAYED:
+    # Nobody reads SubagentStop's and SessionEnd's answers: http hooks without "async"
+    # (Claude Code 2.1.328 waits for an http hook all the same; the answerer replies at once).
+    for event in ("Stop", "SubagentStop", "SessionEnd"):
+        (entry,) = hooks[event][0]["hooks"]
+        assert entry["type"] == "http" and "async" not in entry, entry
+        assert entry["url"] == f"http://127.0.0.1:40123/tokenbudget/v1/{event}"
+    assert hooks["SessionEnd"][0]["hooks"][0]["timeout"] == 2
+    # The command hooks that stay hand their events to the answerer (relay_hook): Claude
+    # Code runs no http SessionStart hook, and UserPromptSubmit checks the answerer.
+    for event in ("SessionStart", "UserPromptSubmit"):
         assert hooks[event][0]["hooks"][0]["command"] == claude_settings.hook_command(
             sys.executable, event, None, claude_settings.RELAY_CODE)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -632,7 +639,7 @@ def test_a_second_settings_file_gets_the_same_port_and_key_and_keeps_the_answere
     out = _cli("install", "--scope", "local")
     assert claude_settings.http_targets(local) == set()
     assert out.startswith(f"The resident answerer stays on: {user} still send(s) it"
-                          " PostToolBatch and Stop.\n")
+                          " PostToolBatch, Stop, SubagentStop and SessionEnd.\n")
     assert _same(resident.load(), first)
     _cli("install", "--resident", "--scope", "local")
     out = _cli("uninstall", "--scope", "local")
@@ -780,7 +787,7 @@ def test_doctor_names_a_settings_file_whose_http_hooks_miss_the_answerer(
     fix = ("run `tokenbudget install --resident --scope user` (or `tokenbudget install --scope"
            " user` for command hooks)")
     title = "http hooks in user settings do not reach the resident answerer"
-    said = f"{user}: PostToolBatch and Stop go to 127.0.0.1:{made.port}"
+    said = f"{user}: PostToolBatch, Stop, SubagentStop and SessionEnd go to 127.0.0.1:{made.port}"
     resident.save(resident.Setup(made.port, "ef" * 32, made.proof))
     assert findings() == [(False, title, f"{said} with a key that is not the answerer's; those"
                                          " events are not checked", fix)]
@@ -817,7 +824,7 @@ def test_uninstall_in_one_project_keeps_the_answerer_on_for_another_project_s_fi
     assert _same(resident.load(), first)
     out = _cli("uninstall", "--scope", "local")
     assert out.startswith(f"The resident answerer stays on: {theirs} still send(s) it"
-                          " PostToolBatch and Stop.\n")
+                          " PostToolBatch, Stop, SubagentStop and SessionEnd.\n")
     assert _same(resident.load(), first)
     assert resident.senders() == [str(theirs)]
     # Doctor, run here, names the other project's file once it misses the answerer.
@@ -827,8 +834,9 @@ def test_uninstall_in_one_project_keeps_the_answerer_on_for_another_project_s_fi
     where = f"--settings '{theirs}'"
     assert [(f.ok, f.title, f.detail, f.fix) for f in report.findings] == [(
         False, "http hooks in recorded settings do not reach the resident answerer",
-        f"{theirs}: PostToolBatch and Stop go to 127.0.0.1:{first.port}, but the answerer is"
-        f" on 127.0.0.1:{first.port + 1}; those events are not checked",
+        f"{theirs}: PostToolBatch, Stop, SubagentStop and SessionEnd go to"
+        f" 127.0.0.1:{first.port}, but the answerer is on 127.0.0.1:{first.port + 1}; those"
+        " events are not checked",
         f"run `tokenbudget install --resident {where}` (or `tokenbudget install {where}` for"
         " command hooks)")]
     resident.save(first)
@@ -850,7 +858,7 @@ def test_a_plain_install_here_keeps_the_answerer_on_for_a_settings_file_elsewher
     _cli("install", "--resident", "--scope", "local")
     out = _cli("install", "--scope", "local")
     assert out.startswith(f"The resident answerer stays on: {os.path.realpath(chosen)} still"
-                          " send(s) it PostToolBatch and Stop.\n")
+                          " send(s) it PostToolBatch, Stop, SubagentStop and SessionEnd.\n")
     assert _same(resident.load(), first)
     assert stat.S_IMODE(os.stat(resident.senders_file()).st_mode) == 0o600
     # A file that lost its http hooks (edited by hand) is dropped from the record.

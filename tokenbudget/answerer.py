@@ -56,12 +56,22 @@ class Answerer:
 
     def answer(self, event: str, raw: bytes, disabled: bool = False,
                send: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """An http hook's event (PostToolBatch, Stop). `send`: the http handler's reply, called
-        with the answer once; a call decided before the lock sends it before its commit."""
+        """An http hook's event (resident.EVENTS). `send`: the http handler's reply, called
+        with the answer once; a call decided before the lock sends it before its commit, and
+        an event whose answer nobody reads (SubagentStop, SessionEnd) gets `{}` before any
+        work."""
+        from tokenbudget import hook
+
         if event not in resident.EVENTS or disabled:
             self.last_event = time.monotonic()
             if send is not None:
                 send({})
+            return {}
+        if event in hook.UNHEARD and send is not None:
+            # Before the lock too: Claude Code (at SessionEnd, exiting) need not wait for
+            # another session's event. Recorded below, as when it waited.
+            send({})
+            self._answer(event, raw)
             return {}
         return self._answer(event, raw, send=send)
 
