@@ -1085,3 +1085,15 @@ def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000
+
+
+def test_a_prompt_refused_while_the_answerer_is_down_starts_it_for_the_session_end(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    # No turn follows a refused prompt, but SessionEnd (an http hook) does: refused by a
+    # port nobody holds, it would print a connection error at the user's exit.
+    raw = json.dumps({**session(private_home), "prompt": "go"}).encode()
+    refused = {"decision": "block", "reason": "the session budget is used up"}
+    assert resident.probe(setup)[0] == "down"
+    assert hook._resident("UserPromptSubmit", raw, dict(refused)) == refused
+    assert resident.probe(setup)[0] == "ours"
