@@ -431,6 +431,43 @@ def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path:
     assert not path.exists() or "hooks" not in json.loads(path.read_text() or "{}")
 
 
+def test_install_resident_over_the_layout_before_moves_the_async_hooks_to_http_and_back(
+    tmp_path: Path,
+) -> None:
+    # Before: SubagentStop and SessionEnd were async lean command hooks. An install --resident
+    # over that turns them into http hooks in place (a key of the user's kept), without the
+    # command's "async"; a plain install makes them async command hooks again.
+    path = tmp_path / "settings.json"
+    made = resident.Setup(40123, "ab" * 32, "cd" * 32)
+    before = claude_settings.desired_hooks(sys.executable, None, made)
+    for event in ("SubagentStop", "SessionEnd"):
+        before[event] = [{"matcher": "", "hooks": [
+            {"type": "command", "async": True, "timeout": 2, "onFailure": "ignore",
+             "command": claude_settings.hook_command(sys.executable, event, None,
+                                                     claude_settings.RELAY_CODE)}]}]
+    mine = {"type": "command", "command": "echo mine"}
+    before["SessionEnd"].insert(0, {"matcher": "", "hooks": [mine]})
+    path.write_text(json.dumps({"hooks": before}))
+    path.chmod(0o600)
+    claude_settings.install(path, sys.executable, None, made)
+    hooks = json.loads(path.read_text())["hooks"]
+    wanted = claude_settings.desired_hooks(sys.executable, None, made)
+    assert hooks["SessionEnd"] == [{"matcher": "", "hooks": [mine]}, {
+        "matcher": "", "hooks": [{**wanted["SessionEnd"][0]["hooks"][0], "onFailure": "ignore"}]}]
+    assert hooks["SubagentStop"][0]["hooks"][0] == {
+        **wanted["SubagentStop"][0]["hooks"][0], "onFailure": "ignore"}
+    assert "async" not in hooks["SessionEnd"][1]["hooks"][0]
+    claude_settings.install(path, sys.executable, None)
+    hooks = json.loads(path.read_text())["hooks"]
+    plain = claude_settings.desired_hooks(sys.executable)
+    assert hooks["SessionEnd"][1]["hooks"][0] == {**plain["SessionEnd"][0]["hooks"][0],
+                                                  "onFailure": "ignore"}
+    assert hooks["SessionEnd"][1]["hooks"][0]["async"] is True
+    claude_settings.uninstall(path)
+    assert json.loads(path.read_text())["hooks"] == {"SessionEnd": [{"matcher": "",
+                                                                     "hooks": [mine]}]}
+
+
 def test_a_lean_command_hook_is_ours_in_both_its_forms() -> None:
     for folders in (None, ["/opt/tb site", "/opt/o'dd"]):
         command = claude_settings.hook_command("/usr/bin/python3", "UserPromptSubmit", folders,
@@ -1085,6 +1122,45 @@ def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000
+
+
+def test_subagent_stop_and_session_end_over_http_are_answered_before_any_work(
+    setup: resident.Setup, private_home: Path
+) -> None:
+    # Nobody reads their answers: `{}` goes out at once, even while another event holds the
+    # answerer (and the ledger's lock); they are recorded after, with the usage they bring.
+    import threading
+
+    a = _news(private_home, "1000M", lock_timeout=2.5)
+    me = answerer.Answerer(setup)
+    total = truth_usage("loop").total
+    for n, name in enumerate(("SubagentStop", "SessionEnd"), 1):
+        sent = threading.Event()
+        event = json.dumps({**a, "hook_event_name": name, "agent_id": "a1"}).encode()
+        release = _ledger_lock(private_home)
+        with me.lock:  # another session's event being answered
+            worker = threading.Thread(target=me.answer, args=(name, event),
+                                      kwargs={"send": lambda answer, sent=sent: sent.set()})
+            worker.start()
+            assert sent.wait(5), f"{name} waited for the answerer"
+        assert session_tokens(private_home, a["session_id"]) == total + 1000 * (n - 1)
+        release()
+        worker.join(10)
+        assert session_tokens(private_home, a["session_id"]) == total + 1000 * n
+        assert me.events == ({"SubagentStop": 1} if n == 1 else {"SubagentStop": 1,
+                                                                   "SessionEnd": 1})
+        _append_request(a["transcript_path"], n + 1, 1000)
+    # Stop's answer is still decided first (a stop goes with it).
+    order: list[str] = []
+    stop = json.dumps({**a, "hook_event_name": "Stop"}).encode()
+    with me.lock:
+        worker = threading.Thread(target=me.answer, args=("Stop", stop),
+                                  kwargs={"send": lambda answer: order.append("sent")})
+        worker.start()
+        time.sleep(0.2)
+        assert order == []
+    worker.join(10)
+    assert order == ["sent"]
 
 
 def test_a_prompt_refused_while_the_answerer_is_down_starts_it_for_the_session_end(

@@ -34,6 +34,7 @@ class Answerer:
         self.started = clock.now()
         self.answered = 0  # http events
         self.relayed = 0  # command hooks' events, over the socket
+        self.events: dict[str, int] = {}  # http events answered, by event
         self.last_error: str | None = None
         self.last_event = time.monotonic()
         # session -> (CLAUDE_PROJECT_DIR, its Claude config folders), as its command hooks saw
@@ -46,7 +47,8 @@ class Answerer:
 
     def health(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
-                "relayed": self.relayed, "last_error": self.last_error, "port": self.setup.port}
+                "relayed": self.relayed, "events": self.events, "last_error": self.last_error,
+                "port": self.setup.port}
 
     def save(self, **extra: Any) -> None:
         if not os.path.isdir(resident.folder()):
@@ -114,6 +116,7 @@ class Answerer:
                 self.relayed += 1
             else:
                 self.answered += 1
+                self.events[event] = self.events.get(event, 0) + 1
             message = result.get("systemMessage", "")
             if "tokenbudget: " in message and "; allowing." in message:
                 self.last_error = message
