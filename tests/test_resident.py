@@ -408,16 +408,9 @@ def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path:
         "headers": {"Authorization": "Bearer " + "ab" * 32,
                     "X-Tokenbudget-Disable": "${TOKENBUDGET_DISABLE}"},
         "allowedEnvVars": ["TOKENBUDGET_DISABLE"], "timeout": 10}]}]
-    # Nobody reads SubagentStop's and SessionEnd's answers: http hooks without "async"
-    # (Claude Code 2.1.328 waits for an http hook all the same; the answerer replies at once).
-    for event in ("Stop", "SubagentStop", "SessionEnd"):
-        (entry,) = hooks[event][0]["hooks"]
-        assert entry["type"] == "http" and "async" not in entry, entry
-        assert entry["url"] == f"http://127.0.0.1:40123/tokenbudget/v1/{event}"
-    assert hooks["SessionEnd"][0]["hooks"][0]["timeout"] == 2
-    # The command hooks that stay hand their events to the answerer (relay_hook): Claude
-    # Code runs no http SessionStart hook, and UserPromptSubmit checks the answerer.
-    for event in ("SessionStart", "UserPromptSubmit"):
+    assert hooks["Stop"][0]["hooks"][0]["type"] == "http"
+    # The command hooks that stay hand their events to the answerer (relay_hook).
+    for event in relay.RELAYED:
         assert hooks[event][0]["hooks"][0]["command"] == claude_settings.hook_command(
             sys.executable, event, None, claude_settings.RELAY_CODE)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -429,43 +422,6 @@ def test_install_writes_http_hooks_and_a_plain_install_takes_them_back(tmp_path:
     claude_settings.install(path, sys.executable, None, made)
     claude_settings.uninstall(path)
     assert not path.exists() or "hooks" not in json.loads(path.read_text() or "{}")
-
-
-def test_install_resident_over_the_layout_before_moves_the_async_hooks_to_http_and_back(
-    tmp_path: Path,
-) -> None:
-    # Before: SubagentStop and SessionEnd were async lean command hooks. An install --resident
-    # over that turns them into http hooks in place (a key of the user's kept), without the
-    # command's "async"; a plain install makes them async command hooks again.
-    path = tmp_path / "settings.json"
-    made = resident.Setup(40123, "ab" * 32, "cd" * 32)
-    before = claude_settings.desired_hooks(sys.executable, None, made)
-    for event in ("SubagentStop", "SessionEnd"):
-        before[event] = [{"matcher": "", "hooks": [
-            {"type": "command", "async": True, "timeout": 2, "onFailure": "ignore",
-             "command": claude_settings.hook_command(sys.executable, event, None,
-                                                     claude_settings.RELAY_CODE)}]}]
-    mine = {"type": "command", "command": "echo mine"}
-    before["SessionEnd"].insert(0, {"matcher": "", "hooks": [mine]})
-    path.write_text(json.dumps({"hooks": before}))
-    path.chmod(0o600)
-    claude_settings.install(path, sys.executable, None, made)
-    hooks = json.loads(path.read_text())["hooks"]
-    wanted = claude_settings.desired_hooks(sys.executable, None, made)
-    assert hooks["SessionEnd"] == [{"matcher": "", "hooks": [mine]}, {
-        "matcher": "", "hooks": [{**wanted["SessionEnd"][0]["hooks"][0], "onFailure": "ignore"}]}]
-    assert hooks["SubagentStop"][0]["hooks"][0] == {
-        **wanted["SubagentStop"][0]["hooks"][0], "onFailure": "ignore"}
-    assert "async" not in hooks["SessionEnd"][1]["hooks"][0]
-    claude_settings.install(path, sys.executable, None)
-    hooks = json.loads(path.read_text())["hooks"]
-    plain = claude_settings.desired_hooks(sys.executable)
-    assert hooks["SessionEnd"][1]["hooks"][0] == {**plain["SessionEnd"][0]["hooks"][0],
-                                                  "onFailure": "ignore"}
-    assert hooks["SessionEnd"][1]["hooks"][0]["async"] is True
-    claude_settings.uninstall(path)
-    assert json.loads(path.read_text())["hooks"] == {"SessionEnd": [{"matcher": "",
-                                                                     "hooks": [mine]}]}
 
 
 def test_a_lean_command_hook_is_ours_in_both_its_forms() -> None:
@@ -676,7 +632,7 @@ def test_a_second_settings_file_gets_the_same_port_and_key_and_keeps_the_answere
     out = _cli("install", "--scope", "local")
     assert claude_settings.http_targets(local) == set()
     assert out.startswith(f"The resident answerer stays on: {user} still send(s) it"
-                          " PostToolBatch, Stop, SubagentStop and SessionEnd.\n")
+                          " PostToolBatch and Stop.\n")
     assert _same(resident.load(), first)
     _cli("install", "--resident", "--scope", "local")
     out = _cli("uninstall", "--scope", "local")
@@ -824,7 +780,7 @@ def test_doctor_names_a_settings_file_whose_http_hooks_miss_the_answerer(
     fix = ("run `tokenbudget install --resident --scope user` (or `tokenbudget install --scope"
            " user` for command hooks)")
     title = "http hooks in user settings do not reach the resident answerer"
-    said = f"{user}: PostToolBatch, Stop, SubagentStop and SessionEnd go to 127.0.0.1:{made.port}"
+    said = f"{user}: PostToolBatch and Stop go to 127.0.0.1:{made.port}"
     resident.save(resident.Setup(made.port, "ef" * 32, made.proof))
     assert findings() == [(False, title, f"{said} with a key that is not the answerer's; those"
                                          " events are not checked", fix)]
@@ -861,7 +817,7 @@ def test_uninstall_in_one_project_keeps_the_answerer_on_for_another_project_s_fi
     assert _same(resident.load(), first)
     out = _cli("uninstall", "--scope", "local")
     assert out.startswith(f"The resident answerer stays on: {theirs} still send(s) it"
-                          " PostToolBatch, Stop, SubagentStop and SessionEnd.\n")
+                          " PostToolBatch and Stop.\n")
     assert _same(resident.load(), first)
     assert resident.senders() == [str(theirs)]
     # Doctor, run here, names the other project's file once it misses the answerer.
@@ -871,9 +827,8 @@ def test_uninstall_in_one_project_keeps_the_answerer_on_for_another_project_s_fi
     where = f"--settings '{theirs}'"
     assert [(f.ok, f.title, f.detail, f.fix) for f in report.findings] == [(
         False, "http hooks in recorded settings do not reach the resident answerer",
-        f"{theirs}: PostToolBatch, Stop, SubagentStop and SessionEnd go to"
-        f" 127.0.0.1:{first.port}, but the answerer is on 127.0.0.1:{first.port + 1}; those"
-        " events are not checked",
+        f"{theirs}: PostToolBatch and Stop go to 127.0.0.1:{first.port}, but the answerer is"
+        f" on 127.0.0.1:{first.port + 1}; those events are not checked",
         f"run `tokenbudget install --resident {where}` (or `tokenbudget install {where}` for"
         " command hooks)")]
     resident.save(first)
@@ -895,7 +850,7 @@ def test_a_plain_install_here_keeps_the_answerer_on_for_a_settings_file_elsewher
     _cli("install", "--resident", "--scope", "local")
     out = _cli("install", "--scope", "local")
     assert out.startswith(f"The resident answerer stays on: {os.path.realpath(chosen)} still"
-                          " send(s) it PostToolBatch, Stop, SubagentStop and SessionEnd.\n")
+                          " send(s) it PostToolBatch and Stop.\n")
     assert _same(resident.load(), first)
     assert stat.S_IMODE(os.stat(resident.senders_file()).st_mode) == 0o600
     # A file that lost its http hooks (edited by hand) is dropped from the record.
@@ -1122,54 +1077,3 @@ def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000
-
-
-def test_subagent_stop_and_session_end_over_http_are_answered_before_any_work(
-    setup: resident.Setup, private_home: Path
-) -> None:
-    # Nobody reads their answers: `{}` goes out at once, even while another event holds the
-    # answerer (and the ledger's lock); they are recorded after, with the usage they bring.
-    import threading
-
-    a = _news(private_home, "1000M", lock_timeout=2.5)
-    me = answerer.Answerer(setup)
-    total = truth_usage("loop").total
-    for n, name in enumerate(("SubagentStop", "SessionEnd"), 1):
-        sent = threading.Event()
-        event = json.dumps({**a, "hook_event_name": name, "agent_id": "a1"}).encode()
-        release = _ledger_lock(private_home)
-        with me.lock:  # another session's event being answered
-            worker = threading.Thread(target=me.answer, args=(name, event),
-                                      kwargs={"send": lambda answer, sent=sent: sent.set()})
-            worker.start()
-            assert sent.wait(5), f"{name} waited for the answerer"
-        assert session_tokens(private_home, a["session_id"]) == total + 1000 * (n - 1)
-        release()
-        worker.join(10)
-        assert session_tokens(private_home, a["session_id"]) == total + 1000 * n
-        assert me.events == ({"SubagentStop": 1} if n == 1 else {"SubagentStop": 1,
-                                                                   "SessionEnd": 1})
-        _append_request(a["transcript_path"], n + 1, 1000)
-    # Stop's answer is still decided first (a stop goes with it).
-    order: list[str] = []
-    stop = json.dumps({**a, "hook_event_name": "Stop"}).encode()
-    with me.lock:
-        worker = threading.Thread(target=me.answer, args=("Stop", stop),
-                                  kwargs={"send": lambda answer: order.append("sent")})
-        worker.start()
-        time.sleep(0.2)
-        assert order == []
-    worker.join(10)
-    assert order == ["sent"]
-
-
-def test_a_prompt_refused_while_the_answerer_is_down_starts_it_for_the_session_end(
-    setup: resident.Setup, private_home: Path
-) -> None:
-    # No turn follows a refused prompt, but SessionEnd (an http hook) does: refused by a
-    # port nobody holds, it would print a connection error at the user's exit.
-    raw = json.dumps({**session(private_home), "prompt": "go"}).encode()
-    refused = {"decision": "block", "reason": "the session budget is used up"}
-    assert resident.probe(setup)[0] == "down"
-    assert hook._resident("UserPromptSubmit", raw, dict(refused)) == refused
-    assert resident.probe(setup)[0] == "ours"

@@ -34,7 +34,6 @@ class Answerer:
         self.started = clock.now()
         self.answered = 0  # http events
         self.relayed = 0  # command hooks' events, over the socket
-        self.events: dict[str, int] = {}  # http events answered, by event
         self.last_error: str | None = None
         self.last_event = time.monotonic()
         # session -> (CLAUDE_PROJECT_DIR, its Claude config folders), as its command hooks saw
@@ -47,8 +46,7 @@ class Answerer:
 
     def health(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "started": self.started, "answered": self.answered,
-                "relayed": self.relayed, "events": self.events, "last_error": self.last_error,
-                "port": self.setup.port}
+                "relayed": self.relayed, "last_error": self.last_error, "port": self.setup.port}
 
     def save(self, **extra: Any) -> None:
         if not os.path.isdir(resident.folder()):
@@ -58,22 +56,12 @@ class Answerer:
 
     def answer(self, event: str, raw: bytes, disabled: bool = False,
                send: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """An http hook's event (resident.EVENTS). `send`: the http handler's reply, called
-        with the answer once; a call decided before the lock sends it before its commit, and
-        an event whose answer nobody reads (SubagentStop, SessionEnd) gets `{}` before any
-        work."""
-        from tokenbudget import hook
-
+        """An http hook's event (PostToolBatch, Stop). `send`: the http handler's reply, called
+        with the answer once; a call decided before the lock sends it before its commit."""
         if event not in resident.EVENTS or disabled:
             self.last_event = time.monotonic()
             if send is not None:
                 send({})
-            return {}
-        if event in hook.UNHEARD and send is not None:
-            # Before the lock too: Claude Code (at SessionEnd, exiting) need not wait for
-            # another session's event. Recorded below, as when it waited.
-            send({})
-            self._answer(event, raw)
             return {}
         return self._answer(event, raw, send=send)
 
@@ -116,7 +104,6 @@ class Answerer:
                 self.relayed += 1
             else:
                 self.answered += 1
-                self.events[event] = self.events.get(event, 0) + 1
             message = result.get("systemMessage", "")
             if "tokenbudget: " in message and "; allowing." in message:
                 self.last_error = message

@@ -386,9 +386,7 @@ def _hook_entry(
     spec = OUR_EVENTS[event]
     if answerer is not None and event in resident.EVENTS:
         # The key rides in the settings file (an http hook can send nothing else of ours):
-        # install refuses a settings file that other users can read. No "async": Claude Code
-        # 2.1.328 waits for an http hook all the same; the answerer replies at once to the
-        # events that were async (resident.py).
+        # install refuses a settings file that other users can read.
         return {
             "type": "http",
             "url": resident.url(answerer.port, event),
@@ -625,12 +623,9 @@ def _merge_install(
         entry = hooks[event][gi]["hooks"][hi]
         for key in ("type", "command", "url", "headers", "allowedEnvVars"):
             entry.pop(key, None)  # a command hook that becomes an http one, or back
-        fresh = _hook_entry(python, event, paths, answerer)
-        entry.update(fresh)
-        if "async" not in fresh:
-            # Whether Claude Code waits for our answer is ours to say (an http hook has none:
-            # Claude Code 2.1.328 ignores it there).
-            entry.pop("async", None)
+        entry.update(_hook_entry(python, event, paths, answerer))
+        if not OUR_EVENTS[event].is_async:
+            entry.pop("async", None)  # whether Claude Code waits for our answer is ours to say
     _strip_ours(hooks, lambda event, gi, hi: keep_at.get(event) == (gi, hi))
     for event, spec in OUR_EVENTS.items():
         if event in keep_at:
@@ -873,7 +868,7 @@ def install(
 
     They run with interpreter `python` (started quickly with `paths`, see site_paths), or
     (None) find tokenbudget-hook on PATH: the form for settings that other people check out.
-    With `answerer`, resident.EVENTS are http hooks to the resident answerer.
+    With `answerer`, PostToolBatch and Stop are http hooks to the resident answerer.
     The backup is kept: it is the way back.
     """
     return _update(path, lambda doc: _merge_install(doc, python, path, paths, answerer))
@@ -965,14 +960,6 @@ def http_targets(path: Path) -> set[tuple[int, str]]:
         port = int(hook["url"].split(":")[2].split("/")[0])  # is_our_http_hook checked its shape
         found.add((port, key))
     return found
-
-
-def http_events(path: Path) -> str:
-    """The events of our http hooks in `path`, as a sentence names them ("" when none)."""
-    events = list(dict.fromkeys(
-        event for event, _group, hook in _our_hooks(read_settings(path))
-        if hook.get("type") == "http"))
-    return " and ".join(filter(None, [", ".join(events[:-1]), *events[-1:]]))
 
 
 def _merge_retarget(doc: JSONDict, answerer: resident.Setup) -> JSONDict:

@@ -786,8 +786,7 @@ SETTINGS_OPTION = click.option("--settings", help="Use this settings file instea
 @click.option(
     "--resident",
     is_flag=True,
-    help="Answer PostToolBatch, Stop, SubagentStop and SessionEnd from one warm local process "
-    "(http hooks on 127.0.0.1); "
+    help="Answer PostToolBatch and Stop from one warm local process (http hooks on 127.0.0.1); "
     "installing without it goes back to command hooks.",
 )
 @click.option(
@@ -880,7 +879,7 @@ def install(
             )
     if answerer is not None:
         click.echo(
-            f"{resident_mod.named_events()} are answered by the resident answerer on "
+            f"PostToolBatch and Stop are answered by the resident answerer on "
             f"127.0.0.1:{answerer.port} (started by the next session; `tokenbudget doctor` "
             "shows it)."
         )
@@ -935,7 +934,7 @@ def _resident_off_if_unused(path: Path, said: str) -> None:
     if users:
         if resident.load() is not None:
             click.echo(f"The resident answerer stays on: {', '.join(users)} still send(s) it"
-                       f" {resident.named_events()}.")
+                       " PostToolBatch and Stop.")
         return
     resident.forget_exposed()  # of a key that goes now: nothing would ever replace it
     if resident.remove():

@@ -501,8 +501,8 @@ def check_resident_hooks(report: Report, project_dir: Path) -> None:
         where = (f"--scope {scope}" if scope != "recorded"
                  else f"--settings {shlex.quote(str(path))}")
         report.add(False, f"http hooks in {scope} settings do not reach the resident answerer",
-                   f"{path}: {claude_settings.http_events(path)} go to {ports}{why}; those"
-                   " events are not checked",
+                   f"{path}: PostToolBatch and Stop go to {ports}{why}; those events are not"
+                   " checked",
                    f"run `tokenbudget install --resident {where}` (or `tokenbudget"
                    f" install {where}` for command hooks)")
 

@@ -926,15 +926,15 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
     another process holds its port (tool events would go there), or (fail-closed) while it
     cannot be started or its key file is of an older layout (installed again, it answers).
     Never raises: the answer it amends must still be given."""
+    if answer.get("decision") == "block":
+        return answer  # no turn follows
     try:
         from tokenbudget import relay, resident
 
         ev = parse_event(name, raw)
         found, why = resident.ensure(ev.session_id or "", os.environ.get("CLAUDE_PROJECT_DIR", ""),
                                      relay.session_dirs())
-        # A refused prompt: no turn follows, but the session's SessionEnd (an http hook) does,
-        # and, interactive, its next prompts: started for them, nothing more to say here.
-        if found in ("ours", "off") or answer.get("decision") == "block":
+        if found in ("ours", "off"):
             return answer
         setup = resident.load()
         if setup is None and found != "old":

@@ -1,8 +1,7 @@
 """The resident answerer's Unix socket, the client side: an event handed over, its answer back.
 
-With `install --resident`, SessionStart and UserPromptSubmit stay command hooks (SubagentStop
-and SessionEnd did too before they went over http, and still may in settings written then),
-but lean ones (tokenbudget/relay_hook.py): each hands its event to the warm
+With `install --resident`, SessionStart, UserPromptSubmit, SubagentStop and SessionEnd stay
+command hooks, but lean ones (tokenbudget/relay_hook.py): each hands its event to the warm
 answerer (tokenbudget/answerer.py) over this socket, and the answerer decides it with the same
 `hook.handle`. The socket lives in the answerer's folder, which is the user's alone (0700,
 checked here before connecting): only the user can have created it, so it takes no proof

@@ -1,7 +1,6 @@
 """The lean command hook of resident mode: the event handed to the answerer, or decided here.
 
-`install --resident` registers SessionStart and UserPromptSubmit (before SubagentStop and
-SessionEnd went over http, those too) as
+`install --resident` registers SessionStart, UserPromptSubmit, SubagentStop and SessionEnd as
 `python -I -S -c '...from tokenbudget.relay_hook import main; main()' EVENT`: what it imports
 until the answerer has answered is what a round trip on its Unix socket needs (relay.py). When
 the answerer is not there (not started yet, crashed, an older one without the socket), the full

@@ -1,38 +1,16 @@
 """The resident answerer (opt-in): Claude Code's http hooks answered by one warm process.
 
-`tokenbudget install --resident` registers PostToolBatch, Stop, SubagentStop and SessionEnd as
-`http` hooks to 127.0.0.1:PORT, answered here by the same `hook.handle` the command hooks run
-(same config, store and ledger lock), so a session on command hooks and one on the answerer
-share one exact ledger. SessionStart and UserPromptSubmit stay command hooks (lean ones,
-tokenbudget/relay_hook.py): they start the answerer when it is not running and check, before
-every prompt, that whatever holds the port is ours; the refusal before a prompt never depends
-on the answerer being up.
-
-Which events go over http, and why (bench/RESULTS.md section 26):
-- SessionStart cannot: Claude Code 2.1.328 skips an http SessionStart hook ("HTTP hooks are
-  not supported for SessionStart", in its debug log) and runs the session without it. It
-  stays the lean command hook, and with it all it does: the session recorded
-  (Ingestor.session), the ended sessions after /clear, the plugin's run noted, the journal
-  folded when due, waiting notices said, the context hint, the answerer started when down.
-- SubagentStop and SessionEnd answer nothing anyone reads (hook.UNHEARD): the answerer
-  replies `{}` the moment it has the event, then records it (one event at a time, as every
-  event), so Claude Code waits for a round trip on a kept-alive connection instead of a
-  Python start. Claude Code 2.1.328 ignores `"async"` on an http hook (it waited for a slow
-  one all the same), so none is written; SessionEnd's short budget (its hooks' 2 s timeout,
-  about 1.5 s in all) then bounds nothing of ours: the recording runs after the reply, still
-  giving up on a busy lock after hook.SESSION_END_LOCK_WAIT so that other sessions' events
-  queued behind it do not wait long. As when an async command hook was killed at a `-p`
-  exit, what it did not record (the answerer down, stopped or killed) is read by the
-  session's next hook or `sync` (read positions only move with a commit), and notices wait
-  in the ledger for a hook that is heard (hook._work).
-- With the answerer down (crashed, or after an hour idle, or a prompt refused before it was
-  started), these two events meet a refused connection: Claude Code goes on, and in `-p`
-  prints `SessionEnd hook [URL] failed: connect ECONNREFUSED ...` on stderr (interactive:
-  see README); nothing is recorded by that event, and the next hook or `sync` reads it.
-- An event of a session the answerer has not been told about (its command hooks ran before
-  this answerer started, or in an older one) is read as PostToolBatch and Stop are: in the
-  answerer's own Claude config folders (its environment has no session's CLAUDE_ variables),
-  never in folders the http event names: only a command hook's signed word widens them.
+`tokenbudget install --resident` registers PostToolBatch and Stop as `http` hooks to
+127.0.0.1:PORT, answered here by the same `hook.handle` the command hooks run (same config,
+store and ledger lock), so a session on command hooks and one on the answerer share one exact
+ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
+is not running and check, before every prompt, that whatever holds the port is ours.
+SessionStart could not be http anyway: Claude Code 2.1.328 skips an http SessionStart hook
+("HTTP hooks are not supported for SessionStart", in its debug log). SubagentStop and
+SessionEnd stay (background, lean) command hooks too: as http hooks answered `{}` at once
+they bought nothing measurable on a whole `claude -p` turn (Claude Code waits for an http
+hook, `"async"` or not), and an answerer gone after an idle hour would have made Claude Code
+print a connection error at every such session's exit (bench/RESULTS.md section 26).
 
 Trust, both ways, rests on two secrets in a 0600 file of the user's (`resident/key.json`).
 The bearer key is written into the user's own settings file as the http hooks' bearer header:
@@ -45,17 +23,6 @@ are refused until the port is ours again; the key it was sent is marked exposed,
 next `install --resident` replaces it), and sign what they tell it (a session's project and
 Claude config folders) with it. The answerer exits after an hour without events, or within a
 second of its key file changing or going (uninstall, a new key).
-
-What a process of another user holding the port gets from the http events: their bodies (the
-session's id, paths, the subagent's last message) and the bearer key, as with PostToolBatch
-and Stop; and its answers are taken. To SessionEnd Claude Code takes nothing that changes
-the session. To SubagentStop, `{"decision": "block", "reason": ...}` sends the subagent back
-to work with that reason, as Stop's does the main agent today: the same kind of answer, in
-the same window (within a turn, after a UserPromptSubmit found the answerer ours; a stranger
-can only hold the port while ours is down, and a prompt is refused then), so no worse than
-today. An http SessionStart would have been worse (its additionalContext goes into the
-model's context, and a stranger could answer it while ours is down between sessions and let
-the port go before the prompt's check), had Claude Code run it.
 """
 
 from __future__ import annotations
@@ -78,8 +45,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 HOST = "127.0.0.1"  # never beyond this machine
-EVENTS = ("PostToolBatch", "Stop", "SubagentStop", "SessionEnd")  # over http; see above
-# Claude Code 2.1.328 runs no http SessionStart hook; UserPromptSubmit must check the answerer.
+EVENTS = ("PostToolBatch", "Stop")  # answered over http; the others stay command hooks
 URL_PATH = "/tokenbudget/v1/"
 IDLE_SECONDS = 3600.0  # the answerer exits after this long without an event
 START_WAIT = 5.0  # seconds a hook waits for an answerer it started to answer
@@ -120,11 +86,6 @@ def exposed_file() -> str:
 def senders_file() -> str:
     """Beside key.json, not in it: rewriting key.json would stop a running answerer."""
     return os.path.join(folder(), "senders.json")
-
-
-def named_events() -> str:
-    """resident.EVENTS as a sentence names them."""
-    return ", ".join(EVENTS[:-1]) + " and " + EVENTS[-1]
 
 
 def url(port: int, event: str) -> str:

@@ -71,16 +71,6 @@ def health(made: resident.Setup) -> dict[str, Any]:
     return info
 
 
-def answered(made: resident.Setup, expected: int) -> int:
-    """How many http events the answerer has answered, once it has `expected` (or after 5 s):
-    it counts SessionEnd and SubagentStop after recording them, which it does after its
-    reply, so a moment after Claude Code has gone on."""
-    deadline = time.monotonic() + 5
-    while (count := int(health(made)["answered"])) < expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return count
-
-
 def crossing(served: list[Any], limit: int) -> int:
     totals = [sum(r.total_tokens() for r in served[: i + 1]) for i in range(len(served))]
     return next(i for i, t in enumerate(totals) if t >= limit)
@@ -108,10 +98,9 @@ def test_a_budget_crossed_mid_turn_stops_at_the_same_request_as_with_command_hoo
     stops = [(s["session"], s["event"]) for s in kept_stops()]
     assert stops == [(runs["command"].session_id, "PostToolBatch"),
                      (runs["resident"].session_id, "PostToolBatch")]
+    # The resident session's PostToolBatch calls went to the answerer (one per tool batch).
+    assert health(answerer)["answered"] == len(served["resident"])
     settled(private_home, *runs.values())
-    # The resident session's PostToolBatch calls went to the answerer (one per tool batch),
-    # and its SessionEnd.
-    assert answered(answerer, len(served["resident"]) + 1) == len(served["resident"]) + 1
     for name, run in runs.items():
         assert session_tokens(private_home, run.session_id) == sum(
             r.total_tokens() for r in served[name]), name
@@ -146,7 +135,7 @@ def test_with_claude_config_dir_set_it_stops_at_the_same_request_as_the_command_
     stops = [(s["session"], s["event"]) for s in kept_stops()]
     assert stops == [(runs["command"].session_id, "PostToolBatch"),
                      (runs["resident"].session_id, "PostToolBatch")]
-    assert answered(answerer, len(served["resident"]) + 1) == len(served["resident"]) + 1
+    assert health(answerer)["answered"] == len(served["resident"])
 
 
 def test_a_prompt_is_refused_before_it_reaches_the_api(
@@ -155,17 +144,15 @@ def test_a_prompt_is_refused_before_it_reaches_the_api(
     set_budgets(private_home, {"kind": "session", "limit": "2k"})
     first = run_claude("Say hello.", settings=resident_settings(answerer))
     assert first.proc.returncode == 0, first.proc.stderr[-2000:]
+    assert health(answerer)["answered"] == 1  # its Stop
     settled(private_home, first)
-    assert answered(answerer, 2) == 2  # its Stop and SessionEnd
     relayed = health(answerer)["relayed"]
     second = run_claude("And again.", settings=resident_settings(answerer), args=["-c"])
     assert len(fake_api.requests) == 1, "the refused prompt reached the API"
     text = result_text(second)
     assert "blocked by hook" in text and "session budget is used up" in text
-    # Its SessionStart and UserPromptSubmit hooks handed their events to the answerer; its
-    # SessionEnd went over http.
-    assert health(answerer)["relayed"] == relayed + 2
-    assert answered(answerer, 3) == 3
+    # Its SessionStart and UserPromptSubmit hooks handed their events to the answerer.
+    assert health(answerer)["relayed"] >= relayed + 2
 
 
 def test_an_answerer_killed_mid_turn_lets_that_turn_run_and_the_next_prompt_is_refused(
@@ -190,26 +177,18 @@ kill -9 "$(sed -n 's/.*"pid": \\([0-9]*\\).*/\\1/p' '{resident.state_file()}')"
     # What README says: the rest of the turn went unchecked, past the crossing request.
     assert served == 7 and crossing(fake_api.requests, limit) + 1 < served
     assert kept_stops() == []
-    # Its SessionEnd met a refused connection: said on stderr, and recorded by nobody yet.
-    assert "SessionEnd hook" in first.proc.stderr and "ECONNREFUSED" in first.proc.stderr
-    assert session_tokens(private_home, first.session_id) < fake_api.total_tokens()
-    # The next prompt: its command hook refuses it (the budget is used up), and starts the
-    # answerer for the SessionEnd that follows.
+    settled(private_home, first)
+    assert session_tokens(private_home, first.session_id) == fake_api.total_tokens()
+    # The next prompt: its command hook refuses it (the budget is used up).
     second = run_claude("And again.", settings=hooks, args=["-c"])
     assert len(fake_api.requests) == served
     assert "session budget is used up" in result_text(second)
-    assert "ECONNREFUSED" not in second.proc.stderr, second.proc.stderr[-2000:]
-    # Nothing was lost: the next hooks read what the first run's SessionEnd did not record.
-    settled(private_home, first, second)
-    assert session_tokens(private_home, first.session_id) == fake_api.total_tokens()
-    assert health(answerer)["pid"] != pid
     # With room again, the next prompt starts a new answerer, and it checks that turn.
     set_budgets(private_home, {"kind": "session", "limit": "1M"})
     third = run_claude("please LOOP 1", settings=hooks, args=["-c"])
     assert third.output is not None and third.output["terminal_reason"] == "completed"
-    settled(private_home, third)
-    # The second run's SessionEnd; the third's PostToolBatch, Stop and SessionEnd.
-    assert answered(answerer, 4) == 4
+    now = health(answerer)
+    assert now["pid"] != pid and now["answered"] == 2  # one PostToolBatch, one Stop
 
 
 def test_two_sessions_share_one_answerer_and_one_exact_ledger(
@@ -229,9 +208,9 @@ def test_two_sessions_share_one_answerer_and_one_exact_ledger(
     for t in threads:
         t.join(timeout=300)
     assert len(runs) == 2 and all(r.proc.returncode == 0 for r in runs)
+    # One answerer answered both: 3 PostToolBatch and a Stop each.
+    assert health(answerer)["answered"] == 8
     settled(private_home, *runs)
-    # One answerer answered both: 3 PostToolBatch, a Stop and a SessionEnd each.
-    assert answered(answerer, 10) == 10
     per_session = {r.session_id: session_tokens(private_home, r.session_id) for r in runs}
     assert sum(per_session.values()) == fake_api.total_tokens()
     assert all(per_session.values())
@@ -245,8 +224,8 @@ def test_every_file_it_creates_is_private(
     (state / "config.json").chmod(0o600)
     run = run_claude("please LOOP 1", settings=resident_settings(answerer))
     assert run.proc.returncode == 0
+    assert health(answerer)["answered"] == 2
     settled(private_home, run)
-    assert answered(answerer, 3) == 3
     folder = Path(resident.folder())
     assert {p.name for p in folder.iterdir()} == {"key.json", "state.json", "answerer.sock"}
     loose = []
@@ -266,26 +245,8 @@ def test_a_session_with_tokenbudget_disabled_is_not_checked_by_a_running_answere
 ) -> None:
     hooks = resident_settings(answerer)
     first = run_claude("please LOOP 1", settings=hooks)
-    assert first.output is not None and answered(answerer, 3) == 3
+    assert first.output is not None and health(answerer)["answered"] == 2
     set_budgets(private_home, {"kind": "session", "limit": "1k"})
     off = run_claude("please LOOP 3", settings=hooks, env={"TOKENBUDGET_DISABLE": "1"})
     assert off.output is not None and off.output["terminal_reason"] == "completed"
-    assert len(fake_api.requests) == 2 + 4 and health(answerer)["answered"] == 3
-
-
-def test_subagent_stop_and_session_end_go_to_the_answerer_and_are_recorded(
-    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, answerer: resident.Setup,
-) -> None:
-    # Nobody reads their answers: over http the answerer replies `{}` first and records them
-    # after (tests/test_resident.py). The session's usage, its subagent's included, is exact.
-    set_budgets(private_home, {"kind": "daily", "limit": "10M"})
-    run = run_claude("please AGENT", settings=resident_settings(answerer))
-    assert run.proc.returncode == 0 and "hook" not in run.proc.stderr, run.proc.stderr[-2000:]
-    assert run.subagent_transcripts()
-    settled(private_home, run)
-    deadline = time.monotonic() + 5
-    while (events := health(answerer)["events"]).get("SessionEnd") != 1:
-        assert time.monotonic() < deadline, events
-        time.sleep(0.05)
-    assert events["SubagentStop"] == 1 and events["Stop"] >= 1, events
-    assert session_tokens(private_home, run.session_id) == fake_api.total_tokens()
+    assert len(fake_api.requests) == 2 + 4 and health(answerer)["answered"] == 2
