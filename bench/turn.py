@@ -32,6 +32,7 @@ Variants (each a settings file passed with --settings):
 - resident-stopcmd: resident with Stop a command hook again (the choice it made).
 - resident-base: resident as written by the package at git `--base REF` (installed into a
   venv of its own): a change against what came before, in the same run.
+- resident-base-noop: the hooks of resident-base, each doing nothing: the floor of that layout.
 """
 
 from __future__ import annotations
@@ -272,14 +273,16 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "resident-base": lambda py, state: resident_installed_hooks(_BASE[0], state),
     "installed-noop": lambda py: as_noop(installed_hooks(py)),
     "resident-noop": lambda py, state: as_noop(resident_installed_hooks(py, state)),
+    "resident-base-noop": lambda py, state: as_noop(resident_installed_hooks(_BASE[0], state)),
 }
 _WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base",
-               "resident-noop")
+               "resident-noop", "resident-base-noop")
 _BASE: list[Path] = []  # the interpreter of --base
 
 
 # Variants whose hooks record nothing.
-_RECORDS_NOTHING = ("none", "true", "http-noop", "installed-noop", "resident-noop")
+_RECORDS_NOTHING = ("none", "true", "http-noop", "installed-noop", "resident-noop",
+                    "resident-base-noop")
 
 
 class Runner:
@@ -456,7 +459,7 @@ def main() -> None:
         raise SystemExit(f"variants: {unknown or 'none is the baseline'}; known: {list(VARIANTS)}")
     common.WORK.mkdir(parents=True, exist_ok=True)
     py = common.bench_python(reinstall=args.reinstall)
-    if "resident-base" in names:
+    if "resident-base" in names or "resident-base-noop" in names:
         _BASE.append(common.bench_python_at(args.base))
     runner = Runner(claude_binary(), py, args.loop, args.ledger)
     try:

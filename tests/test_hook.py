@@ -1047,3 +1047,25 @@ def test_only_a_call_far_from_limits_and_failing_open_leaves_its_commit_for_late
     else:
         assert later == []
     assert session_tokens(private_home, a["session_id"]) == total
+
+
+@pytest.mark.parametrize("event", ["SubagentStop", "SessionEnd"])
+def test_a_hook_nobody_hears_leaves_waiting_notes_to_the_next(private_home: Path, event: str
+                                                              ) -> None:
+    # Nobody reads these events' answers (async command hooks; answered `{}` at once over
+    # http): a note taken from the ledger there would be lost. It records the usage all the
+    # same.
+    from tokenbudget import hook
+    from tokenbudget.store import open_store
+
+    base = session(private_home)
+    hook.handle("SessionStart", json.dumps(base).encode())
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: a note for the next hook")
+    _append_request(base["transcript_path"], 1, 1000)
+    hook.handle(event, json.dumps(base).encode())
+    assert session_tokens(private_home, base["session_id"]) == truth_usage("loop").total + 1000
+    assert ledger(private_home)["notices"] == ["tokenbudget: a note for the next hook"]
+    answer = hook.handle("Stop", json.dumps(base).encode())
+    assert "tokenbudget: a note for the next hook" in answer["systemMessage"].split("\n")
+    assert ledger(private_home)["notices"] == []

@@ -591,7 +591,7 @@ def _work(
             plugin.note_run(plugin_root, data, sys.executable, now)
     if store.seen_event(_fingerprint(ev), now) and not again:
         return None, False
-    if heard:
+    if heard and ev.name not in UNHEARD:  # nobody reads those answers: the notes would be lost
         messages.extend(ledger["notices"])
         ledger["notices"] = []
     rebuild_owed = bool(ledger["rebuild"])

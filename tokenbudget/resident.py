@@ -5,6 +5,12 @@
 store and ledger lock), so a session on command hooks and one on the answerer share one exact
 ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
 is not running and check, before every prompt, that whatever holds the port is ours.
+SessionStart could not be http anyway: Claude Code 2.1.328 skips an http SessionStart hook
+("HTTP hooks are not supported for SessionStart", in its debug log). SubagentStop and
+SessionEnd stay (background, lean) command hooks too: as http hooks answered `{}` at once
+they bought nothing measurable on a whole `claude -p` turn (Claude Code waits for an http
+hook, `"async"` or not), and an answerer gone after an idle hour would have made Claude Code
+print a connection error at every such session's exit (bench/RESULTS.md section 26).
 
 Trust, both ways, rests on two secrets in a 0600 file of the user's (`resident/key.json`).
 The bearer key is written into the user's own settings file as the http hooks' bearer header:

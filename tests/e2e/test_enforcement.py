@@ -196,9 +196,12 @@ def test_two_sessions_at_once_share_a_daily_budget_exactly(
 ) -> None:
     set_budgets(private_home, {"kind": "daily", "limit": "10M"})
     runs: list[ClaudeRun] = []
+    # Made once: with resident hooks, two threads making them at once could each make an
+    # answerer's key, the second replacing the first that one session's hooks then name.
+    hooks = settings()
 
     def go(name: str) -> None:
-        runs.append(run_claude("please LOOP 3", settings=settings(), cwd=tmp_path / name))
+        runs.append(run_claude("please LOOP 3", settings=hooks, cwd=tmp_path / name))
 
     threads = [threading.Thread(target=go, args=(n,)) for n in ("a", "b")]
     for t in threads:
