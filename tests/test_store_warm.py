@@ -220,3 +220,31 @@ def test_the_resident_answerer_s_events_read_warm_and_count_what_others_record(
     _append_request(a["transcript_path"], 7, 1)
     raw = json.dumps({**event, "n": 7}).encode()
     assert hook.handle("PostToolBatch", raw, later=[])["continue"] is False
+
+
+def test_what_a_change_sets_is_worked_out_after_the_reply(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The diff of a prepared change (journal.changes) walks the whole ledger: the answerer,
+    # which commits after its reply, does it after the reply too.
+    from tokenbudget import journal
+
+    a = session(private_home)
+    set_budgets(private_home, {"kind": "total", "limit": "1000M"})
+    hook.handle("SessionStart", json.dumps({**a, "source": "startup"}).encode())
+    _append_request(a["transcript_path"], 1, 1000)
+    calls: list[str] = []
+    real = journal.changes
+
+    def spy(before: Any, after: Any) -> Any:
+        calls.append("changes")
+        return real(before, after)
+
+    monkeypatch.setattr(journal, "changes", spy)
+    later: list[Any] = []
+    raw = json.dumps({**a, "hook_event_name": "PostToolBatch"}).encode()
+    assert hook.handle("PostToolBatch", raw, later=later) == {}
+    assert calls == [] and len(later) == 1
+    later[0]()
+    assert calls == ["changes"]
+    assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000

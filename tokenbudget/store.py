@@ -142,10 +142,11 @@ class Prepared:
     (a hook's call: its session's new transcript lines and its event recorded); `session`:
     the session whose records it changed. `holds(ledger)`: whether the change still stands on
     the ledger as others' commits left it (asked only when there were any); False has it
-    worked out again under the lock. What changed is found here, before the lock.
+    worked out again under the lock. What changed is found at the commit, before the lock
+    (the resident answerer commits after its reply: not before the reply).
     """
 
-    __slots__ = ("base", "data", "dels", "holds", "pos", "session", "sets")
+    __slots__ = ("_change", "base", "data", "holds", "pos", "session")
 
     def __init__(self, pos: Position, base: Ledger, data: Ledger, session: str | None,
                  holds: Callable[[Ledger], bool]) -> None:
@@ -154,7 +155,23 @@ class Prepared:
         self.data = data
         self.session = session
         self.holds = holds
-        self.sets, self.dels = journal.changes(base, data)
+        self._change: tuple[list[Any], list[Any]] | None = None
+
+    @property
+    def sets(self) -> list[Any]:
+        """What the change sets, as [path, value] (journal.changes)."""
+        return self.change()[0]
+
+    @property
+    def dels(self) -> list[Any]:
+        """What the change deletes, as paths."""
+        return self.change()[1]
+
+    def change(self) -> tuple[list[Any], list[Any]]:
+        """What turns `base` into `data`, found once."""
+        if self._change is None:
+            self._change = journal.changes(self.base, self.data)
+        return self._change
 
 
 class Store:
@@ -705,6 +722,7 @@ class JsonFileStore(Store):
         The lock is then held only to read what was committed meanwhile, append one line and
         bring the hot view along: the transcripts were read and the decision made before it.
         """
+        prepared.change()  # before the lock
         return self._locked((prepared.pos, prepared.base), False, prepared)
 
     @contextmanager
