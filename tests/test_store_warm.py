@@ -175,7 +175,7 @@ def test_a_checkpoint_while_it_reads_the_journal_sends_it_to_the_whole_read(
 
 
 def test_the_resident_answerer_s_events_read_warm_and_count_what_others_record(
-    private_home: Path, warm: list[str]
+    private_home: Path, warm: list[str], recorded_day: float
 ) -> None:
     # The answerer's events with news, between which a command hook of the same session, a
     # sync and a budget change (config: never kept) run in processes of their own.
@@ -214,6 +214,14 @@ def test_the_resident_answerer_s_events_read_warm_and_count_what_others_record(
         answer(n)
         assert warm[0] == ("cold" if n == 5 else "warm")
     assert session_tokens(private_home, a["session_id"]) == total + 1113
+    # A rebuild sets the ledger aside and counts the transcripts again: read whole once.
+    subprocess.run([sys.executable, "-c", "from tokenbudget.cli import main; main()",
+                    "rebuild"], check=True, capture_output=True)
+    _append_request(a["transcript_path"], 8, 1)
+    del warm[:]
+    answer(8)
+    assert warm[0] == "cold"
+    assert session_tokens(private_home, a["session_id"]) == total + 1114
     # A budget set meanwhile is read by the next event: it stops the turn.
     subprocess.run([sys.executable, "-c", "from tokenbudget.cli import main; main()",
                     "budget", "set", "total", "1k"], check=True, capture_output=True)
