@@ -489,8 +489,45 @@ def test_no_part_of_a_view_file_is_read_as_the_view(tmp_path: Path) -> None:
         for n in range(len(whole.rstrip(b"\n"))):  # (all but the newline: all of it)
             path.write_bytes(whole[:n])
             assert hot.read(store.file, store.journal, "a") is None, (path.name, n)
+        path.write_bytes(b"\0")  # a new file cut to its first byte (Writer._put)
+        assert hot.read(store.file, store.journal, "a") is None, path.name
         path.write_bytes(whole)
         assert hot.read(store.file, store.journal, "a") is not None
+
+
+def test_a_commit_never_empties_a_view_file_it_rewrites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On ext4 a file cut to nothing is written out to disk at its close (auto_da_alloc):
+    # 2-3 ms a file measured here, with the ledger's lock held.
+    store = JsonFileStore(tmp_path / "ledger.json")
+    for n in range(2):
+        with store.transaction() as ledger:
+            ledger["sessions"]["a"] = _session("a", ("p1", "/test", 5.0 + n))
+    folder = os.path.dirname(hot.paths(store.file)[0])
+    emptied: list[str] = []
+    real_open, real_truncate = os.open, os.ftruncate
+
+    def opened(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_TRUNC and str(path).startswith(folder) and os.fstat(fd).st_size == 0:
+            emptied.append(f"{path} (O_TRUNC)")
+        return fd
+
+    def truncated(fd: int, length: int) -> None:
+        if length == 0:
+            emptied.append(f"fd {fd}")
+        real_truncate(fd, length)
+
+    monkeypatch.setattr(os, "open", opened)
+    monkeypatch.setattr(os, "ftruncate", truncated)
+    with store.transaction() as ledger:
+        ledger["sessions"]["a"] = _session("a", ("p1", "/test", 9.0))
+        ledger["warned"]["w"] = 1.0
+    monkeypatch.undo()
+    assert emptied == []
+    part = hot.read(store.file, store.journal, "a")
+    assert part is not None and part["warned"] == {"w": 1.0}
 
 
 def test_a_view_in_another_schemas_layout_is_not_read(

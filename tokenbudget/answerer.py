@@ -207,8 +207,11 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
     setup = resident.load()
     if setup is None:
         return
-    # Warm: what the locked path of a hook call imports, imported once.
+    # Warm: what the locked path of a hook call imports, imported once; and the ledger its
+    # last commit left, read again only where the files changed since (store.keep_warm).
     from tokenbudget import config, engine, ingest, pricing, store, sync  # noqa: F401
+
+    store.keep_warm()
 
     me = Answerer(setup)
 

@@ -94,6 +94,18 @@ _FREE = frozenset(("updated", "events", "keys", "sessions", "files", "outbox", "
 _FORKED = (S_ORIGIN, S_HELD, S_INHERITED, S_INHERITED_UNKNOWN, S_PARENT, S_CANDIDATES,
            S_INHERIT_AT)
 _STALE = object()
+# The resident answerer (one warm process, one call at a time) keeps the ledger each commit
+# of its own leaves, and where that commit ended, for its next read (keep_warm): that read
+# takes it and reads only the journal written since, as a commit under the lock does, instead
+# of parsing the whole ledger again. None: off (a command hook reads once and exits).
+_warm: dict[str, tuple[Position, Ledger]] | None = None
+
+
+def keep_warm(on: bool = True) -> None:
+    """Keep each commit's ledger for this process's next read of it (the resident answerer:
+    its calls come one at a time, and a commit's ledger is not touched after it)."""
+    global _warm
+    _warm = {} if on else None
 
 
 class Position:
@@ -132,10 +144,11 @@ class Prepared:
     (a hook's call: its session's new transcript lines and its event recorded); `session`:
     the session whose records it changed. `holds(ledger)`: whether the change still stands on
     the ledger as others' commits left it (asked only when there were any); False has it
-    worked out again under the lock. What changed is found here, before the lock.
+    worked out again under the lock. What changed is found at the commit, before the lock
+    (the resident answerer commits after its reply: not before the reply).
     """
 
-    __slots__ = ("base", "data", "dels", "holds", "pos", "session", "sets")
+    __slots__ = ("_change", "base", "data", "holds", "pos", "session")
 
     def __init__(self, pos: Position, base: Ledger, data: Ledger, session: str | None,
                  holds: Callable[[Ledger], bool]) -> None:
@@ -144,7 +157,23 @@ class Prepared:
         self.data = data
         self.session = session
         self.holds = holds
-        self.sets, self.dels = journal.changes(base, data)
+        self._change: tuple[list[Any], list[Any]] | None = None
+
+    @property
+    def sets(self) -> list[Any]:
+        """What the change sets, as [path, value] (journal.changes)."""
+        return self.change()[0]
+
+    @property
+    def dels(self) -> list[Any]:
+        """What the change deletes, as paths."""
+        return self.change()[1]
+
+    def change(self) -> tuple[list[Any], list[Any]]:
+        """What turns `base` into `data`, found once."""
+        if self._change is None:
+            self._change = journal.changes(self.base, self.data)
+        return self._change
 
 
 class Store:
@@ -485,6 +514,12 @@ class JsonFileStore(Store):
 
     def read(self) -> tuple[Ledger, Position | None]:
         """The ledger as last committed and where the read ended (None: no ledger yet)."""
+        warm = self._take_warm() if _warm is not None else None
+        if warm is not None:
+            return warm
+        return self._read_cold()
+
+    def _read_cold(self) -> tuple[Ledger, Position | None]:
         for _ in range(20):
             got = self._read_once()
             if got is not None:
@@ -547,6 +582,59 @@ class JsonFileStore(Store):
             _stamp(st), head, where, lines.end, lines.last, lines.bad, len(raw), migrated
         )
         return data, position
+
+    def _take_warm(self) -> tuple[Ledger, Position] | None:
+        """The ledger this process's last commit left (keep_warm), brought up to date with
+        the journal written since; None (and nothing kept) when there is none or the files
+        changed in a way the journal cannot tell: a checkpoint (a fold, a rebuild, a corrupt
+        ledger kept aside), a journal replaced or cut, a line that cannot be used. Taken, not
+        shared: the caller may change it; the next commit keeps its own."""
+        assert _warm is not None
+        kept = _warm.pop(self.file, None)
+        if kept is None:
+            return None
+        pos, data = kept
+        since = self._since(pos)
+        try:
+            # Without the lock a checkpoint may come between: it replaces the snapshot before
+            # it empties the journal, so the same snapshot now says the lines read are its.
+            if since is None or _stamp(os.stat(self.file)) != pos.snapshot:
+                return None
+        except OSError:
+            return None
+        lines, where = since
+        if lines.bad:
+            return None  # the whole read reports them
+        if lines.entries:
+            _replay(data, lines)
+            if lines.bad:
+                return None
+            try:
+                _check_records(_touched(data, lines.entries))
+            except LedgerError:
+                return None  # the whole read meets it again and says so
+        now = Position(pos.snapshot, pos.head, where, pos.end + lines.end, lines.last, 0,
+                       pos.size)
+        if os.environ.get(CHECK_ENV):
+            self._check_warm(data, now)
+        return data, now
+
+    def _keep_warm(self, pos: Position | None, data: Ledger) -> None:
+        """Keep a commit's ledger, at `pos` where it ended, for the next read (keep_warm)."""
+        if _warm is not None and pos is not None and pos.snapshot is not None \
+                and not pos.bad and not pos.migrated:
+            _warm[self.file] = (pos, data)
+
+    def _check_warm(self, data: Ledger, pos: Position) -> None:
+        """Test-only: a warm read must give what a whole read of the same files gives."""
+        cold, at = self._read_cold()
+        if at is None or (at.snapshot, at.journal, at.end, at.seq) != (
+                pos.snapshot, pos.journal, pos.end, pos.seq):
+            return  # another commit came between: nothing to compare
+        if json.dumps(cold, allow_nan=False) != json.dumps(data, allow_nan=False):
+            with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as f:
+                f.write(f"{self.file}: a warm read differs from the committed ledger\n")
+            raise AssertionError(f"{self.file}: the warm ledger is not the committed one")
 
     def _committed_at(self) -> float | None:
         """The "updated" time at the head of the snapshot, without parsing the rest."""
@@ -675,6 +763,7 @@ class JsonFileStore(Store):
         The lock is then held only to read what was committed meanwhile, append one line and
         bring the hot view along: the transcripts were read and the decision made before it.
         """
+        prepared.change()  # before the lock
         return self._locked((prepared.pos, prepared.base), False, prepared)
 
     @contextmanager
@@ -842,6 +931,7 @@ class JsonFileStore(Store):
                 if pos is not None and at is not None:
                     self._cut_torn(pos)  # the view names these stamps: the files must too
                     self._keep_view(data, base, pos, ([], []), seq, at)
+                    self._keep_warm(pos, data)
                 return None  # nothing changed: nothing to write
         # This stamp tells one commit from another, so never a pinned clock.
         data["updated"] = time.time()  # the real clock
@@ -854,6 +944,8 @@ class JsonFileStore(Store):
                 jst = os.fstat(fd)
                 at = [list(pos.snapshot or ()), pos.head, [jst.st_dev, jst.st_ino, jst.st_size]]
                 self._keep_view(data, base, pos, (sets, dels), seq + 1, at)
+                self._keep_warm(Position(pos.snapshot, pos.head, (jst.st_dev, jst.st_ino),
+                                         jst.st_size, seq + 1, 0, pos.size), data)
                 return fd, pos.journal is None
         self._checkpoint(data, seq)
         self._keep_view(data, base, pos, None if pos is None else (), seq, self._stamps_now(data))
@@ -984,7 +1076,7 @@ class JsonFileStore(Store):
 
     def _check_replay(self, data: Ledger) -> None:
         """Test-only: the committed files must replay to exactly the ledger in memory."""
-        stored = self.read()[0]
+        stored = self._read_cold()[0]
         mine = json.dumps(data, allow_nan=False)
         theirs = json.dumps(stored, allow_nan=False)
         if mine != theirs:
