@@ -700,6 +700,23 @@ def test_a_second_settings_file_gets_the_same_port_and_key_and_keeps_the_answere
     assert resident.load() is None
 
 
+def test_an_install_that_changes_the_hooks_restarts_the_answerer_with_the_same_key(
+    project: Path, private_home: Path
+) -> None:
+    # A running answerer exits when its key file changes: one of an older tokenbudget would
+    # take the async SessionStart install --resident now writes for a waited one.
+    user = private_home / ".claude" / "settings.json"
+    _cli("install", "--resident")
+    first, stamp = resident.load(), answerer._stamp()
+    _cli("install", "--resident")
+    assert answerer._stamp() == stamp  # nothing changed: left running
+    doc = json.loads(user.read_text())
+    del doc["hooks"]["SessionStart"][0]["hooks"][0]["async"]  # as an older version wrote it
+    user.write_text(json.dumps(doc))
+    _cli("install", "--resident")
+    assert answerer._stamp() != stamp and _same(resident.load(), first)
+
+
 def test_install_resident_again_moves_off_a_port_a_stranger_holds(
     project: Path, private_home: Path
 ) -> None:

@@ -5,6 +5,9 @@
 store and ledger lock), so a session on command hooks and one on the answerer share one exact
 ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
 is not running and check, before every prompt, that whatever holds the port is ours.
+SessionStart is async there (Claude Code does not wait for it, and reads nothing it answers):
+UserPromptSubmit, waited for, is the hook that starts and proves the answerer before a turn,
+refuses a prompt, and says what SessionStart would have said (hook.handle's `async_start`).
 
 Trust, both ways, rests on two secrets in a 0600 file of the user's (`resident/key.json`).
 The bearer key is written into the user's own settings file as the http hooks' bearer header:
