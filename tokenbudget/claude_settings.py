@@ -886,7 +886,8 @@ def install(
 
     They run with interpreter `python` (started quickly with `paths`, see site_paths), or
     (None) find tokenbudget-hook on PATH: the form for settings that other people check out.
-    With `answerer`, PostToolBatch and Stop are http hooks to the resident answerer.
+    With `answerer`, PostToolBatch and Stop are http hooks to the resident answerer, and
+    SessionStart is async (RESIDENT_ASYNC).
     The backup is kept: it is the way back.
     """
     return _update(path, lambda doc: _merge_install(doc, python, path, paths, answerer))

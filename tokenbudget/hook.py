@@ -829,8 +829,8 @@ def _decide(
     ctx, checks, decision = judged
     if not heard:
         if decision.action != "allow" or decision.records:
-            log(f"{ev.name}: decided with an answer nobody reads ({decision.action}); left for"
-                " the session's next hook")
+            log(f"{ev.name}: decided after its answer had gone, or with one nobody reads"
+                f" ({decision.action}); left for the session's next hook")
         return {}
     if decision.action != "allow":
         reason = engine.reason(decision, ledger, ctx.tz)
