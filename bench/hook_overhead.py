@@ -4,9 +4,9 @@ against `python -c "import json"` on the same interpreter, interleaved.
 
     python bench/hook_overhead.py [--sessions 5000] [--rounds 80] [--case realistic,worst]
 
-Setup (cached under $TB_BENCH_DIR, default a folder of this checkout's own under the temp folder): synthetic history of N sessions
-(bench/synth.py), `tokenbudget sync` with five budgets configured, in a venv where tokenbudget is
-installed non-editable and compiled to bytecode.
+Setup (cached under $TB_BENCH_DIR, default a folder of this checkout's own in the temp folder):
+synthetic history of N sessions (bench/synth.py), `tokenbudget sync` with five budgets
+configured, in a venv where tokenbudget is installed non-editable and compiled to bytecode.
 
 - realistic: sessions spread over a year, retention 14 days: most are folded into history.
 - default: the same history with tokenbudget's default retention (2 days).

@@ -7,9 +7,10 @@ each set of hooks and without any, interleaved; (time with - time without) / req
 
 Needs the pinned Claude Code (`bash scripts/install-claude-code.sh` prints its path; or set
 TOKENBUDGET_CLAUDE_BIN). tokenbudget is installed non-editable and compiled into a venv under
-$TB_BENCH_DIR (default: a folder of this checkout's own in the temp folder), as a real install is. Every run starts from the same
-tokenbudget state: the config with five budgets none of which is near (bench/common.py), an
-empty ledger (pass --ledger FILE to start every run from a copy of that ledger instead).
+$TB_BENCH_DIR (default: a folder of this checkout's own in the temp folder), as a real install
+is. Every run starts from the same tokenbudget state: the config with five budgets none of which
+is near (bench/common.py), an empty ledger (pass --ledger FILE to start every run from a copy of
+that ledger instead).
 
 Variants (each a settings file passed with --settings):
 - none: no hooks at all (the baseline).
