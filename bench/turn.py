@@ -28,8 +28,9 @@ Variants (each a settings file passed with --settings):
 - resident-nopre: a prototype of lever 4, hook.handle in one warm process behind http hooks
   (no PreToolUse); not something tokenbudget ships.
 - resident: what `tokenbudget install --resident` writes (PostToolBatch and Stop as http hooks
-  to the resident answerer, started on demand by the SessionStart hook and checked by each
-  UserPromptSubmit); the answerer stays up from run to run, as it does between turns.
+  to the resident answerer, started on demand by the SessionStart hook, which Claude Code does
+  not wait for, and checked by each UserPromptSubmit); the answerer stays up from run to run,
+  as it does between turns.
 - resident-stopcmd: resident with Stop a command hook again (the choice it made).
 - resident-base: resident as written by the package at git `--base REF` (installed into a
   venv of its own): a change against what came before, in the same run.

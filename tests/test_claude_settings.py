@@ -695,6 +695,43 @@ def test_upgrade_says_which_of_our_hooks_claude_code_waits_for(settings_file: Pa
     assert all(ours(doc, e) == desired_hooks(PY)[e][0]["hooks"] for e in OUR_EVENTS)
 
 
+def test_session_start_is_async_in_the_resident_layout_and_waited_for_again_without(
+    settings_file: Path,
+) -> None:
+    from tokenbudget import resident
+
+    setup = resident.Setup(40123, "ab" * 32, "cd" * 32)
+
+    def starts(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        return [h for g in doc["hooks"]["SessionStart"] for h in g["hooks"]]
+
+    write_json(settings_file, FOREIGN)
+    install(settings_file, PY)
+    assert [h.get("async") for h in starts(load(settings_file))] == [None]
+    # Over a plain install, and over an older resident layout whose SessionStart was waited.
+    for before in ("plain", "older resident"):
+        if before == "older resident":
+            doc = load(settings_file)
+            del starts(doc)[0]["async"]
+            write_json(settings_file, doc)
+        assert install(settings_file, PY, None, setup).changed
+        doc = load(settings_file)
+        assert starts(doc) == desired_hooks(PY, None, setup)["SessionStart"][0]["hooks"]
+        assert [h["async"] for h in starts(doc)] == [True]
+        waited = {e for e in OUR_EVENTS if not any(h.get("async") for h in ours(doc, e))}
+        assert waited == {"UserPromptSubmit", "PostToolBatch", "Stop"}
+        regs = [r for r in find_registrations(settings_file) if r.event == "SessionStart"]
+        assert [r.is_async for r in regs] == [True]
+    assert not install(settings_file, PY, None, setup).changed
+    # `install` back: waited for again, still one registration, exactly the plain one.
+    assert install(settings_file, PY).changed
+    doc = load(settings_file)
+    assert starts(doc) == desired_hooks(PY)["SessionStart"][0]["hooks"]
+    assert "async" not in starts(doc)[0]
+    uninstall(settings_file)
+    assert "SessionStart" not in load(settings_file).get("hooks", {})
+
+
 def test_find_registrations(settings_file: Path) -> None:
     assert find_registrations(settings_file) == []
     write_json(settings_file, FOREIGN)

@@ -166,6 +166,40 @@ def test_plugin_hooks_seen_running_are_registered_and_checked(
     assert report.findings[0].detail == f"{root}: last session start 2026-11-28 17:40"
 
 
+def test_a_session_start_waited_for_in_the_resident_layout_is_a_problem(
+    private_home: Path,
+) -> None:
+    from tokenbudget import resident
+
+    path = private_home / ".claude" / "settings.json"
+    setup = resident.Setup(40123, "ab" * 32, "cd" * 32)
+    claude_settings.install(path, sys.executable, None, setup)
+
+    def registered() -> doctor.Finding:
+        report = doctor.Report()
+        doctor.check_hooks(report, private_home)
+        [found] = [f for f in report.findings if f.title == "hooks registered in user settings"]
+        return found
+
+    assert registered().ok
+    # As `install --resident` wrote it before SessionStart went async.
+    doc = json.loads(path.read_text())
+    del doc["hooks"]["SessionStart"][0]["hooks"][0]["async"]
+    path.write_text(json.dumps(doc))
+    found = registered()
+    assert not found.ok
+    assert found.fix == ("run `tokenbudget install --resident --scope user` (SessionStart not to"
+                         " be waited for)")
+    # And the command hooks' layout with an async SessionStart (nobody would say its notes).
+    claude_settings.install(path, sys.executable)
+    assert registered().ok
+    doc = json.loads(path.read_text())
+    doc["hooks"]["SessionStart"][0]["hooks"][0]["async"] = True
+    path.write_text(json.dumps(doc))
+    found = registered()
+    assert found.fix == "run `tokenbudget install --scope user` (SessionStart to be waited for)"
+
+
 def test_a_plugin_command_that_cannot_start_is_a_problem(
     private_home: Path, tmp_path: Path, recorded_day: float
 ) -> None:

@@ -295,6 +295,83 @@ def test_session_start_can_tell_the_model_its_budget(private_home: Path) -> None
     assert "daily budget" in ctx and "left" in ctx
 
 
+def test_an_async_session_start_leaves_its_notes_warnings_and_hint_to_the_prompt(
+    private_home: Path, recorded_day: float
+) -> None:
+    # install --resident registers SessionStart async: nobody reads its answer.
+    from tokenbudget import hook
+    from tokenbudget.store import open_store
+
+    base = session(private_home)
+    hook.handle("Stop", json.dumps(base).encode(), now=recorded_day)
+    used = session_tokens(private_home, base["session_id"])
+    set_budgets(private_home, {"kind": "session", "limit": str(int(used / 0.9))},
+                {"kind": "daily", "limit": "100M"}, context_hint=True)
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: a note for the next hook")
+    start = json.dumps({**base, "source": "startup"}).encode()
+    assert hook.handle("SessionStart", start, now=recorded_day, async_start=True) == {}
+    assert ledger(private_home)["notices"] == ["tokenbudget: a note for the next hook"]
+    assert ledger(private_home)["warned"] == {}
+    assert base["session_id"] in ledger(private_home)["sessions"]  # its start duties done
+
+    def prompt(n: int) -> dict[str, Any]:
+        payload = {**base, "prompt": "go", "prompt_id": f"p-{n}"}
+        return hook.handle("UserPromptSubmit", json.dumps(payload).encode(), now=recorded_day,
+                           async_start=True)
+
+    out = prompt(2)
+    said = out["systemMessage"].split("\n")
+    assert "tokenbudget: a note for the next hook" in said
+    assert sum("session budget is at 90%" in line for line in said) == 1
+    assert out["hookSpecificOutput"]["hookEventName"] == "UserPromptSubmit"
+    assert "daily budget" in out["hookSpecificOutput"]["additionalContext"]
+    # Every prompt gets the hint, with the figures as they are now, and nothing said twice:
+    # with news to record (read before the lock, far from the limits)...
+    _append_request(base["transcript_path"], 1, 1000)
+    again = prompt(3)
+    assert session_tokens(private_home, base["session_id"]) == used + 1000
+    assert "systemMessage" not in again
+    assert again["hookSpecificOutput"]["additionalContext"] != out["hookSpecificOutput"][
+        "additionalContext"]
+    # What the command hook's SessionStart says (a new event: the same one is answered once).
+    resumed = json.dumps({**base, "source": "resume"}).encode()
+    fresh = hook.handle("SessionStart", resumed, now=recorded_day)
+    assert again["hookSpecificOutput"]["additionalContext"] == fresh["hookSpecificOutput"][
+        "additionalContext"]
+    assert prompt(5) == again  # ...and with none (the quick way)
+    # The command hooks' layout: SessionStart says all, the prompt carries no hint.
+    assert "hookSpecificOutput" not in hook.handle(
+        "UserPromptSubmit", json.dumps({**base, "prompt": "go", "prompt_id": "p-4"}).encode(),
+        now=recorded_day)
+
+
+def test_the_lean_hook_without_its_answerer_decides_session_start_as_async(
+    private_home: Path,
+) -> None:
+    # relay_hook is registered by install --resident alone: there SessionStart is async.
+    from tokenbudget import claude_settings
+    from tokenbudget.store import open_store
+
+    base = session(private_home)
+    set_budgets(private_home, {"kind": "daily", "limit": "100M"}, context_hint=True)
+    run_hook("Stop", base)
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: a note for the next hook")
+    code = claude_settings.fast_code([str(REPO)], claude_settings.RELAY_CODE)
+
+    def lean(event: str, payload: dict[str, Any]) -> Any:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", code, event],
+                              input=json.dumps(payload).encode(), capture_output=True,
+                              timeout=30, check=True)
+        return json.loads(done.stdout)
+
+    assert lean("SessionStart", {**base, "source": "startup"}) == {}
+    out = lean("UserPromptSubmit", {**base, "prompt": "go", "prompt_id": "p-2"})
+    assert out["systemMessage"] == "tokenbudget: a note for the next hook"
+    assert "daily budget" in out["hookSpecificOutput"]["additionalContext"]
+
+
 def _append_request(transcript: str, n: int, tokens: int) -> None:
     """One more API response of `tokens` input tokens in the session's transcript."""
     lines = Path(transcript).read_text().splitlines()

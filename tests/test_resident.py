@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import install_fixture, truth_usage
+from tests.helpers import install_fixture, stored_ledger, truth_usage
 from tests.test_hook import _append_request, session, session_tokens, set_budgets
 from tokenbudget import answerer, claude_settings, hook, relay, resident
 from tokenbudget.cli import main
@@ -225,7 +225,64 @@ def test_the_socket_request_s_first_line_is_json_whatever_the_paths_hold() -> No
     line = relay.header_line("UserPromptSubmit", "s-1", odd[0], odd)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == {"event": "UserPromptSubmit", "session": "s-1",
-                                "project": odd[0], "dirs": odd}
+                                "project": odd[0], "dirs": odd, "async_start": False}
+    assert json.loads(relay.header_line("SessionStart", "", "", [], async_start=True)) == {
+        "event": "SessionStart", "session": "", "project": "", "dirs": [], "async_start": True}
+
+
+def test_the_lean_hook_tells_the_answerer_that_session_start_is_async(
+    setup: resident.Setup, private_home: Path, recorded_day: float
+) -> None:
+    from tokenbudget.store import open_store
+
+    assert resident.ensure() == ("ours", "")
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: a note for the next hook")
+    event = json.loads(_stop_event(private_home)) | {"hook_event_name": "SessionStart"}
+    answer, modules = _relay("SessionStart", json.dumps(event).encode())
+    assert answer == {} and "tokenbudget.hook" not in modules
+    assert resident.probe(setup)[1]["relayed"] == 1  # the answerer decided it
+    assert stored_ledger(private_home / "tb state")["notices"] == [
+        "tokenbudget: a note for the next hook"]
+
+
+def test_an_async_session_start_relayed_leaves_what_it_would_say_to_the_prompt(
+    setup: resident.Setup, private_home: Path, recorded_day: float
+) -> None:
+    from tokenbudget.store import open_store
+
+    state = private_home / "tb state"
+    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "daily",
+                                                                "limit": "100M"}],
+                                                   "context_hint": True}))
+    me = answerer.Answerer(setup)
+    event = json.loads(_stop_event(private_home))
+    sid = event["session_id"]
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: a note for the next hook")
+    me.unsaid[sid] = "tokenbudget: a commit after its answer failed"
+
+    def head(name: str, async_start: bool) -> bytes:
+        return relay.header_line(name, "", "", [], async_start)
+
+    start = json.dumps(event | {"hook_event_name": "SessionStart", "source": "startup"})
+    assert me.relay(head("SessionStart", True), start.encode()) == {}
+    assert sid in me.unsaid and sid in stored_ledger(state)["sessions"]  # type: ignore[operator]
+    prompt = json.dumps(event | {"hook_event_name": "UserPromptSubmit", "prompt": "go",
+                                 "prompt_id": "p-1"})
+    answer = me.relay(head("UserPromptSubmit", True), prompt.encode())
+    assert answer is not None
+    assert answer["systemMessage"].split("\n") == [
+        "tokenbudget: a note for the next hook", "tokenbudget: a commit after its answer failed"]
+    assert "daily budget" in answer["hookSpecificOutput"]["additionalContext"]
+    # Relayed by an older lean hook (no async_start): SessionStart is heard, as before.
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: another note")
+    resumed = json.dumps(event | {"hook_event_name": "SessionStart", "source": "resume"})
+    answer = me.relay(relay.header_line("SessionStart", "", "", []).replace(
+        b', "async_start": false', b""), resumed.encode())
+    assert answer is not None and answer["systemMessage"] == "tokenbudget: another note"
+    assert "daily budget" in answer["hookSpecificOutput"]["additionalContext"]
 
 
 def test_without_an_answerer_the_command_hook_decides_itself_and_starts_it(
@@ -641,6 +698,23 @@ def test_a_second_settings_file_gets_the_same_port_and_key_and_keeps_the_answere
     out = _cli("uninstall")
     assert out.startswith("The resident answerer is off (it exits within a second).\n")
     assert resident.load() is None
+
+
+def test_an_install_that_changes_the_hooks_restarts_the_answerer_with_the_same_key(
+    project: Path, private_home: Path
+) -> None:
+    # A running answerer exits when its key file changes: one of an older tokenbudget would
+    # take the async SessionStart install --resident now writes for a waited one.
+    user = private_home / ".claude" / "settings.json"
+    _cli("install", "--resident")
+    first, stamp = resident.load(), answerer._stamp()
+    _cli("install", "--resident")
+    assert answerer._stamp() == stamp  # nothing changed: left running
+    doc = json.loads(user.read_text())
+    del doc["hooks"]["SessionStart"][0]["hooks"][0]["async"]  # as an older version wrote it
+    user.write_text(json.dumps(doc))
+    _cli("install", "--resident")
+    assert answerer._stamp() != stamp and _same(resident.load(), first)
 
 
 def test_install_resident_again_moves_off_a_port_a_stranger_holds(

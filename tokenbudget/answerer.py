@@ -83,10 +83,11 @@ class Answerer:
         if event not in relay.RELAYED:
             return None
         self.note(_session_of(raw) or "", project, dirs)
-        return self._answer(event, raw, relayed=True)
+        return self._answer(event, raw, relayed=True, async_start=data.get("async_start") is True)
 
     def _answer(self, event: str, raw: bytes, relayed: bool = False,
-                send: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                send: Callable[[dict[str, Any]], None] | None = None,
+                async_start: bool = False) -> dict[str, Any]:
         from tokenbudget import hook
 
         self.last_event = time.monotonic()
@@ -97,8 +98,10 @@ class Answerer:
             # (a prompt refused before it runs) is decided and committed before it answers.
             later: list[Callable[[], None]] | None = [] if send is not None else None
             result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs,
-                                        later=later)
-            if sid and event not in hook.UNHEARD and sid in self.unsaid:
+                                        later=later, async_start=async_start)
+            # An async SessionStart's answer is read by nobody either: the prompt's says it.
+            heard = event not in hook.UNHEARD and not (async_start and event == "SessionStart")
+            if sid and heard and sid in self.unsaid:
                 result = hook._with_message(result, self.unsaid.pop(sid))
             if relayed:
                 self.relayed += 1

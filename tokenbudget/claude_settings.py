@@ -113,6 +113,14 @@ OUR_EVENTS: Mapping[str, HookSpec] = {
     "SubagentStop": HookSpec(10, "", is_async=True),
     "SessionEnd": HookSpec(2, "", is_async=True),
 }
+# Async with the resident answerer only (`install --resident`). SessionStart's answer says the
+# ledger's notes, warnings and (opt-in) the context hint; there the waited UserPromptSubmit
+# says them instead (hook.handle's `async_start`), and starts and proves the answerer before
+# the turn, so nothing needs to wait for SessionStart: Claude Code 2.1.328 runs an async
+# SessionStart hook, but its additionalContext reaches the model only from the session's
+# second request on. The command hooks keep it waited (they have no other hook for it before
+# the first request). It stays a command hook: Claude Code runs no http SessionStart hook.
+RESIDENT_ASYNC = frozenset({"SessionStart"})
 
 _MATCH_ALL = (None, "", "*")
 
@@ -154,6 +162,7 @@ class Registration:
     matcher: str | None
     command: str
     timeout: float | None
+    is_async: bool = False  # registered `"async": true`
 
 
 class _Snapshot(NamedTuple):
@@ -404,9 +413,15 @@ def _hook_entry(
         else hook_command(python, event, paths, code)
     )
     entry: JSONDict = {"type": "command", "command": command, "timeout": spec.timeout}
-    if spec.is_async:
+    if is_async(event, answerer is not None):
         entry["async"] = True
     return entry
+
+
+def is_async(event: str, with_answerer: bool) -> bool:
+    """Whether our hook for `event` is registered `"async": true` (in `install --resident`'s
+    layout when `with_answerer`)."""
+    return OUR_EVENTS[event].is_async or (with_answerer and event in RESIDENT_ASYNC)
 
 
 def _group(matcher: str | None, hooks: list[JSONDict]) -> JSONDict:
@@ -623,9 +638,12 @@ def _merge_install(
         entry = hooks[event][gi]["hooks"][hi]
         for key in ("type", "command", "url", "headers", "allowedEnvVars"):
             entry.pop(key, None)  # a command hook that becomes an http one, or back
-        entry.update(_hook_entry(python, event, paths, answerer))
-        if not OUR_EVENTS[event].is_async:
-            entry.pop("async", None)  # whether Claude Code waits for our answer is ours to say
+        fresh = _hook_entry(python, event, paths, answerer)
+        entry.update(fresh)
+        if "async" not in fresh:
+            # Whether Claude Code waits for our answer is ours to say (SessionStart's depends on
+            # the layout: `install` over `install --resident` makes it waited again).
+            entry.pop("async", None)
     _strip_ours(hooks, lambda event, gi, hi: keep_at.get(event) == (gi, hi))
     for event, spec in OUR_EVENTS.items():
         if event in keep_at:
@@ -868,7 +886,8 @@ def install(
 
     They run with interpreter `python` (started quickly with `paths`, see site_paths), or
     (None) find tokenbudget-hook on PATH: the form for settings that other people check out.
-    With `answerer`, PostToolBatch and Stop are http hooks to the resident answerer.
+    With `answerer`, PostToolBatch and Stop are http hooks to the resident answerer, and
+    SessionStart is async (RESIDENT_ASYNC).
     The backup is kept: it is the way back.
     """
     return _update(path, lambda doc: _merge_install(doc, python, path, paths, answerer))
@@ -991,6 +1010,7 @@ def find_registrations(path: Path) -> list[Registration]:
                 matcher=matcher if isinstance(matcher, str) else None,
                 command=hook["command"] if "command" in hook else hook["url"],
                 timeout=timeout,
+                is_async=hook.get("async") is True,
             )
         )
     return found

@@ -853,6 +853,11 @@ def install(
         if answerer is not old:
             resident_mod.save(answerer)  # a running answerer sees its key change and exits
             resident_mod.forget_exposed()
+        elif result.changed:
+            # The same key written again: a running answerer sees its file change and exits,
+            # and the next hook starts one that runs the code which wrote these hooks (an older
+            # one would take an async SessionStart for a waited one and say its notes there).
+            resident_mod.save(answerer)
         if old is not None and exposed:
             click.echo(f"Another process held 127.0.0.1:{old.port} and may have the answerer's"
                        f" key: a new port (127.0.0.1:{answerer.port}) and key.")

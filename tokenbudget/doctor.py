@@ -176,11 +176,19 @@ def check_hooks(report: Report, project_dir: Path) -> None:
         extra = sorted(set(events) - set(claude_settings.OUR_EVENTS))
         why = [f"missing {', '.join(missing)}"] if missing else []
         why += [f"no longer needed: {', '.join(extra)}"] if extra else []
+        # Whether Claude Code waits for a hook depends on the layout too (SessionStart is async
+        # with the resident answerer's http hooks, waited for without them).
+        layout = any(r.command.startswith("http://") for r in regs)
+        flip = sorted({r.event for r in regs if r.event in claude_settings.OUR_EVENTS
+                       and r.is_async != claude_settings.is_async(r.event, layout)})
+        why += [f"{e} {'not ' if claude_settings.is_async(e, layout) else ''}to be waited for"
+                for e in flip]
+        again = f"tokenbudget install{' --resident' if layout else ''} --scope {scope}"
         report.add(
             not why,
             f"hooks registered in {scope} settings",
             f"{path}: {', '.join(events)}",
-            f"run `tokenbudget install --scope {scope}` ({'; '.join(why)})" if why else "",
+            f"run `{again}` ({'; '.join(why)})" if why else "",
         )
         forms = {claude_settings.hook_form(r.command) for r in regs}
         pythons = sorted({py for r in regs if (py := claude_settings.interpreter_of(r.command))})

@@ -360,7 +360,7 @@ def notes(decision: Decision, ledger: Ledger, tz: tzinfo) -> list[str]:
 
 
 def context_hint(checks: Iterable[Check]) -> str:
-    """What a session is told at its start about what each budget has left ('' if none)."""
+    """What the model is told about what each budget has left ('' if none)."""
     from tokenbudget import messages
 
     return messages.context_hint(checks)

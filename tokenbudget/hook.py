@@ -58,8 +58,8 @@ UNHEARD = ("SubagentStop", "SessionEnd")
 class Event:
     """The fields of a hook event we use, each checked."""
 
-    __slots__ = ("agent", "claude_dirs", "cwd", "name", "prompt", "prompt_id", "raw",
-                 "session_id", "source", "tools", "transcript")
+    __slots__ = ("agent", "claude_dirs", "cwd", "heard", "hint", "name", "prompt", "prompt_id",
+                 "raw", "session_id", "source", "tools", "transcript")
 
     def __init__(
         self,
@@ -74,6 +74,8 @@ class Event:
         tools: tuple[str, ...] = (),
         agent: str | None = None,
         claude_dirs: list[str] | None = None,
+        heard: bool = True,
+        hint: bool = False,
     ) -> None:
         self.name = name
         self.session_id = session_id
@@ -86,6 +88,8 @@ class Event:
         self.tools = tools  # the tool calls it follows (their tool_use ids)
         self.agent = agent  # the subagent whose tools they are
         self.claude_dirs = claude_dirs  # the session's Claude config folders, if not ours
+        self.heard = heard  # whether anyone reads the answer (see handle's `async_start`)
+        self.hint = hint  # whether the answer carries the context hint (config context_hint)
 
 
 def log(message: str) -> None:
@@ -240,6 +244,7 @@ def handle(
     claude_dirs: list[str] | None = None,
     retry: bool = False,
     later: list[Callable[[], None]] | None = None,
+    async_start: bool = False,
 ) -> dict[str, Any]:
     """Answer one event (exceptions are the caller's to turn into a fail-open answer).
 
@@ -248,15 +253,21 @@ def handle(
     answerer took and died on, decided although it may be recorded as seen. `later`: given
     (the resident answerer's http events), a call decided before the lock may leave its
     commit there instead of running it, for the caller to run once the answer is out
-    (`_commit_later`)."""
+    (`_commit_later`). `async_start`: the hooks are `install --resident`'s, whose SessionStart
+    is async (claude_settings.RESIDENT_ASYNC), so nobody reads its answer: it says nothing
+    (notes and warnings stay for the next hook) and the context hint goes with every prompt
+    instead. Only the caller knows the layout: the lean relay hook is registered by
+    `install --resident` alone."""
     from tokenbudget import config as config_mod
 
     ev = parse_event(name, raw, claude_dirs)
+    ev.heard = not (async_start and name == "SessionStart")
     try:
         cfg = config_mod.load_config()
     except ConfigError as e:
         # A budget must never vanish silently: say the config is broken, every time.
         return fail(name, f"the config is broken ({e}); budgets are not enforced", False)
+    ev.hint = cfg.context_hint and name == ("UserPromptSubmit" if async_start else "SessionStart")
     # The project's own budget file sits at its root, which a subfolder's cwd would miss.
     root = project or os.environ.get("CLAUDE_PROJECT_DIR") or ev.cwd
     if root and "\x00" in root:
@@ -299,7 +310,7 @@ def handle(
 def handle_safely(name: str, raw: bytes, **where: Any) -> dict[str, Any]:
     """`handle`, with its own failure turned into an answer: allow and say why, or refuse
     when the user chose fail_closed. The command hooks and the resident answerer both answer
-    through here. `where`: handle's project, claude_dirs and later."""
+    through here. `where`: handle's project, claude_dirs, retry, later and async_start."""
     try:
         return handle(name, raw, **where)
     except Exception as e:
@@ -334,7 +345,7 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     if ev.transcript is not None and ev.session_id is not None:
         sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
                           max_bytes=MAX_READ_PER_CALL)
-    return _decide(ev, cfg, budget_list, ledger, now)
+    return _decide(ev, cfg, budget_list, ledger, now, heard=ev.heard)
 
 
 def _fingerprint(ev: Event) -> str:
@@ -467,14 +478,14 @@ def _handle_once(
             if ledger is None:
                 return {}  # recorded as worked out before the lock: nothing to say
             answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
-                                         messages)
+                                         messages, ev.heard)
     else:
         # A session starting is a cold path: it folds the journal into the snapshot once the
         # journal has grown (store.fold_due); every `claude -p` run starts a session.
         fold = ev.name == "SessionStart" and store.fold_due()
         with store.transaction(known, checkpoint=fold) as ledger:
             answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
-                                         messages)
+                                         messages, ev.heard)
     if answer is None:
         return {}  # registered twice (plugin and settings, or two scopes): answer once
     if rebuild_owed:
@@ -492,7 +503,7 @@ def _handle_once(
         if report.complete:
             # Rebuilt within this call (the usual case): this event is decided on it too.
             with store.transaction() as ledger:
-                answer = _decide(ev, cfg, budget_list, ledger, now)
+                answer = _decide(ev, cfg, budget_list, ledger, now, heard=ev.heard)
         elif cfg.fail_closed:
             return fail(ev.name, "the ledger is being rebuilt", True, ev)
         else:
@@ -509,9 +520,9 @@ def _prepare(
     `store.commit_prepared`, None), so that the lock is held only to append it. Anything else
     (a session starting, a note or warning to give, a fork, a rebuild...) answers (None, the
     ledger read as `transaction` takes it) and is done under the lock as before."""
-    if (known is None or ev.name == "SessionStart" or ev.transcript is None
+    if (known is None or ev.name == "SessionStart" or ev.hint or ev.transcript is None
             or ev.session_id is None):
-        return None, known
+        return None, known  # (the hint is worked out under the lock, with the news)
     pos, ledger = known
     if pos.bad or pos.migrated or ledger["rebuild"] or ledger["notices"] or ledger["ended"]:
         return None, known
@@ -574,7 +585,8 @@ def _work(
 ) -> tuple[dict[str, Any] | None, bool]:
     """The call's reading and decision on the ledger held under the lock: (the answer, None
     for an event registered twice; whether a rebuild is owed). `heard`: False when the answer
-    has gone already (_commit_later): nothing is said, so notes stay for the next hook."""
+    has gone already (_commit_later) or nobody reads it (an async SessionStart): nothing is
+    said, so notes stay for the next hook."""
     from tokenbudget import sync
 
     answer: dict[str, Any] = {}
@@ -698,7 +710,7 @@ def _quick(
         # at a cost that does not grow with the sessions live. Only a quick answer is taken
         # from it; anything else is decided on the whole ledger, read below. The store's
         # module is not imported for it (2 ms a call).
-        part = None if starting else _hot(ev, _Files(paths.ledger_file()))
+        part = None if starting or ev.hint else _hot(ev, _Files(paths.ledger_file()))
         if part is not None and _nothing_to_do(ev, cfg, budget_list, part, now, near):
             return {}, None
     except Exception:
@@ -714,6 +726,11 @@ def _quick(
         return None, None  # whatever went wrong, the locked way meets it again and says so
     if not quiet:
         return None, known  # something to read, say or remember: the locked way does it
+    if ev.hint:
+        try:
+            return _hinted(ev, cfg, budget_list, ledger, now), None
+        except Exception:
+            return None, known  # the locked way meets it again and says so
     return {}, None
 
 
@@ -800,8 +817,10 @@ def _decide(
 ) -> dict[str, Any]:
     """The engine's answer to the event; records the warnings it gives and the `allow` it
     spends, and keeps a refusal or stop for `status --check`. `heard`: False when the answer
-    has gone already (_commit_later): nothing is recorded or kept, and `{}` returned."""
-    if ev.name != "SessionStart" and _far(ev, cfg, budget_list, ledger, now, near):
+    has gone already (_commit_later) or nobody reads it (an async SessionStart): nothing is
+    recorded or kept, and `{}` returned."""
+    if ev.name != "SessionStart" and not ev.hint and _far(ev, cfg, budget_list, ledger, now,
+                                                          near):
         return {}  # allowed, nothing to say or record (a session's start may give a hint)
     judged = _judge(ev, cfg, budget_list, ledger, now)
     if judged is None or ev.name in UNHEARD:
@@ -811,8 +830,8 @@ def _decide(
     ctx, checks, decision = judged
     if not heard:
         if decision.action != "allow" or decision.records:
-            log(f"{ev.name}: decided after its answer had gone ({decision.action}); left for"
-                " the session's next hook")
+            log(f"{ev.name}: decided after its answer had gone, or with one nobody reads"
+                f" ({decision.action}); left for the session's next hook")
         return {}
     if decision.action != "allow":
         reason = engine.reason(decision, ledger, ctx.tz)
@@ -822,11 +841,26 @@ def _decide(
         near.append(True)
     engine.remember(ledger, decision)
     notes = engine.notes(decision, ledger, ctx.tz)
-    answer: dict[str, Any] = {}
-    left = engine.context_hint(checks) if ev.name == "SessionStart" and cfg.context_hint else ""
-    if left:
-        answer["hookSpecificOutput"] = {"hookEventName": "SessionStart", "additionalContext": left}
+    answer = _hint(ev, checks)
     return _with_message(answer, "\n".join(notes) if notes else None)
+
+
+def _hint(ev: Event, checks: Any) -> dict[str, Any]:
+    """The answer that gives the model the context hint (what each budget has left), when the
+    event carries it (Event.hint); else `{}`."""
+    from tokenbudget import engine
+
+    left = engine.context_hint(checks) if ev.hint else ""
+    if not left:
+        return {}
+    return {"hookSpecificOutput": {"hookEventName": ev.name, "additionalContext": left}}
+
+
+def _hinted(ev: Event, cfg: Any, budget_list: list[Any], ledger: Any, now: float
+            ) -> dict[str, Any]:
+    """A quiet event's answer when it carries the context hint: the hint on `ledger`."""
+    judged = _judge(ev, cfg, budget_list, ledger, now)
+    return {} if judged is None else _hint(ev, judged[1])
 
 
 def _far(
@@ -955,10 +989,10 @@ def _resident(name: str, raw: bytes, answer: dict[str, Any]) -> dict[str, Any]:
         return _with_message(answer, f"tokenbudget: could not check the resident answerer ({e})")
 
 
-def main(argv: list[str] | None = None, stdin: bytes | None = None, retry: bool = False
-         ) -> None:
+def main(argv: list[str] | None = None, stdin: bytes | None = None, retry: bool = False,
+         async_start: bool = False) -> None:
     """Entry point: always prints one JSON object and exits 0. `stdin`: the event, when the
-    caller (tokenbudget/relay.py) has read it already; `retry`: see handle."""
+    caller (tokenbudget/relay.py) has read it already; `retry`, `async_start`: see handle."""
     args = sys.argv[1:] if argv is None else argv
     name = args[0] if args else ""
     raw = read_stdin() if stdin is None else stdin
@@ -974,7 +1008,7 @@ def main(argv: list[str] | None = None, stdin: bytes | None = None, retry: bool 
     if os.environ.get("TOKENBUDGET_DISABLE") == "1":
         print("{}")
         return
-    answer = handle_safely(name, raw, retry=retry)
+    answer = handle_safely(name, raw, retry=retry, async_start=async_start)
     if name in ("SessionStart", "UserPromptSubmit") and os.path.exists(
         os.path.join(paths.data_folder(), "resident", "key.json")
     ):

@@ -224,7 +224,8 @@ def used_up_reason(check: Check, tz: tzinfo | None = None) -> str:
 
 
 def context_hint(checks: Iterable[Check]) -> str:
-    """What a session is told at its start about what is left: '' without budgets."""
+    """What the model is told about what each budget has left (at a session's start, or with
+    each prompt when SessionStart is async): '' without budgets."""
     parts = []
     for c in checks:
         left = max(0.0, c.limit - c.used)

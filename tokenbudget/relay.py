@@ -86,11 +86,14 @@ def _quote(text: str) -> str:
     return "".join(out)
 
 
-def header_line(event: str, session: str, project: str, dirs: Sequence[str]) -> bytes:
-    """The request's first line: one JSON object (the event's raw JSON follows it)."""
+def header_line(event: str, session: str, project: str, dirs: Sequence[str],
+                async_start: bool = False) -> bytes:
+    """The request's first line: one JSON object (the event's raw JSON follows it).
+    `async_start`: the hooks' SessionStart is async (see hook.handle)."""
     listed = ", ".join(_quote(d) for d in dirs)
     return (f'{{"event": {_quote(event)}, "session": {_quote(session)}, "project":'
-            f' {_quote(project)}, "dirs": [{listed}]}}\n').encode()
+            f' {_quote(project)}, "dirs": [{listed}],'
+            f' "async_start": {"true" if async_start else "false"}}}\n').encode()
 
 
 class Dropped(Exception):
@@ -100,7 +103,7 @@ class Dropped(Exception):
 
 
 def ask(event: str, raw: bytes, session: str = "", project: str = "",
-        dirs: Sequence[str] = ()) -> bytes | None:
+        dirs: Sequence[str] = (), async_start: bool = False) -> bytes | None:
     """The answerer's answer to `event` (its JSON), or None when it cannot be asked (no
     answerer). An empty `event`: only `session`'s project and Claude config folders noted.
     TimeoutError when it took the event but did not answer within TIMEOUT: it may still be
@@ -108,7 +111,7 @@ def ask(event: str, raw: bytes, session: str = "", project: str = "",
     where = folder()
     if not private(where):
         return None
-    header = header_line(event, session, project, dirs)
+    header = header_line(event, session, project, dirs, async_start)
     chunks: list[bytes] = []
     sent = False
     try:

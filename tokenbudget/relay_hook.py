@@ -6,6 +6,13 @@ until the answerer has answered is what a round trip on its Unix socket needs (r
 the answerer is not there (not started yet, crashed, an older one without the socket), the full
 command hook runs in this process: it decides on its own and starts the answerer (see
 hook._resident), as the command hooks did before.
+
+Only `install --resident` registers this hook, and there SessionStart is async (nobody reads
+its answer; claude_settings.RESIDENT_ASYNC): so whoever decides the event, the answerer or
+this process, is told so (hook.handle's `async_start`), and SessionStart's notes, warnings and
+context hint go with the prompt's answer instead. A SessionStart still waited for (settings
+written before, until `install --resident` runs again) loses nothing by it: what it would have
+said, the prompt right after it says.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ def main() -> None:
     if event in relay.RELAYED:
         try:
             reply = relay.ask(event, raw, project=os.environ.get("CLAUDE_PROJECT_DIR", ""),
-                              dirs=relay.session_dirs())
+                              dirs=relay.session_dirs(), async_start=True)
         except TimeoutError:
             reply = _late(event)
         except relay.Dropped:
@@ -42,7 +49,7 @@ def main() -> None:
     if reply is None:
         from tokenbudget import hook
 
-        hook.main([event], raw, retry=retry)
+        hook.main([event], raw, retry=retry, async_start=True)
         return
     sys.stdout.buffer.write(reply + b"\n")
     sys.stdout.flush()

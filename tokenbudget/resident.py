@@ -5,6 +5,9 @@
 store and ledger lock), so a session on command hooks and one on the answerer share one exact
 ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
 is not running and check, before every prompt, that whatever holds the port is ours.
+SessionStart is async there (Claude Code does not wait for it, and reads nothing it answers):
+UserPromptSubmit, waited for, is the hook that starts and proves the answerer before a turn,
+refuses a prompt, and says what SessionStart would have said (hook.handle's `async_start`).
 SessionStart could not be http anyway: Claude Code 2.1.328 skips an http SessionStart hook
 ("HTTP hooks are not supported for SessionStart", in its debug log). SubagentStop and
 SessionEnd stay (background, lean) command hooks too: as http hooks answered `{}` at once

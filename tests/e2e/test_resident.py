@@ -19,6 +19,7 @@ from tests.e2e.fake_api import FakeAnthropic
 from tests.e2e.test_enforcement import (
     _site_paths,
     kept_stops,
+    ledger,
     result_text,
     session_tokens,
     set_budgets,
@@ -250,3 +251,69 @@ def test_a_session_with_tokenbudget_disabled_is_not_checked_by_a_running_answere
     off = run_claude("please LOOP 3", settings=hooks, env={"TOKENBUDGET_DISABLE": "1"})
     assert off.output is not None and off.output["terminal_reason"] == "completed"
     assert len(fake_api.requests) == 2 + 4 and health(answerer)["answered"] == 2
+
+
+def _first_request_text(fake_api: FakeAnthropic) -> str:
+    """Everything the session's first Messages request sent, as JSON text."""
+    first = next(c for c in fake_api.calls if c.method == "POST" and "/v1/messages" in c.path
+                 and "count_tokens" not in c.path)
+    return json.dumps(first.body)
+
+
+def _shown(run: ClaudeRun) -> list[tuple[str, str]]:
+    """The hooks' systemMessages Claude Code kept in the session's transcript: (event, text)."""
+    return [(line["attachment"].get("hookEvent"), line["attachment"]["content"])
+            for line in run.transcript()
+            if line.get("type") == "attachment"
+            and line["attachment"].get("type") == "hook_system_message"]
+
+
+def test_session_start_is_async_and_the_first_prompt_says_what_it_would_have(
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, answerer: resident.Setup
+) -> None:
+    from tokenbudget.store import open_store
+
+    hooks = resident_settings(answerer)
+    [start] = [h for g in hooks["hooks"]["SessionStart"] for h in g["hooks"]]
+    assert start["async"] is True and start["type"] == "command"
+    assert all("async" not in h for g in hooks["hooks"]["UserPromptSubmit"] for h in g["hooks"])
+    config = private_home / "tb state" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"version": 1, "context_hint": True,
+                                  "budgets": [{"kind": "daily", "limit": "10M"}]}))
+    with open_store().transaction() as held:
+        held["notices"].append("tokenbudget: a note waiting for the next hook")
+    assert resident.probe(answerer)[0] == "down"
+    run = run_claude("Say hello.", settings=hooks)
+    assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    # The hint reached the model with the first request (the prompt's additionalContext).
+    hint = "Token budget (tokenbudget): the daily budget: 10M left."
+    assert "UserPromptSubmit hook additional context: " + hint in _first_request_text(fake_api)
+    # The note: said once, by the prompt's hook (kept before the model's answer).
+    shown = _shown(run)
+    assert shown == [("UserPromptSubmit", "tokenbudget: a note waiting for the next hook")]
+    settled(private_home, run)
+    assert ledger(private_home)["notices"] == []
+    # The answerer was down: the session's hooks started it, and it decided their events.
+    assert health(answerer)["relayed"] >= 1
+    assert run.session_id in ledger(private_home)["sessions"]
+
+
+def test_a_budget_used_up_refuses_the_first_prompt_of_a_session(
+    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, answerer: resident.Setup
+) -> None:
+    set_budgets(private_home, {"kind": "daily", "limit": "10M"})
+    first = run_claude("Say hello.", settings=resident_settings(answerer))
+    assert first.proc.returncode == 0, first.proc.stderr[-2000:]
+    settled(private_home, first)
+    set_budgets(private_home, {"kind": "daily", "limit": "2k"})
+    # The answerer down too: the prompt's own hook decides, whatever SessionStart does.
+    resident.save(answerer)  # its key file rewritten: it exits within a second
+    deadline = time.monotonic() + 10
+    while resident.probe(answerer)[0] != "down":
+        assert time.monotonic() < deadline, "the answerer did not exit"
+        time.sleep(0.05)
+    second = run_claude("A new session.", settings=resident_settings(answerer))
+    assert len(fake_api.requests) == 1, "the refused prompt reached the API"
+    text = result_text(second)
+    assert "blocked by hook" in text and "daily budget is used up" in text
