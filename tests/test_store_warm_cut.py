@@ -55,7 +55,6 @@ s.seen_event("theirs-after", {now!r})
 """
 
 
-@pytest.mark.xfail(strict=True, reason="a warm read trusts a journal cut and written again")
 def test_a_journal_cut_and_written_again_past_the_kept_end_is_read_whole(
     private_home: Path, warm: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
