@@ -9,11 +9,13 @@ lines on top of lines the files no longer have.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +78,68 @@ def test_a_journal_cut_and_written_again_past_the_kept_end_is_read_whole(
     assert "lost" not in cold["events"] and "theirs-after" in cold["events"]
     assert got == cold, (
         f"warm read: {sorted(got['events'])}; a fresh read: {sorted(cold['events'])}")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_warm_reads_are_whole_reads_whatever_other_writers_do_between(
+    private_home: Path, warm: None, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    # Between two of the answerer's commits, other writers (whose reads are never warm)
+    # commit, fold, delete the journal, cut it back to a line's end, or put back in place an
+    # earlier copy of both files with its times; then the answerer's read is compared with a
+    # whole read of the same files. A journal deleted and made again comes back with its
+    # inode on ext4. Against a warm read that checks only the journal's inode and length,
+    # each of these five seeds found a difference.
+    import random
+
+    monkeypatch.delenv("TOKENBUDGET_STORE_CHECK")
+    rng = random.Random(seed)
+    path = private_home / "state" / "ledger.json"
+    me = JsonFileStore(path)
+    copies: list[tuple[bytes, int, bytes | None]] = []
+
+    def other(op: Any) -> None:
+        kept, store_mod._warm = store_mod._warm, None
+        try:
+            op(JsonFileStore(path))
+        finally:
+            store_mod._warm = kept
+
+    def name() -> str:
+        return "".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 6)))
+
+    def cut(s: JsonFileStore) -> None:
+        if os.path.exists(s.journal):
+            raw = Path(s.journal).read_bytes()
+            ends = [0] + [i + 1 for i, b in enumerate(raw) if b == 10]
+            os.truncate(s.journal, rng.choice(ends))
+
+    def copy(s: JsonFileStore) -> None:
+        j = Path(s.journal).read_bytes() if os.path.exists(s.journal) else None
+        copies.append((Path(s.file).read_bytes(), os.stat(s.file).st_mtime_ns, j))
+
+    def put_back(s: JsonFileStore) -> None:
+        if copies:
+            snapshot, mtime, j = rng.choice(copies)
+            with open(s.file, "r+b") as f:  # in place, as cp does: the same inode
+                f.truncate(0)
+                f.write(snapshot)
+            os.utime(s.file, ns=(mtime, mtime))
+            if j is not None:
+                with open(s.journal, "ab+") as f:
+                    f.truncate(0)
+                    f.write(j)
+
+    ops = [lambda s: s.seen_event(name(), NOW)] * 3 + [
+        lambda s: s.checkpoint(),
+        lambda s: os.path.exists(s.journal) and os.remove(s.journal),
+        cut, copy, put_back,
+    ]
+    me.seen_event("start", NOW)
+    for _ in range(300):
+        me.seen_event(name(), NOW)  # the answerer's commit: it keeps its ledger
+        for _ in range(rng.randint(0, 4)):
+            other(rng.choice(ops))
+        got, _ = me.read()
+        cold, _ = me._read_cold()
+        assert json.dumps(got) == json.dumps(cold), sorted(set(got["events"]) ^ set(cold["events"]))
