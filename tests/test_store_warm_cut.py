@@ -143,3 +143,42 @@ def test_warm_reads_are_whole_reads_whatever_other_writers_do_between(
         got, _ = me.read()
         cold, _ = me._read_cold()
         assert json.dumps(got) == json.dumps(cold), sorted(set(got["events"]) ^ set(cold["events"]))
+
+
+def test_the_answerer_s_commit_that_timed_out_leaves_its_next_event_to_count_the_news_once(
+    private_home: Path, warm: None, recorded_day: float
+) -> None:
+    # Its read took the kept ledger and read the news into it; the commit after the reply
+    # found the lock held past its wait: nothing recorded, nothing kept. The next event reads
+    # the files whole and counts that news with its own, once.
+    import json
+
+    from tests.helpers import truth_usage
+    from tests.test_hook import _append_request, session, session_tokens, set_budgets
+    from tokenbudget import hook, lock, paths
+    from tokenbudget.errors import LockTimeout
+
+    a = session(private_home)
+    set_budgets(private_home, {"kind": "total", "limit": "1000M"})
+    hook.handle("SessionStart", json.dumps({**a, "source": "startup"}).encode())
+    event = {**a, "hook_event_name": "PostToolBatch"}
+
+    def answer(n: int) -> None:
+        later: list[Any] = []
+        assert hook.handle("PostToolBatch", json.dumps({**event, "n": n}).encode(),
+                           later=later) == {}
+        assert len(later) == 1
+        later[0]()
+
+    _append_request(a["transcript_path"], 1, 1000)
+    answer(1)  # committed: its ledger kept
+    _append_request(a["transcript_path"], 2, 100)
+    release = lock.acquire(str(paths.ledger_file()) + ".lock", 1.0)  # another session's
+    try:
+        with pytest.raises(LockTimeout):
+            answer(2)
+    finally:
+        release()
+    _append_request(a["transcript_path"], 3, 10)
+    answer(3)
+    assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1110
