@@ -97,8 +97,9 @@ _STALE = object()
 # The resident answerer (one warm process, one call at a time) keeps the ledger each commit
 # of its own leaves, and where that commit ended, for its next read (keep_warm): that read
 # takes it and reads only the journal written since, as a commit under the lock does, instead
-# of parsing the whole ledger again. None: off (a command hook reads once and exits).
-_warm: dict[str, tuple[Position, Ledger]] | None = None
+# of parsing the whole ledger again; the commit's own journal line, which must still end where
+# it was written. None: off (a command hook reads once and exits).
+_warm: dict[str, tuple[Position, Ledger, bytes]] | None = None
 
 
 def keep_warm(on: bool = True) -> None:
@@ -593,12 +594,16 @@ class JsonFileStore(Store):
         kept = _warm.pop(self.file, None)
         if kept is None:
             return None
-        pos, data = kept
+        pos, data, line = kept
         since = self._since(pos)
         try:
             # Without the lock a checkpoint may come between: it replaces the snapshot before
             # it empties the journal, so the same snapshot now says the lines read are its.
-            if since is None or _stamp(os.stat(self.file)) != pos.snapshot:
+            # A journal cut in place and written again past the kept end (a backup put back,
+            # a journal emptied by hand) is the same file, longer: its bytes before that end
+            # are no longer the kept commit's line.
+            if since is None or _stamp(os.stat(self.file)) != pos.snapshot \
+                    or not self._ends_with(pos.end, line):
                 return None
         except OSError:
             return None
@@ -619,11 +624,20 @@ class JsonFileStore(Store):
             self._check_warm(data, now)
         return data, now
 
-    def _keep_warm(self, pos: Position | None, data: Ledger) -> None:
-        """Keep a commit's ledger, at `pos` where it ended, for the next read (keep_warm)."""
+    def _keep_warm(self, pos: Position | None, data: Ledger, line: bytes) -> None:
+        """Keep a commit's ledger, at `pos` where it ended, for the next read (keep_warm);
+        `line`: the commit's journal line, which ends at `pos` (b"": at the journal's start)."""
         if _warm is not None and pos is not None and pos.snapshot is not None \
-                and not pos.bad and not pos.migrated:
-            _warm[self.file] = (pos, data)
+                and not pos.bad and not pos.migrated and (line or not pos.end):
+            _warm[self.file] = (pos, data, line)
+
+    def _ends_with(self, end: int, line: bytes) -> bool:
+        """Whether the journal's bytes before `end` are `line`."""
+        if not line:
+            return True
+        with open(self.journal, "rb") as j:
+            j.seek(end - len(line))
+            return j.read(len(line)) == line
 
     def _check_warm(self, data: Ledger, pos: Position) -> None:
         """Test-only: a warm read must give what a whole read of the same files gives."""
@@ -931,7 +945,7 @@ class JsonFileStore(Store):
                 if pos is not None and at is not None:
                     self._cut_torn(pos)  # the view names these stamps: the files must too
                     self._keep_view(data, base, pos, ([], []), seq, at)
-                    self._keep_warm(pos, data)
+                    self._keep_warm(pos, data, b"")  # kept only at the journal's start
                 return None  # nothing changed: nothing to write
         # This stamp tells one commit from another, so never a pinned clock.
         data["updated"] = time.time()  # the real clock
@@ -945,7 +959,7 @@ class JsonFileStore(Store):
                 at = [list(pos.snapshot or ()), pos.head, [jst.st_dev, jst.st_ino, jst.st_size]]
                 self._keep_view(data, base, pos, (sets, dels), seq + 1, at)
                 self._keep_warm(Position(pos.snapshot, pos.head, (jst.st_dev, jst.st_ino),
-                                         jst.st_size, seq + 1, 0, pos.size), data)
+                                         jst.st_size, seq + 1, 0, pos.size), data, line)
                 return fd, pos.journal is None
         self._checkpoint(data, seq)
         self._keep_view(data, base, pos, None if pos is None else (), seq, self._stamps_now(data))
