@@ -1087,3 +1087,21 @@ def test_a_snapshot_changed_in_place_with_its_mtime_put_back_is_still_checked(
         (was.st_dev, was.st_ino, was.st_size, was.st_mtime_ns)] * 2
     with pytest.raises(CorruptLedger, match="sessions have the wrong shape"):
         store.read()
+
+
+def test_the_suite_s_check_of_a_commit_still_checks_the_records_this_code_wrote(
+    tmp_path: Path,
+) -> None:
+    """A snapshot the view names is read without checking its records, the one a commit
+    just wrote too: the suite's check of every commit (CHECK_ENV) checks them itself, so that
+    code writing a record of the wrong shape fails the tests, as every read made it before."""
+    from tokenbudget.ledger import CorruptLedger
+    from tokenbudget.store import CHECK_ENV
+
+    assert os.environ.get(CHECK_ENV)  # set for every test (conftest)
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as data:
+        data["sessions"]["s-1"] = _session_record()
+    with (pytest.raises(CorruptLedger, match="sessions have the wrong shape"),
+          store.transaction(checkpoint=True) as data):
+        data["sessions"]["s-1"]["f"] = "1"
