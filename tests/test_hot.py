@@ -1005,7 +1005,6 @@ def test_a_snapshot_the_view_names_is_not_checked_again_and_any_other_is(
     that the view names was checked by the code that wrote it or wrote the view, and is read
     without that check (it grows with the ledger). A file changed in any way is checked."""
     from tokenbudget import ledger as ledger_mod
-    from tokenbudget.fileio import stamp
     from tokenbudget.ledger import CorruptLedger
 
     store = JsonFileStore(tmp_path / "ledger.json")
@@ -1027,14 +1026,16 @@ def test_a_snapshot_the_view_names_is_not_checked_again_and_any_other_is(
         data["events"]["fp2"] = 2.0
     raw = json.loads(Path(store.file).read_bytes())
     assert hot.names_snapshot(store.file, _stamp_of(store.file), raw["updated"])
-    # The same stamp (a coarse clock, a file put back with its time) with another commit
-    # time: not the snapshot the view names.
+    # The same inode, size and mtime (a coarse clock, a file put back with its time) with
+    # another commit time: not the snapshot the view names.
     was, text = os.stat(store.file), Path(store.file).read_bytes()
     at = text.index(b'"updated":') + len(b'"updated":') + 1
     Path(store.file).write_bytes(text[:at] + (b"1" if text[at:at + 1] != b"1" else b"2")
                                  + text[at + 1:])
     os.utime(store.file, ns=(was.st_atime_ns, was.st_mtime_ns))
-    assert _stamp_of(store.file) == stamp(was)
+    now = os.stat(store.file)  # all but the change time, which the stamp holds too
+    assert (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+        was.st_dev, was.st_ino, was.st_size, was.st_mtime_ns)
     so_far = len(checked)
     store.read()
     assert len(checked) == so_far + 1
@@ -1058,3 +1059,49 @@ def _session_record() -> dict[str, Any]:
     from tokenbudget.ledger import new_ledger
 
     return Ingestor(new_ledger()).session("s-1", "/home/dev/alpha", 1.0)
+
+
+def test_a_snapshot_changed_in_place_with_its_mtime_put_back_is_still_checked(
+    tmp_path: Path,
+) -> None:
+    """A file written in place keeps its inode; `cp -p`, `rsync -t --inplace`, `touch -r`
+    or a hand edit followed by one put its mtime back; a size kept and "updated" untouched,
+    the view still names it. Its records must be checked all the same: a damaged record is
+    kept aside, not read as the ledger."""
+    from tokenbudget.ledger import CorruptLedger
+
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as data:
+        data["sessions"]["s-1"] = _session_record()
+    with store.transaction(checkpoint=True) as data:
+        data["events"]["fp"] = 1.0
+    was, text = os.stat(store.file), Path(store.file).read_bytes()
+    at = text.index(b'"f":1.0')
+    edited = text[:at] + b'"f":"1"' + text[at + 7:]  # a number made a string, same size
+    assert len(edited) == len(text)
+    with open(store.file, "r+b") as f:  # in place: the same inode
+        f.write(edited)
+    os.utime(store.file, ns=(was.st_atime_ns, was.st_mtime_ns))
+    now = os.stat(store.file)
+    assert [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in (now, was)] == [
+        (was.st_dev, was.st_ino, was.st_size, was.st_mtime_ns)] * 2
+    with pytest.raises(CorruptLedger, match="sessions have the wrong shape"):
+        store.read()
+
+
+def test_the_suite_s_check_of_a_commit_still_checks_the_records_this_code_wrote(
+    tmp_path: Path,
+) -> None:
+    """A snapshot the view names is read without checking its records, the one a commit
+    just wrote too: the suite's check of every commit (CHECK_ENV) checks them itself, so that
+    code writing a record of the wrong shape fails the tests, as every read made it before."""
+    from tokenbudget.ledger import CorruptLedger
+    from tokenbudget.store import CHECK_ENV
+
+    assert os.environ.get(CHECK_ENV)  # set for every test (conftest)
+    store = JsonFileStore(tmp_path / "ledger.json")
+    with store.transaction() as data:
+        data["sessions"]["s-1"] = _session_record()
+    with (pytest.raises(CorruptLedger, match="sessions have the wrong shape"),
+          store.transaction(checkpoint=True) as data):
+        data["sessions"]["s-1"]["f"] = "1"

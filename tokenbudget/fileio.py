@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 
 def stamp(st: os.stat_result) -> tuple[int, ...]:
-    """What tells one version of a file from another: device, inode, size, mtime."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    """What tells one version of a file from another: device, inode, size, mtime, and the
+    inode's change time, which a write in place moves on even when its mtime is put back
+    (`cp -p` or `rsync -t --inplace` over the file, `touch -r` after an edit)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def new_temp(folder: str, prefix: str) -> tuple[int, str]:
