@@ -1151,3 +1151,61 @@ def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert session_tokens(private_home, a["session_id"]) == truth_usage("loop").total + 1000
+
+
+@pytest.mark.parametrize("event", ["SessionStart", "UserPromptSubmit"])
+def test_the_async_session_start_prints_nothing_the_answerer_would_say(
+    private_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    event: str,
+) -> None:
+    # Claude Code reads an async SessionStart's answer after all, and gives it to the model
+    # from the second request on: install --resident's SessionStart says nothing there (the
+    # prompt's hook, waited for, says it to the user).
+    from tokenbudget import relay_hook
+
+    resident.save(resident.create())
+    said = {"systemMessage": "tokenbudget: something to say"}
+    address = relay.Address(resident.folder())
+
+    def answers(server: socket.socket) -> None:
+        conn = server.accept()[0]
+        while conn.recv(65536):
+            pass
+        conn.sendall(json.dumps(said).encode())
+        conn.close()
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(address.address)
+        server.listen()
+        answering = threading.Thread(target=answers, args=(server,), daemon=True)
+        answering.start()
+        monkeypatch.setattr(sys, "argv", ["-c", event])
+        monkeypatch.setattr(sys, "stdin", _Stdin(b'{"session_id": "s-1", "prompt": "hi"}'))
+        relay_hook.main()
+        answering.join(5)
+    address.close()
+    answer = json.loads(capsys.readouterr().out)
+    assert answer == ({} if event == "SessionStart" else said)
+    resident.remove()
+
+
+@pytest.mark.parametrize("event", ["SessionStart", "UserPromptSubmit"])
+def test_the_async_session_start_decided_here_prints_nothing_either(
+    private_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    event: str,
+) -> None:
+    # No answerer to ask (none installed): the lean hook decides in its own process, and a
+    # broken config is said by the prompt's hook only.
+    from tokenbudget import relay_hook
+
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text("{not json")
+    monkeypatch.setattr(sys, "argv", ["-c", event])
+    monkeypatch.setattr(sys, "stdin", _Stdin(b'{"session_id": "s-1", "prompt": "hi"}'))
+    relay_hook.main()
+    answer = json.loads(capsys.readouterr().out)
+    if event == "SessionStart":
+        assert answer == {}
+    else:
+        assert "the config is broken" in answer["systemMessage"]

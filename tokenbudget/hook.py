@@ -254,7 +254,8 @@ def handle(
     (the resident answerer's http events), a call decided before the lock may leave its
     commit there instead of running it, for the caller to run once the answer is out
     (`_commit_later`). `async_start`: the hooks are `install --resident`'s, whose SessionStart
-    is async (claude_settings.RESIDENT_ASYNC), so nobody reads its answer: it says nothing
+    is async (claude_settings.RESIDENT_ASYNC): nobody waits for it, and its answer, which
+    Claude Code gives the model late, is kept `{}` (quiet_start): it says nothing
     (notes and warnings stay for the next hook) and the context hint goes with every prompt
     instead. Only the caller knows the layout: the lean relay hook is registered by
     `install --resident` alone."""
@@ -1013,8 +1014,19 @@ def main(argv: list[str] | None = None, stdin: bytes | None = None, retry: bool 
         os.path.join(paths.data_folder(), "resident", "key.json")
     ):
         answer = _resident(name, raw, answer)
+    if async_start and name == "SessionStart":
+        answer = quiet_start(answer)
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
+
+
+def quiet_start(answer: dict[str, Any]) -> dict[str, Any]:
+    """What an async SessionStart prints: `{}`. Claude Code 2.1.328 does read its answer, late
+    (from the session's second request on, to the model, not the user), so whatever it would
+    say (a failure: the prompt's hook meets and says it again) goes to the log instead."""
+    if answer:
+        log(f"SessionStart (async, not said): {json.dumps(answer)[:500]}")
+    return {}
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ the answerer is not there (not started yet, crashed, an older one without the so
 command hook runs in this process: it decides on its own and starts the answerer (see
 hook._resident), as the command hooks did before.
 
-Only `install --resident` registers this hook, and there SessionStart is async (nobody reads
-its answer; claude_settings.RESIDENT_ASYNC): so whoever decides the event, the answerer or
-this process, is told so (hook.handle's `async_start`), and SessionStart's notes, warnings and
-context hint go with the prompt's answer instead. A SessionStart still waited for (settings
-written before, until `install --resident` runs again) loses nothing by it: what it would have
-said, the prompt right after it says.
-"""
+Only `install --resident` registers this hook, and there SessionStart is async (nobody waits for
+its answer, which it keeps `{}`: hook.quiet_start; claude_settings.RESIDENT_ASYNC): so whoever
+decides the event, the answerer or this process, is told so (hook.handle's `async_start`), and
+SessionStart's notes, warnings and context hint go with the prompt's answer instead. A
+SessionStart still waited for (settings written before, until `install --resident` runs again)
+loses nothing by it: what it would have said, the prompt right after it says. """
 
 from __future__ import annotations
 
@@ -51,6 +50,16 @@ def main() -> None:
 
         hook.main([event], raw, retry=retry, async_start=True)
         return
+    if event == "SessionStart" and reply.strip() != b"{}":
+        import json
+
+        from tokenbudget import hook
+
+        try:
+            said = json.loads(reply)
+        except ValueError:
+            said = {"unreadable": reply[:200].decode("utf-8", "replace")}
+        reply = json.dumps(hook.quiet_start(said if isinstance(said, dict) else {})).encode()
     sys.stdout.buffer.write(reply + b"\n")
     sys.stdout.flush()
 

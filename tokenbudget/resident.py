@@ -5,7 +5,8 @@
 store and ledger lock), so a session on command hooks and one on the answerer share one exact
 ledger. SessionStart and UserPromptSubmit stay command hooks: they start the answerer when it
 is not running and check, before every prompt, that whatever holds the port is ours.
-SessionStart is async there (Claude Code does not wait for it, and reads nothing it answers):
+SessionStart is async there (Claude Code does not wait for it; it answers `{}`, as Claude
+Code would give an async hook's answer to the model from the second request on):
 UserPromptSubmit, waited for, is the hook that starts and proves the answerer before a turn,
 refuses a prompt, and says what SessionStart would have said (hook.handle's `async_start`).
 SessionStart could not be http anyway: Claude Code 2.1.328 skips an http SessionStart hook

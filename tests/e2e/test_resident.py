@@ -319,10 +319,6 @@ def test_a_budget_used_up_refuses_the_first_prompt_of_a_session(
     assert "blocked by hook" in text and "daily budget is used up" in text
 
 
-@pytest.mark.xfail(strict=True, reason="an async SessionStart's answer is not read by nobody:"
-                   " Claude Code 2.1.328 sends its systemMessage to the model from the second"
-                   " request on (attachment async_hook_response), so a failure it says (here a"
-                   " broken config) reaches the model, and the prompt's hook says it again")
 def test_an_async_session_start_says_nothing_the_model_reads(
     run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, answerer: resident.Setup
 ) -> None:
