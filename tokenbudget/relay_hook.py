@@ -12,7 +12,8 @@ its answer, which it keeps `{}`: hook.quiet_start; claude_settings.RESIDENT_ASYN
 decides the event, the answerer or this process, is told so (hook.handle's `async_start`), and
 SessionStart's notes, warnings and context hint go with the prompt's answer instead. A
 SessionStart still waited for (settings written before, until `install --resident` runs again)
-loses nothing by it: what it would have said, the prompt right after it says. """
+loses nothing by it: what it would have said, the prompt right after it says.
+"""
 
 from __future__ import annotations
 
