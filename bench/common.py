@@ -309,6 +309,10 @@ def hook_event(name: str, session: str, transcript: str, cwd: str, n: int,
     return json.dumps(ev).encode()
 
 
+# A transaction that changes nothing: its commit writes the hot view for the files as they are.
+_RESTAMP = "from tokenbudget.store import open_store\nwith open_store().transaction():\n    pass"
+
+
 class Kept:
     """A state folder as it is now, put back before each timed call (untimed), so that every
     call of a case does the same work and the hot view stays trusted (it is, only while the
@@ -337,7 +341,16 @@ class Kept:
                 self.inodes[rel] = (self.pristine / rel).stat().st_ino
         self.contents = {rel: (tb / rel).read_bytes() for rel in self.inodes}
 
-    def reset(self) -> None:
+    def reset(self, restamp: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+        """Put the state back. `restamp`: the interpreter (argv) of the code measured next,
+        which then commits nothing so that the hot view names the files as they are now: a
+        file's stamp holds its inode's change time, which the links move, and each version of
+        the package trusts only a view it wrote (untimed, one process)."""
+        self._put_back()
+        if restamp:
+            subprocess.run([*restamp, "-c", _RESTAMP], check=True, env=env)
+
+    def _put_back(self) -> None:
         for path in [p for p in self.tb.rglob("*") if p.is_file()]:
             rel = path.relative_to(self.tb)
             if rel not in self.inodes and path != self.journal and path.suffix != ".lock":

@@ -113,8 +113,14 @@ def main() -> None:
     env = s["env"]
     counter = [0]
 
-    def reset(lines: bytes = b"") -> None:
-        kept.reset()
+    def reset(lines: bytes = b"", py: Path | None = None) -> None:
+        """The state put back; with `py`, made as that version of the package keeps it: its
+        hot view and its calendar windows' cache (each version trusts only its own; untimed)."""
+        with open(transcript, "r+b") as f:
+            f.truncate(size)
+        kept.reset([str(py)] if py else [], env)
+        if py is not None:
+            run([*quick_start(py), "PreToolUse"], hot_view.event(s, "PreToolUse"), env)
         with open(transcript, "r+b") as f:
             f.truncate(size)
             f.seek(size)
@@ -132,8 +138,9 @@ def main() -> None:
     for code, py in (("after", after), ("before", before)):
         argv = quick_start(py)
         for name in (*QUIET, *news):
-            def case(argv: list[str] = argv, name: str = name) -> tuple[float, float]:
-                reset(news.get(name, b""))
+            def case(argv: list[str] = argv, name: str = name, py: Path = py
+                     ) -> tuple[float, float]:
+                reset(news.get(name, b""), py)
                 wall, cpu, out = run([*argv, name], event(name), env)
                 assert out == b"{}\n", (name, out)
                 return wall, cpu
@@ -147,11 +154,11 @@ def main() -> None:
 
     for code, py in (("after", after), ("before", before)):
         for name in (*QUIET, *news):
-            reset(news.get(name, b""))
+            reset(news.get(name, b""), py)
             was = hot_view.files(tb)
             run([*quick_start(py), name], event(name), env)
             assert (hot_view.files(tb) != was) == (name in news), (code, name)
-            reset()
+            reset(py=after)  # this checkout's hot.read, below
             assert hot.read(str(tb / "ledger.json"), str(journal), s["latest"]["session"])
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
     names = list(cases)
@@ -166,8 +173,9 @@ def main() -> None:
                 times[n].append(got)
     imports: dict[str, dict[str, Any]] = {}
     if a.importtime:
-        def imported(argv: list[str], stdin: bytes, lines: bytes = b"") -> dict[str, int]:
-            reset(lines)
+        def imported(argv: list[str], stdin: bytes, lines: bytes = b"",
+                     py: Path | None = None) -> dict[str, int]:
+            reset(lines, py)
             p = subprocess.run(argv, input=stdin, capture_output=True, env=env,
                                cwd=str(common.WORK), check=True)
             found = {}
@@ -185,7 +193,8 @@ def main() -> None:
                 argv = quick_start(py)
                 for name in news:
                     runs.setdefault(f"{code} {name}", []).append(imported(
-                        [argv[0], "-X", "importtime", *argv[1:], name], event(name), news[name]))
+                        [argv[0], "-X", "importtime", *argv[1:], name], event(name), news[name],
+                        py))
         base_mods = set().union(*runs.pop("baseline"))
         for label, found in runs.items():
             mods = sorted(set().union(*found) - base_mods)
@@ -195,7 +204,7 @@ def main() -> None:
     for _ in range(a.rss):
         for code, py in (("before", before), ("after", after)):
             for name in news:
-                reset(news[name])
+                reset(news[name], py)
                 kb = common.peak_rss_kb([*quick_start(py), name], stdin=event(name), env=env)
                 rss[f"{code} {name}"] = max(rss.get(f"{code} {name}", 0), kb / 1024)
     reset()
