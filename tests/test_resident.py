@@ -158,6 +158,24 @@ class _Stdin:
         return False
 
 
+def _lean_hook(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], event: str,
+               raw: bytes = b'{"session_id": "s-1", "prompt": "hi"}') -> dict[str, Any]:
+    """What the lean command hook (relay_hook) prints for `event` with `raw` on its stdin."""
+    from tokenbudget import relay_hook
+
+    monkeypatch.setattr(sys, "argv", ["-c", event])
+    monkeypatch.setattr(sys, "stdin", _Stdin(raw))
+    relay_hook.main()
+    answer: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return answer
+
+
+def _config(private_home: Path, text: str) -> None:
+    state = private_home / "tb state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "config.json").write_text(text)
+
+
 def test_its_files_are_private_and_two_starts_make_one_answerer(
     setup: resident.Setup, private_home: Path
 ) -> None:
@@ -313,11 +331,7 @@ def test_an_answerer_that_takes_the_event_and_stays_silent_is_our_failure(
     private_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     fail_closed: bool,
 ) -> None:
-    from tokenbudget import relay_hook
-
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "config.json").write_text(json.dumps({"fail_closed": fail_closed}))
+    _config(private_home, json.dumps({"fail_closed": fail_closed}))
     resident.save(resident.create())
     monkeypatch.setattr(relay, "TIMEOUT", 0.3)
     address = relay.Address(resident.folder())
@@ -326,14 +340,11 @@ def test_an_answerer_that_takes_the_event_and_stays_silent_is_our_failure(
         silent.bind(address.address)
         silent.listen()
         threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
-        monkeypatch.setattr(sys, "argv", ["-c", "UserPromptSubmit"])
-        monkeypatch.setattr(sys, "stdin", _Stdin(b'{"session_id": "s-1", "prompt": "hi"}'))
-        relay_hook.main()
+        answer = _lean_hook(monkeypatch, capsys, "UserPromptSubmit")
     address.close()
     for conn in held:
         conn.close()
     said = "tokenbudget: the resident answerer did not answer within 0.3 s"
-    answer = json.loads(capsys.readouterr().out)
     # Not decided here too: the answerer may still be deciding it.
     if fail_closed:
         assert answer == {"decision": "block",
@@ -349,12 +360,7 @@ def test_an_answerer_that_dies_after_taking_the_event_lets_no_refused_prompt_thr
 ) -> None:
     # It decided the prompt (and recorded the event as seen) but died before it answered:
     # the command hook decides it again, not as a second registration of an answered event.
-    from tokenbudget import relay_hook
-
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "config.json").write_text(json.dumps({"budgets": [{"kind": "total",
-                                                                "limit": "1k"}]}))
+    _config(private_home, json.dumps({"budgets": [{"kind": "total", "limit": "1k"}]}))
     resident.save(resident.create())
     event = json.loads(_stop_event(private_home)) | {"prompt": "hi", "prompt_id": "p-1"}
     raw = json.dumps(event).encode()
@@ -374,14 +380,11 @@ def test_an_answerer_that_dies_after_taking_the_event_lets_no_refused_prompt_thr
         server.listen()
         dying = threading.Thread(target=dies_before_answering, args=(server,), daemon=True)
         dying.start()
-        monkeypatch.setattr(sys, "argv", ["-c", "UserPromptSubmit"])
-        monkeypatch.setattr(sys, "stdin", _Stdin(raw))
         monkeypatch.setattr(hook, "_resident", lambda name, raw, answer: answer)  # no restart
-        relay_hook.main()
+        answer = _lean_hook(monkeypatch, capsys, "UserPromptSubmit", raw)
         dying.join(5)
     address.close()
     assert decided and decided[0]["decision"] == "block"
-    answer = json.loads(capsys.readouterr().out)
     assert answer["decision"] == "block" and answer["reason"] == decided[0]["reason"]
     resident.remove()
 
@@ -1161,8 +1164,6 @@ def test_the_async_session_start_prints_nothing_the_answerer_would_say(
     # Claude Code reads an async SessionStart's answer after all, and gives it to the model
     # from the second request on: install --resident's SessionStart says nothing there (the
     # prompt's hook, waited for, says it to the user).
-    from tokenbudget import relay_hook
-
     resident.save(resident.create())
     said = {"systemMessage": "tokenbudget: something to say"}
     address = relay.Address(resident.folder())
@@ -1179,12 +1180,9 @@ def test_the_async_session_start_prints_nothing_the_answerer_would_say(
         server.listen()
         answering = threading.Thread(target=answers, args=(server,), daemon=True)
         answering.start()
-        monkeypatch.setattr(sys, "argv", ["-c", event])
-        monkeypatch.setattr(sys, "stdin", _Stdin(b'{"session_id": "s-1", "prompt": "hi"}'))
-        relay_hook.main()
+        answer = _lean_hook(monkeypatch, capsys, event)
         answering.join(5)
     address.close()
-    answer = json.loads(capsys.readouterr().out)
     assert answer == ({} if event == "SessionStart" else said)
     resident.remove()
 
@@ -1196,15 +1194,8 @@ def test_the_async_session_start_decided_here_prints_nothing_either(
 ) -> None:
     # No answerer to ask (none installed): the lean hook decides in its own process, and a
     # broken config is said by the prompt's hook only.
-    from tokenbudget import relay_hook
-
-    state = private_home / "tb state"
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "config.json").write_text("{not json")
-    monkeypatch.setattr(sys, "argv", ["-c", event])
-    monkeypatch.setattr(sys, "stdin", _Stdin(b'{"session_id": "s-1", "prompt": "hi"}'))
-    relay_hook.main()
-    answer = json.loads(capsys.readouterr().out)
+    _config(private_home, "{not json")
+    answer = _lean_hook(monkeypatch, capsys, event)
     if event == "SessionStart":
         assert answer == {}
     else:
