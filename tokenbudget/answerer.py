@@ -99,9 +99,7 @@ class Answerer:
             later: list[Callable[[], None]] | None = [] if send is not None else None
             result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs,
                                         later=later, async_start=async_start)
-            # An async SessionStart's answer is read by nobody either: the prompt's says it.
-            heard = event not in hook.UNHEARD and not (async_start and event == "SessionStart")
-            if sid and heard and sid in self.unsaid:
+            if sid and hook.is_heard(event, async_start) and sid in self.unsaid:
                 result = hook._with_message(result, self.unsaid.pop(sid))
             if relayed:
                 self.relayed += 1

@@ -262,7 +262,7 @@ def handle(
     from tokenbudget import config as config_mod
 
     ev = parse_event(name, raw, claude_dirs)
-    ev.heard = not (async_start and name == "SessionStart")
+    ev.heard = is_heard(name, async_start)
     try:
         cfg = config_mod.load_config()
     except ConfigError as e:
@@ -306,6 +306,12 @@ def handle(
         return _with_message(_with_message(answer, why), broken)
     except (TokenbudgetError, OSError) as e:
         return fail(name, f"{e}", cfg.fail_closed, ev)
+
+
+def is_heard(name: str, async_start: bool = False) -> bool:
+    """Whether anyone reads the answer to event `name`: not to the async ones (UNHEARD, and
+    SessionStart with `async_start`: see handle)."""
+    return name not in UNHEARD and not (async_start and name == "SessionStart")
 
 
 def handle_safely(name: str, raw: bytes, **where: Any) -> dict[str, Any]:
@@ -604,7 +610,7 @@ def _work(
             plugin.note_run(plugin_root, data, sys.executable, now)
     if store.seen_event(_fingerprint(ev), now) and not again:
         return None, False
-    if heard and ev.name not in UNHEARD:  # nobody reads those answers: the notes would be lost
+    if heard:  # else nobody reads the answer: the notes would be lost
         messages.extend(ledger["notices"])
         ledger["notices"] = []
     rebuild_owed = bool(ledger["rebuild"])
