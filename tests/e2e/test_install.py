@@ -109,7 +109,9 @@ def test_plugin_route_first_run_then_enforces(
     deadline = time.monotonic() + 300
     while not _plugin_ready(data) and time.monotonic() < deadline:
         time.sleep(1)
-    logs = "\n".join(p.read_text() for p in data.rglob("setup.log"))
+    # setup.log sits in the plugin's data folder; a recursive walk would race with the
+    # setup's lock folder and build folders, which come and go while it finishes.
+    logs = "\n".join(p.read_text() for p in data.glob("*/setup.log"))
     assert _plugin_ready(data), f"the plugin's environment was not set up: {logs[-3000:]}"
 
     # The budget is set the way README tells a plugin user: the plugin's /tokenbudget, with
