@@ -94,7 +94,7 @@ def main() -> None:
     text = io.StringIO()
     stats = pstats.Stats(str(out), stream=text)
     stats.sort_stats("cumulative").print_stats(
-        r"hook.py:\d+\((handle|_await_tools|_quick|_decide)\)|store.py:\d+\(transaction\)|"
+        r"hook.py:\d+\((handle|_await_response|_quick|_decide)\)|store.py:\d+\(transaction\)|"
         r"sync_session|fsync|sleep")
     print(text.getvalue().split("filename:lineno(function)", 1)[-1])
     shutil.rmtree(root)

@@ -104,7 +104,7 @@ server.Answerer.authorized = timed_authorized
 if hasattr(server.Answerer, "_commit"):
     timed(server.Answerer, "_commit", "commit after the reply")
 timed(hook, "_quick", "quick")
-timed(hook, "_await_tools", "await")
+timed(hook, "_await_response", "await")
 timed(sync, "sync_session", "transcript")
 timed_cm(store.JsonFileStore, "transaction", "transaction")
 server.serve()

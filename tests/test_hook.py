@@ -869,6 +869,90 @@ def test_a_batch_whose_response_is_not_written_yet_waits_for_it(private_home: Pa
 
 
 
+# A turn's last text as a model may write it: quotes, a backslash, a newline, a control
+# character, letters beyond ASCII, an emoji, and a trailing newline the hook's input may lack.
+LAST_TEXT = 'Done: "x" \\ y\n\tz\x01 über — café 😀 ' + "w" * 80 + "\n"
+
+
+def _last_response(path: str, tokens: int) -> str:
+    """A turn's last response (text LAST_TEXT, `tokens` input tokens) as one transcript line,
+    written the way Claude Code writes it (JSON.stringify: compact, non-ASCII as is)."""
+    line = next(json.loads(x) for x in Path(path).read_text().splitlines()
+                if '"type":"assistant"' in x)
+    line["message"].update(id="msg_last", usage={"input_tokens": tokens, "output_tokens": 0},
+                           content=[{"type": "text", "text": LAST_TEXT}], stop_reason="end_turn")
+    line.update(requestId="req_last", uuid="uuid-last")
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def test_a_stop_before_the_turns_last_response_is_written_waits_for_it(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claude Code writes transcripts asynchronously: on a busy machine its Stop hook can run
+    before the turn's last response is on disk (seen with 2.1.328). Within one response of a
+    limit, the hook waits for it (its input's last_assistant_message names it), records it and
+    says the budget is used up; it does not leave the turn's last response to the next hook."""
+    import threading
+
+    from tokenbudget import hook
+
+    base = session(private_home)
+    total = truth_usage("loop").total
+    set_budgets(private_home, {"kind": "session", "limit": str(total + 5000)})
+    hook.handle("SessionStart", json.dumps(base).encode())
+    path = base["transcript_path"]
+    late = _last_response(path, 6000)
+
+    def write_late() -> None:
+        time.sleep(0.2)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(late)
+
+    writer = threading.Thread(target=write_late)
+    writer.start()
+    payload = {**base, "last_assistant_message": LAST_TEXT.rstrip(), "stop_hook_active": False}
+    out = hook.handle("Stop", json.dumps(payload).encode())
+    writer.join()
+    assert "session budget is used up" in out.get("systemMessage", ""), out
+    assert session_tokens(private_home, base["session_id"]) == total + 6000
+    # Once it is on disk, the next Stop finds it in one look: no wait.
+    waits: list[str] = []
+    wait = hook._await_response
+    monkeypatch.setattr(hook, "_await_response", lambda ev: waits.append(ev.name) or True)
+    again = {**payload, "stop_hook_active": True}
+    hook.handle("Stop", json.dumps(again).encode())
+    assert waits == []
+    # A response that never comes holds the hook for about a second at most; the log says so.
+    monkeypatch.setattr(hook, "_await_response", wait)
+    gone = {**payload, "last_assistant_message": "a text that is written nowhere"}
+    assert not hook._response_on_disk(hook.parse_event("Stop", json.dumps(gone).encode()))
+    assert not hook._await_response(hook.parse_event("Stop", json.dumps(gone).encode()))
+    log = (private_home / "tb state" / "tokenbudget.log").read_text()
+    assert "the response that ended the turn was not in the transcript" in log
+
+
+def test_a_stop_far_from_every_limit_does_not_wait_for_the_turns_last_response(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget import hook
+
+    base = session(private_home)
+    total = truth_usage("loop").total
+    set_budgets(private_home, {"kind": "session", "limit": str(total + hook.MAX_RESPONSE_TOKENS
+                                                               + 1)})
+    hook.handle("SessionStart", json.dumps(base).encode())
+    waits: list[str] = []
+    monkeypatch.setattr(hook, "_await_response", lambda ev: waits.append(ev.name) or True)
+    payload = {**base, "last_assistant_message": "not written yet"}
+    assert hook.handle("Stop", json.dumps(payload).encode()) == {}
+    assert waits == []
+    # Its response is read by the session's next hook, whatever waits or not.
+    with open(base["transcript_path"], "a", encoding="utf-8") as f:
+        f.write(_last_response(base["transcript_path"], 6000))
+    hook.handle("UserPromptSubmit", json.dumps({**base, "prompt": "go on"}).encode())
+    assert session_tokens(private_home, base["session_id"]) == total + 6000
+
+
 def _written_meanwhile(path: str, name: str, tokens: int, waits: list[str]) -> Any:
     """A stand-in for the hook's wait during which Claude Code writes the response that asked
     for the tool `toolu_<name>` (using `tokens` input tokens); each wait is noted in `waits`."""
@@ -902,7 +986,7 @@ def test_a_batch_far_from_every_limit_does_not_wait_for_its_response(
     set_budgets(private_home, {"kind": "session", "limit": str(far)})
     hook.handle("SessionStart", json.dumps(base).encode())
     waits: list[str] = []
-    monkeypatch.setattr(hook, "_await_tools",
+    monkeypatch.setattr(hook, "_await_response",
                         _written_meanwhile(base["transcript_path"], "late2", 6000, waits))
     payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late2"}]}
     assert hook.handle("PostToolBatch", json.dumps(payload).encode()) == {}
@@ -972,7 +1056,7 @@ def test_what_the_first_reading_says_near_a_limit_is_said_after_the_wait(
                                "warn_at": 0.8})
     with open_store().transaction() as ledger:
         ledger["notices"].append("tokenbudget: a note waiting for the next hook")
-    monkeypatch.setattr(hook, "_await_tools",
+    monkeypatch.setattr(hook, "_await_response",
                         _written_meanwhile(base["transcript_path"], "late3", 10, []))
     payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late3"}]}
     out = hook.handle("PostToolBatch", json.dumps(payload).encode())
@@ -994,7 +1078,7 @@ def test_a_line_both_readings_say_near_a_limit_is_said_once(
     # A subagent transcript that cannot be read: each reading says so.
     sub = Path(base["transcript_path"]).with_suffix("") / "subagents" / "agent-bad.jsonl"
     sub.mkdir(parents=True)
-    monkeypatch.setattr(hook, "_await_tools",
+    monkeypatch.setattr(hook, "_await_response",
                         _written_meanwhile(base["transcript_path"], "late4", 10, []))
     payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late4"}]}
     said = hook.handle("PostToolBatch", json.dumps(payload).encode()).get("systemMessage", "")

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
-TOOL_LINE_WAIT = 1.0  # seconds a hook after tool calls waits for their response in the transcript
+# Seconds a hook waits for the response it follows (the one that asked for its tools, or a
+# turn's last) to be written to the transcript.
+TOOL_LINE_WAIT = 1.0
+# How much of a turn's last text a Stop hook looks for in the transcript (see _needles).
+SAID_CHARS = 64
 # What a commit after its answer (_commit_later) may cost the session's next event: that event
 # waits for it in the resident answerer, then for the lock and, near a limit, twice for the
 # transcript, all within the relay's 8 s (relay.TIMEOUT; Claude Code gives these hooks 10 s).
@@ -59,7 +63,7 @@ class Event:
     """The fields of a hook event we use, each checked."""
 
     __slots__ = ("agent", "claude_dirs", "cwd", "heard", "hint", "name", "prompt", "prompt_id",
-                 "raw", "session_id", "source", "tools", "transcript")
+                 "raw", "said", "session_id", "source", "tools", "transcript")
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class Event:
         claude_dirs: list[str] | None = None,
         heard: bool = True,
         hint: bool = False,
+        said: str = "",
     ) -> None:
         self.name = name
         self.session_id = session_id
@@ -90,6 +95,7 @@ class Event:
         self.claude_dirs = claude_dirs  # the session's Claude config folders, if not ours
         self.heard = heard  # whether anyone reads the answer (see handle's `async_start`)
         self.hint = hint  # whether the answer carries the context hint (config context_hint)
+        self.said = said  # Stop, SubagentStop: the end of the last response's text
 
 
 def log(message: str) -> None:
@@ -171,6 +177,7 @@ def parse_event(name: str, raw: bytes, claude_dirs: list[str] | None = None) -> 
     ids = [c.get("tool_use_id") for c in calls if isinstance(c, dict)] if isinstance(
         calls, list) else [data.get("tool_use_id")]
     agent = _str(data, "agent_id", 128)
+    said = data.get("last_assistant_message")
     return Event(
         name=name,
         session_id=sid,
@@ -183,6 +190,7 @@ def parse_event(name: str, raw: bytes, claude_dirs: list[str] | None = None) -> 
         tools=tuple(i for i in ids[:64] if isinstance(i, str) and paths.is_session_id(i)),
         agent=agent if agent is not None and paths.is_session_id(agent) else None,
         claude_dirs=claude_dirs,
+        said=said.rstrip()[-SAID_CHARS:] if isinstance(said, str) else "",
     )
 
 
@@ -340,8 +348,8 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     from tokenbudget import sync
     from tokenbudget.store import held
 
-    if not _tools_on_disk(ev):
-        _await_tools(ev)  # no second reading follows here: this one waits for the response
+    if not _response_on_disk(ev):
+        _await_response(ev)  # no second reading follows here: this one waits for it
     store = sync.open_store(lock_timeout=cfg.lock_timeout_seconds)
     ledger = store.snapshot()
     if ledger["rebuild"]:
@@ -361,20 +369,35 @@ def _fingerprint(ev: Event) -> str:
     return blake2b(ev.name.encode() + b"\0" + ev.raw, digest_size=10).hexdigest()
 
 
-def _tools_on_disk(ev: Event) -> bool:
-    """Whether the transcript holds the response whose tools the event follows (one look).
+def _needles(ev: Event) -> list[bytes]:
+    """What the transcript holds once the response the event follows is written: each tool's
+    tool_use id (PostToolBatch), or the end of the turn's last text (Stop, SubagentStop: their
+    `last_assistant_message`) as Claude Code's JSON writes it (JSON.stringify: the same escapes
+    as json.dumps without ensure_ascii; a substring's encoding is a substring of the whole's)."""
+    needles = [f'"{t}"'.encode() for t in ev.tools]
+    if ev.said and ev.name in ("Stop", "SubagentStop"):
+        # A lone surrogate JSON.stringify writes as \udxxx: backslashreplace writes the same.
+        needles.append(json.dumps(ev.said, ensure_ascii=False)[1:-1].encode(
+            "utf-8", "backslashreplace"))
+    return needles
+
+
+def _response_on_disk(ev: Event) -> bool:
+    """Whether the transcript holds the response the event follows (one look).
 
     Claude Code writes transcripts asynchronously: a PostToolBatch can run before the response
-    that asked for its tools is on disk (seen with 2.1.328, more often the faster the hook).
-    The tool_use ids of the event name that response. A transcript that cannot be read counts
-    as holding it: the reading that follows says what is wrong."""
-    if not ev.tools or ev.transcript is None or ev.session_id is None:
+    that asked for its tools is on disk, and a Stop before the turn's last response (both seen
+    with 2.1.328, the more often the busier the machine; a Stop that read only what was there
+    left the turn's last response to the next hook, unsaid and, for a team, unpushed). A
+    transcript that cannot be read counts as holding it: the reading that follows says what is
+    wrong."""
+    needles = _needles(ev)
+    if not needles or ev.transcript is None or ev.session_id is None:
         return True
     path = ev.transcript
     if ev.agent is not None:
         path = os.path.join(os.path.dirname(path), ev.session_id, "subagents",
                             f"agent-{ev.agent}.jsonl")
-    needles = [f'"{t}"'.encode() for t in ev.tools]
     window = 256 * 1024
     try:
         with open(path, "rb") as f:
@@ -391,15 +414,17 @@ def _tools_on_disk(ev: Event) -> bool:
         return True
 
 
-def _await_tools(ev: Event) -> bool:
-    """Wait, a little, until the transcript holds the response whose tools the event follows;
-    whether it came. A hook that read only what was there would let the next request go when
-    that response used the budget up."""
+def _await_response(ev: Event) -> bool:
+    """Wait, a little, until the transcript holds the response the event follows; whether it
+    came. A hook that read only what was there would let the next request go when that
+    response used the budget up (and a Stop would not say so)."""
     deadline = time.monotonic() + TOOL_LINE_WAIT
-    while not _tools_on_disk(ev):
+    while not _response_on_disk(ev):
         if time.monotonic() >= deadline:
-            log(f"{ev.name}: the response of tools {', '.join(ev.tools)[:200]} was not in the"
-                f" transcript after {TOOL_LINE_WAIT:g} s; decided on what was there")
+            what = (f"of tools {', '.join(ev.tools)[:200]}" if ev.tools
+                    else "that ended the turn")
+            log(f"{ev.name}: the response {what} was not in the transcript after"
+                f" {TOOL_LINE_WAIT:g} s; decided on what was there")
             return False
         try:
             time.sleep(0.005)
@@ -425,13 +450,14 @@ def _could_cross(checks: list[Any], cfg: Any) -> bool:
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool = False,
             later: list[Callable[[], None]] | None = None) -> dict[str, Any]:
-    """The event decided on what the transcripts hold now; when the response that asked for
-    the event's tools is not written yet and could still carry a blocking budget past its
-    limit, decided again once it is (most calls are far from every limit and never wait).
+    """The event decided on what the transcripts hold now; when the response it follows (the
+    one that asked for its tools, or a turn's last) is not written yet and could still carry a
+    blocking budget past its limit, decided again once it is (most calls are far from every
+    limit and never wait).
     `retry`: decided even if recorded as seen; `later`: see handle."""
-    near: list[bool] | None = None if _tools_on_disk(ev) else []
+    near: list[bool] | None = None if _response_on_disk(ev) else []
     answer = _handle_once(ev, cfg, budget_list, now, near, again=retry, later=later)
-    if near and _await_tools(ev):
+    if near and _await_response(ev):
         # What the first reading said (warnings it recorded as given, notes it took from the
         # ledger) is said with the second's answer: nobody else will say it.
         first = answer.get("systemMessage")

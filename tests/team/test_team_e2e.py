@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import RunClaude
 from tests.e2e.fake_api import FakeAnthropic
-from tests.team.test_team_sync import joined, ledger_of
+from tests.team.test_team_sync import joined, ledger_of, local_totals, server_totals
 from tests.test_cli import run
 from tokenbudget import claude_settings
 from tokenbudget.team import db, schema
@@ -41,11 +41,21 @@ def test_a_team_day_used_up_on_one_machine_refuses_the_next_prompt_on_the_other(
     first = run_claude("Say hello.", settings=settings())
     assert first.proc.returncode == 0, first.proc.stderr[-2000:]
     assert fake_api.total_tokens() > 1000
-    for _ in range(300):  # ann's Stop hook started a sync: bounded wait for the push
-        if not ledger_of(ann)["outbox"] and ledger_of(ann)["sessions"]:
+    # Her Stop hook read the turn's last response (it waits for it when Claude Code has not
+    # written it yet) and said the team's day is used up.
+    stops = [said for kind, hook, said in _hooks_said(ann) if kind == "hook_success"
+             and hook == "Stop"]
+    assert stops and "the team's daily budget is used up" in stops[-1], _hooks_said(ann)
+    # Her hooks start a detached sync that pushes what they recorded: a bounded wait until the
+    # server holds all of it (an empty outbox alone would also pass before anything is
+    # recorded).
+    used = fake_api.total_tokens()
+    for _ in range(300):
+        if local_totals(ann)[0] == used and server_totals(pg_dsn)[0] == used:
             break
         time.sleep(0.1)
-    assert ledger_of(ann)["outbox"] == {}
+    assert (local_totals(ann)[0], server_totals(pg_dsn)[0]) == (used, used), (
+        f"ann's usage did not reach the server: outbox {ledger_of(ann)['outbox']}")
     synced = run("team", "sync", home=bob)  # bob's machine fetches the totals
     assert synced.returncode == 0, synced.stderr
     cache = (bob / "tb state" / "team-cache.json").read_text()
