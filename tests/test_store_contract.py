@@ -261,6 +261,85 @@ def test_a_note_counts_for_its_turn_and_folded_turns_stay_runs(usage_store: Reco
     assert {c: store.command_runs(c) for c in runs} == runs
 
 
+# --- the local ledger's reads: its sessions, turns and cells, through one read (Store.view) ---
+
+
+def _usage_by_cell(store: Store) -> dict[tuple[str, float, str], int]:
+    out: dict[tuple[str, float, str], int] = {}
+    for c, source in store.cells():
+        assert source == "t" and c.model == "claude-opus-5-5"  # schema.SOURCE_TABLE
+        key = (c.sid[-1], c.hour * 900.0, c.command)
+        out[key] = out.get(key, 0) + c.usage.total
+    return out
+
+
+CELLS = {("a", DAY + 3600, "prompt"): 3000, ("a", DAY + 3 * 3600, "/test"): 500,
+         ("b", DAY + 26 * 3600, "/test"): 700, ("c", DAY + 9 * 3600, "prompt"): 300}
+RUNS = {"/test": [(DAY + 3 * 3600, 500), (DAY + 26 * 3600, 700)],
+        "prompt": [(DAY + 3600, 3000), (DAY + 9 * 3600, 300)]}
+
+
+def _runs(store: Store) -> dict[str, list[tuple[float, float]]]:
+    runs = store.turn_runs()
+    for v in runs.values():
+        for _start, tokens, cost in v:
+            assert cost == pytest.approx(tokens * PER_TOKEN, abs=1e-9)
+    return {c: [(start, tokens) for start, tokens, _ in v] for c, v in runs.items()}
+
+
+def test_cells_are_every_session_bucket_and_command_of_usage(usage_store: Recorded) -> None:
+    store = usage_store.store
+    if _keeps_no(usage_store, "ledger", store.view, store.cells):
+        return
+    assert _usage_by_cell(store) == CELLS
+    assert sum(c.usage.total for c, _ in store.cells()) == store.usage_between(None, None)[0]
+    assert {c.project for c, _ in store.cells() if c.sid == SID["b"]} == {"/w/lib"}
+
+
+def test_turn_runs_are_every_turn_of_every_command_oldest_first(usage_store: Recorded) -> None:
+    store = usage_store.store
+    if _keeps_no(usage_store, "ledger", store.turn_runs):
+        return
+    assert _runs(store) == RUNS
+
+
+def test_sessions_are_known_by_folder_and_last_activity(usage_store: Recorded) -> None:
+    store = usage_store.store
+    if _keeps_no(usage_store, "ledger", lambda: store.session_seen(SID["a"]),
+                 lambda: store.has_session(SID["a"]), lambda: store.latest_session("/w"),
+                 store.ledger_counts):
+        return
+    project, last = store.session_seen(SID["a"])
+    assert project == "/w/app" and last is not None and DAY + 3 * 3600 <= last < DAY + 4 * 3600
+    assert store.session_seen("no-such-session") == (None, None)
+    assert store.has_session(SID["b"]) and not store.has_session("no-such-session")
+    assert store.latest_session("/w/app") == SID["c"]  # c's turn came after a's last
+    assert store.latest_session("/w/lib") == SID["b"]
+    assert store.latest_session("/w") == SID["b"]
+    assert store.latest_session("/elsewhere") == SID["b"]  # none there: the latest anywhere
+    assert store.ledger_counts() == (3, 0, 3)
+
+
+def test_a_view_answers_from_its_own_read_and_folded_sessions_stay_known(
+    usage_store: Recorded,
+) -> None:
+    # The local store alone (the team's keeps no ledger, above): a view taken before a commit
+    # answers as it read; folded into history, sessions keep their cells, runs and folder.
+    from tokenbudget import history
+
+    store = usage_store.store
+    view = store.view()
+    with store.transaction() as ledger:
+        assert history.fold(ledger, NOW + 86400) == 3
+    assert view.has_session(SID["a"]) and view.ledger_counts() == (3, 0, 3)
+    assert not store.has_session(SID["a"]) and store.latest_session("/w") is None
+    assert store.ledger_counts() == (0, 3, 0)
+    assert _usage_by_cell(store) == CELLS and _usage_by_cell(view) == CELLS
+    assert _runs(store) == RUNS
+    project, last = store.session_seen(SID["b"])
+    assert project == "/w/lib" and last is not None and last >= DAY + 26 * 3600
+
+
 # --- the ledger ----------------------------------------------------------------------------------
 
 # name -> a store in a folder, opened as every process opens it (the folder may not exist yet).

@@ -2,10 +2,11 @@
 
 These are the domain operations that the team's PostgreSQL store (team/pgstore.py) answers
 from its usage rows: what was used between two times, by one session, in which 15-minute
-buckets, and grouped for a report. Here they read the report's cells (query.cells: live
+buckets, and grouped for a report. Here they read the report's cells (ledger_cells.py: live
 requests, corrections and compacted cells, then history), so they agree with `report`. They
 are cold paths (status, reports, the team's commands); a hook measures budgets through
-enforce.py, which reads the ledger's own rollups.
+enforce.py, which reads the ledger's own rollups. Below them, the questions only a local
+ledger answers (its sessions and turns), for the store's read view (`Store.view`).
 """
 
 from __future__ import annotations
@@ -16,19 +17,30 @@ from typing import Any
 from tokenbudget import query
 from tokenbudget.budgets import project_matches
 from tokenbudget.ledger import BUCKET, Ledger
+from tokenbudget.ledger_cells import Cell, cells
+from tokenbudget.schema import (
+    H_TURNS,
+    S_LAST,
+    S_PROJECT,
+    S_TURNS,
+    TURN_COMMAND,
+    TURN_COST,
+    TURN_START,
+    TURN_TOKENS,
+)
 
 # What usage_by groups by on both backends; `member` is the team store's alone (one ledger is
 # one member's), `session` and `block` the local report's.
 SHARED_BY = ("day", "week", "month", "model", "command", "project")
 
 
-def _cells(ledger: Ledger) -> list[query.Cell]:
+def _cells(ledger: Ledger) -> list[Cell]:
     from tokenbudget import history
 
-    return [c for c, _source in query.cells(ledger, history.read_records(ledger))]
+    return [c for c, _source in cells(ledger, history.read_records(ledger))]
 
 
-def _inside(c: query.Cell, start: float | None, end: float | None) -> bool:
+def _inside(c: Cell, start: float | None, end: float | None) -> bool:
     t = c.hour * BUCKET
     return (start is None or t >= start) and (end is None or t < end)
 
@@ -76,10 +88,47 @@ def usage_by(
         raise ValueError(f"the local store groups by {', '.join(SHARED_BY)} or session, not {by}")
     from tokenbudget import history
 
-    cells = query.cells(ledger, history.read_records(ledger))
-    groups = query.group(by, cells, tz, week_start=week_start,
+    found = cells(ledger, history.read_records(ledger))
+    groups = query.group(by, found, tz, week_start=week_start,
                          filt=query.Filter(since=since, until=until))
     fields = ("key", "inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens",
               "totalTokens", "totalCost", "modelsUsed")
     rows = [{f: r[f] for f in fields} for r in map(query.row, groups)]
     return sorted(rows, key=lambda r: str(r["key"]))
+
+
+# --- the local ledger's own questions (Store.turn_runs, session_seen, latest_session) -------
+
+
+def turn_runs(ledger: Ledger, records: dict[str, dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """Every turn of every command, folded (`records`) and live, each [start, tokens,
+    dollars], oldest first."""
+    runs: dict[str, list[list[float]]] = {}
+    turns = [t for rec in records.values() for t in rec[H_TURNS]]
+    turns += [t for s in ledger["sessions"].values() for t in s[S_TURNS].values()]
+    for t in turns:
+        runs.setdefault(t[TURN_COMMAND], []).append([t[TURN_START], t[TURN_TOKENS], t[TURN_COST]])
+    for v in runs.values():
+        v.sort(key=lambda r: (r[0], r[1]))  # a turn's cost may be None (no price known)
+    return runs
+
+
+def session_seen(
+    ledger: Ledger, records: dict[str, dict[str, Any]], session: str
+) -> tuple[str | None, float | None]:
+    """(project, last activity) of a live session, else a folded one; None where unknown."""
+    s = ledger["sessions"].get(session) or records.get(session) or {}
+    return s.get(S_PROJECT), s.get(S_LAST)
+
+
+def latest_session(ledger: Ledger, project: str) -> str | None:
+    """The most recently active live session in `project` or a subfolder (else anywhere)."""
+    sessions = ledger["sessions"]
+    # Claude Code may have been started in a subfolder of the project the CLI found.
+    here = [
+        (s[S_LAST], sid)
+        for sid, s in sessions.items()
+        if s[S_PROJECT] and project_matches(project, s[S_PROJECT])
+    ]
+    pool = here or [(s[S_LAST], sid) for sid, s in sessions.items()]
+    return max(pool)[1] if pool else None

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    from tokenbudget.ledger_cells import Cell
+
 
 
 # The journal is folded into the snapshot once it passes this many bytes, or a quarter of the
@@ -289,6 +291,43 @@ class Store:
         team store's push: the local store counts from the transcripts alone."""
         raise LedgerError("the local ledger counts usage from the transcripts only")
 
+    # --- the local ledger's reads: sessions, turns and cells, asked of one read of it -------
+
+    def view(self) -> HeldLedger:
+        """One read of the ledger as last committed (the folded history read beside it when
+        a question needs it), as a Store: every question asked of it answers from that read,
+        so the parts of one report agree. The team database keeps no ledger: it raises."""
+        return HeldLedger(self.snapshot())
+
+    def cells(self) -> list[tuple[Cell, str]]:
+        """Every hour-by-model cell of usage, live and folded, with where its cost came from
+        (schema.SOURCE_*): what every report groups (query.group)."""
+        return self.view().cells()
+
+    def turn_runs(self) -> dict[str, list[list[float]]]:
+        """Every recorded turn of every command ("prompt" or a "/command"), live and folded,
+        each [start, tokens, dollars] (schema.RUN_*), oldest first."""
+        return self.view().turn_runs()
+
+    def session_seen(self, session: str) -> tuple[str | None, float | None]:
+        """(project folder, last activity) of a live or folded session; None for what is not
+        known (a folded record may lack the exact time)."""
+        return self.view().session_seen(session)
+
+    def has_session(self, session: str) -> bool:
+        """Whether `session` is live in the ledger (not yet folded into history)."""
+        return self.view().has_session(session)
+
+    def latest_session(self, project: str) -> str | None:
+        """The most recently active live session in `project` or a subfolder (else anywhere);
+        None when there is none."""
+        return self.view().latest_session(project)
+
+    def ledger_counts(self) -> tuple[int, int, int]:
+        """(live sessions, sessions folded into history, transcripts whose read position is
+        kept): how big the ledger is, for doctor."""
+        return self.view().ledger_counts()
+
     # --- decision state: what a decision reads and records, beside the usage -------------
 
     def turn_usage(self, session: str | None, prompt_id: str | None
@@ -343,14 +382,55 @@ class HeldLedger(Store):
 
     location = "(a ledger in memory)"
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, folded: dict[str, dict[str, Any]] | None = None
+                 ) -> None:
         self.ledger = ledger
+        self._folded = folded  # the folded history, as history.read_records gives it
 
     def read(self) -> tuple[Ledger, Any]:
         return self.ledger, None
 
     def exists(self) -> bool:
         return True
+
+    def view(self) -> HeldLedger:
+        return self
+
+    def folded(self) -> dict[str, dict[str, Any]]:
+        """The folded sessions' history records beside this read (read once, when first
+        asked): a period still live is the ledger's."""
+        if self._folded is None:
+            from tokenbudget import history
+
+            self._folded = history.read_records(self.ledger)
+        return self._folded
+
+    def cells(self) -> list[tuple[Cell, str]]:
+        from tokenbudget import ledger_cells
+
+        return list(ledger_cells.cells(self.ledger, self.folded()))
+
+    def turn_runs(self) -> dict[str, list[list[float]]]:
+        from tokenbudget import ledger_usage
+
+        return ledger_usage.turn_runs(self.ledger, self.folded())
+
+    def session_seen(self, session: str) -> tuple[str | None, float | None]:
+        from tokenbudget import ledger_usage
+
+        return ledger_usage.session_seen(self.ledger, self.folded(), session)
+
+    def has_session(self, session: str) -> bool:
+        return session in self.ledger["sessions"]
+
+    def latest_session(self, project: str) -> str | None:
+        from tokenbudget import ledger_usage
+
+        return ledger_usage.latest_session(self.ledger, project)
+
+    def ledger_counts(self) -> tuple[int, int, int]:
+        ledger = self.ledger
+        return len(ledger["sessions"]), ledger["folded"]["sessions"], len(ledger["files"])
 
     def turn_usage(self, session: str | None, prompt_id: str | None
                    ) -> tuple[str, float, float] | None:
@@ -445,9 +525,10 @@ def copy_before_news(ledger: Ledger, session: str) -> Callable[[], Ledger]:
     return settled
 
 
-def held(ledger: Ledger) -> HeldLedger:
-    """The Store of one ledger read (see HeldLedger)."""
-    return HeldLedger(ledger)
+def held(ledger: Ledger, folded: dict[str, dict[str, Any]] | None = None) -> HeldLedger:
+    """The Store of one ledger read (see HeldLedger), with the folded history read beside it
+    (`history.read_records(ledger)`; None: read when a question needs it)."""
+    return HeldLedger(ledger, folded)
 
 
 def open_store(
@@ -720,6 +801,9 @@ class JsonFileStore(Store):
 
     def _reading(self) -> HeldLedger:
         return HeldLedger(self._held if self._held is not None else self.snapshot())
+
+    def view(self) -> HeldLedger:
+        return self._reading()
 
     def _changing(self, change: Callable[[HeldLedger], Any]) -> Any:
         if self._held is not None:
