@@ -7,15 +7,8 @@ from typing import Any
 
 from tokenbudget import clock, query, render
 from tokenbudget.ledger import BUCKET, Ledger
-from tokenbudget.schema import (
-    H_TURNS,
-    S_LAST,
-    S_PROJECT,
-    S_TURNS,
-    TURN_COMMAND,
-    TURN_START,
-    TURN_TOKENS,
-)
+from tokenbudget.schema import RUN_TOKENS
+from tokenbudget.store import held
 
 # --by value -> (JSON list name, JSON key field, table header, title)
 SHAPES: dict[str, tuple[str, str, str, str]] = {
@@ -67,14 +60,8 @@ def _block_pace(
 
 def command_runs(ledger: Ledger, records: dict[str, dict[str, Any]]) -> dict[str, list[int]]:
     """Tokens of every run (turn) of every command, oldest first."""
-    runs: dict[str, list[tuple[float, int]]] = {}
-    for rec in records.values():
-        for t in rec[H_TURNS]:
-            runs.setdefault(t[TURN_COMMAND], []).append((t[TURN_START], t[TURN_TOKENS]))
-    for s in ledger["sessions"].values():
-        for t in s[S_TURNS].values():
-            runs.setdefault(t[TURN_COMMAND], []).append((t[TURN_START], t[TURN_TOKENS]))
-    return {cmd: [tokens for _, tokens in sorted(v)] for cmd, v in runs.items()}
+    runs = held(ledger, records).turn_runs()
+    return {cmd: [int(r[RUN_TOKENS]) for r in v] for cmd, v in runs.items()}
 
 
 def build(
@@ -88,15 +75,16 @@ def build(
     now: float | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and totals for `--by`, in ccusage's field names."""
-    groups = query.group(by, query.cells(ledger, records), tz, week_start=week_start, filt=filt)
+    view = held(ledger, records)
+    groups = query.group(by, view.cells(), tz, week_start=week_start, filt=filt)
     rows = [query.row(g) for g in groups]
     if by == "session":
         last: dict[str, float] = {}
         for g, r in zip(groups, rows, strict=True):
-            s = ledger["sessions"].get(g.key) or records.get(g.key) or {}
-            r["projectPath"] = r.pop("project", s.get(S_PROJECT))
+            project, last_seen = view.session_seen(g.key)
+            r["projectPath"] = r.pop("project", project)
             # A folded record may lack the exact time: its last bucket is the next best.
-            last[g.key] = s.get(S_LAST) or (g.last or 0) * BUCKET
+            last[g.key] = last_seen or (g.last or 0) * BUCKET
             r["lastActivity"] = _iso(last[g.key], tz)
         # The latest comes last, nearest the prompt, as in the other reports.
         rows.sort(key=lambda r: (last[r["key"]], r["key"]))
