@@ -222,6 +222,7 @@ def report(
 
     from tokenbudget import charts, config, history, query, render
     from tokenbudget import report as rep
+    from tokenbudget.store import held
 
     if sum((as_json, as_csv, html_file is not None)) > 1:
         raise click.UsageError("choose one of --json, --csv and --html")
@@ -244,10 +245,11 @@ def report(
     store, _ = console.record_new(cfg)
     ledger = store.snapshot()
     records = history.read_records(ledger)  # a period still live is the ledger's
+    view = held(ledger, records)  # one read, for every part of the report
     if filt.project is not None and not os.path.isdir(filt.project):
         # A deleted project's usage is still worth a report; a typo's is not.
         only = query.Filter(project=filt.project)
-        seen = any(only.keep(c, UTC) for c, _ in query.cells(ledger, records))
+        seen = any(only.keep(c, UTC) for c, _ in view.cells())
         if not seen:
             raise click.BadParameter(
                 f"{filt.project} does not exist and no usage was recorded in it",
@@ -263,7 +265,7 @@ def report(
         )
         budgets_here = list(cfg.budgets)
     if html_file is not None:
-        from tokenbudget import html_report, status_view
+        from tokenbudget import html_report
 
         here = str(root)
         checks = html_report.budget_checks(
@@ -272,7 +274,7 @@ def report(
             tz,
             project=here,
             week_start=cfg.week_start,
-            session_id=status_view.latest_session(ledger, here),
+            session_id=view.latest_session(here),
         )
         page = html_report.build_page(
             ledger,
@@ -661,6 +663,7 @@ def allow() -> None:
 def status(as_json: bool, session_id: str | None, check: bool) -> None:
     """Every budget with used, remaining, when it resets and whether it blocks now."""
     from tokenbudget import config, engine, render, status_view
+    from tokenbudget.store import held
 
     try:
         cfg = _config()
@@ -688,7 +691,7 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
         _check(ledger, found, session_id, str(root), cfg, as_json=as_json)
         return
     if session_id is None:
-        session_id = status_view.latest_session(ledger, str(root))
+        session_id = held(ledger).latest_session(str(root))
     # Command budgets are per run: they are shown against the last run of their command.
     ctx = engine.context(cfg, clock.now(), session_id=session_id, project=str(root), listing=True)
     checks = engine.measure(found, ledger, ctx)
@@ -717,6 +720,7 @@ def _check(
     """`status --check`: what a script runs after `claude -p`, which shows it no stop reason."""
     from tokenbudget import engine, messages
     from tokenbudget import stops as kept
+    from tokenbudget.store import held
 
     tz = cfg.tz()
     # Without --session the next prompt starts a new session, and every command run starts
@@ -727,7 +731,7 @@ def _check(
     reasons = [messages.stop_line(b, tz) for b in stops] + [
         messages.used_up_reason(c, tz) for c in over
     ]
-    known = session_id is None or session_id in ledger["sessions"] or bool(stops)
+    known = session_id is None or held(ledger).has_session(session_id) or bool(stops)
     if as_json:
         click.echo(
             json.dumps(

@@ -5,26 +5,11 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from tokenbudget import render
-from tokenbudget.budgets import Check, project_matches
-from tokenbudget.ledger import Ledger
+from tokenbudget.budgets import Check
 from tokenbudget.messages import resets_text
 from tokenbudget.numfmt import format_amount, format_limit
-from tokenbudget.schema import S_LAST, S_PROJECT
 
 BAR_WIDTH = 16
-
-
-def latest_session(ledger: Ledger, project: str) -> str | None:
-    """The most recently active session in `project` or a subfolder (else anywhere)."""
-    sessions = ledger["sessions"]
-    # Claude Code may have been started in a subfolder of the project the CLI found.
-    here = [
-        (s[S_LAST], sid)
-        for sid, s in sessions.items()
-        if s[S_PROJECT] and project_matches(project, s[S_PROJECT])
-    ]
-    pool = here or [(s[S_LAST], sid) for sid, s in sessions.items()]
-    return max(pool)[1] if pool else None
 
 
 def line(check: Check, *, color: bool, tz: tzinfo | None = None) -> str:
