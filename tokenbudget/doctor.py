@@ -283,8 +283,9 @@ def check_ledger(report: Report) -> None:
         )
     else:
         store = open_store(path=path)
+        counts: tuple[int, int, int] | None = None
         try:
-            ledger = store.load()
+            counts = store.view().ledger_counts()
         except CorruptLedger as e:
             report.add(
                 False,
@@ -292,18 +293,16 @@ def check_ledger(report: Report) -> None:
                 f"{path}: {e}",
                 "run `tokenbudget rebuild` (the bad file is kept aside)",
             )
-            ledger = None
         except TokenbudgetError as e:
             report.add(False, "ledger cannot be read", str(e), "check the file's owner and mode")
-            ledger = None
-        if ledger is not None:
+        if counts is not None:
+            live, folded, tracked = counts
             size = path.stat().st_size
             report.add(
                 size <= 4 * 1024 * 1024,
                 "ledger",
-                f"{path}: {size / 1024:.0f} KiB, {len(ledger['sessions'])} live session(s), "
-                f"{ledger['folded']['sessions']} folded, "
-                f"{len(ledger['files'])} transcript(s) tracked",
+                f"{path}: {size / 1024:.0f} KiB, {live} live session(s), {folded} folded, "
+                f"{tracked} transcript(s) tracked",
                 ""
                 if size <= 4 * 1024 * 1024
                 else "lower retention_days in the config, then `tokenbudget sync`",
