@@ -320,6 +320,52 @@ def test_sessions_are_known_by_folder_and_last_activity(usage_store: Recorded) -
     assert store.ledger_counts() == (3, 0, 3)
 
 
+def _recorded(store: Store) -> dict[str, tuple[Any, ...]]:
+    """Each session's (folder, live, turns, requests, cells), tokens and buckets as times."""
+    out = {}
+    for r in store.recorded_sessions():
+        assert r.first <= min(start for _, _, start, _, _ in r.turns)
+        for _, _, _, tokens, cost in r.turns:
+            assert cost == pytest.approx(tokens * PER_TOKEN, abs=1e-9)
+        out[r.sid[-1]] = (
+            r.project, r.live,
+            [(pid, cmd, start, tokens) for pid, cmd, start, tokens, _ in r.turns],
+            [(pid, bucket * 900.0, tokens) for pid, bucket, tokens, _ in r.requests],
+            [(bucket * 900.0, cmd, tokens) for bucket, cmd, tokens, _ in r.cells])
+    return out
+
+
+def test_recorded_sessions_hold_each_turn_and_request(usage_store: Recorded) -> None:
+    store = usage_store.store
+    if _keeps_no(usage_store, "ledger", store.recorded_sessions):
+        return
+    # Synced after the sessions went quiet: their requests are compacted into cells.
+    t1, t3 = DAY + 3600, DAY + 3 * 3600
+    assert _recorded(store)["a"] == (
+        "/w/app", True, [("a-p0", "prompt", t1, 3000), ("a-p1", "/test", t3, 500)], [],
+        [(t1, "prompt", 3000), (t3, "/test", 500)])
+    assert _recorded(store)["b"][1:] == (
+        True, [("b-p0", "/test", DAY + 26 * 3600, 700)], [], [(DAY + 26 * 3600, "/test", 700)])
+    assert len(store.recorded_sessions()) == 3
+
+
+def test_a_live_sessions_requests_are_recorded_in_the_order_read(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The local store alone: synced while session a is still active, before its requests
+    # are compacted.
+    from tokenbudget import sync
+
+    t1, t3 = DAY + 3600, DAY + 3 * 3600
+    monkeypatch.setenv("TOKENBUDGET_NOW", repr(t3 + 600))
+    write_sessions(private_home)
+    store = open_store()
+    sync.sync_all(store, now=t3 + 600)
+    assert _recorded(store)["a"][2:] == (
+        [("a-p0", "prompt", t1, 3000), ("a-p1", "/test", t3, 500)],
+        [("a-p0", t1, 1000), ("a-p0", t1, 2000), ("a-p1", t3, 500)], [])
+
+
 def test_a_view_answers_from_its_own_read_and_folded_sessions_stay_known(
     usage_store: Recorded,
 ) -> None:
@@ -338,6 +384,11 @@ def test_a_view_answers_from_its_own_read_and_folded_sessions_stay_known(
     assert _runs(store) == RUNS
     project, last = store.session_seen(SID["b"])
     assert project == "/w/lib" and last is not None and last >= DAY + 26 * 3600
+    t1, t3 = DAY + 3600, DAY + 3 * 3600
+    assert _recorded(store)["a"] == (
+        "/w/app", False, [(None, "prompt", t1, 3000), (None, "/test", t3, 500)], [],
+        [(t1, "prompt", 3000), (t3, "/test", 500)])
+    assert [r.live for r in view.recorded_sessions()] == [True] * 3
 
 
 # --- the ledger ----------------------------------------------------------------------------------

@@ -11,15 +11,31 @@ ledger answers (its sessions and turns), for the store's read view (`Store.view`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, tzinfo
 from typing import Any
 
 from tokenbudget import query
 from tokenbudget.budgets import project_matches
+from tokenbudget.ingest import compacted_cells
 from tokenbudget.ledger import BUCKET, Ledger
 from tokenbudget.ledger_cells import Cell, cells
 from tokenbudget.schema import (
+    ADJ_BUCKET,
+    ADJ_COST,
+    ADJ_TURN,
+    ADJ_USAGE,
+    CELL_COST,
+    CELL_USAGE,
+    H_HOURS,
     H_TURNS,
+    REQ_BUCKET,
+    REQ_COST,
+    REQ_SESSION,
+    REQ_TURN,
+    REQ_USAGE,
+    S_ADJUSTMENTS,
+    S_FIRST,
     S_LAST,
     S_PROJECT,
     S_TURNS,
@@ -27,6 +43,7 @@ from tokenbudget.schema import (
     TURN_COST,
     TURN_START,
     TURN_TOKENS,
+    split_history_key,
 )
 
 # What usage_by groups by on both backends; `member` is the team store's alone (one ledger is
@@ -97,7 +114,7 @@ def usage_by(
     return sorted(rows, key=lambda r: str(r["key"]))
 
 
-# --- the local ledger's own questions (Store.turn_runs, session_seen, latest_session) -------
+# --- the local ledger's own questions (Store.turn_runs, session_seen, latest_session...) ----
 
 
 def turn_runs(ledger: Ledger, records: dict[str, dict[str, Any]]) -> dict[str, list[list[float]]]:
@@ -109,7 +126,7 @@ def turn_runs(ledger: Ledger, records: dict[str, dict[str, Any]]) -> dict[str, l
     for t in turns:
         runs.setdefault(t[TURN_COMMAND], []).append([t[TURN_START], t[TURN_TOKENS], t[TURN_COST]])
     for v in runs.values():
-        v.sort(key=lambda r: (r[0], r[1]))  # a turn's cost may be None (no price known)
+        v.sort(key=lambda r: (r[0], r[1]))  # by start, then tokens
     return runs
 
 
@@ -132,3 +149,57 @@ def latest_session(ledger: Ledger, project: str) -> str | None:
     ]
     pool = here or [(s[S_LAST], sid) for sid, s in sessions.items()]
     return max(pool)[1] if pool else None
+
+
+@dataclass(frozen=True)
+class RecordedSession:
+    """One session's turns and usage as recorded (Store.recorded_sessions).
+
+    `live`: still in the ledger, its usage known request by request where the request records
+    are kept (`requests`: [turn's prompt id, bucket, tokens, dollars], in the order read, then
+    its adjustments) and by bucket and command once compacted (`cells`); its `turns` are
+    [prompt id, command, start, tokens, dollars]. Folded into history: its turns' prompt ids
+    are None, it has no `requests`, and `cells` are its usage by bucket and command, oldest
+    first. Dollars are 0.0 where no price was known.
+    """
+
+    sid: str
+    project: str
+    first: float
+    live: bool
+    turns: list[tuple[str | None, str, float, int, float]]
+    requests: list[tuple[str, int, int, float]]
+    cells: list[tuple[int, str, int, float]]
+
+
+def recorded_sessions(
+    ledger: Ledger, records: dict[str, dict[str, Any]]
+) -> list[RecordedSession]:
+    """Every session: the live ones in the ledger's order, then the folded ones (`records`,
+    as `history.read_records(ledger)` gives them)."""
+    requests: dict[str, list[tuple[str, int, int, float]]] = {}
+    for rec in ledger["keys"].values():  # in the order they were read from the transcripts
+        requests.setdefault(rec[REQ_SESSION], []).append(
+            (rec[REQ_TURN], rec[REQ_BUCKET], sum(rec[REQ_USAGE]), rec[REQ_COST] or 0.0))
+    out = []
+    for sid, s in ledger["sessions"].items():
+        turns = [(pid, t[TURN_COMMAND], t[TURN_START], t[TURN_TOKENS], t[TURN_COST])
+                 for pid, t in s[S_TURNS].items()]
+        mine = requests.get(sid, [])
+        mine += [(a[ADJ_TURN], a[ADJ_BUCKET], sum(a[ADJ_USAGE]), a[ADJ_COST] or 0.0)
+                 for a in s[S_ADJUSTMENTS]]
+        compacted = [(bucket, command, sum(c[CELL_USAGE]), c[CELL_COST] or 0.0)
+                     for bucket, _model, command, c in compacted_cells(s)]
+        out.append(RecordedSession(sid, s[S_PROJECT], s[S_FIRST], True, turns, mine, compacted))
+    for sid, rec in records.items():
+        folded: list[tuple[str | None, str, float, int, float]] = [
+            (None, t[TURN_COMMAND], t[TURN_START], t[TURN_TOKENS], t[TURN_COST])
+            for t in rec[H_TURNS]]
+        hours = [
+            (bucket, split_history_key(model_cmd)[1] or "prompt", sum(v[CELL_USAGE]),
+             v[CELL_COST] or 0.0)
+            for bucket, h in sorted((int(h), h) for h in rec[H_HOURS])
+            for model_cmd, v in rec[H_HOURS][h].items()
+        ]
+        out.append(RecordedSession(sid, rec[S_PROJECT], rec[S_FIRST], False, folded, [], hours))
+    return out

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from tokenbudget.ledger_cells import Cell
+    from tokenbudget.ledger_usage import RecordedSession
 
 
 
@@ -323,6 +324,11 @@ class Store:
         None when there is none."""
         return self.view().latest_session(project)
 
+    def recorded_sessions(self) -> list[RecordedSession]:
+        """Every session with its turns and usage as recorded, live ones first (in the
+        ledger's order), then those folded into history: what `simulate` replays."""
+        return self.view().recorded_sessions()
+
     def ledger_counts(self) -> tuple[int, int, int]:
         """(live sessions, sessions folded into history, transcripts whose read position is
         kept): how big the ledger is, for doctor."""
@@ -427,6 +433,11 @@ class HeldLedger(Store):
         from tokenbudget import ledger_usage
 
         return ledger_usage.latest_session(self.ledger, project)
+
+    def recorded_sessions(self) -> list[RecordedSession]:
+        from tokenbudget import ledger_usage
+
+        return ledger_usage.recorded_sessions(self.ledger, self.folded())
 
     def ledger_counts(self) -> tuple[int, int, int]:
         ledger = self.ledger
