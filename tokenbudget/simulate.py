@@ -24,32 +24,9 @@ from typing import Any
 
 from tokenbudget import budgets as rules
 from tokenbudget.engine import OWN_COMMANDS
-from tokenbudget.ingest import NO_TURN, compacted_cells
+from tokenbudget.ingest import NO_TURN
 from tokenbudget.ledger import BUCKET, Ledger
-from tokenbudget.schema import (
-    ADJ_BUCKET,
-    ADJ_COST,
-    ADJ_TURN,
-    ADJ_USAGE,
-    CELL_COST,
-    CELL_USAGE,
-    H_HOURS,
-    H_TURNS,
-    REQ_BUCKET,
-    REQ_COST,
-    REQ_SESSION,
-    REQ_TURN,
-    REQ_USAGE,
-    S_ADJUSTMENTS,
-    S_FIRST,
-    S_PROJECT,
-    S_TURNS,
-    TURN_COMMAND,
-    TURN_COST,
-    TURN_START,
-    TURN_TOKENS,
-    split_history_key,
-)
+from tokenbudget.store import held
 
 PROMPT, USAGE = 0, 1  # a prompt sorts before usage placed at the same moment (its own)
 SUGGEST_WINDOWS = 30  # suggestions are the 90th percentile of this many latest windows
@@ -188,38 +165,27 @@ def history_of(
     def place(turn: Turn, bucket: int, tokens: int, cost: float | None) -> None:
         steps.append(Step(max(bucket * BUCKET, turn.start), len(steps), turn, tokens, cost or 0.0))
 
-    requests: dict[str, list[list[Any]]] = {}
-    for rec in ledger["keys"].values():  # in the order they were read from the transcripts
-        requests.setdefault(rec[REQ_SESSION], []).append(rec)
-    for sid, s in ledger["sessions"].items():
-        b = _Session(sid, s[S_PROJECT], s[S_FIRST], turns)
-        by_id = {
-            pid: b.turn(t[TURN_COMMAND], t[TURN_START]) for pid, t in s[S_TURNS].items()
-        }
+    projects: dict[str, str] = {}
+    for rs in held(ledger, records).recorded_sessions():
+        projects.setdefault(rs.sid, rs.project)
+        b = _Session(rs.sid, rs.project, rs.first, turns)
+        if not rs.live:
+            for _, command, start, tokens, cost in rs.turns:
+                b.turn(command, start, (tokens, cost))
+            for bucket, command, tokens, cost in rs.cells:
+                for turn, share, share_cost in b.shares(bucket, command, tokens, cost):
+                    place(turn, bucket, round(share), share_cost)
+            continue
+        by_id = {pid: b.turn(command, start) for pid, command, start, _, _ in rs.turns}
 
-        def of(pid: str, bucket: int, b: _Session = b, by_id: dict[str, Turn] = by_id) -> Turn:
+        def of(pid: str, bucket: int, b: _Session = b, by_id: dict[str | None, Turn] = by_id
+               ) -> Turn:
             return by_id.get(pid) or b.owner(bucket, NO_TURN)
 
-        for rec in requests.get(sid, []):
-            bucket = rec[REQ_BUCKET]
-            place(of(rec[REQ_TURN], bucket), bucket, sum(rec[REQ_USAGE]), rec[REQ_COST])
-        for a in s[S_ADJUSTMENTS]:
-            bucket = a[ADJ_BUCKET]
-            place(of(a[ADJ_TURN], bucket), bucket, sum(a[ADJ_USAGE]), a[ADJ_COST])
-        for bucket, _model, command, c in compacted_cells(s):
-            place(b.owner(bucket, command), bucket, sum(c[CELL_USAGE]), c[CELL_COST])
-    projects = {sid: s[S_PROJECT] for sid, s in ledger["sessions"].items()}
-    for sid, rec in records.items():
-        projects.setdefault(sid, rec[S_PROJECT])
-        b = _Session(sid, rec[S_PROJECT], rec[S_FIRST], turns)
-        for t in rec[H_TURNS]:
-            b.turn(t[TURN_COMMAND], t[TURN_START], (t[TURN_TOKENS], t[TURN_COST]))
-        for bucket, h in sorted((int(h), h) for h in rec[H_HOURS]):
-            for model_cmd, v in rec[H_HOURS][h].items():
-                command = split_history_key(model_cmd)[1] or "prompt"
-                cells = b.shares(bucket, command, sum(v[CELL_USAGE]), v[CELL_COST] or 0.0)
-                for turn, tokens, cost in cells:
-                    place(turn, bucket, round(tokens), cost)
+        for pid, bucket, tokens, cost in rs.requests:
+            place(of(pid, bucket), bucket, tokens, cost)
+        for bucket, command, tokens, cost in rs.cells:
+            place(b.owner(bucket, command), bucket, tokens, cost)
     for block in refusals:
         sid, at = block.get("session"), block.get("at")
         if block.get("what") == "refused" and isinstance(sid, str) and isinstance(at, int | float):
