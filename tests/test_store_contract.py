@@ -44,7 +44,8 @@ PER_TOKEN = 4e-6  # claude_lines.MODEL's input price
 
 class Recorded:
     """A store holding SESSIONS, how that backend names the project of a folder, and whether
-    it keeps the decision state (else those operations raise, naming what it does not keep)."""
+    it keeps the decision state and a ledger of sessions (else those operations raise, naming
+    what it does not keep)."""
 
     def __init__(self, store: Store, project: Callable[[str], str], decides: bool = True
                  ) -> None:
@@ -158,7 +159,8 @@ SID = {sid[-1]: sid for sid in SESSIONS}
 
 
 def _keeps_no(recorded: Recorded, what: str, *calls: Callable[[], object]) -> bool:
-    """On a backend without the decision state: each call raises, saying it keeps no `what`."""
+    """On a backend without the decision state and ledger: each call raises, saying it keeps
+    no `what`."""
     if recorded.decides:
         return False
     for call in calls:

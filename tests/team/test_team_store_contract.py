@@ -1,8 +1,8 @@
 """The Store contract's usage tests (tests/test_store_contract.py) run on the team's PostgreSQL
 store, against a real server: the same sessions recorded on a machine that joined the team,
 pushed by `team sync`, then the same questions with the same answers (the decision state's
-questions raise: each machine keeps its own). Then what only the team store does: record (a
-push) from many members at once, and no ledger.
+and the ledger's questions raise: each machine keeps its own). Then what only the team store
+does: record (a push) from many members at once, and no ledger.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from tests.test_store_contract import (  # noqa: F401  (the same tests, on this 
     test_an_allow_is_granted_then_spent_on_one_prompt,
     test_an_event_is_seen_once_within_the_event_memory,
     test_block_activity_lists_the_buckets_that_hold_usage,
+    test_cells_are_every_session_bucket_and_command_of_usage,
     test_command_runs_are_every_turn_of_the_command_oldest_first,
+    test_recorded_sessions_hold_each_turn_and_request,
     test_session_usage,
+    test_sessions_are_known_by_folder_and_last_activity,
+    test_turn_runs_are_every_turn_of_every_command_oldest_first,
     test_turn_usage_is_each_turns_command_and_usage,
     test_usage_between_counts_each_bucket_in_its_window,
     test_usage_between_one_project,
@@ -54,7 +58,8 @@ def usage_store(
     done = sync.sync(team_cfg)
     assert done["pushed"] == 5 and done["changed"] == 5
     # The team names a project by its git remote, else its folder's name.
-    # It keeps no decision state: those tests check that each operation raises, saying so.
+    # It keeps no decision state and no ledger: those tests check that each operation
+    # raises, saying so.
     return Recorded(PostgresStore(team_dsn, "core", "ann@a"), lambda f: f.rsplit("/", 1)[-1],
                     decides=False)
 
