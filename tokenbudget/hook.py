@@ -389,10 +389,11 @@ def _said_in_turn(tail: bytes, said: bytes, whole: bool) -> bool | None:
     that ended alike ("Done."), a prompt that asked for them, a tool result the answer
     repeats, a request's copy of the conversation. Claude Code writes a turn's last response
     after its last user line, and the next user line only after the Stop hooks ran."""
-    lines = tail.split(b"\n")
-    if not whole:
-        lines = lines[1:]  # the window may start inside a line
-    for line in reversed(lines):
+    first = 0 if whole else tail.find(b"\n") + 1  # the window may start inside a line
+    end = len(tail)
+    while end > first:
+        start = max(first, tail.rfind(b"\n", first, end - 1) + 1)
+        line, end = tail[start:end], start
         # An unescaped "type":"user" is a key of the line or of an object in it: parsed to
         # tell which. Lines that hold neither marker are skipped unparsed.
         if said not in line and b'"type":"user"' not in line:
