@@ -953,6 +953,62 @@ def test_a_stop_far_from_every_limit_does_not_wait_for_the_turns_last_response(
     assert session_tokens(private_home, base["session_id"]) == total + 6000
 
 
+def _user_line(path: str, content: Any) -> str:
+    """A user line of the transcript at `path` (a prompt, or tool results) as Claude Code
+    writes it, holding `content`."""
+    line = next(json.loads(x) for x in Path(path).read_text().splitlines()
+                if '"type":"user"' in x)
+    line["message"]["content"] = content
+    line.update(uuid="uuid-user-late")
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("before", ["an earlier turn", "the prompt", "a tool result"])
+def test_a_stop_waits_for_its_response_when_its_text_is_already_in_the_transcript(
+    private_home: Path, before: str
+) -> None:
+    """The turn's last text may already be in the transcript before its response is: an
+    earlier turn ended with the same words ("Done."), the prompt asked for them, or the
+    answer repeats what a tool printed. Only this turn's response (an assistant line after
+    the turn's last user line) counts: the Stop still waits for it near a limit."""
+    import threading
+
+    from tokenbudget import hook
+
+    base = session(private_home)
+    total = truth_usage("loop").total
+    set_budgets(private_home, {"kind": "session", "limit": str(total + 5000)})
+    hook.handle("SessionStart", json.dumps(base).encode())
+    path = base["transcript_path"]
+    said = LAST_TEXT.rstrip()
+    with open(path, "a", encoding="utf-8") as f:
+        if before == "an earlier turn":
+            earlier = _last_response(path, 10).replace("msg_last", "msg_earlier").replace(
+                "req_last", "req_earlier")
+            f.write(earlier + _user_line(path, "go on"))
+        elif before == "the prompt":
+            f.write(_user_line(path, f"Say exactly: {said}"))
+        else:
+            f.write(_user_line(path, [{"type": "tool_result", "tool_use_id": "toolu_x",
+                                       "content": LAST_TEXT}]))
+    hook.handle("UserPromptSubmit", json.dumps({**base, "prompt": "go on"}).encode())
+    late = _last_response(path, 6000)
+    before_late = session_tokens(private_home, base["session_id"])
+
+    def write_late() -> None:
+        time.sleep(0.2)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(late)
+
+    writer = threading.Thread(target=write_late)
+    writer.start()
+    payload = {**base, "last_assistant_message": said, "stop_hook_active": False}
+    out = hook.handle("Stop", json.dumps(payload).encode())
+    writer.join()
+    assert "session budget is used up" in out.get("systemMessage", ""), out
+    assert session_tokens(private_home, base["session_id"]) == before_late + 6000
+
+
 def _written_meanwhile(path: str, name: str, tokens: int, waits: list[str]) -> Any:
     """A stand-in for the hook's wait during which Claude Code writes the response that asked
     for the tool `toolu_<name>` (using `tokens` input tokens); each wait is noted in `waits`."""

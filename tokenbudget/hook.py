@@ -369,17 +369,44 @@ def _fingerprint(ev: Event) -> str:
     return blake2b(ev.name.encode() + b"\0" + ev.raw, digest_size=10).hexdigest()
 
 
-def _needles(ev: Event) -> list[bytes]:
+def _needles(ev: Event) -> tuple[list[bytes], bytes | None]:
     """What the transcript holds once the response the event follows is written: each tool's
-    tool_use id (PostToolBatch), or the end of the turn's last text (Stop, SubagentStop: their
+    tool_use id (PostToolBatch), and the end of the turn's last text (Stop, SubagentStop: their
     `last_assistant_message`) as Claude Code's JSON writes it (JSON.stringify: the same escapes
     as json.dumps without ensure_ascii; a substring's encoding is a substring of the whole's)."""
-    needles = [f'"{t}"'.encode() for t in ev.tools]
-    if ev.said and ev.name in ("Stop", "SubagentStop"):
-        # A lone surrogate JSON.stringify writes as \udxxx: backslashreplace writes the same.
-        needles.append(json.dumps(ev.said, ensure_ascii=False)[1:-1].encode(
-            "utf-8", "backslashreplace"))
-    return needles
+    tools = [f'"{t}"'.encode() for t in ev.tools]
+    if not ev.said or ev.name not in ("Stop", "SubagentStop"):
+        return tools, None
+    # A lone surrogate JSON.stringify writes as \udxxx: backslashreplace writes the same.
+    return tools, json.dumps(ev.said, ensure_ascii=False)[1:-1].encode("utf-8", "backslashreplace")
+
+
+def _said_in_turn(tail: bytes, said: bytes, whole: bool) -> bool | None:
+    """Whether an assistant line after the tail's last user line (the turn's prompt or its
+    last tool results) holds `said`; None if the tail (not the `whole` file) holds neither.
+
+    The same words can be in the transcript before the turn's response is: an earlier turn
+    that ended alike ("Done."), a prompt that asked for them, a tool result the answer
+    repeats, a request's copy of the conversation. Claude Code writes a turn's last response
+    after its last user line, and the next user line only after the Stop hooks ran."""
+    first = 0 if whole else tail.find(b"\n") + 1  # the window may start inside a line
+    end = len(tail)
+    while end > first:
+        start = max(first, tail.rfind(b"\n", first, end - 1) + 1)
+        line, end = tail[start:end], start
+        # An unescaped "type":"user" is a key of the line or of an object in it: parsed to
+        # tell which. Lines that hold neither marker are skipped unparsed.
+        if said not in line and b'"type":"user"' not in line:
+            continue
+        try:
+            kind = json.loads(line).get("type")
+        except (ValueError, AttributeError, RecursionError):
+            continue
+        if kind == "user":
+            return False
+        if kind == "assistant" and said in line:
+            return True
+    return None if not whole else False
 
 
 def _response_on_disk(ev: Event) -> bool:
@@ -391,8 +418,8 @@ def _response_on_disk(ev: Event) -> bool:
     left the turn's last response to the next hook, unsaid and, for a team, unpushed). A
     transcript that cannot be read counts as holding it: the reading that follows says what is
     wrong."""
-    needles = _needles(ev)
-    if not needles or ev.transcript is None or ev.session_id is None:
+    tools, said = _needles(ev)
+    if (not tools and said is None) or ev.transcript is None or ev.session_id is None:
         return True
     path = ev.transcript
     if ev.agent is not None:
@@ -405,9 +432,13 @@ def _response_on_disk(ev: Event) -> bool:
             while True:
                 f.seek(max(0, size - window))
                 tail = f.read(window)
-                if all(n in tail for n in needles):
+                whole = window >= size
+                in_turn = True if said is None else _said_in_turn(tail, said, whole)
+                if in_turn is False:
+                    return False
+                if in_turn and all(n in tail for n in tools):
                     return True
-                if window >= size or window >= 16 * 1024 * 1024:
+                if whole or window >= 16 * 1024 * 1024:
                     return False
                 window *= 8  # a large tool result after the response: look further back
     except OSError:
