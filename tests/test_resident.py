@@ -1200,3 +1200,43 @@ def test_the_async_session_start_decided_here_prints_nothing_either(
         assert answer == {}
     else:
         assert "the config is broken" in answer["systemMessage"]
+
+
+def test_a_stop_waiting_for_its_response_does_not_hold_up_other_sessions(
+    setup: resident.Setup, private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answerer answers one event at a time; a Stop near a limit whose response Claude Code
+    has not written yet waits for it (up to hook.TOOL_LINE_WAIT) without the answerer's lock,
+    so another session's event is answered meanwhile, and the Stop then decides as before."""
+    me = answerer.Answerer(setup)
+    event = json.loads(_stop_event(private_home))
+    set_budgets(private_home, {"kind": "session", "limit": str(truth_usage("loop").total + 10)})
+    me.answer("Stop", json.dumps(event | {"n": 1}).encode())  # read once; warned at 99%
+    let_go = threading.Event()
+    waiting = threading.Event()
+
+    def wait(ev: Any) -> bool:
+        waiting.set()
+        return let_go.wait(10)
+
+    monkeypatch.setattr(hook, "_await_response", wait)
+    late = event | {"n": 2, "last_assistant_message": "a response not written yet"}
+    answers: list[dict[str, Any]] = []
+    stop = threading.Thread(target=lambda: answers.append(me.answer(
+        "Stop", json.dumps(late).encode())))
+    stop.start()
+    try:
+        assert waiting.wait(10)
+        other = threading.Thread(target=lambda: answers.append(me.answer(
+            "Stop", json.dumps({"session_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12,
+                                "hook_event_name": "Stop"}).encode())))
+        other.start()
+        other.join(5)
+        # Answered while the first Stop still waits: it did not queue behind it.
+        assert not other.is_alive() and answers == [{}] and stop.is_alive()
+    finally:
+        let_go.set()
+        stop.join(10)
+    assert len(answers) == 2 and me.answered == 3
+    assert me.lock.acquire(blocking=False)  # given back after the wait
+    me.lock.release()

@@ -98,7 +98,7 @@ class Answerer:
             # (a prompt refused before it runs) is decided and committed before it answers.
             later: list[Callable[[], None]] | None = [] if send is not None else None
             result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs,
-                                        later=later, async_start=async_start)
+                                        later=later, async_start=async_start, pause=self.lock)
             if sid and hook.is_heard(event, async_start) and sid in self.unsaid:
                 result = hook._with_message(result, self.unsaid.pop(sid))
             if relayed:

@@ -253,6 +253,7 @@ def handle(
     retry: bool = False,
     later: list[Callable[[], None]] | None = None,
     async_start: bool = False,
+    pause: Any = None,
 ) -> dict[str, Any]:
     """Answer one event (exceptions are the caller's to turn into a fail-open answer).
 
@@ -266,7 +267,9 @@ def handle(
     Claude Code gives the model late, is kept `{}` (quiet_start): it says nothing
     (notes and warnings stay for the next hook) and the context hint goes with every prompt
     instead. Only the caller knows the layout: the lean relay hook is registered by
-    `install --resident` alone."""
+    `install --resident` alone. `pause`: a lock the caller holds (the resident answerer's, one
+    event at a time), released while the event waits for its response in the transcript, so
+    that other sessions' events are answered meanwhile."""
     from tokenbudget import config as config_mod
 
     ev = parse_event(name, raw, claude_dirs)
@@ -300,7 +303,7 @@ def handle(
         log(f"{name}: {e}")
     at = now if now is not None else clock.now()
     try:
-        answer = _handle(ev, cfg, budget_list, at, retry, later)
+        answer = _handle(ev, cfg, budget_list, at, retry, later, pause)
         return _with_message(answer, broken)
     except LockTimeout as e:
         try:
@@ -464,6 +467,18 @@ def _await_response(ev: Event) -> bool:
     return True
 
 
+def _await_paused(ev: Event, pause: Any) -> bool:
+    """_await_response with `pause` (see handle) released meanwhile. The first reading has
+    committed by then (near a limit nothing is left for later): the second reads afresh."""
+    if pause is None:
+        return _await_response(ev)
+    pause.release()
+    try:
+        return _await_response(ev)
+    finally:
+        pause.acquire()
+
+
 def _most(cfg: Any) -> dict[str, float]:
     """The most one response can use, in each unit."""
     rate = max([MAX_RATE, *(float(v) for r in cfg.prices.values() for v in r.values())])
@@ -480,15 +495,16 @@ def _could_cross(checks: list[Any], cfg: Any) -> bool:
 
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool = False,
-            later: list[Callable[[], None]] | None = None) -> dict[str, Any]:
+            later: list[Callable[[], None]] | None = None, pause: Any = None
+            ) -> dict[str, Any]:
     """The event decided on what the transcripts hold now; when the response it follows (the
     one that asked for its tools, or a turn's last) is not written yet and could still carry a
     blocking budget past its limit, decided again once it is (most calls are far from every
     limit and never wait).
-    `retry`: decided even if recorded as seen; `later`: see handle."""
+    `retry`: decided even if recorded as seen; `later`, `pause`: see handle."""
     near: list[bool] | None = None if _response_on_disk(ev) else []
     answer = _handle_once(ev, cfg, budget_list, now, near, again=retry, later=later)
-    if near and _await_response(ev):
+    if near and _await_paused(ev, pause):
         # What the first reading said (warnings it recorded as given, notes it took from the
         # ledger) is said with the second's answer: nobody else will say it.
         first = answer.get("systemMessage")
