@@ -199,7 +199,8 @@ def _stamp() -> tuple[int, int, int] | None:
 
 def serve(idle: float = resident.IDLE_SECONDS) -> None:
     """Run the answerer until it has been idle `idle` seconds or its key changes. A second one
-    (two sessions starting at once) finds the port taken and exits: the bind decides."""
+    (started without the hooks' start lock, resident.ensure) finds the port taken and exits:
+    the bind decides."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -272,13 +273,19 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
         why = f"cannot listen on {resident.HOST}:{setup.port} ({e.strerror})"
         hook.log(f"resident answerer: {why}")
         token = os.environ.get(resident.START_ENV)
-        # Another answerer of ours that won the bind (two sessions starting at once) is no
-        # failure: writing one would also race with that answerer's own state (its pid).
-        if token and resident.probe(setup)[0] != "ours":
-            # Said to the hook that started it, at once, rather than after its whole wait.
+        if not token:
+            return
+        # Another answerer of ours that won the bind (one started without the start lock) is
+        # no failure: writing one would also race with that answerer's own state (its pid).
+        found, info = resident.probe(setup)
+        if found != "ours":
+            # Said to the hook that started it, at once, rather than after its whole wait:
+            # with what holds the port (that hook waits for a silent holder, taking it for
+            # this answerer on its way up).
             with contextlib.suppress(OSError):
                 resident.write_private(resident.state_file(), resident.read_state() | {
-                    "failed_start": token, "start_error": why})
+                    "failed_start": token, "start_error": why, "holder": found,
+                    "holder_why": info.get("why", "")})
         return
     relayed: _Relayed | None = None
     try:

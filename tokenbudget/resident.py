@@ -45,7 +45,7 @@ from tokenbudget.fileio import replace_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 HOST = "127.0.0.1"  # never beyond this machine
@@ -85,6 +85,10 @@ def state_file() -> str:
 
 def exposed_file() -> str:
     return os.path.join(folder(), "exposed.json")
+
+
+def start_lock_file() -> str:
+    return os.path.join(folder(), "start.lock")
 
 
 def senders_file() -> str:
@@ -209,13 +213,17 @@ def mac(key: str, *parts: str) -> str:
 
 
 def probe(
-    setup: Setup, session: str = "", project: str = "", dirs: Sequence[str] = ()
+    setup: Setup, session: str = "", project: str = "", dirs: Sequence[str] = (),
+    timeout: float = PROBE_TIMEOUT, starting: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """("ours", its health) / ("down", {}) / ("stranger", {"why": ...}) for whatever holds the
     port; with `session`, the answerer notes its project and Claude config folders (`dirs`):
     given only to an answerer that has proved itself (see ensure). The proof secret is never
     sent: a stranger could keep it (the bearer key, which every http hook
-    sends, proves nothing)."""
+    sends, proves nothing). `starting`: an answerer of ours is on its way up (see ensure), so
+    a holder that does not answer within `timeout` may be that one, between taking the port
+    and answering: ("silent", {"why": ...}), not a stranger (one that answers without the
+    proof still is)."""
     nonce = os.urandom(16).hex()
     listed = json.dumps(list(dirs))
     body = json.dumps({"nonce": nonce, "session": session, "project": project, "dirs": list(dirs),
@@ -224,7 +232,7 @@ def probe(
     request = (f"POST {URL_PATH}health HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json"
                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     try:
-        conn = socket.create_connection((HOST, setup.port), timeout=PROBE_TIMEOUT)
+        conn = socket.create_connection((HOST, setup.port), timeout=timeout)
     except ConnectionRefusedError:
         return "down", {}
     except OSError as e:
@@ -239,6 +247,8 @@ def probe(
                     break
                 chunks.append(chunk)
     except OSError as e:
+        if starting:
+            return "silent", {"why": f"it did not answer ({e})"}
         mark_exposed(setup)
         return "stranger", {"why": f"it did not answer ({e})"}
     head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
@@ -292,27 +302,76 @@ def ensure(session: str = "", project: str = "", dirs: Sequence[str] = ()) -> tu
         if os.path.exists(key_file()):
             return "old", "its key file is of an older tokenbudget or cannot be read"
         return "off", ""
-    found, info = probe(setup)
-    if found == "down":
-        token = os.urandom(8).hex()
-        try:
-            start(token)
-        except (OSError, ValueError) as e:
-            return "down", f"it could not be started ({e})"
-        deadline = time.monotonic() + START_WAIT
-        while found == "down":
-            if time.monotonic() >= deadline:
-                return "down", f"it did not answer within {START_WAIT:g} s"
-            time.sleep(0.02)
-            found, info = probe(setup)
-            state = read_state()
-            if found == "down" and state.get("failed_start") == token:
-                return "down", str(state.get("start_error"))
+    found, why = _answering(setup)
     if found == "ours" and session and relay.ask("", b"", session, project, dirs) is None:
         # An answerer of an older tokenbudget has no socket: told over http, now that it has
         # proved itself (never before: a stranger on the port would learn them).
         found, info = probe(setup, session, project, dirs)
-    return found, info.get("why", "")
+        why = info.get("why", "")
+    return found, why
+
+
+def _answering(setup: Setup) -> tuple[str, str]:
+    """ensure's check and start: ("ours" | "down" | "stranger", why). One hook at a time starts
+    the answerer, under the start lock: two started at once (a session's async SessionStart
+    and its first prompt) race for the port, and the loser's check of the winner, still on its
+    way up, could take it for a stranger (its key marked exposed, the prompt told the answerer
+    is down). A hook that finds another one starting it waits for that answerer and proves it.
+    While a start is under way, a holder of the port that does not answer yet is taken for
+    that answerer on its way up (a loaded machine), not for a stranger; one that answers
+    without the proof still is. All within PROBE_TIMEOUT + START_WAIT, as a check and then a
+    start took before."""
+    deadline = time.monotonic() + PROBE_TIMEOUT + START_WAIT
+    release: Callable[[], None] | None = None
+    token = ""  # of the answerer started here
+    until = deadline  # when the answerer started here must have answered
+    try:
+        while True:
+            if release is None:
+                release = _take_start()
+            starting = release is None or bool(token)  # by another hook, or here
+            left = deadline - time.monotonic()
+            found, info = probe(setup, timeout=min(PROBE_TIMEOUT, max(left, 0.05)),
+                                starting=starting)
+            if found in ("ours", "stranger"):
+                return found, info.get("why", "")
+            if token:
+                state = read_state()
+                if state.get("failed_start") == token:
+                    # It found the port taken: by a stranger (it checked), or by what it says.
+                    if state.get("holder") == "stranger":
+                        return "stranger", str(state.get("holder_why"))
+                    return "down", str(state.get("start_error"))
+                if time.monotonic() >= until:
+                    return "down", f"it did not answer within {START_WAIT:g} s"
+            elif release is not None:  # the start is this hook's, and nothing holds the port
+                token = os.urandom(8).hex()
+                try:
+                    start(token)
+                except (OSError, ValueError) as e:
+                    return "down", f"it could not be started ({e})"
+                until = min(time.monotonic() + START_WAIT, deadline)
+            elif time.monotonic() >= deadline:
+                return "down", (f"another hook started it, and it did not answer within"
+                                f" {PROBE_TIMEOUT + START_WAIT:g} s")
+            time.sleep(0.02)
+    finally:
+        if release is not None:
+            release()
+
+
+def _take_start() -> Callable[[], None] | None:
+    """The start lock (its release), or None while another hook holds it: it is starting the
+    answerer. Where the lock cannot be had (a folder without locks), every hook may start one,
+    and the port decides between them (serve)."""
+    from tokenbudget import lock
+
+    try:
+        return lock.acquire(start_lock_file(), 0)
+    except TimeoutError:
+        return None
+    except OSError:
+        return lambda: None
 
 
 def note(found: str, why: str, port: int) -> str:
