@@ -228,7 +228,8 @@ def test_every_file_it_creates_is_private(
     assert health(answerer)["answered"] == 2
     settled(private_home, run)
     folder = Path(resident.folder())
-    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json", "answerer.sock"}
+    assert {p.name for p in folder.iterdir()} == {"key.json", "state.json", "answerer.sock",
+                                                  "start.lock"}
     loose = []
     for p in [state, *state.rglob("*")]:
         try:
