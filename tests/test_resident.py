@@ -1171,14 +1171,24 @@ def test_an_answerer_killed_between_its_answer_and_its_commit_loses_nothing(
     assert session_tokens(private_home, a["session_id"]) == total + 1000
 
 
+@pytest.fixture
+def in_process(setup: resident.Setup) -> Iterator[resident.Setup]:
+    """`setup`, for an answerer run in the test's own process: the state it saves names the
+    test's pid, which `setup` would end; removed first."""
+    yield setup
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(resident.state_file())
+
+
 @pytest.mark.parametrize("failure", ["lock timeout", "bug"])
-def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error(
-    setup: resident.Setup, private_home: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error_while_it_stands(
+    in_process: resident.Setup, private_home: Path, monkeypatch: pytest.MonkeyPatch,
+    failure: str
 ) -> None:
     from tokenbudget.store import JsonFileStore
 
     a = _news(private_home, "1000M", lock_timeout=0.2)
-    me = answerer.Answerer(setup)
+    me = answerer.Answerer(in_process)
     sent: list[dict[str, Any]] = []
     event = json.dumps({**a, "hook_event_name": "Stop"}).encode()
 
@@ -1196,10 +1206,10 @@ def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error(
                 release()
     assert sent == [{}]
     why = "the ledger lock" if failure == "lock timeout" else "RuntimeError: a bug"
-    assert me.last_error is not None and why in me.last_error
-    assert "Stop's usage was not recorded after its answer" in me.last_error
-    assert resident.read_state()["last_error"] == me.last_error  # doctor shows it
-    os.remove(resident.state_file())  # its pid is this test's, which `setup` would end
+    error = me.last_error
+    assert error is not None and why in error
+    assert "Stop's usage was not recorded after its answer" in error
+    assert resident.read_state()["last_error"] == error  # doctor shows it
     total = truth_usage("loop").total
     assert session_tokens(private_home, a["session_id"]) == total
     # Said with the session's next answer (which waited for that commit), once, and to no
@@ -1207,14 +1217,62 @@ def test_a_commit_after_the_answer_that_fails_is_the_answerer_s_last_error(
     stranger = json.dumps({"session_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12,
                            "cwd": a["cwd"], "hook_event_name": "Stop"}).encode()
     assert me.answer("Stop", stranger, send=sent.append) == {}
+    assert me.last_error == error  # another session's news recorded says nothing of this one
     # A subagent's end: Claude Code shows nobody its answer (async).
     head = relay.header_line("SubagentStop", a["session_id"], "", [])
     subagent = json.dumps({**a, "hook_event_name": "SubagentStop", "agent_id": "a1"}).encode()
-    assert me.relay(head, subagent) == {}
-    answer = me.answer("Stop", event.replace(b"}", b', "n": 2}', 1), send=sent.append)
-    assert answer == sent[-1] == {"systemMessage": me.last_error}
+    with monkeypatch.context() as patch:
+        # Still failing: the error stands.
+        patch.setattr(JsonFileStore, "commit_prepared", broken)
+        assert "RuntimeError: a bug" in me.relay(head, subagent)["systemMessage"]
+    assert me.last_error is not None
+    assert me.relay(head, subagent.replace(b"}", b', "n": 2}', 1)) == {}
     assert session_tokens(private_home, a["session_id"]) == total + 1000
+    # Recorded now: the error is over, and doctor no longer says it (the log keeps it).
+    assert me.last_error is None and resident.read_state()["last_error"] is None
+    answer = me.answer("Stop", event.replace(b"}", b', "n": 2}', 1), send=sent.append)
+    assert answer == sent[-1] == {"systemMessage": error}
     assert me.answer("Stop", event.replace(b"}", b', "n": 3}', 1), send=sent.append) == {}
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_a_prompt_decided_unrecorded_or_refused_by_our_failure_is_the_last_error_till_recorded(
+    in_process: resident.Setup, private_home: Path, fail_closed: bool
+) -> None:
+    a = _news(private_home, "1000M", lock_timeout=0.2)
+    if fail_closed:
+        set_budgets(private_home, {"kind": "total", "limit": "1000M"}, lock_timeout_seconds=0.2,
+                    fail_closed=True)
+    me = answerer.Answerer(in_process)
+    head = relay.header_line("UserPromptSubmit", a["session_id"], "", [])
+
+    def prompt(n: int) -> bytes:
+        return json.dumps({**a, "hook_event_name": "UserPromptSubmit", "prompt": "hi",
+                           "prompt_id": f"p-{n}"}).encode()
+
+    ledger_file = private_home / "tb state" / "ledger.json"
+    kept = ledger_file.read_bytes()
+    if fail_closed:
+        ledger_file.write_text("{broken")  # nothing to decide from while the lock is busy
+    release = _ledger_lock(private_home)
+    try:
+        answer = me.relay(head, prompt(1))
+    finally:
+        release()
+    assert answer is not None
+    if fail_closed:
+        assert answer["decision"] == "block" and me.last_error == answer["reason"]
+        assert "(fail_closed is on, so this prompt is refused)" in answer["reason"]
+        ledger_file.write_bytes(kept)
+    else:
+        assert me.last_error == answer["systemMessage"]
+        assert "decided from the ledger as last committed" in answer["systemMessage"]
+    assert resident.read_state()["last_error"] == me.last_error
+    total = truth_usage("loop").total
+    assert session_tokens(private_home, a["session_id"]) == total  # not recorded
+    assert me.relay(head, prompt(2)) == {}
+    assert session_tokens(private_home, a["session_id"]) == total + 1000
+    assert me.last_error is None and resident.read_state()["last_error"] is None
 
 
 def test_an_answerer_told_to_stop_finishes_a_commit_after_its_answer_first(

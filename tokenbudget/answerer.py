@@ -34,7 +34,10 @@ class Answerer:
         self.started = clock.now()
         self.answered = 0  # http events
         self.relayed = 0  # command hooks' events, over the socket
+        # Our own last failure, while it stands (doctor says it): over once an event of its
+        # session (any, for a failure of no session) is answered and recorded without one.
         self.last_error: str | None = None
+        self.error_of: tuple[str | None] | None = None  # (its session,)
         self.last_event = time.monotonic()
         # session -> (CLAUDE_PROJECT_DIR, its Claude config folders), as its command hooks saw
         # them: the answerer's own environment is no session's.
@@ -105,37 +108,55 @@ class Answerer:
                 self.relayed += 1
             else:
                 self.answered += 1
-            message = result.get("systemMessage", "")
-            if "tokenbudget: " in message and "; allowing." in message:
-                self.last_error = message
-                self.save()
+            failure = hook.own_failure(result)
+            if failure is not None:
+                self._failed(failure, sid)
+            recorded = True
             try:
                 if send is not None:
                     send(result)
             finally:
                 if later:
                     # Still under self.lock: the session's next event sees this commit.
-                    self._commit(event, sid, later[0])
+                    recorded = self._commit(event, sid, later[0])
+            if failure is None and recorded:
+                self._recovered(sid)
             return result
 
-    def _commit(self, event: str, sid: str | None, commit: Callable[[], None]) -> None:
-        """A commit after its answer went (hook._commit_later). Its failure has no answer to
-        go with: logged, kept as the last error and said with the session's next answer from
-        here, and the session's next hook reads the same news again."""
+    def _failed(self, message: str, sid: str | None) -> None:
+        self.last_error = message
+        self.error_of = (sid,)
+        self.save()
+
+    def _recovered(self, sid: str | None) -> None:
+        """An event of `sid` answered and recorded without a failure of ours: the last error,
+        if it was that session's (or of no session), is over, and doctor no longer says it
+        (the log keeps it)."""
+        if self.last_error is not None and self.error_of in ((sid,), (None,)):
+            self.last_error = None
+            self.error_of = None
+            self.save()
+
+    def _commit(self, event: str, sid: str | None, commit: Callable[[], None]) -> bool:
+        """A commit after its answer went (hook._commit_later); whether it was made. Its failure
+        has no answer to go with: logged, kept as the last error and said with the session's
+        next answer from here, and the session's next hook reads the same news again."""
         from tokenbudget import hook
 
         try:
             commit()
+            return True
         except Exception as e:
             why = f"{type(e).__name__}: {e}" if not isinstance(e, TokenbudgetError) else str(e)
-            self.last_error = (f"tokenbudget: {event}'s usage was not recorded after its answer"
-                               f" ({why}); the session's next hook reads it again")
-            hook.log(self.last_error)
+            error = (f"tokenbudget: {event}'s usage was not recorded after its answer"
+                     f" ({why}); the session's next hook reads it again")
+            hook.log(error)
             if sid:
                 if len(self.unsaid) > 10000:
                     self.unsaid.clear()  # sessions that never came back
-                self.unsaid[sid] = self.last_error
-            self.save()
+                self.unsaid[sid] = error
+            self._failed(error, sid)
+            return False
 
     def note(self, session: str, project: str, dirs: list[Any]) -> None:
         """Keep `session`'s project and Claude config folders, as its command hooks saw them."""

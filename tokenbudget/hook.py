@@ -222,6 +222,23 @@ def _with_message(answer: dict[str, Any], message: str | None) -> dict[str, Any]
     return answer
 
 
+# How our own failures end what they say (fail, handle's busy lock): own_failure finds them.
+ALLOWING = "; allowing."
+FAIL_CLOSED = " (fail_closed is on, so "
+UNRECORDED = "; decided from the ledger as last committed"
+
+
+def own_failure(answer: dict[str, Any]) -> str | None:
+    """What an answer says of our own failure (fail's, or a busy lock's: decided, not
+    recorded), or None: the resident answerer keeps it as its last error."""
+    for field in ("systemMessage", "reason", "stopReason"):
+        said = answer.get(field)
+        if isinstance(said, str) and "tokenbudget: " in said and any(
+                mark in said for mark in (ALLOWING, FAIL_CLOSED, UNRECORDED)):
+            return said
+    return None
+
+
 def fail(
     event: str, why: str, fail_closed: bool, ev: Event | None = None
 ) -> dict[str, Any]:
@@ -230,15 +247,15 @@ def fail(
     log(f"{event}: {why}")
     print(line, file=sys.stderr)
     if fail_closed and event == "UserPromptSubmit":
-        reason = f"{line} (fail_closed is on, so this prompt is refused)"
+        reason = f"{line}{FAIL_CLOSED}this prompt is refused)"
         _keep_stop(ev, event, None, reason)
         return block_prompt(reason)
     # engine.STOPPING's events, named here: our own failure must not hang on the engine's import.
     if fail_closed and event in ("PreToolUse", "PostToolUse", "PostToolBatch"):
-        reason = f"{line} (fail_closed is on, so the turn stops)"
+        reason = f"{line}{FAIL_CLOSED}the turn stops)"
         _keep_stop(ev, event, None, reason)
         return stop_turn(reason, event)
-    return {"systemMessage": f"{line}; allowing."}
+    return {"systemMessage": f"{line}{ALLOWING}"}
 
 
 # --- the work ----------------------------------------------------------------------------------
@@ -311,7 +328,7 @@ def handle(
         except (TokenbudgetError, OSError) as e2:
             return fail(name, f"{e}; not checked this time ({e2})", cfg.fail_closed, ev)
         # Said every time: each such call made the user wait, and a hung holder can be ended.
-        why = f"tokenbudget: {e}; decided from the ledger as last committed"
+        why = f"tokenbudget: {e}{UNRECORDED}"
         log(f"{name}: {why}")
         print(why, file=sys.stderr)
         return _with_message(_with_message(answer, why), broken)
