@@ -793,23 +793,45 @@ def test_a_warning_is_given_when_the_warned_table_is_full(private_home: Path) ->
     assert "session budget is at 90%" in out.get("systemMessage", ""), out
 
 
+@pytest.mark.parametrize("session_end", ["first", "racing the next SessionStart"])
 def test_a_session_ended_by_clear_gets_its_last_total_from_the_next_sessions_hook(
-    private_home: Path, recorded_day: float
+    private_home: Path, recorded_day: float, monkeypatch: pytest.MonkeyPatch, session_end: str
 ) -> None:
     # After /clear, Claude Code writes the ended session's last cost-state (here holding the
     # /compact that ended it) after that session's SessionEnd, while the new session starts:
     # the new session's next hook reads it, without a sync.
+    from tokenbudget import hook
+
     old = session(private_home, "compacted")
     transcript = Path(old["transcript_path"])
     lines = transcript.read_bytes().splitlines(keepends=True)
     compacted = next(i for i, line in enumerate(lines) if b"compact_boundary" in line)
     total = next(i for i in range(compacted, len(lines)) if b'"cost-state"' in lines[i])
-    transcript.write_bytes(b"".join(lines[:total]))
-    run_hook("SessionEnd", {**old, "reason": "clear"})
+    transcript.write_bytes(b"".join(lines[:compacted]))
+    run_hook("Stop", old)  # its last turn's end
+    transcript.write_bytes(b"".join(lines[:total]))  # the /compact: no hook of its own
     new_id = "0f0f0f0f-0000-4000-8000-00000000c1ea"
     new = {**old, "session_id": new_id, "transcript_path": str(transcript.parent / new_id)}
     new["transcript_path"] += ".jsonl"
-    run_hook("SessionStart", {**new, "source": "clear"})
+    end = json.dumps({**old, "hook_event_name": "SessionEnd", "reason": "clear"}).encode()
+    if session_end == "first":
+        hook.handle("SessionEnd", end)
+        run_hook("SessionStart", {**new, "source": "clear"})
+    else:
+        # SessionEnd runs in the background: on a loaded machine (seen with 2.1.328) it read
+        # its news before the new session's SessionStart recorded them and marked the session
+        # ended, and took the lock after it. It is no sign that the session goes on, as a
+        # resumed session's own hooks are.
+        quick = hook._quick
+
+        def then_the_next_session_starts(ev: Any, *args: Any) -> Any:
+            answer = quick(ev, *args)
+            run_hook("SessionStart", {**new, "source": "clear"})
+            return answer
+
+        with monkeypatch.context() as patch:
+            patch.setattr(hook, "_quick", then_the_next_session_starts)
+            hook.handle("SessionEnd", end)
     lines_only = session_tokens(private_home, old["session_id"])
     transcript.write_bytes(b"".join(lines[: total + 1]))
     run_hook("UserPromptSubmit", {**new, "prompt": "hello again", "prompt_id": "p-2"})

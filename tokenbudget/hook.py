@@ -759,7 +759,9 @@ def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> Non
             if recent:
                 ended[path] = [rec[FILE_SESSION], now + ENDED_WAIT]
     for path, (sid, until) in list(ended.items()):
-        if until < now or path == ev.transcript:
+        # Its own SessionEnd, which runs in the background, may come after the next session's
+        # SessionStart (a loaded machine): it ends the session, and the last total follows it.
+        if until < now or (path == ev.transcript and ev.name != "SessionEnd"):
             del ended[path]  # long done, or resumed: its own hooks read it
             continue
         try:
