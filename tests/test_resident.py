@@ -266,6 +266,28 @@ def test_a_holder_of_the_port_that_does_not_answer_is_a_stranger_when_nothing_of
     assert not [p for p in Path(resident.folder()).glob("*.tmp")]
 
 
+def test_a_hook_waits_for_a_start_within_today_s_bounds_and_starts_none_while_another_does(
+    setup: resident.Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget import lock
+
+    monkeypatch.setattr(resident, "PROBE_TIMEOUT", 0.2)
+    monkeypatch.setattr(resident, "START_WAIT", 0.4)
+    started: list[str] = []
+    monkeypatch.setattr(resident, "start", started.append)  # an answerer that never comes
+    assert resident.ensure() == ("down", "it did not answer within 0.4 s")
+    assert len(started) == 1
+    # Another hook holds the start lock: this one waits for that answerer, starts none, and
+    # gives up within the bound of a check and a start.
+    release = lock.acquire(resident.start_lock_file(), 1)
+    try:
+        assert resident.ensure() == ("down", "another hook started it, and it did not answer"
+                                             " within 0.6 s")
+    finally:
+        release()
+    assert len(started) == 1
+
+
 def test_a_stranger_taking_the_port_while_the_answerer_starts_is_a_stranger(
     setup: resident.Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:

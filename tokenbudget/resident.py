@@ -324,7 +324,7 @@ def _answering(setup: Setup) -> tuple[str, str]:
     deadline = time.monotonic() + PROBE_TIMEOUT + START_WAIT
     release: Callable[[], None] | None = None
     token = ""  # of the answerer started here
-    until = deadline  # when the answerer started here must have answered
+    started = until = deadline  # when it was started here, and must have answered
     try:
         while True:
             if release is None:
@@ -343,14 +343,15 @@ def _answering(setup: Setup) -> tuple[str, str]:
                         return "stranger", str(state.get("holder_why"))
                     return "down", str(state.get("start_error"))
                 if time.monotonic() >= until:
-                    return "down", f"it did not answer within {START_WAIT:g} s"
+                    return "down", f"it did not answer within {until - started:.3g} s"
             elif release is not None:  # the start is this hook's, and nothing holds the port
                 token = os.urandom(8).hex()
                 try:
                     start(token)
                 except (OSError, ValueError) as e:
                     return "down", f"it could not be started ({e})"
-                until = min(time.monotonic() + START_WAIT, deadline)
+                started = time.monotonic()
+                until = min(started + START_WAIT, deadline)
             elif time.monotonic() >= deadline:
                 return "down", (f"another hook started it, and it did not answer within"
                                 f" {PROBE_TIMEOUT + START_WAIT:g} s")
