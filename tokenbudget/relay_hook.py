@@ -22,6 +22,14 @@ import sys
 
 from tokenbudget import relay
 
+# What the Perl relay (relay.pl) says happened to the event it handed to the answerer, as
+# relay.ask would have: None (decide here), Dropped (decide here, as a retry), TimeoutError
+# (the answerer may still decide it: ours is `_late`); or the SessionStart reply to keep quiet.
+RELAYED_NONE = "--relayed=none"
+RELAYED_DROPPED = "--relayed=dropped"
+RELAYED_LATE = "--relayed=late"
+RELAYED_START = "--relayed=start"
+
 
 def main() -> None:
     """Entry point of the lean command hook: prints one JSON object and exits 0."""
@@ -36,7 +44,14 @@ def main() -> None:
         return
     reply = None
     retry = False
-    if event in relay.RELAYED:
+    relayed = sys.argv[2] if len(sys.argv) > 2 else ""
+    if relayed == RELAYED_START and event == "SessionStart":
+        reply = raw  # the answerer's reply, which the Perl relay leaves to this one
+    elif relayed == RELAYED_LATE and event in relay.RELAYED:
+        reply = _late(event)
+    elif relayed in (RELAYED_NONE, RELAYED_DROPPED):
+        retry = relayed == RELAYED_DROPPED
+    elif event in relay.RELAYED:
         try:
             reply = relay.ask(event, raw, project=os.environ.get("CLAUDE_PROJECT_DIR", ""),
                               dirs=relay.session_dirs(), async_start=True)
