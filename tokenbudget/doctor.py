@@ -88,6 +88,20 @@ def _portable_hook_runs() -> tuple[bool, str]:
     return _starts([found], expect="{}")
 
 
+def _perl_relay_runs(script: str) -> tuple[bool, str]:
+    """Whether the Perl relay of `install --resident --relay perl` can run here."""
+    found = shutil.which("perl")
+    if found is None:
+        return False, f"perl is not on PATH: {_RELAYED_EVENTS} start Python instead"
+    if not os.path.isfile(script):
+        return False, f"{script} is missing: {_RELAYED_EVENTS} start Python instead"
+    runs, detail = _starts([found, "-c", script])  # compiled, not run: it reads stdin
+    return runs, f"{found} {script}" if runs else detail
+
+
+_RELAYED_EVENTS = "SessionStart, UserPromptSubmit, SubagentStop and SessionEnd"
+
+
 def _settings_files(project_dir: Path) -> Iterator[tuple[str, Path]]:
     """Each scope's settings file, once: in the home folder, the project's is the user's."""
     try:
@@ -218,6 +232,23 @@ def check_hooks(report: Report, project_dir: Path) -> None:
                 ""
                 if runs
                 else f"reinstall: `tokenbudget install --scope {scope}` (a folder it names moved)",
+            )
+        scripts = sorted({
+            parsed.perl_script
+            for r in regs
+            if (parsed := claude_settings.parse_hook_command(r.command)) is not None
+            and parsed.perl_script is not None
+        })
+        for script in scripts:
+            runs, detail = _perl_relay_runs(script)
+            report.add(
+                runs,
+                f"Perl relay ({scope})",
+                detail,
+                ""
+                if runs
+                else "install perl, or run `tokenbudget install --resident --relay python "
+                f"--scope {scope}`: until then these events start Python (slower, not broken)",
             )
         if "portable" in forms:
             runs, detail = _portable_hook_runs()
