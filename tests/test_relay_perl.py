@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.test_resident import _relay, _stop_event, setup  # noqa: F401 (a fixture)
-from tokenbudget import claude_settings, relay, relay_perl, resident
+from tokenbudget import claude_settings, hook, relay, relay_perl, resident
 from tokenbudget.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ class FakeAnswerer:
     """A socket in the answerer's folder that notes each request and answers `reply` (None:
     takes the event and stays silent)."""
 
-    def __init__(self, reply: bytes | None) -> None:
+    def __init__(self, reply: bytes | None, decide: bool = False) -> None:
         where = resident.folder()
         os.makedirs(where, mode=0o700, exist_ok=True)
         self.address = relay.Address(where)
@@ -82,6 +82,7 @@ class FakeAnswerer:
         self.server.bind(self.address.address)
         self.server.listen()
         self.reply = reply
+        self.decide = decide  # as an answerer that dies after its decision, before its answer
         self.got: list[bytes] = []
         self.held: list[socket.socket] = []
         threading.Thread(target=self._serve, daemon=True).start()
@@ -96,6 +97,9 @@ class FakeAnswerer:
             while chunk := conn.recv(65536):
                 got += chunk
             self.got.append(got)
+            if self.decide:
+                head, raw = got.split(b"\n", 1)
+                hook.handle(json.loads(head)["event"], raw)
             if self.reply is None:
                 self.held.append(conn)
                 continue
@@ -112,7 +116,8 @@ class FakeAnswerer:
 
 @pytest.fixture
 def fake(request: pytest.FixtureRequest, private_home: Path) -> Iterator[FakeAnswerer]:
-    made = FakeAnswerer(getattr(request, "param", b'{"said": "x"}'))
+    reply, decide = getattr(request, "param", (b'{"said": "x"}', False))
+    made = FakeAnswerer(reply, decide)
     yield made
     made.close()
 
@@ -250,7 +255,7 @@ def test_without_perl_or_its_script_the_python_relay_runs(
     assert _ran(python) == [["SubagentStop"]]
 
 
-@pytest.mark.parametrize("fake", [None], indirect=True)
+@pytest.mark.parametrize("fake", [(None, False)], indirect=True)
 def test_an_answerer_that_takes_the_event_and_stays_silent_is_not_asked_twice(
     fake: FakeAnswerer, python: tuple[str, Path], private_home: Path
 ) -> None:
@@ -268,19 +273,21 @@ def test_an_answerer_that_takes_the_event_and_stays_silent_is_not_asked_twice(
     assert len(fake.got) == 1
 
 
-@pytest.mark.parametrize("fake", [b"", b"{oops", b"not json"], indirect=True)
+@pytest.mark.parametrize("fake", [(b"", True), (b"{oops", True), (b"not json", True)],
+                         indirect=True)
 def test_an_answerer_that_dies_after_taking_the_event_leaves_it_to_the_full_hook(
     fake: FakeAnswerer, python: tuple[str, Path], private_home: Path, recorded_day: float
 ) -> None:
     _config(private_home, [{"kind": "total", "limit": "1k"}])
     event = json.loads(_stop_event(private_home)) | {"prompt": "hi", "prompt_id": "p-1"}
     answer = _run(_command(python, "UserPromptSubmit"), json.dumps(event).encode())
+    # It recorded the event as seen: decided again here, not as a second registration's call.
     assert answer["decision"] == "block"
     assert _ran(python) == [["UserPromptSubmit", "--relayed=dropped"]]
     assert len(fake.got) == 1  # not asked again
 
 
-@pytest.mark.parametrize("fake", [b'{"systemMessage": "a note"}'], indirect=True)
+@pytest.mark.parametrize("fake", [(b'{"systemMessage": "a note"}', False)], indirect=True)
 def test_what_the_answerer_says_to_an_async_session_start_goes_to_the_log(
     fake: FakeAnswerer, python: tuple[str, Path], private_home: Path
 ) -> None:
@@ -381,9 +388,16 @@ def test_doctor_names_a_perl_relay_without_perl(
     assert "--relay python" in found[0].fix
 
 
-def test_the_script_is_private_to_nobody_but_only_perl_base_s_modules() -> None:
+def test_the_script_loads_no_module_on_linux_and_only_perl_base_s_elsewhere() -> None:
     text = Path(relay_perl.SCRIPT).read_text()
     used = sorted({line.split()[1].rstrip(";") for line in text.splitlines()
-                   if line.startswith("use ")})
-    assert used == ["Socket", "strict"]  # both in Debian's essential perl-base
+                   if line.lstrip().startswith(("use ", "require "))})
+    assert used == ["strict"] and text.count("require Socket;") == 1  # perl-base ships both
+    # What it has loaded when it exits (here at once: TOKENBUDGET_DISABLE).
+    loaded = subprocess.run(["perl", "-e", "END { print STDERR join ',', sort keys %INC }"
+                             f" do {json.dumps(relay_perl.SCRIPT)}"], input=b"",
+                            capture_output=True, env=dict(os.environ, TOKENBUDGET_DISABLE="1"),
+                            check=True)
+    assert loaded.stdout == b"{}\n"
+    assert loaded.stderr == os.fsencode(relay_perl.SCRIPT) + b",strict.pm"
     assert not stat.S_IMODE(os.stat(relay_perl.SCRIPT).st_mode) & 0o022

@@ -11,7 +11,11 @@
 # was sent (relay.ask's None, Dropped, TimeoutError) it tells it as `--relayed=...`, so that no
 # event is decided twice. Core modules of perl-base only; no JSON module there.
 use strict;
-use Socket qw(AF_UNIX SOCK_STREAM pack_sockaddr_un);
+
+# On Linux, Socket's constants and address as they are: loading Socket costs ~7 ms of CPU (its
+# shared object, Carp, warnings), three times perl's own start. Elsewhere, Socket.
+my ($AF_UNIX, $SOCK_STREAM) = $^O eq 'linux' ? (1, 1)
+    : do { require Socket; (Socket::AF_UNIX(), Socket::SOCK_STREAM()) };
 
 my $SOCKET_NAME = 'answerer.sock';
 my $MAX_PATH = 100;           # relay._MAX_PATH: sun_path is 108 bytes on Linux, 104 on macOS
@@ -45,7 +49,7 @@ hand_over('', $raw) unless utf8_text($project);
 my $header = qq({"event": "$event", "session": "", "project": ) . quote($project)
     . qq(, "dirs": $dirs, "async_start": true}\n);
 
-socket(my $sock, AF_UNIX, SOCK_STREAM, 0) or hand_over('', $raw);
+socket(my $sock, $AF_UNIX, $SOCK_STREAM, 0) or hand_over('', $raw);
 my ($sent, $reply, $outcome) = (0, '', '');
 my $ok = eval {
     local $SIG{ALRM} = sub { die "timeout\n" };
@@ -100,13 +104,19 @@ sub private {
 sub connect_to {
     my ($sock, $where) = @_;
     my $path = "$where/$SOCKET_NAME";
-    return connect $sock, pack_sockaddr_un($path) if length $path <= $MAX_PATH;
+    return connect $sock, address($path) if length $path <= $MAX_PATH;
     # Too long for sun_path: from inside the folder, by its own name; then back.
     opendir my $here, '.' or return 0;
     chdir $where or return 0;
-    my $done = private('.') && connect $sock, pack_sockaddr_un($SOCKET_NAME);
+    my $done = private('.') && connect $sock, address($SOCKET_NAME);
     chdir $here;
     return $done;
+}
+
+# struct sockaddr_un: sun_family (an unsigned short on Linux), then the path, NUL-ended.
+sub address {
+    return pack 'S Z*', $AF_UNIX, $_[0] if $^O eq 'linux';
+    return Socket::pack_sockaddr_un($_[0]);
 }
 
 # Whether bytes are UTF-8 as Python decodes it (no surrogates, no overlong forms): then the
