@@ -365,7 +365,7 @@ def test_a_perl_relay_command_with_anything_else_in_it_is_not_ours(
         assert not claude_settings.is_our_command(changed), changed
 
 
-def test_doctor_names_a_perl_relay_without_perl(
+def test_doctor_names_a_perl_relay_without_perl_or_in_another_environment(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tokenbudget.doctor import Report, check_hooks
@@ -378,6 +378,7 @@ def test_doctor_names_a_perl_relay_without_perl(
     found = [f for f in report.findings if f.title.startswith("Perl relay")]
     assert [(f.ok, f.detail) for f in found] == [(True, f"{shutil.which('perl')} "
                                                         f"{relay_perl.SCRIPT}")]
+    path_was = os.environ["PATH"]
     monkeypatch.setenv("PATH", str(private_home))
     report = Report()
     check_hooks(report, private_home)
@@ -386,6 +387,14 @@ def test_doctor_names_a_perl_relay_without_perl(
         (False, "perl is not on PATH: SessionStart, UserPromptSubmit, SubagentStop and"
                 " SessionEnd start Python instead")]
     assert "--relay python" in found[0].fix
+    monkeypatch.setenv("PATH", path_was)
+    monkeypatch.setenv("HOME", str(private_home / "another home"))
+    report = Report()
+    check_hooks(report, private_home)
+    found = [f for f in report.findings if f.title.startswith("Perl relay")]
+    assert [(f.ok, f.detail) for f in found] == [
+        (False, "it was written for another HOME than this environment's: SessionStart,"
+                " UserPromptSubmit, SubagentStop and SessionEnd start Python in it")]
 
 
 def test_the_script_loads_no_module_on_linux_and_only_perl_base_s_elsewhere() -> None:

@@ -156,6 +156,7 @@ class ParsedHook(NamedTuple):
     python: str | None
     paths: tuple[str, ...] | None = None
     perl_script: str | None = None  # the Perl relay's, which falls back to the Python command
+    perl_baked: tuple[str, ...] = ()  # what install resolved for it (relay_perl.baked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +227,7 @@ def _parse_perl(words: list[str]) -> ParsedHook | None:
     parsed = _parse_words(fallback)
     if parsed is None or parsed.form != "module" or RELAY_CODE not in fallback[-2]:
         return None
-    return parsed._replace(perl_script=script)
+    return parsed._replace(perl_script=script, perl_baked=tuple(words[head + 8:head + 10] + said))
 
 
 def fast_code(paths: Sequence[str], code: str = HOOK_CODE) -> str:
