@@ -13,6 +13,10 @@ decides the event, the answerer or this process, is told so (hook.handle's `asyn
 SessionStart's notes, warnings and context hint go with the prompt's answer instead. A
 SessionStart still waited for (settings written before, until `install --resident` runs again)
 loses nothing by it: what it would have said, the prompt right after it says.
+
+With `install --resident --relay perl`, relay.pl runs first, and hands this hook whatever it
+cannot answer as this one would, with the same stdin bytes, saying (a second argument) what
+became of an event it had handed to the answerer.
 """
 
 from __future__ import annotations
