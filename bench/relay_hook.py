@@ -1,13 +1,11 @@
 #!/usr/bin/env python3
 """The lean command hook of resident mode against the full one, per call: SessionStart and
 UserPromptSubmit as `install --resident` writes them now (`relay_hook`: the event handed to
-the running answerer over its Unix socket), as `install --resident --relay perl` writes them
-(relay.pl: the same without a Python start) and as it wrote them before (the whole hook in its
-own process), interleaved, each call a new session, each run by `/bin/sh -c` as Claude Code
-runs a hook command; wall time of the hook process, and CPU (the hook process's and the
-answerer's).
+the running answerer over its Unix socket) and as it wrote them before (the whole hook in its
+own process), interleaved, each call a new session; wall time of the hook process, and CPU
+(the hook process's and the answerer's).
 
-    python bench/relay_hook.py [--rounds 40] [--save relay_hook]
+    python bench/relay_hook.py [--rounds 40]
 
 Uses this checkout's tokenbudget (the interpreter running this script, started `-I -S` as
 the installed hooks are), five budgets none of which is near (bench/common.py), in a
@@ -44,7 +42,6 @@ def _cpu_answerer(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--save", default="relay_hook", help="results/NAME.json")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="relay-hook-"))
     home = root / "home dir"
@@ -59,29 +56,25 @@ def main() -> None:
     pid = int(resident.read_state()["pid"])
     folders = claude_settings.site_paths(sys.executable)
     assert folders is not None
-    def command(name: str, event: str) -> str:
-        if name == "perl":
-            made = claude_settings.perl_relay_command(sys.executable, event, folders)
-            assert made is not None
-            return made
-        code = claude_settings.HOOK_CODE if name == "full" else claude_settings.RELAY_CODE
-        return claude_settings.hook_command(sys.executable, event, folders, code)
-
-    commands = ("full", "lean", "perl")
+    commands = {
+        "full": claude_settings.HOOK_CODE,
+        "lean": claude_settings.RELAY_CODE,
+    }
     rows: dict[str, list[tuple[float, float]]] = {}
     try:
         for event in ("SessionStart", "UserPromptSubmit"):
             for name in commands:
                 rows[f"{event} {name}"] = []
             for i in range(args.rounds + 2):  # two warm-ups
-                order = commands if i % 2 else commands[::-1]
-                for name in order:
+                order = list(commands.items()) if i % 2 else list(commands.items())[::-1]
+                for name, code in order:
                     sid = str(uuid.uuid4())
                     body = json.dumps({"session_id": sid, "transcript_path": str(
                         home / ".claude" / "projects" / "p" / f"{sid}.jsonl"), "cwd": str(home),
                         "hook_event_name": event, "source": "startup", "prompt": "hi",
                         "prompt_id": sid}).encode()
-                    argv = ["/bin/sh", "-c", command(name, event)]
+                    argv = [sys.executable, "-I", "-S", "-c",
+                            claude_settings.fast_code(folders, code), event]
                     before = resource.getrusage(resource.RUSAGE_CHILDREN)
                     a0 = _cpu_answerer(pid)
                     t0 = time.perf_counter()
@@ -105,13 +98,10 @@ def main() -> None:
         cpu = statistics.median(v[1] for v in values) * 1000
         print(f"| {key} | {wall:.1f} ms | {cpu:.1f} ms |")
     for event in ("SessionStart", "UserPromptSubmit"):
-        for a_name, b_name in (("lean", "full"), ("perl", "lean")):
-            pairs = list(zip(rows[f"{event} {a_name}"], rows[f"{event} {b_name}"], strict=True))
-            wall = statistics.median(a[0] / b[0] for a, b in pairs)
-            cpu = statistics.median(a[1] - b[1] for a, b in pairs) * 1000
-            print(f"\n{event}: {a_name} / {b_name} wall, paired: median {wall:.2f}x;"
-                  f" CPU {a_name} - {b_name}, paired: median {cpu:+.1f} ms")
-    common.save(args.save, {"args": vars(args), "rows": rows})
+        pairs = zip(rows[f"{event} lean"], rows[f"{event} full"], strict=True)
+        ratios = [a[0] / b[0] for a, b in pairs]
+        print(f"\n{event}: lean / full wall, paired: median {statistics.median(ratios):.2f}x")
+    common.save("relay_hook", {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -35,9 +35,6 @@ Variants (each a settings file passed with --settings):
 - resident-base: resident as written by the package at git `--base REF` (installed into a
   venv of its own): a change against what came before, in the same run.
 - resident-base-noop: the hooks of resident-base, each doing nothing: the floor of that layout.
-- resident-perl: resident with SessionStart, UserPromptSubmit, SubagentStop and SessionEnd
-  through the Perl relay (tokenbudget/relay.pl), which starts no Python while the answerer is up.
-- resident-perl-noop: the hooks of resident-perl, each doing nothing.
 """
 
 from __future__ import annotations
@@ -227,19 +224,14 @@ def installed_hooks(py: Path) -> Settings:
     return {"hooks": json.loads(out)}
 
 
-def resident_installed_hooks(py: Path, state: Path, stop_command: bool = False,
-                             perl: bool = False) -> Settings:
-    """What `tokenbudget install --resident` writes, its key kept in the variant's state; with
-    `perl`, its relayed events through the Perl relay (`install --resident --perl-relay`),
-    written in the environment the runs get (Runner.run), as install would be."""
-    with_perl = ", perl=True" if perl else ""
+def resident_installed_hooks(py: Path, state: Path, stop_command: bool = False) -> Settings:
+    """What `tokenbudget install --resident` writes, its key kept in the variant's state."""
     code = (
         "import json, sys; from tokenbudget import claude_settings as c, resident as r; "
         "s = r.create(); r.save(s); p = c.site_paths(sys.argv[1]); "
-        f"print(json.dumps([c.desired_hooks(sys.argv[1], p, s{with_perl}),"
-        " c.desired_hooks(sys.argv[1], p)]))"
+        "print(json.dumps([c.desired_hooks(sys.argv[1], p, s), c.desired_hooks(sys.argv[1], p)]))"
     )
-    env = common.clean_env(HOME=str(state.parent / "home"), XDG_DATA_HOME=str(state / "data"),
+    env = common.clean_env(XDG_DATA_HOME=str(state / "data"),
                            XDG_CONFIG_HOME=str(state / "config"))
     out = subprocess.run([str(py), "-P", "-c", code, str(py)], check=True, capture_output=True,
                          text=True, env=env, cwd=str(common.WORK)).stdout
@@ -281,21 +273,18 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "resident": resident_installed_hooks,  # these three too
     "resident-stopcmd": lambda py, state: resident_installed_hooks(py, state, stop_command=True),
     "resident-base": lambda py, state: resident_installed_hooks(_BASE[0], state),
-    "resident-perl": lambda py, state: resident_installed_hooks(py, state, perl=True),
-    "resident-perl-noop": lambda py, state: as_noop(resident_installed_hooks(py, state,
-                                                                             perl=True)),
     "installed-noop": lambda py: as_noop(installed_hooks(py)),
     "resident-noop": lambda py, state: as_noop(resident_installed_hooks(py, state)),
     "resident-base-noop": lambda py, state: as_noop(resident_installed_hooks(_BASE[0], state)),
 }
 _WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base",
-               "resident-noop", "resident-base-noop", "resident-perl", "resident-perl-noop")
+               "resident-noop", "resident-base-noop")
 _BASE: list[Path] = []  # the interpreter of --base
 
 
 # Variants whose hooks record nothing.
 _RECORDS_NOTHING = ("none", "true", "http-noop", "installed-noop", "resident-noop",
-                    "resident-base-noop", "resident-perl-noop")
+                    "resident-base-noop")
 
 
 class Runner:

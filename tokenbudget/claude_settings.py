@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeGuard
 
-from tokenbudget import paths, relay, relay_perl, resident
+from tokenbudget import paths, relay, resident
 from tokenbudget.errors import SettingsError
 from tokenbudget.fileio import fsync_folder
 
@@ -68,9 +68,6 @@ KNOWN_EVENTS = frozenset(
 
 _PORTABLE_GUARD = "command -v tokenbudget-hook >/dev/null 2>&1"
 _PORTABLE_GUARD_WORDS = shlex.split(_PORTABLE_GUARD)
-# The Perl relay (relay_perl.py) where perl is on PATH, else the Python relay it falls back to.
-_PERL_GUARD = "command -v perl >/dev/null 2>&1"
-_PERL_GUARD_WORDS = shlex.split(_PERL_GUARD)
 # Without tokenbudget-hook on PATH, these events tell the user, once a session and once a
 # prompt; the others answer "{}" quietly rather than a line on every tool call.
 _ANNOUNCED_EVENTS = frozenset({"SessionStart", "UserPromptSubmit"})
@@ -155,8 +152,6 @@ class ParsedHook(NamedTuple):
     event: str
     python: str | None
     paths: tuple[str, ...] | None = None
-    perl_script: str | None = None  # the Perl relay's, which falls back to the Python command
-    perl_baked: tuple[str, ...] = ()  # what install resolved for it (relay_perl.baked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,39 +190,6 @@ def hook_command(
         return f"{shlex.quote(python)} -P -c {shlex.quote(code)} {shlex.quote(event)}"
     quick = fast_code(paths, code)
     return f"{shlex.quote(python)} -I -S -c {shlex.quote(quick)} {shlex.quote(event)}"
-
-
-def perl_relay_command(python: str, event: str, paths: Sequence[str] | None = None) -> str | None:
-    """The relay of `event` through perl (relay_perl.py), the Python relay as its fallback and
-    in its stead where perl is not on PATH; None when this environment cannot be baked."""
-    baked = relay_perl.baked()
-    if baked is None:
-        return None
-    fallback = hook_command(python, event, paths, RELAY_CODE)
-    script = shlex.quote(relay_perl.SCRIPT)
-    perl = " ".join(shlex.quote(w) for w in ["perl", relay_perl.SCRIPT, *baked, "--"])
-    # The script checked too: perl exits 2 without it, which Claude Code takes for "block".
-    return f"{_PERL_GUARD} && test -f {script} && exec {perl} {fallback} || exec {fallback}"
-
-
-def _parse_perl(words: list[str]) -> ParsedHook | None:
-    """A command perl_relay_command wrote, taken apart (its baked values may be any)."""
-    head = len(_PERL_GUARD_WORDS)
-    script = words[head + 3] if len(words) > head + 10 else ""
-    rest = words[head + 10:]  # after the folder and the Claude config folders
-    if (words[:head + 3] != [*_PERL_GUARD_WORDS, "&&", "test", "-f"]
-            or words[head + 4:head + 8] != ["&&", "exec", "perl", script] or "--" not in rest):
-        return None
-    said, tail = rest[: rest.index("--")], rest[rest.index("--") + 1:]
-    n = (len(tail) - 2) // 2
-    fallback = tail[:n]
-    if (os.path.basename(script) != "relay.pl" or len(said) != len(relay_perl.ENVIRONMENT)
-            or tail[n:n + 2] != ["||", "exec"] or tail[n + 2:] != fallback):
-        return None
-    parsed = _parse_words(fallback)
-    if parsed is None or parsed.form != "module" or RELAY_CODE not in fallback[-2]:
-        return None
-    return parsed._replace(perl_script=script, perl_baked=tuple(words[head + 8:head + 10] + said))
 
 
 def fast_code(paths: Sequence[str], code: str = HOOK_CODE) -> str:
@@ -344,10 +306,6 @@ def parse_hook_command(command: object) -> ParsedHook | None:
         words = shlex.split(command)
     except ValueError:
         return None
-    return _parse_words(words) or _parse_perl(words)
-
-
-def _parse_words(words: list[str]) -> ParsedHook | None:
     parsed: ParsedHook | None = None
     match words:
         case [python, "-P", "-c", code, event] if code in _CODES and python:
@@ -433,7 +391,6 @@ def _hook_entry(
     event: str,
     paths: Sequence[str] | None = None,
     answerer: resident.Setup | None = None,
-    perl: bool = False,
 ) -> JSONDict:
     spec = OUR_EVENTS[event]
     if answerer is not None and event in resident.EVENTS:
@@ -450,12 +407,10 @@ def _hook_entry(
             "allowedEnvVars": ["TOKENBUDGET_DISABLE"],
             "timeout": spec.timeout,
         }
-    relayed = answerer is not None and event in relay.RELAYED
-    code = RELAY_CODE if relayed else HOOK_CODE
+    code = RELAY_CODE if answerer is not None and event in relay.RELAYED else HOOK_CODE
     command = (
         portable_hook_command(event) if python is None
-        else (perl and relayed and perl_relay_command(python, event, paths))
-        or hook_command(python, event, paths, code)
+        else hook_command(python, event, paths, code)
     )
     entry: JSONDict = {"type": "command", "command": command, "timeout": spec.timeout}
     if is_async(event, answerer is not None):
@@ -479,17 +434,15 @@ def desired_hooks(
     python: str | None,
     paths: Sequence[str] | None = None,
     answerer: resident.Setup | None = None,
-    perl: bool = False,
 ) -> dict[str, list[JSONDict]]:
     """Our entries for the `hooks` key of a settings file, one matcher group per event.
 
     `python` None gives the portable form, for settings shared with people whose
     interpreter is elsewhere (a project's checked-in .claude/settings.json); `paths`, the
-    quick start (see hook_command); `answerer`, the resident answerer's http hooks; `perl`,
-    with it, the relayed events through the Perl relay (perl_relay_command).
+    quick start (see hook_command); `answerer`, the resident answerer's http hooks.
     """
     return {
-        event: [_group(spec.matcher, [_hook_entry(python, event, paths, answerer, perl)])]
+        event: [_group(spec.matcher, [_hook_entry(python, event, paths, answerer)])]
         for event, spec in OUR_EVENTS.items()
     }
 
@@ -660,7 +613,6 @@ def _merge_install(
     path: Path,
     paths: Sequence[str] | None = None,
     answerer: resident.Setup | None = None,
-    perl: bool = False,
 ) -> JSONDict:
     hooks = _hooks_section(doc, path)
     # For each of our events, the first of our entries that already sits in a match-all group is
@@ -686,7 +638,7 @@ def _merge_install(
         entry = hooks[event][gi]["hooks"][hi]
         for key in ("type", "command", "url", "headers", "allowedEnvVars"):
             entry.pop(key, None)  # a command hook that becomes an http one, or back
-        fresh = _hook_entry(python, event, paths, answerer, perl)
+        fresh = _hook_entry(python, event, paths, answerer)
         entry.update(fresh)
         if "async" not in fresh:
             # Whether Claude Code waits for our answer is ours to say (SessionStart's depends on
@@ -698,7 +650,7 @@ def _merge_install(
             continue
         # A new group of our own (never a foreign one) so that uninstall can drop it whole.
         hooks.setdefault(event, []).append(
-            _group(spec.matcher, [_hook_entry(python, event, paths, answerer, perl)])
+            _group(spec.matcher, [_hook_entry(python, event, paths, answerer)])
         )
     return doc
 
@@ -929,17 +881,16 @@ def install(
     python: str | None,
     paths: Sequence[str] | None = None,
     answerer: resident.Setup | None = None,
-    perl: bool = False,
 ) -> InstallResult:
     """Register our hooks in `path`, replacing older registrations of ours.
 
     They run with interpreter `python` (started quickly with `paths`, see site_paths), or
     (None) find tokenbudget-hook on PATH: the form for settings that other people check out.
     With `answerer`, PostToolBatch and Stop are http hooks to the resident answerer, and
-    SessionStart is async (RESIDENT_ASYNC); with `perl` too, the relayed events go through
-    the Perl relay. The backup is kept: it is the way back.
+    SessionStart is async (RESIDENT_ASYNC).
+    The backup is kept: it is the way back.
     """
-    return _update(path, lambda doc: _merge_install(doc, python, path, paths, answerer, perl))
+    return _update(path, lambda doc: _merge_install(doc, python, path, paths, answerer))
 
 
 def uninstall(path: Path) -> InstallResult:

@@ -794,14 +794,6 @@ SETTINGS_OPTION = click.option("--settings", help="Use this settings file instea
     "installing without it goes back to command hooks.",
 )
 @click.option(
-    "--relay",
-    type=click.Choice(["perl", "python"]),
-    default=None,
-    help="With --resident: how SessionStart, UserPromptSubmit, SubagentStop and SessionEnd "
-    "reach the answerer: a Perl script that starts no Python while the answerer is up (Python "
-    "where perl is missing or the environment is not this one), or Python. Default: python.",
-)
-@click.option(
     "--python",
     metavar="PATH",
     help="Run the hooks with this Python (it must have tokenbudget). Default: this "
@@ -815,7 +807,6 @@ def install(
     no_sync: bool,
     python: str | None,
     resident: bool,
-    relay: str | None,
 ) -> None:
     """Register tokenbudget's hooks in Claude Code's settings (run again to upgrade)."""
     import shutil
@@ -861,8 +852,7 @@ def install(
                                        or resident_mod.exposed(old))
         answerer = old if old is not None and not exposed else resident_mod.create()
     others = _others_to_retarget(path, answerer) if answerer is not None else []
-    perl = _perl_relay(relay, resident, hook_python)
-    result = claude_settings.install(path, hook_python, paths, answerer, perl)
+    result = claude_settings.install(path, hook_python, paths, answerer)
     if answerer is not None:
         if answerer is not old:
             resident_mod.save(answerer)  # a running answerer sees its key change and exits
@@ -981,24 +971,6 @@ def _retarget_others(others: list[Path], answerer: Setup) -> None:
     for other in others:
         claude_settings.retarget(other, answerer)
         click.echo(f"Pointed the http hooks in {other} at the answerer's new port and key.")
-
-
-def _perl_relay(relay: str | None, resident: bool, hook_python: str | None) -> bool:
-    """Whether the relayed events go through the Perl relay (relay_perl.py)."""
-    from tokenbudget import relay_perl
-
-    if relay is None or relay == "python":
-        return False
-    if not resident or hook_python is None:
-        raise SettingsError("--relay is for `install --resident` with your own interpreter")
-    if not relay_perl.available():
-        click.echo("warning: perl is not on your PATH: the relayed events start Python until it"
-                   " is (see `tokenbudget doctor`).", err=True)
-    if relay_perl.baked() is None:
-        click.echo("warning: this environment's folders cannot be written into the Perl relay"
-                   " (a relative path, or a CLAUDE_CONFIG_DIR list): the relayed events start"
-                   " Python.", err=True)
-    return True
 
 
 def _check_resident_target(path: Path, shared: bool) -> None:

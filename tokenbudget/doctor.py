@@ -88,29 +88,6 @@ def _portable_hook_runs() -> tuple[bool, str]:
     return _starts([found], expect="{}")
 
 
-def _perl_relay_runs(script: str, baked: tuple[str, ...]) -> tuple[bool, str]:
-    """Whether the Perl relay of `install --resident --relay perl` can run here, in this
-    environment (`baked`: the folders and the environment install wrote into it)."""
-    from tokenbudget import relay_perl
-
-    found = shutil.which("perl")
-    if found is None:
-        return False, f"perl is not on PATH: {_RELAYED_EVENTS} start Python instead"
-    if not os.path.isfile(script):
-        return False, f"{script} is missing: {_RELAYED_EVENTS} start Python instead"
-    now = relay_perl.baked()
-    if now is None or tuple(now) != baked:
-        names = [n for n, a, b in zip(relay_perl.ENVIRONMENT, baked[2:], (now or [])[2:],
-                                      strict=False) if a != b] or ["the folders"]
-        return False, (f"it was written for another {', '.join(names)} than this environment's:"
-                       f" {_RELAYED_EVENTS} start Python in it")
-    runs, detail = _starts([found, "-c", script])  # compiled, not run: it reads stdin
-    return runs, f"{found} {script}" if runs else detail
-
-
-_RELAYED_EVENTS = "SessionStart, UserPromptSubmit, SubagentStop and SessionEnd"
-
-
 def _settings_files(project_dir: Path) -> Iterator[tuple[str, Path]]:
     """Each scope's settings file, once: in the home folder, the project's is the user's."""
     try:
@@ -241,24 +218,6 @@ def check_hooks(report: Report, project_dir: Path) -> None:
                 ""
                 if runs
                 else f"reinstall: `tokenbudget install --scope {scope}` (a folder it names moved)",
-            )
-        perl = sorted({
-            (parsed.perl_script, parsed.perl_baked)
-            for r in regs
-            if (parsed := claude_settings.parse_hook_command(r.command)) is not None
-            and parsed.perl_script is not None
-        })
-        for script, baked in perl:
-            runs, detail = _perl_relay_runs(script, baked)
-            report.add(
-                runs,
-                f"Perl relay ({scope})",
-                detail,
-                ""
-                if runs
-                else f"run `tokenbudget install --resident --relay perl --scope {scope}` where"
-                " perl is, in the environment Claude Code runs in (or `--relay python`): until"
-                " then these events start Python (slower, not broken)",
             )
         if "portable" in forms:
             runs, detail = _portable_hook_runs()

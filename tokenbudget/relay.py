@@ -86,17 +86,13 @@ def _quote(text: str) -> str:
     return "".join(out)
 
 
-def listed(dirs: Sequence[str]) -> str:
-    """`dirs` as the header's JSON list."""
-    return "[" + ", ".join(_quote(d) for d in dirs) + "]"
-
-
 def header_line(event: str, session: str, project: str, dirs: Sequence[str],
                 async_start: bool = False) -> bytes:
     """The request's first line: one JSON object (the event's raw JSON follows it).
     `async_start`: the hooks' SessionStart is async (see hook.handle)."""
+    listed = ", ".join(_quote(d) for d in dirs)
     return (f'{{"event": {_quote(event)}, "session": {_quote(session)}, "project":'
-            f' {_quote(project)}, "dirs": {listed(dirs)},'
+            f' {_quote(project)}, "dirs": [{listed}],'
             f' "async_start": {"true" if async_start else "false"}}}\n').encode()
 
 

@@ -13,10 +13,6 @@ decides the event, the answerer or this process, is told so (hook.handle's `asyn
 SessionStart's notes, warnings and context hint go with the prompt's answer instead. A
 SessionStart still waited for (settings written before, until `install --resident` runs again)
 loses nothing by it: what it would have said, the prompt right after it says.
-
-With `install --resident --relay perl`, relay.pl runs first, and hands this hook whatever it
-cannot answer as this one would, with the same stdin bytes, saying (a second argument) what
-became of an event it had handed to the answerer.
 """
 
 from __future__ import annotations
@@ -25,14 +21,6 @@ import os
 import sys
 
 from tokenbudget import relay
-
-# What the Perl relay (relay.pl) says happened to the event it handed to the answerer, as
-# relay.ask would have: None (decide here), Dropped (decide here, as a retry), TimeoutError
-# (the answerer may still decide it: ours is `_late`); or the SessionStart reply to keep quiet.
-RELAYED_NONE = "--relayed=none"
-RELAYED_DROPPED = "--relayed=dropped"
-RELAYED_LATE = "--relayed=late"
-RELAYED_START = "--relayed=start"
 
 
 def main() -> None:
@@ -48,14 +36,7 @@ def main() -> None:
         return
     reply = None
     retry = False
-    relayed = sys.argv[2] if len(sys.argv) > 2 else ""
-    if relayed == RELAYED_START and event == "SessionStart":
-        reply = raw  # the answerer's reply, which the Perl relay leaves to this one
-    elif relayed == RELAYED_LATE and event in relay.RELAYED:
-        reply = _late(event)
-    elif relayed in (RELAYED_NONE, RELAYED_DROPPED):
-        retry = relayed == RELAYED_DROPPED
-    elif event in relay.RELAYED:
+    if event in relay.RELAYED:
         try:
             reply = relay.ask(event, raw, project=os.environ.get("CLAUDE_PROJECT_DIR", ""),
                               dirs=relay.session_dirs(), async_start=True)

@@ -31,10 +31,8 @@ def _site_paths() -> tuple[str, ...]:
 
 
 # Set to 1, every test here runs with `install --resident`'s hooks instead (by hand:
-# TOKENBUDGET_E2E_RESIDENT=1 pytest tests/e2e/test_enforcement.py). TOKENBUDGET_E2E_RELAY=perl:
-# `install --resident --relay perl`'s, here and in test_resident.py.
+# TOKENBUDGET_E2E_RESIDENT=1 pytest tests/e2e/test_enforcement.py).
 RESIDENT = os.environ.get("TOKENBUDGET_E2E_RESIDENT") == "1"
-PERL_RELAY = os.environ.get("TOKENBUDGET_E2E_RELAY") == "perl"
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +56,7 @@ def settings() -> dict[str, Any]:
         if answerer is None:
             answerer = resident.create()
             resident.save(answerer)
-    return {"hooks": claude_settings.desired_hooks(sys.executable, _site_paths(), answerer,
-                                                   perl=PERL_RELAY)}
+    return {"hooks": claude_settings.desired_hooks(sys.executable, _site_paths(), answerer)}
 
 
 def set_budgets(home: Path, *budgets: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ import pytest
 from tests.e2e.conftest import ClaudeRun, RunClaude, write_script
 from tests.e2e.fake_api import FakeAnthropic
 from tests.e2e.test_enforcement import (
-    PERL_RELAY,
     _site_paths,
     kept_stops,
     ledger,
@@ -58,8 +57,7 @@ def _alive(pid: int) -> bool:
 
 
 def resident_settings(made: resident.Setup) -> dict[str, Any]:
-    return {"hooks": claude_settings.desired_hooks(sys_python(), _site_paths(), made,
-                                                   perl=PERL_RELAY)}
+    return {"hooks": claude_settings.desired_hooks(sys_python(), _site_paths(), made)}
 
 
 def sys_python() -> str:
@@ -156,40 +154,6 @@ def test_a_prompt_is_refused_before_it_reaches_the_api(
     assert "blocked by hook" in text and "session budget is used up" in text
     # Its SessionStart and UserPromptSubmit hooks handed their events to the answerer.
     assert health(answerer)["relayed"] >= relayed + 2
-
-
-def test_the_perl_relay_starts_no_python_once_the_answerer_is_up(
-    run_claude: RunClaude, fake_api: FakeAnthropic, private_home: Path, tmp_path: Path,
-    answerer: resident.Setup,
-) -> None:
-    import sys
-
-    log = tmp_path / "python ran.log"
-    # This interpreter, noting what the Perl relay hands it (the event, and what became of it).
-    wrapper = write_script(tmp_path / "bin 'q'" / "py thon", (
-        f"#!{sys.executable}\nimport json, os, sys\nwith open({str(log)!r}, 'a') as f:\n"
-        "    f.write(json.dumps(sys.argv[sys.argv.index('-c') + 2:]) + '\\n')\n"
-        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"))
-    hooks = {"hooks": claude_settings.desired_hooks(str(wrapper), _site_paths(), answerer,
-                                                    perl=True)}
-    set_budgets(private_home, {"kind": "session", "limit": "2k"})
-    first = run_claude("Say hello.", settings=hooks)
-    assert first.proc.returncode == 0, first.proc.stderr[-2000:]
-    settled(private_home, first)
-    assert session_tokens(private_home, first.session_id) == fake_api.total_tokens()
-    # The answerer was down: the Python relay decided the session's first events, as it was
-    # handed them, and started it.
-    ran = [json.loads(line) for line in log.read_text().splitlines()]
-    assert ["SessionStart"] in ran and all(len(r) == 1 for r in ran), ran
-    log.unlink()
-    relayed = health(answerer)["relayed"]
-    second = run_claude("And again.", settings=hooks, args=["-c"])
-    assert len(fake_api.requests) == 1, "the refused prompt reached the API"
-    text = result_text(second)
-    assert "blocked by hook" in text and "session budget is used up" in text
-    settled(private_home, first, second)
-    assert health(answerer)["relayed"] >= relayed + 3  # SessionStart, the prompt, SessionEnd
-    assert not log.exists(), log.read_text()
 
 
 def test_an_answerer_killed_mid_turn_lets_that_turn_run_and_the_next_prompt_is_refused(
