@@ -1434,8 +1434,6 @@ def test_hooks_finding_a_silent_stranger_at_once_all_refuse_it(
     assert [found for found, _ in results] == ["stranger"] * 4, results
 
 
-@pytest.mark.xfail(strict=True, reason="review: the answerer's exit takes its lock while an"
-                   " event waits for its response without it (hook.handle's pause)")
 def test_an_answerer_told_to_stop_answers_an_event_waiting_for_its_response_first(
     setup: resident.Setup, private_home: Path
 ) -> None:

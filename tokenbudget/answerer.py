@@ -31,6 +31,10 @@ class Answerer:
         self.setup = setup
         self.key_stamp = _stamp()
         self.lock = threading.Lock()
+        # Events under way, some perhaps waiting for their response without the lock
+        # (hook.handle's pause): the answerer's exit waits for them (serve).
+        self.in_flight = 0
+        self.settled = threading.Condition(self.lock)
         self.started = clock.now()
         self.answered = 0  # http events
         self.relayed = 0  # command hooks' events, over the socket
@@ -91,37 +95,49 @@ class Answerer:
     def _answer(self, event: str, raw: bytes, relayed: bool = False,
                 send: Callable[[dict[str, Any]], None] | None = None,
                 async_start: bool = False) -> dict[str, Any]:
-        from tokenbudget import hook
-
         self.last_event = time.monotonic()
         with self.lock:
-            sid = _session_of(raw)
-            project, dirs = self.sessions.get(sid, (None, None)) if sid else (None, None)
-            # Only the http events' commits wait for their answer: a relayed command hook's
-            # (a prompt refused before it runs) is decided and committed before it answers.
-            later: list[Callable[[], None]] | None = [] if send is not None else None
-            result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs,
-                                        later=later, async_start=async_start, pause=self.lock)
-            if sid and hook.is_heard(event, async_start) and sid in self.unsaid:
-                result = hook._with_message(result, self.unsaid.pop(sid))
-            if relayed:
-                self.relayed += 1
-            else:
-                self.answered += 1
-            failure = hook.own_failure(result)
-            if failure is not None:
-                self._failed(failure, sid)
-            recorded = True
+            self.in_flight += 1
             try:
-                if send is not None:
-                    send(result)
+                return self._decide(event, raw, relayed, send, async_start)
             finally:
-                if later:
-                    # Still under self.lock: the session's next event sees this commit.
-                    recorded = self._commit(event, sid, later[0])
-            if failure is None and recorded:
-                self._recovered(sid)
-            return result
+                self.in_flight -= 1
+                self.settled.notify_all()
+
+    def _decide(self, event: str, raw: bytes, relayed: bool,
+                send: Callable[[dict[str, Any]], None] | None,
+                async_start: bool) -> dict[str, Any]:
+        """_answer's work, under self.lock (given up only while the event waits for its
+        response: hook.handle's pause)."""
+        from tokenbudget import hook
+
+        sid = _session_of(raw)
+        project, dirs = self.sessions.get(sid, (None, None)) if sid else (None, None)
+        # Only the http events' commits wait for their answer: a relayed command hook's
+        # (a prompt refused before it runs) is decided and committed before it answers.
+        later: list[Callable[[], None]] | None = [] if send is not None else None
+        result = hook.handle_safely(event, raw, project=project, claude_dirs=dirs,
+                                    later=later, async_start=async_start, pause=self.lock)
+        if sid and hook.is_heard(event, async_start) and sid in self.unsaid:
+            result = hook._with_message(result, self.unsaid.pop(sid))
+        if relayed:
+            self.relayed += 1
+        else:
+            self.answered += 1
+        failure = hook.own_failure(result)
+        if failure is not None:
+            self._failed(failure, sid)
+        recorded = True
+        try:
+            if send is not None:
+                send(result)
+        finally:
+            if later:
+                # Still under self.lock: the session's next event sees this commit.
+                recorded = self._commit(event, sid, later[0])
+        if failure is None and recorded:
+            self._recovered(sid)
+        return result
 
     def _failed(self, message: str, sid: str | None) -> None:
         self.last_error = message
@@ -339,8 +355,11 @@ def serve(idle: float = resident.IDLE_SECONDS) -> None:
         if relayed is not None:
             relayed.close()
         # The handlers' threads are daemons: a commit after its reply (Answerer._commit) would
-        # be cut short at exit; the lock waits for it (at most the ledger lock's bound).
+        # be cut short at exit; the lock waits for it (at most the ledger lock's bound), and
+        # for an event waiting for its response without the lock (hook.handle's pause), whose
+        # answer Claude Code still waits for.
         with me.lock:
+            me.settled.wait_for(lambda: me.in_flight == 0)
             me.save(stopped=clock.now())
 
 
