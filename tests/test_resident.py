@@ -1407,8 +1407,6 @@ def test_a_stop_waiting_for_its_response_does_not_hold_up_other_sessions(
     me.lock.release()
 
 
-@pytest.mark.xfail(strict=True, reason="review: a waiter for the start lock takes a silent"
-                   " stranger for our answerer on its way up, and the last gives up as 'down'")
 def test_hooks_finding_a_silent_stranger_at_once_all_refuse_it(
     setup: resident.Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:

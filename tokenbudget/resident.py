@@ -329,12 +329,21 @@ def _answering(setup: Setup) -> tuple[str, str]:
         while True:
             if release is None:
                 release = _take_start()
-            starting = release is None or bool(token)  # by another hook, or here
+            free = release is not None and not token  # nothing of ours is starting
+            if free and release is not None:
+                # The check needs no lock; held through a silent holder's PROBE_TIMEOUT, it
+                # would make the other hooks judge that stranger one after another, past their
+                # bound. Taken again to start one.
+                release()
+                release = None
+            starting = not free  # by another hook, or here
             left = deadline - time.monotonic()
             found, info = probe(setup, timeout=min(PROBE_TIMEOUT, max(left, 0.05)),
                                 starting=starting)
             if found in ("ours", "stranger"):
                 return found, info.get("why", "")
+            if free:
+                release = _take_start()  # None: another hook starts it now, waited for
             if token:
                 state = read_state()
                 if state.get("failed_start") == token:
