@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,24 @@ def set_budgets(private_home: Path, *budgets: dict[str, Any], **extra: Any) -> N
     cfg = private_home / "tb state" / "config.json"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text(json.dumps({"version": 1, "budgets": list(budgets), **extra}))
+
+
+@contextlib.contextmanager
+def written_later(path: str, text: str, after: float = 0.2) -> Iterator[None]:
+    """`text` appended to the transcript `path` `after` seconds into the block, as Claude Code
+    writes a response after the hook that follows it has started."""
+
+    def write() -> None:
+        time.sleep(after)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield
+    finally:
+        writer.join()
 
 
 def ledger(private_home: Path) -> dict[str, Any]:
@@ -856,8 +877,6 @@ def test_a_batch_whose_response_is_not_written_yet_waits_for_it(private_home: Pa
     """Claude Code writes transcripts asynchronously: PostToolBatch can come before the response
     that asked for the tools. The hook waits for that response (its tool_use id) and stops the
     turn it used up, instead of letting the next request go."""
-    import threading
-
     from tokenbudget import hook
 
     base = session(private_home)
@@ -872,16 +891,9 @@ def test_a_batch_whose_response_is_not_written_yet_waits_for_it(private_home: Pa
                                      "input": {"command": "true"}}])
     late.update(requestId="req_late", uuid="uuid-late")
 
-    def write_late() -> None:
-        time.sleep(0.2)
-        with open(path, "a") as f:
-            f.write(json.dumps(late, separators=(",", ":")) + "\n")
-
-    writer = threading.Thread(target=write_late)
-    writer.start()
     payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_late"}]}
-    out = hook.handle("PostToolBatch", json.dumps(payload).encode())
-    writer.join()
+    with written_later(path, json.dumps(late, separators=(",", ":")) + "\n"):
+        out = hook.handle("PostToolBatch", json.dumps(payload).encode())
     assert out.get("continue") is False and "session budget" in out["stopReason"], out
     # A response that never comes holds the hook for a second at most.
     start = time.monotonic()
@@ -914,8 +926,6 @@ def test_a_stop_before_the_turns_last_response_is_written_waits_for_it(
     before the turn's last response is on disk (seen with 2.1.328). Within one response of a
     limit, the hook waits for it (its input's last_assistant_message names it), records it and
     says the budget is used up; it does not leave the turn's last response to the next hook."""
-    import threading
-
     from tokenbudget import hook
 
     base = session(private_home)
@@ -925,16 +935,9 @@ def test_a_stop_before_the_turns_last_response_is_written_waits_for_it(
     path = base["transcript_path"]
     late = _last_response(path, 6000)
 
-    def write_late() -> None:
-        time.sleep(0.2)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(late)
-
-    writer = threading.Thread(target=write_late)
-    writer.start()
     payload = {**base, "last_assistant_message": LAST_TEXT.rstrip(), "stop_hook_active": False}
-    out = hook.handle("Stop", json.dumps(payload).encode())
-    writer.join()
+    with written_later(path, late):
+        out = hook.handle("Stop", json.dumps(payload).encode())
     assert "session budget is used up" in out.get("systemMessage", ""), out
     assert session_tokens(private_home, base["session_id"]) == total + 6000
     # Once it is on disk, the next Stop finds it in one look: no wait.
@@ -993,8 +996,6 @@ def test_a_stop_waits_for_its_response_when_its_text_is_already_in_the_transcrip
     earlier turn ended with the same words ("Done."), the prompt asked for them, or the
     answer repeats what a tool printed. Only this turn's response (an assistant line after
     the turn's last user line) counts: the Stop still waits for it near a limit."""
-    import threading
-
     from tokenbudget import hook
 
     base = session(private_home)
@@ -1017,16 +1018,9 @@ def test_a_stop_waits_for_its_response_when_its_text_is_already_in_the_transcrip
     late = _last_response(path, 6000)
     before_late = session_tokens(private_home, base["session_id"])
 
-    def write_late() -> None:
-        time.sleep(0.2)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(late)
-
-    writer = threading.Thread(target=write_late)
-    writer.start()
     payload = {**base, "last_assistant_message": said, "stop_hook_active": False}
-    out = hook.handle("Stop", json.dumps(payload).encode())
-    writer.join()
+    with written_later(path, late):
+        out = hook.handle("Stop", json.dumps(payload).encode())
     assert "session budget is used up" in out.get("systemMessage", ""), out
     assert session_tokens(private_home, base["session_id"]) == before_late + 6000
 
