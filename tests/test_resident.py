@@ -1473,8 +1473,6 @@ def test_an_answerer_told_to_stop_answers_an_event_waiting_for_its_response_firs
             proc.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="review: own_failure's error is kept as the session's"
-                   " that met it, also when it is of no session (a broken config)")
 def test_a_broken_config_fixed_is_no_last_error_once_another_session_is_answered(
     in_process: resident.Setup, private_home: Path
 ) -> None:

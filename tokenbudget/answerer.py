@@ -126,7 +126,10 @@ class Answerer:
             self.answered += 1
         failure = hook.own_failure(result)
         if failure is not None:
-            self._failed(failure, sid)
+            # This session's news left unrecorded is over once one of its events is recorded;
+            # any other failure (a broken config, the ledger unreadable) is no one session's:
+            # over once any event is answered and recorded without one.
+            self._failed(failure, sid if hook.UNRECORDED in failure else None)
         recorded = True
         try:
             if send is not None:
