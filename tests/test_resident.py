@@ -1488,3 +1488,17 @@ def test_a_broken_config_fixed_is_no_last_error_once_another_session_is_answered
     other = event | {"session_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12}
     assert me.answer("Stop", json.dumps(other).encode()) == {}
     assert me.last_error is None
+
+
+def test_a_hook_whose_bound_is_gone_starts_no_answerer_it_could_not_wait_for(
+    setup: resident.Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The start lock taken at the very end of a hook's bound: it used to start an answerer
+    # anyway, then say it "did not answer within -0.008 s".
+    started: list[str] = []
+    monkeypatch.setattr(resident, "PROBE_TIMEOUT", 0.0)
+    monkeypatch.setattr(resident, "START_WAIT", 0.0)
+    monkeypatch.setattr(resident, "start", started.append)
+    found, why = resident.ensure()
+    assert (found, started) == ("down", [])
+    assert why == "it is not running, and 0 s were gone before it could be started"

@@ -354,6 +354,9 @@ def _answering(setup: Setup) -> tuple[str, str]:
                 if time.monotonic() >= until:
                     return "down", f"it did not answer within {until - started:.3g} s"
             elif release is not None:  # the start is this hook's, and nothing holds the port
+                if time.monotonic() >= deadline:  # no time left for it to answer
+                    return "down", (f"it is not running, and {PROBE_TIMEOUT + START_WAIT:g} s"
+                                    " were gone before it could be started")
                 token = os.urandom(8).hex()
                 try:
                     start(token)
