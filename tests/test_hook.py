@@ -1072,6 +1072,63 @@ def test_a_batch_far_from_every_limit_does_not_wait_for_its_response(
     assert out.get("continue") is False and "session budget" in out["stopReason"], out
 
 
+@pytest.mark.parametrize("event", ["Stop", "PostToolBatch"])
+def test_a_busy_lock_waits_for_the_response_only_near_a_blocking_limit(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch, event: str
+) -> None:
+    """With the lock busy (many sessions committing at once) the hook decides on the ledger as
+    committed and its news read in memory. Like the locked way, it waits for the response not
+    written yet only when that response could carry a blocking budget past its limit, and
+    then decides on it; far from every limit it answers at once (before, it waited up to
+    TOOL_LINE_WAIT on top of the lock's own wait)."""
+    from tokenbudget import hook, lock
+
+    base = session(private_home)
+    path = base["transcript_path"]
+    total = truth_usage("loop").total + 1000
+    set_budgets(private_home, {"kind": "session", "limit": str(total + hook.MAX_RESPONSE_TOKENS
+                                                               + 1)})
+    hook.handle("SessionStart", json.dumps(base).encode())
+
+    def busy(path: str, timeout: float) -> Any:
+        raise TimeoutError(path)
+
+    waits: list[str] = []
+    if event == "Stop":
+        payload = {**base, "last_assistant_message": LAST_TEXT.rstrip()}
+
+        def wait(ev: Any) -> bool:
+            waits.append(ev.name)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(_last_response(path, 6000))
+            return True
+    else:
+        payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_busy"}]}
+        wait = _written_meanwhile(path, "busy", 6000, waits)
+    _append_request(path, 1, 1000)  # news to record: the call goes for the lock
+    monkeypatch.setattr(lock, "acquire", busy)
+    monkeypatch.setattr(hook, "_await_response", wait)
+    out = hook.handle(event, json.dumps(payload).encode())
+    assert hook.UNRECORDED in out.get("systemMessage", ""), out  # the busy lock's way
+    assert waits == [], out
+    assert out.get("continue") is not False and "used up" not in out["systemMessage"], out
+    # Within one response of a blocking limit: it waits, reads again and decides on it. The
+    # resident answerer's lock (handle's pause) is let go meanwhile, as on the locked way.
+    set_budgets(private_home, {"kind": "session", "limit": str(total + 5000)})
+    pause = threading.Lock()
+    held: list[bool] = []
+    monkeypatch.setattr(hook, "_await_response", lambda ev: held.append(pause.locked()) or wait(ev))
+    with pause:
+        out = hook.handle(event, json.dumps({**payload, "n": 2}).encode(), pause=pause)
+    assert hook.UNRECORDED in out.get("systemMessage", ""), out
+    assert waits == [event] and held == [False], out
+    if event == "Stop":
+        assert "session budget is used up" in out["systemMessage"], out
+    else:
+        assert out.get("continue") is False and "session budget" in out["stopReason"], out
+    assert session_tokens(private_home, base["session_id"]) == total - 1000  # nothing written
+
+
 @pytest.mark.parametrize(
     ("unit", "room", "mode", "overrides", "near"),
     [
