@@ -57,6 +57,10 @@ _EVENTS = (
 # Registered async (claude_settings.OUR_EVENTS): nobody reads their answer, so they give no
 # warning (it would count as given); the next hook that is waited for gives it.
 UNHEARD = ("SubagentStop", "SessionEnd")
+# The events of a session's main agent: one of them after /clear means the session goes on
+# (_goes_on).
+RESUMING = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch",
+            "Stop")
 
 
 class Event:
@@ -774,9 +778,7 @@ def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> Non
             if recent:
                 ended[path] = [rec[FILE_SESSION], now + ENDED_WAIT]
     for path, (sid, until) in list(ended.items()):
-        # Its own SessionEnd, which runs in the background, may come after the next session's
-        # SessionStart (a loaded machine): it ends the session, and the last total follows it.
-        if until < now or (path == ev.transcript and ev.name != "SessionEnd"):
+        if until < now or (path == ev.transcript and _goes_on(ev)):
             del ended[path]  # long done, or resumed: its own hooks read it
             continue
         try:
@@ -785,6 +787,16 @@ def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> Non
             )
         except OSError:
             del ended[path]
+
+
+def _goes_on(ev: Event) -> bool:
+    """Whether the event means its session is active again (resumed after /clear ended it):
+    an event of its main agent. Not its own SessionEnd, nor a subagent's (SubagentStop, or
+    any event naming an `agent_id`), though they carry the session's transcript_path (seen
+    with 2.1.328): SessionEnd and SubagentStop hooks run in the background, a background
+    subagent may finish after /clear, and on a loaded machine either may come after the next
+    session's SessionStart, before the ended session's last total is written."""
+    return ev.name in RESUMING and ev.agent is None
 
 
 def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool) -> None:
