@@ -50,13 +50,15 @@ QUIET = ("PreToolUse", "PostToolBatch", "UserPromptSubmit")
 
 
 def quick_start(py: Path) -> list[str]:
-    """The installed hook's argv (without the event) for interpreter `py`."""
+    """The installed hook's argv (without the event) for interpreter `py`: the `-c` code its
+    own version's install writes (claude_settings.fast_code), so that each code is measured
+    with its own entry."""
     probe = ("import json, sys; from tokenbudget import claude_settings as c; "
-             "print(json.dumps(c.site_paths(sys.executable)))")
-    folders = json.loads(common.run([str(py), "-P", "-c", probe]).stdout)
-    assert folders, "the bench interpreter cannot start the hooks without site"
-    return [str(py), "-I", "-S", "-c",
-            "import sys; sys.path[:0] = " + json.dumps(folders) + "; " + common.HOOK_ARGS[-1]]
+             "print(json.dumps(c.fast_code(c.site_paths(sys.executable))))")
+    code = json.loads(common.run([str(py), "-P", "-c", probe]).stdout)
+    assert code.startswith("import sys; sys.path[:0] = [\""), \
+        "the bench interpreter cannot start the hooks without site"
+    return [str(py), "-I", "-S", "-c", code]
 
 
 def run(argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[float, float, bytes]:
