@@ -7,8 +7,9 @@
 The state is hot_view.py's at 10 live sessions (`--live N`: at N; bench/synth.py, seed 11,
 --lean, within 10 days; retention 14 days; the five budgets no history reaches). Each call is
 the installed quick start, `python -I -S -c 'import sys; sys.path[:0] = [...]; from
-tokenbudget.hook import main; main()' EVENT` (claude_settings.hook_command), of this tree's
-code and of REF's, each installed non-editable and compiled. The events, for the latest session:
+tokenbudget.hook import run; run()' EVENT` (claude_settings.hook_command; each version's own
+code: `main` before `run`), of this tree's code and of REF's, each installed non-editable and
+compiled. The events, for the latest session:
 
 - PreToolUse, PostToolBatch (naming its last tool call) and UserPromptSubmit with nothing new;
 - PostToolUse after one more response appended to its transcript (news: read, recorded);
