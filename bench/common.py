@@ -33,7 +33,9 @@ WORK = Path(os.environ.get("TB_BENCH_DIR") or os.path.join(
     tempfile.gettempdir(), "tb-bench-" + hashlib.sha256(bytes(REPO)).hexdigest()[:8]))
 VENV = WORK / "venv"
 HOOK_SCRIPT = REPO / "hooks" / "tokenbudget-hook"
-# How installed hooks run the package (claude_settings.hook_command): `python -P -c ... EVENT`.
+# How installed hooks ran the package before `run` (claude_settings.hook_command): `python -P
+# -c ... EVENT`; every version has main(). The commands now call hook.run, which ends the process
+# as soon as the answer is out: quick_call.py measures each version with its own code.
 HOOK_ARGS = ["-P", "-c", "from tokenbudget.hook import main; main()"]
 
 

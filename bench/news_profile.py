@@ -13,7 +13,8 @@ prints the functions by cumulative and own time, summed over the runs.
 handles the whole ledger costs on the state's ledger: parsing the snapshot, checking its
 records, the copy taken before the news is read (of the whole ledger, and as a call takes it
 now), the diff of the two after it, and finding a new request's key among the compacted ones
-(the first question of a pass).
+(the first question of a pass); then the parse and the copy with the cyclic garbage collector
+on and off, and what freeing a parse and a copy costs.
 """
 
 from __future__ import annotations
@@ -126,6 +127,37 @@ def parts(path: Path) -> None:
           "CPU medians of 11, in this process")
     for name, step in steps.items():
         print(f"{name:76s} {cpu(step):6.1f} ms")
+    _collector(raw, data, cpu)
+
+
+def _collector(raw: bytes, data: Any, cpu: Any) -> None:
+    """The parse and the copy with the cyclic garbage collector on and off (a command hook's
+    own process runs without it: hook.run), and what freeing a parse and a copy costs (that
+    process ends without freeing them)."""
+    import gc
+    import json
+    import statistics
+    import time
+
+    from tokenbudget import journal
+
+    def freed() -> float:
+        times = []
+        for _ in range(11):
+            held = [json.loads(raw), journal.copy(data)]
+            t = time.process_time()
+            held.clear()
+            times.append(time.process_time() - t)
+        return statistics.median(times) * 1000
+
+    try:
+        for on in (True, False):
+            gc.enable() if on else gc.disable()
+            print(f"collector {'on ' if on else 'off'}: parse {cpu(lambda: json.loads(raw)):.1f}"
+                  f" ms, copy {cpu(lambda: journal.copy(data)):.1f} ms, freeing a parse and a"
+                  f" copy {freed():.1f} ms")
+    finally:
+        gc.enable()
 
 
 def _indexed(data: Any, key: str) -> Any:

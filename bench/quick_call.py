@@ -7,8 +7,9 @@
 The state is hot_view.py's at 10 live sessions (`--live N`: at N; bench/synth.py, seed 11,
 --lean, within 10 days; retention 14 days; the five budgets no history reaches). Each call is
 the installed quick start, `python -I -S -c 'import sys; sys.path[:0] = [...]; from
-tokenbudget.hook import main; main()' EVENT` (claude_settings.hook_command), of this tree's
-code and of REF's, each installed non-editable and compiled. The events, for the latest session:
+tokenbudget.hook import run; run()' EVENT` (claude_settings.hook_command; each version's own
+code: `main` before `run`), of this tree's code and of REF's, each installed non-editable and
+compiled. The events, for the latest session:
 
 - PreToolUse, PostToolBatch (naming its last tool call) and UserPromptSubmit with nothing new;
 - PostToolUse after one more response appended to its transcript (news: read, recorded);
@@ -50,13 +51,15 @@ QUIET = ("PreToolUse", "PostToolBatch", "UserPromptSubmit")
 
 
 def quick_start(py: Path) -> list[str]:
-    """The installed hook's argv (without the event) for interpreter `py`."""
+    """The installed hook's argv (without the event) for interpreter `py`: the `-c` code its
+    own version's install writes (claude_settings.fast_code), so that each code is measured
+    with its own entry."""
     probe = ("import json, sys; from tokenbudget import claude_settings as c; "
-             "print(json.dumps(c.site_paths(sys.executable)))")
-    folders = json.loads(common.run([str(py), "-P", "-c", probe]).stdout)
-    assert folders, "the bench interpreter cannot start the hooks without site"
-    return [str(py), "-I", "-S", "-c",
-            "import sys; sys.path[:0] = " + json.dumps(folders) + "; " + common.HOOK_ARGS[-1]]
+             "print(json.dumps(c.fast_code(c.site_paths(sys.executable))))")
+    code = json.loads(common.run([str(py), "-P", "-c", probe]).stdout)
+    assert code.startswith("import sys; sys.path[:0] = [\""), \
+        "the bench interpreter cannot start the hooks without site"
+    return [str(py), "-I", "-S", "-c", code]
 
 
 def run(argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[float, float, bytes]:

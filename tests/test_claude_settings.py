@@ -111,10 +111,12 @@ def settings_file(tmp_path: Path) -> Path:
 def test_hook_command_is_recognised_and_parses_back() -> None:
     cmd = hook_command(PY, "PreToolUse")
     assert cmd == (
-        "/usr/bin/python3 -P -c 'from tokenbudget.hook import main; main()' PreToolUse"
+        "/usr/bin/python3 -P -c 'from tokenbudget.hook import run; run()' PreToolUse"
     )
     assert is_our_command(cmd)
     assert is_our_command("/usr/bin/python3 -m tokenbudget.hook PreToolUse")  # as written before
+    # as written before `run`
+    assert is_our_command("/usr/bin/python3 -P -c 'from tokenbudget.hook import main; main()' Stop")
     assert not is_our_command("/usr/bin/python3 -P -c 'import os; main()' PreToolUse")
     assert is_our_command('"${CLAUDE_PLUGIN_ROOT}/hooks/tokenbudget-hook" Stop')
     assert not is_our_command("/x/hooks/tokenbudget-hook Stop")  # not a shape we write
@@ -142,7 +144,7 @@ def test_quoted_command_runs_the_exact_interpreter(tmp_path: Path, python: str, 
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$0" "$@"\n')
     fake.chmod(0o755)
     cmd = hook_command(str(fake), "SessionEnd")
-    words = [str(fake), "-P", "-c", "from tokenbudget.hook import main; main()", "SessionEnd"]
+    words = [str(fake), "-P", "-c", "from tokenbudget.hook import run; run()", "SessionEnd"]
     assert shlex.split(cmd) == words
     assert interpreter_of(cmd) == str(fake)
     out = subprocess.run([shell, "-c", cmd], capture_output=True, text=True, check=True)
@@ -361,6 +363,40 @@ def test_malformed_hooks_section_is_not_rewritten(settings_file: Path) -> None:
 
 
 # --- installing --------------------------------------------------------------------------
+
+
+BEFORE_RUN = ["from tokenbudget.hook import main; main()",
+              "from tokenbudget.relay_hook import main; main()"]
+
+
+@pytest.mark.parametrize("code", BEFORE_RUN)
+@pytest.mark.parametrize("folders", [None, ["/opt/tb site"]])
+def test_install_replaces_the_commands_written_before_run(
+    tmp_path: Path, code: str, folders: list[str] | None
+) -> None:
+    # Settings written before `run` call main(): still ours, so that install replaces them
+    # (with the code that ends the process early) and uninstall removes them.
+    path = tmp_path / "settings.json"
+    old = hook_command(PY, "UserPromptSubmit", folders, code)
+    assert cs.parse_hook_command(old) == cs.ParsedHook(
+        "module", "UserPromptSubmit", PY, None if folders is None else tuple(folders))
+    path.write_text(json.dumps({"hooks": {"UserPromptSubmit": [{"hooks": [
+        {"type": "command", "command": old, "timeout": 10}]}]}}))
+    install(path, PY, folders)
+    assert load(path)["hooks"] == desired_hooks(PY, folders)
+    assert old not in json.dumps(load(path))
+    uninstall(path)
+    assert "tokenbudget" not in json.dumps(load(path))
+
+
+@pytest.mark.parametrize("code", BEFORE_RUN)
+def test_a_command_written_before_run_still_answers(private_home: Path, code: str) -> None:
+    # Until install runs again, the old command calls main(): the same answer, exit 0.
+    cmd = hook_command(sys.executable, "SessionStart", None, code)
+    done = subprocess.run(["sh", "-c", cmd], input='{"session_id": "s-1", "cwd": "/tmp"}',
+                          capture_output=True, text=True, check=True, cwd=private_home)
+    assert (json.loads(done.stdout), done.stderr) == ({}, "")
+    assert "s-1" in json.loads((private_home / "tb state" / "ledger.json").read_text())["sessions"]
 
 
 def test_install_into_missing_file_and_folder(settings_file: Path) -> None:

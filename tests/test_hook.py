@@ -107,6 +107,69 @@ def test_each_event_records_the_session_and_allows(private_home: Path, event: st
     assert session_tokens(private_home, base["session_id"]) == truth_usage("loop").total
 
 
+# The hook's process as the commands run it (hook.run, or relay_hook.run), with main wrapped
+# to say, after it, whether the cyclic GC is on and how many things the call keeps; a handler
+# at exit that would say it ran.
+ENDED = ("import atexit, gc, sys; import tokenbudget.hook as h; "
+         "atexit.register(print, 'finalized', file=sys.stderr); main = h.main; "
+         "h.main = lambda *a, **k: (main(*a, **k), "
+         "print(gc.isenabled(), len(h._kept), file=sys.stderr)); ")
+
+
+@pytest.mark.parametrize("entry", ["from tokenbudget.hook import run; run()",
+                                   "from tokenbudget.relay_hook import run; run()"])
+def test_the_hook_process_ends_once_its_answer_is_out_with_its_commit_on_disk(
+    private_home: Path, entry: str
+) -> None:
+    base = session(private_home)
+    transcript = Path(base["transcript_path"])
+    whole = transcript.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    transcript.write_bytes(b"".join(lines[: len(lines) // 2]))
+    # The first call reads half the transcript (under the lock), the second the rest (news,
+    # worked out before the lock); no answerer: relay_hook's full hook decides in its process.
+    for n, event in enumerate(("UserPromptSubmit", "SessionEnd")):
+        if n:
+            transcript.write_bytes(whole)
+        done = subprocess.run([sys.executable, "-P", "-c", ENDED + entry, event],
+                              input=json.dumps({**base, "prompt": "go"}).encode(),
+                              capture_output=True, timeout=20, check=False)
+        said = done.stderr.decode().split()
+        # The answer whole, exit 0; the collector was off; the ledger read was kept, and the
+        # process ended without running the handler at exit.
+        assert (done.returncode, done.stdout, said[0]) == (0, b"{}\n", "False"), done.stderr
+        assert int(said[1]) > 0 and said[2:] == []
+    # Both commits are on disk: the whole transcript counted, once.
+    assert session_tokens(private_home, base["session_id"]) == truth_usage("loop").total
+
+
+def test_the_shim_runs_an_older_environment_through_main(tmp_path: Path) -> None:
+    # A plugin's environment is set up again in the background after an upgrade; meanwhile
+    # the new shim runs the old package, which has main() and no run().
+    old = tmp_path / "old env" / "tokenbudget"
+    old.mkdir(parents=True)
+    (old / "__init__.py").write_text("")
+    (old / "hook.py").write_text(
+        "import sys\ndef main():\n    print('{\"older\": \"' + sys.argv[1] + '\"}')\n")
+    rc, out, err = run_hook("Stop", {}, env={"PYTHONPATH": str(old.parent)})
+    assert (rc, out, err) == (0, {"older": "Stop"}, "")
+
+
+def test_main_in_process_returns_and_leaves_the_collector_as_it_was(
+    private_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gc
+
+    from tokenbudget import hook
+
+    base = session(private_home)
+    assert gc.isenabled()
+    hook.main(["Stop"], json.dumps(base).encode())  # no os._exit: the test goes on
+    assert json.loads(capsys.readouterr().out) == {}
+    assert gc.isenabled() and hook._kept is None
+    assert session_tokens(private_home, base["session_id"]) == truth_usage("loop").total
+
+
 def test_prompt_refused_when_session_budget_is_used_up(private_home: Path) -> None:
     base = session(private_home)
     set_budgets(private_home, {"kind": "session", "limit": "10k"})

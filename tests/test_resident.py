@@ -313,9 +313,12 @@ def test_a_stranger_taking_the_port_while_the_answerer_starts_is_a_stranger(
 def _relay(event: str, body: bytes, env: dict[str, str] | None = None) -> tuple[Any, list[str]]:
     """The lean command hook as install --resident writes it (quick start): its answer, and
     the modules of ours (and of a few costly imports) it loaded."""
-    code = claude_settings.fast_code([str(REPO)], claude_settings.RELAY_CODE) + (
-        "; print(sorted(m for m in sys.modules if m.startswith('tokenbudget') or m in"
-        " ('hmac', 'hashlib', 'threading', 'http', 'socket', 'enum', 're')), file=sys.stderr)")
+    # Said as the process ends (relay_hook.run ends it with os._exit, once its answer is out).
+    shown = ("print(sorted(m for m in sys.modules if m.startswith('tokenbudget') or m in"
+             " ('hmac', 'hashlib', 'threading', 'http', 'socket', 'enum', 're')),"
+             " file=sys.stderr, flush=True)")
+    code = (f"import os, sys; end = os._exit; os._exit = lambda rc: ({shown}, end(rc)); "
+            + claude_settings.fast_code([str(REPO)], claude_settings.RELAY_CODE))
     done = subprocess.run([sys.executable, "-I", "-S", "-c", code, event], input=body,
                           capture_output=True, timeout=30, check=True, env=env)
     return json.loads(done.stdout), json.loads(done.stderr.decode().replace("'", '"'))
@@ -669,6 +672,23 @@ def test_the_answerer_decides_with_the_project_the_command_hook_named(
     answer = me.answer("Stop", json.dumps(event | {"n": 2}).encode())
     assert "session budget" in answer["systemMessage"]
     assert me.answered == 2
+
+
+def test_the_answerer_keeps_its_garbage_collector_and_keeps_nothing_read(
+    setup: resident.Setup, private_home: Path, recorded_day: float
+) -> None:
+    # A long-lived process: only a command hook's own process (hook.run) turns the collector
+    # off and keeps what its call read until it ends.
+    import gc
+
+    me = answerer.Answerer(setup)
+    event = json.loads(_stop_event(private_home))
+    sent: list[dict[str, Any]] = []
+    assert me.answer("Stop", json.dumps(event).encode(), send=sent.append) == {}
+    start = json.dumps(event | {"hook_event_name": "SessionStart", "source": "resume"})
+    assert me.relay(relay.header_line("SessionStart", "", "", [], True), start.encode()) == {}
+    assert sent == [{}]
+    assert gc.isenabled() and hook._kept is None
 
 
 def test_doctor_says_whether_it_runs_its_pid_since_when_its_count_and_last_error(

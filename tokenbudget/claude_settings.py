@@ -30,10 +30,16 @@ from tokenbudget.errors import SettingsError
 from tokenbudget.fileio import fsync_folder
 
 HOOK_MODULE = "tokenbudget.hook"  # the form written before HOOK_CODE
-HOOK_CODE = "from tokenbudget.hook import main; main()"
+# `run`: main() in a process that ends as soon as its answer is out (see tokenbudget.hook.run).
+HOOK_CODE = "from tokenbudget.hook import run; run()"
 # With the resident answerer, the command hooks that stay hand their event to it (relay_hook).
-RELAY_CODE = "from tokenbudget.relay_hook import main; main()"
-_CODES = (HOOK_CODE, RELAY_CODE)
+RELAY_CODE = "from tokenbudget.relay_hook import run; run()"
+# The codes written before `run`: still ours, so that install replaces them and uninstall
+# removes them (they keep working meanwhile: main() answers the same, in a process that ends
+# the usual way).
+_BEFORE_RUN = ("from tokenbudget.hook import main; main()",
+               "from tokenbudget.relay_hook import main; main()")
+_CODES = (HOOK_CODE, RELAY_CODE, *_BEFORE_RUN)
 # The quick start: `python -I -S` skips `site` (every .pth file of the environment: a few ms on
 # a lean venv, far more on some machines), so the folders it would have added are given here.
 _FAST_CODE = "import sys; sys.path[:0] = {paths}; {code}"

@@ -1,7 +1,7 @@
 """The lean command hook of resident mode: the event handed to the answerer, or decided here.
 
 `install --resident` registers SessionStart, UserPromptSubmit, SubagentStop and SessionEnd as
-`python -I -S -c '...from tokenbudget.relay_hook import main; main()' EVENT`: what it imports
+`python -I -S -c '...from tokenbudget.relay_hook import run; run()' EVENT`: what it imports
 until the answerer has answered is what a round trip on its Unix socket needs (relay.py). When
 the answerer is not there (not started yet, crashed, an older one without the socket), the full
 command hook runs in this process: it decides on its own and starts the answerer (see
@@ -23,8 +23,24 @@ import sys
 from tokenbudget import relay
 
 
-def main() -> None:
-    """Entry point of the lean command hook: prints one JSON object and exits 0."""
+def run() -> None:
+    """The lean command hook's process: what `install --resident` registers. main(), ended as
+    hook.run ends its process once the answer is out (hook.end_process, not imported here: the
+    relayed way stays lean); the cyclic garbage collector off meanwhile, and when the full hook
+    decides here, what it reads kept (hook.own_process)."""
+    import gc
+
+    gc.disable()
+    main(own_process=True)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os._exit(0)
+
+
+def main(own_process: bool = False) -> None:
+    """Entry point of the lean command hook: prints one JSON object and exits 0.
+    `own_process`: called by run (the full hook, when it decides here, keeps what it reads)."""
     event = sys.argv[1] if len(sys.argv) > 1 else ""
     try:
         raw = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read(
@@ -49,6 +65,8 @@ def main() -> None:
     if reply is None:
         from tokenbudget import hook
 
+        if own_process:
+            hook.own_process()
         hook.main([event], raw, retry=retry, async_start=True)
         return
     if event == "SessionStart" and reply.strip() != b"{}":
