@@ -16,7 +16,7 @@ from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
 from tokenbudget.ledger import Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
 from tokenbudget.schema import FILE_IDENT, FILE_OFFSET
-from tokenbudget.store import Store
+from tokenbudget.store import FOLD_DUE, Store
 from tokenbudget.store import open_store as open_store  # the one way to the ledger
 
 # typing costs a hook call with news about 2.5 ms to import, pathlib about 3.5 ms: transcripts
@@ -114,7 +114,11 @@ def sync_all(
                 return report
     if batch:
         _ingest_batch(store, batch, prices, report, folded_files)
-    with store.transaction(checkpoint=True) as ledger:
+    # A new snapshot only for what this step changes (a fold, a prune, a compaction, notices
+    # taken, a rebuild completed) or a journal grown as far as a session's start folds it
+    # (store.fold_due): a shorter journal is replayed by readers at little cost, and a status
+    # with nothing new must not rewrite and fsync the whole ledger under the lock.
+    with store.transaction(checkpoint=FOLD_DUE) as ledger:
         _take_notices(ledger, report)
         ledger["rebuild"] = False
         prune_hours(ledger, t_now, tz)
