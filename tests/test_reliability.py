@@ -130,7 +130,9 @@ def test_concurrent_hooks_on_growing_transcripts_count_exactly(
 def synced_ledger(home: Path) -> bytes:
     install_fixture("loop", home / ".claude")
     install_fixture("plain", home / ".claude", unique_ids=True)
-    sync.sync_all(sync.open_store(), now=NOW)
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    store.checkpoint()  # all of it in the snapshot (a sync leaves a short journal as it is)
     return (state_dir() / "ledger.json").read_bytes()
 
 

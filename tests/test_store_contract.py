@@ -878,3 +878,28 @@ def test_the_local_store_counts_from_the_transcripts_alone(usage_store: Recorded
     with pytest.raises(LedgerError, match="from the transcripts only"):
         usage_store.store.record([{"key": "k", "input": 1}])
     assert usage_store.store.usage_between(None, None) == _spent(4500)
+
+
+@pytest.mark.parametrize("case", ["nothing to fold", "a change of its own", "a grown journal"])
+def test_a_fold_when_due_writes_only_what_there_is_to_fold(case: str, tmp_path: Path) -> None:
+    """`checkpoint=FOLD_DUE` (sync's last step): a new snapshot for a change of the
+    transaction's own or a journal grown as far as `fold_due` says; else nothing is written,
+    a short journal left as it is."""
+    store = JsonFileStore(tmp_path / "ledger.json", journal_bound=600)
+    committed(store, 3 if case == "a grown journal" else 1)  # 1: only the first snapshot
+    committed(store, 1, "b")
+    assert store.fold_due() == (case == "a grown journal")
+    files = [(p.name, p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+             for p in (Path(store.file), Path(store.journal))]
+    before = store.snapshot()
+    with store.transaction(checkpoint=store_mod.FOLD_DUE) as ledger:
+        if case == "a change of its own":
+            _bump(ledger, "c", 1)
+    after = [(p.name, p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+             for p in (Path(store.file), Path(store.journal))]
+    if case == "nothing to fold":
+        assert after == files and store.snapshot() == before
+        return
+    assert after[0][1] != files[0][1] and after[1][3] == b""  # folded into a new snapshot
+    assert store.snapshot()["folded"]["sessions"] == before["folded"]["sessions"] + (
+        1 if case == "a change of its own" else 0)

@@ -73,6 +73,10 @@ if TYPE_CHECKING:
 # snapshot if that is more: a reader then parses at most 1.25 ledgers, and a checkpoint's cost
 # (the old full rewrite) is paid once per many commits.
 JOURNAL_BOUND = 256 * 1024
+# `transaction(checkpoint=FOLD_DUE)`: fold only a journal grown as far as `fold_due` says, or
+# what the transaction itself changed; with neither, nothing is written (sync's last step: a
+# command with nothing new must not rewrite the whole ledger).
+FOLD_DUE = "due"
 # Test-only: "STEP" or "STEP:pause" stops a commit at that step (exits at once, or waits to be
 # killed), for the crash tests (tests/test_store_crash.py); STEPs are in _step's callers.
 CRASH_ENV = "TOKENBUDGET_STORE_CRASH_AT"
@@ -224,12 +228,13 @@ class Store:
         """The same as `snapshot`: the ledger as last committed."""
         return self.read()[0]
 
-    def transaction(self, known: Any = None, checkpoint: bool = False) -> Any:
+    def transaction(self, known: Any = None, checkpoint: bool | str = False) -> Any:
         """Context manager: lock, yield the ledger, commit it on a clean exit.
 
         `known`: (position, ledger) from `read`, the ledger left unchanged: only what was
         committed since is read again. `checkpoint`: fold everything into the snapshot (the
-        cold paths: sync, rebuild, a session starting once the journal has grown).
+        cold paths: rebuild, a session starting once the journal has grown); FOLD_DUE: only
+        when the transaction changed the ledger or the journal has grown (sync).
         """
         raise NotImplementedError
 
@@ -601,7 +606,11 @@ class JsonFileStore(Store):
             snapshot = os.stat(self.file).st_size
         except OSError:
             snapshot = 0
-        return size * 4 >= max(self.journal_bound, snapshot // 4)
+        return self._grown(size, snapshot)
+
+    def _grown(self, journal_size: int, snapshot_size: int) -> bool:
+        """fold_due's rule, on sizes in bytes."""
+        return journal_size * 4 >= max(self.journal_bound, snapshot_size // 4)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -853,7 +862,8 @@ class JsonFileStore(Store):
 
     @contextmanager
     def transaction(
-        self, known: tuple[Position | None, Ledger] | None = None, checkpoint: bool = False
+        self, known: tuple[Position | None, Ledger] | None = None,
+        checkpoint: bool | str = False,
     ) -> Iterator[Ledger]:
         """Lock, yield the ledger, commit it on a clean exit (see Store.transaction)."""
         with self._locked(known, checkpoint, None) as data:
@@ -877,7 +887,7 @@ class JsonFileStore(Store):
 
     @contextmanager
     def _locked(
-        self, known: tuple[Position | None, Ledger] | None, checkpoint: bool,
+        self, known: tuple[Position | None, Ledger] | None, checkpoint: bool | str,
         prepared: Prepared | None,
     ) -> Iterator[Ledger | None]:
         base: Ledger | None = None
@@ -908,7 +918,7 @@ class JsonFileStore(Store):
 
     def _work_locked(
         self, known: tuple[Position | None, Ledger] | None, base: Ledger | None,
-        checkpoint: bool,
+        checkpoint: bool | str,
     ) -> Generator[Ledger, None, tuple[int, bool] | None]:
         """The ledger brought up to date, yielded to be changed, then committed (call with
         the lock held); return the journal's descriptor to sync once the lock is released."""
@@ -1023,15 +1033,19 @@ class JsonFileStore(Store):
             ) from None
 
     def _commit(
-        self, data: Ledger, base: Ledger, pos: Position | None, full: bool,
+        self, data: Ledger, base: Ledger, pos: Position | None, full: bool | str,
         change: tuple[list[Any], list[Any]] | None = None,
     ) -> tuple[int, bool] | None:
         """Append what changed to the journal, or fold it all into the snapshot; return the
         journal's descriptor to fsync once the lock is released (and whether it is new).
+        `full`: FOLD_DUE folds only a grown journal or a change of this commit's own.
         `change`: what changed, when the caller knows (a prepared commit)."""
         seq = pos.seq if pos is not None else 0
+        when_changed = full == FOLD_DUE
         if pos is None or pos.snapshot is None:
             full = True  # no snapshot yet (or a new ledger after a corrupt one)
+        elif when_changed:
+            full = self._grown(pos.end, pos.size)
         if not full:
             sets, dels = change if change is not None else journal.changes(base, data)
             sets = list(sets)
@@ -1042,6 +1056,7 @@ class JsonFileStore(Store):
                     self._keep_view(data, base, pos, ([], []), seq, at)
                     self._keep_warm(pos, data, b"")  # kept only at the journal's start
                 return None  # nothing changed: nothing to write
+            full = when_changed
         # This stamp tells one commit from another, so never a pinned clock.
         data["updated"] = time.time()  # the real clock
         if not full:

@@ -63,7 +63,7 @@ class PostgresStore(Store):
     def read(self) -> tuple[Any, Any]:
         self._no_ledger("read")
 
-    def transaction(self, known: Any = None, checkpoint: bool = False) -> Any:
+    def transaction(self, known: Any = None, checkpoint: bool | str = False) -> Any:
         self._no_ledger("change")
 
     def move_aside(self, label: str = "corrupt", ledger: Any = None) -> Any:
