@@ -347,6 +347,58 @@ def test_a_response_begun_after_the_total_was_written_is_a_new_request(
     assert ledger_total(store).total == 2 * truth_usage("plain").total
 
 
+def _line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry) + "\n"
+
+
+def _response(sid: str, n: int, at: str, input_tokens: int) -> dict[str, Any]:
+    return {"type": "assistant", "isSidechain": False, "sessionId": sid, "timestamp": at,
+            "requestId": f"req_{n}", "uuid": f"u{n}", "cwd": "/home/dev/project",
+            "message": {"id": f"msg_{n}", "type": "message", "role": "assistant",
+                        "model": "claude-opus-5-5", "content": [{"type": "text", "text": "x"}],
+                        "usage": {"input_tokens": input_tokens, "output_tokens": 10,
+                                  "cache_creation_input_tokens": 0,
+                                  "cache_read_input_tokens": 0}}}
+
+
+def _total(sid: str, input_tokens: int, output_tokens: int, start: str, written: str
+           ) -> dict[str, Any]:
+    return {"type": "cost-state", "sessionId": sid, "startTime": _ms(start),
+            "totalDuration": _ms(written) - _ms(start),
+            "modelUsage": {"claude-opus-5-5": {
+                "inputTokens": input_tokens, "outputTokens": output_tokens,
+                "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0}}}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "review: a session total's `written` (startTime + totalDuration) takes for 'already in the "
+    "total' a line of another process of the same session that began before this process "
+    "exited and was written after its total; _settle_extra takes that line off the usage only "
+    "the total knows (here 500 input tokens of a request in no line), which no later total "
+    "gives back. Before `written` the line counted, since it is dated after the last line "
+    "before the total."))
+def test_a_response_of_another_process_written_after_a_total_keeps_the_totals_own_usage(
+    private_home: Path,
+) -> None:
+    # Process A and process B of one session (resumed while A runs) append to one file.
+    sid = "11111111-2222-3333-4444-555555555555"
+    folder = private_home / ".claude" / "projects" / "-home-dev-project"
+    folder.mkdir(parents=True)
+    (folder / f"{sid}.jsonl").write_text("".join(map(_line, [
+        _response(sid, 1, "2026-11-28T16:20:00.000Z", 1000),  # A's request
+        # A exits at 16:21:00: its total holds 500 input tokens in no line (a compaction's,
+        # or an interactive session's side request).
+        _total(sid, 1500, 20, "2026-11-28T16:19:50.000Z", "2026-11-28T16:21:00.000Z"),
+        # B's response, begun at 16:20:30, written after A's total: not in it.
+        _response(sid, 2, "2026-11-28T16:20:30.000Z", 800),
+        # B exits: its total goes on from the one before B started (none), not from A's.
+        _total(sid, 800, 10, "2026-11-28T16:19:55.000Z", "2026-11-28T16:21:30.000Z"),
+    ])))
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0 + 3600)
+    assert ledger_total(store).input == 1000 + 500 + 800
+
+
 def test_a_second_compaction_in_a_session_is_counted_too(private_home: Path) -> None:
     install_fixture("compacted", private_home / ".claude")
     path = _transcript(private_home, "compacted")
