@@ -158,6 +158,10 @@ def _with_an_earlier_turn(main: Path, hidden: int) -> None:
         model, inputTokens=usage["input_tokens"] + hidden, outputTokens=usage["output_tokens"],
         cacheReadInputTokens=usage["cache_read_input_tokens"],
         cacheCreationInputTokens=usage["cache_creation_input_tokens"])})
+    # Written as that earlier process ended, just after its answer (17:10:01.000): its own
+    # `startTime + totalDuration` says so, as Claude Code's would.
+    earlier["startTime"] = int(datetime(2026, 11, 28, 17, 9, 50, tzinfo=UTC).timestamp() * 1000)
+    earlier["totalDuration"] = 11_100
     for field, extra in (("inputTokens", usage["input_tokens"] + hidden),
                          ("outputTokens", usage["output_tokens"]),
                          ("cacheReadInputTokens", usage["cache_read_input_tokens"]),
