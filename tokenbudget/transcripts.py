@@ -544,7 +544,8 @@ def _cost_state_event(entry: dict[str, Any], skipped: Skipped) -> CostStateEvent
 def _written(entry: dict[str, Any]) -> float | None:
     """A cost-state's `startTime + totalDuration` (milliseconds) in seconds, or None."""
     start, took = entry.get("startTime"), entry.get("totalDuration")
-    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in (start, took)):
+    if (isinstance(start, bool) or not isinstance(start, int | float)
+            or isinstance(took, bool) or not isinstance(took, int | float)):
         return None
     at = (start + took) / 1000
     return at if 0 < at < 1e11 and took >= 0 else None  # a time, not a NaN or a stray number
