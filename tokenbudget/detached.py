@@ -5,14 +5,16 @@ hook's prepared path), needs the lock only to record what it read. When the lock
 (many sessions committing at once), the hook tries it for hook.DETACH_AFTER, then answers
 at once and leaves the commit to a child of its own: in a session of its own (setsid), its
 standard streams on /dev/null, so that Claude Code, which waits for the hook's process and
-its pipes, is not held by it. The child waits for the lock as the resident answerer's commit
-after its answer does (hook._commit_later); if it gives up, nothing is recorded and the
-session's next hook reads the same news (read positions move only with a commit), as it
-would after a call that missed the lock.
+its pipes, is not held by it. The child commits as the resident answerer's commit after its
+answer does (hook._commit_later), waiting for the lock as long as a hook would; if it gives
+up, nothing is recorded and the session's next hook reads the same news (read positions move
+only with a commit), as it would after a call that missed the lock.
 
-At most one such commit is pending per session: the child holds a flock on a marker file in
-the state folder (`pending/<session id>`, 0600) until it exits (a child killed -9 lets it go
-too), and a call that finds it held waits for the lock itself.
+At most one such child is pending per session: it holds a flock on a marker file in the
+state folder (`pending/<session id>`, 0600) while it commits (a child killed -9 lets it go
+too). A call of the same session that finds it held (its lock busy too) answers at once as
+well and hands its news on to that child, which, once its own commit is made, records
+whatever the session's transcripts hold that the ledger has not read (see _child).
 """
 
 from __future__ import annotations
@@ -33,16 +35,26 @@ def folder() -> str:
     return os.path.join(paths.data_folder(), FOLDER)
 
 
-def start(session_id: str, commit: Callable[[], None], event: str) -> bool:
-    """Run `commit` in a detached child of this process; whether the child took it (this
-    process then answers and exits, without waiting for it). False where it cannot be: no
-    fork here, a commit of the session already pending, the fork failed; the caller then
-    commits as it would have (waiting for the lock)."""
+STARTED = "started"  # a child of this call's takes its commit
+HANDED_ON = "handed on"  # a child of the session's is pending: it records this call's news too
+
+
+def start(session_id: str, commit: Callable[[], None], more: Callable[[], bool],
+          again: Callable[[], None], event: str) -> str | None:
+    """Hand `commit` to a detached child of this process: STARTED (this process then answers
+    and exits, without waiting for it); HANDED_ON when a child of the session's is pending
+    already: this call's news, on disk, is the pending child's to record (see _child); None
+    where neither can be (no fork here, the fork failed): the caller commits as it would have,
+    waiting for the lock.
+
+    In the child: `commit()`, then, for as long as `more()` (the session has news on disk
+    that the ledger has not read: calls that handed theirs on meanwhile), `again()` (a
+    commit that reads it)."""
     if not hasattr(os, "fork") or not paths.is_session_id(session_id):
-        return False
+        return None
     claimed = _claim(session_id)
-    if claimed is None:
-        return False
+    if not isinstance(claimed, tuple):
+        return claimed  # HANDED_ON, or None
     fd, marker = claimed
     try:
         import sys
@@ -54,27 +66,45 @@ def start(session_id: str, commit: Callable[[], None], event: str) -> bool:
     except (OSError, ValueError) as e:
         os.close(fd)
         _log(f"{event}: could not hand its commit to a child ({e}); waiting for the lock")
-        return False
+        return None
     if pid:
         os.close(fd)  # the child's copy of it holds the marker's lock
-        return True
-    _child(commit, event, fd, marker)  # never returns
-    return False  # pragma: no cover
+        return STARTED
+    _child(session_id, commit, more, again, event, fd, marker)  # never returns
+    return None  # pragma: no cover
 
 
-def _child(commit: Callable[[], None], event: str, fd: int, marker: str) -> None:
-    """The child: detach, commit, let the marker go, exit (never returns, never raises)."""
+def _child(session_id: str, commit: Callable[[], None], more: Callable[[], bool],
+           again: Callable[[], None], event: str, fd: int, marker: str) -> None:
+    """The child: detach, commit, let the marker go, record what calls handed on meanwhile;
+    exit (never returns, never raises).
+
+    Why nothing handed on is left behind: a call hands its news on only after that news is on
+    disk and while the marker is held; the child looks for news only after it has let the
+    marker go, so it sees that call's news, and records it unless another call holds the
+    marker by then (whose own child, reading from where the ledger stops, records it)."""
     code = 0
+    held: int | None = fd
     try:
         os.setsid()
-        os.ftruncate(fd, 0)
-        os.write(fd, b"%d\n" % os.getpid())  # who is pending, for whoever looks
         null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
+        for n in (0, 1, 2):
+            os.dup2(null, n)
         if null > 2:
             os.close(null)
-        commit()
+        step = commit
+        while True:
+            _name(fd)
+            step()
+            _let_go(fd, marker)
+            held = None
+            if not more():
+                break
+            again_claimed = _claim(session_id)
+            if not isinstance(again_claimed, tuple):
+                break  # another call's child has it (or it cannot be had: the next hook)
+            fd, marker = again_claimed
+            held, step = fd, again
     except BaseException as e:
         from tokenbudget.errors import TokenbudgetError
 
@@ -83,32 +113,54 @@ def _child(commit: Callable[[], None], event: str, fd: int, marker: str) -> None
              " next hook reads it again")
         code = 1
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(marker)  # still held: a newcomer that opened it finds it stale (_claim)
+        if held is not None:
+            _let_go(held, marker)
         os._exit(code)
 
 
-def _claim(session_id: str) -> tuple[int, str] | None:
-    """The session's marker, locked (its descriptor and path); None when a commit of the
-    session is pending (or the marker cannot be had)."""
+def _name(fd: int) -> None:
+    """Write this process's id in the marker it holds: who is pending, for whoever looks."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+
+
+def _let_go(fd: int, marker: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(marker)  # still held: a newcomer that opened it finds it stale (_claim)
+    os.close(fd)
+
+
+def _claim(session_id: str) -> tuple[int, str] | str | None:
+    """The session's marker, locked (its descriptor and path); HANDED_ON when a child of the
+    session's holds it; None when it cannot be had."""
+    import errno
+
     try:
         import fcntl
 
         where = paths.ensure_private_dir(folder())
         marker = os.path.join(where, session_id)
-        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o600)
     except (ImportError, OSError):
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    for _ in range(3):
+        try:
+            fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            return HANDED_ON if e.errno in (errno.EAGAIN, errno.EACCES) else None
         # A child that ended unlinks its marker while it still holds it: a lock won on that
-        # unlinked file is no claim on the session's.
-        if not os.path.samestat(os.fstat(fd), os.stat(marker)):
-            raise OSError("the marker was replaced")
-    except OSError:
+        # unlinked file is no claim on the session's. Open it again.
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(marker)):
+                return fd, marker
+        except OSError:
+            pass
         os.close(fd)
-        return None
-    return fd, marker
+    return None
 
 
 def pending(session_id: str | None = None) -> list[str]:

@@ -659,7 +659,8 @@ def _prepare(
 
 
 def _commit_later(
-    ev: Event, cfg: Any, budget_list: list[Any], now: float, store: Any, prepared: Any
+    ev: Event, cfg: Any, budget_list: list[Any], now: float, store: Any, prepared: Any,
+    wait: float | None = None,
 ) -> None:
     """The commit of a call already answered `{}` (handle's `later`). Raises what the commit
     meets: nothing is recorded then, and the session's next hook reads the same news (read
@@ -669,8 +670,9 @@ def _commit_later(
     and what the engine would now say (a warning, a stop) can no longer go with the answer:
     it is neither given, nor recorded as given (a warning), nor kept as a stop. The session's
     next hook that Claude Code waits for decides on the ledger this commits and says it, and
-    `status --check` reads a budget used up from the ledger itself."""
-    store.lock_timeout = later_lock_wait(cfg.lock_timeout_seconds)
+    `status --check` reads a budget used up from the ledger itself. `wait`: seconds to wait
+    for the lock (else later_lock_wait's)."""
+    store.lock_timeout = later_lock_wait(cfg.lock_timeout_seconds) if wait is None else wait
     with store.commit_prepared(prepared) as ledger:
         if ledger is None:
             return
@@ -687,9 +689,10 @@ def _commit_or_detach(
     """`store.commit_prepared(prepared)`; with `detach` (a command hook whose call was decided
     `{}` far from every limit, without fail_closed), the lock is tried for DETACH_AFTER
     first and, when it stays busy, the commit is handed to a detached child (it yields None
-    then, as for a change committed as prepared, and the hook answers at once); when no child
-    can take it (no fork, one of the session's pending already), the lock is waited for as
-    without `detach`."""
+    then, as for a change committed as prepared, and the hook answers at once), or, when a
+    child of the session's is pending already, to that child (detached.HANDED_ON); when no
+    child can take it (no fork, the fork failed), the lock is waited for as without
+    `detach`."""
     if not detach or ev.session_id is None:
         return store.commit_prepared(prepared)
     from contextlib import contextmanager
@@ -717,15 +720,42 @@ def _committing(
     finally:
         store.lock_timeout = bound
         store.name_holder = True
-    # The lock is busy: nothing was taken or changed yet, and `prepared` still holds.
+    # The lock is busy: nothing was taken or changed yet, and `prepared` still holds. The
+    # child waits for the lock as long as a hook would: nobody waits for it (the session's
+    # next hook hands its news on to it, or commits itself), unlike the resident answerer's
+    # commit after its answer, which the session's next event waits for (later_lock_wait).
     from tokenbudget import detached
 
     if detached.start(ev.session_id or "",
-                      lambda: _commit_later(ev, cfg, budget_list, now, store, prepared), ev.name):
+                      lambda: _commit_later(ev, cfg, budget_list, now, store, prepared,
+                                            cfg.lock_timeout_seconds),
+                      lambda: _unread_now(ev, store),
+                      lambda: _commit_news(ev, cfg, budget_list, store), ev.name):
         yield None
         return
     with store.commit_prepared(prepared) as ledger:
         yield ledger
+
+
+def _unread_now(ev: Event, store: Any) -> bool:
+    """Whether the event's session has news on disk that the ledger as committed has not read
+    (calls that handed theirs on to a detached child: detached.start)."""
+    assert ev.transcript is not None and ev.session_id is not None
+    return _unread(store.snapshot()["files"], ev.transcript, ev.session_id)
+
+
+def _commit_news(ev: Event, cfg: Any, budget_list: list[Any], store: Any) -> None:
+    """Record what the event's session has on disk that the ledger has not read, in a
+    detached child after its own commit (detached.start): news that later calls of the
+    session, answered meanwhile, handed on to it. Waits for the lock as long as a hook
+    would, and gives up as _commit_later does; nothing is said (heard=False)."""
+    store.lock_timeout = cfg.lock_timeout_seconds
+    now = clock.now()
+    with store.transaction() as ledger:
+        _, rebuild_owed = _work(ev, cfg, budget_list, now, None, True, store, ledger, [],
+                                heard=False)
+    if rebuild_owed:
+        log(f"{ev.name}: the ledger is to be rebuilt; left for the session's next hook")
 
 
 def later_lock_wait(lock_timeout: float) -> float:
