@@ -68,18 +68,19 @@ def _timed(path, timeout):
     return timed_release
 L._flock = _timed
 import tokenbudget.hook as H
-_later = H._commit_later
 def _note(what):
     with open(os.environ["TB_DETACH_LOG"], "a") as f:
         f.write(f"{os.environ['TB_CALL']} {what}\\n")
-def _counted(*args, **kwargs):
-    try:
-        _later(*args, **kwargs)
-    except BaseException as e:
-        _note(f"gave-up {type(e).__name__}")
-        raise
-    _note("committed")
-H._commit_later = _counted
+def _counted(commit, said):
+    def counted(*args, **kwargs):
+        try:
+            commit(*args, **kwargs)
+        except BaseException as e:
+            _note(f"{said}gave-up {type(e).__name__}")
+            raise
+        _note(f"{said}committed")
+    return counted
+H._commit_later = _counted(H._commit_later, "")
 _quick = H._quick
 def _counted_quick(*args, **kwargs):
     answer, known = _quick(*args, **kwargs)
@@ -88,15 +89,7 @@ def _counted_quick(*args, **kwargs):
     return answer, known
 H._quick = _counted_quick
 if hasattr(H, "_commit_news"):  # a detached child recording what later calls handed on
-    _news = H._commit_news
-    def _counted_news(*args, **kwargs):
-        try:
-            _news(*args, **kwargs)
-        except BaseException as e:
-            _note(f"again-gave-up {type(e).__name__}")
-            raise
-        _note("again-committed")
-    H._commit_news = _counted_news
+    H._commit_news = _counted(H._commit_news, "again-")
     import tokenbudget.detached as D
     _start = D.start
     def _counted_start(*args, **kwargs):
