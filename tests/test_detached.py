@@ -92,6 +92,21 @@ def test_a_busy_lock_answers_at_once_and_a_detached_child_commits(private_home: 
     assert not log.exists() or "not obtained" not in log.read_text()
 
 
+def test_a_session_end_under_a_busy_lock_answers_at_once_and_its_child_records_it(
+    private_home: Path,
+) -> None:
+    """Claude Code gives SessionEnd hooks about 1.5 s before it exits: without a child, one
+    gives up on the lock after 0.5 s and leaves the session's last usage for a later hook."""
+    base, total = started(private_home, lock_timeout_seconds=30)
+    sid = base["session_id"]
+    _append_request(base["transcript_path"], 1, 1000)
+    with held(private_home):
+        assert run_hook("SessionEnd", {**base, "reason": "exit"}) == (0, {}, "")
+        assert pending() == [sid]
+    waited(sid)
+    assert session_tokens(private_home, sid) == total + 1000
+
+
 def test_a_quiet_lock_commits_in_the_hook_itself(private_home: Path) -> None:
     base, total = started(private_home)
     _append_request(base["transcript_path"], 1, 6000)
