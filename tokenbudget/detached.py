@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 FOLDER = "pending"
+# Commits a child makes at most after its own, for news its session's later calls handed on
+# (or that came meanwhile): a session writing without pause cannot keep it alive; what is
+# left is read by the session's next hook.
+MAX_AGAIN = 8
 
 
 def folder() -> str:
@@ -58,11 +62,16 @@ def start(session_id: str, commit: Callable[[], None], more: Callable[[], bool],
     fd, marker = claimed
     try:
         import sys
+        import warnings
 
         # Whatever this process has buffered is its own to write, not the child's as well.
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12 warns of forking a process with threads, after the fork: a hook's
+            # process has none (a test calling the hook in its own process may).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
     except (OSError, ValueError) as e:
         os.close(fd)
         _log(f"{event}: could not hand its commit to a child ({e}); waiting for the lock")
@@ -82,7 +91,8 @@ def _child(session_id: str, commit: Callable[[], None], more: Callable[[], bool]
     Why nothing handed on is left behind: a call hands its news on only after that news is on
     disk and while the marker is held; the child looks for news only after it has let the
     marker go, so it sees that call's news, and records it unless another call holds the
-    marker by then (whose own child, reading from where the ledger stops, records it)."""
+    marker by then (whose own child, reading from where the ledger stops, records it), or
+    it has made MAX_AGAIN such commits already (the session's next hook reads it)."""
     code = 0
     held: int | None = fd
     try:
@@ -93,12 +103,12 @@ def _child(session_id: str, commit: Callable[[], None], more: Callable[[], bool]
         if null > 2:
             os.close(null)
         step = commit
-        while True:
+        for rounds in range(1 + MAX_AGAIN):
             _name(fd)
             step()
             _let_go(fd, marker)
             held = None
-            if not more():
+            if rounds == MAX_AGAIN or not more():
                 break
             again_claimed = _claim(session_id)
             if not isinstance(again_claimed, tuple):
