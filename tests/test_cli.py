@@ -491,3 +491,39 @@ def test_uninstall_removes_the_settings_file_install_created(private_home: Path)
         "Deleted settings.json.tokenbudget-bak: nothing of tokenbudget is left to undo.",
     ]
     assert sorted(p.name for p in settings.parent.iterdir()) == []
+
+
+READ_ONLY = [
+    (("status",), "No budgets."),
+    (("status", "--json"), '"budgets": []'),
+    (("status", "--check"), ""),
+    (("status", "--check", "--session", "abc"), ""),
+    (("report",), "No usage found."),
+    (("report", "--by", "session", "--json"), '"sessions": []'),
+    (("statusline",), "tokenbudget: "),
+    (("doctor",), "hooks are not registered"),  # and exits 1: they are not
+    (("budget", "simulate", "daily", "500k"), "No recorded usage to replay."),
+    (("budget", "suggest"), "daily: no recorded usage"),
+    (("budget", "list"), "No budgets."),
+]
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+@pytest.mark.parametrize(("command", "says"), READ_ONLY, ids=[" ".join(c) for c, _ in READ_ONLY])
+def test_a_command_that_only_reads_creates_no_state_on_a_machine_without_history(
+    private_home: Path, state: str, command: tuple[str, ...], says: str
+) -> None:
+    """With no ledger and no transcript to record, a command that only reads reports an empty
+    history and leaves the state folder as it found it (missing, or empty): no ledger, lock
+    or hot copy is written for nothing."""
+    if state == "empty":
+        (private_home / "tb state").mkdir(mode=0o700)
+    before = _listing(private_home)
+    proc = run(*command, home=private_home, cwd=private_home)
+    assert proc.returncode == (command == ("doctor",)), proc.stderr
+    assert says in proc.stdout, proc.stdout
+    assert _listing(private_home) == before

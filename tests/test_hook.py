@@ -829,17 +829,7 @@ def test_a_session_ended_by_clear_gets_its_last_total_from_the_next_sessions_hoo
     # the new session's next hook reads it, without a sync.
     from tokenbudget import hook
 
-    old = session(private_home, "compacted")
-    transcript = Path(old["transcript_path"])
-    lines = transcript.read_bytes().splitlines(keepends=True)
-    compacted = next(i for i, line in enumerate(lines) if b"compact_boundary" in line)
-    total = next(i for i in range(compacted, len(lines)) if b'"cost-state"' in lines[i])
-    transcript.write_bytes(b"".join(lines[:compacted]))
-    run_hook("Stop", old)  # its last turn's end
-    transcript.write_bytes(b"".join(lines[:total]))  # the /compact: no hook of its own
-    new_id = "0f0f0f0f-0000-4000-8000-00000000c1ea"
-    new = {**old, "session_id": new_id, "transcript_path": str(transcript.parent / new_id)}
-    new["transcript_path"] += ".jsonl"
+    old, new, last_total = _ended_by_clear(private_home)
     end = json.dumps({**old, "hook_event_name": "SessionEnd", "reason": "clear"}).encode()
     if session_end == "first":
         hook.handle("SessionEnd", end)
@@ -859,8 +849,34 @@ def test_a_session_ended_by_clear_gets_its_last_total_from_the_next_sessions_hoo
         with monkeypatch.context() as patch:
             patch.setattr(hook, "_quick", then_the_next_session_starts)
             hook.handle("SessionEnd", end)
+    _counts_the_last_total(private_home, old, new, last_total)
+
+
+def _ended_by_clear(private_home: Path) -> tuple[dict[str, str], dict[str, str], bytes]:
+    """A session (the fixture `compacted`) whose turn ended and which /clear then ended: its
+    transcript without the last total Claude Code writes after its hooks (returned, to be
+    appended), and the next session's hook input (its SessionStart not run yet)."""
+    old = session(private_home, "compacted")
+    transcript = Path(old["transcript_path"])
+    lines = transcript.read_bytes().splitlines(keepends=True)
+    compacted = next(i for i, line in enumerate(lines) if b"compact_boundary" in line)
+    total = next(i for i in range(compacted, len(lines)) if b'"cost-state"' in lines[i])
+    transcript.write_bytes(b"".join(lines[:compacted]))
+    run_hook("Stop", old)  # its last turn's end
+    transcript.write_bytes(b"".join(lines[:total]))  # the /compact: no hook of its own
+    new_id = "0f0f0f0f-0000-4000-8000-00000000c1ea"
+    new = {**old, "session_id": new_id, "transcript_path": str(transcript.parent / new_id)}
+    new["transcript_path"] += ".jsonl"
+    return old, new, lines[total]
+
+
+def _counts_the_last_total(private_home: Path, old: dict[str, str], new: dict[str, str],
+                           last_total: bytes) -> None:
+    """The ended session's last total, written now, is counted by the new session's next hook."""
+    transcript = Path(old["transcript_path"])
     lines_only = session_tokens(private_home, old["session_id"])
-    transcript.write_bytes(b"".join(lines[: total + 1]))
+    with open(transcript, "ab") as f:
+        f.write(last_total)
     run_hook("UserPromptSubmit", {**new, "prompt": "hello again", "prompt_id": "p-2"})
     # The two compaction requests: in no transcript line, only in that last total.
     compactions = [t for t in truth("compacted") if t["id"] in ("msg_fake_00005", "msg_fake_00006")]
@@ -868,6 +884,55 @@ def test_a_session_ended_by_clear_gets_its_last_total_from_the_next_sessions_hoo
     assert session_tokens(private_home, old["session_id"]) == lines_only + hidden
     # Read once: later hooks find nothing new there.
     assert ledger(private_home)["files"][str(transcript)][2] == transcript.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("late", "goes_on"),
+    [
+        ("SubagentStop", False),  # its background subagent finishing after /clear
+        ("PostToolBatch", False),  # a tool batch of that subagent (it names its agent_id)
+        ("SessionEnd", False),  # its own SessionEnd, run in the background
+        ("SessionStart", True),  # resumed (`claude --resume`)
+        ("its own PostToolBatch", True),  # a tool batch of its main agent, resumed
+    ],
+)
+def test_only_the_ended_sessions_own_going_on_stops_the_reading_of_its_last_total(
+    private_home: Path, recorded_day: float, late: str, goes_on: bool
+) -> None:
+    """After /clear, the new session's hooks read what the ended session still writes (its
+    last total) until that session goes on. A late event of the ended session's subagent, or
+    its own late SessionEnd, carries its transcript_path but is no sign that it goes on: the
+    new session's next hook still reads that last total. Its main agent's own hook is: its
+    own hooks read it from then on."""
+    old, new, last_total = _ended_by_clear(private_home)
+    run_hook("SessionEnd", {**old, "reason": "clear"})
+    run_hook("SessionStart", {**new, "source": "clear"})
+    transcript = old["transcript_path"]
+    assert transcript in ledger(private_home)["ended"]
+    agent = "af447d35b9eb8ad94"
+    subagent = str(Path(transcript).with_suffix("") / "subagents" / f"agent-{agent}.jsonl")
+    payload: dict[str, Any] = {
+        "SubagentStop": {**old, "agent_id": agent, "agent_type": "general-purpose",
+                         "agent_transcript_path": subagent, "stop_hook_active": False,
+                         "last_assistant_message": "Done."},
+        "PostToolBatch": {**old, "agent_id": agent, "tool_calls": []},
+        "SessionEnd": {**old, "reason": "clear"},
+        "SessionStart": {**old, "source": "resume"},
+        "its own PostToolBatch": {**old, "tool_calls": []},
+    }[late]
+    if late == "its own PostToolBatch":
+        _append_request(transcript, 1, 1000)  # the response that asked for its tools
+    elif late in ("SubagentStop", "PostToolBatch"):
+        # What the subagent wrote before its hook, news that takes the hook the locked way:
+        # its prompt (no response: the fixture's last total holds none of a subagent).
+        line = {"type": "user", "isSidechain": True, "agentId": agent, "uuid": "uuid-sub",
+                "sessionId": old["session_id"], "message": {"role": "user", "content": "Go."}}
+        Path(subagent).parent.mkdir(parents=True)
+        Path(subagent).write_text(json.dumps(line, separators=(",", ":")) + "\n")
+    run_hook(late.split()[-1], payload)
+    assert (transcript in ledger(private_home)["ended"]) is not goes_on
+    if not goes_on:
+        _counts_the_last_total(private_home, old, new, last_total)
 
 
 def test_fail_closed_answers_even_when_the_clock_cannot_be_read(private_home: Path) -> None:
@@ -1076,6 +1141,63 @@ def test_a_batch_far_from_every_limit_does_not_wait_for_its_response(
     out = hook.handle("PostToolBatch", json.dumps(again).encode())
     assert waits == ["PostToolBatch"]
     assert out.get("continue") is False and "session budget" in out["stopReason"], out
+
+
+@pytest.mark.parametrize("event", ["Stop", "PostToolBatch"])
+def test_a_busy_lock_waits_for_the_response_only_near_a_blocking_limit(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch, event: str
+) -> None:
+    """With the lock busy (many sessions committing at once) the hook decides on the ledger as
+    committed and its news read in memory. Like the locked way, it waits for the response not
+    written yet only when that response could carry a blocking budget past its limit, and
+    then decides on it; far from every limit it answers at once (before, it waited up to
+    TOOL_LINE_WAIT on top of the lock's own wait)."""
+    from tokenbudget import hook, lock
+
+    base = session(private_home)
+    path = base["transcript_path"]
+    total = truth_usage("loop").total + 1000
+    set_budgets(private_home, {"kind": "session", "limit": str(total + hook.MAX_RESPONSE_TOKENS
+                                                               + 1)})
+    hook.handle("SessionStart", json.dumps(base).encode())
+
+    def busy(path: str, timeout: float) -> Any:
+        raise TimeoutError(path)
+
+    waits: list[str] = []
+    if event == "Stop":
+        payload = {**base, "last_assistant_message": LAST_TEXT.rstrip()}
+
+        def wait(ev: Any) -> bool:
+            waits.append(ev.name)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(_last_response(path, 6000))
+            return True
+    else:
+        payload = {**base, "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_busy"}]}
+        wait = _written_meanwhile(path, "busy", 6000, waits)
+    _append_request(path, 1, 1000)  # news to record: the call goes for the lock
+    monkeypatch.setattr(lock, "acquire", busy)
+    monkeypatch.setattr(hook, "_await_response", wait)
+    out = hook.handle(event, json.dumps(payload).encode())
+    assert hook.UNRECORDED in out.get("systemMessage", ""), out  # the busy lock's way
+    assert waits == [], out
+    assert out.get("continue") is not False and "used up" not in out["systemMessage"], out
+    # Within one response of a blocking limit: it waits, reads again and decides on it. The
+    # resident answerer's lock (handle's pause) is let go meanwhile, as on the locked way.
+    set_budgets(private_home, {"kind": "session", "limit": str(total + 5000)})
+    pause = threading.Lock()
+    held: list[bool] = []
+    monkeypatch.setattr(hook, "_await_response", lambda ev: held.append(pause.locked()) or wait(ev))
+    with pause:
+        out = hook.handle(event, json.dumps({**payload, "n": 2}).encode(), pause=pause)
+    assert hook.UNRECORDED in out.get("systemMessage", ""), out
+    assert waits == [event] and held == [False], out
+    if event == "Stop":
+        assert "session budget is used up" in out["systemMessage"], out
+    else:
+        assert out.get("continue") is False and "session budget" in out["stopReason"], out
+    assert session_tokens(private_home, base["session_id"]) == total - 1000  # nothing written
 
 
 @pytest.mark.parametrize(

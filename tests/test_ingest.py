@@ -14,7 +14,7 @@ import itertools
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,54 @@ def test_a_subagent_line_written_after_the_session_total_counts_once(private_hom
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("agent")
     assert session_totals(store)[agent.parent.parent.name] == truth_usage("agent")
+
+
+def _interrupted(path: Path, written_ms: int | None) -> None:
+    """The transcript as Claude Code 2.1.328 leaves it on Ctrl-C in `claude -p` while the
+    response streams: the session's total (which counts that response from its first event)
+    written before the response's lines, dated when the response began."""
+    lines = path.read_text().splitlines(keepends=True)
+    state = next(i for i, line in enumerate(lines) if '"type":"cost-state"' in line)
+    first = next(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
+    total = json.loads(lines[state])
+    if written_ms is None:
+        del total["startTime"], total["totalDuration"]
+    else:
+        total["totalDuration"] = written_ms - total["startTime"]
+    rest = [line for i, line in enumerate(lines) if i not in (state,)]
+    rest.insert(first, json.dumps(total) + "\n")
+    path.write_text("".join(rest))
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def test_a_response_whose_line_follows_the_total_it_is_in_counts_once(
+    private_home: Path,
+) -> None:
+    install_fixture("plain", private_home / ".claude")
+    path = _transcript(private_home, "plain")
+    # Its lines are dated 17:14:35.881-.884; the total was written at .919, after them.
+    _interrupted(path, _ms("2026-11-28T17:14:35.919Z"))
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+
+
+@pytest.mark.parametrize("written", [
+    _ms("2026-11-28T17:14:35.850Z"),  # before the response began at .881: cannot hold it
+    None,  # a total that names no time
+    _ms("2026-11-28T17:14:35.850Z") + int(ingest.TOTAL_WRITTEN_SLACK * 1000),  # past believing
+])
+def test_a_response_begun_after_the_total_was_written_is_a_new_request(
+    private_home: Path, written: int | None
+) -> None:
+    install_fixture("plain", private_home / ".claude")
+    _interrupted(_transcript(private_home, "plain"), written)
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store).total == 2 * truth_usage("plain").total
 
 
 def test_a_second_compaction_in_a_session_is_counted_too(private_home: Path) -> None:

@@ -242,7 +242,7 @@ def report(
         project=str(Path(project).expanduser().resolve()) if project else None,
     )
     cfg = console.config_for_reading()
-    store, _ = console.record_new(cfg)
+    store, _ = console.record_new(cfg, reading=True)
     ledger = store.snapshot()
     records = history.read_records(ledger)  # a period still live is the ledger's
     view = held(ledger, records)  # one read, for every part of the report
@@ -447,7 +447,7 @@ def _recorded_history() -> tuple[Any, Any]:
     from tokenbudget import history, simulate, stops
 
     cfg = console.config_for_reading()
-    store, _ = console.record_new(cfg)
+    store, _ = console.record_new(cfg, reading=True)
     ledger = store.snapshot()
     return cfg, simulate.history_of(ledger, history.read_records(ledger), stops.read())
 
@@ -674,7 +674,7 @@ def status(as_json: bool, session_id: str | None, check: bool) -> None:
         raise
     try:
         # The hooks' own bound: what was last committed answers when the lock stays busy.
-        store, _ = console.record_new(cfg, wait=cfg.lock_timeout_seconds)
+        store, _ = console.record_new(cfg, wait=cfg.lock_timeout_seconds, reading=True)
     except LockTimeout as e:
         # As the hooks do: what was last committed still answers; say what it may miss.
         from tokenbudget import sync

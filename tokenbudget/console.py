@@ -42,12 +42,17 @@ def notices(lines: list[str]) -> None:
         click.echo(shown(n), err=True)
 
 
-def record_new(cfg: Any, quiet: bool = True, wait: float = 30.0) -> Any:
+def record_new(cfg: Any, quiet: bool = True, wait: float = 30.0, reading: bool = False) -> Any:
     """Record what is new in every transcript; (store, sync report). Waits up to `wait` s
-    for the ledger's lock: a command, unlike a hook, can afford to."""
+    for the ledger's lock: a command, unlike a hook, can afford to. `reading`: for a command
+    that only reads, which writes nothing when there is neither a ledger nor a transcript."""
     from tokenbudget import sync
 
     store = sync.open_store(lock_timeout=max(cfg.lock_timeout_seconds, wait))
+    if reading and not store.exists() and sync.nothing_to_read():
+        # A machine with no history yet: the empty ledger answers, and a command that only
+        # reads leaves no ledger, lock or hot copy behind.
+        return store, sync.SyncReport()
     report = sync.sync_all(
         store, prices=cfg.prices, retention_days=cfg.retention_days, tz=cfg.tz()
     )

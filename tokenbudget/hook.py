@@ -63,6 +63,10 @@ _EVENTS = (
 # Registered async (claude_settings.OUR_EVENTS): nobody reads their answer, so they give no
 # warning (it would count as given); the next hook that is waited for gives it.
 UNHEARD = ("SubagentStop", "SessionEnd")
+# The events of a session's main agent: one of them after /clear means the session goes on
+# (_goes_on).
+RESUMING = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch",
+            "Stop")
 
 
 class Event:
@@ -332,7 +336,7 @@ def handle(
         return _with_message(answer, broken)
     except LockTimeout as e:
         try:
-            answer = _unlocked(ev, cfg, budget_list, at)
+            answer = _unlocked(ev, cfg, budget_list, at, pause)
         except (TokenbudgetError, OSError) as e2:
             return fail(name, f"{e}; not checked this time ({e2})", cfg.fail_closed, ev)
         # Said every time: each such call made the user wait, and a hung holder can be ended.
@@ -368,17 +372,31 @@ def handle_safely(name: str, raw: bytes, **where: Any) -> dict[str, Any]:
         return fail(name, f"internal error: {type(e).__name__}: {e}", fail_closed)
 
 
-def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[str, Any]:
+def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float, pause: Any = None
+              ) -> dict[str, Any]:
     """The answer when the lock stays busy (many sessions committing at once): the ledger as
     committed, with this session's news read into it in memory, decides. Nothing is written
     but a stop kept for `status --check`; the read positions do not move, so the next call
     that gets the lock records the same news. Under load the budget still holds: giving up
-    and letting everything through is left for what cannot be read at all."""
+    and letting everything through is left for what cannot be read at all.
+
+    It waits for the response the event follows where the locked way does (_handle): only
+    when that response could carry a blocking budget past its limit; then it reads again."""
+    near: list[bool] | None = None if _response_on_disk(ev) else []
+    answer = _unlocked_once(ev, cfg, budget_list, now, near)
+    if near and _await_paused(ev, pause):
+        # The first reading recorded nothing (its warnings given only in memory): the second,
+        # on the ledger as committed now, says all of it again.
+        answer = _unlocked_once(ev, cfg, budget_list, now, None)
+    return answer
+
+
+def _unlocked_once(ev: Event, cfg: Any, budget_list: list[Any], now: float,
+                   near: list[bool] | None) -> dict[str, Any]:
+    """One reading and decision of _unlocked (`near`: see _handle_once)."""
     from tokenbudget import sync
     from tokenbudget.store import held
 
-    if not _response_on_disk(ev):
-        _await_response(ev)  # no second reading follows here: this one waits for it
     store = sync.open_store(lock_timeout=cfg.lock_timeout_seconds)
     ledger = store.snapshot()
     if ledger["rebuild"]:
@@ -389,7 +407,7 @@ def _unlocked(ev: Event, cfg: Any, budget_list: list[Any], now: float) -> dict[s
     if ev.transcript is not None and ev.session_id is not None:
         sync.sync_session(store, ev.transcript, ev.session_id, prices=cfg.prices, ledger=ledger,
                           max_bytes=MAX_READ_PER_CALL)
-    return _decide(ev, cfg, budget_list, ledger, now, heard=ev.heard)
+    return _decide(ev, cfg, budget_list, ledger, now, near, heard=ev.heard)
 
 
 def _fingerprint(ev: Event) -> str:
@@ -494,8 +512,9 @@ def _await_response(ev: Event) -> bool:
 
 
 def _await_paused(ev: Event, pause: Any) -> bool:
-    """_await_response with `pause` (see handle) released meanwhile. The first reading has
-    committed by then (near a limit nothing is left for later): the second reads afresh."""
+    """_await_response with `pause` (see handle) released meanwhile. The first reading holds
+    nothing by then (it committed, near a limit nothing is left for later, or the lock was
+    busy and it recorded nothing): the second reads afresh."""
     if pause is None:
         return _await_response(ev)
     pause.release()
@@ -850,9 +869,7 @@ def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> Non
             if recent:
                 ended[path] = [rec[FILE_SESSION], now + ENDED_WAIT]
     for path, (sid, until) in list(ended.items()):
-        # Its own SessionEnd, which runs in the background, may come after the next session's
-        # SessionStart (a loaded machine): it ends the session, and the last total follows it.
-        if until < now or (path == ev.transcript and ev.name != "SessionEnd"):
+        if until < now or (path == ev.transcript and _goes_on(ev)):
             del ended[path]  # long done, or resumed: its own hooks read it
             continue
         try:
@@ -861,6 +878,16 @@ def _read_ended(store: Any, ledger: Any, ev: Event, cfg: Any, now: float) -> Non
             )
         except OSError:
             del ended[path]
+
+
+def _goes_on(ev: Event) -> bool:
+    """Whether the event means its session is active again (resumed after /clear ended it):
+    an event of its main agent. Not its own SessionEnd, nor a subagent's (SubagentStop, or
+    any event naming an `agent_id`), though they carry the session's transcript_path (seen
+    with 2.1.328): SessionEnd and SubagentStop hooks run in the background, a background
+    subagent may finish after /clear, and on a loaded machine either may come after the next
+    session's SessionStart, before the ended session's last total is written."""
+    return ev.name in RESUMING and ev.agent is None
 
 
 def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool) -> None:

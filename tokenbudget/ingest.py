@@ -124,6 +124,9 @@ if TYPE_CHECKING:
 BUCKETS_KEPT = 40 * 96  # the buckets feed the day/week/month/5h windows: 40 days is enough
 RECENT = 2 * 86400  # 15-minute buckets kept this long; older ones are merged per local day
 NO_TURN = "-"
+# How far past the last line before it a session total's own `written` time is believed (a
+# response interrupted after streaming this long is still found in the total it wrote).
+TOTAL_WRITTEN_SLACK = 3600.0
 
 # Relative weights of the token kinds in every Claude price list (output 5x input, cache
 # writes 1.25x and 2x, cache reads 0.1x): used to spread Claude Code's own cost for a model
@@ -791,7 +794,14 @@ class Ingestor:
         turn = self._resolve_turn(s, state["turn"])
         inherited = bool(s[S_FORK_KEYS]) or S_ORIGIN in s
         self._note_totals(s, ev, turn, ts)
-        s[S_TOTALS_AT] = max(s.get(S_TOTALS_AT) or 0.0, ts)
+        # When the total was written, for _settle_extra: at least the time of the last line
+        # read before it, and at least its own `written`. On Ctrl-C in `claude -p`, Claude Code
+        # writes the total, which counts the response streaming then from its first event on,
+        # before that response's line, dated when it began: later than every line before the
+        # total, earlier than `written`. (A `written` further than TOTAL_WRITTEN_SLACK past
+        # the last line is not believed.)
+        at = ev.written if ev.written is not None and ev.written - ts <= TOTAL_WRITTEN_SLACK else ts
+        s[S_TOTALS_AT] = max(s.get(S_TOTALS_AT) or 0.0, ts, at)
         if inherited:
             self._settle_fork(sid, s, state["dir"])
             if S_INHERITED_UNKNOWN in s:

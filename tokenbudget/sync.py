@@ -123,6 +123,12 @@ def sync_all(
     return report
 
 
+def nothing_to_read(config_dirs: list[Path] | None = None) -> bool:
+    """Whether Claude Code's folders hold no transcript at all (a subagent's included)."""
+    dirs = config_dirs if config_dirs is not None else paths.claude_config_dirs()
+    return next(transcripts.discover(dirs), None) is None
+
+
 def _ingest_batch(
     store: Store,
     batch: list[tuple[str, str, bool, int]],

@@ -113,15 +113,25 @@ class PromptEvent(Record):
 
 
 class CostStateEvent(Record):
-    _fields = ("session_id", "ts", "models")
+    """A session's total as Claude Code keeps it. `written`: `startTime + totalDuration`, no
+    later than when the total was written (a resumed process carries both on from the last
+    total and adds only its own running time, so this falls short of the time by the pauses
+    between processes; in a process's first total it is the time itself); None if absent."""
+
+    _fields = ("session_id", "ts", "models", "written")
     __slots__ = _fields
 
     def __init__(
-        self, session_id: str, ts: float | None, models: dict[str, tuple[Usage, float | None]]
+        self,
+        session_id: str,
+        ts: float | None,
+        models: dict[str, tuple[Usage, float | None]],
+        written: float | None = None,
     ) -> None:
         self.session_id = session_id
         self.ts = ts
         self.models = models
+        self.written = written
 
 
 Event = UsageEvent | PromptEvent | CostStateEvent
@@ -528,7 +538,16 @@ def _cost_state_event(entry: dict[str, Any], skipped: Skipped) -> CostStateEvent
         ):
             cost = None
         out[str(model)] = (usage, None if cost is None else float(cost))
-    return CostStateEvent(sid, parse_ts(entry.get("timestamp")), out)
+    return CostStateEvent(sid, parse_ts(entry.get("timestamp")), out, _written(entry))
+
+
+def _written(entry: dict[str, Any]) -> float | None:
+    """A cost-state's `startTime + totalDuration` (milliseconds) in seconds, or None."""
+    start, took = entry.get("startTime"), entry.get("totalDuration")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in (start, took)):
+        return None
+    at = (start + took) / 1000
+    return at if 0 < at < 1e11 and took >= 0 else None  # a time, not a NaN or a stray number
 
 
 _TS = re.compile(rb'"timestamp"\s*:\s*"([^"]+)"')

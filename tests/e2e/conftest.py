@@ -222,12 +222,10 @@ def claude_env(home: Path, base_url: str, extra: Mapping[str, str] | None = None
     return env
 
 
-def _run(
-    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
-    # A group of its own, so that a hung run is killed with the tools it started, and
-    # nothing else.
-    with subprocess.Popen(
+def start_claude(cmd: list[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """Start `cmd` in a process group of its own, so that a signal (a test's Ctrl-C, or the
+    kill of a hung run) reaches it and the tools it started, and nothing else."""
+    return subprocess.Popen(
         cmd,
         cwd=cwd,
         env=env,
@@ -236,7 +234,13 @@ def _run(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-    ) as proc:
+    )
+
+
+def _run(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    with start_claude(cmd, cwd, env) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -163,12 +163,16 @@ class FakeAnthropic:
         bash_command: str = "echo step {step}",
         delay: float = 0.0,
         max_requests: int = 200,
+        stream_pause: float = 0.0,
     ) -> None:
         #: The Bash command a LOOP asks for; ``{step}`` becomes 1, 2, ... Change it before the
         #: run to make the tool leave a trace (e.g. ``"echo step {step} >> ran.txt"``).
         self.bash_command = bash_command
         #: Seconds to wait before answering each request.
         self.delay = delay
+        #: Seconds to wait in the middle of each streamed answer, after its first block: a signal
+        #: sent then lands while Claude Code holds the request's input usage but not its end.
+        self.stream_pause = stream_pause
         #: From this many served requests on, every answer is plain text, so that a LOOP that
         #: enforcement failed to stop ends soon and the test fails fast instead of timing out.
         self.max_requests = max_requests
@@ -489,10 +493,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("request-id", served.request_id)
         self.send_header("Connection", "close")
         self.end_headers()
-        for event in events:
-            chunk = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            self.wfile.write(chunk.encode())
-        self.wfile.flush()
+        try:
+            for event in events:
+                chunk = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                self.wfile.write(chunk.encode())
+                if self.owner.stream_pause and event == {"type": "content_block_stop", "index": 0}:
+                    self.wfile.flush()
+                    time.sleep(self.owner.stream_pause)
+            self.wfile.flush()
+        except OSError:
+            pass  # Claude Code went away mid-answer (a test interrupted it): served all the same
         self.close_connection = True
 
 

@@ -161,6 +161,27 @@ def test_loop_makes_one_request_per_tool_result_plus_one(
     assert {k: out["usage"][k] for k in USAGE_FIELDS} == fake_api.total_usage()
 
 
+def test_a_subagents_hooks_carry_its_parent_sessions_transcript_and_its_agent_id(
+    run_claude: RunClaude, hook_recorder: HookRecorder
+) -> None:
+    # hook._goes_on relies on it: after /clear, a background subagent's hooks still name the
+    # ended session's transcript, and only their agent_id tells them from its main agent's.
+    settings = hook_settings(dict.fromkeys(("PostToolBatch", "SubagentStop"),
+                                           hook_recorder.command))
+    run = run_claude("please AGENT SUBLOOP 1", settings=settings,
+                     allowed_tools=("Bash", "Agent"))
+    assert_ok(run)
+    [sub_path] = run.subagent_transcripts()
+    agent = sub_path.stem.removeprefix("agent-")
+    seen = [(c["stdin"]["hook_event_name"], c["stdin"].get("agent_id")) for c in
+            hook_recorder.calls()]
+    assert sorted(seen, key=str) == sorted([("PostToolBatch", None), ("PostToolBatch", agent),
+                                            ("SubagentStop", agent)], key=str)
+    for call in hook_recorder.calls():
+        assert call["stdin"]["session_id"] == run.session_id
+        assert Path(call["stdin"]["transcript_path"]) == run.transcript_path
+
+
 def test_runaway_loop_is_cut_off_by_max_requests(
     run_claude: RunClaude, fake_api: FakeAnthropic
 ) -> None:
