@@ -312,6 +312,7 @@ def wait_pending(folder: Path, timeout: float) -> list[str]:
     import fcntl
 
     deadline = time.monotonic() + timeout
+    settled = False
     while True:
         held = []
         for marker in folder.glob("*") if folder.is_dir() else []:
@@ -325,8 +326,12 @@ def wait_pending(folder: Path, timeout: float) -> list[str]:
                 held.append(marker.name)
             finally:
                 os.close(fd)
-        if not held or time.monotonic() >= deadline:
+        if not held and not settled:
+            settled = True  # a child lets its marker go before its last look: look again
+        elif not held or time.monotonic() >= deadline:
             return held
+        else:
+            settled = False
         time.sleep(0.05)
 
 

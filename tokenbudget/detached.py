@@ -102,19 +102,26 @@ def _child(session_id: str, commit: Callable[[], None], more: Callable[[], bool]
             os.dup2(null, n)
         if null > 2:
             os.close(null)
-        step = commit
-        for rounds in range(1 + MAX_AGAIN):
-            _name(fd)
-            step()
+        _name(fd)
+        commit()
+        rounds = 0
+        while True:
+            # While the marker is held, a look for waiting news that finds none is not final
+            # (a call may hand on until it is let go), but it keeps the child pending for
+            # whoever waits for it (wait) while there is some.
+            while rounds < MAX_AGAIN and more():
+                again()
+                rounds += 1
             _let_go(fd, marker)
             held = None
-            if rounds == MAX_AGAIN or not more():
+            if rounds >= MAX_AGAIN or not more():
                 break
             again_claimed = _claim(session_id)
             if not isinstance(again_claimed, tuple):
                 break  # another call's child has it (or it cannot be had: the next hook)
             fd, marker = again_claimed
-            held, step = fd, again
+            held = fd
+            _name(fd)
     except BaseException as e:
         from tokenbudget.errors import TokenbudgetError
 
@@ -206,6 +213,11 @@ def wait(timeout: float, session_id: str | None = None) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         left = pending(session_id)
+        if not left:
+            # A child lets its marker go before its last look for news, and may claim it
+            # again: none pending twice, a moment apart.
+            time.sleep(0.05)
+            left = pending(session_id)
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.01)
