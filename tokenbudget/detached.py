@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from tokenbudget import paths
 
@@ -117,6 +118,11 @@ def _child(session_id: str, commit: Callable[[], None], more: Callable[[], bool]
             if rounds >= MAX_AGAIN or not more():
                 break
             again_claimed = _claim(session_id)
+            for _ in range(3):  # a look (pending) holds it shared for an instant
+                if again_claimed != HANDED_ON:
+                    break
+                time.sleep(0.01)
+                again_claimed = _claim(session_id)
             if not isinstance(again_claimed, tuple):
                 break  # another call's child has it (or it cannot be had: the next hook)
             fd, marker = again_claimed
@@ -181,7 +187,9 @@ def _claim(session_id: str) -> tuple[int, str] | str | None:
 
 
 def pending(session_id: str | None = None) -> list[str]:
-    """The sessions (or `session_id` alone) whose detached commit is still pending."""
+    """The sessions (or `session_id` alone) whose detached commit is still pending. Each
+    marker is locked shared for an instant to tell: a hook claiming it just then hands its news
+    on to nobody (the session's next hook reads it); for tests, benches and a bounded wait."""
     try:
         import fcntl
 
@@ -208,8 +216,6 @@ def pending(session_id: str | None = None) -> list[str]:
 def wait(timeout: float, session_id: str | None = None) -> list[str]:
     """Wait until no detached commit (of `session_id`, or any) is pending, `timeout` seconds
     at most; those still pending then."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         left = pending(session_id)
