@@ -9,20 +9,14 @@ against the ledger of bench/hook_overhead.py's realistic case (5,000 sessions se
 budgets). Each size runs with the code at `--before` (a git ref) and then the working tree,
 each from the same starting ledger, in the same run.
 
-Hooks run as installed hooks run them (`python -P -c ...`), with two additions (the same
-wrappers both sides): the lock's `_flock` is wrapped to log how long each holder kept the lock,
-and `hook._commit_later` to log each commit made after its answer, and whether it was made or
-gave up. A command hook calls it only in a detached child (tokenbudget/detached.py: the lock
-busy, the call answered `{}` first); those children may outlive the load, and are waited for
-(their markers let go) before the ledger is checked.
+Hooks run as installed hooks run them (`python -P -c ...`), with one addition: the lock's
+`_flock` is wrapped to log how long each holder kept the lock (the same wrapper both sides).
 
 Lost updates are looked for three ways, with no sync afterwards:
 - every call leaves its event fingerprint in the ledger (kept 600 s): all must be there, less
-  the calls that answered "lock not obtained" and those whose detached commit gave up (those
-  wrote nothing, by design);
+  the calls that answered "lock not obtained" (those wrote nothing, by design);
 - each session's tokens and request count in the ledger equal what its process had appended
-  when its last call whose commit landed ran, itself or in its child (the calls after it
-  read nothing: their requests are counted as left unread at the end);
+  when its last call that got the lock ran (later calls timed out and read nothing);
 - no call failed otherwise.
 Latency is wall time per hook process (spawn to exit) under that load; the same machine's
 uncontended median and `python -c "import json"` under the same load are measured alongside.
@@ -67,38 +61,8 @@ def _timed(path, timeout):
             f.write(f"{held}\\n")
     return timed_release
 L._flock = _timed
-import tokenbudget.hook as H
-def _note(what):
-    with open(os.environ["TB_DETACH_LOG"], "a") as f:
-        f.write(f"{os.environ['TB_CALL']} {what}\\n")
-def _counted(commit, said):
-    def counted(*args, **kwargs):
-        try:
-            commit(*args, **kwargs)
-        except BaseException as e:
-            _note(f"{said}gave-up {type(e).__name__}")
-            raise
-        _note(f"{said}committed")
-    return counted
-H._commit_later = _counted(H._commit_later, "")
-_quick = H._quick
-def _counted_quick(*args, **kwargs):
-    answer, known = _quick(*args, **kwargs)
-    if answer is not None:
-        _note("quick")  # nothing left to read: its news was read by a commit before it
-    return answer, known
-H._quick = _counted_quick
-if hasattr(H, "_commit_news"):  # a detached child recording what later calls handed on
-    H._commit_news = _counted(H._commit_news, "again-")
-    import tokenbudget.detached as D
-    _start = D.start
-    def _counted_start(*args, **kwargs):
-        how = _start(*args, **kwargs)
-        if how is not None:
-            _note(how.replace(" ", "-"))  # "started" or "handed-on"
-        return how
-    D.start = _counted_start
-H.main()
+from tokenbudget.hook import main
+main()
 """
 
 
@@ -128,7 +92,6 @@ def worker(args: list[str]) -> None:
             f.write("\n".join(c.lines) + "\n")
         c.lines.clear()
         ev = common.hook_event("PostToolUse", sid, str(path), cwd, i * 100_000 + k, pid)
-        env["TB_CALL"] = f"{i}:{k}"
         t0 = time.perf_counter()
         p = subprocess.run([py, "-P", "-c", TIMED_HOOK, "PostToolUse"], input=ev, env=env,
                            capture_output=True, cwd=str(common.WORK))
@@ -167,9 +130,7 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
     shutil.rmtree(outs, ignore_errors=True)
     outs.mkdir()
     lock_log = outs / "lock.log"
-    detach_log = outs / "detached.log"
-    env = {**common.state_env(data, state), "TB_LOCK_LOG": str(lock_log),
-           "TB_DETACH_LOG": str(detach_log), "TB_CALL": "alone"}
+    env = {**common.state_env(data, state), "TB_LOCK_LOG": str(lock_log)}
     me = str(Path(__file__).resolve())
 
     # Uncontended, same machine, same ledger: one session alone, then the baseline.
@@ -181,8 +142,6 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
     shutil.copyfile(base["pristine"], tb / "ledger.json")  # start the load from the same ledger
     (tb / "ledger.journal.jsonl").unlink(missing_ok=True)
     lock_log.unlink(missing_ok=True)
-    detach_log.unlink(missing_ok=True)
-    shutil.rmtree(tb / "pending", ignore_errors=True)
 
     start = time.time() + 3.0
     stop = outs / "stop"
@@ -196,9 +155,6 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
     wall = time.time() - start
     stop.write_text("")
     probe.wait()
-    waited_at = time.monotonic()
-    still_pending = wait_pending(tb / "pending", 120.0)
-    waited = time.monotonic() - waited_at
 
     ledger = JsonFileStore(tb / "ledger.json").snapshot()  # the snapshot and any journal
     results = [json.loads((outs / f"w{i}.json").read_text()) for i in range(procs)]
@@ -212,43 +168,22 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
     # Since 0.1.0's last round a call that misses the lock still decides, from the ledger as
     # last committed plus its session's news: enforced, only not recorded by that call.
     unlocked = sum(1 for r in rows if "last committed" in r[3])
-    # Calls answered before their commit: each that started a detached child, and how its
-    # commit ended; each that handed its news on to its session's pending child; and what
-    # those children recorded after their own commit.
-    said: dict[str, list[str]] = {}
-    if detach_log.exists():
-        for line in detach_log.read_text().splitlines():
-            call, what = line.split(" ", 1)
-            said.setdefault(call, []).append(what)
-    started = {c for c, w in said.items() if "started" in w}
-    handed = {c for c, w in said.items() if "handed-on" in w}
-    gave_up = {c for c, w in said.items() if any(x.startswith("gave-up") for x in w)}
-    again = [x for w in said.values() for x in w if x.startswith("again")]
-    quick = {c for c, w in said.items() if "quick" in w}
     other_errors = [r[3] for r in rows if r[2] != 0 or (r[3] not in ("{}", "")
                     and not timed_out(r))]
     fingerprints = len(ledger["events"])
     wrong = {}
     unread_tail = 0
-    for n, w in enumerate(results):
+    for w in results:
         s = ledger["sessions"].get(w["sid"])
         tokens = sum(sum(m[:5]) for m in s["m"].values()) if s else 0
         requests = sum(m[6] for m in s["m"].values()) if s else 0
-        # What the session's last call whose commit is known to have landed (made by the call
-        # itself, or by the child it started) had appended: at least that must be in the
-        # ledger, and exactly what the session had appended by one of its later calls (those
-        # that timed out read nothing; those handed on may have been recorded by the pending
-        # child); their requests otherwise wait, unread, for the session's next call.
-        landed = [k for k, r in enumerate(w["rows"]) if not timed_out(r)
-                  and f"{n}:{k}" not in handed and f"{n}:{k}" not in gave_up]
-        first = landed[-1] if landed else -1
-        allowed = [(r[4], r[5]) for r in w["rows"][max(first, 0):]]
-        if first < 0:
-            allowed.append((0, 0))
-        unread_tail += w["requests"] - requests
-        if (tokens, requests) not in allowed:
-            wrong[w["sid"]] = {"ledger": [tokens, requests],
-                               "at_least": list(allowed[0]) if first >= 0 else [0, 0],
+        # What the session's last call that got the lock had appended: calls after it timed
+        # out and wrote nothing, so their requests wait, unread, for the session's next call.
+        done = [r for r in w["rows"] if not timed_out(r)]
+        expected = (done[-1][4], done[-1][5]) if done else (0, 0)
+        unread_tail += w["requests"] - expected[1]
+        if (tokens, requests) != expected:
+            wrong[w["sid"]] = {"ledger": [tokens, requests], "expected": list(expected),
                                "appended": [w["tokens"], w["requests"]]}
     probe = json.loads((outs / "probe.json").read_text())
     probe_times, load = probe["times"], probe["load"]
@@ -271,23 +206,9 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
         else None,
         "lock_timeouts": timeouts, "decided_unlocked": unlocked,
         "failed_open": timeouts - unlocked, "other_errors": other_errors[:5],
-        "answered_before_commit": len(started) + len(handed),
-        "detached_started": len(started), "detached_committed": len(started - gave_up),
-        "detached_gave_up": len(gave_up),
-        "handed_on_to_pending_child": len(handed),
-        "recorded_again_by_child": sum(1 for x in again if x == "again-committed"),
-        "again_gave_up": sum(1 for x in again if x.startswith("again-gave-up")),
-        "gave_up_why": sorted({x for w in said.values() for x in w if "gave-up" in x}),
-        "seconds_waited_for_pending_commits": waited, "still_pending": still_pending,
-        "fingerprints": fingerprints,
-        # Each call that committed itself or whose child did. Not recorded: a handed-on call's
-        # event (its news is, by the child's next commit), nor that of a call that found its
-        # news read already (by a detached commit worked out again, or one recording what
-        # was handed on), which answers on the quick path and writes nothing.
-        "quick_calls": len(quick),
-        "fingerprints_expected": len(rows) - timeouts - len(gave_up | handed | quick),
-        "lost_updates": len(rows) - timeouts - len(gave_up | handed | quick) - fingerprints,
-        "sessions_wrong": wrong, "requests_unread_at_end": unread_tail,
+        "fingerprints": fingerprints, "fingerprints_expected": len(rows) - timeouts,
+        "lost_updates": (len(rows) - timeouts) - fingerprints,
+        "sessions_wrong": wrong, "requests_unread_after_trailing_timeouts": unread_tail,
         "raw_latency": lat,
     }
     print(f"{label} x{procs}: {len(rows)} calls in {wall:.0f} s; p95 {common.ms(st['p95'])}"
@@ -296,43 +217,10 @@ def run(py: Path, label: str, procs: int, calls: int, base: dict[str, Any]) -> d
           f" {common.ms(out['lock_held']['p95'])}, p99 {common.ms(out['lock_held_p99'])};"
           f" load average {out['load_average']}; lock missed {timeouts}, of which"
           f" decided unlocked {unlocked}, failed open {timeouts - unlocked};"
-          f" answered before commit {len(started) + len(handed)} (started a child"
-          f" {len(started)}, of which gave up {len(gave_up)}; handed on {len(handed)})"
-          f" (pending waited for {waited:.1f} s, {len(still_pending)} still pending);"
-          f" requests unread at the end {unread_tail};"
           f" other errors {len(other_errors)}; lost updates {out['lost_updates']};"
           f" sessions wrong {len(wrong)}", flush=True)
     shutil.rmtree(data)
     return out
-
-
-def wait_pending(folder: Path, timeout: float) -> list[str]:
-    """Wait until no detached commit holds its marker in `folder` (tokenbudget/detached.py),
-    `timeout` seconds at most; the sessions still pending then."""
-    import fcntl
-
-    deadline = time.monotonic() + timeout
-    settled = False
-    while True:
-        held = []
-        for marker in folder.glob("*") if folder.is_dir() else []:
-            try:
-                fd = os.open(marker, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                held.append(marker.name)
-            finally:
-                os.close(fd)
-        if not held and not settled:
-            settled = True  # a child lets its marker go before its last look: look again
-        elif not held or time.monotonic() >= deadline:
-            return held
-        else:
-            settled = False
-        time.sleep(0.05)
 
 
 def main() -> None:

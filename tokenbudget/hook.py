@@ -43,12 +43,6 @@ MAX_RESPONSE_TOKENS = 2_000_000
 # The dearest rate of any model in the price table, USD per million tokens (pricing.py; a test
 # keeps the two in step): with MAX_RESPONSE_TOKENS, the most one response can cost.
 MAX_RATE = 75.0
-# How long a command hook tries the ledger lock before it answers and hands its commit to a
-# detached child (_commit_or_detach). A commit holds the lock for about 3 ms of CPU: on a quiet
-# machine the lock is free, or let go within a few milliseconds, so that a call still waiting
-# after this is in a queue (16-32 sessions: 22-39 ms held each, median, bench/RESULTS.md 25)
-# that would keep it hundreds of milliseconds; and forking the child costs a few.
-DETACH_AFTER = 0.075
 ENDED_WAIT = 300.0  # seconds other sessions' hooks still read an ended session's transcript
 _EVENTS = (
     "SessionStart",
@@ -285,7 +279,6 @@ def handle(
     later: list[Callable[[], None]] | None = None,
     async_start: bool = False,
     pause: Any = None,
-    detach: bool = False,
 ) -> dict[str, Any]:
     """Answer one event (exceptions are the caller's to turn into a fail-open answer).
 
@@ -301,8 +294,7 @@ def handle(
     instead. Only the caller knows the layout: the lean relay hook is registered by
     `install --resident` alone. `pause`: a lock the caller holds (the resident answerer's, one
     event at a time), released while the event waits for its response in the transcript, so
-    that other sessions' events are answered meanwhile. `detach`: a command hook's process,
-    which may answer before its commit when the lock is busy (_commit_or_detach)."""
+    that other sessions' events are answered meanwhile."""
     from tokenbudget import config as config_mod
 
     ev = parse_event(name, raw, claude_dirs)
@@ -336,7 +328,7 @@ def handle(
         log(f"{name}: {e}")
     at = now if now is not None else clock.now()
     try:
-        answer = _handle(ev, cfg, budget_list, at, retry, later, pause, detach)
+        answer = _handle(ev, cfg, budget_list, at, retry, later, pause)
         return _with_message(answer, broken)
     except LockTimeout as e:
         try:
@@ -361,8 +353,7 @@ def is_heard(name: str, async_start: bool = False) -> bool:
 def handle_safely(name: str, raw: bytes, **where: Any) -> dict[str, Any]:
     """`handle`, with its own failure turned into an answer: allow and say why, or refuse
     when the user chose fail_closed. The command hooks and the resident answerer both answer
-    through here. `where`: handle's project, claude_dirs, retry, later, async_start and
-    detach."""
+    through here. `where`: handle's project, claude_dirs, retry, later and async_start."""
     try:
         return handle(name, raw, **where)
     except Exception as e:
@@ -544,16 +535,15 @@ def _could_cross(checks: list[Any], cfg: Any) -> bool:
 
 
 def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool = False,
-            later: list[Callable[[], None]] | None = None, pause: Any = None,
-            detach: bool = False) -> dict[str, Any]:
+            later: list[Callable[[], None]] | None = None, pause: Any = None
+            ) -> dict[str, Any]:
     """The event decided on what the transcripts hold now; when the response it follows (the
     one that asked for its tools, or a turn's last) is not written yet and could still carry a
     blocking budget past its limit, decided again once it is (most calls are far from every
     limit and never wait).
-    `retry`: decided even if recorded as seen; `later`, `pause`, `detach`: see handle."""
+    `retry`: decided even if recorded as seen; `later`, `pause`: see handle."""
     near: list[bool] | None = None if _response_on_disk(ev) else []
-    answer = _handle_once(ev, cfg, budget_list, now, near, again=retry, later=later,
-                          detach=detach)
+    answer = _handle_once(ev, cfg, budget_list, now, near, again=retry, later=later)
     if near and _await_paused(ev, pause):
         # What the first reading said (warnings it recorded as given, notes it took from the
         # ledger) is said with the second's answer: nobody else will say it.
@@ -568,11 +558,11 @@ def _handle(ev: Event, cfg: Any, budget_list: list[Any], now: float, retry: bool
 
 def _handle_once(
     ev: Event, cfg: Any, budget_list: list[Any], now: float, near: list[bool] | None,
-    again: bool = False, later: list[Callable[[], None]] | None = None, detach: bool = False,
+    again: bool = False, later: list[Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """One reading and decision. `near` (when given) learns whether a blocking budget is within
-    one response of its limit; `again`: the second reading of the same event; `later`,
-    `detach`: see handle."""
+    one response of its limit; `again`: the second reading of the same event; `later`: see
+    handle."""
     quick, known = _quick(ev, cfg, budget_list, now, near)
     if quick is not None:
         return quick
@@ -605,13 +595,10 @@ def _handle_once(
         later.append(lambda: _commit_later(ev, cfg, budget_list, now, store, prepared))
         return {}
     if prepared is not None:
-        detach = detach and not near and not cfg.fail_closed  # as for `later`, above
-        with _commit_or_detach(ev, cfg, budget_list, now, store, prepared, detach) as ledger:
+        with store.commit_prepared(prepared) as ledger:
             _keep(ledger)
             if ledger is None:
-                # Recorded as worked out before the lock, or left to a detached child to
-                # record: nothing to say.
-                return {}
+                return {}  # recorded as worked out before the lock: nothing to say
             answer, rebuild_owed = _work(ev, cfg, budget_list, now, near, again, store, ledger,
                                          messages, ev.heard)
     else:
@@ -691,8 +678,7 @@ def _prepare(
 
 
 def _commit_later(
-    ev: Event, cfg: Any, budget_list: list[Any], now: float, store: Any, prepared: Any,
-    wait: float | None = None,
+    ev: Event, cfg: Any, budget_list: list[Any], now: float, store: Any, prepared: Any
 ) -> None:
     """The commit of a call already answered `{}` (handle's `later`). Raises what the commit
     meets: nothing is recorded then, and the session's next hook reads the same news (read
@@ -702,89 +688,12 @@ def _commit_later(
     and what the engine would now say (a warning, a stop) can no longer go with the answer:
     it is neither given, nor recorded as given (a warning), nor kept as a stop. The session's
     next hook that Claude Code waits for decides on the ledger this commits and says it, and
-    `status --check` reads a budget used up from the ledger itself. `wait`: seconds to wait
-    for the lock (else later_lock_wait's)."""
-    store.lock_timeout = later_lock_wait(cfg.lock_timeout_seconds) if wait is None else wait
+    `status --check` reads a budget used up from the ledger itself."""
+    store.lock_timeout = later_lock_wait(cfg.lock_timeout_seconds)
     with store.commit_prepared(prepared) as ledger:
         if ledger is None:
             return
         _, rebuild_owed = _work(ev, cfg, budget_list, now, None, False, store, ledger, [],
-                                heard=False)
-    if rebuild_owed:
-        log(f"{ev.name}: the ledger is to be rebuilt; left for the session's next hook")
-
-
-def _commit_or_detach(
-    ev: Event, cfg: Any, budget_list: list[Any], now: float, store: Any, prepared: Any,
-    detach: bool,
-) -> Any:
-    """`store.commit_prepared(prepared)`; with `detach` (a command hook whose call was decided
-    `{}` far from every limit, without fail_closed), the lock is tried for DETACH_AFTER
-    first and, when it stays busy, the commit is handed to a detached child (it yields None
-    then, as for a change committed as prepared, and the hook answers at once), or, when a
-    child of the session's is pending already, to that child (detached.HANDED_ON); when no
-    child can take it (no fork, the fork failed), the lock is waited for as without
-    `detach`."""
-    if not detach or ev.session_id is None:
-        return store.commit_prepared(prepared)
-    from contextlib import contextmanager
-
-    return contextmanager(_committing)(ev, cfg, budget_list, now, store, prepared)
-
-
-def _committing(
-    ev: Event, cfg: Any, budget_list: list[Any], now: float, store: Any, prepared: Any,
-) -> Any:
-    """_commit_or_detach's context, as a generator."""
-    bound = store.lock_timeout
-    store.lock_timeout = min(DETACH_AFTER, bound)
-    store.name_holder = False  # a miss here is expected, and not said
-    entered = False
-    try:
-        with store.commit_prepared(prepared) as ledger:
-            entered = True
-            store.lock_timeout, store.name_holder = bound, True
-            yield ledger
-        return
-    except LockTimeout:
-        if entered:
-            raise
-    finally:
-        store.lock_timeout = bound
-        store.name_holder = True
-    # The lock is busy: nothing was taken or changed yet, and `prepared` still holds. The
-    # child waits for the lock as long as a hook would: nobody waits for it (the session's
-    # next hook hands its news on to it, or commits itself), unlike the resident answerer's
-    # commit after its answer, which the session's next event waits for (later_lock_wait).
-    from tokenbudget import detached
-
-    if detached.start(ev.session_id or "",
-                      lambda: _commit_later(ev, cfg, budget_list, now, store, prepared,
-                                            cfg.lock_timeout_seconds),
-                      lambda: _unread_now(ev, store),
-                      lambda: _commit_news(ev, cfg, budget_list, store), ev.name):
-        yield None
-        return
-    with store.commit_prepared(prepared) as ledger:
-        yield ledger
-
-
-def _unread_now(ev: Event, store: Any) -> bool:
-    """Whether the event's session has news on disk that the ledger as committed has not read
-    (calls that handed theirs on to a detached child: detached.start)."""
-    assert ev.transcript is not None and ev.session_id is not None
-    return _unread(store.snapshot()["files"], ev.transcript, ev.session_id)
-
-
-def _commit_news(ev: Event, cfg: Any, budget_list: list[Any], store: Any) -> None:
-    """Record what the event's session has on disk that the ledger has not read, in a
-    detached child after its own commit (detached.start): news that later calls of the
-    session, answered meanwhile, handed on to it. Waits for the lock as long as a hook
-    would, and gives up as _commit_later does; nothing is said (heard=False)."""
-    store.lock_timeout = cfg.lock_timeout_seconds
-    now = clock.now()
-    with store.transaction() as ledger:
-        _, rebuild_owed = _work(ev, cfg, budget_list, now, None, True, store, ledger, [],
                                 heard=False)
     if rebuild_owed:
         log(f"{ev.name}: the ledger is to be rebuilt; left for the session's next hook")
@@ -1239,7 +1148,7 @@ def main(argv: list[str] | None = None, stdin: bytes | None = None, retry: bool 
     if os.environ.get("TOKENBUDGET_DISABLE") == "1":
         print("{}")
         return
-    answer = handle_safely(name, raw, retry=retry, async_start=async_start, detach=True)
+    answer = handle_safely(name, raw, retry=retry, async_start=async_start)
     if name in ("SessionStart", "UserPromptSubmit") and os.path.exists(
         os.path.join(paths.data_folder(), "resident", "key.json")
     ):

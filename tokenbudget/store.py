@@ -575,9 +575,6 @@ class JsonFileStore(Store):
         self.journal = stem + ".journal.jsonl"
         self.lock_path = self.file + ".lock"
         self.lock_timeout = lock_timeout
-        # Whether a lock not obtained names its holder (lockinfo: reads /proc, ~10 ms): not
-        # for a try whose miss is expected and not said (a hook's, before it detaches).
-        self.name_holder = True
         self.journal_bound = JOURNAL_BOUND if journal_bound is None else journal_bound
         self._held: Ledger | None = None  # the ledger a transaction holds, while it does
 
@@ -1023,11 +1020,9 @@ class JsonFileStore(Store):
             self._ensure_dir()
             return lock.acquire(self.lock_path, self.lock_timeout)
         except TimeoutError:
-            who = None
-            if self.name_holder:  # a stuck process the user can find and stop
-                from tokenbudget.lockinfo import holder
+            from tokenbudget.lockinfo import holder
 
-                who = holder(self.lock_path)
+            who = holder(self.lock_path)  # a stuck process the user can find and stop
             raise LockTimeout(
                 f"the ledger lock {self.lock_path} was not obtained within {self.lock_timeout:g} s"
                 + (f" (held by {who})" if who else "")
