@@ -35,6 +35,10 @@ Variants (each a settings file passed with --settings):
 - resident-base: resident as written by the package at git `--base REF` (installed into a
   venv of its own): a change against what came before, in the same run.
 - resident-base-noop: the hooks of resident-base, each doing nothing: the floor of that layout.
+- resident-noop-batch, resident-noop-turn, resident-noop-prompt: resident-noop's PostToolBatch
+  alone (once a request but the last), everything but it (once a turn or session),
+  UserPromptSubmit alone; resident-noop-stop: the Stop http hook alone (one http hook a
+  process): which events the floor is spent on.
 """
 
 from __future__ import annotations
@@ -259,6 +263,14 @@ def as_noop(settings: Settings) -> Settings:
     return {"hooks": hooks}
 
 
+def only(settings: Settings, keep: tuple[str, ...] | None,
+         drop: tuple[str, ...] = ()) -> Settings:
+    """`settings` with only the events in `keep` (all if None), less those in `drop`: which
+    part of a floor Claude Code spends on which events."""
+    return {"hooks": {event: groups for event, groups in settings["hooks"].items()
+                      if (keep is None or event in keep) and event not in drop}}
+
+
 VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "none": lambda py: None,
     "true": true_hooks,
@@ -276,15 +288,25 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "installed-noop": lambda py: as_noop(installed_hooks(py)),
     "resident-noop": lambda py, state: as_noop(resident_installed_hooks(py, state)),
     "resident-base-noop": lambda py, state: as_noop(resident_installed_hooks(_BASE[0], state)),
+    "resident-noop-batch": lambda py, state: only(
+        as_noop(resident_installed_hooks(py, state)), ("PostToolBatch",)),
+    "resident-noop-turn": lambda py, state: only(
+        as_noop(resident_installed_hooks(py, state)), None, ("PostToolBatch",)),
+    "resident-noop-prompt": lambda py, state: only(
+        as_noop(resident_installed_hooks(py, state)), ("UserPromptSubmit",)),
+    "resident-noop-stop": lambda py, state: only(
+        as_noop(resident_installed_hooks(py, state)), ("Stop",)),
 }
 _WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base",
-               "resident-noop", "resident-base-noop")
+               "resident-noop", "resident-base-noop", "resident-noop-batch",
+               "resident-noop-turn", "resident-noop-prompt", "resident-noop-stop")
 _BASE: list[Path] = []  # the interpreter of --base
 
 
 # Variants whose hooks record nothing.
 _RECORDS_NOTHING = ("none", "true", "http-noop", "installed-noop", "resident-noop",
-                    "resident-base-noop")
+                    "resident-base-noop", "resident-noop-batch", "resident-noop-turn",
+                    "resident-noop-prompt", "resident-noop-stop")
 
 
 class Runner:
