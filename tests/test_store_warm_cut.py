@@ -43,14 +43,18 @@ def _other_process(s: JsonFileStore, code: str) -> str:
 
 
 # The other process cuts the journal back to `cut` and commits an event of its own, again
-# until its line ends exactly where the answerer's last one did (the lines differ only in
-# the name and the commit time's digits), then one more.
+# until its line ends exactly where the answerer's last one did, then one more. The lines
+# differ in the name and the commit time's digits (a time's shortest form drops trailing
+# zeros, so its length varies): the name is made longer or shorter by what the line missed.
 _REGROW = """
+name = {name!r}
 for _ in range(50):
     os.truncate(s.journal, {cut})
-    s.seen_event({name!r}, {now!r})
-    if os.stat(s.journal).st_size == {end}:
+    s.seen_event(name, {now!r})
+    size = os.stat(s.journal).st_size
+    if size == {end}:
         break
+    name = name[:max(1, len(name) - (size - {end}))] + "x" * max(0, {end} - size)
 else:
     raise SystemExit("no line ended at the kept end")
 s.seen_event("theirs-after", {now!r})
@@ -69,7 +73,7 @@ def test_a_journal_cut_and_written_again_past_the_kept_end_is_read_whole(
     s.seen_event("lost", NOW)  # appended (line 2): the answerer keeps this commit's ledger
     end = os.path.getsize(s.journal)
     ino = os.stat(s.journal).st_ino
-    name = "ours"  # as long as "lost"'s line: only the commit time's digits differ
+    name = "ours"  # as long as "lost": the lines differ in the commit time's digits only
     _other_process(s, _REGROW.format(cut=cut, name=name, now=NOW, end=end))
     assert os.stat(s.journal).st_ino == ino and os.path.getsize(s.journal) > end
 
