@@ -266,15 +266,22 @@ def test_a_holder_of_the_port_that_does_not_answer_is_a_stranger_when_nothing_of
     assert not [p for p in Path(resident.folder()).glob("*.tmp")]
 
 
+def _starts_nothing(monkeypatch: pytest.MonkeyPatch, probe: float, wait: float) -> list[str]:
+    """The answerer's bounds set to `probe` and `wait` s, and `resident.start` replaced by a
+    start that brings up no answerer: the list of the starts asked for."""
+    monkeypatch.setattr(resident, "PROBE_TIMEOUT", probe)
+    monkeypatch.setattr(resident, "START_WAIT", wait)
+    started: list[str] = []
+    monkeypatch.setattr(resident, "start", started.append)
+    return started
+
+
 def test_a_hook_waits_for_a_start_within_today_s_bounds_and_starts_none_while_another_does(
     setup: resident.Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tokenbudget import lock
 
-    monkeypatch.setattr(resident, "PROBE_TIMEOUT", 0.2)
-    monkeypatch.setattr(resident, "START_WAIT", 0.4)
-    started: list[str] = []
-    monkeypatch.setattr(resident, "start", started.append)  # an answerer that never comes
+    started = _starts_nothing(monkeypatch, 0.2, 0.4)  # an answerer that never comes
     assert resident.ensure() == ("down", "it did not answer within 0.4 s")
     assert len(started) == 1
     # Another hook holds the start lock: this one waits for that answerer, starts none, and
@@ -1433,10 +1440,7 @@ def test_hooks_finding_a_silent_stranger_at_once_all_refuse_it(
     # Two sessions starting at once: four hooks check the answerer while a stranger holds its
     # port and never answers. Each is told a stranger holds it, as each was when every hook
     # checked on its own: told "down", a prompt goes on and its tool events go to the stranger.
-    monkeypatch.setattr(resident, "PROBE_TIMEOUT", 0.3)
-    monkeypatch.setattr(resident, "START_WAIT", 0.5)
-    started: list[str] = []
-    monkeypatch.setattr(resident, "start", started.append)
+    started = _starts_nothing(monkeypatch, 0.3, 0.5)
     results: list[tuple[str, str]] = []
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1515,10 +1519,7 @@ def test_a_hook_whose_bound_is_gone_starts_no_answerer_it_could_not_wait_for(
 ) -> None:
     # The start lock taken at the very end of a hook's bound: it used to start an answerer
     # anyway, then say it "did not answer within -0.008 s".
-    started: list[str] = []
-    monkeypatch.setattr(resident, "PROBE_TIMEOUT", 0.0)
-    monkeypatch.setattr(resident, "START_WAIT", 0.0)
-    monkeypatch.setattr(resident, "start", started.append)
+    started = _starts_nothing(monkeypatch, 0.0, 0.0)
     found, why = resident.ensure()
     assert (found, started) == ("down", [])
     assert why == "it is not running, and 0 s were gone before it could be started"
