@@ -117,11 +117,19 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
     seen: dict[int, list[float]] = {}
     since: list[datetime] = []  # newest first
     oldest = cutoff  # the timestamp of since[-1]
+    # The walk's own test, taken at every bucket: does the oldest activity taken (or `now`)
+    # start anew whatever came before `bound`? `bound` is a whole UTC second, so that is
+    # rules.starts_anew worked out in seconds: at least BLOCK_LENGTH past `bound`'s UTC hour.
+    # (A datetime's `timestamp()` is exact to the microsecond; the test is against whole
+    # seconds.)
+    anchor = now.timestamp()
+    block = rules.BLOCK_LENGTH.total_seconds()
     k = int(cutoff // BUCKET)
     while True:
         k -= 1
         lo, hi = k * BUCKET, (k + 1) * BUCKET
-        for project, cell in hours.get(str(k), {}).items():
+        per_project = hours.get(str(k))
+        for project, cell in per_project.items() if per_project else ():
             inside = scoped.get(project)
             if inside is None:
                 inside = scoped[project] = rules.applies_to(b, project)
@@ -137,7 +145,8 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
                 seen.setdefault(step, []).append(ts)
         # The buckets below k hold activity before this bound only.
         bound = k * BUCKET + BUCKET_SPAN
-        for ts in sorted(seen.pop(k, ()), reverse=True):
+        taken = seen.pop(k, None)
+        for ts in sorted(taken, reverse=True) if taken else ():
             moment = datetime.fromtimestamp(ts, UTC)
             if moment >= end:
                 continue  # rounded to the microsecond, it is the next hour's
@@ -146,9 +155,10 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
                 return since[::-1]
             since.append(moment)
             oldest = ts
+            anchor = moment.timestamp()
         # Either the oldest activity seen starts anew whatever came before the bound, or none
         # was seen and every block of what came before it has ended by `now`.
-        if rules.starts_anew(since[-1] if since else now, datetime.fromtimestamp(bound, UTC)):
+        if anchor >= bound - bound % HOUR + block:
             return since[::-1]
 
 
