@@ -6,9 +6,10 @@ in process, this tree's against REF's, in the same rounds.
 
 Every 5-hour budget the engine measures walks the 15-minute buckets back from now, at least
 two days (a merged day's bucket may hold activity up to then), on to a pause that starts a
-new block whatever came before. Three ledgers: activity in every bucket of the last 40 days
-in two projects, so that no pause ends the walk (`busy`); the same 40 days with a pause of
-6 hours each night (`nights`); eight buckets 10 hours ago (`idle`).
+new block whatever came before. Three ledgers, kept as the ledger keeps them (15-minute
+buckets for two days, older days merged into their midnight's bucket): activity in every 15
+minutes of the last 40 days in two projects, so that no pause ends the walk (`busy`); the
+same with a pause of 6 hours each night (`nights`); eight buckets 10 hours ago (`idle`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,20 @@ from tokenbudget.budgets import Budget
 now = datetime(2026, 11, 28, 16, 7, 30, tzinfo=UTC)
 top = int(now.timestamp() // 900)
 def cell(k): return [100, 0.01, k * 900 + 10, k * 900 + 800]
-busy = {str(top - i): {p: cell(top - i) for p in ("/a", "/b")} for i in range(40 * 96)}
-nights = {k: v for k, v in busy.items() if (top - int(k)) % 96 not in range(40, 64)}
+def ledger_of(active):  # 15-minute buckets for two days, each older day merged at midnight
+    hours = {}
+    for k in (k for k in range(top - 40 * 96, top + 1) if active(k)):
+        if k > top - 2 * 96:
+            hours[str(k)] = {p: cell(k) for p in ("/a", "/b")}
+            continue
+        day = hours.setdefault(str(k - k % 96), {p: [0, 0.0, k * 900 + 10, 0] for p in "ab"})
+        for c in day.values():
+            c[0] += 100
+            c[1] += 0.01
+            c[3] = k * 900 + 800
+    return hours
+busy = ledger_of(lambda k: True)
+nights = ledger_of(lambda k: (top - k) % 96 not in range(40, 64))
 idle = {str(top - 40 - i): {"/a": cell(top - 40 - i)} for i in range(8)}
 b = Budget("5h", 30000)
 out = {}
