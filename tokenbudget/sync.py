@@ -16,7 +16,7 @@ from tokenbudget.errors import LedgerError
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
 from tokenbudget.ledger import Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
-from tokenbudget.schema import FILE_IDENT, FILE_OFFSET
+from tokenbudget.schema import FILE_IDENT, FILE_OFFSET, FILE_SESSION, S_LAST
 from tokenbudget.store import FOLD_DUE, Store
 from tokenbudget.store import open_store as open_store  # the one way to the ledger
 
@@ -121,9 +121,38 @@ def sync_all(
         _take_notices(ledger, report)
         ledger["rebuild"] = False
         prune_hours(ledger, t_now, tz)
-        report.folded = history.fold(ledger, t_now - retention_days * 86400)
+        report.folded = fold_idle(ledger, t_now - retention_days * 86400, prices)
         compact(ledger, t_now)
     return report
+
+
+def fold_idle(
+    ledger: Ledger, cutoff: float, prices: Mapping[str, Mapping[str, float]] | None = None,
+    max_bytes: int | None = None,
+) -> int:
+    """Fold the sessions idle since before `cutoff` (history.fold), each read on first to
+    the end of its transcripts (at most `max_bytes` of each): a line written since the last
+    read is counted before the fold, while its response's request record is still there. A
+    session that this shows active, or whose transcript ends in a line being written, stays."""
+    idle = {sid for sid, s in ledger["sessions"].items() if s[S_LAST] < cutoff}
+    if not idle:
+        return 0
+    mains: dict[str, str] = {}
+    grown: set[str] = set()
+    for path, rec in ledger["files"].items():
+        sid = rec[FILE_SESSION]
+        if sid in idle:
+            if os.path.basename(path) == sid + ".jsonl":
+                mains[sid] = path
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (file_identity(st), st.st_size) != (rec[FILE_IDENT], rec[FILE_OFFSET]):
+                grown.add(sid)
+    for sid in sorted(grown & set(mains)):
+        _ingest_session(ledger, mains[sid], sid, prices, max_bytes)
+    return history.fold(ledger, cutoff)
 
 
 def _read_first(store: Store) -> tuple[Any, Ledger] | None:
@@ -186,6 +215,7 @@ def _ingest_batch(
                 old = folded.files().get(path)
                 if old is not None:
                     history.resume_position(ledger, path, old, sid)
+                    ing.keys_restored()
             ing.ingest_file(path, sid, sub)
         report.add(ing.result)
 
@@ -226,6 +256,7 @@ def _ingest_session(
             old = history.folded_position(path)
             if old is not None:
                 history.resume_position(ledger, path, old, sid)
+                ing.keys_restored()
         ing.ingest_file(path, sid, sub, max_bytes)
     return ing.result
 
