@@ -113,15 +113,20 @@ def test_concurrent_hooks_on_growing_transcripts_count_exactly(
            for w in range(WRITERS // 2, WRITERS)],
         go,
     )
+    _assert_exact(reports)
+    assert sum(r["shim_calls"] for r in reports) >= 1
+
+
+def _assert_exact(reports: list[Any]) -> None:
+    """No hook worker met a failure, and after a last sync every session and the total
+    count exactly what the workers wrote."""
     for r in reports:
         assert r["bad"] == [], r["bad"]
-    store = sync.open_store()
-    sync.sync_all(store)
+    sync.sync_all(sync.open_store())
     per_session = session_usage()
     for r in reports:
         assert per_session[r["sid"]] == Usage(*r["truth"]), r["sid"]
     assert ledger_usage() == sum((Usage(*r["truth"]) for r in reports), start=Usage())
-    assert sum(r["shim_calls"] for r in reports) >= 1
 
 
 def test_hooks_and_syncs_folding_the_sessions_they_write_count_exactly(
@@ -155,14 +160,7 @@ def test_hooks_and_syncs_folding_the_sessions_they_write_count_exactly(
                 p.wait()
     assert [p.returncode for p in syncs] == [0, 0], [err.decode()[-2000:] for _, err in done]
     assert all(json.loads(out.splitlines()[-1])["syncs"] > 0 for out, _ in done)
-    for r in reports:
-        assert r["bad"] == [], r["bad"]
-    store = sync.open_store()
-    sync.sync_all(store)
-    per_session = session_usage()
-    for r in reports:
-        assert per_session[r["sid"]] == Usage(*r["truth"]), r["sid"]
-    assert ledger_usage() == sum((Usage(*r["truth"]) for r in reports), start=Usage())
+    _assert_exact(reports)
 
 
 # --- 3. corrupt state ----------------------------------------------------------------------------
