@@ -454,3 +454,26 @@ def test_a_request_id_that_is_not_one_is_not_kept(private_home: Path, value: obj
         line["id"] = value
     path.write_text(json.dumps(line) + "\n")
     assert transcripts.read_new(path, None).events == []
+
+
+def test_a_requests_body_and_shape_lines_are_never_parsed(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A body (`api-request-blob`) holds a message whole, a tool's output too; its role "user"
+    # must not have it parsed like a user line.
+    install_fixture("loop", private_home / ".claude")
+    path = _transcript(private_home, "loop")
+    parsed: list[bytes] = []
+    loads = json.loads
+
+    def counting(data: bytes) -> object:
+        parsed.append(data)
+        return loads(data)
+
+    monkeypatch.setattr(transcripts.json, "loads", counting)
+    events = transcripts.read_new(path, None).events
+    assert events and parsed
+    assert not [line for line in parsed if line.startswith(b'{"type":"api-request-')]
+    blobs = [line for line in path.read_bytes().splitlines()
+             if line.startswith(b'{"type":"api-request-blob"')]
+    assert any(b'"user"' in line for line in blobs)  # what had them parsed before

@@ -40,6 +40,10 @@ HEAD_BYTES = 256
 _WANTED = (b'"assistant"', b'"user"', b'"cost-state"', b'"api-request"')
 # A request's id (a uuid) longer than this is not one: it is not kept.
 MAX_REQUEST_ID = 64
+# How Claude Code begins the lines of a request's body (`api-request-blob`, one per message:
+# a tool's whole output) and shape (`api-request-shape`): never needed, and a message's
+# `"role":"user"` would have them parsed whole below.
+_REQUEST_PARTS = b'{"type":"api-request-'
 _COMMAND_NAME = re.compile(r"<command-name>\s*(/?[^<\s]+)\s*</command-name>")
 
 
@@ -317,6 +321,8 @@ def _parse_line(line: bytes, events: list[Event], skipped: Skipped) -> None:
         return
     if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
         skipped.add("not JSON")  # checked without parsing: the hot path parses few lines
+        return
+    if stripped.startswith(_REQUEST_PARTS):
         return
     if not any(w in line for w in _WANTED):
         return
