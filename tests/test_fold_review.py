@@ -2,8 +2,9 @@
 
 Each response counts once whatever folds between its lines. The tests marked xfail show what
 the fold still gets wrong: a transcript whose last line never completes keeps its session out of
-history (and its request records uncompacted) for good, and a resumed session's later, larger
-line of a response counted before the fold is lost unless a cost-state brings it back.
+history (and its request records uncompacted) for good; with hooks alone, so does a line longer
+than a session's start reads; and a resumed session's later, larger line of a response counted
+before the fold is lost unless a cost-state brings it back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from tests.claude_lines import Session, prompt_line, reply_line
 from tests.helpers import ledger_total, session_totals
 from tokenbudget import sync
+from tokenbudget.hook import FOLD_READ_PER_FILE
 from tokenbudget.usage import Usage
 
 T = 1795887600.0
@@ -40,6 +42,24 @@ def test_a_last_line_that_never_completes_does_not_keep_its_session_live(
     assert ledger_total(store) == Usage(5000, 0, 0, 0, 0)
     assert ledger["keys"] == {}, "its request records are never compacted"
     assert s.sid not in ledger["sessions"], "nor is it folded"
+
+
+@pytest.mark.xfail(strict=True, reason="a session's start reads 1 MiB and stops short of it")
+def test_a_line_longer_than_a_starts_read_after_the_last_hook_lets_the_session_fold(
+    private_home: Path,
+) -> None:
+    # A large tool result written after the session's last hook: with hooks alone, each
+    # session's start reads FOLD_READ_PER_FILE of it, finds no line end, and keeps the session.
+    s = Session(private_home, "s-big", "/home/dev/project")
+    s.turn("p1", "go", T, 100)
+    s.event("Stop", T + 5)
+    big = prompt_line(s.sid, "p1", "x" * (FOLD_READ_PER_FILE + 1024), T + 6, s.cwd)
+    del big["promptId"]
+    s.write(big)
+    for k in range(3):
+        Session(private_home, f"s-start-{k}", "/home/dev/project").event(
+            "SessionStart", LATER + k, source="startup")
+    assert s.sid not in sync.open_store().snapshot()["sessions"]
 
 
 @pytest.mark.xfail(strict=True, reason="README: what the fold kept stands (an undercount)")
