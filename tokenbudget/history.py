@@ -81,6 +81,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 RUNS_KEPT = 50
+# A transcript's last line cut short and left so long is abandoned (fold, _read_to_end); one
+# longer than ABANDONED_TAIL bytes is left for a read to find its end (a sync reads it whole).
+ABANDONED = 3600.0
+ABANDONED_TAIL = 1024 * 1024
 
 
 def history_file() -> str:
@@ -193,12 +197,31 @@ def fold(ledger: Ledger, cutoff: float) -> int:
 
 
 def _read_to_end(path: str, rec: list[Any]) -> bool:
-    """Whether a transcript has nothing beyond where `rec` says it was read."""
+    """Whether a transcript has nothing beyond where `rec` says it was read, or nothing but a
+    last line cut short by a writer that is gone (Claude Code killed while writing it)."""
     try:
         st = os.stat(path)
     except OSError:
         return True  # gone: it will not grow
-    return bool(st.st_size == rec[FILE_OFFSET] and file_identity(st) == rec[FILE_IDENT])
+    if file_identity(st) != rec[FILE_IDENT]:
+        return False
+    left = st.st_size - rec[FILE_OFFSET]
+    if left <= 0:
+        return left == 0
+    # Untouched for ABANDONED seconds with no line end in what is left: that line will never
+    # end, and the session must still fold (its records would stay live for good). The file's
+    # time is the real clock's, so it is compared with the real clock, not tokenbudget's.
+    import time
+
+    if left > ABANDONED_TAIL or time.time() - st.st_mtime < ABANDONED:
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(rec[FILE_OFFSET])
+            tail = f.read(left)
+    except OSError:
+        return False
+    return b"\n" not in tail
 
 
 def _run(turn: list[Any]) -> list[Any]:
