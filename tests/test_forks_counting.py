@@ -268,3 +268,27 @@ def test_a_session_naming_the_same_parent_but_holding_none_of_the_forks_lines_is
     assert per_session[parent] == truth_usage("forked", parent)
     assert per_session[fork] == truth_usage("forked", fork)
     assert store.snapshot()["sessions"][other][S_ORIGIN] == parent  # named as the fork's is
+
+
+def test_a_fork_read_when_only_its_first_total_is_written_is_charged_only_its_own_requests(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interactive fork's transcript gets its total (its parent's carried in) before the
+    lines it copies. Read then, it is not yet known as a fork, and its total looks like its
+    own hidden usage: a fold before the rest is read (a sync, any session's start) must not put
+    it in history that way, where the fork rule can no longer take the parent's part back."""
+    projects = install_fixture("forked", private_home / ".claude")
+    parent, fork = "41481808-d348-404b-a183-6d629348bbef", "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    path = next(projects.glob(f"*/{fork}.jsonl"))
+    lines = path.read_text().splitlines(keepends=True)
+    assert json.loads(lines[-1])["type"] == "cost-state"
+    monkeypatch.setenv("TOKENBUDGET_NOW", repr(NOW))
+    path.write_text(lines[-1])  # what Claude Code wrote first
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    with path.open("a") as f:
+        f.writelines(lines)  # then the copies, the fork's own request, its total again
+    sync.sync_all(store, now=NOW)
+    per_session = session_totals(store)
+    assert per_session[fork] == truth_usage("forked", fork)
+    assert per_session[parent] == truth_usage("forked", parent)

@@ -802,6 +802,11 @@ class Ingestor:
         # the last line is not believed.)
         at = ev.written if ev.written is not None and ev.written - ts <= TOTAL_WRITTEN_SLACK else ts
         s[S_TOTALS_AT] = max(s.get(S_TOTALS_AT) or 0.0, ts, at)
+        if not s[S_LAST]:
+            # Known by its total alone (an interactive fork writes it before the lines it
+            # copies): active when the total was written, not idle since 1970, or the next fold
+            # would keep it in history, its parent's total counted as its own.
+            self.session(sid, ts=at)
         if inherited:
             self._settle_fork(sid, s, state["dir"])
             if S_INHERITED_UNKNOWN in s:
