@@ -2,6 +2,7 @@
 
     python -m tests.reliability_workers counter WID N SEED GO_FILE
     python -m tests.reliability_workers hooks WID ROUNDS SEED GO_FILE PEERS_JSON SHIM_CALLS
+    python -m tests.reliability_workers syncs GO_FILE STOP_FILE
     python -m tests.reliability_workers crash KILLS SEED [--fold] [--rebuild] [--sessions N]
     python -m tests.reliability_workers hold LOCK_PATH
 
@@ -338,6 +339,21 @@ def hook_worker(
     }
 
 
+def sync_worker(go: Path, stop: Path, limit: float = 120.0) -> dict[str, Any]:
+    """`sync_all` again and again (each one folds the sessions idle past retention) until
+    `stop` exists."""
+    from tokenbudget import sync
+
+    store = sync.open_store(lock_timeout=30)
+    _wait_for(go)
+    end = time.monotonic() + limit
+    n = 0
+    while not stop.exists() and time.monotonic() < end:
+        sync.sync_all(store)
+        n += 1
+    return {"syncs": n}
+
+
 # --- 2. kill -9 during sync_all and transactions -----------------------------------------------
 
 
@@ -583,6 +599,8 @@ def main(argv: list[str]) -> None:
     elif what == "hooks":
         out = hook_worker(int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4]),
                           json.loads(argv[5]), int(argv[6]))
+    elif what == "syncs":
+        out = sync_worker(Path(argv[1]), Path(argv[2]))
     elif what == "hold":
         hold_lock(Path(argv[1]))
         return

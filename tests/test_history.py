@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.claude_lines import Session, prompt_line, reply_line
 from tests.helpers import (
     ALL_CASES,
     _transcript,
@@ -137,3 +138,80 @@ def test_a_fold_cut_short_after_a_resume_keeps_the_earlier_period(private_home: 
     assert result.exit_code == 0, result.output
     total = json.loads(result.stdout)["totals"]["totalTokens"]
     assert total == (truth_usage("plain") + truth_usage("plain")).total
+
+
+# --- a session folded while it is still being written -------------------------------------------
+# With the clock ahead of the transcripts (or a session resumed after idling past retention),
+# a session can fold between two lines of one response. Whatever the order of the fold and the
+# reads, each response counts once.
+
+T = 1795887600.0
+LATER = T + 10 * 86400  # every session is idle past retention (2 days) by its own times
+
+
+def test_a_response_whose_next_line_comes_after_the_fold_counts_once(private_home: Path) -> None:
+    # Claude Code writes a line per content block of a response, each with its usage.
+    s = Session(private_home, "s-fold-1", "/home/dev/project")
+    s.write(prompt_line(s.sid, "p1", "go", T, s.cwd),
+            reply_line(s.sid, "m1", T + 1, s.cwd, input_tokens=1000, output_tokens=10))
+    s.event("Stop", LATER)
+    store = sync.open_store()
+    assert sync.sync_all(store, now=LATER).folded == 1
+    s.write(reply_line(s.sid, "m1", T + 1, s.cwd, input_tokens=1000, output_tokens=10))
+    s.event("Stop", LATER)
+    sync.sync_all(store, now=LATER)
+    assert ledger_total(store) == Usage(1000, 10, 0, 0, 0)
+
+
+def test_a_session_whose_last_line_is_half_written_does_not_fold(private_home: Path) -> None:
+    # An older Claude Code's early line of a response held a placeholder output count; the
+    # response's last line, larger, is half-written when the fold comes.
+    s = Session(private_home, "s-fold-2", "/home/dev/project")
+    last = json.dumps(reply_line(s.sid, "m1", T + 1, s.cwd, input_tokens=1000,
+                                 output_tokens=500)) + "\n"
+    s.write(prompt_line(s.sid, "p1", "go", T, s.cwd),
+            reply_line(s.sid, "m1", T + 1, s.cwd, input_tokens=1000, output_tokens=1))
+    with s.path.open("a") as f:
+        f.write(last[:40])
+    s.event("Stop", LATER)
+    store = sync.open_store()
+    sync.sync_all(store, now=LATER)
+    assert s.sid in store.snapshot()["sessions"]  # still being written: not idle
+    with s.path.open("a") as f:
+        f.write(last[40:])
+    s.event("Stop", LATER)
+    assert sync.sync_all(store, now=LATER).folded == 1  # read to its end: now it folds
+    assert ledger_total(store) == Usage(1000, 500, 0, 0, 0)
+
+
+def test_a_sync_that_resumes_a_session_after_reading_another_knows_its_folded_keys(
+    private_home: Path,
+) -> None:
+    # One pass reads another session's news first (looking up its keys), then resumes this
+    # one: the keys it counted before its fold must be known to that pass too.
+    first = Session(private_home, "s-fold-a", "/home/dev/project")
+    other = Session(private_home, "s-fold-0", "/home/dev/project")  # read first: sorted
+    first.write(prompt_line(first.sid, "p1", "go", T, first.cwd),
+                reply_line(first.sid, "m1", T + 1, first.cwd, input_tokens=1000))
+    other.turn("q1", "go", T, 10)
+    store = sync.open_store()
+    assert sync.sync_all(store, now=LATER).folded == 2
+    first.write(reply_line(first.sid, "m1", T + 1, first.cwd, input_tokens=1000))
+    other.turn("q2", "go on", T + 60, 20)
+    sync.sync_all(store, now=LATER)
+    assert session_totals(store) == {first.sid: Usage(1000, 0, 0, 0, 0),
+                                     other.sid: Usage(30, 0, 0, 0, 0)}
+
+
+def test_a_session_start_reads_an_idle_session_on_before_folding_it(private_home: Path) -> None:
+    # A session's last lines often come after its last hook (Claude Code writes its total as
+    # it exits): with hooks alone, the next session's start reads them, then folds it.
+    s = Session(private_home, "s-fold-3", "/home/dev/project")
+    s.turn("p1", "go", T, 1000)
+    s.event("Stop", LATER)
+    s.write(reply_line(s.sid, "m2", T + 5, s.cwd, input_tokens=7))
+    store = sync.open_store()
+    Session(private_home, "s-fold-4", "/home/dev/project").event("SessionStart", LATER,
+                                                                 source="startup")
+    assert s.sid not in store.snapshot()["sessions"]
+    assert session_totals(store)[s.sid] == Usage(1007, 0, 0, 0, 0)

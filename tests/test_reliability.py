@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from tests import reliability_fixtures
 from tests.helpers import install_fixture, stored_ledger, truth_usage
 from tests.reliability_fixtures import REPO, run_shim, start_workers, write_config
-from tests.reliability_workers import ledger_usage, session_usage
+from tests.reliability_workers import T0, ledger_usage, session_usage
 from tokenbudget import hook, lockinfo, sync
 from tokenbudget.cli import main
 from tokenbudget.ledger import CorruptLedger
@@ -113,15 +113,54 @@ def test_concurrent_hooks_on_growing_transcripts_count_exactly(
            for w in range(WRITERS // 2, WRITERS)],
         go,
     )
+    _assert_exact(reports)
+    assert sum(r["shim_calls"] for r in reports) >= 1
+
+
+def _assert_exact(reports: list[Any]) -> None:
+    """No hook worker met a failure, and after a last sync every session and the total
+    count exactly what the workers wrote."""
     for r in reports:
         assert r["bad"] == [], r["bad"]
-    store = sync.open_store()
-    sync.sync_all(store)
+    sync.sync_all(sync.open_store())
     per_session = session_usage()
     for r in reports:
         assert per_session[r["sid"]] == Usage(*r["truth"]), r["sid"]
     assert ledger_usage() == sum((Usage(*r["truth"]) for r in reports), start=Usage())
-    assert sum(r["shim_calls"] for r in reports) >= 1
+
+
+def test_hooks_and_syncs_folding_the_sessions_they_write_count_exactly(
+    fast_state: Path, private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clock 10 days past the transcripts: every sync folds every session it has read
+    # (idle past retention by their own times) while its hooks go on reading it, as for a
+    # session resumed after idling that long.
+    monkeypatch.setenv("TOKENBUDGET_NOW", repr(T0 + 10 * 86400))
+    write_config(fast_state, {"kind": "session", "limit": "1000M"},
+                 {"kind": "daily", "limit": "$1000000"})
+    go, stop = fast_state.parent / "go", fast_state.parent / "stop"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    syncs = [subprocess.Popen([sys.executable, "-m", "tests.reliability_workers", "syncs",
+                               str(go), str(stop)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        for p in syncs:
+            assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+        reports = start_workers(
+            [["hooks", str(w), "25", str(3000 + w), str(go), json.dumps([]), "0"]
+             for w in range(4)],
+            go,
+        )
+        stop.touch()
+        done = [p.communicate(timeout=120) for p in syncs]
+    finally:
+        for p in syncs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in syncs] == [0, 0], [err.decode()[-2000:] for _, err in done]
+    assert all(json.loads(out.splitlines()[-1])["syncs"] > 0 for out, _ in done)
+    _assert_exact(reports)
 
 
 # --- 3. corrupt state ----------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from tokenbudget.schema import (
     FILE_TURN,
     H_FILES,
     H_HOURS,
+    H_KEYS,
     H_SESSION,
     H_TURNS,
     HOUR_COST,
@@ -105,6 +106,7 @@ from tokenbudget.schema import (
     S_EXTRA,
     S_FIRST,
     S_FIRST_TOTALS,
+    S_FOLDED_KEYS,
     S_FORK_KEYS,
     S_INHERIT_AT,
     S_INHERITED,
@@ -484,6 +486,7 @@ def test_folding_writes_named_history_and_command_runs(synced: Ledger) -> None:
     data = json.loads(json.dumps(synced))
     sessions = dict(data["sessions"])
     files = dict(data["files"])
+    keys = dict(data["keys"])
     assert history.fold(data, RECORDED + 86400) == len(sessions) == 22
     assert data["sessions"] == {} and data["files"] == {} and data["keys"] == {}
     records = history.read_records()
@@ -495,6 +498,10 @@ def test_folding_writes_named_history_and_command_runs(synced: Ledger) -> None:
         assert rec[S_PROJECT] == s[S_PROJECT] and rec[S_MODELS] == s[S_MODELS]
         assert rec[H_TURNS] == list(s[S_TURNS].values())
         assert rec[H_FILES] == {p: f for p, f in files.items() if f[FILE_SESSION] == sid}
+        own = s.get(S_COMPACTED_KEYS, "") + "".join(
+            k for k, r in keys.items() if r[REQ_SESSION] == sid)
+        assert rec[H_KEYS] == own and len(own) == ingest.KEY_LEN * sum(
+            m[M_REQUESTS] for m in s[S_MODELS].values())
         usage = [0] * USAGE_LEN
         for per in rec[H_HOURS].values():
             for cell in per.values():
@@ -524,6 +531,11 @@ def test_a_resumed_session_carries_what_it_used_before_in_pre(synced: Ledger) ->
     assert pre[PRE_TOKENS] == sum(m[M_USAGE]) > 0 and _close(pre[PRE_COST], m[M_COST])
     assert enforce.session_used(data, sid) == (float(pre[PRE_TOKENS]), pre[PRE_COST])
     assert data["sessions"][sid][S_SEEN] == s[S_SEEN]
+    # What it counted before is known by its keys: a later copy of one is not new.
+    folded_keys = data["sessions"][sid][S_FOLDED_KEYS]
+    assert sorted(folded_keys[i:i + ingest.KEY_LEN] for i in range(0, len(folded_keys),
+                                                                   ingest.KEY_LEN)) == sorted(
+        k for k, r in synced["keys"].items() if r[REQ_SESSION] == sid)
 
 
 def test_what_0_1_0_kept_of_a_resumed_session_and_its_folded_turns(old: Ledger) -> None:
@@ -743,7 +755,7 @@ def test_the_names_stand_for_the_format_schema_1_files_have() -> None:
         "S_CELLS": "c", "S_COMPACTED_KEYS": "k", "S_PRE": "pre", "S_ORIGIN": "po",
         "S_PARENT": "ih", "S_INHERITED": "ib", "S_INHERITED_UNKNOWN": "iu",
         "S_INHERIT_AT": "it", "S_CANDIDATES": "ie", "S_HELD": "hd", "S_FIRST_TOTALS": "fc",
-        "S_LATEST_TOTALS": "lc", "S_TOTALS_AT": "cst",
+        "S_LATEST_TOTALS": "lc", "S_TOTALS_AT": "cst", "S_FOLDED_KEYS": "kh",
         "M_USAGE": slice(0, 5), "M_COST": 5, "M_REQUESTS": 6, "M_SOURCE": 7, "M_LEN": 8,
         "SOURCE_TABLE": "t", "SOURCE_CLAUDE": "c", "SOURCE_UNPRICED": "u", "SOURCE_MIXED": "m",
         "TURN_COMMAND": 0, "TURN_START": 1, "TURN_TOKENS": 2, "TURN_COST": 3, "TURN_LEN": 4,
@@ -754,7 +766,7 @@ def test_the_names_stand_for_the_format_schema_1_files_have() -> None:
         "EVAL_KIND": 0, "EVAL_FINAL": 1, "EVAL_TOTALS": 2, "EVAL_SIZES": slice(3, 5),
         "EVAL_KNOWN": "k", "EVAL_UNKNOWN": "u", "EVAL_NOT_PARENT": "n",
         "H_SESSION": "sid", "H_HOURS": "hours", "H_TURNS": "turns", "H_FILES": "files",
-        "H_PERIODS": "periods",
+        "H_PERIODS": "periods", "H_KEYS": "keys",
         "OUT_SESSION": 0, "OUT_MODEL": 1, "OUT_USAGE": slice(2, 7), "OUT_BUCKET": 7,
         "OUT_COST": 8, "OUT_COMMAND": 9, "OUT_PROJECT": 10, "OUT_LEN": 11,
     }
@@ -764,7 +776,8 @@ def test_every_key_0_1_0_wrote_in_a_session_has_a_name(old: Ledger) -> None:
     named = {v for k, v in vars(schema).items() if k.startswith("S_")}
     written = {key for s in old["sessions"].values() for key in s}
     assert written <= named
-    assert named - written == {schema.S_HELD, schema.S_INHERITED_UNKNOWN}  # none held, none unknown
+    # None held, none unknown; 0.1.0 kept no keys of a resumed session's folded requests.
+    assert named - written == {schema.S_HELD, schema.S_INHERITED_UNKNOWN, schema.S_FOLDED_KEYS}
 
 
 # --- cost on a hook call -----------------------------------------------------------------------

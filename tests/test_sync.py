@@ -201,3 +201,38 @@ def test_a_sync_reads_the_ledger_before_the_lock(
     sync.sync_all(store)
     assert whole_reads and not any(whole_reads)
     assert store.snapshot()["warned"]["daily@test"] == 1.0
+
+
+@pytest.mark.parametrize("when_looked", ["live", "folded"])
+def test_a_sync_resumes_a_session_from_where_the_last_fold_left_it(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch, when_looked: str
+) -> None:
+    # A sync decides what to read before it takes the lock. Between that look and its read,
+    # another sync (or a session starting) reads the session on and folds it: the read must
+    # go on from that fold, not from the ledger or history the sync looked at.
+    from tests.claude_lines import Session
+
+    t, later = 1795887600.0, 1795887600.0 + 10 * 86400  # idle past retention: syncs fold it
+    s = Session(private_home, "s-race", "/home/dev/project")
+    s.turn("p1", "go", t, 1000)
+    store = sync.open_store()
+    if when_looked == "live":
+        s.event("Stop", later)  # a hook reads it (hooks fold only at a session's start)
+    else:
+        sync.sync_all(store, now=later)  # read and folded
+    assert (s.sid in store.snapshot()["sessions"]) == (when_looked == "live")
+    s.turn("p2", "go on", t + 60, 200)
+    ingest_batch = sync._ingest_batch
+    other: list[sync.SyncReport] = []
+
+    def other_sync_first(*args: object) -> None:
+        if not other:
+            monkeypatch.setattr(sync, "_ingest_batch", ingest_batch)
+            other.append(sync.sync_all(store, now=later))
+            monkeypatch.setattr(sync, "_ingest_batch", other_sync_first)
+        ingest_batch(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sync, "_ingest_batch", other_sync_first)
+    sync.sync_all(store, now=later)
+    assert other and other[0].folded == 1
+    assert ledger_total(store).input == 1200

@@ -15,7 +15,7 @@ import json
 import os
 
 from tokenbudget import paths
-from tokenbudget.ledger import Ledger
+from tokenbudget.ledger import Ledger, file_identity
 from tokenbudget.schema import (
     ADJ_BUCKET,
     ADJ_COST,
@@ -25,11 +25,14 @@ from tokenbudget.schema import (
     CELL_COST,
     CELL_LEN,
     CELL_USAGE,
+    FILE_IDENT,
+    FILE_OFFSET,
     FILE_POS,
     FILE_SESSION,
     FILE_TURN,
     H_FILES,
     H_HOURS,
+    H_KEYS,
     H_PERIODS,
     H_SESSION,
     H_TURNS,
@@ -51,7 +54,9 @@ from tokenbudget.schema import (
     ROLLUP_COST,
     ROLLUP_TOKENS,
     S_ADJUSTMENTS,
+    S_COMPACTED_KEYS,
     S_FIRST,
+    S_FOLDED_KEYS,
     S_LAST,
     S_MODELS,
     S_PERIOD,
@@ -115,20 +120,38 @@ def _hourly(s: dict[str, Any], key_records: list[list[Any]]) -> dict[str, dict[s
 
 
 def fold(ledger: Ledger, cutoff: float) -> int:
-    """Move sessions whose last activity is before `cutoff` out of the ledger; return how many."""
+    """Move sessions whose last activity is before `cutoff` out of the ledger; return how many.
+
+    Only sessions whose transcripts are read to their end (sync.fold_idle reads them first):
+    a line not read yet may be a later, larger copy of a response already counted, which
+    must find its request record. What a folded session counted stays known by its request
+    keys (H_KEYS), so that a copy written after the fold (Claude Code writes a line per
+    content block of a response) is not counted again when the session resumes.
+    """
     idle = [sid for sid, s in ledger["sessions"].items() if s[S_LAST] < cutoff]
     if not idle:
         return 0
     idle_set = set(idle)
-    # One pass over the request records, not one per session (that was quadratic).
-    keys_of: dict[str, list[list[Any]]] = {}
-    for rec in ledger["keys"].values():
-        if rec[REQ_SESSION] in idle_set:
-            keys_of.setdefault(rec[REQ_SESSION], []).append(rec)
     files_of: dict[str, dict[str, Any]] = {}
     for path, rec in ledger["files"].items():
         if rec[FILE_SESSION] in idle_set:
             files_of.setdefault(rec[FILE_SESSION], {})[path] = rec
+    for sid in [sid for sid in idle if not all(_read_to_end(p, r)
+                                               for p, r in files_of.get(sid, {}).items())]:
+        idle.remove(sid)
+        idle_set.discard(sid)
+    if not idle:
+        return 0
+    from tokenbudget.ingest import KEY_LEN
+
+    # One pass over the request records, not one per session (that was quadratic).
+    keys_of: dict[str, list[list[Any]]] = {}
+    own_keys: dict[str, list[str]] = {}
+    for key, rec in ledger["keys"].items():
+        if rec[REQ_SESSION] in idle_set:
+            keys_of.setdefault(rec[REQ_SESSION], []).append(rec)
+            if len(key) == KEY_LEN:  # as compaction keeps them: one slot each
+                own_keys.setdefault(rec[REQ_SESSION], []).append(key)
     lines = []
     for sid in idle:
         s = ledger["sessions"][sid]
@@ -144,6 +167,8 @@ def fold(ledger: Ledger, cutoff: float) -> int:
             H_HOURS: _hourly(s, keys_of.get(sid, [])),
             H_TURNS: list(s[S_TURNS].values()),
             H_FILES: files_of.get(sid, {}),
+            # Its own: those of earlier periods are in their records already.
+            H_KEYS: s.get(S_COMPACTED_KEYS, "") + "".join(own_keys.get(sid, ())),
         }
         lines.append(json.dumps(record, separators=(",", ":")))
     _append(lines)
@@ -165,6 +190,15 @@ def fold(ledger: Ledger, cutoff: float) -> int:
     for key in [k for k, rec in ledger["keys"].items() if rec[REQ_SESSION] in idle_set]:
         del ledger["keys"][key]
     return len(idle)
+
+
+def _read_to_end(path: str, rec: list[Any]) -> bool:
+    """Whether a transcript has nothing beyond where `rec` says it was read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True  # gone: it will not grow
+    return bool(st.st_size == rec[FILE_OFFSET] and file_identity(st) == rec[FILE_IDENT])
 
 
 def _run(turn: list[Any]) -> list[Any]:
@@ -233,6 +267,7 @@ def _well_formed(rec: object) -> bool:
             )
             and all(isinstance(rec[k], dict) for k in (S_MODELS, H_HOURS))
             and all(isinstance(rec.get(k, {}), dict) for k in (S_SEEN, H_FILES))
+            and isinstance(rec.get(H_KEYS, ""), str)
             and all(int(h) >= 0 and isinstance(v, dict) for h, v in rec[H_HOURS].items())
             and isinstance(rec[H_TURNS], list)
             and all(
@@ -267,6 +302,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged[H_HOURS] = hours
     merged[H_TURNS] = old[H_TURNS] + new[H_TURNS]
     merged[H_FILES] = {**old[H_FILES], **new[H_FILES]}
+    merged[H_KEYS] = old.get(H_KEYS, "") + new.get(H_KEYS, "")
     return merged
 
 
@@ -303,6 +339,11 @@ def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None
         # The resumed process's cost-state covers the session's whole life: what was seen
         # before the fold is not new (records folded before S_SEEN was kept: their usage).
         if folded:
+            from tokenbudget.ingest import KEY_LEN
+
+            keys = folded.get(H_KEYS, "")
+            if keys and len(keys) % KEY_LEN == 0:
+                s[S_FOLDED_KEYS] = keys  # counted: a later line of one of them is not new
             before = folded.get(S_SEEN) or {m: v[M_USAGE] for m, v in folded[S_MODELS].items()}
             for model, seen in before.items():
                 cur = s[S_SEEN].get(model, [0] * USAGE_LEN)

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 MAX_STDIN = 8 * 1024 * 1024
 MAX_READ_PER_CALL = 64 * 1024 * 1024  # a hook reads at most this much new transcript per call
+# What a session's start reads on of each idle session before folding it (usually the total
+# Claude Code wrote after that session's last hook): one with more is not idle, and its own
+# hooks read it.
+FOLD_READ_PER_FILE = 1024 * 1024
 SESSION_END_LOCK_WAIT = 0.5  # seconds a SessionEnd waits for the ledger lock at most
 # Seconds a hook waits for the response it follows (the one that asked for its tools, or a
 # turn's last) to be written to the transcript.
@@ -820,10 +824,10 @@ def _keep_small(ledger: Any, ev: Event, cfg: Any, now: float, rebuild_owed: bool
     if rebuild_owed:
         return
     if ev.name == "SessionStart":
-        from tokenbudget import history
+        from tokenbudget import sync
 
         ingest.prune_hours(ledger, now, cfg.tz())
-        history.fold(ledger, now - cfg.retention_days * 86400)
+        sync.fold_idle(ledger, now - cfg.retention_days * 86400, cfg.prices, FOLD_READ_PER_FILE)
         ingest.compact(ledger, now)
     elif len(ledger["keys"]) > ingest.COMPACT_WHEN:
         ingest.compact(ledger, now)

@@ -85,6 +85,7 @@ from tokenbudget.schema import (
     S_EXTRA,
     S_FIRST,
     S_FIRST_TOTALS,
+    S_FOLDED_KEYS,
     S_FORK_KEYS,
     S_HELD,
     S_INHERIT_AT,
@@ -430,6 +431,12 @@ class Ingestor:
         self._transcripts[projects, sid] = found
         return found
 
+    def keys_restored(self) -> None:
+        """A resumed session's keys counted before its fold are back (history.resume_position):
+        what was looked up before does not know them."""
+        self._compacted = None
+        self._joined = None
+
     def _compacted_owner(self, key: str) -> str | None:
         """The session whose compacted requests include `key`, if any (the last in the
         ledger's order that does).
@@ -445,7 +452,7 @@ class Ingestor:
                 return self._compacted_search(key)
             index: dict[str, str] = {}
             for sid, s in self.L["sessions"].items():
-                k = s.get(S_COMPACTED_KEYS, "")
+                k = _counted_keys(s)
                 for i in range(0, len(k), KEY_LEN):
                     index[k[i : i + KEY_LEN]] = sid
             self._compacted = index
@@ -459,7 +466,7 @@ class Ingestor:
             parts: list[str] = []
             at = 0
             for sid, s in self.L["sessions"].items():
-                k = s.get(S_COMPACTED_KEYS, "")
+                k = _counted_keys(s)
                 if k:
                     owners.append(sid)
                     starts.append(at)
@@ -922,6 +929,12 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     for sid, added in new_keys.items():
         sessions[sid][S_COMPACTED_KEYS] = sessions[sid].get(S_COMPACTED_KEYS, "") + "".join(added)
     return moved
+
+
+def _counted_keys(s: dict[str, Any]) -> str:
+    """The keys of a session's requests counted but no longer held as records, joined: those
+    it compacted, and those a resumed session counted before it was folded."""
+    return str(s.get(S_COMPACTED_KEYS, "")) + str(s.get(S_FOLDED_KEYS, ""))
 
 
 def compacted_cells(s: dict[str, Any]) -> Iterable[tuple[int, str, str, list[Any]]]:

@@ -107,6 +107,7 @@ S_PERIOD = "e"  # this live period's identity in history (a resumed session gets
 S_CELLS = "c"  # compacted requests: cell_key(bucket, model, command) -> [5 counts, cost]
 S_COMPACTED_KEYS = "k"  # keys of the compacted requests, KEY_LEN characters each, joined
 S_PRE = "pre"  # [tokens, cost] (PRE_*) a resumed session used before it was folded
+S_FOLDED_KEYS = "kh"  # a resumed session's keys counted before it was folded (H_KEYS), joined
 S_ORIGIN = "po"  # the session its copies name as their requester
 S_PARENT = "ih"  # the parent its inheritance was worked out from
 S_INHERITED = "ib"  # model -> usage inherited from the parent at the fork point
@@ -196,6 +197,7 @@ H_SESSION = "sid"
 H_HOURS = "hours"  # bucket -> history_key(model, command) -> [5 counts, cost] (CELL_*)
 H_TURNS = "turns"  # its turn records (TURN_*)
 H_FILES = "files"  # its transcripts' files entries (FILE_*)
+H_KEYS = "keys"  # the keys of the requests it counted in this period, KEY_LEN characters each
 H_PERIODS = "periods"  # added when read: the periods merged into one record
 
 

@@ -16,7 +16,7 @@ from tokenbudget.errors import LedgerError
 from tokenbudget.ingest import Ingestor, Result, compact, prune_hours
 from tokenbudget.ledger import Ledger, file_identity, new_ledger
 from tokenbudget.record import Record
-from tokenbudget.schema import FILE_IDENT, FILE_OFFSET
+from tokenbudget.schema import FILE_IDENT, FILE_OFFSET, FILE_SESSION, S_LAST
 from tokenbudget.store import FOLD_DUE, Store
 from tokenbudget.store import open_store as open_store  # the one way to the ledger
 
@@ -75,7 +75,6 @@ def sync_all(
     """Ingest everything new in every transcript, then fold sessions idle past retention."""
     report = SyncReport()
     dirs = config_dirs if config_dirs is not None else paths.claude_config_dirs()
-    folded_files: dict[str, list[Any]] | None = None
     t_now = now if now is not None else clock.now()
     with store.transaction(_read_first(store)) as ledger:
         _take_notices(ledger, report)
@@ -83,6 +82,7 @@ def sync_all(
             history.restore_into(ledger, t_now)
         known = {p: (r[FILE_IDENT], r[FILE_OFFSET]) for p, r in ledger["files"].items()}
     # Decide what to read without the lock; the reads themselves happen under it.
+    folded = _Folded()
     todo: list[tuple[str, str, bool, int]] = []
     for path, sid, sub in transcripts.discover(dirs):
         try:
@@ -91,9 +91,7 @@ def sync_all(
             continue
         prev = known.get(path)
         if prev is None:
-            if folded_files is None:
-                folded_files = history.folded_files()
-            old = folded_files.get(path)
+            old = folded.files().get(path)
             # A folded session's transcript, unchanged since: its usage is in history. Resuming
             # it anyway would put its read position back in the ledger, where nothing removes
             # it again (its session is no longer there to fold): the ledger would keep a record
@@ -108,13 +106,13 @@ def sync_all(
         batch.append(item)
         size += item[3]
         if size >= BATCH_BYTES or len(batch) >= BATCH_FILES:
-            _ingest_batch(store, batch, prices, report, folded_files)
+            _ingest_batch(store, batch, prices, report, folded)
             batch, size = [], 0
             if deadline is not None and time.monotonic() > deadline:
                 report.complete = False
                 return report
     if batch:
-        _ingest_batch(store, batch, prices, report, folded_files)
+        _ingest_batch(store, batch, prices, report, folded)
     # A new snapshot only for what this step changes (a fold, a prune, a compaction, notices
     # taken, a rebuild completed) or a journal grown as far as a session's start folds it
     # (store.fold_due): a shorter journal is replayed by readers at little cost, and a status
@@ -123,9 +121,38 @@ def sync_all(
         _take_notices(ledger, report)
         ledger["rebuild"] = False
         prune_hours(ledger, t_now, tz)
-        report.folded = history.fold(ledger, t_now - retention_days * 86400)
+        report.folded = fold_idle(ledger, t_now - retention_days * 86400, prices)
         compact(ledger, t_now)
     return report
+
+
+def fold_idle(
+    ledger: Ledger, cutoff: float, prices: Mapping[str, Mapping[str, float]] | None = None,
+    max_bytes: int | None = None,
+) -> int:
+    """Fold the sessions idle since before `cutoff` (history.fold), each read on first to
+    the end of its transcripts (at most `max_bytes` of each): a line written since the last
+    read is counted before the fold, while its response's request record is still there. A
+    session that this shows active, or whose transcript ends in a line being written, stays."""
+    idle = {sid for sid, s in ledger["sessions"].items() if s[S_LAST] < cutoff}
+    if not idle:
+        return 0
+    mains: dict[str, str] = {}
+    grown: set[str] = set()
+    for path, rec in ledger["files"].items():
+        sid = rec[FILE_SESSION]
+        if sid in idle:
+            if os.path.basename(path) == sid + ".jsonl":
+                mains[sid] = path
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (file_identity(st), st.st_size) != (rec[FILE_IDENT], rec[FILE_OFFSET]):
+                grown.add(sid)
+    for sid in sorted(grown & set(mains)):
+        _ingest_session(ledger, mains[sid], sid, prices, max_bytes)
+    return history.fold(ledger, cutoff)
 
 
 def _read_first(store: Store) -> tuple[Any, Ledger] | None:
@@ -147,19 +174,48 @@ def nothing_to_read(config_dirs: list[Path] | None = None) -> bool:
     return next(transcripts.discover(dirs), None) is None
 
 
+class _Folded:
+    """The read positions of folded transcripts, read again whenever history has changed.
+
+    A sync looks at the ledger and history before it takes the lock. By the time it reads a
+    transcript under the lock, another process may have folded its session (the ledger's
+    position gone), or read it on and folded it again (a later position in history): reading
+    from what was looked at then would count again what that fold keeps."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[int, int, int, int] | None = None
+        self._files: dict[str, list[Any]] = {}
+
+    def files(self) -> dict[str, list[Any]]:
+        try:
+            st = os.stat(history.history_file())
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = (0, 0, 0, 0)  # none yet: nothing folded
+        if stamp != self._stamp:
+            self._files = history.folded_files() if stamp[2] else {}
+            self._stamp = stamp
+        return self._files
+
+
 def _ingest_batch(
     store: Store,
     batch: list[tuple[str, str, bool, int]],
     prices: Mapping[str, Mapping[str, float]] | None,
     report: SyncReport,
-    folded_files: dict[str, list[Any]] | None,
+    folded: _Folded,
 ) -> None:
     with store.transaction() as ledger:
         _take_notices(ledger, report)
         ing = Ingestor(ledger, prices)
         for path, sid, sub, _size in batch:
-            if folded_files and path in folded_files and path not in ledger["files"]:
-                history.resume_position(ledger, path, folded_files[path], sid)
+            if path not in ledger["files"]:
+                # As history holds it now, under the lock: a fold since the look before it
+                # (folds write history under the lock) is read on from where it left off.
+                old = folded.files().get(path)
+                if old is not None:
+                    history.resume_position(ledger, path, old, sid)
+                    ing.keys_restored()
             ing.ingest_file(path, sid, sub)
         report.add(ing.result)
 
@@ -200,6 +256,7 @@ def _ingest_session(
             old = history.folded_position(path)
             if old is not None:
                 history.resume_position(ledger, path, old, sid)
+                ing.keys_restored()
         ing.ingest_file(path, sid, sub, max_bytes)
     return ing.result
 
