@@ -25,6 +25,7 @@ from tokenbudget.schema import (
     S_TURNS,
     TURN_START,
 )
+from tokenbudget.store import Store
 
 NOW = 1795887600.0
 
@@ -271,6 +272,13 @@ def test_a_session_naming_the_same_parent_but_holding_none_of_the_forks_lines_is
     assert store.snapshot()["sessions"][other][S_ORIGIN] == parent  # named as the fork's is
 
 
+def _each_charged_its_own(store: Store, case: str, *sessions: str) -> None:
+    per_session = session_totals(store)
+    assert {sid: per_session[sid] for sid in sessions} == {
+        sid: truth_usage(case, sid) for sid in sessions
+    }
+
+
 def test_a_fork_read_when_only_its_first_total_is_written_is_charged_only_its_own_requests(
     private_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,9 +298,7 @@ def test_a_fork_read_when_only_its_first_total_is_written_is_charged_only_its_ow
     with path.open("a") as f:
         f.writelines(lines)  # then the copies, the fork's own request, its total again
     sync.sync_all(store, now=NOW)
-    per_session = session_totals(store)
-    assert per_session[fork] == truth_usage("forked", fork)
-    assert per_session[parent] == truth_usage("forked", parent)
+    _each_charged_its_own(store, "forked", parent, fork)
 
 
 def test_a_fork_whose_total_comes_before_its_lines_is_not_charged_its_own_request_twice(
@@ -319,6 +325,4 @@ def test_a_fork_whose_total_comes_before_its_lines_is_not_charged_its_own_reques
         assert code == 0, err
     store = sync.open_store()
     sync.sync_all(store, now=NOW)
-    per_session = session_totals(store)
-    assert per_session[fork] == truth_usage("forked", fork)
-    assert per_session[parent] == truth_usage("forked", parent)
+    _each_charged_its_own(store, "forked", parent, fork)
