@@ -35,6 +35,7 @@ from tests.helpers import (
 from tests.test_cli import run
 from tokenbudget import ingest, query, sync, transcripts
 from tokenbudget.ledger import Ledger
+from tokenbudget.schema import S_REQUESTS
 from tokenbudget.usage import Usage
 
 pytestmark = pytest.mark.usefixtures("recorded_day")
@@ -299,13 +300,19 @@ def test_a_subagent_line_written_after_the_session_total_counts_once(private_hom
     assert session_totals(store)[agent.parent.parent.name] == truth_usage("agent")
 
 
-def _interrupted(path: Path, written_ms: int | None) -> None:
+def _interrupted(path: Path, written_ms: int | None, *, sent_after: bool = False,
+                 requests: bool = True) -> None:
     """The transcript as Claude Code 2.1.328 leaves it on Ctrl-C in `claude -p` while the
     response streams: the session's total (which counts that response from its first event)
-    written before the response's lines, dated when the response began."""
+    written before the response's lines, dated when the response began, and after the
+    request's `api-request` line. `sent_after`: the total before that line too (a request sent
+    after the total was written). `requests`: False drops the `api-request` lines (a
+    transcript whose start was read by a tokenbudget that kept no requests, or an older
+    Claude Code)."""
     lines = path.read_text().splitlines(keepends=True)
     state = next(i for i, line in enumerate(lines) if '"type":"cost-state"' in line)
-    first = next(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
+    kind = '"type":"api-request"' if sent_after else '"type":"assistant"'
+    first = next(i for i, line in enumerate(lines) if kind in line)
     total = json.loads(lines[state])
     if written_ms is None:
         del total["startTime"], total["totalDuration"]
@@ -313,6 +320,8 @@ def _interrupted(path: Path, written_ms: int | None) -> None:
         total["totalDuration"] = written_ms - total["startTime"]
     rest = [line for i, line in enumerate(lines) if i not in (state,)]
     rest.insert(first, json.dumps(total) + "\n")
+    if not requests:
+        rest = [line for line in rest if '"type":"api-request"' not in line]
     path.write_text("".join(rest))
 
 
@@ -320,28 +329,51 @@ def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+@pytest.mark.parametrize("requests", [True, False])
 def test_a_response_whose_line_follows_the_total_it_is_in_counts_once(
-    private_home: Path,
+    private_home: Path, requests: bool
 ) -> None:
     install_fixture("plain", private_home / ".claude")
     path = _transcript(private_home, "plain")
-    # Its lines are dated 17:14:35.881-.884; the total was written at .919, after them.
-    _interrupted(path, _ms("2026-11-28T17:14:35.919Z"))
+    # Its lines are dated 17:14:35.881-.884; the total was written at .919, after them: the
+    # total's time tells, with or without the request's line before the total.
+    _interrupted(path, _ms("2026-11-28T17:14:35.919Z"), requests=requests)
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store) == truth_usage("plain")
 
 
-@pytest.mark.parametrize("written", [
+WRITTEN = [
     _ms("2026-11-28T17:14:35.850Z"),  # before the response began at .881: cannot hold it
     None,  # a total that names no time
     _ms("2026-11-28T17:14:35.850Z") + int(ingest.TOTAL_WRITTEN_SLACK * 1000),  # past believing
-])
-def test_a_response_begun_after_the_total_was_written_is_a_new_request(
+]
+
+
+@pytest.mark.parametrize("written", WRITTEN)
+def test_a_response_whose_request_was_sent_before_the_total_is_in_it_whatever_its_time(
     private_home: Path, written: int | None
 ) -> None:
+    # The request's line is before the total's: the response began before the total was
+    # written, and the total holds it, whatever time the total names (a resumed process's
+    # names one too early by the pauses between processes).
     install_fixture("plain", private_home / ".claude")
     _interrupted(_transcript(private_home, "plain"), written)
+    store = sync.open_store()
+    sync.sync_all(store, now=1795887600.0)
+    assert ledger_total(store) == truth_usage("plain")
+
+
+@pytest.mark.parametrize("written", WRITTEN)
+@pytest.mark.parametrize("sent_after", [True, False], ids=["sent-after", "no-request-line"])
+def test_a_response_begun_after_the_total_was_written_is_a_new_request(
+    private_home: Path, written: int | None, sent_after: bool
+) -> None:
+    # Sent after the total (its request's line after the total's), or with no request line
+    # read: the total's time decides, and says after.
+    install_fixture("plain", private_home / ".claude")
+    _interrupted(_transcript(private_home, "plain"), written, sent_after=sent_after,
+                 requests=sent_after)
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0)
     assert ledger_total(store).total == 2 * truth_usage("plain").total
@@ -351,14 +383,31 @@ def _line(entry: dict[str, Any]) -> str:
     return json.dumps(entry) + "\n"
 
 
-def _response(sid: str, n: int, at: str, input_tokens: int) -> dict[str, Any]:
-    return {"type": "assistant", "isSidechain": False, "sessionId": sid, "timestamp": at,
+def _response(sid: str, n: int, at: str, input_tokens: int, output_tokens: int = 10,
+              ref: str | None = None) -> dict[str, Any]:
+    line = {"type": "assistant", "isSidechain": False, "sessionId": sid, "timestamp": at,
             "requestId": f"req_{n}", "uuid": f"u{n}", "cwd": "/home/dev/project",
             "message": {"id": f"msg_{n}", "type": "message", "role": "assistant",
                         "model": "claude-opus-5-5", "content": [{"type": "text", "text": "x"}],
-                        "usage": {"input_tokens": input_tokens, "output_tokens": 10,
+                        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
                                   "cache_creation_input_tokens": 0,
                                   "cache_read_input_tokens": 0}}}
+    if ref is not None:
+        line["requestRef"] = ref
+    return line
+
+
+def _prompt(sid: str, n: int, at: str) -> dict[str, Any]:
+    return {"type": "user", "isSidechain": False, "sessionId": sid, "timestamp": at,
+            "promptId": f"prompt-{n}", "uuid": f"p{n}", "cwd": "/home/dev/project",
+            "message": {"role": "user", "content": "Say hello."}}
+
+
+def _request(sid: str, ref: str, at: str) -> dict[str, Any]:
+    """An `api-request` line, as Claude Code writes one before it sends the request."""
+    return {"type": "api-request", "sessionId": sid, "id": ref, "timestamp": at,
+            "version": "2.1.328", "querySource": "sdk",
+            "params": {"model": "claude-opus-5-5", "max_tokens": 128000}}
 
 
 def _total(sid: str, input_tokens: int, output_tokens: int, start: str, written: str
@@ -376,27 +425,129 @@ def _total(sid: str, input_tokens: int, output_tokens: int, start: str, written:
     "exited and was written after its total; _settle_extra takes that line off the usage only "
     "the total knows (here 500 input tokens of a request in no line), which no later total "
     "gives back. Before `written` the line counted, since it is dated after the last line "
-    "before the total."))
+    "before the total. With the requests' `api-request` lines the order says the same: B's "
+    "request was sent before A's total was written, and no line tells which process sent it."))
+@pytest.mark.parametrize("requests", [False, True], ids=["no-request-lines", "request-lines"])
 def test_a_response_of_another_process_written_after_a_total_keeps_the_totals_own_usage(
-    private_home: Path,
+    private_home: Path, requests: bool
 ) -> None:
     # Process A and process B of one session (resumed while A runs) append to one file.
     sid = "11111111-2222-3333-4444-555555555555"
     folder = private_home / ".claude" / "projects" / "-home-dev-project"
     folder.mkdir(parents=True)
-    (folder / f"{sid}.jsonl").write_text("".join(map(_line, [
-        _response(sid, 1, "2026-11-28T16:20:00.000Z", 1000),  # A's request
+    entries = [
+        _request(sid, "r-a", "2026-11-28T16:19:59.500Z"),
+        _response(sid, 1, "2026-11-28T16:20:00.000Z", 1000, ref="r-a"),  # A's request
+        _request(sid, "r-b", "2026-11-28T16:20:30.000Z"),  # B sends its request
         # A exits at 16:21:00: its total holds 500 input tokens in no line (a compaction's,
         # or an interactive session's side request).
         _total(sid, 1500, 20, "2026-11-28T16:19:50.000Z", "2026-11-28T16:21:00.000Z"),
         # B's response, begun at 16:20:30, written after A's total: not in it.
-        _response(sid, 2, "2026-11-28T16:20:30.000Z", 800),
+        _response(sid, 2, "2026-11-28T16:20:30.000Z", 800, ref="r-b"),
         # B exits: its total goes on from the one before B started (none), not from A's.
         _total(sid, 800, 10, "2026-11-28T16:19:55.000Z", "2026-11-28T16:21:30.000Z"),
-    ])))
+    ]
+    if not requests:
+        entries = [e for e in entries if e["type"] != "api-request"]
+    (folder / f"{sid}.jsonl").write_text("".join(map(_line, entries)))
     store = sync.open_store()
     sync.sync_all(store, now=1795887600.0 + 3600)
     assert ledger_total(store).input == 1000 + 500 + 800
+
+
+RESUMED = "22222222-3333-4444-5555-666666666666"
+
+
+def _resumed(*, hidden: int = 0) -> list[dict[str, Any]]:
+    """A session's first `claude -p` process, then `claude -p --resume` ten minutes later,
+    Ctrl-C'd while its response streams. The second process's total carries the first one's
+    startTime and adds only its own running time: its `written` (16:00:07) is ten minutes
+    short of when it was written, and the interrupted response's line (written after the
+    total, dated when the response began) is dated after it. `hidden`: input tokens the
+    second total holds in no line (a compaction's)."""
+    sid, start = RESUMED, "2026-11-28T15:59:59.000Z"
+    return [
+        _prompt(sid, 1, "2026-11-28T16:00:00.000Z"),
+        _request(sid, "r-1", "2026-11-28T16:00:00.500Z"),
+        _response(sid, 1, "2026-11-28T16:00:01.000Z", 1000, ref="r-1"),
+        _total(sid, 1000, 10, start, "2026-11-28T16:00:02.000Z"),  # 3 s of running time
+        _prompt(sid, 2, "2026-11-28T16:10:00.000Z"),
+        _request(sid, "r-2", "2026-11-28T16:10:00.500Z"),
+        # Interrupted at 16:10:05 after 5 s more: the total holds the response so far.
+        _total(sid, 1000 + hidden + 800, 10 + 5, start, "2026-11-28T16:00:07.000Z"),
+        _response(sid, 2, "2026-11-28T16:10:01.000Z", 800, 5, ref="r-2"),
+    ]
+
+
+def _deliver(private_home: Path, entries: list[dict[str, Any]], *, one_by_one: bool,
+             path: Path | None = None) -> Path:
+    """Append `entries` to the session's transcript and read them: with one hook call after
+    each line (a hook reads a few new lines at a time), or with one sync of all of them."""
+    sid = entries[0]["sessionId"]
+    if path is None:
+        folder = private_home / ".claude" / "projects" / "-home-dev-project"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{sid}.jsonl"
+    from tokenbudget import hook
+
+    for n, entry in enumerate(entries if one_by_one else []):
+        with path.open("a") as f:
+            f.write(_line(entry))
+        # Each call's payload differs (the same one twice is taken for a hook registered twice).
+        event = {"session_id": sid, "transcript_path": str(path), "cwd": "/home/dev/project",
+                 "hook_event_name": "PostToolBatch", "prompt_id": "prompt-1", "call": n}
+        hook.handle("PostToolBatch", json.dumps(event).encode(), now=1795887600.0)
+    if not one_by_one:
+        with path.open("a") as f:
+            f.write("".join(map(_line, entries)))
+        sync.sync_all(sync.open_store(), now=1795887600.0)
+    return path
+
+
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["all-at-once", "hook-by-hook"])
+def test_a_response_interrupted_in_a_resumed_process_counts_once(
+    private_home: Path, one_by_one: bool
+) -> None:
+    _deliver(private_home, _resumed(), one_by_one=one_by_one)
+    store = sync.open_store()
+    assert ledger_total(store) == Usage(1800, 15, 0, 0, 0)
+    # Every request answered: none is kept open.
+    assert S_REQUESTS not in store.snapshot()["sessions"][RESUMED]
+
+
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["all-at-once", "hook-by-hook"])
+def test_a_request_sent_after_a_total_is_new_whatever_that_total_holds(
+    private_home: Path, one_by_one: bool
+) -> None:
+    # A third process: its request's line comes after the second total, which holds 500
+    # input tokens in no line. Its response is its own, not part of that total: taken for
+    # part of it, it would take the 500 off until the third process's own total is read.
+    sid = RESUMED
+    third = [
+        _prompt(sid, 3, "2026-11-28T16:20:00.000Z"),
+        _request(sid, "r-3", "2026-11-28T16:20:00.500Z"),
+        _response(sid, 3, "2026-11-28T16:20:01.000Z", 700, ref="r-3"),
+    ]
+    path = _deliver(private_home, _resumed(hidden=500) + third, one_by_one=one_by_one)
+    assert ledger_total(sync.open_store()) == Usage(3000, 25, 0, 0, 0)
+    total = _total(sid, 3000, 25, "2026-11-28T15:59:59.000Z", "2026-11-28T16:00:09.000Z")
+    _deliver(private_home, [total], one_by_one=one_by_one, path=path)
+    assert ledger_total(sync.open_store()) == Usage(3000, 25, 0, 0, 0)
+
+
+def test_requests_never_answered_are_not_kept_forever(private_home: Path) -> None:
+    # Requests whose response never came (an error, a process killed): only the latest few
+    # are kept open, and the interrupted one among them still counts once.
+    entries = _resumed()
+    unanswered = [_request(RESUMED, f"lost-{i}", "2026-11-28T16:05:00.000Z")
+                  for i in range(2 * ingest.OPEN_REQUESTS)]
+    entries[4:4] = unanswered
+    _deliver(private_home, entries[:-1], one_by_one=False)
+    kept = sync.open_store().snapshot()["sessions"][RESUMED][S_REQUESTS]
+    assert len(kept) == ingest.OPEN_REQUESTS
+    assert list(kept)[-1] == "r-2" and kept["r-2"] == 1  # sent before the total was written
+    _deliver(private_home, entries[-1:], one_by_one=False)
+    assert ledger_total(sync.open_store()) == Usage(1800, 15, 0, 0, 0)
 
 
 def test_a_second_compaction_in_a_session_is_counted_too(private_home: Path) -> None:

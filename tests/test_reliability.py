@@ -247,6 +247,10 @@ WRONG_INSIDE = {
         {k: v[:3] for k, v in list(d["keys"].items())[:1]}),
     "a resumed session's earlier use is text": lambda d: d["sessions"][LOOP_SID].update(
         {"pre": "xx"}),
+    "a session's open requests are a list": lambda d: d["sessions"][LOOP_SID].update(
+        {"rq": ["r-1"]}),
+    "an open request's mark is neither 0 nor 1": lambda d: d["sessions"][LOOP_SID].update(
+        {"rq": {"r-1": "in"}}),
 }
 
 

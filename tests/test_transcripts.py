@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tests.helpers import _transcript, install_fixture, ledger_total, stored_ledger, truth_usage
 from tests.reliability_fixtures import REPO
 from tests.reliability_workers import MODEL, T0, assistant_line, ledger_usage, prompt_line
-from tokenbudget import hook, sync
+from tokenbudget import hook, sync, transcripts
 from tokenbudget.usage import Usage
 
 # The synthetic responses are dated from T0: now is the day after, whatever day the suite runs.
@@ -426,3 +426,54 @@ def test_a_timestamp_in_another_form_is_read_by_datetime(text: str) -> None:
     from tokenbudget.transcripts import parse_ts
 
     assert parse_ts(text) == _by_datetime(text)
+
+
+# --- requests and their responses -------------------------------------------------------------
+
+
+def test_a_request_line_gives_its_id_and_each_response_line_names_it(private_home: Path) -> None:
+    install_fixture("continued", private_home / ".claude")
+    path = _transcript(private_home, "continued")
+    events = transcripts.read_new(path, None).events
+    sent = [ev.request_id for ev in events if isinstance(ev, transcripts.RequestEvent)]
+    answered = [ev.ref for ev in events if isinstance(ev, transcripts.UsageEvent)]
+    # One `api-request` line per request (its body and shape lines give nothing), each before
+    # the two lines of its response.
+    assert len(sent) == 5 and len(set(sent)) == 5
+    assert answered == [ref for ref in sent for _ in range(2)]
+    order = [ev.request_id if isinstance(ev, transcripts.RequestEvent) else ev.ref
+             for ev in events if isinstance(ev, transcripts.RequestEvent | transcripts.UsageEvent)]
+    assert all(order.index(ref) < order.index(ref, order.index(ref) + 1) for ref in sent)
+
+
+@pytest.mark.parametrize("value", [None, "", 7, "x" * (transcripts.MAX_REQUEST_ID + 1)])
+def test_a_request_id_that_is_not_one_is_not_kept(private_home: Path, value: object) -> None:
+    path = transcript(private_home)
+    line = {"type": "api-request", "sessionId": SID, "timestamp": "2026-11-28T16:00:00.000Z"}
+    if value is not None:
+        line["id"] = value
+    path.write_text(json.dumps(line) + "\n")
+    assert transcripts.read_new(path, None).events == []
+
+
+def test_a_requests_body_and_shape_lines_are_never_parsed(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A body (`api-request-blob`) holds a message whole, a tool's output too; its role "user"
+    # must not have it parsed like a user line.
+    install_fixture("loop", private_home / ".claude")
+    path = _transcript(private_home, "loop")
+    parsed: list[bytes] = []
+    loads = json.loads
+
+    def counting(data: bytes) -> object:
+        parsed.append(data)
+        return loads(data)
+
+    monkeypatch.setattr(transcripts.json, "loads", counting)
+    events = transcripts.read_new(path, None).events
+    assert events and parsed
+    assert not [line for line in parsed if line.startswith(b'{"type":"api-request-')]
+    blobs = [line for line in path.read_bytes().splitlines()
+             if line.startswith(b'{"type":"api-request-blob"')]
+    assert any(b'"user"' in line for line in blobs)  # what had them parsed before

@@ -98,6 +98,7 @@ from tokenbudget.schema import (
     S_PARENT,
     S_PERIOD,
     S_PROJECT,
+    S_REQUESTS,
     S_SEEN,
     S_TOTALS_AT,
     S_TURNS,
@@ -111,7 +112,13 @@ from tokenbudget.schema import (
     cell_key,
     split_cell_key,
 )
-from tokenbudget.transcripts import CostStateEvent, FilePos, PromptEvent, UsageEvent
+from tokenbudget.transcripts import (
+    CostStateEvent,
+    FilePos,
+    PromptEvent,
+    RequestEvent,
+    UsageEvent,
+)
 from tokenbudget.usage import ZERO, Usage
 
 # typing costs a hook call with news about 2.5 ms to import, datetime about 1.5 ms
@@ -128,6 +135,11 @@ NO_TURN = "-"
 # How far past the last line before it a session total's own `written` time is believed (a
 # response interrupted after streaming this long is still found in the total it wrote).
 TOTAL_WRITTEN_SLACK = 3600.0
+# Requests sent with no response line yet kept per session (schema.S_REQUESTS), the oldest
+# dropped first: a request never answered (an error, a process killed) must not pile up. One
+# is streaming when a process is interrupted; the others' lines, if any come, fall back to
+# the time rule.
+OPEN_REQUESTS = 32
 
 # Relative weights of the token kinds in every Claude price list (output 5x input, cache
 # writes 1.25x and 2x, cache reads 0.1x): used to spread Claude Code's own cost for a model
@@ -212,6 +224,8 @@ class Ingestor:
                 self._prompt(session_id, ev, state)
             elif isinstance(ev, CostStateEvent) and not is_subagent:
                 self._cost_state(session_id, ev, state)
+            elif isinstance(ev, RequestEvent) and not is_subagent:
+                self._request(session_id, ev)
         s = self.L["sessions"].get(session_id)
         if not is_subagent and s is not None:
             if s.get(S_LATEST_TOTALS) and (S_ORIGIN in s or s[S_FORK_KEYS]):
@@ -315,10 +329,36 @@ class Ingestor:
         rate = self.L["rates"].get(model)
         return rate * weight(u) if isinstance(rate, int | float) else None
 
+    def _request(self, sid: str, ev: RequestEvent) -> None:
+        """A request of the session's own process is about to be sent: open until its
+        response's first line is read (a session not known yet has no total to compare)."""
+        s = self.L["sessions"].get(sid)
+        if s is None:
+            return
+        pending = s.setdefault(S_REQUESTS, {})
+        pending.setdefault(ev.request_id, 0)  # a line read again keeps what a total said of it
+        while len(pending) > OPEN_REQUESTS:
+            del pending[next(iter(pending))]
+
+    @staticmethod
+    def _answered(s: dict[str, Any], ev: UsageEvent, state: dict[str, Any]) -> bool:
+        """Whether the response that `ev` is a line of began before the session's latest total
+        was written: its request was sent (its `api-request` line read) before that total's
+        line. The request is open no longer. Only the session's own lines in its main
+        transcript: a subagent's file and a fork's copies keep their order to themselves."""
+        pending = s.get(S_REQUESTS)
+        if not pending or ev.ref is None or state["sub"] or ev.origin is not None:
+            return False
+        in_total: int = pending.pop(ev.ref, 0)
+        if not pending:
+            del s[S_REQUESTS]
+        return in_total == 1
+
     def _usage(self, sid: str, ev: UsageEvent, state: dict[str, Any]) -> None:
         keys = self.L["keys"]
         state["last_ts"] = ev.ts
         s = self.session(sid, ev.cwd, ev.ts)
+        in_total = self._answered(s, ev, state)
         rec = keys.get(ev.key)
         if ev.origin is not None and not state["sub"]:
             s[S_ORIGIN] = ev.origin  # the last copy names the session this one was forked from
@@ -351,7 +391,7 @@ class Ingestor:
             self._add_seen(s, ev.model, ev.usage)
             self._apply(sid, ev.model, ev.usage, cost, int(ev.ts // BUCKET), ev.ts, turn, 1)
             self.result.new_requests += 1
-            self._settle_extra(sid, s, ev, turn)
+            self._settle_extra(sid, s, ev, turn, in_total)
             return
         owner, model = rec[REQ_SESSION], rec[REQ_MODEL]
         old = Usage(*rec[REQ_USAGE])
@@ -489,13 +529,21 @@ class Ingestor:
                 return owners[n]
             end = i + len(key) - 1  # on to an earlier start
 
-    def _settle_extra(self, sid: str, s: dict[str, Any], ev: UsageEvent, turn: str) -> None:
+    def _settle_extra(
+        self, sid: str, s: dict[str, Any], ev: UsageEvent, turn: str, in_total: bool = False
+    ) -> None:
         """A request that reached its file only after Claude Code's session total was read (a
-        subagent's; an interactive fork may write its total before the lines it covers): that
-        total already counted it, as usage in no line. Count it once, here."""
+        subagent's; an interactive fork may write its total before the lines it covers; a
+        response streaming when the process was interrupted): that total already counted it,
+        as usage in no line. Count it once, here.
+
+        Part of the total: a line dated no later than the total was written (S_TOTALS_AT), or
+        a response whose request was sent before the total's line (`in_total`, _answered)
+        whatever its date. In a resumed process the total's own time falls short of when it
+        was written by the pauses between processes, so only the order tells there."""
         cst = s.get(S_TOTALS_AT)
         extra = s[S_EXTRA].get(ev.model)
-        if cst is None or not extra or ev.ts > cst:
+        if cst is None or not extra or (ev.ts > cst and not in_total):
             return  # after the total was written: a new request, not part of it
         overlap = Usage(*(min(a, b) for a, b in zip(extra, ev.usage, strict=True)))
         if not overlap.total:
@@ -796,6 +844,10 @@ class Ingestor:
 
     def _cost_state(self, sid: str, ev: CostStateEvent, state: dict[str, Any]) -> None:
         s = self.session(sid)
+        # The requests still open were sent before this total was written: it holds what their
+        # responses had streamed (from the first event on), whenever their lines come.
+        for rid in s.get(S_REQUESTS, ()):
+            s[S_REQUESTS][rid] = 1
         ts = state["last_ts"] or s[S_LAST] or clock.now()
         hour = int(ts // BUCKET)
         turn = self._resolve_turn(s, state["turn"])

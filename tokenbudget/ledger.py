@@ -181,6 +181,10 @@ def _check_records(data: Ledger) -> None:
                 raise TypeError  # a fork's copies' usage, per model
             if not all(isinstance(s.get(k, ""), str) for k in ("po", "ih")):
                 raise TypeError  # the session a fork was made from
+            if type(s.get("rq", {})) is not dict or not all(
+                v in (0, 1) and type(v) is int for v in s.get("rq", {}).values()
+            ):
+                raise TypeError  # requests with no response line yet: in a total or not
             _check_fork(s)
             if "c" in s and (
                 type(s["c"]) is not dict

@@ -118,6 +118,10 @@ S_HELD = "hd"  # key -> requester: requests counted here for a requester not rea
 S_FIRST_TOTALS = "fc"  # model -> usage in the session's first cost-state
 S_LATEST_TOTALS = "lc"  # model -> usage in its latest cost-state (largest seen)
 S_TOTALS_AT = "cst"  # time of the latest cost-state read
+# The main transcript's requests (the ids of their `api-request` lines) with no response line
+# read yet, the latest ingest.OPEN_REQUESTS, oldest first: id -> 1 once a cost-state was read
+# after the request's line (its total holds what the response had streamed), else 0.
+S_REQUESTS = "rq"
 
 # The keys every session record has, with the types of their values; the others are optional.
 SESSION_KEYS: dict[str, type | tuple[type, ...]] = {

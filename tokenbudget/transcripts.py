@@ -37,7 +37,13 @@ CHUNK = 1024 * 1024
 HEAD_BYTES = 256
 
 # Entry types we act on; everything else is skipped before paying for json.loads.
-_WANTED = (b'"assistant"', b'"user"', b'"cost-state"')
+_WANTED = (b'"assistant"', b'"user"', b'"cost-state"', b'"api-request"')
+# A request's id (a uuid) longer than this is not one: it is not kept.
+MAX_REQUEST_ID = 64
+# How Claude Code begins the lines of a request's body (`api-request-blob`, one per message:
+# a tool's whole output) and shape (`api-request-shape`): never needed, and a message's
+# `"role":"user"` would have them parsed whole below.
+_REQUEST_PARTS = b'{"type":"api-request-'
 _COMMAND_NAME = re.compile(r"<command-name>\s*(/?[^<\s]+)\s*</command-name>")
 
 
@@ -75,7 +81,7 @@ class Skipped(Record):
 
 
 class UsageEvent(Record):
-    _fields = ("key", "model", "usage", "ts", "session_id", "cwd", "origin")
+    _fields = ("key", "model", "usage", "ts", "session_id", "cwd", "origin", "ref")
     __slots__ = _fields
 
     def __init__(
@@ -87,6 +93,7 @@ class UsageEvent(Record):
         session_id: str,
         cwd: str | None,
         origin: str | None = None,
+        ref: str | None = None,
     ) -> None:
         self.key = key
         self.model = model
@@ -96,6 +103,19 @@ class UsageEvent(Record):
         self.cwd = cwd
         # A fork's copy names the session that made the request (`requestSessionId`).
         self.origin = origin
+        # The id of the request's `api-request` line (`requestRef`); None if it names none.
+        self.ref = ref
+
+
+class RequestEvent(Record):
+    """A request about to be sent (an `api-request` line, written before it goes out): its id,
+    which every `assistant` line of its response names as `requestRef`."""
+
+    _fields = ("request_id",)
+    __slots__ = _fields
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
 
 
 class PromptEvent(Record):
@@ -134,7 +154,7 @@ class CostStateEvent(Record):
         self.written = written
 
 
-Event = UsageEvent | PromptEvent | CostStateEvent
+Event = UsageEvent | PromptEvent | CostStateEvent | RequestEvent
 
 
 class ReadResult(Record):
@@ -302,6 +322,8 @@ def _parse_line(line: bytes, events: list[Event], skipped: Skipped) -> None:
     if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
         skipped.add("not JSON")  # checked without parsing: the hot path parses few lines
         return
+    if stripped.startswith(_REQUEST_PARTS):
+        return
     if not any(w in line for w in _WANTED):
         return
     try:
@@ -320,6 +342,8 @@ def _parse_line(line: bytes, events: list[Event], skipped: Skipped) -> None:
             ev = _prompt_event(entry)
         elif kind == "cost-state":
             ev = _cost_state_event(entry, skipped)
+        elif kind == "api-request":
+            ev = _request_event(entry)
         else:
             return
     except (TypeError, ValueError, AttributeError, KeyError):
@@ -454,7 +478,17 @@ def _usage_event(entry: dict[str, Any], skipped: Skipped) -> UsageEvent | None:
         sid,
         cwd if isinstance(cwd, str) else None,
         origin if isinstance(origin, str) and origin != sid and is_session_id(origin) else None,
+        _request_id(entry.get("requestRef")),
     )
+
+
+def _request_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID else None
+
+
+def _request_event(entry: dict[str, Any]) -> RequestEvent | None:
+    rid = _request_id(entry.get("id"))
+    return None if rid is None else RequestEvent(rid)
 
 
 def command_of(text: str) -> str | None:
