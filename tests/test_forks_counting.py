@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FORK_CASES, install_fixture, session_totals, truth_usage
+from tests.test_hook import run_hook
 from tests.test_ingest import A, only_compacted
 from tokenbudget import enforce, query, sync
 from tokenbudget.ledger import BUCKET, Ledger
@@ -24,6 +25,7 @@ from tokenbudget.schema import (
     S_TURNS,
     TURN_START,
 )
+from tokenbudget.store import Store
 
 NOW = 1795887600.0
 
@@ -268,3 +270,59 @@ def test_a_session_naming_the_same_parent_but_holding_none_of_the_forks_lines_is
     assert per_session[parent] == truth_usage("forked", parent)
     assert per_session[fork] == truth_usage("forked", fork)
     assert store.snapshot()["sessions"][other][S_ORIGIN] == parent  # named as the fork's is
+
+
+def _each_charged_its_own(store: Store, case: str, *sessions: str) -> None:
+    per_session = session_totals(store)
+    assert {sid: per_session[sid] for sid in sessions} == {
+        sid: truth_usage(case, sid) for sid in sessions
+    }
+
+
+def test_a_fork_read_when_only_its_first_total_is_written_is_charged_only_its_own_requests(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interactive fork's transcript gets its total (its parent's carried in) before the
+    lines it copies. Read then, it is not yet known as a fork, and its total looks like its
+    own hidden usage: a fold before the rest is read (a sync, any session's start) must not put
+    it in history that way, where the fork rule can no longer take the parent's part back."""
+    projects = install_fixture("forked", private_home / ".claude")
+    parent, fork = "41481808-d348-404b-a183-6d629348bbef", "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    path = next(projects.glob(f"*/{fork}.jsonl"))
+    lines = path.read_text().splitlines(keepends=True)
+    assert json.loads(lines[-1])["type"] == "cost-state"
+    monkeypatch.setenv("TOKENBUDGET_NOW", repr(NOW))
+    path.write_text(lines[-1])  # what Claude Code wrote first
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    with path.open("a") as f:
+        f.writelines(lines)  # then the copies, the fork's own request, its total again
+    sync.sync_all(store, now=NOW)
+    _each_charged_its_own(store, "forked", parent, fork)
+
+
+def test_a_fork_whose_total_comes_before_its_lines_is_not_charged_its_own_request_twice(
+    private_home: Path,
+) -> None:
+    """The same layout read by the hooks: the fork's SessionStart hook has dated the session
+    already (before its own prompt), and the next hook reads the whole transcript in one pass,
+    its total first. The fork's own request, in the lines after that total, is one the total
+    holds: it must not be counted again on top of it. (Claude Code's `startTime +
+    totalDuration` falls before that request, so it cannot date the total.)"""
+    projects = install_fixture("forked", private_home / ".claude")
+    parent, fork = "41481808-d348-404b-a183-6d629348bbef", "fd4b2298-2ab6-44e1-8473-ac50d60f614d"
+    path = next(projects.glob(f"*/{fork}.jsonl"))
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("")
+    event = {"session_id": fork, "transcript_path": str(path), "cwd": "/home/dev/project"}
+    started = datetime(2026, 11, 28, 17, 39, 33, tzinfo=UTC).timestamp()  # before its prompt
+    for name, at in (("SessionStart", started), ("SessionEnd", NOW)):
+        if name == "SessionEnd":
+            path.write_text(lines[-1] + "".join(lines))  # as Claude Code writes it, at its exit
+        code, _, err = run_hook(
+            name, dict(event, hook_event_name=name), env={"TOKENBUDGET_NOW": repr(at)}
+        )
+        assert code == 0, err
+    store = sync.open_store()
+    sync.sync_all(store, now=NOW)
+    _each_charged_its_own(store, "forked", parent, fork)

@@ -860,7 +860,17 @@ class Ingestor:
         # total, earlier than `written`. (A `written` further than TOTAL_WRITTEN_SLACK past
         # the last line is not believed.)
         at = ev.written if ev.written is not None and ev.written - ts <= TOTAL_WRITTEN_SLACK else ts
-        s[S_TOTALS_AT] = max(s.get(S_TOTALS_AT) or 0.0, ts, at)
+        # A total before the file's first prompt was written ahead of the lines after it: an
+        # interactive fork's transcript is written at its exit, total first, then the lines
+        # it copies and its own, all of which the total holds (its `written` falls before its
+        # own last request). It was written no later than it is read.
+        ahead = clock.now() if state["last_ts"] is None and state["turn"] is None else 0.0
+        s[S_TOTALS_AT] = max(s.get(S_TOTALS_AT) or 0.0, ts, at, ahead)
+        if not s[S_LAST]:
+            # Known by its total alone (an interactive fork writes it before the lines it
+            # copies): active when the total was written, not idle since 1970, or the next fold
+            # would keep it in history, its parent's total counted as its own.
+            self.session(sid, ts=at)
         if inherited:
             self._settle_fork(sid, s, state["dir"])
             if S_INHERITED_UNKNOWN in s:

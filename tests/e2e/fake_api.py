@@ -6,11 +6,20 @@ What it answers is chosen from the prompt text of each request:
   come back, then a text answer. ``LOOP forever`` or ``LOOP 0`` never stops asking for Bash.
 - ``AGENT``: the main agent calls the ``Agent`` tool once; the subagent answers with text
   (with ``SUBLOOP N`` in the prompt, after N Bash steps of its own).
+- ``PARALLEL N``: the main agent asks for N Bash calls in one answer (once), then answers text.
+- ``THINK``: every answer to that prompt opens with a thinking block (with its signature).
+- ``MAXTOK``: the first answer to that prompt stops at ``max_tokens`` (text cut short); Claude
+  Code's request to go on carries no such word.
 - ``HUGE``: every answer to that prompt reports a context of about a million tokens, so that
   Claude Code (main agent or subagent) compacts on its own before its next request.
 - a compaction request (``/compact`` or automatic): an ``<analysis>``/``<summary>`` text, the
   shape Claude Code accepts at the first try (without the tags it asks a second time).
 - anything else: one text answer.
+
+Failures can be injected, none by default: ``fail_next`` queues what the next Messages requests
+get instead of a whole answer (an HTTP 529 or 500, or an ``error`` event before any usage; an
+``error`` event after ``message_start``, or a connection dropped there), one request each, in
+order.
 
 Every streamed answer carries usage no other request shares (input 900+n, cache creation
 100+n, cache read 2000+10n, output 40+n for the n-th request), so a test can tell exactly which
@@ -42,6 +51,9 @@ _LOOP = re.compile(r"\bLOOP\s+(forever|\d+)\b")
 _AGENT = re.compile(r"\bAGENT\b")
 _SUB_LOOP = re.compile(r"\bSUBLOOP\s+(\d+)\b")
 _HUGE = re.compile(r"\bHUGE\b")
+_PARALLEL = re.compile(r"\bPARALLEL\s+(\d+)\b")
+_THINK = re.compile(r"\bTHINK\b")
+_MAXTOK = re.compile(r"\bMAXTOK\b")
 HUGE_CONTEXT = 990_000
 # Claude Code's compaction prompt (2.1.328) forbids tools and asks for a <summary> block; it
 # arrives as the last text of the last user message, with the full tool list still attached.
@@ -62,11 +74,14 @@ class ServedRequest:
     cache_read_input_tokens: int
     output_tokens: int
     prompt: str
-    kind: str  # "text", "bash", "agent" or "compact"
+    kind: str  # "text", "bash", "agent", "compact" or "max_tokens"
     # The session that sent the request: its X-Claude-Code-Session-Id header (a subagent's
     # requests carry their parent's), else the request's metadata.user_id.
     session_id: str | None = None
     streamed: bool = True
+    # "complete", or how a stream injected by ``fail_next`` ended after its message_start:
+    # "error_event" (an overloaded_error event) or "drop" (the connection closed).
+    outcome: str = "complete"
 
     def usage(self) -> dict[str, int]:
         """The four token counts served, keyed like the API's usage object."""
@@ -95,6 +110,13 @@ class HttpCall:
     body: Any
 
 
+# What ``FakeAnthropic.fail_next`` can inject: the HTTP status and error type of those
+# refused before any event, and the two ways a started stream can fail.
+REFUSALS = {"overloaded": (529, "overloaded_error"), "server_error": (500, "api_error")}
+STREAM_FAILURES = ("error_event", "drop")
+EARLY_ERROR = "early_error"
+
+
 @dataclass
 class _Plan:
     """What to put in one answer: its kind and at most one tool call."""
@@ -103,6 +125,8 @@ class _Plan:
     tool: tuple[str, dict[str, Any]] | None
     prompt: str
     sub: bool
+    # ``PARALLEL N``: this many calls of `tool` in one answer, steps 1..N.
+    calls: int = 1
 
 
 def usage_for(n: int) -> dict[str, int]:
@@ -180,6 +204,8 @@ class FakeAnthropic:
         self._served: list[ServedRequest] = []
         self._calls: list[HttpCall] = []
         self._max_tools = 0
+        self._failures: list[str | None] = []
+        self._refused: list[HttpCall] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -227,6 +253,23 @@ class FakeAnthropic:
         """The value for ANTHROPIC_BASE_URL."""
         return f"http://127.0.0.1:{self.port}"
 
+    def fail_next(self, *failures: str | None) -> None:
+        """Have the next Messages requests fail, one each, in order: "overloaded" (HTTP 529)
+        or "server_error" (HTTP 500) before any event, "error_event" (message_start with its
+        usage and a first block, then an overloaded_error event), "drop" (the same start,
+        then the connection closes) or "early_error" (HTTP 200, then an overloaded_error event
+        before any message_start); None answers that one as usual. Requests after them are
+        answered as usual."""
+        known = (None, EARLY_ERROR, *REFUSALS, *STREAM_FAILURES)
+        unknown = [f for f in failures if f not in known]
+        assert not unknown, f"unknown failures: {unknown}"
+        with self._lock:
+            self._failures.extend(failures)
+
+    def _take_failure(self) -> str | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
+
     # -- what was served --------------------------------------------------------------------------
 
     @property
@@ -234,6 +277,13 @@ class FakeAnthropic:
         """Every Messages answer served so far, in order (a copy)."""
         with self._lock:
             return list(self._served)
+
+    @property
+    def refused(self) -> list[HttpCall]:
+        """The Messages requests ``fail_next`` refused before any usage: an HTTP error, or an
+        error event before message_start."""
+        with self._lock:
+            return list(self._refused)
 
     @property
     def calls(self) -> list[HttpCall]:
@@ -290,6 +340,12 @@ class FakeAnthropic:
             return _Plan("text", None, prompt, sub)
         if _COMPACT.search(prompt):
             return _Plan("compact", None, prompt, sub)
+        if _MAXTOK.search(prompt) and tool_results == 0:
+            return _Plan("max_tokens", None, prompt, sub)
+        parallel = _PARALLEL.search(prompt)
+        if parallel and not sub and tool_results == 0:
+            tool = ("Bash", {"command": self.bash_command, "description": "step"})
+            return _Plan("bash", tool, prompt, sub, calls=int(parallel.group(1)))
         sub_loop = _SUB_LOOP.search(prompt)
         if sub_loop and sub and tool_results < int(sub_loop.group(1)):
             command = self.bash_command.format(step=tool_results + 1)
@@ -319,7 +375,7 @@ class FakeAnthropic:
         return _Plan("text", None, prompt, sub)
 
     def _serve(
-        self, body: dict[str, Any], header_session: str | None = None
+        self, body: dict[str, Any], header_session: str | None = None, outcome: str = "complete"
     ) -> tuple[ServedRequest, _Plan]:
         plan = self._plan(body)
         with self._lock:
@@ -339,6 +395,7 @@ class FakeAnthropic:
                 kind=plan.kind,
                 session_id=header_session or _session_from_metadata(session),
                 streamed=bool(body.get("stream")),
+                outcome=outcome,
                 **usage,
             )
             self._served.append(served)
@@ -367,9 +424,28 @@ def _blocks(served: ServedRequest, plan: _Plan) -> list[dict[str, Any]]:
             f"<summary>Fake summary {served.n}: earlier fake steps ran.</summary>"
         )
         return [{"type": "text", "text": text}]
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": f"Step {served.n}."}]
-    if plan.tool is None:
+    blocks: list[dict[str, Any]] = []
+    if _THINK.search(plan.prompt):
+        blocks.append(
+            {"type": "thinking", "thinking": f"Thought {served.n}.", "signature": f"sig{served.n}"}
+        )
+    blocks.append({"type": "text", "text": f"Step {served.n}."})
+    if plan.kind == "max_tokens":
+        blocks.append({"type": "text", "text": f"Answer {served.n} is cut"})
+    elif plan.tool is None:
         blocks.append({"type": "text", "text": f"Answer {served.n}."})
+    elif plan.calls > 1:
+        name, tool_input = plan.tool
+        for k in range(1, plan.calls + 1):
+            command = str(tool_input["command"]).format(step=k)
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{served.n:05d}_{k}",
+                    "name": name,
+                    "input": dict(tool_input, command=command),
+                }
+            )
     else:
         name, tool_input = plan.tool
         blocks.append(
@@ -386,10 +462,16 @@ def _message(served: ServedRequest, plan: _Plan) -> dict[str, Any]:
         "role": "assistant",
         "model": served.model,
         "content": _blocks(served, plan),
-        "stop_reason": "tool_use" if plan.tool else "end_turn",
+        "stop_reason": _stop_reason(plan),
         "stop_sequence": None,
         "usage": served.usage(),
     }
+
+
+def _stop_reason(plan: _Plan) -> str:
+    if plan.kind == "max_tokens":
+        return "max_tokens"
+    return "tool_use" if plan.tool else "end_turn"
 
 
 def _events(served: ServedRequest, plan: _Plan) -> list[dict[str, Any]]:
@@ -404,6 +486,12 @@ def _events(served: ServedRequest, plan: _Plan) -> list[dict[str, Any]]:
         if block["type"] == "text":
             first = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": block["text"]}]
+        elif block["type"] == "thinking":
+            first = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": block["thinking"]},
+                {"type": "signature_delta", "signature": block["signature"]},
+            ]
         else:
             first = dict(block, input={})
             raw = json.dumps(block["input"])
@@ -479,7 +567,16 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/v1/messages" or not isinstance(body, dict):
             self._send_json({})
             return
-        served, plan = self.owner._serve(body, self.headers.get("X-Claude-Code-Session-Id"))
+        failure = self.owner._take_failure()
+        if failure in REFUSALS:
+            self._refuse(*REFUSALS[failure], body)
+            return
+        if failure == EARLY_ERROR:
+            self._refuse_in_stream(body)
+            return
+        outcome = failure or "complete"
+        session = self.headers.get("X-Claude-Code-Session-Id")
+        served, plan = self.owner._serve(body, session, outcome)
         if self.owner.delay:
             time.sleep(self.owner.delay)
         if not served.streamed:
@@ -487,6 +584,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(_message(served, plan), headers={"request-id": served.request_id})
             return
         events = _events(served, plan)
+        if outcome in STREAM_FAILURES:
+            # The start (its usage) and the first block go out, then the stream fails.
+            events = events[: events.index({"type": "content_block_stop", "index": 0}) + 1]
+            if outcome == "error_event":
+                events.append({"type": "error", "error": _error("overloaded_error")})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -504,6 +606,36 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # Claude Code went away mid-answer (a test interrupted it): served all the same
         self.close_connection = True
+
+    def _note_refused(self, body: Any) -> None:
+        with self.owner._lock:
+            self.owner._refused.append(HttpCall(self.command, self.path, dict(self.headers), body))
+
+    def _refuse(self, status: int, kind: str, body: Any) -> None:
+        """An HTTP error before any event, as the API answers when overloaded or failing."""
+        self._note_refused(body)
+        data = json.dumps({"type": "error", "error": _error(kind)}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refuse_in_stream(self, body: Any) -> None:
+        """HTTP 200, then an error event before any message_start: no usage is sent."""
+        self._note_refused(body)
+        event = {"type": "error", "error": _error("overloaded_error")}
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(f"event: error\ndata: {json.dumps(event)}\n\n".encode())
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def _error(kind: str) -> dict[str, str]:
+    return {"type": kind, "message": f"fake {kind}"}
 
 
 def iter_truth(path: Path) -> Iterator[dict[str, Any]]:

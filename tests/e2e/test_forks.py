@@ -198,10 +198,22 @@ class Interactive:
                 if p.stat().st_size != before.get(p)
                 and b'"cost-state"' in p.read_bytes()[before.get(p, 0) :]
             ]
-            if grown:
+            if grown and self._exited(screen):
+                # An interactive fork writes its total before the lines it copies: its
+                # transcript is whole only once Claude Code has exited.
                 return grown[0].stem
             time.sleep(0.5)
-        pytest.fail(f"no transcript got a cost-state:\n{screen.text()}")
+        pytest.fail(
+            f"no transcript got a cost-state, or Claude Code did not exit:\n{screen.text()}"
+        )
+
+    @staticmethod
+    def _exited(screen: Screen) -> bool:
+        """Whether Claude Code has exited: it was exec'd, so its tmux server ends with it."""
+        done = subprocess.run(
+            ["tmux", "-S", str(screen.socket), "has-session"], capture_output=True, check=False
+        )
+        return done.returncode != 0
 
 
 @pytest.fixture
