@@ -205,19 +205,22 @@ def _read_to_end(path: str, rec: list[Any]) -> bool:
         return True  # gone: it will not grow
     if file_identity(st) != rec[FILE_IDENT]:
         return False
-    left = st.st_size - rec[FILE_OFFSET]
+    offset: int = rec[FILE_OFFSET]
+    left = st.st_size - offset
     if left <= 0:
         return left == 0
     # Untouched for ABANDONED seconds with no line end in what is left: that line will never
     # end, and the session must still fold (its records would stay live for good). The file's
-    # time is the real clock's, so it is compared with the real clock, not tokenbudget's.
+    # time is the real clock's, so it is compared with the real clock, not tokenbudget's (a
+    # clock pinned ahead would take a line being written for one left long ago).
     import time
 
-    if left > ABANDONED_TAIL or time.time() - st.st_mtime < ABANDONED:
+    idle = time.time() - st.st_mtime  # the real clock
+    if left > ABANDONED_TAIL or idle < ABANDONED:
         return False
     try:
         with open(path, "rb") as f:
-            f.seek(rec[FILE_OFFSET])
+            f.seek(offset)
             tail = f.read(left)
     except OSError:
         return False
