@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tokenbudget.budgets import (
     Budget,
     Check,
+    anew_from,
     applies_to,
     blocks,
     current_block,
@@ -24,6 +25,7 @@ from tokenbudget.budgets import (
     parse_limit,
     parse_warn_at,
     project_matches,
+    starts_anew,
     suggest_limit,
     warn_key,
     window,
@@ -492,3 +494,13 @@ def test_a_rounded_limit_is_never_below_its_target() -> None:
     assert round_limit(0.0123, "usd") == 0.02
     assert round_limit(1.234, "usd") == 1.3
     assert round_limit(24_310, "tokens") == 25_000
+
+
+@given(st.integers(0, 4 * 10**9), st.integers(-10**6, 10**6) | st.sampled_from([-1, 0, 1]))
+def test_anew_from_is_starts_anew_in_whole_seconds(previous: int, near_us: int) -> None:
+    # The 5-hour walk tests each bucket's bound this way, without building datetimes. Moments
+    # within a second of where starts_anew turns true, the microseconds either side of it.
+    at = datetime.fromtimestamp(previous, UTC)
+    edge = at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=5)
+    for moment in (edge + timedelta(microseconds=near_us), at, at + timedelta(hours=6)):
+        assert (moment.timestamp() >= anew_from(previous)) == starts_anew(moment, at), moment

@@ -165,6 +165,12 @@ def starts_anew(moment: datetime, previous: datetime) -> bool:
     return moment >= _hour_floor(previous) + BLOCK_LENGTH
 
 
+def anew_from(previous: int) -> int:
+    """`starts_anew` in whole seconds: the first moment (epoch seconds) that starts a new block
+    whatever came before, if the activity just before it was at the whole second `previous`."""
+    return previous - previous % 3600 + int(BLOCK_LENGTH.total_seconds())
+
+
 def current_block(timestamps: Iterable[datetime], now: datetime) -> Block | None:
     """The block holding `now`, or None when idle (past the last block's end)."""
     now = _aware(now, "now").astimezone(UTC)

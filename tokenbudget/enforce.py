@@ -118,12 +118,10 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
     since: list[datetime] = []  # newest first
     oldest = cutoff  # the timestamp of since[-1]
     # The walk's own test, taken at every bucket: does the oldest activity taken (or `now`)
-    # start anew whatever came before `bound`? `bound` is a whole UTC second, so that is
-    # rules.starts_anew worked out in seconds: at least BLOCK_LENGTH past `bound`'s UTC hour.
-    # (A datetime's `timestamp()` is exact to the microsecond; the test is against whole
-    # seconds.)
+    # start anew whatever came before `bound`? `bound` is a whole second, so that is
+    # rules.starts_anew in seconds (rules.anew_from), against the activity's `timestamp()`,
+    # exact to the microsecond: no datetime built at each bucket.
     anchor = now.timestamp()
-    block = rules.BLOCK_LENGTH.total_seconds()
     k = int(cutoff // BUCKET)
     while True:
         k -= 1
@@ -158,7 +156,7 @@ def _block_activity(ledger: Ledger, b: Budget, now: datetime) -> list[datetime]:
             anchor = moment.timestamp()
         # Either the oldest activity seen starts anew whatever came before the bound, or none
         # was seen and every block of what came before it has ended by `now`.
-        if anchor >= bound - bound % HOUR + block:
+        if anchor >= rules.anew_from(bound):
             return since[::-1]
 
 
