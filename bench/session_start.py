@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -85,12 +86,18 @@ def measure(after: Path, before: Path, live: int, lines: int, rounds: int) -> di
     env = {**s["env"], "TB_LOCK_LOG": str(lock_log)}
     for code, py in (("after", after), ("before", before)):
         argv = quick_call.quick_start(py)
-        # The lock's hold logged as contention.py logs it (the same wrapper both sides).
-        argv = [*argv[:-1], argv[-1].replace(common.HOOK_ARGS[-1], contention.TIMED_HOOK),
-                "SessionStart"]
+        # The lock's hold logged as contention.py logs it (the same wrapper both sides), then
+        # the entry the version's install writes (`main()` before, `run()` now).
+        entry = re.search(r"from tokenbudget\.hook import (main|run); \1\(\)\Z", argv[-1])
+        assert entry is not None, argv[-1]
+        timed = contention.TIMED_HOOK.replace("from tokenbudget.hook import main\nmain()",
+                                              f"from tokenbudget.hook import {entry[1]}\n"
+                                              f"{entry[1]}()")
+        argv = [*argv[:-1], argv[-1][:entry.start()] + timed, "SessionStart"]
 
-        def case(argv: list[str] = argv, code: str = code) -> tuple[float, float]:
-            reset()
+        def case(argv: list[str] = argv, code: str = code, py: Path = py
+                 ) -> tuple[float, float]:
+            reset([str(py)], env)  # the view restamped by the code measured next
             lock_log.unlink(missing_ok=True)
             counter[0] += 1
             wall, cpu, out = quick_call.run(argv, start_event(s, counter[0]), env)
@@ -109,7 +116,7 @@ def measure(after: Path, before: Path, live: int, lines: int, rounds: int) -> di
     sys.path.insert(0, str(common.REPO))
     from tokenbudget import hot
 
-    reset()
+    reset([str(after)], env)
     assert hot.read(str(tb / "ledger.json"), str(journal), s["latest"]["session"]) is not None
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
     names = list(cases)
