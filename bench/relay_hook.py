@@ -5,7 +5,7 @@ the running answerer over its Unix socket) and as it wrote them before (the whol
 own process), interleaved, each call a new session; wall time of the hook process, and CPU
 (the hook process's and the answerer's).
 
-    python bench/relay_hook.py [--rounds 40]
+    python bench/relay_hook.py [--rounds 40] [--save NAME]
 
 Uses this checkout's tokenbudget (the interpreter running this script, started `-I -S` as
 the installed hooks are), five budgets none of which is near (bench/common.py), in a
@@ -42,6 +42,8 @@ def _cpu_answerer(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--save", default="relay_hook",
+                    help="results/NAME.json (the default overwrites the last run's)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="relay-hook-"))
     home = root / "home dir"
@@ -101,7 +103,7 @@ def main() -> None:
         pairs = zip(rows[f"{event} lean"], rows[f"{event} full"], strict=True)
         ratios = [a[0] / b[0] for a, b in pairs]
         print(f"\n{event}: lean / full wall, paired: median {statistics.median(ratios):.2f}x")
-    common.save("relay_hook", {"args": vars(args), "rows": rows})
+    common.save(args.save, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
