@@ -295,8 +295,11 @@ def test_session_start_is_async_and_the_first_prompt_says_what_it_would_have(
     assert shown == [("UserPromptSubmit", "tokenbudget: a note waiting for the next hook")]
     settled(private_home, run)
     assert ledger(private_home)["notices"] == []
-    # The answerer was down: the session's hooks started it, and it decided their events.
-    assert health(answerer)["relayed"] >= 1
+    # The answerer was down: the session's hooks started it (health() asserts it is ours).
+    # Which events it decided depends on how fast it came up: a hook that waited its bound
+    # decides in its own process (the waits: tests/test_resident.py); under load, none of
+    # this session's may have been relayed.
+    health(answerer)
     assert run.session_id in ledger(private_home)["sessions"]
 
 
