@@ -15,8 +15,10 @@
   its `cost-state` minus the parent's total at the fork point minus its own lines, and never
   its copies' usage. The fork point is the parent's last line the fork copied (same uuid),
   whose total is the parent's next `cost-state` (its process ended there) unless the parent
-  sent a request first (it was still running: then the one before, which holds none of the
-  copies its running process made, so that the copies are no floor for what was inherited).
+  sent a request first (it was still running: then the one before). The one before, or
+  none, is also what a fork inherited while no total follows the point (the parent still
+  running, or killed): it holds none of the copies the parent's process made since, so the
+  copies are no floor for what was inherited there.
 - The parent is the session the copies name (`requestSessionId`), or a fork of that session
   whose own work left no response to copy (a `/compact`): of those holding the fork's copied
   lines, the one whose total at the fork point is the largest that the fork's first total

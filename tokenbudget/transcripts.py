@@ -595,9 +595,10 @@ class ForkPoint(Record):
     `totals` is None when that line is there but cannot be read (torn, or a value rejected):
     the parent's total at the fork point is then unknown. `final` says whether more lines in
     the parent can still change the answer (it has not yet written anything after the point).
-    `running`: the parent sent a request after the point before it wrote a total (it was still
-    running when the fork was made), so `totals` are the last it wrote before the point ({}
-    when none): the fork's total started from them, without the copies the parent made since.
+    `running`: `totals` are the last the parent wrote before the point ({} when none): it sent
+    a request after the point before writing a total, or has written none after the point yet
+    (still running, or killed). The fork, made before any total came after the point, started
+    its own from these, without the copies the parent made since.
     """
 
     _fields = ("totals", "final", "running")
@@ -646,7 +647,7 @@ def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint 
             continue
         if b'"type":"cost-state"' in line:
             if final is not None:  # the last one before the point
-                return ForkPoint(_totals_of(line, partial), final, running=final)
+                return ForkPoint(_totals_of(line, partial), final, running=True)
             after, moved_on = (line, partial), False
         elif final is not None:
             continue
@@ -660,7 +661,7 @@ def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint 
             after, moved_on = None, True
     if final is None:
         return None
-    return ForkPoint({}, final, running=final)
+    return ForkPoint({}, final, running=True)
 
 
 def _totals_of(line: bytes, partial: bool) -> dict[str, Usage] | None:
