@@ -28,8 +28,9 @@ copies (the parent's subagents and compactions; a fork after a compaction copies
 `compact_boundary` on), and its copies keep naming the session that made each request
 (`requestSessionId`), a fork of a fork's too; a quarter of forks are made from another
 project's directory. A parent with subagents or compactions is forked
-only when its last process wrote a cost-state: what a fork of a killed process inherits has not
-been observed.
+only when its last process wrote a cost-state. A fork of a parent whose last process wrote
+none (killed) starts from the last total the parent's transcript holds, as Claude Code 2.1.328
+does (seen with a parent killed, and with one still running, when the fork was made).
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ class Ctx:
     parent_uuid: str | None = None
     # model -> 4 counts, cost, 5m and 1h cache writes: what the next cost-state says
     cumulative: dict[str, list[float]] = field(default_factory=dict)
+    # `cumulative` as the transcript's last cost-state wrote it: what a fork starts from
+    written: dict[str, list[float]] = field(default_factory=dict)
     context: int = 0  # cache-read size grows as the conversation does
     requests: int = 0
     has_sub: bool = False
@@ -507,6 +510,7 @@ class Synth:
             "totalAPIDuration": int(c.requests * 4100), "totalToolDuration": 0,
             "totalLinesAdded": 0, "totalLinesRemoved": 0, "totalDuration": 0,
             "startTime": int(ts * 1000), "modelUsage": usage, "hasUnknownModelCost": False}))
+        c.written = {m: list(v) for m, v in c.cumulative.items()}
 
     def fork_from(self, c: Ctx, parent: Ctx, parent_lines: list[str]) -> None:
         """Start `c` as `--resume PARENT --fork-session`: the parent's lines, re-stamped."""
@@ -529,7 +533,9 @@ class Synth:
             if d["type"] == "assistant":
                 d.setdefault("requestSessionId", parent.sid)
             c.lines.append(_dumps(d))
-        c.cumulative = {m: list(v) for m, v in parent.cumulative.items()}
+        # Claude Code starts a fork's total from the last one its parent's transcript holds,
+        # not from the parent's running total (a last process that wrote none, killed).
+        c.cumulative = {m: list(v) for m, v in parent.written.items()}
         c.context = parent.context
         c.parent_uuid = parent.parent_uuid
 

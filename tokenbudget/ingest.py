@@ -15,7 +15,10 @@
   its `cost-state` minus the parent's total at the fork point minus its own lines, and never
   its copies' usage. The fork point is the parent's last line the fork copied (same uuid),
   whose total is the parent's next `cost-state` (its process ended there) unless the parent
-  sent a request first (it was still running: then the one before).
+  sent a request first (it was still running: then the one before). The one before, or
+  none, is also what a fork inherited while no total follows the point (the parent still
+  running, or killed): it holds none of the copies the parent's process made since, so the
+  copies are no floor for what was inherited there.
 - The parent is the session the copies name (`requestSessionId`), or a fork of that session
   whose own work left no response to copy (a `/compact`): of those holding the fork's copied
   lines, the one whose total at the fork point is the largest that the fork's first total
@@ -716,7 +719,7 @@ class Ingestor:
         fork_path = self._transcript_of(sid, folder)
         if fork_path is None:
             return  # in another config dir than the transcript read: its own read settles it
-        parent, base = self._inherited(sid, s, fork_path)
+        parent, base, running = self._inherited(sid, s, fork_path)
         if self._forks is not None and sid not in self._forks.get(s.get(S_ORIGIN, ""), ()):
             self._forks.setdefault(s.get(S_ORIGIN, ""), []).append(sid)
         old_base = {m: Usage(*u) for m, u in s.get(S_INHERITED, {}).items()}
@@ -728,7 +731,12 @@ class Ingestor:
         for model in sorted(models):
             b_old = old_base.get(model, ZERO)
             b = Usage(*s[S_COPIES].get(model, ZERO))
-            if base is not None:
+            if running and base is not None:
+                # The parent's copies made since its last total are not in the fork's: the
+                # copies are no floor (they would take the fork's own hidden usage, such as a
+                # compaction of the copied context, for inherited).
+                b = base.get(model, ZERO)
+            elif base is not None:
                 b = b.fieldwise_max(base.get(model, ZERO))
             x = Usage(*s[S_EXTRA].get(model, ZERO))
             if base is None:
@@ -755,8 +763,9 @@ class Ingestor:
 
     def _inherited(
         self, sid: str, s: dict[str, Any], fork_path: str
-    ) -> tuple[str, dict[str, Usage] | None]:
-        """(parent, its totals at the fork point), totals None when they cannot be known.
+    ) -> tuple[str, dict[str, Usage] | None, bool]:
+        """(parent, its totals at the fork point, whether it was still running then: see
+        transcripts.ForkPoint), totals None when they cannot be known.
 
         The candidates are the session the copies name and every session whose copies name
         it too (a fork of it whose own work left no response to copy: a /compact, a title).
@@ -766,7 +775,7 @@ class Ingestor:
         """
         requester = s.get(S_ORIGIN)
         if requester is None:
-            return "", None
+            return "", None, False
         folder = os.path.dirname(fork_path)  # candidates are looked for beside the fork
         same = [o for o, os_ in self.L["sessions"].items() if os_.get(S_ORIGIN) == requester]
         candidates = [requester, *sorted(c for c in same if c != sid)]
@@ -780,7 +789,7 @@ class Ingestor:
                 path = self._transcript_of(c, folder)
                 if path is None:
                     if c == requester:
-                        return requester, None  # gone, or in a folder we do not read
+                        return requester, None, False  # gone, or in a folder we do not read
                     continue
                 try:
                     sizes = [os.stat(path).st_size, os.stat(fork_path).st_size]
@@ -789,9 +798,9 @@ class Ingestor:
                             copied = transcripts.copied_uuids(fork_path)
                         e = evals[c] = self._evaluation(copied, path, sizes)
                 except OSError:
-                    return requester, None
+                    return requester, None, False
             if e[EVAL_KIND] == EVAL_UNKNOWN:
-                return c, None  # its total at the fork point is torn or rejected
+                return c, None, False  # its total at the fork point is torn or rejected
             if e[EVAL_KIND] == EVAL_NOT_PARENT:
                 continue
             totals = {m: Usage(*u) for m, u in e[EVAL_TOTALS].items()}
@@ -803,7 +812,25 @@ class Ingestor:
                 best = (rank, c, totals)
         for c in [c for c in evals if c not in candidates]:
             del evals[c]
-        return (best[1], best[2]) if best is not None else (requester, None)
+        if best is None:
+            return requester, None, False
+        _, parent, totals = best
+        # Copies beyond the parent's total at the fork point: made after it, if the parent was
+        # still running when the fork was made (looked up only then: rare, and not kept).
+        copies = {m: Usage(*u) for m, u in s[S_COPIES].items()}
+        running = False
+        if any(not all(a <= b for a, b in zip(u, totals.get(m, ZERO), strict=True))
+               for m, u in copies.items()):
+            path = self._transcript_of(parent, folder)
+            if path is not None:
+                try:
+                    if copied is None:
+                        copied = transcripts.copied_uuids(fork_path)
+                    fp = transcripts.fork_point(copied[0], path)
+                except OSError:
+                    fp = None
+                running = fp is not None and fp.running and fp.totals is not None
+        return parent, totals, running
 
     @staticmethod
     def _evaluation(copied: tuple[set[bytes], bool], parent: str, sizes: list[int]) -> list[Any]:

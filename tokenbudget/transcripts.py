@@ -595,14 +595,20 @@ class ForkPoint(Record):
     `totals` is None when that line is there but cannot be read (torn, or a value rejected):
     the parent's total at the fork point is then unknown. `final` says whether more lines in
     the parent can still change the answer (it has not yet written anything after the point).
+    `running`: `totals` are the last the parent wrote before the point ({} when none): it sent
+    a request after the point before writing a total, or has written none after the point yet
+    (still running, or killed). The fork, made before any total came after the point, started
+    its own from these, without the copies the parent made since.
     """
 
-    _fields = ("totals", "final")
+    _fields = ("totals", "final", "running")
     __slots__ = _fields
 
-    def __init__(self, totals: dict[str, Usage] | None, final: bool) -> None:
+    def __init__(self, totals: dict[str, Usage] | None, final: bool,
+                 running: bool = False) -> None:
         self.totals = totals
         self.final = final
+        self.running = running
 
 
 def copied_uuids(fork: str | os.PathLike[str]) -> tuple[set[bytes], bool]:
@@ -641,7 +647,7 @@ def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint 
             continue
         if b'"type":"cost-state"' in line:
             if final is not None:  # the last one before the point
-                return ForkPoint(_totals_of(line, partial), final)
+                return ForkPoint(_totals_of(line, partial), final, running=True)
             after, moved_on = (line, partial), False
         elif final is not None:
             continue
@@ -655,7 +661,7 @@ def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint 
             after, moved_on = None, True
     if final is None:
         return None
-    return ForkPoint({}, final)
+    return ForkPoint({}, final, running=True)
 
 
 def _totals_of(line: bytes, partial: bool) -> dict[str, Usage] | None:

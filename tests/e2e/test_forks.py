@@ -7,11 +7,14 @@ per session. The ledger, built from the transcripts in any order, must equal it.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -274,3 +277,60 @@ def test_a_session_ended_by_clear_is_counted_whole_by_the_next_sessions_hooks(
     ledger = stored_ledger(private_home / "tb state")
     s = ledger["sessions"][old]
     assert Usage(*(sum(m[i] for m in s["m"].values()) for i in range(5))) == truth[old]
+
+
+def _fork_while_it_runs(run_claude: RunClaude, claude_bin: Path, fake_api: FakeAnthropic,
+                        private_home: Path, prompt: str, args: list[str], tmp_path: Path,
+                        kill: bool = False) -> str:
+    """The session `prompt` runs (its tool sleeping), forked once its first response is on
+    disk: the fork copies that response while the parent's process has written no total
+    since (`kill`: the parent is killed first, and never writes one). Returns the parent's
+    session id."""
+    from .conftest import parse_output, start_claude
+
+    parent = str(args[1]) if args else str(uuid.uuid4())
+    cwd = tmp_path / "project"
+    cwd.mkdir(exist_ok=True)
+    served = len(fake_api.requests)
+    fake_api.bash_command = "sleep 8; echo step {step}"
+    cmd = [str(claude_bin), "-p", prompt, "--output-format", "json", "--allowedTools", "Bash",
+           *(args or ["--session-id", parent])]
+    with start_claude(cmd, cwd, claude_env(private_home, fake_api.base_url)) as running:
+        transcript = private_home / ".claude/projects" / project_dir_name(cwd) / f"{parent}.jsonl"
+        fake_api.wait_for(served + 1)
+        deadline = time.monotonic() + 30
+        while b'"tool_use"' not in (transcript.read_bytes() if transcript.exists() else b""):
+            assert time.monotonic() < deadline, "the parent's first response never came"
+            time.sleep(0.05)
+        if kill:
+            os.killpg(running.pid, signal.SIGKILL)
+            running.communicate(timeout=60)
+        fork(run_claude, "hello from the fork", parent)
+        if kill:
+            return parent
+        assert running.poll() is None, "the parent ended before its fork was made"
+        out, err = running.communicate(timeout=120)
+    assert running.returncode == 0 and parse_output(out), err[-3000:]
+    return parent
+
+
+@pytest.mark.parametrize("parent_is", ["in its first process", "resumed", "killed"])
+def test_a_fork_of_a_running_session_is_charged_its_own_compaction(
+    run_claude: RunClaude, claude_bin: Path, fake_api: FakeAnthropic, private_home: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, parent_is: str,
+) -> None:
+    # The fork copies a response of the parent's running process, which no total the parent
+    # wrote holds yet: the fork's total starts without it (from the parent's last total, or
+    # from nothing in its first process), whatever the parent writes later, or if it is
+    # killed and never writes one. The copied context is huge, so the fork compacts before
+    # its first request: a request in no transcript line, only in its total.
+    args: list[str] = []
+    if parent_is == "resumed":
+        args = ["--resume", ok(run_claude("please LOOP 1"))]
+    parent = _fork_while_it_runs(run_claude, claude_bin, fake_api, private_home,
+                                 "HUGE please LOOP 1", args, tmp_path,
+                                 kill=parent_is == "killed")
+    truth = truth_per_session(fake_api)
+    [forked] = [s for s in truth if s != parent]
+    assert [r.session_id for r in fake_api.requests if r.kind == "compact"].count(forked) == 1
+    assert_exact(fake_api, monkeypatch)
