@@ -616,13 +616,22 @@ def _names(value: str) -> list[str]:
     return value.split(",")
 
 
+def _counts(value: str) -> list[int]:
+    counts = sorted({int(v) for v in value.split(",")})
+    if counts[0] < 1:
+        raise argparse.ArgumentTypeError("at least 1 turn")
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--loop", type=int, default=10)
-    ap.add_argument("--turns", type=int, default=None,
-                    help="a session of N turns in one Claude Code process (stream-json input)")
+    ap.add_argument("--turns", type=_counts, default=None,
+                    help="N: a session of N turns in one Claude Code process (stream-json"
+                         " input); N,M: both, interleaved in the same rounds, and split into"
+                         " what is paid once a process and once a turn")
     ap.add_argument("--variants", default="none,main,installed")
     ap.add_argument("--ledger", type=Path, help="start every run from a copy of this ledger")
     ap.add_argument("--reinstall", action="store_true", help="install the working tree again")
@@ -641,32 +650,51 @@ def main() -> None:
     py = common.bench_python(reinstall=args.reinstall)
     if "resident-base" in names or "resident-base-noop" in names:
         _BASE.append(common.bench_python_at(args.base))
-    if args.turns is not None and args.turns < 1:
-        raise SystemExit("--turns: at least 1")
-    runner = Runner(claude_binary(), py, args.loop, args.ledger, args.turns)
+    claude = claude_binary()
+    runners = {t: Runner(claude, py, args.loop, args.ledger, t) for t in args.turns or [None]}
     try:
-        for n in names:
-            make = VARIANTS[n]
-            runner.add(n, make(py, runner.state(n)) if n in _WITH_STATE else make(py))
-        times = common.interleave({n: (lambda n=n: runner.run(n)) for n in names}, args.rounds,
-                                  warmup=args.warmup)
+        cases: dict[str, Callable[[], float]] = {}
+        for t, runner in runners.items():
+            for n in names:
+                make = VARIANTS[n]
+                runner.add(n, make(py, runner.state(n)) if n in _WITH_STATE else make(py))
+                cases[_key(n, t)] = lambda n=n, runner=runner: runner.run(n)  # type: ignore[misc]
+        got = common.interleave(cases, args.rounds, warmup=args.warmup)
     finally:
-        runner.close()
-    # No warm-ups:
-    cpu = {n: c[len(c) - len(times[n]):] for n, c in runner.cpu.items()}
-    parts = {n: c[len(c) - len(times[n]):] for n, c in runner.parts.items()}
-    served = {n: c[len(c) - len(times[n]):] for n, c in runner.served.items()}
-    report(names, times, served, cpu, args, parts, runner.loads)
+        for runner in runners.values():
+            runner.close()
+    loads = sorted(x for r in runners.values() for x in r.loads)
+    saved: dict[str, Any] = {"args": vars(args) | {"ledger": str(args.ledger)}}
+    for t, runner in runners.items():
+        times = {n: got[_key(n, t)] for n in names}
+        # No warm-ups:
+        cpu = {n: c[len(c) - len(times[n]):] for n, c in runner.cpu.items()}
+        parts = {n: c[len(c) - len(times[n]):] for n, c in runner.parts.items()}
+        served = {n: c[len(c) - len(times[n]):] for n, c in runner.served.items()}
+        saved[_key("runs", t)] = report(names, times, served, cpu, args, parts, t)
+    if len(runners) > 1:
+        saved["split"] = split(names, saved, args.turns)
+    load = os.getloadavg()
+    print(f"\n{args.rounds} rounds; load average {_LOAD0[0]:.1f} {_LOAD0[1]:.1f} {_LOAD0[2]:.1f}"
+          f" at the start, {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end; 1-minute load"
+          f" before each run: {loads[0]:.1f} to {loads[-1]:.1f}, median"
+          f" {statistics.median(loads):.1f}")
+    saved["load"] = {"start": _LOAD0, "end": list(load), "runs": loads}
+    common.save(args.save, saved)
+
+
+def _key(name: str, turns: int | None) -> str:
+    return name if turns is None else f"{name}@{turns}"
 
 
 def report(names: list[str], times: dict[str, list[float]], served: dict[str, list[int]],
            cpu: dict[str, list[float]], args: argparse.Namespace,
-           parts: dict[str, list[dict[str, float]]], loads: list[float]) -> None:
+           parts: dict[str, list[dict[str, float]]], turns: int | None) -> dict[str, Any]:
     base = times["none"]
     requests = statistics.median(served["none"])
-    what = "turn" if args.turns is None else f"session of {args.turns} turns"
+    what = "turn" if turns is None else f"session of {turns} turns"
     rows = []
-    print(f"| variant | {what} (median) | minus none | per request | pairs with > none |"
+    print(f"\n| variant | {what} (median) | minus none | per request | pairs with > none |"
           " CPU per request, minus none |")
     print("|---|---|---|---|---|---|")
     for n in names:
@@ -689,7 +717,7 @@ def report(names: list[str], times: dict[str, list[float]], served: dict[str, li
     print("|---|" + "---|" * len(keys))
     print("| none | " + " | ".join(
         f"({statistics.median(p[k] for p in parts['none']) * 1000:.0f})" for k in keys) + " |")
-    for n in names[1:] if names[0] == "none" else [m for m in names if m != "none"]:
+    for n in [m for m in names if m != "none"]:
         minus = _parts_minus(parts[n], parts["none"])
         print(f"| {n} | " + " | ".join(f"{minus[k]:+.0f}" for k in keys) + " |")
     pairs = []
@@ -710,15 +738,45 @@ def report(names: list[str], times: dict[str, list[float]], served: dict[str, li
             print(f"| {row['a']} - {row['b']} | {row['diff']['median'] * 1000:+.0f} ms |"
                   f" {row['per_request_ms']:+.1f} ms | {row['higher']}/{len(base)} |"
                   f" {row['cpu_per_request_ms']:+.1f} ms |")
-    load = os.getloadavg()
-    print(f"\n{len(base)} rounds; {requests:g} requests a run; load average"
-          f" {_LOAD0[0]:.1f} {_LOAD0[1]:.1f} {_LOAD0[2]:.1f} at the start,"
-          f" {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end; 1-minute load before each"
-          f" run: {min(loads):.1f} to {max(loads):.1f}, median {statistics.median(loads):.1f}")
-    common.save(args.save, {"args": vars(args) | {"ledger": str(args.ledger)}, "rows": rows,
-                            "pairs": pairs,
-                            "load": {"start": _LOAD0, "end": list(load), "runs": loads},
-                            "times": times, "cpu": cpu, "parts": parts})
+    return {"turns": turns, "requests": requests, "rows": rows, "pairs": pairs, "times": times,
+            "cpu": cpu, "parts": parts}
+
+
+def split(names: list[str], saved: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
+    """What each variant pays once a process and once a turn, from the sessions of the fewest
+    and the most turns, round by round: with d(N) a session of N turns minus none's in the
+    same round, a turn costs (d(b) - d(a)) / (b - a) and the process d(a) - a x that."""
+    a, b = counts[0], counts[-1]
+    ra, rb = saved[_key("runs", a)], saved[_key("runs", b)]
+    per_turn = float(ra["requests"]) / a
+    out = []
+    print(f"\nOnce a process and once a turn, from the sessions of {a} and {b} turns (median over"
+          f" the rounds; {per_turn:g} requests a turn):\n")
+    print("| variant | once a process | once a turn | per request: 1 turn a process |"
+          f" {b} turns | 10 turns | CPU once a process | CPU once a turn |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in [m for m in names if m != "none"]:
+        row: dict[str, Any] = {"variant": n}
+        for what in ("times", "cpu"):
+            da = [x - y for x, y in zip(ra[what][n], ra[what]["none"], strict=True)]
+            db = [x - y for x, y in zip(rb[what][n], rb[what]["none"], strict=True)]
+            turn = [(y - x) / (b - a) for x, y in zip(da, db, strict=True)]
+            process = [x - a * t for x, t in zip(da, turn, strict=True)]
+            row[what] = {"process_ms": statistics.median(process) * 1000,
+                         "turn_ms": statistics.median(turn) * 1000,
+                         "turn_above_zero": sum(t > 0 for t in turn),
+                         "process_above_zero": sum(p > 0 for p in process)}
+        w = row["times"]
+
+        def per_request(k: int, w: dict[str, float] = w) -> float:
+            return (float(w["process_ms"]) + k * float(w["turn_ms"])) / (k * per_turn)
+
+        print(f"| {n} | {w['process_ms']:+.0f} ms ({w['process_above_zero']}/{len(da)} > 0) |"
+              f" {w['turn_ms']:+.0f} ms ({w['turn_above_zero']}/{len(da)} > 0) |"
+              f" {per_request(1):+.1f} ms | {per_request(b):+.1f} ms | {per_request(10):+.1f} ms |"
+              f" {row['cpu']['process_ms']:+.0f} ms | {row['cpu']['turn_ms']:+.0f} ms |")
+        out.append(row)
+    return out
 
 
 def _parts_minus(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, float]:
