@@ -3,7 +3,7 @@
 10"` (11 API requests, 10 Bash calls) against the instant fake API of the end-to-end tests, with
 each set of hooks and without any, interleaved; (time with - time without) / requests served.
 
-    python bench/turn.py [--rounds 15] [--variants none,main,...] [--loop 10] [--turns N]
+    python bench/turn.py [--rounds 15] [--variants none,main,...] [--loop 10] [--turns N[,M]]
 
 `--turns N`: a session of N turns in one Claude Code process instead of one `claude -p` turn a
 process: `claude -p --input-format stream-json --output-format stream-json` reading the N
@@ -11,6 +11,8 @@ prompts from its stdin, each sent once the turn before has its result (as a user
 of an interactive session would); the process started and ended once. Each turn must be served
 in full (LOOP + 1 requests, a `success` result that `completed`), and the hooks' ledger must
 hold every request of all N turns. (time with - time without) / requests served, as for one turn.
+`--turns N,M`: sessions of N and of M turns, interleaved in the same rounds, each reported, and
+each variant's cost split round by round into what it pays once a process and once a turn.
 
 Besides the whole run, each run's time is cut at the fake's request arrivals: `start` (spawn to
 the first request: the process's start-up, SessionStart, the first UserPromptSubmit), `turn 1`
@@ -431,7 +433,8 @@ class Runner:
             time.sleep(0.1)
         common.write_config(state, retention_days=None)
         if kept.exists():
-            keep.parent.mkdir(parents=True, mode=0o700)
+            # A late hook of the previous run may have made the folder again meanwhile.
+            keep.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             kept.rename(keep)
         if self.ledger is not None:
             data = common.data_dir(state)
