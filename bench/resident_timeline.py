@@ -138,9 +138,10 @@ class Fake(FakeAnthropic):
         super().__init__(max_requests=10**9)
         self.arrivals: list[float] = []
 
-    def _serve(self, body: dict[str, Any], header_session: str | None = None) -> Any:
+    def _serve(self, body: dict[str, Any], *args: Any) -> Any:
+        # The fake's other arguments (the session header, a failure's outcome) passed on.
         self.arrivals.append(time.time())
-        return super()._serve(body, header_session)
+        return super()._serve(body, *args)
 
 
 def _intervals(path: Path, since: float, until: float) -> list[list[Any]]:

@@ -3,7 +3,23 @@
 10"` (11 API requests, 10 Bash calls) against the instant fake API of the end-to-end tests, with
 each set of hooks and without any, interleaved; (time with - time without) / requests served.
 
-    python bench/turn.py [--rounds 15] [--variants none,main,...] [--loop 10]
+    python bench/turn.py [--rounds 15] [--variants none,main,...] [--loop 10] [--turns N[,M]]
+
+`--turns N`: a session of N turns in one Claude Code process instead of one `claude -p` turn a
+process: `claude -p --input-format stream-json --output-format stream-json` reading the N
+prompts from its stdin, each sent once the turn before has its result (as a user at the prompt
+of an interactive session would); the process started and ended once. Each turn must be served
+in full (LOOP + 1 requests, a `success` result that `completed`), and the hooks' ledger must
+hold every request of all N turns. (time with - time without) / requests served, as for one turn.
+`--turns N,M`: sessions of N and of M turns, interleaved in the same rounds, each reported, and
+each variant's cost split round by round into what it pays once a process and once a turn.
+
+Besides the whole run, each run's time is cut at the fake's request arrivals: `start` (spawn to
+the first request: the process's start-up, SessionStart, the first UserPromptSubmit), `turn 1`
+(its first request to its last), `turn k` (the last request of turn k-1 to the last of turn k:
+that Stop, the result, the next prompt's UserPromptSubmit, its tool batches) and `end` (the last
+request to the process's exit: the last Stop, the result, SessionEnd, the teardown); each
+reported minus `none`'s in the same round (median of the pairs).
 
 Needs the pinned Claude Code (`bash scripts/install-claude-code.sh` prints its path; or set
 TOKENBUDGET_CLAUDE_BIN). tokenbudget is installed non-editable and compiled into a venv under
@@ -39,6 +55,12 @@ Variants (each a settings file passed with --settings):
   alone (once a request but the last), everything but it (once a turn or session),
   UserPromptSubmit alone; resident-noop-stop: the Stop http hook alone (one http hook a
   process): which events the floor is spent on.
+- The parts of `install --resident`'s cost: resident-noop-http (its two http hooks alone,
+  PostToolBatch and Stop, doing nothing; real ones alone would find no answerer started nor the
+  session noted by a command hook), resident-prompt (its UserPromptSubmit relay alone: a Python
+  start, the answerer checked, the session's first event read there), resident-prompt-off (the
+  same command with TOKENBUDGET_DISABLE=1: the Python start alone, no answerer asked),
+  resident-nosession (all but the async SessionStart and SessionEnd hooks).
 """
 
 from __future__ import annotations
@@ -52,6 +74,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +87,19 @@ sys.path.insert(0, str(common.REPO))
 from tests.e2e.fake_api import FakeAnthropic
 
 HOOK_CODE = "from tokenbudget.hook import main; main()"
+
+
+class StampedFake(FakeAnthropic):
+    """The fake API, the arrival of each Messages request stamped (time.perf_counter)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.arrivals: list[float] = []
+
+    def _record_call(self, call: Any) -> None:
+        if call.method == "POST" and call.path.split("?")[0] == "/v1/messages":
+            self.arrivals.append(time.perf_counter())
+        super()._record_call(call)
 # The events and timeouts of 0.1.x (claude_settings.OUR_EVENTS before this work), spelled out
 # so that the baseline does not move when the package changes.
 MAIN_EVENTS: dict[str, tuple[int, str | None]] = {
@@ -271,6 +307,18 @@ def only(settings: Settings, keep: tuple[str, ...] | None,
                       if (keep is None or event in keep) and event not in drop}}
 
 
+def disabled(settings: Settings) -> Settings:
+    """`settings` with each command hook run with TOKENBUDGET_DISABLE=1: the hook's process
+    starts and answers `{}` without asking anyone (what its start alone costs)."""
+    hooks: dict[str, Any] = json.loads(json.dumps(settings["hooks"]))
+    for groups in hooks.values():
+        for group in groups:
+            for hook in group["hooks"]:
+                if hook["type"] == "command":
+                    hook["command"] = "TOKENBUDGET_DISABLE=1 " + hook["command"]
+    return {"hooks": hooks}
+
+
 VARIANTS: dict[str, Callable[..., Settings | None]] = {
     "none": lambda py: None,
     "true": true_hooks,
@@ -296,29 +344,52 @@ VARIANTS: dict[str, Callable[..., Settings | None]] = {
         as_noop(resident_installed_hooks(py, state)), ("UserPromptSubmit",)),
     "resident-noop-stop": lambda py, state: only(
         as_noop(resident_installed_hooks(py, state)), ("Stop",)),
+    "resident-noop-http": lambda py, state: only(
+        as_noop(resident_installed_hooks(py, state)), ("PostToolBatch", "Stop")),
+    "resident-prompt": lambda py, state: only(
+        resident_installed_hooks(py, state), ("UserPromptSubmit",)),
+    "resident-prompt-off": lambda py, state: disabled(only(
+        resident_installed_hooks(py, state), ("UserPromptSubmit",))),
+    "resident-nosession": lambda py, state: only(
+        resident_installed_hooks(py, state), None, ("SessionStart", "SessionEnd")),
 }
 _WITH_STATE = ("resident-nopre", "resident", "resident-stopcmd", "resident-base",
                "resident-noop", "resident-base-noop", "resident-noop-batch",
-               "resident-noop-turn", "resident-noop-prompt", "resident-noop-stop")
+               "resident-noop-turn", "resident-noop-prompt", "resident-noop-stop",
+               "resident-noop-http", "resident-prompt", "resident-prompt-off",
+               "resident-nosession")
 _BASE: list[Path] = []  # the interpreter of --base
 
 
 # Variants whose hooks record nothing.
 _RECORDS_NOTHING = ("none", "true", "http-noop", "installed-noop", "resident-noop",
                     "resident-base-noop", "resident-noop-batch", "resident-noop-turn",
-                    "resident-noop-prompt", "resident-noop-stop")
+                    "resident-noop-prompt", "resident-noop-stop", "resident-noop-http",
+                    # Real hooks, but none that records a turn's requests:
+                    "resident-prompt", "resident-prompt-off",
+                    # A Stop far from every limit does not wait for the turn's last response
+                    # to be written (hook._handle): the next prompt's hook or SessionEnd records
+                    # it, so without SessionEnd a process's last response may go unrecorded.
+                    "resident-nosession")
 
 
 class Runner:
     """Runs one `claude -p` turn for a variant and times it, from a fresh tokenbudget state."""
 
-    def __init__(self, claude: Path, py: Path, loop: int, ledger: Path | None) -> None:
+    def __init__(self, claude: Path, py: Path, loop: int, ledger: Path | None,
+                 turns: int | None = None) -> None:
         self.claude = claude
         self.py = py
         self.prompt = f"please LOOP {loop}"
+        self.expected = loop + 1  # requests a turn: LOOP tool calls, then the text answer
+        self.turns = turns  # None: one `claude -p PROMPT` a run; N: a session of N turns
         self.ledger = ledger
         self.root = Path(tempfile.mkdtemp(prefix="turn-", dir=common.WORK))
-        self.fake = FakeAnthropic(max_requests=10**9).start()
+        self.fake = StampedFake(max_requests=10**9)
+        self.fake.start()
+        # A run's time cut at the requests' arrivals (_parts), per variant.
+        self.parts: dict[str, list[dict[str, float]]] = {}
+        self.loads: list[float] = []  # the 1-minute load average before each run
         self.settings: dict[str, Path | None] = {}
         self.served: dict[str, list[int]] = {}
         self.home: dict[str, Path] = {}
@@ -335,6 +406,7 @@ class Runner:
         self.home[name] = home
         self.served[name] = []
         self.cpu[name] = []
+        self.parts[name] = []
         if settings is None:
             self.settings[name] = None
             return
@@ -361,7 +433,8 @@ class Runner:
             time.sleep(0.1)
         common.write_config(state, retention_days=None)
         if kept.exists():
-            keep.parent.mkdir(parents=True, mode=0o700)
+            # A late hook of the previous run may have made the folder again meanwhile.
+            keep.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             kept.rename(keep)
         if self.ledger is not None:
             data = common.data_dir(state)
@@ -370,6 +443,7 @@ class Runner:
         return state
 
     def run(self, name: str) -> float:
+        self.loads.append(os.getloadavg()[0])
         state = self._fresh_state(name)
         home = self.home[name]
         env = common.clean_env(
@@ -382,28 +456,88 @@ class Runner:
         for k in list(env):
             if k.startswith(("ANTHROPIC_AUTH", "CLAUDE_CODE_SESSION", "CLAUDECODE")):
                 del env[k]
-        cmd = [str(self.claude), "-p", self.prompt, "--output-format", "json",
-               "--allowedTools", "Bash"]
         settings = self.settings[name]
-        if settings is not None:
-            cmd += ["--settings", str(settings)]
+        extra = ["--settings", str(settings)] if settings is not None else []
         before = len(self.fake.requests)
+        arrived = len(self.fake.arrivals)
         cpu0 = _children_cpu() + _answerer_cpu(state)
         t0 = time.perf_counter()
-        done = subprocess.run(cmd, cwd=self.root / name / "cwd", env=env, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
-        seconds = time.perf_counter() - t0
+        if self.turns is None:
+            cmd = [str(self.claude), "-p", self.prompt, "--output-format", "json",
+                   "--allowedTools", "Bash", *extra]
+            done = subprocess.run(cmd, cwd=self.root / name / "cwd", env=env,
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                  timeout=300, check=False)
+            t1 = time.perf_counter()
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            if done.returncode != 0 or out.get("terminal_reason") != "completed":
+                raise SystemExit(f"{name}: claude failed ({done.returncode}):"
+                                 f" {done.stdout[-500:]}{done.stderr[-2000:]}")
+            session = out["session_id"]
+            ends = [len(self.fake.requests)]
+        else:
+            session, ends, t1 = self._session(name, env, extra, before)
+        seconds = t1 - t0
         self.cpu[name].append(_children_cpu() + _answerer_cpu(state) - cpu0)
-        out = json.loads(done.stdout.strip().splitlines()[-1])
-        if done.returncode != 0 or out.get("terminal_reason") != "completed":
-            raise SystemExit(f"{name}: claude failed ({done.returncode}): {done.stdout[-500:]}"
-                             f"{done.stderr[-2000:]}")
         served = self.fake.requests[before:]
         self.served[name].append(len(served))
+        self.parts[name].append(_parts(t0, self.fake.arrivals[arrived:],
+                                       [e - before for e in ends], t1))
         if name not in _RECORDS_NOTHING:
-            self._check_ledger(name, state, out["session_id"],
-                               sum(r.total_tokens() for r in served))
+            self._check_ledger(name, state, session, sum(r.total_tokens() for r in served))
         return seconds
+
+    def _session(self, name: str, env: dict[str, str], extra: list[str],
+                 before: int) -> tuple[str, list[int], float]:
+        """One Claude Code process serving `self.turns` prompts in a row, each sent once the
+        turn before has its result: (the session, the fake's request count at each result, the
+        time the process ended). Each turn must be served in full, all in one session."""
+        cmd = [str(self.claude), "-p", "--input-format", "stream-json", "--output-format",
+               "stream-json", "--verbose", "--allowedTools", "Bash", *extra]
+        prompt = json.dumps({"type": "user", "message": {"role": "user",
+                                                         "content": self.prompt}}) + "\n"
+        assert self.turns is not None
+        with tempfile.TemporaryFile(mode="w+") as err:
+            proc = subprocess.Popen(cmd, cwd=self.root / name / "cwd", env=env, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            assert proc.stdin is not None and proc.stdout is not None
+            killer = threading.Timer(300, proc.kill)
+            killer.start()
+            sessions: set[str] = set()
+            ends: list[int] = []
+            bad: dict[str, Any] | None = None
+            try:
+                proc.stdin.write(prompt)
+                proc.stdin.flush()
+                for line in proc.stdout:
+                    out = json.loads(line)
+                    if out.get("type") != "result":
+                        continue
+                    ends.append(len(self.fake.requests))
+                    sessions.add(out.get("session_id"))
+                    if out.get("subtype") != "success" or out.get("terminal_reason") != "completed":
+                        bad = out
+                    if len(ends) < self.turns and bad is None:
+                        proc.stdin.write(prompt)
+                        proc.stdin.flush()
+                    else:
+                        proc.stdin.close()
+                code = proc.wait()
+                t1 = time.perf_counter()
+            finally:
+                killer.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            err.seek(0)
+            why = err.read()[-2000:]
+        per_turn = [b - a for a, b in zip([before, *ends[:-1]], ends, strict=True)]
+        if code != 0 or bad is not None or len(ends) != self.turns or len(sessions) != 1 or \
+                any(n != self.expected for n in per_turn):
+            raise SystemExit(f"{name}: the session failed (exit {code}, {len(ends)} of"
+                             f" {self.turns} turns, requests a turn {per_turn}, sessions"
+                             f" {sessions}): {bad}{why}")
+        return sessions.pop(), ends, t1
 
     def _check_ledger(self, name: str, state: Path, session: str, truth: int) -> None:
         """Untimed: the hooks recorded exactly what was served to this run's session. (The
@@ -439,6 +573,21 @@ class Runner:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _parts(t0: float, arrivals: list[float], ends: list[int], t1: float) -> dict[str, float]:
+    """A run's seconds cut at its requests' arrivals: `start` (to the first request), `turn 1`
+    (its first request to its last), `turn k` (the last request of turn k-1 to turn k's last),
+    `end` (the last request to the process's exit). `ends`: the requests served at each turn's
+    end, counted from the run's first."""
+    if len(arrivals) != ends[-1]:
+        raise SystemExit(f"{len(arrivals)} requests arrived, {ends[-1]} served")
+    last = [arrivals[e - 1] for e in ends]
+    parts = {"start": arrivals[0] - t0, "turn 1": last[0] - arrivals[0]}
+    for k in range(1, len(last)):
+        parts[f"turn {k + 1}"] = last[k] - last[k - 1]
+    parts["end"] = t1 - last[-1]
+    return parts
+
+
 def _children_cpu() -> float:
     import resource
 
@@ -466,44 +615,89 @@ def claude_binary() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
+def _names(value: str) -> list[str]:
+    return value.split(",")
+
+
+def _counts(value: str) -> list[int]:
+    counts = sorted({int(v) for v in value.split(",")})
+    if counts[0] < 1:
+        raise argparse.ArgumentTypeError("at least 1 turn")
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--loop", type=int, default=10)
+    ap.add_argument("--turns", type=_counts, default=None,
+                    help="N: a session of N turns in one Claude Code process (stream-json"
+                         " input); N,M: both, interleaved in the same rounds, and split into"
+                         " what is paid once a process and once a turn")
     ap.add_argument("--variants", default="none,main,installed")
     ap.add_argument("--ledger", type=Path, help="start every run from a copy of this ledger")
     ap.add_argument("--reinstall", action="store_true", help="install the working tree again")
     ap.add_argument("--save", default="turn", help="results/NAME.json")
     ap.add_argument("--base", default="main", help="the git ref of resident-base")
+    ap.add_argument("--pairs", type=_names, default=None,
+                    help="A:B,...: A's run minus B's in the same round, also reported")
     args = ap.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
+    unknown += [p for p in args.pairs or [] if not set(p.split(":")) <= set(names)
+                or p.count(":") != 1]
     if unknown or "none" not in names:
         raise SystemExit(f"variants: {unknown or 'none is the baseline'}; known: {list(VARIANTS)}")
     common.WORK.mkdir(parents=True, exist_ok=True)
     py = common.bench_python(reinstall=args.reinstall)
     if "resident-base" in names or "resident-base-noop" in names:
         _BASE.append(common.bench_python_at(args.base))
-    runner = Runner(claude_binary(), py, args.loop, args.ledger)
+    claude = claude_binary()
+    runners = {t: Runner(claude, py, args.loop, args.ledger, t) for t in args.turns or [None]}
     try:
-        for n in names:
-            make = VARIANTS[n]
-            runner.add(n, make(py, runner.state(n)) if n in _WITH_STATE else make(py))
-        times = common.interleave({n: (lambda n=n: runner.run(n)) for n in names}, args.rounds,
-                                  warmup=args.warmup)
+        cases: dict[str, Callable[[], float]] = {}
+        for t, runner in runners.items():
+            for n in names:
+                make = VARIANTS[n]
+                runner.add(n, make(py, runner.state(n)) if n in _WITH_STATE else make(py))
+                cases[_key(n, t)] = lambda n=n, runner=runner: runner.run(n)  # type: ignore[misc]
+        got = common.interleave(cases, args.rounds, warmup=args.warmup)
     finally:
-        runner.close()
-    cpu = {n: c[len(c) - len(times[n]):] for n, c in runner.cpu.items()}  # no warm-ups
-    report(names, times, runner.served, cpu, args)
+        for runner in runners.values():
+            runner.close()
+    loads = sorted(x for r in runners.values() for x in r.loads)
+    saved: dict[str, Any] = {"args": vars(args) | {"ledger": str(args.ledger)}}
+    for t, runner in runners.items():
+        times = {n: got[_key(n, t)] for n in names}
+        # No warm-ups:
+        cpu = {n: c[len(c) - len(times[n]):] for n, c in runner.cpu.items()}
+        parts = {n: c[len(c) - len(times[n]):] for n, c in runner.parts.items()}
+        served = {n: c[len(c) - len(times[n]):] for n, c in runner.served.items()}
+        saved[_key("runs", t)] = report(names, times, served, cpu, args, parts, t)
+    if len(runners) > 1:
+        saved["split"] = split(names, saved, args.turns)
+    load = os.getloadavg()
+    print(f"\n{args.rounds} rounds; load average {_LOAD0[0]:.1f} {_LOAD0[1]:.1f} {_LOAD0[2]:.1f}"
+          f" at the start, {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end; 1-minute load"
+          f" before each run: {loads[0]:.1f} to {loads[-1]:.1f}, median"
+          f" {statistics.median(loads):.1f}")
+    saved["load"] = {"start": _LOAD0, "end": list(load), "runs": loads}
+    common.save(args.save, saved)
+
+
+def _key(name: str, turns: int | None) -> str:
+    return name if turns is None else f"{name}@{turns}"
 
 
 def report(names: list[str], times: dict[str, list[float]], served: dict[str, list[int]],
-           cpu: dict[str, list[float]], args: argparse.Namespace) -> None:
+           cpu: dict[str, list[float]], args: argparse.Namespace,
+           parts: dict[str, list[dict[str, float]]], turns: int | None) -> dict[str, Any]:
     base = times["none"]
     requests = statistics.median(served["none"])
+    what = "turn" if turns is None else f"session of {turns} turns"
     rows = []
-    print("| variant | turn (median) | minus none | per request | pairs with > none |"
+    print(f"\n| variant | {what} (median) | minus none | per request | pairs with > none |"
           " CPU per request, minus none |")
     print("|---|---|---|---|---|---|")
     for n in names:
@@ -515,14 +709,86 @@ def report(names: list[str], times: dict[str, list[float]], served: dict[str, li
                      "per_request_ms": extra * 1000 / requests,
                      "cpu": common.stats(cpu[n]),
                      "cpu_per_request_ms": cpu_extra * 1000 / requests,
-                     "requests": served[n]})
+                     "requests": served[n],
+                     "parts_minus_none_ms": _parts_minus(parts[n], parts["none"])})
         print(f"| {n} | {statistics.median(times[n]):.3f} s | {extra * 1000:+.0f} ms | "
               f"{extra * 1000 / requests:+.1f} ms | {sum(d > 0 for d in diffs)}/{len(diffs)} |"
               f" {cpu_extra * 1000 / requests:+.1f} ms |")
-    print(f"\n{len(base)} rounds; {requests:g} requests a turn; load average"
-          f" {os.getloadavg()[0]:.1f} at the end")
-    common.save(args.save, {"args": vars(args) | {"ledger": str(args.ledger)}, "rows": rows,
-                            "times": times, "cpu": cpu})
+    keys = list(parts["none"][0])
+    print("\nWhere the time went, minus none (ms, median of the pairs; none's own in brackets):\n")
+    print("| variant | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    print("| none | " + " | ".join(
+        f"({statistics.median(p[k] for p in parts['none']) * 1000:.0f})" for k in keys) + " |")
+    for n in [m for m in names if m != "none"]:
+        minus = _parts_minus(parts[n], parts["none"])
+        print(f"| {n} | " + " | ".join(f"{minus[k]:+.0f}" for k in keys) + " |")
+    pairs = []
+    for pair in args.pairs or []:
+        a, b = pair.split(":")
+        diffs = [x - y for x, y in zip(times[a], times[b], strict=True)]
+        cdiffs = [x - y for x, y in zip(cpu[a], cpu[b], strict=True)]
+        pairs.append({"a": a, "b": b, "diff": common.stats(diffs),
+                      "per_request_ms": statistics.median(diffs) * 1000 / requests,
+                      "cpu_per_request_ms": statistics.median(cdiffs) * 1000 / requests,
+                      "higher": sum(d > 0 for d in diffs),
+                      "parts_ms": _parts_minus(parts[a], parts[b])})
+    if pairs:
+        print("\n| paired, round by round | a run | per request | rounds a > b |"
+              " CPU per request |")
+        print("|---|---|---|---|---|")
+        for row in pairs:
+            print(f"| {row['a']} - {row['b']} | {row['diff']['median'] * 1000:+.0f} ms |"
+                  f" {row['per_request_ms']:+.1f} ms | {row['higher']}/{len(base)} |"
+                  f" {row['cpu_per_request_ms']:+.1f} ms |")
+    return {"turns": turns, "requests": requests, "rows": rows, "pairs": pairs, "times": times,
+            "cpu": cpu, "parts": parts}
+
+
+def split(names: list[str], saved: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
+    """What each variant pays once a process and once a turn, from the sessions of the fewest
+    and the most turns, round by round: with d(N) a session of N turns minus none's in the
+    same round, a turn costs (d(b) - d(a)) / (b - a) and the process d(a) - a x that."""
+    a, b = counts[0], counts[-1]
+    ra, rb = saved[_key("runs", a)], saved[_key("runs", b)]
+    per_turn = float(ra["requests"]) / a
+    out = []
+    print(f"\nOnce a process and once a turn, from the sessions of {a} and {b} turns (median over"
+          f" the rounds; {per_turn:g} requests a turn):\n")
+    print("| variant | once a process | once a turn | per request: 1 turn a process |"
+          f" {b} turns | 10 turns | CPU once a process | CPU once a turn |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in [m for m in names if m != "none"]:
+        row: dict[str, Any] = {"variant": n}
+        for what in ("times", "cpu"):
+            da = [x - y for x, y in zip(ra[what][n], ra[what]["none"], strict=True)]
+            db = [x - y for x, y in zip(rb[what][n], rb[what]["none"], strict=True)]
+            turn = [(y - x) / (b - a) for x, y in zip(da, db, strict=True)]
+            process = [x - a * t for x, t in zip(da, turn, strict=True)]
+            row[what] = {"process_ms": statistics.median(process) * 1000,
+                         "turn_ms": statistics.median(turn) * 1000,
+                         "turn_above_zero": sum(t > 0 for t in turn),
+                         "process_above_zero": sum(p > 0 for p in process)}
+        w = row["times"]
+
+        def per_request(k: int, w: dict[str, float] = w) -> float:
+            return (float(w["process_ms"]) + k * float(w["turn_ms"])) / (k * per_turn)
+
+        print(f"| {n} | {w['process_ms']:+.0f} ms ({w['process_above_zero']}/{len(da)} > 0) |"
+              f" {w['turn_ms']:+.0f} ms ({w['turn_above_zero']}/{len(da)} > 0) |"
+              f" {per_request(1):+.1f} ms | {per_request(b):+.1f} ms | {per_request(10):+.1f} ms |"
+              f" {row['cpu']['process_ms']:+.0f} ms | {row['cpu']['turn_ms']:+.0f} ms |")
+        out.append(row)
+    return out
+
+
+def _parts_minus(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, float]:
+    """Each part of a run, `a`'s minus `b`'s in the same round, median, in ms."""
+    return {k: statistics.median(x[k] - y[k] for x, y in zip(a, b, strict=True)) * 1000
+            for k in a[0]}
+
+
+_LOAD0 = list(os.getloadavg())
 
 
 if __name__ == "__main__":
