@@ -682,18 +682,22 @@ class JsonFileStore(Store):
                 data.get("schema") == SCHEMA and type(data.get("journal", 0)) is int
                 and hot.names_snapshot(self.file, _stamp(st), data.get("updated"))):
             data = None
-        if data is None:
+        if data is not None:
+            checked = True
+        else:
             try:
                 data = json.loads(raw)
             except (ValueError, RecursionError):
                 raise CorruptLedger("the ledger is not valid JSON") from None
-            relayout = isinstance(data, dict) and _unlike_layout(data, raw)
+            checked = (isinstance(data, dict) and data.get("schema") == SCHEMA
+                       and hot.names_snapshot(self.file, _stamp(st), data.get("updated")))
+            # Only a file the view does not name is compared with the layout (it costs a
+            # serialisation): one it names was written or compared before the view named it.
+            relayout = not checked and isinstance(data, dict) and _unlike_layout(data, raw)
         seq = data.pop("journal", 0) if isinstance(data, dict) else 0
         if type(seq) is not int:
             raise CorruptLedger("the ledger's journal sequence is not a number")
         schema = data.get("schema") if isinstance(data, dict) else None
-        checked = (schema == SCHEMA and isinstance(data, dict)
-                   and hot.names_snapshot(self.file, _stamp(st), data.get("updated")))
         # Migrated in memory; the first commit writes it back.
         data = validate(data, records=not checked)
         migrated = schema if type(schema) is int and schema != data["schema"] else 0
