@@ -180,7 +180,8 @@ def test_a_table_behaves_as_the_dict_it_stands_for() -> None:
 
     assert dict(fresh()) == data["sessions"] and {**fresh()} == data["sessions"]
     assert fresh() == data["sessions"] and data["sessions"] == fresh()
-    assert fresh().__ne__(data["sessions"]) is False
+    assert fresh().__ne__(data["sessions"]) is False and fresh() != {"a": {"x": [1]}}
+    assert fresh() != None and fresh() != 3  # noqa: E711 (not a dict: not equal, no error)
     assert list(fresh().items()) == list(data["sessions"].items())
     assert list(fresh().values()) == list(data["sessions"].values())
     assert fresh().copy() == data["sessions"] and type(fresh().copy()) is dict

@@ -143,7 +143,8 @@ class Table(dict):  # type: ignore[type-arg]
         return dict.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+        same = self.__eq__(other)
+        return same if same is NotImplemented else not same
 
     def __or__(self, other: Any) -> Any:
         return self.copy() | other
