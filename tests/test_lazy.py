@@ -254,3 +254,21 @@ def test_entries_holding_a_text_are_those_of_the_dict() -> None:
         assert got == want
         assert sum(type(v) is not bytes for v in dict.values(read["files"])) == len(
             set(decoded) | {p for p, r in files.items() if r[3] == "s-1"})
+
+
+def test_a_large_table_is_read_the_same_and_a_row_out_of_shape_is_refused() -> None:
+    """Past lazy._SMALL the rows are matched all at once: the same entries as line by line, a
+    key JSON escapes read on its own, and a row that is not one refuses the layout."""
+    sessions = {f"s-{n:04}": {"p": f"/home/dev/{'x' * 40}/{n}", "m": {"a": [n, 0.5]}}
+                for n in range(400)}
+    sessions['q"\u00e9'] = {"p": ""}
+    raw = lazy.encode({"updated": 1.0, "sessions": sessions, "files": {}})
+    assert len(raw) > 2 * lazy._SMALL
+    read = lazy.decode(raw)
+    assert read is not None and json.dumps(read) == json.dumps(
+        {"updated": 1.0, "sessions": sessions, "files": {}})
+    for broken in (raw.replace(b'"s-0007":{', b'"s-0007":[{', 1).replace(
+                       b'"s-0008"', b'"s-0007x"', 1),  # a value not a record's
+                   raw.replace(b'"s-0010":{', b's-0010:{', 1),  # a key unquoted
+                   raw.replace(b'},\n"s-0011"', b'}\n"s-0011"', 1)):  # a comma missing
+        assert broken != raw and lazy.decode(broken) is None

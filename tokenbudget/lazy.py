@@ -210,11 +210,13 @@ def encode(data: dict[str, Any]) -> bytes:
 
 
 # A row as encode writes it, its key written as is (no escape): the common case, matched at
-# C speed; a comma ends it, but the table's last. Any other row is read on its own (_row).
+# C speed; a comma ends it, but the table's last. Any other row is read on its own (_row), and
+# so is every row of a small table (the expressions are compiled only for a large one).
 _ROWS = {
-    "sessions": re.compile(rb'^"([^"\\\n]*)":(\{[^\n]*\})(?:,$|\Z)', re.M),
-    "files": re.compile(rb'^"([^"\\\n]*)":(\[[^\n]*\])(?:,$|\Z)', re.M),
+    "sessions": rb'^"([^"\\\n]*)":(\{[^\n]*\})(?:,$|\Z)',
+    "files": rb'^"([^"\\\n]*)":(\[[^\n]*\])(?:,$|\Z)',
 }
+_SMALL = 16 * 1024  # bytes of rows read line by line
 
 
 def decode(raw: bytes) -> dict[str, Any] | None:
@@ -262,7 +264,7 @@ def _table(name: str, rows: bytes) -> Table | None:
     texts; None when they are not."""
     if not rows:
         return Table()
-    got = _ROWS[name].findall(rows)
+    got = re.findall(_ROWS[name], rows, re.M) if len(rows) > _SMALL else []
     n = len(got)
     if got:
         keys, values = zip(*got, strict=True)
