@@ -65,7 +65,7 @@ def main() -> None:
 
     argv = quick_call.quick_start(py)
     for n in range(a.runs):
-        kept.reset()
+        kept.reset([str(py)], s["env"])  # restamped: the hot view names the files, as in a call
         with open(transcript, "r+b") as f:
             f.truncate(size)
             f.seek(size)

@@ -143,10 +143,12 @@ def test_a_hook_call_with_news_imports_no_dataclasses_typing_or_pathlib(private_
 # What a call with news far from every limit imports of tokenbudget: it reads and records the
 # response before the lock and decides with the quick check (hot.quiet), so neither the engine
 # nor the budgets' rules (enforce, budgets, numfmt) come in, nor datetime (transcripts.parse_ts
-# reads Claude Code's timestamps without it) or zoneinfo.
+# reads Claude Code's timestamps without it) or zoneinfo. The store reads the ledger a record at
+# a time (lazy).
 NEWS = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors tokenbudget.fileio"
         " tokenbudget.history tokenbudget.hook tokenbudget.hot tokenbudget.ingest"
-        " tokenbudget.journal tokenbudget.ledger tokenbudget.limits tokenbudget.lock"
+        " tokenbudget.journal tokenbudget.lazy tokenbudget.ledger tokenbudget.limits"
+        " tokenbudget.lock"
         " tokenbudget.paths tokenbudget.pricing tokenbudget.record tokenbudget.schema"
         " tokenbudget.store tokenbudget.sync tokenbudget.transcripts tokenbudget.usage")
 

@@ -192,9 +192,9 @@ def test_a_sync_reads_the_ledger_before_the_lock(
 
         return done
 
-    def read_once(self: JsonFileStore) -> object:
+    def read_once(self: JsonFileStore, *lazy: bool) -> object:
         whole_reads.append(locked[0])
-        return real_read(self)
+        return real_read(self, *lazy)
 
     monkeypatch.setattr(lock, "acquire", acquire)
     monkeypatch.setattr(JsonFileStore, "_read_once", read_once)

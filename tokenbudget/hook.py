@@ -862,7 +862,7 @@ def _quick(
 
     store = open_store()
     try:
-        ledger, stamp = store.read()
+        ledger, stamp = store.read(lazy=True)
         _keep(ledger)
         known = (stamp, ledger) if stamp is not None else None
         quiet = not starting and _nothing_to_do(ev, cfg, budget_list, ledger, now, near)

@@ -39,7 +39,7 @@ import bisect
 import os
 from collections.abc import Iterable, Mapping
 
-from tokenbudget import clock, transcripts
+from tokenbudget import clock, lazy, transcripts
 from tokenbudget.ledger import BUCKET, Ledger, file_identity, resolve_turn
 from tokenbudget.record import Record
 from tokenbudget.schema import (
@@ -179,6 +179,7 @@ class Ingestor:
         self._compacted: dict[str, str] | None = None
         self._compacted_asked = 0
         self._joined: tuple[str, list[int], list[str]] | None = None
+        self._straddled: set[str] | None = None  # _compacted_in's
         self._transcripts: dict[tuple[str, str], str | None] = {}
         self._forks: dict[str, list[str]] | None = None  # forks settled, by requester
 
@@ -479,6 +480,7 @@ class Ingestor:
         what was looked up before does not know them."""
         self._compacted = None
         self._joined = None
+        self._straddled = None
 
     def _compacted_owner(self, key: str) -> str | None:
         """The session whose compacted requests include `key`, if any (the last in the
@@ -503,6 +505,11 @@ class Ingestor:
 
     def _compacted_search(self, key: str) -> str | None:
         """`_compacted_owner` without the index: the last whole compacted key equal to `key`."""
+        if not 0 < len(key) <= KEY_LEN:
+            return None  # no slot holds it
+        sessions = self.L["sessions"]
+        if type(sessions) is lazy.Table and self._joined is None and _written_as_is(key):
+            return self._compacted_in(sessions, key)
         if self._joined is None:
             owners: list[str] = []
             starts: list[int] = []
@@ -517,8 +524,6 @@ class Ingestor:
                     at += len(k)
             self._joined = ("".join(parts), starts, owners)
         joined, starts, owners = self._joined
-        if not 0 < len(key) <= KEY_LEN:
-            return None  # no slot holds it
         end = len(joined)
         while True:
             i = joined.rfind(key, 0, end)
@@ -531,6 +536,38 @@ class Ingestor:
             if (i - starts[n]) % KEY_LEN == 0 and min(stop, i + KEY_LEN) == i + len(key):
                 return owners[n]
             end = i + len(key) - 1  # on to an earlier start
+
+    def _compacted_in(self, sessions: lazy.Table, key: str) -> str | None:
+        """`_compacted_search` on sessions decoded a record at a time (lazy.Table): the texts
+        not decoded are searched for `key` joined (one C-speed search), and only a session
+        whose text holds it is decoded; those decoded, and those whose text joins two strings
+        of keys (in which a slot may straddle them), are searched as records. The owner is the
+        last, in the ledger's order, holding `key` as one of its slots."""
+        joined, starts, owners = sessions.texts()
+        if self._straddled is None:
+            self._straddled = {sid for sid, _ in lazy.entries_with(
+                sessions, f'"{S_FOLDED_KEYS}":'.encode())}
+        straddled = self._straddled
+        best: str | None = None  # the last of those searched as records that holds it
+        for sid, s in zip(dict.keys(sessions), dict.values(sessions), strict=True):
+            if (type(s) is not lazy.Raw or sid in straddled) and _holds_slot(sessions[sid], key):
+                best = sid
+        order: dict[str, int] = {}
+        needle, end = key.encode(), len(joined)
+        while True:
+            i = joined.rfind(needle, 0, end)
+            if i < 0:
+                return best
+            n = bisect.bisect_right(starts, i) - 1
+            owner: str = owners[n]
+            end = starts[n]  # then on to an earlier session
+            if owner in straddled or type(sessions.raw(owner)) is not lazy.Raw:
+                continue  # searched as a record above
+            if _holds_slot(sessions[owner], key):
+                if best is None:
+                    return owner
+                order = order or {k: at for at, k in enumerate(sessions)}
+                return owner if order[owner] > order[best] else best
 
     def _settle_extra(
         self, sid: str, s: dict[str, Any], ev: UsageEvent, turn: str, in_total: bool = False
@@ -847,7 +884,8 @@ class Ingestor:
         """Forks that may have `sid` for parent: those whose copies name it or its requester."""
         if self._forks is None:
             self._forks = {}
-            for fid, fs in self.L["sessions"].items():
+            # Only a record whose text names the key is decoded (lazy.Table).
+            for fid, fs in lazy.entries_with(self.L["sessions"], f'"{S_INHERITED}":'.encode()):
                 if S_INHERITED in fs:
                     self._forks.setdefault(fs.get(S_ORIGIN, ""), []).append(fid)
         s = self.L["sessions"].get(sid) or {}
@@ -1008,6 +1046,25 @@ def compact(ledger: Ledger, now: float, idle: float = COMPACT_AFTER) -> int:
     for sid, added in new_keys.items():
         sessions[sid][S_COMPACTED_KEYS] = sessions[sid].get(S_COMPACTED_KEYS, "") + "".join(added)
     return moved
+
+
+def _holds_slot(s: Any, key: str) -> bool:
+    """Whether `key` is one of a session's compacted keys, as a whole slot (KEY_LEN characters
+    from its start on, the last one maybe shorter)."""
+    if type(s) is not dict:
+        return False
+    k = _counted_keys(s)
+    at = k.find(key)
+    while at >= 0:
+        if at % KEY_LEN == 0 and min(len(k), at + KEY_LEN) == at + len(key):
+            return True
+        at = k.find(key, at + 1)
+    return False
+
+
+def _written_as_is(text: str) -> bool:
+    """Whether JSON writes `text` as is (no escape), so that it is found in a record's text."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def _counted_keys(s: dict[str, Any]) -> str:

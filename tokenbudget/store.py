@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 
-from tokenbudget import clock, hot, journal, lock
+from tokenbudget import clock, hot, journal, lazy, lock
 from tokenbudget.errors import LedgerError, LockTimeout
 from tokenbudget.fileio import fsync_folder, replace_atomically
 from tokenbudget.fileio import stamp as _stamp
@@ -122,7 +122,8 @@ class Position:
     A transaction given it (with the ledger read) reads only the journal written since.
     """
 
-    __slots__ = ("bad", "end", "head", "journal", "migrated", "seq", "size", "snapshot")
+    __slots__ = ("bad", "end", "head", "journal", "migrated", "relayout", "seq", "size",
+                 "snapshot")
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class Position:
         bad: int,
         size: int,
         migrated: int = 0,
+        relayout: bool = False,
     ) -> None:
         self.snapshot = snapshot  # the snapshot file's stamp (None: there is none)
         self.head = head  # its commit time, "updated" at its head
@@ -143,6 +145,10 @@ class Position:
         self.bad = bad  # unusable lines found
         self.size = size  # the snapshot's size in bytes
         self.migrated = migrated  # the older schema the snapshot has (0: this one)
+        # The snapshot looks like the layout of one record a line (lazy.encode) but is not
+        # quite it (edited by hand): the next commit writes it again, before the hot view
+        # names it and the quick reader trusts its lines.
+        self.relayout = relayout
 
 
 class Prepared:
@@ -522,23 +528,47 @@ def copy_before_news(ledger: Ledger, session: str) -> Callable[[], Ledger]:
     """
     sessions, files = ledger["sessions"], ledger["files"]
     rest = journal.copy({k: v for k, v in ledger.items() if k not in ("sessions", "files")})
-    theirs = dict(sessions)
+    # Tables read a record at a time (lazy.Table) share the texts not decoded yet, which
+    # nothing changes (each table decodes its own value): only the values decoded are checked.
+    theirs = sessions.share() if type(sessions) is lazy.Table else dict(sessions)
     if session in sessions:
         theirs[session] = journal.copy(sessions[session])
-    positions = dict(files)
-    mine = {path: rec for path, rec in files.items()
+    positions = files.share() if type(files) is lazy.Table else dict(files)
+    needle = _plain_text(session)
+    mine = {path: rec for path, rec in (lazy.entries_with(files, needle) if needle
+                                         else files.items())
             if type(rec) is list and len(rec) > FILE_SESSION and rec[FILE_SESSION] == session}
     positions.update(journal.copy(mine))
     base = {k: theirs if k == "sessions" else positions if k == "files" else rest[k]
             for k in ledger}  # in the ledger's order: a diff reads it
-    before = marshal.dumps((theirs, positions))
+    shared = [(t, k) for t in (theirs, positions) for k, v in _held_items(t)
+              if type(v) is not lazy.Raw and not (t is theirs and k == session)
+              and not (t is positions and k in mine)]
+    before = marshal.dumps([_held(t, k) for t, k in shared])
 
     def settled() -> Ledger:
-        if marshal.dumps((theirs, positions)) != before:
-            base["sessions"], base["files"] = marshal.loads(before)
+        if marshal.dumps([_held(t, k) for t, k in shared]) != before:
+            for (t, k), v in zip(shared, marshal.loads(before), strict=True):
+                dict.__setitem__(t, k, v)
         return base
 
     return settled
+
+
+def _held_items(table: dict[str, Any]) -> Any:
+    """A table's entries as held (a lazy.Table's texts not decoded)."""
+    return dict.items(table)
+
+
+def _held(table: dict[str, Any], key: str) -> Any:
+    return dict.__getitem__(table, key)
+
+
+def _plain_text(text: str) -> bytes | None:
+    """`text` quoted as JSON writes it, if it is written as is (lazy.entries_with's needle)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'.encode()
+    return None
 
 
 def held(ledger: Ledger, folded: dict[str, dict[str, Any]] | None = None) -> HeldLedger:
@@ -614,21 +644,23 @@ class JsonFileStore(Store):
 
     # --- reading -------------------------------------------------------------------------
 
-    def read(self) -> tuple[Ledger, Position | None]:
-        """The ledger as last committed and where the read ended (None: no ledger yet)."""
+    def read(self, lazy: bool = False) -> tuple[Ledger, Position | None]:
+        """The ledger as last committed and where the read ended (None: no ledger yet).
+        `lazy`: its sessions and read positions may be decoded a record at a time, when each
+        is first read (lazy.Table; a hook call with news touches a few of thousands)."""
         warm = self._take_warm() if _warm is not None else None
         if warm is not None:
             return warm
-        return self._read_cold()
+        return self._read_cold(lazy)
 
-    def _read_cold(self) -> tuple[Ledger, Position | None]:
+    def _read_cold(self, lazy: bool = False) -> tuple[Ledger, Position | None]:
         for _ in range(20):
-            got = self._read_once()
+            got = self._read_once(lazy)
             if got is not None:
                 return got
         raise LedgerError(f"the ledger {self.file} kept changing while it was read")
 
-    def _read_once(self) -> tuple[Ledger, Position | None] | None:
+    def _read_once(self, lazy_ok: bool = False) -> tuple[Ledger, Position | None] | None:
         try:
             with open(self.file, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -639,18 +671,33 @@ class JsonFileStore(Store):
             raise LedgerError(f"cannot read the ledger {self.file}: {e.strerror}") from None
         if not raw.strip():
             raise CorruptLedger("the ledger file is empty")
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise CorruptLedger("the ledger is not valid JSON") from None
+        relayout = False
+        # A snapshot the hot view names was checked when it was written or first read: its
+        # records are not checked again (14 ms of each full read at 2,000 live sessions). In
+        # the layout of one record a line, it is written by this code's checkpoint (a file
+        # that looks like it but is not is written again by the first commit that reads it
+        # whole, below, before the view names it): its records are decoded when first read.
+        data = lazy.decode(raw) if lazy_ok else None
+        if data is not None and not (
+                data.get("schema") == SCHEMA and type(data.get("journal", 0)) is int
+                and hot.names_snapshot(self.file, _stamp(st), data.get("updated"))):
+            data = None
+        if data is not None:
+            checked = True
+        else:
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise CorruptLedger("the ledger is not valid JSON") from None
+            checked = (isinstance(data, dict) and data.get("schema") == SCHEMA
+                       and hot.names_snapshot(self.file, _stamp(st), data.get("updated")))
+            # Only a file the view does not name is compared with the layout (it costs a
+            # serialisation): one it names was written or compared before the view named it.
+            relayout = not checked and isinstance(data, dict) and _unlike_layout(data, raw)
         seq = data.pop("journal", 0) if isinstance(data, dict) else 0
         if type(seq) is not int:
             raise CorruptLedger("the ledger's journal sequence is not a number")
         schema = data.get("schema") if isinstance(data, dict) else None
-        # A snapshot the hot view names was checked when it was written or first read: its
-        # records are not checked again (14 ms of each full read at 2,000 live sessions).
-        checked = (schema == SCHEMA and isinstance(data, dict)
-                   and hot.names_snapshot(self.file, _stamp(st), data.get("updated")))
         # Migrated in memory; the first commit writes it back.
         data = validate(data, records=not checked)
         migrated = schema if type(schema) is int and schema != data["schema"] else 0
@@ -681,7 +728,8 @@ class JsonFileStore(Store):
                 " ledger)"
             )
         position = Position(
-            _stamp(st), head, where, lines.end, lines.last, lines.bad, len(raw), migrated
+            _stamp(st), head, where, lines.end, lines.last, lines.bad, len(raw), migrated,
+            relayout,
         )
         return data, position
 
@@ -812,6 +860,7 @@ class JsonFileStore(Store):
             0,
             pos.size,
             pos.migrated,
+            pos.relayout,
         )
 
     # --- decision state: on the ledger the transaction holds --------------------------------
@@ -959,7 +1008,7 @@ class JsonFileStore(Store):
         (nothing written; `prep.data` may be changed, and `prep.base` emptied when it was
         spent on the merge)."""
         pos = prep.pos
-        if pos.bad or pos.migrated or pos.snapshot is None:
+        if pos.bad or pos.migrated or pos.relayout or pos.snapshot is None:
             return _STALE  # the full read keeps the bad lines aside, or writes the schema back
         since = self._since(pos)
         if since is None:
@@ -1042,7 +1091,7 @@ class JsonFileStore(Store):
         `change`: what changed, when the caller knows (a prepared commit)."""
         seq = pos.seq if pos is not None else 0
         when_changed = full == FOLD_DUE
-        if pos is None or pos.snapshot is None:
+        if pos is None or pos.snapshot is None or pos.relayout:
             full = True  # no snapshot yet (or a new ledger after a corrupt one)
         elif when_changed:
             full = self._grown(pos.end, pos.size)
@@ -1175,7 +1224,7 @@ class JsonFileStore(Store):
         self._ensure_dir()
         data["journal"] = seq
         try:
-            payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+            payload = lazy.encode(data)  # one record a line: read a record at a time
         finally:
             del data["journal"]
         replace_atomically(
@@ -1481,17 +1530,28 @@ def _sum(table: str, depth: int, before: Any, mine: Any, theirs: Any) -> Any:
 def _touched(data: Ledger, entries: list[tuple[int, list[Any], list[Any]]]) -> Ledger:
     """The part of `data` that journal lines set: each table with only the entries they set
     (`folded` and what is not a table, whole), so that checking shapes costs what is new."""
-    part = {k: {} if type(v) is dict and k != "folded" else v for k, v in data.items()}
+    part = {k: {} if lazy.is_table(v) and k != "folded" else v for k, v in data.items()}
     for _seq, sets, _dels in entries:
         for path, _value in sets:
             if not path:
                 return data  # the whole ledger was replaced
-            table = data.get(path[0])
-            if len(path) == 1 or type(table) is not dict:
+            table: Any = data.get(path[0])
+            if len(path) == 1 or not lazy.is_table(table):
                 part[path[0]] = table
             elif path[1] in table:
                 part[path[0]][path[1]] = table[path[1]]
     return part
+
+
+def _unlike_layout(data: dict[str, Any], raw: bytes) -> bool:
+    """Whether `raw`, parsed as `data`, looks like the layout of one record a line but is not
+    exactly what a checkpoint of this code writes (a file edited by hand)."""
+    if b'"sessions":{\n' not in raw:
+        return False  # not laid out so (an older writer's): never read a record at a time
+    try:
+        return lazy.encode(data) != raw
+    except (TypeError, ValueError):
+        return True
 
 
 def _stamps_at(pos: Position) -> list[Any] | None:
