@@ -272,3 +272,46 @@ def test_a_large_table_is_read_the_same_and_a_row_out_of_shape_is_refused() -> N
                    raw.replace(b'"s-0010":{', b's-0010:{', 1),  # a key unquoted
                    raw.replace(b'},\n"s-0011"', b'}\n"s-0011"', 1)):  # a comma missing
         assert broken != raw and lazy.decode(broken) is None
+
+
+def test_a_split_record_named_by_an_older_versions_view_is_read_whole(
+        private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older version (no layout) reads a file edited by hand whole, appends its commit
+    and writes a view that names the file, as it names any file it checked. Its lines are
+    not this code's: they are read whole (and the file written again), never split into
+    records that are not (a record cut in two by hand, read as two)."""
+    sessions = _sessions(private_home)
+    store = _store(private_home)
+    raw = store.path.read_bytes()
+    truth = json.loads(raw)
+    at = raw.index(b'"s-b":{')
+    cut = raw.index(b'},"', at) + 2
+    raw = raw[:cut] + b"\n" + raw[cut:]
+    assert json.loads(raw) == truth
+    store.path.write_bytes(raw)
+    # The older version's commit: it never compares the file with the layout, and its view's
+    # head has only the fields it knows.
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "_unlike_layout", lambda data, raw: False)
+        m.delenv(store_mod.CHECK_ENV)  # its own check would be a newer version's
+        sessions[0].write(reply_line("s-a", "s-a-r1", NOW - 10, sessions[0].cwd,
+                                     input_tokens=5))
+        assert _post(sessions[0], 1) == {}
+    shared = Path(hot.paths(store.file)[0])
+    head, rest = shared.read_bytes().split(b"\n", 1)
+    older = {k: v for k, v in json.loads(head).items()
+             if k in ("view", "seq", "at", "slash", "hours")}
+    shared.write_bytes(json.dumps(older, separators=(",", ":")).encode() + b"\n" + rest)
+    assert store.path.read_bytes() == raw
+    assert hot.names_snapshot(store.file, _stamp(store), truth["updated"])
+    data, pos = store.read(lazy=True)
+    assert list(data["sessions"]) == list(truth["sessions"])  # no record made of half a line
+    assert data["sessions"]["s-b"] == truth["sessions"]["s-b"]
+    assert pos is not None and pos.relayout
+    sessions[1].write(reply_line("s-b", "s-b-r1", NOW - 5, sessions[1].cwd, input_tokens=7))
+    assert _post(sessions[1], 1) == {}
+    raw = store.path.read_bytes()
+    assert raw == lazy.encode(json.loads(raw))  # written again by this code's commit
+    after, _ = store.read(lazy=True)
+    assert type(after["sessions"]) is lazy.Table
+    assert json.dumps(after) == _whole(store)

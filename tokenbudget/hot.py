@@ -80,6 +80,9 @@ if TYPE_CHECKING:
     from tokenbudget.limits import Budget
 
 VERSION = 2  # 2: the shared part's body one line a table and an hour bucket (_body)
+# In the head of a view written by a version that knows the snapshot's layout of one record a
+# line (store): every snapshot it names is exactly that layout, or not in it (names_snapshot).
+LAID = "laid"
 # The ledger's tables a decision (engine.judge) or the quick path's checks read, whole.
 SHARED = ("schema", "hours", "projects", "commands", "warned", "allow", "notices", "rebuild",
           "ended", "team", "outbox")
@@ -155,11 +158,14 @@ def stamps(ledger_file: str, journal_file: str) -> list[Any] | None:
     return [list(_stamp(st)), float(found.group(1)), jour]
 
 
-def names_snapshot(ledger_file: str, snapshot: tuple[int, ...], head: Any) -> bool:
+def names_snapshot(ledger_file: str, snapshot: tuple[int, ...], head: Any,
+                   laid: bool = False) -> bool:
     """Whether the view names this snapshot (its file's stamp and its commit time): then it
     is one this code wrote, or read and checked, before it wrote the view (a commit writes
-    the view only after its snapshot, from the ledger it checked or built). Reads the shared
-    part's first line only."""
+    the view only after its snapshot, from the ledger it checked or built). `laid`: and the
+    view was written by a version that knows the snapshot's layout of one record a line
+    (LAID), so that the file is either exactly that layout or not in it at all (an older
+    version names a file edited by hand as it is). Reads the shared part's first line only."""
     shared_file, _ = paths(ledger_file)
     try:
         with open(shared_file, "rb") as f:
@@ -168,7 +174,7 @@ def names_snapshot(ledger_file: str, snapshot: tuple[int, ...], head: Any) -> bo
         return False
     at = got.get("at") if type(got) is dict and got.get("view") == VERSION else None
     return (type(at) is list and len(at) == 3 and at[0] == list(snapshot)
-            and type(head) is float and at[1] == head)
+            and type(head) is float and at[1] == head and (not laid or got.get(LAID) is True))
 
 
 def _load(path: str) -> Any:
@@ -621,7 +627,7 @@ class Writer:
         ended = {p: rec for p, rec in data["files"].items()
                  if p in data["ended"] or rec[FILE_SESSION] in gone} if gone else {}
         head = {"view": VERSION, "seq": seq, "at": at, "slash": dict(sorted(slash.items())),
-                "hours": len(data["hours"])}
+                "hours": len(data["hours"]), LAID: True}
         held_hours: dict[str, bytes] = {}
         held_tables: dict[str, bytes] = {}
         tables, buckets = changed if changed is not None else (set(SHARED), None)

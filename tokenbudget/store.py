@@ -680,7 +680,7 @@ class JsonFileStore(Store):
         data = lazy.decode(raw) if lazy_ok else None
         if data is not None and not (
                 data.get("schema") == SCHEMA and type(data.get("journal", 0)) is int
-                and hot.names_snapshot(self.file, _stamp(st), data.get("updated"))):
+                and hot.names_snapshot(self.file, _stamp(st), data.get("updated"), laid=True)):
             data = None
         if data is not None:
             checked = True
@@ -692,8 +692,12 @@ class JsonFileStore(Store):
             checked = (isinstance(data, dict) and data.get("schema") == SCHEMA
                        and hot.names_snapshot(self.file, _stamp(st), data.get("updated")))
             # Only a file the view does not name is compared with the layout (it costs a
-            # serialisation): one it names was written or compared before the view named it.
-            relayout = not checked and isinstance(data, dict) and _unlike_layout(data, raw)
+            # serialisation): one it names was written or compared before the view named it,
+            # unless an older version (no layout) wrote the view: it names a file edited by
+            # hand as it is.
+            relayout = isinstance(data, dict) and not (checked and hot.names_snapshot(
+                self.file, _stamp(st), data.get("updated"), laid=True)) \
+                and _unlike_layout(data, raw)
         seq = data.pop("journal", 0) if isinstance(data, dict) else 0
         if type(seq) is not int:
             raise CorruptLedger("the ledger's journal sequence is not a number")
