@@ -222,8 +222,9 @@ class Store:
 
     location: str
 
-    def read(self) -> tuple[Ledger, Any]:
-        """The ledger as last committed, and a position to hand back to `transaction`."""
+    def read(self, lazy: bool = False) -> tuple[Ledger, Any]:
+        """The ledger as last committed, and a position to hand back to `transaction`.
+        `lazy`: its records may be decoded when first read (a store may ignore it)."""
         raise NotImplementedError
 
     def snapshot(self) -> Ledger:
@@ -404,7 +405,7 @@ class HeldLedger(Store):
         self.ledger = ledger
         self._folded = folded  # the folded history, as history.read_records gives it
 
-    def read(self) -> tuple[Ledger, Any]:
+    def read(self, lazy: bool = False) -> tuple[Ledger, Any]:
         return self.ledger, None
 
     def exists(self) -> bool:

@@ -60,7 +60,7 @@ class PostgresStore(Store):
         raise TeamError(f"the team database keeps no ledger to {what}: each machine's ledger"
                         " is its own")
 
-    def read(self) -> tuple[Any, Any]:
+    def read(self, lazy: bool = False) -> tuple[Any, Any]:
         self._no_ledger("read")
 
     def transaction(self, known: Any = None, checkpoint: bool | str = False) -> Any:
