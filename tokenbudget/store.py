@@ -542,27 +542,18 @@ def copy_before_news(ledger: Ledger, session: str) -> Callable[[], Ledger]:
     positions.update(journal.copy(mine))
     base = {k: theirs if k == "sessions" else positions if k == "files" else rest[k]
             for k in ledger}  # in the ledger's order: a diff reads it
-    shared = [(t, k) for t in (theirs, positions) for k, v in _held_items(t)
+    shared = [(t, k) for t in (theirs, positions) for k, v in dict.items(t)
               if type(v) is not lazy.Raw and not (t is theirs and k == session)
               and not (t is positions and k in mine)]
-    before = marshal.dumps([_held(t, k) for t, k in shared])
+    before = marshal.dumps([dict.__getitem__(t, k) for t, k in shared])
 
     def settled() -> Ledger:
-        if marshal.dumps([_held(t, k) for t, k in shared]) != before:
+        if marshal.dumps([dict.__getitem__(t, k) for t, k in shared]) != before:
             for (t, k), v in zip(shared, marshal.loads(before), strict=True):
                 dict.__setitem__(t, k, v)
         return base
 
     return settled
-
-
-def _held_items(table: dict[str, Any]) -> Any:
-    """A table's entries as held (a lazy.Table's texts not decoded)."""
-    return dict.items(table)
-
-
-def _held(table: dict[str, Any], key: str) -> Any:
-    return dict.__getitem__(table, key)
 
 
 def _plain_text(text: str) -> bytes | None:
