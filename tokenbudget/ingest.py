@@ -508,7 +508,7 @@ class Ingestor:
         if not 0 < len(key) <= KEY_LEN:
             return None  # no slot holds it
         sessions = self.L["sessions"]
-        if type(sessions) is lazy.Table and self._joined is None and _written_as_is(key):
+        if type(sessions) is lazy.Table and self._joined is None and lazy.written_as_is(key):
             return self._compacted_in(sessions, key)
         if self._joined is None:
             owners: list[str] = []
@@ -1060,11 +1060,6 @@ def _holds_slot(s: Any, key: str) -> bool:
             return True
         at = k.find(key, at + 1)
     return False
-
-
-def _written_as_is(text: str) -> bool:
-    """Whether JSON writes `text` as is (no escape), so that it is found in a record's text."""
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def _counted_keys(s: dict[str, Any]) -> str:

@@ -302,6 +302,12 @@ def _row(name: str, line: bytes) -> tuple[str, Raw] | None:
     return key, value[1:]
 
 
+def written_as_is(text: str) -> bool:
+    """Whether JSON writes `text` as is (no escape), so that its quoted bytes are found in a
+    record's text (entries_with's needle)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
 def entries_with(table: dict[str, Any], needle: bytes) -> Any:
     """(key, value) of every entry of `table` that may hold the text `needle` as written
     (a plain dict: all of them), in order; a Table decodes only those whose text holds it.

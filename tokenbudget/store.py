@@ -535,7 +535,7 @@ def copy_before_news(ledger: Ledger, session: str) -> Callable[[], Ledger]:
     if session in sessions:
         theirs[session] = journal.copy(sessions[session])
     positions = files.share() if type(files) is lazy.Table else dict(files)
-    needle = _plain_text(session)
+    needle = f'"{session}"'.encode() if lazy.written_as_is(session) else None
     mine = {path: rec for path, rec in (lazy.entries_with(files, needle) if needle
                                          else files.items())
             if type(rec) is list and len(rec) > FILE_SESSION and rec[FILE_SESSION] == session}
@@ -554,13 +554,6 @@ def copy_before_news(ledger: Ledger, session: str) -> Callable[[], Ledger]:
         return base
 
     return settled
-
-
-def _plain_text(text: str) -> bytes | None:
-    """`text` quoted as JSON writes it, if it is written as is (lazy.entries_with's needle)."""
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'.encode()
-    return None
 
 
 def held(ledger: Ledger, folded: dict[str, dict[str, Any]] | None = None) -> HeldLedger:
