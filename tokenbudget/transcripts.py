@@ -630,9 +630,12 @@ def copied_uuids(fork: str | os.PathLike[str]) -> tuple[set[bytes], bool]:
     return copied, False
 
 
-def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint | None:
+def fork_point(copied: set[bytes], parent: str | os.PathLike[str],
+               before: bool = False) -> ForkPoint | None:
     """The totals a fork that copied the lines `copied` started from; None if `parent` holds
-    none of them.
+    none of them. `before`: the parent's last totals before the fork point, whatever follows
+    it (for a fork whose own first total does not hold the next ones: it was made before
+    they were written).
 
     A fork copies the parent's lines with their uuids, and its process starts from the last
     totals the parent's transcript held when the fork was made. The fork point is the parent's
@@ -658,7 +661,9 @@ def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint 
             continue
         elif not copied.isdisjoint(_UUID.findall(line)):
             if after is not None and not moved_on:
-                return ForkPoint(_totals_of(*after), not after[1])
+                if not before:
+                    return ForkPoint(_totals_of(*after), not after[1])
+                moved_on = True  # the totals before the point, which nothing can change
             # The parent going on after the point settles it; with nothing after it yet, it
             # may still write the cost-state that is the fork's.
             final = moved_on

@@ -406,3 +406,36 @@ def test_a_fork_made_while_its_parents_stop_hooks_run_is_charged_its_own_compact
     monkeypatch.setenv("TOKENBUDGET_HOME", str(tmp_path / "backfill state"))
     assert_exact(fake_api, monkeypatch)
 
+
+def test_a_fork_of_an_idle_interactive_session_is_charged_its_own_compaction(
+    interactive: Interactive, run_claude: RunClaude, fake_api: FakeAnthropic,
+    private_home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An interactive session writes its total only when it exits. Forked while it waits for
+    # its next prompt, the fork copies its last response and starts from nothing; the total
+    # the parent writes at its exit, after the fork point with no line between, holds that
+    # huge response, which the fork's own total does not: it was written after the fork.
+    claude = interactive
+    screen = claude.start()
+    screen.tmux("send-keys", "-t", "0", "HUGE hello", "Enter")
+    screen.wait_for(r"Answer [0-9]+\.")
+    folder = private_home / ".claude/projects" / project_dir_name(claude.cwd)
+    [transcript] = folder.glob("*.jsonl")
+    # (Not the title request, which is in no transcript line.)
+    served = [r.id.encode() for r in fake_api.requests if "Write the title" not in r.prompt]
+    deadline = time.monotonic() + 30
+    while not all(i in transcript.read_bytes() for i in served):
+        assert time.monotonic() < deadline, "the parent's response never came to its transcript"
+        time.sleep(0.1)
+    parent = transcript.stem
+    forked = fork(run_claude, "hello from the fork", parent, cwd=claude.cwd)
+    assert b'"cost-state"' not in transcript.read_bytes()
+    screen.tmux("send-keys", "-t", "0", "/exit", "Enter")
+    deadline = time.monotonic() + 60
+    while b'"cost-state"' not in transcript.read_bytes() or not claude._exited(screen):
+        assert time.monotonic() < deadline, screen.text()
+        time.sleep(0.2)
+    truth = truth_per_session(fake_api)
+    assert set(truth) == {parent, forked}
+    assert [r.session_id for r in fake_api.requests if r.kind == "compact"] == [forked]
+    assert_exact(fake_api, monkeypatch)
