@@ -407,17 +407,27 @@ def test_a_fork_made_while_its_parents_stop_hooks_run_is_charged_its_own_compact
     assert_exact(fake_api, monkeypatch)
 
 
+@pytest.mark.parametrize("huge", [
+    "the parent's last response",
+    pytest.param("the fork's first response", marks=pytest.mark.xfail(strict=True, reason=(
+        "the fork's total holds the parent's next one: only the fork's startTime (its own, "
+        "not the parent's) and totalDuration (below the parent's) tell, which are not read"))),
+])
 def test_a_fork_of_an_idle_interactive_session_is_charged_its_own_compaction(
     interactive: Interactive, run_claude: RunClaude, fake_api: FakeAnthropic,
-    private_home: Path, monkeypatch: pytest.MonkeyPatch,
+    private_home: Path, monkeypatch: pytest.MonkeyPatch, huge: str,
 ) -> None:
     # An interactive session writes its total only when it exits. Forked while it waits for
     # its next prompt, the fork copies its last response and starts from nothing; the total
-    # the parent writes at its exit, after the fork point with no line between, holds that
-    # huge response, which the fork's own total does not: it was written after the fork.
+    # the parent writes at its exit comes after the fork point with no line between. Where
+    # it holds a huge response, the fork's own total does not hold it: it was written after
+    # the fork.
+    last_prompt, fork_prompt = "HUGE hello", "hello from the fork"
+    if huge == "the fork's first response":
+        last_prompt, fork_prompt = "hello", "HUGE please LOOP 1"
     claude = interactive
     screen = claude.start()
-    screen.tmux("send-keys", "-t", "0", "HUGE hello", "Enter")
+    screen.tmux("send-keys", "-t", "0", last_prompt, "Enter")
     screen.wait_for(r"Answer [0-9]+\.")
     folder = private_home / ".claude/projects" / project_dir_name(claude.cwd)
     [transcript] = folder.glob("*.jsonl")
@@ -428,7 +438,7 @@ def test_a_fork_of_an_idle_interactive_session_is_charged_its_own_compaction(
         assert time.monotonic() < deadline, "the parent's response never came to its transcript"
         time.sleep(0.1)
     parent = transcript.stem
-    forked = fork(run_claude, "hello from the fork", parent, cwd=claude.cwd)
+    forked = fork(run_claude, fork_prompt, parent, cwd=claude.cwd)
     assert b'"cost-state"' not in transcript.read_bytes()
     screen.tmux("send-keys", "-t", "0", "/exit", "Enter")
     deadline = time.monotonic() + 60
