@@ -326,3 +326,44 @@ def test_a_fork_whose_total_comes_before_its_lines_is_not_charged_its_own_reques
     store = sync.open_store()
     sync.sync_all(store, now=NOW)
     _each_charged_its_own(store, "forked", parent, fork)
+
+
+def test_a_fork_whose_first_total_does_not_hold_its_parents_next_is_charged_its_compaction(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interactive parent writes its total only at its exit. A fork made while it waited
+    for its next prompt copied its last response and started from nothing; the fork's first
+    total holds its own requests and its compaction but not that response, which the parent's
+    total after the fork point holds: that total was written after the fork was made, and the
+    fork inherited the one before the point (none here), not nothing known."""
+    from tests.claude_lines import prompt_line, reply_line
+    from tests.helpers import ORDERS, discover_in
+    from tokenbudget import transcripts
+
+    parent, fork = "0506e5e2-5161-4133-b840-dcb0c298e448", "12321ccd-a5aa-4912-874f-52965e4e7d08"
+    cwd, t = "/home/dev/project", NOW - 600
+
+    def total(sid: str, i: int, o: int) -> dict[str, object]:
+        return {"type": "cost-state", "sessionId": sid, "modelUsage": {"claude-opus-5-5": {
+            "inputTokens": i, "outputTokens": o, "cacheReadInputTokens": 0,
+            "cacheCreationInputTokens": 0, "costUSD": 0.0}}}
+
+    asked = prompt_line(parent, "p1", "hello", t, cwd)
+    answer = dict(reply_line(parent, "msg_1", t + 1, cwd, input_tokens=90_000, output_tokens=10),
+                  parentUuid=asked["uuid"])
+    own = prompt_line(fork, "p2", "hello from the fork", t + 60, cwd)
+    own_answer = reply_line(fork, "msg_2", t + 62, cwd, input_tokens=200, output_tokens=20)
+    copies = [dict(asked, sessionId=fork), dict(answer, sessionId=fork, requestSessionId=parent)]
+    folder = private_home / ".claude" / "projects" / "-home-dev-project"
+    folder.mkdir(parents=True)
+    for sid, objs in ((parent, [asked, answer, total(parent, 90_000, 10)]),
+                      (fork, [*copies, own, own_answer, total(fork, 200 + 300, 20 + 30)])):
+        (folder / f"{sid}.jsonl").write_text(
+            "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objs))
+    for order in ORDERS:
+        monkeypatch.setattr(transcripts, "discover", lambda dirs, o=order: discover_in(o, dirs))
+        store = sync.open_store()
+        Path(store.file).unlink(missing_ok=True)
+        sync.sync_all(store, now=NOW)
+        got = {sid: (u.input, u.output) for sid, u in session_totals(store).items()}
+        assert got == {parent: (90_000, 10), fork: (500, 50)}, order

@@ -477,3 +477,47 @@ def test_a_requests_body_and_shape_lines_are_never_parsed(
     blobs = [line for line in path.read_bytes().splitlines()
              if line.startswith(b'{"type":"api-request-blob"')]
     assert any(b'"user"' in line for line in blobs)  # what had them parsed before
+
+
+def _fork_parent(tmp_path: Path, after_point: list[dict[str, object]]) -> Path:
+    """A parent with a total, a prompt and response (the fork point), `after_point`, and the
+    total its process wrote at its end."""
+    from tests.claude_lines import cost_state_line
+
+    lines = [
+        cost_state_line("p", {"m": (100, 10, 0.0)}),
+        {"type": "user", "uuid": "u1", "parentUuid": None},
+        {"type": "assistant", "uuid": "a1", "parentUuid": "u1"},
+        *after_point,
+        cost_state_line("p", {"m": (200, 20, 0.0)}),
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(d, separators=(",", ":")) + "\n" for d in lines))
+    return path
+
+
+@pytest.mark.parametrize(("copied", "inherited", "running"), [
+    ({b"u1", b"a1"}, 100, True),  # made before the summary, so before the total after it
+    ({b"u1", b"a1", b"s1"}, 200, False),  # made after: it copied the summary too
+])
+def test_a_fork_made_before_its_parent_continued_the_copied_lines_starts_before_the_next_total(
+    tmp_path: Path, copied: set[bytes], inherited: int, running: bool
+) -> None:
+    """A line continuing the conversation a fork copied (the parent's Stop hook summary after
+    its last response), which the fork did not copy, was written after the fork was made: so
+    was the total after it, and the fork started from the one before."""
+    summary = {"type": "system", "subtype": "stop_hook_summary", "uuid": "s1", "parentUuid": "a1"}
+    point = transcripts.fork_point(copied, _fork_parent(tmp_path, [summary]))
+    assert point is not None and point.totals is not None
+    assert (point.totals["m"].input, point.running, point.final) == (inherited, running, True)
+
+
+def test_lines_after_the_fork_point_continuing_none_of_its_copies_leave_the_next_total_its(
+    tmp_path: Path,
+) -> None:
+    """Lines that carry no uuid, or continue no line the fork copied, tell nothing of when
+    the fork was made: the total after the point is the fork's."""
+    after = [{"type": "last-prompt"}, {"type": "attachment", "uuid": "x1", "parentUuid": "x0"}]
+    point = transcripts.fork_point({b"u1", b"a1"}, _fork_parent(tmp_path, after))
+    assert point is not None and point.totals is not None
+    assert (point.totals["m"].input, point.running) == (200, False)

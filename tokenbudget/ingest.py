@@ -806,9 +806,13 @@ class Ingestor:
 
         The candidates are the session the copies name and every session whose copies name
         it too (a fork of it whose own work left no response to copy: a /compact, a title).
-        Each one's totals where the fork copied it up to are read from its transcript; those
-        above the fork's own first total are not its parent (a fork of the fork). The parent
-        is the one with the largest: each fork's total holds its parent's.
+        Each one's totals where the fork copied it up to are read from its transcript. The
+        fork's own first total holds the one it started from: where it does not hold the
+        parent's next total after the fork point, the fork was made before that was written
+        (the parent still in its last response, or idle, its process not yet ended) and
+        started from the parent's total before the point. A session whose totals the fork's
+        first does not hold is not its parent (a fork of the fork). The parent is the one with
+        the largest: each fork's total holds its parent's.
         """
         requester = s.get(S_ORIGIN)
         if requester is None:
@@ -820,6 +824,7 @@ class Ingestor:
         copied: tuple[set[bytes], bool] | None = None
         best: tuple[int, str, dict[str, Usage]] | None = None
         first = {m: Usage(*u) for m, u in s.get(S_FIRST_TOTALS, {}).items()}
+        earlier: set[str] = set()  # candidates taken at their totals before the fork point
         for c in candidates:
             e = evals.get(c)
             if e is None or not e[EVAL_FINAL]:  # a final answer needs no file, not even its name
@@ -841,9 +846,21 @@ class Ingestor:
             if e[EVAL_KIND] == EVAL_NOT_PARENT:
                 continue
             totals = {m: Usage(*u) for m, u in e[EVAL_TOTALS].items()}
-            if not all(all(a <= b for a, b in zip(u, first.get(m, ZERO), strict=True))
-                       for m, u in totals.items()):
-                continue
+            if not _within(totals, first):
+                if c != requester:
+                    continue  # a fork of the fork: its total holds this fork's
+                # Looked up only then (rare, and not kept).
+                path = self._transcript_of(c, folder)
+                try:
+                    if copied is None:
+                        copied = transcripts.copied_uuids(fork_path)
+                    fp = None if path is None else transcripts.fork_point(copied[0], path, True)
+                except OSError:
+                    fp = None
+                if fp is None or fp.totals is None or not _within(fp.totals, first):
+                    continue
+                totals = fp.totals
+                earlier.add(c)
             rank = sum(u.total for u in totals.values())
             if best is None or rank > best[0]:
                 best = (rank, c, totals)
@@ -855,9 +872,8 @@ class Ingestor:
         # Copies beyond the parent's total at the fork point: made after it, if the parent was
         # still running when the fork was made (looked up only then: rare, and not kept).
         copies = {m: Usage(*u) for m, u in s[S_COPIES].items()}
-        running = False
-        if any(not all(a <= b for a, b in zip(u, totals.get(m, ZERO), strict=True))
-               for m, u in copies.items()):
+        running = parent in earlier
+        if not running and not _within(copies, totals):
             path = self._transcript_of(parent, folder)
             if path is not None:
                 try:
@@ -969,6 +985,12 @@ class Ingestor:
                 self._apply(sid, model, ZERO, diff, hour, ts, turn, 0)
             m[M_SOURCE] = SOURCE_CLAUDE
             s[S_CC_COSTS][model] = [*total, cc_cost]
+
+
+def _within(totals: Mapping[str, Usage], limit: Mapping[str, Usage]) -> bool:
+    """Whether every count of every model in `totals` is at most `limit`'s."""
+    return all(all(a <= b for a, b in zip(u, limit.get(m, ZERO), strict=True))
+               for m, u in totals.items())
 
 
 def requeue_all(ledger: Ledger) -> None:

@@ -587,6 +587,7 @@ def _written(entry: dict[str, Any]) -> float | None:
 
 _TS = re.compile(rb'"timestamp"\s*:\s*"([^"]+)"')
 _UUID = re.compile(rb'"uuid"\s*:\s*"([^"]{1,64})"')
+_PARENT_UUID = re.compile(rb'"parentUuid"\s*:\s*"([^"]{1,64})"')
 
 
 class ForkPoint(Record):
@@ -595,10 +596,11 @@ class ForkPoint(Record):
     `totals` is None when that line is there but cannot be read (torn, or a value rejected):
     the parent's total at the fork point is then unknown. `final` says whether more lines in
     the parent can still change the answer (it has not yet written anything after the point).
-    `running`: `totals` are the last the parent wrote before the point ({} when none): it sent
-    a request after the point before writing a total, or has written none after the point yet
-    (still running, or killed). The fork, made before any total came after the point, started
-    its own from these, without the copies the parent made since.
+    `running`: `totals` are the last the parent wrote before the point ({} when none): it went
+    on after the point before writing a total (a request, or a line continuing the conversation
+    the fork copied, which the fork would have copied too), or has written none after the point
+    yet (still running, or killed). The fork, made before any total came after the point,
+    started its own from these, without the copies the parent made since.
     """
 
     _fields = ("totals", "final", "running")
@@ -628,19 +630,25 @@ def copied_uuids(fork: str | os.PathLike[str]) -> tuple[set[bytes], bool]:
     return copied, False
 
 
-def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint | None:
+def fork_point(copied: set[bytes], parent: str | os.PathLike[str],
+               before: bool = False) -> ForkPoint | None:
     """The totals a fork that copied the lines `copied` started from; None if `parent` holds
-    none of them.
+    none of them. `before`: the parent's last totals before the fork point, whatever follows
+    it (for a fork whose own first total does not hold the next ones: it was made before
+    they were written).
 
     A fork copies the parent's lines with their uuids, and its process starts from the last
-    totals the parent's transcript held. The fork point is the parent's last line the fork
-    copied: the parent's next `cost-state` (written when that process ended) unless the parent
-    sent another request first (it was still running: the fork started from its previous one).
-    The parent is read from its end back to that point (and on to the previous `cost-state`
-    when that is the one), never whole unless the fork point is at its start.
+    totals the parent's transcript held when the fork was made. The fork point is the parent's
+    last line the fork copied: the parent's next `cost-state` (written when that process ended)
+    unless the parent went on first, showing that the fork was made before that total (it
+    started from the previous one): it sent another request, or wrote a line whose parent is a
+    line the fork copied (such as the summary of Stop hooks still running at the fork), which
+    a fork made later copies with the rest. The parent is read from its end back to that point
+    (and on to the previous `cost-state` when that is the one), never whole unless the fork
+    point is at its start.
     """
     after: tuple[bytes, bool] | None = None  # the first cost-state after the point, so far
-    moved_on = False  # a request after the point came before any cost-state
+    moved_on = False  # the parent went on after the point before any cost-state
     final: bool | None = None  # set once the point is found
     for line, partial in _lines_backward(parent):
         if line is None:
@@ -653,11 +661,13 @@ def fork_point(copied: set[bytes], parent: str | os.PathLike[str]) -> ForkPoint 
             continue
         elif not copied.isdisjoint(_UUID.findall(line)):
             if after is not None and not moved_on:
-                return ForkPoint(_totals_of(*after), not after[1])
-            # A request after the point settles it; with nothing after it yet, the parent may
-            # still write the cost-state that is the fork's.
+                if not before:
+                    return ForkPoint(_totals_of(*after), not after[1])
+                moved_on = True  # the totals before the point, which nothing can change
+            # The parent going on after the point settles it; with nothing after it yet, it
+            # may still write the cost-state that is the fork's.
             final = moved_on
-        elif b'"type":"assistant"' in line:
+        elif b'"type":"assistant"' in line or not copied.isdisjoint(_PARENT_UUID.findall(line)):
             after, moved_on = None, True
     if final is None:
         return None

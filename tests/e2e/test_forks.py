@@ -334,3 +334,118 @@ def test_a_fork_of_a_running_session_is_charged_its_own_compaction(
     [forked] = [s for s in truth if s != parent]
     assert [r.session_id for r in fake_api.requests if r.kind == "compact"].count(forked) == 1
     assert_exact(fake_api, monkeypatch)
+
+
+@pytest.mark.parametrize("huge", ["the parent's last response", "the fork's first response"])
+@pytest.mark.parametrize("parent_is", ["in its first process", "resumed"])
+def test_a_fork_made_while_its_parents_stop_hooks_run_is_charged_its_own_compaction(
+    run_claude: RunClaude, claude_bin: Path, fake_api: FakeAnthropic, private_home: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, parent_is: str, huge: str,
+) -> None:
+    # The parent's last response is on disk, but its process writes the total holding it only
+    # after its Stop hooks have run: the fork, made meanwhile, copies that response and starts
+    # its total from the parent's total before it (or from nothing), though no request of the
+    # parent comes between the fork point and the total written after it. Two things tell:
+    # the parent's Stop hook summary, which the fork did not copy, and, where that response
+    # reports a huge context, the fork's own total, which does not hold it. The fork compacts
+    # the huge context, at once or after its first response: requests in no transcript line,
+    # only in its total.
+    from .conftest import ClaudeRun, parse_output, start_claude, wait_for_session_end
+
+    ours = claude_settings.desired_hooks(sys.executable)
+    settings = tmp_path / "hooks.json"
+    settings.write_text(json.dumps({"hooks": ours}))
+    started = tmp_path / "stop hook started"
+    slow = json.loads(json.dumps(ours))
+    slow.setdefault("Stop", []).append({"hooks": [{
+        "type": "command", "timeout": 60,
+        "command": f"touch {shlex.quote(str(started))}; sleep 10",
+    }]})
+    slow_settings = tmp_path / "slow stop hooks.json"
+    slow_settings.write_text(json.dumps({"hooks": slow}))
+    parent = str(uuid.uuid4())
+    args = ["--session-id", parent]
+    runs: list[ClaudeRun] = []
+    if parent_is == "resumed":
+        runs.append(run_claude("please LOOP 1", settings=settings))
+        parent = ok(runs[-1])
+        args = ["--resume", parent]
+    cwd = tmp_path / "project"
+    cwd.mkdir(exist_ok=True)
+    served = len(fake_api.requests)
+    last_prompt, fork_prompt = "HUGE hello", "hello from the fork"
+    if huge == "the fork's first response":
+        last_prompt, fork_prompt = "hello", "HUGE please LOOP 1"
+    cmd = [str(claude_bin), "-p", last_prompt, "--output-format", "json", "--allowedTools",
+           "Bash", "--settings", str(slow_settings), *args]
+    transcript = private_home / ".claude/projects" / project_dir_name(cwd) / f"{parent}.jsonl"
+    with start_claude(cmd, cwd, claude_env(private_home, fake_api.base_url)) as running:
+        [last] = fake_api.wait_for(served + 1)[served:]
+        deadline = time.monotonic() + 30
+        while not started.exists() or last.id.encode() not in transcript.read_bytes():
+            assert time.monotonic() < deadline, "the parent's Stop hook never ran"
+            time.sleep(0.05)
+        runs.append(run_claude(fork_prompt, settings=settings,
+                               args=["--resume", parent, "--fork-session"]))
+        forked = ok(runs[-1])
+        assert running.poll() is None, "the parent ended before its fork was made"
+        out, err = running.communicate(timeout=120)
+    assert running.returncode == 0 and parse_output(out), err[-3000:]
+    runs.append(ClaudeRun(subprocess.CompletedProcess(cmd, 0, out, err), parse_output(out),
+                          private_home, cwd))
+    truth = truth_per_session(fake_api)
+    assert set(truth) == {parent, forked}
+    assert [r.session_id for r in fake_api.requests if r.kind == "compact"] == [forked]
+    # As our hooks counted it, then as a backfill reads it in every order.
+    wait_for_session_end(private_home / "tb state" / "ledger.json", *runs)
+    sessions = stored_ledger(private_home / "tb state")["sessions"]
+    hooked = {sid: Usage(*(sum(m[i] for m in sessions[sid]["m"].values()) for i in range(5)))
+              for sid in truth}
+    assert hooked == truth
+    # In a state folder of its own: a hook may still be checking what it committed.
+    monkeypatch.setenv("TOKENBUDGET_HOME", str(tmp_path / "backfill state"))
+    assert_exact(fake_api, monkeypatch)
+
+
+@pytest.mark.parametrize("huge", [
+    "the parent's last response",
+    pytest.param("the fork's first response", marks=pytest.mark.xfail(strict=True, reason=(
+        "the fork's total holds the parent's next one: only the fork's startTime (its own, "
+        "not the parent's) and totalDuration (below the parent's) tell, which are not read"))),
+])
+def test_a_fork_of_an_idle_interactive_session_is_charged_its_own_compaction(
+    interactive: Interactive, run_claude: RunClaude, fake_api: FakeAnthropic,
+    private_home: Path, monkeypatch: pytest.MonkeyPatch, huge: str,
+) -> None:
+    # An interactive session writes its total only when it exits. Forked while it waits for
+    # its next prompt, the fork copies its last response and starts from nothing; the total
+    # the parent writes at its exit comes after the fork point with no line between. Where
+    # it holds a huge response, the fork's own total does not hold it: it was written after
+    # the fork.
+    last_prompt, fork_prompt = "HUGE hello", "hello from the fork"
+    if huge == "the fork's first response":
+        last_prompt, fork_prompt = "hello", "HUGE please LOOP 1"
+    claude = interactive
+    screen = claude.start()
+    screen.tmux("send-keys", "-t", "0", last_prompt, "Enter")
+    screen.wait_for(r"Answer [0-9]+\.")
+    folder = private_home / ".claude/projects" / project_dir_name(claude.cwd)
+    [transcript] = folder.glob("*.jsonl")
+    # (Not the title request, which is in no transcript line.)
+    served = [r.id.encode() for r in fake_api.requests if "Write the title" not in r.prompt]
+    deadline = time.monotonic() + 30
+    while not all(i in transcript.read_bytes() for i in served):
+        assert time.monotonic() < deadline, "the parent's response never came to its transcript"
+        time.sleep(0.1)
+    parent = transcript.stem
+    forked = fork(run_claude, fork_prompt, parent, cwd=claude.cwd)
+    assert b'"cost-state"' not in transcript.read_bytes()
+    screen.tmux("send-keys", "-t", "0", "/exit", "Enter")
+    deadline = time.monotonic() + 60
+    while b'"cost-state"' not in transcript.read_bytes() or not claude._exited(screen):
+        assert time.monotonic() < deadline, screen.text()
+        time.sleep(0.2)
+    truth = truth_per_session(fake_api)
+    assert set(truth) == {parent, forked}
+    assert [r.session_id for r in fake_api.requests if r.kind == "compact"] == [forked]
+    assert_exact(fake_api, monkeypatch)
