@@ -335,8 +335,15 @@ def test_a_large_table_is_read_the_same_and_a_row_out_of_shape_is_refused() -> N
     for broken in (raw.replace(b'"s-0007":{', b'"s-0007":[{', 1).replace(
                        b'"s-0008"', b'"s-0007x"', 1),  # a value not a record's
                    raw.replace(b'"s-0010":{', b's-0010:{', 1),  # a key unquoted
-                   raw.replace(b'},\n"s-0011"', b'}\n"s-0011"', 1)):  # a comma missing
+                   raw.replace(b'},\n"s-0011"', b'}\n"s-0011"', 1),  # a comma missing
+                   raw.replace(b'}\n}', b'},\n}', 1),  # a comma after the last row
+                   raw.replace(b'"s-0014":{', b'"s-0014"x{', 1)):  # no colon
         assert broken != raw and lazy.decode(broken) is None
+    # A key not UTF-8 in a table whose rows are all matched at once: refused, not raised.
+    del sessions['q"\u00e9']
+    plain = lazy.encode({"updated": 1.0, "sessions": sessions, "files": {}})
+    assert lazy.decode(plain) is not None
+    assert lazy.decode(plain.replace(b'"s-0013":{', b'"s-\xff":{', 1)) is None
 
 
 def test_a_split_record_named_by_an_older_versions_view_is_read_whole(

@@ -291,7 +291,10 @@ def _table(name: str, rows: bytes) -> Table | None:
         # Each row matched is a whole line (anchored), with its quotes, colon, comma and
         # line end: if they add up to every byte, every line is a row so written.
         if sum(map(len, keys)) + sum(map(len, values)) + 5 * n - 2 == len(rows):
-            table = Table(zip(map(bytes.decode, keys), values, strict=True))
+            try:
+                table = Table(zip(map(bytes.decode, keys), values, strict=True))
+            except UnicodeDecodeError:
+                return None  # a key not UTF-8: not JSON at all (its read says so)
             return table if len(table) == n else None  # a key twice: json.loads keeps the last
     # A key JSON escapes (a quote, a backslash, a character beyond ASCII): line by line.
     lines = rows.split(b"\n")
