@@ -62,8 +62,7 @@ SESSION = "s"  # files: the session a read position is for
 _HAS = (S_INHERITED, S_FOLDED_KEYS)
 # In a record's text, each of these fields' names at any depth, with what follows it when that
 # is a string of hex digits (then quoted; else empty): the compacted keys are such strings.
-_FIELDS = re.compile(
-    f'"({S_INHERITED}|{S_FOLDED_KEYS}|{S_COMPACTED_KEYS})":("[0-9a-f]*"|)'.encode())
+_FIELDS = f'"({S_INHERITED}|{S_FOLDED_KEYS}|{S_COMPACTED_KEYS})":("[0-9a-f]*"|)'.encode()
 _KEYED = (S_COMPACTED_KEYS.encode(), S_FOLDED_KEYS.encode())
 
 
@@ -88,7 +87,7 @@ def _session_terms(entry: Any) -> tuple[list[str], bytes | None]:
     """(the fields of HAS a session holds, its compacted keys as `_slots` gives them) from its
     record or, not decoded yet, from its text where that is plain (read whole if not)."""
     if type(entry) is bytes:
-        found = _FIELDS.findall(entry)
+        found = re.findall(_FIELDS, entry)  # compiled once, by a checkpoint: not on import
         if not found:
             return [], b""
         # At any depth: a field or a key found one time too many costs a decode at worst.
