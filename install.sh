@@ -65,7 +65,8 @@ if [ "$action" = uninstall ]; then
                     rm -rf ledger.json ledger.json.lock ledger.json.corrupt-* \
                         ledger.json.before-rebuild-* .ledger.json.*.tmp history.jsonl \
                         ledger.journal.jsonl ledger.journal.jsonl.corrupt-* \
-                        ledger.journal.jsonl.orphan-* ledger.hot.json ledger.hot budget-windows.json \
+                        ledger.journal.jsonl.orphan-* ledger.hot.json ledger.hot ledger.index \
+                        budget-windows.json \
                         ledger.json.schema1-* ledger.journal.jsonl.schema1-* \
                         stops.jsonl stops.jsonl.1 statusline-previous.json plugin-runs.json \
                         team-cache.json team-state.json .team-*.tmp \

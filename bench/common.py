@@ -312,7 +312,28 @@ def hook_event(name: str, session: str, transcript: str, cwd: str, n: int,
 
 
 # A transaction that changes nothing: its commit writes the hot view for the files as they are.
-_RESTAMP = "from tokenbudget.store import open_store\nwith open_store().transaction():\n    pass"
+# The index beside a large snapshot (tokenbudget/index.py) names its file's stamp too: a
+# version that writes one writes it again for the files as put back, as the checkpoint that
+# wrote them did.
+_RESTAMP = """from tokenbudget.store import open_store
+store = open_store()
+with store.transaction():
+    pass
+try:
+    from tokenbudget import index
+except ImportError:
+    index = None
+if index is not None:
+    import json, os
+    from tokenbudget.fileio import stamp
+    with open(store.file, "rb") as f:
+        st = os.fstat(f.fileno())
+        raw = f.read()
+    if len(raw) >= index.FROM_BYTES:
+        snap = json.loads(raw)
+        text = index.encode(stamp(st), snap["updated"], snap["sessions"], snap["files"])
+        index.write(index.file_of(store.file), text, ".ledger.json.")
+"""
 
 
 class Kept:

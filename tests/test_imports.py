@@ -144,9 +144,11 @@ def test_a_hook_call_with_news_imports_no_dataclasses_typing_or_pathlib(private_
 # response before the lock and decides with the quick check (hot.quiet), so neither the engine
 # nor the budgets' rules (enforce, budgets, numfmt) come in, nor datetime (transcripts.parse_ts
 # reads Claude Code's timestamps without it) or zoneinfo. The store reads the ledger a record at
-# a time (lazy).
+# a time (lazy), and the index of a large one's records (index: a small module, mmap only when
+# the index is read).
 NEWS = ("tokenbudget tokenbudget.clock tokenbudget.config tokenbudget.errors tokenbudget.fileio"
-        " tokenbudget.history tokenbudget.hook tokenbudget.hot tokenbudget.ingest"
+        " tokenbudget.history tokenbudget.hook tokenbudget.hot tokenbudget.index"
+        " tokenbudget.ingest"
         " tokenbudget.journal tokenbudget.lazy tokenbudget.ledger tokenbudget.limits"
         " tokenbudget.lock"
         " tokenbudget.paths tokenbudget.pricing tokenbudget.record tokenbudget.schema"

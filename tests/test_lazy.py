@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.claude_lines import Session, reply_line, set_budgets
-from tokenbudget import hot, lazy
+from tokenbudget import hot, index, lazy
 from tokenbudget import store as store_mod
 from tokenbudget.store import JsonFileStore
 
@@ -127,10 +127,18 @@ def test_a_snapshot_with_its_layout_broken_is_read_whole_and_written_again(
     assert after["sessions"]["s-b"] == truth["sessions"]["s-b"]
 
 
+@pytest.mark.parametrize("indexed", [False, True], ids=["searched", "indexed"])
 def test_a_call_with_news_decodes_its_own_records_and_leaves_the_others_bytes(
-        private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        private_home: Path, monkeypatch: pytest.MonkeyPatch, indexed: bool) -> None:
+    # As a large ledger's checkpoint does, or a small one's.
+    monkeypatch.setattr(index, "FROM_BYTES", 0 if indexed else 1 << 30)
     sessions = _sessions(private_home)
     store = _store(private_home)
+    ix = Path(index.file_of(store.file))
+    assert ix.exists() is indexed
+    if indexed:
+        assert ix.stat().st_mode & 0o777 == 0o600
+        assert store.read(lazy=True)[0]["sessions"].index is not None
     before = _lines(store.path)
     assert hot.names_snapshot(store.file, _stamp(store), json.loads(store.path.read_bytes())
                               ["updated"])
@@ -165,6 +173,33 @@ def test_a_call_with_news_decodes_its_own_records_and_leaves_the_others_bytes(
     stored = store.read()[0]
     assert sum(sum(m[:5]) for m in stored["sessions"]["s-b"]["m"].values()) == (
         1_001 + 50)  # the turn's reply, then this one
+
+
+def test_an_index_is_used_only_while_it_names_the_snapshot_read(
+        private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index written for another snapshot (an older one, put back; or the file replaced by
+    a writer that writes none) is not used, and a small ledger's checkpoint removes any."""
+    monkeypatch.setattr(index, "FROM_BYTES", 0)
+    sessions = _sessions(private_home)
+    store = _store(private_home)
+    ix = Path(index.file_of(store.file))
+    old = ix.read_bytes()
+    sessions[2].write(reply_line("s-c", "s-c-r1", NOW - 10, sessions[2].cwd, input_tokens=7))
+    assert _post(sessions[2], 1) == {}
+    store.checkpoint()
+    assert store.read(lazy=True)[0]["sessions"].index is not None
+    ix.write_bytes(old)
+    data, _ = store.read(lazy=True)
+    assert type(data["sessions"]) is lazy.Table and data["sessions"].index is None
+    assert json.dumps(data) == _whole(store)
+    sessions[3].write(reply_line("s-d", "s-d-r1", NOW - 9, sessions[3].cwd, input_tokens=9))
+    assert _post(sessions[3], 1) == {}
+    stored = store.read()[0]["sessions"]
+    assert [sum(sum(m[:5]) for m in stored[sid]["m"].values()) for sid in SIDS] == [
+        1_000, 1_001, 1_002 + 7, 1_003 + 9]
+    monkeypatch.setattr(index, "FROM_BYTES", 1 << 30)
+    store.checkpoint()
+    assert not ix.exists()
 
 
 def test_a_table_behaves_as_the_dict_it_stands_for() -> None:
@@ -202,9 +237,27 @@ def _stamp(store: JsonFileStore) -> Any:
     return stamp(store.path.stat())
 
 
-def test_a_compacted_key_is_found_in_the_same_session_read_a_record_at_a_time() -> None:
+def _indexed(read: dict[str, Any], raw: bytes, folder: Path) -> dict[str, Any]:
+    """`read` (lazy.decode of `raw`) with the index of `raw`'s records beside its tables."""
+    snap = json.loads(raw)
+    text = index.encode((1, 2), 3.5, snap["sessions"], snap["files"])
+    assert text is not None
+    path = folder / "ledger.index"
+    path.write_bytes(text)
+    ix = index.open_for(str(path), (1, 2), 3.5)
+    assert ix is not None
+    for name in lazy.TABLES:
+        read[name].index = (ix, name, list(snap[name]))
+    return read
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["searched", "indexed"])
+def test_a_compacted_key_is_found_in_the_same_session_read_a_record_at_a_time(
+        tmp_path: Path, indexed: bool) -> None:
     """The owner of a compacted key (the last session holding it as a whole slot) is the one
-    found in all sessions' keys joined, whether the records are decoded or still text."""
+    found in all sessions' keys joined, whether the records are decoded or still text, and
+    whether an index names them or their texts are searched; a record changed since the
+    snapshot counts as it is now."""
     from tokenbudget.ingest import KEY_LEN, Ingestor
 
     def key(n: int) -> str:
@@ -222,22 +275,31 @@ def test_a_compacted_key_is_found_in_the_same_session_read_a_record_at_a_time() 
     asked = [key(1), key(2), key(3), key(4)[:10], key(4), key(5), key(6), key(7), key(8),
              key(6)[:8]]
     raw = lazy.encode({"sessions": sessions, "files": {}})
-    for decoded in ([], ["s6"], ["s1", "s2"], list(sessions)):
+    changes: list[tuple[str, str]] = [("s5", key(8)), ("s6", ""), ("s1", key(2))]
+    for decoded in ([], ["s6"], ["s1", "s2"], list(sessions), changes):
         for k in asked:
             plain = Ingestor({"sessions": json.loads(raw)["sessions"]})
-            want = plain._compacted_search(k)
             read = lazy.decode(raw)
             assert read is not None
+            if indexed:
+                _indexed(read, raw, tmp_path)
             for sid in decoded:
-                read["sessions"].get(sid)  # decoded, as a call's own session is
+                if type(sid) is tuple:  # changed since the snapshot: as it is now
+                    plain.L["sessions"][sid[0]]["k"] = sid[1]
+                    read["sessions"][sid[0]]["k"] = sid[1]
+                else:
+                    read["sessions"].get(sid)  # decoded, as a call's own session is
+            want = plain._compacted_search(k)
             got = Ingestor(read)._compacted_search(k)
             assert got == want, (k, decoded)
     assert Ingestor({"sessions": sessions})._compacted_search(key(3)) == "s6"
     assert Ingestor({"sessions": sessions})._compacted_search(key(2)) == "s2"
 
 
-def test_entries_holding_a_text_are_those_of_the_dict() -> None:
-    """A Table gives every entry whose text holds the needle (decoded or not), in order."""
+@pytest.mark.parametrize("indexed", [False, True], ids=["searched", "indexed"])
+def test_entries_holding_a_text_are_those_of_the_dict(tmp_path: Path, indexed: bool) -> None:
+    """A Table gives every entry whose text holds the needle (decoded or not), in order; with
+    an index, every entry it names and every one decoded."""
     files = {f"/p/{n}": [f"1:{n}", "h", n, f"s-{n % 3}", "t"] for n in range(12)}
     raw = lazy.encode({"sessions": {}, "files": files})
     for decoded in ([], ["/p/1"], ["/p/0", "/p/4", "/p/11"]):
@@ -248,9 +310,12 @@ def test_entries_holding_a_text_are_those_of_the_dict() -> None:
         want = [(p, r) for p, r in read["files"].copy().items() if r[3] == "s-1"]
         read = lazy.decode(raw)
         assert read is not None
+        if indexed:
+            _indexed(read, raw, tmp_path)
         for path in decoded:
             read["files"][path][3] = "s-1"
-        got = [(p, r) for p, r in lazy.entries_with(read["files"], b'"s-1"') if r[3] == "s-1"]
+        got = [(p, r) for p, r in lazy.entries_with(read["files"], b'"s-1"',
+                                                      (index.SESSION, "s-1")) if r[3] == "s-1"]
         assert got == want
         assert sum(type(v) is not bytes for v in dict.values(read["files"])) == len(
             set(decoded) | {p for p, r in files.items() if r[3] == "s-1"})
@@ -270,8 +335,15 @@ def test_a_large_table_is_read_the_same_and_a_row_out_of_shape_is_refused() -> N
     for broken in (raw.replace(b'"s-0007":{', b'"s-0007":[{', 1).replace(
                        b'"s-0008"', b'"s-0007x"', 1),  # a value not a record's
                    raw.replace(b'"s-0010":{', b's-0010:{', 1),  # a key unquoted
-                   raw.replace(b'},\n"s-0011"', b'}\n"s-0011"', 1)):  # a comma missing
+                   raw.replace(b'},\n"s-0011"', b'}\n"s-0011"', 1),  # a comma missing
+                   raw.replace(b'}\n}', b'},\n}', 1),  # a comma after the last row
+                   raw.replace(b'"s-0014":{', b'"s-0014"x{', 1)):  # no colon
         assert broken != raw and lazy.decode(broken) is None
+    # A key not UTF-8 in a table whose rows are all matched at once: refused, not raised.
+    del sessions['q"\u00e9']
+    plain = lazy.encode({"updated": 1.0, "sessions": sessions, "files": {}})
+    assert lazy.decode(plain) is not None
+    assert lazy.decode(plain.replace(b'"s-0013":{', b'"s-\xff":{', 1)) is None
 
 
 def test_a_split_record_named_by_an_older_versions_view_is_read_whole(

@@ -30,7 +30,7 @@ HUGE = "x" * (4 * 1024 * 1024)
 BOUND = 10.0  # seconds: far above any honest hook call here, far below "hung"
 STATE_FILES = ("ledger.json", "ledger.json.lock", "tokenbudget.log", "tokenbudget.log.1",
                "history.jsonl", "config.json", "ledger.hot.json", "ledger.hot",
-               "budget-windows.json", "ledger.journal.jsonl")
+               "budget-windows.json", "ledger.journal.jsonl", "ledger.index")
 
 
 class Hung(Exception):

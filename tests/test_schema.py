@@ -752,7 +752,7 @@ def test_the_names_stand_for_the_format_schema_1_files_have() -> None:
         "S_PROJECT": "p", "S_FIRST": "f", "S_LAST": "l", "S_MODELS": "m", "S_SEEN": "s",
         "S_EXTRA": "x", "S_TURNS": "t", "S_ALIASES": "a", "S_ADJUSTMENTS": "adj",
         "S_FORK_KEYS": "fk", "S_CC_COSTS": "cs", "S_COPIES": "cp", "S_PERIOD": "e",
-        "S_CELLS": "c", "S_COMPACTED_KEYS": "k", "S_PRE": "pre", "S_ORIGIN": "po",
+        "S_CELLS": "c", "S_COMPACTED_KEYS": "k", "KEY_LEN": 16, "S_PRE": "pre", "S_ORIGIN": "po",
         "S_PARENT": "ih", "S_INHERITED": "ib", "S_INHERITED_UNKNOWN": "iu",
         "S_INHERIT_AT": "it", "S_CANDIDATES": "ie", "S_HELD": "hd", "S_FIRST_TOTALS": "fc",
         "S_LATEST_TOTALS": "lc", "S_TOTALS_AT": "cst", "S_FOLDED_KEYS": "kh",

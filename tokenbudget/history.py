@@ -146,7 +146,7 @@ def fold(ledger: Ledger, cutoff: float) -> int:
         idle_set.discard(sid)
     if not idle:
         return 0
-    from tokenbudget.ingest import KEY_LEN
+    from tokenbudget.schema import KEY_LEN
 
     # One pass over the request records, not one per session (that was quadratic).
     keys_of: dict[str, list[list[Any]]] = {}
@@ -365,7 +365,7 @@ def resume_position(ledger: Ledger, path: str, rec: list[Any], sid: str) -> None
         # The resumed process's cost-state covers the session's whole life: what was seen
         # before the fold is not new (records folded before S_SEEN was kept: their usage).
         if folded:
-            from tokenbudget.ingest import KEY_LEN
+            from tokenbudget.schema import KEY_LEN
 
             keys = folded.get(H_KEYS, "")
             if keys and len(keys) % KEY_LEN == 0:

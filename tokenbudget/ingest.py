@@ -39,7 +39,7 @@ import bisect
 import os
 from collections.abc import Iterable, Mapping
 
-from tokenbudget import clock, lazy, transcripts
+from tokenbudget import clock, index, lazy, transcripts
 from tokenbudget.ledger import BUCKET, Ledger, file_identity, resolve_turn
 from tokenbudget.record import Record
 from tokenbudget.schema import (
@@ -66,6 +66,7 @@ from tokenbudget.schema import (
     HOUR_FIRST,
     HOUR_LAST,
     HOUR_TOKENS,
+    KEY_LEN,
     M_COST,
     M_REQUESTS,
     M_SOURCE,
@@ -113,6 +114,7 @@ from tokenbudget.schema import (
     TURN_START,
     TURN_TOKENS,
     cell_key,
+    counted_keys,
     split_cell_key,
 )
 from tokenbudget.transcripts import (
@@ -489,18 +491,22 @@ class Ingestor:
         A hook call asks for the few keys of its news: each is searched in all sessions'
         compacted keys joined (one string, a C-speed search), since building the index of
         every key costs more than all its questions (14 ms at 2,000 live sessions, every call
-        with a new request). A pass that asks more (a sync) builds the index after a few.
+        with a new request). A pass that asks more (a sync) builds the index after a few; with
+        the index of a large snapshot's records (index.py) a search is cheaper, and it takes
+        many more (building it decodes every record).
         """
         if self._compacted is None:
-            if self._compacted_asked < COMPACTED_SEARCHES:
+            sessions = self.L["sessions"]
+            indexed = type(sessions) is lazy.Table and sessions.index is not None
+            if self._compacted_asked < COMPACTED_SEARCHES * (8 if indexed else 1):
                 self._compacted_asked += 1
                 return self._compacted_search(key)
-            index: dict[str, str] = {}
+            owners: dict[str, str] = {}
             for sid, s in self.L["sessions"].items():
-                k = _counted_keys(s)
+                k = counted_keys(s)
                 for i in range(0, len(k), KEY_LEN):
-                    index[k[i : i + KEY_LEN]] = sid
-            self._compacted = index
+                    owners[k[i : i + KEY_LEN]] = sid
+            self._compacted = owners
         return self._compacted.get(key)
 
     def _compacted_search(self, key: str) -> str | None:
@@ -516,7 +522,7 @@ class Ingestor:
             parts: list[str] = []
             at = 0
             for sid, s in self.L["sessions"].items():
-                k = _counted_keys(s)
+                k = counted_keys(s)
                 if k:
                     owners.append(sid)
                     starts.append(at)
@@ -542,13 +548,22 @@ class Ingestor:
         not decoded are searched for `key` joined (one C-speed search), and only a session
         whose text holds it is decoded; those decoded, and those whose text joins two strings
         of keys (in which a slot may straddle them), are searched as records. The owner is the
-        last, in the ledger's order, holding `key` as one of its slots."""
+        last, in the ledger's order, holding `key` as one of its slots. With an index beside
+        the snapshot (index.py), the texts are not searched: the sessions it names and those
+        decoded are."""
+        named = sessions.indexed(index.KEY, key)
+        if named is not None:
+            best: str | None = None
+            for sid, s in lazy.candidates(sessions, named):
+                if _holds_slot(s, key):
+                    best = sid
+            return best
         joined, starts, owners = sessions.texts()
         if self._straddled is None:
             self._straddled = {sid for sid, _ in lazy.entries_with(
                 sessions, f'"{S_FOLDED_KEYS}":'.encode())}
         straddled = self._straddled
-        best: str | None = None  # the last of those searched as records that holds it
+        best = None  # the last of those searched as records that holds it
         for sid, s in zip(dict.keys(sessions), dict.values(sessions), strict=True):
             if (type(s) is not lazy.Raw or sid in straddled) and _holds_slot(sessions[sid], key):
                 best = sid
@@ -901,7 +916,8 @@ class Ingestor:
         if self._forks is None:
             self._forks = {}
             # Only a record whose text names the key is decoded (lazy.Table).
-            for fid, fs in lazy.entries_with(self.L["sessions"], f'"{S_INHERITED}":'.encode()):
+            for fid, fs in lazy.entries_with(self.L["sessions"], f'"{S_INHERITED}":'.encode(),
+                                             (index.HAS, S_INHERITED)):
                 if S_INHERITED in fs:
                     self._forks.setdefault(fs.get(S_ORIGIN, ""), []).append(fid)
         s = self.L["sessions"].get(sid) or {}
@@ -1005,7 +1021,6 @@ def requeue_all(ledger: Ledger) -> None:
             ing._adj_to_outbox(sid, s, model, hour)
 
 
-KEY_LEN = 16  # a usage key: 8 bytes of blake2b in hex
 # Keys a pass looks up in the compacted keys by search before it builds their index: a hook
 # call's news asks a few; a sync asks thousands (Ingestor._compacted_owner).
 COMPACTED_SEARCHES = 32
@@ -1075,19 +1090,13 @@ def _holds_slot(s: Any, key: str) -> bool:
     from its start on, the last one maybe shorter)."""
     if type(s) is not dict:
         return False
-    k = _counted_keys(s)
+    k = counted_keys(s)
     at = k.find(key)
     while at >= 0:
         if at % KEY_LEN == 0 and min(len(k), at + KEY_LEN) == at + len(key):
             return True
         at = k.find(key, at + 1)
     return False
-
-
-def _counted_keys(s: dict[str, Any]) -> str:
-    """The keys of a session's requests counted but no longer held as records, joined: those
-    it compacted, and those a resumed session counted before it was folded."""
-    return str(s.get(S_COMPACTED_KEYS, "")) + str(s.get(S_FOLDED_KEYS, ""))
 
 
 def compacted_cells(s: dict[str, Any]) -> Iterable[tuple[int, str, str, list[Any]]]:

@@ -17,8 +17,10 @@ code that knows it (store, journal, ingest) reads the text of an entry it need n
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import marshal
+import operator
 import re
 from json.decoder import scanstring  # type: ignore[attr-defined]
 
@@ -44,8 +46,23 @@ Raw = bytes
 class Table(dict):  # type: ignore[type-arg]
     """A ledger table whose entries are decoded when first read (see the module's note)."""
 
-    __slots__ = ("_texts",)
+    __slots__ = ("_texts", "index")
     _texts: tuple[bytes, list[int], list[Any]]
+    # (the index beside the snapshot these texts were read from, this table's name, its keys
+    # in the snapshot's order), or None: which texts hold a term (index.py), for the searches.
+    index: tuple[Any, str, list[Any]] | None
+
+    def __init__(self, *args: Any) -> None:
+        dict.__init__(self, *args)
+        self.index = None
+
+    def indexed(self, kind: str, value: str) -> set[Any] | None:
+        """The keys of the entries whose text holds this term (index.terms), by the index;
+        None without one."""
+        if self.index is None:
+            return None
+        ix, name, order = self.index
+        return {order[n] for n in ix.places(name, kind, value)}
 
     def texts(self) -> tuple[bytes, list[int], list[Any]]:
         """The texts not decoded when first asked, joined (by a NUL, which JSON text never
@@ -93,7 +110,9 @@ class Table(dict):  # type: ignore[type-arg]
     def share(self) -> Table:
         """A table with the same entries, sharing the texts not decoded yet (each table
         decodes its own value) and the values decoded (as a shallow copy would)."""
-        return Table(dict.items(self))
+        t = Table(dict.items(self))
+        t.index = self.index
+        return t
 
     def __getitem__(self, key: Any) -> Any:
         return self._decoded(key, dict.__getitem__(self, key))
@@ -177,6 +196,7 @@ def copy(value: Any) -> Any:
         for key, v in value.items():
             if type(v) is Table:
                 t = Table(dict.items(v))
+                t.index = v.index
                 decoded = {k: e for k, e in dict.items(v) if type(e) is not Raw}
                 if decoded:
                     for k, e in marshal.loads(marshal.dumps(decoded)).items():
@@ -271,7 +291,10 @@ def _table(name: str, rows: bytes) -> Table | None:
         # Each row matched is a whole line (anchored), with its quotes, colon, comma and
         # line end: if they add up to every byte, every line is a row so written.
         if sum(map(len, keys)) + sum(map(len, values)) + 5 * n - 2 == len(rows):
-            table = Table(zip(map(bytes.decode, keys), values, strict=True))
+            try:
+                table = Table(zip(map(bytes.decode, keys), values, strict=True))
+            except UnicodeDecodeError:
+                return None  # a key not UTF-8: not JSON at all (its read says so)
             return table if len(table) == n else None  # a key twice: json.loads keeps the last
     # A key JSON escapes (a quote, a backslash, a character beyond ASCII): line by line.
     lines = rows.split(b"\n")
@@ -308,12 +331,29 @@ def written_as_is(text: str) -> bool:
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
-def entries_with(table: dict[str, Any], needle: bytes) -> Any:
+def candidates(table: Table, keys: set[Any]) -> Any:
+    """(key, value) of every entry of `table` decoded, and of those not decoded yet whose key
+    is in `keys` (decoded now), in order. Walked at C speed: a call asks this of thousands."""
+    held = dict.items(table)
+    wanted = map(operator.or_, map(keys.__contains__, dict.keys(table)),
+                 map(operator.is_not, map(type, dict.values(table)), itertools.repeat(Raw)))
+    for key, value in list(itertools.compress(held, wanted)):
+        yield key, table[key] if type(value) is Raw else value
+
+
+def entries_with(table: dict[str, Any], needle: bytes,
+                 term: tuple[str, str] | None = None) -> Any:
     """(key, value) of every entry of `table` that may hold the text `needle` as written
     (a plain dict: all of them), in order; a Table decodes only those whose text holds it.
-    `needle` must be written as is in JSON (no quote, backslash, NUL or non-ASCII character)."""
+    `needle` must be written as is in JSON (no quote, backslash, NUL or non-ASCII character).
+    `term`: the index's term (index.terms) that finds every entry holding `needle` as the
+    caller means it; with an index beside the snapshot, only those are decoded."""
     if type(table) is not Table:
         yield from table.items()
+        return
+    hits = table.indexed(*term) if term is not None else None
+    if hits is not None:
+        yield from candidates(table, hits)
         return
     joined, starts, keys = table.texts()
     hits = set()

@@ -106,6 +106,7 @@ S_COPIES = "cp"  # model -> usage in the copies; present: counted by the fork ru
 S_PERIOD = "e"  # this live period's identity in history (a resumed session gets a new one)
 S_CELLS = "c"  # compacted requests: cell_key(bucket, model, command) -> [5 counts, cost]
 S_COMPACTED_KEYS = "k"  # keys of the compacted requests, KEY_LEN characters each, joined
+KEY_LEN = 16  # a usage key: 8 bytes of blake2b in hex
 S_PRE = "pre"  # [tokens, cost] (PRE_*) a resumed session used before it was folded
 S_FOLDED_KEYS = "kh"  # a resumed session's keys counted before it was folded (H_KEYS), joined
 S_ORIGIN = "po"  # the session its copies name as their requester
@@ -203,6 +204,13 @@ H_TURNS = "turns"  # its turn records (TURN_*)
 H_FILES = "files"  # its transcripts' files entries (FILE_*)
 H_KEYS = "keys"  # the keys of the requests it counted in this period, KEY_LEN characters each
 H_PERIODS = "periods"  # added when read: the periods merged into one record
+
+
+def counted_keys(s: dict[str, Any]) -> str:
+    """The keys of a session's requests counted but no longer held as records, joined: those
+    it compacted, and those a resumed session counted before it was folded. Its slots are
+    KEY_LEN characters each from the start on (the last one may be shorter)."""
+    return str(s.get(S_COMPACTED_KEYS, "")) + str(s.get(S_FOLDED_KEYS, ""))
 
 
 def cell_key(bucket: int, model: str, command: str) -> str:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 
-from tokenbudget import clock, hot, journal, lazy, lock
+from tokenbudget import clock, hot, index, journal, lazy, lock
 from tokenbudget.errors import LedgerError, LockTimeout
 from tokenbudget.fileio import fsync_folder, replace_atomically
 from tokenbudget.fileio import stamp as _stamp
@@ -536,8 +536,8 @@ def copy_before_news(ledger: Ledger, session: str) -> Callable[[], Ledger]:
         theirs[session] = journal.copy(sessions[session])
     positions = files.share() if type(files) is lazy.Table else dict(files)
     needle = f'"{session}"'.encode() if lazy.written_as_is(session) else None
-    mine = {path: rec for path, rec in (lazy.entries_with(files, needle) if needle
-                                         else files.items())
+    ours = lazy.entries_with(files, needle, (index.SESSION, session)) if needle else files.items()
+    mine = {path: rec for path, rec in ours
             if type(rec) is list and len(rec) > FILE_SESSION and rec[FILE_SESSION] == session}
     positions.update(journal.copy(mine))
     base = {k: theirs if k == "sessions" else positions if k == "files" else rest[k]
@@ -669,6 +669,11 @@ class JsonFileStore(Store):
             data = None
         if data is not None:
             checked = True
+            if len(raw) >= index.FROM_BYTES:
+                ix = index.open_for(index.file_of(self.file), _stamp(st), data["updated"])
+                if ix is not None:
+                    for name in lazy.TABLES:  # before the journal changes them
+                        data[name].index = (ix, name, list(dict.keys(data[name])))
         else:
             try:
                 data = json.loads(raw)
@@ -1230,6 +1235,27 @@ class JsonFileStore(Store):
             finally:
                 os.close(fd)
         _step("checkpoint.emptied")
+        self._index(data, payload)
+
+    def _index(self, data: Ledger, payload: bytes) -> None:
+        """Write the index of the snapshot just written (index.py), if it is large; else
+        remove any. Never fails the checkpoint, which is made: an index that names another
+        snapshot is not used."""
+        path = index.file_of(self.file)
+        try:
+            if len(payload) < index.FROM_BYTES:
+                index.remove(path)
+                return
+            text = index.encode(_stamp(os.stat(self.file)), data["updated"], data["sessions"],
+                                data["files"])
+            if text is None:
+                index.remove(path)
+                return
+            index.write(path, text, self._temp_prefix)
+            _step("checkpoint.indexed")
+        except OSError:
+            with contextlib.suppress(OSError):
+                index.remove(path)
 
     def checkpoint(self) -> None:
         """Fold the journal into the snapshot, if it has anything."""
@@ -1251,11 +1277,27 @@ class JsonFileStore(Store):
                 f.write(f"{self.file}: replay differs from the committed ledger: {sets[:3]}"
                         f" {dels[:3]} {mine[at - 80:at + 40]!r} {theirs[at - 80:at + 40]!r}\n")
             raise AssertionError(f"{self.file}: the journal lost a change")
+        self._check_index()
         wrong = hot.differences(self.file, self.journal, stored)
         if wrong:
             with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as f:
                 f.write(f"{self.file}: the hot view differs from the ledger: {wrong[:3]}\n")
             raise AssertionError(f"{self.file}: the hot view is not the ledger's")
+
+    def _check_index(self) -> None:
+        """Test-only: an index that names the snapshot must be the one its records give."""
+        with open(self.file, "rb") as f:
+            st = os.fstat(f.fileno())
+            snap = json.loads(f.read())
+        path = index.file_of(self.file)
+        if index.open_for(path, _stamp(st), snap["updated"]) is None:
+            return
+        with open(path, "rb") as f:
+            if f.read() != index.encode(_stamp(st), snap["updated"], snap["sessions"],
+                                        snap["files"]):
+                with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as out:
+                    out.write(f"{self.file}: the index is not its snapshot's\n")
+                raise AssertionError(f"{self.file}: the index is not its snapshot's")
 
     @property
     def _temp_prefix(self) -> str:

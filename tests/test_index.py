@@ -1,0 +1,118 @@
+"""The index beside a large snapshot (tokenbudget/index.py): it may name a record too many,
+never one too few, whether a record was indexed from its text or decoded; and it is used
+only for the snapshot it names.
+
+How a hook call uses it, and that a stale one is not used, is in tests/test_lazy.py.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from tokenbudget import index, lazy
+from tokenbudget.ingest import _holds_slot
+from tokenbudget.schema import FILE_SESSION, KEY_LEN, S_FOLDED_KEYS, S_INHERITED, counted_keys
+
+STAMP = (1, 2, 3, 4, 5)
+HEAD = 1765000000.25
+
+
+def _key(rng: random.Random) -> str:
+    return f"{rng.getrandbits(64):016x}"
+
+
+def _keys(rng: random.Random) -> Any:
+    """A compacted keys field as the ledger may hold it, the odd ones included."""
+    n = rng.randrange(4)
+    shape = rng.randrange(9)
+    keys = "".join(_key(rng) for _ in range(n))
+    if shape == 0:
+        return keys + _key(rng)[: rng.randrange(1, KEY_LEN)]  # a short last slot
+    if shape == 1:
+        return keys.upper()  # hex, but not as written
+    if shape == 2:
+        return keys + 'x"\\\u00e9 '  # not hex: escaped in JSON
+    if shape == 3:
+        return rng.randrange(10**6)  # not a string at all
+    return keys
+
+
+def _session(rng: random.Random) -> dict[str, Any]:
+    s: dict[str, Any] = {"p": "/home/dev/app", "l": 1.5}
+    if rng.random() < 0.8:
+        s["k"] = _keys(rng)
+    if rng.random() < 0.3:
+        s[S_FOLDED_KEYS] = _keys(rng)
+    if rng.random() < 0.2:
+        s[S_INHERITED] = {"m": [1, 2, 3, 4, 5]}
+    if rng.random() < 0.3:  # the same names deeper: found one time too many at worst
+        s["t"] = {"k": _key(rng), "x": {"kh": 5, "ib": "k"}}
+    return s
+
+
+def _read(sessions: dict[str, Any], files: dict[str, Any], tmp_path: Path,
+          decoded: bool) -> index.Index:
+    if decoded:
+        text = index.encode(STAMP, HEAD, sessions, files)
+    else:
+        read = lazy.decode(lazy.encode({"sessions": sessions, "files": files}))
+        assert read is not None
+        text = index.encode(STAMP, HEAD, read["sessions"], read["files"])
+    assert text is not None
+    path = tmp_path / "ledger.index"
+    path.write_bytes(text)
+    ix = index.open_for(str(path), STAMP, HEAD)
+    assert ix is not None
+    return ix
+
+
+def test_every_record_holding_a_term_is_named_whether_indexed_from_text_or_decoded(
+        tmp_path: Path) -> None:
+    rng = random.Random(7)
+    sessions = {f"s-{n}": _session(rng) for n in range(400)}
+    sessions['odd "\u00e9" \\ id'] = {"k": _key(rng) + _key(rng), S_INHERITED: {}}
+    files = {f"/p/{n} x": [f"1:{n}", "h", n, rng.choice(list(sessions)), None]
+             for n in range(300)}
+    files["/p/none"] = ["1:0", "h", 0, None, None]
+    order = list(sessions)
+    texts = index.encode(STAMP, HEAD, json.loads(json.dumps(sessions)), files)
+    for decoded in (False, True):
+        ix = _read(sessions, files, tmp_path, decoded)
+        for n, (sid, s) in enumerate(sessions.items()):
+            keys = counted_keys(s)
+            for i in range(0, len(keys), KEY_LEN):
+                key = keys[i : i + KEY_LEN]
+                assert _holds_slot(s, key)
+                assert sid in {order[p] for p in ix.places("sessions", index.KEY, key)}, key
+            for field in (S_INHERITED, S_FOLDED_KEYS):
+                if field in s:
+                    assert n in ix.places("sessions", index.HAS, field)
+        for n, rec in enumerate(files.values()):
+            if rec[FILE_SESSION] is not None:
+                assert n in ix.places("files", index.SESSION, rec[FILE_SESSION])
+        # Not too many either: a key no session holds names only the irregular ones.
+        irregular = set(ix.places("sessions", index.HAS, index.IRREGULAR))
+        assert set(ix.places("sessions", index.KEY, "0" * KEY_LEN)) <= irregular
+        assert len(irregular) < len(sessions) / 2
+        assert ix.places("files", index.SESSION, "s-none") == []
+    assert texts == index.encode(STAMP, HEAD, sessions, files)  # read from texts or records
+
+
+def test_an_index_that_does_not_name_the_snapshot_or_is_cut_short_is_not_read(
+        tmp_path: Path) -> None:
+    sessions = {"a": {"k": "0123456789abcdef"}}
+    text = index.encode(STAMP, HEAD, sessions, {})
+    assert text is not None
+    path = tmp_path / "ledger.index"
+    path.write_bytes(text)
+    assert index.open_for(str(path), STAMP, HEAD) is not None
+    assert index.open_for(str(path), (1, 2, 3, 4, 6), HEAD) is None
+    assert index.open_for(str(path), STAMP, HEAD + 1) is None
+    wrong = text.replace(b'"index": 1', b'"index": 2')
+    for broken in (text[:-1], text + b"\n", b"", b"not json\n", wrong):
+        path.write_bytes(broken)
+        assert index.open_for(str(path), STAMP, HEAD) is None, broken
+    assert index.open_for(str(tmp_path / "none.index"), STAMP, HEAD) is None
