@@ -66,7 +66,7 @@ if [ "$action" = uninstall ]; then
                         ledger.json.before-rebuild-* .ledger.json.*.tmp history.jsonl \
                         ledger.journal.jsonl ledger.journal.jsonl.corrupt-* \
                         ledger.journal.jsonl.orphan-* ledger.hot.json ledger.hot budget-windows.json \
-                        ledger.json.schema1-* ledger.journal.jsonl.schema1-* \
+                        ledger.json.schema1-* ledger.journal.jsonl.schema1-* ledger.index \
                         stops.jsonl stops.jsonl.1 statusline-previous.json plugin-runs.json \
                         team-cache.json team-state.json .team-*.tmp \
                         config.json tokenbudget.log tokenbudget.log.1 plugin

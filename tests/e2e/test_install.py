@@ -77,9 +77,11 @@ def test_install_sh_then_claude_counts_exactly_and_uninstall_restores(
     # --purge deletes tokenbudget's own files only: TOKENBUDGET_HOME may hold others.
     (private_home / "tb state" / "notes.txt").write_text("mine")
     # What other commands leave there (status --check's stops, a replaced status line, the
-    # plugin's runs, team mode, a schema-1 ledger kept aside by its upgrade) goes too.
+    # plugin's runs, team mode, a schema-1 ledger kept aside by its upgrade, the index of a
+    # large ledger's records) goes too.
     for name in ("stops.jsonl", "stops.jsonl.1", "statusline-previous.json", "plugin-runs.json",
-                 "team-cache.json", "team-state.json", "ledger.json.schema1-20270101-000000",
+                 "team-cache.json", "team-state.json", "ledger.index",
+                 "ledger.json.schema1-20270101-000000",
                  "ledger.journal.jsonl.schema1-20270101-000000"):
         (private_home / "tb state" / name).write_text("{}")
     proc = install_sh(private_home, "--uninstall", "--purge")
