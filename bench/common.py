@@ -319,20 +319,11 @@ _RESTAMP = """from tokenbudget.store import open_store
 store = open_store()
 with store.transaction():
     pass
-try:
-    from tokenbudget import index
-except ImportError:
-    index = None
-if index is not None:
-    import json, os
-    from tokenbudget.fileio import stamp
+if hasattr(store, "_index"):
+    import json
     with open(store.file, "rb") as f:
-        st = os.fstat(f.fileno())
         raw = f.read()
-    if len(raw) >= index.FROM_BYTES:
-        snap = json.loads(raw)
-        text = index.encode(stamp(st), snap["updated"], snap["sessions"], snap["files"])
-        index.write(index.file_of(store.file), text, ".ledger.json.")
+    store._index(json.loads(raw), raw)
 """
 
 

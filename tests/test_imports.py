@@ -203,3 +203,15 @@ def test_a_hook_call_the_engine_decides_imports_no_dataclasses_typing_or_pathlib
                          capture_output=True, check=True, cwd=REPO)
     assert json.loads(out.stdout)["decision"] == "block"
     assert out.stderr == b"\nTrue\n"
+
+
+def test_importing_the_index_compiles_no_expression() -> None:
+    # Every call with news imports tokenbudget.index (store, ingest), and most never write an
+    # index: its expression is a checkpoint's, compiled when one writes an index (compiling it
+    # at import was about 0.4 ms of each such call).
+    code = ("import re, json, tokenbudget.schema; seen = []; compile = re.compile; "
+            "re.compile = lambda *a, **k: seen.append(a) or compile(*a, **k); "
+            "import tokenbudget.index; print(seen)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout == "[]\n"

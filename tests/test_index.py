@@ -7,7 +7,6 @@ How a hook call uses it, and that a stale one is not used, is in tests/test_lazy
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,9 @@ def test_every_record_holding_a_term_is_named_whether_indexed_from_text_or_decod
              for n in range(300)}
     files["/p/none"] = ["1:0", "h", 0, None, None]
     order = list(sessions)
-    texts = index.encode(STAMP, HEAD, json.loads(json.dumps(sessions)), files)
+    read = lazy.decode(lazy.encode({"sessions": sessions, "files": files}))
+    assert read is not None
+    texts = index.encode(STAMP, HEAD, read["sessions"], read["files"])
     for decoded in (False, True):
         ix = _read(sessions, files, tmp_path, decoded)
         for n, (sid, s) in enumerate(sessions.items()):
@@ -98,7 +99,7 @@ def test_every_record_holding_a_term_is_named_whether_indexed_from_text_or_decod
         assert set(ix.places("sessions", index.KEY, "0" * KEY_LEN)) <= irregular
         assert len(irregular) < len(sessions) / 2
         assert ix.places("files", index.SESSION, "s-none") == []
-    assert texts == index.encode(STAMP, HEAD, sessions, files)  # read from texts or records
+    assert texts == index.encode(STAMP, HEAD, sessions, files)  # indexed from texts or records
 
 
 def test_an_index_that_does_not_name_the_snapshot_or_is_cut_short_is_not_read(

@@ -296,6 +296,31 @@ def test_a_compacted_key_is_found_in_the_same_session_read_a_record_at_a_time(
     assert Ingestor({"sessions": sessions})._compacted_search(key(2)) == "s2"
 
 
+@pytest.mark.parametrize("decoded", [False, True], ids=["texts", "decoded"])
+def test_with_an_index_a_pass_searches_more_only_while_its_searches_look_at_few_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoded: bool) -> None:
+    """A search with the index looks at the records it names and at every one decoded: with
+    the records still texts, a pass searches many more keys than without an index before it
+    builds the keys' index; with every record decoded (each search looks at them all, in
+    Python), no more than without one (256 searches of 2,000 records cost about 5x the index
+    built after 32: bench/RESULTS.md section 47)."""
+    from tokenbudget import ingest
+
+    sessions = {f"s{n}": {"k": f"{n:016x}"} for n in range(200)}
+    raw = lazy.encode({"sessions": sessions, "files": {}})
+    read = _indexed(lazy.decode(raw) or {}, raw, tmp_path)
+    if decoded:
+        read["sessions"].decode_all()
+    ing = ingest.Ingestor(read)
+    searched = []
+    search = ing._compacted_search
+    monkeypatch.setattr(ing, "_compacted_search", lambda key: searched.append(key) or search(key))
+    for n in range(300):
+        assert ing._compacted_owner(f"{1000 + n:016x}") is None  # held by none
+    assert len(searched) == ingest.COMPACTED_SEARCHES * (1 if decoded else 8)
+    assert [ing._compacted_owner(f"{n:016x}") for n in (0, 7, 199)] == ["s0", "s7", "s199"]
+
+
 @pytest.mark.parametrize("indexed", [False, True], ids=["searched", "indexed"])
 def test_entries_holding_a_text_are_those_of_the_dict(tmp_path: Path, indexed: bool) -> None:
     """A Table gives every entry whose text holds the needle (decoded or not), in order; with

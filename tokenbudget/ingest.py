@@ -180,6 +180,7 @@ class Ingestor:
         self._price_cache: dict[str, Any] = {}
         self._compacted: dict[str, str] | None = None
         self._compacted_asked = 0
+        self._compacted_looked = 0  # records the last search by the index looked at
         self._joined: tuple[str, list[int], list[str]] | None = None
         self._straddled: set[str] | None = None  # _compacted_in's
         self._transcripts: dict[tuple[str, str], str | None] = {}
@@ -491,14 +492,20 @@ class Ingestor:
         A hook call asks for the few keys of its news: each is searched in all sessions'
         compacted keys joined (one string, a C-speed search), since building the index of
         every key costs more than all its questions (14 ms at 2,000 live sessions, every call
-        with a new request). A pass that asks more (a sync) builds the index after a few; with
-        the index of a large snapshot's records (index.py) a search is cheaper, and it takes
-        many more (building it decodes every record).
+        with a new request). A pass that asks more (a sync) builds the index after a few. With
+        the index of a large snapshot's records (index.py) a search looks only at the records
+        it names and at those decoded, so it takes more (up to 8x), but only while the last
+        looked at no more than 1/INDEXED_WIDE of the table: with most records decoded, each
+        search looks at every one (in Python), and 256 such searches cost several times the
+        index built after 32 (bench/RESULTS.md section 47).
         """
         if self._compacted is None:
             sessions = self.L["sessions"]
-            indexed = type(sessions) is lazy.Table and sessions.index is not None
-            if self._compacted_asked < COMPACTED_SEARCHES * (8 if indexed else 1):
+            searching = self._compacted_asked < COMPACTED_SEARCHES
+            if not searching and type(sessions) is lazy.Table and sessions.index is not None:
+                searching = (self._compacted_asked < COMPACTED_SEARCHES * 8
+                             and self._compacted_looked * INDEXED_WIDE <= len(sessions))
+            if searching:
                 self._compacted_asked += 1
                 return self._compacted_search(key)
             owners: dict[str, str] = {}
@@ -554,9 +561,11 @@ class Ingestor:
         named = sessions.indexed(index.KEY, key)
         if named is not None:
             best: str | None = None
-            for sid, s in lazy.candidates(sessions, named):
+            looked = list(lazy.candidates(sessions, named))
+            for sid, s in looked:
                 if _holds_slot(s, key):
                     best = sid
+            self._compacted_looked = len(looked)
             return best
         joined, starts, owners = sessions.texts()
         if self._straddled is None:
@@ -1024,6 +1033,10 @@ def requeue_all(ledger: Ledger) -> None:
 # Keys a pass looks up in the compacted keys by search before it builds their index: a hook
 # call's news asks a few; a sync asks thousands (Ingestor._compacted_owner).
 COMPACTED_SEARCHES = 32
+# With the index of a large snapshot's records, a pass searches on after COMPACTED_SEARCHES
+# while each search looks at no more than this fraction of the sessions (most still texts), as
+# Ingestor._compacted_owner says.
+INDEXED_WIDE = 4
 COMPACT_AFTER = 3600.0
 COMPACT_WHEN = 5000  # hooks compact once the ledger holds this many request records
 

@@ -57,8 +57,8 @@ class Table(dict):  # type: ignore[type-arg]
         self.index = None
 
     def indexed(self, kind: str, value: str) -> set[Any] | None:
-        """The keys of the entries whose text holds this term (index.terms), by the index;
-        None without one."""
+        """The keys of the entries whose text holds this term (a kind of index.py's: KEY, HAS,
+        SESSION, and its value), by the index; None without one."""
         if self.index is None:
             return None
         ix, name, order = self.index
@@ -346,8 +346,8 @@ def entries_with(table: dict[str, Any], needle: bytes,
     """(key, value) of every entry of `table` that may hold the text `needle` as written
     (a plain dict: all of them), in order; a Table decodes only those whose text holds it.
     `needle` must be written as is in JSON (no quote, backslash, NUL or non-ASCII character).
-    `term`: the index's term (index.terms) that finds every entry holding `needle` as the
-    caller means it; with an index beside the snapshot, only those are decoded."""
+    `term`: the index's term (kind, value: index.py) that finds every entry holding `needle`
+    as the caller means it; with an index beside the snapshot, only those are decoded."""
     if type(table) is not Table:
         yield from table.items()
         return
