@@ -7,6 +7,7 @@ How a hook call uses it, and that a stale one is not used, is in tests/test_lazy
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,45 @@ def test_an_index_that_does_not_name_the_snapshot_or_is_cut_short_is_not_read(
         path.write_bytes(broken)
         assert index.open_for(str(path), STAMP, HEAD) is None, broken
     assert index.open_for(str(tmp_path / "none.index"), STAMP, HEAD) is None
+
+
+def test_the_suites_check_takes_an_index_that_names_a_record_too_many_and_no_fewer(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The per-commit check (TOKENBUDGET_STORE_CHECK) compares the index with the one the
+    records give: one built from texts (a nested "k" string of hex found too) passes, one
+    missing a record's term does not."""
+    import os
+
+    import pytest
+
+    from tokenbudget import store as store_mod
+    from tokenbudget.fileio import stamp
+
+    monkeypatch.setattr(index, "FROM_BYTES", 0)
+    monkeypatch.setenv(store_mod.CHECK_ENV, str(tmp_path / "check.log"))
+    st = store_mod.JsonFileStore(tmp_path / "ledger.json")
+    def record(**fields: Any) -> dict[str, Any]:
+        return {"p": "/w", "f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "t": {}, "a": {},
+                "adj": [], "fk": [], "cs": {}, **fields}
+
+    with st.transaction() as data:
+        data["sessions"]["a"] = record(k="0123456789abcdef", hd={"k": "fedcba9876543210"})
+        data["sessions"]["b"] = record(kh="00000000000000aa")
+    read, pos = st.read(lazy=True)
+    assert type(read["sessions"]) is lazy.Table
+    with st.transaction((pos, read), checkpoint=True) as data:  # from the texts
+        data["sessions"]["c"] = record()
+    path = Path(index.file_of(st.file))
+    snap = json.loads(st.path.read_bytes())
+    text = path.read_bytes()
+    exact = index.encode(stamp(os.stat(st.file)), snap["updated"], snap["sessions"],
+                         snap["files"])
+    assert exact is not None and len(text) > len(exact)  # the nested key: one too many
+    st._check_index()
+    head, rest = text.split(b"\n", 1)
+    parts = json.loads(head)["parts"]
+    cut = json.loads(head) | {"parts": [parts[0], parts[1] - 8]}
+    path.write_bytes(json.dumps(cut).encode() + b"\n" + rest[:-8])
+    assert index.open_for(str(path), stamp(os.stat(st.file)), snap["updated"]) is not None
+    with pytest.raises(AssertionError):
+        st._check_index()

@@ -199,6 +199,18 @@ class Index:
         return found
 
 
+def entries(payload: bytes) -> tuple[set[bytes], set[int]]:
+    """An index's lines and key numbers, as sets (to compare two: the tests' check)."""
+    from array import array
+
+    end = payload.find(b"\n")
+    if end < 0:
+        return set(), set()
+    text, _ = json.loads(payload[:end])["parts"]
+    lines = payload[end + 1 : end + 1 + text]
+    return set(lines.splitlines()), set(array("Q", payload[end + 1 + text :]))
+
+
 def open_for(path: str, stamp: tuple[int, ...], head: Any) -> Index | None:
     """The index at `path` if it names the snapshot of this stamp and commit time, else None."""
     try:
