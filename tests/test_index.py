@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,11 @@ def test_an_index_that_does_not_name_the_snapshot_or_is_cut_short_is_not_read(
     assert index.open_for(str(path), (1, 2, 3, 4, 6), HEAD) is None
     assert index.open_for(str(path), STAMP, HEAD + 1) is None
     wrong = text.replace(b'"index": 1', b'"index": 2')
+    other = {"little": b'"order": "big"', "big": b'"order": "little"'}[sys.byteorder]
+    swapped = text.replace(f'"order": "{sys.byteorder}"'.encode(), other)
+    assert swapped != text
+    path.write_bytes(swapped)
+    assert index.open_for(str(path), STAMP, HEAD) is None  # numbers in another byte order
     for broken in (text[:-1], text + b"\n", b"", b"not json\n", wrong):
         path.write_bytes(broken)
         assert index.open_for(str(path), STAMP, HEAD) is None, broken

@@ -14,9 +14,9 @@ The file (`<ledger stem>.index`), each part found by the header:
 - lines `<table><kind>\t<value>\t<n>\n` in sorted order: the table's first letter, the term's
   kind, its value as a JSON string, and the record's place in the snapshot's table (0 first);
 - the compacted keys, sorted 64-bit numbers: a key's 8 bytes as a number in the machine's
-  order (as `array` reads them), its low PLACE_BITS bits replaced by the place of the
-  session holding it. A session whose keys are not whole slots of 16 hex digits is listed
-  as a term (IRREGULAR) instead.
+  byte order (as `array` reads them; the header names it, and another order is not read),
+  its low PLACE_BITS bits replaced by the place of the session holding it. A session whose
+  keys are not whole slots of 16 hex digits is listed as a term (IRREGULAR) instead.
 It is written after the snapshot (temp file, fsync, rename), and trusted only while its
 header names the snapshot read: any other writer's snapshot (an older version's, a file edited
 by hand) leaves it naming another, and the searches go back to the texts. It answers for the
@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
 from tokenbudget.schema import (
     FILE_SESSION,
@@ -146,7 +147,7 @@ def encode(stamp: tuple[int, ...], head: Any, sessions: dict[str, Any],
     text = "".join(lines).encode()
     keys = array("Q", numbers).tobytes()
     head_line = json.dumps({"index": VERSION, "at": [list(stamp), head],
-                            "parts": [len(text), len(keys)]}) + "\n"
+                            "parts": [len(text), len(keys)], "order": sys.byteorder}) + "\n"
     return head_line.encode() + text + keys
 
 
@@ -235,7 +236,8 @@ def open_for(path: str, stamp: tuple[int, ...], head: Any) -> Index | None:
         got = None
     parts = got.get("parts") if type(got) is dict else None
     if not (type(got) is dict and got.get("index") == VERSION
-            and got.get("at") == [list(stamp), head] and type(parts) is list
+            and got.get("at") == [list(stamp), head] and got.get("order") == sys.byteorder
+            and type(parts) is list
             and len(parts) == 2 and all(type(p) is int for p in parts)
             and end + 1 + parts[0] + parts[1] == size and parts[1] % 8 == 0):
         buf.close()
