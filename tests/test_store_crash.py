@@ -21,14 +21,17 @@ from pathlib import Path
 import pytest
 
 from tests.test_store_contract import REPO, _bump
+from tokenbudget import index
 from tokenbudget.schema import SCHEMA
 from tokenbudget.store import CRASH_ENV, JsonFileStore
 
 APPEND = ["append.opened", "append.cut", "append.half", "append.written", "append.synced"]
-CHECKPOINT = ["checkpoint.temp", "checkpoint.synced", "checkpoint.renamed", "checkpoint.emptied"]
+CHECKPOINT = ["checkpoint.temp", "checkpoint.synced", "checkpoint.renamed", "checkpoint.emptied",
+              "checkpoint.indexed"]
 # Past these, a process killed (not the machine losing power) has made its change visible:
 # the whole line is in the journal, or the new snapshot is in place.
-VISIBLE = {"append.written", "append.synced", "checkpoint.renamed", "checkpoint.emptied"}
+VISIBLE = {"append.written", "append.synced", "checkpoint.renamed", "checkpoint.emptied",
+           "checkpoint.indexed"}
 RUNS = 11
 
 
@@ -62,8 +65,9 @@ def crash(store: JsonFileStore, step: str, how: str, n: int, ready: Path) -> Non
 @pytest.mark.parametrize("how", ["exit", "kill"])
 @pytest.mark.parametrize("step", APPEND + CHECKPOINT)
 def test_a_writer_killed_at_any_step_loses_and_doubles_nothing(
-    step: str, how: str, tmp_path: Path
+    step: str, how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(index, "FROM_BYTES", 0)  # every checkpoint writes the index too
     store = JsonFileStore(tmp_path / "tb" / "ledger.json", lock_timeout=30)
     crashed = 0
     for n in range(1, RUNS + 1):
@@ -80,6 +84,7 @@ def test_a_writer_killed_at_any_step_loses_and_doubles_nothing(
         assert seen["folded"]["tokens"] == crashed  # the child's: whole or not at all
         assert (f"crash-{n}" in seen["warned"]) == (step in VISIBLE)
         assert not seen["notices"]  # nothing in what it left was garbage
+        assert json.dumps(store.read(lazy=True)[0]) == json.dumps(store.read()[0])
     with store.transaction() as ledger:  # the next writer cleans up after the dead
         _bump(ledger, "parent", RUNS + 1)
     assert not [p.name for p in Path(store.folder).glob("*.tmp")]
