@@ -1298,9 +1298,9 @@ class JsonFileStore(Store):
             lines, numbers = index.entries(f.read())
         want_lines, want_numbers = index.entries(exact or b"")
         if not (want_lines <= lines and want_numbers <= numbers):
-                with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as out:
-                    out.write(f"{self.file}: the index is not its snapshot's\n")
-                raise AssertionError(f"{self.file}: the index is not its snapshot's")
+            with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as out:
+                out.write(f"{self.file}: the index misses terms of its snapshot's records\n")
+            raise AssertionError(f"{self.file}: the index misses terms of its snapshot's records")
 
     @property
     def _temp_prefix(self) -> str:
