@@ -662,18 +662,24 @@ class JsonFileStore(Store):
         # the layout of one record a line, it is written by this code's checkpoint (a file
         # that looks like it but is not is written again by the first commit that reads it
         # whole, below, before the view names it): its records are decoded when first read.
-        data = lazy.decode(raw) if lazy_ok else None
+        # The index beside a large one (index.py) names its file by its stamp and commit time:
+        # where its rows are is taken from it only when both are this file's.
+        ix = None
+        if lazy_ok and len(raw) >= index.FROM_BYTES:
+            ix = index.open_for(index.file_of(self.file), _stamp(st))
+        data = lazy.decode(raw, ix.rows() if ix is not None else None) if lazy_ok else None
+        if data is not None and ix is not None and ix.head != data.get("updated"):
+            ix = None  # another snapshot's, with this file's stamp: cut again without it
+            data = lazy.decode(raw)
         if data is not None and not (
                 data.get("schema") == SCHEMA and type(data.get("journal", 0)) is int
                 and hot.names_snapshot(self.file, _stamp(st), data.get("updated"), laid=True)):
             data = None
         if data is not None:
             checked = True
-            if len(raw) >= index.FROM_BYTES:
-                ix = index.open_for(index.file_of(self.file), _stamp(st), data["updated"])
-                if ix is not None:
-                    for name in lazy.TABLES:  # before the journal changes them
-                        data[name].index = (ix, name, list(dict.keys(data[name])))
+            if ix is not None:
+                for name in lazy.TABLES:  # before the journal changes them
+                    data[name].index = (ix, name, list(dict.keys(data[name])))
         else:
             try:
                 data = json.loads(raw)
@@ -1247,7 +1253,7 @@ class JsonFileStore(Store):
                 index.remove(path)
                 return
             text = index.encode(_stamp(os.stat(self.file)), data["updated"], data["sessions"],
-                                data["files"])
+                                data["files"], lazy.row_spans(payload))
             if text is None:
                 index.remove(path)
                 return
