@@ -209,21 +209,27 @@ def test_rows_are_kept_only_when_every_key_is_written_as_is() -> None:
     assert lazy.row_spans(json.dumps(_large()).encode()) is None  # not in the layout
 
 
+def _checkpointed(folder: Path, n: int) -> Any:
+    """A store in `folder` with _large(n)'s sessions, checkpointed."""
+    from tokenbudget import store as store_mod
+
+    st = store_mod.JsonFileStore(folder / "ledger.json")
+    with st.transaction() as data:
+        for sid, rec in _large(n)["sessions"].items():
+            data["sessions"][sid] = {"f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "t": {},
+                                     "a": {}, "adj": [], "fk": [], "cs": {}, **rec}
+    st.checkpoint()
+    return st
+
+
 def test_a_read_takes_the_rows_of_its_own_snapshot_only(
         tmp_path: Path, monkeypatch: Any) -> None:
     """A hook's read cuts a large snapshot where its index says (no search for the rows); an
     index with this file's stamp but another commit time is not used, its rows neither."""
     import pytest
 
-    from tokenbudget import store as store_mod
-
     monkeypatch.setattr(index, "FROM_BYTES", 0)
-    st = store_mod.JsonFileStore(tmp_path / "ledger.json")
-    with st.transaction() as data:
-        for sid, rec in _large(50)["sessions"].items():
-            data["sessions"][sid] = {"f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "t": {},
-                                     "a": {}, "adj": [], "fk": [], "cs": {}, **rec}
-    st.checkpoint()
+    st = _checkpointed(tmp_path, 50)
     whole = json.dumps(st.read()[0])
     searched = lazy._table
     with monkeypatch.context() as m:
@@ -256,12 +262,7 @@ def test_the_suites_check_refuses_rows_that_do_not_cut_their_snapshot_into_its_r
 
     monkeypatch.setattr(index, "FROM_BYTES", 0)
     monkeypatch.setenv(store_mod.CHECK_ENV, str(tmp_path / "check.log"))
-    st = store_mod.JsonFileStore(tmp_path / "ledger.json")
-    with st.transaction() as data:
-        for sid, rec in _large(5)["sessions"].items():
-            data["sessions"][sid] = {"f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "t": {},
-                                     "a": {}, "adj": [], "fk": [], "cs": {}, **rec}
-    st.checkpoint()
+    st = _checkpointed(tmp_path, 5)
     st._check_index()
     raw = st.path.read_bytes()
     snap = json.loads(raw)
