@@ -209,21 +209,27 @@ def test_rows_are_kept_only_when_every_key_is_written_as_is() -> None:
     assert lazy.row_spans(json.dumps(_large()).encode()) is None  # not in the layout
 
 
+def _checkpointed(folder: Path, n: int) -> Any:
+    """A store in `folder` with _large(n)'s sessions, checkpointed."""
+    from tokenbudget import store as store_mod
+
+    st = store_mod.JsonFileStore(folder / "ledger.json")
+    with st.transaction() as data:
+        for sid, rec in _large(n)["sessions"].items():
+            data["sessions"][sid] = {"f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "t": {},
+                                     "a": {}, "adj": [], "fk": [], "cs": {}, **rec}
+    st.checkpoint()
+    return st
+
+
 def test_a_read_takes_the_rows_of_its_own_snapshot_only(
         tmp_path: Path, monkeypatch: Any) -> None:
     """A hook's read cuts a large snapshot where its index says (no search for the rows); an
     index with this file's stamp but another commit time is not used, its rows neither."""
     import pytest
 
-    from tokenbudget import store as store_mod
-
     monkeypatch.setattr(index, "FROM_BYTES", 0)
-    st = store_mod.JsonFileStore(tmp_path / "ledger.json")
-    with st.transaction() as data:
-        for sid, rec in _large(50)["sessions"].items():
-            data["sessions"][sid] = {"f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "t": {},
-                                     "a": {}, "adj": [], "fk": [], "cs": {}, **rec}
-    st.checkpoint()
+    st = _checkpointed(tmp_path, 50)
     whole = json.dumps(st.read()[0])
     searched = lazy._table
     with monkeypatch.context() as m:
@@ -241,3 +247,34 @@ def test_a_read_takes_the_rows_of_its_own_snapshot_only(
         read, _ = st.read(lazy=True)
     assert json.dumps(read) == whole and read["sessions"].index is None
     assert sorted(called) == ["files", "sessions"]
+
+
+def test_the_suites_check_refuses_rows_that_do_not_cut_their_snapshot_into_its_records(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The suite's check reads the ledger whole (never through the rows): it compares the
+    records the index's rows cut the snapshot into with those a search finds."""
+    import os
+
+    import pytest
+
+    from tokenbudget import store as store_mod
+    from tokenbudget.fileio import stamp
+
+    monkeypatch.setattr(index, "FROM_BYTES", 0)
+    monkeypatch.setenv(store_mod.CHECK_ENV, str(tmp_path / "check.log"))
+    st = _checkpointed(tmp_path, 5)
+    st._check_index()
+    raw = st.path.read_bytes()
+    snap = json.loads(raw)
+    rows = lazy.row_spans(raw)
+    assert rows is not None
+    start, end, starts, ends = rows["sessions"]
+    # The first two rows' texts swapped: each table still opens and closes where it says.
+    rows["sessions"] = (start, end, [starts[1], starts[0], *starts[2:]],
+                        [ends[1], ends[0], *ends[2:]])
+    text = index.encode(stamp(os.stat(st.file)), snap["updated"], snap["sessions"],
+                        snap["files"], rows)
+    assert text is not None
+    Path(index.file_of(st.file)).write_bytes(text)
+    with pytest.raises(AssertionError, match="rows"):
+        st._check_index()

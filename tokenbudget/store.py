@@ -1292,12 +1292,15 @@ class JsonFileStore(Store):
 
     def _check_index(self) -> None:
         """Test-only: an index that names the snapshot must find every record by every term
-        its record gives (built from a record's text, it may name one too many)."""
+        its record gives (built from a record's text, it may name one too many), and its rows
+        must cut the snapshot into the records a search finds."""
         with open(self.file, "rb") as f:
             st = os.fstat(f.fileno())
-            snap = json.loads(f.read())
+            raw = f.read()
+        snap = json.loads(raw)
         path = index.file_of(self.file)
-        if index.open_for(path, _stamp(st), snap["updated"]) is None:
+        ix = index.open_for(path, _stamp(st), snap["updated"])
+        if ix is None:
             return
         exact = index.encode(_stamp(st), snap["updated"], snap["sessions"], snap["files"])
         with open(path, "rb") as f:
@@ -1307,6 +1310,18 @@ class JsonFileStore(Store):
             with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as out:
                 out.write(f"{self.file}: the index misses terms of its snapshot's records\n")
             raise AssertionError(f"{self.file}: the index misses terms of its snapshot's records")
+        # _check_replay reads whole: the rows a hook's read cuts the snapshot at are checked
+        # here, against the records a search finds (keys, texts, order).
+        rows = ix.rows()
+        if rows is not None:
+            cut, searched = lazy.decode(raw, rows), lazy.decode(raw)
+            if lazy._placed(raw, rows) is None or cut is None or searched is None or any(
+                    list(dict.items(cut[name])) != list(dict.items(searched[name]))
+                    for name in lazy.TABLES):
+                with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as out:
+                    out.write(f"{self.file}: the index's rows do not cut its snapshot into its"
+                              " records\n")
+                raise AssertionError(f"{self.file}: the index's rows are not its snapshot's")
 
     @property
     def _temp_prefix(self) -> str:
