@@ -362,7 +362,9 @@ class Kept:
         the package trusts only a view it wrote (untimed, one process)."""
         self._put_back()
         if restamp:
-            subprocess.run([*restamp, "-c", _RESTAMP], check=True, env=env)
+            # A neutral cwd (as `run`): from the repo, `-c` would import the working tree, and
+            # the code before would keep the view and index this tree writes.
+            subprocess.run([*restamp, "-c", _RESTAMP], check=True, env=env, cwd=str(WORK))
 
     def _put_back(self) -> None:
         for path in [p for p in self.tb.rglob("*") if p.is_file()]:

@@ -114,7 +114,7 @@ def test_an_index_that_does_not_name_the_snapshot_or_is_cut_short_is_not_read(
     assert index.open_for(str(path), STAMP, HEAD) is not None
     assert index.open_for(str(path), (1, 2, 3, 4, 6), HEAD) is None
     assert index.open_for(str(path), STAMP, HEAD + 1) is None
-    wrong = text.replace(b'"index": 1', b'"index": 2')
+    wrong = text.replace(f'"index": {index.VERSION}'.encode(), b'"index": 99')
     other = {"little": b'"order": "big"', "big": b'"order": "little"'}[sys.byteorder]
     swapped = text.replace(f'"order": "{sys.byteorder}"'.encode(), other)
     assert swapped != text
@@ -161,8 +161,120 @@ def test_the_suites_check_takes_an_index_that_names_a_record_too_many_and_no_few
     st._check_index()
     head, rest = text.split(b"\n", 1)
     parts = json.loads(head)["parts"]
-    cut = json.loads(head) | {"parts": [parts[0], parts[1] - 8]}
-    path.write_bytes(json.dumps(cut).encode() + b"\n" + rest[:-8])
+    cut = json.loads(head) | {"parts": [parts[0], parts[1] - 8, *parts[2:]]}
+    at = parts[0] + parts[1]  # one key number fewer: the last
+    path.write_bytes(json.dumps(cut).encode() + b"\n" + rest[: at - 8] + rest[at:])
     assert index.open_for(str(path), stamp(os.stat(st.file)), snap["updated"]) is not None
     with pytest.raises(AssertionError):
+        st._check_index()
+
+
+def _large(n: int = 300) -> dict[str, Any]:
+    sessions = {f"s-{i:04}": {"p": f"/home/dev/{'x' * 30}/{i}", "k": f"{i:016x}"}
+                for i in range(n)}
+    files = {f"/p/{i}.jsonl": [f"1:{i}", "h", i, f"s-{i:04}", None] for i in range(n)}
+    return {"updated": HEAD, "sessions": sessions, "files": files, "hours": {"1": [1]}}
+
+
+def test_a_snapshot_is_cut_where_its_index_says_into_the_same_records(tmp_path: Path) -> None:
+    """The rows the index keeps (lazy.row_spans) cut the snapshot into the very entries the
+    search for them gives, in order; rows that do not fit the file are not used."""
+    for data in (_large(), _large() | {"sessions": {}}, _large(1)):
+        raw = lazy.encode(data)
+        rows = lazy.row_spans(raw)
+        assert rows is not None
+        text = index.encode(STAMP, HEAD, data["sessions"], data["files"], rows)
+        assert text is not None
+        path = tmp_path / "ledger.index"
+        path.write_bytes(text)
+        ix = index.open_for(str(path), STAMP)
+        assert ix is not None and ix.head == HEAD
+        want, got = lazy.decode(raw), lazy.decode(raw, ix.rows())
+        assert want is not None and got is not None
+        for name in lazy.TABLES:
+            assert list(dict.items(got[name])) == list(dict.items(want[name]))
+        assert json.dumps(got) == json.dumps(data)
+        # The same rows against a file one byte longer before them: not used, read right.
+        shifted = raw.replace(b'{"updated":', b'{ "updated":', 1)
+        assert shifted != raw
+        moved = lazy.decode(shifted, ix.rows())
+        assert moved is not None and json.dumps(moved) == json.dumps(data)
+
+
+def test_rows_are_kept_only_when_every_key_is_written_as_is() -> None:
+    data = _large()
+    data["sessions"]['q"\u00e9'] = {"p": ""}
+    assert lazy.row_spans(lazy.encode(data)) is None  # read on its own: no rows kept
+    assert lazy.row_spans(lazy.encode(_large())) is not None
+    assert lazy.row_spans(json.dumps(_large()).encode()) is None  # not in the layout
+
+
+def _checkpointed(folder: Path, n: int) -> Any:
+    """A store in `folder` with _large(n)'s sessions, checkpointed."""
+    from tokenbudget import store as store_mod
+
+    st = store_mod.JsonFileStore(folder / "ledger.json")
+    with st.transaction() as data:
+        for sid, rec in _large(n)["sessions"].items():
+            data["sessions"][sid] = {"f": 1.0, "l": 2.0, "m": {}, "x": {}, "s": {}, "t": {},
+                                     "a": {}, "adj": [], "fk": [], "cs": {}, **rec}
+    st.checkpoint()
+    return st
+
+
+def test_a_read_takes_the_rows_of_its_own_snapshot_only(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """A hook's read cuts a large snapshot where its index says (no search for the rows); an
+    index with this file's stamp but another commit time is not used, its rows neither."""
+    import pytest
+
+    monkeypatch.setattr(index, "FROM_BYTES", 0)
+    st = _checkpointed(tmp_path, 50)
+    whole = json.dumps(st.read()[0])
+    searched = lazy._table
+    with monkeypatch.context() as m:
+        m.setattr(lazy, "_table", lambda *a: pytest.fail("searched for the rows"))
+        read, _ = st.read(lazy=True)
+        assert json.dumps(read) == whole and read["sessions"].index is not None
+    path = Path(index.file_of(st.file))
+    head, rest = path.read_bytes().split(b"\n", 1)
+    other = json.loads(head)
+    other["at"][1] += 1.0
+    path.write_bytes(json.dumps(other).encode() + b"\n" + rest)
+    called = []
+    with monkeypatch.context() as m:
+        m.setattr(lazy, "_table", lambda *a: called.append(a[0]) or searched(*a))
+        read, _ = st.read(lazy=True)
+    assert json.dumps(read) == whole and read["sessions"].index is None
+    assert sorted(called) == ["files", "sessions"]
+
+
+def test_the_suites_check_refuses_rows_that_do_not_cut_their_snapshot_into_its_records(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The suite's check reads the ledger whole (never through the rows): it compares the
+    records the index's rows cut the snapshot into with those a search finds."""
+    import os
+
+    import pytest
+
+    from tokenbudget import store as store_mod
+    from tokenbudget.fileio import stamp
+
+    monkeypatch.setattr(index, "FROM_BYTES", 0)
+    monkeypatch.setenv(store_mod.CHECK_ENV, str(tmp_path / "check.log"))
+    st = _checkpointed(tmp_path, 5)
+    st._check_index()
+    raw = st.path.read_bytes()
+    snap = json.loads(raw)
+    rows = lazy.row_spans(raw)
+    assert rows is not None
+    start, end, starts, ends = rows["sessions"]
+    # The first two rows' texts swapped: each table still opens and closes where it says.
+    rows["sessions"] = (start, end, [starts[1], starts[0], *starts[2:]],
+                        [ends[1], ends[0], *ends[2:]])
+    text = index.encode(stamp(os.stat(st.file)), snap["updated"], snap["sessions"],
+                        snap["files"], rows)
+    assert text is not None
+    Path(index.file_of(st.file)).write_bytes(text)
+    with pytest.raises(AssertionError, match="rows"):
         st._check_index()

@@ -16,7 +16,10 @@ The file (`<ledger stem>.index`), each part found by the header:
 - the compacted keys, sorted 64-bit numbers: a key's 8 bytes as a number in the machine's
   byte order (as `array` reads them; the header names it, and another order is not read),
   its low PLACE_BITS bits replaced by the place of the session holding it. A session whose
-  keys are not whole slots of 16 hex digits is listed as a term (IRREGULAR) instead.
+  keys are not whole slots of 16 hex digits is listed as a term (IRREGULAR) instead;
+- the rows (when every row's key is written as is): JSON, where each table's rows start and
+  end and how many, then, 64-bit numbers, where each row's record text starts and ends, so
+  that a call cuts the snapshot into records without searching it for them (lazy.decode).
 It is written after the snapshot (temp file, fsync, rename), and trusted only while its
 header names the snapshot read: any other writer's snapshot (an older version's, a file edited
 by hand) leaves it naming another, and the searches go back to the texts. It answers for the
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: the rows part
 # A snapshot this large or larger gets an index; a smaller one is searched (the tests set it
 # lower, to run every search through an index).
 FROM_BYTES = int(os.environ.get("TOKENBUDGET_INDEX_FROM", 256 * 1024))
@@ -121,10 +124,11 @@ def _prefix(table: str, kind: str, value: str) -> bytes:
 
 
 def encode(stamp: tuple[int, ...], head: Any, sessions: dict[str, Any],
-           files: dict[str, Any]) -> bytes | None:
+           files: dict[str, Any], rows: dict[str, Any] | None = None) -> bytes | None:
     """The index of these tables (dicts of records, or of their texts not decoded yet, in the
-    snapshot's order) for the snapshot of this stamp and commit time; None when it cannot
-    index them (more sessions than PLACE_BITS numbers)."""
+    snapshot's order) for the snapshot of this stamp and commit time, with its `rows`
+    (lazy.row_spans) if given; None when it cannot index them (more sessions than PLACE_BITS
+    numbers)."""
     from array import array  # here: a checkpoint's
 
     if len(sessions) > _PLACE:
@@ -146,18 +150,41 @@ def encode(stamp: tuple[int, ...], head: Any, sessions: dict[str, Any],
     numbers.sort()
     text = "".join(lines).encode()
     keys = array("Q", numbers).tobytes()
+    listed, spans = b"", b""
+    if rows is not None:
+        listed = json.dumps({name: [start, end, len(starts)] for name, (start, end, starts, _)
+                             in rows.items()}).encode()
+        spans = b"".join(array("Q", [*starts, *ends]).tobytes()
+                         for _, _, starts, ends in rows.values())
     head_line = json.dumps({"index": VERSION, "at": [list(stamp), head],
-                            "parts": [len(text), len(keys)], "order": sys.byteorder}) + "\n"
-    return head_line.encode() + text + keys
+                            "parts": [len(text), len(keys), len(listed), len(spans)],
+                            "order": sys.byteorder}) + "\n"
+    return head_line.encode() + text + keys + listed + spans
 
 
 class Index:
     """An index file mapped, named by its snapshot (see `open_for`)."""
 
-    def __init__(self, buf: Any, start: int, end: int) -> None:
+    def __init__(self, buf: Any, head: Any, at: list[int]) -> None:
         self._buf = buf
-        self._start, self._end = start, end  # where the sorted lines begin and end
+        self.head = head  # the commit time of the snapshot it was written for
+        self._at = at  # where each part begins, and the last ends
+        self._start, self._end = at[0], at[1]  # the sorted lines
         self._keys: Any = None
+
+    def rows(self) -> dict[str, tuple[int, int, Any, Any]] | None:
+        """The snapshot's rows (lazy.row_spans): table name -> (where its rows start and end,
+        where each record's text starts, where it ends); None when not written."""
+        if self._at[3] == self._at[2]:
+            return None
+        listed = json.loads(self._buf[self._at[2] : self._at[3]])
+        spans = memoryview(self._buf)[self._at[3] : self._at[4]].cast("Q")
+        out = {}
+        at = 0
+        for name, (start, end, n) in listed.items():
+            out[name] = (start, end, spans[at : at + n], spans[at + n : at + 2 * n])
+            at += 2 * n
+        return out if at == len(spans) else None
 
     def places(self, table: str, kind: str, value: str) -> list[int]:
         """The places in the snapshot's `table` of the records found by this term."""
@@ -191,7 +218,7 @@ class Index:
         import bisect
 
         if self._keys is None:
-            self._keys = memoryview(self._buf)[self._end :].cast("Q")
+            self._keys = memoryview(self._buf)[self._at[1] : self._at[2]].cast("Q")
         keys, top = self._keys, memoryview(slot).cast("Q")[0] & ~_PLACE
         at = bisect.bisect_left(keys, top)
         while at < len(keys) and keys[at] & ~_PLACE == top:
@@ -207,13 +234,14 @@ def entries(payload: bytes) -> tuple[set[bytes], set[int]]:
     end = payload.find(b"\n")
     if end < 0:
         return set(), set()
-    text, _ = json.loads(payload[:end])["parts"]
+    text, numbers = json.loads(payload[:end])["parts"][:2]
     lines = payload[end + 1 : end + 1 + text]
-    return set(lines.splitlines()), set(array("Q", payload[end + 1 + text :]))
+    return set(lines.splitlines()), set(array("Q", payload[end + 1 + text :][:numbers]))
 
 
-def open_for(path: str, stamp: tuple[int, ...], head: Any) -> Index | None:
-    """The index at `path` if it names the snapshot of this stamp and commit time, else None."""
+def open_for(path: str, stamp: tuple[int, ...], head: Any = None) -> Index | None:
+    """The index at `path` if it names the snapshot of this stamp and commit time (None: any;
+    the caller compares `Index.head` once it has read it), else None."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -235,14 +263,18 @@ def open_for(path: str, stamp: tuple[int, ...], head: Any) -> Index | None:
     except ValueError:
         got = None
     parts = got.get("parts") if type(got) is dict else None
-    if not (type(got) is dict and got.get("index") == VERSION
-            and got.get("at") == [list(stamp), head] and got.get("order") == sys.byteorder
-            and type(parts) is list
-            and len(parts) == 2 and all(type(p) is int for p in parts)
-            and end + 1 + parts[0] + parts[1] == size and parts[1] % 8 == 0):
+    at = got.get("at") if type(got) is dict else None
+    if not (type(got) is dict and got.get("index") == VERSION and type(at) is list
+            and len(at) == 2 and at[0] == list(stamp) and (head is None or at[1] == head)
+            and got.get("order") == sys.byteorder and type(parts) is list and len(parts) == 4
+            and all(type(p) is int and p >= 0 for p in parts)
+            and end + 1 + sum(parts) == size and parts[1] % 8 == 0 and parts[3] % 8 == 0):
         buf.close()
         return None
-    return Index(buf, end + 1, end + 1 + parts[0])
+    starts = [end + 1]
+    for p in parts:
+        starts.append(starts[-1] + p)
+    return Index(buf, at[1], starts)
 
 
 def write(path: str, payload: bytes, prefix: str) -> None:

@@ -239,9 +239,9 @@ _ROWS = {
 _SMALL = 16 * 1024  # bytes of rows read line by line
 
 
-def decode(raw: bytes) -> dict[str, Any] | None:
-    """The snapshot `raw` with its TABLES as Tables of records not decoded yet; None when it is
-    not in the layout `encode` writes (then it is parsed whole)."""
+def _regions(raw: bytes) -> list[tuple[int, str, int, int]] | None:
+    """Where each of TABLES is in the snapshot `raw`, in the file's order: (where its name
+    is, the name, where its rows start, where they end); None when not in the layout."""
     found = []
     for name, opens in _OPENS.items():
         at = raw.find(opens.encode() + b"\n")
@@ -249,8 +249,7 @@ def decode(raw: bytes) -> dict[str, Any] | None:
             return None  # an older writer's, or one line: quick to tell
         found.append((at, name, at + len(opens) + 1))
     found.sort()
-    skeleton: list[bytes] = []
-    tables: dict[str, Table] = {}
+    out = []
     done = 0
     for at, name, start in found:
         if at < done:
@@ -258,9 +257,80 @@ def decode(raw: bytes) -> dict[str, Any] | None:
         end = raw.find(b"\n}", start - 1)
         if end < 0:
             return None
+        out.append((at, name, start, end))
+        done = end + 2
+    return out
+
+
+def _placed(raw: bytes, rows: dict[str, Any]) -> list[tuple[int, str, int, int]] | None:
+    """_regions as `rows` (row_spans of this very file) place them, each checked where its
+    table opens and closes, instead of searched for (most of the cost of a large read)."""
+    out = []
+    done = 0
+    for start, name in sorted((cut[0], name) for name, cut in rows.items()):
+        if name not in _OPENS:
+            return None
+        opens = _OPENS[name].encode() + b"\n"
+        end = rows[name][1]
+        at = start - len(opens)
+        if at < done or raw[at:start] != opens or raw[end : end + 2] != b"\n}":
+            return None
+        out.append((at, name, start, end))
+        done = end + 2
+    return out if len(out) == len(_OPENS) else None
+
+
+def row_spans(raw: bytes) -> dict[str, tuple[int, int, list[int], list[int]]] | None:
+    """Where each row of the snapshot `raw` is (for the index beside it): table name -> (where
+    its rows start and end, where each record's text starts, where it ends: its key is
+    between the row's start and the text's); None unless every row is as encode writes it
+    with its key written as is (the common case)."""
+    regions = _regions(raw)
+    if regions is None:
+        return None
+    out = {}
+    for _, name, start, end in regions:
+        keys: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        at = start
+        for m in re.compile(_ROWS[name], re.M).finditer(raw, start, end):
+            key = m.group(1)
+            if m.start() != at or not key.isascii():
+                return None  # a row not matched (read on its own: _row), or a key not ASCII
+            keys.append(key.decode())
+            starts.append(m.start(2))
+            ends.append(m.end(2))
+            at = m.end() + 1  # past the line's end
+        # Every byte in a row matched (an empty table: its rows end before they start), and
+        # no key twice (json.loads keeps the last).
+        if (at != end + 1 if keys else end >= start) or len(set(keys)) != len(keys):
+            return None
+        out[name] = (start, end, starts, ends)
+    return out
+
+
+def decode(raw: bytes, rows: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The snapshot `raw` with its TABLES as Tables of records not decoded yet; None when it is
+    not in the layout `encode` writes (then it is parsed whole). `rows`: where its rows are
+    (row_spans, as the index beside it says), to cut them there instead of searching."""
+    regions = _placed(raw, rows) if rows is not None else None
+    if regions is None:
+        regions, rows = _regions(raw), None
+    if regions is None:
+        return None
+    skeleton: list[bytes] = []
+    tables: dict[str, Table] = {}
+    done = 0
+    for _, name, start, end in regions:
         skeleton.append(raw[done:start - 1])  # up to the table's opening brace, included
         skeleton.append(b"}")
-        table = _table(name, raw[start:end])
+        cut = rows.get(name) if rows is not None else None
+        table: Table | None
+        if cut is not None and cut[0] == start and cut[1] == end:
+            table = _cut(raw, start, cut[2], cut[3])
+        else:
+            table = _table(name, raw[start:end])
         if table is None:
             return None
         tables[name] = table
@@ -277,6 +347,19 @@ def decode(raw: bytes) -> dict[str, Any] | None:
             return None
         data[name] = t
     return data
+
+
+def _cut(raw: bytes, start: int, starts: Any, ends: Any) -> Table:
+    """The Table of rows whose record texts are at `starts`/`ends` in `raw` (row_spans), the
+    first row at `start`, each next one past the comma and line end of the one before; a key
+    is between its row's quote and its text's colon. Cut at C speed."""
+    if not len(starts):
+        return Table()
+    rows = itertools.chain((start,), map(operator.add, ends[:-1], itertools.repeat(2)))
+    keys = map(raw.__getitem__, map(slice, map(operator.add, rows, itertools.repeat(1)),
+                                     map(operator.sub, starts, itertools.repeat(2))))
+    return Table(zip(map(bytes.decode, keys), map(raw.__getitem__, map(slice, starts, ends)),
+                     strict=True))
 
 
 def _table(name: str, rows: bytes) -> Table | None:

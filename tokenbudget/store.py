@@ -662,18 +662,24 @@ class JsonFileStore(Store):
         # the layout of one record a line, it is written by this code's checkpoint (a file
         # that looks like it but is not is written again by the first commit that reads it
         # whole, below, before the view names it): its records are decoded when first read.
-        data = lazy.decode(raw) if lazy_ok else None
+        # The index beside a large one (index.py) names its file by its stamp and commit time:
+        # where its rows are is taken from it only when both are this file's.
+        ix = None
+        if lazy_ok and len(raw) >= index.FROM_BYTES:
+            ix = index.open_for(index.file_of(self.file), _stamp(st))
+        data = lazy.decode(raw, ix.rows() if ix is not None else None) if lazy_ok else None
+        if data is not None and ix is not None and ix.head != data.get("updated"):
+            ix = None  # another snapshot's, with this file's stamp: cut again without it
+            data = lazy.decode(raw)
         if data is not None and not (
                 data.get("schema") == SCHEMA and type(data.get("journal", 0)) is int
                 and hot.names_snapshot(self.file, _stamp(st), data.get("updated"), laid=True)):
             data = None
         if data is not None:
             checked = True
-            if len(raw) >= index.FROM_BYTES:
-                ix = index.open_for(index.file_of(self.file), _stamp(st), data["updated"])
-                if ix is not None:
-                    for name in lazy.TABLES:  # before the journal changes them
-                        data[name].index = (ix, name, list(dict.keys(data[name])))
+            if ix is not None:
+                for name in lazy.TABLES:  # before the journal changes them
+                    data[name].index = (ix, name, list(dict.keys(data[name])))
         else:
             try:
                 data = json.loads(raw)
@@ -1247,7 +1253,7 @@ class JsonFileStore(Store):
                 index.remove(path)
                 return
             text = index.encode(_stamp(os.stat(self.file)), data["updated"], data["sessions"],
-                                data["files"])
+                                data["files"], lazy.row_spans(payload))
             if text is None:
                 index.remove(path)
                 return
@@ -1286,12 +1292,15 @@ class JsonFileStore(Store):
 
     def _check_index(self) -> None:
         """Test-only: an index that names the snapshot must find every record by every term
-        its record gives (built from a record's text, it may name one too many)."""
+        its record gives (built from a record's text, it may name one too many), and its rows
+        must cut the snapshot into the records a search finds."""
         with open(self.file, "rb") as f:
             st = os.fstat(f.fileno())
-            snap = json.loads(f.read())
+            raw = f.read()
+        snap = json.loads(raw)
         path = index.file_of(self.file)
-        if index.open_for(path, _stamp(st), snap["updated"]) is None:
+        ix = index.open_for(path, _stamp(st), snap["updated"])
+        if ix is None:
             return
         exact = index.encode(_stamp(st), snap["updated"], snap["sessions"], snap["files"])
         with open(path, "rb") as f:
@@ -1301,6 +1310,18 @@ class JsonFileStore(Store):
             with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as out:
                 out.write(f"{self.file}: the index misses terms of its snapshot's records\n")
             raise AssertionError(f"{self.file}: the index misses terms of its snapshot's records")
+        # _check_replay reads whole: the rows a hook's read cuts the snapshot at are checked
+        # here, against the records a search finds (keys, texts, order).
+        rows = ix.rows()
+        if rows is not None:
+            cut, searched = lazy.decode(raw, rows), lazy.decode(raw)
+            if lazy._placed(raw, rows) is None or cut is None or searched is None or any(
+                    list(dict.items(cut[name])) != list(dict.items(searched[name]))
+                    for name in lazy.TABLES):
+                with open(os.environ[CHECK_ENV], "a", encoding="utf-8") as out:
+                    out.write(f"{self.file}: the index's rows do not cut its snapshot into its"
+                              " records\n")
+                raise AssertionError(f"{self.file}: the index's rows are not its snapshot's")
 
     @property
     def _temp_prefix(self) -> str:
