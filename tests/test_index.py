@@ -278,3 +278,4 @@ def test_the_suites_check_refuses_rows_that_do_not_cut_their_snapshot_into_its_r
     Path(index.file_of(st.file)).write_bytes(text)
     with pytest.raises(AssertionError, match="rows"):
         st._check_index()
+

@@ -95,16 +95,19 @@ OWN_COMMANDS = ("/tokenbudget", "/tokenbudget:tokenbudget")  # engine.OWN_COMMAN
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
+def beside(ledger_file: str, suffix: str) -> str:
+    """The file of the ledger's named by `suffix` (its journal, view, index), beside it."""
+    return (ledger_file[:-5] if ledger_file.endswith(".json") else ledger_file) + suffix
+
+
 def paths(ledger_file: str) -> tuple[str, str]:
     """(the shared file, the sessions' folder) beside `ledger_file`."""
-    stem = ledger_file[:-5] if ledger_file.endswith(".json") else ledger_file
-    return stem + ".hot.json", stem + ".hot"
+    return beside(ledger_file, ".hot.json"), beside(ledger_file, ".hot")
 
 
 def journal_path(ledger_file: str) -> str:
     """The journal beside `ledger_file` (store.JsonFileStore's), without importing the store."""
-    stem = ledger_file[:-5] if ledger_file.endswith(".json") else ledger_file
-    return stem + ".journal.jsonl"
+    return beside(ledger_file, ".journal.jsonl")
 
 
 def session_file(folder: str, session_id: str) -> str:

@@ -10,7 +10,8 @@ the call finds each by a binary search of this file, mapped, not read.
 
 The file (`<ledger stem>.index`), each part found by the header:
 - a header line, JSON, naming the snapshot it was written for (its file's stamp and its
-  commit time, as the hot view names it) and the sizes of the two parts after it;
+  commit time, as the hot view names it), the byte order of its numbers and the sizes of the
+  parts after it;
 - lines `<table><kind>\t<value>\t<n>\n` in sorted order: the table's first letter, the term's
   kind, its value as a JSON string, and the record's place in the snapshot's table (0 first);
 - the compacted keys, sorted 64-bit numbers: a key's 8 bytes as a number in the machine's
@@ -36,6 +37,7 @@ import os
 import re
 import sys
 
+from tokenbudget.hot import beside
 from tokenbudget.schema import (
     FILE_SESSION,
     KEY_LEN,
@@ -71,8 +73,7 @@ _KEYED = (S_COMPACTED_KEYS.encode(), S_FOLDED_KEYS.encode())
 
 
 def file_of(ledger_file: str) -> str:
-    stem = ledger_file[:-5] if ledger_file.endswith(".json") else ledger_file
-    return stem + ".index"
+    return beside(ledger_file, ".index")
 
 
 def _slots(keys: str) -> bytes | None:
@@ -169,7 +170,6 @@ class Index:
         self._buf = buf
         self.head = head  # the commit time of the snapshot it was written for
         self._at = at  # where each part begins, and the last ends
-        self._start, self._end = at[0], at[1]  # the sorted lines
         self._keys: Any = None
 
     def rows(self) -> dict[str, tuple[int, int, Any, Any]] | None:
@@ -177,11 +177,10 @@ class Index:
         where each record's text starts, where it ends); None when not written."""
         if self._at[3] == self._at[2]:
             return None
-        listed = json.loads(self._buf[self._at[2] : self._at[3]])
         spans = memoryview(self._buf)[self._at[3] : self._at[4]].cast("Q")
         out = {}
         at = 0
-        for name, (start, end, n) in listed.items():
+        for name, (start, end, n) in json.loads(self._buf[self._at[2] : self._at[3]]).items():
             out[name] = (start, end, spans[at : at + n], spans[at + n : at + 2 * n])
             at += 2 * n
         return out if at == len(spans) else None
@@ -191,7 +190,7 @@ class Index:
         if kind == KEY:
             return self._key_places(value)
         buf, prefix = self._buf, _prefix(table, kind, value)
-        lo, hi = self._start, self._end
+        lo, hi = self._at[0], self._at[1]  # the sorted lines
         while lo < hi:  # the first line not below prefix; lo is always a line's start
             mid = (lo + hi) // 2
             s = buf.rfind(b"\n", lo, mid) + 1 or lo
@@ -202,7 +201,7 @@ class Index:
                 hi = s
         found = []
         n = len(prefix)
-        while lo < self._end and buf[lo : lo + n] == prefix:
+        while lo < self._at[1] and buf[lo : lo + n] == prefix:
             e = buf.find(b"\n", lo)
             found.append(int(buf[lo + n : e]))
             lo = e + 1
@@ -275,13 +274,6 @@ def open_for(path: str, stamp: tuple[int, ...], head: Any = None) -> Index | Non
     for p in parts:
         starts.append(starts[-1] + p)
     return Index(buf, at[1], starts)
-
-
-def write(path: str, payload: bytes, prefix: str) -> None:
-    """Replace the index at `path` with `payload` (0600, atomically and durably)."""
-    from tokenbudget.fileio import replace_atomically
-
-    replace_atomically(path, payload, prefix=prefix)
 
 
 def remove(path: str) -> None:

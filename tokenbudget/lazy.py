@@ -325,12 +325,9 @@ def decode(raw: bytes, rows: dict[str, Any] | None = None) -> dict[str, Any] | N
     for _, name, start, end in regions:
         skeleton.append(raw[done:start - 1])  # up to the table's opening brace, included
         skeleton.append(b"}")
-        cut = rows.get(name) if rows is not None else None
-        table: Table | None
-        if cut is not None and cut[0] == start and cut[1] == end:
-            table = _cut(raw, start, cut[2], cut[3])
-        else:
-            table = _table(name, raw[start:end])
+        # Rows placed (_placed): each table's are where they say.
+        table = _cut(raw, start, *rows[name][2:]) if rows is not None \
+            else _table(name, raw[start:end])
         if table is None:
             return None
         tables[name] = table

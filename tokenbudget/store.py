@@ -586,8 +586,7 @@ class JsonFileStore(Store):
         self.file = os.fspath(path)
         self.location = self.file
         self.folder, self.name = os.path.split(self.file)
-        stem = self.file[:-5] if self.file.endswith(".json") else self.file
-        self.journal = stem + ".journal.jsonl"
+        self.journal = hot.journal_path(self.file)
         self.lock_path = self.file + ".lock"
         self.lock_timeout = lock_timeout
         self.journal_bound = JOURNAL_BOUND if journal_bound is None else journal_bound
@@ -1257,7 +1256,7 @@ class JsonFileStore(Store):
             if text is None:
                 index.remove(path)
                 return
-            index.write(path, text, self._temp_prefix)
+            replace_atomically(path, text, prefix=self._temp_prefix)
             _step("checkpoint.indexed")
         except OSError:
             with contextlib.suppress(OSError):
