@@ -279,3 +279,41 @@ def test_the_suites_check_refuses_rows_that_do_not_cut_their_snapshot_into_its_r
     with pytest.raises(AssertionError, match="rows"):
         st._check_index()
 
+
+def test_an_index_damaged_where_its_header_cannot_tell_is_searched_without(
+        tmp_path: Path) -> None:
+    """Bytes of an index changed in place, its size kept (a damaged disk): a search that meets
+    them answers as without an index, and rows that do not parse are not used."""
+    from tokenbudget.ingest import Ingestor
+
+    data = _large(40)
+    raw = lazy.encode(data)
+    text = index.encode(STAMP, HEAD, data["sessions"], data["files"], lazy.row_spans(raw))
+    assert text is not None
+    head, rest = text.split(b"\n", 1)
+    parts = json.loads(head)["parts"]
+    lines = rest[: parts[0]]
+    listed = rest[parts[0] + parts[1] : parts[0] + parts[1] + parts[2]]
+    import re
+
+    places = re.sub(rb"\t(\d+)\n", lambda m: b"\t" + b"x" * len(m[1]) + b"\n", lines)
+    damaged = (head + b"\n" + places
+               + rest[parts[0] : parts[0] + parts[1]] + b"{" * len(listed)
+               + rest[parts[0] + parts[1] + parts[2] :])
+    assert len(damaged) == len(text) and damaged != text
+    path = tmp_path / "ledger.index"
+    path.write_bytes(damaged)
+    ix = index.open_for(str(path), STAMP, HEAD)
+    assert ix is not None and ix.rows() is None
+    whole = lazy.decode(raw, ix.rows())
+    assert whole is not None and json.dumps(whole) == json.dumps(data)
+    read = lazy.decode(raw)
+    assert read is not None
+    for name in lazy.TABLES:
+        read[name].index = (ix, name, list(data[name]))
+    got = [p for p, r in lazy.entries_with(read["files"], b'"s-0003"',
+                                           (index.SESSION, "s-0003")) if r[3] == "s-0003"]
+    assert got == ["/p/3.jsonl"] and read["files"].index is None  # the damage was met
+    plain = Ingestor({"sessions": json.loads(json.dumps(data["sessions"]))})
+    for key in ("0000000000000003", "00000000000000ff"):
+        assert Ingestor(read)._compacted_search(key) == plain._compacted_search(key)

@@ -180,9 +180,12 @@ class Index:
         spans = memoryview(self._buf)[self._at[3] : self._at[4]].cast("Q")
         out = {}
         at = 0
-        for name, (start, end, n) in json.loads(self._buf[self._at[2] : self._at[3]]).items():
-            out[name] = (start, end, spans[at : at + n], spans[at + n : at + 2 * n])
-            at += 2 * n
+        try:
+            for name, (start, end, n) in json.loads(self._buf[self._at[2] : self._at[3]]).items():
+                out[name] = (start, end, spans[at : at + n], spans[at + n : at + 2 * n])
+                at += 2 * n
+        except (ValueError, TypeError, AttributeError):
+            return None  # damaged where its header could not tell: searched without it
         return out if at == len(spans) else None
 
     def places(self, table: str, kind: str, value: str) -> list[int]:

@@ -62,7 +62,11 @@ class Table(dict):  # type: ignore[type-arg]
         if self.index is None:
             return None
         ix, name, order = self.index
-        return {order[n] for n in ix.places(name, kind, value)}
+        try:
+            return {order[n] for n in ix.places(name, kind, value)}
+        except (ValueError, TypeError, IndexError):
+            self.index = None  # damaged where its header could not tell: searched without it
+            return None
 
     def texts(self) -> tuple[bytes, list[int], list[Any]]:
         """The texts not decoded when first asked, joined (by a NUL, which JSON text never
